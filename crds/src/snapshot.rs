@@ -1,0 +1,184 @@
+//! Compiling resources into one versioned, self-contained configuration.
+
+use crate::manifest::{ConfigError, Resource, parse_manifests};
+use crate::spec::{ContactPolicySpec, EsmePoolSpec, FieldError, SecretKeyRef, SmppLinkSpec, UserSpec};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// The compiled configuration every proxy pod runs on: all references
+/// checked, every secret resolved, versioned by a hash of its content.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Hex SHA-256 of the content (without this field): equal content, equal
+    /// version, whichever process compiled it.
+    pub version: String,
+    /// Links by name; `password` holds the resolved secret.
+    pub links: BTreeMap<String, SmppLinkSpec>,
+    /// Pools by name.
+    pub pools: BTreeMap<String, EsmePoolSpec>,
+    /// Users by resource name; `password` holds the resolved secret, if any.
+    pub users: BTreeMap<String, UserSpec>,
+    /// Contact-policy strategies by name.
+    pub policies: BTreeMap<String, ContactPolicySpec>,
+}
+
+/// Placeholder that replaces secrets in [`Snapshot::redacted`].
+pub const REDACTED: &str = "***";
+
+impl Snapshot {
+    /// The same snapshot with every secret replaced by `***`, for showing to
+    /// admins and writing to logs.
+    pub fn redacted(&self) -> Snapshot {
+        let mut s = self.clone();
+        for l in s.links.values_mut() {
+            if l.password.is_some() {
+                l.password = Some(REDACTED.to_owned());
+            }
+        }
+        for u in s.users.values_mut() {
+            if u.password.is_some() {
+                u.password = Some(REDACTED.to_owned());
+            }
+        }
+        s
+    }
+
+    /// Whether `name` is a link or a pool.
+    pub fn has_target(&self, name: &str) -> bool {
+        self.links.contains_key(name) || self.pools.contains_key(name)
+    }
+
+    fn compute_version(&self) -> String {
+        let mut unversioned = self.clone();
+        unversioned.version = String::new();
+        let json = serde_json::to_vec(&unversioned).expect("snapshot serialises");
+        hex::encode(&Sha256::digest(&json)[..12])
+    }
+}
+
+/// Compiles resources (with their 1-based document numbers, or any stable
+/// position) into a [`Snapshot`]: names unique per kind, link and pool names
+/// not shared, pool members and user targets pointing at existing links and
+/// pools, `secretKeyRef`s resolved against the given Secrets. Returns every
+/// error found.
+pub fn compile(resources: &[(usize, Resource)]) -> Result<Snapshot, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut snap = Snapshot::default();
+    let mut secrets: BTreeMap<&str, &BTreeMap<String, String>> = BTreeMap::new();
+    for (_, r) in resources {
+        if let Resource::Secret(m) = r {
+            secrets.insert(&m.metadata.name, &m.spec);
+        }
+    }
+    let resolve = |r: &SecretKeyRef, field: &str| -> Result<String, FieldError> {
+        secrets
+            .get(r.name.as_str())
+            .and_then(|s| s.get(&r.key))
+            .cloned()
+            .ok_or_else(|| FieldError {
+                field: field.to_owned(),
+                reason: format!("Secret {:?} has no key {:?}", r.name, r.key),
+            })
+    };
+    let mut docs: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for (doc, r) in resources {
+        if let Some(first) = docs.insert((r.kind(), r.name()), *doc) {
+            errors.push(ConfigError::for_resource(
+                *doc,
+                r,
+                FieldError {
+                    field: "metadata.name".into(),
+                    reason: format!("a {} of this name is already defined in document {first}", r.kind()),
+                },
+            ));
+            continue;
+        }
+        let mut push = |e: FieldError| errors.push(ConfigError::for_resource(*doc, r, e));
+        match r {
+            Resource::SmppLink(m) => {
+                let mut spec = m.spec.clone();
+                if let Some(sr) = spec.password_secret_ref.take() {
+                    match resolve(&sr, "spec.passwordSecretRef") {
+                        Ok(p) => spec.password = Some(p),
+                        Err(e) => push(e),
+                    }
+                }
+                snap.links.insert(m.metadata.name.clone(), spec);
+            }
+            Resource::EsmePool(m) => {
+                snap.pools.insert(m.metadata.name.clone(), m.spec.clone());
+            }
+            Resource::User(m) => {
+                let mut spec = m.spec.clone();
+                if let Some(sr) = spec.password_secret_ref.take() {
+                    match resolve(&sr, "spec.passwordSecretRef") {
+                        Ok(p) => spec.password = Some(p),
+                        Err(e) => push(e),
+                    }
+                }
+                snap.users.insert(m.metadata.name.clone(), spec);
+            }
+            Resource::ContactPolicy(m) => {
+                snap.policies.insert(m.metadata.name.clone(), m.spec.clone());
+            }
+            Resource::Secret(_) => {}
+        }
+    }
+    // Cross-resource checks.
+    let mut emails: BTreeMap<&str, &str> = BTreeMap::new();
+    for (doc, r) in resources {
+        let mut push = |e: FieldError| errors.push(ConfigError::for_resource(*doc, r, e));
+        match r {
+            Resource::EsmePool(m) => {
+                if snap.links.contains_key(&m.metadata.name) {
+                    push(FieldError {
+                        field: "metadata.name".into(),
+                        reason: "an SmppLink has the same name; links and pools share one namespace of targets".into(),
+                    });
+                }
+                for (i, member) in m.spec.members.iter().enumerate() {
+                    if !snap.links.contains_key(&member.link) {
+                        push(FieldError {
+                            field: format!("spec.members[{i}].link"),
+                            reason: format!("no SmppLink named {:?}", member.link),
+                        });
+                    }
+                }
+            }
+            Resource::User(m) => {
+                for (i, t) in m.spec.quotas.allowed_targets.iter().enumerate() {
+                    if !snap.has_target(t) {
+                        push(FieldError {
+                            field: format!("spec.quotas.allowedTargets[{i}]"),
+                            reason: format!("no SmppLink or EsmePool named {t:?}"),
+                        });
+                    }
+                }
+                let email = m.spec.email.as_str();
+                if let Some(other) = emails.insert(email, &m.metadata.name)
+                    && other != m.metadata.name
+                {
+                    push(FieldError {
+                        field: "spec.email".into(),
+                        reason: format!("User {other:?} has the same email"),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    snap.version = snap.compute_version();
+    Ok(snap)
+}
+
+/// Parses and compiles a multi-document YAML configuration.
+pub fn compile_manifests(yaml: &str) -> Result<Snapshot, Vec<ConfigError>> {
+    compile(&parse_manifests(yaml)?)
+}
+
+#[cfg(test)]
+mod tests;

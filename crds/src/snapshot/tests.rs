@@ -1,0 +1,137 @@
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../../examples/standalone.yaml");
+
+fn errors_of(yaml: &str) -> Vec<ConfigError> {
+    compile_manifests(yaml).expect_err("configuration should be refused")
+}
+
+#[test]
+fn the_shipped_example_compiles_into_link_pool_and_policy() {
+    let snap = compile_manifests(EXAMPLE).unwrap();
+    let link = &snap.links["local-sim"];
+    assert_eq!((link.host.as_str(), link.port), ("127.0.0.1", 2775));
+    assert_eq!(link.system_id, "smsgw");
+    assert_eq!(link.password.as_deref(), Some("secret"));
+    assert_eq!(snap.pools["default"].members[0].link, "local-sim");
+    assert!(snap.policies.contains_key("cp1"));
+    assert_eq!(snap.version.len(), 24);
+}
+
+#[test]
+fn equal_content_gives_equal_versions_and_changes_change_it() {
+    let a = compile_manifests(EXAMPLE).unwrap();
+    let b = compile_manifests(EXAMPLE).unwrap();
+    assert_eq!(a.version, b.version);
+    let c = compile_manifests(&EXAMPLE.replace("window: 64", "window: 32")).unwrap();
+    assert_ne!(a.version, c.version);
+}
+
+#[test]
+fn redaction_hides_every_password() {
+    let snap = compile_manifests(EXAMPLE).unwrap().redacted();
+    let json = serde_json::to_string(&snap).unwrap();
+    assert!(!json.contains("\"secret\""), "{json}");
+    assert_eq!(snap.links["local-sim"].password.as_deref(), Some(REDACTED));
+}
+
+#[test]
+fn a_bad_port_is_refused_naming_document_field_and_reason() {
+    let errs = errors_of(&EXAMPLE.replace("port: 2775", "port: seventy"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    let e = &errs[0];
+    assert_eq!(e.document, 1);
+    assert_eq!(e.kind.as_deref(), Some("SmppLink"));
+    assert_eq!(e.name.as_deref(), Some("local-sim"));
+    assert_eq!(e.field, "spec.port");
+    let text = e.to_string();
+    assert!(text.starts_with("document 1 (SmppLink \"local-sim\"), field spec.port: invalid type"), "{text}");
+}
+
+#[test]
+fn an_unknown_field_is_refused_rather_than_ignored() {
+    let errs = errors_of(&EXAMPLE.replace("window: 64", "windw: 64"));
+    assert_eq!(errs[0].field, "spec.windw");
+    assert!(errs[0].reason.contains("unknown field `windw`"), "{:?}", errs[0]);
+}
+
+#[test]
+fn a_pool_member_must_name_an_existing_link() {
+    let errs = errors_of(&EXAMPLE.replace("- link: local-sim", "- link: nowhere"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].document, 2);
+    assert_eq!(errs[0].field, "spec.members[0].link");
+    assert!(errs[0].reason.contains("no SmppLink named \"nowhere\""));
+}
+
+#[test]
+fn field_rules_are_checked_and_all_errors_reported() {
+    let yaml = EXAMPLE.replace("sessions: 2", "sessions: 0").replace("window: 64", "window: 5000");
+    let errs = errors_of(&yaml);
+    let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["spec.sessions", "spec.window"]);
+}
+
+#[test]
+fn a_bad_duration_names_the_field() {
+    let errs = errors_of(&EXAMPLE.replace("responseTimeout: 5s", "responseTimeout: soon"));
+    assert_eq!(errs[0].field, "spec.responseTimeout");
+    assert!(errs[0].reason.contains("invalid duration"));
+}
+
+#[test]
+fn unknown_kind_wrong_api_version_and_bad_names_are_refused() {
+    let errs = errors_of("apiVersion: smsgw.io/v1alpha1\nkind: Gadget\nmetadata: {name: x}\nspec: {}\n");
+    assert_eq!((errs[0].field.as_str(), errs[0].kind.as_deref()), ("kind", Some("Gadget")));
+    let errs = errors_of(&EXAMPLE.replacen("smsgw.io/v1alpha1", "smsgw.io/v9", 1));
+    assert_eq!(errs[0].field, "apiVersion");
+    let errs = errors_of(&EXAMPLE.replace("name: local-sim", "name: Local_Sim"));
+    assert_eq!(errs[0].field, "metadata.name");
+}
+
+#[test]
+fn broken_yaml_is_refused_with_its_location() {
+    let errs = errors_of("kind: SmppLink\nmetadata: [unclosed\n");
+    assert_eq!(errs[0].document, 1);
+    assert!(errs[0].reason.starts_with("not valid YAML"), "{:?}", errs[0]);
+}
+
+#[test]
+fn duplicate_names_are_refused() {
+    let doc = EXAMPLE.split("---").nth(2).unwrap(); // the pool document
+    let errs = errors_of(&format!("{EXAMPLE}---{doc}"));
+    assert_eq!(errs[0].document, 4);
+    assert!(errs[0].reason.contains("already defined in document 2"), "{:?}", errs[0]);
+}
+
+#[test]
+fn secret_key_refs_resolve_from_secrets_in_the_file() {
+    let yaml = EXAMPLE.replace(
+        "password: secret",
+        "passwordSecretRef: {name: smsc, key: password}",
+    ) + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: smsc}\ndata:\n  password: czNjcjN0\n";
+    let snap = compile_manifests(&yaml).unwrap();
+    assert_eq!(snap.links["local-sim"].password.as_deref(), Some("s3cr3t"));
+
+    let missing = yaml.replace("key: password", "key: nope");
+    let errs = errors_of(&missing);
+    assert_eq!(errs[0].field, "spec.passwordSecretRef");
+}
+
+#[test]
+fn users_need_an_email_and_unique_addresses() {
+    let user = "---\napiVersion: smsgw.io/v1alpha1\nkind: User\nmetadata: {name: alice}\nspec: {email: alice@example.com, appName: a, quotas: {allowedTargets: [default, ghost]}}\n";
+    let errs = errors_of(&format!("{EXAMPLE}{user}"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].field, "spec.quotas.allowedTargets[1]");
+    let bad = user.replace("alice@example.com", "not-an-email");
+    let errs = errors_of(&format!("{EXAMPLE}{bad}"));
+    assert_eq!(errs[0].field, "spec.email");
+}
+
+#[test]
+fn policies_must_say_something() {
+    let policy = "---\napiVersion: smsgw.io/v1alpha1\nkind: ContactPolicy\nmetadata: {name: empty}\nspec: {}\n";
+    let errs = errors_of(&format!("{EXAMPLE}{policy}"));
+    assert_eq!((errs[0].document, errs[0].field.as_str()), (4, "spec"));
+}
