@@ -1,1 +1,623 @@
-//! placeholder
+//! Text engine of the SMS gateway: picks the cheapest SMS alphabet for a
+//! text, counts its characters, units and segments, splits and encodes it
+//! into SMPP payloads, and decodes payloads (and their user data headers)
+//! back into text.
+//!
+//! Pure and allocation-light: [`analyze`] does not touch the heap, and the
+//! crate depends on nothing beyond `std`.
+//!
+//! # Alphabets
+//!
+//! * GSM 03.38 7-bit default alphabet ([`Encoding::Gsm7`], data_coding 0):
+//!   one septet per character, two (escape + character) for the extension
+//!   table. National language locking and single shift tables of
+//!   3GPP TS 23.038 (Turkish, Spanish, Portuguese) are used when the link
+//!   enables them ([`TextOptions::national`]) **and** they save segments;
+//!   they cost 3 UDH octets each in every segment.
+//! * Latin-1 ([`Encoding::Latin1`], data_coding 3), only when the link
+//!   allows it ([`TextOptions::allow_latin1`]).
+//! * UCS-2 ([`Encoding::Ucs2`], data_coding 8), UTF-16 big-endian in
+//!   practice: characters outside the BMP take a surrogate pair.
+//!
+//! The encoding with the fewest segments wins; ties go to GSM 7-bit with
+//! the default tables, then Latin-1, then UCS-2, and only then to national
+//! shift tables (which not every handset supports).
+//!
+//! # Segments
+//!
+//! A message fits one SMS of 140 octets (160 septets, 140 Latin-1 octets,
+//! 70 UCS-2 units) or is split into parts that each carry a concatenation
+//! header ([`Concat`]). Segments are filled greedily and an escape pair or
+//! a surrogate pair is never split, so a segment may hold one unit less
+//! than [`Analysis::per_segment`]; [`analyze`] and [`encode`] share that
+//! packing, so the counts always agree. An empty text has 0 segments
+//! (callers reject empty messages).
+//!
+//! GSM 7-bit payloads are produced *unpacked* (one septet per octet, the
+//! SMPP convention for data_coding 0); [`pack_payload`] and
+//! [`pack_septets`] produce the packed form where a link needs it.
+
+#![warn(missing_docs)]
+
+mod decode;
+mod encode;
+mod error;
+mod tables;
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use decode::{
+    ConcatInfo, DecodedPayload, Udh, decode, decode_gsm7, decode_gsm7_packed, decode_latin1,
+    decode_payload, decode_ucs2, parse_udh,
+};
+pub use encode::{
+    EncodedMessage, SarInfo, Segment, encode, fill_bits, pack_payload, pack_septets, unpack_septets,
+};
+pub use error::TextError;
+pub use tables::{Language, NationalLanguages, NationalShift, ParseLanguageError};
+
+use tables::Tables;
+
+/// Octets of user data in one SMS.
+pub const SMS_OCTETS: u32 = 140;
+
+/// The most octets a `message_payload` TLV carries.
+pub const MESSAGE_PAYLOAD_OCTETS: u32 = 65_535;
+
+/// The alphabet a message is sent in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// GSM 03.38 7-bit default alphabet (with optional national shift
+    /// tables); units are septets. SMPP data_coding 0.
+    Gsm7,
+    /// ISO 8859-1; units are octets. SMPP data_coding 3.
+    Latin1,
+    /// UCS-2 / UTF-16 big-endian; units are UTF-16 code units. SMPP
+    /// data_coding 8.
+    Ucs2,
+}
+
+impl Encoding {
+    /// `"GSM7"`, `"LATIN1"` or `"UCS2"`.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Encoding::Gsm7 => "GSM7",
+            Encoding::Latin1 => "LATIN1",
+            Encoding::Ucs2 => "UCS2",
+        }
+    }
+
+    /// The SMPP data_coding value: 0, 3 or 8.
+    pub const fn data_coding(&self) -> u8 {
+        match self {
+            Encoding::Gsm7 => 0,
+            Encoding::Latin1 => 3,
+            Encoding::Ucs2 => 8,
+        }
+    }
+
+    /// The encoding of an SMPP data_coding value: 0 (SMSC default alphabet,
+    /// taken as GSM 7-bit), 3 and 8, plus the TS 23.038 "message class"
+    /// group values 0xF0..=0xF3 (GSM 7-bit). Others give `None`.
+    pub const fn from_data_coding(data_coding: u8) -> Option<Self> {
+        match data_coding {
+            0 | 0xF0..=0xF3 => Some(Encoding::Gsm7),
+            3 => Some(Encoding::Latin1),
+            8 => Some(Encoding::Ucs2),
+            _ => None,
+        }
+    }
+
+    /// Octets one unit takes in a payload (a GSM septet is sent unpacked).
+    pub(crate) const fn octets_per_unit(self) -> u32 {
+        match self {
+            Encoding::Gsm7 | Encoding::Latin1 => 1,
+            Encoding::Ucs2 => 2,
+        }
+    }
+}
+
+impl fmt::Display for Encoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the parts of a long message are tied together; chosen per link.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Concat {
+    /// UDH with the 8-bit reference concatenation element (IEI 0x00,
+    /// 5 octets + UDHL). The default.
+    #[default]
+    Udh8,
+    /// UDH with the 16-bit reference concatenation element (IEI 0x08,
+    /// 6 octets + UDHL).
+    Udh16,
+    /// SMPP `sar_msg_ref_num` / `sar_total_segments` / `sar_segment_seqnum`
+    /// TLVs per segment ([`Segment::sar`]); no concatenation UDH.
+    Sar,
+    /// One `message_payload` TLV with the whole text; never split, the SMSC
+    /// segments it.
+    MessagePayload,
+}
+
+impl Concat {
+    /// The configuration name: `"udh8"`, `"udh16"`, `"sar"` or
+    /// `"message_payload"`.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Concat::Udh8 => "udh8",
+            Concat::Udh16 => "udh16",
+            Concat::Sar => "sar",
+            Concat::MessagePayload => "message_payload",
+        }
+    }
+
+    /// Octets of the concatenation information element (without UDHL).
+    const fn ie_octets(self) -> u32 {
+        match self {
+            Concat::Udh8 => 5,
+            Concat::Udh16 => 6,
+            Concat::Sar | Concat::MessagePayload => 0,
+        }
+    }
+}
+
+impl fmt::Display for Concat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error of parsing a [`Concat`] from text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseConcatError {
+    /// The text that names no concatenation method.
+    pub input: String,
+}
+
+impl fmt::Display for ParseConcatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown concatenation method {:?} (expected udh8, udh16, sar or message_payload)",
+            self.input
+        )
+    }
+}
+
+impl std::error::Error for ParseConcatError {}
+
+impl FromStr for Concat {
+    type Err = ParseConcatError;
+
+    /// Case-insensitive; `-` and `_` are interchangeable.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let norm: String = s
+            .trim()
+            .chars()
+            .map(|c| {
+                if c == '-' {
+                    '_'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect();
+        match norm.as_str() {
+            "udh8" | "udh" => Ok(Concat::Udh8),
+            "udh16" => Ok(Concat::Udh16),
+            "sar" => Ok(Concat::Sar),
+            "message_payload" | "payload" => Ok(Concat::MessagePayload),
+            _ => Err(ParseConcatError {
+                input: s.to_owned(),
+            }),
+        }
+    }
+}
+
+/// What a link supports, deciding encoding and segmentation.
+///
+/// # Defaults
+///
+/// GSM 7-bit default alphabet or UCS-2 only (no Latin-1, no national shift
+/// tables), 8-bit reference UDH concatenation, no segment limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TextOptions {
+    /// Whether the link accepts Latin-1 (data_coding 3).
+    pub allow_latin1: bool,
+    /// National languages whose shift tables the link (and its
+    /// subscribers' handsets) support.
+    pub national: NationalLanguages,
+    /// How the parts of a long message are tied together.
+    pub concat: Concat,
+    /// The most segments a message may have; [`encode`] fails beyond it.
+    pub max_segments: Option<u16>,
+}
+
+impl TextOptions {
+    /// These options with Latin-1 allowed or not.
+    #[must_use]
+    pub const fn with_latin1(mut self, allow: bool) -> Self {
+        self.allow_latin1 = allow;
+        self
+    }
+
+    /// These options with the given national languages enabled.
+    #[must_use]
+    pub const fn with_national(mut self, national: NationalLanguages) -> Self {
+        self.national = national;
+        self
+    }
+
+    /// These options with the given concatenation method.
+    #[must_use]
+    pub const fn with_concat(mut self, concat: Concat) -> Self {
+        self.concat = concat;
+        self
+    }
+
+    /// These options with the given segment limit.
+    #[must_use]
+    pub const fn with_max_segments(mut self, max: Option<u16>) -> Self {
+        self.max_segments = max;
+        self
+    }
+}
+
+/// The result of [`analyze`]: the chosen encoding and the counts that go
+/// with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Analysis {
+    /// The cheapest encoding the link allows.
+    pub encoding: Encoding,
+    /// Unicode scalar values in the text.
+    pub characters: u32,
+    /// Units in the chosen encoding: septets (escape pairs count 2),
+    /// octets, or UTF-16 code units.
+    pub units: u32,
+    /// Segments (SMS parts) the message takes; 0 for an empty text, always
+    /// 1 with [`Concat::MessagePayload`] otherwise.
+    pub segments: u32,
+    /// Unit capacity of each segment in the chosen layout: e.g. 160 for a
+    /// one-part GSM text, 153 per part with 8-bit UDH, 70/67 for UCS-2.
+    /// With [`Concat::MessagePayload`] the capacity of the TLV.
+    pub per_segment: u32,
+    /// National shift tables chosen (GSM 7-bit only); each one adds a
+    /// 3-octet element to the UDH of every segment.
+    pub shift: NationalShift,
+}
+
+impl Analysis {
+    /// The SMPP data_coding of the chosen encoding.
+    pub const fn data_coding(&self) -> u8 {
+        self.encoding.data_coding()
+    }
+}
+
+/// Unit capacities of a message layout.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Layout {
+    /// Units when the message is one segment.
+    pub(crate) single: u32,
+    /// Units per segment when it is split.
+    pub(crate) multi: u32,
+    /// `message_payload`: never split.
+    pub(crate) unsplit: bool,
+}
+
+/// Octets of a UDH made of information elements totalling `ies` octets.
+pub(crate) const fn udh_octets(ies: u32) -> u32 {
+    if ies == 0 { 0 } else { ies + 1 }
+}
+
+/// Units that fit in `octets` octets of SMS user data.
+const fn units_in(encoding: Encoding, octets: u32, udh: u32) -> u32 {
+    match encoding {
+        // Septets are packed on the air: a UDH of n octets (with fill bits)
+        // takes ceil(8n / 7) septet positions of the 160.
+        Encoding::Gsm7 => (octets * 8 - udh * 8) / 7,
+        Encoding::Latin1 => octets - udh,
+        Encoding::Ucs2 => (octets - udh) / 2,
+    }
+}
+
+impl Layout {
+    pub(crate) const fn new(encoding: Encoding, concat: Concat, shift: NationalShift) -> Self {
+        let national = 3 * shift.ie_count();
+        if let Concat::MessagePayload = concat {
+            let cap = (MESSAGE_PAYLOAD_OCTETS - udh_octets(national)) / encoding.octets_per_unit();
+            return Layout {
+                single: cap,
+                multi: cap,
+                unsplit: true,
+            };
+        }
+        Layout {
+            single: units_in(encoding, SMS_OCTETS, udh_octets(national)),
+            multi: units_in(
+                encoding,
+                SMS_OCTETS,
+                udh_octets(national + concat.ie_octets()),
+            ),
+            unsplit: false,
+        }
+    }
+}
+
+/// Greedy segment packing shared by [`analyze`] and [`encode`]: a
+/// character (1 or 2 units) goes into the current segment if it fits whole,
+/// else it opens the next one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Packer {
+    cap: u32,
+    used: u32,
+    segments: usize,
+}
+
+impl Packer {
+    pub(crate) const fn new(cap: u32) -> Self {
+        Packer {
+            cap,
+            used: 0,
+            segments: 0,
+        }
+    }
+
+    /// Adds a character of `cost` units; true when it opens a new segment.
+    #[inline]
+    pub(crate) fn push(&mut self, cost: u32) -> bool {
+        if self.segments == 0 || self.used + cost > self.cap {
+            self.segments += 1;
+            self.used = cost;
+            true
+        } else {
+            self.used += cost;
+            false
+        }
+    }
+
+    pub(crate) const fn segments(&self) -> usize {
+        self.segments
+    }
+}
+
+/// Segments and per-segment capacity for `total` units in `layout`;
+/// `costs` replays the unit cost of every character when a greedy pass is
+/// needed (uneven costs in a multipart message).
+fn count_segments<I: Iterator<Item = u32>>(
+    total: usize,
+    uniform: bool,
+    layout: Layout,
+    costs: impl FnOnce() -> I,
+) -> (usize, u32) {
+    if total == 0 {
+        (0, layout.single)
+    } else if layout.unsplit || total <= layout.single as usize {
+        (1, layout.single)
+    } else if uniform {
+        (total.div_ceil(layout.multi as usize), layout.multi)
+    } else {
+        let mut p = Packer::new(layout.multi);
+        for c in costs() {
+            p.push(c);
+        }
+        (p.segments(), layout.multi)
+    }
+}
+
+/// One pass over the text: everything needed to price every encoding.
+struct Scan {
+    characters: usize,
+    /// Septets with the default tables (meaningful when `gsm_ok`).
+    gsm_units: usize,
+    gsm_ok: bool,
+    latin1_ok: bool,
+    utf16_units: usize,
+}
+
+#[inline]
+fn scan(text: &str) -> Scan {
+    let bytes = text.as_bytes();
+    if bytes.is_ascii() {
+        // Fast path: one table load per byte.
+        let mut sum = 0usize;
+        let mut bad = 0usize;
+        for &b in bytes {
+            let c = tables::DEFAULT_COST[b as usize];
+            sum += c as usize;
+            bad += (c == 0) as usize;
+        }
+        return Scan {
+            characters: bytes.len(),
+            gsm_units: sum,
+            gsm_ok: bad == 0,
+            latin1_ok: true,
+            utf16_units: bytes.len(),
+        };
+    }
+    let mut s = Scan {
+        characters: 0,
+        gsm_units: 0,
+        gsm_ok: true,
+        latin1_ok: true,
+        utf16_units: 0,
+    };
+    for c in text.chars() {
+        s.characters += 1;
+        s.utf16_units += c.len_utf16();
+        s.latin1_ok &= (c as u32) < 0x100;
+        let cost = tables::default_cost(c);
+        s.gsm_units += cost as usize;
+        s.gsm_ok &= cost != 0;
+    }
+    s
+}
+
+/// A priced encoding choice.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Choice {
+    pub(crate) encoding: Encoding,
+    pub(crate) shift: NationalShift,
+    pub(crate) characters: usize,
+    pub(crate) units: usize,
+    pub(crate) segments: usize,
+    pub(crate) per_segment: u32,
+}
+
+fn price_gsm(
+    text: &str,
+    tables: Tables,
+    shift: NationalShift,
+    units: usize,
+    chars: usize,
+    concat: Concat,
+) -> Choice {
+    let layout = Layout::new(Encoding::Gsm7, concat, shift);
+    let (segments, per_segment) = count_segments(units, units == chars, layout, || {
+        text.chars().map(move |c| tables.cost(c) as u32)
+    });
+    Choice {
+        encoding: Encoding::Gsm7,
+        shift,
+        characters: chars,
+        units,
+        segments,
+        per_segment,
+    }
+}
+
+/// Septets of `text` with `tables`, or `None` if a character is missing.
+fn gsm_units(text: &str, tables: Tables) -> Option<usize> {
+    let mut units = 0usize;
+    for c in text.chars() {
+        match tables.cost(c) {
+            0 => return None,
+            n => units += n as usize,
+        }
+    }
+    Some(units)
+}
+
+/// The best national shift combination, if any can encode the text.
+fn best_national(text: &str, opts: &TextOptions, chars: usize) -> Option<Choice> {
+    let lockings = std::iter::once(None).chain(
+        opts.national
+            .iter()
+            .filter(|l| l.has_locking_table())
+            .map(Some),
+    );
+    let mut best: Option<Choice> = None;
+    for locking in lockings {
+        for single in std::iter::once(None).chain(opts.national.iter().map(Some)) {
+            let shift = NationalShift { locking, single };
+            if shift.is_none() {
+                continue;
+            }
+            let tables = Tables::for_shift(shift);
+            let Some(units) = gsm_units(text, tables) else {
+                continue;
+            };
+            let c = price_gsm(text, tables, shift, units, chars, opts.concat);
+            let key = |c: &Choice| (c.segments, c.shift.ie_count(), c.units);
+            if best.as_ref().is_none_or(|b| key(&c) < key(b)) {
+                best = Some(c);
+            }
+        }
+    }
+    best
+}
+
+pub(crate) fn choose(text: &str, opts: &TextOptions) -> Choice {
+    let s = scan(text);
+    let mut best: Option<Choice> = None;
+    if s.gsm_ok {
+        best = Some(price_gsm(
+            text,
+            Tables::for_shift(NationalShift::NONE),
+            NationalShift::NONE,
+            s.gsm_units,
+            s.characters,
+            opts.concat,
+        ));
+    }
+    if opts.allow_latin1 && s.latin1_ok {
+        let layout = Layout::new(Encoding::Latin1, opts.concat, NationalShift::NONE);
+        let (segments, per_segment) = count_segments(s.characters, true, layout, std::iter::empty);
+        if best.is_none_or(|b| segments < b.segments) {
+            best = Some(Choice {
+                encoding: Encoding::Latin1,
+                shift: NationalShift::NONE,
+                characters: s.characters,
+                units: s.characters,
+                segments,
+                per_segment,
+            });
+        }
+    }
+    let mut best = match best {
+        // UCS-2 cannot beat a single segment.
+        Some(b) if b.segments <= 1 => b,
+        other => {
+            let layout = Layout::new(Encoding::Ucs2, opts.concat, NationalShift::NONE);
+            let uniform = s.utf16_units == s.characters;
+            let (segments, per_segment) = count_segments(s.utf16_units, uniform, layout, || {
+                text.chars().map(|c| c.len_utf16() as u32)
+            });
+            match other {
+                Some(b) if b.segments <= segments => b,
+                _ => Choice {
+                    encoding: Encoding::Ucs2,
+                    shift: NationalShift::NONE,
+                    characters: s.characters,
+                    units: s.utf16_units,
+                    segments,
+                    per_segment,
+                },
+            }
+        }
+    };
+    // National tables only when enabled and only when they save segments
+    // (with at most one segment nothing can be saved).
+    if !opts.national.is_empty()
+        && best.segments > 1
+        && let Some(n) = best_national(text, opts, s.characters)
+        && n.segments < best.segments
+    {
+        best = n;
+    }
+    best
+}
+
+/// Picks the cheapest encoding for `text` on a link with `opts` and counts
+/// characters, units and segments. Never allocates and never fails; a text
+/// too long for the link shows in [`Analysis::segments`] (and makes
+/// [`encode`] fail).
+///
+/// ```
+/// use smsgw_text::{analyze, Encoding, TextOptions};
+/// let a = analyze("Hello", &TextOptions::default());
+/// assert_eq!((a.encoding, a.characters, a.units, a.segments), (Encoding::Gsm7, 5, 5, 1));
+/// ```
+pub fn analyze(text: &str, opts: &TextOptions) -> Analysis {
+    analyze_from(choose(text, opts))
+}
+
+pub(crate) fn analyze_from(c: Choice) -> Analysis {
+    Analysis {
+        encoding: c.encoding,
+        characters: saturate(c.characters),
+        units: saturate(c.units),
+        segments: saturate(c.segments),
+        per_segment: c.per_segment,
+        shift: c.shift,
+    }
+}
+
+fn saturate(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests;
