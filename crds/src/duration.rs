@@ -70,7 +70,9 @@ mod tests {
 
     #[test]
     fn a_bare_number_is_refused_with_a_hint() {
-        let err = serde_json::from_str::<Duration>("\"30\"").unwrap_err().to_string();
+        let err = serde_json::from_str::<Duration>("\"30\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("30s"), "{err}");
     }
 }

@@ -14,6 +14,6 @@ mod snapshot;
 mod spec;
 
 pub use duration::Duration;
-pub use manifest::{ConfigError, Manifest, Metadata, Resource, parse_manifests, API_VERSION};
+pub use manifest::{API_VERSION, ConfigError, Manifest, Metadata, Resource, parse_manifests};
 pub use snapshot::{Snapshot, compile, compile_manifests};
 pub use spec::*;

@@ -159,13 +159,21 @@ pub fn parse_manifests(yaml: &str) -> Result<Vec<(usize, Resource)>, Vec<ConfigE
                     Resource::ContactPolicy(m) => m.spec.validate(),
                     Resource::Secret(_) => Vec::new(),
                 };
-                errors.extend(field_errors.into_iter().map(|e| ConfigError::for_resource(document, &r, e)));
+                errors.extend(
+                    field_errors
+                        .into_iter()
+                        .map(|e| ConfigError::for_resource(document, &r, e)),
+                );
                 out.push((document, r));
             }
             Err(e) => errors.push(e),
         }
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 fn parse_document(document: usize, value: serde_yaml::Value) -> Result<Resource, ConfigError> {
@@ -177,15 +185,26 @@ fn parse_document(document: usize, value: serde_yaml::Value) -> Result<Resource,
         reason,
     };
     let serde_yaml::Value::Mapping(mut map) = value else {
-        return Err(err(None, None, "", "a document must be a mapping with apiVersion, kind, metadata and spec".into()));
+        return Err(err(
+            None,
+            None,
+            "",
+            "a document must be a mapping with apiVersion, kind, metadata and spec".into(),
+        ));
     };
     let kind = match map.remove("kind") {
         Some(serde_yaml::Value::String(k)) => k,
         _ => return Err(err(None, None, "kind", "missing or not a string".into())),
     };
     let metadata: Metadata = match map.remove("metadata") {
-        Some(v) => serde_path_to_error::deserialize(v)
-            .map_err(|e| err(Some(&kind), None, &prefixed("metadata", e.path()), e.inner().to_string()))?,
+        Some(v) => serde_path_to_error::deserialize(v).map_err(|e| {
+            err(
+                Some(&kind),
+                None,
+                &prefixed("metadata", e.path()),
+                e.inner().to_string(),
+            )
+        })?,
         None => return Err(err(Some(&kind), None, "metadata", "missing".into())),
     };
     let name = metadata.name.clone();
@@ -194,28 +213,49 @@ fn parse_document(document: usize, value: serde_yaml::Value) -> Result<Resource,
     }
     let api_version = match map.remove("apiVersion") {
         Some(serde_yaml::Value::String(v)) => v,
-        _ => return Err(err(Some(&kind), Some(&name), "apiVersion", "missing or not a string".into())),
+        _ => {
+            return Err(err(
+                Some(&kind),
+                Some(&name),
+                "apiVersion",
+                "missing or not a string".into(),
+            ));
+        }
     };
     let expected = if kind == "Secret" { "v1" } else { API_VERSION };
     if api_version != expected {
-        return Err(err(Some(&kind), Some(&name), "apiVersion", format!("expected {expected:?}, found {api_version:?}")));
+        return Err(err(
+            Some(&kind),
+            Some(&name),
+            "apiVersion",
+            format!("expected {expected:?}, found {api_version:?}"),
+        ));
     }
     fn spec<S: DeserializeOwned>(map: &mut serde_yaml::Mapping) -> Result<S, (String, String)> {
-        let v = map.remove("spec").ok_or_else(|| ("spec".to_owned(), "missing".to_owned()))?;
-        serde_path_to_error::deserialize(v).map_err(|e| (prefixed("spec", e.path()), e.inner().to_string()))
+        let v = map
+            .remove("spec")
+            .ok_or_else(|| ("spec".to_owned(), "missing".to_owned()))?;
+        serde_path_to_error::deserialize(v)
+            .map_err(|e| (prefixed("spec", e.path()), e.inner().to_string()))
     }
     let wrap = |r: Result<Resource, (String, String)>| {
         r.map_err(|(field, reason)| err(Some(&kind), Some(&name), &field, reason))
     };
     let md = metadata.clone();
     match kind.as_str() {
-        "SmppLink" => wrap(spec(&mut map).map(|spec| Resource::SmppLink(Manifest { metadata: md, spec }))),
-        "EsmePool" => wrap(spec(&mut map).map(|spec| Resource::EsmePool(Manifest { metadata: md, spec }))),
-        "User" => wrap(spec(&mut map).map(|spec| Resource::User(Manifest { metadata: md, spec }))),
-        "ContactPolicy" => {
-            wrap(spec(&mut map).map(|spec| Resource::ContactPolicy(Manifest { metadata: md, spec })))
+        "SmppLink" => {
+            wrap(spec(&mut map).map(|spec| Resource::SmppLink(Manifest { metadata: md, spec })))
         }
-        "Secret" => wrap(secret_data(&mut map).map(|spec| Resource::Secret(Manifest { metadata: md, spec }))),
+        "EsmePool" => {
+            wrap(spec(&mut map).map(|spec| Resource::EsmePool(Manifest { metadata: md, spec })))
+        }
+        "User" => wrap(spec(&mut map).map(|spec| Resource::User(Manifest { metadata: md, spec }))),
+        "ContactPolicy" => wrap(
+            spec(&mut map).map(|spec| Resource::ContactPolicy(Manifest { metadata: md, spec })),
+        ),
+        "Secret" => wrap(
+            secret_data(&mut map).map(|spec| Resource::Secret(Manifest { metadata: md, spec })),
+        ),
         other => Err(err(
             Some(other),
             Some(&name),
@@ -226,14 +266,18 @@ fn parse_document(document: usize, value: serde_yaml::Value) -> Result<Resource,
 }
 
 /// A Secret's `stringData`, plus its `data` (base64) decoded.
-fn secret_data(map: &mut serde_yaml::Mapping) -> Result<BTreeMap<String, String>, (String, String)> {
+fn secret_data(
+    map: &mut serde_yaml::Mapping,
+) -> Result<BTreeMap<String, String>, (String, String)> {
     let mut out = BTreeMap::new();
     if let Some(v) = map.remove("data") {
         let data: BTreeMap<String, String> = serde_path_to_error::deserialize(v)
             .map_err(|e| (prefixed("data", e.path()), e.inner().to_string()))?;
         for (k, v) in data {
-            let bytes = base64_decode(&v).ok_or_else(|| (format!("data.{k}"), "not valid base64".to_owned()))?;
-            let s = String::from_utf8(bytes).map_err(|_| (format!("data.{k}"), "not UTF-8".to_owned()))?;
+            let bytes = base64_decode(&v)
+                .ok_or_else(|| (format!("data.{k}"), "not valid base64".to_owned()))?;
+            let s = String::from_utf8(bytes)
+                .map_err(|_| (format!("data.{k}"), "not UTF-8".to_owned()))?;
             out.insert(k, s);
         }
     }
@@ -265,14 +309,20 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 
 fn prefixed(prefix: &str, path: &serde_path_to_error::Path) -> String {
     let p = path.to_string();
-    if p == "." || p.is_empty() { prefix.to_owned() } else { format!("{prefix}.{p}") }
+    if p == "." || p.is_empty() {
+        prefix.to_owned()
+    } else {
+        format!("{prefix}.{p}")
+    }
 }
 
 /// Why `name` is not a DNS-1123 label (what Kubernetes requires), if it isn't.
 fn dns_label_problem(name: &str) -> Option<String> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     (!ok).then(|| format!("{name:?} must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit"))

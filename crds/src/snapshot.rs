@@ -1,7 +1,9 @@
 //! Compiling resources into one versioned, self-contained configuration.
 
 use crate::manifest::{ConfigError, Resource, parse_manifests};
-use crate::spec::{ContactPolicySpec, EsmePoolSpec, FieldError, SecretKeyRef, SmppLinkSpec, UserSpec};
+use crate::spec::{
+    ContactPolicySpec, EsmePoolSpec, FieldError, SecretKeyRef, SmppLinkSpec, UserSpec,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -49,6 +51,39 @@ impl Snapshot {
         self.links.contains_key(name) || self.pools.contains_key(name)
     }
 
+    /// Text options of a target: a link's own; for a pool, what every
+    /// member supports (Latin-1 and national tables only if all allow them,
+    /// the smallest segment limit, the first member's concatenation), so a
+    /// text analysed for a pool fits whichever member carries it.
+    pub fn text_options(&self, target: &str) -> Option<smsgw_text::TextOptions> {
+        if let Some(link) = self.links.get(target) {
+            return Some(link.text_options());
+        }
+        let pool = self.pools.get(target)?;
+        let mut members = pool
+            .members
+            .iter()
+            .filter_map(|m| self.links.get(&m.link))
+            .map(|l| l.text_options());
+        let first = members.next()?;
+        Some(members.fold(first, |acc, o| {
+            let mut national = smsgw_text::NationalLanguages::NONE;
+            for l in acc.national.iter().filter(|l| o.national.contains(*l)) {
+                national.insert(l);
+            }
+            let max_segments = match (acc.max_segments, o.max_segments) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            smsgw_text::TextOptions {
+                allow_latin1: acc.allow_latin1 && o.allow_latin1,
+                national,
+                concat: acc.concat,
+                max_segments,
+            }
+        }))
+    }
+
     fn compute_version(&self) -> String {
         let mut unversioned = self.clone();
         unversioned.version = String::new();
@@ -89,7 +124,10 @@ pub fn compile(resources: &[(usize, Resource)]) -> Result<Snapshot, Vec<ConfigEr
                 r,
                 FieldError {
                     field: "metadata.name".into(),
-                    reason: format!("a {} of this name is already defined in document {first}", r.kind()),
+                    reason: format!(
+                        "a {} of this name is already defined in document {first}",
+                        r.kind()
+                    ),
                 },
             ));
             continue;
@@ -120,7 +158,8 @@ pub fn compile(resources: &[(usize, Resource)]) -> Result<Snapshot, Vec<ConfigEr
                 snap.users.insert(m.metadata.name.clone(), spec);
             }
             Resource::ContactPolicy(m) => {
-                snap.policies.insert(m.metadata.name.clone(), m.spec.clone());
+                snap.policies
+                    .insert(m.metadata.name.clone(), m.spec.clone());
             }
             Resource::Secret(_) => {}
         }

@@ -16,7 +16,10 @@ pub struct FieldError {
 
 impl FieldError {
     fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), reason: reason.into() }
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -96,7 +99,10 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { initial: defaults::backoff_initial(), max: defaults::backoff_max() }
+        Self {
+            initial: defaults::backoff_initial(),
+            max: defaults::backoff_max(),
+        }
     }
 }
 
@@ -120,7 +126,12 @@ pub struct AddressDefaults {
 
 impl Default for AddressDefaults {
     fn default() -> Self {
-        Self { source_ton: 0, source_npi: 0, dest_ton: 1, dest_npi: 1 }
+        Self {
+            source_ton: 0,
+            source_npi: 0,
+            dest_ton: 1,
+            dest_npi: 1,
+        }
     }
 }
 
@@ -229,19 +240,26 @@ impl SmppLinkSpec {
             errs.push(FieldError::new("spec.port", "must be between 1 and 65535"));
         }
         if self.system_id.is_empty() || self.system_id.len() > 15 {
-            errs.push(FieldError::new("spec.systemId", "must be 1 to 15 characters"));
+            errs.push(FieldError::new(
+                "spec.systemId",
+                "must be 1 to 15 characters",
+            ));
         }
         if self.system_type.len() > 12 {
-            errs.push(FieldError::new("spec.systemType", "must be at most 12 characters"));
+            errs.push(FieldError::new(
+                "spec.systemType",
+                "must be at most 12 characters",
+            ));
         }
         match (&self.password, &self.password_secret_ref) {
             (Some(_), Some(_)) => errs.push(FieldError::new(
                 "spec.password",
                 "set either password or passwordSecretRef, not both",
             )),
-            (Some(p), None) if p.len() > 8 => {
-                errs.push(FieldError::new("spec.password", "must be at most 8 characters (SMPP limit)"))
-            }
+            (Some(p), None) if p.len() > 8 => errs.push(FieldError::new(
+                "spec.password",
+                "must be at most 8 characters (SMPP limit)",
+            )),
             _ => {}
         }
         if !(1..=64).contains(&self.sessions) {
@@ -251,7 +269,10 @@ impl SmppLinkSpec {
             errs.push(FieldError::new("spec.window", "must be between 1 and 1024"));
         }
         if self.rate == Some(0) {
-            errs.push(FieldError::new("spec.rate", "must be at least 1 (leave it out for no limit)"));
+            errs.push(FieldError::new(
+                "spec.rate",
+                "must be at least 1 (leave it out for no limit)",
+            ));
         }
         if self.burst.is_some() && self.rate.is_none() {
             errs.push(FieldError::new("spec.burst", "needs spec.rate"));
@@ -260,7 +281,10 @@ impl SmppLinkSpec {
             errs.push(FieldError::new("spec.responseTimeout", "must be positive"));
         }
         if self.enquire_link_interval.get() < std::time::Duration::from_millis(100) {
-            errs.push(FieldError::new("spec.enquireLinkInterval", "must be at least 100ms"));
+            errs.push(FieldError::new(
+                "spec.enquireLinkInterval",
+                "must be at least 100ms",
+            ));
         }
         if self.reconnect.initial.get().is_zero() || self.reconnect.max < self.reconnect.initial {
             errs.push(FieldError::new(
@@ -272,12 +296,18 @@ impl SmppLinkSpec {
             if !NATIONAL_LANGUAGES.contains(&lang.as_str()) {
                 errs.push(FieldError::new(
                     format!("spec.encoding.nationalLanguages[{i}]"),
-                    format!("unknown language {lang:?}; supported: {}", NATIONAL_LANGUAGES.join(", ")),
+                    format!(
+                        "unknown language {lang:?}; supported: {}",
+                        NATIONAL_LANGUAGES.join(", ")
+                    ),
                 ));
             }
         }
         if !(1..=255).contains(&self.encoding.max_segments) {
-            errs.push(FieldError::new("spec.encoding.maxSegments", "must be between 1 and 255"));
+            errs.push(FieldError::new(
+                "spec.encoding.maxSegments",
+                "must be between 1 and 255",
+            ));
         }
         errs
     }
@@ -307,14 +337,23 @@ impl EsmePoolSpec {
     pub fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
         if self.members.is_empty() {
-            errs.push(FieldError::new("spec.members", "must hold at least one link"));
+            errs.push(FieldError::new(
+                "spec.members",
+                "must hold at least one link",
+            ));
         }
         for (i, m) in self.members.iter().enumerate() {
             if m.weight == 0 || m.weight > 1000 {
-                errs.push(FieldError::new(format!("spec.members[{i}].weight"), "must be between 1 and 1000"));
+                errs.push(FieldError::new(
+                    format!("spec.members[{i}].weight"),
+                    "must be between 1 and 1000",
+                ));
             }
             if self.members[..i].iter().any(|o| o.link == m.link) {
-                errs.push(FieldError::new(format!("spec.members[{i}].link"), format!("link {:?} listed twice", m.link)));
+                errs.push(FieldError::new(
+                    format!("spec.members[{i}].link"),
+                    format!("link {:?} listed twice", m.link),
+                ));
             }
         }
         errs
@@ -366,21 +405,33 @@ impl UserSpec {
     pub fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
         if !is_plausible_email(&self.email) {
-            errs.push(FieldError::new("spec.email", format!("{:?} is not an email address", self.email)));
+            errs.push(FieldError::new(
+                "spec.email",
+                format!("{:?} is not an email address", self.email),
+            ));
         }
         if self.app_name.trim().is_empty() {
             errs.push(FieldError::new("spec.appName", "must not be empty"));
         }
         if self.password.is_some() && self.password_secret_ref.is_some() {
-            errs.push(FieldError::new("spec.password", "set either password or passwordSecretRef, not both"));
+            errs.push(FieldError::new(
+                "spec.password",
+                "set either password or passwordSecretRef, not both",
+            ));
         }
         if let Some(p) = &self.password
             && p.chars().count() < 10
         {
-            errs.push(FieldError::new("spec.password", "must be at least 10 characters"));
+            errs.push(FieldError::new(
+                "spec.password",
+                "must be at least 10 characters",
+            ));
         }
         if self.quotas.rate == Some(0) {
-            errs.push(FieldError::new("spec.quotas.rate", "must be at least 1 (leave it out for no cap)"));
+            errs.push(FieldError::new(
+                "spec.quotas.rate",
+                "must be at least 1 (leave it out for no cap)",
+            ));
         }
         errs
     }
@@ -388,7 +439,9 @@ impl UserSpec {
 
 /// `local@domain.tld`, without spaces: the check every signup form makes.
 pub fn is_plausible_email(s: &str) -> bool {
-    let Some((local, domain)) = s.split_once('@') else { return false };
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
     !local.is_empty()
         && domain.contains('.')
         && !domain.starts_with('.')
@@ -458,15 +511,24 @@ impl ContactPolicySpec {
         let mut errs = Vec::new();
         if let Some(f) = &self.frequency {
             if f.daily.is_none() && f.weekly.is_none() {
-                errs.push(FieldError::new("spec.frequency", "set daily, weekly or both"));
+                errs.push(FieldError::new(
+                    "spec.frequency",
+                    "set daily, weekly or both",
+                ));
             }
             if let (Some(d), Some(w)) = (f.daily, f.weekly)
                 && w < d
             {
-                errs.push(FieldError::new("spec.frequency.weekly", "must be at least the daily cap"));
+                errs.push(FieldError::new(
+                    "spec.frequency.weekly",
+                    "must be at least the daily cap",
+                ));
             }
             if f.time_zone.trim().is_empty() {
-                errs.push(FieldError::new("spec.frequency.timeZone", "must not be empty"));
+                errs.push(FieldError::new(
+                    "spec.frequency.timeZone",
+                    "must not be empty",
+                ));
             }
         }
         if let Some(d) = &self.dedup
@@ -475,14 +537,27 @@ impl ContactPolicySpec {
             errs.push(FieldError::new("spec.dedup.window", "must be positive"));
         }
         if let Some(q) = &self.quiet_hours {
-            for (field, v) in [("spec.quietHours.start", &q.start), ("spec.quietHours.end", &q.end)] {
+            for (field, v) in [
+                ("spec.quietHours.start", &q.start),
+                ("spec.quietHours.end", &q.end),
+            ] {
                 if parse_hh_mm(v).is_none() {
-                    errs.push(FieldError::new(field, format!("{v:?} is not a time of day (HH:MM)")));
+                    errs.push(FieldError::new(
+                        field,
+                        format!("{v:?} is not a time of day (HH:MM)"),
+                    ));
                 }
             }
         }
-        if self.frequency.is_none() && self.dedup.is_none() && self.blacklists.is_empty() && self.quiet_hours.is_none() {
-            errs.push(FieldError::new("spec", "a policy needs frequency, dedup, blacklists or quietHours"));
+        if self.frequency.is_none()
+            && self.dedup.is_none()
+            && self.blacklists.is_empty()
+            && self.quiet_hours.is_none()
+        {
+            errs.push(FieldError::new(
+                "spec",
+                "a policy needs frequency, dedup, blacklists or quietHours",
+            ));
         }
         errs
     }
@@ -523,5 +598,30 @@ mod defaults {
     }
     pub fn utc() -> String {
         "UTC".to_owned()
+    }
+}
+
+impl SmppLinkSpec {
+    /// The text engine options this link's encoding settings stand for.
+    /// Languages were checked by [`SmppLinkSpec::validate`]; unknown ones
+    /// are ignored here.
+    pub fn text_options(&self) -> smsgw_text::TextOptions {
+        let mut national = smsgw_text::NationalLanguages::NONE;
+        for lang in &self.encoding.national_languages {
+            if let Ok(l) = lang.parse::<smsgw_text::Language>() {
+                national.insert(l);
+            }
+        }
+        smsgw_text::TextOptions {
+            allow_latin1: self.encoding.latin1,
+            national,
+            concat: match self.encoding.concatenation {
+                Concatenation::Udh8 => smsgw_text::Concat::Udh8,
+                Concatenation::Udh16 => smsgw_text::Concat::Udh16,
+                Concatenation::Sar => smsgw_text::Concat::Sar,
+                Concatenation::MessagePayload => smsgw_text::Concat::MessagePayload,
+            },
+            max_segments: Some(self.encoding.max_segments),
+        }
     }
 }

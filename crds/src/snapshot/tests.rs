@@ -45,14 +45,21 @@ fn a_bad_port_is_refused_naming_document_field_and_reason() {
     assert_eq!(e.name.as_deref(), Some("local-sim"));
     assert_eq!(e.field, "spec.port");
     let text = e.to_string();
-    assert!(text.starts_with("document 1 (SmppLink \"local-sim\"), field spec.port: invalid type"), "{text}");
+    assert!(
+        text.starts_with("document 1 (SmppLink \"local-sim\"), field spec.port: invalid type"),
+        "{text}"
+    );
 }
 
 #[test]
 fn an_unknown_field_is_refused_rather_than_ignored() {
     let errs = errors_of(&EXAMPLE.replace("window: 64", "windw: 64"));
     assert_eq!(errs[0].field, "spec.windw");
-    assert!(errs[0].reason.contains("unknown field `windw`"), "{:?}", errs[0]);
+    assert!(
+        errs[0].reason.contains("unknown field `windw`"),
+        "{:?}",
+        errs[0]
+    );
 }
 
 #[test]
@@ -66,7 +73,9 @@ fn a_pool_member_must_name_an_existing_link() {
 
 #[test]
 fn field_rules_are_checked_and_all_errors_reported() {
-    let yaml = EXAMPLE.replace("sessions: 2", "sessions: 0").replace("window: 64", "window: 5000");
+    let yaml = EXAMPLE
+        .replace("sessions: 2", "sessions: 0")
+        .replace("window: 64", "window: 5000");
     let errs = errors_of(&yaml);
     let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
     assert_eq!(fields, ["spec.sessions", "spec.window"]);
@@ -81,8 +90,12 @@ fn a_bad_duration_names_the_field() {
 
 #[test]
 fn unknown_kind_wrong_api_version_and_bad_names_are_refused() {
-    let errs = errors_of("apiVersion: smsgw.io/v1alpha1\nkind: Gadget\nmetadata: {name: x}\nspec: {}\n");
-    assert_eq!((errs[0].field.as_str(), errs[0].kind.as_deref()), ("kind", Some("Gadget")));
+    let errs =
+        errors_of("apiVersion: smsgw.io/v1alpha1\nkind: Gadget\nmetadata: {name: x}\nspec: {}\n");
+    assert_eq!(
+        (errs[0].field.as_str(), errs[0].kind.as_deref()),
+        ("kind", Some("Gadget"))
+    );
     let errs = errors_of(&EXAMPLE.replacen("smsgw.io/v1alpha1", "smsgw.io/v9", 1));
     assert_eq!(errs[0].field, "apiVersion");
     let errs = errors_of(&EXAMPLE.replace("name: local-sim", "name: Local_Sim"));
@@ -93,7 +106,11 @@ fn unknown_kind_wrong_api_version_and_bad_names_are_refused() {
 fn broken_yaml_is_refused_with_its_location() {
     let errs = errors_of("kind: SmppLink\nmetadata: [unclosed\n");
     assert_eq!(errs[0].document, 1);
-    assert!(errs[0].reason.starts_with("not valid YAML"), "{:?}", errs[0]);
+    assert!(
+        errs[0].reason.starts_with("not valid YAML"),
+        "{:?}",
+        errs[0]
+    );
 }
 
 #[test]
@@ -101,7 +118,11 @@ fn duplicate_names_are_refused() {
     let doc = EXAMPLE.split("---").nth(2).unwrap(); // the pool document
     let errs = errors_of(&format!("{EXAMPLE}---{doc}"));
     assert_eq!(errs[0].document, 4);
-    assert!(errs[0].reason.contains("already defined in document 2"), "{:?}", errs[0]);
+    assert!(
+        errs[0].reason.contains("already defined in document 2"),
+        "{:?}",
+        errs[0]
+    );
 }
 
 #[test]

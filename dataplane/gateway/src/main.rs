@@ -1,1 +1,31 @@
-fn main() {}
+//! `smsgw`: the SMS gateway binary. Thin: parses the command line and hands
+//! over to [`runtime`].
+#![forbid(unsafe_code)]
+
+mod cli;
+mod runtime;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    runtime::init_logging(cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("smsgw: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(runtime::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("smsgw: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

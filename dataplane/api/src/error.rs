@@ -1,0 +1,141 @@
+//! The API's error type and its two renderings: HTTP status + JSON body,
+//! and `tonic::Status`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Why a request was refused. Each variant maps to one HTTP status and one
+/// gRPC code, and carries a message meant for the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// A field is missing or has a value the API does not accept.
+    #[error("{field}: {reason}")]
+    InvalidField {
+        /// The field's name in the request.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The body is not JSON, or not of the expected shape.
+    #[error("{0}")]
+    MalformedBody(String),
+    /// The body exceeds [`crate::MAX_BODY_BYTES`].
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The named link or pool does not exist.
+    #[error("unknown esme {0:?}: no link or pool of that name")]
+    UnknownTarget(String),
+    /// The called operation is not available in this build.
+    #[error("{0}")]
+    Unimplemented(&'static str),
+    /// No route matches the request path.
+    #[error("no route for {0}")]
+    NoRoute(String),
+}
+
+/// JSON shape of every error answer: `{"error": {"code", "message", "field"?}}`.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    /// Stable machine-readable code (`invalid_argument`, `payload_too_large`, …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidField { .. } | ApiError::MalformedBody(_) => "invalid_argument",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnknownTarget(_) => "unknown_target",
+            ApiError::Unimplemented(_) => "unimplemented",
+            ApiError::NoRoute(_) => "not_found",
+        }
+    }
+
+    /// HTTP status of this error.
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidField { .. }
+            | ApiError::MalformedBody(_)
+            | ApiError::UnknownTarget(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unimplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// gRPC code of this error.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            ApiError::InvalidField { .. }
+            | ApiError::MalformedBody(_)
+            | ApiError::UnknownTarget(_) => tonic::Code::InvalidArgument,
+            ApiError::PayloadTooLarge { .. } => tonic::Code::ResourceExhausted,
+            ApiError::Unimplemented(_) => tonic::Code::Unimplemented,
+            ApiError::NoRoute(_) => tonic::Code::NotFound,
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            ApiError::InvalidField { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+                field: self.field(),
+            },
+        };
+        (self.http_status(), Json(body)).into_response()
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        tonic::Status::new(e.grpc_code(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_fields_name_the_field_in_both_renderings() {
+        let e = ApiError::InvalidField {
+            field: "message",
+            reason: "must not be empty".into(),
+        };
+        assert_eq!(e.http_status(), StatusCode::BAD_REQUEST);
+        let status = tonic::Status::from(e);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(status.message(), "message: must not be empty");
+    }
+
+    #[test]
+    fn oversized_bodies_are_413_and_resource_exhausted() {
+        let e = ApiError::PayloadTooLarge { limit: 10 };
+        assert_eq!(e.http_status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(e.grpc_code(), tonic::Code::ResourceExhausted);
+    }
+}

@@ -1,0 +1,151 @@
+//! Prometheus metrics of the API layer, all under the `smsgw_` prefix.
+//!
+//! Label sets are bounded: routes are the matched route templates (never
+//! raw paths), methods are the gRPC method names, statuses are codes.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Mutex;
+
+/// Labels of an HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// Route template, e.g. `/api/v1/sms/check-text-len`, or `unmatched`.
+    pub route: String,
+    /// HTTP method.
+    pub method: String,
+    /// Response status code.
+    pub status: u16,
+}
+
+/// Labels of an HTTP route.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Route template.
+    pub route: String,
+}
+
+/// Labels of a gRPC call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    /// Method name, e.g. `CheckTextLen`.
+    pub method: String,
+    /// gRPC status code name, e.g. `Ok`, `InvalidArgument`.
+    pub code: String,
+}
+
+/// Labels of a text analysis.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EncodingLabels {
+    /// `GSM7`, `LATIN1` or `UCS2`.
+    pub encoding: String,
+}
+
+/// The API's metrics and the registry that exposes them.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    /// `smsgw_http_requests_total`.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// `smsgw_http_request_duration_seconds`.
+    pub http_duration: Family<RouteLabels, Histogram>,
+    /// `smsgw_grpc_requests_total`.
+    pub grpc_requests: Family<GrpcLabels, Counter>,
+    /// `smsgw_text_analyses_total`.
+    pub text_analyses: Family<EncodingLabels, Counter>,
+    /// `smsgw_config_resources`: links, pools, users and policies in force.
+    pub config_links: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Fresh metrics, registered under the `smsgw` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("smsgw");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            http_requests.clone(),
+        );
+        let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            http_duration.clone(),
+        );
+        let grpc_requests = Family::<GrpcLabels, Counter>::default();
+        registry.register(
+            "grpc_requests",
+            "gRPC calls by method and status code",
+            grpc_requests.clone(),
+        );
+        let text_analyses = Family::<EncodingLabels, Counter>::default();
+        registry.register(
+            "text_analyses",
+            "Texts analysed by chosen encoding",
+            text_analyses.clone(),
+        );
+        let config_links = Gauge::default();
+        registry.register(
+            "config_links",
+            "SMPP links in the configuration in force",
+            config_links.clone(),
+        );
+        Self {
+            registry: Mutex::new(registry),
+            http_requests,
+            http_duration,
+            grpc_requests,
+            text_analyses,
+            config_links,
+        }
+    }
+
+    /// Runs `f` with the registry, so other crates can register their
+    /// metrics under the same prefix.
+    pub fn with_registry<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
+        f(&mut self.registry.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Counts a finished gRPC call.
+    pub fn observe_grpc<T>(&self, method: &str, result: &Result<T, tonic::Status>) {
+        let code = match result {
+            Ok(_) => tonic::Code::Ok,
+            Err(s) => s.code(),
+        };
+        self.grpc_requests
+            .get_or_create(&GrpcLabels {
+                method: method.to_owned(),
+                code: format!("{code:?}"),
+            })
+            .inc();
+    }
+
+    /// Counts an analysis by its encoding.
+    pub fn observe_encoding(&self, encoding: &str) {
+        self.text_analyses
+            .get_or_create(&EncodingLabels {
+                encoding: encoding.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every registered metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        self.with_registry(|r| prometheus_client::encoding::text::encode(&mut out, r))
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,93 @@
+//! Command line: every flag also reads from an `SMSGW_*` environment variable.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// smsgw: a Kubernetes-native SMS gateway.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Log line format.
+    #[arg(long, global = true, env = "SMSGW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway on one machine from a YAML file of SmppLink, EsmePool,
+    /// User and ContactPolicy manifests, with embedded defaults.
+    Standalone(StandaloneArgs),
+    /// Validate a configuration file and print what it defines.
+    CheckConfig {
+        /// The YAML file.
+        #[arg(env = "SMSGW_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+/// Options of `smsgw standalone`.
+#[derive(Debug, clap::Args)]
+pub struct StandaloneArgs {
+    /// Multi-document YAML configuration.
+    #[arg(long, short, env = "SMSGW_CONFIG")]
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+}
+
+/// Listening addresses.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListenArgs {
+    /// REST API address.
+    #[arg(long, env = "SMSGW_REST_ADDR", default_value = "0.0.0.0:8080")]
+    pub rest_addr: SocketAddr,
+    /// gRPC API address.
+    #[arg(long, env = "SMSGW_GRPC_ADDR", default_value = "0.0.0.0:44044")]
+    pub grpc_addr: SocketAddr,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn addresses_parse_into_socket_addrs_and_bad_ones_are_refused() {
+        let cli = Cli::try_parse_from([
+            "smsgw",
+            "standalone",
+            "-c",
+            "x.yaml",
+            "--rest-addr",
+            "127.0.0.1:1",
+        ])
+        .unwrap();
+        let Command::Standalone(a) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!(a.listen.rest_addr, "127.0.0.1:1".parse().unwrap());
+        assert!(
+            Cli::try_parse_from(["smsgw", "standalone", "-c", "x", "--grpc-addr", "nowhere"])
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! Wiring: configuration, servers, shutdown.
+
+use crate::cli::{Cli, Command, ListenArgs, LogFormat, StandaloneArgs};
+use anyhow::{Context, bail};
+use smsgw_api::ApiState;
+use smsgw_crds::Snapshot;
+use std::path::Path;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global tracing subscriber (`RUST_LOG` filters, default info).
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Runs the chosen subcommand to completion.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Standalone(args) => standalone(args).await,
+        Command::CheckConfig { config } => {
+            let snap = load_config(&config)?;
+            println!(
+                "{}: valid, version {}: {} link(s), {} pool(s), {} user(s), {} contact polic(y/ies)",
+                config.display(),
+                snap.version,
+                snap.links.len(),
+                snap.pools.len(),
+                snap.users.len(),
+                snap.policies.len()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Reads and compiles a configuration file; every problem is reported,
+/// each naming its document, field and reason.
+pub fn load_config(path: &Path) -> anyhow::Result<Snapshot> {
+    let yaml =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    smsgw_crds::compile_manifests(&yaml).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        anyhow::anyhow!("{} is invalid:\n{}", path.display(), lines.join("\n"))
+    })
+}
+
+async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+    let snap = load_config(&args.config)?;
+    tracing::info!(
+        version = %snap.version,
+        links = snap.links.len(),
+        pools = snap.pools.len(),
+        users = snap.users.len(),
+        policies = snap.policies.len(),
+        "configuration loaded from {}",
+        args.config.display()
+    );
+    let state = ApiState::new(snap);
+    state
+        .metrics
+        .config_links
+        .set(state.config.load().links.len() as i64);
+    serve(args.listen, state).await
+}
+
+/// Binds both listeners, serves until SIGINT/SIGTERM, then shuts down
+/// gracefully. If either server dies, the other is stopped and the process
+/// fails.
+async fn serve(listen: ListenArgs, state: ApiState) -> anyhow::Result<()> {
+    let rest = TcpListener::bind(listen.rest_addr)
+        .await
+        .with_context(|| format!("cannot listen for REST on {}", listen.rest_addr))?;
+    let grpc = TcpListener::bind(listen.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}", listen.grpc_addr))?;
+    tracing::info!(rest = %rest.local_addr()?, grpc = %grpc.local_addr()?, "smsgw listening");
+
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<String>(2);
+
+    let (c, s, f) = (cancel.clone(), state.clone(), failed_tx.clone());
+    tracker.spawn(async move {
+        if let Err(e) = smsgw_api::server::serve_rest(rest, s, c.clone()).await {
+            let _ = f.send(format!("REST server failed: {e}")).await;
+        } else if !c.is_cancelled() {
+            let _ = f.send("REST server stopped unexpectedly".into()).await;
+        }
+    });
+    let (c, s, f) = (cancel.clone(), state, failed_tx);
+    tracker.spawn(async move {
+        if let Err(e) = smsgw_api::server::serve_grpc(grpc, s, c.clone()).await {
+            let _ = f.send(format!("gRPC server failed: {e}")).await;
+        } else if !c.is_cancelled() {
+            let _ = f.send("gRPC server stopped unexpectedly".into()).await;
+        }
+    });
+    tracker.close();
+
+    let failure = tokio::select! {
+        sig = shutdown_signal() => { tracing::info!("{sig} received, shutting down"); None }
+        msg = failed_rx.recv() => msg,
+    };
+    cancel.cancel();
+    if tokio::time::timeout(std::time::Duration::from_secs(30), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown took longer than 30s; exiting anyway");
+    }
+    match failure {
+        Some(msg) => bail!(msg),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() -> &'static str {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    };
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await,
+            };
+        tokio::select! {
+            s = ctrl_c => s,
+            _ = term.recv() => "SIGTERM",
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await
+}
