@@ -4,9 +4,8 @@ use crate::metrics::{HttpLabels, RouteLabels};
 use crate::text::{CheckTextLenRequest, CheckTextLenResponse, check_text_len};
 use crate::{ApiError, ApiState, MAX_BODY_BYTES};
 use axum::Router;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -27,7 +26,8 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             record_metrics,
         ))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // JsonBody enforces MAX_BODY_BYTES itself (see read_body).
+        .layer(DefaultBodyLimit::disable())
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -92,20 +92,8 @@ pub struct JsonBody<T>(pub T);
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
-            BytesRejection::FailedToBufferBody(ref inner)
-                if inner.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-            {
-                ApiError::PayloadTooLarge {
-                    limit: MAX_BODY_BYTES,
-                }
-            }
-            other => ApiError::MalformedBody(format!(
-                "could not read the request body: {}",
-                other.body_text()
-            )),
-        })?;
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req).await?;
         if bytes.is_empty() {
             return Err(ApiError::MalformedBody(
                 "request body is empty; expected a JSON object".into(),
@@ -118,6 +106,36 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             })
         })
     }
+}
+
+/// Past [`MAX_BODY_BYTES`], up to this much more is read and dropped before
+/// answering 413, so that ordinary clients, which write the whole body
+/// before reading the answer, see the 413 instead of a broken pipe.
+const DRAIN_BYTES: usize = 4 * 1024 * 1024;
+
+/// Reads a request body of at most [`MAX_BODY_BYTES`].
+async fn read_body(req: Request) -> Result<Bytes, ApiError> {
+    use futures::StreamExt;
+    let mut stream = req.into_body().into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::MalformedBody(format!("could not read the request body: {e}"))
+        })?;
+        seen += chunk.len();
+        if seen <= MAX_BODY_BYTES {
+            buf.extend_from_slice(&chunk);
+        } else if seen > MAX_BODY_BYTES + DRAIN_BYTES {
+            break;
+        }
+    }
+    if seen > MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    Ok(buf.freeze())
 }
 
 #[cfg(test)]

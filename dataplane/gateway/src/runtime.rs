@@ -76,6 +76,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
 /// gracefully. If either server dies, the other is stopped and the process
 /// fails.
 async fn serve(listen: ListenArgs, state: ApiState) -> anyhow::Result<()> {
+    let signal = shutdown_signal()?;
     let rest = TcpListener::bind(listen.rest_addr)
         .await
         .with_context(|| format!("cannot listen for REST on {}", listen.rest_addr))?;
@@ -107,7 +108,7 @@ async fn serve(listen: ListenArgs, state: ApiState) -> anyhow::Result<()> {
     tracker.close();
 
     let failure = tokio::select! {
-        sig = shutdown_signal() => { tracing::info!("{sig} received, shutting down"); None }
+        sig = signal => { tracing::info!("{sig} received, shutting down"); None }
         msg = failed_rx.recv() => msg,
     };
     cancel.cancel();
@@ -126,23 +127,17 @@ async fn serve(listen: ListenArgs, state: ApiState) -> anyhow::Result<()> {
     }
 }
 
-async fn shutdown_signal() -> &'static str {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-        "SIGINT"
-    };
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return ctrl_c.await,
-            };
+/// SIGINT and SIGTERM, registered at once (so a signal that arrives right
+/// after start-up is not lost to the default action); the future resolves
+/// with the name of the first one received.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
         tokio::select! {
-            s = ctrl_c => s,
+            _ = int.recv() => "SIGINT",
             _ = term.recv() => "SIGTERM",
         }
-    }
-    #[cfg(not(unix))]
-    ctrl_c.await
+    })
 }

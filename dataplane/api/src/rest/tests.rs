@@ -1,5 +1,6 @@
 use super::*;
 use axum::body::Body;
+use axum::http::StatusCode;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
