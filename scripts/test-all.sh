@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every test of smsgw on a fresh Debian machine that has only the Rust
+# toolchain: installs what the tests need when it is missing, then checks
+# formatting, lints and runs the whole workspace test suite.
+#
+# Services the tests use (redis-server, an SMPP peer from npm, ...) are
+# started by the tests themselves on ephemeral ports; this script only
+# makes sure the programs are installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+apt_install() {
+    # Installs the given Debian packages (as root, or through sudo).
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    log "installing $*"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+need=()
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
+[ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "cargo test"
+cargo test --workspace --locked --no-fail-fast "$@"
