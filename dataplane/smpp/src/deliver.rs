@@ -1,0 +1,515 @@
+//! deliver_sm: receipts (TLVs or text form) and MO reassembly.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::{Bytes, BytesMut};
+use rusmpp::{
+    pdus::DeliverSm,
+    tlvs::TlvValue,
+    values::{MessageState, Npi, Ton},
+};
+
+use crate::{
+    config::ReassemblyConfig,
+    ids::{IdFormat, SmscMessageId},
+    types::{Address, DeliveryState, MobileOriginated, Receipt},
+};
+
+/// esm_class message type: SMSC delivery receipt.
+pub const ESM_DELIVERY_RECEIPT: u8 = 0x04;
+/// esm_class message type: intermediate delivery notification.
+pub const ESM_INTERMEDIATE: u8 = 0x20;
+/// esm_class UDH indicator.
+pub const ESM_UDHI: u8 = 0x40;
+
+/// What a deliver_sm turned out to be.
+#[derive(Debug)]
+pub enum Delivered {
+    /// A receipt.
+    Receipt(Receipt),
+    /// One part (or all) of an MO message.
+    Mo(MoPart),
+}
+
+/// An MO message or one part of a concatenated one.
+#[derive(Debug)]
+pub struct MoPart {
+    /// Source.
+    pub source: Address,
+    /// Destination.
+    pub destination: Address,
+    /// data_coding.
+    pub data_coding: u8,
+    /// esm_class.
+    pub esm_class: u8,
+    /// Payload (UDH stripped when `concat` is set).
+    pub payload: Bytes,
+    /// Concatenation info: (reference, total, seq).
+    pub concat: Option<(u32, u8, u8)>,
+}
+
+fn ton(t: Ton) -> u8 {
+    u8::from(t)
+}
+fn npi(n: Npi) -> u8 {
+    u8::from(n)
+}
+
+/// Classifies and parses one deliver_sm. Returns `None` for a receipt
+/// without any message id.
+pub fn classify(link: &str, d: &DeliverSm, ids: IdFormat) -> Option<Delivered> {
+    let esm = u8::from(d.esm_class);
+    let kind = esm & 0x3C;
+    let mut payload: Bytes = d.short_message().as_ref().to_vec().into();
+    let mut sar: (Option<u16>, Option<u8>, Option<u8>) = (None, None, None);
+    let mut receipted_id = None;
+    let mut state_tlv = None;
+    let mut err_tlv = None;
+    for tlv in d.tlvs() {
+        match tlv.value() {
+            Some(TlvValue::MessagePayload(p)) if payload.is_empty() => {
+                payload = p.value.as_ref().to_vec().into()
+            }
+            Some(TlvValue::ReceiptedMessageId(id)) => receipted_id = Some(id.as_str().to_owned()),
+            Some(TlvValue::MessageState(s)) => state_tlv = Some(*s),
+            Some(TlvValue::NetworkErrorCode(e)) => err_tlv = Some(u32::from(e.error_code)),
+            Some(TlvValue::SarMsgRefNum(r)) => sar.0 = Some(*r),
+            Some(TlvValue::SarTotalSegments(t)) => sar.1 = Some(*t),
+            Some(TlvValue::SarSegmentSeqnum(s)) => sar.2 = Some(*s),
+            _ => {}
+        }
+    }
+    if kind == ESM_DELIVERY_RECEIPT || kind == ESM_INTERMEDIATE {
+        let text = String::from_utf8_lossy(&payload);
+        let fields = TextReceipt::parse(&text);
+        let raw_id = receipted_id.or(fields.id.map(str::to_owned))?;
+        let state = state_tlv
+            .map(state_from_tlv)
+            .or(fields.stat.map(state_from_text))
+            .unwrap_or(DeliveryState::Unknown);
+        let error_code = err_tlv.or_else(|| fields.err.and_then(parse_err));
+        return Some(Delivered::Receipt(Receipt {
+            link: link.to_owned(),
+            smsc_message_id: SmscMessageId::new(raw_id, ids),
+            state,
+            error_code,
+            done_at: fields.done_date.and_then(parse_smpp_date),
+            intermediate: kind == ESM_INTERMEDIATE,
+        }));
+    }
+    let mut concat = None;
+    if esm & ESM_UDHI != 0
+        && let Some((info, body)) = split_concat_udh(&payload)
+    {
+        concat = Some(info);
+        payload = body;
+    }
+    if concat.is_none()
+        && let (Some(r), Some(t), Some(s)) = sar
+    {
+        concat = Some((u32::from(r), t, s));
+    }
+    Some(Delivered::Mo(MoPart {
+        source: Address::new(
+            d.source_addr.as_str(),
+            ton(d.source_addr_ton),
+            npi(d.source_addr_npi),
+        ),
+        destination: Address::new(
+            d.destination_addr.as_str(),
+            ton(d.dest_addr_ton),
+            npi(d.dest_addr_npi),
+        ),
+        data_coding: u8::from(d.data_coding),
+        esm_class: esm,
+        payload,
+        concat,
+    }))
+}
+
+/// Finds an 8-bit (IE 0x00) or 16-bit (IE 0x08) concatenation IE in a UDH.
+/// Returns ((reference, total, seq), payload after the UDH).
+pub fn split_concat_udh(payload: &[u8]) -> Option<((u32, u8, u8), Bytes)> {
+    let udhl = *payload.first()? as usize;
+    if payload.len() < 1 + udhl {
+        return None;
+    }
+    let udh = &payload[1..1 + udhl];
+    let mut i = 0;
+    while i + 2 <= udh.len() {
+        let (iei, len) = (udh[i], udh[i + 1] as usize);
+        let data = udh.get(i + 2..i + 2 + len)?;
+        match (iei, len) {
+            (0x00, 3) => {
+                return Some((
+                    (u32::from(data[0]), data[1], data[2]),
+                    Bytes::copy_from_slice(&payload[1 + udhl..]),
+                ));
+            }
+            (0x08, 4) => {
+                return Some((
+                    (
+                        0x1_0000 | u32::from(u16::from_be_bytes([data[0], data[1]])),
+                        data[2],
+                        data[3],
+                    ),
+                    Bytes::copy_from_slice(&payload[1 + udhl..]),
+                ));
+            }
+            _ => i += 2 + len,
+        }
+    }
+    None
+}
+
+/// Fields of the text receipt form
+/// `id:… sub:… dlvrd:… submit date:… done date:… stat:… err:… text:…`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TextReceipt<'a> {
+    /// `id:`
+    pub id: Option<&'a str>,
+    /// `submit date:`
+    pub submit_date: Option<&'a str>,
+    /// `done date:`
+    pub done_date: Option<&'a str>,
+    /// `stat:`
+    pub stat: Option<&'a str>,
+    /// `err:`
+    pub err: Option<&'a str>,
+}
+
+impl<'a> TextReceipt<'a> {
+    /// Parses the fields; keys are case-insensitive, order does not matter.
+    pub fn parse(text: &'a str) -> Self {
+        let lower = text.to_ascii_lowercase();
+        let field = |key: &str| -> Option<&'a str> {
+            let pat = format!("{key}:");
+            let mut from = 0;
+            while let Some(pos) = lower[from..].find(&pat) {
+                let at = from + pos;
+                if at == 0 || lower.as_bytes()[at - 1].is_ascii_whitespace() {
+                    let rest = text[at + pat.len()..].trim_start();
+                    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                    return Some(&rest[..end]).filter(|s| !s.is_empty());
+                }
+                from = at + 1;
+            }
+            None
+        };
+        Self {
+            id: field("id"),
+            submit_date: field("submit date"),
+            done_date: field("done date"),
+            stat: field("stat"),
+            err: field("err"),
+        }
+    }
+}
+
+fn state_from_tlv(s: MessageState) -> DeliveryState {
+    match s {
+        MessageState::Scheduled | MessageState::Enroute => DeliveryState::Enroute,
+        MessageState::Delivered => DeliveryState::Delivered,
+        MessageState::Expired => DeliveryState::Expired,
+        MessageState::Deleted => DeliveryState::Deleted,
+        MessageState::Undeliverable => DeliveryState::Undeliverable,
+        MessageState::Accepted => DeliveryState::Accepted,
+        MessageState::Rejected => DeliveryState::Rejected,
+        _ => DeliveryState::Unknown,
+    }
+}
+
+/// Maps a `stat:` value (DELIVRD, UNDELIV, … and common long spellings).
+pub fn state_from_text(s: &str) -> DeliveryState {
+    let s = s.to_ascii_uppercase();
+    if s.starts_with("DELIV") {
+        DeliveryState::Delivered
+    } else if s.starts_with("UNDELIV") {
+        DeliveryState::Undeliverable
+    } else if s.starts_with("EXPIR") {
+        DeliveryState::Expired
+    } else if s.starts_with("REJECT") {
+        DeliveryState::Rejected
+    } else if s.starts_with("DELET") {
+        DeliveryState::Deleted
+    } else if s.starts_with("ACCEPT") {
+        DeliveryState::Accepted
+    } else if s.starts_with("ENROUTE") {
+        DeliveryState::Enroute
+    } else {
+        DeliveryState::Unknown
+    }
+}
+
+fn parse_err(s: &str) -> Option<u32> {
+    s.parse::<u32>()
+        .ok()
+        .or_else(|| u32::from_str_radix(s, 16).ok())
+}
+
+/// Parses `YYMMDDhhmm[ss]` as UTC.
+pub fn parse_smpp_date(s: &str) -> Option<SystemTime> {
+    if !(s.len() == 10 || s.len() == 12) || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = |i: usize| -> i64 { s[i..i + 2].parse().unwrap_or(0) };
+    let (y, mo, d, h, mi) = (2000 + n(0), n(2), n(4), n(6), n(8));
+    let sec = if s.len() == 12 { n(10) } else { 0 };
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    // days_from_civil (Howard Hinnant).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec;
+    Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SetKey {
+    source: String,
+    destination: String,
+    reference: u32,
+    total: u8,
+}
+
+#[derive(Debug)]
+struct PendingSet {
+    first: MoPart,
+    parts: Vec<Option<Bytes>>,
+    received: usize,
+    started: Instant,
+}
+
+/// Bounded reassembly buffer for concatenated MO messages.
+#[derive(Debug)]
+pub struct Reassembler {
+    config: ReassemblyConfig,
+    sets: HashMap<SetKey, PendingSet>,
+}
+
+impl Reassembler {
+    /// An empty buffer.
+    pub fn new(config: ReassemblyConfig) -> Self {
+        Self {
+            config,
+            sets: HashMap::new(),
+        }
+    }
+
+    /// Number of incomplete sets held.
+    pub fn pending(&self) -> usize {
+        self.sets.len()
+    }
+
+    /// Adds a part; returns the messages that became surfaceable (the
+    /// completed one, and any incomplete set evicted to make room).
+    pub fn push(&mut self, link: &str, part: MoPart, now: Instant) -> Vec<MobileOriginated> {
+        let Some((reference, total, seq)) = part.concat else {
+            return vec![surface(link, part, vec![], 1, true)];
+        };
+        if total <= 1 || seq == 0 || seq > total {
+            return vec![surface(link, part, vec![], 1, true)];
+        }
+        let key = SetKey {
+            source: part.source.addr.clone(),
+            destination: part.destination.addr.clone(),
+            reference,
+            total,
+        };
+        let mut out = Vec::new();
+        if !self.sets.contains_key(&key) && self.sets.len() >= self.config.max_pending.max(1) {
+            let oldest = self
+                .sets
+                .iter()
+                .min_by_key(|(_, s)| s.started)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest
+                && let Some(set) = self.sets.remove(&k)
+            {
+                out.push(finish(link, set));
+            }
+        }
+        let set = self.sets.entry(key.clone()).or_insert_with(|| PendingSet {
+            first: MoPart {
+                payload: Bytes::new(),
+                ..clone_part(&part)
+            },
+            parts: vec![None; total as usize],
+            received: 0,
+            started: now,
+        });
+        let slot = &mut set.parts[seq as usize - 1];
+        if slot.is_none() {
+            set.received += 1;
+        }
+        if seq == 1 {
+            set.first.esm_class = part.esm_class;
+        }
+        *slot = Some(part.payload);
+        if set.received == set.parts.len()
+            && let Some(set) = self.sets.remove(&key)
+        {
+            out.push(finish(link, set));
+        }
+        out
+    }
+
+    /// Surfaces (incomplete) every set older than the timeout.
+    pub fn expire(&mut self, link: &str, now: Instant) -> Vec<MobileOriginated> {
+        let timeout = self.config.timeout;
+        let old: Vec<SetKey> = self
+            .sets
+            .iter()
+            .filter(|(_, s)| now.duration_since(s.started) >= timeout)
+            .map(|(k, _)| k.clone())
+            .collect();
+        old.into_iter()
+            .filter_map(|k| self.sets.remove(&k))
+            .map(|s| finish(link, s))
+            .collect()
+    }
+}
+
+fn clone_part(p: &MoPart) -> MoPart {
+    MoPart {
+        source: p.source.clone(),
+        destination: p.destination.clone(),
+        data_coding: p.data_coding,
+        esm_class: p.esm_class,
+        payload: p.payload.clone(),
+        concat: p.concat,
+    }
+}
+
+fn finish(link: &str, set: PendingSet) -> MobileOriginated {
+    let complete = set.received == set.parts.len();
+    let n = set.parts.len() as u8;
+    let parts = set.parts.into_iter().flatten().collect();
+    surface(link, set.first, parts, n, complete)
+}
+
+fn surface(
+    link: &str,
+    first: MoPart,
+    parts: Vec<Bytes>,
+    n: u8,
+    complete: bool,
+) -> MobileOriginated {
+    let payload = if parts.is_empty() {
+        first.payload
+    } else {
+        let mut buf = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+        for p in parts {
+            buf.extend_from_slice(&p);
+        }
+        buf.freeze()
+    };
+    MobileOriginated {
+        link: link.to_owned(),
+        source: first.source,
+        destination: first.destination,
+        data_coding: first.data_coding,
+        esm_class: first.esm_class,
+        payload,
+        parts: n,
+        complete,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_receipt_fields_are_found_in_any_case_and_order() {
+        let t = "id:0000007B sub:001 dlvrd:001 submit date:2401021530 done date:240102153105 \
+                 stat:DELIVRD err:000 Text:hello id:bogus";
+        let r = TextReceipt::parse(t);
+        assert_eq!(r.id, Some("0000007B"));
+        assert_eq!(r.stat, Some("DELIVRD"));
+        assert_eq!(r.err, Some("000"));
+        assert_eq!(r.done_date, Some("240102153105"));
+        assert_eq!(r.submit_date, Some("2401021530"));
+        let upper = TextReceipt::parse("ID:42 STAT:UNDELIV ERR:0A1");
+        assert_eq!(upper.id, Some("42"));
+        assert_eq!(
+            state_from_text(upper.stat.unwrap()),
+            DeliveryState::Undeliverable
+        );
+        assert_eq!(parse_err("0A1"), Some(0xA1));
+    }
+
+    #[test]
+    fn smpp_dates_become_utc_instants() {
+        let t = parse_smpp_date("240102153105").unwrap();
+        assert_eq!(
+            t.duration_since(UNIX_EPOCH).unwrap().as_secs(),
+            1_704_209_465
+        );
+        assert!(parse_smpp_date("241302153105").is_none());
+    }
+
+    fn part(reference: u32, total: u8, seq: u8, body: &'static [u8]) -> MoPart {
+        MoPart {
+            source: Address::new("4917", 1, 1),
+            destination: Address::new("1234", 0, 0),
+            data_coding: 0,
+            esm_class: 0x40,
+            payload: Bytes::from_static(body),
+            concat: Some((reference, total, seq)),
+        }
+    }
+
+    #[test]
+    fn parts_in_any_order_are_reassembled_once_complete() {
+        let mut r = Reassembler::new(ReassemblyConfig::default());
+        let now = Instant::now();
+        assert!(r.push("l", part(7, 3, 3, b"C"), now).is_empty());
+        assert!(r.push("l", part(7, 3, 1, b"A"), now).is_empty());
+        let done = r.push("l", part(7, 3, 2, b"B"), now);
+        assert_eq!(done.len(), 1);
+        assert_eq!(&done[0].payload[..], b"ABC");
+        assert!(done[0].complete);
+        assert_eq!(r.pending(), 0);
+    }
+
+    #[test]
+    fn incomplete_sets_are_surfaced_on_timeout_and_on_overflow() {
+        let cfg = ReassemblyConfig {
+            max_pending: 2,
+            timeout: Duration::from_secs(5),
+        };
+        let mut r = Reassembler::new(cfg);
+        let t0 = Instant::now();
+        r.push("l", part(1, 2, 1, b"a"), t0);
+        r.push("l", part(2, 2, 1, b"b"), t0 + Duration::from_secs(1));
+        let evicted = r.push("l", part(3, 2, 1, b"c"), t0 + Duration::from_secs(2));
+        assert_eq!(evicted.len(), 1);
+        assert_eq!(&evicted[0].payload[..], b"a");
+        assert!(!evicted[0].complete);
+        let expired = r.expire("l", t0 + Duration::from_secs(6));
+        assert_eq!(expired.len(), 1);
+        assert_eq!(&expired[0].payload[..], b"b");
+        assert_eq!(r.pending(), 1);
+    }
+
+    #[test]
+    fn udh_concat_ies_8_and_16_bit_are_recognised() {
+        let p8 = [5u8, 0x00, 3, 0xAA, 2, 1, b'x'];
+        let ((reference, total, seq), body) = split_concat_udh(&p8).unwrap();
+        assert_eq!((reference, total, seq), (0xAA, 2, 1));
+        assert_eq!(&body[..], b"x");
+        let p16 = [6u8, 0x08, 4, 0x12, 0x34, 3, 2, b'y'];
+        let ((reference, total, seq), _) = split_concat_udh(&p16).unwrap();
+        assert_eq!((reference & 0xFFFF, total, seq), (0x1234, 3, 2));
+    }
+}

@@ -1,0 +1,408 @@
+//! A link: one SMSC account with its sessions.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use rusmpp::{
+    pdus::SubmitSm,
+    tlvs::MessageSubmissionRequestTlvValue,
+    types::{AnyOctetString, COctetString, OctetString},
+    values::{
+        DataCoding, EsmClass, MessagePayload, Npi, PriorityFlag, RegisteredDelivery, ServiceType,
+        Ton,
+    },
+};
+use tokio::{
+    sync::{mpsc, watch},
+    time::{Instant, timeout_at},
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
+
+use crate::{
+    config::{BindMode, LinkConfig},
+    deliver::Reassembler,
+    error::{Error, Result},
+    rate::{Gcra, RateMeter},
+    session::{Session, supervise},
+    types::{LinkEvent, LinkState, LinkStatus, SegmentOutcome, SessionRole, SubmitRequest},
+};
+
+/// State shared by the sessions of a link.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: LinkConfig,
+    pub(crate) events: mpsc::Sender<LinkEvent>,
+    pub(crate) reassembler: Mutex<Reassembler>,
+    pub(crate) submit_meter: RateMeter,
+    pub(crate) receipt_meter: RateMeter,
+    pub(crate) gcra: Option<Gcra>,
+    /// true: sessions should be bound.
+    pub(crate) desired: watch::Sender<bool>,
+    pub(crate) cancel: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shared: Arc<Shared>,
+    sessions: Vec<Arc<Session>>,
+    next: AtomicUsize,
+    tracker: TaskTracker,
+}
+
+/// A running link. Cheap to clone; all clones control the same sessions.
+///
+/// Create with [`Link::spawn`]; every session binds in the background and
+/// rebinds with backoff after failures. Events (receipts, MO, late
+/// responses, state changes) go to the `events` channel given at spawn; it
+/// must be consumed, since a full channel holds back reading from the SMSC.
+#[derive(Debug, Clone)]
+pub struct Link {
+    inner: Arc<Inner>,
+}
+
+impl Link {
+    /// Validates `config` and starts its sessions on the current tokio
+    /// runtime. Sessions end when `cancel` (or [`Link::shutdown`]) fires,
+    /// after draining their window and unbinding.
+    pub fn spawn(
+        config: LinkConfig,
+        events: mpsc::Sender<LinkEvent>,
+        cancel: CancellationToken,
+    ) -> Result<Link> {
+        config.validate()?;
+        let gcra = config.rate.map(|r| Gcra::new(r, config.burst.max(1)));
+        let mut sessions = Vec::new();
+        for i in 0..config.sessions {
+            match config.bind_mode {
+                BindMode::Transceiver => sessions.push(Arc::new(Session::new(
+                    i,
+                    SessionRole::Transceiver,
+                    config.window,
+                ))),
+                BindMode::TransmitterReceiver => sessions.push(Arc::new(Session::new(
+                    i,
+                    SessionRole::Transmitter,
+                    config.window,
+                ))),
+            }
+        }
+        if config.bind_mode == BindMode::TransmitterReceiver {
+            for i in 0..config.sessions {
+                sessions.push(Arc::new(Session::new(
+                    config.sessions + i,
+                    SessionRole::Receiver,
+                    config.window,
+                )));
+            }
+        }
+        let shared = Arc::new(Shared {
+            reassembler: Mutex::new(Reassembler::new(config.reassembly)),
+            config,
+            events,
+            submit_meter: RateMeter::default(),
+            receipt_meter: RateMeter::default(),
+            gcra,
+            desired: watch::Sender::new(true),
+            cancel: cancel.child_token(),
+        });
+        let tracker = TaskTracker::new();
+        for s in &sessions {
+            let span = tracing::info_span!(
+                "smpp_session",
+                link = %shared.config.name,
+                system_id = %shared.config.system_id,
+                session = s.index,
+                role = ?s.role,
+            );
+            tracker.spawn(supervise(shared.clone(), s.clone()).instrument(span));
+        }
+        tracker.close();
+        Ok(Link {
+            inner: Arc::new(Inner {
+                shared,
+                sessions,
+                next: AtomicUsize::new(0),
+                tracker,
+            }),
+        })
+    }
+
+    /// Link name.
+    pub fn name(&self) -> &str {
+        &self.inner.shared.config.name
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &LinkConfig {
+        &self.inner.shared.config
+    }
+
+    /// True when at least one session that can submit is bound.
+    pub fn is_up(&self) -> bool {
+        self.inner
+            .sessions
+            .iter()
+            .any(|s| s.role != SessionRole::Receiver && s.state() == LinkState::Bound)
+    }
+
+    /// Waits until a submit-capable session is bound, up to `within`.
+    pub async fn wait_bound(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let mut rxs: Vec<_> = self
+            .inner
+            .sessions
+            .iter()
+            .filter(|s| s.role != SessionRole::Receiver)
+            .map(|s| s.state.subscribe())
+            .collect();
+        loop {
+            if self.is_up() {
+                return true;
+            }
+            let changed =
+                futures::future::select_all(rxs.iter_mut().map(|r| Box::pin(r.changed())));
+            if timeout_at(deadline, changed).await.is_err() {
+                return self.is_up();
+            }
+        }
+    }
+
+    /// Waits until every session (receivers included) is bound, up to `within`.
+    pub async fn wait_all_bound(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        for s in &self.inner.sessions {
+            let mut rx = s.state.subscribe();
+            if timeout_at(deadline, rx.wait_for(|st| *st == LinkState::Bound))
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn pick(&self) -> Option<&Arc<Session>> {
+        let sessions = &self.inner.sessions;
+        let n = sessions.len();
+        let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let mut best: Option<(&Arc<Session>, usize)> = None;
+        for k in 0..n {
+            let s = &sessions[(start + k) % n];
+            if s.role == SessionRole::Receiver || s.state() != LinkState::Bound {
+                continue;
+            }
+            let free = s.window.available_permits();
+            if best.is_none_or(|(_, f)| free > f) {
+                best = Some((s, free));
+            }
+        }
+        best.map(|(s, _)| s)
+    }
+
+    /// Sends every segment of `msg` on one session, in order, pipelined
+    /// within the window; returns one outcome per segment.
+    ///
+    /// `Err` means nothing was sent ([`Error::LinkDown`],
+    /// [`Error::LinkStopped`], [`Error::WindowFull`], [`Error::NotSent`],
+    /// [`Error::InvalidRequest`]), so the caller may try elsewhere. Once the
+    /// first segment is out, problems are reported per segment.
+    pub async fn submit(&self, msg: SubmitRequest) -> Result<Vec<SegmentOutcome>> {
+        let shared = &self.inner.shared;
+        let link = &shared.config.name;
+        let pdus = build_pdus(&msg)?;
+        if shared.cancel.is_cancelled() || !*shared.desired.borrow() {
+            return Err(Error::LinkStopped { link: link.clone() });
+        }
+        let session = self
+            .pick()
+            .ok_or_else(|| Error::LinkDown { link: link.clone() })?
+            .clone();
+        let started = Instant::now();
+        let deadline = started + shared.config.window_wait;
+        let mut sent = Vec::with_capacity(pdus.len());
+        let mut not_sent: Option<String> = None;
+        for (i, pdu) in pdus.iter().enumerate() {
+            let permit = match timeout_at(deadline, session.window.clone().acquire_owned()).await {
+                Ok(Ok(p)) => p,
+                _ => {
+                    let waited = started.elapsed();
+                    if i == 0 {
+                        return Err(Error::WindowFull {
+                            link: link.clone(),
+                            waited,
+                        });
+                    }
+                    not_sent = Some(format!("send window full, waited {waited:?}"));
+                    break;
+                }
+            };
+            match session.send(shared, pdu).await {
+                Ok(s) => sent.push((permit, s)),
+                Err(reason) => {
+                    if i == 0 {
+                        return Err(Error::NotSent {
+                            link: link.clone(),
+                            reason,
+                        });
+                    }
+                    not_sent = Some(reason);
+                    break;
+                }
+            }
+        }
+        let mut outcomes = Vec::with_capacity(pdus.len());
+        for (pdu, (permit, s)) in pdus.iter().zip(sent) {
+            outcomes.push(session.outcome(shared, pdu, s).await);
+            drop(permit);
+        }
+        while outcomes.len() < pdus.len() {
+            outcomes.push(SegmentOutcome::NotSent {
+                reason: not_sent.clone().unwrap_or_default(),
+            });
+        }
+        Ok(outcomes)
+    }
+
+    /// Current status (for CheckESME and metrics).
+    pub fn status(&self) -> LinkStatus {
+        let shared = &self.inner.shared;
+        let sessions: Vec<_> = self.inner.sessions.iter().map(|s| s.status()).collect();
+        let count = |st: LinkState| sessions.iter().filter(|s| s.state == st).count();
+        let bound = count(LinkState::Bound);
+        let state = if bound > 0 {
+            LinkState::Bound
+        } else if count(LinkState::Unbinding) > 0 {
+            LinkState::Unbinding
+        } else if count(LinkState::Binding) > 0 {
+            LinkState::Binding
+        } else {
+            LinkState::Down
+        };
+        LinkStatus {
+            name: shared.config.name.clone(),
+            state,
+            sessions_bound: bound,
+            sessions_total: sessions.len(),
+            in_flight: sessions.iter().map(|s| s.in_flight).sum(),
+            last_enquire_link_rtt: self
+                .inner
+                .sessions
+                .iter()
+                .filter_map(|s| s.last_rtt())
+                .max(),
+            last_error: sessions
+                .iter()
+                .filter_map(|s| s.last_error.clone())
+                .max_by_key(|e| e.at),
+            submit_rate: shared.submit_meter.rate(),
+            receipt_rate: shared.receipt_meter.rate(),
+            sessions,
+        }
+    }
+
+    /// Stops the link: every session drains its window (up to
+    /// `drain_timeout`), unbinds and stays down until [`Link::start`].
+    /// Returns once all sessions are down.
+    pub async fn stop(&self) {
+        self.inner.shared.desired.send_replace(false);
+        for s in &self.inner.sessions {
+            let mut rx = s.state.subscribe();
+            let _ = rx.wait_for(|st| *st == LinkState::Down).await;
+        }
+    }
+
+    /// (Re)starts a stopped link; sessions bind in the background.
+    pub fn start(&self) {
+        self.inner.shared.desired.send_replace(true);
+    }
+
+    /// [`Link::stop`] then [`Link::start`].
+    pub async fn restart(&self) {
+        self.stop().await;
+        self.start();
+    }
+
+    /// Drains, unbinds and ends every session; returns when they are gone.
+    pub async fn shutdown(&self) {
+        self.inner.shared.cancel.cancel();
+        self.inner.tracker.wait().await;
+    }
+
+    /// Waits until every session task has ended (after cancellation).
+    pub async fn closed(&self) {
+        self.inner.tracker.wait().await;
+    }
+}
+
+fn bad(reason: impl Into<String>) -> Error {
+    Error::InvalidRequest {
+        reason: reason.into(),
+    }
+}
+
+/// Turns a request into one `submit_sm` per segment.
+pub(crate) fn build_pdus(req: &SubmitRequest) -> Result<Vec<SubmitSm>> {
+    if req.segments.is_empty() {
+        return Err(bad("no segments"));
+    }
+    if req.segments.len() > 255 {
+        return Err(bad("more than 255 segments"));
+    }
+    let source = COctetString::<1, 21>::from_string(req.source.addr.clone())
+        .map_err(|e| bad(format!("source address: {e}")))?;
+    let destination = COctetString::<1, 21>::from_string(req.destination.addr.clone())
+        .map_err(|e| bad(format!("destination address: {e}")))?;
+    if destination.is_empty() {
+        return Err(bad("empty destination address"));
+    }
+    let service_type = ServiceType::new(
+        COctetString::from_string(req.service_type.clone())
+            .map_err(|e| bad(format!("service_type: {e}")))?,
+    );
+    let mut out = Vec::with_capacity(req.segments.len());
+    for seg in &req.segments {
+        let mut tlvs = Vec::new();
+        let short = if seg.use_message_payload || seg.payload.len() > 254 {
+            tlvs.push(MessageSubmissionRequestTlvValue::MessagePayload(
+                MessagePayload::new(AnyOctetString::from_bytes(seg.payload.clone())),
+            ));
+            OctetString::empty()
+        } else {
+            OctetString::from_bytes(seg.payload.clone())
+                .map_err(|e| bad(format!("segment: {e}")))?
+        };
+        if let Some(sar) = seg.sar {
+            tlvs.push(MessageSubmissionRequestTlvValue::SarMsgRefNum(sar.ref_num));
+            tlvs.push(MessageSubmissionRequestTlvValue::SarTotalSegments(
+                sar.total,
+            ));
+            tlvs.push(MessageSubmissionRequestTlvValue::SarSegmentSeqnum(sar.seq));
+        }
+        out.push(
+            SubmitSm::builder()
+                .service_type(service_type.clone())
+                .source_addr_ton(Ton::from(req.source.ton))
+                .source_addr_npi(Npi::from(req.source.npi))
+                .source_addr(source.clone())
+                .dest_addr_ton(Ton::from(req.destination.ton))
+                .dest_addr_npi(Npi::from(req.destination.npi))
+                .destination_addr(destination.clone())
+                .esm_class(EsmClass::from(req.esm_class))
+                .protocol_id(req.protocol_id)
+                .priority_flag(PriorityFlag::from(req.priority))
+                .registered_delivery(RegisteredDelivery::from(req.registered_delivery))
+                .data_coding(DataCoding::from(req.data_coding))
+                .short_message(short)
+                .tlvs(tlvs)
+                .build(),
+        );
+    }
+    Ok(out)
+}

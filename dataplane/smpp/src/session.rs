@@ -1,0 +1,901 @@
+//! One bind: connect, bind, keep alive, read, write, drain, unbind, rebind.
+//!
+//! Each session is a supervisor task that loops over connections. A bound
+//! connection has a writer task (batches every queued PDU into one buffer and
+//! one `write_all`) and the session task itself, which reads PDUs, matches
+//! responses to pending requests by sequence number, answers the SMSC's
+//! requests and drives enquire_link, draining and unbinding.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use bytes::BytesMut;
+use futures::StreamExt;
+use rusmpp::{
+    Command, CommandStatus, Pdu,
+    pdus::{BindReceiver, BindTransceiver, BindTransmitter, DeliverSmResp, SubmitSm},
+    types::COctetString,
+    values::{InterfaceVersion as RusmppVersion, Npi, Ton},
+};
+use tokio::{
+    io::AsyncWriteExt,
+    net::{
+        TcpStream,
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+    },
+    sync::{Semaphore, mpsc, oneshot, watch},
+    time::{Instant, sleep, sleep_until, timeout},
+};
+use tokio_util::codec::FramedRead;
+use tracing::{debug, info, warn};
+
+use crate::{
+    codec::{Frame, SmppCodec, encode_into},
+    config::{InterfaceVersion, LinkConfig},
+    deliver::{Delivered, classify},
+    error::Error,
+    ids::SmscMessageId,
+    link::Shared,
+    rate::{Aimd, RateMeter},
+    types::{
+        LastError, LinkEvent, LinkState, SegmentOutcome, SessionRole, SessionStatus, UnknownReason,
+    },
+};
+
+/// ESME_RMSGQFUL.
+pub const ESME_RMSGQFUL: u32 = 0x14;
+/// ESME_RTHROTTLED.
+pub const ESME_RTHROTTLED: u32 = 0x58;
+const ESME_RSYSERR: u32 = 0x08;
+const ESME_RINVCMDID: u32 = 0x03;
+
+/// What a pending request gets back.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Response {
+        status: u32,
+        message_id: Option<String>,
+    },
+    Malformed {
+        reason: String,
+    },
+    ConnectionLost,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Waiting(oneshot::Sender<Reply>),
+    TimedOut { since: Instant },
+}
+
+#[derive(Debug, Default)]
+struct PendingInner {
+    closed: bool,
+    waiting: usize,
+    map: HashMap<u32, Pending>,
+}
+
+/// Requests of one connection awaiting their response, by sequence number.
+#[derive(Debug, Default)]
+pub(crate) struct PendingMap {
+    inner: Mutex<PendingInner>,
+}
+
+enum Resolved {
+    Waiter(oneshot::Sender<Reply>),
+    Late,
+    Unknown,
+}
+
+impl PendingMap {
+    fn insert(&self, seq: u32, tx: oneshot::Sender<Reply>) -> bool {
+        let mut g = self.inner.lock().expect("pending lock");
+        if g.closed {
+            return false;
+        }
+        g.waiting += 1;
+        g.map.insert(seq, Pending::Waiting(tx));
+        true
+    }
+
+    fn remove_waiting(&self, seq: u32) {
+        let mut g = self.inner.lock().expect("pending lock");
+        if let Some(Pending::Waiting(_)) = g.map.remove(&seq) {
+            g.waiting -= 1;
+        }
+    }
+
+    fn resolve(&self, seq: u32) -> Resolved {
+        let mut g = self.inner.lock().expect("pending lock");
+        match g.map.remove(&seq) {
+            Some(Pending::Waiting(tx)) => {
+                g.waiting -= 1;
+                Resolved::Waiter(tx)
+            }
+            Some(Pending::TimedOut { .. }) => Resolved::Late,
+            None => Resolved::Unknown,
+        }
+    }
+
+    /// Marks a waiting entry as timed out; false if it was resolved meanwhile.
+    fn time_out(&self, seq: u32) -> bool {
+        let mut g = self.inner.lock().expect("pending lock");
+        match g.map.get_mut(&seq) {
+            Some(p @ Pending::Waiting(_)) => {
+                *p = Pending::TimedOut {
+                    since: Instant::now(),
+                };
+                g.waiting -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn sweep(&self, older_than: Duration) {
+        let now = Instant::now();
+        let mut g = self.inner.lock().expect("pending lock");
+        g.map.retain(|_, p| match p {
+            Pending::TimedOut { since } => now.duration_since(*since) < older_than,
+            Pending::Waiting(_) => true,
+        });
+    }
+
+    fn close(&self) {
+        let drained: Vec<Pending> = {
+            let mut g = self.inner.lock().expect("pending lock");
+            g.closed = true;
+            g.waiting = 0;
+            g.map.drain().map(|(_, p)| p).collect()
+        };
+        for p in drained {
+            if let Pending::Waiting(tx) = p {
+                let _ = tx.send(Reply::ConnectionLost);
+            }
+        }
+    }
+
+    pub(crate) fn waiting(&self) -> usize {
+        self.inner.lock().expect("pending lock").waiting
+    }
+}
+
+/// Handle on the live connection of a session.
+#[derive(Debug, Clone)]
+pub(crate) struct Conn {
+    tx: mpsc::UnboundedSender<Command>,
+    pending: Arc<PendingMap>,
+}
+
+/// A `submit_sm` handed to the writer, awaiting its response.
+#[derive(Debug)]
+pub(crate) struct Sent {
+    seq: u32,
+    rx: oneshot::Receiver<Reply>,
+    pending: Arc<PendingMap>,
+}
+
+/// One session (bind) of a link.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) index: usize,
+    pub(crate) role: SessionRole,
+    pub(crate) window: Arc<Semaphore>,
+    seq: AtomicU32,
+    pub(crate) state: watch::Sender<LinkState>,
+    conn: Mutex<Option<Conn>>,
+    aimd: Aimd,
+    meter: RateMeter,
+    last_rtt: Mutex<Option<Duration>>,
+    last_error: Mutex<Option<LastError>>,
+}
+
+impl Session {
+    pub(crate) fn new(index: usize, role: SessionRole, window: usize) -> Self {
+        Self {
+            index,
+            role,
+            window: Arc::new(Semaphore::new(window)),
+            seq: AtomicU32::new(1),
+            state: watch::Sender::new(LinkState::Down),
+            conn: Mutex::new(None),
+            aimd: Aimd::default(),
+            meter: RateMeter::default(),
+            last_rtt: Mutex::new(None),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn state(&self) -> LinkState {
+        *self.state.borrow()
+    }
+
+    fn next_seq(&self) -> u32 {
+        loop {
+            let s = self.seq.fetch_add(1, Ordering::Relaxed) & 0x7FFF_FFFF;
+            if s != 0 {
+                return s;
+            }
+        }
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.conn
+            .lock()
+            .expect("conn lock")
+            .as_ref()
+            .map_or(0, |c| c.pending.waiting())
+    }
+
+    pub(crate) fn last_error(&self) -> Option<LastError> {
+        self.last_error.lock().expect("error lock").clone()
+    }
+
+    pub(crate) fn last_rtt(&self) -> Option<Duration> {
+        *self.last_rtt.lock().expect("rtt lock")
+    }
+
+    fn record_error(&self, message: String) {
+        *self.last_error.lock().expect("error lock") = Some(LastError {
+            message,
+            at: SystemTime::now(),
+        });
+    }
+
+    pub(crate) fn status(&self) -> SessionStatus {
+        SessionStatus {
+            index: self.index,
+            role: self.role,
+            state: self.state(),
+            in_flight: self.in_flight(),
+            throttled_rate: self.aimd.rate(),
+            last_enquire_link_rtt: self.last_rtt(),
+            last_error: self.last_error(),
+        }
+    }
+
+    fn set_state(&self, shared: &Shared, state: LinkState, reason: Option<String>) {
+        let changed = self.state.send_replace(state) != state;
+        if changed {
+            debug!(?state, ?reason, "session state");
+            let _ = shared.events.try_send(LinkEvent::StateChanged {
+                link: shared.config.name.clone(),
+                session: self.index,
+                state,
+                reason,
+            });
+        }
+    }
+
+    /// Paces, then hands one `submit_sm` to the writer. `Err` means it was
+    /// definitely not sent.
+    pub(crate) async fn send(&self, shared: &Shared, pdu: &SubmitSm) -> Result<Sent, String> {
+        let now = Instant::now();
+        let mut at = now;
+        if let Some(g) = &shared.gcra {
+            at = at.max(g.reserve(now));
+        }
+        if let Some(a) = self.aimd.reserve(now) {
+            at = at.max(a);
+        }
+        if at > now {
+            sleep_until(at).await;
+        }
+        let conn = self
+            .conn
+            .lock()
+            .expect("conn lock")
+            .clone()
+            .ok_or_else(|| "session is not bound".to_owned())?;
+        let seq = self.next_seq();
+        let (tx, rx) = oneshot::channel();
+        if !conn.pending.insert(seq, tx) {
+            return Err("connection closed".into());
+        }
+        let cmd = Command::new(CommandStatus::EsmeRok, seq, Pdu::SubmitSm(pdu.clone()));
+        if conn.tx.send(cmd).is_err() {
+            conn.pending.remove_waiting(seq);
+            return Err("connection closed".into());
+        }
+        Ok(Sent {
+            seq,
+            rx,
+            pending: conn.pending,
+        })
+    }
+
+    /// Awaits the response of `sent`, resending on throttling.
+    pub(crate) async fn outcome(
+        &self,
+        shared: &Shared,
+        pdu: &SubmitSm,
+        mut sent: Sent,
+    ) -> SegmentOutcome {
+        let cfg = &shared.config;
+        let mut retries = 0;
+        loop {
+            let reply = match timeout(cfg.response_timeout, &mut sent.rx).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(_)) => Reply::ConnectionLost,
+                Err(_) => {
+                    if sent.pending.time_out(sent.seq) {
+                        warn!(
+                            sequence_number = sent.seq,
+                            "submit_sm response timeout; outcome unknown"
+                        );
+                        return SegmentOutcome::Unknown {
+                            session: self.index,
+                            reason: UnknownReason::ResponseTimeout {
+                                sequence_number: sent.seq,
+                                timeout: cfg.response_timeout,
+                            },
+                        };
+                    }
+                    match sent.rx.try_recv() {
+                        Ok(reply) => reply,
+                        Err(_) => Reply::ConnectionLost,
+                    }
+                }
+            };
+            match reply {
+                Reply::Response {
+                    status: 0,
+                    message_id,
+                } => {
+                    self.aimd.accepted();
+                    self.meter.mark();
+                    shared.submit_meter.mark();
+                    return SegmentOutcome::Accepted {
+                        smsc_message_id: SmscMessageId::new(
+                            message_id.unwrap_or_default(),
+                            cfg.message_id_format,
+                        ),
+                        session: self.index,
+                        sequence_number: sent.seq,
+                    };
+                }
+                Reply::Response { status, .. }
+                    if (status == ESME_RTHROTTLED || status == ESME_RMSGQFUL)
+                        && retries < cfg.throttle_retries =>
+                {
+                    retries += 1;
+                    self.aimd.throttled(self.meter.rate());
+                    debug!(
+                        sequence_number = sent.seq,
+                        status,
+                        retries,
+                        rate = ?self.aimd.rate(),
+                        "throttled; resending"
+                    );
+                    match self.send(shared, pdu).await {
+                        Ok(s) => sent = s,
+                        Err(reason) => {
+                            return SegmentOutcome::NotSent {
+                                reason: format!("throttled, then {reason}"),
+                            };
+                        }
+                    }
+                }
+                Reply::Response { status, .. } => {
+                    return SegmentOutcome::Rejected {
+                        command_status: status,
+                    };
+                }
+                Reply::Malformed { reason } => {
+                    return SegmentOutcome::Unknown {
+                        session: self.index,
+                        reason: UnknownReason::MalformedResponse {
+                            sequence_number: sent.seq,
+                            reason,
+                        },
+                    };
+                }
+                Reply::ConnectionLost => {
+                    return SegmentOutcome::Unknown {
+                        session: self.index,
+                        reason: UnknownReason::ConnectionLost {
+                            sequence_number: sent.seq,
+                        },
+                    };
+                }
+            }
+        }
+    }
+}
+
+enum End {
+    Shutdown,
+    Stopped,
+    PeerUnbind,
+    Failed(Error),
+}
+
+type Reader = FramedRead<OwnedReadHalf, SmppCodec>;
+
+/// Runs a session until the link's cancellation token fires.
+pub(crate) async fn supervise(shared: Arc<Shared>, session: Arc<Session>) {
+    let mut desired = shared.desired.subscribe();
+    let mut attempt: u32 = 0;
+    loop {
+        // Wait until the link should run.
+        loop {
+            if shared.cancel.is_cancelled() {
+                session.set_state(&shared, LinkState::Down, Some("shutdown".into()));
+                return;
+            }
+            if *desired.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                _ = shared.cancel.cancelled() => {}
+                r = desired.changed() => if r.is_err() { return },
+            }
+        }
+        session.set_state(&shared, LinkState::Binding, None);
+        let bound = tokio::select! {
+            r = connect_and_bind(&shared.config, session.role, session.next_seq()) => Some(r),
+            _ = shared.cancel.cancelled() => None,
+            _ = desired.wait_for(|running| !running) => None,
+        };
+        let failure = match bound {
+            None => {
+                session.set_state(&shared, LinkState::Down, Some("stopped".into()));
+                continue;
+            }
+            Some(Ok((reader, writer))) => {
+                attempt = 0;
+                info!("bound");
+                match run_connection(&shared, &session, reader, writer, &mut desired).await {
+                    End::Shutdown => {
+                        session.set_state(&shared, LinkState::Down, Some("shutdown".into()));
+                        info!("unbound for shutdown");
+                        return;
+                    }
+                    End::Stopped => {
+                        session.set_state(&shared, LinkState::Down, Some("stopped".into()));
+                        info!("unbound (stopped)");
+                        continue;
+                    }
+                    End::PeerUnbind => {
+                        info!("SMSC unbound; rebinding");
+                        session.record_error("unbind from SMSC".into());
+                        session.set_state(
+                            &shared,
+                            LinkState::Down,
+                            Some("unbind from SMSC".into()),
+                        );
+                        let d = shared.config.reconnect.delay(0);
+                        tokio::select! {
+                            _ = sleep(d) => {}
+                            _ = shared.cancel.cancelled() => {}
+                        }
+                        continue;
+                    }
+                    End::Failed(e) => e,
+                }
+            }
+            Some(Err(e)) => e,
+        };
+        let msg = failure.to_string();
+        warn!(error = %msg, attempt, "session failed");
+        session.record_error(msg.clone());
+        session.set_state(&shared, LinkState::Down, Some(msg));
+        let d = shared.config.reconnect.delay(attempt);
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            _ = sleep(d) => {}
+            _ = shared.cancel.cancelled() => {}
+            _ = desired.wait_for(|running| !running) => {}
+        }
+    }
+}
+
+fn bind_pdu(cfg: &LinkConfig, role: SessionRole) -> Result<Pdu, Error> {
+    let bad = |what: &str| Error::InvalidConfig {
+        link: cfg.name.clone(),
+        reason: format!("{what} is not a valid SMPP string"),
+    };
+    let system_id =
+        COctetString::from_string(cfg.system_id.clone()).map_err(|_| bad("system_id"))?;
+    let password =
+        COctetString::from_string(cfg.password.expose().to_owned()).map_err(|_| bad("password"))?;
+    let system_type =
+        COctetString::from_string(cfg.system_type.clone()).map_err(|_| bad("system_type"))?;
+    let version = match cfg.interface_version {
+        InterfaceVersion::V34 => RusmppVersion::Smpp3_4,
+        InterfaceVersion::V50 => RusmppVersion::Smpp5_0,
+    };
+    let range = COctetString::empty();
+    Ok(match role {
+        SessionRole::Transceiver => Pdu::BindTransceiver(BindTransceiver::new(
+            system_id,
+            password,
+            system_type,
+            version,
+            Ton::Unknown,
+            Npi::Unknown,
+            range,
+        )),
+        SessionRole::Transmitter => Pdu::BindTransmitter(BindTransmitter::new(
+            system_id,
+            password,
+            system_type,
+            version,
+            Ton::Unknown,
+            Npi::Unknown,
+            range,
+        )),
+        SessionRole::Receiver => Pdu::BindReceiver(BindReceiver::new(
+            system_id,
+            password,
+            system_type,
+            version,
+            Ton::Unknown,
+            Npi::Unknown,
+            range,
+        )),
+    })
+}
+
+async fn connect_and_bind(
+    cfg: &LinkConfig,
+    role: SessionRole,
+    seq: u32,
+) -> Result<(Reader, OwnedWriteHalf), Error> {
+    let addr = format!("{}:{}", cfg.host, cfg.port);
+    let stream = match timeout(cfg.response_timeout, TcpStream::connect(&addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => return Err(Error::Connect { addr, source }),
+        Err(_) => {
+            return Err(Error::Connect {
+                addr,
+                source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+            });
+        }
+    };
+    stream.set_nodelay(true)?;
+    let (r, mut w) = stream.into_split();
+    let mut reader = FramedRead::with_capacity(r, SmppCodec::default(), 64 * 1024);
+    let mut buf = BytesMut::new();
+    encode_into(
+        &Command::new(CommandStatus::EsmeRok, seq, bind_pdu(cfg, role)?),
+        &mut buf,
+    );
+    w.write_all(&buf).await?;
+    let deadline = Instant::now() + cfg.response_timeout;
+    loop {
+        let frame = match timeout(deadline - Instant::now(), reader.next()).await {
+            Err(_) => {
+                return Err(Error::ResponseTimeout {
+                    sequence_number: seq,
+                    timeout: cfg.response_timeout,
+                });
+            }
+            Ok(None) => return Err(Error::ConnectionClosed),
+            Ok(Some(f)) => f?,
+        };
+        match frame {
+            Frame::Command(c) if c.sequence_number() == seq => {
+                let status = u32::from(c.status());
+                if status != 0 {
+                    return Err(Error::BindRejected {
+                        command_status: status,
+                    });
+                }
+                return Ok((reader, w));
+            }
+            Frame::Command(c) if c.id() == rusmpp::CommandId::EnquireLink => {
+                buf.clear();
+                encode_into(
+                    &Command::new(
+                        CommandStatus::EsmeRok,
+                        c.sequence_number(),
+                        Pdu::EnquireLinkResp,
+                    ),
+                    &mut buf,
+                );
+                w.write_all(&buf).await?;
+            }
+            other => debug!(?other, "ignored while binding"),
+        }
+    }
+}
+
+async fn write_loop(
+    mut w: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+) -> std::io::Result<()> {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut batch = Vec::with_capacity(256);
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        for cmd in batch.drain(..) {
+            encode_into(&cmd, &mut buf);
+        }
+        w.write_all(&buf).await?;
+        buf.clear();
+    }
+    let _ = w.shutdown().await;
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Draining {
+        deadline: Instant,
+        shutdown: bool,
+    },
+    Unbinding {
+        seq: u32,
+        deadline: Instant,
+        shutdown: bool,
+    },
+}
+
+async fn run_connection(
+    shared: &Shared,
+    session: &Session,
+    mut reader: Reader,
+    writer: OwnedWriteHalf,
+    desired: &mut watch::Receiver<bool>,
+) -> End {
+    let cfg = &shared.config;
+    let (tx, rx) = mpsc::unbounded_channel::<Command>();
+    let pending = Arc::new(PendingMap::default());
+    let mut writer = tokio::spawn(write_loop(writer, rx));
+    *session.conn.lock().expect("conn lock") = Some(Conn {
+        tx: tx.clone(),
+        pending: pending.clone(),
+    });
+    session.set_state(shared, LinkState::Bound, None);
+
+    let interval = cfg.enquire_link_interval;
+    let mut enquire = tokio::time::interval_at(Instant::now() + interval, interval);
+    enquire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut drain_tick = tokio::time::interval(Duration::from_millis(10));
+    let mut ping: Option<(u32, Instant)> = None;
+    let mut phase = Phase::Running;
+    let send = |cmd: Command| {
+        let _ = tx.send(cmd);
+    };
+
+    let end = loop {
+        let ping_deadline = ping.map(|(_, t)| t + cfg.response_timeout);
+        let unbind_deadline = match phase {
+            Phase::Unbinding { deadline, .. } => Some(deadline),
+            _ => None,
+        };
+        tokio::select! {
+            biased;
+            frame = reader.next() => {
+                let frame = match frame {
+                    None => break End::Failed(Error::ConnectionClosed),
+                    Some(Err(e)) => break End::Failed(e.into()),
+                    Some(Ok(f)) => f,
+                };
+                match frame {
+                    Frame::Command(cmd) => {
+                        if let Some(end) = handle_inbound(shared, session, &pending, cmd, &send, &mut ping, phase).await {
+                            break end;
+                        }
+                    }
+                    Frame::Malformed { command_id, sequence_number, reason } => {
+                        warn!(command_id, sequence_number, %reason, "malformed PDU");
+                        session.record_error(format!("malformed PDU {command_id:#x}: {reason}"));
+                        if command_id & 0x8000_0000 != 0 {
+                            if let Resolved::Waiter(w) = pending.resolve(sequence_number) {
+                                let _ = w.send(Reply::Malformed { reason });
+                            }
+                        } else {
+                            let status = CommandStatus::from(ESME_RSYSERR);
+                            let pdu = if command_id == 0x0000_0005 {
+                                Pdu::DeliverSmResp(DeliverSmResp::default())
+                            } else {
+                                Pdu::GenericNack
+                            };
+                            send(Command::new(status, sequence_number, pdu));
+                        }
+                    }
+                }
+            }
+            _ = enquire.tick() => {
+                if ping.is_none() && phase == Phase::Running {
+                    let seq = session.next_seq();
+                    ping = Some((seq, Instant::now()));
+                    send(Command::new(CommandStatus::EsmeRok, seq, Pdu::EnquireLink));
+                }
+                pending.sweep(cfg.response_timeout * 10);
+                let expired = shared.reassembler.lock().expect("reassembler lock")
+                    .expire(&cfg.name, std::time::Instant::now());
+                for mo in expired {
+                    let _ = shared.events.send(LinkEvent::MobileOriginated(mo)).await;
+                }
+            }
+            _ = sleep_until(ping_deadline.unwrap_or_else(Instant::now)), if ping_deadline.is_some() => {
+                let (seq, _) = ping.expect("ping set");
+                break End::Failed(Error::ResponseTimeout { sequence_number: seq, timeout: cfg.response_timeout });
+            }
+            _ = shared.cancel.cancelled(), if phase == Phase::Running => {
+                phase = Phase::Draining { deadline: Instant::now() + cfg.drain_timeout, shutdown: true };
+                session.set_state(shared, LinkState::Unbinding, Some("shutdown".into()));
+            }
+            r = desired.changed(), if phase == Phase::Running => {
+                if r.is_err() || !*desired.borrow_and_update() {
+                    phase = Phase::Draining { deadline: Instant::now() + cfg.drain_timeout, shutdown: r.is_err() };
+                    session.set_state(shared, LinkState::Unbinding, Some("stopped".into()));
+                }
+            }
+            _ = drain_tick.tick(), if matches!(phase, Phase::Draining { .. }) => {
+                if let Phase::Draining { deadline, shutdown } = phase
+                    && (pending.waiting() == 0 || Instant::now() >= deadline)
+                {
+                    if pending.waiting() > 0 {
+                        warn!(in_flight = pending.waiting(), "drain deadline passed; unbinding with requests in flight");
+                    }
+                    *session.conn.lock().expect("conn lock") = None;
+                    let seq = session.next_seq();
+                    send(Command::new(CommandStatus::EsmeRok, seq, Pdu::Unbind));
+                    phase = Phase::Unbinding { seq, deadline: Instant::now() + cfg.response_timeout, shutdown };
+                }
+            }
+            _ = sleep_until(unbind_deadline.unwrap_or_else(Instant::now)), if unbind_deadline.is_some() => {
+                if let Phase::Unbinding { shutdown, .. } = phase {
+                    warn!("no unbind_resp; closing");
+                    break if shutdown { End::Shutdown } else { End::Stopped };
+                }
+            }
+            r = &mut writer => {
+                let e = match r {
+                    Ok(Ok(())) => Error::ConnectionClosed,
+                    Ok(Err(e)) => Error::Io(e),
+                    Err(e) => Error::Protocol { reason: format!("writer task: {e}") },
+                };
+                break End::Failed(e);
+            }
+        }
+    };
+    *session.conn.lock().expect("conn lock") = None;
+    pending.close();
+    drop(tx);
+    // Let the writer flush what is queued (unbind_resp, unbind), briefly.
+    if !writer.is_finished() {
+        let _ = timeout(Duration::from_millis(500), &mut writer).await;
+        writer.abort();
+    }
+    end
+}
+
+async fn handle_inbound(
+    shared: &Shared,
+    session: &Session,
+    pending: &PendingMap,
+    cmd: Command,
+    send: &impl Fn(Command),
+    ping: &mut Option<(u32, Instant)>,
+    phase: Phase,
+) -> Option<End> {
+    let seq = cmd.sequence_number();
+    let status = u32::from(cmd.status());
+    let cfg = &shared.config;
+    match cmd.pdu() {
+        Some(Pdu::SubmitSmResp(_)) | None if cmd.id() == rusmpp::CommandId::SubmitSmResp => {
+            let message_id = match cmd.pdu() {
+                Some(Pdu::SubmitSmResp(r)) => Some(r.message_id().as_str().to_owned()),
+                _ => None,
+            };
+            match pending.resolve(seq) {
+                Resolved::Waiter(w) => {
+                    let _ = w.send(Reply::Response { status, message_id });
+                }
+                Resolved::Late => {
+                    info!(sequence_number = seq, status, "late submit_sm_resp");
+                    let _ = shared
+                        .events
+                        .send(LinkEvent::LateResponse {
+                            link: cfg.name.clone(),
+                            session: session.index,
+                            sequence_number: seq,
+                            command_status: status,
+                            smsc_message_id: message_id
+                                .filter(|_| status == 0)
+                                .map(|id| SmscMessageId::new(id, cfg.message_id_format)),
+                        })
+                        .await;
+                }
+                Resolved::Unknown => {
+                    warn!(sequence_number = seq, "submit_sm_resp for unknown sequence")
+                }
+            }
+        }
+        Some(Pdu::EnquireLinkResp) => {
+            if let Some((s, at)) = *ping
+                && s == seq
+            {
+                *session.last_rtt.lock().expect("rtt lock") = Some(at.elapsed());
+                *ping = None;
+            }
+        }
+        Some(Pdu::EnquireLink) => {
+            send(Command::new(
+                CommandStatus::EsmeRok,
+                seq,
+                Pdu::EnquireLinkResp,
+            ));
+        }
+        Some(Pdu::DeliverSm(d)) => {
+            match classify(&cfg.name, d, cfg.receipt_ids()) {
+                Some(Delivered::Receipt(r)) => {
+                    shared.receipt_meter.mark();
+                    let _ = shared.events.send(LinkEvent::Receipt(r)).await;
+                }
+                Some(Delivered::Mo(part)) => {
+                    let out = shared.reassembler.lock().expect("reassembler lock").push(
+                        &cfg.name,
+                        part,
+                        std::time::Instant::now(),
+                    );
+                    for mo in out {
+                        let _ = shared.events.send(LinkEvent::MobileOriginated(mo)).await;
+                    }
+                }
+                None => warn!(sequence_number = seq, "receipt without message id"),
+            }
+            send(Command::new(
+                CommandStatus::EsmeRok,
+                seq,
+                Pdu::DeliverSmResp(DeliverSmResp::default()),
+            ));
+        }
+        Some(Pdu::Unbind) => {
+            send(Command::new(CommandStatus::EsmeRok, seq, Pdu::UnbindResp));
+            return Some(End::PeerUnbind);
+        }
+        Some(Pdu::UnbindResp) => {
+            if let Phase::Unbinding {
+                seq: s, shutdown, ..
+            } = phase
+                && s == seq
+            {
+                return Some(if shutdown {
+                    End::Shutdown
+                } else {
+                    End::Stopped
+                });
+            }
+        }
+        Some(Pdu::GenericNack) => match pending.resolve(seq) {
+            Resolved::Waiter(w) => {
+                let status = if status == 0 { ESME_RSYSERR } else { status };
+                let _ = w.send(Reply::Response {
+                    status,
+                    message_id: None,
+                });
+            }
+            _ => {
+                if matches!(*ping, Some((s, _)) if s == seq) {
+                    *ping = None;
+                }
+                warn!(sequence_number = seq, status, "generic_nack");
+                session.record_error(format!("generic_nack {status:#010x} for sequence {seq}"));
+            }
+        },
+        Some(Pdu::AlertNotification(_)) => {}
+        _ if cmd.id().is_response() => {
+            debug!(id = ?cmd.id(), sequence_number = seq, "unexpected response");
+        }
+        _ => {
+            send(Command::new(
+                CommandStatus::from(ESME_RINVCMDID),
+                seq,
+                Pdu::GenericNack,
+            ));
+        }
+    }
+    None
+}

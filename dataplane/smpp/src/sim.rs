@@ -1,0 +1,937 @@
+//! An SMSC simulator: binds, submit_sm with ids in a chosen format, delayed
+//! receipts with a configurable mix of outcomes, MO injection, and faults on
+//! demand (throttling, slow or missing responses, dropped connections,
+//! refused binds, SMSC-initiated unbind).
+//!
+//! Built for load: each connection decodes everything a read returned,
+//! writes all responses into one buffer and hands it to its writer task in
+//! one piece, so one core answers well over 50,000 `submit_sm`/s.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use rusmpp::{
+    Command, CommandId, CommandStatus, Pdu,
+    pdus::{DeliverSm, SubmitSm},
+    tlvs::{MessageDeliveryRequestTlvValue, TlvValue},
+    types::{COctetString, OctetString},
+    values::{
+        DataCoding, ErrorCodeNetworkType, EsmClass, MessageState, NetworkErrorCode, Npi, Ton,
+    },
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+    time::{Instant, sleep_until},
+};
+use tokio_util::{codec::Decoder, sync::CancellationToken};
+use tracing::{debug, info, warn};
+
+use crate::{
+    codec::{Frame, SmppCodec, encode_into},
+    error::{Error, Result},
+    types::{Address, Sar},
+};
+
+/// How the simulator spells message ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimIdFormat {
+    /// Upper-case hex, zero padded to 8 digits (`"0000007B"`).
+    Hex,
+    /// Decimal, zero padded to 10 digits (`"0000000123"`).
+    #[default]
+    Decimal,
+    /// UUID-like (`"6f1c…-…"`), upper case in responses and lower case in
+    /// receipts.
+    Uuid,
+}
+
+/// Relative weights of receipt outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
+pub struct ReceiptMix {
+    /// DELIVRD.
+    pub delivered: u32,
+    /// UNDELIV.
+    pub undeliverable: u32,
+    /// EXPIRED.
+    pub expired: u32,
+    /// REJECTD.
+    pub rejected: u32,
+}
+
+impl Default for ReceiptMix {
+    fn default() -> Self {
+        Self {
+            delivered: 1,
+            undeliverable: 0,
+            expired: 0,
+            rejected: 0,
+        }
+    }
+}
+
+/// Simulator settings.
+///
+/// # Defaults
+///
+/// Listens on `127.0.0.1:0`; accepts `smsgw` / `secret`; decimal ids (also
+/// in receipts); receipts after 50 ms, all DELIVRD, in text form plus
+/// `receipted_message_id` / `message_state` / `network_error_code` TLVs.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default)]
+pub struct SimConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Accepted system_id.
+    pub system_id: String,
+    /// Accepted password.
+    pub password: String,
+    /// Format of ids in submit_sm_resp.
+    pub id_format: SimIdFormat,
+    /// Format of ids in receipts (`None`: same as `id_format`).
+    pub receipt_id_format: Option<SimIdFormat>,
+    /// Delay between submit_sm_resp and the receipt.
+    #[serde(with = "humantime_serde")]
+    pub receipt_delay: Duration,
+    /// Outcome weights.
+    pub receipt_mix: ReceiptMix,
+    /// Add TLVs to receipts (the text form is always present).
+    pub receipt_tlvs: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            system_id: "smsgw".into(),
+            password: "secret".into(),
+            id_format: SimIdFormat::Decimal,
+            receipt_id_format: None,
+            receipt_delay: Duration::from_millis(50),
+            receipt_mix: ReceiptMix::default(),
+            receipt_tlvs: true,
+        }
+    }
+}
+
+impl SimConfig {
+    /// Sets `id_format`.
+    pub fn id_format(mut self, f: SimIdFormat) -> Self {
+        self.id_format = f;
+        self
+    }
+    /// Sets `receipt_id_format`.
+    pub fn receipt_id_format(mut self, f: SimIdFormat) -> Self {
+        self.receipt_id_format = Some(f);
+        self
+    }
+    /// Sets `receipt_delay`.
+    pub fn receipt_delay(mut self, d: Duration) -> Self {
+        self.receipt_delay = d;
+        self
+    }
+    /// Sets `receipt_mix`.
+    pub fn receipt_mix(mut self, m: ReceiptMix) -> Self {
+        self.receipt_mix = m;
+        self
+    }
+    /// Sets `receipt_tlvs`.
+    pub fn receipt_tlvs(mut self, on: bool) -> Self {
+        self.receipt_tlvs = on;
+        self
+    }
+}
+
+/// Counter snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimCounters {
+    /// Accepted binds.
+    pub binds: u64,
+    /// Refused binds.
+    pub binds_refused: u64,
+    /// submit_sm received (answered or not).
+    pub submits: u64,
+    /// submit_sm answered with ESME_RTHROTTLED.
+    pub throttled: u64,
+    /// Receipts sent.
+    pub receipts_sent: u64,
+    /// deliver_sm_resp received.
+    pub deliver_sm_resps: u64,
+    /// enquire_link received.
+    pub enquire_links: u64,
+    /// enquire_link_resp received (answers to [`SimHandle::enquire_link_all`]).
+    pub enquire_link_resps: u64,
+    /// submit_sm answered with generic_nack.
+    pub nacked: u64,
+    /// unbind received.
+    pub unbinds: u64,
+    /// TCP connections accepted.
+    pub connections: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    binds: AtomicU64,
+    binds_refused: AtomicU64,
+    submits: AtomicU64,
+    throttled: AtomicU64,
+    receipts_sent: AtomicU64,
+    deliver_sm_resps: AtomicU64,
+    enquire_links: AtomicU64,
+    enquire_link_resps: AtomicU64,
+    nacked: AtomicU64,
+    unbinds: AtomicU64,
+    connections: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    throttle_next: AtomicU64,
+    nack_next: AtomicU64,
+    throttle_permille: AtomicU32,
+    response_delay_ms: AtomicU64,
+    drop_responses: AtomicBool,
+    refuse_binds: AtomicBool,
+    ignore_enquire_link: AtomicBool,
+}
+
+#[derive(Debug, Clone)]
+struct ConnEntry {
+    id: u64,
+    tx: mpsc::UnboundedSender<Bytes>,
+    seq: Arc<AtomicU32>,
+    receives: bool,
+    kill: CancellationToken,
+}
+
+#[derive(Debug)]
+struct SimState {
+    config: SimConfig,
+    counters: Counters,
+    faults: Faults,
+    conns: Mutex<Vec<ConnEntry>>,
+    next_msg: AtomicU64,
+    next_conn: AtomicU64,
+    rr: AtomicU64,
+    salt: u64,
+}
+
+impl SimState {
+    fn receiver(&self) -> Option<ConnEntry> {
+        let conns = self.conns.lock().expect("conns lock");
+        let rx: Vec<_> = conns.iter().filter(|c| c.receives).collect();
+        if rx.is_empty() {
+            return None;
+        }
+        let i = self.rr.fetch_add(1, Ordering::Relaxed) as usize % rx.len();
+        Some(rx[i].clone())
+    }
+}
+
+/// Control and counters of a running simulator.
+#[derive(Debug, Clone)]
+pub struct SimHandle {
+    addr: SocketAddr,
+    state: Arc<SimState>,
+}
+
+/// Starts the simulator: binds the listener and serves until `cancel`.
+pub async fn run(config: SimConfig, cancel: CancellationToken) -> Result<SimHandle> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(SimState {
+        config,
+        counters: Counters::default(),
+        faults: Faults::default(),
+        conns: Mutex::new(Vec::new()),
+        next_msg: AtomicU64::new(1),
+        next_conn: AtomicU64::new(1),
+        rr: AtomicU64::new(0),
+        salt: rand::random(),
+    });
+    info!(%addr, "SMSC simulator listening");
+    let st = state.clone();
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = cancel.cancelled() => break,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    st.counters.connections.fetch_add(1, Ordering::Relaxed);
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(serve(st.clone(), stream, peer, cancel.child_token()));
+                }
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    Ok(SimHandle { addr, state })
+}
+
+impl SimHandle {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// All counters.
+    pub fn counters(&self) -> SimCounters {
+        let c = &self.state.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SimCounters {
+            binds: l(&c.binds),
+            binds_refused: l(&c.binds_refused),
+            submits: l(&c.submits),
+            throttled: l(&c.throttled),
+            receipts_sent: l(&c.receipts_sent),
+            deliver_sm_resps: l(&c.deliver_sm_resps),
+            enquire_links: l(&c.enquire_links),
+            enquire_link_resps: l(&c.enquire_link_resps),
+            nacked: l(&c.nacked),
+            unbinds: l(&c.unbinds),
+            connections: l(&c.connections),
+        }
+    }
+
+    /// Accepted binds so far.
+    pub fn binds(&self) -> u64 {
+        self.counters().binds
+    }
+
+    /// submit_sm received so far.
+    pub fn submits(&self) -> u64 {
+        self.counters().submits
+    }
+
+    /// Receipts sent so far.
+    pub fn receipts_sent(&self) -> u64 {
+        self.counters().receipts_sent
+    }
+
+    /// Connections currently bound.
+    pub fn bound_connections(&self) -> usize {
+        self.state.conns.lock().expect("conns lock").len()
+    }
+
+    /// Answers the next `n` submit_sm with ESME_RTHROTTLED.
+    pub fn throttle_next(&self, n: u64) {
+        self.state.faults.throttle_next.store(n, Ordering::Relaxed);
+    }
+
+    /// Answers the next `n` submit_sm with generic_nack (ESME_RSYSERR).
+    pub fn nack_next(&self, n: u64) {
+        self.state.faults.nack_next.store(n, Ordering::Relaxed);
+    }
+
+    /// Sends `enquire_link` on every bound connection.
+    pub fn enquire_link_all(&self) {
+        let conns = self.state.conns.lock().expect("conns lock").clone();
+        for c in conns {
+            let mut b = BytesMut::new();
+            let seq = c.seq.fetch_add(1, Ordering::Relaxed);
+            encode_into(
+                &Command::new(CommandStatus::EsmeRok, seq, Pdu::EnquireLink),
+                &mut b,
+            );
+            let _ = c.tx.send(b.freeze());
+        }
+    }
+
+    /// Answers this fraction (0..=1) of submit_sm with ESME_RTHROTTLED.
+    pub fn set_throttle_rate(&self, fraction: f64) {
+        let p = (fraction.clamp(0.0, 1.0) * 1000.0).round() as u32;
+        self.state
+            .faults
+            .throttle_permille
+            .store(p, Ordering::Relaxed);
+    }
+
+    /// Delays every submit_sm_resp by `delay` (`None`: answer at once).
+    pub fn set_response_delay(&self, delay: Option<Duration>) {
+        let ms = delay.map_or(0, |d| d.as_millis() as u64);
+        self.state
+            .faults
+            .response_delay_ms
+            .store(ms, Ordering::Relaxed);
+    }
+
+    /// Stops answering submit_sm (they are counted, never answered).
+    pub fn set_drop_responses(&self, on: bool) {
+        self.state
+            .faults
+            .drop_responses
+            .store(on, Ordering::Relaxed);
+    }
+
+    /// Refuses every bind with ESME_RBINDFAIL.
+    pub fn set_refuse_binds(&self, on: bool) {
+        self.state.faults.refuse_binds.store(on, Ordering::Relaxed);
+    }
+
+    /// Stops answering enquire_link (a "dead" peer that keeps the socket).
+    pub fn set_ignore_enquire_link(&self, on: bool) {
+        self.state
+            .faults
+            .ignore_enquire_link
+            .store(on, Ordering::Relaxed);
+    }
+
+    /// Closes every connection abruptly.
+    pub fn drop_connections(&self) {
+        let conns = std::mem::take(&mut *self.state.conns.lock().expect("conns lock"));
+        for c in conns {
+            c.kill.cancel();
+        }
+    }
+
+    /// Sends `unbind` on every bound connection (SMSC-initiated unbind).
+    pub fn unbind_all(&self) {
+        let conns = self.state.conns.lock().expect("conns lock").clone();
+        for c in conns {
+            let mut b = BytesMut::new();
+            let seq = c.seq.fetch_add(1, Ordering::Relaxed);
+            encode_into(
+                &Command::new(CommandStatus::EsmeRok, seq, Pdu::Unbind),
+                &mut b,
+            );
+            let _ = c.tx.send(b.freeze());
+        }
+    }
+
+    /// Sends a deliver_sm to one receiving connection (round robin).
+    pub fn deliver(&self, pdu: DeliverSm) -> Result<()> {
+        let c = self.state.receiver().ok_or_else(|| Error::Protocol {
+            reason: "no bound receiver connection".into(),
+        })?;
+        let mut b = BytesMut::new();
+        let seq = c.seq.fetch_add(1, Ordering::Relaxed);
+        encode_into(
+            &Command::new(CommandStatus::EsmeRok, seq, Pdu::DeliverSm(pdu)),
+            &mut b,
+        );
+        c.tx.send(b.freeze()).map_err(|_| Error::ConnectionClosed)
+    }
+
+    /// Injects a mobile-originated part: `payload` already carries its UDH
+    /// when `esm_class` has UDHI (0x40); `sar` adds SAR TLVs.
+    pub fn deliver_mo(
+        &self,
+        source: &Address,
+        destination: &Address,
+        data_coding: u8,
+        esm_class: u8,
+        payload: &[u8],
+        sar: Option<Sar>,
+    ) -> Result<()> {
+        let bad = |e: String| Error::InvalidRequest { reason: e };
+        let mut tlvs = Vec::new();
+        if let Some(s) = sar {
+            tlvs.push(MessageDeliveryRequestTlvValue::SarMsgRefNum(s.ref_num));
+            tlvs.push(MessageDeliveryRequestTlvValue::SarTotalSegments(s.total));
+            tlvs.push(MessageDeliveryRequestTlvValue::SarSegmentSeqnum(s.seq));
+        }
+        let pdu = DeliverSm::builder()
+            .source_addr_ton(Ton::from(source.ton))
+            .source_addr_npi(Npi::from(source.npi))
+            .source_addr(
+                COctetString::from_string(source.addr.clone()).map_err(|e| bad(e.to_string()))?,
+            )
+            .dest_addr_ton(Ton::from(destination.ton))
+            .dest_addr_npi(Npi::from(destination.npi))
+            .destination_addr(
+                COctetString::from_string(destination.addr.clone())
+                    .map_err(|e| bad(e.to_string()))?,
+            )
+            .esm_class(EsmClass::from(esm_class))
+            .data_coding(DataCoding::from(data_coding))
+            .short_message(OctetString::from_slice(payload).map_err(|e| bad(e.to_string()))?)
+            .tlvs(tlvs)
+            .build();
+        self.deliver(pdu)
+    }
+}
+
+fn format_id(n: u64, f: SimIdFormat, salt: u64, for_receipt: bool) -> String {
+    match f {
+        SimIdFormat::Hex => format!("{n:08X}"),
+        SimIdFormat::Decimal => format!("{n:010}"),
+        SimIdFormat::Uuid => {
+            let h = n ^ salt;
+            let s = format!(
+                "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+                (h >> 32) as u32,
+                (h >> 16) as u16,
+                (h & 0xfff) as u16,
+                (n & 0xfff) as u16,
+                n
+            );
+            if for_receipt { s } else { s.to_uppercase() }
+        }
+    }
+}
+
+/// `YYMMDDhhmm` for `t` (UTC).
+fn smpp_date(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // civil_from_days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{:02}{:02}{:02}{:02}{:02}",
+        y % 100,
+        m,
+        d,
+        rem / 3600,
+        (rem % 3600) / 60
+    )
+}
+
+struct ReceiptJob {
+    due: Instant,
+    n: u64,
+    source: Address,
+    destination: Address,
+    submitted: SystemTime,
+    text: Vec<u8>,
+}
+
+fn pick_state(mix: &ReceiptMix) -> (&'static str, MessageState, u16) {
+    let total = mix.delivered + mix.undeliverable + mix.expired + mix.rejected;
+    if total == 0 {
+        return ("DELIVRD", MessageState::Delivered, 0);
+    }
+    let mut r = rand::random_range(0..total);
+    for (w, s) in [
+        (mix.delivered, ("DELIVRD", MessageState::Delivered, 0)),
+        (
+            mix.undeliverable,
+            ("UNDELIV", MessageState::Undeliverable, 1),
+        ),
+        (mix.expired, ("EXPIRED", MessageState::Expired, 0)),
+        (mix.rejected, ("REJECTD", MessageState::Rejected, 11)),
+    ] {
+        if r < w {
+            return s;
+        }
+        r -= w;
+    }
+    ("DELIVRD", MessageState::Delivered, 0)
+}
+
+fn receipt_pdu(state: &SimState, job: &ReceiptJob) -> Option<DeliverSm> {
+    let cfg = &state.config;
+    let fmt = cfg.receipt_id_format.unwrap_or(cfg.id_format);
+    let id = format_id(job.n, fmt, state.salt, true);
+    let (stat, mstate, err) = pick_state(&cfg.receipt_mix);
+    let text_prefix: String = String::from_utf8_lossy(&job.text)
+        .chars()
+        .take(20)
+        .collect();
+    let text = format!(
+        "id:{id} sub:001 dlvrd:{} submit date:{} done date:{} stat:{stat} err:{err:03} text:{text_prefix}",
+        if mstate == MessageState::Delivered {
+            "001"
+        } else {
+            "000"
+        },
+        smpp_date(job.submitted),
+        smpp_date(SystemTime::now()),
+    );
+    let mut text = text.into_bytes();
+    text.truncate(254);
+    let mut tlvs = Vec::new();
+    if cfg.receipt_tlvs {
+        tlvs.push(MessageDeliveryRequestTlvValue::ReceiptedMessageId(
+            COctetString::from_string(id).ok()?,
+        ));
+        tlvs.push(MessageDeliveryRequestTlvValue::MessageState(mstate));
+        if err != 0 {
+            tlvs.push(MessageDeliveryRequestTlvValue::NetworkErrorCode(
+                NetworkErrorCode::new(ErrorCodeNetworkType::Gsm, err),
+            ));
+        }
+    }
+    Some(
+        DeliverSm::builder()
+            .source_addr_ton(Ton::from(job.destination.ton))
+            .source_addr_npi(Npi::from(job.destination.npi))
+            .source_addr(COctetString::from_string(job.destination.addr.clone()).ok()?)
+            .dest_addr_ton(Ton::from(job.source.ton))
+            .dest_addr_npi(Npi::from(job.source.npi))
+            .destination_addr(COctetString::from_string(job.source.addr.clone()).ok()?)
+            .esm_class(EsmClass::from(0x04))
+            .short_message(OctetString::from_vec(text).ok()?)
+            .tlvs(tlvs)
+            .build(),
+    )
+}
+
+async fn receipt_loop(
+    state: Arc<SimState>,
+    own: Option<ConnEntry>,
+    mut jobs: mpsc::UnboundedReceiver<ReceiptJob>,
+    kill: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(256);
+    loop {
+        let n = tokio::select! {
+            n = jobs.recv_many(&mut batch, 256) => n,
+            _ = kill.cancelled() => return,
+        };
+        if n == 0 {
+            return;
+        }
+        let mut out: Option<(ConnEntry, BytesMut)> = None;
+        for job in batch.drain(..) {
+            if job.due > Instant::now() {
+                if let Some((c, b)) = out.take() {
+                    let _ = c.tx.send(b.freeze());
+                }
+                tokio::select! {
+                    _ = sleep_until(job.due) => {}
+                    _ = kill.cancelled() => return,
+                }
+            }
+            let target = match (&out, &own) {
+                (Some((c, _)), _) => Some(c.clone()),
+                (None, Some(c)) => Some(c.clone()),
+                (None, None) => state.receiver(),
+            };
+            let Some(target) = target else {
+                debug!("no receiver bound; receipt dropped");
+                continue;
+            };
+            let Some(pdu) = receipt_pdu(&state, &job) else {
+                continue;
+            };
+            let buf = &mut out
+                .get_or_insert_with(|| (target.clone(), BytesMut::new()))
+                .1;
+            let seq = target.seq.fetch_add(1, Ordering::Relaxed);
+            encode_into(
+                &Command::new(CommandStatus::EsmeRok, seq, Pdu::DeliverSm(pdu)),
+                buf,
+            );
+            state.counters.receipts_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some((c, b)) = out.take() {
+            let _ = c.tx.send(b.freeze());
+        }
+    }
+}
+
+fn put_header(out: &mut BytesMut, len: usize, id: u32, status: u32, seq: u32) {
+    out.put_u32(len as u32);
+    out.put_u32(id);
+    out.put_u32(status);
+    out.put_u32(seq);
+}
+
+async fn write_loop(
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+) {
+    let mut batch = Vec::with_capacity(64);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    while rx.recv_many(&mut batch, 64).await > 0 {
+        if batch.len() == 1 {
+            let b = batch.pop().expect("one");
+            if w.write_all(&b).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        for b in batch.drain(..) {
+            buf.extend_from_slice(&b);
+        }
+        if w.write_all(&buf).await.is_err() {
+            return;
+        }
+        buf.clear();
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    No,
+    Tx,
+    Rx,
+    Trx,
+}
+
+async fn serve(state: Arc<SimState>, stream: TcpStream, peer: SocketAddr, kill: CancellationToken) {
+    let conn_id = state.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (mut r, w) = stream.into_split();
+    let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+    let writer = tokio::spawn(write_loop(w, rx));
+    let seq = Arc::new(AtomicU32::new(1));
+    let mut codec = SmppCodec::default();
+    let mut inbuf = BytesMut::with_capacity(64 * 1024);
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    let mut bound = Bound::No;
+    let mut receipts: Option<mpsc::UnboundedSender<ReceiptJob>> = None;
+    let mut close = false;
+    debug!(%peer, conn_id, "connection");
+    'conn: loop {
+        let n = tokio::select! {
+            n = r.read_buf(&mut inbuf) => n,
+            _ = kill.cancelled() => break,
+        };
+        match n {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        loop {
+            let frame = match codec.decode(&mut inbuf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(error = %e, "undecodable stream; closing");
+                    break 'conn;
+                }
+            };
+            let cmd = match frame {
+                Frame::Command(c) => c,
+                Frame::Malformed {
+                    command_id,
+                    sequence_number,
+                    ..
+                } => {
+                    if command_id & 0x8000_0000 == 0 {
+                        put_header(&mut out, 16, 0x8000_0000, 0x08, sequence_number);
+                    }
+                    continue;
+                }
+            };
+            let s = cmd.sequence_number();
+            match cmd.id() {
+                CommandId::BindTransceiver
+                | CommandId::BindTransmitter
+                | CommandId::BindReceiver => {
+                    let (sys, pwd) = match cmd.pdu() {
+                        Some(Pdu::BindTransceiver(b)) => {
+                            (b.system_id.as_str(), b.password.as_str())
+                        }
+                        Some(Pdu::BindTransmitter(b)) => {
+                            (b.system_id.as_str(), b.password.as_str())
+                        }
+                        Some(Pdu::BindReceiver(b)) => (b.system_id.as_str(), b.password.as_str()),
+                        _ => ("", ""),
+                    };
+                    let resp_id = u32::from(cmd.id()) | 0x8000_0000;
+                    let status = if bound != Bound::No {
+                        0x05 // ESME_RALYBND
+                    } else if state.faults.refuse_binds.load(Ordering::Relaxed) {
+                        0x0D
+                    } else if sys != state.config.system_id {
+                        0x0F
+                    } else if pwd != state.config.password {
+                        0x0E
+                    } else {
+                        0
+                    };
+                    if status != 0 {
+                        state.counters.binds_refused.fetch_add(1, Ordering::Relaxed);
+                        put_header(&mut out, 16, resp_id, status, s);
+                        continue;
+                    }
+                    state.counters.binds.fetch_add(1, Ordering::Relaxed);
+                    bound = match cmd.id() {
+                        CommandId::BindTransceiver => Bound::Trx,
+                        CommandId::BindTransmitter => Bound::Tx,
+                        _ => Bound::Rx,
+                    };
+                    let name = b"SMSCSIM\0";
+                    put_header(&mut out, 16 + name.len(), resp_id, 0, s);
+                    out.put_slice(name);
+                    let entry = ConnEntry {
+                        id: conn_id,
+                        tx: tx.clone(),
+                        seq: seq.clone(),
+                        receives: bound != Bound::Tx,
+                        kill: kill.clone(),
+                    };
+                    state.conns.lock().expect("conns lock").push(entry.clone());
+                    if bound != Bound::Rx {
+                        let (jtx, jrx) = mpsc::unbounded_channel();
+                        receipts = Some(jtx);
+                        let own = (bound == Bound::Trx).then_some(entry);
+                        tokio::spawn(receipt_loop(state.clone(), own, jrx, kill.clone()));
+                    }
+                }
+                CommandId::SubmitSm => {
+                    state.counters.submits.fetch_add(1, Ordering::Relaxed);
+                    if !matches!(bound, Bound::Tx | Bound::Trx) {
+                        put_header(&mut out, 16, 0x8000_0004, 0x04, s);
+                        continue;
+                    }
+                    let f = &state.faults;
+                    if f.drop_responses.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    if f.nack_next
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                        .is_ok()
+                    {
+                        state.counters.nacked.fetch_add(1, Ordering::Relaxed);
+                        put_header(&mut out, 16, 0x8000_0000, 0x08, s);
+                        continue;
+                    }
+                    let throttle = f
+                        .throttle_next
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                        .is_ok()
+                        || {
+                            let p = f.throttle_permille.load(Ordering::Relaxed);
+                            p > 0 && rand::random_range(0..1000) < p
+                        };
+                    let delay = f.response_delay_ms.load(Ordering::Relaxed);
+                    let mut resp = BytesMut::new();
+                    let target = if delay > 0 { &mut resp } else { &mut out };
+                    if throttle {
+                        state.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                        put_header(target, 16, 0x8000_0004, 0x58, s);
+                    } else {
+                        let n = state.next_msg.fetch_add(1, Ordering::Relaxed);
+                        let id = format_id(n, state.config.id_format, state.salt, false);
+                        put_header(target, 17 + id.len(), 0x8000_0004, 0, s);
+                        target.put_slice(id.as_bytes());
+                        target.put_u8(0);
+                        if let (Some(Pdu::SubmitSm(sm)), Some(jobs)) = (cmd.pdu(), &receipts)
+                            && u8::from(sm.registered_delivery) & 0x03 != 0
+                        {
+                            let _ = jobs.send(receipt_job(&state, n, sm, delay));
+                        }
+                    }
+                    if delay > 0 {
+                        let tx = tx.clone();
+                        let resp = resp.freeze();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
+                            let _ = tx.send(resp);
+                        });
+                    }
+                }
+                CommandId::EnquireLink => {
+                    state.counters.enquire_links.fetch_add(1, Ordering::Relaxed);
+                    if !state.faults.ignore_enquire_link.load(Ordering::Relaxed) {
+                        put_header(&mut out, 16, 0x8000_0015, 0, s);
+                    }
+                }
+                CommandId::Unbind => {
+                    state.counters.unbinds.fetch_add(1, Ordering::Relaxed);
+                    put_header(&mut out, 16, 0x8000_0006, 0, s);
+                    close = true;
+                }
+                CommandId::UnbindResp => close = true,
+                CommandId::DeliverSmResp => {
+                    state
+                        .counters
+                        .deliver_sm_resps
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                CommandId::EnquireLinkResp => {
+                    state
+                        .counters
+                        .enquire_link_resps
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                CommandId::GenericNack => {}
+                id if id.is_response() => {}
+                _ => put_header(&mut out, 16, 0x8000_0000, 0x03, s),
+            }
+        }
+        if !out.is_empty() {
+            let _ = tx.send(out.split().freeze());
+        }
+        if close {
+            break;
+        }
+    }
+    state
+        .conns
+        .lock()
+        .expect("conns lock")
+        .retain(|c| c.id != conn_id);
+    kill.cancel();
+    drop(tx);
+    drop(receipts);
+    if close {
+        let _ = tokio::time::timeout(Duration::from_millis(200), writer).await;
+    } else {
+        writer.abort();
+    }
+    debug!(conn_id, "connection closed");
+}
+
+fn receipt_job(state: &SimState, n: u64, sm: &SubmitSm, delay_ms: u64) -> ReceiptJob {
+    let mut text = sm.short_message().as_ref().to_vec();
+    if text.is_empty() {
+        for tlv in sm.tlvs() {
+            if let Some(TlvValue::MessagePayload(p)) = tlv.value() {
+                text = p.value.as_ref().to_vec();
+            }
+        }
+    }
+    ReceiptJob {
+        due: Instant::now() + state.config.receipt_delay + Duration::from_millis(delay_ms),
+        n,
+        source: Address::new(
+            sm.source_addr.as_str(),
+            u8::from(sm.source_addr_ton),
+            u8::from(sm.source_addr_npi),
+        ),
+        destination: Address::new(
+            sm.destination_addr.as_str(),
+            u8::from(sm.dest_addr_ton),
+            u8::from(sm.dest_addr_npi),
+        ),
+        submitted: SystemTime::now(),
+        text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_ids_are_formatted_like_an_smsc() {
+        assert_eq!(
+            smpp_date(UNIX_EPOCH + Duration::from_secs(1_704_209_465)),
+            "2401021531"
+        );
+        assert_eq!(format_id(123, SimIdFormat::Hex, 0, false), "0000007B");
+        assert_eq!(format_id(123, SimIdFormat::Decimal, 0, false), "0000000123");
+        let u = format_id(123, SimIdFormat::Uuid, 42, false);
+        assert_eq!(u.len(), 36);
+        assert_eq!(
+            format_id(123, SimIdFormat::Uuid, 42, true),
+            u.to_lowercase()
+        );
+    }
+}

@@ -1,0 +1,374 @@
+//! Requests, outcomes, events and status: what the gateway sees.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use crate::ids::SmscMessageId;
+
+/// An address with its TON/NPI.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Address {
+    /// Digits or alphanumeric sender (at most 20 characters).
+    pub addr: String,
+    /// Type of number.
+    pub ton: u8,
+    /// Numbering plan indicator.
+    pub npi: u8,
+}
+
+impl Address {
+    /// An address with explicit TON/NPI.
+    pub fn new(addr: impl Into<String>, ton: u8, npi: u8) -> Self {
+        Self {
+            addr: addr.into(),
+            ton,
+            npi,
+        }
+    }
+}
+
+/// SAR TLVs of one segment (`sar_msg_ref_num`, `sar_total_segments`,
+/// `sar_segment_seqnum`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sar {
+    /// Reference shared by all segments of the message.
+    pub ref_num: u16,
+    /// Number of segments.
+    pub total: u8,
+    /// 1-based index of this segment.
+    pub seq: u8,
+}
+
+/// One already-encoded segment (UDH included if the message uses one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// The bytes of `short_message` (or of `message_payload`).
+    pub payload: Bytes,
+    /// SAR TLVs to attach, if concatenation is signalled by TLV.
+    pub sar: Option<Sar>,
+    /// Send `payload` in the `message_payload` TLV with an empty
+    /// `short_message` (for payloads over 254 bytes).
+    pub use_message_payload: bool,
+}
+
+impl Segment {
+    /// A plain segment carried in `short_message`.
+    pub fn new(payload: impl Into<Bytes>) -> Self {
+        Self {
+            payload: payload.into(),
+            sar: None,
+            use_message_payload: false,
+        }
+    }
+}
+
+/// One message to send: all its segments go on the same session, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmitRequest {
+    /// Source address.
+    pub source: Address,
+    /// Destination address.
+    pub destination: Address,
+    /// `data_coding` of every segment.
+    pub data_coding: u8,
+    /// `esm_class` (set the UDHI bit 0x40 when the segments carry a UDH).
+    pub esm_class: u8,
+    /// `registered_delivery` (1 requests a final receipt).
+    pub registered_delivery: u8,
+    /// `service_type` (empty by default).
+    pub service_type: String,
+    /// `protocol_id`.
+    pub protocol_id: u8,
+    /// `priority_flag`.
+    pub priority: u8,
+    /// The segments.
+    pub segments: Vec<Segment>,
+}
+
+impl SubmitRequest {
+    /// A request with one segment per payload, receipt requested, DCS 0.
+    pub fn new(source: Address, destination: Address, segments: Vec<Segment>) -> Self {
+        Self {
+            source,
+            destination,
+            data_coding: 0,
+            esm_class: 0,
+            registered_delivery: 1,
+            service_type: String::new(),
+            protocol_id: 0,
+            priority: 0,
+            segments,
+        }
+    }
+}
+
+/// Why a segment's fate is unknown. The segment must not be resent blindly:
+/// the SMSC may have accepted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnknownReason {
+    /// No `submit_sm_resp` within the response timeout. A late response is
+    /// reported as [`LinkEvent::LateResponse`] with the same session and
+    /// sequence number.
+    ResponseTimeout {
+        /// Sequence number of the `submit_sm`.
+        sequence_number: u32,
+        /// The timeout that passed.
+        timeout: Duration,
+    },
+    /// The connection closed after the `submit_sm` was handed to it and
+    /// before its response came back.
+    ConnectionLost {
+        /// Sequence number of the `submit_sm`.
+        sequence_number: u32,
+    },
+    /// The `submit_sm_resp` could not be decoded.
+    MalformedResponse {
+        /// Sequence number of the `submit_sm`.
+        sequence_number: u32,
+        /// Decoder message.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for UnknownReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UnknownReason::ResponseTimeout {
+                sequence_number,
+                timeout,
+            } => write!(
+                f,
+                "no submit_sm_resp for sequence {sequence_number} within {timeout:?}"
+            ),
+            UnknownReason::ConnectionLost { sequence_number } => write!(
+                f,
+                "connection lost before submit_sm_resp for sequence {sequence_number}"
+            ),
+            UnknownReason::MalformedResponse {
+                sequence_number,
+                reason,
+            } => write!(
+                f,
+                "undecodable submit_sm_resp for sequence {sequence_number}: {reason}"
+            ),
+        }
+    }
+}
+
+/// What happened to one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SegmentOutcome {
+    /// The SMSC accepted the segment.
+    Accepted {
+        /// The SMSC's message id, raw and normalised.
+        smsc_message_id: SmscMessageId,
+        /// Session index it went out on.
+        session: usize,
+        /// Sequence number of the accepted `submit_sm`.
+        sequence_number: u32,
+    },
+    /// The SMSC refused the segment (`command_status` ≠ 0, including a
+    /// throttling status after `throttle_retries` resends, or generic_nack).
+    Rejected {
+        /// The status.
+        command_status: u32,
+    },
+    /// Sent, but its fate is unknown (see [`UnknownReason`]).
+    Unknown {
+        /// Session index it went out on.
+        session: usize,
+        /// Why.
+        reason: UnknownReason,
+    },
+    /// Definitely not sent (window full or session lost before writing the
+    /// PDU); resending is safe.
+    NotSent {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The state a receipt reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryState {
+    /// DELIVRD.
+    Delivered,
+    /// UNDELIV.
+    Undeliverable,
+    /// EXPIRED.
+    Expired,
+    /// REJECTD.
+    Rejected,
+    /// DELETED.
+    Deleted,
+    /// ACCEPTD.
+    Accepted,
+    /// ENROUTE (intermediate).
+    Enroute,
+    /// UNKNOWN, or a state this parser does not know.
+    Unknown,
+}
+
+impl DeliveryState {
+    /// True for states after which no further receipt is expected.
+    pub fn is_final(self) -> bool {
+        !matches!(self, DeliveryState::Enroute | DeliveryState::Accepted)
+    }
+}
+
+/// A delivery receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// Link it arrived on.
+    pub link: String,
+    /// SMSC message id (normalised in `.normalized`).
+    pub smsc_message_id: SmscMessageId,
+    /// Reported state.
+    pub state: DeliveryState,
+    /// Network or SMSC error code (`network_error_code` TLV or `err:`).
+    pub error_code: Option<u32>,
+    /// `done date` (interpreted as UTC).
+    pub done_at: Option<SystemTime>,
+    /// True for an intermediate notification (esm_class 0x20).
+    pub intermediate: bool,
+}
+
+/// A mobile-originated message (reassembled if it was concatenated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MobileOriginated {
+    /// Link it arrived on.
+    pub link: String,
+    /// Sender.
+    pub source: Address,
+    /// Recipient (our short code / number).
+    pub destination: Address,
+    /// `data_coding` of the parts.
+    pub data_coding: u8,
+    /// `esm_class` of the (first) part.
+    pub esm_class: u8,
+    /// Raw payload: for a concatenated message the parts' payloads without
+    /// their concatenation UDH, in order; otherwise `short_message` (or
+    /// `message_payload`) as received.
+    pub payload: Bytes,
+    /// Number of parts it was assembled from.
+    pub parts: u8,
+    /// False when parts were missing at the reassembly timeout / eviction;
+    /// `payload` then holds the parts that arrived, in order.
+    pub complete: bool,
+}
+
+/// Coarse state of a link or session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LinkState {
+    /// Not connected.
+    #[default]
+    Down,
+    /// Connecting or binding.
+    Binding,
+    /// Bound and usable.
+    Bound,
+    /// Draining the window and unbinding.
+    Unbinding,
+}
+
+/// Something that happened on a link, for the gateway to act on.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum LinkEvent {
+    /// A delivery receipt.
+    Receipt(Receipt),
+    /// A mobile-originated message.
+    MobileOriginated(MobileOriginated),
+    /// A `submit_sm_resp` arrived after its segment was reported
+    /// [`SegmentOutcome::Unknown`].
+    LateResponse {
+        /// Link.
+        link: String,
+        /// Session index.
+        session: usize,
+        /// Sequence number of the `submit_sm`.
+        sequence_number: u32,
+        /// Status of the response.
+        command_status: u32,
+        /// The id, when the response accepted the message.
+        smsc_message_id: Option<SmscMessageId>,
+    },
+    /// A session changed state.
+    StateChanged {
+        /// Link.
+        link: String,
+        /// Session index.
+        session: usize,
+        /// New state.
+        state: LinkState,
+        /// Why (error message on failures).
+        reason: Option<String>,
+    },
+}
+
+/// An error with the time it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastError {
+    /// Message.
+    pub message: String,
+    /// When.
+    pub at: SystemTime,
+}
+
+/// Role of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionRole {
+    /// bind_transceiver.
+    Transceiver,
+    /// bind_transmitter.
+    Transmitter,
+    /// bind_receiver.
+    Receiver,
+}
+
+/// Status of one session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionStatus {
+    /// Index within the link.
+    pub index: usize,
+    /// Bind role.
+    pub role: SessionRole,
+    /// State.
+    pub state: LinkState,
+    /// `submit_sm` awaiting a response.
+    pub in_flight: usize,
+    /// Current AIMD send-rate cap after throttling (`None`: not throttled).
+    pub throttled_rate: Option<f64>,
+    /// Round trip of the last answered enquire_link.
+    pub last_enquire_link_rtt: Option<Duration>,
+    /// Last error on this session.
+    pub last_error: Option<LastError>,
+}
+
+/// Status of a link, as CheckESME reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkStatus {
+    /// Link name.
+    pub name: String,
+    /// Bound if any session is bound; else Binding/Unbinding/Down.
+    pub state: LinkState,
+    /// Sessions currently bound.
+    pub sessions_bound: usize,
+    /// Sessions configured.
+    pub sessions_total: usize,
+    /// `submit_sm` awaiting a response, all sessions.
+    pub in_flight: usize,
+    /// Most recent enquire_link round trip over all sessions.
+    pub last_enquire_link_rtt: Option<Duration>,
+    /// Most recent error over all sessions.
+    pub last_error: Option<LastError>,
+    /// Accepted `submit_sm` per second (EWMA, ~10 s).
+    pub submit_rate: f64,
+    /// Receipts per second (EWMA, ~10 s).
+    pub receipt_rate: f64,
+    /// Per-session details.
+    pub sessions: Vec<SessionStatus>,
+}

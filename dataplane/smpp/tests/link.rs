@@ -1,0 +1,781 @@
+//! Link behaviour against the in-repo simulator over loopback TCP.
+
+use std::time::Duration;
+
+use smsgw_smpp::{
+    Address, BindMode, DeliveryState, Error, IdFormat, Link, LinkConfig, LinkEvent, LinkState,
+    Pool, Receipt, Sar, Segment, SegmentOutcome, SubmitRequest, Target, UnknownReason,
+    sim::{self, ReceiptMix, SimConfig, SimHandle, SimIdFormat},
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Fixture {
+    sim: SimHandle,
+    link: Link,
+    events: mpsc::Receiver<LinkEvent>,
+    cancel: CancellationToken,
+}
+
+async fn start_sim(cfg: SimConfig, cancel: &CancellationToken) -> SimHandle {
+    sim::run(cfg, cancel.clone())
+        .await
+        .expect("simulator starts")
+}
+
+async fn fixture(sim_cfg: SimConfig, link_cfg: impl FnOnce(LinkConfig) -> LinkConfig) -> Fixture {
+    let cancel = CancellationToken::new();
+    let sim = start_sim(sim_cfg, &cancel).await;
+    let (tx, events) = mpsc::channel(10_000);
+    let link = Link::spawn(link_cfg(LinkConfig::test(sim.addr())), tx, cancel.clone())
+        .expect("link spawns");
+    assert!(link.wait_bound(WAIT).await, "link binds");
+    Fixture {
+        sim,
+        link,
+        events,
+        cancel,
+    }
+}
+
+fn msg(text: &str) -> SubmitRequest {
+    SubmitRequest::new(
+        Address::new("smsgw", 5, 0),
+        Address::new("4917012345", 1, 1),
+        vec![Segment::new(text.as_bytes().to_vec())],
+    )
+}
+
+fn multipart(parts: &[&str]) -> SubmitRequest {
+    let mut m = msg("");
+    m.esm_class = 0x40;
+    m.segments = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut payload = vec![5, 0x00, 3, 0x42, parts.len() as u8, i as u8 + 1];
+            payload.extend_from_slice(p.as_bytes());
+            Segment::new(payload)
+        })
+        .collect();
+    m
+}
+
+fn accepted_id(o: &SegmentOutcome) -> String {
+    match o {
+        SegmentOutcome::Accepted {
+            smsc_message_id, ..
+        } => smsc_message_id.normalized.clone(),
+        other => panic!("expected Accepted, got {other:?}"),
+    }
+}
+
+async fn next_receipt(events: &mut mpsc::Receiver<LinkEvent>) -> Receipt {
+    loop {
+        match tokio::time::timeout(WAIT, events.recv()).await {
+            Ok(Some(LinkEvent::Receipt(r))) => return r,
+            Ok(Some(_)) => continue,
+            other => panic!("no receipt: {other:?}"),
+        }
+    }
+}
+
+async fn next_event(
+    events: &mut mpsc::Receiver<LinkEvent>,
+    want: impl Fn(&LinkEvent) -> bool,
+) -> LinkEvent {
+    loop {
+        match tokio::time::timeout(WAIT, events.recv()).await {
+            Ok(Some(e)) if want(&e) => return e,
+            Ok(Some(_)) => continue,
+            other => panic!("event not seen: {other:?}"),
+        }
+    }
+}
+
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn link_binds_submits_and_correlates_the_receipt() {
+    let mut f = fixture(SimConfig::default(), |c| c).await;
+    let out = f.link.submit(msg("hello")).await.unwrap();
+    assert_eq!(out.len(), 1);
+    let id = accepted_id(&out[0]);
+    let r = next_receipt(&mut f.events).await;
+    assert_eq!(r.smsc_message_id.normalized, id);
+    assert_eq!(r.state, DeliveryState::Delivered);
+    assert_eq!(r.link, "test");
+    assert!(r.done_at.is_some());
+    assert_eq!(f.sim.binds(), 1);
+    assert_eq!(f.sim.submits(), 1);
+    eventually("deliver_sm answered", || {
+        f.sim.counters().deliver_sm_resps == 1
+    })
+    .await;
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn hex_response_ids_and_decimal_receipt_ids_meet_at_the_same_key() {
+    let sim_cfg = SimConfig::default()
+        .id_format(SimIdFormat::Hex)
+        .receipt_id_format(SimIdFormat::Decimal)
+        .receipt_tlvs(false);
+    let mut f = fixture(sim_cfg, |c| {
+        c.message_id_format(IdFormat::Hex)
+            .receipt_id_format(Some(IdFormat::Decimal))
+    })
+    .await;
+    let out = f.link.submit(msg("hex")).await.unwrap();
+    let SegmentOutcome::Accepted {
+        smsc_message_id, ..
+    } = &out[0]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        smsc_message_id.raw.len(),
+        8,
+        "zero-padded hex from the SMSC"
+    );
+    let r = next_receipt(&mut f.events).await;
+    assert_ne!(r.smsc_message_id.raw, smsc_message_id.raw);
+    assert_eq!(r.smsc_message_id.normalized, smsc_message_id.normalized);
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn uuid_like_ids_correlate_regardless_of_case() {
+    let mut f = fixture(SimConfig::default().id_format(SimIdFormat::Uuid), |c| c).await;
+    let out = f.link.submit(msg("uuid")).await.unwrap();
+    let id = accepted_id(&out[0]);
+    let r = next_receipt(&mut f.events).await;
+    assert_eq!(r.smsc_message_id.normalized, id);
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn text_only_receipts_are_parsed_with_state_and_error() {
+    let sim_cfg = SimConfig::default()
+        .receipt_tlvs(false)
+        .receipt_mix(ReceiptMix {
+            delivered: 0,
+            undeliverable: 1,
+            expired: 0,
+            rejected: 0,
+        });
+    let mut f = fixture(sim_cfg, |c| c).await;
+    let id = accepted_id(&f.link.submit(msg("x")).await.unwrap()[0]);
+    let r = next_receipt(&mut f.events).await;
+    assert_eq!(r.smsc_message_id.normalized, id);
+    assert_eq!(r.state, DeliveryState::Undeliverable);
+    assert_eq!(r.error_code, Some(1));
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn receipt_tlvs_give_the_state_for_every_outcome_in_the_mix() {
+    for (mix, want) in [
+        ((0, 0, 1, 0), DeliveryState::Expired),
+        ((0, 0, 0, 1), DeliveryState::Rejected),
+    ] {
+        let sim_cfg = SimConfig::default().receipt_mix(ReceiptMix {
+            delivered: mix.0,
+            undeliverable: mix.1,
+            expired: mix.2,
+            rejected: mix.3,
+        });
+        let mut f = fixture(sim_cfg, |c| c).await;
+        f.link.submit(msg("x")).await.unwrap();
+        assert_eq!(next_receipt(&mut f.events).await.state, want);
+        f.cancel.cancel();
+    }
+}
+
+#[tokio::test]
+async fn wrong_password_is_reported_and_the_link_stays_down() {
+    let cancel = CancellationToken::new();
+    let sim = start_sim(SimConfig::default(), &cancel).await;
+    let (tx, _rx) = mpsc::channel(100);
+    let link = Link::spawn(
+        LinkConfig::test(sim.addr()).password(smsgw_smpp::Password::new("wrong")),
+        tx,
+        cancel.clone(),
+    )
+    .unwrap();
+    eventually("bind refused", || sim.counters().binds_refused >= 1).await;
+    assert!(!link.wait_bound(Duration::from_millis(200)).await);
+    let st = link.status();
+    assert_eq!(st.sessions_bound, 0);
+    let err = st.last_error.expect("error recorded").message;
+    assert!(err.contains("0x0000000e"), "{err}");
+    assert!(!err.contains("wrong"), "password must not leak: {err}");
+    assert!(matches!(
+        link.submit(msg("x")).await,
+        Err(Error::LinkDown { .. })
+    ));
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn refused_binds_are_retried_with_backoff_until_accepted() {
+    let cancel = CancellationToken::new();
+    let sim = start_sim(SimConfig::default(), &cancel).await;
+    sim.set_refuse_binds(true);
+    let (tx, _rx) = mpsc::channel(100);
+    let link = Link::spawn(LinkConfig::test(sim.addr()), tx, cancel.clone()).unwrap();
+    eventually("two refusals", || sim.counters().binds_refused >= 2).await;
+    sim.set_refuse_binds(false);
+    assert!(link.wait_bound(WAIT).await);
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn dropped_connections_are_noticed_and_rebound() {
+    let f = fixture(SimConfig::default(), |c| c.sessions(2)).await;
+    assert!(f.link.wait_all_bound(WAIT).await);
+    f.sim.drop_connections();
+    eventually("rebound", || {
+        f.sim.binds() >= 4 && f.link.status().sessions_bound == 2
+    })
+    .await;
+    f.link.submit(msg("after")).await.unwrap();
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn a_silent_peer_is_declared_dead_within_one_interval_plus_timeout() {
+    let mut f = fixture(SimConfig::default(), |c| {
+        c.enquire_link_interval(Duration::from_millis(200))
+            .response_timeout(Duration::from_millis(200))
+    })
+    .await;
+    f.sim.set_ignore_enquire_link(true);
+    let t0 = tokio::time::Instant::now();
+    next_event(&mut f.events, |e| {
+        matches!(
+            e,
+            LinkEvent::StateChanged {
+                state: LinkState::Down,
+                ..
+            }
+        )
+    })
+    .await;
+    let took = t0.elapsed();
+    assert!(took <= Duration::from_millis(600), "took {took:?}");
+    let err = f.link.status().last_error.unwrap().message;
+    assert!(err.contains("no response"), "{err}");
+    f.sim.set_ignore_enquire_link(false);
+    assert!(f.link.wait_bound(WAIT).await, "rebinds");
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn smsc_enquire_link_is_answered() {
+    let f = fixture(SimConfig::default(), |c| c).await;
+    f.sim.enquire_link_all();
+    eventually("enquire_link_resp", || {
+        f.sim.counters().enquire_link_resps == 1
+    })
+    .await;
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn our_enquire_link_measures_the_round_trip() {
+    let f = fixture(SimConfig::default(), |c| {
+        c.enquire_link_interval(Duration::from_millis(50))
+    })
+    .await;
+    eventually("rtt measured", || {
+        f.link.status().last_enquire_link_rtt.is_some()
+    })
+    .await;
+    assert!(f.sim.counters().enquire_links >= 1);
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn smsc_initiated_unbind_is_answered_and_the_link_rebinds() {
+    let mut f = fixture(SimConfig::default(), |c| c).await;
+    f.sim.unbind_all();
+    next_event(&mut f.events, |e| {
+        matches!(e, LinkEvent::StateChanged { state: LinkState::Down, reason: Some(r), .. } if r.contains("unbind"))
+    })
+    .await;
+    eventually("rebound", || f.sim.binds() >= 2).await;
+    assert!(f.link.wait_bound(WAIT).await);
+    f.link.submit(msg("after unbind")).await.unwrap();
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn generic_nack_for_a_submit_is_a_rejection() {
+    let f = fixture(SimConfig::default(), |c| c).await;
+    f.sim.nack_next(1);
+    let out = f.link.submit(msg("nack")).await.unwrap();
+    assert_eq!(out, vec![SegmentOutcome::Rejected { command_status: 8 }]);
+    accepted_id(&f.link.submit(msg("ok")).await.unwrap()[0]);
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn a_full_window_makes_senders_wait_then_fail_with_window_full() {
+    let f = fixture(SimConfig::default(), |c| {
+        c.window(4)
+            .window_wait(Duration::from_millis(200))
+            .response_timeout(Duration::from_millis(800))
+    })
+    .await;
+    f.sim.set_drop_responses(true);
+    let mut stuck = Vec::new();
+    for _ in 0..4 {
+        let l = f.link.clone();
+        stuck.push(tokio::spawn(async move { l.submit(msg("x")).await }));
+    }
+    eventually("window full", || f.link.status().in_flight == 4).await;
+    let t0 = tokio::time::Instant::now();
+    let err = f.link.submit(msg("fifth")).await.unwrap_err();
+    match err {
+        Error::WindowFull { link, waited } => {
+            assert_eq!(link, "test");
+            assert!(waited >= Duration::from_millis(200));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(t0.elapsed() < Duration::from_millis(600));
+    assert_eq!(f.sim.submits(), 4, "the fifth was never sent");
+    for s in stuck {
+        let out = s.await.unwrap().unwrap();
+        assert!(matches!(out[0], SegmentOutcome::Unknown { .. }), "{out:?}");
+    }
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn response_timeout_is_unknown_never_resent_and_a_late_response_settles_it() {
+    let mut f = fixture(SimConfig::default(), |c| {
+        c.response_timeout(Duration::from_millis(300))
+    })
+    .await;
+    f.sim.set_response_delay(Some(Duration::from_millis(700)));
+    let out = f.link.submit(msg("slow")).await.unwrap();
+    let SegmentOutcome::Unknown {
+        session,
+        reason: UnknownReason::ResponseTimeout {
+            sequence_number, ..
+        },
+    } = out[0].clone()
+    else {
+        panic!("{out:?}")
+    };
+    let late = next_event(&mut f.events, |e| {
+        matches!(e, LinkEvent::LateResponse { .. })
+    })
+    .await;
+    let LinkEvent::LateResponse {
+        session: s,
+        sequence_number: seq,
+        command_status,
+        smsc_message_id,
+        ..
+    } = late
+    else {
+        unreachable!()
+    };
+    assert_eq!((s, seq, command_status), (session, sequence_number, 0));
+    let id = smsc_message_id.expect("id in late response");
+    let r = next_receipt(&mut f.events).await;
+    assert_eq!(r.smsc_message_id.normalized, id.normalized);
+    assert_eq!(f.sim.submits(), 1, "never resent");
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn throttled_submit_is_retried_in_order_and_keeps_its_id() {
+    let mut f = fixture(SimConfig::default(), |c| c).await;
+    f.sim.throttle_next(4);
+    let out = f
+        .link
+        .submit(multipart(&["part one ", "part two ", "part three"]))
+        .await
+        .unwrap();
+    let ids: Vec<String> = out.iter().map(accepted_id).collect();
+    let n: Vec<u64> = ids.iter().map(|i| i.parse().unwrap()).collect();
+    assert_eq!(n.len(), 3);
+    assert!(n[0] < n[1] && n[1] < n[2], "resent in order: {ids:?}");
+    assert_eq!(f.sim.counters().throttled, 4);
+    assert_eq!(f.sim.submits(), 7);
+    assert!(
+        f.link.status().sessions[0].throttled_rate.is_some(),
+        "AIMD engaged"
+    );
+    let mut got: Vec<String> = Vec::new();
+    for _ in 0..3 {
+        got.push(next_receipt(&mut f.events).await.smsc_message_id.normalized);
+    }
+    got.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(got, want, "every final id gets its receipt");
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn throttling_beyond_the_retry_budget_is_a_rejection() {
+    let f = fixture(SimConfig::default(), |c| c.throttle_retries(2)).await;
+    f.sim.throttle_next(10);
+    let out = f.link.submit(msg("x")).await.unwrap();
+    assert_eq!(
+        out,
+        vec![SegmentOutcome::Rejected {
+            command_status: 0x58
+        }]
+    );
+    assert_eq!(f.sim.submits(), 3);
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn sar_and_message_payload_segments_are_sent() {
+    let f = fixture(SimConfig::default(), |c| c).await;
+    let mut m = msg("");
+    m.segments = vec![
+        Segment {
+            payload: vec![b'a'; 300].into(),
+            sar: Some(Sar {
+                ref_num: 7,
+                total: 2,
+                seq: 1,
+            }),
+            use_message_payload: true,
+        },
+        Segment {
+            payload: b"tail".to_vec().into(),
+            sar: Some(Sar {
+                ref_num: 7,
+                total: 2,
+                seq: 2,
+            }),
+            use_message_payload: false,
+        },
+    ];
+    let out = f.link.submit(m).await.unwrap();
+    assert_eq!(out.len(), 2);
+    out.iter().for_each(|o| {
+        accepted_id(o);
+    });
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn invalid_requests_are_refused_before_sending() {
+    let f = fixture(SimConfig::default(), |c| c).await;
+    let mut m = msg("x");
+    m.destination.addr = "1".repeat(30);
+    assert!(matches!(
+        f.link.submit(m).await,
+        Err(Error::InvalidRequest { .. })
+    ));
+    let mut m = msg("x");
+    m.segments.clear();
+    assert!(matches!(
+        f.link.submit(m).await,
+        Err(Error::InvalidRequest { .. })
+    ));
+    assert_eq!(f.sim.submits(), 0);
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn concatenated_mo_is_reassembled_before_it_is_surfaced() {
+    let mut f = fixture(SimConfig::default(), |c| c).await;
+    let from = Address::new("4917099", 1, 1);
+    let to = Address::new("12345", 0, 0);
+    // UDH (8-bit reference), parts out of order.
+    for (seq, body) in [(2u8, &b"world"[..]), (1, b"hello ")] {
+        let mut p = vec![5, 0x00, 3, 0x11, 2, seq];
+        p.extend_from_slice(body);
+        f.sim.deliver_mo(&from, &to, 0, 0x40, &p, None).unwrap();
+    }
+    let mo = next_event(&mut f.events, |e| {
+        matches!(e, LinkEvent::MobileOriginated(_))
+    })
+    .await;
+    let LinkEvent::MobileOriginated(mo) = mo else {
+        unreachable!()
+    };
+    assert_eq!(&mo.payload[..], b"hello world");
+    assert!(mo.complete);
+    assert_eq!(mo.parts, 2);
+    assert_eq!(mo.source, from);
+    // SAR TLVs, UCS-2.
+    for seq in [1u8, 2, 3] {
+        let sar = Sar {
+            ref_num: 0x1234,
+            total: 3,
+            seq,
+        };
+        f.sim
+            .deliver_mo(&from, &to, 8, 0, &[0, b'0' + seq], Some(sar))
+            .unwrap();
+    }
+    let LinkEvent::MobileOriginated(mo) = next_event(&mut f.events, |e| {
+        matches!(e, LinkEvent::MobileOriginated(_))
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(&mo.payload[..], &[0, b'1', 0, b'2', 0, b'3']);
+    assert_eq!(mo.data_coding, 8);
+    // A single-part MO is surfaced as is.
+    f.sim.deliver_mo(&from, &to, 0, 0, b"single", None).unwrap();
+    let LinkEvent::MobileOriginated(mo) = next_event(&mut f.events, |e| {
+        matches!(e, LinkEvent::MobileOriginated(_))
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(&mo.payload[..], b"single");
+    eventually("every deliver_sm answered", || {
+        f.sim.counters().deliver_sm_resps == 6
+    })
+    .await;
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn an_incomplete_mo_is_surfaced_after_the_reassembly_timeout() {
+    let mut f = fixture(SimConfig::default(), |c| {
+        c.enquire_link_interval(Duration::from_millis(50))
+            .reassembly(smsgw_smpp::ReassemblyConfig {
+                max_pending: 16,
+                timeout: Duration::from_millis(100),
+            })
+    })
+    .await;
+    let mut p = vec![6, 0x08, 4, 0x01, 0x02, 2, 1];
+    p.extend_from_slice(b"half");
+    f.sim
+        .deliver_mo(
+            &Address::new("1", 1, 1),
+            &Address::new("2", 1, 1),
+            0,
+            0x40,
+            &p,
+            None,
+        )
+        .unwrap();
+    let LinkEvent::MobileOriginated(mo) = next_event(&mut f.events, |e| {
+        matches!(e, LinkEvent::MobileOriginated(_))
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert!(!mo.complete);
+    assert_eq!(&mo.payload[..], b"half");
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn stop_drains_the_window_and_unbinds_then_start_rebinds() {
+    let f = fixture(SimConfig::default(), |c| c).await;
+    f.sim.set_response_delay(Some(Duration::from_millis(300)));
+    let l = f.link.clone();
+    let pending = tokio::spawn(async move { l.submit(msg("in flight")).await });
+    eventually("in flight", || f.link.status().in_flight == 1).await;
+    f.link.stop().await;
+    let out = pending.await.unwrap().unwrap();
+    accepted_id(&out[0]);
+    assert_eq!(f.sim.counters().unbinds, 1);
+    assert_eq!(f.link.status().state, LinkState::Down);
+    assert!(matches!(
+        f.link.submit(msg("x")).await,
+        Err(Error::LinkStopped { .. })
+    ));
+    f.sim.set_response_delay(None);
+    f.link.start();
+    assert!(f.link.wait_bound(WAIT).await);
+    f.link.submit(msg("again")).await.unwrap();
+    f.link.restart().await;
+    assert_eq!(f.sim.counters().unbinds, 2);
+    assert!(f.link.wait_bound(WAIT).await);
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn shutdown_drains_every_session_and_unbinds() {
+    let f = fixture(SimConfig::default(), |c| c.sessions(3)).await;
+    assert!(f.link.wait_all_bound(WAIT).await);
+    f.sim.set_response_delay(Some(Duration::from_millis(200)));
+    let mut sends = Vec::new();
+    for _ in 0..6 {
+        let l = f.link.clone();
+        sends.push(tokio::spawn(async move { l.submit(msg("x")).await }));
+    }
+    eventually("in flight", || f.link.status().in_flight == 6).await;
+    let link = f.link.clone();
+    f.link.shutdown().await;
+    for s in sends {
+        accepted_id(&s.await.unwrap().unwrap()[0]);
+    }
+    assert_eq!(f.sim.counters().unbinds, 3);
+    assert_eq!(link.status().state, LinkState::Down);
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn transmitter_receiver_mode_binds_both_and_receipts_arrive_on_the_receiver() {
+    let mut f = fixture(SimConfig::default(), |c| {
+        c.bind_mode(BindMode::TransmitterReceiver).sessions(2)
+    })
+    .await;
+    assert!(f.link.wait_all_bound(WAIT).await);
+    let st = f.link.status();
+    assert_eq!(st.sessions_total, 4);
+    assert_eq!(f.sim.binds(), 4);
+    let id = accepted_id(&f.link.submit(msg("txrx")).await.unwrap()[0]);
+    assert_eq!(
+        next_receipt(&mut f.events).await.smsc_message_id.normalized,
+        id
+    );
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn smpp_5_0_binds_too() {
+    let f = fixture(SimConfig::default(), |c| {
+        c.interface_version(smsgw_smpp::InterfaceVersion::V50)
+    })
+    .await;
+    f.link.submit(msg("v5")).await.unwrap();
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn many_concurrent_senders_share_the_window_without_loss() {
+    let mut f = fixture(SimConfig::default().receipt_delay(Duration::ZERO), |c| {
+        c.sessions(2).window(8)
+    })
+    .await;
+    assert!(f.link.wait_all_bound(WAIT).await);
+    let mut tasks = Vec::new();
+    for t in 0..50 {
+        let l = f.link.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..40 {
+                let out = l.submit(msg(&format!("{t}-{i}"))).await.unwrap();
+                ids.push(accepted_id(&out[0]));
+            }
+            ids
+        }));
+    }
+    let mut max_in_flight = 0;
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        max_in_flight = max_in_flight.max(f.link.status().in_flight);
+        ids.extend(t.await.unwrap());
+    }
+    assert!(max_in_flight <= 16, "{max_in_flight}");
+    assert_eq!(ids.len(), 2000);
+    let mut receipts = 0;
+    while receipts < 2000 {
+        next_receipt(&mut f.events).await;
+        receipts += 1;
+    }
+    let st = f.link.status();
+    assert!(st.sessions.iter().all(|s| s.last_error.is_none()), "{st:?}");
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn status_reports_rates_and_per_session_details() {
+    let mut f = fixture(SimConfig::default().receipt_delay(Duration::ZERO), |c| {
+        c.sessions(2)
+    })
+    .await;
+    assert!(f.link.wait_all_bound(WAIT).await);
+    let _ = f.link.status();
+    for _ in 0..50 {
+        f.link.submit(msg("r")).await.unwrap();
+    }
+    for _ in 0..50 {
+        next_receipt(&mut f.events).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = f.link.status();
+    assert_eq!(st.state, LinkState::Bound);
+    assert_eq!((st.sessions_bound, st.sessions_total), (2, 2));
+    assert_eq!(st.sessions.len(), 2);
+    assert!(st.submit_rate > 0.0, "{st:?}");
+    assert!(st.receipt_rate > 0.0, "{st:?}");
+    f.cancel.cancel();
+}
+
+#[tokio::test]
+async fn tls_links_fail_with_a_clear_error() {
+    let (tx, _rx) = mpsc::channel(1);
+    let err = Link::spawn(
+        LinkConfig::test("127.0.0.1:9".parse().unwrap()).tls(true),
+        tx,
+        CancellationToken::new(),
+    )
+    .unwrap_err();
+    assert_eq!(err.to_string(), "link test: TLS not supported yet");
+}
+
+#[tokio::test]
+async fn pool_spreads_by_weight_and_fails_over_when_a_link_goes_down() {
+    let cancel = CancellationToken::new();
+    let sim_a = start_sim(SimConfig::default(), &cancel).await;
+    let sim_b = start_sim(SimConfig::default(), &cancel).await;
+    let (tx, _rx) = mpsc::channel(10_000);
+    let a = Link::spawn(
+        LinkConfig::test(sim_a.addr()).name("a".into()),
+        tx.clone(),
+        cancel.clone(),
+    )
+    .unwrap();
+    let b = Link::spawn(
+        LinkConfig::test(sim_b.addr()).name("b".into()),
+        tx,
+        cancel.clone(),
+    )
+    .unwrap();
+    assert!(a.wait_bound(WAIT).await && b.wait_bound(WAIT).await);
+    let pool = std::sync::Arc::new(Pool::new("p", vec![(a.clone(), 3), (b.clone(), 1)]).unwrap());
+    let target = Target::Pool(pool.clone());
+    for _ in 0..8 {
+        target.submit(msg("w")).await.unwrap();
+    }
+    assert_eq!((sim_a.submits(), sim_b.submits()), (6, 2));
+    a.stop().await;
+    for _ in 0..4 {
+        target.submit(msg("f")).await.unwrap();
+    }
+    assert_eq!((sim_a.submits(), sim_b.submits()), (6, 6));
+    b.stop().await;
+    assert!(matches!(
+        target.submit(msg("none")).await,
+        Err(Error::NoLinkAvailable { .. })
+    ));
+    assert!(!target.is_up());
+    // A link answers to the same interface.
+    a.start();
+    assert!(a.wait_bound(WAIT).await);
+    Target::Link(a).submit(msg("direct")).await.unwrap();
+    cancel.cancel();
+}
