@@ -1,0 +1,89 @@
+//! Users, their applications, and the store that keeps them.
+
+use serde::{Deserialize, Serialize};
+
+/// A user and its application, as stored. Hashes are PHC strings
+/// (argon2id); the plain password and app secret are never stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// Stable user id.
+    pub user_id: String,
+    /// Login email, unique (compared lower-cased).
+    pub email: String,
+    /// Application id, unique; clients send it as `X-App-ID`.
+    pub app_id: String,
+    /// Application name.
+    pub app_name: String,
+    /// argon2id hash of the password.
+    pub password_hash: String,
+    /// argon2id hash of the app secret.
+    pub secret_hash: String,
+    /// Admin rights.
+    pub admin: bool,
+    /// Declared by a User resource: created and updated from configuration,
+    /// not deletable through the API. Holds the resource name.
+    #[serde(default)]
+    pub managed_by: Option<String>,
+    /// Creation time, Unix seconds.
+    pub created_at: u64,
+    /// Links and pools the app may use; empty means all.
+    #[serde(default)]
+    pub allowed_targets: Vec<String>,
+    /// Sender ids the app may use; empty means any.
+    #[serde(default)]
+    pub allowed_sender_ids: Vec<String>,
+    /// Messages per second for the app; `None` means no app-level cap.
+    #[serde(default)]
+    pub rate: Option<u32>,
+    /// Addresses whose inbound messages belong to this app.
+    #[serde(default)]
+    pub source_addresses: Vec<String>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A unique key (email, app id) is taken.
+    #[error("{field} {value:?} is already registered")]
+    Conflict {
+        /// Which unique field.
+        field: &'static str,
+        /// The value that is taken.
+        value: String,
+    },
+    /// The record does not exist.
+    #[error("no user {0:?}")]
+    NotFound(String),
+    /// The backend failed (I/O, connection, corruption).
+    #[error("store backend failed: {0}")]
+    Backend(String),
+}
+
+/// Normalised email key: trimmed and lower-cased.
+pub fn email_key(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// Persistent users, shared by every pod using the same backend.
+///
+/// `create` is atomic on the unique keys: of concurrent creations with one
+/// email (or app id), exactly one succeeds and the others get
+/// [`StoreError::Conflict`].
+#[async_trait::async_trait]
+pub trait UserStore: Send + Sync + 'static {
+    /// Creates a user; fails with `Conflict` if the email or app id exists.
+    async fn create(&self, user: &UserRecord) -> Result<(), StoreError>;
+    /// Replaces a user's record (same user id; email and app id unchanged).
+    async fn update(&self, user: &UserRecord) -> Result<(), StoreError>;
+    /// Removes a user and its indexes; false if it did not exist.
+    async fn delete(&self, user_id: &str) -> Result<bool, StoreError>;
+    /// A user by id.
+    async fn get(&self, user_id: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// A user by email (case-insensitive).
+    async fn by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// A user by application id.
+    async fn by_app_id(&self, app_id: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// Users ordered by user id, starting after `after`, at most `limit`.
+    async fn list(&self, after: Option<&str>, limit: usize) -> Result<Vec<UserRecord>, StoreError>;
+}

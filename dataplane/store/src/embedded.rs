@@ -1,0 +1,205 @@
+//! Embedded user store on redb: one file, ACID transactions. redb runs one
+//! write transaction at a time, which makes `create` atomic on its unique
+//! keys.
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use smsgw_core::users::{StoreError, UserRecord, UserStore, email_key};
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+const EMAILS: TableDefinition<&str, &str> = TableDefinition::new("user_emails");
+const APPS: TableDefinition<&str, &str> = TableDefinition::new("user_apps");
+
+/// Users in a redb file on local disk (standalone mode).
+#[derive(Clone)]
+pub struct EmbeddedUserStore {
+    db: Arc<Database>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl EmbeddedUserStore {
+    /// Opens (or creates) the store file at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(backend)?;
+        let txn = db.begin_write().map_err(backend)?;
+        txn.open_table(USERS).map_err(backend)?;
+        txn.open_table(EMAILS).map_err(backend)?;
+        txn.open_table(APPS).map_err(backend)?;
+        txn.commit().map_err(backend)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(backend)?
+    }
+
+    fn read_user(db: &Database, user_id: &str) -> Result<Option<UserRecord>, StoreError> {
+        let txn = db.begin_read().map_err(backend)?;
+        let table = txn.open_table(USERS).map_err(backend)?;
+        match table.get(user_id).map_err(backend)? {
+            Some(v) => serde_json::from_slice(v.value()).map(Some).map_err(backend),
+            None => Ok(None),
+        }
+    }
+
+    fn read_index(
+        db: &Database,
+        table: TableDefinition<&str, &str>,
+        key: &str,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        let id = {
+            let txn = db.begin_read().map_err(backend)?;
+            let t = txn.open_table(table).map_err(backend)?;
+            t.get(key).map_err(backend)?.map(|v| v.value().to_owned())
+        };
+        match id {
+            Some(id) => Self::read_user(db, &id),
+            None => Ok(None),
+        }
+    }
+}
+
+#[async_trait]
+impl UserStore for EmbeddedUserStore {
+    async fn create(&self, user: &UserRecord) -> Result<(), StoreError> {
+        let user = user.clone();
+        self.blocking(move |db| {
+            let json = serde_json::to_vec(&user).map_err(backend)?;
+            let email = email_key(&user.email);
+            let txn = db.begin_write().map_err(backend)?;
+            {
+                let mut emails = txn.open_table(EMAILS).map_err(backend)?;
+                if emails.get(email.as_str()).map_err(backend)?.is_some() {
+                    return Err(StoreError::Conflict {
+                        field: "email",
+                        value: user.email.clone(),
+                    });
+                }
+                let mut apps = txn.open_table(APPS).map_err(backend)?;
+                if apps.get(user.app_id.as_str()).map_err(backend)?.is_some() {
+                    return Err(StoreError::Conflict {
+                        field: "app_id",
+                        value: user.app_id.clone(),
+                    });
+                }
+                let mut users = txn.open_table(USERS).map_err(backend)?;
+                if users.get(user.user_id.as_str()).map_err(backend)?.is_some() {
+                    return Err(StoreError::Conflict {
+                        field: "user_id",
+                        value: user.user_id.clone(),
+                    });
+                }
+                emails
+                    .insert(email.as_str(), user.user_id.as_str())
+                    .map_err(backend)?;
+                apps.insert(user.app_id.as_str(), user.user_id.as_str())
+                    .map_err(backend)?;
+                users
+                    .insert(user.user_id.as_str(), json.as_slice())
+                    .map_err(backend)?;
+            }
+            txn.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn update(&self, user: &UserRecord) -> Result<(), StoreError> {
+        let user = user.clone();
+        self.blocking(move |db| {
+            let json = serde_json::to_vec(&user).map_err(backend)?;
+            let txn = db.begin_write().map_err(backend)?;
+            {
+                let mut users = txn.open_table(USERS).map_err(backend)?;
+                let old: UserRecord = match users.get(user.user_id.as_str()).map_err(backend)? {
+                    Some(v) => serde_json::from_slice(v.value()).map_err(backend)?,
+                    None => return Err(StoreError::NotFound(user.user_id.clone())),
+                };
+                if email_key(&old.email) != email_key(&user.email) || old.app_id != user.app_id {
+                    return Err(StoreError::Backend("email and app_id cannot change".into()));
+                }
+                users
+                    .insert(user.user_id.as_str(), json.as_slice())
+                    .map_err(backend)?;
+            }
+            txn.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete(&self, user_id: &str) -> Result<bool, StoreError> {
+        let user_id = user_id.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(backend)?;
+            {
+                let mut users = txn.open_table(USERS).map_err(backend)?;
+                let Some(old) = users.remove(user_id.as_str()).map_err(backend)? else {
+                    return Ok(false);
+                };
+                let old: UserRecord = serde_json::from_slice(old.value()).map_err(backend)?;
+                txn.open_table(EMAILS)
+                    .map_err(backend)?
+                    .remove(email_key(&old.email).as_str())
+                    .map_err(backend)?;
+                txn.open_table(APPS)
+                    .map_err(backend)?
+                    .remove(old.app_id.as_str())
+                    .map_err(backend)?;
+            }
+            txn.commit().map_err(backend)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn get(&self, user_id: &str) -> Result<Option<UserRecord>, StoreError> {
+        let id = user_id.to_owned();
+        self.blocking(move |db| Self::read_user(db, &id)).await
+    }
+
+    async fn by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
+        let key = email_key(email);
+        self.blocking(move |db| Self::read_index(db, EMAILS, &key))
+            .await
+    }
+
+    async fn by_app_id(&self, app_id: &str) -> Result<Option<UserRecord>, StoreError> {
+        let key = app_id.to_owned();
+        self.blocking(move |db| Self::read_index(db, APPS, &key))
+            .await
+    }
+
+    async fn list(&self, after: Option<&str>, limit: usize) -> Result<Vec<UserRecord>, StoreError> {
+        let after = after.map(str::to_owned);
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(USERS).map_err(backend)?;
+            let start = match &after {
+                Some(a) => Bound::Excluded(a.as_str()),
+                None => Bound::Unbounded,
+            };
+            let mut out = Vec::new();
+            for entry in table
+                .range::<&str>((start, Bound::Unbounded))
+                .map_err(backend)?
+                .take(limit)
+            {
+                let (_, v) = entry.map_err(backend)?;
+                out.push(serde_json::from_slice(v.value()).map_err(backend)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

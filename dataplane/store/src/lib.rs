@@ -1,0 +1,16 @@
+//! Store backends: an embedded one on disk (redb) for standalone mode, and
+//! Redis, shared by every pod of a cluster. Both implement the traits of
+//! `smsgw-core` and pass the same contract suite ([`contract`]).
+#![warn(missing_docs)]
+
+mod embedded;
+mod redis_store;
+
+pub use embedded::EmbeddedUserStore;
+pub use redis_store::{RedisConfig, RedisUserStore};
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod contract;
