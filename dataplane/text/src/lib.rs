@@ -417,22 +417,42 @@ struct Scan {
     utf16_units: usize,
 }
 
+/// Default-alphabet septets of an all-ASCII slice, and whether a byte
+/// outside the alphabet was seen: one table load and add per byte.
 #[inline]
-fn scan(text: &str) -> Scan {
+fn ascii_septets(bytes: &[u8]) -> (usize, bool) {
+    let mut units = 0usize;
+    let mut bad = false;
+    // Chunks keep both halves of the packed sums from overflowing.
+    for chunk in bytes.chunks(1 << 30) {
+        let (mut x, mut y) = (0u64, 0u64);
+        let mut pairs = chunk.chunks_exact(2);
+        for p in &mut pairs {
+            x += tables::ASCII_COST[usize::from(p[0] & 0x7F)];
+            y += tables::ASCII_COST[usize::from(p[1] & 0x7F)];
+        }
+        for &b in pairs.remainder() {
+            x += tables::ASCII_COST[usize::from(b & 0x7F)];
+        }
+        let sum = x + y;
+        units += (sum & (tables::ASCII_BAD - 1)) as usize;
+        bad |= sum >= tables::ASCII_BAD;
+    }
+    (units, bad)
+}
+
+/// Prices the text in one pass. ASCII runs take the table fast path; once
+/// neither GSM nor (if wanted) Latin-1 is possible, the rest is only
+/// counted (characters and UTF-16 units straight from the UTF-8 bytes).
+#[inline]
+fn scan(text: &str, want_latin1: bool) -> Scan {
     let bytes = text.as_bytes();
     if bytes.is_ascii() {
-        // Fast path: one table load per byte.
-        let mut sum = 0usize;
-        let mut bad = 0usize;
-        for &b in bytes {
-            let c = tables::DEFAULT_COST[b as usize];
-            sum += c as usize;
-            bad += (c == 0) as usize;
-        }
+        let (units, bad) = ascii_septets(bytes);
         return Scan {
             characters: bytes.len(),
-            gsm_units: sum,
-            gsm_ok: bad == 0,
+            gsm_units: units,
+            gsm_ok: !bad,
             latin1_ok: true,
             utf16_units: bytes.len(),
         };
@@ -444,13 +464,44 @@ fn scan(text: &str) -> Scan {
         latin1_ok: true,
         utf16_units: 0,
     };
-    for c in text.chars() {
+    let mut i = 0;
+    loop {
+        let rest = &bytes[i..];
+        let run = rest.iter().position(|&b| b >= 0x80).unwrap_or(rest.len());
+        if run > 0 {
+            if s.gsm_ok {
+                let (units, bad) = ascii_septets(&rest[..run]);
+                s.gsm_units += units;
+                s.gsm_ok = !bad;
+            }
+            s.characters += run;
+            s.utf16_units += run;
+            i += run;
+        }
+        let Some(c) = text.get(i..).and_then(|t| t.chars().next()) else {
+            break;
+        };
+        i += c.len_utf8();
         s.characters += 1;
         s.utf16_units += c.len_utf16();
         s.latin1_ok &= (c as u32) < 0x100;
-        let cost = tables::default_cost(c);
-        s.gsm_units += cost as usize;
-        s.gsm_ok &= cost != 0;
+        if s.gsm_ok {
+            let cost = tables::default_cost(c);
+            s.gsm_units += cost as usize;
+            s.gsm_ok = cost != 0;
+        }
+        if !(s.gsm_ok || want_latin1 && s.latin1_ok) {
+            // Only UCS-2 is left: count the remaining characters (bytes that
+            // are not continuation bytes) and surrogate pairs (4-byte leads).
+            let (mut chars, mut astral) = (0usize, 0usize);
+            for &b in &bytes[i..] {
+                chars += usize::from((b as i8) >= -0x40);
+                astral += usize::from(b >= 0xF0);
+            }
+            s.characters += chars;
+            s.utf16_units += chars + astral;
+            break;
+        }
     }
     s
 }
@@ -530,7 +581,7 @@ fn best_national(text: &str, opts: &TextOptions, chars: usize) -> Option<Choice>
 }
 
 pub(crate) fn choose(text: &str, opts: &TextOptions) -> Choice {
-    let s = scan(text);
+    let s = scan(text, opts.allow_latin1);
     let mut best: Option<Choice> = None;
     if s.gsm_ok {
         best = Some(price_gsm(

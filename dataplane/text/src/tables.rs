@@ -186,48 +186,79 @@ pub(crate) const PORTUGUESE_SINGLE: &[(u8, char)] = &[
 // Lookup structures built at compile time from the tables above.
 // ---------------------------------------------------------------------------
 
-/// Whether a code point at or above [`REV_LEN`] can appear in any table.
-///
-/// Every such character of the supported tables is Greek capital letter
-/// (U+0393..U+03A9), the euro sign or the infinity sign; anything else is
-/// rejected without a search.
+/// Slots for the code points at or above [`REV_LEN`] that any supported
+/// table holds: Greek capitals U+0393..=U+03A9, the euro sign and the
+/// infinity sign.
+const HIGH_LEN: usize = 25;
+
+/// The slot of a code point at or above [`REV_LEN`], if any table can
+/// hold it.
 #[inline]
-const fn is_high_candidate(u: u32) -> bool {
-    matches!(u, 0x0393..=0x03A9 | 0x20AC | 0x221E)
+const fn high_index(u: u32) -> Option<usize> {
+    match u {
+        0x0393..=0x03A9 => Some((u - 0x0393) as usize),
+        0x20AC => Some(23),
+        0x221E => Some(24),
+        _ => None,
+    }
+}
+
+/// Records septet `s` for character `c` in the reverse tables (first wins).
+const fn set_rev(rev: &mut [u8; REV_LEN], high: &mut [u8; HIGH_LEN], c: char, s: u8) {
+    let u = c as u32;
+    if (u as usize) < REV_LEN {
+        if rev[u as usize] == NONE {
+            rev[u as usize] = s;
+        }
+    } else if let Some(i) = high_index(u) {
+        if high[i] == NONE {
+            high[i] = s;
+        }
+    } else {
+        panic!("table character outside the reverse lookup ranges");
+    }
+}
+
+/// Looks a character up in the reverse tables.
+#[inline]
+fn get_rev(rev: &[u8; REV_LEN], high: &[u8; HIGH_LEN], c: char) -> Option<u8> {
+    let u = c as u32;
+    let s = if (u as usize) < REV_LEN {
+        rev[u as usize]
+    } else {
+        match high_index(u) {
+            Some(i) => high[i],
+            None => NONE,
+        }
+    };
+    (s != NONE).then_some(s)
 }
 
 /// A locking shift table (or the default alphabet) with its reverse lookup.
 pub(crate) struct Locking {
     chars: &'static [char; 128],
     rev: [u8; REV_LEN],
+    high: [u8; HIGH_LEN],
 }
 
 impl Locking {
     const fn new(chars: &'static [char; 128]) -> Self {
         let mut rev = [NONE; REV_LEN];
+        let mut high = [NONE; HIGH_LEN];
         let mut i = 0;
         while i < 128 {
-            let c = chars[i] as usize;
-            if i != ESC as usize && c < REV_LEN && rev[c] == NONE {
-                rev[c] = i as u8;
+            if i != ESC as usize {
+                set_rev(&mut rev, &mut high, chars[i], i as u8);
             }
             i += 1;
         }
-        Self { chars, rev }
+        Self { chars, rev, high }
     }
 
     /// The septet for `c`, if this table has it.
     #[inline]
     pub(crate) fn septet(&self, c: char) -> Option<u8> {
-        let u = c as u32;
-        if (u as usize) < REV_LEN {
-            let s = self.rev[u as usize];
-            (s != NONE).then_some(s)
-        } else if is_high_candidate(u) {
-            self.chars.iter().position(|&x| x == c).map(|i| i as u8)
-        } else {
-            None
-        }
+        get_rev(&self.rev, &self.high, c)
     }
 
     /// The character for a septet; `None` for the escape code or values
@@ -244,39 +275,37 @@ impl Locking {
 
 /// A single shift table (or the default extension table) with both lookups.
 pub(crate) struct Single {
+    #[cfg_attr(not(test), allow(dead_code))]
     entries: &'static [(u8, char)],
     fwd: [char; 128],
     rev: [u8; REV_LEN],
+    high: [u8; HIGH_LEN],
 }
 
 impl Single {
     const fn new(entries: &'static [(u8, char)]) -> Self {
         let mut fwd = ['\0'; 128];
         let mut rev = [NONE; REV_LEN];
+        let mut high = [NONE; HIGH_LEN];
         let mut i = 0;
         while i < entries.len() {
             let (s, c) = entries[i];
             fwd[s as usize] = c;
-            if (c as usize) < REV_LEN {
-                rev[c as usize] = s;
-            }
+            set_rev(&mut rev, &mut high, c, s);
             i += 1;
         }
-        Self { entries, fwd, rev }
+        Self {
+            entries,
+            fwd,
+            rev,
+            high,
+        }
     }
 
     /// The septet that follows the escape for `c`, if this table has it.
     #[inline]
     pub(crate) fn septet(&self, c: char) -> Option<u8> {
-        let u = c as u32;
-        if (u as usize) < REV_LEN {
-            let s = self.rev[u as usize];
-            (s != NONE).then_some(s)
-        } else if is_high_candidate(u) {
-            self.entries.iter().find(|&&(_, x)| x == c).map(|&(s, _)| s)
-        } else {
-            None
-        }
+        get_rev(&self.rev, &self.high, c)
     }
 
     /// The character an escaped septet stands for, if defined.
@@ -310,6 +339,25 @@ pub(crate) static DEFAULT_COST: [u8; 256] = {
             2
         } else {
             0
+        };
+        i += 1;
+    }
+    t
+};
+
+/// Marker added to [`ASCII_COST`] sums for a character outside the default
+/// alphabet: the high half of the sum counts them, the low half septets.
+pub(crate) const ASCII_BAD: u64 = 1 << 32;
+
+/// [`DEFAULT_COST`] of the ASCII range, widened so one sum carries both the
+/// septet count and the count of unencodable characters.
+pub(crate) static ASCII_COST: [u64; 128] = {
+    let mut t = [0u64; 128];
+    let mut i = 0;
+    while i < 128 {
+        t[i] = match DEFAULT_COST[i] {
+            0 => ASCII_BAD,
+            n => n as u64,
         };
         i += 1;
     }
@@ -596,7 +644,7 @@ mod tests {
         for t in locks {
             for &c in t.iter() {
                 assert!(
-                    (c as usize) < REV_LEN || is_high_candidate(c as u32),
+                    (c as usize) < REV_LEN || high_index(c as u32).is_some(),
                     "{c:?}"
                 );
             }
@@ -609,7 +657,7 @@ mod tests {
         ] {
             for &(_, c) in t {
                 assert!(
-                    (c as usize) < REV_LEN || is_high_candidate(c as u32),
+                    (c as usize) < REV_LEN || high_index(c as u32).is_some(),
                     "{c:?}"
                 );
             }
