@@ -56,6 +56,27 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+/// Duration strings as the schema sees them: one or more `<number><unit>`
+/// groups (`500ms`, `30s`, `1m 30s`, `2h`).
+pub const DURATION_PATTERN: &str = r"^ *([0-9]+ *[a-zµ]+ *)+$";
+
+impl schemars::JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

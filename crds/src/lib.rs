@@ -6,14 +6,26 @@
 //! manifests from a multi-document YAML file ([`parse_manifests`]), the
 //! operator reads them from the Kubernetes API; both call [`compile`], so a
 //! file that works standalone behaves the same once `kubectl apply`-ed.
+//!
+//! In a cluster the kinds are CustomResourceDefinitions derived here
+//! ([`SmppLink`], [`EsmePool`], [`User`], [`ContactPolicy`]; [`crds`]);
+//! their schemas carry the same rules as CEL `x-kubernetes-validations`,
+//! so the API server refuses what [`parse_manifests`] would refuse.
 #![warn(missing_docs)]
 
+mod crdgen;
 mod duration;
 mod manifest;
 mod snapshot;
 mod spec;
+mod status;
 
-pub use duration::Duration;
+pub use crdgen::{CrdFile, crd_files, crds};
+pub use duration::{DURATION_PATTERN, Duration};
 pub use manifest::{API_VERSION, ConfigError, Manifest, Metadata, Resource, parse_manifests};
-pub use snapshot::{Snapshot, compile, compile_manifests};
+pub use snapshot::{
+    AppCredentials, CREDENTIALS_APP_ID, CREDENTIALS_APP_SECRET, CREDENTIALS_PASSWORD, REDACTED,
+    Snapshot, compile, compile_manifests,
+};
 pub use spec::*;
+pub use status::*;

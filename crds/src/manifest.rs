@@ -78,6 +78,75 @@ impl Resource {
     }
 }
 
+impl Metadata {
+    /// The parts smsgw reads of a Kubernetes object's metadata.
+    pub fn from_object_meta(
+        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    ) -> Self {
+        Self {
+            name: meta.name.clone().unwrap_or_default(),
+            namespace: meta.namespace.clone(),
+            labels: meta.labels.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl From<&crate::SmppLink> for Resource {
+    fn from(o: &crate::SmppLink) -> Self {
+        Resource::SmppLink(Manifest {
+            metadata: Metadata::from_object_meta(&o.metadata),
+            spec: o.spec.clone(),
+        })
+    }
+}
+
+impl From<&crate::EsmePool> for Resource {
+    fn from(o: &crate::EsmePool) -> Self {
+        Resource::EsmePool(Manifest {
+            metadata: Metadata::from_object_meta(&o.metadata),
+            spec: o.spec.clone(),
+        })
+    }
+}
+
+impl From<&crate::User> for Resource {
+    fn from(o: &crate::User) -> Self {
+        Resource::User(Manifest {
+            metadata: Metadata::from_object_meta(&o.metadata),
+            spec: o.spec.clone(),
+        })
+    }
+}
+
+impl From<&crate::ContactPolicy> for Resource {
+    fn from(o: &crate::ContactPolicy) -> Self {
+        Resource::ContactPolicy(Manifest {
+            metadata: Metadata::from_object_meta(&o.metadata),
+            spec: o.spec.clone(),
+        })
+    }
+}
+
+/// A core/v1 Secret's `data` (keys whose value is not UTF-8 are left out:
+/// every value smsgw reads from a Secret is text) and `stringData`.
+impl From<&k8s_openapi::api::core::v1::Secret> for Resource {
+    fn from(o: &k8s_openapi::api::core::v1::Secret) -> Self {
+        let mut data = BTreeMap::new();
+        for (k, v) in o.data.iter().flatten() {
+            if let Ok(s) = String::from_utf8(v.0.clone()) {
+                data.insert(k.clone(), s);
+            }
+        }
+        for (k, v) in o.string_data.iter().flatten() {
+            data.insert(k.clone(), v.clone());
+        }
+        Resource::Secret(Manifest {
+            metadata: Metadata::from_object_meta(&o.metadata),
+            spec: data,
+        })
+    }
+}
+
 /// A configuration refused: which document, which field, and why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {

@@ -2,7 +2,7 @@
 
 use crate::manifest::{ConfigError, Resource, parse_manifests};
 use crate::spec::{
-    ContactPolicySpec, EsmePoolSpec, FieldError, SecretKeyRef, SmppLinkSpec, UserSpec,
+    ContactPolicySpec, EsmePoolSpec, FieldError, PoolMember, SecretKeyRef, SmppLinkSpec, UserSpec,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -23,6 +23,40 @@ pub struct Snapshot {
     pub users: BTreeMap<String, UserSpec>,
     /// Contact-policy strategies by name.
     pub policies: BTreeMap<String, ContactPolicySpec>,
+    /// App credentials by user (resource) name, from each User's
+    /// credentials Secret (`<name>-credentials` unless
+    /// `spec.credentialsSecret` says otherwise) when it exists. Users
+    /// whose Secret does not exist yet are absent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub app_credentials: BTreeMap<String, AppCredentials>,
+}
+
+/// An application's machine credentials.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppCredentials {
+    /// Public app id (the `X-App-ID` header).
+    pub app_id: String,
+    /// Secret the app authenticates with.
+    pub app_secret: String,
+}
+
+/// Key of the app id in a User's credentials Secret.
+pub const CREDENTIALS_APP_ID: &str = "appId";
+/// Key of the app secret in a User's credentials Secret.
+pub const CREDENTIALS_APP_SECRET: &str = "appSecret";
+/// Key of the generated password in a User's credentials Secret.
+pub const CREDENTIALS_PASSWORD: &str = "password";
+
+impl UserSpec {
+    /// Name of the Secret holding this user's app credentials (and
+    /// generated password): `spec.credentialsSecret`, or
+    /// `<user name>-credentials`.
+    pub fn credentials_secret_name(&self, user_name: &str) -> String {
+        self.credentials_secret
+            .clone()
+            .unwrap_or_else(|| format!("{user_name}-credentials"))
+    }
 }
 
 /// Placeholder that replaces secrets in [`Snapshot::redacted`].
@@ -42,6 +76,9 @@ impl Snapshot {
             if u.password.is_some() {
                 u.password = Some(REDACTED.to_owned());
             }
+        }
+        for c in s.app_credentials.values_mut() {
+            c.app_secret = REDACTED.to_owned();
         }
         s
     }
@@ -116,6 +153,7 @@ pub fn compile(resources: &[(usize, Resource)]) -> Result<Snapshot, Vec<ConfigEr
                 reason: format!("Secret {:?} has no key {:?}", r.name, r.key),
             })
     };
+    let mut link_labels: BTreeMap<&str, &BTreeMap<String, String>> = BTreeMap::new();
     let mut docs: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for (doc, r) in resources {
         if let Some(first) = docs.insert((r.kind(), r.name()), *doc) {
@@ -142,6 +180,7 @@ pub fn compile(resources: &[(usize, Resource)]) -> Result<Snapshot, Vec<ConfigEr
                         Err(e) => push(e),
                     }
                 }
+                link_labels.insert(&m.metadata.name, &m.metadata.labels);
                 snap.links.insert(m.metadata.name.clone(), spec);
             }
             Resource::EsmePool(m) => {
@@ -153,6 +192,25 @@ pub fn compile(resources: &[(usize, Resource)]) -> Result<Snapshot, Vec<ConfigEr
                     match resolve(&sr, "spec.passwordSecretRef") {
                         Ok(p) => spec.password = Some(p),
                         Err(e) => push(e),
+                    }
+                }
+                if let Some(creds) =
+                    secrets.get(spec.credentials_secret_name(&m.metadata.name).as_str())
+                {
+                    if spec.generate_password {
+                        spec.password = creds.get(CREDENTIALS_PASSWORD).cloned();
+                    }
+                    if let (Some(id), Some(secret)) = (
+                        creds.get(CREDENTIALS_APP_ID),
+                        creds.get(CREDENTIALS_APP_SECRET),
+                    ) {
+                        snap.app_credentials.insert(
+                            m.metadata.name.clone(),
+                            AppCredentials {
+                                app_id: id.clone(),
+                                app_secret: secret.clone(),
+                            },
+                        );
                     }
                 }
                 snap.users.insert(m.metadata.name.clone(), spec);
@@ -183,6 +241,39 @@ pub fn compile(resources: &[(usize, Resource)]) -> Result<Snapshot, Vec<ConfigEr
                             reason: format!("no SmppLink named {:?}", member.link),
                         });
                     }
+                }
+                // Selected links join after the named ones, in name order.
+                let mut members = m.spec.members.clone();
+                for (i, sel) in m.spec.selectors.iter().enumerate() {
+                    let mut matched = false;
+                    for (link, labels) in &link_labels {
+                        let selected = sel
+                            .match_labels
+                            .iter()
+                            .all(|(k, v)| labels.get(k) == Some(v));
+                        if !selected {
+                            continue;
+                        }
+                        matched = true;
+                        if !members.iter().any(|x| x.link == *link) {
+                            members.push(PoolMember {
+                                link: (*link).to_owned(),
+                                weight: sel.weight,
+                            });
+                        }
+                    }
+                    if !matched {
+                        push(FieldError {
+                            field: format!("spec.selectors[{i}]"),
+                            reason: "selects no SmppLink".into(),
+                        });
+                    }
+                }
+                if let Some(pool) = snap.pools.get_mut(&m.metadata.name)
+                    && (!m.spec.selectors.is_empty())
+                {
+                    pool.members = members;
+                    pool.selectors.clear();
                 }
             }
             Resource::User(m) => {

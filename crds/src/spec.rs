@@ -1,8 +1,16 @@
 //! Specs of the four resource kinds, as written in manifests (camelCase),
 //! with their field-level validation.
 
+// `#[kube(printcolumn(..), printcolumn(..))]` repeats `type_ = ..` by
+// design; clippy reads that as a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use crate::Duration;
+use crate::status::{ContactPolicyStatus, EsmePoolStatus, SmppLinkStatus, UserStatus};
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A field that failed validation: its path under the resource
 /// (`spec.port`) and why.
@@ -23,18 +31,22 @@ impl FieldError {
     }
 }
 
-/// Reference to one key of a Kubernetes Secret (in the resource's namespace).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Reference to one key of a Kubernetes Secret in the same namespace as
+/// the resource that holds the reference.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretKeyRef {
-    /// Secret name.
+    /// Name of the Secret (same namespace as this resource). The operator
+    /// watches it: changing the Secret recompiles the configuration.
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// Key within the Secret.
+    /// Key within the Secret's `data`/`stringData` whose value is used.
+    #[schemars(length(min = 1, max = 253))]
     pub key: String,
 }
 
 /// How a link's sessions bind.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum BindMode {
     /// One transceiver bind per session (submit and receive on one socket).
@@ -45,7 +57,7 @@ pub enum BindMode {
 }
 
 /// SMPP interface version announced in the bind.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum InterfaceVersion {
     /// SMPP 3.4 (interface_version 0x34).
     #[default]
@@ -57,7 +69,7 @@ pub enum InterfaceVersion {
 }
 
 /// How long messages are concatenated on a link.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Concatenation {
     /// User data header with an 8-bit reference (IEI 0x00).
@@ -73,7 +85,7 @@ pub enum Concatenation {
 
 /// Format of the message ids an SMSC returns, so receipts can be matched
 /// whatever form they quote the id in.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum MessageIdFormat {
     /// Opaque string, compared as is.
@@ -85,14 +97,17 @@ pub enum MessageIdFormat {
     Decimal,
 }
 
-/// Reconnect backoff: exponential from `initial` to `max`, jittered.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Reconnect backoff: after a failed connect or bind, wait `initial`, then
+/// double the delay on each further failure up to `max`, with jitter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Backoff {
-    /// First delay after a failure. Default 1s.
+    /// First delay after a failure, as a duration string (`500ms`, `1s`).
+    /// Must be positive. Default `1s`.
     #[serde(default = "defaults::backoff_initial")]
     pub initial: Duration,
-    /// Cap of the delay. Default 60s.
+    /// Longest delay between two attempts, as a duration string (`10s`,
+    /// `1m`). Must be at least `initial`. Default `1m`.
     #[serde(default = "defaults::backoff_max")]
     pub max: Duration,
 }
@@ -106,21 +121,30 @@ impl Default for Backoff {
     }
 }
 
-/// Default TON/NPI applied when a request leaves them out.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Type of number (TON) and numbering plan (NPI) put into submit_sm when a
+/// request does not set them (SMPP 3.4 section 5.2.5/5.2.6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AddressDefaults {
-    /// Source type of number. Default 0 (unknown).
+    /// source_addr_ton: 0 unknown, 1 international, 2 national, 3 network
+    /// specific, 4 subscriber number, 5 alphanumeric, 6 abbreviated.
+    /// Default 0.
     #[serde(default)]
+    #[schemars(range(max = 6))]
     pub source_ton: u8,
-    /// Source numbering plan. Default 0 (unknown).
+    /// source_addr_npi: 0 unknown, 1 ISDN/E.164, 3 data, 4 telex, 6 land
+    /// mobile, 8 national, 9 private, 10 ERMES, 14 internet, 18 WAP.
+    /// Default 0.
     #[serde(default)]
+    #[schemars(range(max = 18))]
     pub source_npi: u8,
-    /// Destination type of number. Default 1 (international).
+    /// dest_addr_ton, same codes as `sourceTon`. Default 1 (international).
     #[serde(default = "defaults::one")]
+    #[schemars(range(max = 6))]
     pub dest_ton: u8,
-    /// Destination numbering plan. Default 1 (E.164).
+    /// dest_addr_npi, same codes as `sourceNpi`. Default 1 (ISDN/E.164).
     #[serde(default = "defaults::one")]
+    #[schemars(range(max = 18))]
     pub dest_npi: u8,
 }
 
@@ -135,22 +159,34 @@ impl Default for AddressDefaults {
     }
 }
 
-/// Encoding options of a link.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Which character sets and concatenation method the SMSC supports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EncodingOptions {
-    /// Whether the SMSC accepts Latin-1 (data_coding 3). Default false.
+    /// Whether the SMSC accepts ISO-8859-1 text (data_coding 3), used for
+    /// texts outside GSM 03.38 but inside Latin-1 (140 characters per
+    /// segment instead of 70 with UCS-2). Default false.
     #[serde(default)]
     pub latin1: bool,
-    /// National language shift tables the SMSC and handsets support
-    /// (`turkish`, `spanish`, `portuguese`). Default none.
+    /// GSM national language shift tables (3GPP TS 23.038) the SMSC and
+    /// handsets support, tried before falling back to UCS-2: any of
+    /// `turkish`, `spanish`, `portuguese`. Default none.
     #[serde(default)]
+    #[schemars(length(max = 3), extend("x-kubernetes-validations" = [{
+        "rule": "self.all(l, l in ['turkish', 'spanish', 'portuguese'])",
+        "message": "supported national languages: turkish, spanish, portuguese"
+    }]))]
     pub national_languages: Vec<String>,
-    /// Concatenation method for long texts. Default `udh8`.
+    /// How texts longer than one segment are split: `udh8` (user data
+    /// header, 8-bit reference), `udh16` (16-bit reference), `sar` (SAR
+    /// TLVs) or `messagePayload` (one submit_sm with the message_payload
+    /// TLV). Default `udh8`.
     #[serde(default)]
     pub concatenation: Concatenation,
-    /// Most segments one message may take. Default 10.
+    /// Most segments one message may take, 1 to 255; longer texts are
+    /// refused. Default 10.
     #[serde(default = "defaults::max_segments")]
+    #[schemars(range(min = 1, max = 255))]
     pub max_segments: u16,
 }
 
@@ -169,62 +205,160 @@ impl Default for EncodingOptions {
 pub const NATIONAL_LANGUAGES: &[&str] = &["turkish", "spanish", "portuguese"];
 
 /// One SMSC account: where to connect, how to bind, how fast to send.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// In a cluster the operator spreads the link's `sessions` bind slots over
+/// the ready proxy pods, guarding each slot with a Lease so that the
+/// number of binds never exceeds `sessions`.
+#[derive(CustomResource, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "smsgw.io",
+    version = "v1alpha1",
+    kind = "SmppLink",
+    namespaced,
+    status = "SmppLinkStatus",
+    shortname = "smppl",
+    shortname = "sl",
+    category = "smsgw",
+    doc = "An SMPP account at an SMSC: where to connect, how to bind, how fast to send. The proxy pods hold its binds.",
+    scale(
+        spec_replicas_path = ".spec.sessions",
+        status_replicas_path = ".status.boundSessions"
+    ),
+    printcolumn(
+        name = "Host",
+        type_ = "string",
+        json_path = ".spec.host",
+        description = "SMSC host"
+    ),
+    printcolumn(
+        name = "Port",
+        type_ = "integer",
+        json_path = ".spec.port",
+        description = "SMSC port"
+    ),
+    printcolumn(
+        name = "Sessions",
+        type_ = "integer",
+        json_path = ".spec.sessions",
+        description = "Binds wanted across all pods"
+    ),
+    printcolumn(
+        name = "Bound",
+        type_ = "integer",
+        json_path = ".status.boundSessions",
+        description = "Binds currently up"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the link is configured and bound"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!(has(self.password) && has(self.passwordSecretRef))",
+        "message": "set either password or passwordSecretRef, not both",
+        "fieldPath": ".password"
+    },
+    {
+        "rule": "!has(self.burst) || has(self.rate)",
+        "message": "burst needs rate",
+        "fieldPath": ".burst"
+    }
+]))]
 pub struct SmppLinkSpec {
-    /// SMSC host name or address.
+    /// Host name or IP address of the SMSC.
+    #[schemars(length(min = 1, max = 253))]
     pub host: String,
-    /// SMSC TCP port.
+    /// TCP port of the SMSC, 1 to 65535 (2775 is the usual SMPP port).
+    #[schemars(range(min = 1, max = 65535))]
     pub port: u16,
-    /// Connect over TLS. Default false.
+    /// Whether to connect over TLS (server certificate checked against the
+    /// system roots). Default false.
     #[serde(default)]
     pub tls: bool,
-    /// system_id of the bind (at most 15 characters).
+    /// system_id sent in the bind: the account name at the SMSC, 1 to 15
+    /// characters.
+    #[schemars(length(min = 1, max = 15))]
     pub system_id: String,
-    /// Password inline (standalone files only; use `passwordSecretRef` in a
-    /// cluster). At most 8 characters, as SMPP allows.
+    /// Password sent in the bind, inline, at most 8 characters (SMPP
+    /// limit). Meant for standalone files; in a cluster use
+    /// `passwordSecretRef`. At most one of the two may be set; with
+    /// neither, the bind carries an empty password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8))]
     pub password: Option<String>,
-    /// Password from a Secret key.
+    /// Secret key holding the bind password (at most 8 characters). The
+    /// operator resolves it into the snapshot it pushes to the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_ref: Option<SecretKeyRef>,
-    /// system_type of the bind (at most 12 characters). Default empty.
+    /// system_type sent in the bind, at most 12 characters; some SMSCs use
+    /// it to select a service. Default empty.
     #[serde(default)]
+    #[schemars(length(max = 12))]
     pub system_type: String,
-    /// Transceiver, or transmitter + receiver. Default transceiver.
+    /// How each session binds: `transceiver` (one bind_transceiver that
+    /// submits and receives) or `transmitterReceiver` (a bind_transmitter
+    /// plus a bind_receiver). Default `transceiver`.
     #[serde(default)]
     pub bind_mode: BindMode,
-    /// SMPP version. Default 3.4.
+    /// SMPP interface version announced in the bind: `"3.4"` or `"5.0"`.
+    /// Default `"3.4"`.
     #[serde(default)]
     pub interface_version: InterfaceVersion,
-    /// Binds held across all pods. Default 1.
+    /// Number of sessions (binds) held across all proxy pods together,
+    /// 1 to 64; the SMSC's per-account bind limit. Each session is one
+    /// bind slot guarded by a Lease; exposed through the scale
+    /// subresource (`kubectl scale smppl NAME --replicas N`). Default 1.
     #[serde(default = "defaults::one_u32")]
+    #[schemars(range(min = 1, max = 64))]
     pub sessions: u32,
-    /// submit_sm in flight per session. Default 10.
+    /// Number of submit_sm PDUs awaiting their response per session, 1 to
+    /// 1024. Default 10.
     #[serde(default = "defaults::window")]
+    #[schemars(range(min = 1, max = 1024))]
     pub window: u32,
-    /// Messages per second over the whole link; absent means unlimited.
+    /// Messages (segments) per second over the whole link, all pods
+    /// together, at least 1. Absent means unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub rate: Option<u32>,
-    /// Burst above the rate; absent means equal to the rate.
+    /// Messages that may be sent at once above `rate` after a quiet
+    /// period (token bucket size). Needs `rate`. Absent means equal to
+    /// `rate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
-    /// How long to wait for a response PDU. Default 10s.
+    /// How long to wait for the response to a request PDU before counting
+    /// it as failed, as a duration string (`5s`, `500ms`). Must be
+    /// positive. Default `10s`.
     #[serde(default = "defaults::response_timeout")]
     pub response_timeout: Duration,
-    /// Interval of enquire_link keep-alives. Default 30s.
+    /// Interval of enquire_link keep-alives on an idle session, as a
+    /// duration string, at least `100ms`. Default `30s`.
     #[serde(default = "defaults::enquire_link_interval")]
     pub enquire_link_interval: Duration,
-    /// Reconnect backoff.
+    /// Delay between reconnect attempts. Default `initial: 1s`, `max: 1m`.
     #[serde(default)]
     pub reconnect: Backoff,
-    /// Default TON/NPI.
+    /// TON/NPI used when a request does not set them. Default source 0/0,
+    /// destination 1/1.
     #[serde(default)]
     pub defaults: AddressDefaults,
-    /// Encoding options.
+    /// Character sets and concatenation supported by the SMSC. Default
+    /// GSM 03.38 and UCS-2 only, `udh8`, 10 segments at most.
     #[serde(default)]
     pub encoding: EncodingOptions,
-    /// Format of the SMSC's message ids. Default `string`.
+    /// Form of the message ids the SMSC returns in submit_sm_resp and
+    /// quotes in delivery receipts, so both can be matched: `string`
+    /// (compared as is), `hex` or `decimal` (compared as numbers).
+    /// Default `string`.
     #[serde(default)]
     pub message_id_format: MessageIdFormat,
 }
@@ -313,34 +447,128 @@ impl SmppLinkSpec {
     }
 }
 
-/// A member of a pool.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A member of a pool, named.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PoolMember {
-    /// Name of an SmppLink.
+    /// Name of an SmppLink in the same namespace.
+    #[schemars(length(min = 1, max = 63))]
     pub link: String,
-    /// Share of the traffic, relative to the other members. Default 1.
+    /// Share of the pool's traffic this link gets, relative to the other
+    /// members' weights (smooth weighted round-robin), 1 to 1000.
+    /// Default 1.
     #[serde(default = "defaults::one_u32")]
+    #[schemars(range(min = 1, max = 1000))]
     pub weight: u32,
 }
 
-/// A weighted set of links that answers like one link.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Members of a pool chosen by label: every SmppLink whose labels include
+/// all of `matchLabels`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MemberSelector {
+    /// Labels an SmppLink must carry (all of them, with these values) to
+    /// be a member. Must not be empty.
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "size(self) > 0",
+        "message": "matchLabels must hold at least one label"
+    }]))]
+    pub match_labels: BTreeMap<String, String>,
+    /// Weight of each selected link, 1 to 1000. Default 1.
+    #[serde(default = "defaults::one_u32")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub weight: u32,
+}
+
+/// A weighted set of links that answers like one link: messages sent to
+/// the pool go to a healthy member by smooth weighted round-robin.
+#[derive(CustomResource, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "smsgw.io",
+    version = "v1alpha1",
+    kind = "EsmePool",
+    namespaced,
+    status = "EsmePoolStatus",
+    shortname = "ep",
+    category = "smsgw",
+    doc = "A weighted set of SmppLinks that answers like one link.",
+    printcolumn(
+        name = "Members",
+        type_ = "string",
+        json_path = ".spec.members[*].link",
+        description = "Links named as members"
+    ),
+    printcolumn(
+        name = "Healthy",
+        type_ = "integer",
+        json_path = ".status.healthyMembers",
+        description = "Members with at least one bound session"
+    ),
+    printcolumn(
+        name = "Rate",
+        type_ = "integer",
+        json_path = ".status.effectiveRate",
+        description = "Sum of the healthy members' rates (msg/s)"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the pool is configured and has a healthy member"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "size(self.members) > 0 || (has(self.selectors) && size(self.selectors) > 0)",
+        "message": "a pool needs members or selectors"
+    },
+    {
+        "rule": "self.members.all(m, self.members.exists_one(o, o.link == m.link))",
+        "message": "a link is listed twice in members",
+        "fieldPath": ".members"
+    }
+]))]
 pub struct EsmePoolSpec {
-    /// The links and their weights.
+    /// Links by name, with their weights; at most 32.
+    #[schemars(length(max = 32))]
     pub members: Vec<PoolMember>,
+    /// Links by label; each link selected joins with the selector's weight
+    /// (a link also named in `members` keeps its named weight); at most 8.
+    /// Default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub selectors: Vec<MemberSelector>,
 }
 
 impl EsmePoolSpec {
     /// Field-level checks that need no other resource.
     pub fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
-        if self.members.is_empty() {
+        if self.members.is_empty() && self.selectors.is_empty() {
             errs.push(FieldError::new(
                 "spec.members",
-                "must hold at least one link",
+                "must hold at least one link (or set selectors)",
             ));
+        }
+        for (i, sel) in self.selectors.iter().enumerate() {
+            if sel.match_labels.is_empty() {
+                errs.push(FieldError::new(
+                    format!("spec.selectors[{i}].matchLabels"),
+                    "must hold at least one label",
+                ));
+            }
+            if sel.weight == 0 || sel.weight > 1000 {
+                errs.push(FieldError::new(
+                    format!("spec.selectors[{i}].weight"),
+                    "must be between 1 and 1000",
+                ));
+            }
         }
         for (i, m) in self.members.iter().enumerate() {
             if m.weight == 0 || m.weight > 1000 {
@@ -360,43 +588,137 @@ impl EsmePoolSpec {
     }
 }
 
-/// What a user's app may do.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What a user's application may do.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Quotas {
-    /// Messages per second for the app; absent means no app-level cap.
+    /// Messages (segments) per second the app may send, all pods
+    /// together, at least 1. Absent means no app-level cap (link and pool
+    /// rates still apply).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub rate: Option<u32>,
-    /// Links and pools the app may send to; empty means all.
+    /// Names of the SmppLinks and EsmePools the app may send to, at most
+    /// 64. Empty means all. Default empty.
     #[serde(default)]
+    #[schemars(length(max = 64))]
     pub allowed_targets: Vec<String>,
-    /// Sender ids the app may use; empty means any.
+    /// Sender ids (source addresses: alphanumeric names, short codes,
+    /// numbers) the app may send from, at most 256. Empty means any.
+    /// Default empty.
     #[serde(default)]
+    #[schemars(length(max = 256))]
     pub allowed_sender_ids: Vec<String>,
 }
 
-/// A user and its application, managed from configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A user and its application, managed from configuration. In a cluster
+/// the operator writes the app's `appId` and `appSecret` (and a generated
+/// password) into a Secret owned by the User, named by
+/// `credentialsSecret`.
+#[derive(CustomResource, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "smsgw.io",
+    version = "v1alpha1",
+    kind = "User",
+    namespaced,
+    status = "UserStatus",
+    shortname = "smsuser",
+    category = "smsgw",
+    doc = "A user of the gateway and its application: login, admin flag, quotas; its app credentials land in a Secret owned by the User.",
+    printcolumn(
+        name = "Email",
+        type_ = "string",
+        json_path = ".spec.email",
+        description = "Login email"
+    ),
+    printcolumn(
+        name = "App",
+        type_ = "string",
+        json_path = ".spec.appName",
+        description = "Application name"
+    ),
+    printcolumn(
+        name = "Admin",
+        type_ = "boolean",
+        json_path = ".spec.admin",
+        description = "Admin rights"
+    ),
+    printcolumn(
+        name = "Secret",
+        type_ = "string",
+        json_path = ".status.secretName",
+        description = "Secret holding appId and appSecret"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the user is configured"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!(has(self.password) && has(self.passwordSecretRef))",
+        "message": "set either password or passwordSecretRef, not both",
+        "fieldPath": ".password"
+    },
+    {
+        "rule": "!(has(self.generatePassword) && self.generatePassword) || (!has(self.password) && !has(self.passwordSecretRef))",
+        "message": "generatePassword excludes password and passwordSecretRef",
+        "fieldPath": ".generatePassword"
+    }
+]))]
 pub struct UserSpec {
-    /// Login email, unique.
+    /// Login email, unique among Users.
+    #[schemars(length(min = 3, max = 254), extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^[^@ ]+@[^@ ]+[.][^@ ]+$')",
+        "message": "must be an email address"
+    }]))]
     pub email: String,
-    /// Name of the user's application.
+    /// Name of the user's application, shown in statistics. Must not be
+    /// empty.
+    #[schemars(length(min = 1, max = 128))]
     pub app_name: String,
-    /// Admin rights. Default false.
+    /// Whether the user may use the admin API (users, links, statistics
+    /// of every app). Default false.
     #[serde(default)]
     pub admin: bool,
-    /// Password inline (standalone files only).
+    /// Login password inline, at least 10 characters. Meant for
+    /// standalone files; in a cluster use `passwordSecretRef` or
+    /// `generatePassword`. With none of the three the user has no password
+    /// login (the app authenticates with its appId/appSecret only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 10, max = 256))]
     pub password: Option<String>,
-    /// Password from a Secret key; with neither, one is generated.
+    /// Secret key holding the login password (at least 10 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_ref: Option<SecretKeyRef>,
-    /// Quotas.
+    /// Have the operator generate a random login password and store it
+    /// under the key `password` of the credentials Secret. Excludes
+    /// `password` and `passwordSecretRef`. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub generate_password: bool,
+    /// Name of the Secret the operator creates, owned by this User (and
+    /// deleted with it), holding the keys `appId` and `appSecret` (and
+    /// `password` when generated). Default `<user name>-credentials`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: Option<String>,
+    /// What the app may send. Default no cap, every target, any sender
+    /// id.
     #[serde(default)]
     pub quotas: Quotas,
-    /// Addresses (short codes, numbers) whose inbound messages go to this app.
+    /// Destination addresses (short codes, long numbers) whose inbound
+    /// messages (deliver_sm that are not receipts) are routed to this app,
+    /// at most 256. Default none.
     #[serde(default)]
+    #[schemars(length(max = 256))]
     pub source_addresses: Vec<String>,
 }
 
@@ -417,6 +739,13 @@ impl UserSpec {
             errs.push(FieldError::new(
                 "spec.password",
                 "set either password or passwordSecretRef, not both",
+            ));
+        }
+        if self.generate_password && (self.password.is_some() || self.password_secret_ref.is_some())
+        {
+            errs.push(FieldError::new(
+                "spec.generatePassword",
+                "generatePassword excludes password and passwordSecretRef",
             ));
         }
         if let Some(p) = &self.password
@@ -451,56 +780,128 @@ pub fn is_plausible_email(s: &str) -> bool {
         && s.len() <= 254
 }
 
-/// Per-destination frequency caps over calendar periods.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Per-destination frequency caps over calendar periods: a message to a
+/// destination that already got the cap within the current day or week is
+/// refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.daily) || has(self.weekly)",
+        "message": "set daily, weekly or both"
+    },
+    {
+        "rule": "!has(self.daily) || !has(self.weekly) || self.weekly >= self.daily",
+        "message": "weekly must be at least the daily cap",
+        "fieldPath": ".weekly"
+    }
+]))]
 pub struct Frequency {
-    /// Messages per destination per calendar day.
+    /// Messages per destination per calendar day (midnight to midnight in
+    /// `timeZone`). Absent means no daily cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily: Option<u32>,
-    /// Messages per destination per calendar week (Monday first).
+    /// Messages per destination per calendar week (Monday 00:00 to Sunday
+    /// 24:00 in `timeZone`); at least `daily`. Absent means no weekly
+    /// cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weekly: Option<u32>,
-    /// IANA time zone the calendar periods follow. Default `UTC`.
+    /// IANA time zone the days and weeks follow (`Europe/Paris`).
+    /// Default `UTC`.
     #[serde(default = "defaults::utc")]
+    #[schemars(length(min = 1, max = 64))]
     pub time_zone: String,
 }
 
 /// Refusal of the same text to the same destination within a window.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Dedup {
-    /// How long a sent text blocks its repeat.
+    /// How long a sent text blocks an identical one to the same
+    /// destination, as a duration string (`10m`, `1h`). Must be positive.
     pub window: Duration,
-    /// Whether the source address is part of the key. Default false.
+    /// Whether the source address is part of the key, so the same text
+    /// from two sender ids is not a duplicate. Default false.
     #[serde(default)]
     pub include_source: bool,
 }
 
-/// Hours during which messages are held back, in the destination's zone.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Hours of the day during which messages are refused, in the policy's
+/// time zone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QuietHours {
-    /// Start, `HH:MM`.
+    /// Start of the quiet period, `HH:MM` (24-hour clock).
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
     pub start: String,
-    /// End, `HH:MM` (may be before start: the window spans midnight).
+    /// End of the quiet period, `HH:MM`; before `start` means the period
+    /// spans midnight.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
     pub end: String,
 }
 
-/// A named contact-policy strategy (the resource name is the strategy).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A named contact-policy strategy; requests choose it by the resource's
+/// name. Every check set here must pass for a message to be sent.
+#[derive(
+    CustomResource, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema,
+)]
+#[kube(
+    group = "smsgw.io",
+    version = "v1alpha1",
+    kind = "ContactPolicy",
+    namespaced,
+    status = "ContactPolicyStatus",
+    shortname = "cpol",
+    category = "smsgw",
+    doc = "A contact-policy strategy (frequency caps, deduplication, blacklists, quiet hours), chosen by requests by name.",
+    printcolumn(
+        name = "Daily",
+        type_ = "integer",
+        json_path = ".spec.frequency.daily",
+        description = "Messages per destination per day"
+    ),
+    printcolumn(
+        name = "Weekly",
+        type_ = "integer",
+        json_path = ".spec.frequency.weekly",
+        description = "Messages per destination per week"
+    ),
+    printcolumn(
+        name = "Dedup",
+        type_ = "string",
+        json_path = ".spec.dedup.window",
+        description = "Deduplication window"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the policy is in the pods' configuration"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.frequency) || has(self.dedup) || (has(self.blacklists) && size(self.blacklists) > 0) || has(self.quietHours)",
+    "message": "a policy needs frequency, dedup, blacklists or quietHours"
+}]))]
 pub struct ContactPolicySpec {
-    /// Frequency caps.
+    /// Per-destination caps per day and week. Absent means no cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency: Option<Frequency>,
-    /// Deduplication.
+    /// Refusal of repeated texts. Absent means no deduplication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup: Option<Dedup>,
-    /// Names of blacklists to check.
+    /// Names of the blacklists (imported from S3 or managed through the
+    /// admin API) whose numbers are refused, at most 32. Default none.
     #[serde(default)]
+    #[schemars(length(max = 32))]
     pub blacklists: Vec<String>,
-    /// Quiet hours.
+    /// Hours during which messages are refused. Absent means none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_hours: Option<QuietHours>,
 }

@@ -156,3 +156,45 @@ fn policies_must_say_something() {
     let errs = errors_of(&format!("{EXAMPLE}{policy}"));
     assert_eq!((errs[0].document, errs[0].field.as_str()), (4, "spec"));
 }
+
+#[test]
+fn pool_selectors_expand_into_the_links_carrying_their_labels() {
+    let yaml = EXAMPLE.replacen(
+        "  name: local-sim\n",
+        "  name: local-sim\n  labels: {tier: gold}\n",
+        1,
+    ) + "---\napiVersion: smsgw.io/v1alpha1\nkind: EsmePool\nmetadata: {name: gold}\nspec:\n  members: []\n  selectors: [{matchLabels: {tier: gold}, weight: 3}]\n";
+    let snap = compile_manifests(&yaml).unwrap();
+    let gold = &snap.pools["gold"];
+    assert_eq!(gold.members.len(), 1);
+    assert_eq!(
+        (gold.members[0].link.as_str(), gold.members[0].weight),
+        ("local-sim", 3)
+    );
+    assert!(
+        gold.selectors.is_empty(),
+        "selectors are resolved in the snapshot"
+    );
+
+    let errs = errors_of(&yaml.replace("tier: gold}, weight", "tier: silver}, weight"));
+    assert_eq!(errs[0].field, "spec.selectors[0]");
+    assert_eq!(errs[0].reason, "selects no SmppLink");
+}
+
+#[test]
+fn user_credentials_secret_supplies_app_credentials_and_generated_password() {
+    let user = "---\napiVersion: smsgw.io/v1alpha1\nkind: User\nmetadata: {name: bob}\nspec: {email: bob@example.com, appName: b, generatePassword: true}\n";
+    let snap = compile_manifests(&format!("{EXAMPLE}{user}")).unwrap();
+    assert_eq!(
+        snap.users["bob"].password, None,
+        "no Secret yet: no password"
+    );
+    assert!(snap.app_credentials.is_empty());
+
+    let secret = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: bob-credentials}\nstringData: {appId: app-1, appSecret: topsecret, password: generated-pw}\n";
+    let snap = compile_manifests(&format!("{EXAMPLE}{user}{secret}")).unwrap();
+    assert_eq!(snap.users["bob"].password.as_deref(), Some("generated-pw"));
+    assert_eq!(snap.app_credentials["bob"].app_id, "app-1");
+    let redacted = serde_json::to_string(&snap.redacted()).unwrap();
+    assert!(!redacted.contains("topsecret") && !redacted.contains("generated-pw"));
+}
