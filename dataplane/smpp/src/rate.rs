@@ -189,4 +189,28 @@ mod tests {
         }
         assert_eq!(a.rate(), None);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttled_sends_are_spaced_by_the_aimd_rate() {
+        let a = Aimd::default();
+        a.throttled(20.0); // cap: 10/s
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            if let Some(at) = a.reserve(Instant::now()) {
+                tokio::time::sleep_until(at).await;
+            }
+        }
+        assert_eq!(t0.elapsed(), Duration::from_millis(400));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn link_rate_paces_after_the_burst() {
+        let g = Gcra::new(100.0, 10);
+        let t0 = Instant::now();
+        for _ in 0..30 {
+            tokio::time::sleep_until(g.reserve(Instant::now())).await;
+        }
+        // 10 at once, then 20 more at 10 ms spacing.
+        assert_eq!(t0.elapsed(), Duration::from_millis(200));
+    }
 }
