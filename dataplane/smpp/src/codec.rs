@@ -28,8 +28,12 @@ pub enum Frame {
     Malformed {
         /// `command_id` from the header.
         command_id: u32,
+        /// `command_status` from the header.
+        command_status: u32,
         /// `sequence_number` from the header.
         sequence_number: u32,
+        /// The undecoded body (kept for submit_sm_resp only, else empty).
+        body: bytes::Bytes,
         /// Why decoding failed.
         reason: String,
     },
@@ -93,12 +97,22 @@ impl Decoder for SmppCodec {
         let mut frame = src.split_to(length);
         frame.advance(4);
         let command_id = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
+        let command_status = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
         let sequence_number = u32::from_be_bytes([frame[8], frame[9], frame[10], frame[11]]);
+        // Kept only for submit_sm_resp (tiny), whose id is salvaged when the
+        // body is not strictly valid.
+        let body = if command_id == 0x8000_0004 {
+            bytes::Bytes::copy_from_slice(&frame[12..])
+        } else {
+            bytes::Bytes::new()
+        };
         match Command::decode(&mut frame, length - 4) {
             Ok((command, _)) => Ok(Some(Frame::Command(command))),
             Err(err) => Ok(Some(Frame::Malformed {
                 command_id,
+                command_status,
                 sequence_number,
+                body,
                 reason: err.to_string(),
             })),
         }

@@ -685,12 +685,20 @@ async fn run_connection(
                             break end;
                         }
                     }
-                    Frame::Malformed { command_id, sequence_number, reason } => {
+                    Frame::Malformed { command_id, command_status, sequence_number, body, reason } => {
                         warn!(command_id, sequence_number, %reason, "malformed PDU");
                         session.record_error(format!("malformed PDU {command_id:#x}: {reason}"));
                         if command_id & 0x8000_0000 != 0 {
                             if let Resolved::Waiter(w) = pending.resolve(sequence_number) {
-                                let _ = w.send(Reply::Malformed { reason });
+                                // Lenient submit_sm_resp: an id without its NUL
+                                // terminator (or with trailing junk) still counts.
+                                let id = lenient_message_id(&body);
+                                let reply = if command_id == 0x8000_0004 && (command_status != 0 || id.is_some()) {
+                                    Reply::Response { status: command_status, message_id: id }
+                                } else {
+                                    Reply::Malformed { reason }
+                                };
+                                let _ = w.send(reply);
                             }
                         } else {
                             let status = CommandStatus::from(ESME_RSYSERR);
@@ -769,6 +777,15 @@ async fn run_connection(
         writer.abort();
     }
     end
+}
+
+/// The printable prefix of a submit_sm_resp body, if any.
+fn lenient_message_id(body: &[u8]) -> Option<String> {
+    let end = body
+        .iter()
+        .position(|b| !b.is_ascii_graphic())
+        .unwrap_or(body.len());
+    (end > 0).then(|| String::from_utf8_lossy(&body[..end]).into_owned())
 }
 
 async fn handle_inbound(

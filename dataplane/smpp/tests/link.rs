@@ -825,3 +825,42 @@ async fn link_rate_limits_submits_per_second() {
     );
     f.cancel.cancel();
 }
+
+#[tokio::test]
+async fn a_submit_sm_resp_without_nul_terminator_still_yields_the_id() {
+    use bytes::{BufMut, BytesMut};
+    use futures::StreamExt;
+    use smsgw_smpp::codec::{Frame, SmppCodec};
+    use tokio::io::AsyncWriteExt;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        let (r, mut w) = s.into_split();
+        let mut frames = tokio_util::codec::FramedRead::new(r, SmppCodec::default());
+        while let Some(Ok(Frame::Command(c))) = frames.next().await {
+            let mut out = BytesMut::new();
+            let seq = c.sequence_number();
+            let (id, body): (u32, &[u8]) = match u32::from(c.id()) {
+                0x09 => (0x8000_0009, b"raw\0"),
+                0x04 => (0x8000_0004, b"ABC123"), // no NUL
+                0x15 => (0x8000_0015, b""),
+                _ => continue,
+            };
+            out.put_u32(16 + body.len() as u32);
+            out.put_u32(id);
+            out.put_u32(0);
+            out.put_u32(seq);
+            out.put_slice(body);
+            w.write_all(&out).await.unwrap();
+        }
+    });
+    let (tx, _rx) = mpsc::channel(10);
+    let cancel = CancellationToken::new();
+    let link = Link::spawn(LinkConfig::test(addr), tx, cancel.clone()).unwrap();
+    assert!(link.wait_bound(WAIT).await);
+    let out = link.submit(msg("x")).await.unwrap();
+    assert_eq!(accepted_id(&out[0]), "abc123");
+    cancel.cancel();
+}
