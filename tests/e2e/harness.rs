@@ -22,18 +22,64 @@ pub struct Gateway {
     pub grpc: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
     _config: tempfile::NamedTempFile,
+    _data: tempfile::TempDir,
+}
+
+/// The admin key every test gateway is started with.
+pub const ADMIN_KEY: &str = "e2e-admin-key-5f0c9a7d";
+
+/// A user's credentials for authenticated calls.
+#[derive(Clone, Debug)]
+pub struct Creds {
+    /// JWT.
+    pub token: String,
+    /// Application id.
+    pub app_id: String,
+    /// User id.
+    pub user_id: String,
+    /// App secret (shown once at registration).
+    pub app_secret: String,
+}
+
+impl Creds {
+    /// Adds the credentials to a gRPC request's metadata.
+    pub fn grpc<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.token).parse().unwrap(),
+        );
+        req.metadata_mut()
+            .insert("x-app-id", self.app_id.parse().unwrap());
+        req
+    }
 }
 
 impl Gateway {
     /// Starts `smsgw standalone` on the given configuration with ephemeral
     /// ports, and waits until both servers listen.
     pub fn standalone(config_yaml: &str) -> Gateway {
+        Self::standalone_with(config_yaml, &[("ADMIN_API_KEY", ADMIN_KEY)])
+    }
+
+    /// Like [`Gateway::standalone`], with extra environment variables.
+    pub fn standalone_with(config_yaml: &str, env: &[(&str, &str)]) -> Gateway {
         let config = write_config(config_yaml);
+        let data = tempfile::tempdir().unwrap();
         let mut child = Command::new(SMSGW)
             .args(["--log-format", "json", "standalone", "--config"])
             .arg(config.path())
-            .args(["--rest-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+            .args([
+                "--rest-addr",
+                "127.0.0.1:0",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data.path())
             .env("RUST_LOG", "info")
+            .env_remove("ADMIN_API_KEY")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -41,14 +87,15 @@ impl Gateway {
         let (logs, rx) = collect_lines(child.stderr.take().unwrap());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "smsgw did not start; logs:\n{}",
-                        logs.lock().unwrap().join("\n")
-                    )
-                });
+            let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "smsgw did not start; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            };
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
@@ -60,6 +107,7 @@ impl Gateway {
                     child: Some(child),
                     logs,
                     _config: config,
+                    _data: data,
                 };
             }
         }
@@ -77,6 +125,56 @@ impl Gateway {
             .connect()
             .await
             .expect("connect gRPC")
+    }
+
+    /// Registers a user over REST and logs it in.
+    pub async fn user(&self, email: &str) -> Creds {
+        let http = reqwest::Client::new();
+        let password = "e2e password 123";
+        let r: serde_json::Value = http
+            .post(self.url("/api/v1/auth/register"))
+            .json(&serde_json::json!({"email": email, "password": password, "app_name": "e2e"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let app_id = r["app_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("register failed: {r}"))
+            .to_owned();
+        let t: serde_json::Value = http
+            .post(self.url("/api/v1/auth/login"))
+            .json(&serde_json::json!({"email": email, "password": password, "app_id": app_id}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Creds {
+            token: t["token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("login failed: {t}"))
+                .to_owned(),
+            app_id,
+            user_id: r["user_id"].as_str().unwrap().to_owned(),
+            app_secret: r["app_secret"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// A REST request builder with the user's credentials.
+    pub fn authed(
+        &self,
+        creds: &Creds,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(method, self.url(path))
+            .bearer_auth(&creds.token)
+            .header("x-app-id", &creds.app_id)
     }
 
     /// Everything the process logged so far.

@@ -1,4 +1,5 @@
 //! End-to-end tests: the real `smsgw` binary, driven over real sockets.
 
+mod auth;
 mod harness;
 mod standalone;

@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 use smsgw_proto::sms::v1::{CheckTextLenRequest, sms_service_client::SmsServiceClient};
 
 /// (message, encoding, characters, units, segments) from the issue.
-fn acceptance_cases() -> Vec<(String, &'static str, Option<u32>, Option<u32>, Option<u32>)> {
+type Case = (String, &'static str, Option<u32>, Option<u32>, Option<u32>);
+
+fn acceptance_cases() -> Vec<Case> {
     vec![
         ("Hello".into(), "GSM7", Some(5), None, Some(1)),
         ("a".repeat(161), "GSM7", None, None, Some(2)),
@@ -23,11 +25,12 @@ async fn standalone_answers_health_and_check_text_len_over_rest_and_grpc() {
     let http = reqwest::Client::new();
     let resp = http.get(gw.url("/healthy")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
+    let creds = gw.user("texts@example.com").await;
 
     let mut grpc = SmsServiceClient::new(gw.channel().await);
     for (message, encoding, characters, units, segments) in acceptance_cases() {
-        let rest: Value = http
-            .post(gw.url("/api/v1/sms/check-text-len"))
+        let rest: Value = gw
+            .authed(&creds, reqwest::Method::POST, "/api/v1/sms/check-text-len")
             .json(&json!({ "message": message }))
             .send()
             .await
@@ -36,10 +39,10 @@ async fn standalone_answers_health_and_check_text_len_over_rest_and_grpc() {
             .await
             .unwrap();
         let g = grpc
-            .check_text_len(CheckTextLenRequest {
+            .check_text_len(creds.grpc(CheckTextLenRequest {
                 message: message.clone(),
                 esme: String::new(),
-            })
+            }))
             .await
             .unwrap()
             .into_inner();
@@ -64,7 +67,7 @@ async fn standalone_answers_health_and_check_text_len_over_rest_and_grpc() {
 async fn bad_rest_requests_get_specific_errors_and_the_server_stays_up() {
     let gw = Gateway::standalone(EXAMPLE_CONFIG);
     let http = reqwest::Client::new();
-    let url = gw.url("/api/v1/sms/check-text-len");
+    let creds = gw.user("bad-rest@example.com").await;
     let cases: Vec<(String, u16, &str)> = vec![
         ("{}".into(), 400, "message: is required"),
         (
@@ -86,8 +89,8 @@ async fn bad_rest_requests_get_specific_errors_and_the_server_stays_up() {
         ),
     ];
     for (body, status, message) in cases {
-        let resp = http
-            .post(&url)
+        let resp = gw
+            .authed(&creds, reqwest::Method::POST, "/api/v1/sms/check-text-len")
             .header("content-type", "application/json")
             .body(body.clone())
             .send()
@@ -116,8 +119,9 @@ async fn bad_rest_requests_get_specific_errors_and_the_server_stays_up() {
 async fn bad_grpc_requests_get_invalid_argument_and_the_server_stays_up() {
     let gw = Gateway::standalone(EXAMPLE_CONFIG);
     let mut grpc = SmsServiceClient::new(gw.channel().await);
+    let creds = gw.user("bad-grpc@example.com").await;
     let err = grpc
-        .check_text_len(CheckTextLenRequest::default())
+        .check_text_len(creds.grpc(CheckTextLenRequest::default()))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
@@ -127,7 +131,7 @@ async fn bad_grpc_requests_get_invalid_argument_and_the_server_stays_up() {
         message: "x".repeat(1 << 20),
         esme: String::new(),
     };
-    let err = grpc.check_text_len(huge).await.unwrap_err();
+    let err = grpc.check_text_len(creds.grpc(huge)).await.unwrap_err();
     // tonic refuses an over-limit message before our handler runs.
     assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
     assert!(
@@ -136,10 +140,10 @@ async fn bad_grpc_requests_get_invalid_argument_and_the_server_stays_up() {
     );
 
     let ok = grpc
-        .check_text_len(CheckTextLenRequest {
+        .check_text_len(creds.grpc(CheckTextLenRequest {
             message: "still here".into(),
             esme: "local-sim".into(),
-        })
+        }))
         .await
         .unwrap();
     assert_eq!(ok.into_inner().segments, 1);
@@ -188,7 +192,8 @@ async fn grpc_health_and_reflection_are_served() {
 async fn metrics_are_exposed_in_prometheus_format() {
     let gw = Gateway::standalone(EXAMPLE_CONFIG);
     let http = reqwest::Client::new();
-    http.post(gw.url("/api/v1/sms/check-text-len"))
+    let creds = gw.user("metrics@example.com").await;
+    gw.authed(&creds, reqwest::Method::POST, "/api/v1/sms/check-text-len")
         .json(&json!({"message": "Привет"}))
         .send()
         .await

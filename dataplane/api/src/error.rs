@@ -37,6 +37,31 @@ pub enum ApiError {
     /// No route matches the request path.
     #[error("no route for {0}")]
     NoRoute(String),
+    /// Credentials are missing or invalid.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known but lacks the right.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A unique value is taken (e.g. the email at registration).
+    #[error("{0}")]
+    Conflict(String),
+    /// The named record does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Too many attempts; retry after the given number of seconds.
+    #[error("too many attempts; retry in {retry_after_secs} s")]
+    TooManyRequests {
+        /// Seconds until a retry may succeed.
+        retry_after_secs: u64,
+    },
+    /// The service needed is not configured or not reachable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// An internal failure (store backend, hashing); details are logged,
+    /// not returned.
+    #[error("internal error")]
+    Internal(String),
 }
 
 /// JSON shape of every error answer: `{"error": {"code", "message", "field"?}}`.
@@ -61,7 +86,13 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnknownTarget(_) => "unknown_target",
             ApiError::Unimplemented(_) => "unimplemented",
-            ApiError::NoRoute(_) => "not_found",
+            ApiError::NoRoute(_) | ApiError::NotFound(_) => "not_found",
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::PermissionDenied(_) => "permission_denied",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::TooManyRequests { .. } => "too_many_requests",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
         }
     }
 
@@ -73,7 +104,13 @@ impl ApiError {
             | ApiError::UnknownTarget(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unimplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::NoRoute(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -85,7 +122,13 @@ impl ApiError {
             | ApiError::UnknownTarget(_) => tonic::Code::InvalidArgument,
             ApiError::PayloadTooLarge { .. } => tonic::Code::ResourceExhausted,
             ApiError::Unimplemented(_) => tonic::Code::Unimplemented,
-            ApiError::NoRoute(_) => tonic::Code::NotFound,
+            ApiError::NoRoute(_) | ApiError::NotFound(_) => tonic::Code::NotFound,
+            ApiError::Unauthenticated(_) => tonic::Code::Unauthenticated,
+            ApiError::PermissionDenied(_) => tonic::Code::PermissionDenied,
+            ApiError::Conflict(_) => tonic::Code::AlreadyExists,
+            ApiError::TooManyRequests { .. } => tonic::Code::ResourceExhausted,
+            ApiError::Unavailable(_) => tonic::Code::Unavailable,
+            ApiError::Internal(_) => tonic::Code::Internal,
         }
     }
 
@@ -99,6 +142,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(%detail, "internal error");
+        }
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        };
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code(),
@@ -106,13 +156,40 @@ impl IntoResponse for ApiError {
                 field: self.field(),
             },
         };
-        (self.http_status(), Json(body)).into_response()
+        let mut resp = (self.http_status(), Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }
 
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
-        tonic::Status::new(e.grpc_code(), e.to_string())
+        if let ApiError::Internal(detail) = &e {
+            tracing::error!(%detail, "internal error");
+        }
+        let mut status = tonic::Status::new(e.grpc_code(), e.to_string());
+        if let ApiError::TooManyRequests { retry_after_secs } = e
+            && let Ok(v) = retry_after_secs.to_string().parse()
+        {
+            status.metadata_mut().insert("retry-after", v);
+        }
+        status
+    }
+}
+
+impl From<smsgw_core::users::StoreError> for ApiError {
+    fn from(e: smsgw_core::users::StoreError) -> Self {
+        use smsgw_core::users::StoreError;
+        match e {
+            StoreError::Conflict { field, value } => {
+                ApiError::Conflict(format!("{field} {value:?} is already registered"))
+            }
+            StoreError::NotFound(id) => ApiError::NotFound(format!("no user {id:?}")),
+            other => ApiError::Internal(other.to_string()),
+        }
     }
 }
 

@@ -1,10 +1,42 @@
-//! gRPC `sms.v1.SmsService` on tonic.
+//! gRPC services on tonic: `sms.v1.SmsService`, `auth.v1.AuthService` and
+//! `admin.v1.AdminService`. Each call turns its metadata into headers and
+//! authenticates exactly as REST does.
 
+use crate::admin::{self, UserUpdate, UserView};
+use crate::auth::Caller;
 use crate::{ApiError, ApiState};
+use smsgw_proto::admin::v1 as admin_pb;
+use smsgw_proto::auth::v1 as auth_pb;
 use smsgw_proto::sms::v1 as pb;
 use std::pin::Pin;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+const NOT_YET: &str = "this build of smsgw does not send messages yet";
+
+/// Counts a finished call and converts its error.
+fn finish<T>(
+    state: &ApiState,
+    method: &str,
+    r: Result<T, ApiError>,
+) -> Result<Response<T>, Status> {
+    let r = r.map(Response::new).map_err(Status::from);
+    state.metrics.observe_grpc(method, &r);
+    r
+}
+
+fn client_ip<T>(req: &Request<T>) -> Option<std::net::IpAddr> {
+    req.remote_addr().map(|a| a.ip())
+}
+
+fn timestamp(unix: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: unix as i64,
+        nanos: 0,
+    }
+}
 
 /// The `sms.v1.SmsService` implementation.
 #[derive(Clone)]
@@ -23,87 +55,355 @@ impl SmsGrpc {
         pb::sms_service_server::SmsServiceServer::new(self)
             .max_decoding_message_size(crate::MAX_GRPC_MESSAGE_BYTES)
     }
-}
 
-impl SmsGrpc {
-    /// Counts and returns a refused call.
-    fn refuse<T>(&self, method: &str, e: ApiError) -> Result<T, Status> {
-        let r = Err(Status::from(e));
-        self.state.metrics.observe_grpc::<T>(method, &r);
-        r
+    fn caller<T>(&self, req: &Request<T>) -> Result<Caller, ApiError> {
+        self.state
+            .auth
+            .authenticate(&req.metadata().clone().into_headers())
     }
 }
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-const NOT_YET: &str = "this build of smsgw does not send messages yet";
 
 #[tonic::async_trait]
 impl pb::sms_service_server::SmsService for SmsGrpc {
     async fn send_message(
         &self,
-        _req: Request<pb::SmsRequest>,
+        req: Request<pb::SmsRequest>,
     ) -> Result<Response<pb::SmsResponse>, Status> {
-        self.refuse("SendMessage", ApiError::Unimplemented(NOT_YET))
+        let r = self
+            .caller(&req)
+            .and_then(|_| Err(ApiError::Unimplemented(NOT_YET)));
+        finish(&self.state, "SendMessage", r)
     }
 
     type SendMessageStreamStream = BoxStream<pb::SmsResponse>;
 
     async fn send_message_stream(
         &self,
-        _req: Request<Streaming<pb::SmsRequest>>,
+        req: Request<Streaming<pb::SmsRequest>>,
     ) -> Result<Response<Self::SendMessageStreamStream>, Status> {
-        self.refuse("SendMessageStream", ApiError::Unimplemented(NOT_YET))
+        let r = self
+            .caller(&req)
+            .and_then(|_| Err(ApiError::Unimplemented(NOT_YET)));
+        finish(&self.state, "SendMessageStream", r)
     }
 
     async fn check_esme(
         &self,
-        _req: Request<pb::CheckEsmeRequest>,
+        req: Request<pb::CheckEsmeRequest>,
     ) -> Result<Response<pb::CheckEsmeResponse>, Status> {
-        self.refuse(
-            "CheckESME",
-            ApiError::Unimplemented("this build of smsgw holds no SMPP links yet"),
-        )
+        let r = self.caller(&req).and_then(|_| {
+            Err(ApiError::Unimplemented(
+                "this build of smsgw holds no SMPP links yet",
+            ))
+        });
+        finish(&self.state, "CheckESME", r)
     }
 
     async fn check_text_len(
         &self,
         req: Request<pb::CheckTextLenRequest>,
     ) -> Result<Response<pb::CheckTextLenResponse>, Status> {
-        let req = req.into_inner();
-        let result = crate::text::check_text_len(
-            &self.state.config.load(),
-            Some(&req.message),
-            Some(&req.esme),
-        )
-        .map(|r| {
+        let r = self.caller(&req).and_then(|_| {
+            let req = req.get_ref();
+            let r = crate::text::check_text_len(
+                &self.state.config.load(),
+                Some(&req.message),
+                Some(&req.esme),
+            )?;
             self.state.metrics.observe_encoding(&r.encoding);
-            pb::CheckTextLenResponse {
+            Ok(pb::CheckTextLenResponse {
                 encoding: r.encoding,
                 characters: r.characters,
                 units: r.units,
                 segments: r.segments,
                 per_segment: r.per_segment,
-            }
-        })
-        .map_err(Status::from);
-        self.state.metrics.observe_grpc("CheckTextLen", &result);
-        result.map(Response::new)
+            })
+        });
+        finish(&self.state, "CheckTextLen", r)
     }
 
     async fn sms_info(
         &self,
-        _req: Request<pb::SmsInfoRequest>,
+        req: Request<pb::SmsInfoRequest>,
     ) -> Result<Response<pb::SmsInfoResponse>, Status> {
-        self.refuse("SmsInfo", ApiError::Unimplemented(NOT_YET))
+        let r = self
+            .caller(&req)
+            .and_then(|_| Err(ApiError::Unimplemented(NOT_YET)));
+        finish(&self.state, "SmsInfo", r)
     }
 
     type WatchEventsStream = BoxStream<pb::MessageEvent>;
 
     async fn watch_events(
         &self,
-        _req: Request<pb::WatchEventsRequest>,
+        req: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        self.refuse("WatchEvents", ApiError::Unimplemented(NOT_YET))
+        let r = self
+            .caller(&req)
+            .and_then(|_| Err(ApiError::Unimplemented(NOT_YET)));
+        finish(&self.state, "WatchEvents", r)
+    }
+}
+
+/// The `auth.v1.AuthService` implementation (no credentials needed).
+#[derive(Clone)]
+pub struct AuthGrpc {
+    state: ApiState,
+}
+
+impl AuthGrpc {
+    /// A service over the shared API state.
+    pub fn new(state: ApiState) -> Self {
+        Self { state }
+    }
+}
+
+#[tonic::async_trait]
+impl auth_pb::auth_service_server::AuthService for AuthGrpc {
+    async fn register(
+        &self,
+        req: Request<auth_pb::RegisterRequest>,
+    ) -> Result<Response<auth_pb::RegisterResponse>, Status> {
+        let b = req.into_inner();
+        let r = self
+            .state
+            .auth
+            .register(&b.email, &b.password, &b.app_name)
+            .await
+            .map(|r| auth_pb::RegisterResponse {
+                user_id: r.user_id,
+                app_id: r.app_id,
+                app_secret: r.app_secret,
+            });
+        finish(&self.state, "Register", r)
+    }
+
+    async fn login(
+        &self,
+        req: Request<auth_pb::LoginRequest>,
+    ) -> Result<Response<auth_pb::TokenResponse>, Status> {
+        let ip = client_ip(&req);
+        let b = req.into_inner();
+        let r = self
+            .state
+            .auth
+            .login(&b.email, &b.password, &b.app_id, ip)
+            .await
+            .map(|t| auth_pb::TokenResponse {
+                token: t.token,
+                expires_at: Some(timestamp(t.expires_at)),
+            });
+        finish(&self.state, "Login", r)
+    }
+
+    async fn token(
+        &self,
+        req: Request<auth_pb::TokenRequest>,
+    ) -> Result<Response<auth_pb::TokenResponse>, Status> {
+        let ip = client_ip(&req);
+        let b = req.into_inner();
+        let r = self
+            .state
+            .auth
+            .token(&b.app_id, &b.app_secret, ip)
+            .await
+            .map(|t| auth_pb::TokenResponse {
+                token: t.token,
+                expires_at: Some(timestamp(t.expires_at)),
+            });
+        finish(&self.state, "Token", r)
+    }
+}
+
+/// The `admin.v1.AdminService` implementation (admin key or admin user).
+#[derive(Clone)]
+pub struct AdminGrpc {
+    state: ApiState,
+}
+
+impl AdminGrpc {
+    /// A service over the shared API state.
+    pub fn new(state: ApiState) -> Self {
+        Self { state }
+    }
+
+    async fn admin<T>(&self, req: &Request<T>) -> Result<Caller, ApiError> {
+        self.state
+            .auth
+            .authenticate_admin(&req.metadata().clone().into_headers())
+            .await
+    }
+}
+
+fn user_pb(u: UserView) -> admin_pb::User {
+    admin_pb::User {
+        user_id: u.user_id,
+        email: u.email,
+        app_id: u.app_id,
+        app_name: u.app_name,
+        admin: u.admin,
+        managed: u.managed_by.is_some(),
+        created_at: Some(timestamp(u.created_at)),
+        allowed_targets: u.allowed_targets,
+        allowed_sender_ids: u.allowed_sender_ids,
+        rate: u.rate.unwrap_or(0),
+    }
+}
+
+#[tonic::async_trait]
+impl admin_pb::admin_service_server::AdminService for AdminGrpc {
+    async fn list_users(
+        &self,
+        req: Request<admin_pb::ListUsersRequest>,
+    ) -> Result<Response<admin_pb::ListUsersResponse>, Status> {
+        let r = async {
+            self.admin(&req).await?;
+            let b = req.get_ref();
+            let size = (b.page_size != 0).then_some(b.page_size);
+            let page = admin::list_users(&self.state, size, Some(&b.page_token)).await?;
+            Ok(admin_pb::ListUsersResponse {
+                users: page.users.into_iter().map(user_pb).collect(),
+                next_page_token: page.next_page_token.unwrap_or_default(),
+            })
+        }
+        .await;
+        finish(&self.state, "ListUsers", r)
+    }
+
+    async fn get_user(
+        &self,
+        req: Request<admin_pb::GetUserRequest>,
+    ) -> Result<Response<admin_pb::User>, Status> {
+        let r = async {
+            self.admin(&req).await?;
+            admin::get_user(&self.state, &req.get_ref().user_id)
+                .await
+                .map(user_pb)
+        }
+        .await;
+        finish(&self.state, "GetUser", r)
+    }
+
+    async fn update_user(
+        &self,
+        req: Request<admin_pb::UpdateUserRequest>,
+    ) -> Result<Response<admin_pb::User>, Status> {
+        let r = async {
+            let caller = self.admin(&req).await?;
+            let b = req.into_inner();
+            let update = UserUpdate {
+                app_name: b.app_name,
+                rate: b.rate,
+                allowed_targets: b.set_allowed_targets.then_some(b.allowed_targets),
+                admin: None,
+            };
+            admin::update_user(&self.state, &caller, &b.user_id, update)
+                .await
+                .map(user_pb)
+        }
+        .await;
+        finish(&self.state, "UpdateUser", r)
+    }
+
+    async fn delete_user(
+        &self,
+        req: Request<admin_pb::DeleteUserRequest>,
+    ) -> Result<Response<admin_pb::DeleteUserResponse>, Status> {
+        let r = async {
+            let caller = self.admin(&req).await?;
+            admin::delete_user(&self.state, &caller, &req.get_ref().user_id).await?;
+            Ok(admin_pb::DeleteUserResponse { deleted: true })
+        }
+        .await;
+        finish(&self.state, "DeleteUser", r)
+    }
+
+    async fn set_admin(
+        &self,
+        req: Request<admin_pb::SetAdminRequest>,
+    ) -> Result<Response<admin_pb::User>, Status> {
+        let r = async {
+            let caller = self.admin(&req).await?;
+            let b = req.get_ref();
+            admin::set_admin(&self.state, &caller, &b.user_id, b.admin)
+                .await
+                .map(user_pb)
+        }
+        .await;
+        finish(&self.state, "SetAdmin", r)
+    }
+
+    async fn reset_app_secret(
+        &self,
+        req: Request<admin_pb::ResetAppSecretRequest>,
+    ) -> Result<Response<admin_pb::ResetAppSecretResponse>, Status> {
+        let r = async {
+            let caller = self.admin(&req).await?;
+            let r = admin::reset_secret(&self.state, &caller, &req.get_ref().user_id).await?;
+            Ok(admin_pb::ResetAppSecretResponse {
+                app_id: r.app_id,
+                app_secret: r.app_secret,
+            })
+        }
+        .await;
+        finish(&self.state, "ResetAppSecret", r)
+    }
+
+    async fn list_links(
+        &self,
+        req: Request<admin_pb::ListLinksRequest>,
+    ) -> Result<Response<admin_pb::ListLinksResponse>, Status> {
+        let r = async {
+            self.admin(&req).await?;
+            Err(ApiError::Unimplemented(
+                "this build of smsgw holds no SMPP links yet",
+            ))
+        }
+        .await;
+        finish(&self.state, "ListLinks", r)
+    }
+
+    async fn control_link(
+        &self,
+        req: Request<admin_pb::ControlLinkRequest>,
+    ) -> Result<Response<admin_pb::ControlLinkResponse>, Status> {
+        let r = async {
+            self.admin(&req).await?;
+            Err(ApiError::Unimplemented(
+                "this build of smsgw holds no SMPP links yet",
+            ))
+        }
+        .await;
+        finish(&self.state, "ControlLink", r)
+    }
+
+    async fn get_config(
+        &self,
+        req: Request<admin_pb::GetConfigRequest>,
+    ) -> Result<Response<admin_pb::GetConfigResponse>, Status> {
+        let r = async {
+            let caller = self.admin(&req).await?;
+            let json = admin::config(&self.state, &caller);
+            Ok(admin_pb::GetConfigResponse {
+                version: json["version"].as_str().unwrap_or_default().to_owned(),
+                config_json: json.to_string(),
+            })
+        }
+        .await;
+        finish(&self.state, "GetConfig", r)
+    }
+
+    async fn get_stats(
+        &self,
+        req: Request<admin_pb::GetStatsRequest>,
+    ) -> Result<Response<admin_pb::GetStatsResponse>, Status> {
+        let r = async {
+            self.admin(&req).await?;
+            Err(ApiError::Unimplemented(
+                "statistics arrive with the send path",
+            ))
+        }
+        .await;
+        finish(&self.state, "GetStats", r)
     }
 }

@@ -6,6 +6,8 @@
 //! become HTTP status codes with JSON bodies or `tonic::Status` values.
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod auth;
 mod error;
 mod grpc;
 pub mod metrics;
@@ -14,7 +16,7 @@ pub mod server;
 pub mod text;
 
 pub use error::ApiError;
-pub use grpc::SmsGrpc;
+pub use grpc::{AdminGrpc, AuthGrpc, SmsGrpc};
 pub use rest::router;
 
 use arc_swap::ArcSwap;
@@ -36,14 +38,43 @@ pub struct ApiState {
     pub config: Arc<ArcSwap<Snapshot>>,
     /// Prometheus metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// Users and credentials.
+    pub auth: Arc<auth::Auth>,
 }
 
 impl ApiState {
-    /// State over the given configuration, with fresh metrics.
-    pub fn new(config: Snapshot) -> Self {
+    /// State over the given configuration and authenticator, with fresh
+    /// metrics.
+    pub fn new(config: Snapshot, auth: auth::Auth) -> Self {
         Self {
             config: Arc::new(ArcSwap::from_pointee(config)),
             metrics: Arc::new(metrics::Metrics::new()),
+            auth: Arc::new(auth),
         }
+    }
+}
+
+/// Fixtures for this crate's tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::auth::{Auth, AuthConfig, jwt::KeySet};
+
+    /// The admin key the fixture state accepts.
+    pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
+    /// API state over `config`, an embedded user store in a temporary
+    /// directory (kept alive by the returned guard) and a fixed JWT key.
+    pub fn state(config: Snapshot, admin_key: Option<&str>) -> (tempfile::TempDir, ApiState) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = smsgw_store::EmbeddedUserStore::open(&dir.path().join("users.redb")).unwrap();
+        let auth = Auth::new(
+            AuthConfig::new(
+                KeySet::single("test", vec![42u8; 32]),
+                admin_key.map(str::to_owned),
+            ),
+            Arc::new(store),
+        );
+        (dir, ApiState::new(config, auth))
     }
 }

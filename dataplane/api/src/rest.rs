@@ -1,24 +1,53 @@
 //! REST API on axum.
 
+use crate::admin::{self, UserPage, UserUpdate, UserView};
+use crate::auth::{Caller, IssuedToken, Registered};
 use crate::metrics::{HttpLabels, RouteLabels};
 use crate::text::{CheckTextLenRequest, CheckTextLenResponse, check_text_len};
 use crate::{ApiError, ApiState, MAX_BODY_BYTES};
-use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Query,
+    Request, State,
+};
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
 use bytes::Bytes;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-/// The REST router: `/healthy`, `/metrics` and `/api/v1/...`.
+/// The REST router: public `/healthy`, `/metrics` and `/api/v1/auth/*`;
+/// `/api/v1/admin/*` for admins (admin key or admin user); every other
+/// `/api/v1` route for authenticated users.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let public = Router::new()
         .route("/healthy", get(healthy))
         .route("/metrics", get(metrics))
+        .route("/api/v1/auth/register", post(register))
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/token", post(token));
+    let user = Router::new()
         .route("/api/v1/sms/check-text-len", post(check_text_len_handler))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_user));
+    let admin = Router::new()
+        .route("/api/v1/admin/users", get(list_users))
+        .route(
+            "/api/v1/admin/users/{id}",
+            get(get_user).patch(update_user).delete(delete_user),
+        )
+        .route("/api/v1/admin/users/{id}/admin", post(set_admin))
+        .route("/api/v1/admin/users/{id}/reset-secret", post(reset_secret))
+        .route("/api/v1/admin/config", get(config))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    Router::new()
+        .merge(public)
+        .merge(user)
+        .merge(admin)
         .fallback(|req: Request| async move {
             ApiError::NoRoute(format!("{} {}", req.method(), req.uri().path()))
         })
@@ -32,8 +61,28 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+async fn require_user(
+    State(state): State<ApiState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let caller = state.auth.authenticate(req.headers())?;
+    req.extensions_mut().insert(caller);
+    Ok(next.run(req).await)
+}
+
+async fn require_admin(
+    State(state): State<ApiState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let caller = state.auth.authenticate_admin(req.headers()).await?;
+    req.extensions_mut().insert(caller);
+    Ok(next.run(req).await)
+}
+
 async fn healthy() -> impl IntoResponse {
-    axum::Json(serde_json::json!({ "status": "ok" }))
+    Json(serde_json::json!({ "status": "ok" }))
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
@@ -49,14 +98,167 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
 async fn check_text_len_handler(
     State(state): State<ApiState>,
     JsonBody(req): JsonBody<CheckTextLenRequest>,
-) -> Result<axum::Json<CheckTextLenResponse>, ApiError> {
+) -> Result<Json<CheckTextLenResponse>, ApiError> {
     let resp = check_text_len(
         &state.config.load(),
         req.message.as_deref(),
         req.esme.as_deref(),
     )?;
     state.metrics.observe_encoding(&resp.encoding);
-    Ok(axum::Json(resp))
+    Ok(Json(resp))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    email: Option<String>,
+    password: Option<String>,
+    app_name: Option<String>,
+}
+
+fn required<'a>(v: &'a Option<String>, field: &'static str) -> Result<&'a str, ApiError> {
+    v.as_deref().ok_or(ApiError::InvalidField {
+        field,
+        reason: "is required".into(),
+    })
+}
+
+async fn register(
+    State(state): State<ApiState>,
+    JsonBody(b): JsonBody<RegisterBody>,
+) -> Result<(axum::http::StatusCode, Json<Registered>), ApiError> {
+    let r = state
+        .auth
+        .register(
+            required(&b.email, "email")?,
+            required(&b.password, "password")?,
+            required(&b.app_name, "app_name")?,
+        )
+        .await?;
+    Ok((axum::http::StatusCode::CREATED, Json(r)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    email: Option<String>,
+    password: Option<String>,
+    #[serde(default)]
+    app_id: Option<String>,
+}
+
+async fn login(
+    State(state): State<ApiState>,
+    ClientAddr(addr): ClientAddr,
+    JsonBody(b): JsonBody<LoginBody>,
+) -> Result<Json<IssuedToken>, ApiError> {
+    let t = state
+        .auth
+        .login(
+            required(&b.email, "email")?,
+            required(&b.password, "password")?,
+            b.app_id.as_deref().unwrap_or(""),
+            addr,
+        )
+        .await?;
+    Ok(Json(t))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    app_id: Option<String>,
+    app_secret: Option<String>,
+}
+
+async fn token(
+    State(state): State<ApiState>,
+    ClientAddr(addr): ClientAddr,
+    JsonBody(b): JsonBody<TokenBody>,
+) -> Result<Json<IssuedToken>, ApiError> {
+    let t = state
+        .auth
+        .token(
+            required(&b.app_id, "app_id")?,
+            required(&b.app_secret, "app_secret")?,
+            addr,
+        )
+        .await?;
+    Ok(Json(t))
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    page_size: Option<u32>,
+    page_token: Option<String>,
+}
+
+async fn list_users(
+    State(state): State<ApiState>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<UserPage>, ApiError> {
+    admin::list_users(&state, q.page_size, q.page_token.as_deref())
+        .await
+        .map(Json)
+}
+
+async fn get_user(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<UserView>, ApiError> {
+    admin::get_user(&state, &id).await.map(Json)
+}
+
+async fn update_user(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    JsonBody(update): JsonBody<UserUpdate>,
+) -> Result<Json<UserView>, ApiError> {
+    admin::update_user(&state, &caller, &id, update)
+        .await
+        .map(Json)
+}
+
+async fn delete_user(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    admin::delete_user(&state, &caller, &id).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminFlag {
+    admin: bool,
+}
+
+async fn set_admin(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    JsonBody(flag): JsonBody<AdminFlag>,
+) -> Result<Json<UserView>, ApiError> {
+    admin::set_admin(&state, &caller, &id, flag.admin)
+        .await
+        .map(Json)
+}
+
+async fn reset_secret(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Registered>, ApiError> {
+    admin::reset_secret(&state, &caller, &id).await.map(Json)
+}
+
+async fn config(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<serde_json::Value> {
+    Json(admin::config(&state, &caller))
 }
 
 async fn record_metrics(State(state): State<ApiState>, req: Request, next: Next) -> Response {
@@ -81,6 +283,22 @@ async fn record_metrics(State(state): State<ApiState>, req: Request, next: Next)
         })
         .inc();
     resp
+}
+
+/// The client's IP address, when the server recorded it.
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
 }
 
 /// A JSON body whose every failure is an [`ApiError`]: too large → 413,

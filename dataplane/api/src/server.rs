@@ -1,7 +1,6 @@
 //! Running the REST and gRPC servers until a cancellation token fires.
 
-use crate::{ApiState, SmsGrpc};
-use std::future::Future;
+use crate::{AdminGrpc, ApiState, AuthGrpc, SmsGrpc};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +17,7 @@ pub async fn serve_rest(
         .await
 }
 
-/// Serves gRPC on `listener` — `sms.v1.SmsService`, `grpc.health.v1` and
+/// Serves gRPC on `listener` — `sms.v1`, `auth.v1`, `admin.v1`, `grpc.health.v1` and
 /// server reflection — until `cancel` fires.
 pub async fn serve_grpc(
     listener: TcpListener,
@@ -37,11 +36,21 @@ pub async fn serve_grpc(
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(SmsGrpc::new(state).into_server())
+        .add_service(SmsGrpc::new(state.clone()).into_server())
+        .add_service(
+            smsgw_proto::auth::v1::auth_service_server::AuthServiceServer::new(AuthGrpc::new(
+                state.clone(),
+            )),
+        )
+        .add_service(
+            smsgw_proto::admin::v1::admin_service_server::AdminServiceServer::new(AdminGrpc::new(
+                state,
+            )),
+        )
         .serve_with_incoming_shutdown(incoming, shutdown(cancel))
         .await
 }
 
-fn shutdown(cancel: CancellationToken) -> impl Future<Output = ()> {
-    async move { cancel.cancelled().await }
+async fn shutdown(cancel: CancellationToken) {
+    cancel.cancelled().await
 }

@@ -47,6 +47,31 @@ pub struct StandaloneArgs {
     pub config: PathBuf,
     #[command(flatten)]
     pub listen: ListenArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    /// Directory of the embedded store and generated keys.
+    #[arg(long, env = "SMSGW_DATA_DIR", default_value = "smsgw-data")]
+    pub data_dir: PathBuf,
+    /// Redis URL; when set, users live in Redis (shared by every gateway)
+    /// instead of the embedded store.
+    #[arg(long, env = "SMSGW_REDIS_URL")]
+    pub redis_url: Option<String>,
+}
+
+/// Authentication settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthArgs {
+    /// Static admin key for `X-Admin-Key`; unset disables it (admin-key
+    /// calls answer 503).
+    #[arg(long, env = "ADMIN_API_KEY", hide_env_values = true)]
+    pub admin_api_key: Option<String>,
+    /// JWT keys, `kid=base64key[,kid=base64key…]`, the first signing. When
+    /// unset, a key is generated once and kept in the data directory.
+    #[arg(long, env = "SMSGW_JWT_KEYS", hide_env_values = true)]
+    pub jwt_keys: Option<String>,
+    /// Token lifetime.
+    #[arg(long, env = "SMSGW_TOKEN_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub token_ttl: std::time::Duration,
 }
 
 /// Listening addresses.

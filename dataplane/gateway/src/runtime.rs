@@ -3,8 +3,13 @@
 use crate::cli::{Cli, Command, ListenArgs, LogFormat, StandaloneArgs};
 use anyhow::{Context, bail};
 use smsgw_api::ApiState;
+use smsgw_api::auth::jwt::KeySet;
+use smsgw_api::auth::{Auth, AuthConfig};
+use smsgw_core::users::UserStore;
 use smsgw_crds::Snapshot;
+use smsgw_store::{EmbeddedUserStore, RedisConfig, RedisUserStore};
 use std::path::Path;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -64,12 +69,66 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         "configuration loaded from {}",
         args.config.display()
     );
-    let state = ApiState::new(snap);
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+    let auth = build_auth(&args)?;
+    let store: Arc<dyn UserStore> = match &args.redis_url {
+        Some(url) => Arc::new(
+            RedisUserStore::connect(&RedisConfig::new(url.clone()))
+                .await
+                .context("cannot reach Redis for the user store")?,
+        ),
+        None => Arc::new(
+            EmbeddedUserStore::open(&args.data_dir.join("users.redb"))
+                .context("cannot open the embedded user store")?,
+        ),
+    };
+    let auth = Auth::new(auth, store);
+    auth.sync_managed_users(&snap)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot apply User resources: {e}"))?;
+    let state = ApiState::new(snap, auth);
     state
         .metrics
         .config_links
         .set(state.config.load().links.len() as i64);
     serve(args.listen, state).await
+}
+
+/// Authentication settings from flags; a JWT key is generated once and kept
+/// in the data directory when none is given, so tokens survive restarts.
+fn build_auth(args: &StandaloneArgs) -> anyhow::Result<AuthConfig> {
+    let keys = match &args.auth.jwt_keys {
+        Some(spec) => KeySet::parse(spec)?,
+        None => KeySet::single("local", local_jwt_key(&args.data_dir.join("jwt.key"))?),
+    };
+    if args.auth.admin_api_key.is_none() {
+        tracing::info!("ADMIN_API_KEY is not set: admin-key authentication is disabled");
+    }
+    let mut config = AuthConfig::new(keys, args.auth.admin_api_key.clone());
+    config.token_ttl = args.auth.token_ttl;
+    Ok(config)
+}
+
+fn local_jwt_key(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    if let Ok(text) = std::fs::read_to_string(path) {
+        return b64
+            .decode(text.trim())
+            .with_context(|| format!("{} is not a base64 key", path.display()));
+    }
+    let key: [u8; 32] = rand::random();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    use std::io::Write;
+    opts.open(path)
+        .and_then(|mut f| f.write_all(b64.encode(key).as_bytes()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::info!("generated a JWT signing key in {}", path.display());
+    Ok(key.to_vec())
 }
 
 /// Binds both listeners, serves until SIGINT/SIGTERM, then shuts down

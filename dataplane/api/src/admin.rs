@@ -1,0 +1,210 @@
+//! Admin operations shared by `/api/v1/admin/*` and `admin.v1`. Every
+//! action is logged with who did it; no answer carries a hash or secret
+//! except the one-time secret of a reset.
+
+use crate::auth::{Caller, Registered};
+use crate::{ApiError, ApiState};
+use serde::{Deserialize, Serialize};
+use smsgw_core::users::UserRecord;
+
+/// A user as admins see it: no password or secret hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    /// User id.
+    pub user_id: String,
+    /// Email.
+    pub email: String,
+    /// Application id.
+    pub app_id: String,
+    /// Application name.
+    pub app_name: String,
+    /// Admin rights.
+    pub admin: bool,
+    /// Name of the User resource managing it, if any.
+    pub managed_by: Option<String>,
+    /// Creation time, Unix seconds.
+    pub created_at: u64,
+    /// Allowed links and pools; empty means all.
+    pub allowed_targets: Vec<String>,
+    /// Allowed sender ids; empty means any.
+    pub allowed_sender_ids: Vec<String>,
+    /// App rate cap, messages per second.
+    pub rate: Option<u32>,
+}
+
+impl From<UserRecord> for UserView {
+    fn from(u: UserRecord) -> Self {
+        Self {
+            user_id: u.user_id,
+            email: u.email,
+            app_id: u.app_id,
+            app_name: u.app_name,
+            admin: u.admin,
+            managed_by: u.managed_by,
+            created_at: u.created_at,
+            allowed_targets: u.allowed_targets,
+            allowed_sender_ids: u.allowed_sender_ids,
+            rate: u.rate,
+        }
+    }
+}
+
+/// A page of users.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserPage {
+    /// The users.
+    pub users: Vec<UserView>,
+    /// Pass as `page_token` for the next page; absent on the last.
+    pub next_page_token: Option<String>,
+}
+
+/// Changes to a user; absent fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserUpdate {
+    /// New application name.
+    pub app_name: Option<String>,
+    /// New rate cap (0 removes the cap).
+    pub rate: Option<u32>,
+    /// New allowed targets (empty: all).
+    pub allowed_targets: Option<Vec<String>>,
+    /// New admin flag.
+    pub admin: Option<bool>,
+}
+
+/// Lists users, `page_size` (1..=1000, default 100) at a time.
+pub async fn list_users(
+    state: &ApiState,
+    page_size: Option<u32>,
+    page_token: Option<&str>,
+) -> Result<UserPage, ApiError> {
+    let size = page_size.unwrap_or(100);
+    if !(1..=1000).contains(&size) {
+        return Err(ApiError::InvalidField {
+            field: "page_size",
+            reason: "must be between 1 and 1000".into(),
+        });
+    }
+    let users = state
+        .auth
+        .store()
+        .list(page_token.filter(|t| !t.is_empty()), size as usize)
+        .await?;
+    let next_page_token = (users.len() == size as usize)
+        .then(|| users.last().map(|u| u.user_id.clone()))
+        .flatten();
+    Ok(UserPage {
+        users: users.into_iter().map(Into::into).collect(),
+        next_page_token,
+    })
+}
+
+async fn load(state: &ApiState, user_id: &str) -> Result<UserRecord, ApiError> {
+    state
+        .auth
+        .store()
+        .get(user_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no user {user_id:?}")))
+}
+
+fn refuse_managed(u: &UserRecord, what: &str) -> Result<(), ApiError> {
+    match &u.managed_by {
+        Some(r) => Err(ApiError::Conflict(format!(
+            "user {:?} is managed by User resource {r:?}; {what} it there",
+            u.user_id
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// One user.
+pub async fn get_user(state: &ApiState, user_id: &str) -> Result<UserView, ApiError> {
+    load(state, user_id).await.map(Into::into)
+}
+
+/// Applies `update` to a user. Managed users are changed through their
+/// resource, so they are refused here.
+pub async fn update_user(
+    state: &ApiState,
+    caller: &Caller,
+    user_id: &str,
+    update: UserUpdate,
+) -> Result<UserView, ApiError> {
+    let mut u = load(state, user_id).await?;
+    refuse_managed(&u, "change")?;
+    if let Some(name) = update.app_name {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(ApiError::InvalidField {
+                field: "app_name",
+                reason: "must be 1 to 100 characters".into(),
+            });
+        }
+        u.app_name = name.to_owned();
+    }
+    if let Some(rate) = update.rate {
+        u.rate = (rate > 0).then_some(rate);
+    }
+    if let Some(targets) = update.allowed_targets {
+        let config = state.config.load();
+        if let Some(t) = targets.iter().find(|t| !config.has_target(t)) {
+            return Err(ApiError::InvalidField {
+                field: "allowed_targets",
+                reason: format!("no link or pool named {t:?}"),
+            });
+        }
+        u.allowed_targets = targets;
+    }
+    if let Some(admin) = update.admin {
+        u.admin = admin;
+    }
+    state.auth.store().update(&u).await?;
+    tracing::info!(actor = %caller, action = "update_user", user_id = %u.user_id, admin = u.admin, "admin action");
+    Ok(u.into())
+}
+
+/// Grants or revokes admin.
+pub async fn set_admin(
+    state: &ApiState,
+    caller: &Caller,
+    user_id: &str,
+    admin: bool,
+) -> Result<UserView, ApiError> {
+    update_user(
+        state,
+        caller,
+        user_id,
+        UserUpdate {
+            admin: Some(admin),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Deletes a user; managed users are refused.
+pub async fn delete_user(state: &ApiState, caller: &Caller, user_id: &str) -> Result<(), ApiError> {
+    let u = load(state, user_id).await?;
+    refuse_managed(&u, "delete")?;
+    state.auth.store().delete(user_id).await?;
+    tracing::info!(actor = %caller, action = "delete_user", user_id = %user_id, "admin action");
+    Ok(())
+}
+
+/// New app secret for a user, shown once.
+pub async fn reset_secret(
+    state: &ApiState,
+    caller: &Caller,
+    user_id: &str,
+) -> Result<Registered, ApiError> {
+    let r = state.auth.reset_secret(user_id).await?;
+    tracing::info!(actor = %caller, action = "reset_app_secret", user_id = %user_id, "admin action");
+    Ok(r)
+}
+
+/// The running configuration, secrets replaced by `***`.
+pub fn config(state: &ApiState, caller: &Caller) -> serde_json::Value {
+    tracing::info!(actor = %caller, action = "get_config", "admin action");
+    serde_json::to_value(state.config.load().redacted()).expect("snapshot serialises")
+}

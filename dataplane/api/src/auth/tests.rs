@@ -1,0 +1,334 @@
+use super::*;
+use crate::testing::{ADMIN_KEY, state};
+use http::HeaderValue;
+
+fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.insert(*k, HeaderValue::from_str(v).unwrap());
+    }
+    h
+}
+
+async fn registered(auth: &Auth, email: &str) -> (Registered, IssuedToken) {
+    let r = auth.register(email, "long enough pw", "app").await.unwrap();
+    let t = auth
+        .login(email, "long enough pw", &r.app_id, None)
+        .await
+        .unwrap();
+    (r, t)
+}
+
+#[tokio::test]
+async fn registration_validates_each_field_and_refuses_a_taken_email() {
+    let (_d, s) = state(Snapshot::default(), None);
+    let auth = &s.auth;
+    let e = auth
+        .register("not-an-email", "long enough pw", "app")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ApiError::InvalidField { field: "email", .. }),
+        "{e:?}"
+    );
+    let e = auth
+        .register("a@example.com", "short", "app")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ApiError::InvalidField {
+                field: "password",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = auth
+        .register("a@example.com", "long enough pw", " ")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ApiError::InvalidField {
+                field: "app_name",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let r = auth
+        .register("a@example.com", "long enough pw", "app")
+        .await
+        .unwrap();
+    assert!(r.app_secret.len() >= 40);
+    let stored = auth.store().get(&r.user_id).await.unwrap().unwrap();
+    assert!(
+        stored.secret_hash.starts_with("$argon2id$") && !stored.secret_hash.contains(&r.app_secret)
+    );
+    assert!(stored.password_hash.starts_with("$argon2id$"));
+    let e = auth
+        .register("A@Example.com", "long enough pw", "app")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ApiError::Conflict(_)), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_registrations_of_one_email_let_exactly_one_succeed() {
+    let (_d, s) = state(Snapshot::default(), None);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let auth = s.auth.clone();
+            tokio::spawn(async move {
+                auth.register("race@example.com", "long enough pw", "app")
+                    .await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(ApiError::Conflict(_)) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(ok, 1);
+}
+
+#[tokio::test]
+async fn login_and_machine_tokens_authenticate_with_the_matching_app_id() {
+    let (_d, s) = state(Snapshot::default(), None);
+    let (r, t) = registered(&s.auth, "b@example.com").await;
+    let h = headers(&[
+        ("authorization", &format!("Bearer {}", t.token)),
+        ("x-app-id", &r.app_id),
+    ]);
+    assert_eq!(
+        s.auth.authenticate(&h).unwrap(),
+        Caller::User {
+            user_id: r.user_id.clone(),
+            app_id: r.app_id.clone(),
+            admin: false
+        }
+    );
+    let m = s.auth.token(&r.app_id, &r.app_secret, None).await.unwrap();
+    let h = headers(&[
+        ("authorization", &format!("Bearer {}", m.token)),
+        ("x-app-id", &r.app_id),
+    ]);
+    assert!(s.auth.authenticate(&h).is_ok());
+    let e = s
+        .auth
+        .token(&r.app_id, "wrong secret", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ApiError::Unauthenticated(_)));
+}
+
+#[tokio::test]
+async fn missing_or_bad_credentials_are_unauthenticated() {
+    let (_d, s) = state(Snapshot::default(), None);
+    let (r, t) = registered(&s.auth, "c@example.com").await;
+    let bearer = format!("Bearer {}", t.token);
+    let cases: Vec<(HeaderMap, &str)> = vec![
+        (headers(&[]), "missing Authorization"),
+        (headers(&[("authorization", &bearer)]), "missing X-App-ID"),
+        (
+            headers(&[("authorization", &bearer), ("x-app-id", "app_other")]),
+            "X-App-ID does not match",
+        ),
+        (
+            headers(&[("authorization", "Basic abc"), ("x-app-id", &r.app_id)]),
+            "expected Authorization: Bearer",
+        ),
+        (
+            headers(&[("authorization", "Bearer x.y.z"), ("x-app-id", &r.app_id)]),
+            "malformed token",
+        ),
+    ];
+    for (h, want) in cases {
+        match s.auth.authenticate(&h) {
+            Err(ApiError::Unauthenticated(m)) => assert!(m.contains(want), "{m:?} vs {want:?}"),
+            other => panic!("{other:?} for {want}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_email_with_a_retry_after() {
+    let (_d, s) = state(Snapshot::default(), None);
+    registered(&s.auth, "d@example.com").await;
+    for _ in 0..5 {
+        let e = s
+            .auth
+            .login("d@example.com", "wrong password", "", None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ApiError::Unauthenticated(_)));
+    }
+    let e = s
+        .auth
+        .login("d@example.com", "long enough pw", "", None)
+        .await
+        .unwrap_err();
+    match e {
+        ApiError::TooManyRequests { retry_after_secs } => {
+            assert!((1..=900).contains(&retry_after_secs))
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another email is unaffected.
+    registered(&s.auth, "e@example.com").await;
+}
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_client_address() {
+    let (_d, s) = state(Snapshot::default(), None);
+    let ip: IpAddr = "192.0.2.7".parse().unwrap();
+    for i in 0..20 {
+        let _ = s
+            .auth
+            .login(
+                &format!("nobody{i}@example.com"),
+                "wrong password",
+                "",
+                Some(ip),
+            )
+            .await;
+    }
+    let e = s
+        .auth
+        .login("fresh@example.com", "whatever pw", "", Some(ip))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ApiError::TooManyRequests { .. }), "{e:?}");
+    let other: IpAddr = "192.0.2.8".parse().unwrap();
+    let e = s
+        .auth
+        .login("fresh@example.com", "whatever pw", "", Some(other))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ApiError::Unauthenticated(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn the_admin_key_is_required_to_match_and_unset_means_503() {
+    let (_d, unset) = state(Snapshot::default(), None);
+    let e = unset
+        .auth
+        .authenticate_admin(&headers(&[("x-admin-key", "anything")]))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ApiError::Unavailable(_)), "{e:?}");
+
+    let (_d, s) = state(Snapshot::default(), Some(ADMIN_KEY));
+    assert_eq!(
+        s.auth
+            .authenticate_admin(&headers(&[("x-admin-key", ADMIN_KEY)]))
+            .await
+            .unwrap(),
+        Caller::AdminKey
+    );
+    let e = s
+        .auth
+        .authenticate_admin(&headers(&[("x-admin-key", "wrong")]))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ApiError::Unauthenticated(_)), "{e:?}");
+    let e = s.auth.authenticate_admin(&headers(&[])).await.unwrap_err();
+    assert!(matches!(e, ApiError::Unauthenticated(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn admin_users_pass_non_admins_are_forbidden_and_revocation_is_immediate() {
+    let (_d, s) = state(Snapshot::default(), Some(ADMIN_KEY));
+    let (r, t) = registered(&s.auth, "f@example.com").await;
+    let h = headers(&[
+        ("authorization", &format!("Bearer {}", t.token)),
+        ("x-app-id", &r.app_id),
+    ]);
+    let e = s.auth.authenticate_admin(&h).await.unwrap_err();
+    assert!(matches!(e, ApiError::PermissionDenied(_)), "{e:?}");
+    crate::admin::set_admin(&s, &Caller::AdminKey, &r.user_id, true)
+        .await
+        .unwrap();
+    assert!(
+        s.auth.authenticate_admin(&h).await.is_ok(),
+        "the store's flag counts, not the token's"
+    );
+    crate::admin::set_admin(&s, &Caller::AdminKey, &r.user_id, false)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.auth.authenticate_admin(&h).await,
+        Err(ApiError::PermissionDenied(_))
+    ));
+}
+
+#[tokio::test]
+async fn managed_users_follow_their_resources_and_cannot_be_deleted_through_the_api() {
+    let yaml = |admin: bool, app: &str| {
+        format!(
+            "apiVersion: smsgw.io/v1alpha1\nkind: User\nmetadata: {{name: ops}}\nspec: {{email: ops@example.com, appName: {app}, admin: {admin}, password: 'ops password 1'}}\n"
+        )
+    };
+    let snap = smsgw_crds::compile_manifests(&yaml(false, "one")).unwrap();
+    let (_d, s) = state(snap.clone(), Some(ADMIN_KEY));
+    s.auth.sync_managed_users(&snap).await.unwrap();
+    let u = s
+        .auth
+        .store()
+        .by_email("ops@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (u.managed_by.as_deref(), u.app_name.as_str(), u.admin),
+        (Some("ops"), "one", false)
+    );
+    s.auth
+        .login("ops@example.com", "ops password 1", "", None)
+        .await
+        .unwrap();
+
+    let snap2 = smsgw_crds::compile_manifests(&yaml(true, "two")).unwrap();
+    s.auth.sync_managed_users(&snap2).await.unwrap();
+    let u2 = s.auth.store().get(&u.user_id).await.unwrap().unwrap();
+    assert_eq!(
+        (u2.app_name.as_str(), u2.admin, u2.app_id.as_str()),
+        ("two", true, u.app_id.as_str())
+    );
+
+    let e = crate::admin::delete_user(&s, &Caller::AdminKey, &u.user_id)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ApiError::Conflict(m) if m.contains("managed by User resource \"ops\"")),
+        "{e:?}"
+    );
+    assert!(s.auth.store().get(&u.user_id).await.unwrap().is_some());
+
+    s.auth
+        .sync_managed_users(&Snapshot::default())
+        .await
+        .unwrap();
+    assert!(
+        s.auth.store().get(&u.user_id).await.unwrap().is_none(),
+        "removed with its resource"
+    );
+}
+
+#[tokio::test]
+async fn registered_users_are_untouched_by_configuration_sync() {
+    let (_d, s) = state(Snapshot::default(), None);
+    let (r, _) = registered(&s.auth, "g@example.com").await;
+    s.auth
+        .sync_managed_users(&Snapshot::default())
+        .await
+        .unwrap();
+    assert!(s.auth.store().get(&r.user_id).await.unwrap().is_some());
+}
