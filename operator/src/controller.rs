@@ -1,0 +1,407 @@
+//! Kubernetes wiring: watchers feeding the [`Hub`], and the status loop
+//! writing conditions, Users' credentials Secrets and Events back.
+
+use crate::credentials::ensure_credentials;
+use crate::hub::{Hub, Rejection};
+use crate::status::{
+    StatusInputs, link_status, policy_status, pool_status, user_status, write_status,
+};
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::Api;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource as _, ResourceExt};
+use smsgw_crds::{CONDITION_ACCEPTED, ContactPolicy, EsmePool, Resource, SmppLink, User};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// What the controllers need to know.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// Namespace watched (the release namespace).
+    pub namespace: String,
+    /// Label selector of the proxy pods.
+    pub proxy_selector: String,
+    /// Name of this operator pod, for Events.
+    pub pod_name: String,
+    /// How often status is rewritten even without a change (lease
+    /// expiries are not events).
+    pub resync: Duration,
+}
+
+/// Ready pods among `pods`: Ready condition True, not being deleted.
+pub fn ready_pods<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> BTreeSet<String> {
+    pods.into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .map(|p| p.name_any())
+        .collect()
+}
+
+/// Holders of the unexpired bind-slot Leases (`*-slot-*`) at `now`.
+pub fn slot_lease_holders<'a>(
+    leases: impl IntoIterator<Item = &'a Lease>,
+    now: Timestamp,
+) -> BTreeMap<String, String> {
+    leases
+        .into_iter()
+        .filter(|l| l.name_any().contains("-slot-"))
+        .filter_map(|l| {
+            let spec = l.spec.as_ref()?;
+            let holder = spec.holder_identity.clone().filter(|h| !h.is_empty())?;
+            let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?.0;
+            let secs = i64::from(spec.lease_duration_seconds.unwrap_or(15));
+            (renewed + SignedDuration::from_secs(secs) > now).then(|| (l.name_any(), holder))
+        })
+        .collect()
+}
+
+fn reflect<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+) -> (Store<K>, impl Stream<Item = ()> + Send + 'static)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, cfg)
+        .default_backoff()
+        .reflect(writer)
+        .filter_map(|ev| async move {
+            match ev {
+                Ok(_) => Some(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch failed; retrying");
+                    None
+                }
+            }
+        });
+    (reader, stream)
+}
+
+/// Runs the watchers and the status loop until `cancel`.
+pub async fn run(
+    client: Client,
+    cfg: ControllerConfig,
+    hub: Hub,
+    mut rejections: mpsc::UnboundedReceiver<Rejection>,
+    cancel: CancellationToken,
+) {
+    let ns = cfg.namespace.as_str();
+    let all = watcher::Config::default();
+    let (links, links_w) = reflect(Api::<SmppLink>::namespaced(client.clone(), ns), all.clone());
+    let (pools, pools_w) = reflect(Api::<EsmePool>::namespaced(client.clone(), ns), all.clone());
+    let (users, users_w) = reflect(Api::<User>::namespaced(client.clone(), ns), all.clone());
+    let (policies, policies_w) = reflect(
+        Api::<ContactPolicy>::namespaced(client.clone(), ns),
+        all.clone(),
+    );
+    let (secrets, secrets_w) = reflect(Api::<Secret>::namespaced(client.clone(), ns), all.clone());
+    let (pods, pods_w) = reflect(
+        Api::<Pod>::namespaced(client.clone(), ns),
+        watcher::Config::default().labels(&cfg.proxy_selector),
+    );
+    let (leases, leases_w) = reflect(Api::<Lease>::namespaced(client.clone(), ns), all);
+
+    let changed = Arc::new(Notify::new());
+    let feed = {
+        let (hub, changed) = (hub.clone(), changed.clone());
+        let (links, pools, users, policies, secrets, pods) = (
+            links.clone(),
+            pools.clone(),
+            users.clone(),
+            policies.clone(),
+            secrets.clone(),
+            pods.clone(),
+        );
+        move |kind: &'static str| {
+            let resources: Vec<Resource> = match kind {
+                "SmppLink" => links
+                    .state()
+                    .iter()
+                    .map(|o| Resource::from(o.as_ref()))
+                    .collect(),
+                "EsmePool" => pools
+                    .state()
+                    .iter()
+                    .map(|o| Resource::from(o.as_ref()))
+                    .collect(),
+                "User" => users
+                    .state()
+                    .iter()
+                    .map(|o| Resource::from(o.as_ref()))
+                    .collect(),
+                "ContactPolicy" => policies
+                    .state()
+                    .iter()
+                    .map(|o| Resource::from(o.as_ref()))
+                    .collect(),
+                "Secret" => secrets
+                    .state()
+                    .iter()
+                    .map(|o| Resource::from(o.as_ref()))
+                    .collect(),
+                _ => {
+                    let p = pods.state();
+                    hub.set_ready_pods(ready_pods(p.iter().map(|p| p.as_ref())));
+                    changed.notify_one();
+                    return;
+                }
+            };
+            hub.replace_kind(kind, resources);
+            changed.notify_one();
+        }
+    };
+    let watchers = futures::stream::select_all([
+        links_w.map(|_| "SmppLink").boxed(),
+        pools_w.map(|_| "EsmePool").boxed(),
+        users_w.map(|_| "User").boxed(),
+        policies_w.map(|_| "ContactPolicy").boxed(),
+        secrets_w.map(|_| "Secret").boxed(),
+        pods_w.map(|_| "Pod").boxed(),
+        leases_w.map(|_| "Lease").boxed(),
+    ]);
+    let watch_task = {
+        let changed = changed.clone();
+        watchers.for_each(move |kind| {
+            if kind == "Lease" {
+                changed.notify_one();
+            } else {
+                feed(kind);
+            }
+            async {}
+        })
+    };
+
+    let reporter = Reporter {
+        controller: "smsgw-operator".into(),
+        instance: Some(cfg.pod_name.clone()),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let status_task = async {
+        let mut published = hub.subscribe();
+        loop {
+            tokio::select! {
+                _ = changed.notified() => {}
+                _ = published.changed() => {}
+                _ = tokio::time::sleep(cfg.resync) => {}
+                Some(r) = rejections.recv() => { reject_event(&recorder, &links, &pools, &users, &policies, &r).await; }
+            }
+            // Let bursts of events settle.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let inputs = StatusInputs {
+                errors: hub.compile_errors(),
+                acks: hub.acks(),
+                published: hub.current(),
+                lease_holders: slot_lease_holders(
+                    leases.state().iter().map(|l| l.as_ref()),
+                    Timestamp::now(),
+                ),
+            };
+            if let Err(e) = write_all(
+                &client, ns, &inputs, &recorder, &links, &pools, &users, &policies,
+            )
+            .await
+            {
+                tracing::warn!(error = %e, "status update failed; retrying");
+            }
+        }
+    };
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = watch_task => {}
+        _ = status_task => {}
+    }
+}
+
+async fn reject_event(
+    recorder: &Recorder,
+    links: &Store<SmppLink>,
+    pools: &Store<EsmePool>,
+    users: &Store<User>,
+    policies: &Store<ContactPolicy>,
+    r: &Rejection,
+) {
+    // "Kind/namespace/name" (or "Kind/name").
+    let parts: Vec<&str> = r.ack.resource.split('/').collect();
+    let (Some(kind), Some(name)) = (parts.first(), parts.last()) else {
+        return;
+    };
+    let find = |n: &str| -> Option<k8s_openapi::api::core::v1::ObjectReference> {
+        match *kind {
+            "SmppLink" => links
+                .state()
+                .into_iter()
+                .find(|o| o.name_any() == n)
+                .map(|o| o.object_ref(&())),
+            "EsmePool" => pools
+                .state()
+                .into_iter()
+                .find(|o| o.name_any() == n)
+                .map(|o| o.object_ref(&())),
+            "User" => users
+                .state()
+                .into_iter()
+                .find(|o| o.name_any() == n)
+                .map(|o| o.object_ref(&())),
+            "ContactPolicy" => policies
+                .state()
+                .into_iter()
+                .find(|o| o.name_any() == n)
+                .map(|o| o.object_ref(&())),
+            _ => None,
+        }
+    };
+    if let Some(reference) = find(name) {
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: "RejectedByPod".into(),
+            note: Some(format!(
+                "pod {} rejected version {}: {}",
+                r.pod, r.ack.version, r.ack.error
+            )),
+            action: "ApplySnapshot".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&ev, &reference).await {
+            tracing::warn!(error = %e, "cannot publish Event");
+        }
+    }
+}
+
+/// A Warning Event when a resource's Accepted condition turns False.
+async fn invalid_event<K: kube::Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    obj: &K,
+    was: &[smsgw_crds::Condition],
+    now: &[smsgw_crds::Condition],
+) {
+    let find = |cs: &[smsgw_crds::Condition]| {
+        cs.iter()
+            .find(|c| c.type_ == CONDITION_ACCEPTED)
+            .map(|c| (c.status.clone(), c.message.clone()))
+    };
+    let (before, after) = (find(was), find(now));
+    if let Some((status, message)) = &after
+        && status == "False"
+        && before != after
+        && !message.starts_with("not compiled")
+    {
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: "Invalid".into(),
+            note: Some(message.chars().take(1000).collect()),
+            action: "Compile".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, "cannot publish Event");
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_all(
+    client: &Client,
+    ns: &str,
+    inputs: &StatusInputs,
+    recorder: &Recorder,
+    links: &Store<SmppLink>,
+    pools: &Store<EsmePool>,
+    users: &Store<User>,
+    policies: &Store<ContactPolicy>,
+) -> Result<(), kube::Error> {
+    let now = Time(Timestamp::now());
+    let api: Api<SmppLink> = Api::namespaced(client.clone(), ns);
+    for o in links.state() {
+        let old = o.status.as_ref();
+        let s = link_status(
+            inputs,
+            &o.name_any(),
+            &o.spec,
+            o.metadata.generation,
+            old,
+            &now,
+        );
+        if write_status(&api, &o.name_any(), old, &s).await? {
+            invalid_event(
+                recorder,
+                o.as_ref(),
+                old.map(|x| x.conditions.as_slice()).unwrap_or_default(),
+                &s.conditions,
+            )
+            .await;
+        }
+    }
+    let api: Api<EsmePool> = Api::namespaced(client.clone(), ns);
+    for o in pools.state() {
+        let old = o.status.as_ref();
+        let s = pool_status(inputs, &o.name_any(), o.metadata.generation, old, &now);
+        if write_status(&api, &o.name_any(), old, &s).await? {
+            invalid_event(
+                recorder,
+                o.as_ref(),
+                old.map(|x| x.conditions.as_slice()).unwrap_or_default(),
+                &s.conditions,
+            )
+            .await;
+        }
+    }
+    let api: Api<User> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    for o in users.state() {
+        let secret = ensure_credentials(&secrets, &o).await?;
+        let old = o.status.as_ref();
+        let s = user_status(
+            inputs,
+            &o.name_any(),
+            o.metadata.generation,
+            Some(secret),
+            old,
+            &now,
+        );
+        if write_status(&api, &o.name_any(), old, &s).await? {
+            invalid_event(
+                recorder,
+                o.as_ref(),
+                old.map(|x| x.conditions.as_slice()).unwrap_or_default(),
+                &s.conditions,
+            )
+            .await;
+        }
+    }
+    let api: Api<ContactPolicy> = Api::namespaced(client.clone(), ns);
+    for o in policies.state() {
+        let old = o.status.as_ref();
+        let s = policy_status(inputs, &o.name_any(), o.metadata.generation, old, &now);
+        if write_status(&api, &o.name_any(), old, &s).await? {
+            invalid_event(
+                recorder,
+                o.as_ref(),
+                old.map(|x| x.conditions.as_slice()).unwrap_or_default(),
+                &s.conditions,
+            )
+            .await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,345 @@
+//! Reconcile steps against a mocked API server (tower-test), as kube-rs'
+//! controller-rs `fixtures.rs` does: each test scripts the requests it
+//! expects and the answers, in order, and fails on any other request.
+
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::client::Body;
+use kube::{Client, ResourceExt};
+use smsgw_crds::{SmppLink, User};
+use smsgw_operator::credentials::ensure_credentials;
+use smsgw_operator::hub::{Hub, PodAck};
+use smsgw_operator::leader::LeaderElector;
+use smsgw_operator::status::{StatusInputs, link_status, write_status};
+use std::time::Duration;
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+fn mock_client() -> (Client, Handle) {
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (Client::new(svc, "smsgw"), handle)
+}
+
+/// Answers the next request after checking method and path; returns its
+/// JSON body.
+async fn expect(
+    handle: &mut Handle,
+    method: Method,
+    path: &str,
+    status: StatusCode,
+    answer: serde_json::Value,
+) -> serde_json::Value {
+    let (req, send) = handle.next_request().await.expect("a request");
+    assert_eq!(req.method(), method, "{}", req.uri());
+    assert_eq!(req.uri().path(), path);
+    let bytes = req.into_body().collect_bytes().await.unwrap();
+    let body = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    send.send_response(
+        Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+            .unwrap(),
+    );
+    body
+}
+
+fn not_found() -> serde_json::Value {
+    serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
+}
+
+fn link(name: &str) -> SmppLink {
+    let mut l = SmppLink::new(
+        name,
+        serde_json::from_value(serde_json::json!({
+            "host": "smsc", "port": 2775, "systemId": "smsgw", "sessions": 2
+        }))
+        .unwrap(),
+    );
+    l.metadata.namespace = Some("smsgw".into());
+    l.metadata.generation = Some(3);
+    l
+}
+
+fn user(name: &str, generate: bool) -> User {
+    let mut u = User::new(
+        name,
+        serde_json::from_value(serde_json::json!({
+            "email": format!("{name}@example.com"), "appName": "a", "generatePassword": generate
+        }))
+        .unwrap(),
+    );
+    u.metadata.namespace = Some("smsgw".into());
+    u.metadata.uid = Some("uid-1".into());
+    u
+}
+
+#[tokio::test]
+async fn a_link_rejected_by_a_pod_gets_accepted_false_written_to_its_status() {
+    let (hub, _rejections) = Hub::new();
+    hub.upsert(smsgw_crds::Resource::from(&link("sim")));
+    hub.set_ready_pods(["proxy-0".to_owned()].into());
+    let version = hub.current().snapshot.as_ref().unwrap().version.clone();
+    hub.record_ack(
+        "proxy-0",
+        PodAck {
+            version,
+            applied: false,
+            error: "cannot resolve host smsc".into(),
+            resource: "SmppLink/smsgw/sim".into(),
+        },
+    );
+    let inputs = StatusInputs {
+        errors: hub.compile_errors(),
+        acks: hub.acks(),
+        published: hub.current(),
+        lease_holders: [("sim-slot-0".to_owned(), "proxy-0".to_owned())].into(),
+    };
+    let obj = link("sim");
+    let now = Time(Timestamp::now());
+    let status = link_status(
+        &inputs,
+        "sim",
+        &obj.spec,
+        obj.metadata.generation,
+        None,
+        &now,
+    );
+
+    let (client, mut handle) = mock_client();
+    let api: Api<SmppLink> = Api::namespaced(client, "smsgw");
+    let server = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            Method::PATCH,
+            "/apis/smsgw.io/v1alpha1/namespaces/smsgw/smpplinks/sim/status",
+            StatusCode::OK,
+            serde_json::to_value(link("sim")).unwrap(),
+        )
+        .await
+    });
+    assert!(write_status(&api, "sim", None, &status).await.unwrap());
+    let body = server.await.unwrap();
+    let st = &body["status"];
+    assert_eq!(st["observedGeneration"], 3);
+    assert_eq!(st["boundSessions"], 1);
+    assert_eq!(st["sessions"][0]["pod"], "proxy-0");
+    assert_eq!(st["sessions"][0]["bound"], true);
+    assert_eq!(st["sessions"][1]["bound"], false);
+    let accepted = st["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Accepted")
+        .unwrap();
+    assert_eq!(accepted["status"], "False");
+    assert_eq!(accepted["reason"], "RejectedByPod");
+    assert!(
+        accepted["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot resolve host smsc")
+    );
+}
+
+#[tokio::test]
+async fn an_unchanged_status_is_not_written() {
+    let (client, _handle) = mock_client();
+    let api: Api<SmppLink> = Api::namespaced(client, "smsgw");
+    let status = smsgw_crds::SmppLinkStatus::default();
+    // A request would hang on the mock with no answer; none is made.
+    let wrote = tokio::time::timeout(
+        Duration::from_secs(1),
+        write_status(&api, "sim", Some(&status), &status),
+    )
+    .await
+    .expect("no request made")
+    .unwrap();
+    assert!(!wrote);
+}
+
+#[tokio::test]
+async fn a_users_credentials_secret_is_created_owned_by_the_user() {
+    let (client, mut handle) = mock_client();
+    let secrets: Api<Secret> = Api::namespaced(client, "smsgw");
+    let u = user("bob", true);
+    let server = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            Method::GET,
+            "/api/v1/namespaces/smsgw/secrets/bob-credentials",
+            StatusCode::NOT_FOUND,
+            not_found(),
+        )
+        .await;
+        expect(
+            &mut handle,
+            Method::POST,
+            "/api/v1/namespaces/smsgw/secrets",
+            StatusCode::CREATED,
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bob-credentials"}}),
+        )
+        .await
+    });
+    let name = ensure_credentials(&secrets, &u).await.unwrap();
+    assert_eq!(name, "bob-credentials");
+    let created = server.await.unwrap();
+    let owner = &created["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "User");
+    assert_eq!(owner["name"], "bob");
+    assert_eq!(owner["uid"], "uid-1");
+    assert_eq!(owner["controller"], true);
+    let data = &created["stringData"];
+    assert!(data["appId"].as_str().unwrap().starts_with("app-"));
+    assert_eq!(data["appSecret"].as_str().unwrap().len(), 40);
+    assert_eq!(data["password"].as_str().unwrap().len(), 24);
+}
+
+#[tokio::test]
+async fn an_existing_complete_credentials_secret_is_left_alone() {
+    let (client, mut handle) = mock_client();
+    let secrets: Api<Secret> = Api::namespaced(client, "smsgw");
+    let u = user("alice", false);
+    let server = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            Method::GET,
+            "/api/v1/namespaces/smsgw/secrets/alice-credentials",
+            StatusCode::OK,
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "alice-credentials"},
+                "data": {"appId": "YQ==", "appSecret": "Yg=="}}),
+        )
+        .await;
+        // Any further request fails the test.
+        tokio::time::timeout(Duration::from_millis(300), handle.next_request())
+            .await
+            .is_err()
+    });
+    ensure_credentials(&secrets, &u).await.unwrap();
+    assert!(server.await.unwrap(), "no write expected");
+    assert_eq!(u.name_any(), "alice");
+}
+
+fn lease(holder: &str, renewed: Timestamp) -> serde_json::Value {
+    serde_json::to_value(Lease {
+        metadata: kube::api::ObjectMeta {
+            name: Some("leader".into()),
+            resource_version: Some("7".into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.into()),
+            lease_duration_seconds: Some(15),
+            renew_time: Some(MicroTime(renewed)),
+            ..Default::default()
+        }),
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn leader_election_creates_a_missing_lease() {
+    let (client, mut handle) = mock_client();
+    let e = LeaderElector::new(
+        Api::namespaced(client, "smsgw"),
+        "leader",
+        "op-a",
+        Duration::from_secs(15),
+    );
+    let server = tokio::spawn(async move {
+        let path = "/apis/coordination.k8s.io/v1/namespaces/smsgw/leases";
+        expect(
+            &mut handle,
+            Method::GET,
+            &format!("{path}/leader"),
+            StatusCode::NOT_FOUND,
+            not_found(),
+        )
+        .await;
+        expect(
+            &mut handle,
+            Method::POST,
+            path,
+            StatusCode::CREATED,
+            lease("op-a", Timestamp::now()),
+        )
+        .await
+    });
+    assert!(e.try_acquire_or_renew().await.unwrap());
+    let sent = server.await.unwrap();
+    assert_eq!(sent["spec"]["holderIdentity"], "op-a");
+    assert_eq!(sent["spec"]["leaseDurationSeconds"], 15);
+}
+
+#[tokio::test]
+async fn leader_election_leaves_a_fresh_lease_of_another_replica_alone() {
+    let (client, mut handle) = mock_client();
+    let e = LeaderElector::new(
+        Api::namespaced(client, "smsgw"),
+        "leader",
+        "op-b",
+        Duration::from_secs(15),
+    );
+    let server = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            Method::GET,
+            "/apis/coordination.k8s.io/v1/namespaces/smsgw/leases/leader",
+            StatusCode::OK,
+            lease("op-a", Timestamp::now()),
+        )
+        .await;
+        tokio::time::timeout(Duration::from_millis(300), handle.next_request())
+            .await
+            .is_err()
+    });
+    assert!(!e.try_acquire_or_renew().await.unwrap());
+    assert!(server.await.unwrap(), "no write to a lease held by another");
+}
+
+#[tokio::test]
+async fn leader_election_takes_over_an_expired_lease() {
+    let (client, mut handle) = mock_client();
+    let e = LeaderElector::new(
+        Api::namespaced(client, "smsgw"),
+        "leader",
+        "op-b",
+        Duration::from_secs(15),
+    );
+    let server = tokio::spawn(async move {
+        let path = "/apis/coordination.k8s.io/v1/namespaces/smsgw/leases/leader";
+        let stale = Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(60);
+        expect(
+            &mut handle,
+            Method::GET,
+            path,
+            StatusCode::OK,
+            lease("op-a", stale),
+        )
+        .await;
+        expect(
+            &mut handle,
+            Method::PUT,
+            path,
+            StatusCode::OK,
+            lease("op-b", Timestamp::now()),
+        )
+        .await
+    });
+    assert!(e.try_acquire_or_renew().await.unwrap());
+    let sent = server.await.unwrap();
+    assert_eq!(sent["spec"]["holderIdentity"], "op-b");
+    assert_eq!(
+        sent["metadata"]["resourceVersion"], "7",
+        "optimistic concurrency"
+    );
+    assert_eq!(sent["spec"]["leaseTransitions"], 1);
+}
