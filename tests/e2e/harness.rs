@@ -64,6 +64,15 @@ impl Gateway {
 
     /// Like [`Gateway::standalone`], with extra environment variables.
     pub fn standalone_with(config_yaml: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::spawn(config_yaml, env, &[])
+    }
+
+    /// Like [`Gateway::standalone`], with extra command-line arguments.
+    pub fn standalone_with_args(config_yaml: &str, args: &[&str]) -> Gateway {
+        Self::spawn(config_yaml, &[("ADMIN_API_KEY", ADMIN_KEY)], args)
+    }
+
+    fn spawn(config_yaml: &str, env: &[(&str, &str)], extra: &[&str]) -> Gateway {
         let config = write_config(config_yaml);
         let data = tempfile::tempdir().unwrap();
         let mut child = Command::new(SMSGW)
@@ -77,6 +86,7 @@ impl Gateway {
                 "--data-dir",
             ])
             .arg(data.path())
+            .args(extra)
             .env("RUST_LOG", "info")
             .env_remove("ADMIN_API_KEY")
             .envs(env.iter().copied())
@@ -190,7 +200,11 @@ impl Gateway {
             .status()
             .unwrap();
         assert!(ok.success());
-        wait_with_timeout(&mut child, Duration::from_secs(30))
+        let status = wait_with_timeout(&mut child, Duration::from_secs(30));
+        if !status.success() {
+            eprintln!("gateway logs:\n{}", self.logs());
+        }
+        status
     }
 }
 
@@ -247,8 +261,127 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("process did not exit within {timeout:?}");
+            return child.wait().unwrap();
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A `smsgw smsc-sim` process, killed on drop.
+pub struct Sim {
+    child: Option<Child>,
+    /// Address it listens on.
+    pub addr: SocketAddr,
+}
+
+impl Sim {
+    /// Starts the simulator on `listen` (port 0 for an ephemeral one) and
+    /// waits until it listens.
+    pub fn start(listen: &str) -> Sim {
+        let mut child = Command::new(SMSGW)
+            .args(["--log-format", "json", "smsc-sim", "--listen", listen])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn smsgw smsc-sim");
+        let (logs, rx) = collect_lines(child.stderr.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "smsc-sim did not start; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if v["message"] == "SMSC simulator listening" {
+                let addr = v["addr"].as_str().unwrap().parse().unwrap();
+                return Sim {
+                    child: Some(child),
+                    addr,
+                };
+            }
+        }
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, `KILL`, `TERM`) to the process.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([&format!("-{sig}"), &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// Kills the process and waits for it.
+    pub fn kill(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A configuration with one link `sim-link` to `addr` (short keep-alive
+/// timers) and a pool `default` holding it.
+pub fn sim_config(addr: SocketAddr) -> String {
+    format!(
+        r#"apiVersion: smsgw.io/v1alpha1
+kind: SmppLink
+metadata: {{name: sim-link}}
+spec:
+  host: "{ip}"
+  port: {port}
+  systemId: smsgw
+  password: secret
+  sessions: 2
+  window: 16
+  responseTimeout: 1s
+  enquireLinkInterval: 1s
+  reconnect: {{initial: 100ms, max: 500ms}}
+  messageIdFormat: hex
+---
+apiVersion: smsgw.io/v1alpha1
+kind: EsmePool
+metadata: {{name: default}}
+spec:
+  members: [{{link: sim-link, weight: 1}}]
+"#,
+        ip = addr.ip(),
+        port = addr.port()
+    )
+}
+
+/// Polls `check` every 50 ms until it is true or `within` passes; returns
+/// how long it took.
+pub async fn eventually(
+    within: Duration,
+    mut check: impl AsyncFnMut() -> bool,
+) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
 }

@@ -2,4 +2,5 @@
 
 mod auth;
 mod harness;
+mod links;
 mod standalone;

@@ -5,6 +5,7 @@
 use crate::admin::{self, UserUpdate, UserView};
 use crate::auth::Caller;
 use crate::{ApiError, ApiState};
+use smsgw_core::links::{LinkAction, LinkView};
 use smsgw_proto::admin::v1 as admin_pb;
 use smsgw_proto::auth::v1 as auth_pb;
 use smsgw_proto::sms::v1 as pb;
@@ -92,9 +93,10 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
         req: Request<pb::CheckEsmeRequest>,
     ) -> Result<Response<pb::CheckEsmeResponse>, Status> {
         let r = self.caller(&req).and_then(|_| {
-            Err(ApiError::Unimplemented(
-                "this build of smsgw holds no SMPP links yet",
-            ))
+            let links = crate::links::check_esme(&self.state, Some(&req.get_ref().esme))?;
+            Ok(pb::CheckEsmeResponse {
+                links: links.into_iter().map(link_state_pb).collect(),
+            })
         });
         finish(&self.state, "CheckESME", r)
     }
@@ -235,6 +237,49 @@ impl AdminGrpc {
     }
 }
 
+fn millis_timestamp(ms: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+fn link_state_pb(l: LinkView) -> pb::LinkState {
+    pb::LinkState {
+        name: l.name,
+        state: l.state,
+        sessions_bound: l.sessions_bound,
+        sessions_total: l.sessions_total,
+        in_flight: l.in_flight,
+        last_enquire_link_rtt_ms: l.last_enquire_link_rtt_ms.unwrap_or(0.0),
+        last_error: l.last_error.unwrap_or_default(),
+        last_error_at: l.last_error_at_ms.map(millis_timestamp),
+        submit_rate: l.submit_rate,
+        receipt_rate: l.receipt_rate,
+    }
+}
+
+fn link_pb(l: LinkView) -> admin_pb::Link {
+    admin_pb::Link {
+        name: l.name,
+        state: l.state,
+        sessions_bound: l.sessions_bound,
+        sessions_total: l.sessions_total,
+        in_flight: l.in_flight,
+        sessions: l
+            .sessions
+            .into_iter()
+            .map(|s| admin_pb::Session {
+                index: s.index,
+                state: s.state,
+                in_flight: s.in_flight,
+                last_enquire_link_rtt_ms: s.last_enquire_link_rtt_ms.unwrap_or(0.0),
+            })
+            .collect(),
+        last_error: l.last_error.unwrap_or_default(),
+    }
+}
+
 fn user_pb(u: UserView) -> admin_pb::User {
     admin_pb::User {
         user_id: u.user_id,
@@ -355,9 +400,9 @@ impl admin_pb::admin_service_server::AdminService for AdminGrpc {
     ) -> Result<Response<admin_pb::ListLinksResponse>, Status> {
         let r = async {
             self.admin(&req).await?;
-            Err(ApiError::Unimplemented(
-                "this build of smsgw holds no SMPP links yet",
-            ))
+            Ok(admin_pb::ListLinksResponse {
+                links: self.state.links.links().into_iter().map(link_pb).collect(),
+            })
         }
         .await;
         finish(&self.state, "ListLinks", r)
@@ -368,10 +413,23 @@ impl admin_pb::admin_service_server::AdminService for AdminGrpc {
         req: Request<admin_pb::ControlLinkRequest>,
     ) -> Result<Response<admin_pb::ControlLinkResponse>, Status> {
         let r = async {
-            self.admin(&req).await?;
-            Err(ApiError::Unimplemented(
-                "this build of smsgw holds no SMPP links yet",
-            ))
+            let caller = self.admin(&req).await?;
+            let b = req.get_ref();
+            let action = match admin_pb::LinkAction::try_from(b.action) {
+                Ok(admin_pb::LinkAction::Start) => LinkAction::Start,
+                Ok(admin_pb::LinkAction::Stop) => LinkAction::Stop,
+                Ok(admin_pb::LinkAction::Restart) => LinkAction::Restart,
+                _ => {
+                    return Err(ApiError::InvalidField {
+                        field: "action",
+                        reason: "must be START, STOP or RESTART".into(),
+                    });
+                }
+            };
+            let view = crate::links::control(&self.state, &caller, &b.name, action).await?;
+            Ok(admin_pb::ControlLinkResponse {
+                link: Some(link_pb(view)),
+            })
         }
         .await;
         finish(&self.state, "ControlLink", r)

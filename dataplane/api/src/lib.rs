@@ -10,6 +10,7 @@ pub mod admin;
 pub mod auth;
 mod error;
 mod grpc;
+pub mod links;
 pub mod metrics;
 mod rest;
 pub mod server;
@@ -40,6 +41,8 @@ pub struct ApiState {
     pub metrics: Arc<metrics::Metrics>,
     /// Users and credentials.
     pub auth: Arc<auth::Auth>,
+    /// The SMPP links the gateway holds.
+    pub links: Arc<dyn smsgw_core::links::LinkControl>,
 }
 
 impl ApiState {
@@ -50,7 +53,14 @@ impl ApiState {
             config: Arc::new(ArcSwap::from_pointee(config)),
             metrics: Arc::new(metrics::Metrics::new()),
             auth: Arc::new(auth),
+            links: Arc::new(smsgw_core::links::NoLinks),
         }
+    }
+
+    /// The same state over the given links.
+    pub fn with_links(mut self, links: Arc<dyn smsgw_core::links::LinkControl>) -> Self {
+        self.links = links;
+        self
     }
 }
 

@@ -33,6 +33,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/auth/token", post(token));
     let user = Router::new()
         .route("/api/v1/sms/check-text-len", post(check_text_len_handler))
+        .route("/api/v1/smpp/links", get(list_links))
+        .route("/api/v1/smpp/links/{name}", get(get_link))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_user));
     let admin = Router::new()
         .route("/api/v1/admin/users", get(list_users))
@@ -43,6 +45,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/admin/users/{id}/admin", post(set_admin))
         .route("/api/v1/admin/users/{id}/reset-secret", post(reset_secret))
         .route("/api/v1/admin/config", get(config))
+        .route("/api/v1/admin/links", get(list_links))
+        .route("/api/v1/admin/links/{name}/{action}", post(control_link))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
         .merge(public)
@@ -259,6 +263,35 @@ async fn config(
     Extension(caller): Extension<Caller>,
 ) -> Json<serde_json::Value> {
     Json(admin::config(&state, &caller))
+}
+
+async fn list_links(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "links": state.links.links() }))
+}
+
+async fn get_link(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<smsgw_core::links::LinkView>, ApiError> {
+    state
+        .links
+        .link(&name)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no link named {name:?}")))
+}
+
+async fn control_link(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((name, action)): Path<(String, String)>,
+) -> Result<Json<smsgw_core::links::LinkView>, ApiError> {
+    let action = action.parse().map_err(|reason| ApiError::InvalidField {
+        field: "action",
+        reason,
+    })?;
+    crate::links::control(&state, &caller, &name, action)
+        .await
+        .map(Json)
 }
 
 async fn record_metrics(State(state): State<ApiState>, req: Request, next: Next) -> Response {

@@ -4,6 +4,7 @@
 //! front ends (`smsgw-api`) depend on this crate, never on each other.
 #![warn(missing_docs)]
 
+pub mod links;
 pub mod users;
 
 /// Seconds since the Unix epoch, the time unit of stored records.

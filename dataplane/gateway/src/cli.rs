@@ -31,6 +31,8 @@ pub enum Command {
     /// Run the gateway on one machine from a YAML file of SmppLink, EsmePool,
     /// User and ContactPolicy manifests, with embedded defaults.
     Standalone(StandaloneArgs),
+    /// Run the built-in SMSC simulator alone (for tests, demos and load).
+    SmscSim(SimArgs),
     /// Validate a configuration file and print what it defines.
     CheckConfig {
         /// The YAML file.
@@ -56,6 +58,49 @@ pub struct StandaloneArgs {
     /// instead of the embedded store.
     #[arg(long, env = "SMSGW_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Also run the built-in SMSC simulator (credentials smsgw/secret), so
+    /// the example's `local-sim` link has an SMSC to bind to.
+    #[arg(long, env = "SMSGW_WITH_SIMULATOR")]
+    pub with_simulator: bool,
+    /// Where the built-in simulator listens (with `--with-simulator`).
+    #[arg(long, env = "SMSGW_SIMULATOR_LISTEN", default_value = "127.0.0.1:2775")]
+    pub simulator_listen: SocketAddr,
+}
+
+/// Options of the SMSC simulator.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SMSGW_SIM_LISTEN", default_value = "127.0.0.1:2775")]
+    pub listen: SocketAddr,
+    /// system_id binds must present.
+    #[arg(long, env = "SMSGW_SIM_SYSTEM_ID", default_value = "smsgw")]
+    pub system_id: String,
+    /// Password binds must present.
+    #[arg(
+        long,
+        env = "SMSGW_SIM_PASSWORD",
+        default_value = "secret",
+        hide_env_values = true
+    )]
+    pub password: String,
+    /// Format of the message ids it hands out.
+    #[arg(long, env = "SMSGW_SIM_ID_FORMAT", value_enum, default_value_t = SimIdFormat::Hex)]
+    pub id_format: SimIdFormat,
+    /// Delay before each delivery receipt.
+    #[arg(long, env = "SMSGW_SIM_RECEIPT_DELAY", default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub receipt_delay: std::time::Duration,
+}
+
+/// Message id formats of the simulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SimIdFormat {
+    /// Upper-case hex, zero padded.
+    Hex,
+    /// Decimal, zero padded.
+    Decimal,
+    /// UUID-like.
+    Uuid,
 }
 
 /// Authentication settings.

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod links;
 mod runtime;
 
 use clap::Parser;

@@ -1,6 +1,7 @@
 //! Wiring: configuration, servers, shutdown.
 
-use crate::cli::{Cli, Command, ListenArgs, LogFormat, StandaloneArgs};
+use crate::cli::{Cli, Command, ListenArgs, LogFormat, SimArgs, SimIdFormat, StandaloneArgs};
+use crate::links::Links;
 use anyhow::{Context, bail};
 use smsgw_api::ApiState;
 use smsgw_api::auth::jwt::KeySet;
@@ -31,6 +32,7 @@ pub fn init_logging(format: LogFormat) {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Standalone(args) => standalone(args).await,
+        Command::SmscSim(args) => smsc_sim(args).await,
         Command::CheckConfig { config } => {
             let snap = load_config(&config)?;
             println!(
@@ -87,12 +89,75 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     auth.sync_managed_users(&snap)
         .await
         .map_err(|e| anyhow::anyhow!("cannot apply User resources: {e}"))?;
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    // The simulator outlives the links, so they can unbind from it cleanly.
+    let sim_cancel = CancellationToken::new();
+    let _sim = if args.with_simulator {
+        let sim_args = SimArgs {
+            listen: args.simulator_listen,
+            system_id: "smsgw".into(),
+            password: "secret".into(),
+            id_format: SimIdFormat::Hex,
+            receipt_delay: std::time::Duration::from_millis(50),
+        };
+        let sim = smsgw_smpp::sim::run(sim_config(&sim_args), sim_cancel.clone())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot start the SMSC simulator on {}",
+                    args.simulator_listen
+                )
+            })?;
+        tracing::info!(addr = %sim.addr(), "SMSC simulator listening");
+        Some(sim)
+    } else {
+        None
+    };
     let state = ApiState::new(snap, auth);
+    let links = Links::start(&state.config.load(), &cancel, &tracker, &state.metrics)?;
+    let state = state.with_links(links);
     state
         .metrics
         .config_links
         .set(state.config.load().links.len() as i64);
-    serve(args.listen, state).await
+    let result = serve(args.listen, state, cancel, tracker).await;
+    sim_cancel.cancel();
+    result
+}
+
+fn sim_config(args: &SimArgs) -> smsgw_smpp::sim::SimConfig {
+    let mut c = smsgw_smpp::sim::SimConfig {
+        listen: args.listen,
+        system_id: args.system_id.clone(),
+        password: args.password.clone(),
+        ..Default::default()
+    };
+    c.id_format = match args.id_format {
+        SimIdFormat::Hex => smsgw_smpp::sim::SimIdFormat::Hex,
+        SimIdFormat::Decimal => smsgw_smpp::sim::SimIdFormat::Decimal,
+        SimIdFormat::Uuid => smsgw_smpp::sim::SimIdFormat::Uuid,
+    };
+    c.receipt_delay = args.receipt_delay;
+    c
+}
+
+/// `smsgw smsc-sim`: the simulator alone, until SIGINT/SIGTERM.
+async fn smsc_sim(args: SimArgs) -> anyhow::Result<()> {
+    let signal = shutdown_signal()?;
+    let cancel = CancellationToken::new();
+    let sim = smsgw_smpp::sim::run(sim_config(&args), cancel.clone())
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(addr = %sim.addr(), "SMSC simulator listening");
+    let sig = signal.await;
+    tracing::info!(
+        submits = sim.submits(),
+        receipts = sim.receipts_sent(),
+        "{sig} received, stopping"
+    );
+    cancel.cancel();
+    Ok(())
 }
 
 /// Authentication settings from flags; a JWT key is generated once and kept
@@ -134,7 +199,12 @@ fn local_jwt_key(path: &Path) -> anyhow::Result<Vec<u8>> {
 /// Binds both listeners, serves until SIGINT/SIGTERM, then shuts down
 /// gracefully. If either server dies, the other is stopped and the process
 /// fails.
-async fn serve(listen: ListenArgs, state: ApiState) -> anyhow::Result<()> {
+async fn serve(
+    listen: ListenArgs,
+    state: ApiState,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
     let rest = TcpListener::bind(listen.rest_addr)
         .await
@@ -144,8 +214,6 @@ async fn serve(listen: ListenArgs, state: ApiState) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen for gRPC on {}", listen.grpc_addr))?;
     tracing::info!(rest = %rest.local_addr()?, grpc = %grpc.local_addr()?, "smsgw listening");
 
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<String>(2);
 
     let (c, s, f) = (cancel.clone(), state.clone(), failed_tx.clone());
@@ -176,6 +244,8 @@ async fn serve(listen: ListenArgs, state: ApiState) -> anyhow::Result<()> {
         .is_err()
     {
         tracing::warn!("shutdown took longer than 30s; exiting anyway");
+    } else {
+        tracing::info!("every SMPP window drained and every session unbound");
     }
     match failure {
         Some(msg) => bail!(msg),
