@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod links;
+pub mod messages;
 pub mod users;
 
 /// Seconds since the Unix epoch, the time unit of stored records.

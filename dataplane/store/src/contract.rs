@@ -113,3 +113,480 @@ pub async fn users_concurrent_registration(store: Arc<dyn UserStore>) {
     assert_eq!(ok, 1);
     assert_eq!(store.list(None, 100).await.unwrap().len(), 1);
 }
+
+// ---------------------------------------------------------------------------
+// Message store contract
+// ---------------------------------------------------------------------------
+
+use smsgw_core::messages::ReceiptUpdate;
+use smsgw_core::messages::{
+    ClaimRequest, CreateOutcome, MessageRecord, MessageStatus, MessageStore, ReceiptOutcome,
+    ReceiptState, SegmentRecord, SubmitStatus, SubmitUpdate, Target, unix_now_ms,
+};
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// A run-unique token, so suites can share a long-lived server (Aerospike).
+pub fn unique(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{tag}-{}-{}-{}",
+        std::process::id(),
+        unix_now_ms(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A new message of `segments` segments, created now, with unique ids.
+pub fn message(segments: u16) -> MessageRecord {
+    let now = unix_now_ms();
+    MessageRecord {
+        message_id: unique("msg"),
+        app_id: unique("app"),
+        transaction_id: unique("tx"),
+        task_id: Some("campaign-1".into()),
+        source: "SMSGW".into(),
+        destination: "+4915112345678".into(),
+        encoding: "gsm7".into(),
+        target: Target::Pool("eu".into()),
+        link: None,
+        created_at_ms: now,
+        updated_at_ms: now,
+        status: MessageStatus::Accepted,
+        segments: (0..segments).map(SegmentRecord::new).collect(),
+        claimed_by: Some("pod-creator".into()),
+        claim_until_ms: now + 5_000,
+    }
+}
+
+/// An accepted `submit_sm_resp` for segment `seq`.
+pub fn accepted(m: &MessageRecord, seq: u16, link: &str, smsc_id: &str) -> SubmitUpdate {
+    SubmitUpdate {
+        message_id: m.message_id.clone(),
+        seq,
+        outcome: SubmitStatus::Accepted,
+        link: link.into(),
+        smsc_message_id: Some(smsc_id.into()),
+        at_ms: unix_now_ms(),
+    }
+}
+
+/// A receipt on `link` for `smsc_id`.
+pub fn receipt(link: &str, smsc_id: &str, state: ReceiptState) -> ReceiptUpdate {
+    ReceiptUpdate {
+        link: link.into(),
+        smsc_message_id: smsc_id.into(),
+        state,
+        error_code: (state != ReceiptState::Delivered && state.is_final()).then_some(34),
+        at_ms: unix_now_ms(),
+    }
+}
+
+fn created(o: CreateOutcome) -> MessageRecord {
+    match o {
+        CreateOutcome::Created(r) => r,
+        CreateOutcome::Existing(r) => panic!("expected Created, got Existing({})", r.message_id),
+    }
+}
+
+fn applied(o: ReceiptOutcome) -> MessageRecord {
+    match o {
+        ReceiptOutcome::Applied(r) => r,
+        other => panic!("expected Applied, got {other:?}"),
+    }
+}
+
+/// Create, then read by id and by (app, transaction); unknown keys are None.
+pub async fn messages_round_trip(store: &dyn MessageStore) {
+    let m = message(2);
+    let stored = created(store.create(&m).await.unwrap());
+    assert_eq!(stored, m);
+    assert_eq!(store.get(&m.message_id).await.unwrap(), Some(m.clone()));
+    assert_eq!(
+        store
+            .by_transaction(&m.app_id, &m.transaction_id)
+            .await
+            .unwrap(),
+        Some(m.clone())
+    );
+    assert_eq!(store.get(&unique("nope")).await.unwrap(), None);
+    assert_eq!(
+        store.by_transaction(&m.app_id, "other").await.unwrap(),
+        None
+    );
+    // A submit for an unknown message or segment is an error, not a panic.
+    let mut s = accepted(&m, 0, "l1", &unique("sid"));
+    s.message_id = unique("nope");
+    assert!(matches!(
+        store.record_submit(&s).await,
+        Err(smsgw_core::messages::MessageStoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.record_submit(&accepted(&m, 9, "l1", "x")).await,
+        Err(smsgw_core::messages::MessageStoreError::NoSuchSegment { seq: 9, .. })
+    ));
+}
+
+/// The same (app, transaction) again yields the first message, unchanged.
+pub async fn messages_idempotent_create(store: &dyn MessageStore) {
+    let first = message(1);
+    created(store.create(&first).await.unwrap());
+    let mut again = message(1);
+    again.app_id = first.app_id.clone();
+    again.transaction_id = first.transaction_id.clone();
+    again.destination = "+33600000000".into();
+    match store.create(&again).await.unwrap() {
+        CreateOutcome::Existing(r) => assert_eq!(r, first),
+        CreateOutcome::Created(r) => panic!("second create made {}", r.message_id),
+    }
+    assert_eq!(store.get(&again.message_id).await.unwrap(), None);
+    // Another app may use the same transaction id.
+    let mut other_app = message(1);
+    other_app.transaction_id = first.transaction_id.clone();
+    created(store.create(&other_app).await.unwrap());
+}
+
+/// Of 16 concurrent creates with one (app, transaction), exactly one is
+/// Created and every answer carries the same message id.
+pub async fn messages_concurrent_create(store: Arc<dyn MessageStore>) {
+    let base = message(1);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        let mut m = message(1);
+        m.app_id = base.app_id.clone();
+        m.transaction_id = base.transaction_id.clone();
+        tasks.push(tokio::spawn(async move { store.create(&m).await }));
+    }
+    let mut ids = HashSet::new();
+    let mut created_n = 0;
+    for t in tasks {
+        match t.await.unwrap().unwrap() {
+            CreateOutcome::Created(r) => {
+                created_n += 1;
+                ids.insert(r.message_id);
+            }
+            CreateOutcome::Existing(r) => {
+                ids.insert(r.message_id);
+            }
+        }
+    }
+    assert_eq!(created_n, 1);
+    assert_eq!(ids.len(), 1, "every caller sees one message id: {ids:?}");
+    let id = ids.into_iter().next().unwrap();
+    let by_tx = store
+        .by_transaction(&base.app_id, &base.transaction_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_tx.message_id, id);
+}
+
+/// A receipt is matched through (link, SMSC id); a repeat is a duplicate;
+/// the same id on another link is not this message.
+pub async fn messages_receipt_matching(store: &dyn MessageStore) {
+    let m = created(store.create(&message(1)).await.unwrap());
+    let sid = unique("sid");
+    let after = store
+        .record_submit(&accepted(&m, 0, "l1", &sid))
+        .await
+        .unwrap();
+    assert_eq!(after.status, MessageStatus::Pending);
+    assert_eq!(after.link.as_deref(), Some("l1"));
+    assert_eq!(
+        after.segments[0].smsc_message_id.as_deref(),
+        Some(sid.as_str())
+    );
+
+    let r = applied(
+        store
+            .apply_receipt(&receipt("l1", &sid, ReceiptState::Enroute))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(r.status, MessageStatus::Pending);
+    let r = applied(
+        store
+            .apply_receipt(&receipt("l1", &sid, ReceiptState::Delivered))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(r.status, MessageStatus::Delivered);
+    assert_eq!(r.segments[0].receipt, Some(ReceiptState::Delivered));
+    assert!(matches!(
+        store
+            .apply_receipt(&receipt("l1", &sid, ReceiptState::Delivered))
+            .await
+            .unwrap(),
+        ReceiptOutcome::Duplicate(_)
+    ));
+    // A late intermediate receipt does not undo the final state.
+    assert!(matches!(
+        store
+            .apply_receipt(&receipt("l1", &sid, ReceiptState::Enroute))
+            .await
+            .unwrap(),
+        ReceiptOutcome::Duplicate(_)
+    ));
+    assert_eq!(
+        store.get(&m.message_id).await.unwrap().unwrap().status,
+        MessageStatus::Delivered
+    );
+    assert_eq!(
+        store
+            .apply_receipt(&receipt("l2", &sid, ReceiptState::Delivered))
+            .await
+            .unwrap(),
+        ReceiptOutcome::Parked,
+        "same SMSC id on another link is another message"
+    );
+}
+
+/// A receipt arriving before its submit_sm_resp is parked, then applied
+/// when the mapping is written; a parked final state survives a later
+/// intermediate one.
+pub async fn messages_receipt_before_submit_resp(store: &dyn MessageStore) {
+    let m = created(store.create(&message(2)).await.unwrap());
+    let (s0, s1) = (unique("sid"), unique("sid"));
+    assert_eq!(
+        store
+            .apply_receipt(&receipt("l1", &s0, ReceiptState::Delivered))
+            .await
+            .unwrap(),
+        ReceiptOutcome::Parked
+    );
+    assert_eq!(
+        store
+            .apply_receipt(&receipt("l1", &s0, ReceiptState::Enroute))
+            .await
+            .unwrap(),
+        ReceiptOutcome::Parked
+    );
+    let r = store
+        .record_submit(&accepted(&m, 0, "l1", &s0))
+        .await
+        .unwrap();
+    assert_eq!(r.segments[0].receipt, Some(ReceiptState::Delivered));
+    assert_eq!(
+        r.status,
+        MessageStatus::Pending,
+        "segment 1 not submitted yet"
+    );
+    // Parked receipt consumed: a repeat now matches directly.
+    assert!(matches!(
+        store
+            .apply_receipt(&receipt("l1", &s0, ReceiptState::Delivered))
+            .await
+            .unwrap(),
+        ReceiptOutcome::Duplicate(_)
+    ));
+    store
+        .apply_receipt(&receipt("l1", &s1, ReceiptState::Delivered))
+        .await
+        .unwrap();
+    let r = store
+        .record_submit(&accepted(&m, 1, "l1", &s1))
+        .await
+        .unwrap();
+    assert_eq!(r.status, MessageStatus::Delivered);
+    assert_eq!(store.get(&m.message_id).await.unwrap().unwrap(), r);
+}
+
+/// Three segments, receipts out of order: delivered only when all are.
+pub async fn messages_multipart_delivered_when_all_are(store: &dyn MessageStore) {
+    let m = created(store.create(&message(3)).await.unwrap());
+    let sids: Vec<String> = (0..3).map(|_| unique("sid")).collect();
+    for (seq, sid) in sids.iter().enumerate() {
+        let seq = u16::try_from(seq).unwrap();
+        store
+            .record_submit(&accepted(&m, seq, "l1", sid))
+            .await
+            .unwrap();
+    }
+    for (i, expect) in [
+        (2, MessageStatus::Pending),
+        (0, MessageStatus::Pending),
+        (1, MessageStatus::Delivered),
+    ] {
+        let r = applied(
+            store
+                .apply_receipt(&receipt("l1", &sids[i], ReceiptState::Delivered))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(r.status, expect, "after the receipt of segment {i}");
+    }
+}
+
+/// One segment failing for good fails the message; a refused submit
+/// rejects it.
+pub async fn messages_failed_segment(store: &dyn MessageStore) {
+    let m = created(store.create(&message(2)).await.unwrap());
+    let (s0, s1) = (unique("sid"), unique("sid"));
+    store
+        .record_submit(&accepted(&m, 0, "l1", &s0))
+        .await
+        .unwrap();
+    store
+        .record_submit(&accepted(&m, 1, "l1", &s1))
+        .await
+        .unwrap();
+    store
+        .apply_receipt(&receipt("l1", &s0, ReceiptState::Delivered))
+        .await
+        .unwrap();
+    let r = applied(
+        store
+            .apply_receipt(&receipt("l1", &s1, ReceiptState::Undeliverable))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(r.status, MessageStatus::Failed);
+    assert_eq!(r.segments[1].error_code, Some(34));
+
+    let m = created(store.create(&message(1)).await.unwrap());
+    let r = store
+        .record_submit(&SubmitUpdate {
+            outcome: SubmitStatus::Rejected {
+                command_status: 0x45,
+            },
+            smsc_message_id: None,
+            ..accepted(&m, 0, "l1", "")
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.status, MessageStatus::Rejected);
+    assert_eq!(store.get(&m.message_id).await.unwrap().unwrap(), r);
+}
+
+/// A receipt nobody knows is parked, not an error.
+pub async fn messages_unknown_receipt_is_parked(store: &dyn MessageStore) {
+    for state in [
+        ReceiptState::Delivered,
+        ReceiptState::Expired,
+        ReceiptState::Enroute,
+    ] {
+        assert_eq!(
+            store
+                .apply_receipt(&receipt("l9", &unique("ghost"), state))
+                .await
+                .unwrap(),
+            ReceiptOutcome::Parked
+        );
+    }
+}
+
+/// Eight concurrent sweepers claim 20 stale accepted messages: each
+/// exactly once. Leased, young and submitted messages are not claimed;
+/// an expired lease can be claimed again.
+pub async fn messages_claim_exactly_once(store: Arc<dyn MessageStore>) {
+    let now = unix_now_ms();
+    let mut stale = HashSet::new();
+    for _ in 0..20 {
+        let mut m = message(1);
+        m.created_at_ms = now - 60_000;
+        m.claim_until_ms = now - 30_000; // the creator's lease ran out
+        stale.insert(created(store.create(&m).await.unwrap()).message_id);
+    }
+    let young = created(store.create(&message(1)).await.unwrap());
+    let mut leased = message(1);
+    leased.created_at_ms = now - 60_000;
+    leased.claim_until_ms = now + 60_000;
+    let leased = created(store.create(&leased).await.unwrap());
+    let mut submitted = message(1);
+    submitted.created_at_ms = now - 60_000;
+    submitted.claim_until_ms = 0;
+    let submitted = created(store.create(&submitted).await.unwrap());
+    store
+        .record_submit(&accepted(&submitted, 0, "l1", &unique("sid")))
+        .await
+        .unwrap();
+
+    let req = |owner: &str, now_ms: u64| ClaimRequest {
+        owner: owner.into(),
+        created_before_ms: now - 10_000,
+        now_ms,
+        lease: Duration::from_secs(30),
+        limit: 1_000,
+    };
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        let r = req(&format!("sweeper-{i}"), now);
+        tasks.push(tokio::spawn(
+            async move { store.claim_stale_accepted(&r).await },
+        ));
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for t in tasks {
+        for rec in t.await.unwrap().unwrap() {
+            assert!(rec.claimed_by.as_deref().unwrap().starts_with("sweeper-"));
+            assert_eq!(rec.claim_until_ms, now + 30_000);
+            seen.push(rec.message_id);
+        }
+    }
+    let ours: Vec<&String> = seen.iter().filter(|id| stale.contains(*id)).collect();
+    assert_eq!(ours.len(), 20, "each stale message claimed exactly once");
+    assert_eq!(ours.iter().collect::<HashSet<_>>().len(), 20);
+    for other in [&young.message_id, &leased.message_id, &submitted.message_id] {
+        assert!(!seen.contains(other), "{other} must not be claimed");
+    }
+    // Leases held: nothing of ours again.
+    let again = store
+        .claim_stale_accepted(&req("late", now + 1))
+        .await
+        .unwrap();
+    assert!(again.iter().all(|r| !stale.contains(&r.message_id)));
+    // Leases expired: claimable again (the claimer died before submitting).
+    let later = store
+        .claim_stale_accepted(&req("rescuer", now + 31_000))
+        .await
+        .unwrap();
+    let rescued = later
+        .iter()
+        .filter(|r| stale.contains(&r.message_id))
+        .count();
+    assert_eq!(rescued, 20);
+    let one = later
+        .iter()
+        .find(|r| stale.contains(&r.message_id))
+        .unwrap();
+    let stored = store.get(&one.message_id).await.unwrap().unwrap();
+    assert_eq!(stored.claimed_by.as_deref(), Some("rescuer"));
+}
+
+/// With a store whose TTL is `ttl` (short, ≥ 1 s): a message, its
+/// idempotency key and its index entry are gone after the TTL, and the
+/// transaction id can be used again.
+pub async fn messages_expire_after_ttl(store: &dyn MessageStore, ttl: Duration) {
+    let m = created(store.create(&message(1)).await.unwrap());
+    let sid = unique("sid");
+    store
+        .record_submit(&accepted(&m, 0, "l1", &sid))
+        .await
+        .unwrap();
+    assert!(store.get(&m.message_id).await.unwrap().is_some());
+    tokio::time::sleep(ttl + Duration::from_millis(1_200)).await;
+    store.purge_expired().await.unwrap();
+    assert_eq!(store.get(&m.message_id).await.unwrap(), None);
+    assert_eq!(
+        store
+            .by_transaction(&m.app_id, &m.transaction_id)
+            .await
+            .unwrap(),
+        None
+    );
+    let outcome = store
+        .apply_receipt(&receipt("l1", &sid, ReceiptState::Delivered))
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, ReceiptOutcome::Parked | ReceiptOutcome::Orphaned),
+        "{outcome:?}"
+    );
+    let mut again = message(1);
+    again.app_id = m.app_id.clone();
+    again.transaction_id = m.transaction_id.clone();
+    created(store.create(&again).await.unwrap());
+}

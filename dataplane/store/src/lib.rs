@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 mod embedded;
+pub mod messages;
 mod redis_store;
 
 pub use embedded::EmbeddedUserStore;

@@ -82,3 +82,214 @@ async fn redis_unreachable_is_a_backend_error_not_a_hang() {
     assert!(matches!(r, Err(smsgw_core::users::StoreError::Backend(_))));
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+// ---------------------------------------------------------------------------
+// Message store contract: embedded, Redis, and Aerospike when
+// `AEROSPIKE_HOSTS` is set.
+// ---------------------------------------------------------------------------
+
+mod messages {
+    use smsgw_core::messages::MessageStore;
+    use smsgw_store::RedisConfig;
+    use smsgw_store::contract;
+    use smsgw_store::messages::{
+        AerospikeConfig, AerospikeMessageStore, EmbeddedMessageStore, MessageStoreOptions,
+        RedisMessageStore,
+    };
+    use smsgw_store::testing::RedisServer;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const SHORT_TTL: Duration = Duration::from_secs(1);
+
+    /// A fresh embedded store, and what keeps it alive.
+    async fn embedded(
+        opts: MessageStoreOptions,
+    ) -> (Box<dyn std::any::Any>, Arc<dyn MessageStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedMessageStore::open(&dir.path().join("messages.redb"), opts).unwrap();
+        (Box::new(dir), Arc::new(s))
+    }
+
+    async fn redis(opts: MessageStoreOptions) -> (Box<dyn std::any::Any>, Arc<dyn MessageStore>) {
+        let server = RedisServer::start();
+        let s = RedisMessageStore::connect(&RedisConfig::new(server.url()), opts)
+            .await
+            .unwrap();
+        (Box::new(server), Arc::new(s))
+    }
+
+    /// `None` (and a note on stderr) when `AEROSPIKE_HOSTS` is unset: no
+    /// Aerospike server can run on the build machines, so the Aerospike
+    /// run is skipped there, not passed.
+    async fn aerospike(opts: MessageStoreOptions) -> Made {
+        let Ok(hosts) = std::env::var("AEROSPIKE_HOSTS") else {
+            eprintln!(
+                "SKIPPED: AEROSPIKE_HOSTS is not set, so the Aerospike message store contract did not run"
+            );
+            return None;
+        };
+        let mut cfg = AerospikeConfig::new(hosts);
+        if let Ok(ns) = std::env::var("AEROSPIKE_NAMESPACE") {
+            cfg.namespace = ns;
+        }
+        let s = AerospikeMessageStore::connect(&cfg, opts).await.unwrap();
+        Some((Box::new(()), Arc::new(s)))
+    }
+
+    macro_rules! contract_for {
+        ($backend:ident, $make:ident) => {
+            mod $backend {
+                use super::*;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn round_trip() {
+                    let Some((_k, s)) = $make(MessageStoreOptions::default()).await else {
+                        return;
+                    };
+                    contract::messages_round_trip(&*s).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn same_transaction_twice_yields_the_same_message() {
+                    let Some((_k, s)) = $make(MessageStoreOptions::default()).await else {
+                        return;
+                    };
+                    contract::messages_idempotent_create(&*s).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn concurrent_creates_let_exactly_one_win() {
+                    let Some((_k, s)) = $make(MessageStoreOptions::default()).await else {
+                        return;
+                    };
+                    contract::messages_concurrent_create(s).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn receipts_are_matched_by_link_and_smsc_id() {
+                    let Some((_k, s)) = $make(MessageStoreOptions::default()).await else {
+                        return;
+                    };
+                    contract::messages_receipt_matching(&*s).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn a_receipt_before_its_submit_resp_is_parked_then_applied() {
+                    let Some((_k, s)) = $make(MessageStoreOptions::default()).await else {
+                        return;
+                    };
+                    contract::messages_receipt_before_submit_resp(&*s).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn a_multipart_message_is_delivered_when_every_segment_is() {
+                    let Some((_k, s)) = $make(MessageStoreOptions::default()).await else {
+                        return;
+                    };
+                    contract::messages_multipart_delivered_when_all_are(&*s).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn a_failed_segment_fails_the_message() {
+                    let Some((_k, s)) = $make(MessageStoreOptions::default()).await else {
+                        return;
+                    };
+                    contract::messages_failed_segment(&*s).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn unknown_receipts_are_parked_not_errors() {
+                    let Some((_k, s)) = $make(MessageStoreOptions::default()).await else {
+                        return;
+                    };
+                    contract::messages_unknown_receipt_is_parked(&*s).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn stale_accepted_messages_are_claimed_exactly_once() {
+                    let Some((_k, s)) = $make(MessageStoreOptions::default()).await else {
+                        return;
+                    };
+                    contract::messages_claim_exactly_once(s).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn messages_expire_after_their_ttl() {
+                    let opts = MessageStoreOptions::default().ttl(SHORT_TTL);
+                    let Some((_k, s)) = $make(opts).await else {
+                        return;
+                    };
+                    contract::messages_expire_after_ttl(&*s, SHORT_TTL).await;
+                }
+            }
+        };
+    }
+
+    type Made = Option<(Box<dyn std::any::Any>, Arc<dyn MessageStore>)>;
+    async fn some_embedded(o: MessageStoreOptions) -> Made {
+        Some(embedded(o).await)
+    }
+    async fn some_redis(o: MessageStoreOptions) -> Made {
+        Some(redis(o).await)
+    }
+
+    contract_for!(embedded_store, some_embedded);
+    contract_for!(redis_store, some_redis);
+    contract_for!(aerospike_store, aerospike);
+
+    #[tokio::test]
+    async fn embedded_messages_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("messages.redb");
+        let m = contract::message(2);
+        let sid = contract::unique("sid");
+        {
+            let s = EmbeddedMessageStore::open(&path, MessageStoreOptions::default()).unwrap();
+            s.create(&m).await.unwrap();
+            s.record_submit(&contract::accepted(&m, 0, "l1", &sid))
+                .await
+                .unwrap();
+            // Parked before the restart, applied after it.
+            s.apply_receipt(&contract::receipt(
+                "l1",
+                "early",
+                smsgw_core::messages::ReceiptState::Delivered,
+            ))
+            .await
+            .unwrap();
+        }
+        let s = EmbeddedMessageStore::open(&path, MessageStoreOptions::default()).unwrap();
+        let back = s.get(&m.message_id).await.unwrap().unwrap();
+        assert_eq!(
+            back.segments[0].smsc_message_id.as_deref(),
+            Some(sid.as_str())
+        );
+        assert_eq!(
+            s.by_transaction(&m.app_id, &m.transaction_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .message_id,
+            m.message_id
+        );
+        let r = s
+            .apply_receipt(&contract::receipt(
+                "l1",
+                &sid,
+                smsgw_core::messages::ReceiptState::Delivered,
+            ))
+            .await
+            .unwrap();
+        assert!(matches!(
+            r,
+            smsgw_core::messages::ReceiptOutcome::Applied(_)
+        ));
+        let r = s
+            .record_submit(&contract::accepted(&m, 1, "l1", "early"))
+            .await
+            .unwrap();
+        assert_eq!(r.status, smsgw_core::messages::MessageStatus::Delivered);
+        assert_eq!(s.parked_len().await.unwrap(), 0);
+    }
+}

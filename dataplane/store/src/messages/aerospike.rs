@@ -1,0 +1,529 @@
+//! Aerospike message store (the production default): TTL'd records,
+//! atomic creates and optimistic updates by record generation.
+//!
+//! # Records (namespace and set names from [`AerospikeConfig`])
+//!
+//! | set | key | bins | TTL |
+//! |---|---|---|---|
+//! | `<set>` | message id | `j` JSON record; `acc` = `created_at_ms` while `accepted` (secondary index `<set>_acc`) | rest of `created_at + ttl` |
+//! | `<set>_tx` | `app_id \0 transaction_id` | `m` message id | same as the message |
+//! | `<set>_ix` | `link \0 smsc_id` | `m`, `s` mapping; `p`, `pf` parked receipt | message's once mapped, `parked_ttl` while only parked |
+//!
+//! Atomic steps are single-record operations: `CREATE_ONLY` puts (the
+//! idempotency key, the record) and generation-checked puts
+//! (`EXPECT_GEN_EQUAL`) for every read-modify-write, retried on
+//! `GenerationError`. The index entry and the parked receipt share one
+//! record, so a receipt racing its `submit_sm_resp` is either matched or
+//! parked and then taken by the index write — never lost. The claim query
+//! uses the sparse secondary index on `acc`, so it reads only messages still
+//! `accepted`, not the whole set. Create follows the same crash-safe order
+//! as the Redis store (key, then record; a later create with the key takes
+//! over an orphaned key under its id).
+
+use super::{CAS_ATTEMPTS, MessageStoreOptions, backend, keep_parked, ms};
+use aerospike::query::{Filter, PartitionFilter};
+use aerospike::{
+    AdminPolicy, Bin, Bins, Client, ClientPolicy, CollectionIndexType, Expiration,
+    GenerationPolicy, IndexType, Key, QueryPolicy, ReadPolicy, Record, RecordExistsAction,
+    ResultCode, Statement, Task, Value, WritePolicy,
+};
+use async_trait::async_trait;
+use futures::StreamExt;
+use smsgw_core::messages::{
+    ClaimRequest, CreateOutcome, MessageRecord, MessageStatus, MessageStore, MessageStoreError,
+    ReceiptOutcome, ReceiptUpdate, SubmitUpdate, unix_now_ms,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the messages live in Aerospike.
+///
+/// # Defaults
+/// Namespace `smsgw`, set `messages`.
+#[derive(Clone, Debug)]
+pub struct AerospikeConfig {
+    /// Seed hosts, `host:port[,host:port…]` (as `AEROSPIKE_HOSTS`).
+    pub hosts: String,
+    /// Namespace (must allow TTLs: `nsup-period` > 0).
+    pub namespace: String,
+    /// Set of the message records; the key and index sets are named after it.
+    pub set: String,
+}
+
+impl AerospikeConfig {
+    /// Defaults for `hosts`.
+    pub fn new(hosts: impl Into<String>) -> Self {
+        Self {
+            hosts: hosts.into(),
+            namespace: "smsgw".into(),
+            set: "messages".into(),
+        }
+    }
+}
+
+/// How long a create waits for a concurrent creator's record before taking
+/// over its idempotency key.
+const TAKEOVER_AFTER: Duration = Duration::from_millis(500);
+
+/// Messages in Aerospike (see the module docs for the layout).
+#[derive(Clone)]
+pub struct AerospikeMessageStore {
+    client: Arc<Client>,
+    ns: String,
+    set: String,
+    tx_set: String,
+    ix_set: String,
+    opts: MessageStoreOptions,
+}
+
+fn is(e: &aerospike::Error, rc: ResultCode) -> bool {
+    e.matches(&[rc])
+}
+
+fn string_bin(rec: &Record, name: &str) -> Option<String> {
+    match rec.bins.get(name) {
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn int_bin(rec: &Record, name: &str) -> Option<i64> {
+    match rec.bins.get(name) {
+        Some(Value::Int(i)) => Some(*i),
+        _ => None,
+    }
+}
+
+/// Seconds left until `expires_at_ms`, at least 1 (0 would mean the
+/// namespace default to the server).
+fn seconds_until(expires_at_ms: u64) -> Expiration {
+    let left = expires_at_ms.saturating_sub(unix_now_ms()).div_ceil(1000);
+    Expiration::Seconds(u32::try_from(left).unwrap_or(u32::MAX).max(1))
+}
+
+impl AerospikeMessageStore {
+    /// Connects and makes sure the `acc` secondary index exists.
+    pub async fn connect(
+        config: &AerospikeConfig,
+        opts: MessageStoreOptions,
+    ) -> Result<Self, MessageStoreError> {
+        let client = Client::new(&ClientPolicy::default(), &config.hosts)
+            .await
+            .map_err(backend)?;
+        let store = Self {
+            client: Arc::new(client),
+            ns: config.namespace.clone(),
+            set: config.set.clone(),
+            tx_set: format!("{}_tx", config.set),
+            ix_set: format!("{}_ix", config.set),
+            opts,
+        };
+        let index = format!("{}_acc", store.set);
+        match store
+            .client
+            .create_index_on_bin(
+                &AdminPolicy::default(),
+                &store.ns,
+                &store.set,
+                "acc",
+                &index,
+                IndexType::Numeric,
+                CollectionIndexType::Default,
+                None,
+            )
+            .await
+        {
+            Ok(task) => task
+                .wait_till_complete(None)
+                .await
+                .map(|_| ())
+                .map_err(backend)?,
+            Err(e) if is(&e, ResultCode::IndexFound) => {}
+            Err(e) => return Err(backend(e)),
+        }
+        Ok(store)
+    }
+
+    fn key(&self, set: &str, k: String) -> Result<Key, MessageStoreError> {
+        Key::new(self.ns.as_str(), set, Value::from(k)).map_err(backend)
+    }
+    fn msg_key(&self, id: &str) -> Result<Key, MessageStoreError> {
+        self.key(&self.set, id.to_owned())
+    }
+    fn tx_key(&self, app: &str, txid: &str) -> Result<Key, MessageStoreError> {
+        self.key(&self.tx_set, format!("{app}\0{txid}"))
+    }
+    fn ix_key(&self, link: &str, sid: &str) -> Result<Key, MessageStoreError> {
+        self.key(&self.ix_set, format!("{link}\0{sid}"))
+    }
+
+    async fn read(&self, key: &Key) -> Result<Option<Record>, MessageStoreError> {
+        match self
+            .client
+            .get(&ReadPolicy::default(), key, Bins::All)
+            .await
+        {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if is(&e, ResultCode::KeyNotFoundError) => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    fn policy(exists: RecordExistsAction, generation: Option<u32>, exp: Expiration) -> WritePolicy {
+        WritePolicy {
+            record_exists_action: exists,
+            generation_policy: if generation.is_some() {
+                GenerationPolicy::ExpectGenEqual
+            } else {
+                GenerationPolicy::None
+            },
+            generation: generation.unwrap_or(0),
+            expiration: exp,
+            ..WritePolicy::default()
+        }
+    }
+
+    fn msg_bins(rec: &MessageRecord) -> Result<[Bin; 2], MessageStoreError> {
+        let json = serde_json::to_string(rec).map_err(backend)?;
+        let acc = if rec.status == MessageStatus::Accepted {
+            Value::from(i64::try_from(rec.created_at_ms).unwrap_or(i64::MAX))
+        } else {
+            Value::Nil // removes the bin, and the record from the index
+        };
+        Ok([Bin::new("j", Value::from(json)), Bin::new("acc", acc)])
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<(u32, MessageRecord)>, MessageStoreError> {
+        let Some(r) = self.read(&self.msg_key(id)?).await? else {
+            return Ok(None);
+        };
+        let Some(j) = string_bin(&r, "j") else {
+            return Ok(None);
+        };
+        Ok(Some((
+            r.generation,
+            serde_json::from_str(&j).map_err(backend)?,
+        )))
+    }
+
+    /// Read-modify-write by generation; see the Redis store's `update`.
+    async fn update<F>(
+        &self,
+        id: &str,
+        mut f: F,
+    ) -> Result<Option<(MessageRecord, bool)>, MessageStoreError>
+    where
+        F: FnMut(&mut MessageRecord) -> Result<bool, MessageStoreError> + Send,
+    {
+        let key = self.msg_key(id)?;
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((generation, mut rec)) = self.load(id).await? else {
+                return Ok(None);
+            };
+            if !f(&mut rec)? {
+                return Ok(Some((rec, false)));
+            }
+            let p = Self::policy(
+                RecordExistsAction::UpdateOnly,
+                Some(generation),
+                Expiration::DontUpdate,
+            );
+            match self.client.put(&p, &key, &Self::msg_bins(&rec)?).await {
+                Ok(()) => return Ok(Some((rec, true))),
+                Err(e) if is(&e, ResultCode::GenerationError) => {}
+                Err(e) if is(&e, ResultCode::KeyNotFoundError) => return Ok(None),
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        Err(MessageStoreError::Contended {
+            message_id: id.to_owned(),
+            attempts: CAS_ATTEMPTS,
+        })
+    }
+
+    /// Writes `rec` if no record has its id: true written, false exists.
+    async fn put_new(&self, rec: &MessageRecord) -> Result<bool, MessageStoreError> {
+        let p = Self::policy(
+            RecordExistsAction::CreateOnly,
+            None,
+            seconds_until(rec.expires_at_ms(self.opts.ttl)),
+        );
+        match self
+            .client
+            .put(&p, &self.msg_key(&rec.message_id)?, &Self::msg_bins(rec)?)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if is(&e, ResultCode::KeyExistsError) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn existing(&self, id: &str) -> Result<CreateOutcome, MessageStoreError> {
+        self.get(id)
+            .await?
+            .map(CreateOutcome::Existing)
+            .ok_or_else(|| backend("message vanished during create"))
+    }
+
+    async fn apply_to(
+        &self,
+        id: &str,
+        seq: u16,
+        r: &ReceiptUpdate,
+    ) -> Result<ReceiptOutcome, MessageStoreError> {
+        Ok(
+            match self.update(id, |rec| Ok(rec.apply_receipt(seq, r))).await? {
+                None => ReceiptOutcome::Orphaned,
+                Some((rec, true)) => ReceiptOutcome::Applied(rec),
+                Some((rec, false)) => ReceiptOutcome::Duplicate(rec),
+            },
+        )
+    }
+
+    /// Writes the index mapping; returns the receipt parked there, if any.
+    async fn index(
+        &self,
+        s: &SubmitUpdate,
+        sid: &str,
+        expires_at_ms: u64,
+    ) -> Result<Option<ReceiptUpdate>, MessageStoreError> {
+        let key = self.ix_key(&s.link, sid)?;
+        let bins = [
+            Bin::new("m", Value::from(s.message_id.clone())),
+            Bin::new("s", Value::from(i64::from(s.seq))),
+        ];
+        for _ in 0..CAS_ATTEMPTS {
+            let (p, parked) = match self.read(&key).await? {
+                None => (
+                    Self::policy(
+                        RecordExistsAction::CreateOnly,
+                        None,
+                        seconds_until(expires_at_ms),
+                    ),
+                    None,
+                ),
+                // Replace drops the parked bins with the mapping written.
+                Some(r) => (
+                    Self::policy(
+                        RecordExistsAction::Replace,
+                        Some(r.generation),
+                        seconds_until(expires_at_ms),
+                    ),
+                    string_bin(&r, "p"),
+                ),
+            };
+            match self.client.put(&p, &key, &bins).await {
+                Ok(()) => {
+                    return parked
+                        .map(|j| serde_json::from_str(&j).map_err(backend))
+                        .transpose();
+                }
+                Err(e)
+                    if is(&e, ResultCode::GenerationError)
+                        || is(&e, ResultCode::KeyExistsError) => {}
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        Err(MessageStoreError::Contended {
+            message_id: s.message_id.clone(),
+            attempts: CAS_ATTEMPTS,
+        })
+    }
+}
+
+#[async_trait]
+impl MessageStore for AerospikeMessageStore {
+    async fn create(&self, rec: &MessageRecord) -> Result<CreateOutcome, MessageStoreError> {
+        let mut rec = rec.clone();
+        rec.status = rec.derive_status();
+        let exp = seconds_until(rec.expires_at_ms(self.opts.ttl));
+        let tk = self.tx_key(&rec.app_id, &rec.transaction_id)?;
+        loop {
+            let p = Self::policy(RecordExistsAction::CreateOnly, None, exp);
+            match self
+                .client
+                .put(
+                    &p,
+                    &tk,
+                    &[Bin::new("m", Value::from(rec.message_id.clone()))],
+                )
+                .await
+            {
+                Ok(()) => {
+                    return if self.put_new(&rec).await? {
+                        Ok(CreateOutcome::Created(rec))
+                    } else {
+                        self.existing(&rec.message_id).await
+                    };
+                }
+                Err(e) if is(&e, ResultCode::KeyExistsError) => {}
+                Err(e) => return Err(backend(e)),
+            }
+            let Some(id) = self.read(&tk).await?.and_then(|r| string_bin(&r, "m")) else {
+                continue; // expired in between: try again
+            };
+            let deadline = tokio::time::Instant::now() + TAKEOVER_AFTER;
+            loop {
+                if let Some(existing) = self.get(&id).await? {
+                    return Ok(CreateOutcome::Existing(existing));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tracing::warn!(message_id = %id, app_id = %rec.app_id, "taking over an orphaned idempotency key");
+            rec.message_id = id;
+            return if self.put_new(&rec).await? {
+                Ok(CreateOutcome::Created(rec))
+            } else {
+                self.existing(&rec.message_id).await
+            };
+        }
+    }
+
+    async fn get(&self, message_id: &str) -> Result<Option<MessageRecord>, MessageStoreError> {
+        Ok(self.load(message_id).await?.map(|(_, r)| r))
+    }
+
+    async fn by_transaction(
+        &self,
+        app_id: &str,
+        transaction_id: &str,
+    ) -> Result<Option<MessageRecord>, MessageStoreError> {
+        let tk = self.tx_key(app_id, transaction_id)?;
+        match self.read(&tk).await?.and_then(|r| string_bin(&r, "m")) {
+            Some(id) => self.get(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn record_submit(&self, s: &SubmitUpdate) -> Result<MessageRecord, MessageStoreError> {
+        let res = self
+            .update(&s.message_id, |rec| {
+                rec.record_submit(s)?;
+                Ok(true)
+            })
+            .await?;
+        let Some((mut rec, _)) = res else {
+            return Err(MessageStoreError::NotFound {
+                message_id: s.message_id.clone(),
+            });
+        };
+        let Some(sid) = &s.smsc_message_id else {
+            return Ok(rec);
+        };
+        if let Some(r) = self.index(s, sid, rec.expires_at_ms(self.opts.ttl)).await?
+            && let ReceiptOutcome::Applied(updated) =
+                self.apply_to(&s.message_id, s.seq, &r).await?
+        {
+            rec = updated;
+        }
+        Ok(rec)
+    }
+
+    async fn apply_receipt(&self, r: &ReceiptUpdate) -> Result<ReceiptOutcome, MessageStoreError> {
+        let key = self.ix_key(&r.link, &r.smsc_message_id)?;
+        let parked_exp = Expiration::Seconds(
+            u32::try_from(ms(self.opts.parked_ttl).div_ceil(1000))
+                .unwrap_or(u32::MAX)
+                .max(1),
+        );
+        for _ in 0..CAS_ATTEMPTS {
+            let existing = self.read(&key).await?;
+            if let Some(ix) = &existing
+                && let (Some(id), Some(seq)) = (string_bin(ix, "m"), int_bin(ix, "s"))
+            {
+                let seq = u16::try_from(seq).map_err(backend)?;
+                return self.apply_to(&id, seq, r).await;
+            }
+            let (p, keep) = match existing {
+                None => (
+                    Self::policy(RecordExistsAction::CreateOnly, None, parked_exp),
+                    r.clone(),
+                ),
+                Some(ix) => {
+                    let old = string_bin(&ix, "p")
+                        .map(|j| serde_json::from_str::<ReceiptUpdate>(&j))
+                        .transpose()
+                        .map_err(backend)?;
+                    let keep = match old {
+                        Some(old) => keep_parked(old, r.clone()),
+                        None => r.clone(),
+                    };
+                    (
+                        Self::policy(RecordExistsAction::Replace, Some(ix.generation), parked_exp),
+                        keep,
+                    )
+                }
+            };
+            let json = serde_json::to_string(&keep).map_err(backend)?;
+            let bins = [
+                Bin::new("p", Value::from(json)),
+                Bin::new("pf", Value::from(i64::from(keep.state.is_final()))),
+            ];
+            match self.client.put(&p, &key, &bins).await {
+                Ok(()) => return Ok(ReceiptOutcome::Parked),
+                Err(e)
+                    if is(&e, ResultCode::GenerationError)
+                        || is(&e, ResultCode::KeyExistsError) => {}
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        Err(MessageStoreError::Contended {
+            message_id: format!("receipt {}:{}", r.link, r.smsc_message_id),
+            attempts: CAS_ATTEMPTS,
+        })
+    }
+
+    async fn claim_stale_accepted(
+        &self,
+        req: &ClaimRequest,
+    ) -> Result<Vec<MessageRecord>, MessageStoreError> {
+        let mut stmt = Statement::new(self.ns.as_str(), self.set.as_str(), Bins::from(vec!["j"]));
+        stmt.set_filter(Filter::range(
+            "acc",
+            0i64,
+            i64::try_from(req.created_before_ms).unwrap_or(i64::MAX),
+        ));
+        let policy = QueryPolicy {
+            max_records: u64::try_from(req.limit.saturating_mul(4).max(64)).unwrap_or(u64::MAX),
+            ..QueryPolicy::default()
+        };
+        let rs = self
+            .client
+            .query(&policy, PartitionFilter::all(), stmt)
+            .await
+            .map_err(backend)?;
+        let mut ids = Vec::new();
+        let mut stream = rs.into_stream();
+        while let Some(r) = stream.next().await {
+            let r = r.map_err(backend)?;
+            if let Some(j) = string_bin(&r, "j") {
+                let rec: MessageRecord = serde_json::from_str(&j).map_err(backend)?;
+                ids.push(rec.message_id);
+            }
+        }
+        let until = req.now_ms.saturating_add(ms(req.lease));
+        let mut out = Vec::new();
+        for id in ids {
+            if out.len() >= req.limit {
+                break;
+            }
+            let res = self
+                .update(&id, |rec| {
+                    if !rec.claimable(req.created_before_ms, req.now_ms) {
+                        return Ok(false);
+                    }
+                    rec.claim(&req.owner, until, req.now_ms);
+                    Ok(true)
+                })
+                .await?;
+            if let Some((rec, true)) = res {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,75 @@
+//! Message store backends ([`smsgw_core::messages::MessageStore`]):
+//! embedded (redb, group commit), Redis (per-message hash tags, Lua), and
+//! Aerospike (generation checks, TTL'd records).
+
+mod aerospike;
+mod embedded;
+mod redis;
+
+pub use aerospike::{AerospikeConfig, AerospikeMessageStore};
+pub use embedded::EmbeddedMessageStore;
+pub use redis::RedisMessageStore;
+
+use smsgw_core::messages::{
+    DEFAULT_MESSAGE_TTL, DEFAULT_PARKED_RECEIPT_TTL, MessageStoreError, ReceiptUpdate,
+};
+use std::time::Duration;
+
+/// Lifetimes every message store backend honours.
+///
+/// # Defaults
+/// `ttl` 86,400 s ([`DEFAULT_MESSAGE_TTL`]), `parked_ttl` 600 s
+/// ([`DEFAULT_PARKED_RECEIPT_TTL`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageStoreOptions {
+    /// How long a message (and its idempotency key and index entries) lives,
+    /// counted from its `created_at_ms`.
+    pub ttl: Duration,
+    /// How long a receipt whose `(link, SMSC id)` is unknown is kept,
+    /// waiting for the `submit_sm_resp` that maps it.
+    pub parked_ttl: Duration,
+}
+
+impl Default for MessageStoreOptions {
+    fn default() -> Self {
+        Self {
+            ttl: DEFAULT_MESSAGE_TTL,
+            parked_ttl: DEFAULT_PARKED_RECEIPT_TTL,
+        }
+    }
+}
+
+impl MessageStoreOptions {
+    /// Sets `ttl`.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+    /// Sets `parked_ttl`.
+    pub fn parked_ttl(mut self, parked_ttl: Duration) -> Self {
+        self.parked_ttl = parked_ttl;
+        self
+    }
+}
+
+/// How often an optimistic (compare-and-set) update is retried before
+/// giving up with [`MessageStoreError::Contended`].
+const CAS_ATTEMPTS: u32 = 32;
+
+fn backend(e: impl std::fmt::Display) -> MessageStoreError {
+    MessageStoreError::Backend(e.to_string())
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Of two receipts parked for one key, the one to keep: a final state
+/// beats an intermediate one; otherwise the later one wins.
+fn keep_parked(old: ReceiptUpdate, new: ReceiptUpdate) -> ReceiptUpdate {
+    if old.state.is_final() && !new.state.is_final() {
+        old
+    } else {
+        new
+    }
+}
