@@ -6,6 +6,7 @@
 
 pub mod links;
 pub mod messages;
+pub mod policy;
 pub mod users;
 
 /// Seconds since the Unix epoch, the time unit of stored records.
