@@ -22,7 +22,7 @@ pub struct Gateway {
     pub grpc: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
     _config: tempfile::NamedTempFile,
-    _data: tempfile::TempDir,
+    _data: Option<tempfile::TempDir>,
 }
 
 /// The admin key every test gateway is started with.
@@ -73,8 +73,31 @@ impl Gateway {
     }
 
     fn spawn(config_yaml: &str, env: &[(&str, &str)], extra: &[&str]) -> Gateway {
-        let config = write_config(config_yaml);
         let data = tempfile::tempdir().unwrap();
+        let path = data.path().to_owned();
+        Self::spawn_in(config_yaml, env, extra, &path, Some(data))
+    }
+
+    /// Like [`Gateway::standalone_with_args`], keeping its data in `dir`
+    /// (which outlives the process, e.g. to restart on the same data).
+    pub fn standalone_in(config_yaml: &str, dir: &std::path::Path, args: &[&str]) -> Gateway {
+        Self::spawn_in(
+            config_yaml,
+            &[("ADMIN_API_KEY", ADMIN_KEY)],
+            args,
+            dir,
+            None,
+        )
+    }
+
+    fn spawn_in(
+        config_yaml: &str,
+        env: &[(&str, &str)],
+        extra: &[&str],
+        data_dir: &std::path::Path,
+        data: Option<tempfile::TempDir>,
+    ) -> Gateway {
+        let config = write_config(config_yaml);
         let mut child = Command::new(SMSGW)
             .args(["--log-format", "json", "standalone", "--config"])
             .arg(config.path())
@@ -85,7 +108,7 @@ impl Gateway {
                 "127.0.0.1:0",
                 "--data-dir",
             ])
-            .arg(data.path())
+            .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "info")
             .env_remove("ADMIN_API_KEY")
@@ -272,14 +295,21 @@ pub struct Sim {
     child: Option<Child>,
     /// Address it listens on.
     pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Sim {
     /// Starts the simulator on `listen` (port 0 for an ephemeral one) and
     /// waits until it listens.
     pub fn start(listen: &str) -> Sim {
+        Self::start_with(listen, &[])
+    }
+
+    /// Like [`Sim::start`], with extra `smsc-sim` arguments.
+    pub fn start_with(listen: &str, args: &[&str]) -> Sim {
         let mut child = Command::new(SMSGW)
             .args(["--log-format", "json", "smsc-sim", "--listen", listen])
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -305,6 +335,7 @@ impl Sim {
                 return Sim {
                     child: Some(child),
                     addr,
+                    logs,
                 };
             }
         }
@@ -320,6 +351,25 @@ impl Sim {
                 .unwrap()
                 .success()
         );
+    }
+
+    /// Stops the simulator with SIGTERM and returns how many submit_sm it
+    /// accepted over its life.
+    pub fn stop_and_count_submits(mut self) -> u64 {
+        self.signal("TERM");
+        let mut child = self.child.take().unwrap();
+        wait_with_timeout(&mut child, Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(100));
+        let logs = self.logs.lock().unwrap();
+        logs.iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find_map(|v| v["submits"].as_u64())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no submit count in the simulator's logs:\n{}",
+                    logs.join("\n")
+                )
+            })
     }
 
     /// Kills the process and waits for it.

@@ -3,4 +3,5 @@
 mod auth;
 mod harness;
 mod links;
+mod messages;
 mod standalone;

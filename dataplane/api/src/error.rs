@@ -58,6 +58,17 @@ pub enum ApiError {
     /// The service needed is not configured or not reachable.
     #[error("{0}")]
     Unavailable(String),
+    /// A send refused before anything was stored, with its own code
+    /// (`invalid_destination`, `too_many_segments`, `target_not_allowed`, …).
+    #[error("{message}")]
+    SendRefused {
+        /// Machine-readable cause.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+        /// 403 / PERMISSION_DENIED instead of 400 / INVALID_ARGUMENT.
+        forbidden: bool,
+    },
     /// An internal failure (store backend, hashing); details are logged,
     /// not returned.
     #[error("internal error")]
@@ -93,6 +104,7 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => "too_many_requests",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
+            ApiError::SendRefused { code, .. } => code,
         }
     }
 
@@ -111,6 +123,10 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::SendRefused {
+                forbidden: true, ..
+            } => StatusCode::FORBIDDEN,
+            ApiError::SendRefused { .. } => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -129,6 +145,10 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => tonic::Code::ResourceExhausted,
             ApiError::Unavailable(_) => tonic::Code::Unavailable,
             ApiError::Internal(_) => tonic::Code::Internal,
+            ApiError::SendRefused {
+                forbidden: true, ..
+            } => tonic::Code::PermissionDenied,
+            ApiError::SendRefused { .. } => tonic::Code::InvalidArgument,
         }
     }
 

@@ -10,12 +10,11 @@ use smsgw_proto::admin::v1 as admin_pb;
 use smsgw_proto::auth::v1 as auth_pb;
 use smsgw_proto::sms::v1 as pb;
 use std::pin::Pin;
+use std::sync::Arc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-const NOT_YET: &str = "this build of smsgw does not send messages yet";
 
 /// Counts a finished call and converts its error.
 fn finish<T>(
@@ -70,9 +69,14 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
         &self,
         req: Request<pb::SmsRequest>,
     ) -> Result<Response<pb::SmsResponse>, Status> {
-        let r = self
-            .caller(&req)
-            .and_then(|_| Err(ApiError::Unimplemented(NOT_YET)));
+        let r = async {
+            let caller = self.caller(&req)?;
+            let req = send_request(&caller, req.into_inner())?;
+            crate::send::send(&self.state, &caller, req)
+                .await
+                .map(sms_response)
+        }
+        .await;
         finish(&self.state, "SendMessage", r)
     }
 
@@ -82,10 +86,58 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
         &self,
         req: Request<Streaming<pb::SmsRequest>>,
     ) -> Result<Response<Self::SendMessageStreamStream>, Status> {
-        let r = self
-            .caller(&req)
-            .and_then(|_| Err(ApiError::Unimplemented(NOT_YET)));
-        finish(&self.state, "SendMessageStream", r)
+        let caller = match self.caller(&req) {
+            Ok(c) => c,
+            Err(e) => return finish(&self.state, "SendMessageStream", Err(e)),
+        };
+        let mut inbound = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_IN_FLIGHT);
+        let permits = Arc::new(tokio::sync::Semaphore::new(STREAM_IN_FLIGHT));
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            // Reading waits for a free slot, so a client that sends faster
+            // than messages are handled is held back by HTTP/2 flow control
+            // instead of growing this server's memory.
+            loop {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let msg = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(%status, "send stream ended by the client");
+                        break;
+                    }
+                };
+                let (tx, state, caller) = (tx.clone(), state.clone(), caller.clone());
+                tokio::spawn(async move {
+                    let transaction_id = msg.transaction_id.clone();
+                    let esme = msg.esme.clone();
+                    let r = match send_request(&caller, msg) {
+                        Ok(req) => crate::send::send(&state, &caller, req).await,
+                        Err(e) => Err(e),
+                    };
+                    let resp = match r {
+                        Ok(ok) => sms_response(ok),
+                        Err(e) => pb::SmsResponse {
+                            success: false,
+                            error: e.to_string(),
+                            error_code: e.code().to_owned(),
+                            esme,
+                            transaction_id,
+                            status: pb::MessageStatus::Rejected as i32,
+                            ..Default::default()
+                        },
+                    };
+                    let _ = tx.send(Ok(resp)).await;
+                    drop(permit);
+                });
+            }
+        });
+        let stream: Self::SendMessageStreamStream =
+            Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+        finish(&self.state, "SendMessageStream", Ok(stream))
     }
 
     async fn check_esme(
@@ -128,9 +180,32 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
         &self,
         req: Request<pb::SmsInfoRequest>,
     ) -> Result<Response<pb::SmsInfoResponse>, Status> {
-        let r = self
-            .caller(&req)
-            .and_then(|_| Err(ApiError::Unimplemented(NOT_YET)));
+        let r = async {
+            let caller = self.caller(&req)?;
+            let b = req.get_ref();
+            let v = crate::send::info(
+                &self.state,
+                &caller,
+                Some(&b.message_id),
+                Some(&b.transaction_id),
+            )
+            .await?;
+            Ok(pb::SmsInfoResponse {
+                message_id: v.message_id,
+                transaction_id: v.transaction_id,
+                status: status_pb(&v.status) as i32,
+                esme: v.esme,
+                link: v.link.unwrap_or_default(),
+                saddr: v.source,
+                daddr: v.destination,
+                encoding: v.encoding,
+                segments: v.segments.into_iter().map(segment_pb).collect(),
+                created_at: Some(millis_timestamp(v.created_at_ms)),
+                updated_at: Some(millis_timestamp(v.updated_at_ms)),
+                task_id: v.task_id.unwrap_or_default(),
+            })
+        }
+        .await;
         finish(&self.state, "SmsInfo", r)
     }
 
@@ -140,10 +215,148 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
         &self,
         req: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        let r = self
-            .caller(&req)
-            .and_then(|_| Err(ApiError::Unimplemented(NOT_YET)));
+        let r = self.caller(&req).and_then(|caller| {
+            let Caller::User { app_id, .. } = caller else {
+                return Err(ApiError::PermissionDenied("watching events needs a user's token".into()));
+            };
+            let rx = self.state.messages.subscribe();
+            let stream = tokio_stream::StreamExt::filter_map(
+                tokio_stream::wrappers::BroadcastStream::new(rx),
+                move |ev| match ev {
+                    Ok(ev) if ev.app_id() == app_id => Some(Ok(event_pb(ev))),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event watcher fell behind; events were skipped");
+                        None
+                    }
+                },
+            );
+            let stream: Self::WatchEventsStream = Box::pin(stream);
+            Ok(stream)
+        });
         finish(&self.state, "WatchEvents", r)
+    }
+}
+
+/// Requests handled at once per SendMessageStream.
+const STREAM_IN_FLIGHT: usize = 1024;
+
+fn send_request(caller: &Caller, m: pb::SmsRequest) -> Result<crate::send::SendRequest, ApiError> {
+    if let Caller::User { app_id, .. } = caller
+        && !m.app_id.is_empty()
+        && &m.app_id != app_id
+    {
+        return Err(ApiError::Unauthenticated(
+            "app_id does not match the x-app-id metadata".into(),
+        ));
+    }
+    let small = |v: u32, field: &'static str| -> Result<Option<u8>, ApiError> {
+        match v {
+            0 => Ok(None),
+            v => u8::try_from(v)
+                .map(Some)
+                .map_err(|_| ApiError::InvalidField {
+                    field,
+                    reason: "must be below 256".into(),
+                }),
+        }
+    };
+    let opt = |v: Option<u32>, field: &'static str| -> Result<Option<u8>, ApiError> {
+        v.map(|v| {
+            u8::try_from(v).map_err(|_| ApiError::InvalidField {
+                field,
+                reason: "must be below 256".into(),
+            })
+        })
+        .transpose()
+    };
+    Ok(crate::send::SendRequest {
+        task_id: m.task_id,
+        transaction_id: m.transaction_id,
+        esme: m.esme,
+        source: m.saddr,
+        destination: m.daddr,
+        message: Some(m.message),
+        ston: small(m.ston, "ston")?,
+        snpi: small(m.snpi, "snpi")?,
+        dton: opt(m.dton, "dton")?,
+        dnpi: opt(m.dnpi, "dnpi")?,
+        strategy: m.strategy,
+        wait_for_submit: m.wait_for_submit,
+    })
+}
+
+fn status_pb(s: &str) -> pb::MessageStatus {
+    match s {
+        "accepted" => pb::MessageStatus::Accepted,
+        "pending" => pb::MessageStatus::Pending,
+        "delivered" => pb::MessageStatus::Delivered,
+        "failed" => pb::MessageStatus::Failed,
+        "rejected" => pb::MessageStatus::Rejected,
+        "unknown" => pb::MessageStatus::Unknown,
+        _ => pb::MessageStatus::Unspecified,
+    }
+}
+
+fn segment_pb(s: crate::send::SegmentView) -> pb::SegmentInfo {
+    pb::SegmentInfo {
+        seq: u32::from(s.seq),
+        smsc_message_id: s.smsc_message_id.unwrap_or_default(),
+        submit_status: s.submit_status,
+        receipt_state: s.receipt_state.unwrap_or_default(),
+        error_code: s.error_code.unwrap_or(0),
+        submitted_at: s.submitted_at_ms.map(millis_timestamp),
+        receipt_at: s.receipt_at_ms.map(millis_timestamp),
+        reason: s.reason.unwrap_or_default(),
+    }
+}
+
+fn sms_response(r: crate::send::SendResponse) -> pb::SmsResponse {
+    pb::SmsResponse {
+        success: r.success,
+        error: String::new(),
+        esme: r.esme,
+        message_id: r.message_id,
+        transaction_id: r.transaction_id,
+        segments: r.segments,
+        status: status_pb(&r.status) as i32,
+        segment_info: r.segment_info.into_iter().map(segment_pb).collect(),
+        error_code: String::new(),
+        link: r.link.unwrap_or_default(),
+    }
+}
+
+fn event_pb(ev: crate::send::AppEvent) -> pb::MessageEvent {
+    use crate::send::AppEvent;
+    pb::MessageEvent {
+        event: Some(match ev {
+            AppEvent::Status {
+                message_id,
+                transaction_id,
+                status,
+                at_ms,
+                ..
+            } => pb::message_event::Event::Status(pb::StatusChange {
+                message_id,
+                transaction_id,
+                status: status_pb(&status) as i32,
+                at: Some(millis_timestamp(at_ms)),
+            }),
+            AppEvent::MobileOriginated {
+                link,
+                source,
+                destination,
+                message,
+                at_ms,
+                ..
+            } => pb::message_event::Event::Mo(pb::MobileOriginated {
+                link,
+                source,
+                destination,
+                message,
+                received_at: Some(millis_timestamp(at_ms)),
+            }),
+        }),
     }
 }
 

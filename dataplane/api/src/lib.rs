@@ -13,6 +13,7 @@ mod grpc;
 pub mod links;
 pub mod metrics;
 mod rest;
+pub mod send;
 pub mod server;
 pub mod text;
 
@@ -43,17 +44,20 @@ pub struct ApiState {
     pub auth: Arc<auth::Auth>,
     /// The SMPP links the gateway holds.
     pub links: Arc<dyn smsgw_core::links::LinkControl>,
+    /// The message lifecycle.
+    pub messages: Arc<send::Messages>,
 }
 
 impl ApiState {
-    /// State over the given configuration and authenticator, with fresh
-    /// metrics.
-    pub fn new(config: Snapshot, auth: auth::Auth) -> Self {
+    /// State over the given configuration, authenticator and message
+    /// service, with fresh metrics and no links.
+    pub fn new(config: Snapshot, auth: auth::Auth, messages: send::Messages) -> Self {
         Self {
             config: Arc::new(ArcSwap::from_pointee(config)),
             metrics: Arc::new(metrics::Metrics::new()),
             auth: Arc::new(auth),
             links: Arc::new(smsgw_core::links::NoLinks),
+            messages: Arc::new(messages),
         }
     }
 
@@ -85,6 +89,14 @@ pub(crate) mod testing {
             ),
             Arc::new(store),
         );
-        (dir, ApiState::new(config, auth))
+        let messages = smsgw_store::messages::EmbeddedMessageStore::open(
+            &dir.path().join("messages.redb"),
+            Default::default(),
+        )
+        .unwrap();
+        (
+            dir,
+            ApiState::new(config, auth, send::Messages::new(Arc::new(messages))),
+        )
     }
 }

@@ -33,6 +33,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/auth/token", post(token));
     let user = Router::new()
         .route("/api/v1/sms/check-text-len", post(check_text_len_handler))
+        .route("/api/v1/sms/send", post(send_handler))
+        .route("/api/v1/sms", get(sms_by_transaction))
+        .route("/api/v1/sms/{message_id}", get(sms_info))
         .route("/api/v1/smpp/links", get(list_links))
         .route("/api/v1/smpp/links/{name}", get(get_link))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_user));
@@ -263,6 +266,43 @@ async fn config(
     Extension(caller): Extension<Caller>,
 ) -> Json<serde_json::Value> {
     Json(admin::config(&state, &caller))
+}
+
+async fn send_handler(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(req): JsonBody<crate::send::SendRequest>,
+) -> Result<Json<crate::send::SendResponse>, ApiError> {
+    crate::send::send(&state, &caller, req).await.map(Json)
+}
+
+async fn sms_info(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(message_id): Path<String>,
+) -> Result<Json<crate::send::MessageView>, ApiError> {
+    crate::send::info(&state, &caller, Some(&message_id), None)
+        .await
+        .map(Json)
+}
+
+#[derive(Deserialize)]
+struct TransactionQuery {
+    transaction_id: Option<String>,
+}
+
+async fn sms_by_transaction(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<TransactionQuery>,
+) -> Result<Json<crate::send::MessageView>, ApiError> {
+    let tx = q.transaction_id.ok_or(ApiError::InvalidField {
+        field: "transaction_id",
+        reason: "is required".into(),
+    })?;
+    crate::send::info(&state, &caller, None, Some(&tx))
+        .await
+        .map(Json)
 }
 
 async fn list_links(State(state): State<ApiState>) -> Json<serde_json::Value> {

@@ -72,6 +72,108 @@ impl std::str::FromStr for LinkAction {
     }
 }
 
+/// An address with its type of number and numbering plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    /// Digits, or an alphanumeric sender.
+    pub addr: String,
+    /// Type of number.
+    pub ton: u8,
+    /// Numbering plan indicator.
+    pub npi: u8,
+}
+
+/// SAR concatenation values of one segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SarParts {
+    /// Reference shared by the parts.
+    pub msg_ref_num: u16,
+    /// Number of parts.
+    pub total_segments: u8,
+    /// This part's number, 1-based.
+    pub segment_seqnum: u8,
+}
+
+/// One SMS part, encoded: the bytes that go into `short_message` (or
+/// `message_payload`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboundSegment {
+    /// Encoded bytes (user data header included when `udhi`).
+    pub payload: Vec<u8>,
+    /// SAR TLVs, when the link concatenates that way.
+    pub sar: Option<SarParts>,
+    /// Send in the `message_payload` TLV instead of `short_message`.
+    pub message_payload: bool,
+}
+
+/// A message ready for an SMSC: addresses, data coding and its segments,
+/// which go out in order over one bind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboundMessage {
+    /// Source address.
+    pub source: Address,
+    /// Destination address.
+    pub destination: Address,
+    /// SMPP data_coding.
+    pub data_coding: u8,
+    /// Whether payloads start with a user data header (esm_class 0x40).
+    pub udhi: bool,
+    /// Ask the SMSC for delivery receipts.
+    pub registered_delivery: bool,
+    /// The parts, in order.
+    pub segments: Vec<OutboundSegment>,
+}
+
+/// What became of one segment at the SMSC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SegmentResult {
+    /// Accepted; the id is normalised per the link's id format.
+    Accepted {
+        /// Normalised SMSC message id.
+        smsc_message_id: String,
+    },
+    /// Refused with an SMPP command_status.
+    Rejected {
+        /// The command_status.
+        command_status: u32,
+    },
+    /// Sent, but no answer in time (or the connection was lost): it may
+    /// or may not have been accepted. Never resent.
+    Unknown {
+        /// Why.
+        reason: String,
+        /// Where a late answer will be reported: (session, sequence number).
+        pending: Option<(u32, u32)>,
+    },
+    /// Never sent (e.g. the message was cut short by a shutdown).
+    NotSent {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The outcome of a submission: the link that carried it and one result
+/// per segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submission {
+    /// Link that carried the message.
+    pub link: String,
+    /// Results, in segment order.
+    pub results: Vec<SegmentResult>,
+}
+
+/// Why nothing of a message was sent (so it is safe to try again later).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// No link or pool has that name.
+    #[error("no link or pool named {0:?}")]
+    UnknownTarget(String),
+    /// No link of the target is bound, or every window stayed full.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// The links the gateway holds.
 #[async_trait::async_trait]
 pub trait LinkControl: Send + Sync + 'static {
@@ -82,6 +184,9 @@ pub trait LinkControl: Send + Sync + 'static {
     /// Applies `action` to a link and returns its state afterwards; `None`
     /// when no link has that name.
     async fn control(&self, name: &str, action: LinkAction) -> Option<LinkView>;
+    /// Submits a message through a link or pool (`target`), all segments on
+    /// one bind, in order.
+    async fn submit(&self, target: &str, msg: OutboundMessage) -> Result<Submission, SubmitError>;
 }
 
 /// A gateway with no links (tests, or a configuration without any).
@@ -98,5 +203,8 @@ impl LinkControl for NoLinks {
     }
     async fn control(&self, _name: &str, _action: LinkAction) -> Option<LinkView> {
         None
+    }
+    async fn submit(&self, target: &str, _msg: OutboundMessage) -> Result<Submission, SubmitError> {
+        Err(SubmitError::UnknownTarget(target.to_owned()))
     }
 }

@@ -232,6 +232,14 @@ pub struct MessageRecord {
     /// End of that lease (ms since epoch); 0 when none.
     #[serde(default)]
     pub claim_until_ms: u64,
+    /// The text as submitted, kept (for the record's TTL) so that a sweeper
+    /// on another pod can submit a message whose pod died before it did.
+    #[serde(default)]
+    pub text: String,
+    /// TON/NPI of source and destination as resolved at acceptance:
+    /// `[source_ton, source_npi, dest_ton, dest_npi]`.
+    #[serde(default)]
+    pub ton_npi: [u8; 4],
 }
 
 impl MessageRecord {
@@ -520,6 +528,8 @@ mod tests {
             segments: (0..n).map(SegmentRecord::new).collect(),
             claimed_by: None,
             claim_until_ms: 0,
+            text: String::new(),
+            ton_npi: [0, 0, 1, 1],
         }
     }
 

@@ -30,7 +30,7 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the gateway on one machine from a YAML file of SmppLink, EsmePool,
     /// User and ContactPolicy manifests, with embedded defaults.
-    Standalone(StandaloneArgs),
+    Standalone(Box<StandaloneArgs>),
     /// Run the built-in SMSC simulator alone (for tests, demos and load).
     SmscSim(SimArgs),
     /// Validate a configuration file and print what it defines.
@@ -58,6 +58,32 @@ pub struct StandaloneArgs {
     /// instead of the embedded store.
     #[arg(long, env = "SMSGW_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Message store backend.
+    #[arg(long, env = "SMSGW_STORE", value_enum, default_value_t = StoreKind::Embedded)]
+    pub store: StoreKind,
+    /// Redis URL of the message store (`--store redis`); defaults to
+    /// `--redis-url`.
+    #[arg(long, env = "SMSGW_STORE_REDIS_URL")]
+    pub store_redis_url: Option<String>,
+    /// Aerospike seed hosts (`--store aerospike`), `host:port[,…]`.
+    #[arg(long, env = "AEROSPIKE_HOSTS")]
+    pub aerospike_hosts: Option<String>,
+    /// Aerospike namespace.
+    #[arg(long, env = "SMSGW_AEROSPIKE_NAMESPACE", default_value = "smsgw")]
+    pub aerospike_namespace: String,
+    /// Aerospike set of the message records.
+    #[arg(long, env = "SMSGW_AEROSPIKE_SET", default_value = "messages")]
+    pub aerospike_set: String,
+    /// How long message records live.
+    #[arg(long, env = "SMSGW_MESSAGE_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub message_ttl: std::time::Duration,
+    /// This gateway's name among its peers (claims of stale messages name it).
+    #[arg(long, env = "SMSGW_POD_NAME")]
+    pub pod_name: Option<String>,
+    /// A message still `accepted` (not submitted) this long after it was
+    /// accepted is claimed and submitted by a sweeper.
+    #[arg(long, env = "SMSGW_SWEEP_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub sweep_after: std::time::Duration,
     /// Also run the built-in SMSC simulator (credentials smsgw/secret), so
     /// the example's `local-sim` link has an SMSC to bind to.
     #[arg(long, env = "SMSGW_WITH_SIMULATOR")]
@@ -65,6 +91,17 @@ pub struct StandaloneArgs {
     /// Where the built-in simulator listens (with `--with-simulator`).
     #[arg(long, env = "SMSGW_SIMULATOR_LISTEN", default_value = "127.0.0.1:2775")]
     pub simulator_listen: SocketAddr,
+}
+
+/// Message store backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// redb file in the data directory.
+    Embedded,
+    /// Redis, shared by every gateway.
+    Redis,
+    /// Aerospike, shared by every gateway.
+    Aerospike,
 }
 
 /// Options of the SMSC simulator.
@@ -90,6 +127,22 @@ pub struct SimArgs {
     /// Delay before each delivery receipt.
     #[arg(long, env = "SMSGW_SIM_RECEIPT_DELAY", default_value = "50ms", value_parser = humantime::parse_duration)]
     pub receipt_delay: std::time::Duration,
+    /// Send the receipts of each delay window newest first.
+    #[arg(long, env = "SMSGW_SIM_REVERSE_RECEIPTS")]
+    pub reverse_receipts: bool,
+    /// Relative weights of receipt outcomes: DELIVRD,UNDELIV,EXPIRED,REJECTD.
+    #[arg(long, env = "SMSGW_SIM_RECEIPT_MIX", default_value = "1,0,0,0", value_parser = parse_mix)]
+    pub receipt_mix: [u32; 4],
+}
+
+fn parse_mix(s: &str) -> Result<[u32; 4], String> {
+    let parts: Vec<u32> = s
+        .split(',')
+        .map(|p| p.trim().parse::<u32>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    <[u32; 4]>::try_from(parts)
+        .map_err(|_| "expected four weights: DELIVRD,UNDELIV,EXPIRED,REJECTD".to_owned())
 }
 
 /// Message id formats of the simulator.

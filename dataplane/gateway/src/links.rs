@@ -5,7 +5,11 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use smsgw_core::links::{LinkAction, LinkControl, LinkView, SessionView};
+use smsgw_core::links::{
+    LinkAction, LinkControl, LinkView, OutboundMessage, SegmentResult, SessionView, Submission,
+    SubmitError,
+};
+use smsgw_core::messages::{ReceiptOutcome, ReceiptState, ReceiptUpdate, unix_now_ms};
 use smsgw_crds::{BindMode, InterfaceVersion, MessageIdFormat, SmppLinkSpec, Snapshot};
 use smsgw_smpp::{Link, LinkConfig, LinkEvent, LinkState, LinkStatus, Pool, SessionRole};
 use std::collections::BTreeMap;
@@ -75,8 +79,7 @@ struct LinkLabels {
 pub struct Links {
     links: BTreeMap<String, Link>,
     /// Pools by name; the send path routes through them.
-    #[allow(dead_code)]
-    pools: BTreeMap<String, Pool>,
+    pools: BTreeMap<String, Arc<Pool>>,
     stopped: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
@@ -89,6 +92,7 @@ impl Links {
         cancel: &CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
         metrics: &smsgw_api::metrics::Metrics,
+        state: smsgw_api::ApiState,
     ) -> anyhow::Result<Arc<Links>> {
         let (tx, rx) = mpsc::channel(65_536);
         let mut links = BTreeMap::new();
@@ -106,11 +110,12 @@ impl Links {
                 .collect();
             let pool = Pool::new(name.clone(), members)
                 .map_err(|e| anyhow::anyhow!("pool {name:?}: {e}"))?;
-            pools.insert(name.clone(), pool);
+            pools.insert(name.clone(), Arc::new(pool));
         }
         let receipts = Family::<ReceiptLabels, Counter>::default();
         let mo = Family::<LinkLabels, Counter>::default();
         let late = Family::<LinkLabels, Counter>::default();
+        let unmatched = Family::<LinkLabels, Counter>::default();
         metrics.with_registry(|r| {
             r.register(
                 "smpp_receipts",
@@ -128,7 +133,19 @@ impl Links {
                 late.clone(),
             );
         });
-        tracker.spawn(consume_events(rx, cancel.clone(), receipts, mo, late));
+        let counters = EventCounters {
+            receipts,
+            mo,
+            late,
+            unmatched,
+        };
+        tracker.spawn(consume_events(
+            rx,
+            cancel.clone(),
+            counters,
+            state,
+            snap.clone(),
+        ));
         for link in links.values() {
             let link = link.clone();
             tracker.spawn(async move { link.closed().await });
@@ -141,16 +158,28 @@ impl Links {
     }
 }
 
-/// Consumes link events until shutdown; after the cancellation it keeps
-/// draining while events still arrive (sessions unbinding may deliver the
-/// last receipts), and stops after a quiet second.
-async fn consume_events(
-    mut rx: mpsc::Receiver<LinkEvent>,
-    cancel: CancellationToken,
+struct EventCounters {
     receipts: Family<ReceiptLabels, Counter>,
     mo: Family<LinkLabels, Counter>,
     late: Family<LinkLabels, Counter>,
+    unmatched: Family<LinkLabels, Counter>,
+}
+
+/// Consumes link events until shutdown; after the cancellation it keeps
+/// draining while events still arrive (sessions unbinding may deliver the
+/// last receipts), and stops after a quiet second. Receipts and late
+/// responses are applied to the message store in their own tasks, so a slow
+/// store never stops the SMPP sessions from reading.
+async fn consume_events(
+    mut rx: mpsc::Receiver<LinkEvent>,
+    cancel: CancellationToken,
+    counters: EventCounters,
+    state: smsgw_api::ApiState,
+    snap: Snapshot,
 ) {
+    let messages = state.messages.clone();
+    let inflight = Arc::new(tokio::sync::Semaphore::new(4096));
+    let counters = Arc::new(counters);
     loop {
         let ev = if cancel.is_cancelled() {
             match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
@@ -165,26 +194,66 @@ async fn consume_events(
         };
         match ev {
             LinkEvent::Receipt(r) => {
-                tracing::debug!(link = %r.link, smsc_message_id = %r.smsc_message_id.normalized, state = ?r.state, "receipt");
-                receipts
+                counters
+                    .receipts
                     .get_or_create(&ReceiptLabels {
-                        link: r.link,
+                        link: r.link.clone(),
                         state: format!("{:?}", r.state),
                     })
                     .inc();
+                let update = ReceiptUpdate {
+                    link: r.link.clone(),
+                    smsc_message_id: r.smsc_message_id.normalized.clone(),
+                    state: receipt_state(r.state),
+                    error_code: r.error_code,
+                    at_ms: unix_now_ms(),
+                };
+                let Ok(permit) = inflight.clone().acquire_owned().await else {
+                    break;
+                };
+                let (messages, counters) = (messages.clone(), counters.clone());
+                tokio::spawn(async move {
+                    match messages.on_receipt(update).await {
+                        Ok(ReceiptOutcome::Parked | ReceiptOutcome::Orphaned) => {
+                            tracing::info!(link = %r.link, smsc_message_id = %r.smsc_message_id.normalized, "receipt for an unknown SMSC id kept for later");
+                            counters
+                                .unmatched
+                                .get_or_create(&LinkLabels { link: r.link })
+                                .inc();
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, link = %r.link, "receipt not applied"),
+                    }
+                    drop(permit);
+                });
             }
             LinkEvent::MobileOriginated(m) => {
-                tracing::info!(link = %m.link, "mobile-originated message received");
-                mo.get_or_create(&LinkLabels { link: m.link }).inc();
+                counters
+                    .mo
+                    .get_or_create(&LinkLabels {
+                        link: m.link.clone(),
+                    })
+                    .inc();
+                route_mo(&state, &snap, m).await;
             }
             LinkEvent::LateResponse {
                 link,
                 session,
                 sequence_number,
-                ..
+                command_status,
+                smsc_message_id,
             } => {
-                tracing::info!(%link, session, sequence_number, "late submit_sm_resp");
-                late.get_or_create(&LinkLabels { link }).inc();
+                counters
+                    .late
+                    .get_or_create(&LinkLabels { link: link.clone() })
+                    .inc();
+                let id = smsc_message_id.map(|i| i.normalized);
+                if let Err(e) = messages
+                    .on_late_response(&link, session as u32, sequence_number, command_status, id)
+                    .await
+                {
+                    tracing::warn!(error = %e, %link, "late response not applied");
+                }
             }
             LinkEvent::StateChanged {
                 link,
@@ -196,6 +265,59 @@ async fn consume_events(
             }
             _ => {}
         }
+    }
+    // Let in-flight receipt updates finish before shutdown completes.
+    let _ = inflight.acquire_many(4096).await;
+}
+
+/// Delivers a mobile-originated message to the app owning its destination
+/// address (a User's `sourceAddresses`), decoded to text.
+async fn route_mo(state: &smsgw_api::ApiState, snap: &Snapshot, m: smsgw_smpp::MobileOriginated) {
+    let text = smsgw_text::decode_payload(m.data_coding, false, &m.payload)
+        .map(|d| d.text)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&m.payload).into_owned());
+    let dest = m.destination.addr.trim_start_matches('+');
+    let owner = snap.users.values().find(|u| {
+        u.source_addresses
+            .iter()
+            .any(|a| a.trim_start_matches('+') == dest)
+    });
+    let Some(owner) = owner else {
+        tracing::info!(link = %m.link, "mobile-originated message to an address no app owns");
+        return;
+    };
+    let app_id = match state.auth.store().by_email(&owner.email).await {
+        Ok(Some(u)) => u.app_id,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look up the owner of a mobile-originated message");
+            return;
+        }
+    };
+    tracing::info!(link = %m.link, %app_id, "mobile-originated message delivered to its app");
+    state
+        .messages
+        .publish(smsgw_api::send::AppEvent::MobileOriginated {
+            app_id,
+            link: m.link,
+            source: m.source.addr,
+            destination: m.destination.addr,
+            message: text,
+            at_ms: unix_now_ms(),
+        });
+}
+
+fn receipt_state(s: smsgw_smpp::DeliveryState) -> ReceiptState {
+    use smsgw_smpp::DeliveryState as D;
+    match s {
+        D::Delivered => ReceiptState::Delivered,
+        D::Undeliverable => ReceiptState::Undeliverable,
+        D::Expired => ReceiptState::Expired,
+        D::Rejected => ReceiptState::Rejected,
+        D::Deleted => ReceiptState::Deleted,
+        D::Accepted => ReceiptState::Accepted,
+        D::Enroute => ReceiptState::Enroute,
+        D::Unknown => ReceiptState::Unknown,
     }
 }
 
@@ -270,6 +392,48 @@ impl LinkControl for Links {
         self.links.get(name).map(|l| view(l.status(), stopped))
     }
 
+    async fn submit(&self, target: &str, msg: OutboundMessage) -> Result<Submission, SubmitError> {
+        let target = if let Some(l) = self.links.get(target) {
+            smsgw_smpp::Target::Link(l.clone())
+        } else if let Some(p) = self.pools.get(target) {
+            smsgw_smpp::Target::Pool(p.clone())
+        } else {
+            return Err(SubmitError::UnknownTarget(target.to_owned()));
+        };
+        let req = smsgw_smpp::SubmitRequest {
+            data_coding: msg.data_coding,
+            esm_class: if msg.udhi { 0x40 } else { 0 },
+            registered_delivery: u8::from(msg.registered_delivery),
+            ..smsgw_smpp::SubmitRequest::new(
+                smsgw_smpp::Address::new(msg.source.addr, msg.source.ton, msg.source.npi),
+                smsgw_smpp::Address::new(
+                    msg.destination.addr,
+                    msg.destination.ton,
+                    msg.destination.npi,
+                ),
+                msg.segments
+                    .into_iter()
+                    .map(|s| smsgw_smpp::Segment {
+                        payload: s.payload.into(),
+                        sar: s.sar.map(|p| smsgw_smpp::Sar {
+                            ref_num: p.msg_ref_num,
+                            total: p.total_segments,
+                            seq: p.segment_seqnum,
+                        }),
+                        use_message_payload: s.message_payload,
+                    })
+                    .collect(),
+            )
+        };
+        match target.submit_via(req).await {
+            Ok((link, outcomes)) => Ok(Submission {
+                link,
+                results: outcomes.into_iter().map(segment_result).collect(),
+            }),
+            Err(e) => Err(SubmitError::Unavailable(e.to_string())),
+        }
+    }
+
     async fn control(&self, name: &str, action: LinkAction) -> Option<LinkView> {
         let link = self.links.get(name)?;
         match action {
@@ -296,6 +460,38 @@ impl LinkControl for Links {
             }
         }
         self.link(name)
+    }
+}
+
+fn segment_result(o: smsgw_smpp::SegmentOutcome) -> SegmentResult {
+    use smsgw_smpp::{SegmentOutcome, UnknownReason};
+    match o {
+        SegmentOutcome::Accepted {
+            smsc_message_id, ..
+        } => SegmentResult::Accepted {
+            smsc_message_id: smsc_message_id.normalized,
+        },
+        SegmentOutcome::Rejected { command_status } => SegmentResult::Rejected { command_status },
+        SegmentOutcome::Unknown { session, reason } => {
+            let seq = match &reason {
+                UnknownReason::ResponseTimeout {
+                    sequence_number, ..
+                }
+                | UnknownReason::ConnectionLost { sequence_number }
+                | UnknownReason::MalformedResponse {
+                    sequence_number, ..
+                } => Some(*sequence_number),
+                _ => None,
+            };
+            SegmentResult::Unknown {
+                reason: reason.to_string(),
+                pending: seq.map(|q| (session as u32, q)),
+            }
+        }
+        SegmentOutcome::NotSent { reason } => SegmentResult::NotSent { reason },
+        other => SegmentResult::NotSent {
+            reason: format!("{other:?}"),
+        },
     }
 }
 

@@ -1,11 +1,14 @@
 //! Wiring: configuration, servers, shutdown.
 
-use crate::cli::{Cli, Command, ListenArgs, LogFormat, SimArgs, SimIdFormat, StandaloneArgs};
+use crate::cli::{
+    Cli, Command, ListenArgs, LogFormat, SimArgs, SimIdFormat, StandaloneArgs, StoreKind,
+};
 use crate::links::Links;
 use anyhow::{Context, bail};
 use smsgw_api::ApiState;
 use smsgw_api::auth::jwt::KeySet;
 use smsgw_api::auth::{Auth, AuthConfig};
+use smsgw_core::messages::MessageStore;
 use smsgw_core::users::UserStore;
 use smsgw_crds::Snapshot;
 use smsgw_store::{EmbeddedUserStore, RedisConfig, RedisUserStore};
@@ -31,7 +34,7 @@ pub fn init_logging(format: LogFormat) {
 /// Runs the chosen subcommand to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Standalone(args) => standalone(args).await,
+        Command::Standalone(args) => standalone(*args).await,
         Command::SmscSim(args) => smsc_sim(args).await,
         Command::CheckConfig { config } => {
             let snap = load_config(&config)?;
@@ -100,6 +103,8 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
             password: "secret".into(),
             id_format: SimIdFormat::Hex,
             receipt_delay: std::time::Duration::from_millis(50),
+            reverse_receipts: false,
+            receipt_mix: [1, 0, 0, 0],
         };
         let sim = smsgw_smpp::sim::run(sim_config(&sim_args), sim_cancel.clone())
             .await
@@ -114,9 +119,26 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let state = ApiState::new(snap, auth);
-    let links = Links::start(&state.config.load(), &cancel, &tracker, &state.metrics)?;
+    let messages = message_store(&args).await?;
+    let state = ApiState::new(snap, auth, smsgw_api::send::Messages::new(messages));
+    let links = Links::start(
+        &state.config.load(),
+        &cancel,
+        &tracker,
+        &state.metrics,
+        state.clone(),
+    )?;
     let state = state.with_links(links);
+    let pod = args.pod_name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map_or_else(|_| "smsgw".into(), |h| h.trim().to_owned())
+    });
+    tracker.spawn(sweeper(
+        state.clone(),
+        pod,
+        args.sweep_after,
+        cancel.clone(),
+    ));
     state
         .metrics
         .config_links
@@ -124,6 +146,76 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let result = serve(args.listen, state, cancel, tracker).await;
     sim_cancel.cancel();
     result
+}
+
+/// Every few seconds, submits messages left `accepted` past `after` (their
+/// pod died, or no link was up), and purges expired records.
+async fn sweeper(
+    state: ApiState,
+    pod: String,
+    after: std::time::Duration,
+    cancel: CancellationToken,
+) {
+    let every = (after / 3).clamp(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(10),
+    );
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = cancel.cancelled() => return,
+        }
+        match smsgw_api::send::sweep(&state, &pod, after, 256).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(claimed = n, "sweeper submitted stale messages"),
+            Err(e) => tracing::warn!(error = %e, "sweep failed"),
+        }
+        if let Err(e) = state.messages.store().purge_expired().await {
+            tracing::warn!(error = %e, "purging expired messages failed");
+        }
+    }
+}
+
+async fn message_store(args: &StandaloneArgs) -> anyhow::Result<Arc<dyn MessageStore>> {
+    use smsgw_store::messages::{
+        AerospikeConfig, AerospikeMessageStore, EmbeddedMessageStore, MessageStoreOptions,
+        RedisMessageStore,
+    };
+    let opts = MessageStoreOptions::default().ttl(args.message_ttl);
+    Ok(match args.store {
+        StoreKind::Embedded => Arc::new(
+            EmbeddedMessageStore::open(&args.data_dir.join("messages.redb"), opts)
+                .context("cannot open the embedded message store")?,
+        ),
+        StoreKind::Redis => {
+            let url = args
+                .store_redis_url
+                .clone()
+                .or_else(|| args.redis_url.clone())
+                .context("--store redis needs --store-redis-url or --redis-url")?;
+            Arc::new(
+                RedisMessageStore::connect(&RedisConfig::new(url), opts)
+                    .await
+                    .context("cannot reach Redis for the message store")?,
+            )
+        }
+        StoreKind::Aerospike => {
+            let hosts = args
+                .aerospike_hosts
+                .clone()
+                .context("--store aerospike needs AEROSPIKE_HOSTS")?;
+            let mut config = AerospikeConfig::new(hosts);
+            config.namespace = args.aerospike_namespace.clone();
+            config.set = args.aerospike_set.clone();
+            Arc::new(
+                AerospikeMessageStore::connect(&config, opts)
+                    .await
+                    .context("cannot reach Aerospike for the message store")?,
+            )
+        }
+    })
 }
 
 fn sim_config(args: &SimArgs) -> smsgw_smpp::sim::SimConfig {
@@ -139,6 +231,14 @@ fn sim_config(args: &SimArgs) -> smsgw_smpp::sim::SimConfig {
         SimIdFormat::Uuid => smsgw_smpp::sim::SimIdFormat::Uuid,
     };
     c.receipt_delay = args.receipt_delay;
+    c.reverse_receipts = args.reverse_receipts;
+    let [delivered, undeliverable, expired, rejected] = args.receipt_mix;
+    c.receipt_mix = smsgw_smpp::sim::ReceiptMix {
+        delivered,
+        undeliverable,
+        expired,
+        rejected,
+    };
     c
 }
 

@@ -93,6 +93,12 @@ impl Pool {
     /// when a member refuses without sending anything (down, stopped, window
     /// full, not sent) the next one is tried, each at most once.
     pub async fn submit(&self, msg: SubmitRequest) -> Result<Vec<SegmentOutcome>> {
+        self.submit_via(msg).await.map(|(_, outcomes)| outcomes)
+    }
+
+    /// Like [`Pool::submit`], also naming the member link that carried the
+    /// message (receipts are correlated per link).
+    pub async fn submit_via(&self, msg: SubmitRequest) -> Result<(String, Vec<SegmentOutcome>)> {
         let mut tried = vec![false; self.links.len()];
         loop {
             let pick = {
@@ -114,7 +120,7 @@ impl Pool {
                 ) => {
                     tracing::debug!(pool = %self.name, error = %e, "failing over");
                 }
-                other => return other,
+                other => return other.map(|o| (self.links[i].name().to_owned(), o)),
             }
         }
     }
@@ -148,9 +154,14 @@ impl Target {
 
     /// Sends a message; see [`Link::submit`] and [`Pool::submit`].
     pub async fn submit(&self, msg: SubmitRequest) -> Result<Vec<SegmentOutcome>> {
+        self.submit_via(msg).await.map(|(_, outcomes)| outcomes)
+    }
+
+    /// Sends a message and names the link that carried it.
+    pub async fn submit_via(&self, msg: SubmitRequest) -> Result<(String, Vec<SegmentOutcome>)> {
         match self {
-            Target::Link(l) => l.submit(msg).await,
-            Target::Pool(p) => p.submit(msg).await,
+            Target::Link(l) => l.submit(msg).await.map(|o| (l.name().to_owned(), o)),
+            Target::Pool(p) => p.submit_via(msg).await,
         }
     }
 }

@@ -107,6 +107,10 @@ pub struct SimConfig {
     pub receipt_mix: ReceiptMix,
     /// Add TLVs to receipts (the text form is always present).
     pub receipt_tlvs: bool,
+    /// Send the receipts that fall due within one `receipt_delay` window in
+    /// reverse order (the last part's receipt first), to exercise receipt
+    /// correlation that must not depend on order.
+    pub reverse_receipts: bool,
 }
 
 impl Default for SimConfig {
@@ -120,6 +124,7 @@ impl Default for SimConfig {
             receipt_delay: Duration::from_millis(50),
             receipt_mix: ReceiptMix::default(),
             receipt_tlvs: true,
+            reverse_receipts: false,
         }
     }
 }
@@ -604,6 +609,25 @@ async fn receipt_loop(
         };
         if n == 0 {
             return;
+        }
+        if state.config.reverse_receipts {
+            // Gather everything due within the window of the first job,
+            // then send it newest first.
+            let until = batch[0].due;
+            loop {
+                tokio::select! {
+                    _ = sleep_until(until) => break,
+                    more = jobs.recv() => match more {
+                        Some(j) => batch.push(j),
+                        None => break,
+                    },
+                    _ = kill.cancelled() => return,
+                }
+            }
+            batch.reverse();
+            for j in &mut batch {
+                j.due = until;
+            }
         }
         let mut out: Option<(ConnEntry, BytesMut)> = None;
         for job in batch.drain(..) {

@@ -157,6 +157,8 @@ pub fn message(segments: u16) -> MessageRecord {
         segments: (0..segments).map(SegmentRecord::new).collect(),
         claimed_by: Some("pod-creator".into()),
         claim_until_ms: now + 5_000,
+        text: "hello".into(),
+        ton_npi: [0, 0, 1, 1],
     }
 }
 

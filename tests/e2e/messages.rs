@@ -1,0 +1,461 @@
+//! The message lifecycle through real processes: gateway + SMSC simulator,
+//! REST, gRPC and the stream, through to receipts visible in SmsInfo.
+
+use crate::harness::{Creds, Gateway, Sim, eventually, sim_config};
+use reqwest::Method;
+use serde_json::{Value, json};
+use smsgw_proto::sms::v1::{
+    MessageStatus, SmsInfoRequest, SmsRequest, sms_service_client::SmsServiceClient,
+};
+use std::collections::HashSet;
+use std::time::Duration;
+
+async fn bound(gw: &Gateway, creds: &Creds) {
+    let ok = eventually(Duration::from_secs(10), async || {
+        let v: Value = gw
+            .authed(creds, Method::GET, "/api/v1/smpp/links")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["links"][0]["sessions_bound"] == 2
+    })
+    .await;
+    assert!(ok.is_some(), "link never bound");
+}
+
+async fn send(gw: &Gateway, creds: &Creds, body: Value) -> (u16, Value) {
+    let r = gw
+        .authed(creds, Method::POST, "/api/v1/sms/send")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn info(gw: &Gateway, creds: &Creds, id: &str) -> Value {
+    gw.authed(creds, Method::GET, &format!("/api/v1/sms/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn wait_status(gw: &Gateway, creds: &Creds, id: &str, want: &str, within: Duration) -> Value {
+    let mut last = Value::Null;
+    let ok = eventually(within, async || {
+        last = info(gw, creds, id).await;
+        last["status"] == want
+    })
+    .await;
+    assert!(ok.is_some(), "message {id} never became {want}: {last}");
+    last
+}
+
+#[tokio::test]
+async fn a_rest_send_is_accepted_submitted_and_delivered() {
+    let sim = Sim::start("127.0.0.1:0");
+    let gw = Gateway::standalone(&sim_config(sim.addr));
+    let creds = gw.user("rest-send@example.com").await;
+    bound(&gw, &creds).await;
+    let (status, r) = send(
+        &gw,
+        &creds,
+        json!({"esme": "default", "source": "SMSGW", "destination": "+4915112345678", "message": "Hello", "transaction_id": "tx-rest-1"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        (
+            r["success"].as_bool(),
+            r["status"].as_str(),
+            r["segments"].as_u64()
+        ),
+        (Some(true), Some("accepted"), Some(1))
+    );
+    let id = r["message_id"].as_str().unwrap();
+    let v = wait_status(&gw, &creds, id, "delivered", Duration::from_secs(10)).await;
+    assert_eq!(v["link"], "sim-link");
+    assert_eq!(v["esme"], "default");
+    assert_eq!(v["destination"], "4915112345678");
+    assert_eq!(v["segments"][0]["receipt_state"], "DELIVRD");
+    assert_eq!(v["segments"][0]["submit_status"], "accepted");
+    assert!(v["segments"][0]["smsc_message_id"].is_string());
+    // Lookup by transaction id.
+    let by_tx: Value = gw
+        .authed(&creds, Method::GET, "/api/v1/sms?transaction_id=tx-rest-1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_tx["message_id"], id);
+    // Another app cannot see it.
+    let other = gw.user("other-app@example.com").await;
+    let r = gw
+        .authed(&other, Method::GET, &format!("/api/v1/sms/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn a_duplicate_transaction_id_gives_the_same_message_and_no_second_submission() {
+    let sim = Sim::start("127.0.0.1:0");
+    let gw = Gateway::standalone(&sim_config(sim.addr));
+    let creds = gw.user("dup@example.com").await;
+    bound(&gw, &creds).await;
+    let body = json!({"esme": "sim-link", "source": "12345", "destination": "4915100000001", "message": "once", "transaction_id": "same-tx"});
+    let (_, first) = send(&gw, &creds, body.clone()).await;
+    let id = first["message_id"].as_str().unwrap().to_owned();
+    wait_status(&gw, &creds, &id, "delivered", Duration::from_secs(10)).await;
+    let (status, second) = send(&gw, &creds, body).await;
+    assert_eq!(status, 200);
+    assert_eq!(second["message_id"], id.as_str());
+    assert_eq!(second["duplicate"], true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sim.stop_and_count_submits(),
+        1,
+        "the repeat was submitted again"
+    );
+}
+
+#[tokio::test]
+async fn a_three_segment_message_with_receipts_out_of_order_is_delivered() {
+    let sim = Sim::start_with(
+        "127.0.0.1:0",
+        &["--reverse-receipts", "--receipt-delay", "300ms"],
+    );
+    let gw = Gateway::standalone(&sim_config(sim.addr));
+    let creds = gw.user("multi@example.com").await;
+    bound(&gw, &creds).await;
+    let text = "x".repeat(400); // 3 GSM segments of 153
+    let (status, r) =
+        send(&gw, &creds, json!({"esme": "sim-link", "source": "SMSGW", "destination": "4915100000002", "message": text, "wait_for_submit": true}))
+            .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["segments"], 3);
+    let ids: Vec<&str> = r["segment_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["smsc_message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    let v = wait_status(
+        &gw,
+        &creds,
+        r["message_id"].as_str().unwrap(),
+        "delivered",
+        Duration::from_secs(10),
+    )
+    .await;
+    let segs = v["segments"].as_array().unwrap();
+    assert!(segs.iter().all(|s| s["receipt_state"] == "DELIVRD"), "{v}");
+    // Reversed: the last part's receipt came first.
+    let at = |i: usize| segs[i]["receipt_at_ms"].as_u64().unwrap();
+    assert!(at(2) <= at(0), "receipts were not out of order: {v}");
+}
+
+#[tokio::test]
+async fn a_failed_receipt_fails_the_message() {
+    let sim = Sim::start_with("127.0.0.1:0", &["--receipt-mix", "0,1,0,0"]);
+    let gw = Gateway::standalone(&sim_config(sim.addr));
+    let creds = gw.user("fail@example.com").await;
+    bound(&gw, &creds).await;
+    let (_, r) = send(&gw, &creds, json!({"esme": "sim-link", "source": "SMSGW", "destination": "4915100000003", "message": "doomed"})).await;
+    let v = wait_status(
+        &gw,
+        &creds,
+        r["message_id"].as_str().unwrap(),
+        "failed",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(v["segments"][0]["receipt_state"], "UNDELIV");
+}
+
+#[tokio::test]
+async fn bad_sends_get_their_own_error_codes_and_store_nothing() {
+    let sim = Sim::start("127.0.0.1:0");
+    let gw = Gateway::standalone(&sim_config(sim.addr));
+    let creds = gw.user("bad-send@example.com").await;
+    let ok = json!({"esme": "sim-link", "source": "SMSGW", "destination": "4915100000004", "message": "hi"});
+    let with = |k: &str, v: Value| {
+        let mut b = ok.clone();
+        b[k] = v;
+        b
+    };
+    for (body, status, code) in [
+        (
+            with("destination", json!("12ab")),
+            400,
+            "invalid_destination",
+        ),
+        (with("destination", json!("")), 400, "invalid_destination"),
+        (
+            with("source", json!("MuchTooLongSender")),
+            400,
+            "invalid_source",
+        ),
+        (with("esme", json!("nowhere")), 400, "unknown_target"),
+        (with("message", json!("")), 400, "invalid_message"),
+        (
+            with("message", json!("y".repeat(160 * 12))),
+            400,
+            "too_many_segments",
+        ),
+    ] {
+        let (s, v) = send(&gw, &creds, body).await;
+        assert_eq!(s, status, "{v}");
+        assert_eq!(v["error"]["code"], code, "{v}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sim.stop_and_count_submits(), 0);
+}
+
+#[tokio::test]
+async fn grpc_send_and_sms_info_follow_the_message_to_its_receipt() {
+    let sim = Sim::start("127.0.0.1:0");
+    let gw = Gateway::standalone(&sim_config(sim.addr));
+    let creds = gw.user("grpc-send@example.com").await;
+    bound(&gw, &creds).await;
+    let mut c = SmsServiceClient::new(gw.channel().await);
+    let r = c
+        .send_message(creds.grpc(SmsRequest {
+            esme: "default".into(),
+            saddr: "SMSGW".into(),
+            daddr: "4915100000005".into(),
+            message: "Привет".into(),
+            wait_for_submit: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.success, "{r:?}");
+    assert!(
+        !r.transaction_id.is_empty(),
+        "a transaction id is generated"
+    );
+    assert_eq!(r.segment_info[0].submit_status, "accepted");
+    assert_eq!(r.link, "sim-link");
+    let ok = eventually(Duration::from_secs(10), async || {
+        let i = c
+            .sms_info(creds.grpc(SmsInfoRequest {
+                message_id: r.message_id.clone(),
+                transaction_id: String::new(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        i.status == MessageStatus::Delivered as i32 && i.encoding == "UCS2"
+    })
+    .await;
+    assert!(ok.is_some());
+    let e = c
+        .send_message(creds.grpc(SmsRequest {
+            esme: "default".into(),
+            saddr: "S".into(),
+            daddr: "1".into(),
+            message: "x".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn the_stream_answers_every_request_once_and_bad_ones_fail_alone() {
+    let sim = Sim::start("127.0.0.1:0");
+    let gw = Gateway::standalone(&sim_config(sim.addr));
+    let creds = gw.user("stream@example.com").await;
+    bound(&gw, &creds).await;
+    let mut reqs: Vec<SmsRequest> = (0..300)
+        .map(|i| SmsRequest {
+            transaction_id: format!("s-{i}"),
+            esme: "default".into(),
+            saddr: "SMSGW".into(),
+            daddr: format!("49151{i:08}"),
+            message: format!("stream message {i}"),
+            ..Default::default()
+        })
+        .collect();
+    reqs.insert(
+        100,
+        SmsRequest {
+            transaction_id: "bad-dest".into(),
+            esme: "default".into(),
+            saddr: "SMSGW".into(),
+            daddr: "nope".into(),
+            message: "x".into(),
+            ..Default::default()
+        },
+    );
+    reqs.insert(
+        200,
+        SmsRequest {
+            transaction_id: "bad-esme".into(),
+            esme: "ghost".into(),
+            saddr: "SMSGW".into(),
+            daddr: "4915100000000".into(),
+            message: "x".into(),
+            ..Default::default()
+        },
+    );
+    let mut c = SmsServiceClient::new(gw.channel().await);
+    let mut out = c
+        .send_message_stream(creds.grpc(tokio_stream::iter(reqs)))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = HashSet::new();
+    let mut ids = Vec::new();
+    while let Some(r) = out.message().await.unwrap() {
+        assert!(
+            seen.insert(r.transaction_id.clone()),
+            "two answers for {}",
+            r.transaction_id
+        );
+        match r.transaction_id.as_str() {
+            "bad-dest" => assert_eq!(
+                (r.success, r.error_code.as_str()),
+                (false, "invalid_destination")
+            ),
+            "bad-esme" => assert_eq!(
+                (r.success, r.error_code.as_str()),
+                (false, "unknown_target")
+            ),
+            _ => {
+                assert!(r.success, "{r:?}");
+                ids.push(r.message_id);
+            }
+        }
+    }
+    assert_eq!(seen.len(), 302);
+    let mut pending = ids;
+    let done = eventually(Duration::from_secs(20), async || {
+        let mut still = Vec::new();
+        for id in &pending {
+            let i = c
+                .sms_info(creds.grpc(SmsInfoRequest {
+                    message_id: id.clone(),
+                    transaction_id: String::new(),
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            if i.status != MessageStatus::Delivered as i32 {
+                still.push(id.clone());
+            }
+        }
+        pending = still;
+        pending.is_empty()
+    })
+    .await;
+    assert!(done.is_some(), "{} messages never delivered", pending.len());
+    assert_eq!(sim.stop_and_count_submits(), 300);
+}
+
+#[tokio::test]
+async fn an_smsc_that_freezes_mid_window_leaves_segments_unknown_and_nothing_is_resent() {
+    let sim = Sim::start("127.0.0.1:0");
+    let gw = Gateway::standalone(&sim_config(sim.addr));
+    let creds = gw.user("freeze@example.com").await;
+    bound(&gw, &creds).await;
+    sim.signal("STOP");
+    let (status, r) =
+        send(&gw, &creds, json!({"esme": "sim-link", "source": "SMSGW", "destination": "4915100000006", "message": "into the void", "wait_for_submit": true}))
+            .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["status"], "unknown", "{r}");
+    assert_eq!(r["segment_info"][0]["submit_status"], "unknown");
+    sim.signal("CONT");
+    // The link comes back; the unknown segment is never resent. If the
+    // session was still open, the SMSC's late answer settles it (and its
+    // receipt follows); if the gateway had already dropped the dead session,
+    // it stays unknown. Either way the SMSC saw it exactly once.
+    bound(&gw, &creds).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let v = info(&gw, &creds, r["message_id"].as_str().unwrap()).await;
+    let st = v["status"].as_str().unwrap();
+    assert!(st == "delivered" || st == "unknown", "{v}");
+    if st == "delivered" {
+        assert_eq!(
+            v["segments"][0]["submit_status"], "accepted",
+            "settled by the late submit_sm_resp: {v}"
+        );
+    }
+    assert_eq!(
+        sim.stop_and_count_submits(),
+        1,
+        "resent after an unknown outcome"
+    );
+}
+
+#[tokio::test]
+async fn accepted_messages_survive_a_dead_link_and_are_swept_out_when_it_returns() {
+    let sim = Sim::start("127.0.0.1:0");
+    let addr = sim.addr;
+    let gw = Gateway::standalone_with_args(&sim_config(addr), &["--sweep-after", "1s"]);
+    let creds = gw.user("sweep@example.com").await;
+    bound(&gw, &creds).await;
+    sim.kill();
+    let (_, r) = send(&gw, &creds, json!({"esme": "default", "source": "SMSGW", "destination": "4915100000007", "message": "later"})).await;
+    let id = r["message_id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(info(&gw, &creds, &id).await["status"], "accepted");
+    let sim2 = Sim::start(&addr.to_string());
+    wait_status(&gw, &creds, &id, "delivered", Duration::from_secs(15)).await;
+    assert_eq!(sim2.stop_and_count_submits(), 1);
+}
+
+#[tokio::test]
+async fn a_gateway_restart_keeps_every_record() {
+    let sim = Sim::start("127.0.0.1:0");
+    let dir = tempfile::tempdir().unwrap();
+    let config = sim_config(sim.addr);
+    let gw = Gateway::standalone_in(&config, dir.path(), &[]);
+    let creds = gw.user("restart@example.com").await;
+    bound(&gw, &creds).await;
+    let (_, r) = send(&gw, &creds, json!({"esme": "default", "source": "SMSGW", "destination": "4915100000008", "message": "keep me", "transaction_id": "keep"})).await;
+    let id = r["message_id"].as_str().unwrap().to_owned();
+    wait_status(&gw, &creds, &id, "delivered", Duration::from_secs(10)).await;
+    let status = tokio::task::spawn_blocking(move || gw.terminate())
+        .await
+        .unwrap();
+    assert!(status.success());
+
+    let gw = Gateway::standalone_in(&config, dir.path(), &[]);
+    // The same user logs in again (users persist too) and sees the message.
+    let t: Value = reqwest::Client::new()
+        .post(gw.url("/api/v1/auth/login"))
+        .json(&json!({"email": "restart@example.com", "password": "e2e password 123"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let creds = Creds {
+        token: t["token"].as_str().unwrap().into(),
+        ..creds
+    };
+    let v = info(&gw, &creds, &id).await;
+    assert_eq!(v["status"], "delivered", "{v}");
+    let (_, again) = send(&gw, &creds, json!({"esme": "default", "source": "SMSGW", "destination": "4915100000008", "message": "keep me", "transaction_id": "keep"})).await;
+    assert_eq!(
+        again["message_id"],
+        id.as_str(),
+        "idempotency survives the restart"
+    );
+}
