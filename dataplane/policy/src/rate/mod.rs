@@ -20,13 +20,13 @@ mod health;
 mod layered;
 mod local;
 mod metrics;
-// mod redis;
+mod redis;
 
 pub use health::{DEFAULT_HEALTH_INTERVAL, HealthAdjuster, LinkHealth, RateConfig, compute_limits};
 pub use layered::Layered;
 pub use local::{DEFAULT_ZERO_RATE_RETRY, InProcessLimiter};
 pub use metrics::{LimiterMetrics, Metered};
-// pub use redis::{FailMode, RedisLimiter, RedisLimiterConfig};
+pub use redis::{FailMode, RedisLimiter, RedisLimiterConfig};
 
 use smsgw_core::limits::{LimitError, RateDecision, RateKey, RateLimiter};
 use tokio::time::Instant;
