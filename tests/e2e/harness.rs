@@ -98,7 +98,7 @@ impl Gateway {
         data: Option<tempfile::TempDir>,
     ) -> Gateway {
         let config = write_config(config_yaml);
-        let mut child = Command::new(SMSGW)
+        let child = Command::new(SMSGW)
             .args(["--log-format", "json", "standalone", "--config"])
             .arg(config.path())
             .args([
@@ -117,6 +117,40 @@ impl Gateway {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn smsgw");
+        Self::started(child, config, data)
+    }
+
+    /// Starts `smsgw serve` against the snapshot server at `config_server`
+    /// as pod `pod`, with ephemeral ports, and waits until both servers
+    /// listen (it is not ready before its first snapshot).
+    pub fn serve(config_server: &str, pod: &str) -> Gateway {
+        let data = tempfile::tempdir().unwrap();
+        let child = Command::new(SMSGW)
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--config-server",
+                config_server,
+            ])
+            .args(["--pod-name", pod, "--config-retry-max", "500ms"])
+            .args(["--rest-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data.path())
+            .env("RUST_LOG", "info")
+            .env("ADMIN_API_KEY", ADMIN_KEY)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn smsgw serve");
+        Self::started(child, write_config(""), Some(data))
+    }
+
+    fn started(
+        mut child: Child,
+        config: tempfile::NamedTempFile,
+        data: Option<tempfile::TempDir>,
+    ) -> Gateway {
         let (logs, rx) = collect_lines(child.stderr.take().unwrap());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

@@ -46,6 +46,9 @@ pub struct ApiState {
     pub links: Arc<dyn smsgw_core::links::LinkControl>,
     /// The message lifecycle.
     pub messages: Arc<send::Messages>,
+    /// Whether a configuration is in force (`/ready`); a gateway waiting
+    /// for its first snapshot from the operator is not ready.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ApiState {
@@ -58,6 +61,7 @@ impl ApiState {
             auth: Arc::new(auth),
             links: Arc::new(smsgw_core::links::NoLinks),
             messages: Arc::new(messages),
+            ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
 

@@ -21,12 +21,13 @@ use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-/// The REST router: public `/healthy`, `/metrics` and `/api/v1/auth/*`;
+/// The REST router: public `/healthy`, `/ready`, `/metrics` and `/api/v1/auth/*`;
 /// `/api/v1/admin/*` for admins (admin key or admin user); every other
 /// `/api/v1` route for authenticated users.
 pub fn router(state: ApiState) -> Router {
     let public = Router::new()
         .route("/healthy", get(healthy))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/api/v1/auth/register", post(register))
         .route("/api/v1/auth/login", post(login))
@@ -90,6 +91,20 @@ async fn require_admin(
 
 async fn healthy() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// 200 once a configuration is in force, 503 before (a gateway waiting
+/// for its first snapshot).
+async fn ready(State(state): State<ApiState>) -> Response {
+    if state.ready.load(std::sync::atomic::Ordering::Acquire) {
+        Json(serde_json::json!({ "status": "ready" })).into_response()
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "waiting for a configuration snapshot" })),
+        )
+            .into_response()
+    }
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {

@@ -31,6 +31,9 @@ pub enum Command {
     /// Run the gateway on one machine from a YAML file of SmppLink, EsmePool,
     /// User and ContactPolicy manifests, with embedded defaults.
     Standalone(Box<StandaloneArgs>),
+    /// Run the gateway in a cluster: its configuration comes from the
+    /// operator's snapshot server and follows every new version.
+    Serve(Box<ServeArgs>),
     /// Run the built-in SMSC simulator alone (for tests, demos and load).
     SmscSim(SimArgs),
     /// Validate a configuration file and print what it defines.
@@ -47,6 +50,37 @@ pub struct StandaloneArgs {
     /// Multi-document YAML configuration.
     #[arg(long, short, env = "SMSGW_CONFIG")]
     pub config: PathBuf,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+    /// Also run the built-in SMSC simulator (credentials smsgw/secret), so
+    /// the example's `local-sim` link has an SMSC to bind to.
+    #[arg(long, env = "SMSGW_WITH_SIMULATOR")]
+    pub with_simulator: bool,
+    /// Where the built-in simulator listens (with `--with-simulator`).
+    #[arg(long, env = "SMSGW_SIMULATOR_LISTEN", default_value = "127.0.0.1:2775")]
+    pub simulator_listen: SocketAddr,
+}
+
+/// Options of `smsgw serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The operator's snapshot server (`config.v1.ConfigService`), e.g.
+    /// `http://smsgw-operator:50051`.
+    #[arg(long, env = "SMSGW_CONFIG_SERVER")]
+    pub config_server: String,
+    /// This pod's namespace (names the resources of rejections).
+    #[arg(long, env = "SMSGW_POD_NAMESPACE", default_value = "")]
+    pub pod_namespace: String,
+    /// Longest wait between two attempts to reach the snapshot server.
+    #[arg(long, env = "SMSGW_CONFIG_RETRY_MAX", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub config_retry_max: std::time::Duration,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+/// Options every gateway mode shares.
+#[derive(Debug, clap::Args)]
+pub struct GatewayArgs {
     #[command(flatten)]
     pub listen: ListenArgs,
     #[command(flatten)]
@@ -84,13 +118,6 @@ pub struct StandaloneArgs {
     /// accepted is claimed and submitted by a sweeper.
     #[arg(long, env = "SMSGW_SWEEP_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
     pub sweep_after: std::time::Duration,
-    /// Also run the built-in SMSC simulator (credentials smsgw/secret), so
-    /// the example's `local-sim` link has an SMSC to bind to.
-    #[arg(long, env = "SMSGW_WITH_SIMULATOR")]
-    pub with_simulator: bool,
-    /// Where the built-in simulator listens (with `--with-simulator`).
-    #[arg(long, env = "SMSGW_SIMULATOR_LISTEN", default_value = "127.0.0.1:2775")]
-    pub simulator_listen: SocketAddr,
 }
 
 /// Message store backends.
@@ -207,7 +234,7 @@ mod tests {
         let Command::Standalone(a) = cli.command else {
             panic!("wrong subcommand")
         };
-        assert_eq!(a.listen.rest_addr, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(a.gateway.listen.rest_addr, "127.0.0.1:1".parse().unwrap());
         assert!(
             Cli::try_parse_from(["smsgw", "standalone", "-c", "x", "--grpc-addr", "nowhere"])
                 .is_err()

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod config_watch;
 mod links;
 mod runtime;
 

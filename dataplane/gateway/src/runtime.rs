@@ -1,9 +1,10 @@
 //! Wiring: configuration, servers, shutdown.
 
 use crate::cli::{
-    Cli, Command, ListenArgs, LogFormat, SimArgs, SimIdFormat, StandaloneArgs, StoreKind,
+    Cli, Command, GatewayArgs, ListenArgs, LogFormat, SimArgs, SimIdFormat, StandaloneArgs,
+    StoreKind,
 };
-use crate::links::Links;
+use crate::config_watch::LinkSet;
 use anyhow::{Context, bail};
 use smsgw_api::ApiState;
 use smsgw_api::auth::jwt::KeySet;
@@ -35,6 +36,7 @@ pub fn init_logging(format: LogFormat) {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Standalone(args) => standalone(*args).await,
+        Command::Serve(args) => crate::config_watch::serve(*args).await,
         Command::SmscSim(args) => smsc_sim(args).await,
         Command::CheckConfig { config } => {
             let snap = load_config(&config)?;
@@ -74,26 +76,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         "configuration loaded from {}",
         args.config.display()
     );
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
-    let auth = build_auth(&args)?;
-    let store: Arc<dyn UserStore> = match &args.redis_url {
-        Some(url) => Arc::new(
-            RedisUserStore::connect(&RedisConfig::new(url.clone()))
-                .await
-                .context("cannot reach Redis for the user store")?,
-        ),
-        None => Arc::new(
-            EmbeddedUserStore::open(&args.data_dir.join("users.redb"))
-                .context("cannot open the embedded user store")?,
-        ),
-    };
-    let auth = Auth::new(auth, store);
-    auth.sync_managed_users(&snap)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot apply User resources: {e}"))?;
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
+    let gateway = Gateway::build(&args.gateway).await?;
     // The simulator outlives the links, so they can unbind from it cleanly.
     let sim_cancel = CancellationToken::new();
     let _sim = if args.with_simulator {
@@ -119,38 +102,92 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let messages = message_store(&args).await?;
-    let state = ApiState::new(snap, auth, smsgw_api::send::Messages::new(messages));
-    let links = Links::start(
-        &state.config.load(),
-        &cancel,
-        &tracker,
-        &state.metrics,
-        state.clone(),
-    )?;
-    let state = state.with_links(links);
-    let pod = args.pod_name.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map_or_else(|_| "smsgw".into(), |h| h.trim().to_owned())
-    });
-    tracker.spawn(sweeper(
-        state.clone(),
-        pod,
-        args.sweep_after,
-        cancel.clone(),
-    ));
-    state
-        .metrics
-        .config_links
-        .set(state.config.load().links.len() as i64);
-    let result = serve(args.listen, state, cancel, tracker).await;
+    gateway
+        .apply(snap, "")
+        .await
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    let result = gateway.run().await;
     sim_cancel.cancel();
     result
 }
 
+/// A gateway's parts, built before any configuration is in force: the API
+/// state (over an empty snapshot, not ready, until the first
+/// [`Gateway::apply`]), its links, the shutdown token and the task tracker.
+/// `standalone` applies its file once; `serve` applies every version the
+/// operator pushes.
+pub(crate) struct Gateway {
+    /// The API state; `config` is swapped by every applied snapshot.
+    pub(crate) state: ApiState,
+    /// The links, started by the first applied snapshot.
+    pub(crate) links: Arc<LinkSet>,
+    /// Root shutdown token.
+    pub(crate) cancel: CancellationToken,
+    /// Every task of the gateway.
+    pub(crate) tracker: TaskTracker,
+    /// This gateway's name among its peers.
+    pub(crate) pod: String,
+    /// `--sweep-after`.
+    pub(crate) sweep_after: std::time::Duration,
+    listen: ListenArgs,
+}
+
+impl Gateway {
+    /// Opens the stores and builds the API state over an empty snapshot.
+    pub(crate) async fn build(args: &GatewayArgs) -> anyhow::Result<Gateway> {
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+        let auth = build_auth(args)?;
+        let store: Arc<dyn UserStore> = match &args.redis_url {
+            Some(url) => Arc::new(
+                RedisUserStore::connect(&RedisConfig::new(url.clone()))
+                    .await
+                    .context("cannot reach Redis for the user store")?,
+            ),
+            None => Arc::new(
+                EmbeddedUserStore::open(&args.data_dir.join("users.redb"))
+                    .context("cannot open the embedded user store")?,
+            ),
+        };
+        let auth = Auth::new(auth, store);
+        let messages = message_store(args).await?;
+        let empty = smsgw_crds::compile(&[]).map_err(|_| anyhow::anyhow!("empty snapshot"))?;
+        let links = Arc::new(LinkSet::default());
+        let state = ApiState::new(empty, auth, smsgw_api::send::Messages::new(messages))
+            .with_links(links.clone());
+        state
+            .ready
+            .store(false, std::sync::atomic::Ordering::Release);
+        let pod = args.pod_name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map_or_else(|_| "smsgw".into(), |h| h.trim().to_owned())
+        });
+        Ok(Gateway {
+            state,
+            links,
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            pod,
+            sweep_after: args.sweep_after,
+            listen: args.listen.clone(),
+        })
+    }
+
+    /// Serves REST and gRPC until SIGINT/SIGTERM (see [`serve`]).
+    pub(crate) async fn run(&self) -> anyhow::Result<()> {
+        serve(
+            self.listen.clone(),
+            self.state.clone(),
+            self.cancel.clone(),
+            self.tracker.clone(),
+        )
+        .await
+    }
+}
+
 /// Every few seconds, submits messages left `accepted` past `after` (their
 /// pod died, or no link was up), and purges expired records.
-async fn sweeper(
+pub(crate) async fn sweeper(
     state: ApiState,
     pod: String,
     after: std::time::Duration,
@@ -178,7 +215,7 @@ async fn sweeper(
     }
 }
 
-async fn message_store(args: &StandaloneArgs) -> anyhow::Result<Arc<dyn MessageStore>> {
+async fn message_store(args: &GatewayArgs) -> anyhow::Result<Arc<dyn MessageStore>> {
     use smsgw_store::messages::{
         AerospikeConfig, AerospikeMessageStore, EmbeddedMessageStore, MessageStoreOptions,
         RedisMessageStore,
@@ -262,7 +299,7 @@ async fn smsc_sim(args: SimArgs) -> anyhow::Result<()> {
 
 /// Authentication settings from flags; a JWT key is generated once and kept
 /// in the data directory when none is given, so tokens survive restarts.
-fn build_auth(args: &StandaloneArgs) -> anyhow::Result<AuthConfig> {
+fn build_auth(args: &GatewayArgs) -> anyhow::Result<AuthConfig> {
     let keys = match &args.auth.jwt_keys {
         Some(spec) => KeySet::parse(spec)?,
         None => KeySet::single("local", local_jwt_key(&args.data_dir.join("jwt.key"))?),

@@ -1,0 +1,230 @@
+//! Configuration push (issue 8): the operator's snapshot server (in-process,
+//! its index fed directly, without Kubernetes) and two real `smsgw serve`
+//! processes exchange versions; the gateways keep serving while the
+//! operator is away and come back to it.
+
+use crate::harness::{ADMIN_KEY, EXAMPLE_CONFIG, Gateway, eventually};
+use serde_json::{Value, json};
+use smsgw_operator::hub::Hub;
+use smsgw_operator::server::SnapshotServer;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The snapshot server on its own runtime, so that stopping it drops every
+/// stream at once (as a dying operator pod would).
+struct Operator {
+    rt: Option<tokio::runtime::Runtime>,
+    addr: SocketAddr,
+}
+
+impl Operator {
+    /// Serves `hub` on `addr` (port 0: an ephemeral one).
+    fn start(hub: &Hub, addr: SocketAddr) -> Operator {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let service = SnapshotServer::new(hub.clone()).into_service();
+        rt.spawn(async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_reuseaddr(true).unwrap();
+            socket.bind(addr).unwrap();
+            let listener = socket.listen(64).unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        Operator { rt: Some(rt), addr }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving and drops every open stream.
+    fn stop(mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn feed(hub: &Hub, yaml: &str) {
+    for (_, r) in smsgw_crds::parse_manifests(yaml).expect("manifests parse") {
+        hub.upsert(r);
+    }
+}
+
+fn current_version(hub: &Hub) -> String {
+    hub.current()
+        .snapshot
+        .as_ref()
+        .expect("a snapshot compiled")
+        .version
+        .clone()
+}
+
+/// Whether every pod's last ack applied `version`.
+fn all_applied(hub: &Hub, pods: &[&str], version: &str) -> bool {
+    let acks = hub.acks();
+    pods.iter().all(|p| {
+        acks.get(*p)
+            .is_some_and(|a| a.applied && a.version == version)
+    })
+}
+
+async fn admin_config(gw: &Gateway) -> Value {
+    reqwest::Client::new()
+        .get(gw.url("/api/v1/admin/config"))
+        .header("x-admin-key", ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn status(gw: &Gateway, path: &str) -> u16 {
+    reqwest::get(gw.url(path))
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
+const POLICY_CP2: &str = r#"apiVersion: smsgw.io/v1alpha1
+kind: ContactPolicy
+metadata: {name: cp2}
+spec:
+  frequency: {daily: 5, weekly: 20, timeZone: UTC}
+"#;
+
+#[tokio::test]
+async fn two_gateways_follow_the_operators_versions_and_survive_its_absence() {
+    let (hub, _rejections) = Hub::new();
+    let operator = Operator::start(&hub, "127.0.0.1:0".parse().unwrap());
+    let pods = ["gw-a", "gw-b"];
+
+    // Before any snapshot exists the gateways serve, but are not ready.
+    let a = Gateway::serve(&operator.url(), pods[0]);
+    let b = Gateway::serve(&operator.url(), pods[1]);
+    for gw in [&a, &b] {
+        assert_eq!(status(gw, "/healthy").await, 200);
+        assert_eq!(status(gw, "/ready").await, 503, "{}", gw.logs());
+    }
+
+    // v1: the example's resources.
+    feed(&hub, EXAMPLE_CONFIG);
+    let v1 = current_version(&hub);
+    assert!(
+        eventually(Duration::from_secs(20), async || all_applied(
+            &hub, &pods, &v1
+        ))
+        .await
+        .is_some(),
+        "acks: {:?}\nlogs a:\n{}",
+        hub.acks(),
+        a.logs()
+    );
+    for gw in [&a, &b] {
+        assert!(
+            eventually(Duration::from_secs(5), async || status(gw, "/ready").await
+                == 200)
+            .await
+            .is_some()
+        );
+        let config = admin_config(gw).await;
+        assert_eq!(config["version"], v1.as_str(), "{config}");
+        assert!(config["pools"]["default"].is_object(), "{config}");
+        assert!(config["policies"]["cp2"].is_null(), "{config}");
+        // The SMSC password travels in the snapshot but is never logged.
+        assert!(!gw.logs().contains("\"secret\""), "{}", gw.logs());
+    }
+
+    // v2: a new ContactPolicy.
+    feed(&hub, POLICY_CP2);
+    let v2 = current_version(&hub);
+    assert_ne!(v1, v2);
+    assert!(
+        eventually(Duration::from_secs(20), async || all_applied(
+            &hub, &pods, &v2
+        ))
+        .await
+        .is_some(),
+        "acks: {:?}",
+        hub.acks()
+    );
+    for gw in [&a, &b] {
+        let config = admin_config(gw).await;
+        assert_eq!(config["version"], v2.as_str());
+        assert_eq!(config["policies"]["cp2"]["frequency"]["daily"], 5);
+    }
+
+    // The operator goes away: both keep serving with v2.
+    let addr = operator.addr;
+    operator.stop();
+    let creds = a.user("push@example.com").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for gw in [&a, &b] {
+        assert_eq!(status(gw, "/healthy").await, 200);
+        assert_eq!(status(gw, "/ready").await, 200);
+        assert_eq!(admin_config(gw).await["version"], v2.as_str());
+    }
+    let r: Value = a
+        .authed(&creds, reqwest::Method::POST, "/api/v1/sms/check-text-len")
+        .json(&json!({ "message": "still here" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["characters"], 10, "{r}");
+    assert!(
+        a.logs().contains("serving with the last snapshot"),
+        "{}",
+        a.logs()
+    );
+
+    // The operator comes back on the same address with a change made
+    // meanwhile: both reconnect and apply it.
+    feed(
+        &hub,
+        &EXAMPLE_CONFIG.replace("      weight: 1", "      weight: 7"),
+    );
+    let v3 = current_version(&hub);
+    assert_ne!(v2, v3);
+    let operator = Operator::start(&hub, addr);
+    assert!(
+        eventually(Duration::from_secs(20), async || all_applied(
+            &hub, &pods, &v3
+        ))
+        .await
+        .is_some(),
+        "acks: {:?}\nlogs b:\n{}",
+        hub.acks(),
+        b.logs()
+    );
+    for gw in [&a, &b] {
+        let config = admin_config(gw).await;
+        assert_eq!(config["version"], v3.as_str());
+        assert_eq!(config["pools"]["default"]["members"][0]["weight"], 7);
+        assert_eq!(config["policies"]["cp2"]["frequency"]["daily"], 5);
+    }
+    operator.stop();
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+}
