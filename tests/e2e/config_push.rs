@@ -3,7 +3,7 @@
 //! processes exchange versions; the gateways keep serving while the
 //! operator is away and come back to it.
 
-use crate::harness::{ADMIN_KEY, EXAMPLE_CONFIG, Gateway, eventually};
+use crate::harness::{ADMIN_KEY, EXAMPLE_CONFIG, Gateway, Sim, eventually, sim_config};
 use serde_json::{Value, json};
 use smsgw_operator::hub::Hub;
 use smsgw_operator::server::SnapshotServer;
@@ -99,6 +99,30 @@ async fn admin_config(gw: &Gateway) -> Value {
         .unwrap()
 }
 
+/// `(name, sessions bound)` of every link, from the admin API.
+async fn links(gw: &Gateway) -> Vec<(String, u64)> {
+    let v: Value = reqwest::Client::new()
+        .get(gw.url("/api/v1/admin/links"))
+        .header("x-admin-key", ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap().to_owned(),
+                l["sessions_bound"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 async fn status(gw: &Gateway, path: &str) -> u16 {
     reqwest::get(gw.url(path))
         .await
@@ -154,8 +178,10 @@ async fn two_gateways_follow_the_operators_versions_and_survive_its_absence() {
         assert!(!gw.logs().contains("\"secret\""), "{}", gw.logs());
     }
 
-    // v2: a new ContactPolicy.
-    feed(&hub, POLICY_CP2);
+    // v2: a new ContactPolicy, and a new link to a real SMSC which the
+    // pool `default` now uses: both gateways start it live and bind.
+    let sim = Sim::start("127.0.0.1:0");
+    feed(&hub, &format!("{POLICY_CP2}---\n{}", sim_config(sim.addr)));
     let v2 = current_version(&hub);
     assert_ne!(v1, v2);
     assert!(
@@ -171,6 +197,16 @@ async fn two_gateways_follow_the_operators_versions_and_survive_its_absence() {
         let config = admin_config(gw).await;
         assert_eq!(config["version"], v2.as_str());
         assert_eq!(config["policies"]["cp2"]["frequency"]["daily"], 5);
+        assert_eq!(config["pools"]["default"]["members"][0]["link"], "sim-link");
+        assert!(
+            eventually(Duration::from_secs(10), async || links(gw)
+                .await
+                .contains(&("sim-link".to_owned(), 2)))
+            .await
+            .is_some(),
+            "{:?}",
+            links(gw).await
+        );
     }
 
     // The operator goes away: both keep serving with v2.
@@ -205,6 +241,7 @@ async fn two_gateways_follow_the_operators_versions_and_survive_its_absence() {
         &hub,
         &EXAMPLE_CONFIG.replace("      weight: 1", "      weight: 7"),
     );
+    hub.remove("SmppLink", "sim-link");
     let v3 = current_version(&hub);
     assert_ne!(v2, v3);
     let operator = Operator::start(&hub, addr);
@@ -222,6 +259,12 @@ async fn two_gateways_follow_the_operators_versions_and_survive_its_absence() {
         let config = admin_config(gw).await;
         assert_eq!(config["version"], v3.as_str());
         assert_eq!(config["pools"]["default"]["members"][0]["weight"], 7);
+        assert_eq!(
+            config["pools"]["default"]["members"][0]["link"],
+            "local-sim"
+        );
+        let names: Vec<String> = links(gw).await.into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["local-sim"]);
         assert_eq!(config["policies"]["cp2"]["frequency"]["daily"], 5);
     }
     operator.stop();

@@ -240,4 +240,26 @@ mod tests {
                 .is_err()
         );
     }
+
+    #[test]
+    fn serve_takes_the_config_server_and_the_gateway_flags() {
+        let cli = Cli::try_parse_from([
+            "smsgw",
+            "serve",
+            "--config-server",
+            "http://operator:50051",
+            "--pod-name",
+            "p-1",
+            "--store",
+            "redis",
+        ])
+        .unwrap();
+        let Command::Serve(a) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!(a.config_server, "http://operator:50051");
+        assert_eq!(a.gateway.pod_name.as_deref(), Some("p-1"));
+        assert_eq!(a.gateway.store, StoreKind::Redis);
+        assert_eq!(a.config_retry_max, std::time::Duration::from_secs(5));
+    }
 }

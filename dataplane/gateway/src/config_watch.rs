@@ -4,12 +4,12 @@
 //! acknowledges or rejects it. When the operator is away, the gateway keeps
 //! serving with the last snapshot it applied and reconnects with backoff.
 //!
-//! Applying a snapshot swaps the configuration the API reads, syncs the
-//! managed users and, the first time, starts the links; later link or pool
-//! changes are logged as needing a restart (links are not replaced live
-//! yet). Bind slots received are logged; the links still run every
-//! session of their spec (see `Link` in smsgw-smpp: sessions are fixed at
-//! spawn).
+//! Applying a snapshot syncs the managed users, swaps the configuration the
+//! API reads and starts the links the first time; later, links whose spec
+//! changed are replaced, removed ones stop, added ones start, and pools are
+//! rebuilt ([`Links::update`]). Bind slots received are logged; the links
+//! still run every session of their spec (see `Link` in smsgw-smpp:
+//! sessions are fixed at spawn).
 
 use crate::cli::ServeArgs;
 use crate::links::Links;
@@ -43,10 +43,6 @@ impl LinkSet {
 
     fn set(&self, links: Arc<Links>) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(links);
-    }
-
-    fn is_started(&self) -> bool {
-        self.get().is_some()
     }
 }
 
@@ -174,20 +170,18 @@ impl Gateway {
         let old = self.state.config.load_full();
         let version = snap.version.clone();
         let (links, pools) = (snap.links.len(), snap.pools.len());
-        self.state.config.store(Arc::new(snap));
-        if self.links.is_started() {
-            let (l, p) = (
-                changed(&old.links, &self.state.config.load().links),
-                changed(&old.pools, &self.state.config.load().pools),
-            );
-            if !l.is_empty() || !p.is_empty() {
-                tracing::warn!(
-                    links = ?l,
-                    pools = ?p,
-                    "SmppLink/EsmePool changes take effect after a restart of this gateway; running links keep their previous settings"
-                );
+        if let Some(running) = self.links.get() {
+            let replaced = running.update(&snap).map_err(|e| Rejection {
+                error: format!("{e:#}"),
+                resource: String::new(),
+            })?;
+            let pools_changed = changed(&old.pools, &snap.pools);
+            if !replaced.is_empty() || !pools_changed.is_empty() {
+                tracing::info!(links = ?replaced, pools = ?pools_changed, "links started/stopped and pools rebuilt");
             }
+            self.state.config.store(Arc::new(snap));
         } else {
+            self.state.config.store(Arc::new(snap));
             let started = Links::start(
                 &self.state.config.load(),
                 &self.cancel,
@@ -426,6 +420,6 @@ mod tests {
         let set = LinkSet::default();
         assert!(set.links().is_empty());
         assert!(set.link("x").is_none());
-        assert!(!set.is_started());
+        assert!(set.get().is_none());
     }
 }

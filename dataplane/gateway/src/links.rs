@@ -75,12 +75,23 @@ struct LinkLabels {
     link: String,
 }
 
-/// Every link and pool of the configuration.
+/// Every link and pool of the configuration; [`Links::update`] replaces
+/// the links whose spec changed and rebuilds the pools.
 pub struct Links {
+    current: std::sync::RwLock<Arc<Current>>,
+    stopped: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    events: mpsc::Sender<LinkEvent>,
+    cancel: CancellationToken,
+    tracker: tokio_util::task::TaskTracker,
+}
+
+/// The links and pools in force.
+struct Current {
     links: BTreeMap<String, Link>,
+    /// Each link's spec and the token stopping it alone.
+    specs: BTreeMap<String, (SmppLinkSpec, CancellationToken)>,
     /// Pools by name; the send path routes through them.
     pools: BTreeMap<String, Arc<Pool>>,
-    stopped: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Links {
@@ -95,23 +106,7 @@ impl Links {
         state: smsgw_api::ApiState,
     ) -> anyhow::Result<Arc<Links>> {
         let (tx, rx) = mpsc::channel(65_536);
-        let mut links = BTreeMap::new();
-        for (name, spec) in &snap.links {
-            let link = Link::spawn(link_config(name, spec), tx.clone(), cancel.child_token())
-                .map_err(|e| anyhow::anyhow!("link {name:?}: {e}"))?;
-            links.insert(name.clone(), link);
-        }
-        let mut pools = BTreeMap::new();
-        for (name, spec) in &snap.pools {
-            let members = spec
-                .members
-                .iter()
-                .map(|m| (links[&m.link].clone(), m.weight))
-                .collect();
-            let pool = Pool::new(name.clone(), members)
-                .map_err(|e| anyhow::anyhow!("pool {name:?}: {e}"))?;
-            pools.insert(name.clone(), Arc::new(pool));
-        }
+        let (current, _, _) = build(snap, None, &tx, cancel, tracker)?;
         let receipts = Family::<ReceiptLabels, Counter>::default();
         let mo = Family::<LinkLabels, Counter>::default();
         let late = Family::<LinkLabels, Counter>::default();
@@ -139,23 +134,117 @@ impl Links {
             late,
             unmatched,
         };
-        tracker.spawn(consume_events(
-            rx,
-            cancel.clone(),
-            counters,
-            state,
-            snap.clone(),
-        ));
-        for link in links.values() {
+        tracker.spawn(consume_events(rx, cancel.clone(), counters, state));
+        Ok(Arc::new(Links {
+            current: std::sync::RwLock::new(Arc::new(current)),
+            stopped: Default::default(),
+            events: tx,
+            cancel: cancel.clone(),
+            tracker: tracker.clone(),
+        }))
+    }
+
+    /// Follows a new snapshot: links whose spec changed are replaced (the
+    /// new one binds while the old one drains its window and unbinds),
+    /// removed ones stop, added ones start, unchanged ones keep their
+    /// sessions; pools are rebuilt. Returns the names of the links started
+    /// or stopped. On error nothing changes.
+    pub fn update(&self, snap: &Snapshot) -> anyhow::Result<Vec<String>> {
+        let prev = self.current();
+        let (next, changed, retired) =
+            build(snap, Some(&prev), &self.events, &self.cancel, &self.tracker)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        let mut stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        stopped.retain(|n| !changed.contains(n));
+        drop(stopped);
+        for token in retired {
+            token.cancel();
+        }
+        Ok(changed)
+    }
+
+    fn current(&self) -> Arc<Current> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// The links and pools of `snap`, reusing the links of `prev` whose spec
+/// is unchanged; also the names of links started or retired, and the
+/// tokens stopping the retired ones (to fire once `next` is in force).
+fn build(
+    snap: &Snapshot,
+    prev: Option<&Current>,
+    events: &mpsc::Sender<LinkEvent>,
+    cancel: &CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) -> anyhow::Result<(Current, Vec<String>, Vec<CancellationToken>)> {
+    let mut links = BTreeMap::new();
+    let mut specs = BTreeMap::new();
+    let mut changed = Vec::new();
+    let mut spawned = Vec::new();
+    for (name, spec) in &snap.links {
+        if let Some(p) = prev.filter(|p| p.specs.get(name).is_some_and(|(s, _)| s == spec)) {
+            links.insert(name.clone(), p.links[name].clone());
+            specs.insert(name.clone(), p.specs[name].clone());
+            continue;
+        }
+        let token = cancel.child_token();
+        let link = match Link::spawn(link_config(name, spec), events.clone(), token.clone()) {
+            Ok(l) => l,
+            Err(e) => {
+                spawned.iter().for_each(CancellationToken::cancel);
+                token.cancel();
+                anyhow::bail!("link {name:?}: {e}");
+            }
+        };
+        spawned.push(token.clone());
+        links.insert(name.clone(), link);
+        specs.insert(name.clone(), (spec.clone(), token));
+        changed.push(name.clone());
+    }
+    let mut pools = BTreeMap::new();
+    for (name, spec) in &snap.pools {
+        let members = spec
+            .members
+            .iter()
+            .filter_map(|m| Some((links.get(&m.link)?.clone(), m.weight)))
+            .collect();
+        match Pool::new(name.clone(), members) {
+            Ok(pool) => pools.insert(name.clone(), Arc::new(pool)),
+            Err(e) => {
+                spawned.iter().for_each(CancellationToken::cancel);
+                anyhow::bail!("pool {name:?}: {e}");
+            }
+        };
+    }
+    let mut retired = Vec::new();
+    for (name, (spec, token)) in prev.map(|p| &p.specs).into_iter().flatten() {
+        if snap.links.get(name) != Some(spec) {
+            retired.push(token.clone());
+            if !changed.contains(name) {
+                changed.push(name.clone());
+            }
+        }
+    }
+    for name in &changed {
+        if let Some(link) = links.get(name) {
             let link = link.clone();
             tracker.spawn(async move { link.closed().await });
         }
-        Ok(Arc::new(Links {
-            links,
-            pools,
-            stopped: Default::default(),
-        }))
     }
+    changed.sort();
+    Ok((
+        Current {
+            links,
+            specs,
+            pools,
+        },
+        changed,
+        retired,
+    ))
 }
 
 struct EventCounters {
@@ -175,7 +264,6 @@ async fn consume_events(
     cancel: CancellationToken,
     counters: EventCounters,
     state: smsgw_api::ApiState,
-    snap: Snapshot,
 ) {
     let messages = state.messages.clone();
     let inflight = Arc::new(tokio::sync::Semaphore::new(4096));
@@ -234,7 +322,7 @@ async fn consume_events(
                         link: m.link.clone(),
                     })
                     .inc();
-                route_mo(&state, &snap, m).await;
+                route_mo(&state, &state.config.load(), m).await;
             }
             LinkEvent::LateResponse {
                 link,
@@ -377,7 +465,8 @@ fn view(st: LinkStatus, stopped: bool) -> LinkView {
 impl LinkControl for Links {
     fn links(&self) -> Vec<LinkView> {
         let stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
-        self.links
+        self.current()
+            .links
             .iter()
             .map(|(n, l)| view(l.status(), stopped.contains(n)))
             .collect()
@@ -389,13 +478,17 @@ impl LinkControl for Links {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(name);
-        self.links.get(name).map(|l| view(l.status(), stopped))
+        self.current()
+            .links
+            .get(name)
+            .map(|l| view(l.status(), stopped))
     }
 
     async fn submit(&self, target: &str, msg: OutboundMessage) -> Result<Submission, SubmitError> {
-        let target = if let Some(l) = self.links.get(target) {
+        let current = self.current();
+        let target = if let Some(l) = current.links.get(target) {
             smsgw_smpp::Target::Link(l.clone())
-        } else if let Some(p) = self.pools.get(target) {
+        } else if let Some(p) = current.pools.get(target) {
             smsgw_smpp::Target::Pool(p.clone())
         } else {
             return Err(SubmitError::UnknownTarget(target.to_owned()));
@@ -435,7 +528,7 @@ impl LinkControl for Links {
     }
 
     async fn control(&self, name: &str, action: LinkAction) -> Option<LinkView> {
-        let link = self.links.get(name)?;
+        let link = self.current().links.get(name)?.clone();
         match action {
             LinkAction::Stop => {
                 link.stop().await;
