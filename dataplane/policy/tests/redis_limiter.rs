@@ -161,3 +161,19 @@ async fn a_slow_redis_should_not_hold_up_acquisitions() {
     assert!(l.wait_ready(Duration::from_secs(5)).await);
     assert_eq!(l.mode(), LimiterMode::Shared);
 }
+
+/// The acceptance scenario at library level: three pods sharing one Redis,
+/// one link at 500/s with burst 50, flat out for 10 s. The window
+/// (at the SMSC) is 4,750–5,300 submits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "takes 10 s: cargo test -p smsgw-policy --test redis_limiter -- --ignored"]
+async fn three_pods_flat_out_for_10_s_should_land_in_the_acceptance_window() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let (admitted, acquires, trips) = suite::flat_out(&move || config(&url), 3, 4, 10.0).await;
+    eprintln!(
+        "admitted {admitted} of {acquires} acquisitions, {trips} round trips ({:.3} per acquisition)",
+        trips as f64 / acquires as f64
+    );
+    assert!((4_750..=5_300).contains(&admitted), "{admitted}");
+}
