@@ -459,3 +459,81 @@ async fn a_gateway_restart_keeps_every_record() {
         "idempotency survives the restart"
     );
 }
+
+#[tokio::test]
+async fn status_changes_reach_the_app_webhook_signed_and_retried() {
+    use axum::http::{HeaderMap, StatusCode};
+    use std::sync::{Arc, Mutex};
+    type Seen = Arc<Mutex<Vec<(HeaderMap, String)>>>;
+    let seen: Seen = Arc::default();
+    let s2 = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let seen = s2.clone();
+            async move {
+                let mut v = seen.lock().unwrap();
+                v.push((headers, body));
+                // The very first delivery fails, to exercise the retry.
+                if v.len() == 1 {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let sim = Sim::start("127.0.0.1:0");
+    let gw = Gateway::standalone(&sim_config(sim.addr));
+    let creds = gw.user("hook@example.com").await;
+    bound(&gw, &creds).await;
+    let set: Value = gw
+        .authed(&creds, Method::PUT, "/api/v1/settings/webhook")
+        .json(&json!({"url": hook}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = set["secret"].as_str().unwrap().to_owned();
+    let bad = gw
+        .authed(&creds, Method::PUT, "/api/v1/settings/webhook")
+        .json(&json!({"url": "ftp://x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let (_, r) = send(&gw, &creds, json!({"esme": "sim-link", "source": "SMSGW", "destination": "4915100000009", "message": "hooked"})).await;
+    let id = r["message_id"].as_str().unwrap().to_owned();
+    let got = eventually(Duration::from_secs(15), async || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|(_, b)| b.contains(&id) && b.contains("\"delivered\""))
+    })
+    .await;
+    assert!(
+        got.is_some(),
+        "no delivered event reached the webhook: {:?}",
+        seen.lock().unwrap()
+    );
+    let seen = seen.lock().unwrap();
+    assert!(seen.len() >= 2, "the failed first delivery was retried");
+    for (h, body) in seen.iter() {
+        let ts: u64 = h["x-smsgw-timestamp"].to_str().unwrap().parse().unwrap();
+        let sig = h["x-smsgw-signature"].to_str().unwrap();
+        assert_eq!(
+            sig,
+            smsgw_api::webhook::sign(&secret, ts, body.as_bytes()),
+            "bad signature on {body}"
+        );
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["type"], "status");
+        assert_eq!(v["message_id"], id.as_str());
+    }
+}

@@ -16,6 +16,7 @@ mod rest;
 pub mod send;
 pub mod server;
 pub mod text;
+pub mod webhook;
 
 pub use error::ApiError;
 pub use grpc::{AdminGrpc, AuthGrpc, SmsGrpc};

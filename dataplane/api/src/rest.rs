@@ -37,6 +37,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/sms/send", post(send_handler))
         .route("/api/v1/sms", get(sms_by_transaction))
         .route("/api/v1/sms/{message_id}", get(sms_info))
+        .route("/api/v1/settings/webhook", axum::routing::put(set_webhook))
         .route("/api/v1/smpp/links", get(list_links))
         .route("/api/v1/smpp/links/{name}", get(get_link))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_user));
@@ -316,6 +317,16 @@ async fn sms_by_transaction(
         reason: "is required".into(),
     })?;
     crate::send::info(&state, &caller, None, Some(&tx))
+        .await
+        .map(Json)
+}
+
+async fn set_webhook(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(settings): JsonBody<crate::webhook::WebhookSettings>,
+) -> Result<Json<crate::webhook::WebhookSet>, ApiError> {
+    crate::webhook::set(&state, &caller, settings)
         .await
         .map(Json)
 }

@@ -272,7 +272,13 @@ pub struct Messages {
     /// late submit_sm_resp can settle them.
     late: Mutex<HashMap<PendingKey, (String, u16, Instant)>>,
     reference: std::sync::atomic::AtomicU16,
+    /// Bounds background submissions: when every slot is taken, `send`
+    /// waits, which holds clients back instead of queueing without limit.
+    submit_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Background submissions in flight at once, per gateway.
+const SUBMIT_SLOTS: usize = 8192;
 
 /// (link, session, sequence number) of a submit_sm awaiting a late answer.
 type PendingKey = (String, u32, u32);
@@ -289,6 +295,7 @@ impl Messages {
             users: Mutex::new(HashMap::new()),
             late: Mutex::new(HashMap::new()),
             reference: std::sync::atomic::AtomicU16::new(rand::random()),
+            submit_slots: Arc::new(tokio::sync::Semaphore::new(SUBMIT_SLOTS)),
         }
     }
 
@@ -719,12 +726,49 @@ pub async fn send(
         duplicate: false,
     };
     let st = state.clone();
+    let permit = state
+        .messages
+        .submit_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     tokio::spawn(async move {
-        if let Err(e) = submit(&st, rec, p.outbound).await {
+        if let Err(e) = submit_retrying(&st, rec, p.outbound).await {
             tracing::warn!(error = %e, "background submission failed; the sweeper will retry");
         }
+        drop(permit);
     });
     Ok(response)
+}
+
+/// [`submit`], retried for a few seconds while nothing could be sent (every
+/// window full, links rebinding), before leaving the message to the sweeper.
+async fn submit_retrying(
+    state: &ApiState,
+    rec: MessageRecord,
+    msg: OutboundMessage,
+) -> Result<MessageRecord, ApiError> {
+    let target = match &rec.target {
+        Target::Link(n) | Target::Pool(n) => n.clone(),
+    };
+    let mut delay = Duration::from_millis(20);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match state.links.submit(&target, msg.clone()).await {
+            Ok(submission) => return record_submission(state, rec, submission).await,
+            Err(SubmitError::Unavailable(reason)) if Instant::now() < deadline => {
+                tracing::debug!(message_id = %rec.message_id, %target, %reason, "not submitted yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(500));
+            }
+            Err(SubmitError::Unavailable(reason)) => {
+                tracing::warn!(message_id = %rec.message_id, %target, %reason, "not submitted; left for the sweeper");
+                return Ok(rec);
+            }
+            Err(e) => return Err(ApiError::Internal(e.to_string())),
+        }
+    }
 }
 
 /// Submits a persisted message and records each segment's outcome. When
@@ -746,6 +790,15 @@ async fn submit(
         }
         Err(e) => return Err(ApiError::Internal(e.to_string())),
     };
+    record_submission(state, rec, submission).await
+}
+
+/// Records the outcome of each segment of a submission.
+async fn record_submission(
+    state: &ApiState,
+    rec: MessageRecord,
+    submission: smsgw_core::links::Submission,
+) -> Result<MessageRecord, ApiError> {
     let mut latest = rec;
     for (seq, result) in submission.results.into_iter().enumerate() {
         let seq = seq as u16;

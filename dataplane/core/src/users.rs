@@ -38,6 +38,14 @@ pub struct UserRecord {
     /// Addresses whose inbound messages belong to this app.
     #[serde(default)]
     pub source_addresses: Vec<String>,
+    /// Where status changes and inbound messages are POSTed, if anywhere.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Key of the HMAC-SHA256 signature of webhook bodies (a signing key,
+    /// not a password: it must be kept to sign; never logged or shown again
+    /// after it is set).
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
 }
 
 /// Why a store operation failed.

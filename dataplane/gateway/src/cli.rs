@@ -34,6 +34,8 @@ pub enum Command {
     /// Run the gateway in a cluster: its configuration comes from the
     /// operator's snapshot server and follows every new version.
     Serve(Box<ServeArgs>),
+    /// Drive a running gateway with load and report throughput and latency.
+    Bench(Box<crate::bench::BenchArgs>),
     /// Run the built-in SMSC simulator alone (for tests, demos and load).
     SmscSim(SimArgs),
     /// Validate a configuration file and print what it defines.

@@ -2,6 +2,7 @@
 //! over to [`runtime`].
 #![forbid(unsafe_code)]
 
+mod bench;
 mod cli;
 mod config_watch;
 mod links;

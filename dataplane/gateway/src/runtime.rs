@@ -38,6 +38,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Standalone(args) => standalone(*args).await,
         Command::Serve(args) => crate::config_watch::serve(*args).await,
         Command::SmscSim(args) => smsc_sim(args).await,
+        Command::Bench(args) => crate::bench::run(*args).await,
         Command::CheckConfig { config } => {
             let snap = load_config(&config)?;
             println!(
@@ -162,11 +163,13 @@ impl Gateway {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map_or_else(|_| "smsgw".into(), |h| h.trim().to_owned())
         });
+        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+        tracker.spawn(smsgw_api::webhook::run(state.clone(), cancel.clone()));
         Ok(Gateway {
             state,
             links,
-            cancel: CancellationToken::new(),
-            tracker: TaskTracker::new(),
+            cancel,
+            tracker,
             pod,
             sweep_after: args.sweep_after,
             listen: args.listen.clone(),
@@ -205,6 +208,11 @@ pub(crate) async fn sweeper(
             () = cancel.cancelled() => return,
         }
         match smsgw_api::send::sweep(&state, &pod, after, 256).await {
+            // A full batch: there may be more; go again at once.
+            Ok(256) => {
+                tick.reset_immediately();
+                tracing::info!(claimed = 256, "sweeper submitted stale messages");
+            }
             Ok(0) => {}
             Ok(n) => tracing::info!(claimed = n, "sweeper submitted stale messages"),
             Err(e) => tracing::warn!(error = %e, "sweep failed"),

@@ -20,6 +20,8 @@ pub fn user(n: u32) -> UserRecord {
         allowed_sender_ids: vec![],
         rate: None,
         source_addresses: vec![],
+        webhook_url: None,
+        webhook_secret: None,
     }
 }
 

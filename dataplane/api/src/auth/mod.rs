@@ -191,6 +191,8 @@ impl Auth {
             allowed_sender_ids: vec![],
             rate: None,
             source_addresses: vec![],
+            webhook_url: None,
+            webhook_secret: None,
         };
         self.store.create(&user).await?;
         tracing::info!(user_id = %user.user_id, app_id = %user.app_id, "user registered");
@@ -425,6 +427,8 @@ impl Auth {
                     allowed_sender_ids: spec.quotas.allowed_sender_ids.clone(),
                     rate: spec.quotas.rate,
                     source_addresses: spec.source_addresses.clone(),
+                    webhook_url: None,
+                    webhook_secret: None,
                 };
                 self.store.create(&user).await?;
                 tracing::info!(resource = %name, user_id = %user.user_id, "managed user created");

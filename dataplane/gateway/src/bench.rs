@@ -1,0 +1,316 @@
+//! `smsgw bench`: drives a running gateway over the gRPC stream or REST, at
+//! a fixed rate or flat out, and prints throughput and latency percentiles.
+//! With `--wait-receipts` it also counts delivered receipts through the
+//! WatchEvents stream, so the figure is accepted → submitted → receipted.
+
+use anyhow::{Context, bail};
+use clap::ValueEnum;
+use smsgw_proto::sms::v1::{
+    MessageStatus, SmsRequest, WatchEventsRequest, message_event,
+    sms_service_client::SmsServiceClient,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How the load tool talks to the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchMode {
+    /// One bidirectional SendMessageStream per connection.
+    GrpcStream,
+    /// POST /api/v1/sms/send, one request per message.
+    Rest,
+}
+
+/// Options of `smsgw bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// REST base URL (used for REST mode and to log in).
+    #[arg(
+        long,
+        env = "SMSGW_BENCH_REST",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub rest: String,
+    /// gRPC endpoint.
+    #[arg(
+        long,
+        env = "SMSGW_BENCH_GRPC",
+        default_value = "http://127.0.0.1:44044"
+    )]
+    pub grpc: String,
+    /// Transport.
+    #[arg(long, value_enum, default_value_t = BenchMode::GrpcStream)]
+    pub mode: BenchMode,
+    /// Messages to send.
+    #[arg(long, default_value_t = 10_000)]
+    pub count: u64,
+    /// Messages per second; 0 sends flat out.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Parallel streams (gRPC) or requests in flight (REST).
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Target link or pool.
+    #[arg(long, default_value = "default")]
+    pub esme: String,
+    /// Text of each message.
+    #[arg(long, default_value = "smsgw bench message")]
+    pub message: String,
+    /// Account to use; registered when it does not exist yet.
+    #[arg(long, env = "SMSGW_BENCH_EMAIL", default_value = "bench@example.com")]
+    pub email: String,
+    /// Its password.
+    #[arg(
+        long,
+        env = "SMSGW_BENCH_PASSWORD",
+        default_value = "bench password 1",
+        hide_env_values = true
+    )]
+    pub password: String,
+    /// Also wait until every message is delivered (receipt applied) and
+    /// report that end-to-end rate.
+    #[arg(long)]
+    pub wait_receipts: bool,
+    /// Give up waiting for receipts after this long.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+struct Creds {
+    token: String,
+    app_id: String,
+}
+
+async fn login(args: &BenchArgs) -> anyhow::Result<Creds> {
+    let http = reqwest::Client::new();
+    let _ = http
+        .post(format!("{}/api/v1/auth/register", args.rest))
+        .json(&serde_json::json!({"email": args.email, "password": args.password, "app_name": "bench"}))
+        .send()
+        .await
+        .context("cannot reach the gateway's REST API")?;
+    let t: serde_json::Value = http
+        .post(format!("{}/api/v1/auth/login", args.rest))
+        .json(&serde_json::json!({"email": args.email, "password": args.password}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = t["token"].as_str().context("login failed")?.to_owned();
+    // The app id is in the token's claims.
+    let claims = token.split('.').nth(1).context("malformed token")?;
+    use base64::Engine;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims)?)?;
+    Ok(Creds {
+        app_id: claims["app_id"]
+            .as_str()
+            .context("no app_id claim")?
+            .to_owned(),
+        token,
+    })
+}
+
+fn authed<T>(c: &Creds, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", c.token).parse().expect("ascii token"),
+    );
+    r.metadata_mut()
+        .insert("x-app-id", c.app_id.parse().expect("ascii app id"));
+    r
+}
+
+fn request(args: &BenchArgs, run: u64, i: u64) -> SmsRequest {
+    SmsRequest {
+        transaction_id: format!("bench-{run}-{i}"),
+        esme: args.esme.clone(),
+        saddr: "BENCH".into(),
+        daddr: format!("4915{:09}", i % 1_000_000_000),
+        message: args.message.clone(),
+        ..Default::default()
+    }
+}
+
+/// Waits until the next send slot of a fixed-rate schedule.
+async fn pace(start: Instant, rate: u64, i: u64) {
+    if rate > 0 {
+        let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+    }
+}
+
+/// Runs the load and prints the report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let creds = Arc::new(login(&args).await?);
+    let run_id: u64 = rand::random::<u32>().into();
+    let channel = tonic::transport::Endpoint::from_shared(args.grpc.clone())?
+        .connect()
+        .await
+        .context("cannot reach gRPC")?;
+    let delivered = Arc::new(AtomicU64::new(0));
+    let watcher = if args.wait_receipts {
+        let mut c = SmsServiceClient::new(channel.clone());
+        let mut events = c
+            .watch_events(authed(&creds, WatchEventsRequest {}))
+            .await?
+            .into_inner();
+        let d = delivered.clone();
+        Some(tokio::spawn(async move {
+            while let Ok(Some(ev)) = events.message().await {
+                if let Some(message_event::Event::Status(s)) = ev.event
+                    && s.status == MessageStatus::Delivered as i32
+                {
+                    d.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }))
+    } else {
+        None
+    };
+    let start = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency.max(1) {
+        let (args, creds, next, failed, channel) = (
+            args.clone(),
+            creds.clone(),
+            next.clone(),
+            failed.clone(),
+            channel.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            match args.mode {
+                BenchMode::GrpcStream => {
+                    let (tx, rx) = tokio::sync::mpsc::channel::<SmsRequest>(1024);
+                    let sent_at = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+                    let s2 = sent_at.clone();
+                    let (a2, n2) = (args.clone(), next.clone());
+                    let producer = tokio::spawn(async move {
+                        loop {
+                            let i = n2.fetch_add(1, Ordering::Relaxed);
+                            if i >= a2.count {
+                                break;
+                            }
+                            pace(start, a2.rate, i).await;
+                            let req = request(&a2, run_id, i);
+                            s2.lock()
+                                .unwrap()
+                                .insert(req.transaction_id.clone(), Instant::now());
+                            if tx.send(req).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    let mut c = SmsServiceClient::new(channel);
+                    let mut out = c
+                        .send_message_stream(authed(
+                            &creds,
+                            tokio_stream::wrappers::ReceiverStream::new(rx),
+                        ))
+                        .await?
+                        .into_inner();
+                    while let Some(r) = out.message().await? {
+                        if !r.success {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if let Some(t) = sent_at.lock().unwrap().remove(&r.transaction_id) {
+                            lat.push(t.elapsed());
+                        }
+                    }
+                    producer.await?;
+                }
+                BenchMode::Rest => {
+                    let http = reqwest::Client::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= args.count {
+                            break;
+                        }
+                        pace(start, args.rate, i).await;
+                        let r = request(&args, run_id, i);
+                        let body = serde_json::json!({
+                            "esme": r.esme, "source": r.saddr, "destination": r.daddr,
+                            "message": r.message, "transaction_id": r.transaction_id,
+                        });
+                        let t = Instant::now();
+                        let resp = http
+                            .post(format!("{}/api/v1/sms/send", args.rest))
+                            .bearer_auth(&creds.token)
+                            .header("x-app-id", &creds.app_id)
+                            .json(&body)
+                            .send()
+                            .await;
+                        match resp {
+                            Ok(r) if r.status().is_success() => {
+                                let _ = r.bytes().await;
+                                lat.push(t.elapsed());
+                            }
+                            _ => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let accepted_in = start.elapsed();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    let failures = failed.load(Ordering::Relaxed);
+    println!(
+        "mode {:?}: {} sent, {} failed, accepted in {:.2?} → {:.0} msg/s",
+        args.mode,
+        args.count,
+        failures,
+        accepted_in,
+        args.count as f64 / accepted_in.as_secs_f64()
+    );
+    println!(
+        "accept latency: p50 {:.2?}  p90 {:.2?}  p99 {:.2?}  max {:.2?}",
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        lat.last().copied().unwrap_or_default()
+    );
+    if let Some(w) = watcher {
+        let want = args.count - failures;
+        let deadline = start + args.timeout;
+        while delivered.load(Ordering::Relaxed) < want {
+            if Instant::now() > deadline {
+                w.abort();
+                bail!(
+                    "only {} of {want} delivered within {:?}",
+                    delivered.load(Ordering::Relaxed),
+                    args.timeout
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let e2e = start.elapsed();
+        println!(
+            "delivered (receipt applied): {want} in {:.2?} → {:.0} msg/s end to end",
+            e2e,
+            want as f64 / e2e.as_secs_f64()
+        );
+        w.abort();
+    }
+    if failures > 0 {
+        bail!("{failures} sends failed");
+    }
+    Ok(())
+}
