@@ -5,4 +5,5 @@ mod config_push;
 mod harness;
 mod links;
 mod messages;
+mod policy;
 mod standalone;

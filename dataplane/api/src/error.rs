@@ -55,6 +55,14 @@ pub enum ApiError {
         /// Seconds until a retry may succeed.
         retry_after_secs: u64,
     },
+    /// Over a rate limit; retry after the given number of seconds.
+    #[error("rate limit of {scope} reached; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Seconds until capacity frees up.
+        retry_after_secs: u64,
+        /// Which limit (`app "…"`, `link "…"`, `pool "…"`).
+        scope: String,
+    },
     /// The service needed is not configured or not reachable.
     #[error("{0}")]
     Unavailable(String),
@@ -102,6 +110,7 @@ impl ApiError {
             ApiError::PermissionDenied(_) => "permission_denied",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooManyRequests { .. } => "too_many_requests",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
             ApiError::SendRefused { code, .. } => code,
@@ -120,7 +129,9 @@ impl ApiError {
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests { .. } | ApiError::RateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::SendRefused {
@@ -142,7 +153,9 @@ impl ApiError {
             ApiError::Unauthenticated(_) => tonic::Code::Unauthenticated,
             ApiError::PermissionDenied(_) => tonic::Code::PermissionDenied,
             ApiError::Conflict(_) => tonic::Code::AlreadyExists,
-            ApiError::TooManyRequests { .. } => tonic::Code::ResourceExhausted,
+            ApiError::TooManyRequests { .. } | ApiError::RateLimited { .. } => {
+                tonic::Code::ResourceExhausted
+            }
             ApiError::Unavailable(_) => tonic::Code::Unavailable,
             ApiError::Internal(_) => tonic::Code::Internal,
             ApiError::SendRefused {
@@ -166,7 +179,10 @@ impl IntoResponse for ApiError {
             tracing::error!(%detail, "internal error");
         }
         let retry_after = match &self {
-            ApiError::TooManyRequests { retry_after_secs } => Some(*retry_after_secs),
+            ApiError::TooManyRequests { retry_after_secs }
+            | ApiError::RateLimited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
             _ => None,
         };
         let body = ErrorBody {
@@ -191,7 +207,10 @@ impl From<ApiError> for tonic::Status {
             tracing::error!(%detail, "internal error");
         }
         let mut status = tonic::Status::new(e.grpc_code(), e.to_string());
-        if let ApiError::TooManyRequests { retry_after_secs } = e
+        if let ApiError::TooManyRequests { retry_after_secs }
+        | ApiError::RateLimited {
+            retry_after_secs, ..
+        } = e
             && let Ok(v) = retry_after_secs.to_string().parse()
         {
             status.metadata_mut().insert("retry-after", v);

@@ -283,6 +283,7 @@ fn send_request(caller: &Caller, m: pb::SmsRequest) -> Result<crate::send::SendR
         dnpi: opt(m.dnpi, "dnpi")?,
         strategy: m.strategy,
         wait_for_submit: m.wait_for_submit,
+        wait_for_capacity: m.wait_for_capacity,
     })
 }
 

@@ -50,6 +50,11 @@ pub struct ApiState {
     /// Whether a configuration is in force (`/ready`); a gateway waiting
     /// for its first snapshot from the operator is not ready.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Rate limits per app, link and pool (in process, or shared in Redis).
+    pub limiter: Arc<dyn smsgw_core::limits::RateLimiter>,
+    /// Contact policies (native engine or an external MCP); `None` refuses
+    /// any request naming a strategy.
+    pub policy: Option<Arc<dyn smsgw_core::policy::PolicyEngine>>,
 }
 
 impl ApiState {
@@ -62,14 +67,55 @@ impl ApiState {
             auth: Arc::new(auth),
             links: Arc::new(smsgw_core::links::NoLinks),
             messages: Arc::new(messages),
+            limiter: Arc::new(NoLimits),
+            policy: None,
             ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
+    }
+
+    /// The same state with the given rate limiter.
+    pub fn with_limiter(mut self, limiter: Arc<dyn smsgw_core::limits::RateLimiter>) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    /// The same state with the given contact-policy engine.
+    pub fn with_policy(mut self, policy: Arc<dyn smsgw_core::policy::PolicyEngine>) -> Self {
+        self.policy = Some(policy);
+        self
     }
 
     /// The same state over the given links.
     pub fn with_links(mut self, links: Arc<dyn smsgw_core::links::LinkControl>) -> Self {
         self.links = links;
         self
+    }
+}
+
+/// A limiter that allows everything (no limits configured).
+struct NoLimits;
+
+#[async_trait::async_trait]
+impl smsgw_core::limits::RateLimiter for NoLimits {
+    async fn acquire(
+        &self,
+        _keys: &[smsgw_core::limits::RateKey],
+        _cost: u32,
+        _max_wait: std::time::Duration,
+    ) -> Result<smsgw_core::limits::RateDecision, smsgw_core::limits::LimitError> {
+        Ok(smsgw_core::limits::RateDecision::Allowed {
+            wait: std::time::Duration::ZERO,
+        })
+    }
+    async fn set_limit(
+        &self,
+        _key: &smsgw_core::limits::RateKey,
+        _limit: Option<smsgw_core::limits::RateLimit>,
+    ) -> Result<(), smsgw_core::limits::LimitError> {
+        Ok(())
+    }
+    fn mode(&self) -> smsgw_core::limits::LimiterMode {
+        smsgw_core::limits::LimiterMode::InProcess
     }
 }
 

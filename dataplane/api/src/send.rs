@@ -57,7 +57,13 @@ pub struct SendRequest {
     /// Answer only once every segment has an SMSC outcome.
     #[serde(default)]
     pub wait_for_submit: bool,
+    /// Over the rate limit, wait (up to 5 s) for capacity instead of 429.
+    #[serde(default)]
+    pub wait_for_capacity: bool,
 }
+
+/// Longest wait for rate-limit capacity with `wait_for_capacity`.
+const CAPACITY_WAIT: Duration = Duration::from_secs(5);
 
 /// One segment as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -405,6 +411,7 @@ impl Messages {
 struct Prepared {
     record: MessageRecord,
     outbound: OutboundMessage,
+    rate: Option<u32>,
 }
 
 fn validate_destination(d: &str) -> Result<String, ApiError> {
@@ -568,7 +575,11 @@ async fn prepare(
         ],
     };
     let outbound = outbound_from(&encoded, &record);
-    Ok(Prepared { record, outbound })
+    Ok(Prepared {
+        record,
+        outbound,
+        rate: user.rate,
+    })
 }
 
 /// Encodes `text` by the rules of target `esme`, with its own error codes.
@@ -677,14 +688,19 @@ pub async fn send(
 ) -> Result<SendResponse, ApiError> {
     let p = prepare(state, caller, &req).await?;
     let esme = req.esme.trim().to_owned();
-    let created = state
-        .messages
-        .store
-        .create(&p.record)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    limit(state, &p, &esme, req.wait_for_capacity).await?;
+    let reservation = check_policy(state, &p.record, &req.strategy).await?;
+    let created = match state.messages.store.create(&p.record).await {
+        Ok(c) => c,
+        Err(e) => {
+            release(state, reservation).await;
+            return Err(ApiError::Internal(e.to_string()));
+        }
+    };
     let rec = match created {
         CreateOutcome::Existing(existing) => {
+            // A repeat counts against no contact policy.
+            release(state, reservation).await;
             return Ok(SendResponse {
                 success: true,
                 esme,
@@ -768,6 +784,111 @@ async fn submit_retrying(
             }
             Err(e) => return Err(ApiError::Internal(e.to_string())),
         }
+    }
+}
+
+/// Takes the message's segments from the app's and the target's rate
+/// limits (one limiter call for all keys); over the limit → 429 with a
+/// retry-after, or a wait for capacity when asked.
+async fn limit(state: &ApiState, p: &Prepared, esme: &str, wait: bool) -> Result<(), ApiError> {
+    use smsgw_core::limits::{RateDecision, RateKey, RateLimit};
+    let app = RateKey::app(&p.record.app_id);
+    if let Some(rate) = p.rate {
+        // Apps registered through the API carry their rate on the record.
+        let _ = state
+            .limiter
+            .set_limit(&app, Some(RateLimit::new(f64::from(rate), rate)))
+            .await;
+    }
+    let target = match &p.record.target {
+        Target::Link(_) => RateKey::link(esme),
+        Target::Pool(_) => RateKey::pool(esme),
+    };
+    let max_wait = if wait { CAPACITY_WAIT } else { Duration::ZERO };
+    match state
+        .limiter
+        .acquire(&[app, target], p.record.segments.len() as u32, max_wait)
+        .await
+    {
+        Ok(RateDecision::Allowed { wait }) => {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            Ok(())
+        }
+        Ok(RateDecision::Limited { retry_after, key }) => Err(ApiError::RateLimited {
+            retry_after_secs: retry_after.as_secs_f64().ceil().max(1.0) as u64,
+            scope: format!("{:?} {:?}", key.scope, key.name).to_lowercase(),
+        }),
+        Ok(_) => Ok(()),
+        Err(e) => Err(ApiError::Unavailable(format!(
+            "rate limiter unavailable: {e}"
+        ))),
+    }
+}
+
+/// Runs the contact-policy strategy, if the request names one. A refusal
+/// carries the verdict's state as its error code (`daily_cp`, …).
+async fn check_policy(
+    state: &ApiState,
+    rec: &MessageRecord,
+    strategy: &str,
+) -> Result<Option<smsgw_core::policy::Reservation>, ApiError> {
+    use smsgw_core::policy::{PolicyError, PolicyRequest, PolicyState};
+    let strategy = strategy.trim();
+    if strategy.is_empty() {
+        return Ok(None);
+    }
+    let Some(engine) = &state.policy else {
+        return Err(refused(
+            "unknown_strategy",
+            format!("strategy: no contact policy {strategy:?} is configured"),
+        ));
+    };
+    let req = PolicyRequest {
+        strategy,
+        app_id: &rec.app_id,
+        source: &rec.source,
+        destination: &rec.destination,
+        text: &rec.text,
+        destination_time_zone: None,
+    };
+    match engine.check(&req).await {
+        Ok(d) if d.verdict.pass => Ok(d.reservation),
+        Ok(d) => {
+            let code = match d.verdict.state {
+                PolicyState::DailyCp => "daily_cp",
+                PolicyState::WeeklyCp => "weekly_cp",
+                PolicyState::Blacklist => "blacklist",
+                PolicyState::Duplicate => "duplicate",
+                PolicyState::QuietHours => "quiet_hours",
+                _ => "policy_refused",
+            };
+            tracing::info!(app_id = %rec.app_id, strategy, state = code, "refused by contact policy");
+            Err(forbidden(
+                code,
+                format!("contact policy {strategy:?} refused the message: {code}"),
+            ))
+        }
+        Err(PolicyError::UnknownStrategy(s)) => Err(refused(
+            "unknown_strategy",
+            format!("strategy: no contact policy {s:?} is configured"),
+        )),
+        Err(PolicyError::InvalidDestination(d)) => Err(refused(
+            "invalid_destination",
+            format!("destination: {d:?} is not an E.164 number"),
+        )),
+        Err(e) => Err(ApiError::Unavailable(format!(
+            "contact policy unavailable: {e}"
+        ))),
+    }
+}
+
+async fn release(state: &ApiState, reservation: Option<smsgw_core::policy::Reservation>) {
+    if let (Some(engine), Some(r)) = (&state.policy, reservation)
+        && let Err(e) = engine.release(&r).await
+    {
+        tracing::warn!(error = %e, "contact-policy count not taken back");
     }
 }
 

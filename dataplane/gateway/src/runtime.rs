@@ -126,6 +126,10 @@ pub(crate) struct Gateway {
     pub(crate) cancel: CancellationToken,
     /// Every task of the gateway.
     pub(crate) tracker: TaskTracker,
+    /// Rate limits (set from each snapshot and from link health).
+    pub(crate) limiter: Arc<smsgw_policy::rate::InProcessLimiter>,
+    /// Contact policies compiled from each snapshot.
+    pub(crate) policies: smsgw_contact::SharedPolicies,
     /// This gateway's name among its peers.
     pub(crate) pod: String,
     /// `--sweep-after`.
@@ -154,8 +158,17 @@ impl Gateway {
         let messages = message_store(args).await?;
         let empty = smsgw_crds::compile(&[]).map_err(|_| anyhow::anyhow!("empty snapshot"))?;
         let links = Arc::new(LinkSet::default());
+        // Rate limits and contact policies, in process (this gateway alone).
+        let limiter = Arc::new(smsgw_policy::rate::InProcessLimiter::new());
+        let policies: smsgw_contact::SharedPolicies = Arc::default();
+        let engine = smsgw_contact::InProcessEngine::new(
+            policies.clone(),
+            smsgw_contact::InProcessBlacklists::new(),
+        );
         let state = ApiState::new(empty, auth, smsgw_api::send::Messages::new(messages))
-            .with_links(links.clone());
+            .with_links(links.clone())
+            .with_limiter(limiter.clone())
+            .with_policy(Arc::new(engine));
         state
             .ready
             .store(false, std::sync::atomic::Ordering::Release);
@@ -168,6 +181,8 @@ impl Gateway {
         Ok(Gateway {
             state,
             links,
+            limiter,
+            policies,
             cancel,
             tracker,
             pod,
