@@ -469,3 +469,23 @@ pub async fn eventually(
     }
     None
 }
+
+/// Waits (up to 10 s) until every link of the gateway has both its sessions
+/// bound.
+pub async fn bound(gw: &Gateway, creds: &Creds) {
+    let ok = eventually(Duration::from_secs(10), async || {
+        let v: serde_json::Value = gw
+            .authed(creds, reqwest::Method::GET, "/api/v1/smpp/links")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["links"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty() && l.iter().all(|l| l["sessions_bound"] == 2))
+    })
+    .await;
+    assert!(ok.is_some(), "links never bound");
+}

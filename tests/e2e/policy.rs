@@ -1,27 +1,9 @@
 //! Rate limits and contact policies on the send path, through the binary.
 
-use crate::harness::{Creds, Gateway, Sim, eventually, sim_config};
+use crate::harness::{Creds, Gateway, Sim, bound, sim_config};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
-
-async fn bound(gw: &Gateway, creds: &Creds) {
-    let ok = eventually(Duration::from_secs(10), async || {
-        let v: Value = gw
-            .authed(creds, Method::GET, "/api/v1/smpp/links")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["links"]
-            .as_array()
-            .is_some_and(|l| l.iter().all(|l| l["sessions_bound"] == 2))
-    })
-    .await;
-    assert!(ok.is_some(), "links never bound");
-}
 
 async fn send(gw: &Gateway, creds: &Creds, body: Value) -> (u16, Value, Option<String>) {
     let r = gw

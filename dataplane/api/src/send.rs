@@ -283,6 +283,10 @@ pub struct Messages {
     submit_slots: Arc<tokio::sync::Semaphore>,
 }
 
+/// How long a background submission is retried while nothing can be sent
+/// before the message is left to the sweeper.
+const SUBMIT_RETRY: Duration = Duration::from_secs(10);
+
 /// Background submissions in flight at once, per gateway.
 const SUBMIT_SLOTS: usize = 8192;
 
@@ -564,8 +568,11 @@ async fn prepare(
         segments: (0..encoded.segments.len() as u16)
             .map(SegmentRecord::new)
             .collect(),
-        claimed_by: None,
-        claim_until_ms: 0,
+        // The accepting gateway holds the message while it submits (and
+        // retries); a sweeper elsewhere may take it only once this lapses,
+        // so the two never both submit it.
+        claimed_by: Some("creator".into()),
+        claim_until_ms: now + (SUBMIT_RETRY + Duration::from_secs(2)).as_millis() as u64,
         text: text.to_owned(),
         ton_npi: [
             source.ton,
@@ -769,7 +776,7 @@ async fn submit_retrying(
         Target::Link(n) | Target::Pool(n) => n.clone(),
     };
     let mut delay = Duration::from_millis(20);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + SUBMIT_RETRY;
     loop {
         match state.links.submit(&target, msg.clone()).await {
             Ok(submission) => return record_submission(state, rec, submission).await,
