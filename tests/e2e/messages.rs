@@ -65,6 +65,18 @@ async fn a_rest_send_is_accepted_submitted_and_delivered() {
     let id = r["message_id"].as_str().unwrap();
     let v = wait_status(&gw, &creds, id, "delivered", Duration::from_secs(10)).await;
     assert_eq!(v["link"], "sim-link");
+    let stats: Value = reqwest::Client::new()
+        .get(gw.url("/api/v1/admin/stats"))
+        .header("x-admin-key", crate::harness::ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["pools"]["default"]["submitted"], 1, "{stats}");
+    assert_eq!(stats["links"]["sim-link"]["delivered"], 1, "{stats}");
+    assert_eq!(stats["apps"][&creds.app_id]["delivered"], 1, "{stats}");
     assert_eq!(v["esme"], "default");
     assert_eq!(v["destination"], "4915112345678");
     assert_eq!(v["segments"][0]["receipt_state"], "DELIVRD");

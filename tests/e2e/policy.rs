@@ -54,6 +54,28 @@ async fn a_daily_cap_refuses_the_third_message_to_a_destination_with_its_state()
         200,
         "the repeats were counted"
     );
+    // Admin statistics count the refusals per app and per link.
+    let stats: Value = reqwest::Client::new()
+        .get(gw.url("/api/v1/admin/stats"))
+        .header("x-admin-key", crate::harness::ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        stats["apps"][&creds.app_id]["rejected"]["daily_cp"], 1,
+        "{stats}"
+    );
+    assert_eq!(
+        stats["apps"][&creds.app_id]["rejected"]["unknown_strategy"], 1,
+        "{stats}"
+    );
+    assert_eq!(
+        stats["links"]["sim-link"]["rejected"]["daily_cp"], 1,
+        "{stats}"
+    );
 }
 
 #[tokio::test]

@@ -671,9 +671,24 @@ impl admin_pb::admin_service_server::AdminService for AdminGrpc {
     ) -> Result<Response<admin_pb::GetStatsResponse>, Status> {
         let r = async {
             self.admin(&req).await?;
-            Err(ApiError::Unimplemented(
-                "statistics arrive with the send path",
-            ))
+            let v = self.state.messages.stats.view();
+            let conv = |m: std::collections::BTreeMap<String, crate::stats::Counters>| {
+                m.into_iter()
+                    .map(|(name, c)| admin_pb::Counters {
+                        name,
+                        submitted: c.submitted,
+                        delivered: c.delivered,
+                        failed: c.failed,
+                        rejected: c.rejected.into_iter().collect(),
+                        throughput: c.throughput,
+                    })
+                    .collect()
+            };
+            Ok(admin_pb::GetStatsResponse {
+                links: conv(v.links),
+                pools: conv(v.pools),
+                apps: conv(v.apps),
+            })
         }
         .await;
         finish(&self.state, "GetStats", r)

@@ -15,6 +15,7 @@ pub mod metrics;
 mod rest;
 pub mod send;
 pub mod server;
+pub mod stats;
 pub mod text;
 pub mod webhook;
 

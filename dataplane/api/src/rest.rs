@@ -51,6 +51,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/admin/users/{id}/reset-secret", post(reset_secret))
         .route("/api/v1/admin/config", get(config))
         .route("/api/v1/admin/links", get(list_links))
+        .route("/api/v1/admin/stats", get(admin_stats))
         .route("/api/v1/admin/links/{name}/{action}", post(control_link))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
@@ -319,6 +320,12 @@ async fn sms_by_transaction(
     crate::send::info(&state, &caller, None, Some(&tx))
         .await
         .map(Json)
+}
+
+async fn admin_stats(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let mut v = serde_json::to_value(state.messages.stats.view()).expect("stats serialise");
+    v["limiter_mode"] = serde_json::json!(format!("{:?}", state.limiter.mode()));
+    Json(v)
 }
 
 async fn set_webhook(

@@ -281,6 +281,8 @@ pub struct Messages {
     /// Bounds background submissions: when every slot is taken, `send`
     /// waits, which holds clients back instead of queueing without limit.
     submit_slots: Arc<tokio::sync::Semaphore>,
+    /// Counters for the admin statistics.
+    pub stats: crate::stats::Stats,
 }
 
 /// How long a background submission is retried while nothing can be sent
@@ -306,6 +308,7 @@ impl Messages {
             late: Mutex::new(HashMap::new()),
             reference: std::sync::atomic::AtomicU16::new(rand::random()),
             submit_slots: Arc::new(tokio::sync::Semaphore::new(SUBMIT_SLOTS)),
+            stats: crate::stats::Stats::default(),
         }
     }
 
@@ -365,6 +368,20 @@ impl Messages {
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         if let ReceiptOutcome::Applied(rec) = &out {
+            let failures = rec
+                .segments
+                .iter()
+                .filter(|s| s.receipt.is_some_and(ReceiptState::is_failure))
+                .count();
+            let finished = match rec.status {
+                MessageStatus::Delivered => Some(true),
+                // Count a failure once: on the first failed receipt.
+                MessageStatus::Failed if failures == 1 && r.state.is_failure() => Some(false),
+                _ => None,
+            };
+            if let Some(delivered) = finished {
+                self.stats.finished(&scope_of(rec), delivered);
+            }
             tracing::info!(message_id = %rec.message_id, link = %r.link, state = receipt_name(r.state), status = status_name(rec.status), "receipt applied");
             self.notify(rec);
         }
@@ -408,6 +425,18 @@ impl Messages {
         tracing::info!(message_id = %rec.message_id, link, "late submit_sm_resp settled a segment");
         self.notify(&rec);
         Ok(true)
+    }
+}
+
+/// The statistics scope of a stored message.
+fn scope_of(r: &MessageRecord) -> crate::stats::Scope<'_> {
+    crate::stats::Scope {
+        app: &r.app_id,
+        link: r.link.as_deref(),
+        pool: match &r.target {
+            Target::Pool(p) => Some(p),
+            Target::Link(_) => None,
+        },
     }
 }
 
@@ -693,6 +722,33 @@ pub async fn send(
     caller: &Caller,
     req: SendRequest,
 ) -> Result<SendResponse, ApiError> {
+    let target = req.esme.trim().to_owned();
+    let result = send_inner(state, caller, req).await;
+    if let (Err(e), Caller::User { app_id, .. }) = (&result, caller)
+        && !matches!(e, ApiError::Internal(_))
+    {
+        let config = state.config.load();
+        let scope = crate::stats::Scope {
+            app: app_id,
+            link: config
+                .links
+                .contains_key(&target)
+                .then_some(target.as_str()),
+            pool: config
+                .pools
+                .contains_key(&target)
+                .then_some(target.as_str()),
+        };
+        state.messages.stats.rejected(&scope, e.code());
+    }
+    result
+}
+
+async fn send_inner(
+    state: &ApiState,
+    caller: &Caller,
+    req: SendRequest,
+) -> Result<SendResponse, ApiError> {
     let p = prepare(state, caller, &req).await?;
     let esme = req.esme.trim().to_owned();
     limit(state, &p, &esme, req.wait_for_capacity).await?;
@@ -971,6 +1027,13 @@ async fn record_submission(
             })
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    if latest
+        .segments
+        .iter()
+        .any(|s| s.submit == SubmitStatus::Accepted)
+    {
+        state.messages.stats.submitted(&scope_of(&latest));
     }
     tracing::info!(message_id = %latest.message_id, link = %submission.link, status = status_name(latest.status), "message submitted");
     state.messages.notify(&latest);
