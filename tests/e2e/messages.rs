@@ -535,3 +535,59 @@ async fn status_changes_reach_the_app_webhook_signed_and_retried() {
         assert_eq!(v["message_id"], id.as_str());
     }
 }
+
+#[tokio::test]
+async fn with_the_redis_backend_two_gateways_share_users_messages_and_receipts() {
+    let redis = smsgw_store::testing::RedisServer::start();
+    let sim = Sim::start("127.0.0.1:0");
+    let config = sim_config(sim.addr);
+    let url = redis.url();
+    let args = [
+        "--store",
+        "redis",
+        "--store-redis-url",
+        &url,
+        "--redis-url",
+        &url,
+    ];
+    let a = Gateway::standalone_with_args(&config, &args);
+    let creds = a.user("redis@example.com").await;
+    bound(&a, &creds).await;
+    let body = json!({"esme": "default", "source": "SMSGW", "destination": "4915100000300", "message": "shared", "transaction_id": "redis-tx"});
+    let (status, r) = send(&a, &creds, body.clone()).await;
+    assert_eq!(status, 200, "{r}");
+    let id = r["message_id"].as_str().unwrap().to_owned();
+    wait_status(&a, &creds, &id, "delivered", Duration::from_secs(10)).await;
+
+    // A second gateway on the same Redis (its own data dir, same JWT keys
+    // would be needed for tokens: log in again there) sees the user, the
+    // message with its receipt, and the idempotency key.
+    let b = Gateway::standalone_with_args(&config, &args);
+    let t: Value = reqwest::Client::new()
+        .post(b.url("/api/v1/auth/login"))
+        .json(&json!({"email": "redis@example.com", "password": "e2e password 123"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let creds_b = Creds {
+        token: t["token"]
+            .as_str()
+            .expect("login on the second gateway")
+            .into(),
+        ..creds.clone()
+    };
+    assert_eq!(info(&b, &creds_b, &id).await["status"], "delivered");
+    bound(&b, &creds_b).await;
+    let (_, again) = send(&b, &creds_b, body).await;
+    assert_eq!(
+        again["message_id"],
+        id.as_str(),
+        "the idempotency key is shared through Redis"
+    );
+    assert_eq!(again["duplicate"], true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sim.stop_and_count_submits(), 1);
+}
