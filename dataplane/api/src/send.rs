@@ -239,9 +239,7 @@ pub fn message_view(r: &MessageRecord) -> MessageView {
         transaction_id: r.transaction_id.clone(),
         task_id: r.task_id.clone(),
         status: status_name(r.status).into(),
-        esme: match &r.target {
-            Target::Link(n) | Target::Pool(n) => n.clone(),
-        },
+        esme: r.target.name().to_owned(),
         link: r.link.clone(),
         source: r.source.clone(),
         destination: r.destination.clone(),
@@ -291,6 +289,9 @@ const SUBMIT_RETRY: Duration = Duration::from_secs(10);
 
 /// Background submissions in flight at once, per gateway.
 const SUBMIT_SLOTS: usize = 8192;
+
+/// How long a segment with an unknown outcome waits for a late answer.
+const LATE_WINDOW: Duration = Duration::from_secs(600);
 
 /// (link, session, sequence number) of a submit_sm awaiting a late answer.
 type PendingKey = (String, u32, u32);
@@ -386,6 +387,17 @@ impl Messages {
             self.notify(rec);
         }
         Ok(out)
+    }
+
+    /// Remembers where a late submit_sm_resp would belong. Entries older
+    /// than [`LATE_WINDOW`] are dropped once the map grows, so segments whose
+    /// answer never comes cannot grow it without bound.
+    fn remember_late(&self, key: PendingKey, value: (String, u16, Instant)) {
+        let mut late = self.late.lock().unwrap_or_else(|p| p.into_inner());
+        if late.len() >= 10_000 {
+            late.retain(|_, (_, _, at)| at.elapsed() < LATE_WINDOW);
+        }
+        late.insert(key, value);
     }
 
     /// Settles a segment whose submit_sm_resp came after its timeout.
@@ -693,9 +705,7 @@ pub async fn sweep(
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let n = claimed.len();
     for rec in claimed {
-        let target = match &rec.target {
-            Target::Link(t) | Target::Pool(t) => t.clone(),
-        };
+        let target = rec.target.name().to_owned();
         let config = state.config.load();
         let reference = state
             .messages
@@ -828,9 +838,7 @@ async fn submit_retrying(
     rec: MessageRecord,
     msg: OutboundMessage,
 ) -> Result<MessageRecord, ApiError> {
-    let target = match &rec.target {
-        Target::Link(n) | Target::Pool(n) => n.clone(),
-    };
+    let target = rec.target.name().to_owned();
     let mut delay = Duration::from_millis(20);
     let deadline = Instant::now() + SUBMIT_RETRY;
     loop {
@@ -963,9 +971,7 @@ async fn submit(
     rec: MessageRecord,
     msg: OutboundMessage,
 ) -> Result<MessageRecord, ApiError> {
-    let target = match &rec.target {
-        Target::Link(n) | Target::Pool(n) => n.clone(),
-    };
+    let target = rec.target.name().to_owned();
     let submission = match state.links.submit(&target, msg).await {
         Ok(s) => s,
         Err(SubmitError::Unavailable(reason)) => {
@@ -995,15 +1001,10 @@ async fn record_submission(
             }
             SegmentResult::Unknown { reason, pending } => {
                 if let Some((session, sequence)) = pending {
-                    state
-                        .messages
-                        .late
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(
-                            (submission.link.clone(), session, sequence),
-                            (latest.message_id.clone(), seq, Instant::now()),
-                        );
+                    state.messages.remember_late(
+                        (submission.link.clone(), session, sequence),
+                        (latest.message_id.clone(), seq, Instant::now()),
+                    );
                 }
                 (SubmitStatus::Unknown { reason }, None)
             }

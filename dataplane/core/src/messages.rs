@@ -41,6 +41,15 @@ pub enum Target {
     Pool(String),
 }
 
+impl Target {
+    /// The link or pool name.
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Link(n) | Target::Pool(n) => n,
+        }
+    }
+}
+
 /// Status of a whole message, derived from its segments
 /// ([`MessageRecord::derive_status`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
