@@ -180,8 +180,9 @@ pub struct JournalStats {
     pub upload_failures: AtomicU64,
     /// Bytes waiting in the outbox.
     pub outbox_bytes: AtomicU64,
-    /// 1 while a batch had to be dropped because the outbox was full (the
-    /// alert); back to 0 when a batch fits again.
+    /// 1 once a batch had to be dropped because the outbox was full (the
+    /// alert); back to 0 only when an upload frees space, so the alert does
+    /// not flap while S3 is still down and a smaller batch happens to fit.
     pub overflow: AtomicU64,
     /// 1 when the last upload attempt succeeded (or none failed yet).
     pub s3_up: AtomicU64,
@@ -497,7 +498,6 @@ impl Batcher {
             }
             return;
         }
-        self.stats.overflow.store(0, Ordering::Relaxed);
         let seq = self.next_seq;
         self.next_seq += 1;
         let hour = jiff::Timestamp::from_millisecond(o.first_at_ms)
@@ -634,6 +634,9 @@ impl Uploader {
             .map_err(io("remove uploaded batch"))?;
         self.stats.outbox_bytes.fetch_sub(f.size, Ordering::Relaxed);
         self.stats.batches_uploaded.fetch_add(1, Ordering::Relaxed);
+        if self.stats.overflow.swap(0, Ordering::Relaxed) == 1 {
+            tracing::info!("journal outbox has room again");
+        }
         if self.stats.s3_up.swap(1, Ordering::Relaxed) == 0 {
             tracing::info!("journal uploads resumed");
         }
