@@ -28,4 +28,5 @@ async fn the_limiter_suite_should_pass_on_a_redis_cluster() {
     suite::concurrent_acquisitions_should_share_round_trips(&config).await;
     suite::waiting_should_book_slots_in_order(&config).await;
     suite::health_should_halve_and_restore_a_pool(&config).await;
+    suite::pods_should_agree_on_link_health(&config).await;
 }

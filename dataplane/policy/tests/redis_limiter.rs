@@ -39,6 +39,7 @@ suite_test!(three_pods_should_hold_the_link_rate_exactly);
 suite_test!(concurrent_acquisitions_should_share_round_trips);
 suite_test!(waiting_should_book_slots_in_order);
 suite_test!(health_should_halve_and_restore_a_pool);
+suite_test!(pods_should_agree_on_link_health);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_closed_should_refuse_at_once_when_redis_is_gone() {

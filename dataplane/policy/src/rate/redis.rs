@@ -161,6 +161,10 @@ impl RedisLimiterConfig {
         format!("{{{}}}:{}:{}", self.key_tag, key.scope, key.name)
     }
 
+    fn health_key(&self, link: &str) -> String {
+        format!("{{{}}}:up:{link}", self.key_tag)
+    }
+
     fn pods_key(&self) -> String {
         format!("{{{}}}:pods", self.key_tag)
     }
@@ -238,6 +242,7 @@ struct Shared {
     fallback: InProcessLimiter,
     acquire_script: Script,
     heartbeat_script: Script,
+    health_script: Script,
     acquires: AtomicU64,
     round_trips: AtomicU64,
 }
@@ -555,6 +560,7 @@ impl RedisLimiter {
             limits: Mutex::default(),
             acquire_script: Script::new(include_str!("gcra.lua")),
             heartbeat_script: Script::new(include_str!("heartbeat.lua")),
+            health_script: Script::new(include_str!("link_health.lua")),
             acquires: AtomicU64::new(0),
             round_trips: AtomicU64::new(0),
         });
@@ -600,6 +606,51 @@ impl RedisLimiter {
     pub async fn leave(&self) {
         self.maintenance.abort();
         self.shared.leave().await;
+    }
+
+    /// Shares this pod's view of link health with the other pods and
+    /// returns the cluster-wide view, in one round trip: `local` says, per
+    /// link, whether this pod holds a bound session; the answer says, in
+    /// the same order, whether any live pod does (reports expire after
+    /// `ttl`). Pods that compute pool limits from this view agree, so
+    /// their absolute writes do not fight. An error (Redis unreachable or
+    /// degraded) leaves the caller to fall back on its local view.
+    pub async fn share_health(
+        &self,
+        local: &[(String, bool)],
+        ttl: Duration,
+    ) -> Result<Vec<bool>, String> {
+        let s = &self.shared;
+        if local.is_empty() {
+            return Ok(Vec::new());
+        }
+        if s.degraded.load(Ordering::Acquire) {
+            return Err("rate-limit store degraded".into());
+        }
+        let Some(mut conn) = s.conn() else {
+            return Err("not connected".into());
+        };
+        let mut inv = s.health_script.prepare_invoke();
+        for (link, _) in local {
+            inv.key(s.config.health_key(link));
+        }
+        inv.arg(&s.config.pod_id).arg(ttl.as_micros() as u64);
+        for (_, up) in local {
+            inv.arg(if *up { "1" } else { "0" });
+        }
+        let out = bounded(
+            s.config.response_timeout,
+            invoke::<Vec<i64>>(&inv, &mut conn),
+        )
+        .await?;
+        if out.len() != local.len() {
+            return Err(format!(
+                "unexpected health answer of {} numbers for {} links",
+                out.len(),
+                local.len()
+            ));
+        }
+        Ok(out.into_iter().map(|v| v == 1).collect())
     }
 
     /// The Redis key of a limiter key (for tests and operators).

@@ -273,3 +273,36 @@ async fn measure(l: &RedisLimiter, keys: &[RateKey]) -> f64 {
     }
     f64::from(n) / t.elapsed().as_secs_f64()
 }
+
+pub async fn pods_should_agree_on_link_health(cfg: &Pod) {
+    let (a, b) = (pod(cfg).await, pod(cfg).await);
+    let ttl = Duration::from_millis(800);
+    let report = |l1: bool, l2: bool| vec![("h1".to_owned(), l1), ("h2".to_owned(), l2)];
+    // Pod a holds h1's session, nobody holds h2's: both pods see h1 up.
+    assert_eq!(
+        a.share_health(&report(true, false), ttl).await.unwrap(),
+        [true, false]
+    );
+    assert_eq!(
+        b.share_health(&report(false, false), ttl).await.unwrap(),
+        [true, false]
+    );
+    // b binds h2 too.
+    assert_eq!(
+        b.share_health(&report(false, true), ttl).await.unwrap(),
+        [true, true]
+    );
+    // a loses h1: down for everyone at once.
+    assert_eq!(
+        a.share_health(&report(false, false), ttl).await.unwrap(),
+        [false, true]
+    );
+    // b dies without saying so: its report of h2 expires.
+    drop(b);
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    assert_eq!(
+        a.share_health(&report(false, false), ttl).await.unwrap(),
+        [false, false]
+    );
+    assert!(a.share_health(&[], ttl).await.unwrap().is_empty());
+}
