@@ -231,6 +231,30 @@ impl Gateway {
         }
     }
 
+    /// `GET /api/v1/smpp/links` as the user: `{"links": [...]}`.
+    pub async fn links(&self, creds: &Creds) -> serde_json::Value {
+        self.authed(creds, reqwest::Method::GET, "/api/v1/smpp/links")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /api/v1/admin/stats` with the admin key.
+    pub async fn admin_stats(&self) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(self.url("/api/v1/admin/stats"))
+            .header("x-admin-key", ADMIN_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// A REST request builder with the user's credentials.
     pub fn authed(
         &self,
@@ -474,15 +498,7 @@ pub async fn eventually(
 /// bound.
 pub async fn bound(gw: &Gateway, creds: &Creds) {
     let ok = eventually(Duration::from_secs(10), async || {
-        let v: serde_json::Value = gw
-            .authed(creds, reqwest::Method::GET, "/api/v1/smpp/links")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["links"]
+        gw.links(creds).await["links"]
             .as_array()
             .is_some_and(|l| !l.is_empty() && l.iter().all(|l| l["sessions_bound"] == 2))
     })

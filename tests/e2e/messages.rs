@@ -4,6 +4,7 @@
 use crate::harness::{Creds, Gateway, Sim, bound, eventually, sim_config};
 use reqwest::Method;
 use serde_json::{Value, json};
+use smsgw_proto::admin::v1::{GetStatsRequest, admin_service_client::AdminServiceClient};
 use smsgw_proto::sms::v1::{
     MessageStatus, SmsInfoRequest, SmsRequest, sms_service_client::SmsServiceClient,
 };
@@ -65,16 +66,14 @@ async fn a_rest_send_is_accepted_submitted_and_delivered() {
     let id = r["message_id"].as_str().unwrap();
     let v = wait_status(&gw, &creds, id, "delivered", Duration::from_secs(10)).await;
     assert_eq!(v["link"], "sim-link");
-    let stats: Value = reqwest::Client::new()
-        .get(gw.url("/api/v1/admin/stats"))
-        .header("x-admin-key", crate::harness::ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = gw.admin_stats().await;
     assert_eq!(stats["pools"]["default"]["submitted"], 1, "{stats}");
+    // A gateway alone limits in process.
+    assert_eq!(stats["limiter"]["mode"], "in_process", "{stats}");
+    assert!(
+        stats["limiter"]["acquires"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
     assert_eq!(stats["links"]["sim-link"]["delivered"], 1, "{stats}");
     assert_eq!(stats["apps"][&creds.app_id]["delivered"], 1, "{stats}");
     assert_eq!(v["esme"], "default");
@@ -268,6 +267,17 @@ async fn grpc_send_and_sms_info_follow_the_message_to_its_receipt() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    // admin.v1 GetStats counts the same and shows the limiter.
+    let mut admin = AdminServiceClient::new(gw.channel().await);
+    let mut req = tonic::Request::new(GetStatsRequest::default());
+    req.metadata_mut()
+        .insert("x-admin-key", crate::harness::ADMIN_KEY.parse().unwrap());
+    let stats = admin.get_stats(req).await.unwrap().into_inner();
+    let link = stats.links.iter().find(|c| c.name == "sim-link").unwrap();
+    assert_eq!(link.submitted, 1, "{stats:?}");
+    let limiter = stats.limiter.expect("limiter status");
+    assert_eq!(limiter.mode, "in_process");
+    assert_eq!(limiter.live_pods, 0, "not shared");
 }
 
 #[tokio::test]

@@ -684,10 +684,18 @@ impl admin_pb::admin_service_server::AdminService for AdminGrpc {
                     })
                     .collect()
             };
+            let l = crate::stats::LimiterView::from(self.state.limiter.status());
             Ok(admin_pb::GetStatsResponse {
                 links: conv(v.links),
                 pools: conv(v.pools),
                 apps: conv(v.apps),
+                limiter: Some(admin_pb::LimiterStatus {
+                    mode: l.mode,
+                    live_pods: l.live_pods.unwrap_or(0),
+                    acquires: l.acquires,
+                    round_trips: l.round_trips,
+                    last_error: l.last_error.unwrap_or_default(),
+                }),
             })
         }
         .await;

@@ -322,9 +322,9 @@ async fn sms_by_transaction(
         .map(Json)
 }
 
-async fn admin_stats(State(state): State<ApiState>) -> Json<serde_json::Value> {
-    let mut v = serde_json::to_value(state.messages.stats.view()).expect("stats serialise");
-    v["limiter_mode"] = serde_json::json!(format!("{:?}", state.limiter.mode()));
+async fn admin_stats(State(state): State<ApiState>) -> Json<crate::stats::StatsView> {
+    let mut v = state.messages.stats.view();
+    v.limiter = state.limiter.status().into();
     Json(v)
 }
 

@@ -276,6 +276,11 @@ pub struct Messages {
     /// late submit_sm_resp can settle them.
     late: Mutex<HashMap<PendingKey, (String, u16, Instant)>>,
     reference: std::sync::atomic::AtomicU16,
+    /// App rate limits last written to the limiter, and when: rewritten
+    /// only when the rate changes or the entry is older than
+    /// [`USER_CACHE`], so the send path does not write a limit (a store
+    /// round trip with a shared limiter) for every message.
+    app_limits: Mutex<HashMap<String, (u32, Instant)>>,
     /// Bounds background submissions: when every slot is taken, `send`
     /// waits, which holds clients back instead of queueing without limit.
     submit_slots: Arc<tokio::sync::Semaphore>,
@@ -308,6 +313,7 @@ impl Messages {
             users: Mutex::new(HashMap::new()),
             late: Mutex::new(HashMap::new()),
             reference: std::sync::atomic::AtomicU16::new(rand::random()),
+            app_limits: Mutex::new(HashMap::new()),
             submit_slots: Arc::new(tokio::sync::Semaphore::new(SUBMIT_SLOTS)),
             stats: crate::stats::Stats::default(),
         }
@@ -866,10 +872,26 @@ async fn limit(state: &ApiState, p: &Prepared, esme: &str, wait: bool) -> Result
     let app = RateKey::app(&p.record.app_id);
     if let Some(rate) = p.rate {
         // Apps registered through the API carry their rate on the record.
-        let _ = state
-            .limiter
-            .set_limit(&app, Some(RateLimit::new(f64::from(rate), rate)))
-            .await;
+        let stale = {
+            let mut known = state
+                .messages
+                .app_limits
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match known.get(&p.record.app_id) {
+                Some((r, at)) if *r == rate && at.elapsed() < USER_CACHE => false,
+                _ => {
+                    known.insert(p.record.app_id.clone(), (rate, Instant::now()));
+                    true
+                }
+            }
+        };
+        if stale {
+            let _ = state
+                .limiter
+                .set_limit(&app, Some(RateLimit::new(f64::from(rate), rate)))
+                .await;
+        }
     }
     let target = match &p.record.target {
         Target::Link(_) => RateKey::link(esme),

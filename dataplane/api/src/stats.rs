@@ -33,6 +33,36 @@ pub struct StatsView {
     pub pools: BTreeMap<String, Counters>,
     /// Per app.
     pub apps: BTreeMap<String, Counters>,
+    /// The rate limiter: the mode in force and its shared store.
+    pub limiter: LimiterView,
+}
+
+/// The rate limiter as the admin statistics show it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LimiterView {
+    /// `in_process`, `shared`, `fail_open` or `fail_closed`.
+    pub mode: String,
+    /// Gateways sharing the limits (last count seen), when shared.
+    pub live_pods: Option<u32>,
+    /// Acquisitions answered.
+    pub acquires: u64,
+    /// Round trips to the shared store (fewer than acquisitions under load:
+    /// they are batched).
+    pub round_trips: u64,
+    /// The shared store's most recent error.
+    pub last_error: Option<String>,
+}
+
+impl From<smsgw_core::limits::LimiterStatus> for LimiterView {
+    fn from(s: smsgw_core::limits::LimiterStatus) -> Self {
+        Self {
+            mode: s.mode.as_str().to_owned(),
+            live_pods: s.live_pods,
+            acquires: s.acquires,
+            round_trips: s.round_trips,
+            last_error: s.last_error,
+        }
+    }
 }
 
 /// The live counters.

@@ -87,6 +87,8 @@ pub struct GatewayArgs {
     pub listen: ListenArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
+    #[command(flatten)]
+    pub rate: RateLimitArgs,
     /// Directory of the embedded store and generated keys.
     #[arg(long, env = "SMSGW_DATA_DIR", default_value = "smsgw-data")]
     pub data_dir: PathBuf,
@@ -120,6 +122,57 @@ pub struct GatewayArgs {
     /// accepted is claimed and submitted by a sweeper.
     #[arg(long, env = "SMSGW_SWEEP_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
     pub sweep_after: std::time::Duration,
+}
+
+/// Rate-limit settings: where the shared limits (L2) live, what to do when
+/// that store is away, this pod's own cap (L1) and the link-health check.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RateLimitArgs {
+    /// Redis of the limits shared by every gateway: one `redis://` URL, or
+    /// the seed nodes of a Redis Cluster, comma-separated. Unset: limits
+    /// are kept in this process (one gateway alone).
+    #[arg(
+        long = "rate-limit-redis-url",
+        env = "SMSGW_RATE_LIMIT_REDIS_URL",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub redis_urls: Vec<String>,
+    /// The URLs of `--rate-limit-redis-url` are Redis Cluster nodes.
+    #[arg(
+        long = "rate-limit-redis-cluster",
+        env = "SMSGW_RATE_LIMIT_REDIS_CLUSTER"
+    )]
+    pub cluster: bool,
+    /// While the shared store is unreachable or slow: `open` limits each
+    /// key in process to its share (cap ÷ live gateways), `closed` refuses
+    /// every send with 503.
+    #[arg(long = "rate-limit-fail-mode", env = "SMSGW_RATE_LIMIT_FAIL_MODE", value_enum, default_value_t = RateFailMode::Open)]
+    pub fail_mode: RateFailMode,
+    /// Longest wait for one answer of the shared store before the fail
+    /// mode decides.
+    #[arg(long = "rate-limit-timeout", env = "SMSGW_RATE_LIMIT_TIMEOUT", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// This gateway's own cap in segments per second over every target
+    /// (L1, protects the pod); unset: none.
+    #[arg(long, env = "SMSGW_POD_RATE")]
+    pub pod_rate: Option<f64>,
+    /// Burst of `--pod-rate` (default: one second's worth).
+    #[arg(long, env = "SMSGW_POD_BURST", requires = "pod_rate")]
+    pub pod_burst: Option<u32>,
+    /// How often link health sets link and pool limits (a link down gets
+    /// rate 0, a pool the sum of its healthy members).
+    #[arg(long, env = "SMSGW_LINK_HEALTH_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub link_health_interval: std::time::Duration,
+}
+
+/// Fail modes of the shared rate limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RateFailMode {
+    /// Each key limited in process to its share of the cap.
+    Open,
+    /// Every send refused while the store is away.
+    Closed,
 }
 
 /// Message store backends.
@@ -263,5 +316,51 @@ mod tests {
         assert_eq!(a.gateway.pod_name.as_deref(), Some("p-1"));
         assert_eq!(a.gateway.store, StoreKind::Redis);
         assert_eq!(a.config_retry_max, std::time::Duration::from_secs(5));
+        assert!(a.gateway.rate.redis_urls.is_empty());
+        assert_eq!(a.gateway.rate.fail_mode, RateFailMode::Open);
+    }
+
+    #[test]
+    fn rate_limit_flags_take_cluster_seeds_and_refuse_a_bad_mode() {
+        let cli = Cli::try_parse_from([
+            "smsgw",
+            "standalone",
+            "-c",
+            "x.yaml",
+            "--rate-limit-redis-url",
+            "redis://a:1,redis://b:2",
+            "--rate-limit-redis-cluster",
+            "--rate-limit-fail-mode",
+            "closed",
+            "--pod-rate",
+            "100",
+            "--link-health-interval",
+            "1s",
+        ])
+        .unwrap();
+        let Command::Standalone(a) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        let r = a.gateway.rate;
+        assert_eq!(r.redis_urls, ["redis://a:1", "redis://b:2"]);
+        assert!(r.cluster);
+        assert_eq!(r.fail_mode, RateFailMode::Closed);
+        assert_eq!(r.pod_rate, Some(100.0));
+        assert_eq!(r.link_health_interval, std::time::Duration::from_secs(1));
+        let bad = Cli::try_parse_from([
+            "smsgw",
+            "standalone",
+            "-c",
+            "x",
+            "--rate-limit-fail-mode",
+            "sometimes",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("sometimes"), "{bad}");
+        assert!(
+            Cli::try_parse_from(["smsgw", "standalone", "-c", "x", "--pod-burst", "5"]).is_err(),
+            "a burst without a rate is refused"
+        );
     }
 }

@@ -206,27 +206,11 @@ impl Gateway {
             ));
             // Link health: a link that is down gets rate 0 and each pool
             // the sum of its healthy members, set absolutely every interval.
-            let links = self.links.clone();
-            let health = move |name: &str| {
-                links
-                    .get()
-                    .and_then(|l| l.link(name))
-                    .is_some_and(|v| v.sessions_bound > 0)
-            };
-            let adjuster =
-                smsgw_policy::rate::HealthAdjuster::new(self.limiter.clone(), Arc::new(health));
-            let (state, cancel) = (self.state.clone(), self.cancel.clone());
-            self.tracker.spawn(async move {
-                // First check one interval from now: links are still binding.
-                tokio::select! {
-                    () = tokio::time::sleep(smsgw_policy::rate::DEFAULT_HEALTH_INTERVAL) => {}
-                    () = cancel.cancelled() => return,
-                }
-                tokio::select! {
-                    () = adjuster.run(move || Arc::new(smsgw_policy::rate::RateConfig::from_snapshot(&state.config.load()))) => {}
-                    () = cancel.cancelled() => {}
-                }
-            });
+            self.tracker.spawn(self.rate.clone().run(
+                self.state.clone(),
+                self.links.clone(),
+                self.cancel.clone(),
+            ));
             self.state.ready.store(true, Ordering::Release);
         }
         self.apply_limits_and_policies().await;
@@ -235,21 +219,11 @@ impl Gateway {
         Ok(())
     }
 
-    /// Sets the configured rate limits of links and pools (as link health
-    /// stands now) and swaps in the snapshot's compiled contact policies.
+    /// Sets the rate limits of links, pools and apps (as link health was
+    /// last seen) and swaps in the snapshot's compiled contact policies.
     async fn apply_limits_and_policies(&self) {
+        self.rate.apply(&self.state).await;
         let snap = self.state.config.load_full();
-        // The configured values apply at once; the periodic health check
-        // (every DEFAULT_HEALTH_INTERVAL) then zeroes links that are down.
-        let health = |_: &str| true;
-        let adjuster =
-            smsgw_policy::rate::HealthAdjuster::new(self.limiter.clone(), Arc::new(health));
-        if let Err(e) = adjuster
-            .adjust(&smsgw_policy::rate::RateConfig::from_snapshot(&snap))
-            .await
-        {
-            tracing::warn!(error = %e, "rate limits not applied");
-        }
         let (compiled, errors) = smsgw_contact::Policies::compile(&snap.policies);
         for e in errors {
             tracing::warn!(error = %e, "contact policy left out");

@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod config_watch;
 mod links;
+mod rate;
 mod runtime;
 
 use clap::Parser;

@@ -127,7 +127,7 @@ pub(crate) struct Gateway {
     /// Every task of the gateway.
     pub(crate) tracker: TaskTracker,
     /// Rate limits (set from each snapshot and from link health).
-    pub(crate) limiter: Arc<smsgw_policy::rate::InProcessLimiter>,
+    pub(crate) rate: Arc<crate::rate::Limiting>,
     /// Contact policies compiled from each snapshot.
     pub(crate) policies: smsgw_contact::SharedPolicies,
     /// This gateway's name among its peers.
@@ -158,8 +158,14 @@ impl Gateway {
         let messages = message_store(args).await?;
         let empty = smsgw_crds::compile(&[]).map_err(|_| anyhow::anyhow!("empty snapshot"))?;
         let links = Arc::new(LinkSet::default());
-        // Rate limits and contact policies, in process (this gateway alone).
-        let limiter = Arc::new(smsgw_policy::rate::InProcessLimiter::new());
+        // In Kubernetes the pod name (downward API); else host and process,
+        // so gateways sharing one machine are still told apart.
+        let pod = args.pod_name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map_or_else(|_| "smsgw".into(), |h| h.trim().to_owned());
+            format!("{host}-{}", std::process::id())
+        });
+        // Contact policies, in process (this gateway alone).
         let policies: smsgw_contact::SharedPolicies = Arc::default();
         let engine = smsgw_contact::InProcessEngine::new(
             policies.clone(),
@@ -167,21 +173,18 @@ impl Gateway {
         );
         let state = ApiState::new(empty, auth, smsgw_api::send::Messages::new(messages))
             .with_links(links.clone())
-            .with_limiter(limiter.clone())
             .with_policy(Arc::new(engine));
+        let rate = Arc::new(crate::rate::Limiting::build(&args.rate, &pod, &state).await?);
+        let state = state.with_limiter(rate.limiter.clone());
         state
             .ready
             .store(false, std::sync::atomic::Ordering::Release);
-        let pod = args.pod_name.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map_or_else(|_| "smsgw".into(), |h| h.trim().to_owned())
-        });
         let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
         tracker.spawn(smsgw_api::webhook::run(state.clone(), cancel.clone()));
         Ok(Gateway {
             state,
             links,
-            limiter,
+            rate,
             policies,
             cancel,
             tracker,
@@ -193,13 +196,15 @@ impl Gateway {
 
     /// Serves REST and gRPC until SIGINT/SIGTERM (see [`serve`]).
     pub(crate) async fn run(&self) -> anyhow::Result<()> {
-        serve(
+        let result = serve(
             self.listen.clone(),
             self.state.clone(),
             self.cancel.clone(),
             self.tracker.clone(),
         )
-        .await
+        .await;
+        self.rate.leave().await;
+        result
     }
 }
 

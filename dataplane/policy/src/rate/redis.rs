@@ -451,6 +451,7 @@ impl Shared {
                         }
                     }
                     self.degraded.store(false, Ordering::Release);
+                    *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     tracing::info!(live_pods = pods, "rate-limit store reachable again");
                     if let Some(m) = &self.config.metrics {
                         m.set_mode(LimiterMode::Shared);

@@ -1,0 +1,174 @@
+//! Rate limiting as the gateway runs it: the limiter chosen by the flags
+//! (in process, or Redis shared by every gateway, behind this pod's own
+//! cap), its metrics, and the link-health loop that sets link and pool
+//! limits from the cluster-wide view of which links are up.
+
+use crate::cli::{RateFailMode, RateLimitArgs};
+use crate::config_watch::LinkSet;
+use smsgw_api::ApiState;
+use smsgw_core::limits::{RateLimit, RateLimiter};
+use smsgw_core::links::LinkControl;
+use smsgw_policy::rate::{
+    FailMode, HealthAdjuster, InProcessLimiter, Layered, LimiterMetrics, Metered, RateConfig,
+    RedisLimiter, RedisLimiterConfig,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The gateway's limiter and what keeps its limits current.
+pub(crate) struct Limiting {
+    /// What the send path calls (metered; L1 then L2).
+    pub(crate) limiter: Arc<dyn RateLimiter>,
+    /// The shared limiter, when limits live in Redis.
+    redis: Option<Arc<RedisLimiter>>,
+    /// Link health as last computed (cluster-wide when shared). Links not
+    /// checked yet count as up, so a new configuration applies its
+    /// configured values at once instead of refusing while links bind.
+    view: Mutex<HashMap<String, bool>>,
+    interval: Duration,
+}
+
+impl Limiting {
+    /// Builds the limiter the flags ask for and registers its metrics.
+    /// With Redis, waits up to 5 s for a first connection; if Redis does
+    /// not answer, the gateway starts anyway in the fail mode and joins
+    /// once Redis answers.
+    pub(crate) async fn build(
+        args: &RateLimitArgs,
+        pod: &str,
+        state: &ApiState,
+    ) -> anyhow::Result<Limiting> {
+        let metrics = LimiterMetrics::new();
+        state.metrics.with_registry(|r| metrics.register(r));
+        let pod_cap = match args.pod_rate {
+            None => None,
+            Some(rate) if rate.is_finite() && rate > 0.0 => Some(RateLimit::new(
+                rate,
+                args.pod_burst
+                    .unwrap_or(rate.ceil().min(f64::from(u32::MAX)) as u32),
+            )),
+            Some(rate) => anyhow::bail!("--pod-rate {rate}: must be a positive number"),
+        };
+        let (l2, redis): (Arc<dyn RateLimiter>, _) = if args.redis_urls.is_empty() {
+            metrics.set_mode(smsgw_core::limits::LimiterMode::InProcess);
+            (Arc::new(InProcessLimiter::new()), None)
+        } else {
+            let mut config = if args.cluster {
+                RedisLimiterConfig::cluster(args.redis_urls.clone())
+            } else {
+                if args.redis_urls.len() > 1 {
+                    anyhow::bail!(
+                        "--rate-limit-redis-url has {} URLs: several are only for a cluster (add --rate-limit-redis-cluster)",
+                        args.redis_urls.len()
+                    );
+                }
+                RedisLimiterConfig::single(args.redis_urls[0].clone())
+            };
+            config.pod_id = pod.to_owned();
+            config.response_timeout = args.timeout;
+            config.fail_mode = match args.fail_mode {
+                RateFailMode::Open => FailMode::Open,
+                RateFailMode::Closed => FailMode::Closed,
+            };
+            config.metrics = Some(metrics.clone());
+            let redis = Arc::new(RedisLimiter::connect(config, Duration::from_secs(5)).await);
+            if redis.mode().is_degraded() {
+                tracing::warn!(
+                    mode = %redis.mode(),
+                    "the rate-limit Redis does not answer yet; limiting in the fail mode until it does"
+                );
+            } else {
+                tracing::info!(
+                    live_pods = redis.live_pods(),
+                    "rate limits shared through Redis"
+                );
+            }
+            (redis.clone() as Arc<dyn RateLimiter>, Some(redis))
+        };
+        let layered: Arc<dyn RateLimiter> = match pod_cap {
+            Some(cap) => Arc::new(Layered::new(Some(cap), l2).map_err(|e| anyhow::anyhow!("{e}"))?),
+            None => l2,
+        };
+        Ok(Limiting {
+            limiter: Arc::new(Metered::new(layered, metrics)),
+            redis,
+            view: Mutex::default(),
+            interval: args.link_health_interval,
+        })
+    }
+
+    /// Sets every link, pool and app limit of the configuration in force,
+    /// absolutely, from the last health view (links not seen yet count as
+    /// up).
+    pub(crate) async fn apply(&self, state: &ApiState) {
+        let config = RateConfig::from_snapshot(&state.config.load());
+        let view = self.view.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let health = move |name: &str| view.get(name).copied().unwrap_or(true);
+        let adjuster = HealthAdjuster::new(self.limiter.clone(), Arc::new(health));
+        if let Err(e) = adjuster.adjust(&config).await {
+            tracing::warn!(error = %e, "rate limits not applied");
+        }
+    }
+
+    /// One health check: this gateway's view of each configured link (a
+    /// bound session), shared with the other gateways when limits live in
+    /// Redis, then the limits set from the cluster-wide view.
+    pub(crate) async fn check(&self, state: &ApiState, links: &LinkSet) {
+        let config = RateConfig::from_snapshot(&state.config.load());
+        let local: Vec<(String, bool)> = config
+            .links
+            .keys()
+            .map(|name| {
+                let up = links.link(name).is_some_and(|v| v.sessions_bound > 0);
+                (name.clone(), up)
+            })
+            .collect();
+        let shared = match &self.redis {
+            // Reports outlive three missed checks, then a dead pod's
+            // sessions stop counting.
+            Some(r) => match r.share_health(&local, self.interval * 3).await {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::debug!(error = %e, "link health not shared; using this gateway's view");
+                    None
+                }
+            },
+            None => None,
+        };
+        let view: HashMap<String, bool> = match shared {
+            Some(v) => local.iter().map(|(n, _)| n.clone()).zip(v).collect(),
+            None => local.into_iter().collect(),
+        };
+        *self.view.lock().unwrap_or_else(|p| p.into_inner()) = view;
+        self.apply(state).await;
+    }
+
+    /// Checks link health every interval until `cancel`; the first check
+    /// one interval from now (links are still binding).
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        state: ApiState,
+        links: Arc<LinkSet>,
+        cancel: CancellationToken,
+    ) {
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.check(&state, &links).await,
+                () = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// Leaves the shared live-pod set, so the other gateways' fail-open
+    /// shares grow at once.
+    pub(crate) async fn leave(&self) {
+        if let Some(r) = &self.redis {
+            r.leave().await;
+        }
+    }
+}
