@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use smsgw_core::users::UserRecord;
 
 /// A user as admins see it: no password or secret hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserView {
     /// User id.
     pub user_id: String,
@@ -50,7 +50,7 @@ impl From<UserRecord> for UserView {
 }
 
 /// A page of users.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserPage {
     /// The users.
     pub users: Vec<UserView>,
@@ -59,7 +59,7 @@ pub struct UserPage {
 }
 
 /// Changes to a user; absent fields stay as they are.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpdate {
     /// New application name.

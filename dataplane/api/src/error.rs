@@ -84,17 +84,28 @@ pub enum ApiError {
 }
 
 /// JSON shape of every error answer: `{"error": {"code", "message", "field"?}}`.
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    /// What went wrong.
+    pub(crate) error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'static str,
-    message: String,
+/// The error of an [`ErrorBody`].
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Stable machine-readable cause: `invalid_argument`,
+    /// `payload_too_large`, `unknown_target`, `unauthenticated`,
+    /// `permission_denied`, `not_found`, `conflict`, `too_many_requests`,
+    /// `rate_limited`, `unavailable`, `unimplemented`, `internal`, or a send
+    /// refusal such as `invalid_destination`, `too_many_segments`,
+    /// `target_not_allowed`, `daily_cp`.
+    #[schema(example = "invalid_argument")]
+    pub(crate) code: &'static str,
+    /// Human-readable explanation.
+    pub(crate) message: String,
+    /// The request field at fault, for `invalid_argument` on one field.
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    pub(crate) field: Option<String>,
 }
 
 impl ApiError {
@@ -189,7 +200,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code(),
                 message: self.to_string(),
-                field: self.field(),
+                field: self.field().map(str::to_owned),
             },
         };
         let mut resp = (self.http_status(), Json(body)).into_response();

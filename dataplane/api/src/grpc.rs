@@ -118,6 +118,10 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
                         Ok(req) => crate::send::send(&state, &caller, req).await,
                         Err(e) => Err(e),
                     };
+                    state.metrics.recent.record(
+                        r.is_err(),
+                        r.as_ref().is_err_and(|e| e.http_status().is_server_error()),
+                    );
                     let resp = match r {
                         Ok(ok) => sms_response(ok),
                         Err(e) => pb::SmsResponse {

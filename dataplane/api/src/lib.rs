@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod dashboard;
 mod error;
 mod grpc;
 pub mod links;
@@ -21,6 +22,7 @@ pub mod webhook;
 
 pub use error::ApiError;
 pub use grpc::{AdminGrpc, AuthGrpc, SmsGrpc};
+pub use rest::doc::{openapi, openapi_json};
 pub use rest::router;
 
 use arc_swap::ArcSwap;
@@ -56,6 +58,8 @@ pub struct ApiState {
     /// Contact policies (native engine or an external MCP); `None` refuses
     /// any request naming a strategy.
     pub policy: Option<Arc<dyn smsgw_core::policy::PolicyEngine>>,
+    /// `/dashboard/stats`: the data directory and CPU samples.
+    pub dashboard: Arc<dashboard::Dashboard>,
 }
 
 impl ApiState {
@@ -70,6 +74,7 @@ impl ApiState {
             messages: Arc::new(messages),
             limiter: Arc::new(NoLimits),
             policy: None,
+            dashboard: Arc::new(dashboard::Dashboard::default()),
             ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
@@ -83,6 +88,12 @@ impl ApiState {
     /// The same state with the given contact-policy engine.
     pub fn with_policy(mut self, policy: Arc<dyn smsgw_core::policy::PolicyEngine>) -> Self {
         self.policy = Some(policy);
+        self
+    }
+
+    /// The same state, reporting the disk of `data_dir` on the dashboard.
+    pub fn with_data_dir(mut self, data_dir: std::path::PathBuf) -> Self {
+        self.dashboard = Arc::new(dashboard::Dashboard::new(Some(data_dir)));
         self
     }
 

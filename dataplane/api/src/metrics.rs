@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::Mutex;
+use std::time::Instant;
 
 /// Labels of an HTTP request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,6 +59,78 @@ pub struct Metrics {
     pub text_analyses: Family<EncodingLabels, Counter>,
     /// `smsgw_config_resources`: links, pools, users and policies in force.
     pub config_links: Gauge,
+    /// Recent API calls (REST and gRPC) and errors, for `/dashboard/stats`.
+    pub recent: RequestWindow,
+}
+
+/// Seconds [`RequestWindow`] covers.
+pub const WINDOW_SECS: u64 = 60;
+
+/// Calls and errors per second over the last [`WINDOW_SECS`] seconds: a
+/// ring of one-second buckets.
+pub struct RequestWindow {
+    started: Instant,
+    /// (second since start, calls, errors, server errors) per bucket.
+    buckets: Mutex<[(u64, u64, u64, u64); WINDOW_SECS as usize]>,
+}
+
+/// What a [`RequestWindow`] saw recently.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowTotals {
+    /// Seconds covered: the window, or the uptime when shorter.
+    pub secs: f64,
+    /// Calls answered.
+    pub calls: u64,
+    /// Calls answered with an error (HTTP status >= 400, gRPC code not OK).
+    pub errors: u64,
+    /// Calls that failed on the gateway's side (HTTP 5xx; gRPC INTERNAL,
+    /// UNAVAILABLE, UNKNOWN, DATA_LOSS, UNIMPLEMENTED, DEADLINE_EXCEEDED).
+    pub server_errors: u64,
+}
+
+impl Default for RequestWindow {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            buckets: Mutex::new([(u64::MAX, 0, 0, 0); WINDOW_SECS as usize]),
+        }
+    }
+}
+
+impl RequestWindow {
+    /// Counts one answered call.
+    pub fn record(&self, error: bool, server_error: bool) {
+        let sec = self.started.elapsed().as_secs();
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = &mut b[(sec % WINDOW_SECS) as usize];
+        if slot.0 != sec {
+            *slot = (sec, 0, 0, 0);
+        }
+        slot.1 += 1;
+        slot.2 += u64::from(error);
+        slot.3 += u64::from(server_error);
+    }
+
+    /// The totals of the last [`WINDOW_SECS`] seconds.
+    pub fn totals(&self) -> WindowTotals {
+        let elapsed = self.started.elapsed();
+        let now = elapsed.as_secs();
+        let b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = WindowTotals {
+            secs: elapsed.as_secs_f64().clamp(1.0, WINDOW_SECS as f64),
+            calls: 0,
+            errors: 0,
+            server_errors: 0,
+        };
+        for &(sec, calls, errors, server) in b.iter() {
+            if sec != u64::MAX && sec + WINDOW_SECS > now {
+                t.calls += calls;
+                t.errors += errors;
+                t.server_errors += server;
+            }
+        }
+        t
+    }
 }
 
 impl Default for Metrics {
@@ -109,6 +182,7 @@ impl Metrics {
             grpc_requests,
             text_analyses,
             config_links,
+            recent: RequestWindow::default(),
         }
     }
 
@@ -124,6 +198,19 @@ impl Metrics {
             Ok(_) => tonic::Code::Ok,
             Err(s) => s.code(),
         };
+        use tonic::Code as C;
+        self.recent.record(
+            code != C::Ok,
+            matches!(
+                code,
+                C::Internal
+                    | C::Unavailable
+                    | C::Unknown
+                    | C::DataLoss
+                    | C::Unimplemented
+                    | C::DeadlineExceeded
+            ),
+        );
         self.grpc_requests
             .get_or_create(&GrpcLabels {
                 method: method.to_owned(),
@@ -147,5 +234,21 @@ impl Metrics {
         self.with_registry(|r| prometheus_client::encoding::text::encode(&mut out, r))
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_window_counts_calls_and_errors() {
+        let w = RequestWindow::default();
+        w.record(false, false);
+        w.record(true, false);
+        w.record(true, true);
+        let t = w.totals();
+        assert_eq!((t.calls, t.errors, t.server_errors), (3, 2, 1));
+        assert!(t.secs >= 1.0);
     }
 }

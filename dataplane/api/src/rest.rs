@@ -2,6 +2,7 @@
 
 use crate::admin::{self, UserPage, UserUpdate, UserView};
 use crate::auth::{Caller, IssuedToken, Registered};
+use crate::error::ErrorBody;
 use crate::metrics::{HttpLabels, RouteLabels};
 use crate::text::{CheckTextLenRequest, CheckTextLenResponse, check_text_len};
 use crate::{ApiError, ApiState, MAX_BODY_BYTES};
@@ -16,14 +17,30 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-/// The REST router: public `/healthy`, `/ready`, `/metrics` and `/api/v1/auth/*`;
-/// `/api/v1/admin/*` for admins (admin key or admin user); every other
-/// `/api/v1` route for authenticated users.
+pub(crate) mod doc;
+
+/// Routes whose calls the dashboard's request rate leaves out: probes,
+/// scrapes, documentation and the dashboard itself.
+const UNCOUNTED_ROUTES: &[&str] = &[
+    "/healthy",
+    "/ready",
+    "/metrics",
+    "/dashboard/stats",
+    "/docs",
+    "/api/v1/openapi.json",
+];
+
+/// The REST router: public `/healthy`, `/ready`, `/metrics`, `/api/v1/auth/*`
+/// and the API documentation (`/api/v1/openapi.json`, `/docs`);
+/// `/api/v1/admin/*` for admins (admin key or admin user);
+/// `/dashboard/stats` for either; every other `/api/v1` route for
+/// authenticated users. Every route is described in the OpenAPI document
+/// ([`crate::openapi`]); a test fails for one that is not.
 pub fn router(state: ApiState) -> Router {
     let public = Router::new()
         .route("/healthy", get(healthy))
@@ -31,7 +48,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/auth/register", post(register))
         .route("/api/v1/auth/login", post(login))
-        .route("/api/v1/auth/token", post(token));
+        .route("/api/v1/auth/token", post(token))
+        .route("/api/v1/openapi.json", get(doc::openapi_json_handler))
+        .route("/docs", get(doc::docs_page));
+    let dashboard = Router::new()
+        .route("/dashboard/stats", get(dashboard_stats))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_any));
     let user = Router::new()
         .route("/api/v1/sms/check-text-len", post(check_text_len_handler))
         .route("/api/v1/sms/send", post(send_handler))
@@ -50,7 +72,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/admin/users/{id}/admin", post(set_admin))
         .route("/api/v1/admin/users/{id}/reset-secret", post(reset_secret))
         .route("/api/v1/admin/config", get(config))
-        .route("/api/v1/admin/links", get(list_links))
+        .route("/api/v1/admin/links", get(admin_list_links))
         .route("/api/v1/admin/stats", get(admin_stats))
         .route("/api/v1/admin/links/{name}/{action}", post(control_link))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
@@ -58,6 +80,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(public)
         .merge(user)
         .merge(admin)
+        .merge(dashboard)
         .fallback(|req: Request| async move {
             ApiError::NoRoute(format!("{} {}", req.method(), req.uri().path()))
         })
@@ -91,24 +114,60 @@ async fn require_admin(
     Ok(next.run(req).await)
 }
 
-async fn healthy() -> impl IntoResponse {
-    Json(serde_json::json!({ "status": "ok" }))
+/// An admin (admin key or admin user) or an authenticated user.
+async fn require_any(
+    State(state): State<ApiState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let caller = if req.headers().contains_key("x-admin-key") {
+        state.auth.authenticate_admin(req.headers()).await?
+    } else {
+        state.auth.authenticate(req.headers())?
+    };
+    req.extensions_mut().insert(caller);
+    Ok(next.run(req).await)
 }
 
-/// 200 once a configuration is in force, 503 before (a gateway waiting
-/// for its first snapshot).
+/// `{"status": …}` of the health endpoints.
+#[derive(Serialize, utoipa::ToSchema)]
+struct HealthStatus {
+    /// `ok`, `ready`, or why the gateway is not ready.
+    status: &'static str,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthy", tag = "health",
+    responses((status = 200, description = "The process is alive", body = HealthStatus)))]
+async fn healthy() -> impl IntoResponse {
+    Json(HealthStatus { status: "ok" })
+}
+
+/// Readiness: 200 once a configuration is in force, 503 before (a gateway
+/// waiting for its first snapshot from the operator).
+#[utoipa::path(get, path = "/ready", tag = "health", responses(
+    (status = 200, description = "A configuration is in force", body = HealthStatus),
+    (status = 503, description = "Waiting for the first configuration snapshot", body = HealthStatus),
+))]
 async fn ready(State(state): State<ApiState>) -> Response {
     if state.ready.load(std::sync::atomic::Ordering::Acquire) {
-        Json(serde_json::json!({ "status": "ready" })).into_response()
+        Json(HealthStatus { status: "ready" }).into_response()
     } else {
         (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "waiting for a configuration snapshot" })),
+            Json(HealthStatus {
+                status: "waiting for a configuration snapshot",
+            }),
         )
             .into_response()
     }
 }
 
+/// Prometheus metrics (OpenMetrics text), all under the `smsgw_` prefix.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses(
+    (status = 200, description = "OpenMetrics text exposition",
+     content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
+))]
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     (
         [(
@@ -119,6 +178,11 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     )
 }
 
+/// Encoding and segment count of a text, under the rules of a link or pool.
+#[utoipa::path(post, path = "/api/v1/sms/check-text-len", tag = "sms",
+    request_body = CheckTextLenRequest,
+    responses((status = 200, description = "The analysis", body = CheckTextLenResponse)),
+    security(("bearer" = [], "app_id" = [])))]
 async fn check_text_len_handler(
     State(state): State<ApiState>,
     JsonBody(req): JsonBody<CheckTextLenRequest>,
@@ -132,11 +196,18 @@ async fn check_text_len_handler(
     Ok(Json(resp))
 }
 
-#[derive(Deserialize)]
+/// `POST /api/v1/auth/register` body; every field is required.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RegisterBody {
+    /// Login email, unique.
+    #[schema(required)]
     email: Option<String>,
+    /// At least 10 characters.
+    #[schema(required)]
     password: Option<String>,
+    /// Name of the user's application.
+    #[schema(required)]
     app_name: Option<String>,
 }
 
@@ -147,6 +218,13 @@ fn required<'a>(v: &'a Option<String>, field: &'static str) -> Result<&'a str, A
     })
 }
 
+/// Creates a user and its application; the app secret is shown only here.
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth",
+    request_body = RegisterBody,
+    responses(
+        (status = 201, description = "The new user, app id and app secret", body = Registered),
+        (status = 409, description = "The email is already registered (`conflict`)", body = ErrorBody),
+    ))]
 async fn register(
     State(state): State<ApiState>,
     JsonBody(b): JsonBody<RegisterBody>,
@@ -162,15 +240,28 @@ async fn register(
     Ok((axum::http::StatusCode::CREATED, Json(r)))
 }
 
-#[derive(Deserialize)]
+/// `POST /api/v1/auth/login` body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
+    /// Login email.
+    #[schema(required)]
     email: Option<String>,
+    /// Password.
+    #[schema(required)]
     password: Option<String>,
+    /// The user's app id (optional; checked when given).
     #[serde(default)]
     app_id: Option<String>,
 }
 
+/// A JWT for email and password.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "A signed token", body = IssuedToken),
+        (status = 429, description = "Too many failed logins (`too_many_requests`), with `Retry-After`", body = ErrorBody),
+    ))]
 async fn login(
     State(state): State<ApiState>,
     ClientAddr(addr): ClientAddr,
@@ -188,13 +279,25 @@ async fn login(
     Ok(Json(t))
 }
 
-#[derive(Deserialize)]
+/// `POST /api/v1/auth/token` body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenBody {
+    /// App id.
+    #[schema(required)]
     app_id: Option<String>,
+    /// App secret.
+    #[schema(required)]
     app_secret: Option<String>,
 }
 
+/// A JWT for an app id and app secret (machine clients).
+#[utoipa::path(post, path = "/api/v1/auth/token", tag = "auth",
+    request_body = TokenBody,
+    responses(
+        (status = 200, description = "A signed token", body = IssuedToken),
+        (status = 429, description = "Too many failed attempts (`too_many_requests`), with `Retry-After`", body = ErrorBody),
+    ))]
 async fn token(
     State(state): State<ApiState>,
     ClientAddr(addr): ClientAddr,
@@ -211,12 +314,19 @@ async fn token(
     Ok(Json(t))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PageQuery {
+    /// Users per page, 1 to 1000 (default 100).
     page_size: Option<u32>,
+    /// `next_page_token` of the previous page.
     page_token: Option<String>,
 }
 
+/// Lists users, a page at a time.
+#[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin", params(PageQuery),
+    responses((status = 200, description = "A page of users", body = UserPage)),
+    security(("admin_key" = []), ("bearer" = [], "app_id" = [])))]
 async fn list_users(
     State(state): State<ApiState>,
     Query(q): Query<PageQuery>,
@@ -226,6 +336,11 @@ async fn list_users(
         .map(Json)
 }
 
+/// One user.
+#[utoipa::path(get, path = "/api/v1/admin/users/{id}", tag = "admin",
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 200, description = "The user", body = UserView)),
+    security(("admin_key" = []), ("bearer" = [], "app_id" = [])))]
 async fn get_user(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -233,6 +348,13 @@ async fn get_user(
     admin::get_user(&state, &id).await.map(Json)
 }
 
+/// Changes a user; absent fields stay as they are. Managed users (from a
+/// User resource) are refused.
+#[utoipa::path(patch, path = "/api/v1/admin/users/{id}", tag = "admin",
+    params(("id" = String, Path, description = "User id")),
+    request_body = UserUpdate,
+    responses((status = 200, description = "The user as changed", body = UserView)),
+    security(("admin_key" = []), ("bearer" = [], "app_id" = [])))]
 async fn update_user(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -244,6 +366,11 @@ async fn update_user(
         .map(Json)
 }
 
+/// Deletes a user; managed users are refused.
+#[utoipa::path(delete, path = "/api/v1/admin/users/{id}", tag = "admin",
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 204, description = "Deleted")),
+    security(("admin_key" = []), ("bearer" = [], "app_id" = [])))]
 async fn delete_user(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -253,12 +380,20 @@ async fn delete_user(
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// `POST /api/v1/admin/users/{id}/admin` body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AdminFlag {
+    /// Grant (true) or revoke (false) admin rights.
     admin: bool,
 }
 
+/// Grants or revokes admin rights.
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/admin", tag = "admin",
+    params(("id" = String, Path, description = "User id")),
+    request_body = AdminFlag,
+    responses((status = 200, description = "The user as changed", body = UserView)),
+    security(("admin_key" = []), ("bearer" = [], "app_id" = [])))]
 async fn set_admin(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -270,6 +405,11 @@ async fn set_admin(
         .map(Json)
 }
 
+/// Issues a new app secret for a user, shown only here.
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/reset-secret", tag = "admin",
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 200, description = "The user's ids and new app secret", body = Registered)),
+    security(("admin_key" = []), ("bearer" = [], "app_id" = [])))]
 async fn reset_secret(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -278,6 +418,11 @@ async fn reset_secret(
     admin::reset_secret(&state, &caller, &id).await.map(Json)
 }
 
+/// The configuration in force (links, pools, users, policies), secrets
+/// replaced by `***`.
+#[utoipa::path(get, path = "/api/v1/admin/config", tag = "admin",
+    responses((status = 200, description = "The configuration snapshot", body = Object)),
+    security(("admin_key" = []), ("bearer" = [], "app_id" = [])))]
 async fn config(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -285,6 +430,17 @@ async fn config(
     Json(admin::config(&state, &caller))
 }
 
+/// Sends a message to a link or pool. Idempotent on the app and
+/// `transaction_id`: a repeat answers the first message (`duplicate`).
+#[utoipa::path(post, path = "/api/v1/sms/send", tag = "sms",
+    request_body = crate::send::SendRequest,
+    responses(
+        (status = 200, description = "Accepted (and, with `wait_for_submit`, submitted)", body = crate::send::SendResponse),
+        (status = 403, description = "Target not allowed (`target_not_allowed`), sender not allowed, or refused by a contact policy (`daily_cp`, `weekly_cp`, `blacklist`, `duplicate`)", body = ErrorBody),
+        (status = 429, description = "Over a rate limit of the app, link or pool (`rate_limited`), with `Retry-After`", body = ErrorBody),
+        (status = 503, description = "The contact-policy engine or store is unreachable (`unavailable`)", body = ErrorBody),
+    ),
+    security(("bearer" = [], "app_id" = [])))]
 async fn send_handler(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -293,6 +449,11 @@ async fn send_handler(
     crate::send::send(&state, &caller, req).await.map(Json)
 }
 
+/// A message of the caller's app, with per-segment submit and receipt state.
+#[utoipa::path(get, path = "/api/v1/sms/{message_id}", tag = "sms",
+    params(("message_id" = String, Path, description = "Gateway message id")),
+    responses((status = 200, description = "The message", body = crate::send::MessageView)),
+    security(("bearer" = [], "app_id" = [])))]
 async fn sms_info(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -303,11 +464,18 @@ async fn sms_info(
         .map(Json)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TransactionQuery {
+    /// The send request's `transaction_id` (required).
+    #[param(required)]
     transaction_id: Option<String>,
 }
 
+/// The caller's message with a given `transaction_id`.
+#[utoipa::path(get, path = "/api/v1/sms", tag = "sms", params(TransactionQuery),
+    responses((status = 200, description = "The message", body = crate::send::MessageView)),
+    security(("bearer" = [], "app_id" = [])))]
 async fn sms_by_transaction(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -322,12 +490,49 @@ async fn sms_by_transaction(
         .map(Json)
 }
 
+/// Messages submitted, delivered, failed and refused (by reason), and
+/// throughput, per link, pool and app, since this gateway started; and the
+/// rate limiter's state.
+#[utoipa::path(get, path = "/api/v1/admin/stats", tag = "admin",
+    responses((status = 200, description = "The counters", body = crate::stats::StatsView)),
+    security(("admin_key" = []), ("bearer" = [], "app_id" = [])))]
 async fn admin_stats(State(state): State<ApiState>) -> Json<crate::stats::StatsView> {
     let mut v = state.messages.stats.view();
     v.limiter = state.limiter.status().into();
     Json(v)
 }
 
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DashboardQuery {
+    /// Campaigns to list, 1 to 100 (default 10).
+    top: Option<usize>,
+}
+
+/// API calls per second and error rate over the last minute, the most
+/// active campaigns (`task_id`), and this process's CPU, memory and disk.
+/// Admins see every app's campaigns; users their own app's.
+#[utoipa::path(get, path = "/dashboard/stats", tag = "dashboard", params(DashboardQuery),
+    responses((status = 200, description = "The dashboard's numbers", body = crate::dashboard::DashboardStats)),
+    security(("bearer" = [], "app_id" = []), ("admin_key" = [])))]
+async fn dashboard_stats(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<DashboardQuery>,
+) -> Result<Json<crate::dashboard::DashboardStats>, ApiError> {
+    crate::dashboard::stats(&state, &caller, q.top)
+        .await
+        .map(Json)
+}
+
+/// Sets (or, with an empty or null `url`, removes) the app's webhook and
+/// issues a new signing secret. Status changes and inbound messages
+/// ([`AppEvent`](crate::send::AppEvent)) are POSTed to it with
+/// `X-Smsgw-Timestamp` and `X-Smsgw-Signature: sha256=HMAC(secret, "<timestamp>.<body>")`.
+#[utoipa::path(put, path = "/api/v1/settings/webhook", tag = "settings",
+    request_body = crate::webhook::WebhookSettings,
+    responses((status = 200, description = "The webhook and its new secret", body = crate::webhook::WebhookSet)),
+    security(("bearer" = [], "app_id" = [])))]
 async fn set_webhook(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -338,10 +543,37 @@ async fn set_webhook(
         .map(Json)
 }
 
-async fn list_links(State(state): State<ApiState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "links": state.links.links() }))
+/// `{"links": [...]}`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct LinkList {
+    /// Every link the gateway holds.
+    links: Vec<smsgw_core::links::LinkView>,
 }
 
+/// Every SMPP link and its state (users: `/api/v1/smpp/links`; admins:
+/// `/api/v1/admin/links`).
+#[utoipa::path(get, path = "/api/v1/smpp/links", tag = "smpp",
+    responses((status = 200, description = "The links", body = LinkList)),
+    security(("bearer" = [], "app_id" = [])))]
+async fn list_links(State(state): State<ApiState>) -> Json<LinkList> {
+    Json(LinkList {
+        links: state.links.links(),
+    })
+}
+
+/// Every SMPP link and its state, for admins.
+#[utoipa::path(get, path = "/api/v1/admin/links", tag = "admin",
+    responses((status = 200, description = "The links", body = LinkList)),
+    security(("admin_key" = []), ("bearer" = [], "app_id" = [])))]
+async fn admin_list_links(state: State<ApiState>) -> Json<LinkList> {
+    list_links(state).await
+}
+
+/// One SMPP link and its sessions.
+#[utoipa::path(get, path = "/api/v1/smpp/links/{name}", tag = "smpp",
+    params(("name" = String, Path, description = "Link name")),
+    responses((status = 200, description = "The link", body = smsgw_core::links::LinkView)),
+    security(("bearer" = [], "app_id" = [])))]
 async fn get_link(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -353,6 +585,14 @@ async fn get_link(
         .ok_or_else(|| ApiError::NotFound(format!("no link named {name:?}")))
 }
 
+/// Starts, stops or restarts a link (all its sessions).
+#[utoipa::path(post, path = "/api/v1/admin/links/{name}/{action}", tag = "admin",
+    params(
+        ("name" = String, Path, description = "Link name"),
+        ("action" = String, Path, description = "`start`, `stop` or `restart`", example = "restart"),
+    ),
+    responses((status = 200, description = "The link after the action", body = smsgw_core::links::LinkView)),
+    security(("admin_key" = []), ("bearer" = [], "app_id" = [])))]
 async fn control_link(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -376,6 +616,13 @@ async fn record_metrics(State(state): State<ApiState>, req: Request, next: Next)
     let start = Instant::now();
     let resp = next.run(req).await;
     let m = &state.metrics;
+    if !UNCOUNTED_ROUTES.contains(&route.as_str()) {
+        let status = resp.status();
+        m.recent.record(
+            status.is_client_error() || status.is_server_error(),
+            status.is_server_error(),
+        );
+    }
     m.http_duration
         .get_or_create(&RouteLabels {
             route: route.clone(),

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 /// A message to send, from either API.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct SendRequest {
     /// Campaign id.
     #[serde(default)]
@@ -66,7 +66,7 @@ pub struct SendRequest {
 const CAPACITY_WAIT: Duration = Duration::from_secs(5);
 
 /// One segment as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SegmentView {
     /// 1-based segment number.
     pub seq: u16,
@@ -87,7 +87,7 @@ pub struct SegmentView {
 }
 
 /// A message as clients see it (SmsInfo, GET /api/v1/sms/{id}).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MessageView {
     /// Gateway message id.
     pub message_id: String,
@@ -116,7 +116,7 @@ pub struct MessageView {
 }
 
 /// The answer to a send.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SendResponse {
     /// Accepted (and, with wait_for_submit, submitted).
     pub success: bool,
@@ -139,7 +139,7 @@ pub struct SendResponse {
 }
 
 /// Something an app is told about (gRPC WatchEvents, webhooks).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AppEvent {
     /// A message changed status.
@@ -455,6 +455,7 @@ fn scope_of(r: &MessageRecord) -> crate::stats::Scope<'_> {
             Target::Pool(p) => Some(p),
             Target::Link(_) => None,
         },
+        task: r.task_id.as_deref(),
     }
 }
 
@@ -739,6 +740,7 @@ pub async fn send(
     req: SendRequest,
 ) -> Result<SendResponse, ApiError> {
     let target = req.esme.trim().to_owned();
+    let task = req.task_id.clone();
     let result = send_inner(state, caller, req).await;
     if let (Err(e), Caller::User { app_id, .. }) = (&result, caller)
         && !matches!(e, ApiError::Internal(_))
@@ -754,6 +756,7 @@ pub async fn send(
                 .pools
                 .contains_key(&target)
                 .then_some(target.as_str()),
+            task: Some(&task),
         };
         state.messages.stats.rejected(&scope, e.code());
     }

@@ -11,7 +11,7 @@ use smsgw_text::{Analysis, TextOptions, analyze};
 pub const MAX_MESSAGE_CHARS: usize = 65_535;
 
 /// `POST /api/v1/sms/check-text-len` body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckTextLenRequest {
     /// The text to analyse.
@@ -22,7 +22,7 @@ pub struct CheckTextLenRequest {
 }
 
 /// Encoding analysis as the API reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckTextLenResponse {
     /// `GSM7`, `LATIN1` or `UCS2`.
     pub encoding: String,

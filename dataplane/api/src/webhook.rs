@@ -40,7 +40,7 @@ pub fn sign(secret: &str, timestamp: u64, body: &[u8]) -> String {
 }
 
 /// `PUT /api/v1/settings/webhook` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSettings {
     /// `http(s)://…` URL; `null` or empty removes the webhook.
@@ -48,7 +48,7 @@ pub struct WebhookSettings {
 }
 
 /// The webhook as set; the secret is shown only here.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WebhookSet {
     /// The URL, if any.
     pub url: Option<String>,

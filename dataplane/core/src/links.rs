@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// State of a link, for CheckESME and the admin API.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LinkView {
     /// Link name.
     pub name: String,
@@ -33,6 +34,7 @@ pub struct LinkView {
 
 /// State of one bind.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionView {
     /// Index within the link.
     pub index: u32,

@@ -173,7 +173,8 @@ impl Gateway {
         );
         let state = ApiState::new(empty, auth, smsgw_api::send::Messages::new(messages))
             .with_links(links.clone())
-            .with_policy(Arc::new(engine));
+            .with_policy(Arc::new(engine))
+            .with_data_dir(args.data_dir.clone());
         let rate = Arc::new(crate::rate::Limiting::build(&args.rate, &pod, &state).await?);
         let state = state.with_limiter(rate.limiter.clone());
         state

@@ -96,7 +96,7 @@ impl AuthConfig {
 }
 
 /// A new account, as answered by registration. The secret is shown once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Registered {
     /// User id.
     pub user_id: String,
@@ -107,7 +107,7 @@ pub struct Registered {
 }
 
 /// A signed token and its expiry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IssuedToken {
     /// The JWT.
     pub token: String,

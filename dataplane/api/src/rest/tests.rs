@@ -6,6 +6,8 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+mod openapi;
+
 async fn send(
     app: &Router,
     req: axum::http::Request<Body>,
