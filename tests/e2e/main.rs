@@ -2,6 +2,7 @@
 
 mod auth;
 mod config_push;
+mod dashboard;
 mod harness;
 mod links;
 mod messages;

@@ -591,7 +591,10 @@ async fn get_link(
         ("name" = String, Path, description = "Link name"),
         ("action" = String, Path, description = "`start`, `stop` or `restart`", example = "restart"),
     ),
-    responses((status = 200, description = "The link after the action", body = smsgw_core::links::LinkView)),
+    responses(
+        (status = 200, description = "The link after the action", body = smsgw_core::links::LinkView),
+        (status = 400, description = "Not an action (`invalid_argument`, field `action`)", body = ErrorBody),
+    ),
     security(("admin_key" = []), ("bearer" = [], "app_id" = [])))]
 async fn control_link(
     State(state): State<ApiState>,

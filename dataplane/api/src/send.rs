@@ -28,15 +28,18 @@ pub struct SendRequest {
     #[serde(default)]
     pub transaction_id: String,
     /// Target link or pool.
+    #[schema(required)]
     #[serde(default)]
     pub esme: String,
     /// Source address.
     #[serde(default, alias = "saddr")]
     pub source: String,
     /// Destination address.
+    #[schema(required)]
     #[serde(default, alias = "daddr")]
     pub destination: String,
     /// Text.
+    #[schema(required)]
     #[serde(default)]
     pub message: Option<String>,
     /// Source TON (default 0; 5 for alphanumeric senders).

@@ -44,6 +44,9 @@ pub enum Command {
         #[arg(env = "SMSGW_CONFIG")]
         config: PathBuf,
     },
+    /// Print the REST API's OpenAPI 3.1 document (JSON), as served at
+    /// `/api/v1/openapi.json`.
+    Openapi,
 }
 
 /// Options of `smsgw standalone`.

@@ -127,7 +127,7 @@ impl utoipa::Modify for SecuritySchemes {
 }
 
 /// The error answers every operation can give, from what it takes: a body
-/// (400, 413), parameters (400; 404 for a path naming a record),
+/// (400, 413), query parameters (400), path parameters (404),
 /// credentials (401; 403 and 503 where the admin key applies), and 500 for
 /// everything past the health endpoints. Each is an [`ErrorBody`].
 struct ErrorResponses;
@@ -203,10 +203,13 @@ impl utoipa::Modify for ErrorResponses {
 
 fn add_errors(path: &str, op: &mut Operation) {
     let params = op.parameters.as_deref().unwrap_or_default();
+    let query = params
+        .iter()
+        .any(|p| matches!(p.parameter_in, ParameterIn::Query));
     let security = serde_json::to_string(&op.security).unwrap_or_default();
     let secured = security.contains("bearer") || security.contains("admin_key");
     let wanted = [
-        (op.request_body.is_some() || !params.is_empty(), "400"),
+        (op.request_body.is_some() || query, "400"),
         (secured, "401"),
         (security.contains("admin_key"), "403"),
         (
