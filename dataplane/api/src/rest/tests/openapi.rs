@@ -247,6 +247,14 @@ async fn the_schemas_match_what_the_handlers_answer() {
     .await;
     assert_eq!(s, StatusCode::OK);
     assert_matches(&doc, "LinkList", &v);
+    let (s, v) = call(
+        &app,
+        admin(axum::http::Request::get("/api/v1/admin/stats")),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_matches(&doc, "StatsView", &v);
 
     // Answers that need a bound link, built as the handlers build them.
     let segment = crate::send::SegmentView {
