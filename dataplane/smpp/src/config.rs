@@ -125,7 +125,7 @@ impl Default for ReassemblyConfig {
 /// | field | default |
 /// |---|---|
 /// | `port` | 2775 |
-/// | `tls` | false (true is rejected: "TLS not supported yet") |
+/// | `tls` | false; `tls_ca` none (system roots), `tls_server_name` = `host`, `tls_insecure_skip_verify` false |
 /// | `system_type` | empty |
 /// | `bind_mode` | transceiver |
 /// | `interface_version` | 3.4 |
@@ -150,9 +150,20 @@ pub struct LinkConfig {
     pub host: String,
     /// SMSC port.
     pub port: u16,
-    /// Connect over TLS. Not supported yet: a link with `tls = true` fails to
-    /// start with [`Error::TlsNotSupported`].
+    /// Connect over TLS (rustls). The SMSC's certificate is verified against
+    /// the system roots plus `tls_ca`, for `tls_server_name`; a failed
+    /// handshake is an [`Error::Tls`] and the session rebinds with backoff.
     pub tls: bool,
+    /// Extra CA certificates (PEM bundle) trusted for this link, besides the
+    /// system roots. Needs `tls`.
+    pub tls_ca: Option<String>,
+    /// Name the SMSC's certificate must be valid for, also sent as SNI
+    /// (default: `host`). A DNS name or an IP address. Needs `tls`.
+    pub tls_server_name: Option<String>,
+    /// Accept any certificate (no chain or name check; the handshake
+    /// signature is still verified). For tests and broken SMSCs only: the
+    /// link logs a warning when it starts. Needs `tls`.
+    pub tls_insecure_skip_verify: bool,
     /// `system_id` of the bind (at most 15 characters).
     pub system_id: String,
     /// Bind password (at most 8 characters). Never logged.
@@ -211,6 +222,9 @@ impl Default for LinkConfig {
             host: "127.0.0.1".into(),
             port: 2775,
             tls: false,
+            tls_ca: None,
+            tls_server_name: None,
+            tls_insecure_skip_verify: false,
             system_id: String::new(),
             password: Password::default(),
             system_type: String::new(),
@@ -276,6 +290,12 @@ impl LinkConfig {
         name: String,
         /// Sets `tls`.
         tls: bool,
+        /// Sets `tls_ca` (a PEM bundle).
+        tls_ca: Option<String>,
+        /// Sets `tls_server_name`.
+        tls_server_name: Option<String>,
+        /// Sets `tls_insecure_skip_verify`.
+        tls_insecure_skip_verify: bool,
         /// Sets `system_id`.
         system_id: String,
         /// Sets `password`.
@@ -317,7 +337,8 @@ impl LinkConfig {
         self.receipt_id_format.unwrap_or(self.message_id_format)
     }
 
-    /// Checks limits that rusmpp and the protocol impose.
+    /// Checks limits that rusmpp and the protocol impose, and the TLS
+    /// settings (CA bundle parses, server name is a DNS name or address).
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |reason: String| {
             Err(Error::InvalidConfig {
@@ -325,11 +346,6 @@ impl LinkConfig {
                 reason,
             })
         };
-        if self.tls {
-            return Err(Error::TlsNotSupported {
-                link: self.name.clone(),
-            });
-        }
         if self.system_id.is_empty() || self.system_id.len() > 15 {
             return bad("system_id must have 1..=15 characters".into());
         }
@@ -353,7 +369,7 @@ impl LinkConfig {
         if self.response_timeout.is_zero() || self.enquire_link_interval.is_zero() {
             return bad("response_timeout and enquire_link_interval must be > 0".into());
         }
-        Ok(())
+        crate::tls::TlsClient::new(self).map(drop)
     }
 }
 
@@ -381,10 +397,25 @@ mod tests {
     }
 
     #[test]
-    fn tls_is_refused_with_a_clear_error() {
-        let c = LinkConfig::test("127.0.0.1:1".parse().unwrap()).tls(true);
-        let e = c.validate().unwrap_err();
-        assert!(e.to_string().contains("TLS not supported yet"), "{e}");
+    fn tls_settings_are_checked_and_errors_name_the_field() {
+        let base = LinkConfig::test("127.0.0.1:1".parse().unwrap());
+        base.clone().tls(true).validate().unwrap();
+        let e = |c: LinkConfig| c.validate().unwrap_err().to_string();
+        assert_eq!(
+            e(base.clone().tls_ca(Some("x".into()))),
+            "link test: invalid configuration: tls_ca needs tls: true"
+        );
+        assert!(
+            e(base.clone().tls(true).tls_ca(Some("not pem".into()))).contains("tls_ca: no PEM"),
+            "{}",
+            e(base.clone().tls(true).tls_ca(Some("not pem".into())))
+        );
+        let bad_name = e(base
+            .clone()
+            .tls(true)
+            .tls_server_name(Some("bad name!".into())));
+        assert!(bad_name.contains("tls_server_name: \"bad name!\""), "{bad_name}");
+        assert!(e(base.tls_insecure_skip_verify(true)).contains("tls_insecure_skip_verify needs tls"));
     }
 
     #[test]

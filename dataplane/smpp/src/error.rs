@@ -14,11 +14,11 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// The link asks for TLS, which this crate does not implement yet.
-    #[error("link {link}: TLS not supported yet")]
-    TlsNotSupported {
-        /// Link name.
-        link: String,
+    /// The simulator's configuration is unusable (TLS certificate or key).
+    #[error("simulator: {reason}")]
+    SimConfig {
+        /// What is wrong.
+        reason: String,
     },
     /// The request cannot be turned into `submit_sm` PDUs (address too long,
     /// no segments, …). Nothing was sent.
@@ -78,6 +78,15 @@ pub enum Error {
         addr: String,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// The TLS handshake with the SMSC failed (certificate not trusted or
+    /// not valid for the name, no TLS on the other side, timeout, …).
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    Tls {
+        /// `host:port`.
+        addr: String,
+        /// Why, as rustls tells it.
+        reason: String,
     },
     /// The SMSC answered our bind with an error status.
     #[error("bind rejected with command_status {command_status:#010x}")]

@@ -49,7 +49,16 @@
 //! request's response slot when it times out (a late `submit_sm_resp` could
 //! no longer be tied to its segment), has no send window (its action queue
 //! is unbounded) and no per-session pacing, and its default features pull a
-//! TLS stack and a DNS resolver we do not use yet.
+//! TLS stack and a DNS resolver of its own.
+//!
+//! # TLS
+//!
+//! `tls: true` connects with rustls (ring provider): the SMSC certificate is
+//! verified against the system roots plus an optional PEM CA bundle
+//! (`tls_ca`) for `tls_server_name` (default the host);
+//! `tls_insecure_skip_verify` skips the check and logs a warning. The
+//! session loop runs unchanged over the TLS stream. The simulator serves
+//! TLS given a certificate and key ([`sim::SimTls`]).
 
 #![warn(missing_docs)]
 
@@ -63,6 +72,7 @@ mod pool;
 pub mod rate;
 mod session;
 pub mod sim;
+mod tls;
 mod types;
 
 pub use config::{

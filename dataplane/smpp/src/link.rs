@@ -30,6 +30,7 @@ use crate::{
     error::{Error, Result},
     rate::{Gcra, RateMeter},
     session::{Session, supervise},
+    tls::TlsClient,
     types::{LinkEvent, LinkState, LinkStatus, SegmentOutcome, SessionRole, SubmitRequest},
 };
 
@@ -42,6 +43,8 @@ pub(crate) struct Shared {
     pub(crate) submit_meter: RateMeter,
     pub(crate) receipt_meter: RateMeter,
     pub(crate) gcra: Option<Gcra>,
+    /// TLS connector, when the link uses TLS.
+    pub(crate) tls: Option<TlsClient>,
     /// true: sessions should be bound.
     pub(crate) desired: watch::Sender<bool>,
     pub(crate) cancel: CancellationToken,
@@ -76,6 +79,13 @@ impl Link {
         cancel: CancellationToken,
     ) -> Result<Link> {
         config.validate()?;
+        let tls = TlsClient::new(&config)?;
+        if config.tls_insecure_skip_verify {
+            tracing::warn!(
+                link = %config.name,
+                "tls_insecure_skip_verify: the SMSC certificate is NOT verified; anyone on the path can read and change this link's traffic"
+            );
+        }
         let gcra = config.rate.map(|r| Gcra::new(r, config.burst.max(1)));
         let mut sessions = Vec::new();
         for i in 0..config.sessions {
@@ -108,6 +118,7 @@ impl Link {
             submit_meter: RateMeter::default(),
             receipt_meter: RateMeter::default(),
             gcra,
+            tls,
             desired: watch::Sender::new(true),
             cancel: cancel.child_token(),
         });

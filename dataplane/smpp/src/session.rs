@@ -25,10 +25,7 @@ use rusmpp::{
 };
 use tokio::{
     io::AsyncWriteExt,
-    net::{
-        TcpStream,
-        tcp::{OwnedReadHalf, OwnedWriteHalf},
-    },
+    net::TcpStream,
     sync::{Semaphore, mpsc, oneshot, watch},
     time::{Instant, sleep, sleep_until, timeout},
 };
@@ -43,6 +40,7 @@ use crate::{
     ids::SmscMessageId,
     link::Shared,
     rate::{Aimd, RateMeter},
+    tls::{BoxRead, BoxWrite, TlsClient},
     types::{
         LastError, LinkEvent, LinkState, SegmentOutcome, SessionRole, SessionStatus, UnknownReason,
     },
@@ -416,7 +414,7 @@ enum End {
     Failed(Error),
 }
 
-type Reader = FramedRead<OwnedReadHalf, SmppCodec>;
+type Reader = FramedRead<BoxRead, SmppCodec>;
 
 /// Runs a session until the link's cancellation token fires.
 pub(crate) async fn supervise(shared: Arc<Shared>, session: Arc<Session>) {
@@ -439,7 +437,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>, session: Arc<Session>) {
         }
         session.set_state(&shared, LinkState::Binding, None);
         let bound = tokio::select! {
-            r = connect_and_bind(&shared.config, session.role, session.next_seq()) => Some(r),
+            r = connect_and_bind(&shared.config, shared.tls.as_ref(), session.role, session.next_seq()) => Some(r),
             _ = shared.cancel.cancelled() => None,
             _ = desired.wait_for(|running| !running) => None,
         };
@@ -543,11 +541,9 @@ fn bind_pdu(cfg: &LinkConfig, role: SessionRole) -> Result<Pdu, Error> {
     })
 }
 
-async fn connect_and_bind(
-    cfg: &LinkConfig,
-    role: SessionRole,
-    seq: u32,
-) -> Result<(Reader, OwnedWriteHalf), Error> {
+/// Connects (TCP, then the TLS handshake when configured), both within
+/// `response_timeout` each, and returns the two halves of the stream.
+async fn connect(cfg: &LinkConfig, tls: Option<&TlsClient>) -> Result<(BoxRead, BoxWrite), Error> {
     let addr = format!("{}:{}", cfg.host, cfg.port);
     let stream = match timeout(cfg.response_timeout, TcpStream::connect(&addr)).await {
         Ok(Ok(s)) => s,
@@ -560,7 +556,30 @@ async fn connect_and_bind(
         }
     };
     stream.set_nodelay(true)?;
-    let (r, mut w) = stream.into_split();
+    let Some(tls) = tls else {
+        let (r, w) = stream.into_split();
+        return Ok((Box::new(r), Box::new(w)));
+    };
+    match timeout(cfg.response_timeout, tls.handshake(stream)).await {
+        Ok(Ok(halves)) => Ok(halves),
+        Ok(Err(e)) => Err(Error::Tls {
+            addr,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(Error::Tls {
+            addr,
+            reason: format!("no handshake within {:?}", cfg.response_timeout),
+        }),
+    }
+}
+
+async fn connect_and_bind(
+    cfg: &LinkConfig,
+    tls: Option<&TlsClient>,
+    role: SessionRole,
+    seq: u32,
+) -> Result<(Reader, BoxWrite), Error> {
+    let (r, mut w) = connect(cfg, tls).await?;
     let mut reader = FramedRead::with_capacity(r, SmppCodec::default(), 64 * 1024);
     let mut buf = BytesMut::new();
     encode_into(
@@ -568,6 +587,8 @@ async fn connect_and_bind(
         &mut buf,
     );
     w.write_all(&buf).await?;
+    // TLS buffers what the socket did not take; plain TCP flushes for free.
+    w.flush().await?;
     let deadline = Instant::now() + cfg.response_timeout;
     loop {
         let frame = match timeout(deadline - Instant::now(), reader.next()).await {
@@ -601,6 +622,7 @@ async fn connect_and_bind(
                     &mut buf,
                 );
                 w.write_all(&buf).await?;
+                w.flush().await?;
             }
             other => debug!(?other, "ignored while binding"),
         }
@@ -608,7 +630,7 @@ async fn connect_and_bind(
 }
 
 async fn write_loop(
-    mut w: OwnedWriteHalf,
+    mut w: BoxWrite,
     mut rx: mpsc::UnboundedReceiver<Command>,
 ) -> std::io::Result<()> {
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -618,6 +640,7 @@ async fn write_loop(
             encode_into(&cmd, &mut buf);
         }
         w.write_all(&buf).await?;
+        w.flush().await?;
         buf.clear();
     }
     let _ = w.shutdown().await;
@@ -642,7 +665,7 @@ async fn run_connection(
     shared: &Shared,
     session: &Session,
     mut reader: Reader,
-    writer: OwnedWriteHalf,
+    writer: BoxWrite,
     desired: &mut watch::Receiver<bool>,
 ) -> End {
     let cfg = &shared.config;

@@ -1,7 +1,8 @@
 //! An SMSC simulator: binds, submit_sm with ids in a chosen format, delayed
 //! receipts with a configurable mix of outcomes, MO injection, and faults on
 //! demand (throttling, slow or missing responses, dropped connections,
-//! refused binds, SMSC-initiated unbind).
+//! refused binds, SMSC-initiated unbind). With [`SimConfig::tls`] it
+//! speaks TLS (rustls) instead of plain TCP.
 //!
 //! Built for load: each connection decodes everything a read returned,
 //! writes all responses into one buffer and hands it to its writer task in
@@ -27,8 +28,8 @@ use rusmpp::{
     },
 };
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpListener,
     sync::mpsc,
     time::{Instant, sleep_until},
 };
@@ -111,6 +112,42 @@ pub struct SimConfig {
     /// reverse order (the last part's receipt first), to exercise receipt
     /// correlation that must not depend on order.
     pub reverse_receipts: bool,
+    /// Serve TLS with this certificate and key (`None`: plain TCP).
+    pub tls: Option<SimTls>,
+}
+
+/// The simulator's TLS identity: a PEM certificate chain (leaf first) and
+/// the PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct SimTls {
+    /// PEM certificate chain, leaf first.
+    pub cert_pem: String,
+    /// PEM private key. Not shown by `Debug`.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for SimTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimTls")
+            .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
+            .field("key_pem", &format_args!("***"))
+            .finish()
+    }
+}
+
+impl SimTls {
+    /// Reads the certificate chain and key from PEM files.
+    pub fn from_files(cert: &std::path::Path, key: &std::path::Path) -> Result<SimTls> {
+        let read = |what: &str, p: &std::path::Path| {
+            std::fs::read_to_string(p).map_err(|e| Error::SimConfig {
+                reason: format!("TLS {what} {}: {e}", p.display()),
+            })
+        };
+        Ok(SimTls {
+            cert_pem: read("certificate", cert)?,
+            key_pem: read("key", key)?,
+        })
+    }
 }
 
 impl Default for SimConfig {
@@ -125,6 +162,7 @@ impl Default for SimConfig {
             receipt_mix: ReceiptMix::default(),
             receipt_tlvs: true,
             reverse_receipts: false,
+            tls: None,
         }
     }
 }
@@ -155,6 +193,11 @@ impl SimConfig {
         self.receipt_tlvs = on;
         self
     }
+    /// Serves TLS with `tls`.
+    pub fn tls(mut self, tls: SimTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
 }
 
 /// Counter snapshot.
@@ -182,6 +225,8 @@ pub struct SimCounters {
     pub unbinds: u64,
     /// TCP connections accepted.
     pub connections: u64,
+    /// TLS handshakes that failed (or timed out), with TLS on.
+    pub tls_failures: u64,
 }
 
 #[derive(Debug, Default)]
@@ -197,6 +242,7 @@ struct Counters {
     nacked: AtomicU64,
     unbinds: AtomicU64,
     connections: AtomicU64,
+    tls_failures: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -252,6 +298,16 @@ pub struct SimHandle {
 
 /// Starts the simulator: binds the listener and serves until `cancel`.
 pub async fn run(config: SimConfig, cancel: CancellationToken) -> Result<SimHandle> {
+    let acceptor = match &config.tls {
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(
+            crate::tls::server_config(&t.cert_pem, &t.key_pem).map_err(|reason| {
+                Error::SimConfig {
+                    reason: format!("TLS {reason}"),
+                }
+            })?,
+        )),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let state = Arc::new(SimState {
@@ -264,7 +320,7 @@ pub async fn run(config: SimConfig, cancel: CancellationToken) -> Result<SimHand
         rr: AtomicU64::new(0),
         salt: rand::random(),
     });
-    info!(%addr, "SMSC simulator listening");
+    info!(%addr, tls = acceptor.is_some(), "SMSC simulator listening");
     let st = state.clone();
     tokio::spawn(async move {
         loop {
@@ -276,7 +332,33 @@ pub async fn run(config: SimConfig, cancel: CancellationToken) -> Result<SimHand
                 Ok((stream, peer)) => {
                     st.counters.connections.fetch_add(1, Ordering::Relaxed);
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve(st.clone(), stream, peer, cancel.child_token()));
+                    let kill = cancel.child_token();
+                    let Some(acceptor) = acceptor.clone() else {
+                        let (r, w) = stream.into_split();
+                        tokio::spawn(serve(st.clone(), r, w, peer, kill));
+                        continue;
+                    };
+                    let st = st.clone();
+                    tokio::spawn(async move {
+                        let hs = tokio::time::timeout(
+                            Duration::from_secs(10),
+                            acceptor.accept(stream),
+                        );
+                        match hs.await {
+                            Ok(Ok(tls)) => {
+                                let (r, w) = tokio::io::split(tls);
+                                serve(st, r, w, peer, kill).await;
+                            }
+                            Ok(Err(e)) => {
+                                st.counters.tls_failures.fetch_add(1, Ordering::Relaxed);
+                                debug!(%peer, error = %e, "TLS handshake failed");
+                            }
+                            Err(_) => {
+                                st.counters.tls_failures.fetch_add(1, Ordering::Relaxed);
+                                debug!(%peer, "TLS handshake timed out");
+                            }
+                        }
+                    });
                 }
                 Err(e) => {
                     warn!(error = %e, "accept failed");
@@ -310,6 +392,7 @@ impl SimHandle {
             nacked: l(&c.nacked),
             unbinds: l(&c.unbinds),
             connections: l(&c.connections),
+            tls_failures: l(&c.tls_failures),
         }
     }
 
@@ -675,16 +758,13 @@ fn put_header(out: &mut BytesMut, len: usize, id: u32, status: u32, seq: u32) {
     out.put_u32(seq);
 }
 
-async fn write_loop(
-    mut w: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
-) {
+async fn write_loop(mut w: impl AsyncWrite + Unpin, mut rx: mpsc::UnboundedReceiver<Bytes>) {
     let mut batch = Vec::with_capacity(64);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     while rx.recv_many(&mut batch, 64).await > 0 {
         if batch.len() == 1 {
             let b = batch.pop().expect("one");
-            if w.write_all(&b).await.is_err() {
+            if w.write_all(&b).await.is_err() || w.flush().await.is_err() {
                 return;
             }
             continue;
@@ -692,11 +772,13 @@ async fn write_loop(
         for b in batch.drain(..) {
             buf.extend_from_slice(&b);
         }
-        if w.write_all(&buf).await.is_err() {
+        if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
             return;
         }
         buf.clear();
     }
+    // A clean end (TLS close_notify, TCP FIN) once every response is out.
+    let _ = w.shutdown().await;
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -707,9 +789,14 @@ enum Bound {
     Trx,
 }
 
-async fn serve(state: Arc<SimState>, stream: TcpStream, peer: SocketAddr, kill: CancellationToken) {
+async fn serve(
+    state: Arc<SimState>,
+    mut r: impl AsyncRead + Unpin,
+    w: impl AsyncWrite + Unpin + Send + 'static,
+    peer: SocketAddr,
+    kill: CancellationToken,
+) {
     let conn_id = state.next_conn.fetch_add(1, Ordering::Relaxed);
-    let (mut r, w) = stream.into_split();
     let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
     let writer = tokio::spawn(write_loop(w, rx));
     let seq = Arc::new(AtomicU32::new(1));

@@ -726,18 +726,6 @@ async fn status_reports_rates_and_per_session_details() {
 }
 
 #[tokio::test]
-async fn tls_links_fail_with_a_clear_error() {
-    let (tx, _rx) = mpsc::channel(1);
-    let err = Link::spawn(
-        LinkConfig::test("127.0.0.1:9".parse().unwrap()).tls(true),
-        tx,
-        CancellationToken::new(),
-    )
-    .unwrap_err();
-    assert_eq!(err.to_string(), "link test: TLS not supported yet");
-}
-
-#[tokio::test]
 async fn pool_spreads_by_weight_and_fails_over_when_a_link_goes_down() {
     let cancel = CancellationToken::new();
     let sim_a = start_sim(SimConfig::default(), &cancel).await;
