@@ -414,8 +414,13 @@ mod tests {
             .clone()
             .tls(true)
             .tls_server_name(Some("bad name!".into())));
-        assert!(bad_name.contains("tls_server_name: \"bad name!\""), "{bad_name}");
-        assert!(e(base.tls_insecure_skip_verify(true)).contains("tls_insecure_skip_verify needs tls"));
+        assert!(
+            bad_name.contains("tls_server_name: \"bad name!\""),
+            "{bad_name}"
+        );
+        assert!(
+            e(base.tls_insecure_skip_verify(true)).contains("tls_insecure_skip_verify needs tls")
+        );
     }
 
     #[test]

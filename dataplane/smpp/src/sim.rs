@@ -340,10 +340,8 @@ pub async fn run(config: SimConfig, cancel: CancellationToken) -> Result<SimHand
                     };
                     let st = st.clone();
                     tokio::spawn(async move {
-                        let hs = tokio::time::timeout(
-                            Duration::from_secs(10),
-                            acceptor.accept(stream),
-                        );
+                        let hs =
+                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
                         match hs.await {
                             Ok(Ok(tls)) => {
                                 let (r, w) = tokio::io::split(tls);

@@ -121,9 +121,7 @@ impl TlsClient {
             if roots.is_empty() {
                 warn!(link = %cfg.name, "no trusted roots (no system roots, no tls_ca): every TLS handshake will fail");
             }
-            builder
-                .with_root_certificates(roots)
-                .with_no_client_auth()
+            builder.with_root_certificates(roots).with_no_client_auth()
         };
         Ok(Some(TlsClient {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),

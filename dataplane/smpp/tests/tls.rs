@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use smsgw_smpp::{
-    Address, Error, Link, LinkConfig, LinkEvent, LinkState, Segment, SegmentOutcome,
-    SubmitRequest,
+    Address, Error, Link, LinkConfig, LinkEvent, LinkState, Segment, SegmentOutcome, SubmitRequest,
     sim::{self, SimConfig, SimHandle, SimTls},
 };
 use tokio::sync::mpsc;
@@ -28,8 +27,7 @@ fn pki_named(ca_name: &str) -> Pki {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, ca_name);
+    ca.distinguished_name.push(DnType::CommonName, ca_name);
     let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
     let issuer = Issuer::new(ca, ca_key);
     let key = KeyPair::generate().unwrap();
@@ -54,7 +52,33 @@ async fn tls_sim(pki: &Pki, cancel: &CancellationToken) -> SimHandle {
 
 fn spawn(cfg: LinkConfig, cancel: &CancellationToken) -> (Link, mpsc::Receiver<LinkEvent>) {
     let (tx, rx) = mpsc::channel(1000);
-    (Link::spawn(cfg, tx, cancel.clone()).expect("link spawns"), rx)
+    (
+        Link::spawn(cfg, tx, cancel.clone()).expect("link spawns"),
+        rx,
+    )
+}
+
+/// A TLS simulator with a fresh PKI and a link to it configured by `cfg`.
+struct Setup {
+    pki: Pki,
+    sim: SimHandle,
+    link: Link,
+    events: mpsc::Receiver<LinkEvent>,
+    cancel: CancellationToken,
+}
+
+async fn setup(cfg: impl FnOnce(LinkConfig, &Pki) -> LinkConfig) -> Setup {
+    let pki = pki();
+    let cancel = CancellationToken::new();
+    let sim = tls_sim(&pki, &cancel).await;
+    let (link, events) = spawn(cfg(LinkConfig::test(sim.addr()).tls(true), &pki), &cancel);
+    Setup {
+        pki,
+        sim,
+        link,
+        events,
+        cancel,
+    }
 }
 
 fn msg(text: &str) -> SubmitRequest {
@@ -86,16 +110,13 @@ async fn refused(link: &Link, sim: &SimHandle, handshakes: u64) -> String {
 
 #[tokio::test]
 async fn binds_submits_and_gets_the_receipt_over_tls_with_an_extra_ca() {
-    let pki = pki();
-    let cancel = CancellationToken::new();
-    let sim = tls_sim(&pki, &cancel).await;
-    let (link, mut events) = spawn(
-        LinkConfig::test(sim.addr())
-            .sessions(2)
-            .tls(true)
-            .tls_ca(Some(pki.ca_pem.clone())),
-        &cancel,
-    );
+    let Setup {
+        sim,
+        link,
+        mut events,
+        cancel,
+        ..
+    } = setup(|c, pki| c.sessions(2).tls_ca(Some(pki.ca_pem.clone()))).await;
     assert!(link.wait_all_bound(WAIT).await, "{:?}", link.status());
     let out = link.submit(msg("hello over TLS")).await.unwrap();
     let id = match &out[0] {
@@ -116,7 +137,10 @@ async fn binds_submits_and_gets_the_receipt_over_tls_with_an_extra_ca() {
     sim.enquire_link_all();
     let deadline = tokio::time::Instant::now() + WAIT;
     while sim.counters().enquire_link_resps < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "enquire_link unanswered");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "enquire_link unanswered"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(sim.counters().tls_failures, 0);
@@ -129,15 +153,10 @@ async fn binds_submits_and_gets_the_receipt_over_tls_with_an_extra_ca() {
 
 #[tokio::test]
 async fn a_certificate_from_an_unknown_ca_is_refused_and_the_link_keeps_retrying() {
-    let (pki, other) = (pki(), pki_named("another CA"));
-    let cancel = CancellationToken::new();
-    let sim = tls_sim(&pki, &cancel).await;
-    let (link, _events) = spawn(
-        LinkConfig::test(sim.addr())
-            .tls(true)
-            .tls_ca(Some(other.ca_pem)),
-        &cancel,
-    );
+    let other = pki_named("another CA");
+    let Setup {
+        sim, link, cancel, ..
+    } = setup(|c, _| c.tls_ca(Some(other.ca_pem))).await;
     // Two failed handshakes: the session retries with backoff.
     let err = refused(&link, &sim, 2).await;
     let addr = sim.addr();
@@ -148,7 +167,11 @@ async fn a_certificate_from_an_unknown_ca_is_refused_and_the_link_keeps_retrying
     assert!(err.contains("UnknownIssuer"), "{err}");
     assert!(!link.is_up());
     assert_eq!(link.status().sessions_bound, 0);
-    assert_eq!(sim.binds(), 0, "no bind (and no password) sent to an unverified SMSC");
+    assert_eq!(
+        sim.binds(),
+        0,
+        "no bind (and no password) sent to an unverified SMSC"
+    );
     assert!(matches!(
         link.submit(msg("x")).await,
         Err(Error::LinkDown { .. })
@@ -158,16 +181,17 @@ async fn a_certificate_from_an_unknown_ca_is_refused_and_the_link_keeps_retrying
 
 #[tokio::test]
 async fn a_certificate_for_another_name_is_refused() {
-    let pki = pki();
-    let cancel = CancellationToken::new();
-    let sim = tls_sim(&pki, &cancel).await;
-    let (link, _events) = spawn(
-        LinkConfig::test(sim.addr())
-            .tls(true)
-            .tls_ca(Some(pki.ca_pem.clone()))
-            .tls_server_name(Some("smsc.example.com".into())),
-        &cancel,
-    );
+    let Setup {
+        pki,
+        sim,
+        link,
+        cancel,
+        ..
+    } = setup(|c, pki| {
+        c.tls_ca(Some(pki.ca_pem.clone()))
+            .tls_server_name(Some("smsc.example.com".into()))
+    })
+    .await;
     let err = refused(&link, &sim, 1).await;
     assert!(err.contains("TLS handshake with"), "{err}");
     assert!(err.contains("not valid for name"), "{err}");
@@ -189,10 +213,9 @@ async fn a_certificate_for_another_name_is_refused() {
 
 #[tokio::test]
 async fn without_the_ca_the_system_roots_do_not_trust_a_private_ca() {
-    let pki = pki();
-    let cancel = CancellationToken::new();
-    let sim = tls_sim(&pki, &cancel).await;
-    let (link, _events) = spawn(LinkConfig::test(sim.addr()).tls(true), &cancel);
+    let Setup {
+        sim, link, cancel, ..
+    } = setup(|c, _| c).await;
     let err = refused(&link, &sim, 1).await;
     assert!(err.contains("UnknownIssuer"), "{err}");
     cancel.cancel();
@@ -200,16 +223,11 @@ async fn without_the_ca_the_system_roots_do_not_trust_a_private_ca() {
 
 #[tokio::test]
 async fn insecure_skip_verify_binds_to_any_certificate() {
-    let pki = pki();
-    let cancel = CancellationToken::new();
-    let sim = tls_sim(&pki, &cancel).await;
-    let (link, _events) = spawn(
-        LinkConfig::test(sim.addr())
-            .tls(true)
-            .tls_server_name(Some("smsc.example.com".into()))
-            .tls_insecure_skip_verify(true),
-        &cancel,
-    );
+    let Setup { link, cancel, .. } = setup(|c, _| {
+        c.tls_server_name(Some("smsc.example.com".into()))
+            .tls_insecure_skip_verify(true)
+    })
+    .await;
     assert!(link.wait_bound(WAIT).await, "{:?}", link.status());
     let out = link.submit(msg("x")).await.unwrap();
     assert!(matches!(out[0], SegmentOutcome::Accepted { .. }), "{out:?}");
@@ -221,7 +239,9 @@ async fn a_tls_link_to_a_plain_smsc_fails_the_handshake_and_a_plain_link_to_a_tl
  {
     let pki = pki();
     let cancel = CancellationToken::new();
-    let plain = sim::run(SimConfig::default(), cancel.clone()).await.unwrap();
+    let plain = sim::run(SimConfig::default(), cancel.clone())
+        .await
+        .unwrap();
     let (link, _events) = spawn(
         LinkConfig::test(plain.addr())
             .tls(true)
@@ -251,7 +271,9 @@ async fn bad_tls_material_is_refused_up_front() {
     let err = Link::spawn(
         LinkConfig::test("127.0.0.1:9".parse().unwrap())
             .tls(true)
-            .tls_ca(Some("-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n".into())),
+            .tls_ca(Some(
+                "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n".into(),
+            )),
         tx,
         CancellationToken::new(),
     )
