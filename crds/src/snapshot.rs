@@ -15,7 +15,8 @@ pub struct Snapshot {
     /// Hex SHA-256 of the content (without this field): equal content, equal
     /// version, whichever process compiled it.
     pub version: String,
-    /// Links by name; `password` holds the resolved secret.
+    /// Links by name; `password` holds the resolved secret, `tlsCa` the
+    /// resolved CA bundle.
     pub links: BTreeMap<String, SmppLinkSpec>,
     /// Pools by name.
     pub pools: BTreeMap<String, EsmePoolSpec>,
@@ -70,6 +71,11 @@ impl Snapshot {
         for l in s.links.values_mut() {
             if l.password.is_some() {
                 l.password = Some(REDACTED.to_owned());
+            }
+            // A CA bundle is public, but it may come from a Secret: like
+            // everything resolved from one, it is not shown.
+            if l.tls_ca.is_some() {
+                l.tls_ca = Some(REDACTED.to_owned());
             }
         }
         for u in s.users.values_mut() {
@@ -177,6 +183,21 @@ pub fn compile(resources: &[(usize, Resource)]) -> Result<Snapshot, Vec<ConfigEr
                 if let Some(sr) = spec.password_secret_ref.take() {
                     match resolve(&sr, "spec.passwordSecretRef") {
                         Ok(p) => spec.password = Some(p),
+                        Err(e) => push(e),
+                    }
+                }
+                if let Some(sr) = spec.tls_ca_secret_ref.take() {
+                    match resolve(&sr, "spec.tlsCaSecretRef") {
+                        Ok(pem) if !crate::spec::holds_pem_certificate(&pem) => push(FieldError {
+                            field: "spec.tlsCaSecretRef".into(),
+                            reason: format!(
+                                "Secret {:?} key {:?} {}",
+                                sr.name,
+                                sr.key,
+                                crate::spec::NO_PEM_CERTIFICATE
+                            ),
+                        }),
+                        Ok(pem) => spec.tls_ca = Some(pem),
                         Err(e) => push(e),
                     }
                 }

@@ -299,3 +299,35 @@ fn the_cluster_examples_compile_with_their_secrets() {
     );
     assert!(snap.users["bob"].generate_password);
 }
+
+#[test]
+fn tls_settings_without_tls_or_with_two_ca_forms_are_refused_by_cel() {
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let mut spec = link();
+    spec.tls_server_name = Some("smsc.example.com".into());
+    assert_eq!(
+        cel_failures(&SmppLink::new("sim", spec.clone())),
+        ["tlsCa, tlsCaSecretRef, tlsServerName and tlsInsecureSkipVerify need tls: true"]
+    );
+    spec.tls = true;
+    spec.tls_ca = Some(ca.into());
+    assert!(cel_failures(&SmppLink::new("sim", spec.clone())).is_empty());
+    spec.tls_ca_secret_ref = Some(smsgw_crds::SecretKeyRef {
+        name: "ca".into(),
+        key: "ca.crt".into(),
+    });
+    assert_eq!(
+        cel_failures(&SmppLink::new("sim", spec.clone())),
+        ["set either tlsCa or tlsCaSecretRef, not both"]
+    );
+    spec.tls_ca = None;
+    spec.tls_insecure_skip_verify = true;
+    assert_eq!(
+        cel_failures(&SmppLink::new("sim", spec.clone())),
+        [
+            "tlsInsecureSkipVerify checks no certificate, so a CA would be ignored: set one or the other"
+        ]
+    );
+    spec.tls_ca_secret_ref = None;
+    assert!(cel_failures(&SmppLink::new("sim", spec)).is_empty());
+}

@@ -80,6 +80,41 @@ async fn the_link_binds_goes_down_when_the_smsc_dies_and_comes_back_without_a_re
 }
 
 #[tokio::test]
+async fn a_tls_smsc_is_bound_with_the_ca_from_a_secret_in_the_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = rcgen::generate_simple_self_signed(["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("smsc.crt"), dir.path().join("smsc.key"));
+    std::fs::write(&cert, id.cert.pem()).unwrap();
+    std::fs::write(&key, id.signing_key.serialize_pem()).unwrap();
+    let sim = Sim::start_with(
+        "127.0.0.1:0",
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let config = sim_config(sim.addr).replace(
+        "  password: secret\n",
+        "  password: secret\n  tls: true\n  tlsServerName: localhost\n  tlsCaSecretRef: {name: smsc-ca, key: ca.crt}\n",
+    ) + &format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: smsc-ca}}\nstringData:\n  ca.crt: {:?}\n",
+        id.cert.pem()
+    );
+    let gw = Gateway::standalone(&config);
+    let creds = gw.user("tls@example.com").await;
+    let bound = eventually(Duration::from_secs(10), async || {
+        grpc_state(&gw, &creds, "sim-link").await == ("bound".into(), 2)
+    })
+    .await;
+    assert!(bound.is_some(), "{}", rest_state(&gw, &creds).await);
+    let rest = rest_state(&gw, &creds).await;
+    assert_eq!(rest["links"][0]["state"], "bound", "{rest}");
+    assert_eq!(rest["links"][0]["sessions_bound"], 2, "{rest}");
+}
+
+#[tokio::test]
 async fn a_killed_smsc_shows_the_link_down_with_the_error() {
     let sim = Sim::start("127.0.0.1:0");
     let gw = Gateway::standalone(&sim_config(sim.addr));

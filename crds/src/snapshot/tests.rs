@@ -139,6 +139,75 @@ fn secret_key_refs_resolve_from_secrets_in_the_file() {
     assert_eq!(errs[0].field, "spec.passwordSecretRef");
 }
 
+const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+#[test]
+fn a_tls_ca_secret_ref_resolves_into_the_snapshot_and_is_redacted() {
+    let yaml = EXAMPLE.replace(
+        "password: secret",
+        "password: secret\n  tls: true\n  tlsServerName: smsc.example.com\n  tlsCaSecretRef: {name: smsc-ca, key: ca.crt}",
+    ) + &format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: smsc-ca}}\nstringData:\n  ca.crt: {CA:?}\n"
+    );
+    let snap = compile_manifests(&yaml).unwrap();
+    let link = &snap.links["local-sim"];
+    assert_eq!(link.tls_ca.as_deref(), Some(CA));
+    assert_eq!(link.tls_ca_secret_ref, None);
+    assert_eq!(link.tls_server_name.as_deref(), Some("smsc.example.com"));
+    assert!(link.validate().is_empty(), "{:?}", link.validate());
+    let shown = serde_json::to_string(&snap.redacted()).unwrap();
+    assert!(!shown.contains("BEGIN CERTIFICATE"), "{shown}");
+
+    let missing = yaml.replace("key: ca.crt", "key: tls.crt");
+    assert_eq!(errors_of(&missing)[0].field, "spec.tlsCaSecretRef");
+    let not_pem = yaml
+        .replace("MIIB", "")
+        .replace("-----END CERTIFICATE-----", "");
+    let errs = errors_of(&not_pem);
+    assert_eq!(errs[0].field, "spec.tlsCaSecretRef", "{errs:?}");
+    assert!(errs[0].reason.contains("PEM certificates"), "{errs:?}");
+}
+
+#[test]
+fn tls_settings_are_checked_naming_the_field() {
+    let with = |extra: &str| {
+        compile_manifests(
+            &EXAMPLE.replace("password: secret", &format!("password: secret\n{extra}")),
+        )
+        .err()
+        .unwrap_or_default()
+    };
+    let fields =
+        |extra: &str| -> Vec<String> { with(extra).into_iter().map(|e| e.field).collect() };
+    assert_eq!(
+        fields("  tlsServerName: smsc.example.com"),
+        ["spec.tlsServerName"]
+    );
+    assert_eq!(
+        with("  tlsInsecureSkipVerify: true")[0].reason,
+        "needs spec.tls: true"
+    );
+    assert_eq!(
+        fields("  tls: true\n  tlsServerName: \"bad name\""),
+        ["spec.tlsServerName"]
+    );
+    assert_eq!(fields("  tls: true\n  tlsCa: hello"), ["spec.tlsCa"]);
+    assert_eq!(
+        fields(&format!(
+            "  tls: true\n  tlsInsecureSkipVerify: true\n  tlsCa: {CA:?}"
+        )),
+        ["spec.tlsInsecureSkipVerify"]
+    );
+    assert_eq!(
+        fields(&format!(
+            "  tls: true\n  tlsCa: {CA:?}\n  tlsCaSecretRef: {{name: a, key: b}}"
+        )),
+        ["spec.tlsCa"]
+    );
+    assert!(fields("  tls: true\n  tlsServerName: 10.0.0.1").is_empty());
+    assert!(fields("  tls: true\n  tlsInsecureSkipVerify: true").is_empty());
+}
+
 #[test]
 fn users_need_an_email_and_unique_addresses() {
     let user = "---\napiVersion: smsgw.io/v1alpha1\nkind: User\nmetadata: {name: alice}\nspec: {email: alice@example.com, appName: a, quotas: {allowedTargets: [default, ghost]}}\n";

@@ -218,6 +218,12 @@ pub struct SimArgs {
     /// Relative weights of receipt outcomes: DELIVRD,UNDELIV,EXPIRED,REJECTD.
     #[arg(long, env = "SMSGW_SIM_RECEIPT_MIX", default_value = "1,0,0,0", value_parser = parse_mix)]
     pub receipt_mix: [u32; 4],
+    /// Serve TLS with this PEM certificate chain, leaf first (needs --tls-key).
+    #[arg(long, env = "SMSGW_SIM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SMSGW_SIM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 fn parse_mix(s: &str) -> Result<[u32; 4], String> {

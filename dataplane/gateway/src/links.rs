@@ -25,6 +25,9 @@ pub fn link_config(name: &str, spec: &SmppLinkSpec) -> LinkConfig {
         host: spec.host.clone(),
         port: spec.port,
         tls: spec.tls,
+        tls_ca: spec.tls_ca.clone(),
+        tls_server_name: spec.tls_server_name.clone(),
+        tls_insecure_skip_verify: spec.tls_insecure_skip_verify,
         system_id: spec.system_id.clone(),
         password: smsgw_smpp::Password::new(spec.password.clone().unwrap_or_default()),
         system_type: spec.system_type.clone(),
@@ -612,5 +615,22 @@ mod tests {
         assert_eq!(c.message_id_format, smsgw_smpp::IdFormat::Hex);
         assert_eq!((c.destination.ton, c.destination.npi), (1, 1));
         c.validate().unwrap();
+        assert!(!c.tls);
+
+        let mut tls = snap.links["local-sim"].clone();
+        tls.tls = true;
+        tls.tls_server_name = Some("localhost".into());
+        tls.tls_insecure_skip_verify = true;
+        let c = link_config("local-sim", &tls);
+        assert!(c.tls && c.tls_insecure_skip_verify);
+        assert_eq!(c.tls_server_name.as_deref(), Some("localhost"));
+        c.validate().unwrap();
+        tls.tls_insecure_skip_verify = false;
+        tls.tls_ca = Some("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".into());
+        let c = link_config("local-sim", &tls);
+        assert_eq!(c.tls_ca, tls.tls_ca);
+        // Reaching the TLS stack: the bundle is parsed, and this one is empty.
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("tls_ca"), "{e}");
     }
 }

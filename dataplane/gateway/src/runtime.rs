@@ -93,8 +93,10 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
             receipt_delay: std::time::Duration::from_millis(50),
             reverse_receipts: false,
             receipt_mix: [1, 0, 0, 0],
+            tls_cert: None,
+            tls_key: None,
         };
-        let sim = smsgw_smpp::sim::run(sim_config(&sim_args), sim_cancel.clone())
+        let sim = smsgw_smpp::sim::run(sim_config(&sim_args)?, sim_cancel.clone())
             .await
             .with_context(|| {
                 format!(
@@ -288,7 +290,7 @@ async fn message_store(args: &GatewayArgs) -> anyhow::Result<Arc<dyn MessageStor
     })
 }
 
-fn sim_config(args: &SimArgs) -> smsgw_smpp::sim::SimConfig {
+fn sim_config(args: &SimArgs) -> anyhow::Result<smsgw_smpp::sim::SimConfig> {
     let mut c = smsgw_smpp::sim::SimConfig {
         listen: args.listen,
         system_id: args.system_id.clone(),
@@ -309,14 +311,17 @@ fn sim_config(args: &SimArgs) -> smsgw_smpp::sim::SimConfig {
         expired,
         rejected,
     };
-    c
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        c.tls = Some(smsgw_smpp::sim::SimTls::from_files(cert, key)?);
+    }
+    Ok(c)
 }
 
 /// `smsgw smsc-sim`: the simulator alone, until SIGINT/SIGTERM.
 async fn smsc_sim(args: SimArgs) -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
     let cancel = CancellationToken::new();
-    let sim = smsgw_smpp::sim::run(sim_config(&args), cancel.clone())
+    let sim = smsgw_smpp::sim::run(sim_config(&args)?, cancel.clone())
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(addr = %sim.addr(), "SMSC simulator listening");

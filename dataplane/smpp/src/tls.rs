@@ -89,6 +89,11 @@ impl TlsClient {
             }
             return Ok(None);
         }
+        if cfg.tls_insecure_skip_verify && cfg.tls_ca.is_some() {
+            return Err(bad(
+                "tls_insecure_skip_verify checks no certificate, so tls_ca would be ignored: set one or the other".into(),
+            ));
+        }
         let name = cfg.tls_server_name.as_deref().unwrap_or(&cfg.host);
         let server_name = ServerName::try_from(name.to_owned()).map_err(|e| {
             let field = if cfg.tls_server_name.is_some() {
