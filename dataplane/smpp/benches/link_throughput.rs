@@ -5,6 +5,9 @@
 //! The simulator runs on its own single-threaded runtime (one core); the
 //! link on a two-worker runtime.
 //!
+//! With `SMPP_BENCH_TLS=1` the simulator serves TLS (a certificate made at
+//! start) and the link verifies it against that CA.
+//!
 //! `cargo bench -p smsgw-smpp --bench link_throughput`
 
 use std::{
@@ -17,7 +20,7 @@ use std::{
 
 use smsgw_smpp::{
     Address, Link, LinkConfig, LinkEvent, Segment, SegmentOutcome, SubmitRequest,
-    sim::{SimConfig, SimIdFormat},
+    sim::{SimConfig, SimIdFormat, SimTls},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +32,13 @@ fn main() {
     let sessions = 4;
     let window = 64;
     let cancel = CancellationToken::new();
+    let tls = std::env::var("SMPP_BENCH_TLS").is_ok_and(|v| v == "1");
+    let id = rcgen::generate_simple_self_signed(["localhost".to_owned()]).unwrap();
+    let sim_tls = SimTls {
+        cert_pem: id.cert.pem(),
+        key_pem: id.signing_key.serialize_pem(),
+    };
+    let ca = sim_tls.cert_pem.clone();
 
     // Simulator: one core.
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -39,9 +49,12 @@ fn main() {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let cfg = SimConfig::default()
+            let mut cfg = SimConfig::default()
                 .id_format(SimIdFormat::Hex)
                 .receipt_delay(Duration::ZERO);
+            if tls {
+                cfg = cfg.tls(sim_tls);
+            }
             let sim = smsgw_smpp::sim::run(cfg, sim_cancel.clone()).await.unwrap();
             addr_tx.send(sim.clone()).unwrap();
             sim_cancel.cancelled().await;
@@ -61,7 +74,10 @@ fn main() {
             .window(window)
             .message_id_format(smsgw_smpp::IdFormat::Hex)
             .response_timeout(Duration::from_secs(30))
-            .window_wait(Duration::from_secs(30));
+            .window_wait(Duration::from_secs(30))
+            .tls(tls)
+            .tls_ca(tls.then_some(ca))
+            .tls_server_name(tls.then(|| "localhost".to_owned()));
         let link = Link::spawn(cfg, tx, cancel.clone()).unwrap();
         assert!(link.wait_all_bound(Duration::from_secs(5)).await);
 
@@ -112,7 +128,7 @@ fn main() {
         let total_elapsed = all_receipts_at - start;
         let acc = accepted.load(Ordering::Relaxed);
         let st = link.status();
-        println!("link_throughput: sessions={sessions} window={window} messages={n}");
+        println!("link_throughput: sessions={sessions} window={window} messages={n} tls={tls}");
         println!(
             "  accepted {acc} in {:.2?}: {:.0} submit_sm/s (responses matched)",
             submit_elapsed,
