@@ -3,7 +3,7 @@
 //! and restores a pool's rate.
 
 use crate::harness::{Creds, Gateway, Sim, eventually};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
