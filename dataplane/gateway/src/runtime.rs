@@ -39,6 +39,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => crate::config_watch::serve(*args).await,
         Command::SmscSim(args) => smsc_sim(args).await,
         Command::Bench(args) => crate::bench::run(*args).await,
+        Command::Client(cmd) => crate::client::run(cmd).await,
         Command::CheckConfig { config } => {
             let snap = load_config(&config)?;
             println!(
