@@ -30,6 +30,19 @@ echo "chart: helm lint"
 echo "chart: rendered manifests, default values"
 "$helm" template smsgw charts/smsgw --namespace smsgw --include-crds >"$out/default.yaml"
 "${validate[@]}" "$out/default.yaml"
+# The Grafana dashboard ConfigMap renders (on by default), carries the
+# sidecar's label and holds the dashboard JSON unchanged.
+python3 - "$out/default.yaml" charts/smsgw/dashboards/smsgw.json <<'PY'
+import json, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+cms = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-grafana-dashboard")]
+assert len(cms) == 1, "no Grafana dashboard ConfigMap rendered"
+cm = cms[0]
+assert cm["metadata"]["labels"].get("grafana_dashboard") == "1", cm["metadata"]["labels"]
+assert json.loads(cm["data"]["smsgw.json"]) == json.load(open(sys.argv[2])), "dashboard JSON altered"
+PY
+"$helm" template smsgw charts/smsgw --namespace smsgw --set grafanaDashboard.enabled=false |
+    { ! grep -q 'grafana-dashboard'; } || { echo "grafanaDashboard.enabled=false still renders the ConfigMap" >&2; exit 1; }
 
 echo "chart: rendered manifests, every option on"
 "$helm" template smsgw charts/smsgw --namespace smsgw -f charts/smsgw/ci/all-features-values.yaml \

@@ -312,6 +312,57 @@ pub fn run_to_end(args: &[&str]) -> (ExitStatus, String) {
     )
 }
 
+/// Fails when `logs` contain any of `secrets`, the harness's own (the test
+/// users' password, the admin key, the simulator's bind password) included.
+pub fn assert_no_secrets(logs: &str, secrets: &[&str]) {
+    for secret in ["e2e password 123", ADMIN_KEY, "\"secret\""]
+        .iter()
+        .chain(secrets)
+    {
+        assert!(!logs.contains(secret), "{secret:?} leaked into the logs");
+    }
+}
+
+/// What a finished `smsgw` client command printed.
+pub struct CliRun {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl CliRun {
+    /// Standard output parsed as JSON (for `--output json`).
+    pub fn json(&self) -> serde_json::Value {
+        assert!(self.status.success(), "failed: {}", self.stderr);
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs a `smsgw` client command against `gw`'s gRPC port with only the
+/// given credential variables in its environment.
+pub fn cli(gw: &Gateway, args: &[&str], env: &[(&str, &str)]) -> CliRun {
+    let out = Command::new(SMSGW)
+        .args(args)
+        .args(["--server", &format!("http://{}", gw.grpc)])
+        .env_remove("ADMIN_API_KEY")
+        .env_remove("SMSGW_TOKEN")
+        .env_remove("SMSGW_APP_ID")
+        .env_remove("SMSGW_SERVER")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run smsgw");
+    CliRun {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// Writes a configuration to a temporary file.
 pub fn write_config(yaml: &str) -> tempfile::NamedTempFile {
     let f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();

@@ -1,10 +1,13 @@
 //! End-to-end tests: the real `smsgw` binary, driven over real sockets.
 
 mod auth;
+mod cli;
 mod config_push;
 mod dashboard;
 mod harness;
 mod links;
+mod logs;
 mod messages;
+mod metrics;
 mod policy;
 mod standalone;

@@ -65,10 +65,15 @@ pub struct ApiState {
 impl ApiState {
     /// State over the given configuration, authenticator and message
     /// service, with fresh metrics and no links.
-    pub fn new(config: Snapshot, auth: auth::Auth, messages: send::Messages) -> Self {
+    /// Every message-store call is timed and the message counters are
+    /// registered in the metrics.
+    pub fn new(config: Snapshot, auth: auth::Auth, mut messages: send::Messages) -> Self {
+        let metrics = metrics::Metrics::new();
+        messages.time_store(metrics.store_duration.clone());
+        metrics.with_registry(|r| messages.stats.register(r));
         Self {
             config: Arc::new(ArcSwap::from_pointee(config)),
-            metrics: Arc::new(metrics::Metrics::new()),
+            metrics: Arc::new(metrics),
             auth: Arc::new(auth),
             links: Arc::new(smsgw_core::links::NoLinks),
             messages: Arc::new(messages),

@@ -184,6 +184,19 @@ impl AppEvent {
     }
 }
 
+/// Log target of the message lifecycle: one info line per state change
+/// (`event` = `accepted`, `submitted`, `delivered`, `failed`, `rejected`,
+/// `unknown`, or `refused` before anything was stored), with `message_id`,
+/// `transaction_id`, `app_id` and `trace_id`. Filter with
+/// `RUST_LOG=smsgw::message=info`.
+pub const MESSAGE_LOG: &str = "smsgw::message";
+
+/// The trace id of the current request, empty while no trace context is
+/// propagated (OpenTelemetry is not wired yet).
+fn trace_id() -> String {
+    String::new()
+}
+
 /// Status name as the APIs spell it.
 pub fn status_name(s: MessageStatus) -> &'static str {
     match s {
@@ -327,6 +340,51 @@ impl Messages {
         &self.store
     }
 
+    /// Times every store call into `hist` from now on.
+    pub(crate) fn time_store(
+        &mut self,
+        hist: prometheus_client::metrics::family::Family<
+            crate::metrics::StoreOpLabels,
+            prometheus_client::metrics::histogram::Histogram,
+        >,
+    ) {
+        self.store = Arc::new(crate::metrics::TimedStore::new(self.store.clone(), hist));
+    }
+
+    /// The one place a stored message's change is reported. When its status
+    /// differs from `before` (`None`: the message was just accepted): one
+    /// info line under [`MESSAGE_LOG`], and the delivered/failed counters
+    /// when it became final. Then, for a message that existed before, its
+    /// app is told (WatchEvents, webhooks).
+    fn changed(&self, before: Option<MessageStatus>, rec: &MessageRecord) {
+        if before != Some(rec.status) {
+            let event = match rec.status {
+                MessageStatus::Pending => "submitted",
+                other => status_name(other),
+            };
+            tracing::info!(
+                target: MESSAGE_LOG,
+                event,
+                message_id = %rec.message_id,
+                transaction_id = %rec.transaction_id,
+                app_id = %rec.app_id,
+                esme = rec.target.name(),
+                link = rec.link.as_deref().unwrap_or(""),
+                segments = rec.segments.len(),
+                trace_id = %trace_id(),
+                "message {event}"
+            );
+            match rec.status {
+                MessageStatus::Delivered => self.stats.finished(&scope_of(rec), true),
+                MessageStatus::Failed => self.stats.finished(&scope_of(rec), false),
+                _ => {}
+            }
+        }
+        if before.is_some() {
+            self.notify(rec);
+        }
+    }
+
     /// Subscribes to every app's events (callers filter by app).
     pub fn subscribe(&self) -> broadcast::Receiver<AppEvent> {
         self.events.subscribe()
@@ -378,22 +436,20 @@ impl Messages {
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         if let ReceiptOutcome::Applied(rec) = &out {
-            let failures = rec
-                .segments
-                .iter()
-                .filter(|s| s.receipt.is_some_and(ReceiptState::is_failure))
-                .count();
-            let finished = match rec.status {
-                MessageStatus::Delivered => Some(true),
-                // Count a failure once: on the first failed receipt.
-                MessageStatus::Failed if failures == 1 && r.state.is_failure() => Some(false),
-                _ => None,
-            };
-            if let Some(delivered) = finished {
-                self.stats.finished(&scope_of(rec), delivered);
+            // The status before this receipt: the same record without it.
+            let mut before = rec.clone();
+            if let Some(seg) = before.segments.iter_mut().find(|s| {
+                s.smsc_message_id.as_deref() == Some(r.smsc_message_id.as_str())
+                    && rec.link.as_deref() == Some(r.link.as_str())
+            }) {
+                if let (Some(sent), Some(at)) = (seg.submitted_at_ms, seg.receipt_at_ms) {
+                    self.stats
+                        .receipt_latency(&r.link, Duration::from_millis(at.saturating_sub(sent)));
+                }
+                seg.receipt = None;
             }
-            tracing::info!(message_id = %rec.message_id, link = %r.link, state = receipt_name(r.state), status = status_name(rec.status), "receipt applied");
-            self.notify(rec);
+            tracing::debug!(message_id = %rec.message_id, link = %r.link, state = receipt_name(r.state), status = status_name(rec.status), "receipt applied");
+            self.changed(Some(before.derive_status()), rec);
         }
         Ok(out)
     }
@@ -444,7 +500,14 @@ impl Messages {
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         tracing::info!(message_id = %rec.message_id, link, "late submit_sm_resp settled a segment");
-        self.notify(&rec);
+        // The status before: the same record with the segment still unknown.
+        let mut before = rec.clone();
+        if let Some(s) = before.segments.get_mut(usize::from(seq)) {
+            s.submit = SubmitStatus::Unknown {
+                reason: String::new(),
+            };
+        }
+        self.changed(Some(before.derive_status()), &rec);
         Ok(true)
     }
 }
@@ -744,6 +807,7 @@ pub async fn send(
 ) -> Result<SendResponse, ApiError> {
     let target = req.esme.trim().to_owned();
     let task = req.task_id.clone();
+    let transaction_id = req.transaction_id.trim().to_owned();
     let result = send_inner(state, caller, req).await;
     if let (Err(e), Caller::User { app_id, .. }) = (&result, caller)
         && !matches!(e, ApiError::Internal(_))
@@ -762,6 +826,17 @@ pub async fn send(
             task: Some(&task),
         };
         state.messages.stats.rejected(&scope, e.code());
+        tracing::info!(
+            target: MESSAGE_LOG,
+            event = "refused",
+            message_id = "",
+            transaction_id = %transaction_id,
+            app_id = %app_id,
+            esme = %target,
+            reason = e.code(),
+            trace_id = %trace_id(),
+            "message refused"
+        );
     }
     result
 }
@@ -800,7 +875,7 @@ async fn send_inner(
         }
         CreateOutcome::Created(rec) => rec,
     };
-    tracing::info!(message_id = %rec.message_id, app_id = %rec.app_id, esme = %esme, segments = rec.segments.len(), "message accepted");
+    state.messages.changed(None, &rec);
     if req.wait_for_submit {
         let rec = submit(state, rec, p.outbound).await?;
         return Ok(SendResponse {
@@ -952,17 +1027,28 @@ async fn check_policy(
         text: &rec.text,
         destination_time_zone: None,
     };
-    match engine.check(&req).await {
+    let decision = engine.check(&req).await;
+    let outcome = match &decision {
+        Ok(d) if d.verdict.pass => Some("pass"),
+        Ok(d) => Some(match d.verdict.state {
+            PolicyState::DailyCp => "daily_cp",
+            PolicyState::WeeklyCp => "weekly_cp",
+            PolicyState::Blacklist => "blacklist",
+            PolicyState::Duplicate => "duplicate",
+            PolicyState::QuietHours => "quiet_hours",
+            _ => "policy_refused",
+        }),
+        // Unknown strategies and bad input are refusals, not decisions.
+        Err(PolicyError::UnknownStrategy(_) | PolicyError::InvalidDestination(_)) => None,
+        Err(_) => Some("error"),
+    };
+    if let Some(outcome) = outcome {
+        state.metrics.observe_policy(strategy, outcome);
+    }
+    match decision {
         Ok(d) if d.verdict.pass => Ok(d.reservation),
-        Ok(d) => {
-            let code = match d.verdict.state {
-                PolicyState::DailyCp => "daily_cp",
-                PolicyState::WeeklyCp => "weekly_cp",
-                PolicyState::Blacklist => "blacklist",
-                PolicyState::Duplicate => "duplicate",
-                PolicyState::QuietHours => "quiet_hours",
-                _ => "policy_refused",
-            };
+        Ok(_) => {
+            let code = outcome.unwrap_or("policy_refused");
             tracing::info!(app_id = %rec.app_id, strategy, state = code, "refused by contact policy");
             Err(forbidden(
                 code,
@@ -1017,6 +1103,7 @@ async fn record_submission(
     rec: MessageRecord,
     submission: smsgw_core::links::Submission,
 ) -> Result<MessageRecord, ApiError> {
+    let before = rec.status;
     let mut latest = rec;
     for (seq, result) in submission.results.into_iter().enumerate() {
         let seq = seq as u16;
@@ -1064,8 +1151,7 @@ async fn record_submission(
     {
         state.messages.stats.submitted(&scope_of(&latest));
     }
-    tracing::info!(message_id = %latest.message_id, link = %submission.link, status = status_name(latest.status), "message submitted");
-    state.messages.notify(&latest);
+    state.messages.changed(Some(before), &latest);
     Ok(latest)
 }
 

@@ -1,8 +1,16 @@
-//! Statistics per link, pool and app for the admin API: messages
-//! submitted, delivered, failed and refused by reason, and throughput.
-//! In-process counters of this gateway since it started, plus counters
-//! per campaign (the send request's `task_id`) for `/dashboard/stats`.
+//! Statistics per link, pool and app: messages submitted, delivered,
+//! failed and refused by reason, and throughput. In-process counters of this
+//! gateway since it started, shown by the admin API and exported to
+//! Prometheus (`smsgw_messages_*_total{scope, name}`, see METRICS.md) from
+//! the same calls, so the two never disagree.
+//! Plus counters per campaign (the send request's `task_id`) for
+//! `/dashboard/stats`.
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -70,6 +78,33 @@ impl From<smsgw_core::limits::LimiterStatus> for LimiterView {
     }
 }
 
+/// Labels of a per-scope message counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    /// `link`, `pool` or `app`.
+    pub scope: &'static str,
+    /// The link, pool or app id.
+    pub name: String,
+}
+
+/// Labels of a refusal counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// `link`, `pool` or `app`.
+    pub scope: &'static str,
+    /// The link, pool or app id.
+    pub name: String,
+    /// The refusal's error code (`rate_limited`, `daily_cp`, …).
+    pub reason: String,
+}
+
+/// Labels of a per-link series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LinkLabels {
+    /// Link name.
+    pub link: String,
+}
+
 /// Counters of one campaign (`task_id`) of one app.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CampaignCounters {
@@ -93,6 +128,11 @@ pub struct Stats {
     view: Mutex<StatsView>,
     /// By (app, task id), with the time of the last event.
     campaigns: Mutex<HashMap<(String, String), (CampaignCounters, Instant)>>,
+    submitted: Family<ScopeLabels, Counter>,
+    delivered: Family<ScopeLabels, Counter>,
+    failed: Family<ScopeLabels, Counter>,
+    refused: Family<RefusedLabels, Counter>,
+    receipt_latency: Family<LinkLabels, Histogram>,
 }
 
 impl Default for Stats {
@@ -101,6 +141,14 @@ impl Default for Stats {
             started: Instant::now(),
             view: Mutex::default(),
             campaigns: Mutex::default(),
+            submitted: Family::default(),
+            delivered: Family::default(),
+            failed: Family::default(),
+            refused: Family::default(),
+            // 10 ms … ~87 min.
+            receipt_latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.01, 2.0, 20))
+            }),
         }
     }
 }
@@ -118,14 +166,49 @@ pub struct Scope<'a> {
 }
 
 impl Stats {
-    fn each(&self, s: &Scope<'_>, f: impl Fn(&mut Counters)) {
+    /// Registers the Prometheus series in `registry` (the gateway's,
+    /// prefixed `smsgw`).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "messages_submitted",
+            "Messages submitted (at least one segment accepted by the SMSC), by link, pool and app",
+            self.submitted.clone(),
+        );
+        registry.register(
+            "messages_delivered",
+            "Messages delivered (every segment DELIVRD), by link, pool and app",
+            self.delivered.clone(),
+        );
+        registry.register(
+            "messages_failed",
+            "Messages failed for good (a failed receipt), by link, pool and app",
+            self.failed.clone(),
+        );
+        registry.register(
+            "messages_refused",
+            "Messages refused before submission, by link, pool, app and reason",
+            self.refused.clone(),
+        );
+        registry.register(
+            "receipt_latency_seconds",
+            "Time from a segment's submit_sm_resp to its delivery receipt, by link",
+            self.receipt_latency.clone(),
+        );
+    }
+
+    /// Runs `f` on the counters of every scope of `s`, and `series` with
+    /// each scope's name and labels.
+    fn each(&self, s: &Scope<'_>, f: impl Fn(&mut Counters), series: impl Fn(&'static str, &str)) {
         let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
         f(v.apps.entry(s.app.to_owned()).or_default());
+        series("app", s.app);
         if let Some(l) = s.link {
             f(v.links.entry(l.to_owned()).or_default());
+            series("link", l);
         }
         if let Some(p) = s.pool {
             f(v.pools.entry(p.to_owned()).or_default());
+            series("pool", p);
         }
     }
 
@@ -175,21 +258,43 @@ impl Stats {
         v
     }
 
+    fn inc(family: &Family<ScopeLabels, Counter>, scope: &'static str, name: &str) {
+        family
+            .get_or_create(&ScopeLabels {
+                scope,
+                name: name.to_owned(),
+            })
+            .inc();
+    }
+
     /// A message went out.
     pub fn submitted(&self, s: &Scope<'_>) {
-        self.each(s, |c| c.submitted += 1);
+        self.each(
+            s,
+            |c| c.submitted += 1,
+            |scope, name| Self::inc(&self.submitted, scope, name),
+        );
         self.campaign(s, |c| c.submitted += 1);
     }
 
     /// A message reached a final state.
     pub fn finished(&self, s: &Scope<'_>, delivered: bool) {
-        self.each(s, |c| {
-            if delivered {
-                c.delivered += 1
-            } else {
-                c.failed += 1
-            }
-        });
+        let family = if delivered {
+            &self.delivered
+        } else {
+            &self.failed
+        };
+        self.each(
+            s,
+            |c| {
+                if delivered {
+                    c.delivered += 1
+                } else {
+                    c.failed += 1
+                }
+            },
+            |scope, name| Self::inc(family, scope, name),
+        );
         self.campaign(s, |c| {
             if delivered {
                 c.delivered += 1
@@ -201,8 +306,30 @@ impl Stats {
 
     /// A message was refused before submission with error `code`.
     pub fn rejected(&self, s: &Scope<'_>, code: &str) {
-        self.each(s, |c| *c.rejected.entry(code.to_owned()).or_default() += 1);
+        self.each(
+            s,
+            |c| *c.rejected.entry(code.to_owned()).or_default() += 1,
+            |scope, name| {
+                self.refused
+                    .get_or_create(&RefusedLabels {
+                        scope,
+                        name: name.to_owned(),
+                        reason: code.to_owned(),
+                    })
+                    .inc();
+            },
+        );
         self.campaign(s, |c| c.rejected += 1);
+    }
+
+    /// A delivery receipt arrived `latency` after its segment was submitted
+    /// over `link`.
+    pub fn receipt_latency(&self, link: &str, latency: std::time::Duration) {
+        self.receipt_latency
+            .get_or_create(&LinkLabels {
+                link: link.to_owned(),
+            })
+            .observe(latency.as_secs_f64());
     }
 
     /// The counters now, with throughput filled in.
@@ -295,5 +422,33 @@ mod tests {
         let all = s.top_campaigns(None, usize::MAX);
         assert_eq!(all.len(), MAX_CAMPAIGNS);
         assert!(!all.iter().any(|c| c.task_id == "0"));
+    }
+
+    #[test]
+    fn the_same_events_show_in_prometheus() {
+        let s = Stats::default();
+        let mut registry = Registry::with_prefix("smsgw");
+        s.register(&mut registry);
+        let scope = Scope {
+            app: "a",
+            link: Some("l"),
+            pool: Some("p"),
+            task: None,
+        };
+        s.submitted(&scope);
+        s.finished(&scope, false);
+        s.rejected(&scope, "rate_limited");
+        s.receipt_latency("l", std::time::Duration::from_millis(70));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"smsgw_messages_submitted_total{scope="pool",name="p"} 1"#,
+            r#"smsgw_messages_submitted_total{scope="app",name="a"} 1"#,
+            r#"smsgw_messages_failed_total{scope="link",name="l"} 1"#,
+            r#"smsgw_messages_refused_total{scope="app",name="a",reason="rate_limited"} 1"#,
+            r#"smsgw_receipt_latency_seconds_count{link="l"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
     }
 }

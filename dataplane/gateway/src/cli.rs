@@ -38,6 +38,9 @@ pub enum Command {
     Bench(Box<crate::bench::BenchArgs>),
     /// Run the built-in SMSC simulator alone (for tests, demos and load).
     SmscSim(SimArgs),
+    /// Admin commands against a running gateway over gRPC.
+    #[command(flatten)]
+    Client(crate::client::ClientCommand),
     /// Validate a configuration file and print what it defines.
     CheckConfig {
         /// The YAML file.

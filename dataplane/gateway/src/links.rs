@@ -130,7 +130,20 @@ impl Links {
                 "submit_sm_resp arriving after their timeout, by link",
                 late.clone(),
             );
+            r.register(
+                "smpp_receipts_unmatched",
+                "Delivery receipts whose SMSC id matched no message (yet), by link",
+                unmatched.clone(),
+            );
         });
+        // Every link's rare-event series exist from the start at 0, so
+        // rate() and alerts see them before the first event.
+        for link in snap.links.keys() {
+            let l = LinkLabels { link: link.clone() };
+            for f in [&mo, &late, &unmatched] {
+                let _ = f.get_or_create(&l);
+            }
+        }
         let counters = EventCounters {
             receipts,
             mo,
@@ -138,13 +151,28 @@ impl Links {
             unmatched,
         };
         tracker.spawn(consume_events(rx, cancel.clone(), counters, state));
-        Ok(Arc::new(Links {
+        let links = Arc::new(Links {
             current: std::sync::RwLock::new(Arc::new(current)),
             stopped: Default::default(),
             events: tx,
             cancel: cancel.clone(),
             tracker: tracker.clone(),
-        }))
+        });
+        metrics.with_registry(|r| {
+            r.register_collector(Box::new(crate::link_metrics::LinkGauges(Arc::downgrade(
+                &links,
+            ))));
+        });
+        Ok(links)
+    }
+
+    /// Every link's status and its window per session, for the metrics.
+    pub(crate) fn statuses(&self) -> Vec<(LinkStatus, usize)> {
+        self.current()
+            .links
+            .values()
+            .map(|l| (l.status(), l.config().window))
+            .collect()
     }
 
     /// Follows a new snapshot: links whose spec changed are replaced (the

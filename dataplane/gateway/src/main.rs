@@ -4,7 +4,9 @@
 
 mod bench;
 mod cli;
+mod client;
 mod config_watch;
+mod link_metrics;
 mod links;
 mod rate;
 mod runtime;
@@ -13,6 +15,8 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    // A client command's failure is its output: printed once, not logged.
+    let client = matches!(cli.command, cli::Command::Client(_));
     runtime::init_logging(cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -27,7 +31,9 @@ fn main() -> std::process::ExitCode {
     match rt.block_on(runtime::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            if !client {
+                tracing::error!("{e:#}");
+            }
             eprintln!("smsgw: {e:#}");
             std::process::ExitCode::FAILURE
         }

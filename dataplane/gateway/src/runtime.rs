@@ -43,6 +43,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", smsgw_api::openapi_json());
             Ok(())
         }
+        Command::Client(cmd) => crate::client::run(cmd).await,
         Command::CheckConfig { config } => {
             let snap = load_config(&config)?;
             println!(

@@ -189,6 +189,8 @@ pub(crate) struct Session {
     pub(crate) state: watch::Sender<LinkState>,
     conn: Mutex<Option<Conn>>,
     aimd: Aimd,
+    /// submit_sm answered ESME_RTHROTTLED or ESME_RMSGQFUL, ever.
+    throttled: std::sync::atomic::AtomicU64,
     meter: RateMeter,
     last_rtt: Mutex<Option<Duration>>,
     last_error: Mutex<Option<LastError>>,
@@ -204,6 +206,7 @@ impl Session {
             state: watch::Sender::new(LinkState::Down),
             conn: Mutex::new(None),
             aimd: Aimd::default(),
+            throttled: std::sync::atomic::AtomicU64::new(0),
             meter: RateMeter::default(),
             last_rtt: Mutex::new(None),
             last_error: Mutex::new(None),
@@ -253,6 +256,7 @@ impl Session {
             state: self.state(),
             in_flight: self.in_flight(),
             throttled_rate: self.aimd.rate(),
+            throttled: self.throttled.load(std::sync::atomic::Ordering::Relaxed),
             last_enquire_link_rtt: self.last_rtt(),
             last_error: self.last_error(),
         }
@@ -364,6 +368,8 @@ impl Session {
                 {
                     retries += 1;
                     self.aimd.throttled(self.meter.rate());
+                    self.throttled
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     debug!(
                         sequence_number = sent.seq,
                         status,

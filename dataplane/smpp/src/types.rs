@@ -342,6 +342,9 @@ pub struct SessionStatus {
     pub in_flight: usize,
     /// Current AIMD send-rate cap after throttling (`None`: not throttled).
     pub throttled_rate: Option<f64>,
+    /// `submit_sm` answered ESME_RTHROTTLED or ESME_RMSGQFUL since the
+    /// session was created (each is resent, up to `throttle_retries`).
+    pub throttled: u64,
     /// Round trip of the last answered enquire_link.
     pub last_enquire_link_rtt: Option<Duration>,
     /// Last error on this session.

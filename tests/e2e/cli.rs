@@ -1,0 +1,161 @@
+//! The admin command line (`smsgw send|message|links|users`) against a
+//! running gateway and the SMSC simulator, over gRPC.
+
+use crate::harness::{ADMIN_KEY, Gateway, Sim, bound, cli, eventually, sim_config};
+use std::time::Duration;
+
+#[tokio::test]
+async fn the_cli_sends_looks_up_lists_links_and_manages_users() {
+    let sim = Sim::start("127.0.0.1:0");
+    let gw = Gateway::standalone(&sim_config(sim.addr));
+    let creds = gw.user("cli@example.com").await;
+    bound(&gw, &creds).await;
+    let token = [
+        ("SMSGW_TOKEN", creds.token.as_str()),
+        ("SMSGW_APP_ID", creds.app_id.as_str()),
+    ];
+    let admin = [("ADMIN_API_KEY", ADMIN_KEY)];
+
+    // Send with the user's token.
+    let sent = cli(
+        &gw,
+        &[
+            "send",
+            "--to",
+            "+4915112340000",
+            "--from",
+            "SMSGW",
+            "--text",
+            "hello from the cli",
+            "--transaction-id",
+            "cli-tx-1",
+            "--output",
+            "json",
+        ],
+        &token,
+    )
+    .json();
+    assert_eq!(sent["success"], true, "{sent}");
+    assert_eq!(sent["status"], "accepted");
+    let id = sent["message_id"].as_str().unwrap().to_owned();
+
+    // Look it up by transaction id (token) until delivered, then by id with
+    // the admin key, as a table.
+    let mut last = serde_json::Value::Null;
+    let delivered = eventually(Duration::from_secs(10), async || {
+        last = cli(
+            &gw,
+            &["message", "--transaction-id", "cli-tx-1", "-o", "json"],
+            &token,
+        )
+        .json();
+        last["status"] == "delivered"
+    })
+    .await;
+    assert!(delivered.is_some(), "never delivered: {last}");
+    assert_eq!(last["message_id"], id.as_str());
+    assert_eq!(last["link"], "sim-link");
+    assert_eq!(last["segments"][0]["receipt_state"], "DELIVRD");
+    let table = cli(&gw, &["message", &id], &admin);
+    assert!(table.status.success(), "{}", table.stderr);
+    assert!(
+        table.stdout.contains("status          delivered")
+            && table.stdout.contains("SEQ  SUBMIT    RECEIPT"),
+        "{}",
+        table.stdout
+    );
+
+    // Links: a table by default, with the admin key and with a token.
+    for env in [&admin[..], &token[..]] {
+        let links = cli(&gw, &["links"], env);
+        assert!(links.status.success(), "{}", links.stderr);
+        let mut lines = links.stdout.lines();
+        assert!(
+            lines
+                .next()
+                .unwrap()
+                .starts_with("NAME      STATE  SESSIONS")
+        );
+        assert!(
+            lines.next().unwrap().starts_with("sim-link  bound  2/2"),
+            "{}",
+            links.stdout
+        );
+    }
+    let links = cli(&gw, &["links", "-o", "json"], &admin).json();
+    assert_eq!(links[0]["sessions_bound"], 2, "{links}");
+
+    // Users: create an admin, list, revoke, delete.
+    let created = cli(
+        &gw,
+        &[
+            "users",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--app-name",
+            "ops",
+            "--admin",
+            "-o",
+            "json",
+        ],
+        &[admin[0], ("SMSGW_USER_PASSWORD", "cli password 123")],
+    )
+    .json();
+    let user = created["user_id"].as_str().unwrap().to_owned();
+    assert!(!created["app_secret"].as_str().unwrap().is_empty());
+    let list = cli(&gw, &["users", "list"], &admin);
+    let row = list
+        .stdout
+        .lines()
+        .find(|l| l.contains("ops@example.com"))
+        .unwrap_or_else(|| panic!("{}", list.stdout));
+    assert!(row.starts_with(&user) && row.contains(" true "), "{row}");
+    assert!(list.stdout.contains("cli@example.com"));
+    let revoked = cli(
+        &gw,
+        &["users", "set-admin", &user, "--revoke", "-o", "json"],
+        &admin,
+    )
+    .json();
+    assert_eq!(revoked["admin"], false);
+    let deleted = cli(&gw, &["users", "delete", &user], &admin);
+    assert_eq!(
+        deleted.stdout,
+        format!("deleted {user}\n"),
+        "{}",
+        deleted.stderr
+    );
+
+    // Refusals: the gRPC code and message, non-zero exit.
+    let gone = cli(&gw, &["users", "get", &user], &admin);
+    assert!(!gone.status.success());
+    assert!(gone.stderr.contains("NotFound (5)"), "{}", gone.stderr);
+    let denied = cli(&gw, &["users", "list"], &token);
+    assert!(!denied.status.success());
+    assert!(
+        denied.stderr.contains("PermissionDenied (7)"),
+        "{}",
+        denied.stderr
+    );
+    let bad = cli(
+        &gw,
+        &["send", "--to", "12", "--from", "SMSGW", "--text", "x"],
+        &token,
+    );
+    assert!(!bad.status.success());
+    assert!(
+        bad.stderr.contains("InvalidArgument (3)") && bad.stderr.contains("destination"),
+        "{}",
+        bad.stderr
+    );
+    let anonymous = cli(&gw, &["links"], &[]);
+    assert!(!anonymous.status.success());
+    assert!(
+        anonymous.stderr.contains("no credentials"),
+        "{}",
+        anonymous.stderr
+    );
+    // The secrets given to the commands never show in their output.
+    assert!(!table.stdout.contains(ADMIN_KEY) && !list.stdout.contains(&creds.token));
+}
