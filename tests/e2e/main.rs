@@ -2,6 +2,7 @@
 
 mod auth;
 mod config_push;
+mod contact;
 mod dashboard;
 mod harness;
 mod links;

@@ -5,6 +5,8 @@
 mod bench;
 mod cli;
 mod config_watch;
+mod contact;
+mod journal;
 mod links;
 mod rate;
 mod runtime;
