@@ -3,6 +3,7 @@
 mod auth;
 mod cli;
 mod config_push;
+mod contact;
 mod dashboard;
 mod harness;
 mod links;

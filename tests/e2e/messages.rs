@@ -31,7 +31,13 @@ async fn info(gw: &Gateway, creds: &Creds, id: &str) -> Value {
         .unwrap()
 }
 
-async fn wait_status(gw: &Gateway, creds: &Creds, id: &str, want: &str, within: Duration) -> Value {
+pub(crate) async fn wait_status(
+    gw: &Gateway,
+    creds: &Creds,
+    id: &str,
+    want: &str,
+    within: Duration,
+) -> Value {
     let mut last = Value::Null;
     let ok = eventually(within, async || {
         last = info(gw, creds, id).await;

@@ -5,7 +5,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-async fn send(gw: &Gateway, creds: &Creds, body: Value) -> (u16, Value, Option<String>) {
+pub(crate) async fn send(gw: &Gateway, creds: &Creds, body: Value) -> (u16, Value, Option<String>) {
     let r = gw
         .authed(creds, Method::POST, "/api/v1/sms/send")
         .json(&body)

@@ -208,3 +208,26 @@ pub fn config(state: &ApiState, caller: &Caller) -> serde_json::Value {
     tracing::info!(actor = %caller, action = "get_config", "admin action");
     serde_json::to_value(state.config.load().redacted()).expect("snapshot serialises")
 }
+
+/// Loads blacklist `name` from its CSV files now and reports what was
+/// loaded (numbers, prefixes, malformed lines with their line numbers).
+pub async fn reload_blacklist(
+    state: &ApiState,
+    caller: &Caller,
+    name: &str,
+) -> Result<smsgw_core::policy::LoadReport, ApiError> {
+    use smsgw_core::policy::ReloadError;
+    let Some(reloader) = &state.blacklists else {
+        return Err(ApiError::Unavailable(
+            "no blacklists are configured (--blacklist NAME=BUCKET/PREFIX)".into(),
+        ));
+    };
+    tracing::info!(actor = %caller, action = "reload_blacklist", list = name, "admin action");
+    reloader.reload(name).await.map_err(|e| match e {
+        ReloadError::UnknownList(n) => ApiError::NotFound(format!(
+            "no blacklist {n:?} is configured; configured: {}",
+            reloader.lists().join(", ")
+        )),
+        other => ApiError::Unavailable(other.to_string()),
+    })
+}

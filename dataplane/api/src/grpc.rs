@@ -713,4 +713,34 @@ impl admin_pb::admin_service_server::AdminService for AdminGrpc {
         .await;
         finish(&self.state, "GetStats", r)
     }
+
+    async fn reload_blacklist(
+        &self,
+        req: Request<admin_pb::ReloadBlacklistRequest>,
+    ) -> Result<Response<admin_pb::ReloadBlacklistResponse>, Status> {
+        let r = async {
+            let caller = self.admin(&req).await?;
+            let rep = admin::reload_blacklist(&self.state, &caller, &req.get_ref().name).await?;
+            Ok(admin_pb::ReloadBlacklistResponse {
+                list: rep.list,
+                objects: rep.objects as u64,
+                lines: rep.lines,
+                numbers: rep.numbers,
+                prefixes: rep.prefixes,
+                malformed: rep.malformed,
+                malformed_lines: rep
+                    .malformed_lines
+                    .into_iter()
+                    .map(|m| admin_pb::MalformedLine {
+                        object: m.object,
+                        line: m.line,
+                        content: m.content,
+                    })
+                    .collect(),
+                elapsed_ms: rep.elapsed_ms,
+            })
+        }
+        .await;
+        finish(&self.state, "ReloadBlacklist", r)
+    }
 }

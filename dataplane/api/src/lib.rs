@@ -11,6 +11,7 @@ pub mod auth;
 pub mod dashboard;
 mod error;
 mod grpc;
+pub mod lifecycle;
 pub mod links;
 pub mod metrics;
 mod rest;
@@ -60,6 +61,8 @@ pub struct ApiState {
     pub policy: Option<Arc<dyn smsgw_core::policy::PolicyEngine>>,
     /// `/dashboard/stats`: the data directory and CPU samples.
     pub dashboard: Arc<dashboard::Dashboard>,
+    /// Blacklists the admin API can reload; `None` when none is configured.
+    pub blacklists: Option<Arc<dyn smsgw_core::policy::BlacklistReloader>>,
 }
 
 impl ApiState {
@@ -80,6 +83,7 @@ impl ApiState {
             limiter: Arc::new(NoLimits),
             policy: None,
             dashboard: Arc::new(dashboard::Dashboard::default()),
+            blacklists: None,
             ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
@@ -99,6 +103,15 @@ impl ApiState {
     /// The same state, reporting the disk of `data_dir` on the dashboard.
     pub fn with_data_dir(mut self, data_dir: std::path::PathBuf) -> Self {
         self.dashboard = Arc::new(dashboard::Dashboard::new(Some(data_dir)));
+        self
+    }
+
+    /// The same state with blacklists the admin API can reload.
+    pub fn with_blacklists(
+        mut self,
+        blacklists: Arc<dyn smsgw_core::policy::BlacklistReloader>,
+    ) -> Self {
+        self.blacklists = Some(blacklists);
         self
     }
 

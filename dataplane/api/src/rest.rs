@@ -75,6 +75,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/admin/links", get(admin_list_links))
         .route("/api/v1/admin/stats", get(admin_stats))
         .route("/api/v1/admin/links/{name}/{action}", post(control_link))
+        .route(
+            "/api/v1/admin/blacklists/{name}/reload",
+            post(reload_blacklist),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
         .merge(public)
@@ -486,6 +490,26 @@ async fn sms_by_transaction(
         reason: "is required".into(),
     })?;
     crate::send::info(&state, &caller, None, Some(&tx))
+        .await
+        .map(Json)
+}
+
+/// Loads a blacklist from its CSV files now (`--blacklist NAME=BUCKET/PREFIX`)
+/// and reports what was loaded; the new list replaces the old at once.
+#[utoipa::path(post, path = "/api/v1/admin/blacklists/{name}/reload", tag = "admin",
+    params(("name" = String, Path, description = "List name", example = "default")),
+    responses(
+        (status = 200, description = "The load report (malformed lines with their line numbers)", body = smsgw_core::policy::LoadReport),
+        (status = 404, description = "No list of that name is configured (`not_found`)", body = ErrorBody),
+        (status = 503, description = "No lists configured, or the load failed; the previous list stays (`unavailable`)", body = ErrorBody),
+    ),
+    security(("admin_key" = []), ("bearer" = [], "app_id" = [])))]
+async fn reload_blacklist(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Json<smsgw_core::policy::LoadReport>, ApiError> {
+    admin::reload_blacklist(&state, &caller, &name)
         .await
         .map(Json)
 }

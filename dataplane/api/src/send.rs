@@ -223,19 +223,25 @@ pub fn receipt_name(s: ReceiptState) -> &'static str {
     }
 }
 
+/// Why a segment is not accepted by the SMSC (refused, or outcome unknown).
+fn submit_reason(s: &SubmitStatus) -> Option<String> {
+    match s {
+        SubmitStatus::Rejected { command_status } => Some(format!(
+            "SMSC refused with command_status 0x{command_status:08X}"
+        )),
+        SubmitStatus::Unknown { reason } => Some(reason.clone()),
+        SubmitStatus::Pending | SubmitStatus::Accepted => None,
+    }
+}
+
 fn segment_view(s: &SegmentRecord) -> SegmentView {
-    let (submit_status, reason, code) = match &s.submit {
-        SubmitStatus::Pending => ("pending", None, None),
-        SubmitStatus::Accepted => ("accepted", None, None),
-        SubmitStatus::Rejected { command_status } => (
-            "rejected",
-            Some(format!(
-                "SMSC refused with command_status 0x{command_status:08X}"
-            )),
-            Some(*command_status),
-        ),
-        SubmitStatus::Unknown { reason } => ("unknown", Some(reason.clone()), None),
+    let (submit_status, code) = match &s.submit {
+        SubmitStatus::Pending => ("pending", None),
+        SubmitStatus::Accepted => ("accepted", None),
+        SubmitStatus::Rejected { command_status } => ("rejected", Some(*command_status)),
+        SubmitStatus::Unknown { .. } => ("unknown", None),
     };
+    let reason = submit_reason(&s.submit);
     SegmentView {
         seq: s.seq + 1,
         smsc_message_id: s.smsc_message_id.clone(),
@@ -302,6 +308,7 @@ pub struct Messages {
     submit_slots: Arc<tokio::sync::Semaphore>,
     /// Counters for the admin statistics.
     pub stats: crate::stats::Stats,
+    observer: std::sync::OnceLock<crate::lifecycle::Observer>,
 }
 
 /// How long a background submission is retried while nothing can be sent
@@ -332,6 +339,19 @@ impl Messages {
             app_limits: Mutex::new(HashMap::new()),
             submit_slots: Arc::new(tokio::sync::Semaphore::new(SUBMIT_SLOTS)),
             stats: crate::stats::Stats::default(),
+            observer: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets the observer of every message state change (the journal);
+    /// there is at most one, so a second call is refused (`false`).
+    pub fn set_observer(&self, observer: crate::lifecycle::Observer) -> bool {
+        self.observer.set(observer).is_ok()
+    }
+
+    fn observe(&self, ev: crate::lifecycle::Lifecycle<'_>) {
+        if let Some(o) = self.observer.get() {
+            o(&ev);
         }
     }
 
@@ -435,6 +455,13 @@ impl Messages {
             .apply_receipt(&r)
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
+        self.observe(crate::lifecycle::Lifecycle::Receipt {
+            update: &r,
+            record: match &out {
+                ReceiptOutcome::Applied(rec) | ReceiptOutcome::Duplicate(rec) => Some(rec),
+                ReceiptOutcome::Parked | ReceiptOutcome::Orphaned => None,
+            },
+        });
         if let ReceiptOutcome::Applied(rec) = &out {
             // The status before this receipt: the same record without it.
             let mut before = rec.clone();
@@ -808,10 +835,19 @@ pub async fn send(
     let target = req.esme.trim().to_owned();
     let task = req.task_id.clone();
     let transaction_id = req.transaction_id.trim().to_owned();
+    let destination = req.destination.clone();
     let result = send_inner(state, caller, req).await;
     if let (Err(e), Caller::User { app_id, .. }) = (&result, caller)
         && !matches!(e, ApiError::Internal(_))
     {
+        state
+            .messages
+            .observe(crate::lifecycle::Lifecycle::Refused {
+                app_id,
+                transaction_id: &transaction_id,
+                destination: &destination,
+                reason: e.code(),
+            });
         let config = state.config.load();
         let scope = crate::stats::Scope {
             app: app_id,
@@ -876,6 +912,12 @@ async fn send_inner(
         CreateOutcome::Created(rec) => rec,
     };
     state.messages.changed(None, &rec);
+    state
+        .messages
+        .observe(crate::lifecycle::Lifecycle::Accepted {
+            record: &rec,
+            strategy: req.strategy.trim(),
+        });
     if req.wait_for_submit {
         let rec = submit(state, rec, p.outbound).await?;
         return Ok(SendResponse {
@@ -1130,6 +1172,7 @@ async fn record_submission(
                 None,
             ),
         };
+        let error = submit_reason(&outcome);
         latest = state
             .messages
             .store
@@ -1138,11 +1181,20 @@ async fn record_submission(
                 seq,
                 outcome,
                 link: submission.link.clone(),
-                smsc_message_id: id,
+                smsc_message_id: id.clone(),
                 at_ms: unix_now_ms(),
             })
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
+        state
+            .messages
+            .observe(crate::lifecycle::Lifecycle::Submitted {
+                record: &latest,
+                link: &submission.link,
+                segment: seq,
+                smsc_message_id: id.as_deref(),
+                error,
+            });
     }
     if latest
         .segments

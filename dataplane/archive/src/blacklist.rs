@@ -16,6 +16,7 @@ use crate::ArchiveError;
 use crate::store::ObjectStore;
 use futures::StreamExt;
 use smsgw_core::policy::{BlacklistSink, normalize_e164};
+pub use smsgw_core::policy::{LoadReport, MalformedLine};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,38 +61,6 @@ impl Default for LoadOptions {
             max_line: 1024,
         }
     }
-}
-
-/// A line that was skipped as malformed.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct MalformedLine {
-    /// Object key.
-    pub object: String,
-    /// Line number within the object, from 1.
-    pub line: u64,
-    /// The line's start (at most 64 characters).
-    pub content: String,
-}
-
-/// What a load did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct LoadReport {
-    /// List name.
-    pub list: String,
-    /// Objects read.
-    pub objects: usize,
-    /// Lines read (all of them).
-    pub lines: u64,
-    /// Number entries loaded (before set deduplication).
-    pub numbers: u64,
-    /// Prefix entries loaded.
-    pub prefixes: u64,
-    /// Malformed lines skipped.
-    pub malformed: u64,
-    /// The first malformed lines.
-    pub malformed_lines: Vec<MalformedLine>,
-    /// Wall time, milliseconds.
-    pub elapsed_ms: u64,
 }
 
 enum Entry {
@@ -396,6 +365,23 @@ impl BlacklistImporter {
                 () = tokio::time::sleep(interval) => {}
             }
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl smsgw_core::policy::BlacklistReloader for BlacklistImporter {
+    fn lists(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.sources.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    async fn reload(&self, name: &str) -> Result<LoadReport, smsgw_core::policy::ReloadError> {
+        use smsgw_core::policy::ReloadError;
+        self.load(name).await.map_err(|e| match e {
+            ArchiveError::UnknownList(n) => ReloadError::UnknownList(n),
+            other => ReloadError::Failed(other.to_string()),
+        })
     }
 }
 

@@ -93,9 +93,13 @@ pub enum EventKind {
         link: String,
         /// Segment number, from 1.
         segment: u32,
-        /// The SMSC's message id, when it answered.
+        /// The SMSC's message id, when it accepted the segment.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         smsc_message_id: Option<String>,
+        /// Why the segment is not accepted (the SMSC refused it, or its
+        /// outcome is unknown).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     /// A delivery receipt arrived.
     Receipt {

@@ -14,6 +14,8 @@
 pub mod blacklist;
 pub mod journal;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use blacklist::{
     BlacklistImporter, BlacklistSource, LoadOptions, LoadReport, MalformedLine, load_blacklist,

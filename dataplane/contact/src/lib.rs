@@ -18,6 +18,8 @@ mod mcp;
 mod memory;
 mod policies;
 mod redis_engine;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use mcp::{FailMode, McpClient, McpConfig, McpStats};
 pub use memory::{InProcessBlacklists, InProcessEngine};

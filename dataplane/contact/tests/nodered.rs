@@ -1,99 +1,25 @@
 //! The external MCP client against the real Node-RED 4 flow in `mcp/`
 //! (installed from npm with `npm ci` when missing), on a real Redis.
 
+use smsgw_contact::testing::{NodeRed, free_port};
 use smsgw_contact::{FailMode, McpClient, McpConfig, Policies, RedisBlacklists, RedisEngine};
 use smsgw_core::policy::{
     BlacklistSink, PolicyEngine, PolicyError, PolicyRequest, PolicyState, Verdict,
 };
 use smsgw_store::testing::RedisServer;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "test-token-0123456789";
 
-fn mcp_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../mcp")
-        .canonicalize()
-        .expect("mcp/ exists")
-}
-
-/// `npm ci` into mcp/node_modules unless node-red is there already.
-fn install(dir: &Path) {
-    if dir.join("node_modules/node-red/red.js").exists() {
-        return;
-    }
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-        .current_dir(dir)
-        .status()
-        .expect("npm must be installed (scripts/test-all.sh installs node)");
-    assert!(status.success(), "npm ci in mcp/ failed");
-}
-
-struct NodeRed {
-    child: Child,
-    port: u16,
-    _user_dir: tempfile::TempDir,
-}
-
-impl Drop for NodeRed {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start_node_red(redis_url: &str) -> NodeRed {
-    let dir = mcp_dir();
-    install(&dir);
-    let user_dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let child = Command::new("node")
-        .arg(dir.join("node_modules/node-red/red.js"))
-        .args(["--settings", "settings.js"])
-        .current_dir(&dir)
-        .env("MCP_PORT", port.to_string())
-        .env("MCP_HOST", "127.0.0.1")
-        .env("MCP_USER_DIR", user_dir.path())
-        .env("MCP_TOKEN", TOKEN)
-        .env("MCP_REDIS_URL", redis_url)
-        .env(
-            "MCP_STRATEGIES",
-            r#"{"cp1":{"daily":2,"weekly":5,"blacklists":["default"]}}"#,
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("node must be installed");
-    let nr = NodeRed {
-        child,
-        port,
-        _user_dir: user_dir,
-    };
-    let health = format!("http://127.0.0.1:{port}/api/v1/health");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = http.get(&health).send().await
-            && r.status().is_success()
-        {
-            return nr;
-        }
-        assert!(Instant::now() < deadline, "Node-RED did not become healthy");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    NodeRed::start(
+        redis_url,
+        TOKEN,
+        r#"{"cp1":{"daily":2,"weekly":5,"blacklists":["default"]}}"#,
+    )
+    .await
 }
 
 fn req<'a>(strategy: &'a str, dest: &'a str) -> PolicyRequest<'a> {

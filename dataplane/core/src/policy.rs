@@ -201,6 +201,64 @@ pub trait BlacklistLoad: Send {
     async fn commit(self: Box<Self>) -> Result<(), PolicyError>;
 }
 
+/// A line that was skipped as malformed.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MalformedLine {
+    /// Object key.
+    pub object: String,
+    /// Line number within the object, from 1.
+    pub line: u64,
+    /// The line's start (at most 64 characters).
+    pub content: String,
+}
+
+/// What a load did.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadReport {
+    /// List name.
+    pub list: String,
+    /// Objects read.
+    pub objects: usize,
+    /// Lines read (all of them).
+    pub lines: u64,
+    /// Number entries loaded (before set deduplication).
+    pub numbers: u64,
+    /// Prefix entries loaded.
+    pub prefixes: u64,
+    /// Malformed lines skipped.
+    pub malformed: u64,
+    /// The first malformed lines.
+    pub malformed_lines: Vec<MalformedLine>,
+    /// Wall time, milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// Why an on-demand blacklist reload failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// No list of that name is configured.
+    #[error("no blacklist {0:?} is configured")]
+    UnknownList(String),
+    /// Reading the files or writing the list failed; the previous list
+    /// stays in force.
+    #[error("blacklist load failed: {0}")]
+    Failed(String),
+}
+
+/// Loads the configured blacklists on demand (the admin API's reload; the
+/// gateway's importer implements it).
+#[async_trait::async_trait]
+pub trait BlacklistReloader: Send + Sync + 'static {
+    /// Names of the configured lists.
+    fn lists(&self) -> Vec<String>;
+    /// Loads list `name` now (after a load of it in progress) and reports
+    /// what was loaded.
+    async fn reload(&self, name: &str) -> Result<LoadReport, ReloadError>;
+}
+
 /// Normalises a phone number to E.164 digits without the `+`: drops
 /// spaces, dashes, dots, slashes and parentheses, reads a leading `+` or
 /// `00` as the international prefix, and, when `default_country` is given

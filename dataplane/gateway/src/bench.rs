@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// Text of each message.
     #[arg(long, default_value = "smsgw bench message")]
     pub message: String,
+    /// Contact-policy strategy of each message (`cp1`, …); empty: none.
+    /// Destinations differ per message, so the policy counts every one.
+    #[arg(long, default_value = "")]
+    pub strategy: String,
     /// Account to use; registered when it does not exist yet.
     #[arg(long, env = "SMSGW_BENCH_EMAIL", default_value = "bench@example.com")]
     pub email: String,
@@ -130,6 +134,7 @@ fn request(args: &BenchArgs, run: u64, i: u64) -> SmsRequest {
         saddr: "BENCH".into(),
         daddr: format!("4915{:09}", i % 1_000_000_000),
         message: args.message.clone(),
+        strategy: args.strategy.clone(),
         ..Default::default()
     }
 }
@@ -236,6 +241,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         let body = serde_json::json!({
                             "esme": r.esme, "source": r.saddr, "destination": r.daddr,
                             "message": r.message, "transaction_id": r.transaction_id,
+                            "strategy": r.strategy,
                         });
                         let t = Instant::now();
                         let resp = http

@@ -95,6 +95,10 @@ pub struct GatewayArgs {
     pub auth: AuthArgs,
     #[command(flatten)]
     pub rate: RateLimitArgs,
+    #[command(flatten)]
+    pub contact: ContactArgs,
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
     /// Directory of the embedded store and generated keys.
     #[arg(long, env = "SMSGW_DATA_DIR", default_value = "smsgw-data")]
     pub data_dir: PathBuf,
@@ -277,6 +281,152 @@ pub struct ListenArgs {
     pub grpc_addr: SocketAddr,
 }
 
+/// Contact policies: which engine decides (`--policy-engine`) and how the
+/// external MCP is called.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ContactArgs {
+    /// Engine of the contact policies: `in-process` (this gateway alone),
+    /// `redis` (the native engine, counters shared by every gateway) or
+    /// `mcp` (an external Message Control Platform over HTTP).
+    #[arg(long, env = "SMSGW_POLICY_ENGINE", value_enum, default_value_t = PolicyEngineKind::InProcess)]
+    pub policy_engine: PolicyEngineKind,
+    /// Redis URL of the contact-policy counters and blacklists; defaults to
+    /// `--redis-url`.
+    #[arg(long, env = "SMSGW_POLICY_REDIS_URL")]
+    pub policy_redis_url: Option<String>,
+    /// Endpoint of the MCP check (`--policy-engine mcp`), e.g.
+    /// `http://mcp:1880/api/v1/check`.
+    #[arg(long, env = "SMSGW_MCP_URL")]
+    pub mcp_url: Option<String>,
+    /// Bearer token sent to the MCP.
+    #[arg(long, env = "SMSGW_MCP_TOKEN", hide_env_values = true)]
+    pub mcp_token: Option<String>,
+    /// Bound on one MCP call.
+    #[arg(long, env = "SMSGW_MCP_TIMEOUT", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub mcp_timeout: std::time::Duration,
+    /// When the MCP fails (down, timeout, bad answer): `open` lets the
+    /// message through, `closed` refuses it (503).
+    #[arg(long, env = "SMSGW_MCP_FAIL_MODE", value_enum, default_value_t = McpFailMode::Open)]
+    pub mcp_fail_mode: McpFailMode,
+}
+
+/// Contact-policy engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyEngineKind {
+    /// In process memory (standalone, one gateway).
+    InProcess,
+    /// The native engine on Redis (one Lua round trip per message).
+    Redis,
+    /// An external MCP over HTTP.
+    Mcp,
+}
+
+/// What to do when the MCP fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum McpFailMode {
+    /// Let the message through.
+    Open,
+    /// Refuse the message.
+    Closed,
+}
+
+/// S3 (journal and blacklists), the journal and the blacklist import.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ArchiveArgs {
+    /// S3 endpoint (`https://s3.eu-west-1.amazonaws.com`,
+    /// `http://minio:9000`); unset: buckets are directories under
+    /// `<data-dir>/objects` (standalone).
+    #[arg(long, env = "SMSGW_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Region used in S3 signatures.
+    #[arg(long, env = "SMSGW_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// S3 access key id.
+    #[arg(
+        long,
+        env = "SMSGW_S3_ACCESS_KEY",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub s3_access_key: String,
+    /// S3 secret access key.
+    #[arg(
+        long,
+        env = "SMSGW_S3_SECRET_KEY",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub s3_secret_key: String,
+    /// Path-style URLs (`endpoint/bucket/key`: MinIO and most
+    /// compatibles); `false` for virtual-hosted style.
+    #[arg(long, env = "SMSGW_S3_PATH_STYLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub s3_path_style: bool,
+    /// Bucket of the message journal; unset disables the journal.
+    #[arg(long, env = "SMSGW_JOURNAL_BUCKET")]
+    pub journal_bucket: Option<String>,
+    /// First component of every journal object key.
+    #[arg(long, env = "SMSGW_JOURNAL_PREFIX", default_value = "journal")]
+    pub journal_prefix: String,
+    /// Uncompressed bytes that close a journal batch.
+    #[arg(long, env = "SMSGW_JOURNAL_BATCH_BYTES", default_value_t = 8 << 20)]
+    pub journal_batch_bytes: usize,
+    /// Age that closes a journal batch.
+    #[arg(long, env = "SMSGW_JOURNAL_BATCH_AGE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub journal_batch_age: std::time::Duration,
+    /// Where batches wait while S3 is unreachable; default
+    /// `<data-dir>/journal`. Must survive restarts.
+    #[arg(long, env = "SMSGW_JOURNAL_SPILL_DIR")]
+    pub journal_spill_dir: Option<PathBuf>,
+    /// Most bytes the spill directory may hold; past it batches are
+    /// dropped and `smsgw_journal_overflow` is raised.
+    #[arg(long, env = "SMSGW_JOURNAL_SPILL_MAX_BYTES", default_value_t = 1 << 30)]
+    pub journal_spill_max_bytes: u64,
+    /// Interval of the statistics records in the journal.
+    #[arg(long, env = "SMSGW_JOURNAL_STATS_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub journal_stats_interval: std::time::Duration,
+    /// How long shutdown waits for the journal to reach S3 (what is left
+    /// stays in the spill directory for the next start).
+    #[arg(long, env = "SMSGW_JOURNAL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub journal_shutdown_timeout: std::time::Duration,
+    /// A blacklist loaded from CSV files: `NAME=BUCKET/PREFIX` (every
+    /// object under the prefix); repeat or separate with commas.
+    #[arg(long = "blacklist", env = "SMSGW_BLACKLISTS", value_delimiter = ',', value_parser = parse_blacklist)]
+    pub blacklists: Vec<BlacklistArg>,
+    /// Interval of the scheduled blacklist reloads (also loaded at start
+    /// and on demand through the admin API).
+    #[arg(long, env = "SMSGW_BLACKLIST_RELOAD", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub blacklist_reload: std::time::Duration,
+    /// Country code that replaces a national trunk `0` in blacklist files
+    /// (`33`); unset: such numbers are malformed.
+    #[arg(long, env = "SMSGW_BLACKLIST_DEFAULT_COUNTRY")]
+    pub blacklist_default_country: Option<String>,
+}
+
+/// One `--blacklist NAME=BUCKET/PREFIX`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlacklistArg {
+    /// List name, as ContactPolicies reference it.
+    pub name: String,
+    /// Bucket of its files.
+    pub bucket: String,
+    /// Key prefix of its files (may be empty).
+    pub prefix: String,
+}
+
+fn parse_blacklist(s: &str) -> Result<BlacklistArg, String> {
+    let err = || format!("{s:?}: expected NAME=BUCKET/PREFIX");
+    let (name, location) = s.trim().split_once('=').ok_or_else(err)?;
+    let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+    if name.is_empty() || bucket.is_empty() {
+        return Err(err());
+    }
+    Ok(BlacklistArg {
+        name: name.to_owned(),
+        bucket: bucket.to_owned(),
+        prefix: prefix.to_owned(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,6 +523,55 @@ mod tests {
         assert!(
             Cli::try_parse_from(["smsgw", "standalone", "-c", "x", "--pod-burst", "5"]).is_err(),
             "a burst without a rate is refused"
+        );
+    }
+
+    #[test]
+    fn contact_and_archive_flags_parse_with_their_defaults() {
+        let cli = Cli::try_parse_from([
+            "smsgw",
+            "standalone",
+            "-c",
+            "x.yaml",
+            "--policy-engine",
+            "mcp",
+            "--mcp-url",
+            "http://mcp:1880/api/v1/check",
+            "--mcp-fail-mode",
+            "closed",
+            "--blacklist",
+            "default=lists/bl/,vip=vip",
+            "--s3-path-style",
+            "false",
+        ])
+        .unwrap();
+        let Command::Standalone(a) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        let (c, s) = (&a.gateway.contact, &a.gateway.archive);
+        assert_eq!(c.policy_engine, PolicyEngineKind::Mcp);
+        assert_eq!(c.mcp_fail_mode, McpFailMode::Closed);
+        assert_eq!(c.mcp_timeout, std::time::Duration::from_millis(500));
+        assert!(!s.s3_path_style);
+        assert_eq!(s.journal_prefix, "journal");
+        assert_eq!(
+            s.blacklists,
+            [
+                BlacklistArg {
+                    name: "default".into(),
+                    bucket: "lists".into(),
+                    prefix: "bl/".into()
+                },
+                BlacklistArg {
+                    name: "vip".into(),
+                    bucket: "vip".into(),
+                    prefix: "".into()
+                }
+            ]
+        );
+        assert!(
+            Cli::try_parse_from(["smsgw", "standalone", "-c", "x", "--blacklist", "nobucket"])
+                .is_err()
         );
     }
 }

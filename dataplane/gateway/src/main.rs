@@ -6,6 +6,8 @@ mod bench;
 mod cli;
 mod client;
 mod config_watch;
+mod contact;
+mod journal;
 mod link_metrics;
 mod links;
 mod rate;

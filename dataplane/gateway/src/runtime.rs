@@ -142,6 +142,8 @@ pub(crate) struct Gateway {
     /// `--sweep-after`.
     pub(crate) sweep_after: std::time::Duration,
     listen: ListenArgs,
+    /// The journal, flushed after the servers and links stop.
+    archive: crate::journal::Archive,
 }
 
 impl Gateway {
@@ -172,22 +174,24 @@ impl Gateway {
                 .map_or_else(|_| "smsgw".into(), |h| h.trim().to_owned());
             format!("{host}-{}", std::process::id())
         });
-        // Contact policies, in process (this gateway alone).
+        // Contact policies: the engine of --policy-engine over the policies of each snapshot.
         let policies: smsgw_contact::SharedPolicies = Arc::default();
-        let engine = smsgw_contact::InProcessEngine::new(
-            policies.clone(),
-            smsgw_contact::InProcessBlacklists::new(),
-        );
+        let contact = crate::contact::build(args, policies.clone()).await?;
         let state = ApiState::new(empty, auth, smsgw_api::send::Messages::new(messages))
             .with_links(links.clone())
-            .with_policy(Arc::new(engine))
+            .with_policy(contact.engine)
             .with_data_dir(args.data_dir.clone());
         let rate = Arc::new(crate::rate::Limiting::build(&args.rate, &pod, &state).await?);
-        let state = state.with_limiter(rate.limiter.clone());
+        let mut state = state.with_limiter(rate.limiter.clone());
         state
             .ready
             .store(false, std::sync::atomic::Ordering::Release);
         let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+        let (archive, blacklists) =
+            crate::journal::start(args, &pod, &state, contact.sink, &cancel, &tracker).await?;
+        if let Some(b) = blacklists {
+            state = state.with_blacklists(b);
+        }
         tracker.spawn(smsgw_api::webhook::run(state.clone(), cancel.clone()));
         Ok(Gateway {
             state,
@@ -199,6 +203,7 @@ impl Gateway {
             pod,
             sweep_after: args.sweep_after,
             listen: args.listen.clone(),
+            archive,
         })
     }
 
@@ -212,6 +217,7 @@ impl Gateway {
         )
         .await;
         self.rate.leave().await;
+        self.archive.shutdown().await;
         result
     }
 }

@@ -23,7 +23,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
         send_handler, check_text_len_handler, sms_info, sms_by_transaction,
         set_webhook, list_links, get_link,
         list_users, get_user, update_user, delete_user, set_admin, reset_secret,
-        config, admin_list_links, admin_stats, control_link,
+        config, admin_list_links, admin_stats, control_link, reload_blacklist,
         dashboard_stats,
     ),
     components(schemas(ErrorBody, crate::send::AppEvent)),
