@@ -936,8 +936,10 @@ pub struct Dedup {
     pub include_source: bool,
 }
 
-/// Hours of the day during which messages are refused, in the policy's
-/// time zone.
+/// Hours of the day during which messages are refused, in the
+/// destination's local time: the zone of `zones` whose prefix starts the
+/// number (longest wins), else the zone of its country when that country
+/// keeps one zone, else the policy's `frequency.timeZone`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QuietHours {
@@ -948,6 +950,12 @@ pub struct QuietHours {
     /// spans midnight.
     #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
     pub end: String,
+    /// Time zones by number prefix (E.164 digits, no `+`), for countries
+    /// that span several zones or to correct the built-in country table,
+    /// e.g. `{"1212": America/New_York, "1415": America/Los_Angeles}`.
+    /// Values are IANA time zone names.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub zones: BTreeMap<String, String>,
 }
 
 /// A named contact-policy strategy; requests choose it by the resource's

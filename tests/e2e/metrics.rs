@@ -47,7 +47,16 @@ const POLICY: &str = "---\napiVersion: smsgw.io/v1alpha1\nkind: ContactPolicy\nm
 async fn every_exported_metric_is_in_the_catalogue_and_every_catalogued_one_is_exported() {
     // Half the receipts fail, so delivered and failed both occur.
     let sim = Sim::start_with("127.0.0.1:0", &["--receipt-mix", "1,1,0,0"]);
-    let gw = Gateway::standalone(&format!("{}{POLICY}", sim_config(sim.addr)));
+    // With the journal on (a local bucket), so its and the S3 series show.
+    let gw = Gateway::standalone_with_args(
+        &format!("{}{POLICY}", sim_config(sim.addr)),
+        &[
+            "--journal-bucket",
+            "journal",
+            "--journal-batch-age",
+            "200ms",
+        ],
+    );
     let creds = gw.user("metrics@example.com").await;
     bound(&gw, &creds).await;
     for i in 0..6 {
@@ -95,6 +104,7 @@ async fn every_exported_metric_is_in_the_catalogue_and_every_catalogued_one_is_e
         text.contains("smsgw_messages_delivered_total{")
             && text.contains("smsgw_messages_failed_total{")
             && text.contains("smsgw_link_enquire_link_rtt_seconds{")
+            && text.contains(r#"smsgw_s3_request_duration_seconds_count{op="put",result="ok"}"#)
     })
     .await;
     assert!(

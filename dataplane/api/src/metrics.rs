@@ -88,6 +88,9 @@ pub struct Metrics {
     pub store_duration: Family<StoreOpLabels, Histogram>,
     /// `smsgw_policy_decisions_total`.
     pub policy_decisions: Family<PolicyLabels, Counter>,
+    /// `smsgw_policy_check_duration_seconds`: one engine call (in process,
+    /// Redis script or MCP request), whatever its outcome.
+    pub policy_duration: Histogram,
     /// Recent API calls (REST and gRPC) and errors, for `/dashboard/stats`.
     pub recent: RequestWindow,
 }
@@ -218,6 +221,12 @@ impl Metrics {
             "Contact-policy decisions by strategy and outcome",
             policy_decisions.clone(),
         );
+        let policy_duration = Histogram::new(exponential_buckets(0.000_005, 2.0, 20));
+        registry.register(
+            "policy_check_duration_seconds",
+            "Contact-policy engine call latency",
+            policy_duration.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             http_requests,
@@ -228,6 +237,7 @@ impl Metrics {
             recent: RequestWindow::default(),
             store_duration,
             policy_decisions,
+            policy_duration,
         }
     }
 

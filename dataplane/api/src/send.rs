@@ -1069,7 +1069,12 @@ async fn check_policy(
         text: &rec.text,
         destination_time_zone: None,
     };
+    let started = std::time::Instant::now();
     let decision = engine.check(&req).await;
+    state
+        .metrics
+        .policy_duration
+        .observe(started.elapsed().as_secs_f64());
     let outcome = match &decision {
         Ok(d) if d.verdict.pass => Some("pass"),
         Ok(d) => Some(match d.verdict.state {

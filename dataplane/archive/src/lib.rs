@@ -23,7 +23,7 @@ pub use blacklist::{
 pub use journal::{
     EventKind, Journal, JournalConfig, JournalEvent, JournalStats, JournalTask, StatsFn,
 };
-pub use store::{LocalStore, ObjectStore, S3Config, S3Store};
+pub use store::{ByteStream, LocalStore, ObjectStore, S3Config, S3Store};
 
 /// Why an archive operation failed.
 #[derive(Debug, thiserror::Error)]

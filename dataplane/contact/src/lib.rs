@@ -20,6 +20,7 @@ mod policies;
 mod redis_engine;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod zones;
 
 pub use mcp::{FailMode, McpClient, McpConfig, McpStats};
 pub use memory::{InProcessBlacklists, InProcessEngine};

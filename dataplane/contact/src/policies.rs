@@ -53,6 +53,8 @@ pub struct CompiledPolicy {
     pub blacklists: Vec<String>,
     /// Quiet hours as (start, end) minutes since midnight.
     pub quiet_hours: Option<(u16, u16)>,
+    /// Quiet-hours time zones by number prefix (`quietHours.zones`).
+    pub quiet_zones: Vec<(String, TimeZone)>,
 }
 
 impl CompiledPolicy {
@@ -66,6 +68,14 @@ impl CompiledPolicy {
             policy: name.to_owned(),
             time_zone: tz_name.to_owned(),
         })?;
+        let mut quiet_zones = Vec::new();
+        for (prefix, zone) in spec.quiet_hours.iter().flat_map(|q| &q.zones) {
+            let tz = TimeZone::get(zone).map_err(|_| PolicyConfigError::UnknownTimeZone {
+                policy: name.to_owned(),
+                time_zone: zone.clone(),
+            })?;
+            quiet_zones.push((prefix.trim_start_matches('+').to_owned(), tz));
+        }
         let quiet_hours = match &spec.quiet_hours {
             None => None,
             Some(q) => {
@@ -87,19 +97,34 @@ impl CompiledPolicy {
             dedup_include_source: spec.dedup.as_ref().is_some_and(|d| d.include_source),
             blacklists: spec.blacklists.clone(),
             quiet_hours,
+            quiet_zones,
         })
     }
 
-    /// Whether `now` falls in the quiet hours, in `destination_tz` when it
-    /// names a known zone, else in the policy's zone.
-    pub fn in_quiet_hours(&self, now: Timestamp, destination_tz: Option<&str>) -> bool {
+    /// The zone quiet hours follow for `destination` (E.164 digits):
+    /// `destination_tz` when it names a known zone, else the longest
+    /// `quietHours.zones` prefix, else the country's zone when it keeps
+    /// one, else the policy's zone.
+    pub fn quiet_zone(&self, destination: &str, destination_tz: Option<&str>) -> TimeZone {
+        destination_tz
+            .and_then(|n| TimeZone::get(n).ok())
+            .or_else(|| crate::zones::longest_prefix(&self.quiet_zones, destination).cloned())
+            .or_else(|| crate::zones::country_zone(destination).cloned())
+            .unwrap_or_else(|| self.time_zone.clone())
+    }
+
+    /// Whether `now` falls in the quiet hours at `destination` (E.164
+    /// digits), in the zone [`Self::quiet_zone`] picks.
+    pub fn in_quiet_hours(
+        &self,
+        now: Timestamp,
+        destination: &str,
+        destination_tz: Option<&str>,
+    ) -> bool {
         let Some((start, end)) = self.quiet_hours else {
             return false;
         };
-        let tz = destination_tz
-            .and_then(|n| TimeZone::get(n).ok())
-            .unwrap_or_else(|| self.time_zone.clone());
-        let z = now.to_zoned(tz);
+        let z = now.to_zoned(self.quiet_zone(destination, destination_tz));
         let m = z.hour() as u16 * 60 + z.minute() as u16;
         match start.cmp(&end) {
             std::cmp::Ordering::Less => start <= m && m < end,
@@ -117,7 +142,7 @@ impl CompiledPolicy {
     ) -> Result<Result<Plan, PolicyState>, PolicyError> {
         let destination = normalize_e164(req.destination, None)
             .ok_or_else(|| PolicyError::InvalidDestination(req.destination.to_owned()))?;
-        if self.in_quiet_hours(now, req.destination_time_zone) {
+        if self.in_quiet_hours(now, &destination, req.destination_time_zone) {
             return Ok(Err(PolicyState::QuietHours));
         }
         let periods = (self.daily.is_some() || self.weekly.is_some())
@@ -300,11 +325,54 @@ mod tests {
             &spec("quietHours: {start: '22:00', end: '07:00'}\nfrequency: {daily: 1, timeZone: Europe/Paris}"),
         )
         .unwrap();
-        assert!(p.in_quiet_hours(ts("2026-06-01T21:30:00Z"), None)); // 23:30 Paris
-        assert!(!p.in_quiet_hours(ts("2026-06-01T12:00:00Z"), None));
-        assert!(p.in_quiet_hours(ts("2026-06-01T04:00:00Z"), None)); // 06:00 Paris
+        // A North American number has no country zone: the policy's.
+        let us = "14155550100";
+        assert!(p.in_quiet_hours(ts("2026-06-01T21:30:00Z"), us, None)); // 23:30 Paris
+        assert!(!p.in_quiet_hours(ts("2026-06-01T12:00:00Z"), us, None));
+        assert!(p.in_quiet_hours(ts("2026-06-01T04:00:00Z"), us, None)); // 06:00 Paris
         // 21:30 UTC is 17:30 in New York: not quiet there.
-        assert!(!p.in_quiet_hours(ts("2026-06-01T21:30:00Z"), Some("America/New_York")));
+        assert!(!p.in_quiet_hours(ts("2026-06-01T21:30:00Z"), us, Some("America/New_York")));
+        // A Japanese number follows Tokyo: 21:30 UTC is 06:30 there (quiet),
+        // 12:00 UTC is 21:00 (not yet).
+        assert!(p.in_quiet_hours(ts("2026-06-01T21:30:00Z"), "819012345678", None));
+        assert!(!p.in_quiet_hours(ts("2026-06-01T12:00:00Z"), "819012345678", None));
+    }
+
+    #[test]
+    fn quiet_hour_zone_overrides_should_beat_the_country_table() {
+        let p = CompiledPolicy::compile(
+            "q",
+            &spec(
+                "quietHours: {start: '22:00', end: '07:00', zones: {'1415': America/Los_Angeles, '+44': Asia/Tokyo}}",
+            ),
+        )
+        .unwrap();
+        // 05:00 UTC: 22:00 in Los Angeles (quiet), 01:00 in UTC (policy zone, quiet).
+        let t = ts("2026-06-01T05:00:00Z");
+        assert_eq!(
+            p.quiet_zone("14155550100", None).iana_name(),
+            Some("America/Los_Angeles")
+        );
+        assert_eq!(p.quiet_zone("12125550100", None).iana_name(), Some("UTC"));
+        assert_eq!(
+            p.quiet_zone("447700900123", None).iana_name(),
+            Some("Asia/Tokyo")
+        );
+        assert_eq!(
+            p.quiet_zone("33612345678", None).iana_name(),
+            Some("Europe/Paris")
+        );
+        assert!(p.in_quiet_hours(t, "14155550100", None));
+        // 14:00 UTC: 07:00 in Los Angeles (over), 14:00 UTC (not quiet).
+        assert!(!p.in_quiet_hours(ts("2026-06-01T14:00:00Z"), "14155550100", None));
+        let bad = CompiledPolicy::compile(
+            "q",
+            &spec("quietHours: {start: '22:00', end: '07:00', zones: {'1': Nowhere/Land}}"),
+        );
+        assert!(matches!(
+            bad,
+            Err(PolicyConfigError::UnknownTimeZone { .. })
+        ));
     }
 
     #[test]

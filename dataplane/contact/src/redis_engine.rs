@@ -1,6 +1,7 @@
-//! The native engine on Redis: one Lua script decides and counts a
-//! message (one round trip), another takes a count back; blacklists are
-//! sets swapped in with `RENAME`.
+//! The native engine on Redis: one Lua script decides and counts the
+//! messages waiting at that moment (one round trip each, batched across
+//! concurrent sends), another takes a count back; blacklists are sets
+//! swapped in with `RENAME`.
 //!
 //! Every key carries the hash tag `{<prefix>:cp}`, so the scripts touch
 //! one slot and run unchanged on Redis Cluster (at the price of keeping
@@ -15,8 +16,9 @@ use smsgw_core::policy::{
     BlacklistLoad, BlacklistSink, Decision, PolicyEngine, PolicyError, PolicyRequest, PolicyState,
     Reservation, Verdict,
 };
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Where "now" comes from (tests replace it).
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -54,40 +56,144 @@ pub mod redis_keys {
     }
 }
 
-/// KEYS: daily, weekly, dedup, then (numbers, prefixes) per blacklist.
-/// ARGV: daily cap (-1: none), daily expiry ms, weekly cap, weekly expiry
-/// ms, dedup window ms (0: none), destination, blacklist count.
-/// Returns 0 ok, 1 daily, 2 weekly, 3 blacklist, 4 duplicate.
+/// Decides and counts a batch of messages in one call (one round trip for
+/// every check waiting when the call starts).
+///
+/// ARGV[1]: messages in the batch. Per message, seven ARGV (daily cap
+/// (-1: none), daily expiry ms, weekly cap, weekly expiry ms, dedup window
+/// ms (0: none), destination, blacklist count `nbl`) and `3 + 2 * nbl`
+/// KEYS (daily, weekly, dedup, then numbers and prefixes per blacklist),
+/// in message order. Returns one code per message: 0 ok, 1 daily, 2
+/// weekly, 3 blacklist, 4 duplicate.
+///
+/// A counter is incremented first and taken back when it went past its
+/// cap (no read before the write), and its expiry is set when it is
+/// created: two to four commands for a message that passes.
 pub(crate) const CHECK: &str = r"
-local dest = ARGV[6]
-local nbl = tonumber(ARGV[7])
-for i = 0, nbl - 1 do
-  if redis.call('SISMEMBER', KEYS[4 + 2 * i], dest) == 1 then return 3 end
-  local pre = KEYS[5 + 2 * i]
-  if redis.call('EXISTS', pre) == 1 then
-    local cands = {}
-    for l = 1, #dest do cands[l] = string.sub(dest, 1, l) end
-    local hits = redis.call('SMISMEMBER', pre, unpack(cands))
-    for _, h in ipairs(hits) do if h == 1 then return 3 end end
+local function check(k, dcap, dend, wcap, wend, window, dest, nbl)
+  for i = 0, nbl - 1 do
+    if redis.call('SISMEMBER', KEYS[k + 4 + 2 * i], dest) == 1 then return 3 end
+    local pre = KEYS[k + 5 + 2 * i]
+    if redis.call('EXISTS', pre) == 1 then
+      local cands = {}
+      for l = 1, #dest do cands[l] = string.sub(dest, 1, l) end
+      local hits = redis.call('SMISMEMBER', pre, unpack(cands))
+      for _, h in ipairs(hits) do if h == 1 then return 3 end end
+    end
   end
+  if window > 0 and redis.call('EXISTS', KEYS[k + 3]) == 1 then return 4 end
+  if dcap >= 0 then
+    local v = redis.call('INCR', KEYS[k + 1])
+    if v == 1 then redis.call('PEXPIREAT', KEYS[k + 1], dend) end
+    if v > dcap then
+      redis.call('DECR', KEYS[k + 1])
+      return 1
+    end
+  end
+  if wcap >= 0 then
+    local v = redis.call('INCR', KEYS[k + 2])
+    if v == 1 then redis.call('PEXPIREAT', KEYS[k + 2], wend) end
+    if v > wcap then
+      redis.call('DECR', KEYS[k + 2])
+      if dcap >= 0 then redis.call('DECR', KEYS[k + 1]) end
+      return 2
+    end
+  end
+  if window > 0 then redis.call('SET', KEYS[k + 3], '1', 'PX', window) end
+  return 0
 end
-local window = tonumber(ARGV[5])
-if window > 0 and redis.call('EXISTS', KEYS[3]) == 1 then return 4 end
-local dcap = tonumber(ARGV[1])
-if dcap >= 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= dcap then return 1 end
-local wcap = tonumber(ARGV[3])
-if wcap >= 0 and tonumber(redis.call('GET', KEYS[2]) or '0') >= wcap then return 2 end
-if dcap >= 0 then
-  redis.call('INCR', KEYS[1])
-  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+local out = {}
+local k = 0
+for m = 0, tonumber(ARGV[1]) - 1 do
+  local a = 1 + 7 * m
+  local nbl = tonumber(ARGV[a + 7])
+  out[m + 1] = check(k, tonumber(ARGV[a + 1]), ARGV[a + 2], tonumber(ARGV[a + 3]),
+    ARGV[a + 4], tonumber(ARGV[a + 5]), ARGV[a + 6], nbl)
+  k = k + 3 + 2 * nbl
 end
-if wcap >= 0 then
-  redis.call('INCR', KEYS[2])
-  redis.call('PEXPIREAT', KEYS[2], ARGV[4])
-end
-if window > 0 then redis.call('SET', KEYS[3], '1', 'PX', window) end
-return 0
+return out
 ";
+
+/// Checks one script call carries at most.
+const MAX_BATCH: usize = 128;
+/// Script calls in flight at once; checks arriving meanwhile wait and
+/// form the next batch.
+const MAX_CALLS_IN_FLIGHT: usize = 4;
+
+/// One message's share of a [`CHECK`] call.
+struct CheckJob {
+    keys: Vec<String>,
+    dcap: i64,
+    dend: i64,
+    wcap: i64,
+    wend: i64,
+    window_ms: u64,
+    destination: String,
+    answer: oneshot::Sender<Result<i64, PolicyError>>,
+}
+
+/// Collects waiting checks into batches and runs each as one script call.
+/// Ends when the engine (every sender) is dropped.
+async fn run_checks(mut rx: mpsc::Receiver<CheckJob>, conn: ConnectionManager, script: Script) {
+    let calls = Arc::new(Semaphore::new(MAX_CALLS_IN_FLIGHT));
+    loop {
+        let Ok(permit) = calls.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let (mut conn, script) = (conn.clone(), script.clone());
+        tokio::spawn(async move {
+            let mut inv = script.prepare_invoke();
+            inv.arg(batch.len());
+            for j in &batch {
+                for k in &j.keys {
+                    inv.key(k);
+                }
+                inv.arg(j.dcap)
+                    .arg(j.dend)
+                    .arg(j.wcap)
+                    .arg(j.wend)
+                    .arg(j.window_ms)
+                    .arg(&j.destination)
+                    .arg((j.keys.len() - 3) / 2);
+            }
+            let codes: Result<Vec<i64>, _> = inv.invoke_async(&mut conn).await;
+            drop(permit);
+            match codes {
+                Ok(codes) if codes.len() == batch.len() => {
+                    for (j, c) in batch.into_iter().zip(codes) {
+                        let _ = j.answer.send(Ok(c));
+                    }
+                }
+                Ok(codes) => {
+                    let e = format!(
+                        "check script answered {} codes for {}",
+                        codes.len(),
+                        batch.len()
+                    );
+                    for j in batch {
+                        let _ = j.answer.send(Err(backend(&e)));
+                    }
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    for j in batch {
+                        let _ = j.answer.send(Err(backend(&e)));
+                    }
+                }
+            }
+        });
+    }
+}
 
 /// KEYS: daily, weekly, dedup; ARGV: three flags ('1' = release it).
 const RELEASE: &str = r"
@@ -125,6 +231,8 @@ pub struct RedisEngine {
     check: Script,
     release: Script,
     clock: Clock,
+    /// Feeds [`run_checks`], started by the first check (inside a runtime).
+    checks: OnceLock<mpsc::Sender<CheckJob>>,
 }
 
 impl RedisEngine {
@@ -141,6 +249,7 @@ impl RedisEngine {
             check: Script::new(CHECK),
             release: Script::new(RELEASE),
             clock: Arc::new(Timestamp::now),
+            checks: OnceLock::new(),
         }
     }
 
@@ -161,14 +270,14 @@ impl RedisEngine {
         }
         let p = &self.prefix;
         let none = redis_keys::none(p);
-        let mut inv = self.check.prepare_invoke();
+        let mut keys = Vec::with_capacity(3 + 2 * policy.blacklists.len());
         let (dcap, wcap, dend, wend) = match &plan.periods {
             Some(per) => {
-                inv.key(match policy.daily {
+                keys.push(match policy.daily {
                     Some(_) => redis_keys::daily(p, &policy.name, &plan.destination, &per.day),
                     None => none.clone(),
                 });
-                inv.key(match policy.weekly {
+                keys.push(match policy.weekly {
                     Some(_) => redis_keys::weekly(p, &policy.name, &plan.destination, &per.week),
                     None => none.clone(),
                 });
@@ -180,33 +289,48 @@ impl RedisEngine {
                 )
             }
             None => {
-                inv.key(&none).key(&none);
+                keys.push(none.clone());
+                keys.push(none.clone());
                 (-1, -1, 0, 0)
             }
         };
         let window_ms = match &plan.dedup {
             Some((h, w)) => {
-                inv.key(redis_keys::dedup(p, &policy.name, h));
+                keys.push(redis_keys::dedup(p, &policy.name, h));
                 w.as_millis().max(1) as u64
             }
             None => {
-                inv.key(&none);
+                keys.push(none);
                 0
             }
         };
         for bl in &policy.blacklists {
-            inv.key(redis_keys::bl_numbers(p, bl))
-                .key(redis_keys::bl_prefixes(p, bl));
+            keys.push(redis_keys::bl_numbers(p, bl));
+            keys.push(redis_keys::bl_prefixes(p, bl));
         }
-        inv.arg(dcap)
-            .arg(dend)
-            .arg(wcap)
-            .arg(wend)
-            .arg(window_ms)
-            .arg(&plan.destination)
-            .arg(policy.blacklists.len());
-        let mut conn = self.conn.clone();
-        let code: i64 = inv.invoke_async(&mut conn).await.map_err(backend)?;
+        let (answer, answered) = oneshot::channel();
+        let job = CheckJob {
+            keys,
+            dcap,
+            dend,
+            wcap,
+            wend,
+            window_ms,
+            destination: plan.destination.clone(),
+            answer,
+        };
+        let checks = self.checks.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+            tokio::spawn(run_checks(rx, self.conn.clone(), self.check.clone()));
+            tx
+        });
+        checks
+            .send(job)
+            .await
+            .map_err(|_| backend("the contact-policy batcher stopped"))?;
+        let code = answered
+            .await
+            .map_err(|_| backend("the contact-policy batcher dropped a check"))??;
         Ok(match code {
             0 => PolicyState::Ok,
             1 => PolicyState::DailyCp,

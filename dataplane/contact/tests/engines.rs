@@ -200,14 +200,20 @@ async fn in_process_engine_should_keep_the_contract() {
     contract(&e, &bl, &clock).await;
 }
 
-#[tokio::test]
-async fn redis_engine_should_keep_the_contract() {
+/// A fresh `redis-server` and a connection to it.
+async fn redis() -> (RedisServer, redis::aio::ConnectionManager) {
     let server = RedisServer::start();
     let conn = redis::Client::open(server.url())
         .unwrap()
         .get_connection_manager()
         .await
         .unwrap();
+    (server, conn)
+}
+
+#[tokio::test]
+async fn redis_engine_should_keep_the_contract() {
+    let (_server, conn) = redis().await;
     let clock = FakeClock::new();
     let e = RedisEngine::new(conn.clone(), "t", policies().shared()).with_clock(clock.clock());
     let bl = RedisBlacklists::new(conn.clone(), "t");
@@ -235,12 +241,7 @@ async fn redis_engine_should_keep_the_contract() {
 
 #[tokio::test]
 async fn concurrent_checks_should_never_exceed_the_cap() {
-    let server = RedisServer::start();
-    let conn = redis::Client::open(server.url())
-        .unwrap()
-        .get_connection_manager()
-        .await
-        .unwrap();
+    let (_server, conn) = redis().await;
     let e = Arc::new(RedisEngine::new(conn, "t", policies().shared()));
     let mut tasks = Vec::new();
     for _ in 0..40 {
@@ -262,12 +263,7 @@ async fn concurrent_checks_should_never_exceed_the_cap() {
 
 #[tokio::test]
 async fn a_blacklist_swap_should_be_all_or_nothing_for_readers() {
-    let server = RedisServer::start();
-    let conn = redis::Client::open(server.url())
-        .unwrap()
-        .get_connection_manager()
-        .await
-        .unwrap();
+    let (_server, conn) = redis().await;
     let bl = RedisBlacklists::new(conn.clone(), "t");
     load(&bl, "default", &["33600000001"], &[]).await;
     // A load in progress is invisible; an abandoned one leaves the list.
@@ -290,4 +286,58 @@ fn verdicts_should_use_the_mcp_wire_format() {
     );
     let v: Verdict = serde_json::from_str(r#"{"state":"ok","pass":true}"#).unwrap();
     assert_eq!(v, Verdict::OK);
+}
+
+#[tokio::test]
+async fn concurrent_checks_should_share_script_calls_and_keep_every_cap() {
+    let (_server, conn) = redis().await;
+    let e = Arc::new(RedisEngine::new(conn.clone(), "t", policies().shared()));
+    // 100 destinations, 3 checks each, all at once: the daily cap (2)
+    // passes exactly two of each.
+    let mut tasks = Vec::new();
+    for round in 0..3 {
+        for d in 0..100 {
+            let e = e.clone();
+            tasks.push(tokio::spawn(async move {
+                let dest = format!("+3361000{d:04}");
+                let text = format!("x{round}");
+                let pass = e
+                    .check(&req("cp1", &dest, &text))
+                    .await
+                    .unwrap()
+                    .verdict
+                    .pass;
+                (d, pass)
+            }));
+        }
+    }
+    let mut passed = [0u32; 100];
+    for t in tasks {
+        let (d, pass) = t.await.unwrap();
+        passed[d] += u32::from(pass);
+    }
+    assert!(passed.iter().all(|&p| p == 2), "{passed:?}");
+    // The 300 checks went out in fewer script calls.
+    let mut c = conn.clone();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let calls: u64 = info
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(
+        calls > 0 && calls < 300,
+        "{calls} script calls for 300 checks\n{info}"
+    );
 }

@@ -9,18 +9,22 @@ use anyhow::Context;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use smsgw_api::ApiState;
 use smsgw_api::lifecycle::Lifecycle;
+use smsgw_api::metrics::StoreOpLabels;
 use smsgw_archive::{
-    BlacklistImporter, BlacklistSource, EventKind, Journal, JournalConfig, JournalStats,
-    JournalTask, LoadOptions, LocalStore, ObjectStore, S3Config, S3Store,
+    ArchiveError, BlacklistImporter, BlacklistSource, ByteStream, EventKind, Journal,
+    JournalConfig, JournalStats, JournalTask, LoadOptions, LocalStore, ObjectStore, S3Config,
+    S3Store,
 };
 use smsgw_core::policy::BlacklistSink;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -30,13 +34,69 @@ pub(crate) struct Archive {
     shutdown_timeout: Duration,
 }
 
-/// The bucket `bucket`: S3, or a directory in standalone mode.
+/// `smsgw_s3_request_duration_seconds{op, result}`: one object-store call
+/// (`put`, `get`, `list`; a `get` is timed until its stream opens).
+type S3Durations = Family<StoreOpLabels, Histogram>;
+
+/// An object store that times every call into [`S3Durations`].
+struct TimedBucket {
+    inner: Arc<dyn ObjectStore>,
+    hist: S3Durations,
+}
+
+impl TimedBucket {
+    fn observe<T, E>(&self, op: &'static str, started: Instant, r: &Result<T, E>) {
+        let result = if r.is_ok() { "ok" } else { "error" };
+        self.hist
+            .get_or_create(&StoreOpLabels { op, result })
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for TimedBucket {
+    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), ArchiveError> {
+        let t = Instant::now();
+        let r = self.inner.put(key, body).await;
+        self.observe("put", t, &r);
+        r
+    }
+    async fn get(&self, key: &str) -> Result<ByteStream, ArchiveError> {
+        let t = Instant::now();
+        let r = self.inner.get(key).await;
+        self.observe("get", t, &r);
+        r
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, ArchiveError> {
+        let t = Instant::now();
+        let r = self.inner.list(prefix).await;
+        self.observe("list", t, &r);
+        r
+    }
+}
+
+/// Registers [`S3Durations`] with the API's metrics.
+fn s3_durations(state: &ApiState) -> S3Durations {
+    let hist =
+        S3Durations::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_1, 2.0, 18)));
+    state.metrics.with_registry(|r| {
+        r.register(
+            "s3_request_duration_seconds",
+            "Object-store (S3 or local bucket) call latency by operation and result",
+            hist.clone(),
+        )
+    });
+    hist
+}
+
+/// The bucket `bucket`: S3, or a directory in standalone mode, timed.
 fn bucket(
     args: &ArchiveArgs,
     data_dir: &Path,
     bucket: &str,
+    hist: &S3Durations,
 ) -> anyhow::Result<Arc<dyn ObjectStore>> {
-    Ok(match &args.s3_endpoint {
+    let inner: Arc<dyn ObjectStore> = match &args.s3_endpoint {
         Some(endpoint) => {
             let mut config = S3Config::new(
                 endpoint.clone(),
@@ -49,7 +109,11 @@ fn bucket(
             Arc::new(S3Store::new(&config).with_context(|| format!("S3 bucket {bucket:?}"))?)
         }
         None => Arc::new(LocalStore::new(data_dir.join("objects").join(bucket))),
-    })
+    };
+    Ok(Arc::new(TimedBucket {
+        inner,
+        hist: hist.clone(),
+    }))
 }
 
 /// Starts the journal (when `--journal-bucket` is set) and the blacklist
@@ -65,9 +129,10 @@ pub(crate) async fn start(
     tracker: &TaskTracker,
 ) -> anyhow::Result<(Archive, Option<Arc<BlacklistImporter>>)> {
     let a = &args.archive;
+    let hist = s3_durations(state);
     let mut task = None;
     if let Some(name) = &a.journal_bucket {
-        let store = bucket(a, &args.data_dir, name)?;
+        let store = bucket(a, &args.data_dir, name, &hist)?;
         let spill = a
             .journal_spill_dir
             .clone()
@@ -104,7 +169,7 @@ pub(crate) async fn start(
             .map(|b| {
                 Ok(BlacklistSource {
                     name: b.name.clone(),
-                    store: bucket(a, &args.data_dir, &b.bucket)?,
+                    store: bucket(a, &args.data_dir, &b.bucket, &hist)?,
                     prefix: b.prefix.clone(),
                 })
             })
