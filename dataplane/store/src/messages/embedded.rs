@@ -17,7 +17,7 @@
 use super::{MessageStoreOptions, backend, keep_parked, ms};
 use async_trait::async_trait;
 use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
     WriteTransaction,
 };
 use smsgw_core::messages::{
@@ -50,7 +50,34 @@ pub const MAX_BATCH: usize = 512;
 const PURGE_BATCH: usize = 10_000;
 
 type Reply = Box<dyn FnOnce(Result<(), MessageStoreError>) + Send>;
-type Job = Box<dyn FnOnce(&WriteTransaction) -> Reply + Send>;
+type Job = Box<dyn FnOnce(&mut Tables<'_>) -> Reply + Send>;
+
+/// Every table, opened once per group-committed transaction and shared by
+/// the batch's jobs (opening and closing a redb table costs a lookup and
+/// a root update in the table tree each time).
+struct Tables<'t> {
+    msgs: Table<'t, &'static str, &'static [u8]>,
+    txs: Table<'t, &'static str, &'static str>,
+    index: Table<'t, &'static str, &'static str>,
+    parked: Table<'t, &'static str, &'static [u8]>,
+    parked_at: Table<'t, (u64, &'static str), ()>,
+    accepted: Table<'t, (u64, &'static str), ()>,
+    created: Table<'t, (u64, &'static str), ()>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, MessageStoreError> {
+        Ok(Self {
+            msgs: txn.open_table(MSGS).map_err(backend)?,
+            txs: txn.open_table(TXS).map_err(backend)?,
+            index: txn.open_table(INDEX).map_err(backend)?,
+            parked: txn.open_table(PARKED).map_err(backend)?,
+            parked_at: txn.open_table(PARKED_AT).map_err(backend)?,
+            accepted: txn.open_table(ACCEPTED).map_err(backend)?,
+            created: txn.open_table(CREATED).map_err(backend)?,
+        })
+    }
+}
 
 /// A receipt waiting for its mapping, and when it was parked.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -106,13 +133,7 @@ impl EmbeddedMessageStore {
     pub fn open(path: &Path, opts: MessageStoreOptions) -> Result<Self, MessageStoreError> {
         let db = Arc::new(Database::create(path).map_err(backend)?);
         let txn = db.begin_write().map_err(backend)?;
-        txn.open_table(MSGS).map_err(backend)?;
-        txn.open_table(TXS).map_err(backend)?;
-        txn.open_table(INDEX).map_err(backend)?;
-        txn.open_table(PARKED).map_err(backend)?;
-        txn.open_table(PARKED_AT).map_err(backend)?;
-        txn.open_table(ACCEPTED).map_err(backend)?;
-        txn.open_table(CREATED).map_err(backend)?;
+        drop(Tables::open(&txn)?);
         txn.commit().map_err(backend)?;
         let (jobs, rx) = mpsc::unbounded_channel();
         let wdb = db.clone();
@@ -135,7 +156,7 @@ impl EmbeddedMessageStore {
     /// undo its writes (they are committed with the rest of the batch).
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&WriteTransaction) -> Result<T, MessageStoreError> + Send + 'static,
+        f: impl FnOnce(&mut Tables<'_>) -> Result<T, MessageStoreError> + Send + 'static,
     ) -> Result<T, MessageStoreError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |txn| {
@@ -191,7 +212,14 @@ fn writer_loop(db: &Database, mut rx: mpsc::UnboundedReceiver<Job>) {
                 continue;
             }
         };
-        let replies: Vec<Reply> = batch.drain(..).map(|job| job(&txn)).collect();
+        let replies: Vec<Reply> = match Tables::open(&txn) {
+            Ok(mut tables) => batch.drain(..).map(|job| job(&mut tables)).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "message store: cannot open the tables");
+                batch.clear();
+                continue;
+            }
+        };
         let commit = txn.commit().map_err(backend);
         for reply in replies {
             reply(commit.clone());
@@ -213,39 +241,28 @@ fn live(rec: Option<MessageRecord>, ttl_ms: u64, now: u64) -> Option<MessageReco
     rec.filter(|r| r.created_at_ms.saturating_add(ttl_ms) > now)
 }
 
-fn put_msg(txn: &WriteTransaction, rec: &MessageRecord) -> Result<(), MessageStoreError> {
+fn put_msg(t: &mut Tables<'_>, rec: &MessageRecord) -> Result<(), MessageStoreError> {
     let json = serde_json::to_vec(rec).map_err(backend)?;
-    txn.open_table(MSGS)
-        .map_err(backend)?
+    t.msgs
         .insert(rec.message_id.as_str(), json.as_slice())
         .map_err(backend)?;
-    let mut acc = txn.open_table(ACCEPTED).map_err(backend)?;
     let k = (rec.created_at_ms, rec.message_id.as_str());
     if rec.status == MessageStatus::Accepted {
-        acc.insert(k, ()).map_err(backend)?;
+        t.accepted.insert(k, ()).map_err(backend)?;
     } else {
-        acc.remove(k).map_err(backend)?;
+        t.accepted.remove(k).map_err(backend)?;
     }
     Ok(())
 }
 
 /// Removes a message and every key pointing at it.
-fn remove_msg(txn: &WriteTransaction, rec: &MessageRecord) -> Result<(), MessageStoreError> {
+fn remove_msg(t: &mut Tables<'_>, rec: &MessageRecord) -> Result<(), MessageStoreError> {
     let id = rec.message_id.as_str();
-    txn.open_table(MSGS)
-        .map_err(backend)?
-        .remove(id)
-        .map_err(backend)?;
+    t.msgs.remove(id).map_err(backend)?;
     let k = (rec.created_at_ms, id);
-    txn.open_table(ACCEPTED)
-        .map_err(backend)?
-        .remove(k)
-        .map_err(backend)?;
-    txn.open_table(CREATED)
-        .map_err(backend)?
-        .remove(k)
-        .map_err(backend)?;
-    let mut txs = txn.open_table(TXS).map_err(backend)?;
+    t.accepted.remove(k).map_err(backend)?;
+    t.created.remove(k).map_err(backend)?;
+    let txs = &mut t.txs;
     let tk = tx_key(&rec.app_id, &rec.transaction_id);
     let owned = txs
         .get(tk.as_str())
@@ -254,7 +271,7 @@ fn remove_msg(txn: &WriteTransaction, rec: &MessageRecord) -> Result<(), Message
     if owned {
         txs.remove(tk.as_str()).map_err(backend)?;
     }
-    let mut ix = txn.open_table(INDEX).map_err(backend)?;
+    let ix = &mut t.index;
     if let Some(link) = &rec.link {
         for s in &rec.segments {
             if let Some(sid) = &s.smsc_message_id {
@@ -277,26 +294,22 @@ fn parse_ix(v: &str) -> Option<(u16, &str)> {
     Some((seq.parse().ok()?, id))
 }
 
-/// Applies `r` to segment `seq` of message `id` inside `txn`.
+/// Applies `r` to segment `seq` of message `id` in the batch's transaction.
 fn apply_in(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     id: &str,
     seq: u16,
     r: &ReceiptUpdate,
     ttl_ms: u64,
     now: u64,
 ) -> Result<ReceiptOutcome, MessageStoreError> {
-    let rec = {
-        let t = txn.open_table(MSGS).map_err(backend)?;
-        live(get_json(&t, id)?, ttl_ms, now)
-    };
-    let Some(mut rec) = rec else {
+    let Some(mut rec) = live(get_json(&t.msgs, id)?, ttl_ms, now) else {
         return Ok(ReceiptOutcome::Orphaned);
     };
     if !rec.apply_receipt(seq, r) {
         return Ok(ReceiptOutcome::Duplicate(rec));
     }
-    put_msg(txn, &rec)?;
+    put_msg(t, &rec)?;
     Ok(ReceiptOutcome::Applied(rec))
 }
 
@@ -306,41 +319,41 @@ impl MessageStore for EmbeddedMessageStore {
         let mut rec = rec.clone();
         rec.status = rec.derive_status();
         let ttl = self.ttl_ms();
-        self.write(move |txn| {
+        self.write(move |t| {
             let now = unix_now_ms();
             let tk = tx_key(&rec.app_id, &rec.transaction_id);
-            let existing = {
-                let txs = txn.open_table(TXS).map_err(backend)?;
-                txs.get(tk.as_str())
-                    .map_err(backend)?
-                    .map(|v| v.value().to_owned())
-            };
+            let existing = t
+                .txs
+                .get(tk.as_str())
+                .map_err(backend)?
+                .map(|v| v.value().to_owned());
             if let Some(id) = existing {
-                let old = get_json(&txn.open_table(MSGS).map_err(backend)?, &id)?;
-                match old {
-                    Some(old) if live(Some(old.clone()), ttl, now).is_some() => {
+                match get_json(&t.msgs, &id)? {
+                    Some(old) if old.created_at_ms.saturating_add(ttl) > now => {
                         return Ok(CreateOutcome::Existing(old));
                     }
                     // Expired but not purged yet: the key is free again.
-                    Some(old) => remove_msg(txn, &old)?,
+                    Some(old) => remove_msg(t, &old)?,
                     None => {}
                 }
             }
-            if get_json(&txn.open_table(MSGS).map_err(backend)?, &rec.message_id)?.is_some() {
+            if t.msgs
+                .get(rec.message_id.as_str())
+                .map_err(backend)?
+                .is_some()
+            {
                 return Err(backend(format!(
                     "message id {:?} already exists",
                     rec.message_id
                 )));
             }
-            txn.open_table(TXS)
-                .map_err(backend)?
+            t.txs
                 .insert(tk.as_str(), rec.message_id.as_str())
                 .map_err(backend)?;
-            txn.open_table(CREATED)
-                .map_err(backend)?
+            t.created
                 .insert((rec.created_at_ms, rec.message_id.as_str()), ())
                 .map_err(backend)?;
-            put_msg(txn, &rec)?;
+            put_msg(t, &rec)?;
             Ok(CreateOutcome::Created(rec))
         })
         .await
@@ -379,37 +392,28 @@ impl MessageStore for EmbeddedMessageStore {
     async fn record_submit(&self, s: &SubmitUpdate) -> Result<MessageRecord, MessageStoreError> {
         let s = s.clone();
         let ttl = self.ttl_ms();
-        self.write(move |txn| {
+        self.write(move |t| {
             let now = unix_now_ms();
-            let rec = live(
-                get_json(&txn.open_table(MSGS).map_err(backend)?, &s.message_id)?,
-                ttl,
-                now,
-            );
+            let rec = live(get_json(&t.msgs, &s.message_id)?, ttl, now);
             let mut rec = rec.ok_or_else(|| MessageStoreError::NotFound {
                 message_id: s.message_id.clone(),
             })?;
             rec.record_submit(&s)?;
-            put_msg(txn, &rec)?;
+            put_msg(t, &rec)?;
             let Some(sid) = &s.smsc_message_id else {
                 return Ok(rec);
             };
             let k = ix_key(&s.link, sid);
-            txn.open_table(INDEX)
-                .map_err(backend)?
+            t.index
                 .insert(k.as_str(), format!("{}\0{}", s.seq, s.message_id).as_str())
                 .map_err(backend)?;
-            let parked = {
-                let mut t = txn.open_table(PARKED).map_err(backend)?;
-                let p = get_parked(&t, &k)?;
-                if p.is_some() {
-                    t.remove(k.as_str()).map_err(backend)?;
-                }
-                p
-            };
+            let parked = get_parked(&t.parked, &k)?;
+            if parked.is_some() {
+                t.parked.remove(k.as_str()).map_err(backend)?;
+            }
             if let Some(parked) = parked
                 && let ReceiptOutcome::Applied(updated) =
-                    apply_in(txn, &s.message_id, s.seq, &parked.receipt, ttl, now)?
+                    apply_in(t, &s.message_id, s.seq, &parked.receipt, ttl, now)?
             {
                 rec = updated;
             }
@@ -421,20 +425,18 @@ impl MessageStore for EmbeddedMessageStore {
     async fn apply_receipt(&self, r: &ReceiptUpdate) -> Result<ReceiptOutcome, MessageStoreError> {
         let r = r.clone();
         let ttl = self.ttl_ms();
-        self.write(move |txn| {
+        self.write(move |t| {
             let now = unix_now_ms();
             let k = ix_key(&r.link, &r.smsc_message_id);
-            let target = {
-                let ix = txn.open_table(INDEX).map_err(backend)?;
-                ix.get(k.as_str())
-                    .map_err(backend)?
-                    .and_then(|v| parse_ix(v.value()).map(|(seq, id)| (seq, id.to_owned())))
-            };
+            let target = t
+                .index
+                .get(k.as_str())
+                .map_err(backend)?
+                .and_then(|v| parse_ix(v.value()).map(|(seq, id)| (seq, id.to_owned())));
             if let Some((seq, id)) = target {
-                return apply_in(txn, &id, seq, &r, ttl, now);
+                return apply_in(t, &id, seq, &r, ttl, now);
             }
-            let mut parked = txn.open_table(PARKED).map_err(backend)?;
-            let keep = match get_parked(&parked, &k)? {
+            let keep = match get_parked(&t.parked, &k)? {
                 Some(old) => keep_parked(old.receipt, r),
                 None => r,
             };
@@ -443,13 +445,10 @@ impl MessageStore for EmbeddedMessageStore {
                 receipt: keep,
             })
             .map_err(backend)?;
-            parked
+            t.parked
                 .insert(k.as_str(), json.as_slice())
                 .map_err(backend)?;
-            txn.open_table(PARKED_AT)
-                .map_err(backend)?
-                .insert((now, k.as_str()), ())
-                .map_err(backend)?;
+            t.parked_at.insert((now, k.as_str()), ()).map_err(backend)?;
             Ok(ReceiptOutcome::Parked)
         })
         .await
@@ -461,11 +460,11 @@ impl MessageStore for EmbeddedMessageStore {
     ) -> Result<Vec<MessageRecord>, MessageStoreError> {
         let req = req.clone();
         let ttl = self.ttl_ms();
-        self.write(move |txn| {
+        self.write(move |t| {
             let ids: Vec<String> = {
-                let acc = txn.open_table(ACCEPTED).map_err(backend)?;
                 let mut ids = Vec::new();
-                for e in acc
+                for e in t
+                    .accepted
                     .range((0u64, "")..(req.created_before_ms.saturating_add(1), ""))
                     .map_err(backend)?
                 {
@@ -480,15 +479,14 @@ impl MessageStore for EmbeddedMessageStore {
                 if out.len() >= req.limit {
                     break;
                 }
-                let rec = get_json(&txn.open_table(MSGS).map_err(backend)?, &id)?;
-                let Some(mut rec) = live(rec, ttl, req.now_ms) else {
+                let Some(mut rec) = live(get_json(&t.msgs, &id)?, ttl, req.now_ms) else {
                     continue;
                 };
                 if !rec.claimable(req.created_before_ms, req.now_ms) {
                     continue;
                 }
                 rec.claim(&req.owner, until, req.now_ms);
-                put_msg(txn, &rec)?;
+                put_msg(t, &rec)?;
                 out.push(rec);
             }
             Ok(out)
@@ -502,13 +500,13 @@ impl MessageStore for EmbeddedMessageStore {
         let mut total = 0;
         loop {
             let n = self
-                .write(move |txn| {
+                .write(move |t| {
                     let now = unix_now_ms();
                     let cutoff = now.saturating_sub(ttl);
                     let keys: Vec<(u64, String)> = {
-                        let t = txn.open_table(CREATED).map_err(backend)?;
                         let mut keys = Vec::new();
                         for e in t
+                            .created
                             .range((0u64, "")..(cutoff.saturating_add(1), ""))
                             .map_err(backend)?
                         {
@@ -521,22 +519,17 @@ impl MessageStore for EmbeddedMessageStore {
                         keys
                     };
                     for (at, id) in &keys {
-                        let rec = get_json(&txn.open_table(MSGS).map_err(backend)?, id)?;
-                        match rec {
-                            Some(rec) => remove_msg(txn, &rec)?,
+                        match get_json(&t.msgs, id)? {
+                            Some(rec) => remove_msg(t, &rec)?,
                             None => {
-                                txn.open_table(CREATED)
-                                    .map_err(backend)?
-                                    .remove((*at, id.as_str()))
-                                    .map_err(backend)?;
+                                t.created.remove((*at, id.as_str())).map_err(backend)?;
                             }
                         }
                     }
                     // Parked receipts past their own TTL.
                     let pcut = now.saturating_sub(parked_ttl);
-                    let mut pat = txn.open_table(PARKED_AT).map_err(backend)?;
-                    let mut parked = txn.open_table(PARKED).map_err(backend)?;
-                    let old: Vec<(u64, String)> = pat
+                    let old: Vec<(u64, String)> = t
+                        .parked_at
                         .range((0u64, "")..(pcut.saturating_add(1), ""))
                         .map_err(backend)?
                         .take(PURGE_BATCH)
@@ -544,10 +537,10 @@ impl MessageStore for EmbeddedMessageStore {
                         .collect::<Result<_, _>>()
                         .map_err(backend)?;
                     for (at, k) in &old {
-                        pat.remove((*at, k.as_str())).map_err(backend)?;
+                        t.parked_at.remove((*at, k.as_str())).map_err(backend)?;
                         // Re-parked later (or taken): a newer time, keep it.
-                        if get_parked(&parked, k)?.is_some_and(|p| p.at_ms == *at) {
-                            parked.remove(k.as_str()).map_err(backend)?;
+                        if get_parked(&t.parked, k)?.is_some_and(|p| p.at_ms == *at) {
+                            t.parked.remove(k.as_str()).map_err(backend)?;
                         }
                     }
                     Ok(keys.len() as u64)
