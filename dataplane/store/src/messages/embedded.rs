@@ -14,7 +14,7 @@
 //!
 //! [`purge_expired`]: smsgw_core::messages::MessageStore::purge_expired
 
-use super::{MessageStoreOptions, backend, keep_parked, ms};
+use super::{MessageStoreOptions, backend, keep_parked, ms, record_codec};
 use async_trait::async_trait;
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
@@ -29,7 +29,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
-/// message_id → JSON record.
+/// message_id → record ([`record_codec`]: binary, or JSON when written by
+/// an earlier version).
 const MSGS: TableDefinition<&str, &[u8]> = TableDefinition::new("msg");
 /// `app \0 transaction_id` → message_id.
 const TXS: TableDefinition<&str, &str> = TableDefinition::new("msg_tx");
@@ -227,12 +228,12 @@ fn writer_loop(db: &Database, mut rx: mpsc::UnboundedReceiver<Job>) {
     }
 }
 
-fn get_json(
+fn get_record(
     t: &impl ReadableTable<&'static str, &'static [u8]>,
     id: &str,
 ) -> Result<Option<MessageRecord>, MessageStoreError> {
     match t.get(id).map_err(backend)? {
-        Some(v) => serde_json::from_slice(v.value()).map(Some).map_err(backend),
+        Some(v) => record_codec::decode(v.value()).map(Some),
         None => Ok(None),
     }
 }
@@ -242,9 +243,11 @@ fn live(rec: Option<MessageRecord>, ttl_ms: u64, now: u64) -> Option<MessageReco
 }
 
 fn put_msg(t: &mut Tables<'_>, rec: &MessageRecord) -> Result<(), MessageStoreError> {
-    let json = serde_json::to_vec(rec).map_err(backend)?;
     t.msgs
-        .insert(rec.message_id.as_str(), json.as_slice())
+        .insert(
+            rec.message_id.as_str(),
+            record_codec::encode(rec).as_slice(),
+        )
         .map_err(backend)?;
     let k = (rec.created_at_ms, rec.message_id.as_str());
     if rec.status == MessageStatus::Accepted {
@@ -303,7 +306,7 @@ fn apply_in(
     ttl_ms: u64,
     now: u64,
 ) -> Result<ReceiptOutcome, MessageStoreError> {
-    let Some(mut rec) = live(get_json(&t.msgs, id)?, ttl_ms, now) else {
+    let Some(mut rec) = live(get_record(&t.msgs, id)?, ttl_ms, now) else {
         return Ok(ReceiptOutcome::Orphaned);
     };
     if !rec.apply_receipt(seq, r) {
@@ -328,7 +331,7 @@ impl MessageStore for EmbeddedMessageStore {
                 .map_err(backend)?
                 .map(|v| v.value().to_owned());
             if let Some(id) = existing {
-                match get_json(&t.msgs, &id)? {
+                match get_record(&t.msgs, &id)? {
                     Some(old) if old.created_at_ms.saturating_add(ttl) > now => {
                         return Ok(CreateOutcome::Existing(old));
                     }
@@ -365,7 +368,7 @@ impl MessageStore for EmbeddedMessageStore {
         self.read(move |db| {
             let txn = db.begin_read().map_err(backend)?;
             let t = txn.open_table(MSGS).map_err(backend)?;
-            Ok(live(get_json(&t, &id)?, ttl, unix_now_ms()))
+            Ok(live(get_record(&t, &id)?, ttl, unix_now_ms()))
         })
         .await
     }
@@ -384,7 +387,7 @@ impl MessageStore for EmbeddedMessageStore {
                 return Ok(None);
             };
             let t = txn.open_table(MSGS).map_err(backend)?;
-            Ok(live(get_json(&t, id.value())?, ttl, unix_now_ms()))
+            Ok(live(get_record(&t, id.value())?, ttl, unix_now_ms()))
         })
         .await
     }
@@ -394,7 +397,7 @@ impl MessageStore for EmbeddedMessageStore {
         let ttl = self.ttl_ms();
         self.write(move |t| {
             let now = unix_now_ms();
-            let rec = live(get_json(&t.msgs, &s.message_id)?, ttl, now);
+            let rec = live(get_record(&t.msgs, &s.message_id)?, ttl, now);
             let mut rec = rec.ok_or_else(|| MessageStoreError::NotFound {
                 message_id: s.message_id.clone(),
             })?;
@@ -479,7 +482,7 @@ impl MessageStore for EmbeddedMessageStore {
                 if out.len() >= req.limit {
                     break;
                 }
-                let Some(mut rec) = live(get_json(&t.msgs, &id)?, ttl, req.now_ms) else {
+                let Some(mut rec) = live(get_record(&t.msgs, &id)?, ttl, req.now_ms) else {
                     continue;
                 };
                 if !rec.claimable(req.created_before_ms, req.now_ms) {
@@ -519,7 +522,7 @@ impl MessageStore for EmbeddedMessageStore {
                         keys
                     };
                     for (at, id) in &keys {
-                        match get_json(&t.msgs, id)? {
+                        match get_record(&t.msgs, id)? {
                             Some(rec) => remove_msg(t, &rec)?,
                             None => {
                                 t.created.remove((*at, id.as_str())).map_err(backend)?;

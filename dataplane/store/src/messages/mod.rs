@@ -4,6 +4,7 @@
 
 mod aerospike;
 mod embedded;
+mod record_codec;
 mod redis;
 
 pub use aerospike::{AerospikeConfig, AerospikeMessageStore};
