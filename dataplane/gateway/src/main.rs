@@ -15,6 +15,13 @@ mod runtime;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: under the send path's allocation
+/// pattern (many short-lived buffers across tokio workers) glibc's heap
+/// kept growing and trimming (page clearing, `malloc_consolidate`), which
+/// cost about a third of the gateway's CPU (BENCHMARKS.md, issue 5).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     // A client command's failure is its output: printed once, not logged.

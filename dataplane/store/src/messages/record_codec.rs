@@ -6,6 +6,11 @@
 //! length and UTF-8 bytes, options as a presence byte), led by the byte
 //! [`V1`]. Records written as JSON by earlier versions start with `{` and
 //! are still read: [`decode`] accepts both, [`encode`] writes version 1.
+//!
+//! Adding a field to `MessageRecord` (the compiler points here): append it
+//! after the last field of version 1 and read it only when bytes remain
+//! (`None`/default otherwise), so records written before it still decode;
+//! a change to an existing field needs a new version byte.
 
 use super::backend;
 use smsgw_core::messages::{
