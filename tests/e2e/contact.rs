@@ -116,6 +116,25 @@ async fn the_mcp_engine_follows_node_red_and_its_fail_mode_when_it_is_down() {
         (503, &json!("unavailable")),
         "{v}"
     );
+    // The counters tell the two failures apart.
+    for (gw, passes) in [(&open, 1.0), (&closed, 0.0)] {
+        let m = reqwest::get(gw.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            series(&m, "smsgw_mcp_requests_total").unwrap() >= 2.0,
+            "{m}"
+        );
+        assert_eq!(series(&m, "smsgw_mcp_failures_total"), Some(1.0), "{m}");
+        assert_eq!(
+            series(&m, "smsgw_mcp_fail_open_passes_total"),
+            Some(passes),
+            "{m}"
+        );
+    }
 }
 
 fn s3_args<'a>(s3: &'a str, extra: &[&'a str]) -> Vec<&'a str> {

@@ -5,12 +5,17 @@
 
 use crate::cli::{GatewayArgs, McpFailMode, PolicyEngineKind};
 use anyhow::{Context, bail};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use smsgw_api::ApiState;
 use smsgw_contact::{
-    FailMode, InProcessBlacklists, InProcessEngine, McpClient, McpConfig, RedisBlacklists,
-    RedisEngine, SharedPolicies,
+    FailMode, InProcessBlacklists, InProcessEngine, McpClient, McpConfig, McpStats,
+    RedisBlacklists, RedisEngine, SharedPolicies,
 };
 use smsgw_core::policy::{BlacklistSink, PolicyEngine};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The contact-policy engine and where its blacklists live.
 pub(crate) struct Contact {
@@ -20,6 +25,60 @@ pub(crate) struct Contact {
     /// when the engine reads no list the gateway can load (MCP without
     /// Redis).
     pub(crate) sink: Option<Arc<dyn BlacklistSink>>,
+    /// The MCP client when `--policy-engine mcp`, for its counters.
+    pub(crate) mcp: Option<Arc<McpClient>>,
+}
+
+impl Contact {
+    /// Registers `smsgw_mcp_*` with the API's metrics: always, so the
+    /// series exist (at zero) whatever the engine, and dashboards and
+    /// alerts need no special case.
+    pub(crate) fn register_metrics(&self, state: &ApiState) {
+        let collector = McpMetrics(self.mcp.clone());
+        state
+            .metrics
+            .with_registry(|r| r.register_collector(Box::new(collector)));
+    }
+}
+
+/// `smsgw_mcp_requests_total`, `_failures_total`, `_fail_open_passes_total`.
+struct McpMetrics(Option<Arc<McpClient>>);
+
+impl std::fmt::Debug for McpMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("McpMetrics")
+    }
+}
+
+impl Collector for McpMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let get = |f: fn(&McpStats) -> &AtomicU64| {
+            self.0
+                .as_ref()
+                .map_or(0, |m| f(&m.stats).load(Ordering::Relaxed))
+        };
+        for (name, help, value) in [
+            (
+                "mcp_requests",
+                "Checks sent to the external MCP",
+                get(|s| &s.requests),
+            ),
+            (
+                "mcp_failures",
+                "MCP checks that failed (transport, timeout, status, body)",
+                get(|s| &s.failures),
+            ),
+            (
+                "mcp_fail_open_passes",
+                "Failed MCP checks let through because --mcp-fail-mode is open",
+                get(|s| &s.fail_open_passes),
+            ),
+        ] {
+            let c = ConstCounter::new(value);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        Ok(())
+    }
 }
 
 /// Builds the engine of `--policy-engine` over the policies compiled from
@@ -43,6 +102,7 @@ pub(crate) async fn build(args: &GatewayArgs, policies: SharedPolicies) -> anyho
             Contact {
                 engine: Arc::new(InProcessEngine::new(policies, lists.clone())),
                 sink: Some(Arc::new(lists)),
+                mcp: None,
             }
         }
         PolicyEngineKind::Redis => {
@@ -51,6 +111,7 @@ pub(crate) async fn build(args: &GatewayArgs, policies: SharedPolicies) -> anyho
             Contact {
                 engine: Arc::new(RedisEngine::new(conn.clone(), prefix.clone(), policies)),
                 sink: Some(Arc::new(RedisBlacklists::new(conn, prefix))),
+                mcp: None,
             }
         }
         PolicyEngineKind::Mcp => {
@@ -65,7 +126,7 @@ pub(crate) async fn build(args: &GatewayArgs, policies: SharedPolicies) -> anyho
                 McpFailMode::Open => FailMode::Open,
                 McpFailMode::Closed => FailMode::Closed,
             };
-            let client = McpClient::new(config).context("cannot build the MCP client")?;
+            let client = Arc::new(McpClient::new(config).context("cannot build the MCP client")?);
             if client.health().await {
                 tracing::info!(fail_mode = ?c.mcp_fail_mode, "contact policies: external MCP, healthy");
             } else {
@@ -86,8 +147,9 @@ pub(crate) async fn build(args: &GatewayArgs, policies: SharedPolicies) -> anyho
                 );
             }
             Contact {
-                engine: Arc::new(client),
+                engine: client.clone(),
                 sink,
+                mcp: Some(client),
             }
         }
     })

@@ -179,8 +179,9 @@ impl Gateway {
         let contact = crate::contact::build(args, policies.clone()).await?;
         let state = ApiState::new(empty, auth, smsgw_api::send::Messages::new(messages))
             .with_links(links.clone())
-            .with_policy(contact.engine)
+            .with_policy(contact.engine.clone())
             .with_data_dir(args.data_dir.clone());
+        contact.register_metrics(&state);
         let rate = Arc::new(crate::rate::Limiting::build(&args.rate, &pod, &state).await?);
         let mut state = state.with_limiter(rate.limiter.clone());
         state
