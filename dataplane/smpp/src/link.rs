@@ -1,6 +1,7 @@
 //! A link: one SMSC account with its sessions.
 
 use std::{
+    collections::BTreeSet,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -56,6 +57,8 @@ struct Inner {
     sessions: Vec<Arc<Session>>,
     next: AtomicUsize,
     tracker: TaskTracker,
+    /// Serialises changes of the link's running state and its open slots.
+    gates: Mutex<()>,
 }
 
 /// A running link. Cheap to clone; all clones control the same sessions.
@@ -78,7 +81,22 @@ impl Link {
         events: mpsc::Sender<LinkEvent>,
         cancel: CancellationToken,
     ) -> Result<Link> {
+        Self::spawn_gated(config, events, cancel, None)
+    }
+
+    /// [`Link::spawn`] with bind-slot gating: only the sessions of the
+    /// slots in `open_slots` bind (slot `i` is session `i`, and in
+    /// transmitter/receiver mode also receiver `sessions + i`);
+    /// [`Link::set_open_slots`] changes the set later. `None` opens every
+    /// slot, as [`Link::spawn`] does.
+    pub fn spawn_gated(
+        config: LinkConfig,
+        events: mpsc::Sender<LinkEvent>,
+        cancel: CancellationToken,
+        open_slots: Option<&BTreeSet<u32>>,
+    ) -> Result<Link> {
         config.validate()?;
+        let open = |slot: u32| open_slots.is_none_or(|s| s.contains(&slot));
         let tls = TlsClient::new(&config)?;
         if config.tls_insecure_skip_verify {
             tracing::warn!(
@@ -88,26 +106,29 @@ impl Link {
         }
         let gcra = config.rate.map(|r| Gcra::new(r, config.burst.max(1)));
         let mut sessions = Vec::new();
+        let role = match config.bind_mode {
+            BindMode::Transceiver => SessionRole::Transceiver,
+            BindMode::TransmitterReceiver => SessionRole::Transmitter,
+        };
         for i in 0..config.sessions {
-            match config.bind_mode {
-                BindMode::Transceiver => sessions.push(Arc::new(Session::new(
-                    i,
-                    SessionRole::Transceiver,
-                    config.window,
-                ))),
-                BindMode::TransmitterReceiver => sessions.push(Arc::new(Session::new(
-                    i,
-                    SessionRole::Transmitter,
-                    config.window,
-                ))),
-            }
+            let slot = i as u32;
+            sessions.push(Arc::new(Session::new(
+                i,
+                role,
+                config.window,
+                slot,
+                open(slot),
+            )));
         }
         if config.bind_mode == BindMode::TransmitterReceiver {
             for i in 0..config.sessions {
+                let slot = i as u32;
                 sessions.push(Arc::new(Session::new(
                     config.sessions + i,
                     SessionRole::Receiver,
                     config.window,
+                    slot,
+                    open(slot),
                 )));
             }
         }
@@ -140,6 +161,7 @@ impl Link {
                 sessions,
                 next: AtomicUsize::new(0),
                 tracker,
+                gates: Mutex::new(()),
             }),
         })
     }
@@ -322,7 +344,7 @@ impl Link {
     /// `drain_timeout`), unbinds and stays down until [`Link::start`].
     /// Returns once all sessions are down.
     pub async fn stop(&self) {
-        self.inner.shared.desired.send_replace(false);
+        self.set_running(false);
         for s in &self.inner.sessions {
             let mut rx = s.state.subscribe();
             let _ = rx.wait_for(|st| *st == LinkState::Down).await;
@@ -331,7 +353,37 @@ impl Link {
 
     /// (Re)starts a stopped link; sessions bind in the background.
     pub fn start(&self) {
-        self.inner.shared.desired.send_replace(true);
+        self.set_running(true);
+    }
+
+    fn set_running(&self, running: bool) {
+        let _g = self.inner.gates.lock().expect("gates lock");
+        self.inner.shared.desired.send_replace(running);
+        for s in &self.inner.sessions {
+            s.refresh(running);
+        }
+    }
+
+    /// Sets the bind slots this process holds: sessions of other slots
+    /// drain their window and unbind (or stay down), those of the slots
+    /// in `open` bind (while the link runs).
+    pub fn set_open_slots(&self, open: &BTreeSet<u32>) {
+        let _g = self.inner.gates.lock().expect("gates lock");
+        let running = *self.inner.shared.desired.borrow();
+        for s in &self.inner.sessions {
+            s.set_slot_open(open.contains(&s.slot));
+            s.refresh(running);
+        }
+    }
+
+    /// Whether every session of bind slot `slot` is down (none bound,
+    /// binding or unbinding).
+    pub fn slot_is_down(&self, slot: u32) -> bool {
+        self.inner
+            .sessions
+            .iter()
+            .filter(|s| s.slot == slot)
+            .all(|s| s.state() == LinkState::Down)
     }
 
     /// [`Link::stop`] then [`Link::start`].

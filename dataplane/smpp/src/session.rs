@@ -194,11 +194,28 @@ pub(crate) struct Session {
     meter: RateMeter,
     last_rtt: Mutex<Option<Duration>>,
     last_error: Mutex<Option<LastError>>,
+    /// Bind slot of the session (its index modulo the link's `sessions`).
+    pub(crate) slot: u32,
+    /// Whether the session's bind slot is held by this process (always,
+    /// unless the link is gated by bind-slot leases).
+    slot_open: std::sync::atomic::AtomicBool,
+    /// Whether the session should be bound: the link runs and its slot is
+    /// open. The supervisor follows it.
+    pub(crate) run: watch::Sender<bool>,
 }
 
 impl Session {
-    pub(crate) fn new(index: usize, role: SessionRole, window: usize) -> Self {
+    pub(crate) fn new(
+        index: usize,
+        role: SessionRole,
+        window: usize,
+        slot: u32,
+        open: bool,
+    ) -> Self {
         Self {
+            slot,
+            slot_open: std::sync::atomic::AtomicBool::new(open),
+            run: watch::Sender::new(open),
             index,
             role,
             window: Arc::new(Semaphore::new(window)),
@@ -215,6 +232,19 @@ impl Session {
 
     pub(crate) fn state(&self) -> LinkState {
         *self.state.borrow()
+    }
+
+    /// Opens or closes the session's bind slot.
+    pub(crate) fn set_slot_open(&self, open: bool) {
+        self.slot_open.store(open, Ordering::Relaxed);
+    }
+
+    /// Recomputes whether the session should run, given whether its link
+    /// runs; the supervisor binds or drains and unbinds accordingly.
+    pub(crate) fn refresh(&self, link_running: bool) {
+        let run = link_running && self.slot_open.load(Ordering::Relaxed);
+        self.run
+            .send_if_modified(|r| std::mem::replace(r, run) != run);
     }
 
     fn next_seq(&self) -> u32 {
@@ -424,7 +454,7 @@ type Reader = FramedRead<BoxRead, SmppCodec>;
 
 /// Runs a session until the link's cancellation token fires.
 pub(crate) async fn supervise(shared: Arc<Shared>, session: Arc<Session>) {
-    let mut desired = shared.desired.subscribe();
+    let mut desired = session.run.subscribe();
     let mut attempt: u32 = 0;
     loop {
         // Wait until the link should run.

@@ -852,3 +852,36 @@ async fn a_submit_sm_resp_without_nul_terminator_still_yields_the_id() {
     assert_eq!(accepted_id(&out[0]), "abc123");
     cancel.cancel();
 }
+
+#[tokio::test]
+async fn a_gated_link_binds_only_its_open_slots_and_unbinds_a_closed_one() {
+    let cancel = CancellationToken::new();
+    let sim = start_sim(SimConfig::default(), &cancel).await;
+    let (tx, _events) = mpsc::channel(10_000);
+    let link = Link::spawn_gated(
+        LinkConfig::test(sim.addr()).sessions(3),
+        tx,
+        cancel.clone(),
+        Some(&[1].into()),
+    )
+    .expect("link spawns");
+    assert!(link.wait_bound(WAIT).await, "slot 1 binds");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(link.status().sessions_bound, 1);
+    assert_eq!(sim.binds(), 1, "closed slots never bind");
+    assert!(link.slot_is_down(0) && !link.slot_is_down(1));
+
+    link.set_open_slots(&[0, 2].into());
+    eventually("slot 1 unbinds", || link.slot_is_down(1)).await;
+    eventually("slots 0 and 2 bind", || link.status().sessions_bound == 2).await;
+    assert_eq!(sim.counters().unbinds, 1, "slot 1 unbound cleanly");
+    assert_eq!(sim.binds(), 3);
+
+    // Stopped and started, the link keeps to its open slots.
+    link.restart().await;
+    eventually("rebound", || link.status().sessions_bound == 2).await;
+    assert!(link.slot_is_down(1));
+    link.set_open_slots(&Default::default());
+    eventually("all down", || (0..3).all(|s| link.slot_is_down(s))).await;
+    cancel.cancel();
+}
