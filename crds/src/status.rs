@@ -45,7 +45,7 @@ pub struct SmppLinkStatus {
 pub struct SessionStatus {
     /// Slot index, 0-based, below `spec.sessions`.
     pub slot: u32,
-    /// Name of the Lease guarding the slot (`<link>-slot-<slot>`).
+    /// Name of the Lease guarding the slot (`smsgw-<link>-slot-<slot>`).
     pub lease: String,
     /// Pod the slot is assigned to; empty while unassigned (no ready pod).
     #[serde(default)]

@@ -3,6 +3,7 @@
 
 use crate::credentials::ensure_credentials;
 use crate::hub::{Hub, Rejection};
+use crate::slot_lease::live_holder;
 use crate::status::{
     StatusInputs, link_status, policy_status, pool_status, user_status, write_status,
 };
@@ -10,7 +11,7 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
@@ -51,7 +52,7 @@ pub fn ready_pods<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> BTreeSet<Strin
         .collect()
 }
 
-/// Holders of the unexpired bind-slot Leases (`*-slot-*`) at `now`.
+/// Holders of the unexpired bind-slot Leases (`smsgw-*-slot-*`) at `now`.
 pub fn slot_lease_holders<'a>(
     leases: impl IntoIterator<Item = &'a Lease>,
     now: Timestamp,
@@ -59,13 +60,7 @@ pub fn slot_lease_holders<'a>(
     leases
         .into_iter()
         .filter(|l| l.name_any().contains("-slot-"))
-        .filter_map(|l| {
-            let spec = l.spec.as_ref()?;
-            let holder = spec.holder_identity.clone().filter(|h| !h.is_empty())?;
-            let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?.0;
-            let secs = i64::from(spec.lease_duration_seconds.unwrap_or(15));
-            (renewed + SignedDuration::from_secs(secs) > now).then(|| (l.name_any(), holder))
-        })
+        .filter_map(|l| Some((l.name_any(), live_holder(l, now)?.to_owned())))
         .collect()
 }
 

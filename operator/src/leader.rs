@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
 use std::time::Duration;
 
@@ -20,14 +20,9 @@ pub struct LeaderElector {
 /// Whether `lease` is held by someone other than `identity` and still
 /// fresh at `now`.
 pub fn held_by_other(lease: &Lease, identity: &str, now: Timestamp) -> Option<String> {
-    let spec = lease.spec.as_ref()?;
-    let holder = spec.holder_identity.clone().filter(|h| !h.is_empty())?;
-    if holder == identity {
-        return None;
-    }
-    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?.0;
-    let secs = i64::from(spec.lease_duration_seconds.unwrap_or(15));
-    (renewed + SignedDuration::from_secs(secs) > now).then_some(holder)
+    crate::slot_lease::live_holder(lease, now)
+        .filter(|h| *h != identity)
+        .map(str::to_owned)
 }
 
 impl LeaderElector {

@@ -3,7 +3,7 @@
 //! is unless its pod is gone or holds more than its fair share.
 //!
 //! The assignment only says who *should* bind; the cap itself is enforced
-//! by one Lease per slot (`<link>-slot-<i>`), which a pod must hold before
+//! by one Lease per slot (`smsgw-<link>-slot-<i>`), which a pod must hold before
 //! binding. A slot that moves is therefore bound by its new pod only once
 //! the old one released the Lease or it expired (within one lease
 //! duration).
@@ -28,7 +28,7 @@ impl SlotId {
         }
     }
 
-    /// Name of the Lease guarding the slot: `<link>-slot-<slot>`.
+    /// Name of the Lease guarding the slot: `smsgw-<link>-slot-<slot>`.
     pub fn lease_name(&self) -> String {
         lease_name(&self.link, self.slot)
     }
@@ -36,7 +36,7 @@ impl SlotId {
 
 /// Name of the Lease guarding slot `slot` of `link`.
 pub fn lease_name(link: &str, slot: u32) -> String {
-    format!("{link}-slot-{slot}")
+    format!("smsgw-{link}-slot-{slot}")
 }
 
 /// Slot → pod.
@@ -238,7 +238,7 @@ mod tests {
 
     #[test]
     fn leases_are_named_after_link_and_slot() {
-        assert_eq!(SlotId::new("sim", 3).lease_name(), "sim-slot-3");
+        assert_eq!(SlotId::new("sim", 3).lease_name(), "smsgw-sim-slot-3");
         let a = assign_slots(&links(&[("a", 3)]), &pods(&["p1"]), &Assignment::new());
         assert_eq!(slots_of(&a, "p1")["a"], [0, 1, 2]);
     }

@@ -2,58 +2,20 @@
 //! controller-rs `fixtures.rs` does: each test scripts the requests it
 //! expects and the answers, in order, and fails on any other request.
 
-use http::{Method, Request, Response, StatusCode};
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+mod common;
+
+use http::{Method, StatusCode};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::Api;
-use kube::client::Body;
-use kube::{Client, ResourceExt};
 use smsgw_crds::{SmppLink, User};
 use smsgw_operator::credentials::ensure_credentials;
 use smsgw_operator::hub::{Hub, PodAck};
 use smsgw_operator::leader::LeaderElector;
 use smsgw_operator::status::{StatusInputs, link_status, write_status};
 use std::time::Duration;
-
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-fn mock_client() -> (Client, Handle) {
-    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    (Client::new(svc, "smsgw"), handle)
-}
-
-/// Answers the next request after checking method and path; returns its
-/// JSON body.
-async fn expect(
-    handle: &mut Handle,
-    method: Method,
-    path: &str,
-    status: StatusCode,
-    answer: serde_json::Value,
-) -> serde_json::Value {
-    let (req, send) = handle.next_request().await.expect("a request");
-    assert_eq!(req.method(), method, "{}", req.uri());
-    assert_eq!(req.uri().path(), path);
-    let bytes = req.into_body().collect_bytes().await.unwrap();
-    let body = if bytes.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    send.send_response(
-        Response::builder()
-            .status(status)
-            .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-            .unwrap(),
-    );
-    body
-}
-
-fn not_found() -> serde_json::Value {
-    serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
-}
 
 fn link(name: &str) -> SmppLink {
     let mut l = SmppLink::new(
@@ -100,7 +62,7 @@ async fn a_link_rejected_by_a_pod_gets_accepted_false_written_to_its_status() {
         errors: hub.compile_errors(),
         acks: hub.acks(),
         published: hub.current(),
-        lease_holders: [("sim-slot-0".to_owned(), "proxy-0".to_owned())].into(),
+        lease_holders: [("smsgw-sim-slot-0".to_owned(), "proxy-0".to_owned())].into(),
     };
     let obj = link("sim");
     let now = Time(Timestamp::now());
@@ -113,10 +75,10 @@ async fn a_link_rejected_by_a_pod_gets_accepted_false_written_to_its_status() {
         &now,
     );
 
-    let (client, mut handle) = mock_client();
+    let (client, mut handle) = common::mock_client();
     let api: Api<SmppLink> = Api::namespaced(client, "smsgw");
     let server = tokio::spawn(async move {
-        expect(
+        common::expect(
             &mut handle,
             Method::PATCH,
             "/apis/smsgw.io/v1alpha1/namespaces/smsgw/smpplinks/sim/status",
@@ -151,7 +113,7 @@ async fn a_link_rejected_by_a_pod_gets_accepted_false_written_to_its_status() {
 
 #[tokio::test]
 async fn an_unchanged_status_is_not_written() {
-    let (client, _handle) = mock_client();
+    let (client, _handle) = common::mock_client();
     let api: Api<SmppLink> = Api::namespaced(client, "smsgw");
     let status = smsgw_crds::SmppLinkStatus::default();
     // A request would hang on the mock with no answer; none is made.
@@ -167,19 +129,19 @@ async fn an_unchanged_status_is_not_written() {
 
 #[tokio::test]
 async fn a_users_credentials_secret_is_created_owned_by_the_user() {
-    let (client, mut handle) = mock_client();
+    let (client, mut handle) = common::mock_client();
     let secrets: Api<Secret> = Api::namespaced(client, "smsgw");
     let u = user("bob", true);
     let server = tokio::spawn(async move {
-        expect(
+        common::expect(
             &mut handle,
             Method::GET,
             "/api/v1/namespaces/smsgw/secrets/bob-credentials",
             StatusCode::NOT_FOUND,
-            not_found(),
+            common::not_found(),
         )
         .await;
-        expect(
+        common::expect(
             &mut handle,
             Method::POST,
             "/api/v1/namespaces/smsgw/secrets",
@@ -204,11 +166,11 @@ async fn a_users_credentials_secret_is_created_owned_by_the_user() {
 
 #[tokio::test]
 async fn an_existing_complete_credentials_secret_is_left_alone() {
-    let (client, mut handle) = mock_client();
+    let (client, mut handle) = common::mock_client();
     let secrets: Api<Secret> = Api::namespaced(client, "smsgw");
     let u = user("alice", false);
     let server = tokio::spawn(async move {
-        expect(
+        common::expect(
             &mut handle,
             Method::GET,
             "/api/v1/namespaces/smsgw/secrets/alice-credentials",
@@ -228,26 +190,9 @@ async fn an_existing_complete_credentials_secret_is_left_alone() {
     assert_eq!(u.name_any(), "alice");
 }
 
-fn lease(holder: &str, renewed: Timestamp) -> serde_json::Value {
-    serde_json::to_value(Lease {
-        metadata: kube::api::ObjectMeta {
-            name: Some("leader".into()),
-            resource_version: Some("7".into()),
-            ..Default::default()
-        },
-        spec: Some(LeaseSpec {
-            holder_identity: Some(holder.into()),
-            lease_duration_seconds: Some(15),
-            renew_time: Some(MicroTime(renewed)),
-            ..Default::default()
-        }),
-    })
-    .unwrap()
-}
-
 #[tokio::test]
 async fn leader_election_creates_a_missing_lease() {
-    let (client, mut handle) = mock_client();
+    let (client, mut handle) = common::mock_client();
     let e = LeaderElector::new(
         Api::namespaced(client, "smsgw"),
         "leader",
@@ -256,20 +201,20 @@ async fn leader_election_creates_a_missing_lease() {
     );
     let server = tokio::spawn(async move {
         let path = "/apis/coordination.k8s.io/v1/namespaces/smsgw/leases";
-        expect(
+        common::expect(
             &mut handle,
             Method::GET,
             &format!("{path}/leader"),
             StatusCode::NOT_FOUND,
-            not_found(),
+            common::not_found(),
         )
         .await;
-        expect(
+        common::expect(
             &mut handle,
             Method::POST,
             path,
             StatusCode::CREATED,
-            lease("op-a", Timestamp::now()),
+            common::lease("leader", "op-a", Timestamp::now()),
         )
         .await
     });
@@ -281,7 +226,7 @@ async fn leader_election_creates_a_missing_lease() {
 
 #[tokio::test]
 async fn leader_election_leaves_a_fresh_lease_of_another_replica_alone() {
-    let (client, mut handle) = mock_client();
+    let (client, mut handle) = common::mock_client();
     let e = LeaderElector::new(
         Api::namespaced(client, "smsgw"),
         "leader",
@@ -289,12 +234,12 @@ async fn leader_election_leaves_a_fresh_lease_of_another_replica_alone() {
         Duration::from_secs(15),
     );
     let server = tokio::spawn(async move {
-        expect(
+        common::expect(
             &mut handle,
             Method::GET,
             "/apis/coordination.k8s.io/v1/namespaces/smsgw/leases/leader",
             StatusCode::OK,
-            lease("op-a", Timestamp::now()),
+            common::lease("leader", "op-a", Timestamp::now()),
         )
         .await;
         tokio::time::timeout(Duration::from_millis(300), handle.next_request())
@@ -307,7 +252,7 @@ async fn leader_election_leaves_a_fresh_lease_of_another_replica_alone() {
 
 #[tokio::test]
 async fn leader_election_takes_over_an_expired_lease() {
-    let (client, mut handle) = mock_client();
+    let (client, mut handle) = common::mock_client();
     let e = LeaderElector::new(
         Api::namespaced(client, "smsgw"),
         "leader",
@@ -317,20 +262,20 @@ async fn leader_election_takes_over_an_expired_lease() {
     let server = tokio::spawn(async move {
         let path = "/apis/coordination.k8s.io/v1/namespaces/smsgw/leases/leader";
         let stale = Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(60);
-        expect(
+        common::expect(
             &mut handle,
             Method::GET,
             path,
             StatusCode::OK,
-            lease("op-a", stale),
+            common::lease("leader", "op-a", stale),
         )
         .await;
-        expect(
+        common::expect(
             &mut handle,
             Method::PUT,
             path,
             StatusCode::OK,
-            lease("op-b", Timestamp::now()),
+            common::lease("leader", "op-b", Timestamp::now()),
         )
         .await
     });
