@@ -39,16 +39,11 @@ kind load docker-image "$image" --name "$cluster"
 
 log "chart"
 kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f -
-# Throwaway JWT keys for the run.
-keys="$(mktemp -d)"
-openssl genpkey -algorithm ed25519 -out "$keys/private.pem"
-openssl pkey -in "$keys/private.pem" -pubout -out "$keys/public.pem"
 helm upgrade --install smsgw charts/smsgw --namespace "$ns" \
     --set image.repository="${image%:*}" --set image.tag="${image#*:}" \
     --set image.pullPolicy=Never \
     --set proxy.replicas=2 \
-    --set-file secrets.jwtPrivateKey="$keys/private.pem" \
-    --set-file secrets.jwtPublicKey="$keys/public.pem" \
+    --set secrets.jwtKeys="k1=$(head -c 32 /dev/urandom | base64)" \
     --wait=false
 
 log "SMSC simulator"

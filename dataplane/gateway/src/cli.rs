@@ -82,6 +82,19 @@ pub struct ServeArgs {
     /// Longest wait between two attempts to reach the snapshot server.
     #[arg(long, env = "SMSGW_CONFIG_RETRY_MAX", default_value = "5s", value_parser = humantime::parse_duration)]
     pub config_retry_max: std::time::Duration,
+    /// Bind only the SMPP sessions of the bind slots the operator assigns
+    /// to this pod, each while the pod holds the slot's Lease
+    /// (`smsgw-<link>-slot-<i>` in `--pod-namespace`, held as
+    /// `--pod-name`), so a link's binds across all pods never exceed its
+    /// `sessions`. Needs in-cluster Kubernetes credentials allowed to
+    /// get/create/update Leases. Off: every pod binds every session.
+    #[arg(long, env = "SMSGW_BIND_LEASES")]
+    pub bind_leases: bool,
+    /// Lease duration of the bind slots: a holder renews every third of it
+    /// and unbinds a slot it could not renew for two thirds; a dead pod's
+    /// slots move after it. Keep it above 3 × (drain + response timeout).
+    #[arg(long, env = "SMSGW_BIND_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub bind_lease_duration: std::time::Duration,
     #[command(flatten)]
     pub gateway: GatewayArgs,
 }

@@ -7,9 +7,10 @@
 //! Applying a snapshot syncs the managed users, swaps the configuration the
 //! API reads and starts the links the first time; later, links whose spec
 //! changed are replaced, removed ones stop, added ones start, and pools are
-//! rebuilt ([`Links::update`]). Bind slots received are logged; the links
-//! still run every session of their spec (see `Link` in smsgw-smpp:
-//! sessions are fixed at spawn).
+//! rebuilt ([`Links::update`]). With `--bind-leases` the bind slots the
+//! operator assigns to the pod go to the Lease keeper ([`crate::bind_slots`]):
+//! a link binds only the sessions of the slots whose Lease the pod holds;
+//! without it every pod binds every session of each link.
 
 use crate::cli::ServeArgs;
 use crate::links::Links;
@@ -18,9 +19,10 @@ use smsgw_core::links::{
     LinkAction, LinkControl, LinkView, OutboundMessage, Submission, SubmitError,
 };
 use smsgw_crds::Snapshot;
+use smsgw_operator::slots::SlotId;
 use smsgw_proto::config::v1 as pb;
 use smsgw_proto::config::v1::config_service_client::ConfigServiceClient;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -31,6 +33,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Default)]
 pub struct LinkSet {
     current: RwLock<Option<Arc<Links>>>,
+    /// Bind-slot gates (`--bind-leases`), set before the first snapshot.
+    gates: std::sync::OnceLock<Arc<crate::bind_slots::Gates>>,
 }
 
 impl LinkSet {
@@ -43,6 +47,11 @@ impl LinkSet {
 
     fn set(&self, links: Arc<Links>) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(links);
+    }
+
+    /// Gates the links started from now on by bind slots.
+    pub(crate) fn gate(&self, gates: Arc<crate::bind_slots::Gates>) {
+        let _ = self.gates.set(gates);
     }
 }
 
@@ -188,6 +197,7 @@ impl Gateway {
                 &self.tracker,
                 &self.state.metrics,
                 self.state.clone(),
+                self.links.gates.get().cloned(),
             )
             .map_err(|e| {
                 // Leave the gateway unconfigured: the next version may do.
@@ -251,11 +261,30 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10));
     tracing::info!(server = %args.config_server, pod = %gateway.pod, "waiting for a configuration snapshot");
+    let wanted = if args.bind_leases {
+        let gates = Arc::new(crate::bind_slots::Gates::default());
+        gateway.links.gate(gates.clone());
+        let (tx, rx) = tokio::sync::watch::channel(Default::default());
+        crate::bind_slots::start(
+            &gateway.pod,
+            &args.pod_namespace,
+            args.bind_lease_duration,
+            gates,
+            rx,
+            gateway.cancel.clone(),
+            &gateway.tracker,
+        )
+        .await?;
+        Some(tx)
+    } else {
+        None
+    };
     let watch = Watch {
         gateway: gateway.clone(),
         endpoint,
         namespace: args.pod_namespace.clone(),
         retry_max: args.config_retry_max,
+        wanted,
     };
     gateway.tracker.spawn(watch.run(gateway.cancel.clone()));
     gateway.run().await
@@ -266,6 +295,9 @@ struct Watch {
     endpoint: tonic::transport::Endpoint,
     namespace: String,
     retry_max: Duration,
+    /// The bind slots assigned to the pod, for the Lease keeper
+    /// (`--bind-leases`).
+    wanted: Option<tokio::sync::watch::Sender<BTreeSet<SlotId>>>,
 }
 
 impl Watch {
@@ -342,14 +374,11 @@ impl Watch {
     /// Applies one pushed snapshot (unless its version is in force already)
     /// and says how it went.
     async fn handle(&self, msg: pb::Snapshot) -> pb::Ack {
-        let slots: BTreeMap<&str, &[u32]> = msg
+        let assigned: BTreeMap<String, Vec<u32>> = msg
             .bind_slots
             .iter()
-            .map(|(l, s)| (l.as_str(), s.slots.as_slice()))
+            .map(|(l, s)| (l.clone(), s.slots.clone()))
             .collect();
-        if !slots.is_empty() {
-            tracing::info!(version = %msg.version, bind_slots = ?slots, "bind slots assigned (every link still runs all its sessions)");
-        }
         let outcome = if msg.version == self.gateway.held_version() {
             Ok(())
         } else {
@@ -358,6 +387,7 @@ impl Watch {
                 Err(e) => Err(e),
             }
         };
+        self.assign(&msg.version, &assigned);
         match outcome {
             Ok(()) => pb::Ack {
                 version: msg.version,
@@ -374,6 +404,37 @@ impl Watch {
                 }
             }
         }
+    }
+}
+
+impl Watch {
+    /// Hands the slots assigned to the pod (those of links in force) to the
+    /// Lease keeper; without `--bind-leases` they are only logged.
+    fn assign(&self, version: &str, assigned: &BTreeMap<String, Vec<u32>>) {
+        let Some(tx) = &self.wanted else {
+            if !assigned.is_empty() {
+                tracing::debug!(%version, bind_slots = ?assigned, "bind slots assigned (not gated: every link runs all its sessions)");
+            }
+            return;
+        };
+        let sessions: BTreeMap<String, u32> = if self.gateway.held_version().is_empty() {
+            BTreeMap::new()
+        } else {
+            let snap = self.gateway.state.config.load();
+            snap.links
+                .iter()
+                .map(|(n, s)| (n.clone(), s.sessions))
+                .collect()
+        };
+        let wanted = crate::bind_slots::wanted(assigned, &sessions);
+        tx.send_if_modified(|w| {
+            let changed = *w != wanted;
+            if changed {
+                tracing::info!(%version, bind_slots = ?assigned, "bind slots assigned");
+                *w = wanted;
+            }
+            changed
+        });
     }
 }
 

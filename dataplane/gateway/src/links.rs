@@ -82,6 +82,8 @@ struct LinkLabels {
 /// the links whose spec changed and rebuilds the pools.
 pub struct Links {
     current: std::sync::RwLock<Arc<Current>>,
+    /// Bind-slot gates, when sessions bind only with a slot Lease.
+    gates: Option<Arc<crate::bind_slots::Gates>>,
     stopped: std::sync::Mutex<std::collections::BTreeSet<String>>,
     events: mpsc::Sender<LinkEvent>,
     cancel: CancellationToken,
@@ -100,16 +102,21 @@ struct Current {
 impl Links {
     /// Starts every link of `snap` (binding in the background) and a task
     /// consuming their events; everything stops when `cancel` fires, links
-    /// draining their windows and unbinding first.
+    /// draining their windows and unbinding first. With `gates`, sessions
+    /// bind only in the slots the gates open.
     pub fn start(
         snap: &Snapshot,
         cancel: &CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
         metrics: &smsgw_api::metrics::Metrics,
         state: smsgw_api::ApiState,
+        gates: Option<Arc<crate::bind_slots::Gates>>,
     ) -> anyhow::Result<Arc<Links>> {
         let (tx, rx) = mpsc::channel(65_536);
-        let (current, _, _) = build(snap, None, &tx, cancel, tracker)?;
+        let (current, _, _) = build(snap, None, &tx, cancel, tracker, gates.as_deref())?;
+        if let Some(g) = &gates {
+            g.install(&current.links, Vec::new(), tracker);
+        }
         let receipts = Family::<ReceiptLabels, Counter>::default();
         let mo = Family::<LinkLabels, Counter>::default();
         let late = Family::<LinkLabels, Counter>::default();
@@ -153,6 +160,7 @@ impl Links {
         tracker.spawn(consume_events(rx, cancel.clone(), counters, state));
         let links = Arc::new(Links {
             current: std::sync::RwLock::new(Arc::new(current)),
+            gates,
             stopped: Default::default(),
             events: tx,
             cancel: cancel.clone(),
@@ -182,13 +190,26 @@ impl Links {
     /// or stopped. On error nothing changes.
     pub fn update(&self, snap: &Snapshot) -> anyhow::Result<Vec<String>> {
         let prev = self.current();
-        let (next, changed, retired) =
-            build(snap, Some(&prev), &self.events, &self.cancel, &self.tracker)?;
+        let (next, changed, retired) = build(
+            snap,
+            Some(&prev),
+            &self.events,
+            &self.cancel,
+            &self.tracker,
+            self.gates.as_deref(),
+        )?;
+        if let Some(g) = &self.gates {
+            let old = retired
+                .iter()
+                .map(|(name, link, _)| (name.clone(), link.clone()))
+                .collect();
+            g.install(&next.links, old, &self.tracker);
+        }
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         let mut stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
         stopped.retain(|n| !changed.contains(n));
         drop(stopped);
-        for token in retired {
+        for (_, _, token) in retired {
             token.cancel();
         }
         Ok(changed)
@@ -202,16 +223,22 @@ impl Links {
     }
 }
 
+/// The links retired by a change, with the tokens stopping them.
+type Retired = Vec<(String, Link, CancellationToken)>;
+
 /// The links and pools of `snap`, reusing the links of `prev` whose spec
 /// is unchanged; also the names of links started or retired, and the
-/// tokens stopping the retired ones (to fire once `next` is in force).
+/// retired links with the tokens stopping them (to fire once `next` is in
+/// force). With `gates`, new links start with the slots the gates hold
+/// open (none for a link replacing a running one).
 fn build(
     snap: &Snapshot,
     prev: Option<&Current>,
     events: &mpsc::Sender<LinkEvent>,
     cancel: &CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
-) -> anyhow::Result<(Current, Vec<String>, Vec<CancellationToken>)> {
+    gates: Option<&crate::bind_slots::Gates>,
+) -> anyhow::Result<(Current, Vec<String>, Retired)> {
     let mut links = BTreeMap::new();
     let mut specs = BTreeMap::new();
     let mut changed = Vec::new();
@@ -223,7 +250,14 @@ fn build(
             continue;
         }
         let token = cancel.child_token();
-        let link = match Link::spawn(link_config(name, spec), events.clone(), token.clone()) {
+        let replacing = prev.is_some_and(|p| p.links.contains_key(name));
+        let open = gates.map(|g| g.initial(name, replacing));
+        let link = match Link::spawn_gated(
+            link_config(name, spec),
+            events.clone(),
+            token.clone(),
+            open.as_ref(),
+        ) {
             Ok(l) => l,
             Err(e) => {
                 spawned.iter().for_each(CancellationToken::cancel);
@@ -254,7 +288,12 @@ fn build(
     let mut retired = Vec::new();
     for (name, (spec, token)) in prev.map(|p| &p.specs).into_iter().flatten() {
         if snap.links.get(name) != Some(spec) {
-            retired.push(token.clone());
+            let old = prev.and_then(|p| p.links.get(name)).cloned();
+            if let Some(old) = old {
+                retired.push((name.clone(), old, token.clone()));
+            } else {
+                token.cancel();
+            }
             if !changed.contains(name) {
                 changed.push(name.clone());
             }

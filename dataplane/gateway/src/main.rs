@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bind_slots;
 mod cli;
 mod client;
 mod config_watch;
