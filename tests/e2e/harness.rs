@@ -72,7 +72,9 @@ impl Gateway {
         Self::spawn(config_yaml, &[("ADMIN_API_KEY", ADMIN_KEY)], args)
     }
 
-    fn spawn(config_yaml: &str, env: &[(&str, &str)], extra: &[&str]) -> Gateway {
+    /// Like [`Gateway::standalone`], with extra environment variables (the
+    /// admin key is not added) and command-line arguments.
+    pub fn spawn(config_yaml: &str, env: &[(&str, &str)], extra: &[&str]) -> Gateway {
         let data = tempfile::tempdir().unwrap();
         let path = data.path().to_owned();
         Self::spawn_in(config_yaml, env, extra, &path, Some(data))
@@ -244,8 +246,13 @@ impl Gateway {
 
     /// `GET /api/v1/admin/stats` with the admin key.
     pub async fn admin_stats(&self) -> serde_json::Value {
+        self.admin_get("/api/v1/admin/stats").await
+    }
+
+    /// `GET path` with the admin key, as JSON.
+    pub async fn admin_get(&self, path: &str) -> serde_json::Value {
         reqwest::Client::new()
-            .get(self.url("/api/v1/admin/stats"))
+            .get(self.url(path))
             .header("x-admin-key", ADMIN_KEY)
             .send()
             .await

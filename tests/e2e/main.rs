@@ -12,3 +12,4 @@ mod messages;
 mod metrics;
 mod policy;
 mod standalone;
+mod traces;

@@ -21,7 +21,7 @@ async fn send(gw: &Gateway, creds: &Creds, body: Value) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-async fn info(gw: &Gateway, creds: &Creds, id: &str) -> Value {
+pub(crate) async fn info(gw: &Gateway, creds: &Creds, id: &str) -> Value {
     gw.authed(creds, Method::GET, &format!("/api/v1/sms/{id}"))
         .send()
         .await

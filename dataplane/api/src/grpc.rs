@@ -69,10 +69,14 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
         &self,
         req: Request<pb::SmsRequest>,
     ) -> Result<Response<pb::SmsResponse>, Status> {
+        let trace = crate::trace::RequestTrace::from_metadata(
+            "sms.v1.SmsService/SendMessage",
+            req.metadata(),
+        );
         let r = async {
             let caller = self.caller(&req)?;
             let req = send_request(&caller, req.into_inner())?;
-            crate::send::send(&self.state, &caller, req)
+            crate::send::send(&self.state, &caller, req, trace)
                 .await
                 .map(sms_response)
         }
@@ -90,6 +94,9 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
             Ok(c) => c,
             Err(e) => return finish(&self.state, "SendMessageStream", Err(e)),
         };
+        // The stream's metadata carries one client context; each message
+        // gets its own span below it.
+        let client = crate::trace::RequestTrace::client_context(req.metadata());
         let mut inbound = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_IN_FLIGHT);
         let permits = Arc::new(tokio::sync::Semaphore::new(STREAM_IN_FLIGHT));
@@ -111,11 +118,15 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
                     }
                 };
                 let (tx, state, caller) = (tx.clone(), state.clone(), caller.clone());
+                let trace = crate::trace::RequestTrace::child_of(
+                    "sms.v1.SmsService/SendMessageStream",
+                    &client,
+                );
                 tokio::spawn(async move {
                     let transaction_id = msg.transaction_id.clone();
                     let esme = msg.esme.clone();
                     let r = match send_request(&caller, msg) {
-                        Ok(req) => crate::send::send(&state, &caller, req).await,
+                        Ok(req) => crate::send::send(&state, &caller, req, trace).await,
                         Err(e) => Err(e),
                     };
                     state.metrics.recent.record(

@@ -19,6 +19,7 @@ pub mod send;
 pub mod server;
 pub mod stats;
 pub mod text;
+pub mod trace;
 pub mod webhook;
 
 pub use error::ApiError;

@@ -448,9 +448,13 @@ async fn config(
 async fn send_handler(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
+    headers: http::HeaderMap,
     JsonBody(req): JsonBody<crate::send::SendRequest>,
 ) -> Result<Json<crate::send::SendResponse>, ApiError> {
-    crate::send::send(&state, &caller, req).await.map(Json)
+    let trace = crate::trace::RequestTrace::from_headers("POST /api/v1/sms/send", &headers);
+    crate::send::send(&state, &caller, req, trace)
+        .await
+        .map(Json)
 }
 
 /// A message of the caller's app, with per-segment submit and receipt state.

@@ -191,12 +191,6 @@ impl AppEvent {
 /// `RUST_LOG=smsgw::message=info`.
 pub const MESSAGE_LOG: &str = "smsgw::message";
 
-/// The trace id of the current request, empty while no trace context is
-/// propagated (OpenTelemetry is not wired yet).
-fn trace_id() -> String {
-    String::new()
-}
-
 /// Status name as the APIs spell it.
 pub fn status_name(s: MessageStatus) -> &'static str {
     match s {
@@ -391,7 +385,7 @@ impl Messages {
                 esme = rec.target.name(),
                 link = rec.link.as_deref().unwrap_or(""),
                 segments = rec.segments.len(),
-                trace_id = %trace_id(),
+                trace_id = rec.trace_id(),
                 "message {event}"
             );
             match rec.status {
@@ -450,6 +444,7 @@ impl Messages {
     /// Applies a delivery receipt; unknown ids are parked by the store and
     /// counted, never an error for the caller.
     pub async fn on_receipt(&self, r: ReceiptUpdate) -> Result<ReceiptOutcome, ApiError> {
+        let started = crate::trace::enabled().then(std::time::SystemTime::now);
         let out = self
             .store
             .apply_receipt(&r)
@@ -462,6 +457,25 @@ impl Messages {
                 ReceiptOutcome::Parked | ReceiptOutcome::Orphaned => None,
             },
         });
+        if let (Some(start), ReceiptOutcome::Applied(rec) | ReceiptOutcome::Duplicate(rec)) =
+            (started, &out)
+        {
+            use opentelemetry::KeyValue;
+            crate::trace::receipt(
+                rec,
+                start,
+                vec![
+                    KeyValue::new("smsgw.link", r.link.clone()),
+                    KeyValue::new("smpp.smsc_message_id", r.smsc_message_id.clone()),
+                    KeyValue::new("smpp.receipt_state", receipt_name(r.state)),
+                    KeyValue::new("smsgw.status", status_name(rec.status)),
+                    KeyValue::new(
+                        "smsgw.duplicate",
+                        matches!(out, ReceiptOutcome::Duplicate(_)),
+                    ),
+                ],
+            );
+        }
         if let ReceiptOutcome::Applied(rec) = &out {
             // The status before this receipt: the same record without it.
             let mut before = rec.clone();
@@ -721,6 +735,9 @@ async fn prepare(
             req.dton.unwrap_or(link_defaults.0),
             req.dnpi.unwrap_or(link_defaults.1),
         ],
+        // Set by the caller from the request's trace.
+        traceparent: None,
+        tracestate: None,
     };
     let outbound = outbound_from(&encoded, &record);
     Ok(Prepared {
@@ -827,16 +844,20 @@ pub async fn sweep(
 
 /// Sends one message: validation, idempotent persistence, submission (in
 /// the background unless `wait_for_submit`).
+///
+/// `trace` is the request's trace (the client's context and, when spans
+/// are exported, the API span); it is finished here with the outcome.
 pub async fn send(
     state: &ApiState,
     caller: &Caller,
     req: SendRequest,
+    trace: crate::trace::RequestTrace,
 ) -> Result<SendResponse, ApiError> {
     let target = req.esme.trim().to_owned();
     let task = req.task_id.clone();
     let transaction_id = req.transaction_id.trim().to_owned();
     let destination = req.destination.clone();
-    let result = send_inner(state, caller, req).await;
+    let result = send_inner(state, caller, req, &trace).await;
     if let (Err(e), Caller::User { app_id, .. }) = (&result, caller)
         && !matches!(e, ApiError::Internal(_))
     {
@@ -870,8 +891,22 @@ pub async fn send(
             app_id = %app_id,
             esme = %target,
             reason = e.code(),
-            trace_id = %trace_id(),
+            trace_id = %trace.trace_id(),
             "message refused"
+        );
+    }
+    if crate::trace::enabled() {
+        if let Ok(r) = &result {
+            trace.set(opentelemetry::KeyValue::new(
+                "smsgw.message_id",
+                r.message_id.clone(),
+            ));
+        }
+        trace.finish(
+            result
+                .as_ref()
+                .err()
+                .map(|e| (e.code(), e.http_status().as_u16())),
         );
     }
     result
@@ -881,12 +916,23 @@ async fn send_inner(
     state: &ApiState,
     caller: &Caller,
     req: SendRequest,
+    trace: &crate::trace::RequestTrace,
 ) -> Result<SendResponse, ApiError> {
-    let p = prepare(state, caller, &req).await?;
+    let mut p = prepare(state, caller, &req).await?;
+    (p.record.traceparent, p.record.tracestate) = trace.carrier();
     let esme = req.esme.trim().to_owned();
+    let step = trace.step("smsgw.rate_limit");
     limit(state, &p, &esme, req.wait_for_capacity).await?;
+    drop(step);
+    let step = (!req.strategy.trim().is_empty())
+        .then(|| trace.step("smsgw.contact_policy"))
+        .flatten();
     let reservation = check_policy(state, &p.record, &req.strategy).await?;
-    let created = match state.messages.store.create(&p.record).await {
+    drop(step);
+    let step = trace.step("smsgw.persist");
+    let created = state.messages.store.create(&p.record).await;
+    drop(step);
+    let created = match created {
         Ok(c) => c,
         Err(e) => {
             release(state, reservation).await;
@@ -968,11 +1014,12 @@ async fn submit_retrying(
     msg: OutboundMessage,
 ) -> Result<MessageRecord, ApiError> {
     let target = rec.target.name().to_owned();
+    let span = crate::trace::SubmitSpan::start(&rec);
     let mut delay = Duration::from_millis(20);
     let deadline = Instant::now() + SUBMIT_RETRY;
     loop {
         match state.links.submit(&target, msg.clone()).await {
-            Ok(submission) => return record_submission(state, rec, submission).await,
+            Ok(submission) => return record_submission(state, rec, submission, span).await,
             Err(SubmitError::Unavailable(reason)) if Instant::now() < deadline => {
                 tracing::debug!(message_id = %rec.message_id, %target, %reason, "not submitted yet; retrying");
                 tokio::time::sleep(delay).await;
@@ -980,9 +1027,17 @@ async fn submit_retrying(
             }
             Err(SubmitError::Unavailable(reason)) => {
                 tracing::warn!(message_id = %rec.message_id, %target, %reason, "not submitted; left for the sweeper");
+                if let Some(s) = span {
+                    s.finish(None, Some(&reason));
+                }
                 return Ok(rec);
             }
-            Err(e) => return Err(ApiError::Internal(e.to_string())),
+            Err(e) => {
+                if let Some(s) = span {
+                    s.finish(None, Some(&e.to_string()));
+                }
+                return Err(ApiError::Internal(e.to_string()));
+            }
         }
     }
 }
@@ -1133,15 +1188,23 @@ async fn submit(
     msg: OutboundMessage,
 ) -> Result<MessageRecord, ApiError> {
     let target = rec.target.name().to_owned();
+    let span = crate::trace::SubmitSpan::start(&rec);
     let submission = match state.links.submit(&target, msg).await {
         Ok(s) => s,
-        Err(SubmitError::Unavailable(reason)) => {
-            tracing::warn!(message_id = %rec.message_id, %target, %reason, "not submitted; left for the sweeper");
-            return Ok(rec);
+        Err(e) => {
+            if let Some(s) = span {
+                s.finish(None, Some(&e.to_string()));
+            }
+            return match e {
+                SubmitError::Unavailable(reason) => {
+                    tracing::warn!(message_id = %rec.message_id, %target, %reason, "not submitted; left for the sweeper");
+                    Ok(rec)
+                }
+                e => Err(ApiError::Internal(e.to_string())),
+            };
         }
-        Err(e) => return Err(ApiError::Internal(e.to_string())),
     };
-    record_submission(state, rec, submission).await
+    record_submission(state, rec, submission, span).await
 }
 
 /// Records the outcome of each segment of a submission.
@@ -1149,6 +1212,7 @@ async fn record_submission(
     state: &ApiState,
     rec: MessageRecord,
     submission: smsgw_core::links::Submission,
+    span: Option<crate::trace::SubmitSpan>,
 ) -> Result<MessageRecord, ApiError> {
     let before = rec.status;
     let mut latest = rec;
@@ -1178,7 +1242,31 @@ async fn record_submission(
             ),
         };
         let error = submit_reason(&outcome);
-        latest = state
+        let traced = span.as_ref().map(|_| {
+            let name = match &outcome {
+                SubmitStatus::Accepted => "accepted",
+                SubmitStatus::Rejected { .. } => "rejected",
+                SubmitStatus::Unknown { .. } | SubmitStatus::Pending => "unknown",
+            };
+            let mut attrs = Vec::new();
+            if let Some(id) = &id {
+                attrs.push(opentelemetry::KeyValue::new(
+                    "smpp.smsc_message_id",
+                    id.clone(),
+                ));
+            }
+            if let SubmitStatus::Rejected { command_status } = &outcome {
+                attrs.push(opentelemetry::KeyValue::new(
+                    "smpp.command_status",
+                    i64::from(*command_status),
+                ));
+            }
+            if let Some(e) = &error {
+                attrs.push(opentelemetry::KeyValue::new("smsgw.reason", e.clone()));
+            }
+            (name, attrs)
+        });
+        let recorded = state
             .messages
             .store
             .record_submit(&SubmitUpdate {
@@ -1190,7 +1278,19 @@ async fn record_submission(
                 at_ms: unix_now_ms(),
             })
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| ApiError::Internal(e.to_string()));
+        if let (Some(s), Some((name, attrs))) = (&span, traced) {
+            s.segment(seq, name, attrs);
+        }
+        latest = match recorded {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(s) = span {
+                    s.finish(Some(&submission.link), Some(&e.to_string()));
+                }
+                return Err(e);
+            }
+        };
         state
             .messages
             .observe(crate::lifecycle::Lifecycle::Submitted {
@@ -1207,6 +1307,9 @@ async fn record_submission(
         .any(|s| s.submit == SubmitStatus::Accepted)
     {
         state.messages.stats.submitted(&scope_of(&latest));
+    }
+    if let Some(s) = span {
+        s.finish(Some(&submission.link), None);
     }
     state.messages.changed(Some(before), &latest);
     Ok(latest)

@@ -249,9 +249,26 @@ pub struct MessageRecord {
     /// `[source_ton, source_npi, dest_ton, dest_npi]`.
     #[serde(default)]
     pub ton_npi: [u8; 4],
+    /// The W3C `traceparent` of the request that accepted the message (its
+    /// API span, or the client's context), so that its submission and
+    /// receipts, on whichever pod, join the same trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// The W3C `tracestate` that came with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
 }
 
 impl MessageRecord {
+    /// The trace id of [`MessageRecord::traceparent`] (32 hex digits), empty
+    /// without one.
+    pub fn trace_id(&self) -> &str {
+        self.traceparent
+            .as_deref()
+            .and_then(|t| t.get(3..35))
+            .unwrap_or("")
+    }
+
     /// Derives the message status from its segments:
     ///
     /// 1. any segment refused at submit → [`MessageStatus::Rejected`];
@@ -539,6 +556,8 @@ mod tests {
             claim_until_ms: 0,
             text: String::new(),
             ton_npi: [0, 0, 1, 1],
+            traceparent: None,
+            tracestate: None,
         }
     }
 
@@ -637,5 +656,23 @@ mod tests {
         assert!(m.claimable(100, 2000), "lease expired");
         m.record_submit(&submit(0, SubmitStatus::Accepted)).unwrap();
         assert!(!m.claimable(100, 5000), "no longer accepted");
+    }
+
+    #[test]
+    fn the_trace_context_is_optional_in_stored_records() {
+        let mut m = rec(1);
+        let old = serde_json::to_string(&m).unwrap();
+        assert!(
+            !old.contains("traceparent"),
+            "absent fields are not written"
+        );
+        let back: MessageRecord = serde_json::from_str(&old).unwrap();
+        assert_eq!(back, m, "records written before tracing still read");
+        assert_eq!(m.trace_id(), "");
+        m.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+        assert_eq!(m.trace_id(), "0af7651916cd43dd8448eb211c80319c");
+        let again: MessageRecord =
+            serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(again, m);
     }
 }

@@ -112,6 +112,8 @@ pub struct GatewayArgs {
     pub contact: ContactArgs,
     #[command(flatten)]
     pub archive: ArchiveArgs,
+    #[command(flatten)]
+    pub telemetry: crate::telemetry::TelemetryArgs,
     /// Directory of the embedded store and generated keys.
     #[arg(long, env = "SMSGW_DATA_DIR", default_value = "smsgw-data")]
     pub data_dir: PathBuf,

@@ -1,5 +1,5 @@
 //! Admin commands against a running gateway over gRPC: `smsgw send`,
-//! `smsgw message`, `smsgw links`, `smsgw users …`. Credentials come from
+//! `smsgw message`, `smsgw links`, `smsgw users …`, `smsgw blacklist load`. Credentials come from
 //! the environment (`ADMIN_API_KEY`, or `SMSGW_TOKEN` with `SMSGW_APP_ID`)
 //! or flags; output is a readable table, or JSON with `--output json`. A
 //! call the server refuses exits non-zero, printing its gRPC code and
@@ -56,6 +56,23 @@ pub enum ClientCommand {
     /// Manage users (admin key or an admin user's token).
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Blacklists (admin key or an admin user's token).
+    #[command(subcommand)]
+    Blacklist(BlacklistCommand),
+}
+
+/// `smsgw blacklist …`.
+#[derive(Debug, Subcommand)]
+pub enum BlacklistCommand {
+    /// (Re)load a blacklist from its S3 objects now (admin.v1
+    /// ReloadBlacklist) and print the report: objects, lines, numbers and
+    /// prefixes loaded, malformed lines with their line numbers, duration.
+    Load {
+        #[command(flatten)]
+        conn: Conn,
+        /// List name (as in the gateway's `--blacklist NAME=BUCKET/PREFIX`).
+        name: String,
+    },
 }
 
 /// `smsgw send`.
@@ -164,6 +181,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Message(a) => message(a).await,
         ClientCommand::Links(c) => links(c).await,
         ClientCommand::Users(u) => users(u).await,
+        ClientCommand::Blacklist(b) => blacklist(b).await,
     }
 }
 
@@ -638,6 +656,50 @@ async fn users(cmd: UsersCommand) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+async fn blacklist(cmd: BlacklistCommand) -> anyhow::Result<()> {
+    let BlacklistCommand::Load { conn, name } = cmd;
+    let c = Client::connect(conn).await?;
+    let r = c
+        .admin()
+        .reload_blacklist(c.req(admin_pb::ReloadBlacklistRequest { name })?)
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let malformed: Vec<Value> = r
+        .malformed_lines
+        .iter()
+        .map(|m| json!({"object": m.object, "line": m.line, "content": m.content}))
+        .collect();
+    c.print(
+        &json!({
+            "list": r.list, "objects": r.objects, "lines": r.lines, "numbers": r.numbers,
+            "prefixes": r.prefixes, "malformed": r.malformed, "malformed_lines": malformed,
+            "elapsed_ms": r.elapsed_ms,
+        }),
+        || {
+            let head = fields(&[
+                ("list", r.list.clone()),
+                ("objects", r.objects.to_string()),
+                ("lines", r.lines.to_string()),
+                ("numbers", r.numbers.to_string()),
+                ("prefixes", r.prefixes.to_string()),
+                ("malformed", r.malformed.to_string()),
+                ("elapsed_ms", r.elapsed_ms.to_string()),
+            ]);
+            if r.malformed_lines.is_empty() {
+                return head;
+            }
+            let rows: Vec<Vec<String>> = r
+                .malformed_lines
+                .iter()
+                .map(|m| vec![m.object.clone(), m.line.to_string(), m.content.clone()])
+                .collect();
+            head + "\n" + &table(&["OBJECT", "LINE", "CONTENT"], &rows)
+        },
+    );
     Ok(())
 }
 

@@ -13,6 +13,7 @@ mod link_metrics;
 mod links;
 mod rate;
 mod runtime;
+mod telemetry;
 
 use clap::Parser;
 

@@ -144,6 +144,8 @@ pub(crate) struct Gateway {
     listen: ListenArgs,
     /// The journal, flushed after the servers and links stop.
     archive: crate::journal::Archive,
+    /// Span export (`--otlp-endpoint`), flushed last.
+    telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 impl Gateway {
@@ -174,6 +176,7 @@ impl Gateway {
                 .map_or_else(|_| "smsgw".into(), |h| h.trim().to_owned());
             format!("{host}-{}", std::process::id())
         });
+        let telemetry = crate::telemetry::start(&args.telemetry, &pod)?;
         // Contact policies: the engine of --policy-engine over the policies of each snapshot.
         let policies: smsgw_contact::SharedPolicies = Arc::default();
         let contact = crate::contact::build(args, policies.clone()).await?;
@@ -205,6 +208,7 @@ impl Gateway {
             sweep_after: args.sweep_after,
             listen: args.listen.clone(),
             archive,
+            telemetry,
         })
     }
 
@@ -219,6 +223,9 @@ impl Gateway {
         .await;
         self.rate.leave().await;
         self.archive.shutdown().await;
+        if let Some(t) = &self.telemetry {
+            t.shutdown().await;
+        }
         result
     }
 }

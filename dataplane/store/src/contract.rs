@@ -161,6 +161,8 @@ pub fn message(segments: u16) -> MessageRecord {
         claim_until_ms: now + 5_000,
         text: "hello".into(),
         ton_npi: [0, 0, 1, 1],
+        traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        tracestate: Some("vendor=1".into()),
     }
 }
 

@@ -94,6 +94,12 @@ pub(super) fn encode(rec: &MessageRecord) -> Vec<u8> {
     w.u64(rec.claim_until_ms);
     w.str(&rec.text);
     w.0.extend_from_slice(&rec.ton_npi);
+    // Appended after version 1's first fields: absent in records written
+    // before, and left out when there is no trace context.
+    if rec.traceparent.is_some() || rec.tracestate.is_some() {
+        w.opt_str(rec.traceparent.as_deref());
+        w.opt_str(rec.tracestate.as_deref());
+    }
     w.0
 }
 
@@ -170,6 +176,11 @@ fn decode_v1(r: &mut Reader<'_>) -> Option<MessageRecord> {
     let claim_until_ms = r.u64()?;
     let text = r.str()?;
     let ton_npi = r.take(4)?.try_into().ok()?;
+    let (traceparent, tracestate) = if r.0.is_empty() {
+        (None, None)
+    } else {
+        (r.opt_str()?, r.opt_str()?)
+    };
     Some(MessageRecord {
         message_id,
         app_id,
@@ -188,6 +199,8 @@ fn decode_v1(r: &mut Reader<'_>) -> Option<MessageRecord> {
         claim_until_ms,
         text,
         ton_npi,
+        traceparent,
+        tracestate,
     })
 }
 
@@ -354,6 +367,8 @@ mod tests {
             claim_until_ms: 9,
             text: "héllo 😀".into(),
             ton_npi: [1, 2, 3, 4],
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            tracestate: Some("k=v".into()),
         }
     }
 
@@ -367,7 +382,12 @@ mod tests {
         bare.claimed_by = None;
         bare.segments.clear();
         bare.target = Target::Link("l".into());
+        bare.traceparent = None;
+        bare.tracestate = None;
         assert_eq!(decode(&encode(&bare)).unwrap(), bare);
+        let mut state_only = rec.clone();
+        state_only.traceparent = None;
+        assert_eq!(decode(&encode(&state_only)).unwrap(), state_only);
     }
 
     #[test]
@@ -379,7 +399,15 @@ mod tests {
     #[test]
     fn a_truncated_or_foreign_record_should_be_an_error_not_a_panic() {
         let bytes = encode(&full());
-        for n in 0..bytes.len() {
+        // A record cut right before its trace context is one without it.
+        let untraced = MessageRecord {
+            traceparent: None,
+            tracestate: None,
+            ..full()
+        };
+        let before_trace = encode(&untraced).len();
+        assert_eq!(decode(&bytes[..before_trace]).unwrap(), untraced);
+        for n in (0..bytes.len()).filter(|n| *n != before_trace) {
             assert!(decode(&bytes[..n]).is_err(), "prefix of {n} bytes");
         }
         let mut long = bytes.clone();
