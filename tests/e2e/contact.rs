@@ -439,3 +439,63 @@ async fn every_event_of_an_s3_outage_reaches_s3_exactly_once_after_it() {
     event_ids.dedup();
     assert_eq!(event_ids.len(), n, "an event reached S3 twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smsgw_blacklist_load_reloads_a_list_and_its_numbers_are_then_refused() {
+    let s3 = S3Server::start().await;
+    let endpoint = format!("http://{}", s3.addr);
+    let sim = Sim::start("127.0.0.1:0");
+    let config = format!("{}{POLICIES}", sim_config(sim.addr));
+    let blacklist = format!("default={BUCKET}/lists/default/");
+    let args = s3_args(&endpoint, &["--blacklist", &blacklist]);
+    let gw = Gateway::standalone_with_args(&config, &args);
+    let creds = ready(&gw, "bl-cli@example.com").await;
+    assert_eq!(
+        send(&gw, &creds, msg("4915100000700", "blacklist")).await.0,
+        200
+    );
+    s3.store()
+        .put(
+            "lists/default/cli.csv",
+            "+4915100000700\n12ab\n+4915100000701\n".into(),
+        )
+        .await
+        .unwrap();
+    let admin = [("ADMIN_API_KEY", ADMIN_KEY)];
+    let r = crate::harness::cli(
+        &gw,
+        &["blacklist", "load", "default", "--output", "json"],
+        &admin,
+    )
+    .json();
+    assert_eq!(r["list"], "default", "{r}");
+    assert_eq!(
+        (&r["numbers"], &r["malformed"]),
+        (&json!(2), &json!(1)),
+        "{r}"
+    );
+    assert_eq!(r["malformed_lines"][0]["line"], 2, "{r}");
+    assert_eq!(r["malformed_lines"][0]["object"], "lists/default/cli.csv");
+    assert!(r["elapsed_ms"].is_u64(), "{r}");
+    let (s, v, _) = send(&gw, &creds, msg("4915100000700", "blacklist")).await;
+    assert_eq!((s, &v["error"]["code"]), (403, &json!("blacklist")), "{v}");
+
+    // The table names the malformed line; an unknown list is the server's refusal.
+    let table = crate::harness::cli(&gw, &["blacklist", "load", "default"], &admin);
+    assert!(table.status.success(), "{}", table.stderr);
+    assert!(table.stdout.contains("numbers     2"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("lists/default/cli.csv  2     12ab"),
+        "{}",
+        table.stdout
+    );
+    let missing = crate::harness::cli(&gw, &["blacklist", "load", "nope"], &admin);
+    assert!(!missing.status.success());
+    assert!(missing.stderr.contains("NotFound"), "{}", missing.stderr);
+    let anonymous = crate::harness::cli(&gw, &["blacklist", "load", "default"], &[]);
+    assert!(
+        anonymous.stderr.contains("no credentials"),
+        "{}",
+        anonymous.stderr
+    );
+}
