@@ -2,7 +2,7 @@
 //! writing conditions, Users' credentials Secrets and Events back.
 
 use crate::credentials::ensure_credentials;
-use crate::hub::{Hub, Rejection};
+use crate::hub::{Hub, Rejection, slots_from_lease_holders};
 use crate::slot_lease::live_holder;
 use crate::status::{
     StatusInputs, link_status, policy_status, pool_status, user_status, write_status,
@@ -176,9 +176,13 @@ pub async fn run(
         leases_w.map(|_| "Lease").boxed(),
     ]);
     let watch_task = {
-        let changed = changed.clone();
+        let (changed, hub, leases) = (changed.clone(), hub.clone(), leases.clone());
         watchers.for_each(move |kind| {
             if kind == "Lease" {
+                hub.set_lease_holders(slots_from_lease_holders(&slot_lease_holders(
+                    leases.state().iter().map(|l| l.as_ref()),
+                    Timestamp::now(),
+                )));
                 changed.notify_one();
             } else {
                 feed(kind);

@@ -6,7 +6,7 @@
 //! server reads [`Hub::subscribe`] and reports acks ([`Hub::record_ack`]);
 //! the status writer reads [`Hub::compile_errors`] and the rejections.
 
-use crate::slots::{Assignment, assign_slots};
+use crate::slots::{Assignment, SlotId, assign_slots};
 use smsgw_crds::{ConfigError, Resource, Snapshot};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -57,6 +57,10 @@ struct State {
     errors: Vec<ConfigError>,
     ready_pods: BTreeSet<String>,
     acks: BTreeMap<String, PodAck>,
+    /// Who holds each slot's Lease now: where a slot the published
+    /// assignment does not place yet (an operator that just started)
+    /// stays, so a restart does not move bound sessions.
+    holders: Assignment,
 }
 
 /// Shared state of the operator. Cheap to clone.
@@ -127,6 +131,13 @@ impl Hub {
         self.republish(&mut st);
     }
 
+    /// Records the live holders of the bind-slot Leases (see
+    /// [`slots_from_lease_holders`]); used at the next assignment, no
+    /// republish of its own.
+    pub fn set_lease_holders(&self, holders: Assignment) {
+        self.state.lock().expect("hub lock").holders = holders;
+    }
+
     /// The current publication.
     pub fn current(&self) -> Arc<Published> {
         self.published.borrow().clone()
@@ -180,7 +191,10 @@ impl Hub {
             .map(|(n, l)| (n.clone(), l.sessions))
             .collect();
         let prev = self.published.borrow().clone();
-        let slots = assign_slots(&links, &st.ready_pods, &prev.slots);
+        // The published assignment wins; Lease holders fill the rest.
+        let mut current = st.holders.clone();
+        current.extend(prev.slots.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let slots = assign_slots(&links, &st.ready_pods, &current);
         let unchanged_snapshot = prev
             .snapshot
             .as_ref()
@@ -265,4 +279,58 @@ pub fn validate_resource(r: &Resource) -> Vec<ConfigError> {
             reason: e.reason,
         })
         .collect()
+}
+
+/// The assignment the live bind-slot Leases describe: Lease name
+/// (`smsgw-<link>-slot-<i>`) → holder, as `controller::slot_lease_holders`
+/// reads them, turned into slot → pod. Names that do not parse are skipped.
+pub fn slots_from_lease_holders(holders: &BTreeMap<String, String>) -> Assignment {
+    holders
+        .iter()
+        .filter_map(|(name, pod)| {
+            let (link, slot) = name.strip_prefix("smsgw-")?.rsplit_once("-slot-")?;
+            Some((SlotId::new(link, slot.parse().ok()?), pod.clone()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod seed_tests {
+    use super::*;
+
+    fn link(name: &str, sessions: u32) -> Resource {
+        let spec: smsgw_crds::SmppLinkSpec = serde_json::from_value(serde_json::json!({
+            "host": "smsc", "port": 2775, "systemId": "s", "password": "p", "sessions": sessions
+        }))
+        .unwrap();
+        Resource::from(&smsgw_crds::SmppLink::new(name, spec))
+    }
+
+    #[test]
+    fn a_fresh_operator_should_leave_slots_with_their_lease_holders() {
+        let holders: BTreeMap<String, String> = [
+            ("smsgw-my-slot-link-slot-0", "p2"),
+            ("smsgw-my-slot-link-slot-1", "p1"),
+            ("smsgw-my-slot-link-slot-2", "p2"),
+            ("smsgw-my-slot-link-slot-3", "p1"),
+            ("not-a-slot", "p3"),
+            ("smsgw-x-slot-nan", "p3"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect();
+        let seed = slots_from_lease_holders(&holders);
+        assert_eq!(seed.len(), 4);
+        assert_eq!(seed[&SlotId::new("my-slot-link", 0)], "p2");
+        let (hub, _rx) = Hub::new();
+        hub.set_lease_holders(seed.clone());
+        hub.replace_kind("SmppLink", vec![link("my-slot-link", 4)]);
+        hub.set_ready_pods(["p1".to_owned(), "p2".to_owned()].into());
+        // Without the holders, p1 would get slots 0 and 2 (least loaded,
+        // then name order); with them, nothing moves.
+        assert_eq!(hub.current().slots, seed);
+        // A pod that went away still loses its slots.
+        hub.set_ready_pods(["p1".to_owned()].into());
+        assert!(hub.current().slots.values().all(|p| p == "p1"));
+    }
 }
