@@ -2,7 +2,8 @@
 //!
 //! - [`RedisEngine`]: the native engine, shared by every pod. Counters and
 //!   dedup keys live in Redis with TTLs matching their periods; each
-//!   message is decided and counted by one Lua script (one round trip).
+//!   message is decided and counted by one Lua script call, shared with
+//!   the checks waiting at the same moment (at most one round trip).
 //! - [`InProcessEngine`]: the same rules in memory, for standalone mode.
 //! - [`McpClient`]: an external Message Control Platform over HTTP (the
 //!   Node-RED flow in `mcp/`), authenticated, with a timeout and a
