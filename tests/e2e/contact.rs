@@ -231,11 +231,15 @@ async fn the_journal_holds_every_event_of_a_delivered_message_after_shutdown() {
     let refused = of("refused");
     assert_eq!(refused.len(), 1, "{lines:?}");
     assert_eq!(refused[0]["reason"], "daily_cp");
-    // Each event once: ids are unique.
+    assert_each_event_once(&lines);
+}
+
+/// Each journal event reached S3 once: event ids are unique.
+fn assert_each_event_once(lines: &[Value]) {
     let mut ids: Vec<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
     ids.sort_unstable();
     ids.dedup();
-    assert_eq!(ids.len(), lines.len());
+    assert_eq!(ids.len(), lines.len(), "an event reached S3 twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,11 +437,7 @@ async fn every_event_of_an_s3_outage_reaches_s3_exactly_once_after_it() {
             "events of {id}"
         );
     }
-    let mut event_ids: Vec<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
-    event_ids.sort_unstable();
-    let n = event_ids.len();
-    event_ids.dedup();
-    assert_eq!(event_ids.len(), n, "an event reached S3 twice");
+    assert_each_event_once(&lines);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,11 +50,12 @@ pub struct EncodingLabels {
     pub encoding: String,
 }
 
-/// Labels of a message-store operation.
+/// Labels of a message-store or object-store (S3) operation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StoreOpLabels {
-    /// `create`, `get`, `by_transaction`, `record_submit`, `apply_receipt`,
-    /// `claim_stale_accepted` or `purge_expired`.
+    /// Message store: `create`, `get`, `by_transaction`, `record_submit`,
+    /// `apply_receipt`, `claim_stale_accepted` or `purge_expired`; object
+    /// store: `put`, `get` or `list`.
     pub op: &'static str,
     /// `ok` or `error`.
     pub result: &'static str,

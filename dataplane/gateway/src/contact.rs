@@ -6,8 +6,7 @@
 use crate::cli::{GatewayArgs, McpFailMode, PolicyEngineKind};
 use anyhow::{Context, bail};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::encoding::DescriptorEncoder;
 use smsgw_api::ApiState;
 use smsgw_contact::{
     FailMode, InProcessBlacklists, InProcessEngine, McpClient, McpConfig, McpStats,
@@ -74,8 +73,7 @@ impl Collector for McpMetrics {
                 get(|s| &s.fail_open_passes),
             ),
         ] {
-            let c = ConstCounter::new(value);
-            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+            crate::journal::encode_counter(&mut encoder, name, help, value)?;
         }
         Ok(())
     }

@@ -263,6 +263,18 @@ fn record(journal: &Journal, ev: &Lifecycle<'_>) {
 #[derive(Debug)]
 struct JournalMetrics(Arc<JournalStats>);
 
+/// Encodes one unlabelled counter read at scrape time (collectors over
+/// atomics: the journal's and the MCP client's).
+pub(crate) fn encode_counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(value);
+    c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
 impl Collector for JournalMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.0;
@@ -289,8 +301,7 @@ impl Collector for JournalMetrics {
                 get(&s.upload_failures),
             ),
         ] {
-            let c = ConstCounter::new(value);
-            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+            encode_counter(&mut encoder, name, help, value)?;
         }
         for (name, help, value) in [
             (
