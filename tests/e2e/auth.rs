@@ -203,15 +203,7 @@ async fn managed_users_from_the_file_log_in_and_cannot_be_deleted() {
         .await
         .unwrap();
     assert_eq!(t.status(), 200);
-    let list: Value = reqwest::Client::new()
-        .get(gw.url("/api/v1/admin/users"))
-        .header("x-admin-key", ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = gw.admin_get("/api/v1/admin/users").await;
     let id = list["users"][0]["user_id"].as_str().unwrap();
     assert_eq!(list["users"][0]["managed_by"], "ops");
     let del = reqwest::Client::new()

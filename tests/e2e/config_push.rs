@@ -87,18 +87,6 @@ fn all_applied(hub: &Hub, pods: &[&str], version: &str) -> bool {
     })
 }
 
-async fn admin_config(gw: &Gateway) -> Value {
-    reqwest::Client::new()
-        .get(gw.url("/api/v1/admin/config"))
-        .header("x-admin-key", ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// `(name, sessions bound)` of every link, from the admin API.
 async fn links(gw: &Gateway) -> Vec<(String, u64)> {
     let v: Value = reqwest::Client::new()
@@ -170,7 +158,7 @@ async fn two_gateways_follow_the_operators_versions_and_survive_its_absence() {
             .await
             .is_some()
         );
-        let config = admin_config(gw).await;
+        let config = gw.admin_get("/api/v1/admin/config").await;
         assert_eq!(config["version"], v1.as_str(), "{config}");
         assert!(config["pools"]["default"].is_object(), "{config}");
         assert!(config["policies"]["cp2"].is_null(), "{config}");
@@ -194,7 +182,7 @@ async fn two_gateways_follow_the_operators_versions_and_survive_its_absence() {
         hub.acks()
     );
     for gw in [&a, &b] {
-        let config = admin_config(gw).await;
+        let config = gw.admin_get("/api/v1/admin/config").await;
         assert_eq!(config["version"], v2.as_str());
         assert_eq!(config["policies"]["cp2"]["frequency"]["daily"], 5);
         assert_eq!(config["pools"]["default"]["members"][0]["link"], "sim-link");
@@ -217,7 +205,10 @@ async fn two_gateways_follow_the_operators_versions_and_survive_its_absence() {
     for gw in [&a, &b] {
         assert_eq!(status(gw, "/healthy").await, 200);
         assert_eq!(status(gw, "/ready").await, 200);
-        assert_eq!(admin_config(gw).await["version"], v2.as_str());
+        assert_eq!(
+            gw.admin_get("/api/v1/admin/config").await["version"],
+            v2.as_str()
+        );
     }
     let r: Value = a
         .authed(&creds, reqwest::Method::POST, "/api/v1/sms/check-text-len")
@@ -256,7 +247,7 @@ async fn two_gateways_follow_the_operators_versions_and_survive_its_absence() {
         b.logs()
     );
     for gw in [&a, &b] {
-        let config = admin_config(gw).await;
+        let config = gw.admin_get("/api/v1/admin/config").await;
         assert_eq!(config["version"], v3.as_str());
         assert_eq!(config["pools"]["default"]["members"][0]["weight"], 7);
         assert_eq!(

@@ -21,16 +21,6 @@ async fn grpc_state(gw: &Gateway, creds: &crate::harness::Creds, esme: &str) -> 
     (l.state.clone(), l.sessions_bound)
 }
 
-async fn rest_state(gw: &Gateway, creds: &crate::harness::Creds) -> Value {
-    gw.authed(creds, Method::GET, "/api/v1/smpp/links")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn the_link_binds_goes_down_when_the_smsc_dies_and_comes_back_without_a_restart() {
     let sim = Sim::start("127.0.0.1:0");
@@ -43,7 +33,7 @@ async fn the_link_binds_goes_down_when_the_smsc_dies_and_comes_back_without_a_re
     })
     .await;
     assert!(bound.is_some(), "link never bound");
-    let rest = rest_state(&gw, &creds).await;
+    let rest = gw.links(&creds).await;
     assert_eq!(rest["links"][0]["name"], "sim-link");
     assert_eq!(rest["links"][0]["state"], "bound");
     assert_eq!(rest["links"][0]["sessions_bound"], 2);
@@ -74,7 +64,7 @@ async fn the_link_binds_goes_down_when_the_smsc_dies_and_comes_back_without_a_re
     assert!(
         back.is_some(),
         "link did not come back: {:?}",
-        rest_state(&gw, &creds).await
+        gw.links(&creds).await
     );
     drop(sim2);
 }
@@ -108,8 +98,8 @@ async fn a_tls_smsc_is_bound_with_the_ca_from_a_secret_in_the_yaml() {
         grpc_state(&gw, &creds, "sim-link").await == ("bound".into(), 2)
     })
     .await;
-    assert!(bound.is_some(), "{}", rest_state(&gw, &creds).await);
-    let rest = rest_state(&gw, &creds).await;
+    assert!(bound.is_some(), "{}", gw.links(&creds).await);
+    let rest = gw.links(&creds).await;
     assert_eq!(rest["links"][0]["state"], "bound", "{rest}");
     assert_eq!(rest["links"][0]["sessions_bound"], 2, "{rest}");
 }
@@ -134,7 +124,7 @@ async fn a_killed_smsc_shows_the_link_down_with_the_error() {
     })
     .await;
     assert!(down.is_some());
-    let rest = rest_state(&gw, &creds).await;
+    let rest = gw.links(&creds).await;
     assert!(rest["links"][0]["last_error"].is_string(), "{rest}");
 }
 
