@@ -20,7 +20,9 @@
 //! as the Redis store (key, then record; a later create with the key takes
 //! over an orphaned key under its id).
 
-use super::{CAS_ATTEMPTS, MessageStoreOptions, backend, keep_parked, ms};
+use super::{
+    CAS_ATTEMPTS, MessageStoreOptions, await_key_holder, backend, existing, keep_parked, ms,
+};
 use aerospike::query::{Filter, PartitionFilter};
 use aerospike::{
     AdminPolicy, Bin, Bins, Client, ClientPolicy, CollectionIndexType, Expiration,
@@ -34,7 +36,6 @@ use smsgw_core::messages::{
     ReceiptOutcome, ReceiptUpdate, SubmitUpdate, unix_now_ms,
 };
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Where the messages live in Aerospike.
 ///
@@ -60,10 +61,6 @@ impl AerospikeConfig {
         }
     }
 }
-
-/// How long a create waits for a concurrent creator's record before taking
-/// over its idempotency key.
-const TAKEOVER_AFTER: Duration = Duration::from_millis(500);
 
 /// Messages in Aerospike (see the module docs for the layout).
 #[derive(Clone)]
@@ -259,13 +256,6 @@ impl AerospikeMessageStore {
         }
     }
 
-    async fn existing(&self, id: &str) -> Result<CreateOutcome, MessageStoreError> {
-        self.get(id)
-            .await?
-            .map(CreateOutcome::Existing)
-            .ok_or_else(|| backend("message vanished during create"))
-    }
-
     async fn apply_to(
         &self,
         id: &str,
@@ -354,7 +344,7 @@ impl MessageStore for AerospikeMessageStore {
                     return if self.put_new(&rec).await? {
                         Ok(CreateOutcome::Created(rec))
                     } else {
-                        self.existing(&rec.message_id).await
+                        existing(self, &rec.message_id).await
                     };
                 }
                 Err(e) if is(&e, ResultCode::KeyExistsError) => {}
@@ -363,22 +353,15 @@ impl MessageStore for AerospikeMessageStore {
             let Some(id) = self.read(&tk).await?.and_then(|r| string_bin(&r, "m")) else {
                 continue; // expired in between: try again
             };
-            let deadline = tokio::time::Instant::now() + TAKEOVER_AFTER;
-            loop {
-                if let Some(existing) = self.get(&id).await? {
-                    return Ok(CreateOutcome::Existing(existing));
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Some(existing) = await_key_holder(self, &id).await? {
+                return Ok(CreateOutcome::Existing(existing));
             }
             tracing::warn!(message_id = %id, app_id = %rec.app_id, "taking over an orphaned idempotency key");
             rec.message_id = id;
             return if self.put_new(&rec).await? {
                 Ok(CreateOutcome::Created(rec))
             } else {
-                self.existing(&rec.message_id).await
+                existing(self, &rec.message_id).await
             };
         }
     }

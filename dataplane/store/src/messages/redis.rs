@@ -28,7 +28,7 @@
 //!   mapping or parks; the `index` script writes the mapping and takes
 //!   whatever was parked, in one step.
 
-use super::{CAS_ATTEMPTS, MessageStoreOptions, backend, ms};
+use super::{CAS_ATTEMPTS, MessageStoreOptions, await_key_holder, backend, existing, ms};
 use crate::RedisConfig;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
@@ -36,7 +36,6 @@ use smsgw_core::messages::{
     ClaimRequest, CreateOutcome, MessageRecord, MessageStatus, MessageStore, MessageStoreError,
     ReceiptOutcome, ReceiptUpdate, SubmitUpdate,
 };
-use std::time::Duration;
 
 /// `KEYS[1]` record; `ARGV[1]` JSON, `ARGV[2]` expiry (ms since epoch).
 /// 1 = written, 0 = the id exists.
@@ -80,10 +79,6 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return nil
 ";
-
-/// How long a create waits for a concurrent creator's record before taking
-/// over its idempotency key.
-const TAKEOVER_AFTER: Duration = Duration::from_millis(500);
 
 /// Messages in Redis (see the module docs for the layout).
 #[derive(Clone)]
@@ -258,10 +253,7 @@ impl MessageStore for RedisMessageStore {
                     Ok(CreateOutcome::Created(rec))
                 } else {
                     // Another pod took the key over (see module docs).
-                    let existing = self.get(&rec.message_id).await?;
-                    existing
-                        .map(CreateOutcome::Existing)
-                        .ok_or_else(|| backend("message vanished during create"))
+                    existing(self, &rec.message_id).await
                 };
             }
             let held: Option<String> = redis::cmd("GET")
@@ -272,15 +264,8 @@ impl MessageStore for RedisMessageStore {
             let Some(id) = held else {
                 continue; // expired between SET and GET: try again
             };
-            let deadline = tokio::time::Instant::now() + TAKEOVER_AFTER;
-            loop {
-                if let Some(existing) = self.get(&id).await? {
-                    return Ok(CreateOutcome::Existing(existing));
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Some(existing) = await_key_holder(self, &id).await? {
+                return Ok(CreateOutcome::Existing(existing));
             }
             // The creator died between the key and the record: finish its
             // work under the key's id.
@@ -289,10 +274,7 @@ impl MessageStore for RedisMessageStore {
             return if self.put_new(&rec).await? {
                 Ok(CreateOutcome::Created(rec))
             } else {
-                let existing = self.get(&rec.message_id).await?;
-                existing
-                    .map(CreateOutcome::Existing)
-                    .ok_or_else(|| backend("message vanished during create"))
+                existing(self, &rec.message_id).await
             };
         }
     }
