@@ -9,14 +9,14 @@ use crate::status::{
 };
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource as _, ResourceExt};
+use kube::{Client, ResourceExt};
 use smsgw_crds::{CONDITION_ACCEPTED, ContactPolicy, EsmePool, Resource, SmppLink, User};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -129,32 +129,12 @@ pub async fn run(
             pods.clone(),
         );
         move |kind: &'static str| {
-            let resources: Vec<Resource> = match kind {
-                "SmppLink" => links
-                    .state()
-                    .iter()
-                    .map(|o| Resource::from(o.as_ref()))
-                    .collect(),
-                "EsmePool" => pools
-                    .state()
-                    .iter()
-                    .map(|o| Resource::from(o.as_ref()))
-                    .collect(),
-                "User" => users
-                    .state()
-                    .iter()
-                    .map(|o| Resource::from(o.as_ref()))
-                    .collect(),
-                "ContactPolicy" => policies
-                    .state()
-                    .iter()
-                    .map(|o| Resource::from(o.as_ref()))
-                    .collect(),
-                "Secret" => secrets
-                    .state()
-                    .iter()
-                    .map(|o| Resource::from(o.as_ref()))
-                    .collect(),
+            let resources = match kind {
+                "SmppLink" => resources(&links),
+                "EsmePool" => resources(&pools),
+                "User" => resources(&users),
+                "ContactPolicy" => resources(&policies),
+                "Secret" => resources(&secrets),
                 _ => {
                     let p = pods.state();
                     hub.set_ready_pods(ready_pods(p.iter().map(|p| p.as_ref())));
@@ -232,6 +212,31 @@ pub async fn run(
     }
 }
 
+/// Every object of `store` as the hub's input.
+fn resources<K>(store: &Store<K>) -> Vec<Resource>
+where
+    K: kube::Resource<DynamicType = ()> + Clone,
+    for<'a> Resource: From<&'a K>,
+{
+    store
+        .state()
+        .iter()
+        .map(|o| Resource::from(o.as_ref()))
+        .collect()
+}
+
+/// A reference to the object of `store` named `name`, if there is one.
+fn object_ref<K>(store: &Store<K>, name: &str) -> Option<ObjectReference>
+where
+    K: kube::Resource<DynamicType = ()> + Clone,
+{
+    store
+        .state()
+        .into_iter()
+        .find(|o| o.name_any() == name)
+        .map(|o| o.object_ref(&()))
+}
+
 async fn reject_event(
     recorder: &Recorder,
     links: &Store<SmppLink>,
@@ -245,32 +250,14 @@ async fn reject_event(
     let (Some(kind), Some(name)) = (parts.first(), parts.last()) else {
         return;
     };
-    let find = |n: &str| -> Option<k8s_openapi::api::core::v1::ObjectReference> {
-        match *kind {
-            "SmppLink" => links
-                .state()
-                .into_iter()
-                .find(|o| o.name_any() == n)
-                .map(|o| o.object_ref(&())),
-            "EsmePool" => pools
-                .state()
-                .into_iter()
-                .find(|o| o.name_any() == n)
-                .map(|o| o.object_ref(&())),
-            "User" => users
-                .state()
-                .into_iter()
-                .find(|o| o.name_any() == n)
-                .map(|o| o.object_ref(&())),
-            "ContactPolicy" => policies
-                .state()
-                .into_iter()
-                .find(|o| o.name_any() == n)
-                .map(|o| o.object_ref(&())),
-            _ => None,
-        }
+    let reference = match *kind {
+        "SmppLink" => object_ref(links, name),
+        "EsmePool" => object_ref(pools, name),
+        "User" => object_ref(users, name),
+        "ContactPolicy" => object_ref(policies, name),
+        _ => None,
     };
-    if let Some(reference) = find(name) {
+    if let Some(reference) = reference {
         let ev = Event {
             type_: EventType::Warning,
             reason: "RejectedByPod".into(),
@@ -318,6 +305,28 @@ async fn invalid_event<K: kube::Resource<DynamicType = ()>>(
     }
 }
 
+/// Writes `status` of `obj` unless it equals `old` ([`write_status`]),
+/// and after a write a Warning Event if its Accepted condition turned
+/// False ([`invalid_event`]); `conditions` reads a status' conditions.
+async fn write_and_report<K, S>(
+    api: &Api<K>,
+    recorder: &Recorder,
+    obj: &K,
+    old: Option<&S>,
+    status: &S,
+    conditions: impl Fn(&S) -> &[smsgw_crds::Condition],
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize + PartialEq,
+{
+    if write_status(api, &obj.name_any(), old, status).await? {
+        let was = old.map(&conditions).unwrap_or_default();
+        invalid_event(recorder, obj, was, conditions(status)).await;
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn write_all(
     client: &Client,
@@ -341,29 +350,13 @@ async fn write_all(
             old,
             &now,
         );
-        if write_status(&api, &o.name_any(), old, &s).await? {
-            invalid_event(
-                recorder,
-                o.as_ref(),
-                old.map(|x| x.conditions.as_slice()).unwrap_or_default(),
-                &s.conditions,
-            )
-            .await;
-        }
+        write_and_report(&api, recorder, o.as_ref(), old, &s, |x| &x.conditions).await?;
     }
     let api: Api<EsmePool> = Api::namespaced(client.clone(), ns);
     for o in pools.state() {
         let old = o.status.as_ref();
         let s = pool_status(inputs, &o.name_any(), o.metadata.generation, old, &now);
-        if write_status(&api, &o.name_any(), old, &s).await? {
-            invalid_event(
-                recorder,
-                o.as_ref(),
-                old.map(|x| x.conditions.as_slice()).unwrap_or_default(),
-                &s.conditions,
-            )
-            .await;
-        }
+        write_and_report(&api, recorder, o.as_ref(), old, &s, |x| &x.conditions).await?;
     }
     let api: Api<User> = Api::namespaced(client.clone(), ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -378,29 +371,13 @@ async fn write_all(
             old,
             &now,
         );
-        if write_status(&api, &o.name_any(), old, &s).await? {
-            invalid_event(
-                recorder,
-                o.as_ref(),
-                old.map(|x| x.conditions.as_slice()).unwrap_or_default(),
-                &s.conditions,
-            )
-            .await;
-        }
+        write_and_report(&api, recorder, o.as_ref(), old, &s, |x| &x.conditions).await?;
     }
     let api: Api<ContactPolicy> = Api::namespaced(client.clone(), ns);
     for o in policies.state() {
         let old = o.status.as_ref();
         let s = policy_status(inputs, &o.name_any(), o.metadata.generation, old, &now);
-        if write_status(&api, &o.name_any(), old, &s).await? {
-            invalid_event(
-                recorder,
-                o.as_ref(),
-                old.map(|x| x.conditions.as_slice()).unwrap_or_default(),
-                &s.conditions,
-            )
-            .await;
-        }
+        write_and_report(&api, recorder, o.as_ref(), old, &s, |x| &x.conditions).await?;
     }
     Ok(())
 }
