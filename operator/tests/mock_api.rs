@@ -7,7 +7,7 @@ mod common;
 use http::{Method, StatusCode};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use kube::api::Api;
 use smsgw_crds::{SmppLink, User};
@@ -181,106 +181,90 @@ async fn an_existing_complete_credentials_secret_is_left_alone() {
         )
         .await;
         // Any further request fails the test.
-        tokio::time::timeout(Duration::from_millis(300), handle.next_request())
-            .await
-            .is_err()
+        common::no_more_requests(&mut handle).await
     });
     ensure_credentials(&secrets, &u).await.unwrap();
     assert!(server.await.unwrap(), "no write expected");
     assert_eq!(u.name_any(), "alice");
 }
 
-#[tokio::test]
-async fn leader_election_creates_a_missing_lease() {
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/smsgw/leases";
+const LEADER: &str = "/apis/coordination.k8s.io/v1/namespaces/smsgw/leases/leader";
+
+/// `identity`'s `try_acquire_or_renew` of the "leader" Lease against a
+/// mocked API server that answers the GET with the Lease `stored` (holder,
+/// renewed that many seconds before the answer; `None`: 404), then expects
+/// `write` (method, path, answered with that status and the Lease as
+/// `identity` holds it now), or no further request when `None`. Returns
+/// whether it leads and the body written (`Null` without a write).
+async fn elect(
+    identity: &'static str,
+    stored: Option<(&'static str, i64)>,
+    write: Option<(Method, &'static str, StatusCode)>,
+) -> (bool, serde_json::Value) {
     let (client, mut handle) = common::mock_client();
     let e = LeaderElector::new(
         Api::namespaced(client, "smsgw"),
         "leader",
-        "op-a",
+        identity,
         Duration::from_secs(15),
     );
     let server = tokio::spawn(async move {
-        let path = "/apis/coordination.k8s.io/v1/namespaces/smsgw/leases";
-        common::expect(
-            &mut handle,
-            Method::GET,
-            &format!("{path}/leader"),
-            StatusCode::NOT_FOUND,
-            common::not_found(),
-        )
-        .await;
-        common::expect(
-            &mut handle,
-            Method::POST,
-            path,
-            StatusCode::CREATED,
-            common::lease("leader", "op-a", Timestamp::now()),
-        )
-        .await
+        let (status, answer) = match stored {
+            None => (StatusCode::NOT_FOUND, common::not_found()),
+            Some((holder, secs)) => {
+                let renewed = Timestamp::now() - SignedDuration::from_secs(secs);
+                (StatusCode::OK, common::lease("leader", holder, renewed))
+            }
+        };
+        common::expect(&mut handle, Method::GET, LEADER, status, answer).await;
+        match write {
+            Some((method, path, status)) => {
+                let answer = common::lease("leader", identity, Timestamp::now());
+                common::expect(&mut handle, method, path, status, answer).await
+            }
+            None => {
+                assert!(
+                    common::no_more_requests(&mut handle).await,
+                    "no write expected"
+                );
+                serde_json::Value::Null
+            }
+        }
     });
-    assert!(e.try_acquire_or_renew().await.unwrap());
-    let sent = server.await.unwrap();
+    let leads = e.try_acquire_or_renew().await.unwrap();
+    (leads, server.await.unwrap())
+}
+
+#[tokio::test]
+async fn leader_election_creates_a_missing_lease() {
+    let (leads, sent) = elect(
+        "op-a",
+        None,
+        Some((Method::POST, LEASES, StatusCode::CREATED)),
+    )
+    .await;
+    assert!(leads);
     assert_eq!(sent["spec"]["holderIdentity"], "op-a");
     assert_eq!(sent["spec"]["leaseDurationSeconds"], 15);
 }
 
 #[tokio::test]
 async fn leader_election_leaves_a_fresh_lease_of_another_replica_alone() {
-    let (client, mut handle) = common::mock_client();
-    let e = LeaderElector::new(
-        Api::namespaced(client, "smsgw"),
-        "leader",
-        "op-b",
-        Duration::from_secs(15),
-    );
-    let server = tokio::spawn(async move {
-        common::expect(
-            &mut handle,
-            Method::GET,
-            "/apis/coordination.k8s.io/v1/namespaces/smsgw/leases/leader",
-            StatusCode::OK,
-            common::lease("leader", "op-a", Timestamp::now()),
-        )
-        .await;
-        tokio::time::timeout(Duration::from_millis(300), handle.next_request())
-            .await
-            .is_err()
-    });
-    assert!(!e.try_acquire_or_renew().await.unwrap());
-    assert!(server.await.unwrap(), "no write to a lease held by another");
+    // No write to a lease held by another.
+    let (leads, _) = elect("op-b", Some(("op-a", 0)), None).await;
+    assert!(!leads);
 }
 
 #[tokio::test]
 async fn leader_election_takes_over_an_expired_lease() {
-    let (client, mut handle) = common::mock_client();
-    let e = LeaderElector::new(
-        Api::namespaced(client, "smsgw"),
-        "leader",
+    let (leads, sent) = elect(
         "op-b",
-        Duration::from_secs(15),
-    );
-    let server = tokio::spawn(async move {
-        let path = "/apis/coordination.k8s.io/v1/namespaces/smsgw/leases/leader";
-        let stale = Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(60);
-        common::expect(
-            &mut handle,
-            Method::GET,
-            path,
-            StatusCode::OK,
-            common::lease("leader", "op-a", stale),
-        )
-        .await;
-        common::expect(
-            &mut handle,
-            Method::PUT,
-            path,
-            StatusCode::OK,
-            common::lease("leader", "op-b", Timestamp::now()),
-        )
-        .await
-    });
-    assert!(e.try_acquire_or_renew().await.unwrap());
-    let sent = server.await.unwrap();
+        Some(("op-a", 60)),
+        Some((Method::PUT, LEADER, StatusCode::OK)),
+    )
+    .await;
+    assert!(leads);
     assert_eq!(sent["spec"]["holderIdentity"], "op-b");
     assert_eq!(
         sent["metadata"]["resourceVersion"], "7",

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Handle, expect, lease, mock_client, not_found};
+use common::{Handle, expect, lease, mock_client, no_more_requests, not_found};
 use http::{Method, StatusCode};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::Api;
@@ -44,41 +44,91 @@ fn server_error() -> serde_json::Value {
     serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "InternalError", "code": 500, "message": "etcd timeout"})
 }
 
-async fn no_more_requests(handle: &mut Handle) -> bool {
-    // A timeout, or the client gone.
-    match tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await {
-        Err(_) | Ok(None) => true,
-        Ok(Some((req, _))) => panic!("unexpected request: {} {}", req.method(), req.uri()),
-    }
+/// Slot 0's Lease as the mocked API server answers proxy-a's GET of it.
+#[derive(Clone, Copy)]
+enum Stored {
+    /// 404: no Lease yet.
+    Absent,
+    /// Held by a pod (`""`: by none), renewed that many seconds before
+    /// the answer.
+    HeldBy(&'static str, i64),
+    /// 500: the API server is in trouble.
+    Unavailable,
+}
+
+/// The write of slot 0's Lease proxy-a is expected to make next, and the
+/// API server's answer.
+#[derive(Clone, Copy)]
+enum Write {
+    /// POST of a new Lease, created.
+    Create,
+    /// PUT taking the Lease over, accepted.
+    TakeOver,
+    /// PUT emptying the holder, accepted.
+    Release,
+    /// PUT answered 409: another pod wrote first.
+    LoseRace,
+}
+
+/// Expects the GET of slot 0's Lease and answers it with `stored`.
+async fn read_slot0(handle: &mut Handle, stored: Stored) {
+    let (status, answer) = match stored {
+        Stored::Absent => (StatusCode::NOT_FOUND, not_found()),
+        Stored::HeldBy(pod, secs) => (StatusCode::OK, lease("smsgw-sim-slot-0", pod, ago(secs))),
+        Stored::Unavailable => (StatusCode::INTERNAL_SERVER_ERROR, server_error()),
+    };
+    expect(handle, Method::GET, SLOT0, status, answer).await;
+}
+
+/// Expects `write` of slot 0's Lease and answers it; returns the body
+/// written.
+async fn write_slot0(handle: &mut Handle, write: Write) -> serde_json::Value {
+    let written = |holder| lease("smsgw-sim-slot-0", holder, Timestamp::now());
+    let (method, path, status, answer) = match write {
+        Write::Create => (
+            Method::POST,
+            LEASES,
+            StatusCode::CREATED,
+            written("proxy-a"),
+        ),
+        Write::TakeOver => (Method::PUT, SLOT0, StatusCode::OK, written("proxy-a")),
+        Write::Release => (Method::PUT, SLOT0, StatusCode::OK, written("")),
+        Write::LoseRace => (Method::PUT, SLOT0, StatusCode::CONFLICT, conflict()),
+    };
+    expect(handle, method, path, status, answer).await
+}
+
+/// proxy-a's `sync` of slot 0 (`wanted` or not) against a mocked API
+/// server that answers the GET with `stored`, then expects `write`, or no
+/// further request when `None`. Returns the claim and the body written
+/// (`Null` without a write).
+async fn sync_slot0(
+    wanted: bool,
+    stored: Stored,
+    write: Option<Write>,
+) -> (Claim, serde_json::Value) {
+    let (client, mut handle) = mock_client();
+    let server = tokio::spawn(async move {
+        read_slot0(&mut handle, stored).await;
+        match write {
+            Some(write) => write_slot0(&mut handle, write).await,
+            None => {
+                assert!(no_more_requests(&mut handle).await, "no write expected");
+                serde_json::Value::Null
+            }
+        }
+    });
+    let claim = leases(client, "proxy-a")
+        .sync(&slot0(), wanted)
+        .await
+        .unwrap();
+    (claim, server.await.unwrap())
 }
 
 #[tokio::test]
 async fn a_pod_acquires_a_free_slot_by_creating_its_lease() {
-    let (client, mut handle) = mock_client();
-    let server = tokio::spawn(async move {
-        expect(
-            &mut handle,
-            Method::GET,
-            SLOT0,
-            StatusCode::NOT_FOUND,
-            not_found(),
-        )
-        .await;
-        expect(
-            &mut handle,
-            Method::POST,
-            LEASES,
-            StatusCode::CREATED,
-            lease("smsgw-sim-slot-0", "proxy-a", Timestamp::now()),
-        )
-        .await
-    });
-    let claim = leases(client, "proxy-a")
-        .sync(&slot0(), true)
-        .await
-        .unwrap();
+    let (claim, sent) = sync_slot0(true, Stored::Absent, Some(Write::Create)).await;
     assert_eq!(claim, Claim::Held);
-    let sent = server.await.unwrap();
     assert_eq!(sent["metadata"]["name"], "smsgw-sim-slot-0");
     assert_eq!(sent["metadata"]["labels"]["smsgw.io/link"], "sim");
     assert_eq!(sent["spec"]["holderIdentity"], "proxy-a");
@@ -87,22 +137,8 @@ async fn a_pod_acquires_a_free_slot_by_creating_its_lease() {
 
 #[tokio::test]
 async fn a_pod_cannot_take_a_slot_a_live_other_pod_holds() {
-    let (client, mut handle) = mock_client();
-    let server = tokio::spawn(async move {
-        expect(
-            &mut handle,
-            Method::GET,
-            SLOT0,
-            StatusCode::OK,
-            lease("smsgw-sim-slot-0", "proxy-b", ago(3)),
-        )
-        .await;
-        no_more_requests(&mut handle).await
-    });
-    let claim = leases(client, "proxy-a")
-        .sync(&slot0(), true)
-        .await
-        .unwrap();
+    // No write to a live pod's Lease.
+    let (claim, _) = sync_slot0(true, Stored::HeldBy("proxy-b", 3), None).await;
     match claim {
         Claim::Lost { holder, expires_in } => {
             assert_eq!(holder.as_deref(), Some("proxy-b"));
@@ -113,36 +149,13 @@ async fn a_pod_cannot_take_a_slot_a_live_other_pod_holds() {
         }
         other => panic!("expected Lost, got {other:?}"),
     }
-    assert!(server.await.unwrap(), "no write to a live pod's Lease");
 }
 
 #[tokio::test]
 async fn a_pod_takes_over_an_expired_slot_with_the_resource_version_it_read() {
-    let (client, mut handle) = mock_client();
-    let server = tokio::spawn(async move {
-        expect(
-            &mut handle,
-            Method::GET,
-            SLOT0,
-            StatusCode::OK,
-            lease("smsgw-sim-slot-0", "proxy-b", ago(60)),
-        )
-        .await;
-        expect(
-            &mut handle,
-            Method::PUT,
-            SLOT0,
-            StatusCode::OK,
-            lease("smsgw-sim-slot-0", "proxy-a", Timestamp::now()),
-        )
-        .await
-    });
-    let claim = leases(client, "proxy-a")
-        .sync(&slot0(), true)
-        .await
-        .unwrap();
+    let (claim, sent) =
+        sync_slot0(true, Stored::HeldBy("proxy-b", 60), Some(Write::TakeOver)).await;
     assert_eq!(claim, Claim::Held);
-    let sent = server.await.unwrap();
     assert_eq!(sent["spec"]["holderIdentity"], "proxy-a");
     assert_eq!(sent["metadata"]["resourceVersion"], "7");
     assert_eq!(sent["spec"]["leaseTransitions"], 1);
@@ -150,61 +163,15 @@ async fn a_pod_takes_over_an_expired_slot_with_the_resource_version_it_read() {
 
 #[tokio::test]
 async fn of_two_pods_racing_for_an_expired_slot_the_one_answered_409_stays_away() {
-    let (client, mut handle) = mock_client();
-    let server = tokio::spawn(async move {
-        expect(
-            &mut handle,
-            Method::GET,
-            SLOT0,
-            StatusCode::OK,
-            lease("smsgw-sim-slot-0", "proxy-b", ago(60)),
-        )
-        .await;
-        // proxy-c wrote first: the resourceVersion no longer matches.
-        expect(
-            &mut handle,
-            Method::PUT,
-            SLOT0,
-            StatusCode::CONFLICT,
-            conflict(),
-        )
-        .await;
-    });
-    let claim = leases(client, "proxy-a")
-        .sync(&slot0(), true)
-        .await
-        .unwrap();
+    // proxy-c wrote first: the resourceVersion no longer matches.
+    let (claim, _) = sync_slot0(true, Stored::HeldBy("proxy-b", 60), Some(Write::LoseRace)).await;
     assert!(matches!(claim, Claim::Lost { .. }), "{claim:?}");
-    server.await.unwrap();
 }
 
 #[tokio::test]
 async fn a_holder_releases_a_slot_it_no_longer_wants() {
-    let (client, mut handle) = mock_client();
-    let server = tokio::spawn(async move {
-        expect(
-            &mut handle,
-            Method::GET,
-            SLOT0,
-            StatusCode::OK,
-            lease("smsgw-sim-slot-0", "proxy-a", ago(2)),
-        )
-        .await;
-        expect(
-            &mut handle,
-            Method::PUT,
-            SLOT0,
-            StatusCode::OK,
-            lease("smsgw-sim-slot-0", "", Timestamp::now()),
-        )
-        .await
-    });
-    let claim = leases(client, "proxy-a")
-        .sync(&slot0(), false)
-        .await
-        .unwrap();
+    let (claim, sent) = sync_slot0(false, Stored::HeldBy("proxy-a", 2), Some(Write::Release)).await;
     assert_eq!(claim, Claim::Free);
-    let sent = server.await.unwrap();
     assert!(sent["spec"]["holderIdentity"].is_null(), "{sent}");
     assert_eq!(sent["metadata"]["resourceVersion"], "7");
 }
@@ -255,42 +222,49 @@ async fn until(what: &str, f: impl Fn() -> bool) {
     panic!("timed out: {what}");
 }
 
+/// proxy-a's [`SlotKeeper`] of slot 0 running against a mocked API
+/// server, gating fake links.
+struct Keeper {
+    handle: Handle,
+    gate: Arc<FakeLinks>,
+    /// The operator's assignment (slot 0 at first).
+    wanted: watch::Sender<BTreeSet<SlotId>>,
+    cancel: CancellationToken,
+    run: tokio::task::JoinHandle<()>,
+}
+
+fn start_keeper() -> Keeper {
+    let (client, handle) = mock_client();
+    let gate = Arc::new(FakeLinks::default());
+    let (wanted, wanted_rx) = watch::channel(BTreeSet::from([slot0()]));
+    let keeper = SlotKeeper::new(leases(client, "proxy-a"), gate.clone(), wanted_rx);
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn(keeper.run(cancel.clone()));
+    Keeper {
+        handle,
+        gate,
+        wanted,
+        cancel,
+        run,
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_pod_that_cannot_renew_stops_binding_the_slot_before_the_lease_expires() {
-    let (client, mut handle) = mock_client();
-    let gate = Arc::new(FakeLinks::default());
-    let (_wanted_tx, wanted) = watch::channel(BTreeSet::from([slot0()]));
-    let keeper = SlotKeeper::new(leases(client, "proxy-a"), gate.clone(), wanted);
-    let cancel = CancellationToken::new();
     let start = Instant::now();
-    let run = tokio::spawn(keeper.run(cancel.clone()));
+    let Keeper {
+        mut handle,
+        gate,
+        wanted: _wanted,
+        cancel,
+        run,
+    } = start_keeper();
     // Acquired at once; every renewal after fails (API server in trouble).
-    expect(
-        &mut handle,
-        Method::GET,
-        SLOT0,
-        StatusCode::NOT_FOUND,
-        not_found(),
-    )
-    .await;
-    expect(
-        &mut handle,
-        Method::POST,
-        LEASES,
-        StatusCode::CREATED,
-        lease("smsgw-sim-slot-0", "proxy-a", Timestamp::now()),
-    )
-    .await;
+    read_slot0(&mut handle, Stored::Absent).await;
+    write_slot0(&mut handle, Write::Create).await;
     let failing = tokio::spawn(async move {
         loop {
-            expect(
-                &mut handle,
-                Method::GET,
-                SLOT0,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                server_error(),
-            )
-            .await;
+            read_slot0(&mut handle, Stored::Unavailable).await;
         }
     });
     until("slot opened", || gate.is_open("sim", 0)).await;
@@ -310,116 +284,43 @@ async fn a_pod_that_cannot_renew_stops_binding_the_slot_before_the_lease_expires
 
 #[tokio::test(start_paused = true)]
 async fn a_dead_pods_slot_is_taken_when_its_lease_expires_not_a_period_later() {
-    let (client, mut handle) = mock_client();
-    let gate = Arc::new(FakeLinks::default());
-    let (_wanted_tx, wanted) = watch::channel(BTreeSet::from([slot0()]));
-    let keeper = SlotKeeper::new(leases(client, "proxy-a"), gate.clone(), wanted);
-    let cancel = CancellationToken::new();
-    let run = tokio::spawn(keeper.run(cancel.clone()));
+    let mut k = start_keeper();
     // proxy-b died 13 s ago: its Lease has 2 s left.
-    expect(
-        &mut handle,
-        Method::GET,
-        SLOT0,
-        StatusCode::OK,
-        lease("smsgw-sim-slot-0", "proxy-b", ago(13)),
-    )
-    .await;
+    read_slot0(&mut k.handle, Stored::HeldBy("proxy-b", 13)).await;
     let first = Instant::now();
-    assert!(!gate.is_open("sim", 0));
+    assert!(!k.gate.is_open("sim", 0));
     // Paused time jumps to the retry; the Lease has expired by now.
-    expect(
-        &mut handle,
-        Method::GET,
-        SLOT0,
-        StatusCode::OK,
-        lease("smsgw-sim-slot-0", "proxy-b", ago(60)),
-    )
-    .await;
+    read_slot0(&mut k.handle, Stored::HeldBy("proxy-b", 60)).await;
     let waited = first.elapsed();
     assert!(
         waited >= Duration::from_secs(1) && waited < Duration::from_secs(3),
         "retried after {waited:?}, not the 5 s period"
     );
-    let sent = expect(
-        &mut handle,
-        Method::PUT,
-        SLOT0,
-        StatusCode::OK,
-        lease("smsgw-sim-slot-0", "proxy-a", Timestamp::now()),
-    )
-    .await;
+    let sent = write_slot0(&mut k.handle, Write::TakeOver).await;
     assert_eq!(sent["spec"]["holderIdentity"], "proxy-a");
-    until("slot opened", || gate.is_open("sim", 0)).await;
-    cancel.cancel();
+    until("slot opened", || k.gate.is_open("sim", 0)).await;
+    k.cancel.cancel();
     // Shutdown: the slot closes, then its Lease is released.
-    expect(
-        &mut handle,
-        Method::GET,
-        SLOT0,
-        StatusCode::OK,
-        lease("smsgw-sim-slot-0", "proxy-a", Timestamp::now()),
-    )
-    .await;
-    let sent = expect(
-        &mut handle,
-        Method::PUT,
-        SLOT0,
-        StatusCode::OK,
-        lease("smsgw-sim-slot-0", "", Timestamp::now()),
-    )
-    .await;
+    read_slot0(&mut k.handle, Stored::HeldBy("proxy-a", 0)).await;
+    let sent = write_slot0(&mut k.handle, Write::Release).await;
     assert!(sent["spec"]["holderIdentity"].is_null());
-    run.await.unwrap();
-    assert!(!gate.is_open("sim", 0));
+    k.run.await.unwrap();
+    assert!(!k.gate.is_open("sim", 0));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_slot_assigned_elsewhere_is_closed_and_released_once_down() {
-    let (client, mut handle) = mock_client();
-    let gate = Arc::new(FakeLinks::default());
-    let (wanted_tx, wanted) = watch::channel(BTreeSet::from([slot0()]));
-    let keeper = SlotKeeper::new(leases(client, "proxy-a"), gate.clone(), wanted);
-    let cancel = CancellationToken::new();
-    let run = tokio::spawn(keeper.run(cancel.clone()));
-    expect(
-        &mut handle,
-        Method::GET,
-        SLOT0,
-        StatusCode::NOT_FOUND,
-        not_found(),
-    )
-    .await;
-    expect(
-        &mut handle,
-        Method::POST,
-        LEASES,
-        StatusCode::CREATED,
-        lease("smsgw-sim-slot-0", "proxy-a", Timestamp::now()),
-    )
-    .await;
-    until("slot opened", || gate.is_open("sim", 0)).await;
+    let mut k = start_keeper();
+    read_slot0(&mut k.handle, Stored::Absent).await;
+    write_slot0(&mut k.handle, Write::Create).await;
+    until("slot opened", || k.gate.is_open("sim", 0)).await;
     // The operator moves slot 0 to another pod.
-    wanted_tx.send_replace(BTreeSet::new());
-    expect(
-        &mut handle,
-        Method::GET,
-        SLOT0,
-        StatusCode::OK,
-        lease("smsgw-sim-slot-0", "proxy-a", Timestamp::now()),
-    )
-    .await;
-    let sent = expect(
-        &mut handle,
-        Method::PUT,
-        SLOT0,
-        StatusCode::OK,
-        lease("smsgw-sim-slot-0", "", Timestamp::now()),
-    )
-    .await;
+    k.wanted.send_replace(BTreeSet::new());
+    read_slot0(&mut k.handle, Stored::HeldBy("proxy-a", 0)).await;
+    let sent = write_slot0(&mut k.handle, Write::Release).await;
     assert!(sent["spec"]["holderIdentity"].is_null());
-    assert!(!gate.is_open("sim", 0), "closed before the release");
-    cancel.cancel();
-    run.await.unwrap();
-    assert!(no_more_requests(&mut handle).await);
+    assert!(!k.gate.is_open("sim", 0), "closed before the release");
+    k.cancel.cancel();
+    k.run.await.unwrap();
+    assert!(no_more_requests(&mut k.handle).await);
 }

@@ -44,6 +44,15 @@ pub async fn expect(
     body
 }
 
+/// Whether no further request comes within 300 ms (or the client is
+/// gone); panics naming an unexpected one.
+pub async fn no_more_requests(handle: &mut Handle) -> bool {
+    match tokio::time::timeout(std::time::Duration::from_millis(300), handle.next_request()).await {
+        Err(_) | Ok(None) => true,
+        Ok(Some((req, _))) => panic!("unexpected request: {} {}", req.method(), req.uri()),
+    }
+}
+
 pub fn not_found() -> serde_json::Value {
     serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
 }
