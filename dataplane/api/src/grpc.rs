@@ -3,7 +3,8 @@
 //! authenticates exactly as REST does.
 
 use crate::admin::{self, UserUpdate, UserView};
-use crate::auth::Caller;
+use crate::auth::Access::{self, Admin, Any, User};
+use crate::auth::{Caller, IssuedToken};
 use crate::{ApiError, ApiState};
 use smsgw_core::links::{LinkAction, LinkView};
 use smsgw_proto::admin::v1 as admin_pb;
@@ -25,6 +26,28 @@ fn finish<T>(
     let r = r.map(Response::new).map_err(Status::from);
     state.metrics.observe_grpc(method, &r);
     r
+}
+
+impl ApiState {
+    /// Authenticates a gRPC call as `access` asks, runs `f` on the caller
+    /// and the request's message, and [`finish`]es the call as `method`.
+    async fn call<Q, T, F>(
+        &self,
+        access: Access,
+        method: &str,
+        req: Request<Q>,
+        f: impl FnOnce(Caller, Q) -> F,
+    ) -> Result<Response<T>, Status>
+    where
+        F: Future<Output = Result<T, ApiError>>,
+    {
+        let headers = req.metadata().clone().into_headers();
+        let r = match self.auth.authorize(access, &headers).await {
+            Ok(caller) => f(caller, req.into_inner()).await,
+            Err(e) => Err(e),
+        };
+        finish(self, method, r)
+    }
 }
 
 fn client_ip<T>(req: &Request<T>) -> Option<std::net::IpAddr> {
@@ -55,12 +78,6 @@ impl SmsGrpc {
         pb::sms_service_server::SmsServiceServer::new(self)
             .max_decoding_message_size(crate::MAX_GRPC_MESSAGE_BYTES)
     }
-
-    fn caller<T>(&self, req: &Request<T>) -> Result<Caller, ApiError> {
-        self.state
-            .auth
-            .authenticate(&req.metadata().clone().into_headers())
-    }
 }
 
 #[tonic::async_trait]
@@ -73,15 +90,14 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
             "sms.v1.SmsService/SendMessage",
             req.metadata(),
         );
-        let r = async {
-            let caller = self.caller(&req)?;
-            let req = send_request(&caller, req.into_inner())?;
-            crate::send::send(&self.state, &caller, req, trace)
-                .await
-                .map(sms_response)
-        }
-        .await;
-        finish(&self.state, "SendMessage", r)
+        self.state
+            .call(User, "SendMessage", req, |caller, m| async move {
+                let req = send_request(&caller, m)?;
+                crate::send::send(&self.state, &caller, req, trace)
+                    .await
+                    .map(sms_response)
+            })
+            .await
     }
 
     type SendMessageStreamStream = BoxStream<pb::SmsResponse>;
@@ -90,146 +106,84 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
         &self,
         req: Request<Streaming<pb::SmsRequest>>,
     ) -> Result<Response<Self::SendMessageStreamStream>, Status> {
-        let caller = match self.caller(&req) {
-            Ok(c) => c,
-            Err(e) => return finish(&self.state, "SendMessageStream", Err(e)),
-        };
         // The stream's metadata carries one client context; each message
         // gets its own span below it.
         let client = crate::trace::RequestTrace::client_context(req.metadata());
-        let mut inbound = req.into_inner();
-        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_IN_FLIGHT);
-        let permits = Arc::new(tokio::sync::Semaphore::new(STREAM_IN_FLIGHT));
-        let state = self.state.clone();
-        tokio::spawn(async move {
-            // Reading waits for a free slot, so a client that sends faster
-            // than messages are handled is held back by HTTP/2 flow control
-            // instead of growing this server's memory.
-            loop {
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    break;
-                };
-                let msg = match inbound.message().await {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::debug!(%status, "send stream ended by the client");
-                        break;
-                    }
-                };
-                let (tx, state, caller) = (tx.clone(), state.clone(), caller.clone());
-                let trace = crate::trace::RequestTrace::child_of(
-                    "sms.v1.SmsService/SendMessageStream",
-                    &client,
-                );
-                tokio::spawn(async move {
-                    let transaction_id = msg.transaction_id.clone();
-                    let esme = msg.esme.clone();
-                    let r = match send_request(&caller, msg) {
-                        Ok(req) => crate::send::send(&state, &caller, req, trace).await,
-                        Err(e) => Err(e),
-                    };
-                    state.metrics.recent.record(
-                        r.is_err(),
-                        r.as_ref().is_err_and(|e| e.http_status().is_server_error()),
-                    );
-                    let resp = match r {
-                        Ok(ok) => sms_response(ok),
-                        Err(e) => pb::SmsResponse {
-                            success: false,
-                            error: e.to_string(),
-                            error_code: e.code().to_owned(),
-                            esme,
-                            transaction_id,
-                            status: pb::MessageStatus::Rejected as i32,
-                            ..Default::default()
-                        },
-                    };
-                    let _ = tx.send(Ok(resp)).await;
-                    drop(permit);
-                });
-            }
-        });
-        let stream: Self::SendMessageStreamStream =
-            Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
-        finish(&self.state, "SendMessageStream", Ok(stream))
+        self.state
+            .call(User, "SendMessageStream", req, |caller, m| async move {
+                let stream = spawn_send_stream(self.state.clone(), caller, client, m);
+                Ok(Box::pin(stream) as Self::SendMessageStreamStream)
+            })
+            .await
     }
 
     async fn check_esme(
         &self,
         req: Request<pb::CheckEsmeRequest>,
     ) -> Result<Response<pb::CheckEsmeResponse>, Status> {
-        let r = self.caller(&req).and_then(|_| {
-            let links = crate::links::check_esme(&self.state, Some(&req.get_ref().esme))?;
-            Ok(pb::CheckEsmeResponse {
-                links: links.into_iter().map(link_state_pb).collect(),
+        self.state
+            .call(User, "CheckESME", req, |_, b| async move {
+                let links = crate::links::check_esme(&self.state, Some(&b.esme))?;
+                Ok(pb::CheckEsmeResponse {
+                    links: links.into_iter().map(link_state_pb).collect(),
+                })
             })
-        });
-        finish(&self.state, "CheckESME", r)
+            .await
     }
 
     async fn check_text_len(
         &self,
         req: Request<pb::CheckTextLenRequest>,
     ) -> Result<Response<pb::CheckTextLenResponse>, Status> {
-        let r = self.caller(&req).and_then(|_| {
-            let req = req.get_ref();
-            let r = crate::text::check_text_len(
-                &self.state.config.load(),
-                Some(&req.message),
-                Some(&req.esme),
-            )?;
-            self.state.metrics.observe_encoding(&r.encoding);
-            Ok(pb::CheckTextLenResponse {
-                encoding: r.encoding,
-                characters: r.characters,
-                units: r.units,
-                segments: r.segments,
-                per_segment: r.per_segment,
+        self.state
+            .call(User, "CheckTextLen", req, |_, b| async move {
+                let r = crate::text::check_text_len(
+                    &self.state.config.load(),
+                    Some(&b.message),
+                    Some(&b.esme),
+                )?;
+                self.state.metrics.observe_encoding(&r.encoding);
+                Ok(pb::CheckTextLenResponse {
+                    encoding: r.encoding,
+                    characters: r.characters,
+                    units: r.units,
+                    segments: r.segments,
+                    per_segment: r.per_segment,
+                })
             })
-        });
-        finish(&self.state, "CheckTextLen", r)
+            .await
     }
 
     async fn sms_info(
         &self,
         req: Request<pb::SmsInfoRequest>,
     ) -> Result<Response<pb::SmsInfoResponse>, Status> {
-        let r = async {
-            // Admins may look any message up by id with the admin key.
-            let caller = if req.metadata().contains_key("x-admin-key") {
-                self.state
-                    .auth
-                    .authenticate_admin(&req.metadata().clone().into_headers())
-                    .await?
-            } else {
-                self.caller(&req)?
-            };
-            let b = req.get_ref();
-            let v = crate::send::info(
-                &self.state,
-                &caller,
-                Some(&b.message_id),
-                Some(&b.transaction_id),
-            )
-            .await?;
-            Ok(pb::SmsInfoResponse {
-                message_id: v.message_id,
-                transaction_id: v.transaction_id,
-                status: status_pb(&v.status) as i32,
-                esme: v.esme,
-                link: v.link.unwrap_or_default(),
-                saddr: v.source,
-                daddr: v.destination,
-                encoding: v.encoding,
-                segments: v.segments.into_iter().map(segment_pb).collect(),
-                created_at: Some(millis_timestamp(v.created_at_ms)),
-                updated_at: Some(millis_timestamp(v.updated_at_ms)),
-                task_id: v.task_id.unwrap_or_default(),
+        // Admins may look any message up by id with the admin key.
+        self.state
+            .call(Any, "SmsInfo", req, |caller, b| async move {
+                let v = crate::send::info(
+                    &self.state,
+                    &caller,
+                    Some(&b.message_id),
+                    Some(&b.transaction_id),
+                )
+                .await?;
+                Ok(pb::SmsInfoResponse {
+                    message_id: v.message_id,
+                    transaction_id: v.transaction_id,
+                    status: status_pb(&v.status) as i32,
+                    esme: v.esme,
+                    link: v.link.unwrap_or_default(),
+                    saddr: v.source,
+                    daddr: v.destination,
+                    encoding: v.encoding,
+                    segments: v.segments.into_iter().map(segment_pb).collect(),
+                    created_at: Some(millis_timestamp(v.created_at_ms)),
+                    updated_at: Some(millis_timestamp(v.updated_at_ms)),
+                    task_id: v.task_id.unwrap_or_default(),
+                })
             })
-        }
-        .await;
-        finish(&self.state, "SmsInfo", r)
+            .await
     }
 
     type WatchEventsStream = BoxStream<pb::MessageEvent>;
@@ -238,7 +192,7 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
         &self,
         req: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        let r = self.caller(&req).and_then(|caller| {
+        self.state.call(User, "WatchEvents", req, |caller, _| async move {
             let Caller::User { app_id, .. } = caller else {
                 return Err(ApiError::PermissionDenied("watching events needs a user's token".into()));
             };
@@ -256,9 +210,71 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
             );
             let stream: Self::WatchEventsStream = Box::pin(stream);
             Ok(stream)
-        });
-        finish(&self.state, "WatchEvents", r)
+        })
+        .await
     }
+}
+
+/// Handles the messages of one SendMessageStream, up to
+/// [`STREAM_IN_FLIGHT`] at once, and streams back their answers.
+fn spawn_send_stream(
+    state: ApiState,
+    caller: Caller,
+    client: opentelemetry::Context,
+    mut inbound: Streaming<pb::SmsRequest>,
+) -> tokio_stream::wrappers::ReceiverStream<Result<pb::SmsResponse, Status>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(STREAM_IN_FLIGHT);
+    let permits = Arc::new(tokio::sync::Semaphore::new(STREAM_IN_FLIGHT));
+    tokio::spawn(async move {
+        // Reading waits for a free slot, so a client that sends faster
+        // than messages are handled is held back by HTTP/2 flow control
+        // instead of growing this server's memory.
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let msg = match inbound.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::debug!(%status, "send stream ended by the client");
+                    break;
+                }
+            };
+            let (tx, state, caller) = (tx.clone(), state.clone(), caller.clone());
+            let trace = crate::trace::RequestTrace::child_of(
+                "sms.v1.SmsService/SendMessageStream",
+                &client,
+            );
+            tokio::spawn(async move {
+                let transaction_id = msg.transaction_id.clone();
+                let esme = msg.esme.clone();
+                let r = match send_request(&caller, msg) {
+                    Ok(req) => crate::send::send(&state, &caller, req, trace).await,
+                    Err(e) => Err(e),
+                };
+                state.metrics.recent.record(
+                    r.is_err(),
+                    r.as_ref().is_err_and(|e| e.http_status().is_server_error()),
+                );
+                let resp = match r {
+                    Ok(ok) => sms_response(ok),
+                    Err(e) => pb::SmsResponse {
+                        success: false,
+                        error: e.to_string(),
+                        error_code: e.code().to_owned(),
+                        esme,
+                        transaction_id,
+                        status: pb::MessageStatus::Rejected as i32,
+                        ..Default::default()
+                    },
+                };
+                let _ = tx.send(Ok(resp)).await;
+                drop(permit);
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// Requests handled at once per SendMessageStream.
@@ -428,10 +444,7 @@ impl auth_pb::auth_service_server::AuthService for AuthGrpc {
             .auth
             .login(&b.email, &b.password, &b.app_id, ip)
             .await
-            .map(|t| auth_pb::TokenResponse {
-                token: t.token,
-                expires_at: Some(timestamp(t.expires_at)),
-            });
+            .map(token_pb);
         finish(&self.state, "Login", r)
     }
 
@@ -446,11 +459,15 @@ impl auth_pb::auth_service_server::AuthService for AuthGrpc {
             .auth
             .token(&b.app_id, &b.app_secret, ip)
             .await
-            .map(|t| auth_pb::TokenResponse {
-                token: t.token,
-                expires_at: Some(timestamp(t.expires_at)),
-            });
+            .map(token_pb);
         finish(&self.state, "Token", r)
+    }
+}
+
+fn token_pb(t: IssuedToken) -> auth_pb::TokenResponse {
+    auth_pb::TokenResponse {
+        token: t.token,
+        expires_at: Some(timestamp(t.expires_at)),
     }
 }
 
@@ -464,13 +481,6 @@ impl AdminGrpc {
     /// A service over the shared API state.
     pub fn new(state: ApiState) -> Self {
         Self { state }
-    }
-
-    async fn admin<T>(&self, req: &Request<T>) -> Result<Caller, ApiError> {
-        self.state
-            .auth
-            .authenticate_admin(&req.metadata().clone().into_headers())
-            .await
     }
 }
 
@@ -538,220 +548,203 @@ impl admin_pb::admin_service_server::AdminService for AdminGrpc {
         &self,
         req: Request<admin_pb::ListUsersRequest>,
     ) -> Result<Response<admin_pb::ListUsersResponse>, Status> {
-        let r = async {
-            self.admin(&req).await?;
-            let b = req.get_ref();
-            let size = (b.page_size != 0).then_some(b.page_size);
-            let page = admin::list_users(&self.state, size, Some(&b.page_token)).await?;
-            Ok(admin_pb::ListUsersResponse {
-                users: page.users.into_iter().map(user_pb).collect(),
-                next_page_token: page.next_page_token.unwrap_or_default(),
+        self.state
+            .call(Admin, "ListUsers", req, |_, b| async move {
+                let size = (b.page_size != 0).then_some(b.page_size);
+                let page = admin::list_users(&self.state, size, Some(&b.page_token)).await?;
+                Ok(admin_pb::ListUsersResponse {
+                    users: page.users.into_iter().map(user_pb).collect(),
+                    next_page_token: page.next_page_token.unwrap_or_default(),
+                })
             })
-        }
-        .await;
-        finish(&self.state, "ListUsers", r)
+            .await
     }
 
     async fn get_user(
         &self,
         req: Request<admin_pb::GetUserRequest>,
     ) -> Result<Response<admin_pb::User>, Status> {
-        let r = async {
-            self.admin(&req).await?;
-            admin::get_user(&self.state, &req.get_ref().user_id)
-                .await
-                .map(user_pb)
-        }
-        .await;
-        finish(&self.state, "GetUser", r)
+        self.state
+            .call(Admin, "GetUser", req, |_, b| async move {
+                admin::get_user(&self.state, &b.user_id).await.map(user_pb)
+            })
+            .await
     }
 
     async fn update_user(
         &self,
         req: Request<admin_pb::UpdateUserRequest>,
     ) -> Result<Response<admin_pb::User>, Status> {
-        let r = async {
-            let caller = self.admin(&req).await?;
-            let b = req.into_inner();
-            let update = UserUpdate {
-                app_name: b.app_name,
-                rate: b.rate,
-                allowed_targets: b.set_allowed_targets.then_some(b.allowed_targets),
-                admin: None,
-            };
-            admin::update_user(&self.state, &caller, &b.user_id, update)
-                .await
-                .map(user_pb)
-        }
-        .await;
-        finish(&self.state, "UpdateUser", r)
+        self.state
+            .call(Admin, "UpdateUser", req, |caller, b| async move {
+                let update = UserUpdate {
+                    app_name: b.app_name,
+                    rate: b.rate,
+                    allowed_targets: b.set_allowed_targets.then_some(b.allowed_targets),
+                    admin: None,
+                };
+                admin::update_user(&self.state, &caller, &b.user_id, update)
+                    .await
+                    .map(user_pb)
+            })
+            .await
     }
 
     async fn delete_user(
         &self,
         req: Request<admin_pb::DeleteUserRequest>,
     ) -> Result<Response<admin_pb::DeleteUserResponse>, Status> {
-        let r = async {
-            let caller = self.admin(&req).await?;
-            admin::delete_user(&self.state, &caller, &req.get_ref().user_id).await?;
-            Ok(admin_pb::DeleteUserResponse { deleted: true })
-        }
-        .await;
-        finish(&self.state, "DeleteUser", r)
+        self.state
+            .call(Admin, "DeleteUser", req, |caller, b| async move {
+                admin::delete_user(&self.state, &caller, &b.user_id).await?;
+                Ok(admin_pb::DeleteUserResponse { deleted: true })
+            })
+            .await
     }
 
     async fn set_admin(
         &self,
         req: Request<admin_pb::SetAdminRequest>,
     ) -> Result<Response<admin_pb::User>, Status> {
-        let r = async {
-            let caller = self.admin(&req).await?;
-            let b = req.get_ref();
-            admin::set_admin(&self.state, &caller, &b.user_id, b.admin)
-                .await
-                .map(user_pb)
-        }
-        .await;
-        finish(&self.state, "SetAdmin", r)
+        self.state
+            .call(Admin, "SetAdmin", req, |caller, b| async move {
+                admin::set_admin(&self.state, &caller, &b.user_id, b.admin)
+                    .await
+                    .map(user_pb)
+            })
+            .await
     }
 
     async fn reset_app_secret(
         &self,
         req: Request<admin_pb::ResetAppSecretRequest>,
     ) -> Result<Response<admin_pb::ResetAppSecretResponse>, Status> {
-        let r = async {
-            let caller = self.admin(&req).await?;
-            let r = admin::reset_secret(&self.state, &caller, &req.get_ref().user_id).await?;
-            Ok(admin_pb::ResetAppSecretResponse {
-                app_id: r.app_id,
-                app_secret: r.app_secret,
+        self.state
+            .call(Admin, "ResetAppSecret", req, |caller, b| async move {
+                let r = admin::reset_secret(&self.state, &caller, &b.user_id).await?;
+                Ok(admin_pb::ResetAppSecretResponse {
+                    app_id: r.app_id,
+                    app_secret: r.app_secret,
+                })
             })
-        }
-        .await;
-        finish(&self.state, "ResetAppSecret", r)
+            .await
     }
 
     async fn list_links(
         &self,
         req: Request<admin_pb::ListLinksRequest>,
     ) -> Result<Response<admin_pb::ListLinksResponse>, Status> {
-        let r = async {
-            self.admin(&req).await?;
-            Ok(admin_pb::ListLinksResponse {
-                links: self.state.links.links().into_iter().map(link_pb).collect(),
+        self.state
+            .call(Admin, "ListLinks", req, |_, _| async move {
+                Ok(admin_pb::ListLinksResponse {
+                    links: self.state.links.links().into_iter().map(link_pb).collect(),
+                })
             })
-        }
-        .await;
-        finish(&self.state, "ListLinks", r)
+            .await
     }
 
     async fn control_link(
         &self,
         req: Request<admin_pb::ControlLinkRequest>,
     ) -> Result<Response<admin_pb::ControlLinkResponse>, Status> {
-        let r = async {
-            let caller = self.admin(&req).await?;
-            let b = req.get_ref();
-            let action = match admin_pb::LinkAction::try_from(b.action) {
-                Ok(admin_pb::LinkAction::Start) => LinkAction::Start,
-                Ok(admin_pb::LinkAction::Stop) => LinkAction::Stop,
-                Ok(admin_pb::LinkAction::Restart) => LinkAction::Restart,
-                _ => {
-                    return Err(ApiError::InvalidField {
-                        field: "action",
-                        reason: "must be START, STOP or RESTART".into(),
-                    });
-                }
-            };
-            let view = crate::links::control(&self.state, &caller, &b.name, action).await?;
-            Ok(admin_pb::ControlLinkResponse {
-                link: Some(link_pb(view)),
+        self.state
+            .call(Admin, "ControlLink", req, |caller, b| async move {
+                let action = match admin_pb::LinkAction::try_from(b.action) {
+                    Ok(admin_pb::LinkAction::Start) => LinkAction::Start,
+                    Ok(admin_pb::LinkAction::Stop) => LinkAction::Stop,
+                    Ok(admin_pb::LinkAction::Restart) => LinkAction::Restart,
+                    _ => {
+                        return Err(ApiError::InvalidField {
+                            field: "action",
+                            reason: "must be START, STOP or RESTART".into(),
+                        });
+                    }
+                };
+                let view = crate::links::control(&self.state, &caller, &b.name, action).await?;
+                Ok(admin_pb::ControlLinkResponse {
+                    link: Some(link_pb(view)),
+                })
             })
-        }
-        .await;
-        finish(&self.state, "ControlLink", r)
+            .await
     }
 
     async fn get_config(
         &self,
         req: Request<admin_pb::GetConfigRequest>,
     ) -> Result<Response<admin_pb::GetConfigResponse>, Status> {
-        let r = async {
-            let caller = self.admin(&req).await?;
-            let json = admin::config(&self.state, &caller);
-            Ok(admin_pb::GetConfigResponse {
-                version: json["version"].as_str().unwrap_or_default().to_owned(),
-                config_json: json.to_string(),
+        self.state
+            .call(Admin, "GetConfig", req, |caller, _| async move {
+                let json = admin::config(&self.state, &caller);
+                Ok(admin_pb::GetConfigResponse {
+                    version: json["version"].as_str().unwrap_or_default().to_owned(),
+                    config_json: json.to_string(),
+                })
             })
-        }
-        .await;
-        finish(&self.state, "GetConfig", r)
+            .await
     }
 
     async fn get_stats(
         &self,
         req: Request<admin_pb::GetStatsRequest>,
     ) -> Result<Response<admin_pb::GetStatsResponse>, Status> {
-        let r = async {
-            self.admin(&req).await?;
-            let v = self.state.messages.stats.view();
-            let conv = |m: std::collections::BTreeMap<String, crate::stats::Counters>| {
-                m.into_iter()
-                    .map(|(name, c)| admin_pb::Counters {
-                        name,
-                        submitted: c.submitted,
-                        delivered: c.delivered,
-                        failed: c.failed,
-                        rejected: c.rejected.into_iter().collect(),
-                        throughput: c.throughput,
-                    })
-                    .collect()
-            };
-            let l = crate::stats::LimiterView::from(self.state.limiter.status());
-            Ok(admin_pb::GetStatsResponse {
-                links: conv(v.links),
-                pools: conv(v.pools),
-                apps: conv(v.apps),
-                limiter: Some(admin_pb::LimiterStatus {
-                    mode: l.mode,
-                    live_pods: l.live_pods.unwrap_or(0),
-                    acquires: l.acquires,
-                    round_trips: l.round_trips,
-                    last_error: l.last_error.unwrap_or_default(),
-                }),
+        self.state
+            .call(Admin, "GetStats", req, |_, _| async move {
+                let v = self.state.messages.stats.view();
+                let conv = |m: std::collections::BTreeMap<String, crate::stats::Counters>| {
+                    m.into_iter()
+                        .map(|(name, c)| admin_pb::Counters {
+                            name,
+                            submitted: c.submitted,
+                            delivered: c.delivered,
+                            failed: c.failed,
+                            rejected: c.rejected.into_iter().collect(),
+                            throughput: c.throughput,
+                        })
+                        .collect()
+                };
+                let l = crate::stats::LimiterView::from(self.state.limiter.status());
+                Ok(admin_pb::GetStatsResponse {
+                    links: conv(v.links),
+                    pools: conv(v.pools),
+                    apps: conv(v.apps),
+                    limiter: Some(admin_pb::LimiterStatus {
+                        mode: l.mode,
+                        live_pods: l.live_pods.unwrap_or(0),
+                        acquires: l.acquires,
+                        round_trips: l.round_trips,
+                        last_error: l.last_error.unwrap_or_default(),
+                    }),
+                })
             })
-        }
-        .await;
-        finish(&self.state, "GetStats", r)
+            .await
     }
 
     async fn reload_blacklist(
         &self,
         req: Request<admin_pb::ReloadBlacklistRequest>,
     ) -> Result<Response<admin_pb::ReloadBlacklistResponse>, Status> {
-        let r = async {
-            let caller = self.admin(&req).await?;
-            let rep = admin::reload_blacklist(&self.state, &caller, &req.get_ref().name).await?;
-            Ok(admin_pb::ReloadBlacklistResponse {
-                list: rep.list,
-                objects: rep.objects as u64,
-                lines: rep.lines,
-                numbers: rep.numbers,
-                prefixes: rep.prefixes,
-                malformed: rep.malformed,
-                malformed_lines: rep
-                    .malformed_lines
-                    .into_iter()
-                    .map(|m| admin_pb::MalformedLine {
-                        object: m.object,
-                        line: m.line,
-                        content: m.content,
-                    })
-                    .collect(),
-                elapsed_ms: rep.elapsed_ms,
+        self.state
+            .call(Admin, "ReloadBlacklist", req, |caller, b| async move {
+                let rep = admin::reload_blacklist(&self.state, &caller, &b.name).await?;
+                Ok(admin_pb::ReloadBlacklistResponse {
+                    list: rep.list,
+                    objects: rep.objects as u64,
+                    lines: rep.lines,
+                    numbers: rep.numbers,
+                    prefixes: rep.prefixes,
+                    malformed: rep.malformed,
+                    malformed_lines: rep
+                        .malformed_lines
+                        .into_iter()
+                        .map(|m| admin_pb::MalformedLine {
+                            object: m.object,
+                            line: m.line,
+                            content: m.content,
+                        })
+                        .collect(),
+                    elapsed_ms: rep.elapsed_ms,
+                })
             })
-        }
-        .await;
-        finish(&self.state, "ReloadBlacklist", r)
+            .await
     }
 }

@@ -1,7 +1,7 @@
 //! REST API on axum.
 
 use crate::admin::{self, UserPage, UserUpdate, UserView};
-use crate::auth::{Caller, IssuedToken, Registered};
+use crate::auth::{Access, Caller, IssuedToken, Registered};
 use crate::error::ErrorBody;
 use crate::metrics::{HttpLabels, RouteLabels};
 use crate::text::{CheckTextLenRequest, CheckTextLenResponse, check_text_len};
@@ -42,6 +42,7 @@ const UNCOUNTED_ROUTES: &[&str] = &[
 /// authenticated users. Every route is described in the OpenAPI document
 /// ([`crate::openapi`]); a test fails for one that is not.
 pub fn router(state: ApiState) -> Router {
+    let needs = |access| middleware::from_fn_with_state((state.clone(), access), require);
     let public = Router::new()
         .route("/healthy", get(healthy))
         .route("/ready", get(ready))
@@ -53,7 +54,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/docs", get(doc::docs_page));
     let dashboard = Router::new()
         .route("/dashboard/stats", get(dashboard_stats))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_any));
+        .route_layer(needs(Access::Any));
     let user = Router::new()
         .route("/api/v1/sms/check-text-len", post(check_text_len_handler))
         .route("/api/v1/sms/send", post(send_handler))
@@ -62,7 +63,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/settings/webhook", axum::routing::put(set_webhook))
         .route("/api/v1/smpp/links", get(list_links))
         .route("/api/v1/smpp/links/{name}", get(get_link))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_user));
+        .route_layer(needs(Access::User));
     let admin = Router::new()
         .route("/api/v1/admin/users", get(list_users))
         .route(
@@ -79,7 +80,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/admin/blacklists/{name}/reload",
             post(reload_blacklist),
         )
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+        .route_layer(needs(Access::Admin));
     Router::new()
         .merge(public)
         .merge(user)
@@ -98,37 +99,13 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-async fn require_user(
-    State(state): State<ApiState>,
+/// Authenticates the caller as `access` asks and hands it to the route.
+async fn require(
+    State((state, access)): State<(ApiState, Access)>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let caller = state.auth.authenticate(req.headers())?;
-    req.extensions_mut().insert(caller);
-    Ok(next.run(req).await)
-}
-
-async fn require_admin(
-    State(state): State<ApiState>,
-    mut req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let caller = state.auth.authenticate_admin(req.headers()).await?;
-    req.extensions_mut().insert(caller);
-    Ok(next.run(req).await)
-}
-
-/// An admin (admin key or admin user) or an authenticated user.
-async fn require_any(
-    State(state): State<ApiState>,
-    mut req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let caller = if req.headers().contains_key("x-admin-key") {
-        state.auth.authenticate_admin(req.headers()).await?
-    } else {
-        state.auth.authenticate(req.headers())?
-    };
+    let caller = state.auth.authorize(access, req.headers()).await?;
     req.extensions_mut().insert(caller);
     Ok(next.run(req).await)
 }

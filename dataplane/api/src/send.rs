@@ -266,6 +266,22 @@ pub fn message_view(r: &MessageRecord) -> MessageView {
     }
 }
 
+/// The answer to a send of `rec` to `esme` that was accepted: no link or
+/// segment outcomes yet, not a repeat.
+fn accepted_response(rec: &MessageRecord, esme: String) -> SendResponse {
+    SendResponse {
+        success: true,
+        esme,
+        message_id: rec.message_id.clone(),
+        transaction_id: rec.transaction_id.clone(),
+        segments: rec.segments.len() as u32,
+        status: status_name(rec.status).into(),
+        link: None,
+        segment_info: Vec::new(),
+        duplicate: false,
+    }
+}
+
 /// Why a send was refused before anything was stored, with a code per cause.
 fn refused(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::SendRefused {
@@ -944,15 +960,10 @@ async fn send_inner(
             // A repeat counts against no contact policy.
             release(state, reservation).await;
             return Ok(SendResponse {
-                success: true,
-                esme,
-                message_id: existing.message_id.clone(),
-                transaction_id: existing.transaction_id.clone(),
-                segments: existing.segments.len() as u32,
-                status: status_name(existing.status).into(),
                 link: existing.link.clone(),
                 segment_info: existing.segments.iter().map(segment_view).collect(),
                 duplicate: true,
+                ..accepted_response(&existing, esme)
             });
         }
         CreateOutcome::Created(rec) => rec,
@@ -968,27 +979,12 @@ async fn send_inner(
         let rec = submit(state, rec, p.outbound).await?;
         return Ok(SendResponse {
             success: !matches!(rec.status, MessageStatus::Rejected),
-            esme,
-            message_id: rec.message_id.clone(),
-            transaction_id: rec.transaction_id.clone(),
-            segments: rec.segments.len() as u32,
-            status: status_name(rec.status).into(),
             link: rec.link.clone(),
             segment_info: rec.segments.iter().map(segment_view).collect(),
-            duplicate: false,
+            ..accepted_response(&rec, esme)
         });
     }
-    let response = SendResponse {
-        success: true,
-        esme,
-        message_id: rec.message_id.clone(),
-        transaction_id: rec.transaction_id.clone(),
-        segments: rec.segments.len() as u32,
-        status: status_name(rec.status).into(),
-        link: None,
-        segment_info: Vec::new(),
-        duplicate: false,
-    };
+    let response = accepted_response(&rec, esme);
     let st = state.clone();
     let permit = state
         .messages

@@ -169,21 +169,25 @@ impl Stats {
     /// Registers the Prometheus series in `registry` (the gateway's,
     /// prefixed `smsgw`).
     pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "messages_submitted",
-            "Messages submitted (at least one segment accepted by the SMSC), by link, pool and app",
-            self.submitted.clone(),
-        );
-        registry.register(
-            "messages_delivered",
-            "Messages delivered (every segment DELIVRD), by link, pool and app",
-            self.delivered.clone(),
-        );
-        registry.register(
-            "messages_failed",
-            "Messages failed for good (a failed receipt), by link, pool and app",
-            self.failed.clone(),
-        );
+        for (name, help, family) in [
+            (
+                "messages_submitted",
+                "Messages submitted (at least one segment accepted by the SMSC), by link, pool and app",
+                &self.submitted,
+            ),
+            (
+                "messages_delivered",
+                "Messages delivered (every segment DELIVRD), by link, pool and app",
+                &self.delivered,
+            ),
+            (
+                "messages_failed",
+                "Messages failed for good (a failed receipt), by link, pool and app",
+                &self.failed,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
         registry.register(
             "messages_refused",
             "Messages refused before submission, by link, pool, app and reason",
@@ -353,15 +357,18 @@ impl Stats {
 mod tests {
     use super::*;
 
+    /// App `a`, link `l` and pool `p`, no campaign.
+    const EVERY_SCOPE: Scope<'static> = Scope {
+        app: "a",
+        link: Some("l"),
+        pool: Some("p"),
+        task: None,
+    };
+
     #[test]
     fn events_count_once_per_link_pool_and_app() {
         let s = Stats::default();
-        let scope = Scope {
-            app: "a",
-            link: Some("l"),
-            pool: Some("p"),
-            task: None,
-        };
+        let scope = EVERY_SCOPE;
         s.submitted(&scope);
         s.finished(&scope, true);
         s.rejected(
@@ -429,12 +436,7 @@ mod tests {
         let s = Stats::default();
         let mut registry = Registry::with_prefix("smsgw");
         s.register(&mut registry);
-        let scope = Scope {
-            app: "a",
-            link: Some("l"),
-            pool: Some("p"),
-            task: None,
-        };
+        let scope = EVERY_SCOPE;
         s.submitted(&scope);
         s.finished(&scope, false);
         s.rejected(&scope, "rate_limited");

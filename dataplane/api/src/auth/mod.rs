@@ -39,6 +39,17 @@ pub enum Caller {
     AdminKey,
 }
 
+/// Which callers a route or call accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// A user ([`Auth::authenticate`]).
+    User,
+    /// An admin ([`Auth::authenticate_admin`]).
+    Admin,
+    /// An admin when the admin key is given, else a user.
+    Any,
+}
+
 impl fmt::Display for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -366,6 +377,19 @@ impl Auth {
             None => Err(ApiError::Unauthenticated(
                 "the token's user no longer exists".into(),
             )),
+        }
+    }
+
+    /// The caller, authenticated as `access` asks.
+    pub(crate) async fn authorize(
+        &self,
+        access: Access,
+        headers: &HeaderMap,
+    ) -> Result<Caller, ApiError> {
+        match access {
+            Access::User => self.authenticate(headers),
+            Access::Any if !headers.contains_key("x-admin-key") => self.authenticate(headers),
+            Access::Admin | Access::Any => self.authenticate_admin(headers).await,
         }
     }
 
