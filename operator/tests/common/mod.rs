@@ -44,12 +44,13 @@ pub async fn expect(
     body
 }
 
-/// Whether no further request comes within 300 ms (or the client is
-/// gone); panics naming an unexpected one.
-pub async fn no_more_requests(handle: &mut Handle) -> bool {
-    match tokio::time::timeout(std::time::Duration::from_millis(300), handle.next_request()).await {
-        Err(_) | Ok(None) => true,
-        Ok(Some((req, _))) => panic!("unexpected request: {} {}", req.method(), req.uri()),
+/// Waits 300 ms for a further request (or the client gone) and panics
+/// naming one that comes, with `why` it was not expected.
+pub async fn no_more_requests(handle: &mut Handle, why: &str) {
+    if let Ok(Some((req, _))) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), handle.next_request()).await
+    {
+        panic!("{why}: unexpected request {} {}", req.method(), req.uri());
     }
 }
 
