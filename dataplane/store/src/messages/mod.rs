@@ -6,9 +6,10 @@ mod aerospike;
 mod embedded;
 mod record_codec;
 mod redis;
+mod wal;
 
 pub use aerospike::{AerospikeConfig, AerospikeMessageStore};
-pub use embedded::EmbeddedMessageStore;
+pub use embedded::{Checkpoints, EmbeddedMessageStore};
 pub use redis::RedisMessageStore;
 
 use smsgw_core::messages::{
