@@ -137,6 +137,12 @@ pub struct GatewayArgs {
     /// Aerospike set of the message records.
     #[arg(long, env = "SMSGW_AEROSPIKE_SET", default_value = "messages")]
     pub aerospike_set: String,
+    /// Embedded store: how often redb is made durable and the write-ahead
+    /// log emptied. Longer holds writes up less often (each checkpoint
+    /// pauses the store's writer for one durable commit) and makes the
+    /// replay after a crash longer.
+    #[arg(long, env = "SMSGW_STORE_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub store_checkpoint_interval: std::time::Duration,
     /// How long message records live.
     #[arg(long, env = "SMSGW_MESSAGE_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
     pub message_ttl: std::time::Duration,

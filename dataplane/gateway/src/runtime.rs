@@ -267,14 +267,21 @@ pub(crate) async fn sweeper(
 
 async fn message_store(args: &GatewayArgs) -> anyhow::Result<Arc<dyn MessageStore>> {
     use smsgw_store::messages::{
-        AerospikeConfig, AerospikeMessageStore, EmbeddedMessageStore, MessageStoreOptions,
-        RedisMessageStore,
+        AerospikeConfig, AerospikeMessageStore, Checkpoints, EmbeddedMessageStore,
+        MessageStoreOptions, RedisMessageStore,
     };
     let opts = MessageStoreOptions::default().ttl(args.message_ttl);
     Ok(match args.store {
         StoreKind::Embedded => Arc::new(
-            EmbeddedMessageStore::open(&args.data_dir.join("messages.redb"), opts)
-                .context("cannot open the embedded message store")?,
+            EmbeddedMessageStore::open_with(
+                &args.data_dir.join("messages.redb"),
+                opts,
+                Checkpoints {
+                    every: args.store_checkpoint_interval,
+                    ..Checkpoints::default()
+                },
+            )
+            .context("cannot open the embedded message store")?,
         ),
         StoreKind::Redis => {
             let url = args
