@@ -159,3 +159,82 @@ async fn the_cli_sends_looks_up_lists_links_and_manages_users() {
     // The secrets given to the commands never show in their output.
     assert!(!table.stdout.contains(ADMIN_KEY) && !list.stdout.contains(&creds.token));
 }
+
+/// `smsgw bench` (issue 5's load tool): flat out over the gRPC stream until
+/// every receipt is applied, then REST at a fixed rate with a latency log.
+#[tokio::test]
+async fn the_load_tool_drives_the_stream_and_rest_and_counts_receipts() {
+    let sim = Sim::start("127.0.0.1:0");
+    let gw = Gateway::standalone(&sim_config(sim.addr));
+    // Any user to see the link bound; the tool registers its own.
+    let creds = gw.user("bench-watcher@example.com").await;
+    bound(&gw, &creds).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("latency.txt");
+    let bench = |extra: &[&str]| {
+        let out = std::process::Command::new(crate::harness::SMSGW)
+            .args(["bench", "--rest", &gw.url(""), "--grpc"])
+            .arg(format!("http://{}", gw.grpc))
+            .args(["--esme", "sim-link", "--concurrency", "4"])
+            .args(extra)
+            .env_remove("ADMIN_API_KEY")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+
+    let out = bench(&["--count", "300", "--wait-receipts"]);
+    assert!(out.contains("mode GrpcStream: 300 sent, 0 failed"), "{out}");
+    assert!(out.contains("accept latency: p50"), "{out}");
+    assert!(out.contains("stolen by the hypervisor"), "{out}");
+    assert!(out.contains("delivered (receipt applied): 300 in"), "{out}");
+
+    // 200 at 400/s: the last leaves about 500 ms after the first.
+    let out = bench(&[
+        "--mode",
+        "rest",
+        "--count",
+        "200",
+        "--rate",
+        "400",
+        "--latency-log",
+        log.to_str().unwrap(),
+        "--warmup",
+        "250ms",
+    ]);
+    assert!(out.contains("mode Rest: 200 sent, 0 failed"), "{out}");
+    // Sends 0..=99 are due in the first 250 ms: about 100 are left out
+    // (a few more or fewer when the machine is slow to send on time).
+    let left_out: usize = out
+        .split("leaves out the first 250.00ms: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no warm-up line: {out}"));
+    assert!((80..170).contains(&left_out), "{out}");
+    let lines: Vec<(f64, f64)> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (at, took) = l.split_once(' ').unwrap();
+            (at.parse().unwrap(), took.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(lines.len(), 200);
+    assert!(
+        lines.windows(2).all(|w| w[0].0 <= w[1].0),
+        "sorted by send time"
+    );
+    assert!(lines.iter().all(|&(_, took)| took > 0.0));
+    let spread = lines[199].0 - lines[0].0;
+    assert!(
+        spread >= 450.0,
+        "paced at 400/s, the sends spread over only {spread} ms"
+    );
+}

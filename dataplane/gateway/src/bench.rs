@@ -79,6 +79,53 @@ pub struct BenchArgs {
     /// Give up waiting for receipts after this long.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Also write one line per answered message to this file: when it was
+    /// sent and how long its answer took (both in ms, from the start of the
+    /// run), to see whether slow answers come together or alone.
+    #[arg(long)]
+    pub latency_log: Option<std::path::PathBuf>,
+    /// Leave the answers to messages sent in the first this-long of the run
+    /// out of the latency figures (connections being opened, caches
+    /// filling); the count, the rate and the latency log keep them.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+}
+
+/// The machine's CPU time counters (Linux `/proc/stat`, all CPUs), in
+/// clock ticks.
+struct CpuTimes {
+    total: u64,
+    idle: u64,
+    steal: u64,
+}
+
+impl CpuTimes {
+    /// `None` where `/proc/stat` is not there or not as expected.
+    fn read() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        // user nice system idle iowait irq softirq steal [guest …]
+        let first8 = fields.get(..8)?;
+        Some(Self {
+            total: first8.iter().sum(),
+            idle: first8[3] + first8[4],
+            steal: first8[7],
+        })
+    }
+
+    /// Shares of the time since `before`: (busy, stolen).
+    fn since(&self, before: &Self) -> (f64, f64) {
+        let total = self.total.saturating_sub(before.total).max(1) as f64;
+        let idle = self.idle.saturating_sub(before.idle) as f64;
+        let steal = self.steal.saturating_sub(before.steal) as f64;
+        (1.0 - idle / total, steal / total)
+    }
 }
 
 struct Creds {
@@ -175,6 +222,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let cpu_before = CpuTimes::read();
     let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -224,7 +272,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                             failed.fetch_add(1, Ordering::Relaxed);
                         }
                         if let Some(t) = sent_at.lock().unwrap().remove(&r.transaction_id) {
-                            lat.push(t.elapsed());
+                            lat.push((t - start, t.elapsed()));
                         }
                     }
                     producer.await?;
@@ -254,7 +302,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         match resp {
                             Ok(r) if r.status().is_success() => {
                                 let _ = r.bytes().await;
-                                lat.push(t.elapsed());
+                                lat.push((t - start, t.elapsed()));
                             }
                             _ => {
                                 failed.fetch_add(1, Ordering::Relaxed);
@@ -271,6 +319,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         lat.extend(t.await??);
     }
     let accepted_in = start.elapsed();
+    if let Some(path) = &args.latency_log {
+        lat.sort_unstable();
+        let lines: String = lat
+            .iter()
+            .map(|(at, took)| {
+                format!(
+                    "{:.3} {:.3}\n",
+                    at.as_secs_f64() * 1e3,
+                    took.as_secs_f64() * 1e3
+                )
+            })
+            .collect();
+        std::fs::write(path, lines).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let cpu = cpu_before.zip(CpuTimes::read());
+    let answered = lat.len();
+    let mut lat: Vec<Duration> = lat
+        .into_iter()
+        .filter(|(at, _)| *at >= args.warmup)
+        .map(|(_, took)| took)
+        .collect();
     lat.sort_unstable();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
@@ -286,6 +355,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         accepted_in,
         args.count as f64 / accepted_in.as_secs_f64()
     );
+    if !args.warmup.is_zero() {
+        println!(
+            "latency below leaves out the first {:.2?}: {} of {answered} answers",
+            args.warmup,
+            answered - lat.len()
+        );
+    }
     println!(
         "accept latency: p50 {:.2?}  p90 {:.2?}  p99 {:.2?}  max {:.2?}",
         pct(0.50),
@@ -293,6 +369,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         pct(0.99),
         lat.last().copied().unwrap_or_default()
     );
+    if let Some((before, after)) = cpu {
+        // A latency tail on a shared VM is often the hypervisor's: print how
+        // much CPU time was taken away during the run next to the figures.
+        let (busy, steal) = after.since(&before);
+        println!(
+            "machine during the run: cpu busy {:.0} %, stolen by the hypervisor {:.1} %",
+            busy * 100.0,
+            steal * 100.0
+        );
+    }
     if let Some(w) = watcher {
         let want = args.count - failures;
         let deadline = start + args.timeout;
