@@ -6,8 +6,8 @@
 //! one frame to a write-ahead log ([`wal`]: one `write` and one
 //! `fdatasync`), applies them in one redb write transaction committed
 //! without a sync (`Durability::None`: redb keeps the pages in memory) and
-//! answers each caller after both. A batch of submit outcomes and receipts
-//! alone waits up to [`LINGER`] for a create to share its sync (creates are
+//! answers each caller after both. A batch of receipts alone waits up to
+//! [`LINGER`] for a create or submit outcome to share its sync (those are
 //! what clients wait on). redb allows one write transaction at a
 //! time anyway, so this serialises writes exactly as redb would — which is
 //! what makes `create` and claims atomic. Every [`Checkpoints::every`] (or
@@ -74,11 +74,11 @@ const WAL_SEQ: &str = "wal_seq";
 /// high-water mark.
 const WAL_PREALLOC: u64 = 4 << 20;
 
-/// How long a batch of submit outcomes and receipts alone waits for a
-/// create to share its log sync with. Each sync is a disk write the
-/// creates queue behind (at 1,000 sends/s, three writes per message and
-/// small batches made ~1,300 syncs/s that kept the log busy half the time);
-/// waiting lets them ride along with the next create's sync instead.
+/// How long a batch of receipts (and sweeper work) alone waits for a
+/// create or submit outcome to share its log sync with. Each sync is a
+/// disk write the creates queue behind (at 1,000 sends/s, three writes per
+/// message and small batches made ~1,300 syncs/s that kept the log busy
+/// half the time); waiting lets them ride along with the next one instead.
 const LINGER: Duration = Duration::from_millis(2);
 
 /// Most writes committed in one transaction.
@@ -376,13 +376,17 @@ fn linger(rx: &mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
 }
 
 impl Job {
-    /// Whether a caller waits on this job to answer a client: a create (a
-    /// send is answered once it is accepted), or a checkpoint. Submit
-    /// outcomes, receipts and the sweeper's work are answered after the
-    /// next batch's sync like every write, but do not get a sync of their
-    /// own at once.
+    /// Whether a caller may be waiting on this job to answer a client: a
+    /// create (a send is answered once it is accepted), a submit outcome
+    /// (a send that asked for the SMSC's answer waits for it, and the next
+    /// segment is submitted after it), or a checkpoint. Receipts and the
+    /// sweeper's work are answered after the next batch's sync like every
+    /// write, but do not get a sync of their own at once.
     fn urgent(&self) -> bool {
-        matches!(self, Job::Op(Op::Create { .. }, _) | Job::Checkpoint(_))
+        matches!(
+            self,
+            Job::Op(Op::Create { .. } | Op::Submit { .. }, _) | Job::Checkpoint(_)
+        )
     }
 }
 
