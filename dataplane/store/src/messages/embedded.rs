@@ -324,7 +324,7 @@ impl EmbeddedMessageStore {
     }
 
     /// Makes every write so far durable in the redb file itself and
-    /// empties the log (the writer also does this on its own, see
+    /// starts the log over (the writer also does this on its own, see
     /// [`Checkpoints`], and when the store is dropped).
     pub async fn checkpoint(&self) -> Result<(), MessageStoreError> {
         let (tx, rx) = oneshot::channel();
