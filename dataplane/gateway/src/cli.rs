@@ -141,7 +141,7 @@ pub struct GatewayArgs {
     /// log emptied. Longer holds writes up less often (each checkpoint
     /// pauses the store's writer for one durable commit) and makes the
     /// replay after a crash longer.
-    #[arg(long, env = "SMSGW_STORE_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SMSGW_STORE_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub store_checkpoint_interval: std::time::Duration,
     /// How long message records live.
     #[arg(long, env = "SMSGW_MESSAGE_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
