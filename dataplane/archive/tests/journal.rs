@@ -233,7 +233,7 @@ async fn shutdown_should_flush_and_a_restart_should_upload_what_was_left() {
     for i in 0..10 {
         journal.record(accepted(i));
     }
-    assert_eq!(task.shutdown(Duration::from_secs(5)).await, 0);
+    assert_eq!(task.shutdown(Duration::from_secs(30)).await, 0);
     assert_eq!(events_in(store.as_ref()).await.0.len(), 10);
 
     // S3 down: the batch stays in the spill directory...
