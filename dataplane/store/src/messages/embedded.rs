@@ -273,10 +273,11 @@ impl EmbeddedMessageStore {
                 .map_or(0, |v| v.value())
         };
         txn.commit().map_err(backend)?;
-        let (wal, frames) = Wal::open(&wal_path(path), WAL_PREALLOC).map_err(|e| {
+        let log = wal_path(path);
+        let (wal, frames) = Wal::open(&log, WAL_PREALLOC).map_err(|e| {
             backend(format!(
                 "cannot open the write-ahead log {}: {e}",
-                wal_path(path).display()
+                log.display()
             ))
         })?;
         let mut writer = Writer {
@@ -418,12 +419,16 @@ impl Writer {
             self.apply(seq, ops.iter())?;
             self.next_seq = seq + 1;
         }
-        if n > 0 {
-            tracing::info!(
-                batches = n,
-                "message store: applied the write-ahead log after an unclean stop"
-            );
+        if n == 0 {
+            // Nothing past the checkpoint: redb is already durable (open
+            // just committed), so only the log starts over.
+            self.wal.reset();
+            return Ok(());
         }
+        tracing::info!(
+            batches = n,
+            "message store: applied the write-ahead log after an unclean stop"
+        );
         self.checkpoint()
     }
 
