@@ -59,6 +59,35 @@ yaml.safe_dump_all(core, open(sys.argv[2], "w"))
 PY
 "${validate[@]}" "$out/all-core.yaml"
 
+echo "chart: bad value combinations fail the render with what to set"
+refuses() { # expected message part, then helm args
+    local want="$1" err; shift
+    if err="$("$helm" template smsgw charts/smsgw --namespace smsgw "$@" 2>&1 >/dev/null)"; then
+        echo "helm template $* rendered; expected a failure mentioning: $want" >&2; exit 1
+    fi
+    grep -qF -- "$want" <<<"$err" || { echo "helm template $*: expected '$want', got: $err" >&2; exit 1; }
+}
+refuses "redis.url (or redis.existingSecret) is required" --set redis.enabled=false
+refuses "set redis.enabled=false with them" --set redis.url=redis://r:6379
+refuses "store.type must be redis or aerospike" --set store.type=embedded
+refuses "store.aerospike.hosts is required" --set store.type=aerospike
+refuses "contactPolicy.mcp.url is required" --set contactPolicy.engine=mcp
+refuses "s3.bucket is required" --set s3.enabled=true
+refuses "s3.existingSecret is required" --set s3.enabled=true,s3.bucket=j
+refuses "rateLimit.failMode must be open or closed" --set rateLimit.failMode=maybe
+# Default values: the shipped Redis backs users, store, limits and policies.
+"$helm" template smsgw charts/smsgw --namespace smsgw | python3 -c '
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
+kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+assert ("StatefulSet", "smsgw-redis") in kinds and ("Service", "smsgw-redis") in kinds, kinds
+proxy = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "smsgw-proxy")
+env = {e["name"]: e.get("value") for e in proxy["spec"]["template"]["spec"]["containers"][0]["env"]}
+url = "redis://smsgw-redis.smsgw.svc:6379"
+for k, v in {"SMSGW_REDIS_URL": url, "SMSGW_RATE_LIMIT_REDIS_URL": url, "SMSGW_STORE": "redis", "SMSGW_POLICY_ENGINE": "redis"}.items():
+    assert env.get(k) == v, (k, env.get(k))
+'
+
 echo "examples: Secrets valid, custom resources valid against the CRDs"
 python3 - examples/cluster/*.yaml "$out/core-examples.yaml" <<'PY'
 import sys, yaml

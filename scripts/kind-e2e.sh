@@ -74,6 +74,9 @@ YAML
 
 log "resources from examples/cluster"
 kubectl -n "$ns" apply -f examples/cluster/
+# The examples point at the cluster-in-a-box simulator (127.80.0.2); here
+# it is the Service above.
+kubectl -n "$ns" patch smpplink sim --type merge -p '{"spec":{"host":"smsc-sim"}}'
 kubectl -n "$ns" wait --for=condition=Ready smpplink/sim --timeout=180s
 kubectl -n "$ns" rollout status deployment/smsgw-proxy --timeout=180s
 kubectl -n "$ns" get smsgw
@@ -86,10 +89,10 @@ creds="$(kubectl -n "$ns" get secret alice-credentials -o jsonpath='{.data.appId
 secret="$(kubectl -n "$ns" get secret alice-credentials -o jsonpath='{.data.appSecret}' | base64 -d)"
 token="$(curl -fsS localhost:18080/api/v1/auth/token \
     -H 'content-type: application/json' \
-    -d "{\"appId\":\"$creds\",\"appSecret\":\"$secret\"}" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')"
-curl -fsS localhost:18080/api/v1/sms \
+    -d "{\"app_id\":\"$creds\",\"app_secret\":\"$secret\"}" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')"
+curl -fsS localhost:18080/api/v1/sms/send \
     -H "authorization: Bearer $token" -H "x-app-id: $creds" \
     -H 'content-type: application/json' \
-    -d '{"target":"default","from":"SHOP","to":"+33612345678","text":"hello from kind"}'
+    -d '{"esme":"default","source":"SHOP","destination":"+33612345678","message":"hello from kind","transaction_id":"kind-1"}'
 echo
 log "kind e2e passed"

@@ -66,3 +66,76 @@ app.kubernetes.io/component: proxy
 {{- define "smsgw.jwtSecretName" -}}
 {{- default (printf "%s-jwt" (include "smsgw.fullname" .)) .Values.secrets.existingJwtSecret -}}
 {{- end -}}
+
+{{- define "smsgw.redis.fullname" -}}{{ include "smsgw.fullname" . | trunc 57 | trimSuffix "-" }}-redis{{- end -}}
+
+{{- define "smsgw.redis.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "smsgw.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: redis
+{{- end -}}
+
+{{/*
+Checks the value combinations that would give pods that cannot start, and
+fails the render with what to set instead. Included by the proxy template.
+*/}}
+{{- define "smsgw.validate" -}}
+{{- $r := .Values.redis -}}
+{{- if and $r.enabled (or $r.url $r.existingSecret) -}}
+{{- fail "redis.url / redis.existingSecret name an external Redis: set redis.enabled=false with them (redis.enabled ships one)" -}}
+{{- end -}}
+{{- if and (not $r.enabled) (not $r.url) (not $r.existingSecret) -}}
+{{- fail "redis.url (or redis.existingSecret) is required when redis.enabled is false: every proxy shares the rate limits, contact-policy counters, users and (store.type=redis) messages through Redis" -}}
+{{- end -}}
+{{- if not (has .Values.store.type (list "redis" "aerospike")) -}}
+{{- fail (printf "store.type must be redis or aerospike, not %q" .Values.store.type) -}}
+{{- end -}}
+{{- if and (eq .Values.store.type "aerospike") (not .Values.store.aerospike.hosts) -}}
+{{- fail "store.aerospike.hosts is required when store.type is aerospike (host:port[,host:port…])" -}}
+{{- end -}}
+{{- if .Values.store.aerospike.ttl -}}
+{{- fail "store.aerospike.ttl is now store.ttl (the record TTL of every store backend)" -}}
+{{- end -}}
+{{- if not (has .Values.contactPolicy.engine (list "redis" "mcp")) -}}
+{{- fail (printf "contactPolicy.engine must be redis or mcp, not %q" .Values.contactPolicy.engine) -}}
+{{- end -}}
+{{- if and (eq .Values.contactPolicy.engine "mcp") (not .Values.contactPolicy.mcp.url) -}}
+{{- fail "contactPolicy.mcp.url is required when contactPolicy.engine is mcp (e.g. http://mcp:1880/api/v1/check)" -}}
+{{- end -}}
+{{- if not (has .Values.contactPolicy.mcp.failMode (list "open" "closed")) -}}
+{{- fail (printf "contactPolicy.mcp.failMode must be open or closed, not %q" .Values.contactPolicy.mcp.failMode) -}}
+{{- end -}}
+{{- if not (has .Values.rateLimit.failMode (list "open" "closed")) -}}
+{{- fail (printf "rateLimit.failMode must be open or closed, not %q" .Values.rateLimit.failMode) -}}
+{{- end -}}
+{{- if .Values.s3.enabled -}}
+{{- if not .Values.s3.bucket -}}
+{{- fail "s3.bucket is required when s3.enabled (the journal's bucket)" -}}
+{{- end -}}
+{{- if not .Values.s3.existingSecret -}}
+{{- fail "s3.existingSecret is required when s3.enabled: a Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the gateway signs with static keys)" -}}
+{{- end -}}
+{{- else if .Values.s3.blacklists -}}
+{{- fail "s3.blacklists needs s3.enabled=true (with s3.existingSecret and s3.endpoint/region)" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+One env entry `name` holding the Redis URL: the shipped Redis's Service,
+the external `redis.url`, or the key `url` of `redis.existingSecret`.
+Call with (dict "name" "SMSGW_REDIS_URL" "ctx" $).
+*/}}
+{{- define "smsgw.redisUrlEnv" -}}
+{{- $v := .ctx.Values -}}
+- name: {{ .name }}
+{{- if $v.redis.enabled }}
+  value: "redis://{{ include "smsgw.redis.fullname" .ctx }}.{{ .ctx.Release.Namespace }}.svc:{{ $v.redis.port }}"
+{{- else if $v.redis.existingSecret }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.redis.existingSecret }}
+      key: url
+{{- else }}
+  value: {{ $v.redis.url | quote }}
+{{- end }}
+{{- end -}}
