@@ -7,6 +7,7 @@ of scripts/k8s-tools.sh. Run: python3 -m unittest tests/cluster/test_apiserver.p
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -444,7 +445,9 @@ class KubectlTest(unittest.TestCase):
         self.assertIn("unchanged", self.kubectl("apply", "-f", examples).stdout)
         out = self.kubectl("get", "smppl").stdout
         self.assertRegex(out, r"NAME\s+HOST\s+PORT\s+SESSIONS")
-        self.assertRegex(out, r"sim\s+smsc-sim\s+2775\s+2")
+        with open(os.path.join(examples, "10-links.yaml")) as f:
+            sim = next(d for d in yaml.safe_load_all(f) if d and d["metadata"]["name"] == "sim")["spec"]
+        self.assertRegex(out, rf"sim\s+{re.escape(sim['host'])}\s+{sim['port']}\s+{sim['sessions']}\s")
         self.assertIn("scaled", self.kubectl("scale", "smppl", "sim", "--replicas", "3").stdout)
         got = self.kubectl("get", "smppl", "sim", "-o", "json").stdout
         self.assertEqual(json.loads(got)["spec"]["sessions"], 3)
