@@ -47,6 +47,7 @@ semantics for resourceVersionMatch, pagination (`limit` returns
 everything), protobuf, core/v1 and events.k8s.io Events share no storage.
 """
 import argparse
+import base64
 import copy
 import datetime
 import json
@@ -55,6 +56,7 @@ import random
 import re
 import secrets
 import signal
+import socket
 import string
 import sys
 import threading
@@ -699,6 +701,9 @@ class Store:
             if strip_meta_status(new) != strip_meta_status(old):
                 meta["generation"] = old["metadata"].get("generation", 1) + 1
         meta["resourceVersion"] = old["metadata"]["resourceVersion"] if old else "0"
+        if kind.plural == "secrets" and kind.group == "" and isinstance(new.get("stringData"), dict):
+            new["data"] = dict(new.get("data") or {}, **{k: base64.b64encode(str(v).encode()).decode()
+                                                         for k, v in new.pop("stringData").items()})
         crd = None
         if kind.crd:
             unknown = []
@@ -961,6 +966,10 @@ class Handler(BaseHTTPRequestHandler):
     bookmark_seconds = 5.0
     verbose = False
 
+    def setup(self):
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no 40 ms Nagle stalls
+
     def log_message(self, fmt, *args):
         if self.verbose:
             sys.stderr.write("apiserver: " + (fmt % args) + "\n")
@@ -1182,7 +1191,7 @@ class Handler(BaseHTTPRequestHandler):
         fsel = parse_field_selector(q.get("fieldSelector"))
         bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
         deadline = time.monotonic() + float(q.get("timeoutSeconds") or 1800)
-        key = (kind.group, kind.plural)
+        key = self.watch_key = (kind.group, kind.plural)
 
         def match(o):
             return o is not None and (ns is None or o["metadata"].get("namespace") == ns) and labels_match(
@@ -1251,6 +1260,11 @@ class Handler(BaseHTTPRequestHandler):
     def send_events(self, events):
         if not events:
             return
+        if "as=Table" in (self.headers.get("Accept") or ""):  # kubectl get -w
+            with self.store.cond:
+                kind = self.store.kinds.get(self.watch_key)
+            events = [dict(e, object=table(kind, [e["object"]], e["object"]["metadata"]["resourceVersion"], None))
+                      if kind and e["type"] in ("ADDED", "MODIFIED", "DELETED") else e for e in events]
         data = b"".join(json.dumps(e, separators=(",", ":")).encode() + b"\n" for e in events)
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()

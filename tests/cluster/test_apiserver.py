@@ -349,6 +349,13 @@ class ApiTest(unittest.TestCase):
         self.assertEqual(code, 400)
         self.assertIn('unknown field "spec.bogus"', st["message"])
 
+    def test_secret_string_data_is_stored_as_data(self):
+        p = "/api/v1/namespaces/smsgw/secrets"
+        out = self.s.ok("POST", p, {"metadata": {"name": "sd"}, "data": {"a": "eA=="}, "stringData": {"b": "pw"}})
+        self.assertEqual((out["data"], out.get("stringData")), ({"a": "eA==", "b": "cHc="}, None))
+        out = self.s.ok("PATCH", f"{p}/sd", {"stringData": {"a": "new"}}, "application/merge-patch+json")
+        self.assertEqual(out["data"], {"a": "bmV3", "b": "cHc="})
+
     def test_finalizers_delay_deletion(self):
         p = "/api/v1/namespaces/smsgw/configmaps"
         c = cm("fin")
