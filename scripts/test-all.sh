@@ -39,7 +39,8 @@ log "Kubernetes manifests (offline validation)"
 # ---- Kubernetes API stand-in (issue 16) ---------------------------------
 # tests/cluster/apiserver.py (the cluster in a box's API server) tested on
 # its own and with the pinned kubectl; PyYAML and cel-python come pinned
-# from scripts/k8s-tools.sh. About 15 s.
+# from scripts/k8s-tools.sh; one test runs the real smsgw-operator against
+# it (cargo builds it first). About 20 s once built.
 log "Kubernetes API stand-in (tests/cluster/test_apiserver.py)"
 python3 -m unittest tests/cluster/test_apiserver.py
 # -------------------------------------------------------------------------

@@ -500,5 +500,98 @@ class KubectlTest(unittest.TestCase):
         self.assertEqual(got["spec"]["replicas"], 5)
 
 
+def free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class OperatorTest(unittest.TestCase):
+    """The real smsgw-operator (built here with cargo) against the stand-in:
+    kube-rs lists, watches, takes its leader Lease, writes status and
+    creates Secrets."""
+
+    @classmethod
+    def setUpClass(cls):
+        build = subprocess.run(["cargo", "build", "-q", "-p", "smsgw-operator", "--bin", "smsgw-operator",
+                                "--message-format=json"], cwd=ROOT, capture_output=True, text=True)
+        assert build.returncode == 0, build.stderr
+        exe = [json.loads(line).get("executable") for line in build.stdout.splitlines() if line.startswith("{")]
+        cls.exe = [e for e in exe if e and e.endswith("smsgw-operator")][-1]
+        cls.s = Server("--bookmark-seconds", "1")
+        with open(os.path.join(ROOT, "examples", "cluster", "00-secrets.yaml")) as f:
+            for d in yaml.safe_load_all(f):
+                if d:
+                    cls.s.ok("POST", "/api/v1/namespaces/smsgw/secrets", d)
+        for name, plural in (("10-links", "smpplinks"), ("20-pools", "esmepools"), ("30-users", "users"),
+                             ("40-policies", "contactpolicies")):
+            with open(os.path.join(ROOT, "examples", "cluster", f"{name}.yaml")) as f:
+                for d in yaml.safe_load_all(f):
+                    if d:
+                        cls.s.ok("POST", f"{G}/{plural}", d)
+        cls.metrics = free_port()
+        env = dict(os.environ, KUBECONFIG=cls.s.kubeconfig, RUST_LOG="info")
+        cls.log = open(os.path.join(cls.s.dir, "operator.log"), "w+")
+        cls.op = subprocess.Popen([cls.exe, "--namespace", "smsgw", "--pod-name", "op-0",
+                                   "--grpc-addr", f"127.0.0.1:{free_port()}",
+                                   "--metrics-addr", f"127.0.0.1:{cls.metrics}"],
+                                  env=env, stdout=cls.log, stderr=subprocess.STDOUT, text=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.op.send_signal(signal.SIGINT)
+        try:
+            cls.op.wait(10)
+        finally:
+            if cls.op.poll() is None:
+                cls.op.kill()
+        # nothing logged at WARN or above: every API call was answered as the operator expects
+        cls.log.seek(0)
+        lines = cls.log.read().splitlines()
+        bad = [x for x in lines if not x.startswith("{") or json.loads(x).get("level") in ("WARN", "ERROR")]
+        assert lines and not bad, "the operator logged:\n" + "\n".join(bad[-20:])
+        cls.log.close()
+        assert cls.s.stop() == 0
+
+    def eventually(self, what, fn, timeout=30):
+        end = time.monotonic() + timeout
+        while True:
+            got = fn()
+            if got:
+                return got
+            if self.op.poll() is not None:
+                self.log.seek(0)
+                self.fail(f"operator exited {self.op.returncode}: {self.log.read()[-3000:]}")
+            if time.monotonic() > end:
+                self.fail(f"timed out waiting for {what}")
+            time.sleep(0.1)
+
+    def get(self, path):
+        code, out = self.s.req("GET", path)
+        return out if code == 200 else None
+
+    def test_operator_leads_writes_status_and_follows_changes(self):
+        lease = self.eventually("the leader Lease", lambda: self.get(
+            "/apis/coordination.k8s.io/v1/namespaces/smsgw/leases/smsgw-operator-leader"))
+        self.assertEqual(lease["spec"]["holderIdentity"], "op-0")
+        link = self.eventually("SmppLink status", lambda: (lambda o: o if o and o.get("status", {}).get(
+            "conditions") else None)(self.get(f"{G}/smpplinks/sim")))
+        self.assertEqual(link["status"]["observedGeneration"], 1)
+        user = self.eventually("User status with its Secret", lambda: (lambda o: o if o and o.get(
+            "status", {}).get("secretName") else None)(self.get(f"{G}/users/bob")))
+        secret = self.get(f"/api/v1/namespaces/smsgw/secrets/{user['status']['secretName']}")
+        self.assertTrue(secret and {"appId", "appSecret", "password"} <= set(secret["data"]), secret)
+        # a spec change reaches the operator through its watch
+        self.s.ok("PATCH", f"{G}/smpplinks/sim", {"spec": {"window": 8}}, "application/merge-patch+json")
+        self.eventually("observedGeneration 2", lambda: (self.get(f"{G}/smpplinks/sim") or {}).get(
+            "status", {}).get("observedGeneration") == 2)
+        # the Lease is renewed (a guarded replace with its resourceVersion)
+        rv = lease["metadata"]["resourceVersion"]
+        self.eventually("a Lease renewal", lambda: self.get(
+            "/apis/coordination.k8s.io/v1/namespaces/smsgw/leases/smsgw-operator-leader")["metadata"][
+            "resourceVersion"] != rv, timeout=15)
+
+
 if __name__ == "__main__":
     unittest.main()
