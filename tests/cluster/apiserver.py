@@ -26,10 +26,13 @@ for `kubectl get`, TokenRequest + TokenReview.
 Notes for clients: as on a real server, `status` sent on create or with
 the main resource is ignored for kinds with a status subresource (Pods,
 Deployments, CRDs with `status`): write it through `.../status`. Bodies
-must be JSON (or YAML for apply patches): kubectl's imperative generators
-that send protobuf (`kubectl create namespace|secret|...`) get 415; use
-`kubectl apply -f`. Namespaces default, kube-system, kube-public and
---namespace exist at start, each with a `default` ServiceAccount.
+are JSON (YAML for apply patches); protobuf bodies are decoded only for
+the kinds Go clients send that way here (Secret, ConfigMap, Namespace,
+ServiceAccount, TokenRequest, DeleteOptions: `helm install/upgrade/
+uninstall`, `kubectl create token|namespace|secret|configmap`), others get
+415 (use `kubectl apply -f`); answers are always JSON. Namespaces default, kube-system, kube-public and
+--namespace exist at start; every namespace gets a `default`
+ServiceAccount when created.
 
 Any bearer token (or none) is accepted for API calls: there is no
 authentication nor authorization (no RBAC enforcement). TokenReview only
@@ -44,7 +47,10 @@ conflicts: apply is a merge), strategic merge patch beyond lists merged by
 `name`, CEL messageExpression / cost limits / Kubernetes CEL libraries,
 OpenAPI `format`s, CRD conversion (one served version each), watch cache
 semantics for resourceVersionMatch, pagination (`limit` returns
-everything), protobuf, core/v1 and events.k8s.io Events share no storage.
+everything), protobuf beyond the kinds above, Secret/ConfigMap
+immutability and data validation, name length/format per kind (one DNS
+subdomain rule for all), `generation` is kept on every kind; core/v1 and
+events.k8s.io Events share no storage.
 """
 import argparse
 import base64
@@ -565,6 +571,97 @@ def json_patch(doc, ops):
     return doc
 
 
+# ---------------------------------------------------------------- protobuf
+
+# The few kinds that Go clients (helm's release storage, `kubectl create
+# token|namespace|secret|configmap`) send as protobuf: field number ->
+# (JSON name, type, repeated). Types: s string, b bool, i integer, B bytes
+# (base64 in JSON), ms/mB map of strings/bytes, or a message name here.
+PB = {
+    "ObjectMeta": {1: ("name", "s"), 2: ("generateName", "s"), 3: ("namespace", "s"), 5: ("uid", "s"),
+                   6: ("resourceVersion", "s"), 11: ("labels", "ms"), 12: ("annotations", "ms"),
+                   13: ("ownerReferences", "OwnerReference", True), 14: ("finalizers", "s", True)},
+    "OwnerReference": {1: ("kind", "s"), 3: ("name", "s"), 4: ("uid", "s"), 5: ("apiVersion", "s"),
+                       6: ("controller", "b"), 7: ("blockOwnerDeletion", "b")},
+    "Secret": {1: ("metadata", "ObjectMeta"), 2: ("data", "mB"), 3: ("type", "s"), 4: ("stringData", "ms"),
+               5: ("immutable", "b")},
+    "ConfigMap": {1: ("metadata", "ObjectMeta"), 2: ("data", "ms"), 3: ("binaryData", "mB"), 4: ("immutable", "b")},
+    "Namespace": {1: ("metadata", "ObjectMeta")},
+    "ServiceAccount": {1: ("metadata", "ObjectMeta"), 4: ("automountServiceAccountToken", "b")},
+    "TokenRequest": {1: ("metadata", "ObjectMeta"), 2: ("spec", "TokenRequestSpec")},
+    "TokenRequestSpec": {1: ("audiences", "s", True), 3: ("boundObjectRef", "BoundObjectReference"),
+                         4: ("expirationSeconds", "i")},
+    "BoundObjectReference": {1: ("kind", "s"), 2: ("apiVersion", "s"), 3: ("name", "s"), 4: ("uid", "s")},
+    "DeleteOptions": {1: ("gracePeriodSeconds", "i"), 2: ("preconditions", "Preconditions"),
+                      4: ("propagationPolicy", "s"), 5: ("dryRun", "s", True)},
+    "Preconditions": {1: ("uid", "s"), 2: ("resourceVersion", "s")},
+    "Unknown": {1: ("typeMeta", "TypeMeta"), 2: ("raw", "raw")},
+    "TypeMeta": {1: ("apiVersion", "s"), 2: ("kind", "s")},
+}
+
+
+def pb_decode(buf, msg):
+    out = {}
+    i = 0
+
+    def varint():
+        nonlocal i
+        v = shift = 0
+        while True:
+            b = buf[i]
+            i += 1
+            v |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return v
+    while i < len(buf):
+        key = varint()
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            val = varint()
+        elif wire == 2:
+            n = varint()
+            val, i = buf[i:i + n], i + n
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+            continue
+        else:
+            raise ValueError(f"protobuf wire type {wire}")
+        spec = PB[msg].get(field)
+        if spec is None:
+            continue
+        name, typ, rep = (spec + (False,))[:3]
+        if typ in ("ms", "mB"):
+            entry = pb_decode(val, "MapEntry" + typ[1])
+            out.setdefault(name, {})[entry.get("k", "")] = entry.get("v", "")
+            continue
+        v = {"s": lambda: val.decode(), "b": lambda: bool(val), "i": lambda: val, "raw": lambda: val,
+             "B": lambda: base64.b64encode(val).decode()}.get(typ, lambda: pb_decode(val, typ))()
+        if rep:
+            out.setdefault(name, []).append(v)
+        else:
+            out[name] = v
+    return out
+
+
+PB["MapEntrys"] = {1: ("k", "s"), 2: ("v", "s")}
+PB["MapEntryB"] = {1: ("k", "s"), 2: ("v", "B")}
+
+
+def from_protobuf(raw):
+    """A Kubernetes protobuf body (k8s\\0 + runtime.Unknown) as JSON, for the kinds in PB."""
+    if not raw.startswith(b"k8s\x00"):
+        raise ValueError("no k8s protobuf envelope")
+    env = pb_decode(raw[4:], "Unknown")
+    tm = env.get("typeMeta") or {}
+    kind = tm.get("kind") or ""
+    if kind not in PB or kind in ("Unknown", "TypeMeta") or kind.startswith("MapEntry"):
+        raise ValueError(f"{kind or 'this kind'} is not decoded from protobuf here: send JSON")
+    obj = pb_decode(env.get("raw") or b"", kind)
+    obj.update({"apiVersion": tm.get("apiVersion"), "kind": kind})
+    return obj
+
+
 # ---------------------------------------------------------------- store
 
 def strip_meta_status(o):
@@ -743,6 +840,8 @@ class Store:
         self.record(kind, "MODIFIED" if old else "ADDED", new, old)
         if crd:
             self.register(crd)
+        if kind.plural == "namespaces" and old is None:  # as the ServiceAccount controller does
+            self.commit(self.kinds[("", "serviceaccounts")], name, {"metadata": {"name": "default"}}, None)
         return new
 
     def remove(self, kind, key, obj):
@@ -990,9 +1089,12 @@ class Handler(BaseHTTPRequestHandler):
         if not raw:
             return None
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
-        if "protobuf" in ctype or "cbor" in ctype:  # not decoded here: JSON only
-            raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
-                                                        "accepted media types include: application/json")
+        if "protobuf" in ctype:
+            try:
+                return from_protobuf(raw)
+            except (ValueError, IndexError, UnicodeDecodeError) as e:
+                raise ApiError(415, "UnsupportedMediaType", f"cannot decode this protobuf body ({e}); "
+                                                            f"accepted media types include: application/json")
         try:
             if ctype.endswith("yaml"):
                 return yaml.safe_load(raw)
@@ -1288,7 +1390,6 @@ def main():
     with store.cond:
         for n in sorted({"default", "kube-system", "kube-public", args.namespace}):
             store.commit(store.kinds[("", "namespaces")], None, {"metadata": {"name": n}}, None)
-            store.commit(store.kinds[("", "serviceaccounts")], n, {"metadata": {"name": "default"}}, None)
         for f in sorted(os.listdir(args.crds)) if args.crds else []:
             if f.endswith((".yaml", ".yml", ".json")):
                 with open(os.path.join(args.crds, f)) as fh:

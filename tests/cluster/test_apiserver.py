@@ -499,6 +499,41 @@ class KubectlTest(unittest.TestCase):
         got = json.loads(self.kubectl("get", "-n", "chart", "deployment", "smsgw-proxy", "-o", "json").stdout)
         self.assertEqual(got["spec"]["replicas"], 5)
 
+    def test_protobuf_clients_helm_install_and_create_token(self):
+        """helm keeps releases in Secrets and `kubectl create ...` sends
+        protobuf: both work against the stand-in."""
+        env = dict(self.env, **{k: os.path.join(self.s.dir, k) for k in (
+            "HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME")})
+        helm = [os.path.join(self.tools, "bin", "helm"), "-n", "proto"]
+        chart = os.path.join(ROOT, "charts", "smsgw")
+        self.kubectl("create", "namespace", "proto")
+        r = subprocess.run(helm + ["install", "smsgw", chart], env=env, capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        release = json.loads(self.kubectl("get", "-n", "proto", "secret", "sh.helm.release.v1.smsgw.v1",
+                                          "-o", "json").stdout)
+        self.assertEqual((release["type"], release["metadata"]["labels"]["owner"]), ("helm.sh/release.v1", "helm"))
+        self.assertIn("release", release["data"])
+        self.kubectl("get", "-n", "proto", "deployment", "smsgw-proxy")
+        r = subprocess.run(helm + ["upgrade", "smsgw", chart], env=env, capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.kubectl("get", "-n", "proto", "secret", "sh.helm.release.v1.smsgw.v2")
+        r = subprocess.run(helm + ["uninstall", "smsgw"], env=env, capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("NotFound", self.kubectl("get", "-n", "proto", "deployment", "smsgw-proxy", ok=False).stderr)
+
+        token = self.kubectl("create", "token", "default", "-n", "proto", "--audience", "smsgw",
+                             "--duration", "10m").stdout.strip()
+        review = self.s.ok("POST", "/apis/authentication.k8s.io/v1/tokenreviews",
+                           {"spec": {"token": token, "audiences": ["smsgw"]}})["status"]
+        self.assertEqual((review["authenticated"], review["user"]["username"]),
+                         (True, "system:serviceaccount:proto:default"))
+        self.kubectl("create", "secret", "generic", "-n", "proto", "pb", "--from-literal=a=b")
+        self.kubectl("create", "configmap", "-n", "proto", "pb", "--from-literal=x=y")
+        got = json.loads(self.kubectl("get", "-n", "proto", "secret", "pb", "-o", "json").stdout)
+        self.assertEqual(got["data"], {"a": "Yg=="})
+        got = json.loads(self.kubectl("get", "-n", "proto", "configmap", "pb", "-o", "json").stdout)
+        self.assertEqual(got["data"], {"x": "y"})
+
 
 def free_port():
     import socket
