@@ -330,14 +330,17 @@ def check_cel(kind, s, v, old, path, errs):
     (`old`: the previous value at the same place, or None)."""
     if v is None or not isinstance(s, dict):
         return
+    cel_self = cel_old = None
     for rule, prog, transition in kind.rules.get(id(s), []):
         if transition and old is None:
             continue
         if not transition and old is not None and old == v:
             continue  # ratcheting: an unchanged value is not checked again
-        act = {"self": celpy.json_to_cel(v)}
+        cel_self = cel_self if cel_self is not None else celpy.json_to_cel(v)
+        act = {"self": cel_self}
         if transition:
-            act["oldSelf"] = celpy.json_to_cel(old)
+            cel_old = cel_old if cel_old is not None else celpy.json_to_cel(old)
+            act["oldSelf"] = cel_old
         try:
             res = prog.evaluate(act)
             ok = not isinstance(res, celpy.CELEvalError) and bool(res)

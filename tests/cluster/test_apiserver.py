@@ -498,6 +498,11 @@ class KubectlTest(unittest.TestCase):
         self.kubectl("scale", "-n", "chart", "deployment/smsgw-proxy", "--replicas", "5")
         got = json.loads(self.kubectl("get", "-n", "chart", "deployment", "smsgw-proxy", "-o", "json").stdout)
         self.assertEqual(got["spec"]["replicas"], 5)
+        self.kubectl("rollout", "restart", "-n", "chart", "deployment/smsgw-proxy")
+        after = json.loads(self.kubectl("get", "-n", "chart", "deployment", "smsgw-proxy", "-o", "json").stdout)
+        self.assertIn("kubectl.kubernetes.io/restartedAt", after["spec"]["template"]["metadata"]["annotations"])
+        self.assertEqual(after["metadata"]["generation"], got["metadata"]["generation"] + 1)
+        self.assertEqual(after["spec"]["template"]["spec"]["containers"], got["spec"]["template"]["spec"]["containers"])
 
     def test_protobuf_clients_helm_install_and_create_token(self):
         """helm keeps releases in Secrets and `kubectl create ...` sends
