@@ -48,8 +48,9 @@ conflicts: apply is a merge), strategic merge patch beyond lists merged by
 OpenAPI `format`s, CRD conversion (one served version each), watch cache
 semantics for resourceVersionMatch, pagination (`limit` returns
 everything), protobuf beyond the kinds above, Secret/ConfigMap
-immutability and data validation, name length/format per kind (one DNS
-subdomain rule for all), `generation` is kept on every kind; core/v1 and
+immutability and data validation, name rules per kind (DNS subdomain
+for all but RBAC's path segments), immutable fields (Pod spec, selectors),
+exact wording of schema (not CEL) violations, `generation` is kept on every kind; core/v1 and
 events.k8s.io Events share no storage.
 """
 import argparse
@@ -773,7 +774,11 @@ class Store:
                     random.choices(string.ascii_lowercase + string.digits, k=5))
             if not name:
                 raise invalid(kind, "", [("metadata.name", "Required value: name or generateName is required")])
-            if not NAME_RE.match(name) or len(name) > 253:
+            if kind.group == "rbac.authorization.k8s.io":  # path-segment names ("system:...") allowed
+                if name in (".", "..") or "/" in name or "%" in name:
+                    raise invalid(kind, name, [("metadata.name", f'Invalid value: "{name}": may not contain '
+                                                                 "'/' or '%', nor be '.' or '..'")])
+            elif not NAME_RE.match(name) or len(name) > 253:
                 raise invalid(kind, name, [("metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 '
                                             "subdomain must consist of lower case alphanumeric characters, '-' "
                                             "or '.', and must start and end with an alphanumeric character")])

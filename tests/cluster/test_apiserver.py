@@ -356,6 +356,14 @@ class ApiTest(unittest.TestCase):
         out = self.s.ok("PATCH", f"{p}/sd", {"stringData": {"a": "new"}}, "application/merge-patch+json")
         self.assertEqual(out["data"], {"a": "bmV3", "b": "cHc="})
 
+    def test_names_are_checked(self):
+        code, st = self.s.req("POST", "/api/v1/namespaces/smsgw/configmaps", cm("Bad_Name"))
+        self.assertEqual(code, 422)
+        self.assertIn('metadata.name: Invalid value: "Bad_Name"', st["message"])
+        self.s.ok("POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", {"metadata": {"name": "system:x"}})
+        made = self.s.ok("POST", "/api/v1/namespaces/smsgw/configmaps", {"metadata": {"generateName": "gen-"}})
+        self.assertRegex(made["metadata"]["name"], r"^gen-[a-z0-9]{5}$")
+
     def test_finalizers_delay_deletion(self):
         p = "/api/v1/namespaces/smsgw/configmaps"
         c = cm("fin")
