@@ -78,6 +78,7 @@ if os.path.isdir(os.path.join(_tools, "py")):
 import celpy  # noqa: E402  (cel-python, pinned in scripts/k8s-tools.sh)
 import yaml  # noqa: E402
 
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when there: 10x faster
 HISTORY = 20000  # watch events kept (--history); older resourceVersions answer 410
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
@@ -686,7 +687,9 @@ class Store:
     history_size = HISTORY
 
     def __init__(self):
-        self.cond = threading.Condition()
+        self.lock = threading.RLock()  # guards everything below
+        self.cond = threading.Condition(self.lock)
+        self.wakeups = {}  # (group, plural) -> Condition on the same lock: watches of that kind
         self.rv = 1
         self.kinds = {}  # (group, plural) -> Kind
         self.objs = {}  # (group, plural) -> {(namespace, name): object}
@@ -716,7 +719,17 @@ class Store:
             drop = len(self.history) - self.history_size
             self.compacted = self.history[drop - 1][0]
             del self.history[:drop]
-        self.cond.notify_all()
+        self.wakeup(kind.group, kind.plural).notify_all()
+
+    def wakeup(self, group, plural):
+        """The Condition that watches of one kind wait on (the store's lock)."""
+        return self.wakeups.setdefault((group, plural), threading.Condition(self.lock))
+
+    def stop(self):
+        with self.cond:
+            self.stopping = True
+            for c in self.wakeups.values():
+                c.notify_all()
 
     def get(self, kind, ns, name):
         o = self.objs[(kind.group, kind.plural)].get((ns or "", name))
@@ -1105,7 +1118,7 @@ class Handler(BaseHTTPRequestHandler):
                                                             f"accepted media types include: application/json")
         try:
             if ctype.endswith("yaml"):
-                return yaml.safe_load(raw)
+                return yaml.load(raw, Loader=YAML_LOADER)
             return json.loads(raw)
         except (ValueError, yaml.YAMLError) as e:
             raise ApiError(400, "BadRequest", f"cannot decode the request body: {e}")
@@ -1302,6 +1315,8 @@ class Handler(BaseHTTPRequestHandler):
         bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
         deadline = time.monotonic() + float(q.get("timeoutSeconds") or 1800)
         key = self.watch_key = (kind.group, kind.plural)
+        with st.cond:
+            wakeup = st.wakeup(*key)
 
         def match(o):
             return o is not None and (ns is None or o["metadata"].get("namespace") == ns) and labels_match(
@@ -1352,7 +1367,7 @@ class Handler(BaseHTTPRequestHandler):
                     if not out:
                         if st.stopping or t >= deadline:
                             break
-                        st.cond.wait(min(deadline, next_bookmark if bookmarks else deadline) - t)
+                        wakeup.wait(min(deadline, next_bookmark if bookmarks else deadline) - t)
                         continue
                 self.send_events(out)
             self.wfile.write(b"0\r\n\r\n")
@@ -1401,7 +1416,7 @@ def main():
         for f in sorted(os.listdir(args.crds)) if args.crds else []:
             if f.endswith((".yaml", ".yml", ".json")):
                 with open(os.path.join(args.crds, f)) as fh:
-                    for doc in yaml.safe_load_all(fh):
+                    for doc in yaml.load_all(fh, Loader=YAML_LOADER):
                         if doc:
                             store.commit(store.kinds[("apiextensions.k8s.io", "customresourcedefinitions")],
                                          None, doc, None)
@@ -1421,9 +1436,7 @@ def main():
     os.replace(tmp, args.kubeconfig_out)
 
     def stop(*_):
-        with store.cond:
-            store.stopping = True
-            store.cond.notify_all()
+        store.stop()
         threading.Thread(target=server.shutdown, daemon=True).start()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

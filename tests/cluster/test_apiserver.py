@@ -433,6 +433,17 @@ class ApiTest(unittest.TestCase):
         self.assertEqual(self.s.ok("GET", f"{p}/l")["spec"]["holderIdentity"], "b")
 
 
+class StopTest(unittest.TestCase):
+    def test_sigterm_ends_open_watches_and_exits_0(self):
+        s = Server()
+        c, r = s.watch("/api/v1/namespaces/smsgw/configmaps?watch=true&resourceVersion=1")
+        t = time.monotonic()
+        self.assertEqual(s.stop(), 0)
+        self.assertLess(time.monotonic() - t, 3)
+        self.assertEqual(r.read(), b"")  # the stream ended cleanly
+        c.close()
+
+
 class KubectlTest(unittest.TestCase):
     """Real kubectl (scripts/k8s-tools.sh) against the stand-in."""
 
