@@ -53,6 +53,7 @@ class Server:
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(10)
+        self.proc.stdout.close()
         shutil.rmtree(self.dir, ignore_errors=True)
         return code
 
