@@ -96,35 +96,19 @@ impl Snapshot {
 
     /// Text options of a target: a link's own; for a pool, what every
     /// member supports (Latin-1 and national tables only if all allow them,
-    /// the smallest segment limit, the first member's concatenation), so a
-    /// text analysed for a pool fits whichever member carries it.
+    /// the smallest segment limit, the most restrictive concatenation — see
+    /// [`smsgw_text::TextOptions::most_restrictive`]), so a text analysed and
+    /// encoded for a pool fits whichever member carries it.
     pub fn text_options(&self, target: &str) -> Option<smsgw_text::TextOptions> {
         if let Some(link) = self.links.get(target) {
             return Some(link.text_options());
         }
         let pool = self.pools.get(target)?;
-        let mut members = pool
-            .members
+        pool.members
             .iter()
             .filter_map(|m| self.links.get(&m.link))
-            .map(|l| l.text_options());
-        let first = members.next()?;
-        Some(members.fold(first, |acc, o| {
-            let mut national = smsgw_text::NationalLanguages::NONE;
-            for l in acc.national.iter().filter(|l| o.national.contains(*l)) {
-                national.insert(l);
-            }
-            let max_segments = match (acc.max_segments, o.max_segments) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            smsgw_text::TextOptions {
-                allow_latin1: acc.allow_latin1 && o.allow_latin1,
-                national,
-                concat: acc.concat,
-                max_segments,
-            }
-        }))
+            .map(|l| l.text_options())
+            .reduce(smsgw_text::TextOptions::most_restrictive)
     }
 
     fn compute_version(&self) -> String {

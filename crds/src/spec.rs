@@ -83,6 +83,22 @@ pub enum Concatenation {
     MessagePayload,
 }
 
+/// How much of an SMS each part of a message split with `concatenation:
+/// sar` fills.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SarPartSize {
+    /// Leave room for the concatenation header the SMSC adds when it turns
+    /// the SAR TLVs into a UDH on the radio side: 153 GSM 7-bit, 134
+    /// Latin-1 or 67 UCS-2 characters per part (as Jasmin splits).
+    #[default]
+    Udh,
+    /// Fill the whole SMS: 160 GSM 7-bit, 140 Latin-1 or 70 UCS-2
+    /// characters per part, for SMSCs that document that they take SAR
+    /// parts of that size.
+    Full,
+}
+
 /// Format of the message ids an SMSC returns, so receipts can be matched
 /// whatever form they quote the id in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -162,6 +178,11 @@ impl Default for AddressDefaults {
 /// Which character sets and concatenation method the SMSC supports.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.sarPartSize) || (has(self.concatenation) && self.concatenation == 'sar')",
+    "message": "sarPartSize applies only to concatenation: sar",
+    "fieldPath": ".sarPartSize"
+}]))]
 pub struct EncodingOptions {
     /// Whether the SMSC accepts ISO-8859-1 text (data_coding 3), used for
     /// texts outside GSM 03.38 but inside Latin-1 (140 characters per
@@ -183,6 +204,14 @@ pub struct EncodingOptions {
     /// TLV). Default `udh8`.
     #[serde(default)]
     pub concatenation: Concatenation,
+    /// With `concatenation: sar`, how much of an SMS each part fills:
+    /// `udh` (the default) leaves room for the concatenation header the
+    /// SMSC adds on the radio side (153 GSM 7-bit, 134 Latin-1 or 67 UCS-2
+    /// characters per part); `full` fills 160/140/70, only for SMSCs that
+    /// document that they take parts of that size. Not allowed with the
+    /// other methods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sar_part_size: Option<SarPartSize>,
     /// Most segments one message may take, 1 to 255; longer texts are
     /// refused. Default 10.
     #[serde(default = "defaults::max_segments")]
@@ -196,6 +225,7 @@ impl Default for EncodingOptions {
             latin1: false,
             national_languages: Vec::new(),
             concatenation: Concatenation::default(),
+            sar_part_size: None,
             max_segments: defaults::max_segments(),
         }
     }
@@ -474,6 +504,14 @@ impl SmppLinkSpec {
                     ),
                 ));
             }
+        }
+        if self.encoding.sar_part_size.is_some()
+            && self.encoding.concatenation != Concatenation::Sar
+        {
+            errs.push(FieldError::new(
+                "spec.encoding.sarPartSize",
+                "applies only to concatenation: sar",
+            ));
         }
         if !(1..=255).contains(&self.encoding.max_segments) {
             errs.push(FieldError::new(
@@ -1141,6 +1179,10 @@ impl SmppLinkSpec {
                 Concatenation::MessagePayload => smsgw_text::Concat::MessagePayload,
             },
             max_segments: Some(self.encoding.max_segments),
+            sar_parts: match self.encoding.sar_part_size.unwrap_or_default() {
+                SarPartSize::Udh => smsgw_text::SarParts::UdhSized,
+                SarPartSize::Full => smsgw_text::SarParts::Full,
+            },
         }
     }
 }

@@ -5,8 +5,8 @@
 use kube::core::cel::validate_cel;
 use serde_json::Value;
 use smsgw_crds::{
-    ContactPolicy, ContactPolicySpec, EsmePool, EsmePoolSpec, SmppLink, SmppLinkSpec, User,
-    UserSpec,
+    Concatenation, ContactPolicy, ContactPolicySpec, EsmePool, EsmePoolSpec, SarPartSize, SmppLink,
+    SmppLinkSpec, User, UserSpec,
 };
 use std::path::Path;
 
@@ -329,5 +329,17 @@ fn tls_settings_without_tls_or_with_two_ca_forms_are_refused_by_cel() {
         ]
     );
     spec.tls_ca_secret_ref = None;
+    assert!(cel_failures(&SmppLink::new("sim", spec)).is_empty());
+}
+
+#[test]
+fn a_sar_part_size_without_sar_concatenation_is_refused_by_cel() {
+    let mut spec = link();
+    spec.encoding.sar_part_size = Some(SarPartSize::Full);
+    assert_eq!(
+        cel_failures(&SmppLink::new("sim", spec.clone())),
+        ["sarPartSize applies only to concatenation: sar"]
+    );
+    spec.encoding.concatenation = Concatenation::Sar;
     assert!(cel_failures(&SmppLink::new("sim", spec)).is_empty());
 }

@@ -267,3 +267,82 @@ fn user_credentials_secret_supplies_app_credentials_and_generated_password() {
     let redacted = serde_json::to_string(&snap.redacted()).unwrap();
     assert!(!redacted.contains("topsecret") && !redacted.contains("generated-pw"));
 }
+
+/// The example with a second link `other` (encoding `encoding`, a YAML
+/// flow mapping) as a member of the pool `default` after `local-sim`.
+fn example_with_second_member(encoding: &str) -> String {
+    let link = EXAMPLE.split("---").nth(1).unwrap();
+    let other = link
+        .replacen("name: local-sim", "name: other", 1)
+        .replace(
+            "  encoding:\n    latin1: false\n    nationalLanguages: []\n    concatenation: udh8\n    maxSegments: 10\n",
+            &format!("  encoding: {encoding}\n"),
+        );
+    assert!(other.contains(encoding), "example link layout changed");
+    EXAMPLE.replacen(
+        "    - link: local-sim\n",
+        "    - link: local-sim\n    - link: other\n",
+        1,
+    ) + "---"
+        + &other
+}
+
+#[test]
+fn a_pool_takes_the_most_restrictive_concatenation_of_its_members() {
+    use smsgw_text::{Concat, SarParts};
+    for (encoding, concat, sar_parts) in [
+        // udh16 parts are smaller than udh8 ones, wherever it is listed.
+        ("{concatenation: udh16}", Concat::Udh16, SarParts::UdhSized),
+        // A UDH beats SAR TLVs and message_payload.
+        ("{concatenation: sar}", Concat::Udh8, SarParts::UdhSized),
+        (
+            "{concatenation: messagePayload}",
+            Concat::Udh8,
+            SarParts::UdhSized,
+        ),
+    ] {
+        let snap = compile_manifests(&example_with_second_member(encoding)).unwrap();
+        assert_eq!(snap.pools["default"].members.len(), 2);
+        let o = snap.text_options("default").unwrap();
+        assert_eq!((o.concat, o.sar_parts), (concat, sar_parts), "{encoding}");
+    }
+    let snap = compile_manifests(&example_with_second_member(
+        "{concatenation: sar, sarPartSize: full, maxSegments: 3, latin1: true}",
+    ))
+    .unwrap();
+    let other = snap.text_options("other").unwrap();
+    assert_eq!(
+        (
+            other.concat,
+            other.sar_parts,
+            other.max_segments,
+            other.allow_latin1
+        ),
+        (Concat::Sar, SarParts::Full, Some(3), true)
+    );
+    let pool = snap.text_options("default").unwrap();
+    assert_eq!(
+        (pool.concat, pool.max_segments, pool.allow_latin1),
+        (Concat::Udh8, Some(3), false)
+    );
+}
+
+#[test]
+fn sar_part_size_defaults_to_udh_and_needs_sar_concatenation() {
+    use smsgw_text::SarParts;
+    let snap = compile_manifests(&example_with_second_member("{concatenation: sar}")).unwrap();
+    assert_eq!(
+        snap.text_options("other").unwrap().sar_parts,
+        SarParts::UdhSized
+    );
+    let errs = errors_of(&example_with_second_member(
+        "{concatenation: udh8, sarPartSize: full}",
+    ));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].field, "spec.encoding.sarPartSize");
+    assert_eq!(errs[0].reason, "applies only to concatenation: sar");
+    let errs = errors_of(&example_with_second_member(
+        "{concatenation: sar, sarPartSize: half}",
+    ));
+    assert!(errs[0].reason.contains("half"), "{errs:?}");
+}

@@ -149,6 +149,21 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
                     units: r.units,
                     segments: r.segments,
                     per_segment: r.per_segment,
+                    utf16_units: r.utf16_units,
+                    graphemes: r.graphemes,
+                    national_locking: r.national_locking.unwrap_or_default(),
+                    national_single: r.national_single.unwrap_or_default(),
+                    concatenation: r.concatenation,
+                    split_by_smsc: r.split_by_smsc,
+                    parts: r
+                        .parts
+                        .into_iter()
+                        .map(|p| pb::TextPart {
+                            characters: p.characters,
+                            graphemes: p.graphemes,
+                            units: p.units,
+                        })
+                        .collect(),
                 })
             })
             .await
@@ -388,6 +403,9 @@ fn event_pb(ev: crate::send::AppEvent) -> pb::MessageEvent {
                 destination,
                 message,
                 at_ms,
+                text_error,
+                undecoded_payload,
+                data_coding,
                 ..
             } => pb::message_event::Event::Mo(pb::MobileOriginated {
                 link,
@@ -395,6 +413,14 @@ fn event_pb(ev: crate::send::AppEvent) -> pb::MessageEvent {
                 destination,
                 message,
                 received_at: Some(millis_timestamp(at_ms)),
+                text_error: text_error.unwrap_or_default(),
+                undecoded_payload: undecoded_payload
+                    .and_then(|p| {
+                        use base64::Engine as _;
+                        base64::engine::general_purpose::STANDARD.decode(p).ok()
+                    })
+                    .unwrap_or_default(),
+                data_coding: u32::from(data_coding),
             }),
         }),
     }

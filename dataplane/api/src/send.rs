@@ -168,10 +168,21 @@ pub enum AppEvent {
         source: String,
         /// Recipient.
         destination: String,
-        /// Text.
+        /// Text; empty when `text_error` is set.
         message: String,
         /// When, Unix ms.
         at_ms: u64,
+        /// Why the text could not be decoded (e.g. a national language the
+        /// gateway has no tables for); absent when it was.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text_error: Option<String>,
+        /// With `text_error`: the parts' user data joined (headers
+        /// removed), base64.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        undecoded_payload: Option<String>,
+        /// SMPP data_coding of the message.
+        #[serde(default)]
+        data_coding: u8,
     },
 }
 

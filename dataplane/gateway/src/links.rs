@@ -429,11 +429,26 @@ async fn consume_events(
 }
 
 /// Delivers a mobile-originated message to the app owning its destination
-/// address (a User's `sourceAddresses`), decoded to text.
+/// address (a User's `sourceAddresses`), decoded to text. A text that
+/// cannot be read (a national language without tables here, a malformed
+/// header) reaches the app as the reason and the raw user data, never as
+/// a guess; a data_coding the gateway does not know is passed as UTF-8
+/// (lossy), as before.
 async fn route_mo(state: &smsgw_api::ApiState, snap: &Snapshot, m: smsgw_smpp::MobileOriginated) {
-    let text = smsgw_text::decode_payload(m.data_coding, false, &m.payload)
-        .map(|d| d.text)
-        .unwrap_or_else(|_| String::from_utf8_lossy(&m.payload).into_owned());
+    let (text, text_error) = match &m.text {
+        Ok(t) => (t.clone(), None),
+        Err(smsgw_text::TextError::UnsupportedDataCoding { .. }) => {
+            (String::from_utf8_lossy(&m.payload).into_owned(), None)
+        }
+        Err(e) => {
+            tracing::info!(link = %m.link, error = %e, "mobile-originated text cannot be decoded");
+            (String::new(), Some(e.to_string()))
+        }
+    };
+    let undecoded_payload = text_error.is_some().then(|| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(&m.payload)
+    });
     let dest = m.destination.addr.trim_start_matches('+');
     let owner = snap.users.values().find(|u| {
         u.source_addresses
@@ -462,6 +477,9 @@ async fn route_mo(state: &smsgw_api::ApiState, snap: &Snapshot, m: smsgw_smpp::M
             destination: m.destination.addr,
             message: text,
             at_ms: unix_now_ms(),
+            text_error,
+            undecoded_payload,
+            data_coding: m.data_coding,
         });
 }
 

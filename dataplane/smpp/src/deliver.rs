@@ -11,6 +11,7 @@ use rusmpp::{
     tlvs::TlvValue,
     values::{MessageState, Npi, Ton},
 };
+use smsgw_text::{ConcatInfo, Encoding, TextError, Udh};
 
 use crate::{
     config::ReassemblyConfig,
@@ -45,10 +46,15 @@ pub struct MoPart {
     pub data_coding: u8,
     /// esm_class.
     pub esm_class: u8,
-    /// Payload (UDH stripped when `concat` is set).
+    /// Payload after the UDH (stripped whenever UDHI is set and the header
+    /// parses).
     pub payload: Bytes,
     /// Concatenation info: (reference, total, seq).
     pub concat: Option<(u32, u8, u8)>,
+    /// The whole user data header, parsed: its national language shift
+    /// elements select the tables the text is decoded with. `None` without
+    /// UDHI; an error when UDHI is set and the header is malformed.
+    pub udh: Option<Result<Udh, TextError>>,
 }
 
 fn ton(t: Ton) -> u8 {
@@ -101,11 +107,16 @@ pub fn classify(link: &str, d: &DeliverSm, ids: IdFormat) -> Option<Delivered> {
         }));
     }
     let mut concat = None;
-    if esm & ESM_UDHI != 0
-        && let Some((info, body)) = split_concat_udh(&payload)
-    {
-        concat = Some(info);
-        payload = body;
+    let mut udh = None;
+    if esm & ESM_UDHI != 0 {
+        udh = Some(match smsgw_text::parse_udh(&payload) {
+            Ok((header, _)) => {
+                concat = header.concat.map(concat_key);
+                payload = payload.slice(header.len..);
+                Ok(header)
+            }
+            Err(e) => Err(e),
+        });
     }
     if concat.is_none()
         && let (Some(r), Some(t), Some(s)) = sar
@@ -127,7 +138,19 @@ pub fn classify(link: &str, d: &DeliverSm, ids: IdFormat) -> Option<Delivered> {
         esm_class: esm,
         payload,
         concat,
+        udh,
     }))
+}
+
+/// (reference, total, seq) of a concatenation element; a 16-bit reference
+/// is kept apart from an 8-bit one of the same value.
+fn concat_key(c: ConcatInfo) -> (u32, u8, u8) {
+    let reference = if c.wide_reference {
+        0x1_0000 | u32::from(c.reference)
+    } else {
+        u32::from(c.reference)
+    };
+    (reference, c.total, c.seq)
 }
 
 /// Finds an 8-bit (IE 0x00) or 16-bit (IE 0x08) concatenation IE in a UDH.
@@ -285,6 +308,8 @@ struct SetKey {
 struct PendingSet {
     first: MoPart,
     parts: Vec<Option<Bytes>>,
+    /// The user data header of each part that arrived.
+    headers: Vec<Option<Result<Udh, TextError>>>,
     received: usize,
     started: Instant,
 }
@@ -344,6 +369,7 @@ impl Reassembler {
                 ..clone_part(&part)
             },
             parts: vec![None; total as usize],
+            headers: vec![None; total as usize],
             received: 0,
             started: now,
         });
@@ -354,6 +380,7 @@ impl Reassembler {
         if seq == 1 {
             set.first.esm_class = part.esm_class;
         }
+        set.headers[seq as usize - 1] = part.udh;
         *slot = Some(part.payload);
         if set.received == set.parts.len()
             && let Some(set) = self.sets.remove(&key)
@@ -387,31 +414,58 @@ fn clone_part(p: &MoPart) -> MoPart {
         esm_class: p.esm_class,
         payload: p.payload.clone(),
         concat: p.concat,
+        udh: p.udh.clone(),
     }
 }
 
 fn finish(link: &str, set: PendingSet) -> MobileOriginated {
     let complete = set.received == set.parts.len();
     let n = set.parts.len() as u8;
-    let parts = set.parts.into_iter().flatten().collect();
+    let parts = set
+        .parts
+        .into_iter()
+        .zip(set.headers)
+        .filter_map(|(p, h)| Some((p?, h)))
+        .collect();
     surface(link, set.first, parts, n, complete)
+}
+
+/// A part's body and its user data header.
+type BodyAndHeader = (Bytes, Option<Result<Udh, TextError>>);
+
+/// Decodes the parts of a message (in order) by `data_coding`, each with
+/// the national language tables its own header selects.
+fn decode_text(data_coding: u8, parts: &[BodyAndHeader]) -> Result<String, TextError> {
+    let encoding = Encoding::from_data_coding(data_coding)
+        .ok_or(TextError::UnsupportedDataCoding { data_coding })?;
+    let mut decoded = Vec::with_capacity(parts.len());
+    for (body, udh) in parts {
+        let udh = match udh {
+            None => None,
+            Some(Ok(u)) => Some(u),
+            Some(Err(e)) => return Err(e.clone()),
+        };
+        decoded.push((udh, &body[..]));
+    }
+    smsgw_text::decode_parts(encoding, decoded)
 }
 
 fn surface(
     link: &str,
     first: MoPart,
-    parts: Vec<Bytes>,
+    parts: Vec<BodyAndHeader>,
     n: u8,
     complete: bool,
 ) -> MobileOriginated {
-    let payload = if parts.is_empty() {
-        first.payload
+    let (payload, text) = if parts.is_empty() {
+        let text = decode_text(first.data_coding, &[(first.payload.clone(), first.udh)]);
+        (first.payload, text)
     } else {
-        let mut buf = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
-        for p in parts {
-            buf.extend_from_slice(&p);
+        let mut buf = BytesMut::with_capacity(parts.iter().map(|p| p.0.len()).sum());
+        for p in &parts {
+            buf.extend_from_slice(&p.0);
         }
-        buf.freeze()
+        (buf.freeze(), decode_text(first.data_coding, &parts))
     };
     MobileOriginated {
         link: link.to_owned(),
@@ -422,6 +476,7 @@ fn surface(
         payload,
         parts: n,
         complete,
+        text,
     }
 }
 
@@ -466,6 +521,7 @@ mod tests {
             esm_class: 0x40,
             payload: Bytes::from_static(body),
             concat: Some((reference, total, seq)),
+            udh: None,
         }
     }
 

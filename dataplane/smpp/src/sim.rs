@@ -552,6 +552,203 @@ impl SimHandle {
     }
 }
 
+/// A mobile-originated text as a handset sends it, for
+/// [`SimHandle::deliver_mo_text`]: the alphabet and national shift tables
+/// are the ones given (not the cheapest), the text is cut every
+/// `units_per_part` units (even inside an escape or surrogate pair, as a
+/// careless sender would), and the parts go out in the order given.
+///
+/// # Defaults
+///
+/// GSM 7-bit with the default tables, one part, 8-bit UDH concatenation
+/// when there are several, reference 1, no extra header elements.
+#[derive(Debug, Clone)]
+pub struct MoText {
+    text: String,
+    encoding: smsgw_text::Encoding,
+    shift: smsgw_text::NationalShift,
+    concat: smsgw_text::Concat,
+    units_per_part: Option<usize>,
+    order: Vec<usize>,
+    extra_ies: Vec<(u8, Vec<u8>)>,
+    reference: u16,
+}
+
+impl MoText {
+    /// `text` with the defaults.
+    pub fn new(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            encoding: smsgw_text::Encoding::Gsm7,
+            shift: smsgw_text::NationalShift::NONE,
+            concat: smsgw_text::Concat::Udh8,
+            units_per_part: None,
+            order: Vec::new(),
+            extra_ies: Vec::new(),
+            reference: 1,
+        }
+    }
+
+    /// The text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Sends it in `encoding`.
+    pub fn encoding(mut self, encoding: smsgw_text::Encoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// GSM 7-bit with these national shift tables, announced in every
+    /// part's UDH (IEI 0x25 locking, 0x24 single).
+    pub fn shift(mut self, shift: smsgw_text::NationalShift) -> Self {
+        self.encoding = smsgw_text::Encoding::Gsm7;
+        self.shift = shift;
+        self
+    }
+
+    /// Cuts the text every `units` septets, octets or UTF-16 units.
+    pub fn units_per_part(mut self, units: usize) -> Self {
+        self.units_per_part = Some(units.max(1));
+        self
+    }
+
+    /// Ties the parts with a UDH (8- or 16-bit reference) or SAR TLVs.
+    pub fn concat(mut self, concat: smsgw_text::Concat) -> Self {
+        self.concat = concat;
+        self
+    }
+
+    /// Sends the parts in this order (0-based part indices).
+    pub fn order(mut self, order: impl Into<Vec<usize>>) -> Self {
+        self.order = order.into();
+        self
+    }
+
+    /// Adds an information element (IEI, data) to every part's UDH, e.g.
+    /// an application port element, so that even a single part has a UDH.
+    pub fn extra_ie(mut self, iei: u8, data: impl Into<Vec<u8>>) -> Self {
+        self.extra_ies.push((iei, data.into()));
+        self
+    }
+
+    /// The concatenation reference.
+    pub fn reference(mut self, reference: u16) -> Self {
+        self.reference = reference;
+        self
+    }
+
+    /// The deliver_sm payloads (UDH included), UDHI and SAR TLVs of the
+    /// parts, in sending order.
+    fn parts(&self) -> Result<Vec<(Vec<u8>, bool, Option<Sar>)>> {
+        use smsgw_text::{Concat, Encoding};
+        let bad = |reason: String| Error::InvalidRequest { reason };
+        let (body, unit) = match self.encoding {
+            Encoding::Gsm7 => (
+                smsgw_text::encode_gsm7(&self.text, self.shift).map_err(|e| bad(e.to_string()))?,
+                1,
+            ),
+            Encoding::Latin1 => (
+                self.text
+                    .chars()
+                    .map(|c| {
+                        u8::try_from(u32::from(c)).map_err(|_| bad(format!("{c:?} is not Latin-1")))
+                    })
+                    .collect::<Result<Vec<u8>>>()?,
+                1,
+            ),
+            Encoding::Ucs2 => (
+                self.text
+                    .encode_utf16()
+                    .flat_map(u16::to_be_bytes)
+                    .collect(),
+                2,
+            ),
+        };
+        let per = self.units_per_part.map_or(body.len().max(1), |u| u * unit);
+        let chunks: Vec<&[u8]> = body.chunks(per).collect();
+        let total = u8::try_from(chunks.len()).map_err(|_| bad("more than 255 parts".into()))?;
+        let multipart = total > 1;
+        if multipart && self.concat == Concat::MessagePayload {
+            return Err(bad("message_payload MO is one part".into()));
+        }
+        let order: Vec<usize> = if self.order.is_empty() {
+            (0..chunks.len()).collect()
+        } else {
+            self.order.clone()
+        };
+        order
+            .into_iter()
+            .map(|i| {
+                let chunk = chunks
+                    .get(i)
+                    .ok_or_else(|| bad(format!("no part {i} of {total}")))?;
+                let seq = i as u8 + 1;
+                let mut ies = Vec::new();
+                match self.concat {
+                    Concat::Udh8 if multipart => {
+                        ies.extend_from_slice(&[0x00, 3, self.reference as u8, total, seq])
+                    }
+                    Concat::Udh16 if multipart => {
+                        let [hi, lo] = self.reference.to_be_bytes();
+                        ies.extend_from_slice(&[0x08, 4, hi, lo, total, seq]);
+                    }
+                    _ => {}
+                }
+                if let Some(l) = self.shift.locking {
+                    ies.extend_from_slice(&[0x25, 1, l.id()]);
+                }
+                if let Some(l) = self.shift.single {
+                    ies.extend_from_slice(&[0x24, 1, l.id()]);
+                }
+                for (iei, data) in &self.extra_ies {
+                    ies.push(*iei);
+                    ies.push(data.len() as u8);
+                    ies.extend_from_slice(data);
+                }
+                let mut payload = Vec::new();
+                if !ies.is_empty() {
+                    payload.push(ies.len() as u8);
+                    payload.extend_from_slice(&ies);
+                }
+                payload.extend_from_slice(chunk);
+                let sar = (multipart && self.concat == Concat::Sar).then_some(Sar {
+                    ref_num: self.reference,
+                    total,
+                    seq,
+                });
+                Ok((payload, !ies.is_empty(), sar))
+            })
+            .collect()
+    }
+}
+
+impl SimHandle {
+    /// Sends `mo` from `source` to `destination` as one deliver_sm per part
+    /// (see [`MoText`]); returns how many parts went out.
+    pub fn deliver_mo_text(
+        &self,
+        source: &Address,
+        destination: &Address,
+        mo: &MoText,
+    ) -> Result<usize> {
+        let parts = mo.parts()?;
+        for (payload, udhi, sar) in &parts {
+            let esm = if *udhi { 0x40 } else { 0 };
+            self.deliver_mo(
+                source,
+                destination,
+                mo.encoding.data_coding(),
+                esm,
+                payload,
+                *sar,
+            )?;
+        }
+        Ok(parts.len())
+    }
+}
+
 fn format_id(n: u64, f: SimIdFormat, salt: u64, for_receipt: bool) -> String {
     match f {
         SimIdFormat::Hex => format!("{n:08X}"),

@@ -249,15 +249,21 @@ pub struct MobileOriginated {
     pub data_coding: u8,
     /// `esm_class` of the (first) part.
     pub esm_class: u8,
-    /// Raw payload: for a concatenated message the parts' payloads without
-    /// their concatenation UDH, in order; otherwise `short_message` (or
-    /// `message_payload`) as received.
+    /// Raw user data: the parts' payloads after their UDH, in order (for a
+    /// message without UDHI, `short_message` or `message_payload` as
+    /// received).
     pub payload: Bytes,
     /// Number of parts it was assembled from.
     pub parts: u8,
     /// False when parts were missing at the reassembly timeout / eviction;
     /// `payload` then holds the parts that arrived, in order.
     pub complete: bool,
+    /// The text, decoded by `data_coding` with the national language shift
+    /// tables each part's UDH selects; or why it cannot be read: a national
+    /// language without tables here
+    /// ([`TextError::UnsupportedLanguage`](smsgw_text::TextError)), a
+    /// malformed header or payload, an unknown data_coding.
+    pub text: Result<String, smsgw_text::TextError>,
 }
 
 /// Coarse state of a link or session.

@@ -304,3 +304,39 @@ pub fn decode_payload(
         text: decode(encoding, shift, body)?,
     })
 }
+
+/// Decodes a message reassembled from parts in `encoding`, each part given
+/// with its parsed UDH (`None` without one) and its body after the UDH.
+///
+/// The national shift tables a part's UDH selects apply to that part (GSM
+/// 7-bit only). The bodies of consecutive parts that select the same tables
+/// are joined before decoding, so an escape pair or a surrogate pair that
+/// another sender split across parts still decodes.
+///
+/// # Errors
+///
+/// [`TextError::UnsupportedLanguage`] when a GSM 7-bit part names a
+/// national language this crate has no tables for, and those of
+/// [`decode`].
+pub fn decode_parts<'a>(
+    encoding: Encoding,
+    parts: impl IntoIterator<Item = (Option<&'a Udh>, &'a [u8])>,
+) -> Result<String, TextError> {
+    let mut out = String::new();
+    let mut run: Vec<u8> = Vec::new();
+    let mut run_shift = NationalShift::NONE;
+    for (udh, body) in parts {
+        let shift = match (udh, encoding) {
+            (Some(u), Encoding::Gsm7) => u.shift()?,
+            _ => NationalShift::NONE,
+        };
+        if shift != run_shift && !run.is_empty() {
+            out.push_str(&decode(encoding, run_shift, &run)?);
+            run.clear();
+        }
+        run_shift = shift;
+        run.extend_from_slice(body);
+    }
+    out.push_str(&decode(encoding, run_shift, &run)?);
+    Ok(out)
+}

@@ -1,7 +1,7 @@
 //! Splitting a text into SMPP payloads, and GSM 7-bit packing.
 
 use crate::tables::{ESC, Tables};
-use crate::{Analysis, Concat, Encoding, NationalShift, Packer, TextError, TextOptions};
+use crate::{Analysis, Concat, Encoding, NationalShift, TextError, TextOptions};
 
 /// The most segments an 8-bit "total segments" field can number.
 const MAX_NUMBERED: u32 = 255;
@@ -63,36 +63,30 @@ pub struct SarInfo {
     pub segment_seqnum: u8,
 }
 
-/// Appends the units of `c` in `encoding` to `out`; returns the unit count.
+/// Appends the units of `c` in `encoding` to `out`.
 #[inline]
-fn push_char(out: &mut Vec<u8>, c: char, encoding: Encoding, tables: Tables) -> u32 {
+fn push_char(out: &mut Vec<u8>, c: char, encoding: Encoding, tables: Tables) {
     match encoding {
         Encoding::Gsm7 => {
             if let Some(s) = tables.locking.septet(c) {
                 out.push(s);
-                1
             } else if let Some(s) = tables.single.septet(c) {
                 out.extend_from_slice(&[ESC, s]);
-                2
             } else {
                 // analyze() only picks tables that encode every character.
                 debug_assert!(false, "{c:?} not in the chosen GSM tables");
                 out.push(b'?');
-                1
             }
         }
         Encoding::Latin1 => {
             debug_assert!((c as u32) < 0x100);
             out.push(c as u32 as u8);
-            1
         }
         Encoding::Ucs2 => {
             let mut buf = [0u16; 2];
-            let units = c.encode_utf16(&mut buf);
-            for u in units.iter() {
+            for u in c.encode_utf16(&mut buf).iter() {
                 out.extend_from_slice(&u.to_be_bytes());
             }
-            units.len() as u32
         }
     }
 }
@@ -136,8 +130,9 @@ fn push_udh(
 /// `reference` is the concatenation reference shared by the segments (only
 /// its low 8 bits with [`Concat::Udh8`]); callers keep a counter per
 /// destination or link. The encoding and the segment count are exactly
-/// those of [`analyze`](crate::analyze); an escape pair or a surrogate pair
-/// never straddles two segments.
+/// those of [`analyze`](crate::analyze) and the parts those of
+/// [`split`](crate::split): a grapheme cluster that fits a part, an escape
+/// pair or a surrogate pair never straddles two segments.
 ///
 /// # Errors
 ///
@@ -165,31 +160,28 @@ pub fn encode(text: &str, opts: &TextOptions, reference: u16) -> Result<EncodedM
         });
     }
 
-    // Units of every segment, packed exactly as analyze() counts them.
+    // Parts cut exactly as analyze() counts them.
     let tables = Tables::for_shift(analysis.shift);
-    let mut body = Vec::with_capacity(choice.units * analysis.encoding.octets_per_unit() as usize);
-    let mut bounds = Vec::with_capacity(segments as usize + 1);
-    let mut packer = Packer::new(analysis.per_segment);
-    for c in text.chars() {
-        let at = body.len();
-        let cost = push_char(&mut body, c, analysis.encoding, tables);
-        if packer.push(cost) {
-            bounds.push(at);
-        }
-    }
-    bounds.push(body.len());
-    debug_assert_eq!(packer.segments() as u32, segments);
-
-    let total = packer.segments();
+    let starts = crate::split::part_starts(text, &analysis);
+    let total = starts.len();
+    debug_assert_eq!(total as u32, segments);
     let multipart = total > 1;
+    let per_unit = analysis.encoding.octets_per_unit() as usize;
     let mut out = Vec::with_capacity(total);
-    for (i, w) in bounds.windows(2).enumerate() {
+    for (i, (&a, &b)) in starts
+        .iter()
+        .zip(starts.iter().skip(1).chain([&text.len()]))
+        .enumerate()
+    {
         let seq = (i + 1) as u8;
-        let mut payload = Vec::with_capacity(16 + w[1] - w[0]);
+        let part = &text[a..b];
+        let mut payload = Vec::with_capacity(16 + per_unit * part.len());
         let concat_ie = (multipart && matches!(opts.concat, Concat::Udh8 | Concat::Udh16))
             .then_some((opts.concat, reference, total as u8, seq));
         let udh_len = push_udh(&mut payload, concat_ie, analysis.shift);
-        payload.extend_from_slice(&body[w[0]..w[1]]);
+        for c in part.chars() {
+            push_char(&mut payload, c, analysis.encoding, tables);
+        }
         let sar = (multipart && opts.concat == Concat::Sar).then_some(SarInfo {
             msg_ref_num: reference,
             total_segments: total as u8,
@@ -209,6 +201,29 @@ pub fn encode(text: &str, opts: &TextOptions, reference: u16) -> Result<EncodedM
         concat: opts.concat,
         segments: out,
     })
+}
+
+/// Encodes `text` as unpacked GSM 7-bit septets (one per octet) with the
+/// given national shift tables, whether or not they are the cheapest: the
+/// inverse of [`decode_gsm7`](crate::decode_gsm7), for callers that must
+/// produce a given table (a handset simulator, tests).
+///
+/// # Errors
+///
+/// [`TextError::Unencodable`] for a character neither table holds.
+pub fn encode_gsm7(text: &str, shift: NationalShift) -> Result<Vec<u8>, TextError> {
+    let tables = Tables::for_shift(shift);
+    let mut out = Vec::with_capacity(text.len());
+    for (offset, c) in text.char_indices() {
+        if tables.cost(c) == 0 {
+            return Err(TextError::Unencodable {
+                character: c,
+                offset,
+            });
+        }
+        push_char(&mut out, c, Encoding::Gsm7, tables);
+    }
+    Ok(out)
 }
 
 /// Fill bits that align GSM 7-bit packed text after a UDH of `udh_len`

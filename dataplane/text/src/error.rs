@@ -55,10 +55,20 @@ pub enum TextError {
         /// What is wrong.
         reason: &'static str,
     },
-    /// The UDH names a national language table this crate does not have.
+    /// The UDH names a national language table this crate does not have:
+    /// TS 23.038 identifiers 4–13 (Bengali to Urdu) or a reserved one. The
+    /// text cannot be read without it, so nothing is guessed.
     UnsupportedLanguage {
         /// The national language identifier.
         id: u8,
+    },
+    /// A character is in neither GSM 7-bit table asked for
+    /// ([`encode_gsm7`](crate::encode_gsm7)).
+    Unencodable {
+        /// The character.
+        character: char,
+        /// Its byte offset in the text.
+        offset: usize,
     },
     /// A 7-bit packing was asked for with more than 6 fill bits.
     InvalidFillBits {
@@ -106,9 +116,17 @@ impl fmt::Display for TextError {
                 )
             }
             TextError::InvalidUdh { reason } => write!(f, "invalid user data header: {reason}"),
-            TextError::UnsupportedLanguage { id } => {
-                write!(f, "unsupported national language identifier {id}")
-            }
+            TextError::UnsupportedLanguage { id } => match crate::Language::name_of_id(*id) {
+                Some(name) => write!(
+                    f,
+                    "national language {id} ({name}) shift tables are not supported"
+                ),
+                None => write!(f, "reserved national language identifier {id}"),
+            },
+            TextError::Unencodable { character, offset } => write!(
+                f,
+                "{character:?} at byte {offset} is in neither GSM 7-bit table asked for"
+            ),
             TextError::InvalidFillBits { fill_bits } => {
                 write!(f, "{fill_bits} fill bits requested, at most 6 possible")
             }

@@ -4,7 +4,7 @@
 //! back into text.
 //!
 //! Pure and allocation-light: [`analyze`] does not touch the heap, and the
-//! crate depends on nothing beyond `std`.
+//! crate depends on nothing beyond `std` and `unicode-segmentation`.
 //!
 //! # Alphabets
 //!
@@ -27,11 +27,19 @@
 //!
 //! A message fits one SMS of 140 octets (160 septets, 140 Latin-1 octets,
 //! 70 UCS-2 units) or is split into parts that each carry a concatenation
-//! header ([`Concat`]). Segments are filled greedily and an escape pair or
-//! a surrogate pair is never split, so a segment may hold one unit less
-//! than [`Analysis::per_segment`]; [`analyze`] and [`encode`] share that
-//! packing, so the counts always agree. An empty text has 0 segments
-//! (callers reject empty messages).
+//! header ([`Concat`]). Segments are filled greedily with whole extended
+//! grapheme clusters (Unicode UAX #29: a flag, a ZWJ sequence, a letter
+//! with its combining marks or a skin tone, `\r\n`), so a character a reader
+//! sees as one never straddles two parts; only a cluster longer than a
+//! whole part is cut, at a character boundary. An escape pair or a
+//! surrogate pair is never split. A segment may therefore hold fewer units
+//! than [`Analysis::per_segment`]; [`analyze`], [`split`] and [`encode`]
+//! share that packing, so the counts always agree. An empty text has 0
+//! segments (callers reject empty messages).
+//!
+//! Parts sent with SAR TLVs ([`Concat::Sar`]) leave room for the
+//! concatenation UDH the SMSC adds on the radio side (153/134/67 units)
+//! unless the link says otherwise ([`SarParts`]).
 //!
 //! GSM 7-bit payloads are produced *unpacked* (one septet per octet, the
 //! SMPP convention for data_coding 0); [`pack_payload`] and
@@ -42,6 +50,7 @@
 mod decode;
 mod encode;
 mod error;
+mod split;
 mod tables;
 
 use std::fmt;
@@ -49,12 +58,14 @@ use std::str::FromStr;
 
 pub use decode::{
     ConcatInfo, DecodedPayload, Udh, decode, decode_gsm7, decode_gsm7_packed, decode_latin1,
-    decode_payload, decode_ucs2, parse_udh,
+    decode_parts, decode_payload, decode_ucs2, parse_udh,
 };
 pub use encode::{
-    EncodedMessage, SarInfo, Segment, encode, fill_bits, pack_payload, pack_septets, unpack_septets,
+    EncodedMessage, SarInfo, Segment, encode, encode_gsm7, fill_bits, pack_payload, pack_septets,
+    unpack_septets,
 };
 pub use error::TextError;
+pub use split::{Part, Split, TextCounts, count, split, split_on_air};
 pub use tables::{Language, NationalLanguages, NationalShift, ParseLanguageError};
 
 use tables::Tables;
@@ -154,13 +165,53 @@ impl Concat {
         }
     }
 
-    /// Octets of the concatenation information element (without UDHL).
-    const fn ie_octets(self) -> u32 {
-        match self {
-            Concat::Udh8 => 5,
-            Concat::Udh16 => 6,
-            Concat::Sar | Concat::MessagePayload => 0,
+    /// How restrictive the method is for a pool whose members differ:
+    /// the higher, the smaller the parts and the more SMSCs accept it.
+    /// A concatenation UDH is plain SMPP that every SMSC passes on, so it
+    /// ranks above SAR TLVs of the same part size; `message_payload`
+    /// (optional in SMPP 3.4, never split here) ranks lowest.
+    const fn restrictiveness(self, sar_parts: SarParts) -> u8 {
+        match (self, sar_parts) {
+            (Concat::Udh16, _) => 4,
+            (Concat::Udh8, _) => 3,
+            (Concat::Sar, SarParts::UdhSized) => 2,
+            (Concat::Sar, SarParts::Full) => 1,
+            (Concat::MessagePayload, _) => 0,
         }
+    }
+}
+
+/// How much of an SMS each part sent with SAR TLVs ([`Concat::Sar`]) fills.
+///
+/// An SMSC that receives SAR TLVs turns them into a concatenation UDH on the
+/// radio side, and that UDH takes room in every part; parts cut at the full
+/// 160/140/70 units then no longer fit and are split again or refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SarParts {
+    /// Leave room for the 8-bit reference concatenation UDH (6 octets):
+    /// 153 GSM septets, 134 Latin-1 octets or 67 UCS-2 units per part, as
+    /// Jasmin and most SMSCs split. The default.
+    #[default]
+    UdhSized,
+    /// Fill the whole 140 octets: 160 GSM septets, 140 Latin-1 octets or 70
+    /// UCS-2 units per part, for SMSCs that document that they take SAR
+    /// parts of that size.
+    Full,
+}
+
+impl SarParts {
+    /// The configuration name: `"udh"` or `"full"`.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            SarParts::UdhSized => "udh",
+            SarParts::Full => "full",
+        }
+    }
+}
+
+impl fmt::Display for SarParts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -222,7 +273,8 @@ impl FromStr for Concat {
 /// # Defaults
 ///
 /// GSM 7-bit default alphabet or UCS-2 only (no Latin-1, no national shift
-/// tables), 8-bit reference UDH concatenation, no segment limit.
+/// tables), 8-bit reference UDH concatenation, SAR parts sized for a UDH,
+/// no segment limit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct TextOptions {
     /// Whether the link accepts Latin-1 (data_coding 3).
@@ -234,6 +286,8 @@ pub struct TextOptions {
     pub concat: Concat,
     /// The most segments a message may have; [`encode`] fails beyond it.
     pub max_segments: Option<u16>,
+    /// How much of an SMS a SAR part fills (only with [`Concat::Sar`]).
+    pub sar_parts: SarParts,
 }
 
 impl TextOptions {
@@ -264,6 +318,55 @@ impl TextOptions {
         self.max_segments = max;
         self
     }
+
+    /// These options with the given SAR part size.
+    #[must_use]
+    pub const fn with_sar_parts(mut self, sar_parts: SarParts) -> Self {
+        self.sar_parts = sar_parts;
+        self
+    }
+
+    /// Options under which a text fits both `self` and `other`, for a pool
+    /// whose members may carry it: Latin-1 and national languages only if
+    /// both allow them, the smaller segment limit, and the more restrictive
+    /// concatenation (smaller parts; a UDH before SAR TLVs of the same size,
+    /// both before `message_payload`).
+    #[must_use]
+    pub fn most_restrictive(self, other: TextOptions) -> TextOptions {
+        let mut national = NationalLanguages::NONE;
+        for l in self.national.iter().filter(|l| other.national.contains(*l)) {
+            national.insert(l);
+        }
+        let max_segments = match (self.max_segments, other.max_segments) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let (concat, sar_parts) = if other.concat.restrictiveness(other.sar_parts)
+            > self.concat.restrictiveness(self.sar_parts)
+        {
+            (other.concat, other.sar_parts)
+        } else {
+            (self.concat, self.sar_parts)
+        };
+        TextOptions {
+            allow_latin1: self.allow_latin1 && other.allow_latin1,
+            national,
+            concat,
+            max_segments,
+            sar_parts,
+        }
+    }
+
+    /// Octets of the concatenation information element each part of a
+    /// split message carries in its UDH, or would carry once the SMSC turned
+    /// SAR TLVs into one.
+    const fn concat_ie_octets(&self) -> u32 {
+        match (self.concat, self.sar_parts) {
+            (Concat::Udh8, _) | (Concat::Sar, SarParts::UdhSized) => 5,
+            (Concat::Udh16, _) => 6,
+            (Concat::Sar, SarParts::Full) | (Concat::MessagePayload, _) => 0,
+        }
+    }
 }
 
 /// The result of [`analyze`]: the chosen encoding and the counts that go
@@ -278,7 +381,8 @@ pub struct Analysis {
     /// octets, or UTF-16 code units.
     pub units: u32,
     /// Segments (SMS parts) the message takes; 0 for an empty text, always
-    /// 1 with [`Concat::MessagePayload`] otherwise.
+    /// 1 with [`Concat::MessagePayload`] otherwise (one submit_sm; the SMSC
+    /// splits it as it sees fit).
     pub segments: u32,
     /// Unit capacity of each segment in the chosen layout: e.g. 160 for a
     /// one-part GSM text, 153 per part with 8-bit UDH, 70/67 for UCS-2.
@@ -324,9 +428,9 @@ const fn units_in(encoding: Encoding, octets: u32, udh: u32) -> u32 {
 }
 
 impl Layout {
-    pub(crate) const fn new(encoding: Encoding, concat: Concat, shift: NationalShift) -> Self {
+    pub(crate) const fn new(encoding: Encoding, opts: &TextOptions, shift: NationalShift) -> Self {
         let national = 3 * shift.ie_count();
-        if let Concat::MessagePayload = concat {
+        if let Concat::MessagePayload = opts.concat {
             let cap = (MESSAGE_PAYLOAD_OCTETS - udh_octets(national)) / encoding.octets_per_unit();
             return Layout {
                 single: cap,
@@ -339,16 +443,16 @@ impl Layout {
             multi: units_in(
                 encoding,
                 SMS_OCTETS,
-                udh_octets(national + concat.ie_octets()),
+                udh_octets(national + opts.concat_ie_octets()),
             ),
             unsplit: false,
         }
     }
 }
 
-/// Greedy segment packing shared by [`analyze`] and [`encode`]: a
-/// character (1 or 2 units) goes into the current segment if it fits whole,
-/// else it opens the next one.
+/// Greedy segment packing shared by [`analyze`], [`split`] and [`encode`]:
+/// a cluster (see [`split::pack`]) goes into the current segment if it fits
+/// whole, else it opens the next one.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Packer {
     cap: u32,
@@ -365,7 +469,7 @@ impl Packer {
         }
     }
 
-    /// Adds a character of `cost` units; true when it opens a new segment.
+    /// Adds a cluster of `cost` units; true when it opens a new segment.
     #[inline]
     pub(crate) fn push(&mut self, cost: u32) -> bool {
         if self.segments == 0 || self.used + cost > self.cap {
@@ -384,26 +488,32 @@ impl Packer {
 }
 
 /// Segments and per-segment capacity for `total` units in `layout`;
-/// `costs` replays the unit cost of every character when a greedy pass is
-/// needed (uneven costs in a multipart message).
-fn count_segments<I: Iterator<Item = u32>>(
-    total: usize,
-    uniform: bool,
-    layout: Layout,
-    costs: impl FnOnce() -> I,
-) -> (usize, u32) {
+/// `pack` counts the parts of a multipart message at a part capacity.
+fn count_segments(total: usize, layout: Layout, pack: impl FnOnce(u32) -> usize) -> (usize, u32) {
     if total == 0 {
         (0, layout.single)
     } else if layout.unsplit || total <= layout.single as usize {
         (1, layout.single)
-    } else if uniform {
-        (total.div_ceil(layout.multi as usize), layout.multi)
     } else {
-        let mut p = Packer::new(layout.multi);
-        for c in costs() {
-            p.push(c);
-        }
-        (p.segments(), layout.multi)
+        (pack(layout.multi), layout.multi)
+    }
+}
+
+/// Parts of a GSM 7-bit or Latin-1 text of `units` units at capacity `cap`:
+/// computed when every character costs one unit and no `\r\n` cluster can
+/// straddle a boundary, else packed greedily.
+fn pack_narrow(
+    text: &str,
+    encoding: Encoding,
+    tables: Tables,
+    units: usize,
+    uniform: bool,
+    cap: u32,
+) -> usize {
+    if uniform && !text.contains("\r\n") {
+        units.div_ceil(cap as usize)
+    } else {
+        split::pack(text, encoding, tables, cap, |_| {})
     }
 }
 
@@ -523,11 +633,11 @@ fn price_gsm(
     shift: NationalShift,
     units: usize,
     chars: usize,
-    concat: Concat,
+    opts: &TextOptions,
 ) -> Choice {
-    let layout = Layout::new(Encoding::Gsm7, concat, shift);
-    let (segments, per_segment) = count_segments(units, units == chars, layout, || {
-        text.chars().map(move |c| tables.cost(c) as u32)
+    let layout = Layout::new(Encoding::Gsm7, opts, shift);
+    let (segments, per_segment) = count_segments(units, layout, |cap| {
+        pack_narrow(text, Encoding::Gsm7, tables, units, units == chars, cap)
     });
     Choice {
         encoding: Encoding::Gsm7,
@@ -570,7 +680,7 @@ fn best_national(text: &str, opts: &TextOptions, chars: usize) -> Option<Choice>
             let Some(units) = gsm_units(text, tables) else {
                 continue;
             };
-            let c = price_gsm(text, tables, shift, units, chars, opts.concat);
+            let c = price_gsm(text, tables, shift, units, chars, opts);
             let key = |c: &Choice| (c.segments, c.shift.ie_count(), c.units);
             if best.as_ref().is_none_or(|b| key(&c) < key(b)) {
                 best = Some(c);
@@ -590,12 +700,15 @@ pub(crate) fn choose(text: &str, opts: &TextOptions) -> Choice {
             NationalShift::NONE,
             s.gsm_units,
             s.characters,
-            opts.concat,
+            opts,
         ));
     }
     if opts.allow_latin1 && s.latin1_ok {
-        let layout = Layout::new(Encoding::Latin1, opts.concat, NationalShift::NONE);
-        let (segments, per_segment) = count_segments(s.characters, true, layout, std::iter::empty);
+        let layout = Layout::new(Encoding::Latin1, opts, NationalShift::NONE);
+        let tables = Tables::for_shift(NationalShift::NONE);
+        let (segments, per_segment) = count_segments(s.characters, layout, |cap| {
+            pack_narrow(text, Encoding::Latin1, tables, s.characters, true, cap)
+        });
         if best.is_none_or(|b| segments < b.segments) {
             best = Some(Choice {
                 encoding: Encoding::Latin1,
@@ -611,10 +724,10 @@ pub(crate) fn choose(text: &str, opts: &TextOptions) -> Choice {
         // UCS-2 cannot beat a single segment.
         Some(b) if b.segments <= 1 => b,
         other => {
-            let layout = Layout::new(Encoding::Ucs2, opts.concat, NationalShift::NONE);
-            let uniform = s.utf16_units == s.characters;
-            let (segments, per_segment) = count_segments(s.utf16_units, uniform, layout, || {
-                text.chars().map(|c| c.len_utf16() as u32)
+            let layout = Layout::new(Encoding::Ucs2, opts, NationalShift::NONE);
+            let tables = Tables::for_shift(NationalShift::NONE);
+            let (segments, per_segment) = count_segments(s.utf16_units, layout, |cap| {
+                split::pack(text, Encoding::Ucs2, tables, cap, |_| {})
             });
             match other {
                 Some(b) if b.segments <= segments => b,

@@ -474,6 +474,31 @@ impl Language {
         }
     }
 
+    /// The name of any national language identifier of TS 23.038
+    /// §6.2.1.2.4 (0 is the default alphabet; 1–13 are Turkish, Spanish,
+    /// Portuguese, Bengali, Gujarati, Hindi, Kannada, Malayalam, Oriya,
+    /// Punjabi, Tamil, Telugu and Urdu), whether or not this crate has its
+    /// tables; `None` for a reserved identifier.
+    pub const fn name_of_id(id: u8) -> Option<&'static str> {
+        Some(match id {
+            0 => "default",
+            1 => "turkish",
+            2 => "spanish",
+            3 => "portuguese",
+            4 => "bengali",
+            5 => "gujarati",
+            6 => "hindi",
+            7 => "kannada",
+            8 => "malayalam",
+            9 => "oriya",
+            10 => "punjabi",
+            11 => "tamil",
+            12 => "telugu",
+            13 => "urdu",
+            _ => return None,
+        })
+    }
+
     /// Whether TS 23.038 defines a locking shift table for this language.
     pub const fn has_locking_table(self) -> bool {
         !matches!(self, Language::Spanish)

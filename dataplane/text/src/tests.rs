@@ -169,10 +169,43 @@ fn ucs2_boundaries_follow_70_and_67() {
 }
 
 #[test]
+fn sar_parts_leave_room_for_the_udh_the_smsc_adds_unless_told_otherwise() {
+    let sar = default_opts().with_concat(Concat::Sar);
+    // Issue 25: a 300-character GSM text reached the SMSC as 160 + 140.
+    let r = analyze(&"a".repeat(300), &sar);
+    assert_eq!((r.segments, r.per_segment), (2, 153));
+    let r = analyze(&"a".repeat(160), &sar);
+    assert_eq!((r.segments, r.per_segment), (1, 160));
+    let r = analyze(&"Ж".repeat(71), &sar);
+    assert_eq!((r.segments, r.per_segment), (2, 67));
+    let latin = sar.with_latin1(true);
+    let r = analyze(&"ð".repeat(141), &latin);
+    assert_eq!((r.encoding, r.per_segment), (Encoding::Latin1, 134));
+    let m = encode(&"a".repeat(300), &sar, 9).unwrap();
+    let sizes: Vec<usize> = m.segments.iter().map(|s| s.payload.len()).collect();
+    assert_eq!(sizes, [153, 147]);
+
+    let full = sar.with_sar_parts(SarParts::Full);
+    let r = analyze(&"a".repeat(300), &full);
+    assert_eq!((r.segments, r.per_segment), (2, 160));
+    let r = analyze(&"Ж".repeat(140), &full);
+    assert_eq!((r.segments, r.per_segment), (2, 70));
+    // The option means nothing to the other methods.
+    for concat in [Concat::Udh8, Concat::Udh16, Concat::MessagePayload] {
+        let o = default_opts().with_concat(concat);
+        let t = "a".repeat(400);
+        assert_eq!(
+            analyze(&t, &o),
+            analyze(&t, &o.with_sar_parts(SarParts::Full))
+        );
+    }
+}
+
+#[test]
 fn sar_and_message_payload_carry_no_concatenation_udh() {
     let sar = default_opts().with_concat(Concat::Sar);
-    let r = analyze(&"a".repeat(161), &sar);
-    assert_eq!((r.segments, r.per_segment), (2, 160));
+    let m = encode(&"a".repeat(161), &sar, 1).unwrap();
+    assert!(!m.udhi && m.segments.iter().all(|s| s.udh_len == 0));
     let mp = default_opts().with_concat(Concat::MessagePayload);
     let r = analyze(&"a".repeat(1000), &mp);
     assert_eq!((r.segments, r.units, r.per_segment), (1, 1000, 65_535));
@@ -352,13 +385,18 @@ fn shift_table_udh_capacities() {
         locking: Some(Language::Turkish),
         single: Some(Language::Turkish),
     };
-    let l = Layout::new(Encoding::Gsm7, Concat::Udh8, one);
+    let o = |c: Concat| default_opts().with_concat(c);
+    let l = Layout::new(Encoding::Gsm7, &o(Concat::Udh8), one);
     assert_eq!((l.single, l.multi), (155, 149));
-    let l = Layout::new(Encoding::Gsm7, Concat::Udh8, two);
+    let l = Layout::new(Encoding::Gsm7, &o(Concat::Udh8), two);
     assert_eq!((l.single, l.multi), (152, 146));
-    let l = Layout::new(Encoding::Gsm7, Concat::Udh16, two);
+    let l = Layout::new(Encoding::Gsm7, &o(Concat::Udh16), two);
     assert_eq!((l.single, l.multi), (152, 145));
-    let l = Layout::new(Encoding::Gsm7, Concat::Sar, one);
+    // SAR: the SMSC adds its concatenation element to our UDH.
+    let l = Layout::new(Encoding::Gsm7, &o(Concat::Sar), one);
+    assert_eq!((l.single, l.multi), (155, 149));
+    let full = o(Concat::Sar).with_sar_parts(SarParts::Full);
+    let l = Layout::new(Encoding::Gsm7, &full, one);
     assert_eq!((l.single, l.multi), (155, 155));
 }
 
@@ -411,7 +449,7 @@ fn sar_segments_report_tlvs_instead_of_udh() {
     let m = encode(&"a".repeat(200), &o, 0xBEEF).unwrap();
     assert!(!m.udhi);
     assert_eq!(m.segments.len(), 2);
-    assert_eq!(m.segments[0].payload.len(), 160);
+    assert_eq!(m.segments[0].payload.len(), 153);
     for (i, s) in m.segments.iter().enumerate() {
         assert_eq!(
             s.sar,
@@ -658,4 +696,284 @@ fn every_default_alphabet_character_round_trips() {
     assert_eq!(r.units, 127 + 2 * 10);
     let m = encode(&all, &default_opts(), 1).unwrap();
     assert_eq!(reassemble(&m), all);
+}
+
+// ---- grapheme clusters -----------------------------------------------------
+
+/// The texts of the parts `split` cuts `text` into.
+fn part_texts<'t>(text: &'t str, opts: &TextOptions) -> Vec<&'t str> {
+    split(text, opts)
+        .parts
+        .into_iter()
+        .map(|p| &text[p.range])
+        .collect()
+}
+
+#[test]
+fn ucs2_parts_never_cut_a_flag_a_zwj_sequence_a_skin_tone_or_a_variation() {
+    for cluster in [
+        "🇩🇪",                     // regional indicator pair, 4 units
+        "👨\u{200D}👩\u{200D}👧", // ZWJ family, 8 units
+        "👍🏽",                     // skin tone modifier, 4 units
+        "❤\u{FE0F}",              // variation selector, 2 units
+        "e\u{301}",               // combining acute, 2 units
+    ] {
+        // 66 units, then the cluster straddles the 67-unit boundary.
+        let text = format!("{}{cluster}{}", "Ж".repeat(66), "Ж".repeat(10));
+        let o = default_opts();
+        let parts = part_texts(&text, &o);
+        assert_eq!(parts.len(), 2, "{cluster:?}");
+        assert_eq!(parts[0], "Ж".repeat(66), "{cluster:?}");
+        assert!(parts[1].starts_with(cluster), "{cluster:?}");
+        let m = encode(&text, &o, 3).unwrap();
+        assert_eq!(m.segments.len(), 2);
+        assert_eq!(m.segments[0].body().len(), 66 * 2);
+        assert_eq!(reassemble(&m), text);
+        assert_eq!(analyze(&text, &o).segments, 2);
+    }
+}
+
+#[test]
+fn a_cluster_longer_than_a_part_is_cut_at_the_hard_limit() {
+    // One base letter with 100 combining marks: 101 units, more than 67.
+    let zalgo = format!("a{}", "\u{301}".repeat(100));
+    let text = format!("ЖЖ{zalgo}");
+    let s = split(&text, &default_opts());
+    let units: Vec<u32> = s.parts.iter().map(|p| p.units).collect();
+    assert_eq!(units, [67, 36]);
+    let m = encode(&text, &default_opts(), 1).unwrap();
+    assert_eq!(reassemble(&m), text);
+    // A surrogate pair inside an oversized cluster still stays whole.
+    let long = format!("Ж{}", "👍\u{200D}".repeat(30));
+    for p in &split(&long, &default_opts()).parts {
+        assert!(p.units <= 67);
+        assert!(long.is_char_boundary(p.range.start));
+    }
+    assert_eq!(
+        reassemble(&encode(&long, &default_opts(), 1).unwrap()),
+        long
+    );
+}
+
+#[test]
+fn crlf_stays_in_one_gsm_or_latin1_part() {
+    let text = format!("{}\r\n{}", "a".repeat(152), "b".repeat(10));
+    let parts = part_texts(&text, &default_opts());
+    assert_eq!(parts, ["a".repeat(152), format!("\r\n{}", "b".repeat(10))]);
+    assert_eq!(analyze(&text, &default_opts()).segments, 2);
+    let text = format!("{}\r\n{}", "a".repeat(152), "b".repeat(152));
+    // 306 septets fit two parts of 153 only if the pair were cut.
+    assert_eq!(analyze(&text, &default_opts()).segments, 3);
+    // 1 + 132 + 2 + 133 = 268 octets = 2 × 134, but the pair moves.
+    let latin = format!("ð{}\r\n{}", "a".repeat(132), "b".repeat(133));
+    let o = default_opts().with_latin1(true);
+    let a = analyze(&latin, &o);
+    assert_eq!((a.encoding, a.segments), (Encoding::Latin1, 3));
+    assert_eq!(reassemble(&encode(&latin, &o, 1).unwrap()), latin);
+}
+
+/// The GSM and Latin-1 packing walks characters and keeps only `\r\n`
+/// together; that is exact only if no other pair of their characters forms
+/// one extended grapheme cluster.
+#[test]
+fn crlf_is_the_only_cluster_of_gsm_and_latin1_characters() {
+    use unicode_segmentation::UnicodeSegmentation;
+    let mut chars: Vec<char> = (0u32..0x100).filter_map(char::from_u32).collect();
+    for t in [
+        &tables::DEFAULT_LOCKING,
+        &tables::TURKISH_LOCKING,
+        &tables::PORTUGUESE_LOCKING,
+    ] {
+        chars.extend(t.iter().copied());
+    }
+    for t in [
+        tables::DEFAULT_SINGLE,
+        tables::TURKISH_SINGLE,
+        tables::SPANISH_SINGLE,
+        tables::PORTUGUESE_SINGLE,
+    ] {
+        chars.extend(t.iter().map(|&(_, c)| c));
+    }
+    chars.sort_unstable();
+    chars.dedup();
+    let mut pair = String::new();
+    for &c in &chars {
+        for &d in &chars {
+            pair.clear();
+            pair.push(c);
+            pair.push(d);
+            let n = pair.graphemes(true).count();
+            let expected = if (c, d) == ('\r', '\n') { 1 } else { 2 };
+            assert_eq!(n, expected, "{c:?} {d:?}");
+        }
+    }
+}
+
+#[test]
+fn split_reports_per_part_counts_and_text_counts_all_three_measures() {
+    let text = format!("{}👍🏽ok", "Ж".repeat(66));
+    let s = split(&text, &default_opts());
+    assert_eq!(s.analysis.segments, 2);
+    let got: Vec<(u32, u32, u32)> = s
+        .parts
+        .iter()
+        .map(|p| (p.units, p.characters, p.graphemes))
+        .collect();
+    assert_eq!(got, [(66, 66, 66), (6, 4, 3)]);
+    assert_eq!(
+        count(&text),
+        TextCounts {
+            scalar_values: 70,
+            utf16_units: 72,
+            graphemes: 69
+        }
+    );
+    assert!(split("", &default_opts()).parts.is_empty());
+    let one = split("hi", &default_opts().with_concat(Concat::MessagePayload));
+    assert_eq!(one.parts.len(), 1);
+    assert_eq!(one.parts[0].range, 0..2);
+}
+
+// ---- pools -----------------------------------------------------------------
+
+#[test]
+fn the_most_restrictive_options_fit_every_member() {
+    let udh8 = default_opts();
+    let udh16 = default_opts().with_concat(Concat::Udh16);
+    let sar = default_opts().with_concat(Concat::Sar);
+    let sar_full = sar.with_sar_parts(SarParts::Full);
+    let payload = default_opts().with_concat(Concat::MessagePayload);
+    let order = [payload, sar_full, sar, udh8, udh16];
+    for (i, a) in order.iter().enumerate() {
+        for (j, b) in order.iter().enumerate() {
+            let m = a.most_restrictive(*b);
+            let want = order[i.max(j)];
+            assert_eq!((m.concat, m.sar_parts), (want.concat, want.sar_parts));
+        }
+    }
+    let tr = NationalLanguages::from(Language::Turkish);
+    let a = udh8
+        .with_latin1(true)
+        .with_national(tr.with(Language::Spanish))
+        .with_max_segments(Some(5));
+    let b = payload
+        .with_national(tr.with(Language::Portuguese))
+        .with_max_segments(None);
+    let m = a.most_restrictive(b);
+    assert_eq!(
+        m,
+        TextOptions {
+            allow_latin1: false,
+            national: tr,
+            concat: Concat::Udh8,
+            max_segments: Some(5),
+            sar_parts: SarParts::UdhSized,
+        }
+    );
+}
+
+// ---- inbound ----------------------------------------------------------------
+
+#[test]
+fn unsupported_national_languages_are_named_not_guessed() {
+    let (udh, _) = parse_udh(&[0x03, 0x24, 0x01, 0x06]).unwrap();
+    let e = udh.shift().unwrap_err();
+    assert_eq!(e, TextError::UnsupportedLanguage { id: 6 });
+    assert_eq!(
+        e.to_string(),
+        "national language 6 (hindi) shift tables are not supported"
+    );
+    assert_eq!(
+        TextError::UnsupportedLanguage { id: 99 }.to_string(),
+        "reserved national language identifier 99"
+    );
+    for id in 4..=13 {
+        assert!(Language::from_id(id).is_none());
+        assert!(Language::name_of_id(id).is_some());
+    }
+    for l in Language::ALL {
+        assert_eq!(Language::name_of_id(l.id()), Some(l.as_str()));
+    }
+    // A payload with such a header is refused, not decoded with the
+    // default tables.
+    assert_eq!(
+        decode_payload(0, true, &[0x03, 0x25, 0x01, 0x0B, 0x41]),
+        Err(TextError::UnsupportedLanguage { id: 11 })
+    );
+}
+
+#[test]
+fn parts_are_decoded_with_their_own_tables_and_pairs_split_by_senders_rejoin() {
+    let tr = NationalShift {
+        locking: Some(Language::Turkish),
+        single: None,
+    };
+    let udh_tr = Udh {
+        locking_shift: Some(1),
+        ..Udh::default()
+    };
+    // Turkish locking: 0x1D is ş.
+    let text = decode_parts(
+        Encoding::Gsm7,
+        [
+            (Some(&udh_tr), &[0x1D, 0x1D][..]),
+            (Some(&udh_tr), &[0x1D][..]),
+        ],
+    )
+    .unwrap();
+    assert_eq!(text, "şşş");
+    assert_eq!(decode(Encoding::Gsm7, tr, &[0x1D]).unwrap(), "ş");
+    // Without the header the same septets read as the default alphabet.
+    let text = decode_parts(
+        Encoding::Gsm7,
+        [(Some(&udh_tr), &[0x1D][..]), (None, &[0x1D][..])],
+    )
+    .unwrap();
+    assert_eq!(text, "şæ");
+    // An escape pair split across two parts (same tables) still decodes.
+    let text = decode_parts(
+        Encoding::Gsm7,
+        [(None, &[b'a', 0x1B][..]), (None, &[0x65][..])],
+    )
+    .unwrap();
+    assert_eq!(text, "a€");
+    // So does a surrogate pair in UCS-2.
+    let text = decode_parts(
+        Encoding::Ucs2,
+        [(None, &[0xD8, 0x3D][..]), (None, &[0xDE, 0x00][..])],
+    )
+    .unwrap();
+    assert_eq!(text, "😀");
+    let udh_hi = Udh {
+        single_shift: Some(6),
+        ..Udh::default()
+    };
+    assert_eq!(
+        decode_parts(Encoding::Gsm7, [(Some(&udh_hi), &b"a"[..])]),
+        Err(TextError::UnsupportedLanguage { id: 6 })
+    );
+    // Shift elements mean nothing to UCS-2.
+    assert_eq!(
+        decode_parts(Encoding::Ucs2, [(Some(&udh_hi), &[0x04, 0x16][..])]).unwrap(),
+        "Ж"
+    );
+}
+
+#[test]
+fn gsm7_encodes_with_the_tables_asked_for_and_names_what_does_not_fit() {
+    let tr = NationalShift {
+        locking: Some(Language::Turkish),
+        single: Some(Language::Turkish),
+    };
+    // Turkish locking: ş 0x1D, İ 0x40, € 0x04; { from the single shift.
+    let septets = encode_gsm7("şİ€{", tr).unwrap();
+    assert_eq!(septets, [0x1D, 0x40, 0x04, 0x1B, 0x28]);
+    assert_eq!(decode_gsm7(&septets, tr).unwrap(), "şİ€{");
+    assert_eq!(
+        encode_gsm7("aş", NationalShift::NONE),
+        Err(TextError::Unencodable {
+            character: 'ş',
+            offset: 1
+        })
+    );
 }

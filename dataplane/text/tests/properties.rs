@@ -4,10 +4,12 @@
 
 use proptest::prelude::*;
 use smsgw_text::{
-    Concat, EncodedMessage, Encoding, Language, NationalLanguages, NationalShift, TextOptions,
-    analyze, decode, decode_gsm7, decode_gsm7_packed, decode_latin1, decode_payload, decode_ucs2,
-    encode, pack_payload, pack_septets, parse_udh, unpack_septets,
+    Concat, EncodedMessage, Encoding, Language, NationalLanguages, NationalShift, SarParts,
+    TextOptions, analyze, decode, decode_gsm7, decode_gsm7_packed, decode_latin1, decode_payload,
+    decode_ucs2, encode, fill_bits, pack_payload, pack_septets, parse_udh, split, split_on_air,
+    unpack_septets,
 };
+use unicode_segmentation::UnicodeSegmentation;
 
 /// Characters that exercise every table: default alphabet, extension
 /// table, national tables, Latin-1, other BMP scripts, astral planes.
@@ -40,6 +42,76 @@ fn text() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Texts rich in clusters of several characters: flags, ZWJ sequences,
+/// skin tones, variation selectors, combining marks (some piled up longer
+/// than a part), `\r\n`, mixed with plain letters of every alphabet.
+fn cluster_text() -> impl Strategy<Value = String> {
+    let pieces = vec![
+        "a",
+        "Ж",
+        "ş",
+        "€",
+        "😀",
+        "🇩🇪",
+        "🇹🇷",
+        "👍🏽",
+        "👨\u{200D}👩\u{200D}👧",
+        "❤\u{FE0F}",
+        "e\u{301}",
+        "\u{301}",
+        "\u{200D}",
+        "🏽",
+        "\r\n",
+        "\r",
+        "\n",
+        "\u{301}\u{302}\u{303}\u{304}\u{305}\u{306}\u{307}\u{308}\u{309}\u{30A}",
+    ];
+    prop_oneof![
+        prop::collection::vec(prop::sample::select(pieces), 0..250).prop_map(|v| v.concat()),
+        "[a-z\r\n€]{0,400}",
+        "[a-zð\r\n]{0,400}",
+    ]
+}
+
+/// Octets a segment takes on the radio side: its UDH (plus the 8-bit
+/// concatenation element an SMSC adds for SAR parts sized for it) and its
+/// body, GSM 7-bit packed.
+fn air_octets(m: &EncodedMessage, seg: &smsgw_text::Segment, opts: &TextOptions) -> usize {
+    let mut payload = seg.payload.clone();
+    if opts.concat == Concat::Sar && opts.sar_parts == SarParts::UdhSized && m.segments.len() > 1 {
+        let ie = [0x00, 3, 1, 2, 1];
+        if seg.udh_len > 0 {
+            payload[0] += 5;
+            payload.splice(1..1, ie);
+        } else {
+            payload.splice(0..0, [5, 0x00, 3, 1, 2, 1]);
+        }
+    }
+    let udh_len = if payload.len() > seg.payload.len() || seg.udh_len > 0 {
+        1 + payload[0] as usize
+    } else {
+        0
+    };
+    match m.encoding {
+        // TP-UD of TS 23.040: the UDH, fill bits, then 7 bits a septet
+        // (TP-UDL counts septets, so no padding septet is needed).
+        Encoding::Gsm7 => {
+            udh_len + (fill_bits(udh_len) as usize + 7 * (payload.len() - udh_len)).div_ceil(8)
+        }
+        _ => payload.len(),
+    }
+}
+
+/// Units of a text slice in the chosen encoding.
+fn units(text: &str, encoding: Encoding) -> u32 {
+    match encoding {
+        Encoding::Ucs2 => text.encode_utf16().count() as u32,
+        Encoding::Latin1 => text.chars().count() as u32,
+        // Only `\r\n` is a GSM cluster of several characters; it costs 2.
+        Encoding::Gsm7 => text.chars().count() as u32,
+    }
+}
+
 fn options() -> impl Strategy<Value = TextOptions> {
     (
         any::<bool>(),
@@ -50,12 +122,14 @@ fn options() -> impl Strategy<Value = TextOptions> {
             Concat::Sar,
             Concat::MessagePayload,
         ]),
+        prop::sample::select(vec![SarParts::UdhSized, SarParts::Full]),
     )
-        .prop_map(|(allow_latin1, langs, concat)| TextOptions {
+        .prop_map(|(allow_latin1, langs, concat, sar_parts)| TextOptions {
             allow_latin1,
             national: langs.into_iter().collect::<NationalLanguages>(),
             concat,
             max_segments: None,
+            sar_parts,
         })
 }
 
@@ -119,6 +193,99 @@ proptest! {
                 }
             }
             Err(e) => prop_assert!(analysis.segments > 255, "{e}"),
+        }
+    }
+
+    #[test]
+    fn parts_fit_their_method_keep_clusters_whole_and_join_to_the_text(
+        text in prop_oneof![text(), cluster_text()],
+        opts in options(),
+        reference in any::<u16>(),
+    ) {
+        let s = split(&text, &opts);
+        let a = s.analysis;
+        prop_assert_eq!(a, analyze(&text, &opts));
+        prop_assert_eq!(s.parts.len() as u32, a.segments);
+        // The parts cover the text in order.
+        let joined: String = s.parts.iter().map(|p| &text[p.range.clone()]).collect();
+        prop_assert_eq!(&joined, &text);
+        let starts: Vec<usize> = text.grapheme_indices(true).map(|(i, _)| i).collect();
+        for (i, p) in s.parts.iter().enumerate() {
+            let t = &text[p.range.clone()];
+            prop_assert_eq!(p.characters as usize, t.chars().count());
+            prop_assert_eq!(p.graphemes as usize, t.graphemes(true).count());
+            prop_assert!(p.units <= a.per_segment);
+            if i == 0 {
+                continue;
+            }
+            // A part starts on a cluster boundary unless that cluster is
+            // longer than a whole part.
+            let at = p.range.start;
+            if starts.binary_search(&at).is_err() {
+                let (c0, g) = text
+                    .grapheme_indices(true)
+                    .find(|(c0, g)| *c0 < at && at < c0 + g.len())
+                    .unwrap();
+                prop_assert!(
+                    units(g, a.encoding) > a.per_segment,
+                    "cluster {:?} at {} cut at {} though it fits a part", g, c0, at
+                );
+            }
+            // Greedy: the previous part had no room for what opens this one.
+            let next = text[at..].graphemes(true).next().unwrap();
+            let next = if units(next, a.encoding) > a.per_segment {
+                &next[..next.chars().next().unwrap().len_utf8()]
+            } else {
+                next
+            };
+            let prev = &s.parts[i - 1];
+            let cost = if a.encoding == Encoding::Gsm7 {
+                analyze(next, &TextOptions::default().with_concat(Concat::MessagePayload)).units.max(1)
+            } else {
+                units(next, a.encoding)
+            };
+            // National tables may make a character cheaper than the
+            // default alphabet does: only assert for the default tables.
+            if a.shift.is_none() {
+                prop_assert!(prev.units + cost > a.per_segment, "part {} left room", i - 1);
+            }
+        }
+        let Ok(m) = encode(&text, &opts, reference) else {
+            prop_assert!(a.segments > 255);
+            return Ok(());
+        };
+        prop_assert_eq!(m.segments.len(), s.parts.len());
+        for (seg, part) in m.segments.iter().zip(&s.parts) {
+            // Each part decodes alone to its slice of the text.
+            prop_assert_eq!(decode(m.encoding, a.shift, seg.body()).unwrap(), &text[part.range.clone()]);
+            if opts.concat == Concat::MessagePayload {
+                prop_assert!(seg.payload.len() <= 65_535);
+            } else {
+                prop_assert!(air_octets(&m, seg, &opts) <= 140, "{} octets on the air", air_octets(&m, seg, &opts));
+            }
+        }
+        prop_assert_eq!(reassemble(&m), text);
+    }
+
+    #[test]
+    fn message_payload_estimate_cuts_like_an_smsc_adding_a_udh(
+        text in prop_oneof![text(), cluster_text()],
+        opts in options(),
+    ) {
+        let opts = opts.with_concat(Concat::MessagePayload);
+        let sent = analyze(&text, &opts);
+        let s = split_on_air(&text, &opts);
+        let a = s.analysis;
+        prop_assert_eq!((a.encoding, a.shift, a.units), (sent.encoding, sent.shift, sent.units));
+        prop_assert_eq!(s.parts.len() as u32, a.segments);
+        let joined: String = s.parts.iter().map(|p| &text[p.range.clone()]).collect();
+        prop_assert_eq!(&joined, &text);
+        prop_assert!(s.parts.iter().all(|p| p.units <= a.per_segment));
+        // Where UDH concatenation would choose the same alphabet, it
+        // cuts the same parts.
+        let udh = split(&text, &opts.with_concat(Concat::Udh8));
+        if (udh.analysis.encoding, udh.analysis.shift) == (a.encoding, a.shift) {
+            prop_assert_eq!(udh.parts, s.parts);
         }
     }
 

@@ -84,7 +84,12 @@ async fn check_text_len_answers_with_the_analysis() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body,
-        json!({"encoding": "UCS2", "characters": 6, "units": 6, "segments": 1, "per_segment": 70})
+        json!({
+            "encoding": "UCS2", "characters": 6, "units": 6, "segments": 1, "per_segment": 70,
+            "utf16_units": 6, "graphemes": 6, "national_locking": null, "national_single": null,
+            "concatenation": "udh8", "split_by_smsc": false,
+            "parts": [{"characters": 6, "graphemes": 6, "units": 6}]
+        })
     );
 }
 
