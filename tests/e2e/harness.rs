@@ -113,6 +113,9 @@ impl Gateway {
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "info")
+            // Tests register many users from 127.0.0.1; the hardening
+            // tests that check the budget set their own.
+            .env("SMSGW_REGISTRATIONS_PER_ADDRESS", "1000")
             .env_remove("ADMIN_API_KEY")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
@@ -140,6 +143,7 @@ impl Gateway {
             .arg("--data-dir")
             .arg(data.path())
             .env("RUST_LOG", "info")
+            .env("SMSGW_REGISTRATIONS_PER_ADDRESS", "1000")
             .env("ADMIN_API_KEY", ADMIN_KEY)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -180,6 +184,11 @@ impl Gateway {
                 };
             }
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// `http://<rest addr><path>`.

@@ -502,7 +502,9 @@ async fn status_changes_reach_the_app_webhook_signed_and_retried() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let sim = Sim::start("127.0.0.1:0");
-    let gw = Gateway::standalone(&sim_config(sim.addr));
+    // The receiver is on loopback, which webhooks may reach only with
+    // --webhook-allow-private.
+    let gw = Gateway::standalone_with_args(&sim_config(sim.addr), &["--webhook-allow-private"]);
     let creds = gw.user("hook@example.com").await;
     bound(&gw, &creds).await;
     let set: Value = gw

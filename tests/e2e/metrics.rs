@@ -55,6 +55,7 @@ async fn every_exported_metric_is_in_the_catalogue_and_every_catalogued_one_is_e
             "journal",
             "--journal-batch-age",
             "200ms",
+            "--metrics-per-app",
         ],
     );
     let creds = gw.user("metrics@example.com").await;

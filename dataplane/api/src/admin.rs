@@ -30,6 +30,9 @@ pub struct UserView {
     pub allowed_sender_ids: Vec<String>,
     /// App rate cap, messages per second.
     pub rate: Option<u32>,
+    /// The app's webhook may target private and loopback addresses.
+    #[serde(default)]
+    pub webhook_allow_private: bool,
 }
 
 impl From<UserRecord> for UserView {
@@ -45,6 +48,7 @@ impl From<UserRecord> for UserView {
             allowed_targets: u.allowed_targets,
             allowed_sender_ids: u.allowed_sender_ids,
             rate: u.rate,
+            webhook_allow_private: u.webhook_allow_private,
         }
     }
 }
@@ -70,6 +74,9 @@ pub struct UserUpdate {
     pub allowed_targets: Option<Vec<String>>,
     /// New admin flag.
     pub admin: Option<bool>,
+    /// Let (true) or stop letting (false) the app's webhook target private,
+    /// loopback and link-local addresses.
+    pub webhook_allow_private: Option<bool>,
 }
 
 /// Lists users, `page_size` (1..=1000, default 100) at a time.
@@ -159,8 +166,11 @@ pub async fn update_user(
     if let Some(admin) = update.admin {
         u.admin = admin;
     }
+    if let Some(allow) = update.webhook_allow_private {
+        u.webhook_allow_private = allow;
+    }
     state.auth.store().update(&u).await?;
-    tracing::info!(actor = %caller, action = "update_user", user_id = %u.user_id, admin = u.admin, "admin action");
+    tracing::info!(actor = %caller, action = "update_user", user_id = %u.user_id, admin = u.admin, webhook_allow_private = u.webhook_allow_private, "admin action");
     Ok(u.into())
 }
 

@@ -22,6 +22,9 @@ pub enum ApiError {
     /// The body is not JSON, or not of the expected shape.
     #[error("{0}")]
     MalformedBody(String),
+    /// The body's Content-Type is not one the route reads.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// The body exceeds [`crate::MAX_BODY_BYTES`].
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge {
@@ -94,7 +97,7 @@ pub(crate) struct ErrorBody {
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct ErrorDetail {
     /// Stable machine-readable cause: `invalid_argument`,
-    /// `payload_too_large`, `unknown_target`, `unauthenticated`,
+    /// `payload_too_large`, `unsupported_media_type`, `unknown_target`, `unauthenticated`,
     /// `permission_denied`, `not_found`, `conflict`, `too_many_requests`,
     /// `rate_limited`, `unavailable`, `unimplemented`, `internal`, or a send
     /// refusal such as `invalid_destination`, `too_many_segments`,
@@ -114,6 +117,7 @@ impl ApiError {
         match self {
             ApiError::InvalidField { .. } | ApiError::MalformedBody(_) => "invalid_argument",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::UnknownTarget(_) => "unknown_target",
             ApiError::Unimplemented(_) => "unimplemented",
             ApiError::NoRoute(_) | ApiError::NotFound(_) => "not_found",
@@ -135,6 +139,7 @@ impl ApiError {
             | ApiError::MalformedBody(_)
             | ApiError::UnknownTarget(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unimplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::NoRoute(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
@@ -159,6 +164,7 @@ impl ApiError {
             | ApiError::MalformedBody(_)
             | ApiError::UnknownTarget(_) => tonic::Code::InvalidArgument,
             ApiError::PayloadTooLarge { .. } => tonic::Code::ResourceExhausted,
+            ApiError::UnsupportedMediaType(_) => tonic::Code::InvalidArgument,
             ApiError::Unimplemented(_) => tonic::Code::Unimplemented,
             ApiError::NoRoute(_) | ApiError::NotFound(_) => tonic::Code::NotFound,
             ApiError::Unauthenticated(_) => tonic::Code::Unauthenticated,

@@ -17,6 +17,83 @@ use tonic::{Request, Response, Status, Streaming};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// Bounds the server streams (`SendMessageStream`, `WatchEvents`) one
+/// user holds open at once, so one tenant cannot pin unbounded tasks and
+/// buffers.
+pub struct StreamSlots {
+    max: usize,
+    open: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl StreamSlots {
+    /// At most `max` open streams per user.
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: std::sync::Mutex::default(),
+        }
+    }
+
+    /// A slot for one more stream of `caller`, released when dropped.
+    fn open(self: &Arc<Self>, caller: &Caller) -> Result<StreamSlot, ApiError> {
+        let key = match caller {
+            Caller::User { user_id, .. } => user_id.clone(),
+            Caller::AdminKey => "admin-key".to_owned(),
+        };
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(key.clone()).or_default();
+        if *n >= self.max {
+            return Err(ApiError::TooManyRequests {
+                retry_after_secs: 1,
+            });
+        }
+        *n += 1;
+        Ok(StreamSlot {
+            slots: self.clone(),
+            key,
+        })
+    }
+}
+
+/// One open stream's place in [`StreamSlots`].
+struct StreamSlot {
+    slots: Arc<StreamSlots>,
+    key: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// A response stream holding its [`StreamSlot`] until tonic drops it
+/// (the call ended or the client went away).
+struct Slotted<T> {
+    inner: BoxStream<T>,
+    _slot: StreamSlot,
+}
+
+impl<T> Stream for Slotted<T> {
+    type Item = Result<T, Status>;
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+fn slotted<T: Send + 'static>(slot: StreamSlot, inner: BoxStream<T>) -> BoxStream<T> {
+    Box::pin(Slotted { inner, _slot: slot })
+}
+
 /// Counts a finished call and converts its error.
 fn finish<T>(
     state: &ApiState,
@@ -50,8 +127,13 @@ impl ApiState {
     }
 }
 
-fn client_ip<T>(req: &Request<T>) -> Option<std::net::IpAddr> {
-    req.remote_addr().map(|a| a.ip())
+/// The client address of a call: the peer, or behind a trusted proxy the
+/// address in its `x-forwarded-for` metadata.
+fn client_ip<T>(state: &ApiState, req: &Request<T>) -> Option<std::net::IpAddr> {
+    let headers = req.metadata().clone().into_headers();
+    state
+        .auth
+        .client_addr(req.remote_addr().map(|a| a.ip()), &headers)
 }
 
 fn timestamp(unix: u64) -> prost_types::Timestamp {
@@ -111,8 +193,9 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
         let client = crate::trace::RequestTrace::client_context(req.metadata());
         self.state
             .call(User, "SendMessageStream", req, |caller, m| async move {
+                let slot = self.state.streams.open(&caller)?;
                 let stream = spawn_send_stream(self.state.clone(), caller, client, m);
-                Ok(Box::pin(stream) as Self::SendMessageStreamStream)
+                Ok(slotted(slot, Box::pin(stream)))
             })
             .await
     }
@@ -208,9 +291,11 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
         req: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         self.state.call(User, "WatchEvents", req, |caller, _| async move {
-            let Caller::User { app_id, .. } = caller else {
+            let Caller::User { app_id, .. } = &caller else {
                 return Err(ApiError::PermissionDenied("watching events needs a user's token".into()));
             };
+            let slot = self.state.streams.open(&caller)?;
+            let app_id = app_id.clone();
             let rx = self.state.messages.subscribe();
             let stream = tokio_stream::StreamExt::filter_map(
                 tokio_stream::wrappers::BroadcastStream::new(rx),
@@ -223,8 +308,7 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
                     }
                 },
             );
-            let stream: Self::WatchEventsStream = Box::pin(stream);
-            Ok(stream)
+            Ok(slotted(slot, Box::pin(stream)))
         })
         .await
     }
@@ -445,11 +529,12 @@ impl auth_pb::auth_service_server::AuthService for AuthGrpc {
         &self,
         req: Request<auth_pb::RegisterRequest>,
     ) -> Result<Response<auth_pb::RegisterResponse>, Status> {
+        let ip = client_ip(&self.state, &req);
         let b = req.into_inner();
         let r = self
             .state
             .auth
-            .register(&b.email, &b.password, &b.app_name)
+            .register_from(&b.email, &b.password, &b.app_name, ip)
             .await
             .map(|r| auth_pb::RegisterResponse {
                 user_id: r.user_id,
@@ -463,7 +548,7 @@ impl auth_pb::auth_service_server::AuthService for AuthGrpc {
         &self,
         req: Request<auth_pb::LoginRequest>,
     ) -> Result<Response<auth_pb::TokenResponse>, Status> {
-        let ip = client_ip(&req);
+        let ip = client_ip(&self.state, &req);
         let b = req.into_inner();
         let r = self
             .state
@@ -478,7 +563,7 @@ impl auth_pb::auth_service_server::AuthService for AuthGrpc {
         &self,
         req: Request<auth_pb::TokenRequest>,
     ) -> Result<Response<auth_pb::TokenResponse>, Status> {
-        let ip = client_ip(&req);
+        let ip = client_ip(&self.state, &req);
         let b = req.into_inner();
         let r = self
             .state
@@ -608,6 +693,7 @@ impl admin_pb::admin_service_server::AdminService for AdminGrpc {
                     rate: b.rate,
                     allowed_targets: b.set_allowed_targets.then_some(b.allowed_targets),
                     admin: None,
+                    webhook_allow_private: None,
                 };
                 admin::update_user(&self.state, &caller, &b.user_id, update)
                     .await

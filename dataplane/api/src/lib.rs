@@ -14,6 +14,7 @@ mod grpc;
 pub mod lifecycle;
 pub mod links;
 pub mod metrics;
+pub mod net;
 mod rest;
 pub mod send;
 pub mod server;
@@ -23,7 +24,7 @@ pub mod trace;
 pub mod webhook;
 
 pub use error::ApiError;
-pub use grpc::{AdminGrpc, AuthGrpc, SmsGrpc};
+pub use grpc::{AdminGrpc, AuthGrpc, SmsGrpc, StreamSlots};
 pub use rest::doc::{openapi, openapi_json};
 pub use rest::router;
 
@@ -38,6 +39,13 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Largest gRPC message the server decodes; beyond it a call fails with
 /// RESOURCE_EXHAUSTED.
 pub const MAX_GRPC_MESSAGE_BYTES: usize = MAX_BODY_BYTES;
+
+/// Largest message `auth.v1`, `grpc.health.v1` and reflection decode:
+/// they are reached without credentials and their messages are small.
+pub const MAX_UNAUTHENTICATED_GRPC_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// Open gRPC server streams per user unless configured.
+pub const DEFAULT_STREAMS_PER_USER: usize = 16;
 
 /// State shared by every request handler.
 #[derive(Clone)]
@@ -64,6 +72,11 @@ pub struct ApiState {
     pub dashboard: Arc<dashboard::Dashboard>,
     /// Blacklists the admin API can reload; `None` when none is configured.
     pub blacklists: Option<Arc<dyn smsgw_core::policy::BlacklistReloader>>,
+    /// Open gRPC server streams per user.
+    pub streams: Arc<grpc::StreamSlots>,
+    /// Webhooks may target private and loopback addresses
+    /// (`--webhook-allow-private`).
+    pub webhook_allow_private: bool,
 }
 
 impl ApiState {
@@ -85,6 +98,8 @@ impl ApiState {
             policy: None,
             dashboard: Arc::new(dashboard::Dashboard::default()),
             blacklists: None,
+            streams: Arc::new(grpc::StreamSlots::new(DEFAULT_STREAMS_PER_USER)),
+            webhook_allow_private: false,
             ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
@@ -113,6 +128,20 @@ impl ApiState {
         blacklists: Arc<dyn smsgw_core::policy::BlacklistReloader>,
     ) -> Self {
         self.blacklists = Some(blacklists);
+        self
+    }
+
+    /// The same state, allowing each user at most `max` open gRPC server
+    /// streams.
+    pub fn with_max_streams_per_user(mut self, max: usize) -> Self {
+        self.streams = Arc::new(grpc::StreamSlots::new(max));
+        self
+    }
+
+    /// The same state, letting webhooks target private, loopback and
+    /// link-local addresses (local development and tests).
+    pub fn with_webhook_allow_private(mut self, allow: bool) -> Self {
+        self.webhook_allow_private = allow;
         self
     }
 

@@ -43,13 +43,16 @@ const UNCOUNTED_ROUTES: &[&str] = &[
 /// ([`crate::openapi`]); a test fails for one that is not.
 pub fn router(state: ApiState) -> Router {
     let needs = |access| middleware::from_fn_with_state((state.clone(), access), require);
+    let auth = Router::new()
+        .route("/api/v1/auth/register", post(register))
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/token", post(token))
+        .route_layer(middleware::from_fn(json_only));
     let public = Router::new()
         .route("/healthy", get(healthy))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .route("/api/v1/auth/register", post(register))
-        .route("/api/v1/auth/login", post(login))
-        .route("/api/v1/auth/token", post(token))
+        .merge(auth)
         .route("/api/v1/openapi.json", get(doc::openapi_json_handler))
         .route("/docs", get(doc::docs_page));
     let dashboard = Router::new()
@@ -93,10 +96,77 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             record_metrics,
         ))
+        .layer(middleware::from_fn(security_headers))
         // JsonBody enforces MAX_BODY_BYTES itself (see read_body).
         .layer(DefaultBodyLimit::disable())
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Content-Security-Policy of `/docs`: its one script from the CDN,
+/// pinned by subresource integrity in the page; calls only to this origin.
+const DOCS_CSP: &str = "default-src 'none'; \
+    script-src https://cdn.jsdelivr.net 'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='; \
+    style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.scalar.com; \
+    font-src 'self' data: https://cdn.jsdelivr.net https://fonts.scalar.com; \
+    img-src 'self' data: https:; connect-src 'self'; \
+    frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// Headers on every answer: no MIME sniffing, no framing, no referrer;
+/// nothing under `/api` or `/dashboard` is cached (tokens and secrets
+/// travel there); a strict CSP on `/docs`.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    if path.starts_with("/api/") || path.starts_with("/dashboard") {
+        h.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+    }
+    if path == "/docs" {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            header::HeaderValue::from_static(DOCS_CSP),
+        );
+    }
+    resp
+}
+
+/// Auth routes read JSON only: a body of another type (a form post or
+/// `text/plain`, which browsers send cross-site without a preflight) is
+/// refused with 415 before it is read.
+async fn json_only(req: Request, next: Next) -> Result<Response, ApiError> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
+        Ok(next.run(req).await)
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "auth requests must have Content-Type: application/json (got {:?})",
+            if ct.is_empty() { "none" } else { ct.as_str() }
+        )))
+    }
 }
 
 /// Authenticates the caller as `access` asks and hands it to the route.
@@ -204,18 +274,22 @@ fn required<'a>(v: &'a Option<String>, field: &'static str) -> Result<&'a str, A
     request_body = RegisterBody,
     responses(
         (status = 201, description = "The new user, app id and app secret", body = Registered),
-        (status = 409, description = "The email is already registered (`conflict`)", body = ErrorBody),
+        (status = 403, description = "Open registration is off on this gateway (`permission_denied`)", body = ErrorBody),
+        (status = 409, description = "The email cannot be registered, e.g. it is taken (`conflict`; the answer does not name it)", body = ErrorBody),
+        (status = 429, description = "Too many registrations from this client address (`too_many_requests`), with `Retry-After`", body = ErrorBody),
     ))]
 async fn register(
     State(state): State<ApiState>,
+    ClientAddr(addr): ClientAddr,
     JsonBody(b): JsonBody<RegisterBody>,
 ) -> Result<(axum::http::StatusCode, Json<Registered>), ApiError> {
     let r = state
         .auth
-        .register(
+        .register_from(
             required(&b.email, "email")?,
             required(&b.password, "password")?,
             required(&b.app_name, "app_name")?,
+            addr,
         )
         .await?;
     Ok((axum::http::StatusCode::CREATED, Json(r)))
@@ -646,19 +720,22 @@ async fn record_metrics(State(state): State<ApiState>, req: Request, next: Next)
     resp
 }
 
-/// The client's IP address, when the server recorded it.
+/// The client's IP address, when the server recorded it: the peer, or
+/// behind a trusted proxy the address it forwarded for.
 pub struct ClientAddr(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<ApiState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(ClientAddr(state.auth.client_addr(peer, &parts.headers)))
     }
 }
 

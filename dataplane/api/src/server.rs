@@ -24,14 +24,17 @@ pub async fn serve_grpc(
     state: ApiState,
     cancel: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
+    use crate::{MAX_GRPC_MESSAGE_BYTES, MAX_UNAUTHENTICATED_GRPC_MESSAGE_BYTES as SMALL};
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let health_service = health_service.max_decoding_message_size(SMALL);
     health_reporter
         .set_serving::<smsgw_proto::sms::v1::sms_service_server::SmsServiceServer<SmsGrpc>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(smsgw_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .expect("the embedded descriptor set is valid");
+        .expect("the embedded descriptor set is valid")
+        .max_decoding_message_size(SMALL);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tonic::transport::Server::builder()
         .add_service(health_service)
@@ -40,12 +43,14 @@ pub async fn serve_grpc(
         .add_service(
             smsgw_proto::auth::v1::auth_service_server::AuthServiceServer::new(AuthGrpc::new(
                 state.clone(),
-            )),
+            ))
+            .max_decoding_message_size(SMALL),
         )
         .add_service(
             smsgw_proto::admin::v1::admin_service_server::AdminServiceServer::new(AdminGrpc::new(
                 state,
-            )),
+            ))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(incoming, shutdown(cancel))
         .await

@@ -133,11 +133,14 @@ pub struct Stats {
     failed: Family<ScopeLabels, Counter>,
     refused: Family<RefusedLabels, Counter>,
     receipt_latency: Family<LinkLabels, Histogram>,
+    /// Whether the Prometheus series are also kept per app (`scope="app"`).
+    per_app_series: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Stats {
     fn default() -> Self {
         Self {
+            per_app_series: std::sync::atomic::AtomicBool::new(false),
             started: Instant::now(),
             view: Mutex::default(),
             campaigns: Mutex::default(),
@@ -200,12 +203,25 @@ impl Stats {
         );
     }
 
+    /// Also exports the message series per app (`scope="app"`, one series
+    /// per app id). Off by default: `/metrics` is public and would list
+    /// every tenant's app id and traffic.
+    pub fn set_per_app_series(&self, on: bool) {
+        self.per_app_series
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Runs `f` on the counters of every scope of `s`, and `series` with
     /// each scope's name and labels.
     fn each(&self, s: &Scope<'_>, f: impl Fn(&mut Counters), series: impl Fn(&'static str, &str)) {
         let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
         f(v.apps.entry(s.app.to_owned()).or_default());
-        series("app", s.app);
+        if self
+            .per_app_series
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            series("app", s.app);
+        }
         if let Some(l) = s.link {
             f(v.links.entry(l.to_owned()).or_default());
             series("link", l);
@@ -432,8 +448,22 @@ mod tests {
     }
 
     #[test]
+    fn per_app_series_are_off_unless_asked_for() {
+        let s = Stats::default();
+        let mut registry = Registry::with_prefix("smsgw");
+        s.register(&mut registry);
+        s.submitted(&EVERY_SCOPE);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(!text.contains(r#"scope="app""#), "{text}");
+        assert!(text.contains(r#"smsgw_messages_submitted_total{scope="pool",name="p"} 1"#));
+        assert_eq!(s.view().apps["a"].submitted, 1, "the admin view still has it");
+    }
+
+    #[test]
     fn the_same_events_show_in_prometheus() {
         let s = Stats::default();
+        s.set_per_app_series(true);
         let mut registry = Registry::with_prefix("smsgw");
         s.register(&mut registry);
         let scope = EVERY_SCOPE;

@@ -46,6 +46,15 @@ pub struct UserRecord {
     /// after it is set).
     #[serde(default)]
     pub webhook_secret: Option<String>,
+    /// Set by an admin: this app's webhook may target private, loopback
+    /// and link-local addresses (refused otherwise unless the gateway runs
+    /// with `--webhook-allow-private`).
+    #[serde(default)]
+    pub webhook_allow_private: bool,
+    /// Token generation: tokens carry the generation they were issued at
+    /// and stop working when it is bumped (app-secret reset, revocation).
+    #[serde(default)]
+    pub token_generation: u64,
 }
 
 /// Why a store operation failed.

@@ -149,6 +149,21 @@ pub struct GatewayArgs {
     /// This gateway's name among its peers (claims of stale messages name it).
     #[arg(long, env = "SMSGW_POD_NAME")]
     pub pod_name: Option<String>,
+    /// Let webhooks target private, loopback and link-local addresses
+    /// (10/8, 127/8, 169.254/16, fd00::/8, …) for every app; for local
+    /// development and tests. Otherwise only apps an admin allowed
+    /// (`webhook_allow_private`) may.
+    #[arg(long, env = "SMSGW_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
+    /// Export message counters per app id on `/metrics` (`scope="app"`).
+    /// Off by default: `/metrics` is unauthenticated and would list every
+    /// tenant's app id and traffic.
+    #[arg(long, env = "SMSGW_METRICS_PER_APP")]
+    pub metrics_per_app: bool,
+    /// gRPC server streams (SendMessageStream, WatchEvents) one user may
+    /// hold open at once.
+    #[arg(long, env = "SMSGW_MAX_STREAMS_PER_USER", default_value_t = smsgw_api::DEFAULT_STREAMS_PER_USER)]
+    pub max_streams_per_user: usize,
     /// A message still `accepted` (not submitted) this long after it was
     /// accepted is claimed and submitted by a sweeper.
     #[arg(long, env = "SMSGW_SWEEP_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -279,16 +294,58 @@ pub enum SimIdFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct AuthArgs {
     /// Static admin key for `X-Admin-Key`; unset disables it (admin-key
-    /// calls answer 503).
+    /// calls answer 503). Prefer the environment variable: a value on the
+    /// command line is visible to every local user in the process list
+    /// (the gateway warns when it sees one).
     #[arg(long, env = "ADMIN_API_KEY", hide_env_values = true)]
     pub admin_api_key: Option<String>,
     /// JWT keys, `kid=base64key[,kid=base64key…]`, the first signing. When
     /// unset, a key is generated once and kept in the data directory.
     #[arg(long, env = "SMSGW_JWT_KEYS", hide_env_values = true)]
     pub jwt_keys: Option<String>,
-    /// Token lifetime.
-    #[arg(long, env = "SMSGW_TOKEN_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    /// Token lifetime, at most 24h.
+    #[arg(long, env = "SMSGW_TOKEN_TTL", default_value = "1h", value_parser = parse_token_ttl)]
     pub token_ttl: std::time::Duration,
+    /// Whether anyone may create an account with `POST /api/v1/auth/register`
+    /// (`auth.v1` Register). `false`: accounts come from User resources and
+    /// admins only; registration answers 403.
+    #[arg(long, env = "SMSGW_OPEN_REGISTRATION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub open_registration: bool,
+    /// Registrations one client address may make before each further one
+    /// waits (1 minute, doubling, at most 1 hour; forgotten after an hour).
+    #[arg(long, env = "SMSGW_REGISTRATIONS_PER_ADDRESS", default_value_t = 10)]
+    pub registrations_per_address: u32,
+    /// Proxies and load balancers (addresses or CIDR ranges,
+    /// comma-separated) whose `X-Forwarded-For` names the client; from
+    /// anyone else the header is ignored. Login throttling and the
+    /// registration budget count per client address.
+    #[arg(long, env = "SMSGW_TRUSTED_PROXIES", default_value = "", value_parser = parse_networks)]
+    pub trusted_proxies: Networks,
+    /// argon2 computations (login, registration, `/auth/token`) run at
+    /// once; each holds ~19 MiB. Callers beyond it wait up to 5 s in a
+    /// queue of 16× this size; beyond that they get 429 with Retry-After.
+    #[arg(long, env = "SMSGW_MAX_CONCURRENT_HASHES", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub max_concurrent_hashes: u32,
+}
+
+/// A list of networks (`--trusted-proxies`).
+#[derive(Debug, Clone, Default)]
+pub struct Networks(pub Vec<ipnet::IpNet>);
+
+fn parse_networks(s: &str) -> Result<Networks, String> {
+    smsgw_api::net::parse_networks(s).map(Networks)
+}
+
+fn parse_token_ttl(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    let max = smsgw_api::auth::MAX_TOKEN_TTL;
+    if d > max || d.is_zero() {
+        return Err(format!(
+            "must be between 1s and {} (a stolen token is valid this long)",
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
 }
 
 /// Listening addresses.

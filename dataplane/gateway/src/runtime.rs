@@ -151,8 +151,7 @@ pub(crate) struct Gateway {
 impl Gateway {
     /// Opens the stores and builds the API state over an empty snapshot.
     pub(crate) async fn build(args: &GatewayArgs) -> anyhow::Result<Gateway> {
-        std::fs::create_dir_all(&args.data_dir)
-            .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+        private_data_dir(&args.data_dir)?;
         let auth = build_auth(args)?;
         let store: Arc<dyn UserStore> = match &args.redis_url {
             Some(url) => Arc::new(
@@ -180,10 +179,20 @@ impl Gateway {
         // Contact policies: the engine of --policy-engine over the policies of each snapshot.
         let policies: smsgw_contact::SharedPolicies = Arc::default();
         let contact = crate::contact::build(args, policies.clone()).await?;
+        private_files(&args.data_dir)?;
         let state = ApiState::new(empty, auth, smsgw_api::send::Messages::new(messages))
+            .with_webhook_allow_private(args.webhook_allow_private)
+            .with_max_streams_per_user(args.max_streams_per_user)
             .with_links(links.clone())
             .with_policy(contact.engine.clone())
             .with_data_dir(args.data_dir.clone());
+        state
+            .messages
+            .stats
+            .set_per_app_series(args.metrics_per_app);
+        if args.webhook_allow_private {
+            tracing::warn!("--webhook-allow-private: webhooks may reach private and loopback addresses");
+        }
         contact.register_metrics(&state);
         let rate = Arc::new(crate::rate::Limiting::build(&args.rate, &pod, &state).await?);
         let mut state = state.with_limiter(rate.limiter.clone());
@@ -366,10 +375,54 @@ fn build_auth(args: &GatewayArgs) -> anyhow::Result<AuthConfig> {
     };
     if args.auth.admin_api_key.is_none() {
         tracing::info!("ADMIN_API_KEY is not set: admin-key authentication is disabled");
+    } else if std::env::args().any(|a| a == "--admin-api-key" || a.starts_with("--admin-api-key="))
+    {
+        tracing::warn!(
+            "the admin key was given with --admin-api-key: every local user can read it in the process list; set ADMIN_API_KEY in the environment instead"
+        );
     }
     let mut config = AuthConfig::new(keys, args.auth.admin_api_key.clone());
     config.token_ttl = args.auth.token_ttl;
+    config.open_registration = args.auth.open_registration;
+    config.registrations_per_address = args.auth.registrations_per_address;
+    config.trusted_proxies = args.auth.trusted_proxies.0.clone();
+    config.max_concurrent_hashes = args.auth.max_concurrent_hashes as usize;
+    if !config.open_registration {
+        tracing::info!("open registration is off: accounts come from User resources and admins");
+    }
     Ok(config)
+}
+
+/// Creates the data directory readable by this user only (0700), and
+/// makes every file created from now on 0600 (umask 077): it holds
+/// password hashes, JWT keys, phone numbers and message texts.
+fn private_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} private (0700)", dir.display()))
+}
+
+/// Narrows what an older version left readable in the data directory:
+/// its files to 0600, its directories to 0700.
+fn private_files(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        let want = if meta.is_dir() { 0o700 } else { 0o600 };
+        if meta.permissions().mode() & 0o777 != want {
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(want))
+                .with_context(|| format!("cannot restrict {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn local_jwt_key(path: &Path) -> anyhow::Result<Vec<u8>> {

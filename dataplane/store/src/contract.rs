@@ -22,6 +22,8 @@ pub fn user(n: u32) -> UserRecord {
         source_addresses: vec![],
         webhook_url: None,
         webhook_secret: None,
+        webhook_allow_private: false,
+        token_generation: 0,
     }
 }
 

@@ -34,6 +34,10 @@ pub struct Claims {
     pub jti: String,
     /// Issuer, always [`ISSUER`].
     pub iss: String,
+    /// The user's token generation at issue; a token whose generation is
+    /// no longer the user's is refused (absent in older tokens: 0).
+    #[serde(default, rename = "gen")]
+    pub generation: u64,
 }
 
 /// Why a token was refused. Messages are safe to show to clients.
@@ -133,6 +137,18 @@ impl KeySet {
         &self.signing
     }
 
+    /// A 32-byte key derived from key `kid` for `purpose` (HMAC-SHA256 of
+    /// the purpose under the key), or `None` if `kid` is not in the set.
+    /// Lets other secrets (webhook signing keys) be recomputed instead of
+    /// stored.
+    pub fn derive(&self, kid: &str, purpose: &[u8]) -> Option<[u8; 32]> {
+        let key = self.keys.get(kid)?;
+        let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+        mac.update(b"smsgw-derive-v1:");
+        mac.update(purpose);
+        Some(mac.finalize().into_bytes().into())
+    }
+
     /// Signs `claims` with the signing key.
     pub fn issue(&self, claims: &Claims) -> String {
         let header = Header {
@@ -210,6 +226,7 @@ mod tests {
             exp: NOW + 3600,
             jti: "j1".into(),
             iss: ISSUER.into(),
+            generation: 0,
         }
     }
 

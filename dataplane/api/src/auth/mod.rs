@@ -10,15 +10,20 @@ pub mod password;
 use crate::ApiError;
 use http::HeaderMap;
 use jwt::{Claims, KeySet};
-use limiter::FailureLimiter;
+use limiter::Throttle;
 use serde::{Deserialize, Serialize};
 use smsgw_core::unix_now;
 use smsgw_core::users::{UserRecord, UserStore};
 use smsgw_crds::{Snapshot, UserSpec, is_plausible_email};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Prefix of a stored webhook secret that is derived, not kept:
+/// `derived:v1:<kid>:<nonce>`.
+const WEBHOOK_DERIVED: &str = "derived:v1:";
 
 /// Shortest password accepted at registration.
 pub const MIN_PASSWORD_CHARS: usize = 10;
@@ -61,25 +66,53 @@ impl fmt::Display for Caller {
     }
 }
 
+/// Longest token lifetime accepted (`--token-ttl`): a stolen token is
+/// bounded by it even where revocation cannot reach (a store outage).
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Longest time a revoked token (deleted user, bumped generation) may
+/// still be accepted by a pod that checked the user just before.
+pub const MAX_REVOCATION_STALENESS: Duration = Duration::from_secs(5);
+
 /// Authentication settings.
 ///
 /// # Defaults
-/// Tokens live 1 hour; 5 failed logins per email and 20 per client address
-/// within 15 minutes, then 429.
+/// Tokens live 1 hour. Per (account, client address) 5 failed attempts
+/// are free, then each further attempt waits 1 s, 2 s, 4 s … up to 15
+/// minutes after the previous failure (429 with Retry-After meanwhile);
+/// per client address 20 free, same backoff. 10 registrations per client
+/// address, then the same backoff from 1 minute. At most 4 argon2
+/// computations at once, 64 waiting (up to 5 s), beyond that 429. Users
+/// are re-read at most every 2 s per pod for revocation.
 #[derive(Clone)]
 pub struct AuthConfig {
     /// JWT signing and verification keys.
     pub keys: KeySet,
     /// `ADMIN_API_KEY`; `None` disables admin-key authentication (503).
     pub admin_key: Option<String>,
-    /// Token lifetime.
+    /// Token lifetime, at most [`MAX_TOKEN_TTL`].
     pub token_ttl: Duration,
-    /// Failed logins allowed per email per window.
-    pub max_failures_per_email: usize,
-    /// Failed logins allowed per client address per window.
-    pub max_failures_per_address: usize,
-    /// Failure-counting window.
+    /// Failed attempts per (account, client address) before backoff.
+    pub free_failures_per_account: u32,
+    /// Failed attempts per client address (any account) before backoff.
+    pub free_failures_per_address: u32,
+    /// First backoff after the free failures; doubles per failure.
+    pub failure_backoff: Duration,
+    /// Longest backoff.
+    pub failure_backoff_max: Duration,
+    /// Failures are forgotten this long after the last one.
     pub failure_window: Duration,
+    /// Whether `POST /api/v1/auth/register` is open to anyone.
+    pub open_registration: bool,
+    /// Registrations per client address before backoff (from 1 minute).
+    pub registrations_per_address: u32,
+    /// argon2 computations at once (each ~19 MiB).
+    pub max_concurrent_hashes: usize,
+    /// How long a pod trusts what it read about a token's user (deleted?
+    /// generation?), at most [`MAX_REVOCATION_STALENESS`].
+    pub revocation_check_interval: Duration,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl fmt::Debug for AuthConfig {
@@ -88,6 +121,8 @@ impl fmt::Debug for AuthConfig {
             .field("keys", &self.keys)
             .field("admin_key", &self.admin_key.as_ref().map(|_| "***"))
             .field("token_ttl", &self.token_ttl)
+            .field("open_registration", &self.open_registration)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
 }
@@ -99,9 +134,16 @@ impl AuthConfig {
             keys,
             admin_key: admin_key.filter(|k| !k.is_empty()),
             token_ttl: Duration::from_secs(3600),
-            max_failures_per_email: 5,
-            max_failures_per_address: 20,
+            free_failures_per_account: 5,
+            free_failures_per_address: 20,
+            failure_backoff: Duration::from_secs(1),
+            failure_backoff_max: Duration::from_secs(15 * 60),
             failure_window: Duration::from_secs(15 * 60),
+            open_registration: true,
+            registrations_per_address: 10,
+            max_concurrent_hashes: 4,
+            revocation_check_interval: Duration::from_secs(2),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -126,20 +168,62 @@ pub struct IssuedToken {
     pub expires_at: u64,
 }
 
+/// What a pod last read about a token's user, and when.
+#[derive(Clone, Debug)]
+struct Liveness {
+    /// `None`: the user does not exist.
+    user: Option<(u64, String)>,
+    at: Instant,
+}
+
 /// Users and credentials.
 pub struct Auth {
     config: AuthConfig,
     store: Arc<dyn UserStore>,
-    by_email: FailureLimiter,
-    by_address: FailureLimiter,
+    by_account: Throttle,
+    by_address: Throttle,
+    registrations: Throttle,
+    hashes: password::HashGate,
+    live: std::sync::Mutex<HashMap<String, Liveness>>,
+}
+
+/// The answer when the hashing gate is full.
+fn busy(_: password::Busy) -> ApiError {
+    ApiError::TooManyRequests {
+        retry_after_secs: 1,
+    }
 }
 
 impl Auth {
     /// An authenticator over a user store.
-    pub fn new(config: AuthConfig, store: Arc<dyn UserStore>) -> Self {
+    pub fn new(mut config: AuthConfig, store: Arc<dyn UserStore>) -> Self {
+        config.token_ttl = config.token_ttl.min(MAX_TOKEN_TTL);
+        config.revocation_check_interval = config
+            .revocation_check_interval
+            .min(MAX_REVOCATION_STALENESS);
+        let throttle = |free| {
+            Throttle::new(
+                free,
+                config.failure_backoff,
+                config.failure_backoff_max,
+                config.failure_window,
+            )
+        };
         Self {
-            by_email: FailureLimiter::new(config.max_failures_per_email, config.failure_window),
-            by_address: FailureLimiter::new(config.max_failures_per_address, config.failure_window),
+            by_account: throttle(config.free_failures_per_account),
+            by_address: throttle(config.free_failures_per_address),
+            registrations: Throttle::new(
+                config.registrations_per_address,
+                Duration::from_secs(60),
+                Duration::from_secs(3600),
+                Duration::from_secs(3600),
+            ),
+            hashes: password::HashGate::new(
+                config.max_concurrent_hashes,
+                config.max_concurrent_hashes * 16,
+                Duration::from_secs(5),
+            ),
+            live: std::sync::Mutex::default(),
             config,
             store,
         }
@@ -150,6 +234,78 @@ impl Auth {
         &self.store
     }
 
+    /// The client address of a request from `peer` with the given headers
+    /// (`X-Forwarded-For` is believed only from `trusted_proxies`).
+    pub fn client_addr(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        let xff = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",");
+        crate::net::client_addr(
+            peer,
+            (!xff.is_empty()).then_some(xff.as_str()),
+            &self.config.trusted_proxies,
+        )
+    }
+
+    /// Reserves one attempt on `account` from `client` (and on `client`
+    /// for any account), or answers 429 with the wait. The reservation
+    /// counts as a failure until [`Auth::succeeded`].
+    fn reserve(
+        &self,
+        account: &str,
+        client: Option<IpAddr>,
+        what: &str,
+    ) -> Result<(String, Option<String>), ApiError> {
+        let now = Instant::now();
+        let addr = client.map(crate::net::address_key);
+        let account_key = format!("{account}|{}", addr.as_deref().unwrap_or("-"));
+        let refused = |wait: Duration, scope: &str| {
+            tracing::warn!(
+                attempt = what,
+                account,
+                client = addr.as_deref().unwrap_or("-"),
+                scope,
+                retry_after_secs = wait.as_secs(),
+                "authentication throttled after repeated failures"
+            );
+            ApiError::TooManyRequests {
+                retry_after_secs: wait.as_secs().max(1),
+            }
+        };
+        if let Some(a) = &addr {
+            self.by_address
+                .reserve(a, now)
+                .map_err(|w| refused(w, "client address"))?;
+        }
+        if let Err(w) = self.by_account.reserve(&account_key, now) {
+            if let Some(a) = &addr {
+                self.by_address.release(a);
+            }
+            return Err(refused(w, "account and client address"));
+        }
+        Ok((account_key, addr))
+    }
+
+    /// The attempt reserved by [`Auth::reserve`] succeeded.
+    fn succeeded(&self, keys: &(String, Option<String>)) {
+        self.by_account.reset(&keys.0);
+        if let Some(a) = &keys.1 {
+            self.by_address.release(a);
+        }
+    }
+
+    fn failed(&self, what: &str, account: &str, keys: &(String, Option<String>)) {
+        tracing::warn!(
+            attempt = what,
+            account,
+            client = keys.1.as_deref().unwrap_or("-"),
+            "authentication failed"
+        );
+    }
+
     /// `POST /api/v1/auth/register`.
     pub async fn register(
         &self,
@@ -157,6 +313,26 @@ impl Auth {
         password: &str,
         app_name: &str,
     ) -> Result<Registered, ApiError> {
+        self.register_from(email, password, app_name, None).await
+    }
+
+    /// `POST /api/v1/auth/register` from `client`: refused when open
+    /// registration is off, throttled per client address. A taken email
+    /// answers 409 without naming it, after the same hashing work as a
+    /// new one, so the answer time does not tell either.
+    pub async fn register_from(
+        &self,
+        email: &str,
+        password: &str,
+        app_name: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Registered, ApiError> {
+        if !self.config.open_registration {
+            return Err(ApiError::PermissionDenied(
+                "registration is closed on this gateway; ask an administrator for an account"
+                    .into(),
+            ));
+        }
         let email = email.trim();
         if !is_plausible_email(email) {
             return Err(ApiError::InvalidField {
@@ -177,24 +353,36 @@ impl Auth {
                 reason: "must be 1 to 100 characters".into(),
             });
         }
-        if self.store.by_email(email).await?.is_some() {
-            // Fast path; the atomic create below decides races.
-            return Err(ApiError::Conflict(format!(
-                "email {email:?} is already registered"
-            )));
+        if let Some(ip) = client
+            && let Err(wait) = self
+                .registrations
+                .reserve(&crate::net::address_key(ip), Instant::now())
+        {
+            tracing::warn!(client = %crate::net::address_key(ip), "registration throttled");
+            return Err(ApiError::TooManyRequests {
+                retry_after_secs: wait.as_secs().max(1),
+            });
         }
+        let taken = || {
+            ApiError::Conflict(
+                "this email cannot be registered (it may already be in use); log in or use another"
+                    .into(),
+            )
+        };
         let app_secret = password::random_secret();
         let (password_hash, secret_hash) = tokio::join!(
-            password::hash(password.to_owned()),
-            password::hash(app_secret.clone())
+            self.hashes.hash(password.to_owned()),
+            self.hashes.hash(app_secret.clone())
         );
+        let password_hash = password_hash.map_err(busy)?.map_err(ApiError::Internal)?;
+        let secret_hash = secret_hash.map_err(busy)?.map_err(ApiError::Internal)?;
         let user = UserRecord {
             user_id: new_id("usr"),
             email: email.to_owned(),
             app_id: new_id("app"),
             app_name: app_name.to_owned(),
-            password_hash: password_hash.map_err(ApiError::Internal)?,
-            secret_hash: secret_hash.map_err(ApiError::Internal)?,
+            password_hash,
+            secret_hash,
             admin: false,
             managed_by: None,
             created_at: unix_now(),
@@ -204,8 +392,16 @@ impl Auth {
             source_addresses: vec![],
             webhook_url: None,
             webhook_secret: None,
+            webhook_allow_private: false,
+            token_generation: 0,
         };
-        self.store.create(&user).await?;
+        match self.store.create(&user).await {
+            Ok(()) => {}
+            Err(smsgw_core::users::StoreError::Conflict { field: "email", .. }) => {
+                return Err(taken());
+            }
+            Err(e) => return Err(e.into()),
+        }
         tracing::info!(user_id = %user.user_id, app_id = %user.app_id, "user registered");
         Ok(Registered {
             user_id: user.user_id,
@@ -222,83 +418,64 @@ impl Auth {
         app_id: &str,
         client: Option<IpAddr>,
     ) -> Result<IssuedToken, ApiError> {
-        let now = Instant::now();
-        let email_key = smsgw_core::users::email_key(email);
-        let addr_key = client.map(|a| a.to_string());
-        let limited = self.by_email.check(&email_key, now).or_else(|| {
-            addr_key
-                .as_deref()
-                .and_then(|a| self.by_address.check(a, now))
-        });
-        if let Some(wait) = limited {
-            return Err(ApiError::TooManyRequests {
-                retry_after_secs: wait.as_secs().max(1),
-            });
-        }
+        let account = format!("email:{}", smsgw_core::users::email_key(email));
+        let keys = self.reserve(&account, client, "login")?;
         let user = self.store.by_email(email).await?;
-        let ok = match &user {
-            Some(u) => password::verify(password.to_owned(), u.password_hash.clone()).await,
-            None => {
-                // Same cost whether or not the email exists.
-                let _ = password::hash(password.to_owned()).await;
-                false
-            }
+        // Same cost whether or not the email exists.
+        let phc = match &user {
+            Some(u) => u.password_hash.clone(),
+            None => password::decoy_hash().await.to_owned(),
         };
+        let ok = self
+            .hashes
+            .verify(password.to_owned(), phc)
+            .await
+            .map_err(busy)?;
         let user = match user {
             Some(u) if ok => u,
             _ => {
-                self.by_email.fail(&email_key, now);
-                if let Some(a) = &addr_key {
-                    self.by_address.fail(a, now);
-                }
+                self.failed("login", &account, &keys);
                 return Err(ApiError::Unauthenticated(
                     "invalid email or password".into(),
                 ));
             }
         };
+        self.succeeded(&keys);
         if !app_id.is_empty() && app_id != user.app_id {
             return Err(ApiError::Unauthenticated(
                 "app_id does not belong to this user".into(),
             ));
         }
-        self.by_email.reset(&email_key);
         Ok(self.issue(&user))
     }
 
-    /// `POST /api/v1/auth/token`: app id + app secret → token.
+    /// `POST /api/v1/auth/token`: app id + app secret → token. An unknown
+    /// app id costs the same hash as a known one.
     pub async fn token(
         &self,
         app_id: &str,
         app_secret: &str,
         client: Option<IpAddr>,
     ) -> Result<IssuedToken, ApiError> {
-        let now = Instant::now();
-        let key = format!("app:{app_id}");
-        let addr_key = client.map(|a| a.to_string());
-        if let Some(wait) = self.by_email.check(&key, now).or_else(|| {
-            addr_key
-                .as_deref()
-                .and_then(|a| self.by_address.check(a, now))
-        }) {
-            return Err(ApiError::TooManyRequests {
-                retry_after_secs: wait.as_secs().max(1),
-            });
-        }
+        let account = format!("app:{app_id}");
+        let keys = self.reserve(&account, client, "token")?;
         let user = self.store.by_app_id(app_id).await?;
-        let ok = match &user {
-            Some(u) => password::verify(app_secret.to_owned(), u.secret_hash.clone()).await,
-            None => false,
+        let phc = match &user {
+            Some(u) => u.secret_hash.clone(),
+            None => password::decoy_hash().await.to_owned(),
         };
+        let ok = self
+            .hashes
+            .verify(app_secret.to_owned(), phc)
+            .await
+            .map_err(busy)?;
         match user {
             Some(u) if ok => {
-                self.by_email.reset(&key);
+                self.succeeded(&keys);
                 Ok(self.issue(&u))
             }
             _ => {
-                self.by_email.fail(&key, now);
-                if let Some(a) = &addr_key {
-                    self.by_address.fail(a, now);
-                }
+                self.failed("token", &account, &keys);
                 Err(ApiError::Unauthenticated(
                     "invalid app_id or app_secret".into(),
                 ))
@@ -317,6 +494,7 @@ impl Auth {
             exp,
             jti: new_id("tok"),
             iss: jwt::ISSUER.into(),
+            generation: user.token_generation,
         };
         IssuedToken {
             token: self.config.keys.issue(&claims),
@@ -325,8 +503,12 @@ impl Auth {
     }
 
     /// A user caller from `Authorization: Bearer` and `X-App-ID` (gRPC:
-    /// `authorization` and `x-app-id` metadata).
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    /// `authorization` and `x-app-id` metadata). The token's user must
+    /// still exist with the token's generation (read from the shared
+    /// store at most every `revocation_check_interval`), so deleting a
+    /// user or resetting its app secret ends its tokens on every pod
+    /// within that interval.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let token = bearer(headers)?;
         let claims = self
             .config
@@ -343,11 +525,94 @@ impl Auth {
                 "X-App-ID does not match the token".into(),
             ));
         }
+        match self.liveness(&claims.sub).await? {
+            Some((generation, app)) if generation == claims.generation && app == claims.app_id => {}
+            Some(_) => {
+                return Err(ApiError::Unauthenticated(
+                    "the token was revoked; get a new one".into(),
+                ));
+            }
+            None => {
+                return Err(ApiError::Unauthenticated(
+                    "the token's user no longer exists".into(),
+                ));
+            }
+        }
         Ok(Caller::User {
             user_id: claims.sub,
             app_id: claims.app_id,
             admin: claims.admin,
         })
+    }
+
+    /// A user's generation and app id, from the cache when fresh.
+    async fn liveness(&self, user_id: &str) -> Result<Option<(u64, String)>, ApiError> {
+        let now = Instant::now();
+        let fresh = |l: &Liveness| now.duration_since(l.at) < self.config.revocation_check_interval;
+        if let Some(l) = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user_id)
+            .filter(|l| fresh(l))
+        {
+            return Ok(l.user.clone());
+        }
+        let user = self
+            .store
+            .get(user_id)
+            .await?
+            .map(|u| (u.token_generation, u.app_id));
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.len() >= 100_000 {
+            live.retain(|_, l| fresh(l));
+        }
+        live.insert(
+            user_id.to_owned(),
+            Liveness {
+                user: user.clone(),
+                at: now,
+            },
+        );
+        Ok(user)
+    }
+
+    /// A new webhook signing secret for `user_id`: what to store (a key id
+    /// and a random nonce, never the secret) and the secret to show once.
+    pub fn new_webhook_secret(&self, user_id: &str) -> (String, String) {
+        let nonce = password::random_secret();
+        let kid = self.config.keys.signing_kid().to_owned();
+        let stored = format!("{WEBHOOK_DERIVED}{kid}:{nonce}");
+        let secret = self
+            .webhook_secret(user_id, &stored)
+            .expect("the signing key is in the set");
+        (stored, secret)
+    }
+
+    /// The webhook signing secret of `user_id` from what is stored:
+    /// recomputed from a JWT key and the stored nonce, or (records from
+    /// before) the stored secret itself. `None` when the key it was derived
+    /// from has been retired (the webhook must be set again).
+    pub fn webhook_secret(&self, user_id: &str, stored: &str) -> Option<String> {
+        let Some(rest) = stored.strip_prefix(WEBHOOK_DERIVED) else {
+            return Some(stored.to_owned());
+        };
+        let (kid, nonce) = rest.rsplit_once(':')?;
+        let key = self
+            .config
+            .keys
+            .derive(kid, format!("webhook:{user_id}:{nonce}").as_bytes())?;
+        use base64::Engine;
+        Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key))
+    }
+
+    /// Forgets what this pod cached about `user_id` (it changed here;
+    /// other pods notice within `revocation_check_interval`).
+    pub fn forget(&self, user_id: &str) {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(user_id);
     }
 
     /// An admin caller: the static admin key (`X-Admin-Key`), or a user
@@ -364,10 +629,11 @@ impl Auth {
             return if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
                 Ok(Caller::AdminKey)
             } else {
+                tracing::warn!("admin key refused");
                 Err(ApiError::Unauthenticated("invalid admin key".into()))
             };
         }
-        let caller = self.authenticate(headers)?;
+        let caller = self.authenticate(headers).await?;
         let Caller::User { user_id, .. } = &caller else {
             unreachable!("authenticate yields users")
         };
@@ -387,8 +653,10 @@ impl Auth {
         headers: &HeaderMap,
     ) -> Result<Caller, ApiError> {
         match access {
-            Access::User => self.authenticate(headers),
-            Access::Any if !headers.contains_key("x-admin-key") => self.authenticate(headers),
+            Access::User => self.authenticate(headers).await,
+            Access::Any if !headers.contains_key("x-admin-key") => {
+                self.authenticate(headers).await
+            }
             Access::Admin | Access::Any => self.authenticate_admin(headers).await,
         }
     }
@@ -453,6 +721,8 @@ impl Auth {
                     source_addresses: spec.source_addresses.clone(),
                     webhook_url: None,
                     webhook_secret: None,
+                    webhook_allow_private: false,
+                    token_generation: 0,
                 };
                 self.store.create(&user).await?;
                 tracing::info!(resource = %name, user_id = %user.user_id, "managed user created");
@@ -488,10 +758,16 @@ impl Auth {
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no user {user_id:?}")))?;
         let secret = password::random_secret();
-        user.secret_hash = password::hash(secret.clone())
+        user.secret_hash = self
+            .hashes
+            .hash(secret.clone())
             .await
+            .map_err(busy)?
             .map_err(ApiError::Internal)?;
+        // Tokens issued before the reset stop working.
+        user.token_generation += 1;
         self.store.update(&user).await?;
+        self.forget(&user.user_id);
         Ok(Registered {
             user_id: user.user_id,
             app_id: user.app_id,

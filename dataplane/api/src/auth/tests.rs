@@ -108,7 +108,7 @@ async fn login_and_machine_tokens_authenticate_with_the_matching_app_id() {
         ("x-app-id", &r.app_id),
     ]);
     assert_eq!(
-        s.auth.authenticate(&h).unwrap(),
+        s.auth.authenticate(&h).await.unwrap(),
         Caller::User {
             user_id: r.user_id.clone(),
             app_id: r.app_id.clone(),
@@ -120,7 +120,7 @@ async fn login_and_machine_tokens_authenticate_with_the_matching_app_id() {
         ("authorization", &format!("Bearer {}", m.token)),
         ("x-app-id", &r.app_id),
     ]);
-    assert!(s.auth.authenticate(&h).is_ok());
+    assert!(s.auth.authenticate(&h).await.is_ok());
     let e = s
         .auth
         .token(&r.app_id, "wrong secret", None)
@@ -151,7 +151,7 @@ async fn missing_or_bad_credentials_are_unauthenticated() {
         ),
     ];
     for (h, want) in cases {
-        match s.auth.authenticate(&h) {
+        match s.auth.authenticate(&h).await {
             Err(ApiError::Unauthenticated(m)) => assert!(m.contains(want), "{m:?} vs {want:?}"),
             other => panic!("{other:?} for {want}"),
         }
@@ -331,4 +331,49 @@ async fn registered_users_are_untouched_by_configuration_sync() {
         .await
         .unwrap();
     assert!(s.auth.store().get(&r.user_id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_reset_secret_or_a_deleted_user_ends_its_tokens() {
+    let (_d, s) = state(Snapshot::default(), None);
+    let (r, t) = registered(&s.auth, "revoke@example.com").await;
+    let h = headers(&[
+        ("authorization", &format!("Bearer {}", t.token)),
+        ("x-app-id", &r.app_id),
+    ]);
+    assert!(s.auth.authenticate(&h).await.is_ok());
+    s.auth.reset_secret(&r.user_id).await.unwrap();
+    match s.auth.authenticate(&h).await {
+        Err(ApiError::Unauthenticated(m)) => assert!(m.contains("revoked"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // A token issued after the reset works, until the user is deleted.
+    let t = s
+        .auth
+        .login("revoke@example.com", "long enough pw", "", None)
+        .await
+        .unwrap();
+    let h = headers(&[
+        ("authorization", &format!("Bearer {}", t.token)),
+        ("x-app-id", &r.app_id),
+    ]);
+    assert!(s.auth.authenticate(&h).await.is_ok());
+    s.auth.store().delete(&r.user_id).await.unwrap();
+    s.auth.forget(&r.user_id);
+    match s.auth.authenticate(&h).await {
+        Err(ApiError::Unauthenticated(m)) => assert!(m.contains("no longer exists"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_secret_is_derived_not_stored() {
+    let (_d, s) = state(Snapshot::default(), None);
+    let (stored, secret) = s.auth.new_webhook_secret("usr_1");
+    assert!(!stored.contains(&secret));
+    assert_eq!(s.auth.webhook_secret("usr_1", &stored), Some(secret.clone()));
+    assert_ne!(s.auth.webhook_secret("usr_2", &stored), Some(secret));
+    // Records from before keep their stored secret.
+    assert_eq!(s.auth.webhook_secret("usr_1", "plain"), Some("plain".into()));
+    assert_eq!(s.auth.webhook_secret("usr_1", "derived:v1:gone:abc"), None);
 }

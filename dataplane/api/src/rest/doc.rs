@@ -66,7 +66,11 @@ pub(crate) async fn openapi_json_handler() -> Response {
 }
 
 /// The interactive page: Scalar's API reference, loaded by the browser
-/// from a CDN, reading `/api/v1/openapi.json`.
+/// from a CDN, reading `/api/v1/openapi.json`. The script is pinned by
+/// subresource integrity: the sha384 of `dist/browser/standalone.js` in
+/// the npm package `@scalar/api-reference@1.72.1` (`npm pack`, then
+/// `openssl dgst -sha384 -binary … | base64`); a CDN serving anything
+/// else is refused by the browser.
 const DOCS_HTML: &str = r#"<!doctype html>
 <html lang="en">
 <head>
@@ -77,7 +81,9 @@ const DOCS_HTML: &str = r#"<!doctype html>
 <body>
   <noscript>This page needs JavaScript; the document itself is at <a href="api/v1/openapi.json">/api/v1/openapi.json</a>.</noscript>
   <script id="api-reference" data-url="api/v1/openapi.json"></script>
-  <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference@1.72.1"></script>
+  <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference@1.72.1/dist/browser/standalone.js"
+    integrity="sha384-U11tb2XnKvmwt8RlTvnwUnYgrN+ur4Xyh9htLhjajWNR/Oyl5AX5DEz00qRmlrmK"
+    crossorigin="anonymous"></script>
 </body>
 </html>
 "#;
