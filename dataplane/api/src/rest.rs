@@ -156,7 +156,12 @@ async fn json_only(req: Request, next: Next) -> Result<Response, ApiError> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
     {

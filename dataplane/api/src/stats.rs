@@ -457,7 +457,11 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(!text.contains(r#"scope="app""#), "{text}");
         assert!(text.contains(r#"smsgw_messages_submitted_total{scope="pool",name="p"} 1"#));
-        assert_eq!(s.view().apps["a"].submitted, 1, "the admin view still has it");
+        assert_eq!(
+            s.view().apps["a"].submitted,
+            1,
+            "the admin view still has it"
+        );
     }
 
     #[test]

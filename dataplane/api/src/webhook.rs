@@ -151,9 +151,7 @@ impl reqwest::dns::Resolve for PublicOnly {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let public: Vec<SocketAddr> = all
                 .iter()
                 .copied()
@@ -164,7 +162,8 @@ impl reqwest::dns::Resolve for PublicOnly {
                 return Err(Box::new(std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
                     format!("{host} resolves only to non-public addresses"),
-                )) as Box<dyn std::error::Error + Send + Sync>);
+                ))
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
         })
@@ -219,8 +218,7 @@ pub async fn run(state: ApiState, cancel: CancellationToken) {
                                 Some(secret) => Some(Arc::new(Target {
                                     url: url.clone(),
                                     secret,
-                                    private: state.webhook_allow_private
-                                        || u.webhook_allow_private,
+                                    private: state.webhook_allow_private || u.webhook_allow_private,
                                 })),
                                 None => {
                                     tracing::warn!(app_id = %app, "webhook secret derived from a retired JWT key; the app must set its webhook again");
@@ -244,7 +242,11 @@ pub async fn run(state: ApiState, cancel: CancellationToken) {
             tracing::warn!(app_id = %app_of(&ev), %ip, "webhook target refused: not a public address");
             continue;
         }
-        let http = if target.private { any.clone() } else { public.clone() };
+        let http = if target.private {
+            any.clone()
+        } else {
+            public.clone()
+        };
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };

@@ -341,8 +341,8 @@ fn parse_token_ttl(s: &str) -> Result<std::time::Duration, String> {
     let max = smsgw_api::auth::MAX_TOKEN_TTL;
     if d > max || d.is_zero() {
         return Err(format!(
-            "must be between 1s and {} (a stolen token is valid this long)",
-            humantime::format_duration(max)
+            "must be between 1s and {}h (a stolen token is valid this long)",
+            max.as_secs() / 3600
         ));
     }
     Ok(d)

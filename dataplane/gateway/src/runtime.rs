@@ -191,7 +191,9 @@ impl Gateway {
             .stats
             .set_per_app_series(args.metrics_per_app);
         if args.webhook_allow_private {
-            tracing::warn!("--webhook-allow-private: webhooks may reach private and loopback addresses");
+            tracing::warn!(
+                "--webhook-allow-private: webhooks may reach private and loopback addresses"
+            );
         }
         contact.register_metrics(&state);
         let rate = Arc::new(crate::rate::Limiting::build(&args.rate, &pod, &state).await?);
@@ -393,12 +395,11 @@ fn build_auth(args: &GatewayArgs) -> anyhow::Result<AuthConfig> {
     Ok(config)
 }
 
-/// Creates the data directory readable by this user only (0700), and
-/// makes every file created from now on 0600 (umask 077): it holds
-/// password hashes, JWT keys, phone numbers and message texts.
+/// Creates the data directory readable by this user only (0700): it
+/// holds password hashes, JWT keys, phone numbers and message texts, and
+/// nothing in it can be reached by others whatever the file modes.
 fn private_data_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

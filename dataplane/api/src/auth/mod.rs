@@ -654,9 +654,7 @@ impl Auth {
     ) -> Result<Caller, ApiError> {
         match access {
             Access::User => self.authenticate(headers).await,
-            Access::Any if !headers.contains_key("x-admin-key") => {
-                self.authenticate(headers).await
-            }
+            Access::Any if !headers.contains_key("x-admin-key") => self.authenticate(headers).await,
             Access::Admin | Access::Any => self.authenticate_admin(headers).await,
         }
     }

@@ -371,9 +371,15 @@ async fn a_webhook_secret_is_derived_not_stored() {
     let (_d, s) = state(Snapshot::default(), None);
     let (stored, secret) = s.auth.new_webhook_secret("usr_1");
     assert!(!stored.contains(&secret));
-    assert_eq!(s.auth.webhook_secret("usr_1", &stored), Some(secret.clone()));
+    assert_eq!(
+        s.auth.webhook_secret("usr_1", &stored),
+        Some(secret.clone())
+    );
     assert_ne!(s.auth.webhook_secret("usr_2", &stored), Some(secret));
     // Records from before keep their stored secret.
-    assert_eq!(s.auth.webhook_secret("usr_1", "plain"), Some("plain".into()));
+    assert_eq!(
+        s.auth.webhook_secret("usr_1", "plain"),
+        Some("plain".into())
+    );
     assert_eq!(s.auth.webhook_secret("usr_1", "derived:v1:gone:abc"), None);
 }
