@@ -282,6 +282,7 @@ fn required<'a>(v: &'a Option<String>, field: &'static str) -> Result<&'a str, A
         (status = 403, description = "Open registration is off on this gateway (`permission_denied`)", body = ErrorBody),
         (status = 409, description = "The email cannot be registered, e.g. it is taken (`conflict`; the answer does not name it)", body = ErrorBody),
         (status = 429, description = "Too many registrations from this client address (`too_many_requests`), with `Retry-After`", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
     ))]
 async fn register(
     State(state): State<ApiState>,
@@ -321,6 +322,7 @@ struct LoginBody {
     responses(
         (status = 200, description = "A signed token", body = IssuedToken),
         (status = 429, description = "Too many failed logins (`too_many_requests`), with `Retry-After`", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
     ))]
 async fn login(
     State(state): State<ApiState>,
@@ -357,6 +359,7 @@ struct TokenBody {
     responses(
         (status = 200, description = "A signed token", body = IssuedToken),
         (status = 429, description = "Too many failed attempts (`too_many_requests`), with `Retry-After`", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
     ))]
 async fn token(
     State(state): State<ApiState>,
