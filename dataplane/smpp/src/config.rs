@@ -107,6 +107,10 @@ pub struct ReassemblyConfig {
     /// An incomplete set older than this is surfaced incomplete.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Most payload octets held in incomplete sets; the oldest sets are
+    /// surfaced incomplete until the parts held fit again. Without it a
+    /// peer could park `max_pending` × 255 parts of up to 64 KiB each.
+    pub max_bytes: usize,
 }
 
 impl Default for ReassemblyConfig {
@@ -114,6 +118,7 @@ impl Default for ReassemblyConfig {
         Self {
             max_pending: 1024,
             timeout: Duration::from_secs(60),
+            max_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -140,7 +145,7 @@ impl Default for ReassemblyConfig {
 /// | `throttle_retries` | 16 |
 /// | `source` / `destination` TON/NPI | 0/0 and 1/1 |
 /// | `message_id_format` | opaque; `receipt_id_format` = same |
-/// | `reassembly` | 1024 sets, 60 s |
+/// | `reassembly` | 1024 sets, 8 MiB of parts, 60 s |
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct LinkConfig {

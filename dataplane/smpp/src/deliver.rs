@@ -314,11 +314,15 @@ struct PendingSet {
     started: Instant,
 }
 
-/// Bounded reassembly buffer for concatenated MO messages.
+/// Bounded reassembly buffer for concatenated MO messages: at most
+/// `max_pending` incomplete sets holding at most `max_bytes` payload octets
+/// in all; past either bound the oldest sets are surfaced incomplete.
 #[derive(Debug)]
 pub struct Reassembler {
     config: ReassemblyConfig,
     sets: HashMap<SetKey, PendingSet>,
+    /// Payload octets held in `sets`.
+    held: usize,
 }
 
 impl Reassembler {
@@ -327,12 +331,18 @@ impl Reassembler {
         Self {
             config,
             sets: HashMap::new(),
+            held: 0,
         }
     }
 
     /// Number of incomplete sets held.
     pub fn pending(&self) -> usize {
         self.sets.len()
+    }
+
+    /// Payload octets held in incomplete sets.
+    pub fn held_bytes(&self) -> usize {
+        self.held
     }
 
     /// Adds a part; returns the messages that became surfaceable (the
@@ -352,16 +362,7 @@ impl Reassembler {
         };
         let mut out = Vec::new();
         if !self.sets.contains_key(&key) && self.sets.len() >= self.config.max_pending.max(1) {
-            let oldest = self
-                .sets
-                .iter()
-                .min_by_key(|(_, s)| s.started)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest
-                && let Some(set) = self.sets.remove(&k)
-            {
-                out.push(finish(link, set));
-            }
+            out.extend(self.evict_oldest(link));
         }
         let set = self.sets.entry(key.clone()).or_insert_with(|| PendingSet {
             first: MoPart {
@@ -373,19 +374,32 @@ impl Reassembler {
             received: 0,
             started: now,
         });
-        let slot = &mut set.parts[seq as usize - 1];
-        if slot.is_none() {
-            set.received += 1;
-        }
         if seq == 1 {
-            set.first.esm_class = part.esm_class;
+            // The first part's header fields describe the message, whatever
+            // order the parts arrived in.
+            set.first = MoPart {
+                payload: Bytes::new(),
+                ..clone_part(&part)
+            };
         }
         set.headers[seq as usize - 1] = part.udh;
+        let slot = &mut set.parts[seq as usize - 1];
+        match slot {
+            None => set.received += 1,
+            Some(old) => self.held -= old.len(),
+        }
+        self.held += part.payload.len();
         *slot = Some(part.payload);
         if set.received == set.parts.len()
-            && let Some(set) = self.sets.remove(&key)
+            && let Some(set) = self.remove(&key)
         {
             out.push(finish(link, set));
+        }
+        while self.held > self.config.max_bytes {
+            match self.evict_oldest(link) {
+                Some(mo) => out.push(mo),
+                None => break,
+            }
         }
         out
     }
@@ -400,9 +414,26 @@ impl Reassembler {
             .map(|(k, _)| k.clone())
             .collect();
         old.into_iter()
-            .filter_map(|k| self.sets.remove(&k))
+            .filter_map(|k| self.remove(&k))
             .map(|s| finish(link, s))
             .collect()
+    }
+
+    /// Removes a set, releasing the octets it held.
+    fn remove(&mut self, key: &SetKey) -> Option<PendingSet> {
+        let set = self.sets.remove(key)?;
+        self.held -= set.parts.iter().flatten().map(Bytes::len).sum::<usize>();
+        Some(set)
+    }
+
+    /// Surfaces the oldest set, incomplete.
+    fn evict_oldest(&mut self, link: &str) -> Option<MobileOriginated> {
+        let oldest = self
+            .sets
+            .iter()
+            .min_by_key(|(_, s)| s.started)
+            .map(|(k, _)| k.clone())?;
+        self.remove(&oldest).map(|set| finish(link, set))
     }
 }
 
@@ -543,6 +574,7 @@ mod tests {
         let cfg = ReassemblyConfig {
             max_pending: 2,
             timeout: Duration::from_secs(5),
+            ..Default::default()
         };
         let mut r = Reassembler::new(cfg);
         let t0 = Instant::now();
@@ -556,6 +588,46 @@ mod tests {
         assert_eq!(expired.len(), 1);
         assert_eq!(&expired[0].payload[..], b"b");
         assert_eq!(r.pending(), 1);
+    }
+
+    #[test]
+    fn parts_that_never_complete_are_surfaced_once_they_hold_too_many_octets() {
+        let cfg = ReassemblyConfig {
+            max_pending: 100,
+            timeout: Duration::from_secs(60),
+            max_bytes: 10,
+        };
+        let mut r = Reassembler::new(cfg);
+        let t0 = Instant::now();
+        assert!(r.push("l", part(1, 3, 1, b"aaaa"), t0).is_empty());
+        assert!(
+            r.push("l", part(2, 3, 1, b"bbbb"), t0 + Duration::from_secs(1))
+                .is_empty()
+        );
+        assert_eq!(r.held_bytes(), 8);
+        // 4 more octets exceed 10: the oldest set (1) goes out incomplete.
+        let evicted = r.push("l", part(3, 3, 2, b"cccc"), t0 + Duration::from_secs(2));
+        assert_eq!(evicted.len(), 1);
+        assert_eq!(&evicted[0].payload[..], b"aaaa");
+        assert!(!evicted[0].complete);
+        assert_eq!((r.pending(), r.held_bytes()), (2, 8));
+        // A resent part replaces its slot instead of adding to the count.
+        assert!(r.push("l", part(2, 3, 1, b"BB"), t0).is_empty());
+        assert_eq!(r.held_bytes(), 6);
+        // Completing a set releases its octets.
+        assert!(r.push("l", part(2, 3, 2, b"x"), t0).is_empty());
+        let done = r.push("l", part(2, 3, 3, b"y"), t0);
+        assert_eq!(&done[0].payload[..], b"BBxy");
+        assert!(done[0].complete);
+        assert_eq!((r.pending(), r.held_bytes()), (1, 4));
+        // One part larger than the whole budget is surfaced at once.
+        let big = r.push(
+            "l",
+            part(9, 2, 2, b"0123456789ab"),
+            t0 + Duration::from_secs(3),
+        );
+        assert_eq!(big.len(), 2, "the older set and the oversized one");
+        assert_eq!((r.pending(), r.held_bytes()), (0, 0));
     }
 
     #[test]

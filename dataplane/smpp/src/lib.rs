@@ -66,6 +66,8 @@ pub mod codec;
 mod config;
 pub mod deliver;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod ids;
 mod link;
 mod pool;

@@ -10,7 +10,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicU32, AtomicUsize, Ordering},
     },
     time::{Duration, SystemTime},
 };
@@ -52,6 +52,11 @@ pub const ESME_RMSGQFUL: u32 = 0x14;
 pub const ESME_RTHROTTLED: u32 = 0x58;
 const ESME_RSYSERR: u32 = 0x08;
 const ESME_RINVCMDID: u32 = 0x03;
+
+/// Most PDUs queued for an SMSC that does not read them (responses to its
+/// requests, beyond the send window of our own): past it the connection
+/// is closed rather than buffering without bound.
+pub(crate) const MAX_QUEUED_PDUS: usize = 4096;
 
 /// What a pending request gets back.
 #[derive(Debug)]
@@ -169,6 +174,8 @@ impl PendingMap {
 pub(crate) struct Conn {
     tx: mpsc::UnboundedSender<Command>,
     pending: Arc<PendingMap>,
+    /// PDUs handed to the writer and not yet written.
+    queued: Arc<AtomicUsize>,
 }
 
 /// A `submit_sm` handed to the writer, awaiting its response.
@@ -331,7 +338,9 @@ impl Session {
             return Err("connection closed".into());
         }
         let cmd = Command::new(CommandStatus::EsmeRok, seq, Pdu::SubmitSm(pdu.clone()));
+        conn.queued.fetch_add(1, Ordering::Relaxed);
         if conn.tx.send(cmd).is_err() {
+            conn.queued.fetch_sub(1, Ordering::Relaxed);
             conn.pending.remove_waiting(seq);
             return Err("connection closed".into());
         }
@@ -443,14 +452,14 @@ impl Session {
     }
 }
 
-enum End {
+pub(crate) enum End {
     Shutdown,
     Stopped,
     PeerUnbind,
     Failed(Error),
 }
 
-type Reader = FramedRead<BoxRead, SmppCodec>;
+pub(crate) type Reader = FramedRead<BoxRead, SmppCodec>;
 
 /// Runs a session until the link's cancellation token fires.
 pub(crate) async fn supervise(shared: Arc<Shared>, session: Arc<Session>) {
@@ -668,16 +677,22 @@ async fn connect_and_bind(
 async fn write_loop(
     mut w: BoxWrite,
     mut rx: mpsc::UnboundedReceiver<Command>,
+    queued: Arc<AtomicUsize>,
 ) -> std::io::Result<()> {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut batch = Vec::with_capacity(256);
-    while rx.recv_many(&mut batch, 256).await > 0 {
+    loop {
+        let n = rx.recv_many(&mut batch, 256).await;
+        if n == 0 {
+            break;
+        }
         for cmd in batch.drain(..) {
             encode_into(&cmd, &mut buf);
         }
         w.write_all(&buf).await?;
         w.flush().await?;
         buf.clear();
+        queued.fetch_sub(n, Ordering::Relaxed);
     }
     let _ = w.shutdown().await;
     Ok(())
@@ -697,7 +712,7 @@ enum Phase {
     },
 }
 
-async fn run_connection(
+pub(crate) async fn run_connection(
     shared: &Shared,
     session: &Session,
     mut reader: Reader,
@@ -707,10 +722,12 @@ async fn run_connection(
     let cfg = &shared.config;
     let (tx, rx) = mpsc::unbounded_channel::<Command>();
     let pending = Arc::new(PendingMap::default());
-    let mut writer = tokio::spawn(write_loop(writer, rx));
+    let queued = Arc::new(AtomicUsize::new(0));
+    let mut writer = tokio::spawn(write_loop(writer, rx, queued.clone()));
     *session.conn.lock().expect("conn lock") = Some(Conn {
         tx: tx.clone(),
         pending: pending.clone(),
+        queued: queued.clone(),
     });
     session.set_state(shared, LinkState::Bound, None);
 
@@ -721,8 +738,12 @@ async fn run_connection(
     let mut ping: Option<(u32, Instant)> = None;
     let mut phase = Phase::Running;
     let send = |cmd: Command| {
-        let _ = tx.send(cmd);
+        queued.fetch_add(1, Ordering::Relaxed);
+        if tx.send(cmd).is_err() {
+            queued.fetch_sub(1, Ordering::Relaxed);
+        }
     };
+    let most_queued = MAX_QUEUED_PDUS + cfg.window;
 
     let end = loop {
         let ping_deadline = ping.map(|(_, t)| t + cfg.response_timeout);
@@ -769,6 +790,12 @@ async fn run_connection(
                             send(Command::new(status, sequence_number, pdu));
                         }
                     }
+                }
+                let q = queued.load(Ordering::Relaxed);
+                if q > most_queued {
+                    break End::Failed(Error::Protocol {
+                        reason: format!("the SMSC does not read what we send: {q} PDUs queued for it"),
+                    });
                 }
             }
             _ = enquire.tick() => {

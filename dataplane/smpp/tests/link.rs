@@ -562,6 +562,7 @@ async fn an_incomplete_mo_is_surfaced_after_the_reassembly_timeout() {
             .reassembly(smsgw_smpp::ReassemblyConfig {
                 max_pending: 16,
                 timeout: Duration::from_millis(100),
+                ..Default::default()
             })
     })
     .await;
