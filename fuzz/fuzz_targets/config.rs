@@ -14,9 +14,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(yaml) = std::str::from_utf8(data) else {
         return;
     };
-    // A document takes at least one line (the parser may count one past
-    // the last `---` when the stream breaks).
-    let documents = yaml.lines().count() + 1;
+    // A document takes at least one line (`\n`, `\r` or both end one in
+    // YAML; the parser may count one past the last `---` when the stream
+    // breaks).
+    let documents = yaml.bytes().filter(|&b| b == b'\n' || b == b'\r').count() + 2;
     let resources = match parse_manifests(yaml) {
         Ok(r) => r,
         Err(errors) => {
