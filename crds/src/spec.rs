@@ -1124,7 +1124,8 @@ impl ContactPolicySpec {
 pub fn parse_hh_mm(s: &str) -> Option<u16> {
     let (h, m) = s.split_once(':')?;
     let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
-    (h < 24 && m < 60 && s.len() == 5).then_some(h * 60 + m)
+    // `then`, not `then_some`: `h * 60` overflows for hours past 1092.
+    (h < 24 && m < 60 && s.len() == 5).then(|| h * 60 + m)
 }
 
 mod defaults {

@@ -261,3 +261,34 @@ fn snapshot_fuzz_seeds_are_the_examples_snapshots() {
         assert_eq!(decoded, snap, "{path} is stale");
     }
 }
+
+/// Found by the `config` fuzz target: quiet hours with an hour past 1092
+/// overflowed `h * 60` (a panic in debug builds) before the range check
+/// refused it.
+#[test]
+fn quiet_hours_with_a_huge_hour_are_refused_not_a_panic() {
+    assert_eq!(smsgw_crds::parse_hh_mm("1121:00"), None);
+    assert_eq!(smsgw_crds::parse_hh_mm("65535:59"), None);
+    assert_eq!(smsgw_crds::parse_hh_mm("23:59"), Some(23 * 60 + 59));
+    let yaml = include_str!("../../fuzz/seeds/config/quiet_hours_overflow.yaml");
+    let errors = compile_manifests(yaml).expect_err("refused");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.field == "spec.quietHours.start" && e.reason.contains("1121:00")),
+        "{errors:?}"
+    );
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Any `HH:MM` parses to its minutes when it is a time of day and is
+    /// refused otherwise, whatever the numbers.
+    #[test]
+    fn hh_mm_parses_times_of_day_only(h in 0u32..70_000, m in 0u32..70_000) {
+        let s = format!("{h:02}:{m:02}");
+        let want = (h < 24 && m < 60).then(|| (h * 60 + m) as u16);
+        prop_assert_eq!(smsgw_crds::parse_hh_mm(&s), want);
+    }
+}
