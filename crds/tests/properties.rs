@@ -74,7 +74,7 @@ fn link_case() -> impl Strategy<Value = LinkCase> {
         ],
         (1u32..=64, 1u32..=1024),
         proptest::option::of((1u32..100_000, proptest::option::of(1u32..1000))),
-        1u64..600_000,
+        1u64..20_000,
         prop_oneof![
             Just(MessageIdFormat::String),
             Just(MessageIdFormat::Hex),
@@ -203,7 +203,7 @@ proptest! {
         ))
         .unwrap();
         prop_assert_eq!(other.version == snap.version, window == case.window);
-        prop_assert!(!snap.redacted().links[&case.name].password.as_ref().unwrap().contains(&case.password) || case.password == "***");
+        prop_assert_eq!(snap.redacted().links[&case.name].password.as_deref(), Some("***"));
     }
 
     /// A Secret's base64 `data` decodes to the bytes encoded, whatever

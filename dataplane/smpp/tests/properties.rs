@@ -443,11 +443,14 @@ fn arrivals() -> impl Strategy<Value = (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<(usize, 
         )
             .prop_map(|(a, b, (mut order, repeats))| {
                 // A repeat goes right after the first arrival of its part,
-                // before its message can complete.
+                // unless that arrival completes its message.
                 for r in repeats {
                     let p = order[r];
                     let at = order.iter().position(|&x| x == p).unwrap();
-                    order.insert(at + 1, p);
+                    let last = order.iter().rposition(|&x| x.0 == p.0).unwrap();
+                    if at < last {
+                        order.insert(at + 1, p);
+                    }
                 }
                 (a, b, order)
             })
