@@ -427,7 +427,10 @@ fn part(reference: u32, total: u8, seq: u8, body: &[u8]) -> MoPart {
 /// Parts of two messages (one with an 8-bit, one with a 16-bit reference
 /// of the same low value), interleaved in any order, with repeats of
 /// parts not yet complete.
-fn arrivals() -> impl Strategy<Value = (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<(usize, usize)>)> {
+/// Part bodies of two messages, and the arrival order as (message, part).
+type Arrivals = (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<(usize, usize)>);
+
+fn arrivals() -> impl Strategy<Value = Arrivals> {
     let bodies = || prop::collection::vec(prop::collection::vec(any::<u8>(), 0..20), 2..8);
     (bodies(), bodies()).prop_flat_map(|(a, b)| {
         let mut order: Vec<(usize, usize)> = (0..a.len()).map(|i| (0, i)).collect();
