@@ -421,6 +421,7 @@ fn part(reference: u32, total: u8, seq: u8, body: &[u8]) -> MoPart {
         esm_class: if seq == 1 { 0x40 } else { 0x41 },
         payload: Bytes::copy_from_slice(body),
         concat: Some((reference, total, seq)),
+        udh: None,
     }
 }
 
