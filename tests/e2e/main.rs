@@ -11,6 +11,7 @@ mod links;
 mod logs;
 mod messages;
 mod metrics;
+mod mo;
 mod policy;
 mod standalone;
 mod traces;
