@@ -3,7 +3,7 @@
 
 use crate::credentials::ensure_credentials;
 use crate::hub::{Hub, Rejection, slots_from_lease_holders};
-use crate::slot_lease::live_holder;
+use smsgw_leases::live_holder;
 use crate::status::{
     StatusInputs, link_status, policy_status, pool_status, user_status, write_status,
 };

@@ -20,7 +20,7 @@ pub struct LeaderElector {
 /// Whether `lease` is held by someone other than `identity` and still
 /// fresh at `now`.
 pub fn held_by_other(lease: &Lease, identity: &str, now: Timestamp) -> Option<String> {
-    crate::slot_lease::live_holder(lease, now)
+    smsgw_leases::live_holder(lease, now)
         .filter(|h| *h != identity)
         .map(str::to_owned)
 }

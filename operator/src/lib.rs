@@ -5,8 +5,8 @@
 //! conditions and Events back.
 //!
 //! Layout: [`hub`] (index, compile, publication, acks; no Kubernetes),
-//! [`slots`] (pure slot assignment), [`slot_lease`] (the bind-slot Leases
-//! a proxy pod holds, shared with the gateway), [`server`] (the gRPC stream),
+//! [`slots`] (pure slot assignment; the Leases that enforce it are
+//! `smsgw-leases`, shared with the gateway), [`server`] (the gRPC stream),
 //! [`status`] (pure status + status writes), [`credentials`] (Users'
 //! Secrets), [`leader`] (Lease-based leader election), [`controller`]
 //! (watchers and the status loop).
@@ -17,7 +17,6 @@ pub mod credentials;
 pub mod hub;
 pub mod leader;
 pub mod server;
-pub mod slot_lease;
 pub mod slots;
 pub mod status;
 

@@ -10,34 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// One bind slot of one link.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SlotId {
-    /// SmppLink name.
-    pub link: String,
-    /// Slot index, below the link's `sessions`.
-    pub slot: u32,
-}
-
-impl SlotId {
-    /// A slot of `link`.
-    pub fn new(link: impl Into<String>, slot: u32) -> Self {
-        Self {
-            link: link.into(),
-            slot,
-        }
-    }
-
-    /// Name of the Lease guarding the slot: `smsgw-<link>-slot-<slot>`.
-    pub fn lease_name(&self) -> String {
-        lease_name(&self.link, self.slot)
-    }
-}
-
-/// Name of the Lease guarding slot `slot` of `link`.
-pub fn lease_name(link: &str, slot: u32) -> String {
-    format!("smsgw-{link}-slot-{slot}")
-}
+pub use smsgw_leases::{SlotId, lease_name};
 
 /// Slot → pod.
 pub type Assignment = BTreeMap<SlotId, String>;

@@ -2,7 +2,7 @@
 //! controller-rs `fixtures.rs` does: each test scripts the requests it
 //! expects and the answers, in order, and fails on any other request.
 
-mod common;
+use smsgw_leases::testing as common;
 
 use http::{Method, StatusCode};
 use k8s_openapi::api::core::v1::Secret;

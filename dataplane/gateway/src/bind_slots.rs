@@ -5,11 +5,10 @@
 //! each link are open, applies them to the running link, and keeps a link
 //! that replaces another (its spec changed) closed until the old one has
 //! unbound, so the pod never holds two binds of one slot. The Leases
-//! themselves are held by `smsgw_operator::slot_lease::SlotKeeper`, fed
+//! themselves are held by `smsgw_leases::SlotKeeper`, fed
 //! with the slots the operator assigns to this pod.
 
-use smsgw_operator::slot_lease::{LeaseTiming, SlotGate, SlotKeeper, SlotLeases};
-use smsgw_operator::slots::SlotId;
+use smsgw_leases::{LeaseTiming, SlotGate, SlotId, SlotKeeper, SlotLeases};
 use smsgw_smpp::Link;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

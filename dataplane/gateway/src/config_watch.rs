@@ -19,7 +19,7 @@ use smsgw_core::links::{
     LinkAction, LinkControl, LinkView, OutboundMessage, Submission, SubmitError,
 };
 use smsgw_crds::Snapshot;
-use smsgw_operator::slots::SlotId;
+use smsgw_leases::SlotId;
 use smsgw_proto::config::v1 as pb;
 use smsgw_proto::config::v1::config_service_client::ConfigServiceClient;
 use std::collections::{BTreeMap, BTreeSet};

@@ -2,14 +2,11 @@
 //! [`SlotLeases`] requests and answers, and the [`SlotKeeper`] loop gating
 //! a fake set of links under paused time.
 
-mod common;
-
-use common::{Handle, expect, lease, mock_client, no_more_requests, not_found};
 use http::{Method, StatusCode};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::Api;
-use smsgw_operator::slot_lease::{Claim, LeaseTiming, SlotGate, SlotKeeper, SlotLeases};
-use smsgw_operator::slots::SlotId;
+use smsgw_leases::testing::{Handle, expect, lease, mock_client, no_more_requests, not_found};
+use smsgw_leases::{Claim, LeaseTiming, SlotGate, SlotId, SlotKeeper, SlotLeases};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Helpers of the tests against a mocked API server (tower-test), as
 //! kube-rs' controller-rs `fixtures.rs` does: each test scripts the
-//! requests it expects and the answers, in order.
-#![allow(dead_code)]
+//! requests it expects and the answers, in order. Used by this crate's
+//! tests and the operator's (feature `testing`).
 
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -10,8 +10,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::client::Body;
 
+/// The test's end of the mocked API server.
 pub type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
+/// A client whose every request goes to the returned [`Handle`].
 pub fn mock_client() -> (Client, Handle) {
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     (Client::new(svc, "smsgw"), handle)
@@ -54,6 +56,7 @@ pub async fn no_more_requests(handle: &mut Handle, why: &str) {
     }
 }
 
+/// The body of a 404 NotFound answer.
 pub fn not_found() -> serde_json::Value {
     serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
 }

@@ -1,8 +1,11 @@
-//! Bind-slot Leases: the cap on a link's binds across all pods.
+//! Bind-slot Leases: the cap on a link's binds across all pods. Shared by
+//! the operator (which reads the holders for status and its assignment)
+//! and the proxy pods (which hold the Leases), so the proxy binary does
+//! not link the operator's controllers.
 //!
 //! Slot `i` of link `L` is guarded by the `coordination.k8s.io/v1` Lease
-//! `smsgw-L-slot-i` ([`crate::slots::lease_name`]). A proxy pod binds the
-//! sessions of a slot only while it holds that Lease (`holderIdentity` =
+//! `smsgw-L-slot-i` ([`lease_name`]). A proxy pod binds the sessions of a
+//! slot only while it holds that Lease (`holderIdentity` =
 //! pod name): it renews it every third of the lease duration and closes the
 //! slot (its sessions drain and unbind) once a third of the duration is
 //! left without a successful renewal, so the sessions are gone before
@@ -12,22 +15,26 @@
 //! racing for a slot one gets 409 Conflict and stays away.
 //!
 //! Which pod *should* hold a slot is the operator's assignment
-//! ([`crate::slots::assign_slots`], pushed to each pod in its snapshot). A
-//! pod gives up a slot that is no longer assigned to it only after its
+//! (`smsgw_operator::slots::assign_slots`, pushed to each pod in its
+//! snapshot). A pod gives up a slot that is no longer assigned to it only after its
 //! sessions of that slot are down, so a slot that moves is bound by at
 //! most one pod at any time.
 //!
-//! Layout: [`decide`] (pure: what to do given a Lease and the clock),
-//! [`SlotLeases`] (one get + one write per slot), [`SlotKeeper`] (the loop
-//! a pod runs, gating its links through [`SlotGate`]).
+//! Layout: [`SlotId`] (a slot and its Lease name), [`decide`] (pure: what
+//! to do given a Lease and the clock), [`SlotLeases`] (one get + one write
+//! per slot), [`SlotKeeper`] (the loop a pod runs, gating its links
+//! through [`SlotGate`]).
 //!
 //! Clocks: expiry is judged on `renewTime` against the wall clock of the
 //! pod looking (as `kubectl` and the operator's status do); the holder
 //! judges its own deadline on its monotonic clock from the moment it *sent*
 //! the renewal, so the holder stops first as long as clock skew between
 //! nodes stays below a third of the lease duration.
+#![warn(missing_docs)]
 
-use crate::slots::SlotId;
+#[cfg(feature = "testing")]
+pub mod testing;
+
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -41,6 +48,35 @@ use tokio_util::sync::CancellationToken;
 
 /// Label on every bind-slot Lease: the SmppLink it belongs to.
 pub const LINK_LABEL: &str = "smsgw.io/link";
+
+/// One bind slot of one link.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SlotId {
+    /// SmppLink name.
+    pub link: String,
+    /// Slot index, below the link's `sessions`.
+    pub slot: u32,
+}
+
+impl SlotId {
+    /// A slot of `link`.
+    pub fn new(link: impl Into<String>, slot: u32) -> Self {
+        Self {
+            link: link.into(),
+            slot,
+        }
+    }
+
+    /// Name of the Lease guarding the slot: `smsgw-<link>-slot-<slot>`.
+    pub fn lease_name(&self) -> String {
+        lease_name(&self.link, self.slot)
+    }
+}
+
+/// Name of the Lease guarding slot `slot` of `link`.
+pub fn lease_name(link: &str, slot: u32) -> String {
+    format!("smsgw-{link}-slot-{slot}")
+}
 
 /// The holder of `lease` if it has one and the Lease has not expired at
 /// `now` (`renewTime`, else `acquireTime`, plus `leaseDurationSeconds`,
