@@ -7,240 +7,25 @@
 //! Applying a snapshot syncs the managed users, swaps the configuration the
 //! API reads and starts the links the first time; later, links whose spec
 //! changed are replaced, removed ones stop, added ones start, and pools are
-//! rebuilt ([`Links::update`]). With `--bind-leases` the bind slots the
+//! rebuilt ([`crate::links::Links::update`]). With `--bind-leases` the bind slots the
 //! operator assigns to the pod go to the Lease keeper ([`crate::bind_slots`]):
 //! a link binds only the sessions of the slots whose Lease the pod holds;
 //! without it every pod binds every session of each link.
 
 use crate::cli::ServeArgs;
-use crate::links::Links;
+use crate::validate::Rejection;
 use crate::runtime::Gateway;
-use smsgw_core::links::{
-    LinkAction, LinkControl, LinkView, OutboundMessage, Submission, SubmitError,
-};
 use smsgw_crds::Snapshot;
 use smsgw_leases::SlotId;
 use smsgw_proto::config::v1 as pb;
 use smsgw_proto::config::v1::config_service_client::ConfigServiceClient;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// The links of the gateway, set by the first snapshot applied; until then
-/// it behaves as a gateway without links.
-#[derive(Default)]
-pub struct LinkSet {
-    current: RwLock<Option<Arc<Links>>>,
-    /// Bind-slot gates (`--bind-leases`), set before the first snapshot.
-    gates: std::sync::OnceLock<Arc<crate::bind_slots::Gates>>,
-}
-
-impl LinkSet {
-    fn get(&self) -> Option<Arc<Links>> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn set(&self, links: Arc<Links>) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(links);
-    }
-
-    /// Gates the links started from now on by bind slots.
-    pub(crate) fn gate(&self, gates: Arc<crate::bind_slots::Gates>) {
-        let _ = self.gates.set(gates);
-    }
-}
-
-#[async_trait::async_trait]
-impl LinkControl for LinkSet {
-    fn links(&self) -> Vec<LinkView> {
-        self.get().map(|l| l.links()).unwrap_or_default()
-    }
-
-    fn link(&self, name: &str) -> Option<LinkView> {
-        self.get()?.link(name)
-    }
-
-    async fn control(&self, name: &str, action: LinkAction) -> Option<LinkView> {
-        self.get()?.control(name, action).await
-    }
-
-    async fn submit(&self, target: &str, msg: OutboundMessage) -> Result<Submission, SubmitError> {
-        match self.get() {
-            Some(l) => l.submit(target, msg).await,
-            None => Err(SubmitError::UnknownTarget(target.to_owned())),
-        }
-    }
-}
-
-/// Why a snapshot was not applied: what goes into a negative Ack.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rejection {
-    /// Why.
-    pub error: String,
-    /// The resource concerned, `Kind/namespace/name`, or empty.
-    pub resource: String,
-}
-
-impl std::fmt::Display for Rejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.resource.is_empty() {
-            write!(f, "cannot apply the configuration: {}", self.error)
-        } else {
-            write!(
-                f,
-                "cannot apply the configuration: {}: {}",
-                self.resource, self.error
-            )
-        }
-    }
-}
-
-impl Rejection {
-    fn of(kind: &str, namespace: &str, name: &str, error: String) -> Self {
-        Self {
-            error,
-            resource: format!("{kind}/{namespace}/{name}"),
-        }
-    }
-}
-
-/// Checks what the gateway relies on when it applies a snapshot: every
-/// spec's field rules, and pools naming only links of the snapshot.
-pub fn validate(snap: &Snapshot, namespace: &str) -> Result<(), Rejection> {
-    let first = |kind: &str, name: &str, errs: Vec<smsgw_crds::FieldError>| match errs.first() {
-        Some(e) => Err(Rejection::of(
-            kind,
-            namespace,
-            name,
-            format!("{}: {}", e.field, e.reason),
-        )),
-        None => Ok(()),
-    };
-    for (name, spec) in &snap.links {
-        first("SmppLink", name, spec.validate())?;
-    }
-    for (name, spec) in &snap.pools {
-        first("EsmePool", name, spec.validate())?;
-        if let Some((i, m)) = spec
-            .members
-            .iter()
-            .enumerate()
-            .find(|(_, m)| !snap.links.contains_key(&m.link))
-        {
-            return Err(Rejection::of(
-                "EsmePool",
-                namespace,
-                name,
-                format!("spec.members[{i}].link: no SmppLink {:?}", m.link),
-            ));
-        }
-    }
-    for (name, spec) in &snap.users {
-        first("User", name, spec.validate())?;
-    }
-    for (name, spec) in &snap.policies {
-        first("ContactPolicy", name, spec.validate())?;
-    }
-    Ok(())
-}
-
-/// Names of the entries that differ between two maps (added, removed or
-/// changed), in order.
-fn changed<V: PartialEq>(old: &BTreeMap<String, V>, new: &BTreeMap<String, V>) -> Vec<String> {
-    let mut out: Vec<String> = old
-        .iter()
-        .filter(|(k, v)| new.get(*k) != Some(*v))
-        .map(|(k, _)| k.clone())
-        .collect();
-    out.extend(new.keys().filter(|k| !old.contains_key(*k)).cloned());
-    out.sort();
-    out
-}
-
 impl Gateway {
-    /// Applies a snapshot: validates it, syncs the managed users, swaps the
-    /// configuration in force and, the first time, starts the links and the
-    /// sweeper and becomes ready. `namespace` names rejected resources.
-    pub(crate) async fn apply(&self, snap: Snapshot, namespace: &str) -> Result<(), Rejection> {
-        validate(&snap, namespace)?;
-        self.state
-            .auth
-            .sync_managed_users(&snap)
-            .await
-            .map_err(|e| Rejection {
-                error: format!("cannot apply User resources: {e}"),
-                resource: String::new(),
-            })?;
-        let old = self.state.config.load_full();
-        let version = snap.version.clone();
-        let (links, pools) = (snap.links.len(), snap.pools.len());
-        if let Some(running) = self.links.get() {
-            let replaced = running.update(&snap).map_err(|e| Rejection {
-                error: format!("{e:#}"),
-                resource: String::new(),
-            })?;
-            let pools_changed = changed(&old.pools, &snap.pools);
-            if !replaced.is_empty() || !pools_changed.is_empty() {
-                tracing::info!(links = ?replaced, pools = ?pools_changed, "links started/stopped and pools rebuilt");
-            }
-            self.state.config.store(Arc::new(snap));
-        } else {
-            self.state.config.store(Arc::new(snap));
-            let started = Links::start(
-                &self.state.config.load(),
-                &self.cancel,
-                &self.tracker,
-                &self.state.metrics,
-                self.state.clone(),
-                self.links.gates.get().cloned(),
-            )
-            .map_err(|e| {
-                // Leave the gateway unconfigured: the next version may do.
-                self.state.config.store(old.clone());
-                Rejection {
-                    error: format!("{e:#}"),
-                    resource: String::new(),
-                }
-            })?;
-            self.links.set(started);
-            self.tracker.spawn(crate::runtime::sweeper(
-                self.state.clone(),
-                self.pod.clone(),
-                self.sweep_after,
-                self.cancel.clone(),
-            ));
-            // Link health: a link that is down gets rate 0 and each pool
-            // the sum of its healthy members, set absolutely every interval.
-            self.tracker.spawn(self.rate.clone().run(
-                self.state.clone(),
-                self.links.clone(),
-                self.cancel.clone(),
-            ));
-            self.state.ready.store(true, Ordering::Release);
-        }
-        self.apply_limits_and_policies().await;
-        self.state.metrics.config_links.set(links as i64);
-        tracing::info!(%version, links, pools, "configuration applied");
-        Ok(())
-    }
-
-    /// Sets the rate limits of links, pools and apps (as link health was
-    /// last seen) and swaps in the snapshot's compiled contact policies.
-    async fn apply_limits_and_policies(&self) {
-        self.rate.apply(&self.state).await;
-        let snap = self.state.config.load_full();
-        let (compiled, errors) = smsgw_contact::Policies::compile(&snap.policies);
-        for e in errors {
-            tracing::warn!(error = %e, "contact policy left out");
-        }
-        self.policies.store(Arc::new(compiled));
-    }
-
     /// The version in force, if any.
     fn held_version(&self) -> String {
         if self.state.ready.load(Ordering::Acquire) {
@@ -462,45 +247,11 @@ mod tests {
     }
 
     #[test]
-    fn the_example_snapshot_is_valid_and_a_pool_of_an_unknown_link_is_not() {
-        let mut snap = example();
-        assert_eq!(validate(&snap, "ns"), Ok(()));
-        snap.links.remove("local-sim");
-        let r = validate(&snap, "ns").unwrap_err();
-        assert_eq!(r.resource, "EsmePool/ns/default");
-        assert!(r.error.contains("local-sim"), "{r:?}");
-    }
-
-    #[test]
-    fn a_link_that_breaks_a_field_rule_is_named() {
-        let mut snap = example();
-        snap.links.get_mut("local-sim").unwrap().sessions = 0;
-        let r = validate(&snap, "").unwrap_err();
-        assert_eq!(r.resource, "SmppLink//local-sim");
-    }
-
-    #[test]
     fn decode_errors_do_not_echo_the_content() {
         let mut v = serde_json::to_value(example()).unwrap();
         v["links"]["local-sim"]["port"] = serde_json::json!("hunter2-secret");
         let r = decode(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert!(!r.error.contains("hunter2"), "{}", r.error);
         assert!(decode(&serde_json::to_vec(&example()).unwrap()).is_ok());
-    }
-
-    #[test]
-    fn changes_list_added_removed_and_changed_entries() {
-        let old: BTreeMap<String, u32> = [("a".into(), 1), ("b".into(), 2), ("c".into(), 3)].into();
-        let new: BTreeMap<String, u32> = [("a".into(), 1), ("b".into(), 5), ("d".into(), 4)].into();
-        assert_eq!(changed(&old, &new), ["b", "c", "d"]);
-        assert!(changed(&old, &old).is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_link_set_without_links_knows_no_target() {
-        let set = LinkSet::default();
-        assert!(set.links().is_empty());
-        assert!(set.link("x").is_none());
-        assert!(set.get().is_none());
     }
 }

@@ -676,6 +676,62 @@ fn segment_result(o: smsgw_smpp::SegmentOutcome) -> SegmentResult {
     }
 }
 
+/// The links of the gateway, set by the first snapshot applied; until then
+/// it behaves as a gateway without links.
+#[derive(Default)]
+pub struct LinkSet {
+    current: std::sync::RwLock<Option<Arc<Links>>>,
+    /// Bind-slot gates (`--bind-leases`), set before the first snapshot.
+    gates: std::sync::OnceLock<Arc<crate::bind_slots::Gates>>,
+}
+
+impl LinkSet {
+    /// The running links, once the first snapshot started them.
+    pub(crate) fn get(&self) -> Option<Arc<Links>> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Holds the links the first snapshot started.
+    pub(crate) fn set(&self, links: Arc<Links>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(links);
+    }
+
+    /// Gates the links started from now on by bind slots.
+    pub(crate) fn gate(&self, gates: Arc<crate::bind_slots::Gates>) {
+        let _ = self.gates.set(gates);
+    }
+
+    /// The bind-slot gates, with `--bind-leases`.
+    pub(crate) fn gates(&self) -> Option<Arc<crate::bind_slots::Gates>> {
+        self.gates.get().cloned()
+    }
+}
+
+#[async_trait::async_trait]
+impl LinkControl for LinkSet {
+    fn links(&self) -> Vec<LinkView> {
+        self.get().map(|l| l.links()).unwrap_or_default()
+    }
+
+    fn link(&self, name: &str) -> Option<LinkView> {
+        self.get()?.link(name)
+    }
+
+    async fn control(&self, name: &str, action: LinkAction) -> Option<LinkView> {
+        self.get()?.control(name, action).await
+    }
+
+    async fn submit(&self, target: &str, msg: OutboundMessage) -> Result<Submission, SubmitError> {
+        match self.get() {
+            Some(l) => l.submit(target, msg).await,
+            None => Err(SubmitError::UnknownTarget(target.to_owned())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -717,5 +773,13 @@ mod tests {
         // Reaching the TLS stack: the bundle is parsed, and this one is empty.
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("tls_ca"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_link_set_without_links_knows_no_target() {
+        let set = LinkSet::default();
+        assert!(set.links().is_empty());
+        assert!(set.link("x").is_none());
+        assert!(set.get().is_none());
     }
 }

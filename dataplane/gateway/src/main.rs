@@ -1,5 +1,5 @@
 //! `smsgw`: the SMS gateway binary. Thin: parses the command line and hands
-//! over to [`runtime`].
+//! each command to its module ([`runtime`] for the gateway's wiring).
 #![forbid(unsafe_code)]
 
 mod bench;
@@ -14,6 +14,7 @@ mod links;
 mod rate;
 mod runtime;
 mod telemetry;
+mod validate;
 
 use clap::Parser;
 
@@ -39,7 +40,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(runtime::run(cli)) {
+    match rt.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             if !client {
@@ -47,6 +48,34 @@ fn main() -> std::process::ExitCode {
             }
             eprintln!("smsgw: {e:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the chosen subcommand to completion.
+async fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    match cli.command {
+        cli::Command::Standalone(args) => runtime::standalone(*args).await,
+        cli::Command::Serve(args) => config_watch::serve(*args).await,
+        cli::Command::SmscSim(args) => runtime::smsc_sim(args).await,
+        cli::Command::Bench(args) => bench::run(*args).await,
+        cli::Command::Openapi => {
+            println!("{}", smsgw_api::openapi_json());
+            Ok(())
+        }
+        cli::Command::Client(cmd) => client::run(cmd).await,
+        cli::Command::CheckConfig { config } => {
+            let snap = runtime::load_config(&config)?;
+            println!(
+                "{}: valid, version {}: {} link(s), {} pool(s), {} user(s), {} contact polic(y/ies)",
+                config.display(),
+                snap.version,
+                snap.links.len(),
+                snap.pools.len(),
+                snap.users.len(),
+                snap.policies.len()
+            );
+            Ok(())
         }
     }
 }

@@ -4,7 +4,6 @@
 //! limits from the cluster-wide view of which links are up.
 
 use crate::cli::{RateFailMode, RateLimitArgs};
-use crate::config_watch::LinkSet;
 use smsgw_api::ApiState;
 use smsgw_core::limits::{RateLimit, RateLimiter};
 use smsgw_core::links::LinkControl;
@@ -115,7 +114,7 @@ impl Limiting {
     /// One health check: this gateway's view of each configured link (a
     /// bound session), shared with the other gateways when limits live in
     /// Redis, then the limits set from the cluster-wide view.
-    pub(crate) async fn check(&self, state: &ApiState, links: &LinkSet) {
+    pub(crate) async fn check(&self, state: &ApiState, links: &dyn LinkControl) {
         let config = RateConfig::from_snapshot(&state.config.load());
         let local: Vec<(String, bool)> = config
             .links
@@ -150,7 +149,7 @@ impl Limiting {
     pub(crate) async fn run(
         self: Arc<Self>,
         state: ApiState,
-        links: Arc<LinkSet>,
+        links: Arc<dyn LinkControl>,
         cancel: CancellationToken,
     ) {
         let mut tick =
@@ -158,7 +157,7 @@ impl Limiting {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => self.check(&state, &links).await,
+                _ = tick.tick() => self.check(&state, links.as_ref()).await,
                 () = cancel.cancelled() => return,
             }
         }

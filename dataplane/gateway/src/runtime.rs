@@ -1,10 +1,11 @@
 //! Wiring: configuration, servers, shutdown.
 
 use crate::cli::{
-    Cli, Command, GatewayArgs, ListenArgs, LogFormat, SimArgs, SimIdFormat, StandaloneArgs,
+    GatewayArgs, ListenArgs, LogFormat, SimArgs, SimIdFormat, StandaloneArgs,
     StoreKind,
 };
-use crate::config_watch::LinkSet;
+use crate::links::{LinkSet, Links};
+use crate::validate::{Rejection, validate};
 use anyhow::{Context, bail};
 use smsgw_api::ApiState;
 use smsgw_api::auth::jwt::KeySet;
@@ -13,7 +14,9 @@ use smsgw_core::messages::MessageStore;
 use smsgw_core::users::UserStore;
 use smsgw_crds::Snapshot;
 use smsgw_store::{EmbeddedUserStore, RedisConfig, RedisUserStore};
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -32,34 +35,6 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
-/// Runs the chosen subcommand to completion.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Standalone(args) => standalone(*args).await,
-        Command::Serve(args) => crate::config_watch::serve(*args).await,
-        Command::SmscSim(args) => smsc_sim(args).await,
-        Command::Bench(args) => crate::bench::run(*args).await,
-        Command::Openapi => {
-            println!("{}", smsgw_api::openapi_json());
-            Ok(())
-        }
-        Command::Client(cmd) => crate::client::run(cmd).await,
-        Command::CheckConfig { config } => {
-            let snap = load_config(&config)?;
-            println!(
-                "{}: valid, version {}: {} link(s), {} pool(s), {} user(s), {} contact polic(y/ies)",
-                config.display(),
-                snap.version,
-                snap.links.len(),
-                snap.pools.len(),
-                snap.users.len(),
-                snap.policies.len()
-            );
-            Ok(())
-        }
-    }
-}
-
 /// Reads and compiles a configuration file; every problem is reported,
 /// each naming its document, field and reason.
 pub fn load_config(path: &Path) -> anyhow::Result<Snapshot> {
@@ -71,7 +46,7 @@ pub fn load_config(path: &Path) -> anyhow::Result<Snapshot> {
     })
 }
 
-async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+pub(crate) async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let snap = load_config(&args.config)?;
     tracing::info!(
         version = %snap.version,
@@ -241,6 +216,99 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Applies a snapshot: validates it, syncs the managed users, swaps the
+    /// configuration in force and, the first time, starts the links and the
+    /// sweeper and becomes ready. `namespace` names rejected resources.
+    pub(crate) async fn apply(&self, snap: Snapshot, namespace: &str) -> Result<(), Rejection> {
+        validate(&snap, namespace)?;
+        self.state
+            .auth
+            .sync_managed_users(&snap)
+            .await
+            .map_err(|e| Rejection {
+                error: format!("cannot apply User resources: {e}"),
+                resource: String::new(),
+            })?;
+        let old = self.state.config.load_full();
+        let version = snap.version.clone();
+        let (links, pools) = (snap.links.len(), snap.pools.len());
+        if let Some(running) = self.links.get() {
+            let replaced = running.update(&snap).map_err(|e| Rejection {
+                error: format!("{e:#}"),
+                resource: String::new(),
+            })?;
+            let pools_changed = changed(&old.pools, &snap.pools);
+            if !replaced.is_empty() || !pools_changed.is_empty() {
+                tracing::info!(links = ?replaced, pools = ?pools_changed, "links started/stopped and pools rebuilt");
+            }
+            self.state.config.store(Arc::new(snap));
+        } else {
+            self.state.config.store(Arc::new(snap));
+            let started = Links::start(
+                &self.state.config.load(),
+                &self.cancel,
+                &self.tracker,
+                &self.state.metrics,
+                self.state.clone(),
+                self.links.gates(),
+            )
+            .map_err(|e| {
+                // Leave the gateway unconfigured: the next version may do.
+                self.state.config.store(old.clone());
+                Rejection {
+                    error: format!("{e:#}"),
+                    resource: String::new(),
+                }
+            })?;
+            self.links.set(started);
+            self.tracker.spawn(sweeper(
+                self.state.clone(),
+                self.pod.clone(),
+                self.sweep_after,
+                self.cancel.clone(),
+            ));
+            // Link health: a link that is down gets rate 0 and each pool
+            // the sum of its healthy members, set absolutely every interval.
+            self.tracker.spawn(self.rate.clone().run(
+                self.state.clone(),
+                self.links.clone(),
+                self.cancel.clone(),
+            ));
+            self.state.ready.store(true, Ordering::Release);
+        }
+        self.apply_limits_and_policies().await;
+        self.state.metrics.config_links.set(links as i64);
+        tracing::info!(%version, links, pools, "configuration applied");
+        Ok(())
+    }
+
+    /// Sets the rate limits of links, pools and apps (as link health was
+    /// last seen) and swaps in the snapshot's compiled contact policies.
+    async fn apply_limits_and_policies(&self) {
+        self.rate.apply(&self.state).await;
+        let snap = self.state.config.load_full();
+        let (compiled, errors) = smsgw_contact::Policies::compile(&snap.policies);
+        for e in errors {
+            tracing::warn!(error = %e, "contact policy left out");
+        }
+        self.policies.store(Arc::new(compiled));
+    }
+}
+
+/// Names of the entries that differ between two maps (added, removed or
+/// changed), in order.
+fn changed<V: PartialEq>(old: &BTreeMap<String, V>, new: &BTreeMap<String, V>) -> Vec<String> {
+    let mut out: Vec<String> = old
+        .iter()
+        .filter(|(k, v)| new.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    out.extend(new.keys().filter(|k| !old.contains_key(*k)).cloned());
+    out.sort();
+    out
+}
+
 /// Every few seconds, submits messages left `accepted` past `after` (their
 /// pod died, or no link was up), and purges expired records.
 pub(crate) async fn sweeper(
@@ -351,7 +419,7 @@ fn sim_config(args: &SimArgs) -> anyhow::Result<smsgw_smpp::sim::SimConfig> {
 }
 
 /// `smsgw smsc-sim`: the simulator alone, until SIGINT/SIGTERM.
-async fn smsc_sim(args: SimArgs) -> anyhow::Result<()> {
+pub(crate) async fn smsc_sim(args: SimArgs) -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
     let cancel = CancellationToken::new();
     let sim = smsgw_smpp::sim::run(sim_config(&args)?, cancel.clone())
@@ -520,4 +588,17 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = &'stati
             _ = term.recv() => "SIGTERM",
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_list_added_removed_and_changed_entries() {
+        let old: BTreeMap<String, u32> = [("a".into(), 1), ("b".into(), 2), ("c".into(), 3)].into();
+        let new: BTreeMap<String, u32> = [("a".into(), 1), ("b".into(), 5), ("d".into(), 4)].into();
+        assert_eq!(changed(&old, &new), ["b", "c", "d"]);
+        assert!(changed(&old, &old).is_empty());
+    }
 }
