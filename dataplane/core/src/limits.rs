@@ -4,7 +4,7 @@
 //!
 //! The send path calls [`RateLimiter::acquire`] once per message with every
 //! key the message counts against (its app, its link or pool) and its cost
-//! in segments. Implementations live in `smsgw-policy`: an in-process one
+//! in segments. Implementations live in `smsgw-rate`: an in-process one
 //! (standalone mode, and the per-pod L1) and a Redis one shared by every pod
 //! (L2). Limits are set absolutely with [`RateLimiter::set_limit`]; a key
 //! without a limit is unlimited.

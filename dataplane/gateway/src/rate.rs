@@ -7,7 +7,7 @@ use crate::cli::{RateFailMode, RateLimitArgs};
 use smsgw_api::ApiState;
 use smsgw_core::limits::{RateLimit, RateLimiter};
 use smsgw_core::links::LinkControl;
-use smsgw_policy::rate::{
+use smsgw_rate::{
     FailMode, HealthAdjuster, InProcessLimiter, Layered, LimiterMetrics, Metered, RateConfig,
     RedisLimiter, RedisLimiterConfig,
 };

@@ -1,4 +1,4 @@
-//! Rate limiting (issue 6): the implementations of
+//! Rate limiting on the smsgw send path (issue 6): the implementations of
 //! [`smsgw_core::limits::RateLimiter`].
 //!
 //! - [`InProcessLimiter`]: GCRA in this process. The standalone limiter,
@@ -14,6 +14,7 @@
 //! The send path calls [`acquire_within`] (or `RateLimiter::acquire`
 //! directly) once per message with the message's keys and its segment
 //! count.
+#![warn(missing_docs)]
 
 mod gcra;
 mod health;

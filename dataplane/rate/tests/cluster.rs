@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::RedisCluster;
 use common::suite;
-use smsgw_policy::rate::RedisLimiterConfig;
+use smsgw_rate::RedisLimiterConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_limiter_suite_should_pass_on_a_redis_cluster() {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use smsgw_core::limits::{LimiterMode, RateDecision, RateKey, RateLimit, RateLimiter};
-use smsgw_policy::rate::{HealthAdjuster, RateConfig, RedisLimiter, RedisLimiterConfig};
+use smsgw_rate::{HealthAdjuster, RateConfig, RedisLimiter, RedisLimiterConfig};
 
 /// Makes the configuration of one pod.
 pub type Pod = dyn Fn() -> RedisLimiterConfig;

@@ -270,7 +270,7 @@ spec: {members: [{link: l1}, {link: l2, weight: 2}]}
 
     #[tokio::test(start_paused = true)]
     async fn the_adjuster_should_set_values_absolutely_every_interval() {
-        let limiter = Arc::new(crate::rate::InProcessLimiter::new());
+        let limiter = Arc::new(crate::InProcessLimiter::new());
         let down = Arc::new(Mutex::new(BTreeSet::<String>::new()));
         let d = down.clone();
         let health = Arc::new(move |l: &str| !d.lock().unwrap().contains(l));

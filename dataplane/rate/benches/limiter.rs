@@ -1,4 +1,4 @@
-//! Rate-limiter benchmarks: `cargo bench -p smsgw-policy`.
+//! Rate-limiter benchmarks: `cargo bench -p smsgw-rate`.
 //!
 //! - `in_process/*`: one acquisition on the in-process limiter (one key,
 //!   two keys, and 4 threads contending on one key).
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use smsgw_core::limits::{RateKey, RateLimit, RateLimiter};
-use smsgw_policy::rate::{InProcessLimiter, RedisLimiter, RedisLimiterConfig};
+use smsgw_rate::{InProcessLimiter, RedisLimiter, RedisLimiterConfig};
 use smsgw_store::testing::RedisServer;
 
 fn in_process(c: &mut Criterion) {

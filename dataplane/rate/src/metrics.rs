@@ -185,7 +185,7 @@ impl RateLimiter for Metered {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rate::InProcessLimiter;
+    use crate::InProcessLimiter;
     use prometheus_client::encoding::text::encode;
 
     #[tokio::test(start_paused = true)]

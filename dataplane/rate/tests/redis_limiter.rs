@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use common::RedisProc;
 use common::suite;
 use smsgw_core::limits::{LimitError, LimiterMode, RateKey, RateLimit, RateLimiter};
-use smsgw_policy::rate::{FailMode, RedisLimiter, RedisLimiterConfig};
+use smsgw_rate::{FailMode, RedisLimiter, RedisLimiterConfig};
 use smsgw_store::testing::RedisServer;
 
 fn config(url: &str) -> RedisLimiterConfig {
@@ -167,7 +167,7 @@ async fn a_slow_redis_should_not_hold_up_acquisitions() {
 /// one link at 500/s with burst 50, flat out for 10 s. The window
 /// (at the SMSC) is 4,750–5,300 submits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "takes 10 s: cargo test -p smsgw-policy --test redis_limiter -- --ignored"]
+#[ignore = "takes 10 s: cargo test -p smsgw-rate --test redis_limiter -- --ignored"]
 async fn three_pods_flat_out_for_10_s_should_land_in_the_acceptance_window() {
     let server = RedisServer::start();
     let url = server.url();
