@@ -1,0 +1,214 @@
+//! `ContactPolicy`: a named contact-policy strategy (frequency caps, dedup,
+//! quiet hours, blacklists).
+
+// `#[kube(printcolumn(..), printcolumn(..))]` repeats `type_ = ..` by
+// design; clippy reads that as a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
+use super::shared::{FieldError, defaults};
+use crate::Duration;
+use crate::status::ContactPolicyStatus;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Per-destination frequency caps over calendar periods: a message to a
+/// destination that already got the cap within the current day or week is
+/// refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.daily) || has(self.weekly)",
+        "message": "set daily, weekly or both"
+    },
+    {
+        "rule": "!has(self.daily) || !has(self.weekly) || self.weekly >= self.daily",
+        "message": "weekly must be at least the daily cap",
+        "fieldPath": ".weekly"
+    }
+]))]
+pub struct Frequency {
+    /// Messages per destination per calendar day (midnight to midnight in
+    /// `timeZone`). Absent means no daily cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily: Option<u32>,
+    /// Messages per destination per calendar week (Monday 00:00 to Sunday
+    /// 24:00 in `timeZone`); at least `daily`. Absent means no weekly
+    /// cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weekly: Option<u32>,
+    /// IANA time zone the days and weeks follow (`Europe/Paris`).
+    /// Default `UTC`.
+    #[serde(default = "defaults::utc")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: String,
+}
+
+/// Refusal of the same text to the same destination within a window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Dedup {
+    /// How long a sent text blocks an identical one to the same
+    /// destination, as a duration string (`10m`, `1h`). Must be positive.
+    pub window: Duration,
+    /// Whether the source address is part of the key, so the same text
+    /// from two sender ids is not a duplicate. Default false.
+    #[serde(default)]
+    pub include_source: bool,
+}
+
+/// Hours of the day during which messages are refused, in the
+/// destination's local time: the zone of `zones` whose prefix starts the
+/// number (longest wins), else the zone of its country when that country
+/// keeps one zone, else the policy's `frequency.timeZone`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QuietHours {
+    /// Start of the quiet period, `HH:MM` (24-hour clock).
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub start: String,
+    /// End of the quiet period, `HH:MM`; before `start` means the period
+    /// spans midnight.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub end: String,
+    /// Time zones by number prefix (E.164 digits, no `+`), for countries
+    /// that span several zones or to correct the built-in country table,
+    /// e.g. `{"1212": America/New_York, "1415": America/Los_Angeles}`.
+    /// Values are IANA time zone names.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub zones: BTreeMap<String, String>,
+}
+
+/// A named contact-policy strategy; requests choose it by the resource's
+/// name. Every check set here must pass for a message to be sent.
+#[derive(
+    CustomResource, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema,
+)]
+#[kube(
+    group = "smsgw.io",
+    version = "v1alpha1",
+    kind = "ContactPolicy",
+    namespaced,
+    status = "ContactPolicyStatus",
+    shortname = "cpol",
+    category = "smsgw",
+    doc = "A contact-policy strategy (frequency caps, deduplication, blacklists, quiet hours), chosen by requests by name.",
+    printcolumn(
+        name = "Daily",
+        type_ = "integer",
+        json_path = ".spec.frequency.daily",
+        description = "Messages per destination per day"
+    ),
+    printcolumn(
+        name = "Weekly",
+        type_ = "integer",
+        json_path = ".spec.frequency.weekly",
+        description = "Messages per destination per week"
+    ),
+    printcolumn(
+        name = "Dedup",
+        type_ = "string",
+        json_path = ".spec.dedup.window",
+        description = "Deduplication window"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the policy is in the pods' configuration"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.frequency) || has(self.dedup) || (has(self.blacklists) && size(self.blacklists) > 0) || has(self.quietHours)",
+    "message": "a policy needs frequency, dedup, blacklists or quietHours"
+}]))]
+pub struct ContactPolicySpec {
+    /// Per-destination caps per day and week. Absent means no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency: Option<Frequency>,
+    /// Refusal of repeated texts. Absent means no deduplication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<Dedup>,
+    /// Names of the blacklists (imported from S3 or managed through the
+    /// admin API) whose numbers are refused, at most 32. Default none.
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    pub blacklists: Vec<String>,
+    /// Hours during which messages are refused. Absent means none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<QuietHours>,
+}
+
+impl ContactPolicySpec {
+    /// Field-level checks that need no other resource.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        if let Some(f) = &self.frequency {
+            if f.daily.is_none() && f.weekly.is_none() {
+                errs.push(FieldError::new(
+                    "spec.frequency",
+                    "set daily, weekly or both",
+                ));
+            }
+            if let (Some(d), Some(w)) = (f.daily, f.weekly)
+                && w < d
+            {
+                errs.push(FieldError::new(
+                    "spec.frequency.weekly",
+                    "must be at least the daily cap",
+                ));
+            }
+            if f.time_zone.trim().is_empty() {
+                errs.push(FieldError::new(
+                    "spec.frequency.timeZone",
+                    "must not be empty",
+                ));
+            }
+        }
+        if let Some(d) = &self.dedup
+            && d.window.get().is_zero()
+        {
+            errs.push(FieldError::new("spec.dedup.window", "must be positive"));
+        }
+        if let Some(q) = &self.quiet_hours {
+            for (field, v) in [
+                ("spec.quietHours.start", &q.start),
+                ("spec.quietHours.end", &q.end),
+            ] {
+                if parse_hh_mm(v).is_none() {
+                    errs.push(FieldError::new(
+                        field,
+                        format!("{v:?} is not a time of day (HH:MM)"),
+                    ));
+                }
+            }
+        }
+        if self.frequency.is_none()
+            && self.dedup.is_none()
+            && self.blacklists.is_empty()
+            && self.quiet_hours.is_none()
+        {
+            errs.push(FieldError::new(
+                "spec",
+                "a policy needs frequency, dedup, blacklists or quietHours",
+            ));
+        }
+        errs
+    }
+}
+
+/// Minutes since midnight of an `HH:MM` time.
+pub fn parse_hh_mm(s: &str) -> Option<u16> {
+    let (h, m) = s.split_once(':')?;
+    let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+    // `then`, not `then_some`: `h * 60` overflows for hours past 1092.
+    (h < 24 && m < 60 && s.len() == 5).then(|| h * 60 + m)
+}

@@ -1,0 +1,17 @@
+//! Specs of the four resource kinds, as written in manifests (camelCase),
+//! with their field-level validation: one module per kind, and what they
+//! share. Everything is re-exported here (and from the crate root), so the
+//! paths stay `smsgw_crds::SmppLinkSpec` etc.
+
+mod contact_policy;
+mod esme_pool;
+mod shared;
+mod smpp_link;
+mod user;
+
+pub use contact_policy::*;
+pub use esme_pool::*;
+pub use shared::{FieldError, SecretKeyRef};
+pub(crate) use smpp_link::{NO_PEM_CERTIFICATE, holds_pem_certificate};
+pub use smpp_link::*;
+pub use user::*;
