@@ -4,9 +4,7 @@
 
 mod aerospike;
 mod embedded;
-mod record_codec;
 mod redis;
-mod wal;
 
 pub use aerospike::{AerospikeConfig, AerospikeMessageStore};
 pub use embedded::{Checkpoints, EmbeddedMessageStore};
