@@ -16,13 +16,13 @@
 //! record, so a receipt racing its `submit_sm_resp` is either matched or
 //! parked and then taken by the index write — never lost. The claim query
 //! uses the sparse secondary index on `acc`, so it reads only messages still
-//! `accepted`, not the whole set. Create follows the same crash-safe order
-//! as the Redis store (key, then record; a later create with the key takes
-//! over an orphaned key under its id).
+//! `accepted`, not the whole set. The message operations are the Redis
+//! store's, written once in [`KvMessageStore`] over this [`AerospikeKv`]:
+//! the same crash-safe create order (key, then record; a later create with
+//! the key takes over an orphaned key under its id).
 
-use super::{
-    CAS_ATTEMPTS, MessageStoreOptions, await_key_holder, backend, existing, keep_parked, ms,
-};
+use super::kv::{Cas, VersionedKv};
+use super::{CAS_ATTEMPTS, KvMessageStore, MessageStoreOptions, backend, keep_parked, ms};
 use aerospike::query::{Filter, PartitionFilter};
 use aerospike::{
     AdminPolicy, Bin, Bins, Client, ClientPolicy, CollectionIndexType, Expiration,
@@ -32,10 +32,10 @@ use aerospike::{
 use async_trait::async_trait;
 use futures::StreamExt;
 use smsgw_core::messages::{
-    ClaimRequest, CreateOutcome, MessageRecord, MessageStatus, MessageStore, MessageStoreError,
-    ReceiptOutcome, ReceiptUpdate, SubmitUpdate, unix_now_ms,
+    MessageRecord, MessageStatus, MessageStoreError, ReceiptUpdate, unix_now_ms,
 };
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Where the messages live in Aerospike.
 ///
@@ -63,14 +63,27 @@ impl AerospikeConfig {
 }
 
 /// Messages in Aerospike (see the module docs for the layout).
+pub type AerospikeMessageStore = KvMessageStore<AerospikeKv>;
+
+impl KvMessageStore<AerospikeKv> {
+    /// Connects and makes sure the `acc` secondary index exists.
+    pub async fn connect(
+        config: &AerospikeConfig,
+        opts: MessageStoreOptions,
+    ) -> Result<Self, MessageStoreError> {
+        Ok(Self::new(AerospikeKv::connect(config).await?, opts))
+    }
+}
+
+/// The Aerospike records of the message store ([`VersionedKv`]; see the
+/// module docs for the layout).
 #[derive(Clone)]
-pub struct AerospikeMessageStore {
+pub struct AerospikeKv {
     client: Arc<Client>,
     ns: String,
     set: String,
     tx_set: String,
     ix_set: String,
-    opts: MessageStoreOptions,
 }
 
 fn is(e: &aerospike::Error, rc: ResultCode) -> bool {
@@ -98,12 +111,9 @@ fn seconds_until(expires_at_ms: u64) -> Expiration {
     Expiration::Seconds(u32::try_from(left).unwrap_or(u32::MAX).max(1))
 }
 
-impl AerospikeMessageStore {
+impl AerospikeKv {
     /// Connects and makes sure the `acc` secondary index exists.
-    pub async fn connect(
-        config: &AerospikeConfig,
-        opts: MessageStoreOptions,
-    ) -> Result<Self, MessageStoreError> {
+    pub async fn connect(config: &AerospikeConfig) -> Result<Self, MessageStoreError> {
         let client = Client::new(&ClientPolicy::default(), &config.hosts)
             .await
             .map_err(backend)?;
@@ -113,7 +123,6 @@ impl AerospikeMessageStore {
             set: config.set.clone(),
             tx_set: format!("{}_tx", config.set),
             ix_set: format!("{}_ix", config.set),
-            opts,
         };
         let index = format!("{}_acc", store.set);
         match store
@@ -189,6 +198,11 @@ impl AerospikeMessageStore {
         };
         Ok([Bin::new("j", Value::from(json)), Bin::new("acc", acc)])
     }
+}
+
+#[async_trait]
+impl VersionedKv for AerospikeKv {
+    type Version = u32;
 
     async fn load(&self, id: &str) -> Result<Option<(u32, MessageRecord)>, MessageStoreError> {
         let Some(r) = self.read(&self.msg_key(id)?).await? else {
@@ -203,47 +217,38 @@ impl AerospikeMessageStore {
         )))
     }
 
-    /// Read-modify-write by generation; see the Redis store's `update`.
-    async fn update<F>(
+    async fn compare_and_set(
         &self,
         id: &str,
-        mut f: F,
-    ) -> Result<Option<(MessageRecord, bool)>, MessageStoreError>
-    where
-        F: FnMut(&mut MessageRecord) -> Result<bool, MessageStoreError> + Send,
-    {
-        let key = self.msg_key(id)?;
-        for _ in 0..CAS_ATTEMPTS {
-            let Some((generation, mut rec)) = self.load(id).await? else {
-                return Ok(None);
-            };
-            if !f(&mut rec)? {
-                return Ok(Some((rec, false)));
-            }
-            let p = Self::policy(
-                RecordExistsAction::UpdateOnly,
-                Some(generation),
-                Expiration::DontUpdate,
-            );
-            match self.client.put(&p, &key, &Self::msg_bins(&rec)?).await {
-                Ok(()) => return Ok(Some((rec, true))),
-                Err(e) if is(&e, ResultCode::GenerationError) => {}
-                Err(e) if is(&e, ResultCode::KeyNotFoundError) => return Ok(None),
-                Err(e) => return Err(backend(e)),
-            }
+        generation: &u32,
+        rec: &MessageRecord,
+    ) -> Result<Cas, MessageStoreError> {
+        let p = Self::policy(
+            RecordExistsAction::UpdateOnly,
+            Some(*generation),
+            Expiration::DontUpdate,
+        );
+        match self
+            .client
+            .put(&p, &self.msg_key(id)?, &Self::msg_bins(rec)?)
+            .await
+        {
+            Ok(()) => Ok(Cas::Written),
+            Err(e) if is(&e, ResultCode::GenerationError) => Ok(Cas::Changed),
+            Err(e) if is(&e, ResultCode::KeyNotFoundError) => Ok(Cas::Gone),
+            Err(e) => Err(backend(e)),
         }
-        Err(MessageStoreError::Contended {
-            message_id: id.to_owned(),
-            attempts: CAS_ATTEMPTS,
-        })
     }
 
-    /// Writes `rec` if no record has its id: true written, false exists.
-    async fn put_new(&self, rec: &MessageRecord) -> Result<bool, MessageStoreError> {
+    async fn put_if_absent(
+        &self,
+        rec: &MessageRecord,
+        expires_at_ms: u64,
+    ) -> Result<bool, MessageStoreError> {
         let p = Self::policy(
             RecordExistsAction::CreateOnly,
             None,
-            seconds_until(rec.expires_at_ms(self.opts.ttl)),
+            seconds_until(expires_at_ms),
         );
         match self
             .client
@@ -256,32 +261,51 @@ impl AerospikeMessageStore {
         }
     }
 
-    async fn apply_to(
+    async fn put_key_if_absent(
         &self,
-        id: &str,
-        seq: u16,
-        r: &ReceiptUpdate,
-    ) -> Result<ReceiptOutcome, MessageStoreError> {
-        Ok(
-            match self.update(id, |rec| Ok(rec.apply_receipt(seq, r))).await? {
-                None => ReceiptOutcome::Orphaned,
-                Some((rec, true)) => ReceiptOutcome::Applied(rec),
-                Some((rec, false)) => ReceiptOutcome::Duplicate(rec),
-            },
-        )
+        app_id: &str,
+        transaction_id: &str,
+        message_id: &str,
+        expires_at_ms: u64,
+    ) -> Result<bool, MessageStoreError> {
+        let p = Self::policy(
+            RecordExistsAction::CreateOnly,
+            None,
+            seconds_until(expires_at_ms),
+        );
+        let bins = [Bin::new("m", Value::from(message_id.to_owned()))];
+        match self
+            .client
+            .put(&p, &self.tx_key(app_id, transaction_id)?, &bins)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if is(&e, ResultCode::KeyExistsError) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
     }
 
-    /// Writes the index mapping; returns the receipt parked there, if any.
-    async fn index(
+    async fn load_key(
         &self,
-        s: &SubmitUpdate,
-        sid: &str,
+        app_id: &str,
+        transaction_id: &str,
+    ) -> Result<Option<String>, MessageStoreError> {
+        let tk = self.tx_key(app_id, transaction_id)?;
+        Ok(self.read(&tk).await?.and_then(|r| string_bin(&r, "m")))
+    }
+
+    async fn index_and_take_parked(
+        &self,
+        link: &str,
+        smsc_id: &str,
+        id: &str,
+        seq: u16,
         expires_at_ms: u64,
     ) -> Result<Option<ReceiptUpdate>, MessageStoreError> {
-        let key = self.ix_key(&s.link, sid)?;
+        let key = self.ix_key(link, smsc_id)?;
         let bins = [
-            Bin::new("m", Value::from(s.message_id.clone())),
-            Bin::new("s", Value::from(i64::from(s.seq))),
+            Bin::new("m", Value::from(id.to_owned())),
+            Bin::new("s", Value::from(i64::from(seq))),
         ];
         for _ in 0..CAS_ATTEMPTS {
             let (p, parked) = match self.read(&key).await? {
@@ -316,100 +340,19 @@ impl AerospikeMessageStore {
             }
         }
         Err(MessageStoreError::Contended {
-            message_id: s.message_id.clone(),
+            message_id: id.to_owned(),
             attempts: CAS_ATTEMPTS,
         })
     }
-}
 
-#[async_trait]
-impl MessageStore for AerospikeMessageStore {
-    async fn create(&self, rec: &MessageRecord) -> Result<CreateOutcome, MessageStoreError> {
-        let mut rec = rec.clone();
-        rec.status = rec.derive_status();
-        let exp = seconds_until(rec.expires_at_ms(self.opts.ttl));
-        let tk = self.tx_key(&rec.app_id, &rec.transaction_id)?;
-        loop {
-            let p = Self::policy(RecordExistsAction::CreateOnly, None, exp);
-            match self
-                .client
-                .put(
-                    &p,
-                    &tk,
-                    &[Bin::new("m", Value::from(rec.message_id.clone()))],
-                )
-                .await
-            {
-                Ok(()) => {
-                    return if self.put_new(&rec).await? {
-                        Ok(CreateOutcome::Created(rec))
-                    } else {
-                        existing(self, &rec.message_id).await
-                    };
-                }
-                Err(e) if is(&e, ResultCode::KeyExistsError) => {}
-                Err(e) => return Err(backend(e)),
-            }
-            let Some(id) = self.read(&tk).await?.and_then(|r| string_bin(&r, "m")) else {
-                continue; // expired in between: try again
-            };
-            if let Some(existing) = await_key_holder(self, &id).await? {
-                return Ok(CreateOutcome::Existing(existing));
-            }
-            tracing::warn!(message_id = %id, app_id = %rec.app_id, "taking over an orphaned idempotency key");
-            rec.message_id = id;
-            return if self.put_new(&rec).await? {
-                Ok(CreateOutcome::Created(rec))
-            } else {
-                existing(self, &rec.message_id).await
-            };
-        }
-    }
-
-    async fn get(&self, message_id: &str) -> Result<Option<MessageRecord>, MessageStoreError> {
-        Ok(self.load(message_id).await?.map(|(_, r)| r))
-    }
-
-    async fn by_transaction(
+    async fn lookup_or_park(
         &self,
-        app_id: &str,
-        transaction_id: &str,
-    ) -> Result<Option<MessageRecord>, MessageStoreError> {
-        let tk = self.tx_key(app_id, transaction_id)?;
-        match self.read(&tk).await?.and_then(|r| string_bin(&r, "m")) {
-            Some(id) => self.get(&id).await,
-            None => Ok(None),
-        }
-    }
-
-    async fn record_submit(&self, s: &SubmitUpdate) -> Result<MessageRecord, MessageStoreError> {
-        let res = self
-            .update(&s.message_id, |rec| {
-                rec.record_submit(s)?;
-                Ok(true)
-            })
-            .await?;
-        let Some((mut rec, _)) = res else {
-            return Err(MessageStoreError::NotFound {
-                message_id: s.message_id.clone(),
-            });
-        };
-        let Some(sid) = &s.smsc_message_id else {
-            return Ok(rec);
-        };
-        if let Some(r) = self.index(s, sid, rec.expires_at_ms(self.opts.ttl)).await?
-            && let ReceiptOutcome::Applied(updated) =
-                self.apply_to(&s.message_id, s.seq, &r).await?
-        {
-            rec = updated;
-        }
-        Ok(rec)
-    }
-
-    async fn apply_receipt(&self, r: &ReceiptUpdate) -> Result<ReceiptOutcome, MessageStoreError> {
+        r: &ReceiptUpdate,
+        parked_ttl: Duration,
+    ) -> Result<Option<(String, u16)>, MessageStoreError> {
         let key = self.ix_key(&r.link, &r.smsc_message_id)?;
         let parked_exp = Expiration::Seconds(
-            u32::try_from(ms(self.opts.parked_ttl).div_ceil(1000))
+            u32::try_from(ms(parked_ttl).div_ceil(1000))
                 .unwrap_or(u32::MAX)
                 .max(1),
         );
@@ -419,7 +362,7 @@ impl MessageStore for AerospikeMessageStore {
                 && let (Some(id), Some(seq)) = (string_bin(ix, "m"), int_bin(ix, "s"))
             {
                 let seq = u16::try_from(seq).map_err(backend)?;
-                return self.apply_to(&id, seq, r).await;
+                return Ok(Some((id, seq)));
             }
             let (p, keep) = match existing {
                 None => (
@@ -447,7 +390,7 @@ impl MessageStore for AerospikeMessageStore {
                 Bin::new("pf", Value::from(i64::from(keep.state.is_final()))),
             ];
             match self.client.put(&p, &key, &bins).await {
-                Ok(()) => return Ok(ReceiptOutcome::Parked),
+                Ok(()) => return Ok(None),
                 Err(e)
                     if is(&e, ResultCode::GenerationError)
                         || is(&e, ResultCode::KeyExistsError) => {}
@@ -460,18 +403,19 @@ impl MessageStore for AerospikeMessageStore {
         })
     }
 
-    async fn claim_stale_accepted(
+    async fn accepted_ids(
         &self,
-        req: &ClaimRequest,
-    ) -> Result<Vec<MessageRecord>, MessageStoreError> {
+        created_before_ms: u64,
+        window: usize,
+    ) -> Result<Vec<String>, MessageStoreError> {
         let mut stmt = Statement::new(self.ns.as_str(), self.set.as_str(), Bins::from(vec!["j"]));
         stmt.set_filter(Filter::range(
             "acc",
             0i64,
-            i64::try_from(req.created_before_ms).unwrap_or(i64::MAX),
+            i64::try_from(created_before_ms).unwrap_or(i64::MAX),
         ));
         let policy = QueryPolicy {
-            max_records: u64::try_from(req.limit.saturating_mul(4).max(64)).unwrap_or(u64::MAX),
+            max_records: u64::try_from(window).unwrap_or(u64::MAX),
             ..QueryPolicy::default()
         };
         let rs = self
@@ -488,25 +432,6 @@ impl MessageStore for AerospikeMessageStore {
                 ids.push(rec.message_id);
             }
         }
-        let until = req.now_ms.saturating_add(ms(req.lease));
-        let mut out = Vec::new();
-        for id in ids {
-            if out.len() >= req.limit {
-                break;
-            }
-            let res = self
-                .update(&id, |rec| {
-                    if !rec.claimable(req.created_before_ms, req.now_ms) {
-                        return Ok(false);
-                    }
-                    rec.claim(&req.owner, until, req.now_ms);
-                    Ok(true)
-                })
-                .await?;
-            if let Some((rec, true)) = res {
-                out.push(rec);
-            }
-        }
-        Ok(out)
+        Ok(ids)
     }
 }

@@ -1,18 +1,21 @@
 //! Message store backends ([`smsgw_core::messages::MessageStore`]):
 //! embedded (redb, group commit), Redis (per-message hash tags, Lua), and
-//! Aerospike (generation checks, TTL'd records).
+//! Aerospike (generation checks, TTL'd records). Redis and Aerospike are
+//! each a [`VersionedKv`]; the message operations over them are written
+//! once, in [`KvMessageStore`].
 
 mod aerospike;
 mod embedded;
+mod kv;
 mod redis;
 
-pub use aerospike::{AerospikeConfig, AerospikeMessageStore};
+pub use aerospike::{AerospikeConfig, AerospikeKv, AerospikeMessageStore};
 pub use embedded::{Checkpoints, EmbeddedMessageStore};
-pub use redis::RedisMessageStore;
+pub use kv::{Cas, KvMessageStore, VersionedKv};
+pub use redis::{RedisKv, RedisMessageStore};
 
 use smsgw_core::messages::{
-    CreateOutcome, DEFAULT_MESSAGE_TTL, DEFAULT_PARKED_RECEIPT_TTL, MessageRecord, MessageStore,
-    MessageStoreError, ReceiptUpdate,
+    DEFAULT_MESSAGE_TTL, DEFAULT_PARKED_RECEIPT_TTL, MessageStoreError, ReceiptUpdate,
 };
 use std::time::Duration;
 
@@ -60,35 +63,6 @@ const CAS_ATTEMPTS: u32 = 32;
 /// How long a create waits for a concurrent creator's record before taking
 /// over its idempotency key (Redis and Aerospike backends).
 const TAKEOVER_AFTER: Duration = Duration::from_millis(500);
-
-/// A create found the idempotency key held for message `id`: waits up to
-/// [`TAKEOVER_AFTER`] for the holder's record. `None`: it never came (the
-/// holder died between the key and the record), so take the key over.
-async fn await_key_holder(
-    store: &impl MessageStore,
-    id: &str,
-) -> Result<Option<MessageRecord>, MessageStoreError> {
-    let deadline = tokio::time::Instant::now() + TAKEOVER_AFTER;
-    loop {
-        if let Some(existing) = store.get(id).await? {
-            return Ok(Some(existing));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok(None);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The answer to a create whose write lost a race to another creator of
-/// the same message: the record that one wrote.
-async fn existing(store: &impl MessageStore, id: &str) -> Result<CreateOutcome, MessageStoreError> {
-    store
-        .get(id)
-        .await?
-        .map(CreateOutcome::Existing)
-        .ok_or_else(|| backend("message vanished during create"))
-}
 
 fn backend(e: impl std::fmt::Display) -> MessageStoreError {
     MessageStoreError::Backend(e.to_string())

@@ -22,20 +22,20 @@
 //!   `(app, transaction)` still maps to one message and one submission.
 //! * **record updates** are optimistic: read `v` and `j`, apply the domain
 //!   rule in Rust ([`smsgw_core::messages`]), write back with the `cas`
-//!   script if `v` is unchanged, else retry. Domain logic exists once.
+//!   script if `v` is unchanged, else retry. Domain logic exists once, in
+//!   [`KvMessageStore`] over this [`RedisKv`].
 //! * **receipt matching** is race-free because the index entry and the
 //!   parked receipt share one key: the `park` script either finds the
 //!   mapping or parks; the `index` script writes the mapping and takes
 //!   whatever was parked, in one step.
 
-use super::{CAS_ATTEMPTS, MessageStoreOptions, await_key_holder, backend, existing, ms};
+use super::{KvMessageStore, MessageStoreOptions, backend, ms};
+use super::kv::{Cas, VersionedKv};
 use crate::RedisConfig;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
-use smsgw_core::messages::{
-    ClaimRequest, CreateOutcome, MessageRecord, MessageStatus, MessageStore, MessageStoreError,
-    ReceiptOutcome, ReceiptUpdate, SubmitUpdate,
-};
+use smsgw_core::messages::{MessageRecord, MessageStatus, MessageStoreError, ReceiptUpdate};
+use std::time::Duration;
 
 /// `KEYS[1]` record; `ARGV[1]` JSON, `ARGV[2]` expiry (ms since epoch).
 /// 1 = written, 0 = the id exists.
@@ -81,28 +81,37 @@ return nil
 ";
 
 /// Messages in Redis (see the module docs for the layout).
+pub type RedisMessageStore = KvMessageStore<RedisKv>;
+
+impl KvMessageStore<RedisKv> {
+    /// Connects to Redis.
+    pub async fn connect(
+        config: &RedisConfig,
+        opts: MessageStoreOptions,
+    ) -> Result<Self, MessageStoreError> {
+        Ok(Self::new(RedisKv::connect(config).await?, opts))
+    }
+}
+
+/// The Redis keys of the message store ([`VersionedKv`]; see the module
+/// docs for the layout).
 #[derive(Clone)]
-pub struct RedisMessageStore {
+pub struct RedisKv {
     conn: ConnectionManager,
     prefix: String,
-    opts: MessageStoreOptions,
     create: redis::Script,
     cas: redis::Script,
     index: redis::Script,
     park: redis::Script,
 }
 
-impl RedisMessageStore {
+impl RedisKv {
     /// Connects to Redis.
-    pub async fn connect(
-        config: &RedisConfig,
-        opts: MessageStoreOptions,
-    ) -> Result<Self, MessageStoreError> {
+    pub async fn connect(config: &RedisConfig) -> Result<Self, MessageStoreError> {
         let conn = config.connect().await.map_err(backend)?;
         Ok(Self {
             conn,
             prefix: config.prefix.clone(),
-            opts,
             create: redis::Script::new(CREATE),
             cas: redis::Script::new(CAS),
             index: redis::Script::new(INDEX),
@@ -126,8 +135,12 @@ impl RedisMessageStore {
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
+}
 
-    /// The record and its version.
+#[async_trait]
+impl VersionedKv for RedisKv {
+    type Version = String;
+
     async fn load(&self, id: &str) -> Result<Option<(String, MessageRecord)>, MessageStoreError> {
         let (v, j): (Option<String>, Option<String>) = redis::cmd("HMGET")
             .arg(self.msg_key(id))
@@ -142,48 +155,33 @@ impl RedisMessageStore {
         }
     }
 
-    /// Read-modify-write of one record. `f` returns `Ok(false)` to write
-    /// nothing. Returns the record as last seen (`None`: gone) and whether
-    /// `f` changed it.
-    async fn update<F>(
+    async fn compare_and_set(
         &self,
         id: &str,
-        mut f: F,
-    ) -> Result<Option<(MessageRecord, bool)>, MessageStoreError>
-    where
-        F: FnMut(&mut MessageRecord) -> Result<bool, MessageStoreError> + Send,
-    {
-        for _ in 0..CAS_ATTEMPTS {
-            let Some((v, mut rec)) = self.load(id).await? else {
-                return Ok(None);
-            };
-            if !f(&mut rec)? {
-                return Ok(Some((rec, false)));
-            }
-            let json = serde_json::to_string(&rec).map_err(backend)?;
-            let r: i64 = self
-                .cas
-                .key(self.msg_key(id))
-                .arg(&v)
-                .arg(json)
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(backend)?;
-            match r {
-                1 => return Ok(Some((rec, true))),
-                -1 => return Ok(None),
-                _ => {} // lost the race: reload
-            }
-        }
-        Err(MessageStoreError::Contended {
-            message_id: id.to_owned(),
-            attempts: CAS_ATTEMPTS,
+        version: &String,
+        rec: &MessageRecord,
+    ) -> Result<Cas, MessageStoreError> {
+        let json = serde_json::to_string(rec).map_err(backend)?;
+        let r: i64 = self
+            .cas
+            .key(self.msg_key(id))
+            .arg(version)
+            .arg(json)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(match r {
+            1 => Cas::Written,
+            -1 => Cas::Gone,
+            _ => Cas::Changed,
         })
     }
 
-    /// Writes `rec` under its id if no record has it: 1 written, 0 exists.
-    async fn put_new(&self, rec: &MessageRecord) -> Result<bool, MessageStoreError> {
-        let exp = rec.expires_at_ms(self.opts.ttl);
+    async fn put_if_absent(
+        &self,
+        rec: &MessageRecord,
+        expires_at_ms: u64,
+    ) -> Result<bool, MessageStoreError> {
         if rec.status == MessageStatus::Accepted {
             // Before the record, so a record is never accepted-but-unlisted.
             let _: i64 = redis::cmd("ZADD")
@@ -199,11 +197,97 @@ impl RedisMessageStore {
             .create
             .key(self.msg_key(&rec.message_id))
             .arg(json)
-            .arg(exp)
+            .arg(expires_at_ms)
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
         Ok(n == 1)
+    }
+
+    async fn put_key_if_absent(
+        &self,
+        app_id: &str,
+        transaction_id: &str,
+        message_id: &str,
+        expires_at_ms: u64,
+    ) -> Result<bool, MessageStoreError> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.tx_key(app_id, transaction_id))
+            .arg(message_id)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(expires_at_ms)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(set.is_some())
+    }
+
+    async fn load_key(
+        &self,
+        app_id: &str,
+        transaction_id: &str,
+    ) -> Result<Option<String>, MessageStoreError> {
+        redis::cmd("GET")
+            .arg(self.tx_key(app_id, transaction_id))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)
+    }
+
+    async fn index_and_take_parked(
+        &self,
+        link: &str,
+        smsc_id: &str,
+        id: &str,
+        seq: u16,
+        expires_at_ms: u64,
+    ) -> Result<Option<ReceiptUpdate>, MessageStoreError> {
+        let parked: Option<String> = self
+            .index
+            .key(self.ix_key(link, smsc_id))
+            .arg(id)
+            .arg(seq)
+            .arg(expires_at_ms)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        parked
+            .map(|p| serde_json::from_str(&p).map_err(backend))
+            .transpose()
+    }
+
+    async fn lookup_or_park(
+        &self,
+        r: &ReceiptUpdate,
+        parked_ttl: Duration,
+    ) -> Result<Option<(String, u16)>, MessageStoreError> {
+        let json = serde_json::to_string(r).map_err(backend)?;
+        self.park
+            .key(self.ix_key(&r.link, &r.smsc_message_id))
+            .arg(json)
+            .arg(if r.state.is_final() { "1" } else { "0" })
+            .arg(ms(parked_ttl).max(1))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)
+    }
+
+    async fn accepted_ids(
+        &self,
+        created_before_ms: u64,
+        window: usize,
+    ) -> Result<Vec<String>, MessageStoreError> {
+        redis::cmd("ZRANGEBYSCORE")
+            .arg(self.accepted_key())
+            .arg("-inf")
+            .arg(created_before_ms)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(window)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)
     }
 
     async fn unlist_accepted(&self, id: &str) -> Result<(), MessageStoreError> {
@@ -214,195 +298,5 @@ impl RedisMessageStore {
             .await
             .map_err(backend)?;
         Ok(())
-    }
-
-    async fn apply_to(
-        &self,
-        id: &str,
-        seq: u16,
-        r: &ReceiptUpdate,
-    ) -> Result<ReceiptOutcome, MessageStoreError> {
-        let res = self.update(id, |rec| Ok(rec.apply_receipt(seq, r))).await?;
-        Ok(match res {
-            None => ReceiptOutcome::Orphaned,
-            Some((rec, true)) => ReceiptOutcome::Applied(rec),
-            Some((rec, false)) => ReceiptOutcome::Duplicate(rec),
-        })
-    }
-}
-
-#[async_trait]
-impl MessageStore for RedisMessageStore {
-    async fn create(&self, rec: &MessageRecord) -> Result<CreateOutcome, MessageStoreError> {
-        let mut rec = rec.clone();
-        rec.status = rec.derive_status();
-        let exp = rec.expires_at_ms(self.opts.ttl);
-        let tk = self.tx_key(&rec.app_id, &rec.transaction_id);
-        loop {
-            let set: Option<String> = redis::cmd("SET")
-                .arg(&tk)
-                .arg(&rec.message_id)
-                .arg("NX")
-                .arg("PXAT")
-                .arg(exp)
-                .query_async(&mut self.conn())
-                .await
-                .map_err(backend)?;
-            if set.is_some() {
-                return if self.put_new(&rec).await? {
-                    Ok(CreateOutcome::Created(rec))
-                } else {
-                    // Another pod took the key over (see module docs).
-                    existing(self, &rec.message_id).await
-                };
-            }
-            let held: Option<String> = redis::cmd("GET")
-                .arg(&tk)
-                .query_async(&mut self.conn())
-                .await
-                .map_err(backend)?;
-            let Some(id) = held else {
-                continue; // expired between SET and GET: try again
-            };
-            if let Some(existing) = await_key_holder(self, &id).await? {
-                return Ok(CreateOutcome::Existing(existing));
-            }
-            // The creator died between the key and the record: finish its
-            // work under the key's id.
-            tracing::warn!(message_id = %id, app_id = %rec.app_id, "taking over an orphaned idempotency key");
-            rec.message_id = id;
-            return if self.put_new(&rec).await? {
-                Ok(CreateOutcome::Created(rec))
-            } else {
-                existing(self, &rec.message_id).await
-            };
-        }
-    }
-
-    async fn get(&self, message_id: &str) -> Result<Option<MessageRecord>, MessageStoreError> {
-        let j: Option<String> = redis::cmd("HGET")
-            .arg(self.msg_key(message_id))
-            .arg("j")
-            .query_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        j.map(|j| serde_json::from_str(&j).map_err(backend))
-            .transpose()
-    }
-
-    async fn by_transaction(
-        &self,
-        app_id: &str,
-        transaction_id: &str,
-    ) -> Result<Option<MessageRecord>, MessageStoreError> {
-        let id: Option<String> = redis::cmd("GET")
-            .arg(self.tx_key(app_id, transaction_id))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        match id {
-            Some(id) => self.get(&id).await,
-            None => Ok(None),
-        }
-    }
-
-    async fn record_submit(&self, s: &SubmitUpdate) -> Result<MessageRecord, MessageStoreError> {
-        let mut was_accepted = false;
-        let res = self
-            .update(&s.message_id, |rec| {
-                was_accepted = rec.status == MessageStatus::Accepted;
-                rec.record_submit(s)?;
-                Ok(true)
-            })
-            .await?;
-        let Some((mut rec, _)) = res else {
-            return Err(MessageStoreError::NotFound {
-                message_id: s.message_id.clone(),
-            });
-        };
-        if was_accepted && rec.status != MessageStatus::Accepted {
-            self.unlist_accepted(&s.message_id).await?;
-        }
-        let Some(sid) = &s.smsc_message_id else {
-            return Ok(rec);
-        };
-        let parked: Option<String> = self
-            .index
-            .key(self.ix_key(&s.link, sid))
-            .arg(&s.message_id)
-            .arg(s.seq)
-            .arg(rec.expires_at_ms(self.opts.ttl))
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        if let Some(p) = parked {
-            let r: ReceiptUpdate = serde_json::from_str(&p).map_err(backend)?;
-            if let ReceiptOutcome::Applied(updated) =
-                self.apply_to(&s.message_id, s.seq, &r).await?
-            {
-                rec = updated;
-            }
-        }
-        Ok(rec)
-    }
-
-    async fn apply_receipt(&self, r: &ReceiptUpdate) -> Result<ReceiptOutcome, MessageStoreError> {
-        let json = serde_json::to_string(r).map_err(backend)?;
-        let mapped: Option<(String, u16)> = self
-            .park
-            .key(self.ix_key(&r.link, &r.smsc_message_id))
-            .arg(json)
-            .arg(if r.state.is_final() { "1" } else { "0" })
-            .arg(ms(self.opts.parked_ttl).max(1))
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        match mapped {
-            Some((id, seq)) => self.apply_to(&id, seq, r).await,
-            None => Ok(ReceiptOutcome::Parked),
-        }
-    }
-
-    async fn claim_stale_accepted(
-        &self,
-        req: &ClaimRequest,
-    ) -> Result<Vec<MessageRecord>, MessageStoreError> {
-        // Look further than `limit`: leased entries at the head are skipped.
-        let window = req.limit.saturating_mul(4).max(64);
-        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(self.accepted_key())
-            .arg("-inf")
-            .arg(req.created_before_ms)
-            .arg("LIMIT")
-            .arg(0)
-            .arg(window)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        let until = req.now_ms.saturating_add(ms(req.lease));
-        let mut out = Vec::new();
-        for id in ids {
-            if out.len() >= req.limit {
-                break;
-            }
-            let res = self
-                .update(&id, |rec| {
-                    if !rec.claimable(req.created_before_ms, req.now_ms) {
-                        return Ok(false);
-                    }
-                    rec.claim(&req.owner, until, req.now_ms);
-                    Ok(true)
-                })
-                .await?;
-            match res {
-                Some((rec, true)) => out.push(rec),
-                Some((rec, false)) if rec.status != MessageStatus::Accepted => {
-                    self.unlist_accepted(&id).await?;
-                }
-                Some(_) => {}
-                None => self.unlist_accepted(&id).await?, // expired
-            }
-        }
-        Ok(out)
     }
 }

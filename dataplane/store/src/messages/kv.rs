@@ -1,0 +1,345 @@
+//! The message operations written once over a versioned key-value store.
+//!
+//! The Redis and Aerospike backends differ only in how they keep a few
+//! kinds of entries; [`VersionedKv`] is that difference: a record loaded
+//! with its version, written back only if the version is unchanged
+//! (compare-and-set) or only if absent, an idempotency key written only if
+//! absent, and the `(link, SMSC id)` entry that holds either the segment it
+//! maps to or a parked receipt, changed in one atomic step each way.
+//! [`KvMessageStore`] is the [`MessageStore`] over any of them: `create`
+//! (key, then record, taking over an orphaned key), `record_submit`,
+//! `apply_receipt` and the sweeper's claim, each a read-modify-write that
+//! applies the domain rules of [`smsgw_core::messages`] and retries when
+//! another writer got in between.
+
+use super::{CAS_ATTEMPTS, MessageStoreOptions, TAKEOVER_AFTER, backend, ms};
+use async_trait::async_trait;
+use smsgw_core::messages::{
+    ClaimRequest, CreateOutcome, MessageRecord, MessageStatus, MessageStore, MessageStoreError,
+    ReceiptOutcome, ReceiptUpdate, SubmitUpdate,
+};
+use std::time::Duration;
+
+/// What a compare-and-set put did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cas {
+    /// The record had the expected version and now holds the new value.
+    Written,
+    /// Another writer changed the record since it was loaded.
+    Changed,
+    /// The record is gone (expired).
+    Gone,
+}
+
+/// The entries a message store keeps, with one atomic step per operation.
+/// Each backend implements this once; [`KvMessageStore`] builds every
+/// [`MessageStore`] operation on it.
+#[async_trait]
+pub trait VersionedKv: Send + Sync + 'static {
+    /// A record's version, changed by every write of it.
+    type Version: Send + Sync;
+
+    /// Message `id` and its version; `None` when absent or expired.
+    async fn load(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Self::Version, MessageRecord)>, MessageStoreError>;
+
+    /// Writes `rec` over message `id` if its version is still `version`.
+    async fn compare_and_set(
+        &self,
+        id: &str,
+        version: &Self::Version,
+        rec: &MessageRecord,
+    ) -> Result<Cas, MessageStoreError>;
+
+    /// Writes `rec` under its id, expiring at `expires_at_ms`, unless a
+    /// record has that id: true when written. A record written
+    /// [`MessageStatus::Accepted`] is listed for [`VersionedKv::accepted_ids`]
+    /// before it can be read.
+    async fn put_if_absent(
+        &self,
+        rec: &MessageRecord,
+        expires_at_ms: u64,
+    ) -> Result<bool, MessageStoreError>;
+
+    /// Points the idempotency key `(app_id, transaction_id)` at
+    /// `message_id`, expiring at `expires_at_ms`, unless the key exists:
+    /// true when written.
+    async fn put_key_if_absent(
+        &self,
+        app_id: &str,
+        transaction_id: &str,
+        message_id: &str,
+        expires_at_ms: u64,
+    ) -> Result<bool, MessageStoreError>;
+
+    /// The message id the idempotency key holds.
+    async fn load_key(
+        &self,
+        app_id: &str,
+        transaction_id: &str,
+    ) -> Result<Option<String>, MessageStoreError>;
+
+    /// In one atomic step: maps `(link, smsc_id)` to segment `seq` of
+    /// message `id` (expiring at `expires_at_ms`) and takes the receipt
+    /// parked under that key, if any.
+    async fn index_and_take_parked(
+        &self,
+        link: &str,
+        smsc_id: &str,
+        id: &str,
+        seq: u16,
+        expires_at_ms: u64,
+    ) -> Result<Option<ReceiptUpdate>, MessageStoreError>;
+
+    /// In one atomic step: the `(message id, seq)` that the receipt's
+    /// `(link, SMSC id)` maps to, or else parks the receipt under that key
+    /// for `parked_ttl` (a parked final receipt is not replaced by an
+    /// intermediate one, as [`super::keep_parked`]) and answers `None`.
+    async fn lookup_or_park(
+        &self,
+        r: &ReceiptUpdate,
+        parked_ttl: Duration,
+    ) -> Result<Option<(String, u16)>, MessageStoreError>;
+
+    /// Ids of messages listed as accepted, created at or before
+    /// `created_before_ms`, oldest first, at most `window` of them.
+    async fn accepted_ids(
+        &self,
+        created_before_ms: u64,
+        window: usize,
+    ) -> Result<Vec<String>, MessageStoreError>;
+
+    /// Takes message `id` off the accepted list. Backends whose listing
+    /// follows the record's own writes (a bin indexed while accepted) have
+    /// nothing to do.
+    async fn unlist_accepted(&self, _id: &str) -> Result<(), MessageStoreError> {
+        Ok(())
+    }
+}
+
+/// How long a waiting create sleeps between looks at the key holder's
+/// record.
+const HOLDER_POLL: Duration = Duration::from_millis(20);
+
+/// A [`MessageStore`] over a [`VersionedKv`] backend.
+#[derive(Clone)]
+pub struct KvMessageStore<K> {
+    kv: K,
+    opts: MessageStoreOptions,
+}
+
+impl<K: VersionedKv> KvMessageStore<K> {
+    /// The store over `kv`, with these lifetimes.
+    pub fn new(kv: K, opts: MessageStoreOptions) -> Self {
+        Self { kv, opts }
+    }
+
+    /// The backend.
+    pub fn kv(&self) -> &K {
+        &self.kv
+    }
+
+    /// Read-modify-write of one record. `f` returns `Ok(false)` to write
+    /// nothing. Returns the record as last seen (`None`: gone) and whether
+    /// `f` changed it.
+    async fn update<F>(
+        &self,
+        id: &str,
+        mut f: F,
+    ) -> Result<Option<(MessageRecord, bool)>, MessageStoreError>
+    where
+        F: FnMut(&mut MessageRecord) -> Result<bool, MessageStoreError> + Send,
+    {
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((version, mut rec)) = self.kv.load(id).await? else {
+                return Ok(None);
+            };
+            if !f(&mut rec)? {
+                return Ok(Some((rec, false)));
+            }
+            match self.kv.compare_and_set(id, &version, &rec).await? {
+                Cas::Written => return Ok(Some((rec, true))),
+                Cas::Gone => return Ok(None),
+                Cas::Changed => {} // lost the race: reload
+            }
+        }
+        Err(MessageStoreError::Contended {
+            message_id: id.to_owned(),
+            attempts: CAS_ATTEMPTS,
+        })
+    }
+
+    async fn apply_to(
+        &self,
+        id: &str,
+        seq: u16,
+        r: &ReceiptUpdate,
+    ) -> Result<ReceiptOutcome, MessageStoreError> {
+        Ok(
+            match self.update(id, |rec| Ok(rec.apply_receipt(seq, r))).await? {
+                None => ReceiptOutcome::Orphaned,
+                Some((rec, true)) => ReceiptOutcome::Applied(rec),
+                Some((rec, false)) => ReceiptOutcome::Duplicate(rec),
+            },
+        )
+    }
+
+    /// A create found the idempotency key held for message `id`: waits up
+    /// to [`TAKEOVER_AFTER`] for the holder's record. `None`: it never came
+    /// (the holder died between the key and the record), so take the key
+    /// over.
+    async fn await_key_holder(&self, id: &str) -> Result<Option<MessageRecord>, MessageStoreError> {
+        let deadline = tokio::time::Instant::now() + TAKEOVER_AFTER;
+        loop {
+            if let Some(existing) = self.get(id).await? {
+                return Ok(Some(existing));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(HOLDER_POLL).await;
+        }
+    }
+
+    /// Writes the record of a create that holds its key; when the id is
+    /// taken (another pod took the key over), answers with that record.
+    async fn put_created(
+        &self,
+        rec: MessageRecord,
+        expires_at_ms: u64,
+    ) -> Result<CreateOutcome, MessageStoreError> {
+        if self.kv.put_if_absent(&rec, expires_at_ms).await? {
+            return Ok(CreateOutcome::Created(rec));
+        }
+        self.get(&rec.message_id)
+            .await?
+            .map(CreateOutcome::Existing)
+            .ok_or_else(|| backend("message vanished during create"))
+    }
+}
+
+#[async_trait]
+impl<K: VersionedKv> MessageStore for KvMessageStore<K> {
+    async fn create(&self, rec: &MessageRecord) -> Result<CreateOutcome, MessageStoreError> {
+        let mut rec = rec.clone();
+        rec.status = rec.derive_status();
+        let exp = rec.expires_at_ms(self.opts.ttl);
+        loop {
+            if self
+                .kv
+                .put_key_if_absent(&rec.app_id, &rec.transaction_id, &rec.message_id, exp)
+                .await?
+            {
+                return self.put_created(rec, exp).await;
+            }
+            let Some(id) = self.kv.load_key(&rec.app_id, &rec.transaction_id).await? else {
+                continue; // expired in between: try again
+            };
+            if let Some(existing) = self.await_key_holder(&id).await? {
+                return Ok(CreateOutcome::Existing(existing));
+            }
+            // The creator died between the key and the record: finish its
+            // work under the key's id.
+            tracing::warn!(message_id = %id, app_id = %rec.app_id, "taking over an orphaned idempotency key");
+            rec.message_id = id;
+            return self.put_created(rec, exp).await;
+        }
+    }
+
+    async fn get(&self, message_id: &str) -> Result<Option<MessageRecord>, MessageStoreError> {
+        Ok(self.kv.load(message_id).await?.map(|(_, rec)| rec))
+    }
+
+    async fn by_transaction(
+        &self,
+        app_id: &str,
+        transaction_id: &str,
+    ) -> Result<Option<MessageRecord>, MessageStoreError> {
+        match self.kv.load_key(app_id, transaction_id).await? {
+            Some(id) => self.get(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn record_submit(&self, s: &SubmitUpdate) -> Result<MessageRecord, MessageStoreError> {
+        let mut was_accepted = false;
+        let res = self
+            .update(&s.message_id, |rec| {
+                was_accepted = rec.status == MessageStatus::Accepted;
+                rec.record_submit(s)?;
+                Ok(true)
+            })
+            .await?;
+        let Some((mut rec, _)) = res else {
+            return Err(MessageStoreError::NotFound {
+                message_id: s.message_id.clone(),
+            });
+        };
+        if was_accepted && rec.status != MessageStatus::Accepted {
+            self.kv.unlist_accepted(&s.message_id).await?;
+        }
+        let Some(sid) = &s.smsc_message_id else {
+            return Ok(rec);
+        };
+        let parked = self
+            .kv
+            .index_and_take_parked(
+                &s.link,
+                sid,
+                &s.message_id,
+                s.seq,
+                rec.expires_at_ms(self.opts.ttl),
+            )
+            .await?;
+        if let Some(r) = parked
+            && let ReceiptOutcome::Applied(updated) =
+                self.apply_to(&s.message_id, s.seq, &r).await?
+        {
+            rec = updated;
+        }
+        Ok(rec)
+    }
+
+    async fn apply_receipt(&self, r: &ReceiptUpdate) -> Result<ReceiptOutcome, MessageStoreError> {
+        match self.kv.lookup_or_park(r, self.opts.parked_ttl).await? {
+            Some((id, seq)) => self.apply_to(&id, seq, r).await,
+            None => Ok(ReceiptOutcome::Parked),
+        }
+    }
+
+    async fn claim_stale_accepted(
+        &self,
+        req: &ClaimRequest,
+    ) -> Result<Vec<MessageRecord>, MessageStoreError> {
+        // Look further than `limit`: leased entries at the head are skipped.
+        let window = req.limit.saturating_mul(4).max(64);
+        let ids = self.kv.accepted_ids(req.created_before_ms, window).await?;
+        let until = req.now_ms.saturating_add(ms(req.lease));
+        let mut out = Vec::new();
+        for id in ids {
+            if out.len() >= req.limit {
+                break;
+            }
+            let res = self
+                .update(&id, |rec| {
+                    if !rec.claimable(req.created_before_ms, req.now_ms) {
+                        return Ok(false);
+                    }
+                    rec.claim(&req.owner, until, req.now_ms);
+                    Ok(true)
+                })
+                .await?;
+            match res {
+                Some((rec, true)) => out.push(rec),
+                Some((rec, false)) if rec.status != MessageStatus::Accepted => {
+                    self.kv.unlist_accepted(&id).await?;
+                }
+                Some(_) => {}
+                None => self.kv.unlist_accepted(&id).await?, // expired
+            }
+        }
+        Ok(out)
+    }
+}
