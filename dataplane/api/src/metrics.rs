@@ -361,6 +361,20 @@ impl MessageStore for TimedStore {
         self.time("apply_receipt", self.inner.apply_receipt(r))
             .await
     }
+    async fn record_submit_change(
+        &self,
+        s: &SubmitUpdate,
+    ) -> Result<smsgw_core::messages::StatusChange, MessageStoreError> {
+        self.time("record_submit", self.inner.record_submit_change(s))
+            .await
+    }
+    async fn apply_receipt_change(
+        &self,
+        r: &ReceiptUpdate,
+    ) -> Result<smsgw_core::messages::ReceiptChange, MessageStoreError> {
+        self.time("apply_receipt", self.inner.apply_receipt_change(r))
+            .await
+    }
     async fn claim_stale_accepted(
         &self,
         req: &ClaimRequest,

@@ -438,6 +438,54 @@ pub enum ReceiptOutcome {
     Orphaned,
 }
 
+/// A record after a change, with the status it had just before: what a
+/// caller needs to tell whether (and how) the message moved, without
+/// rebuilding the earlier record. Result of
+/// [`MessageStore::record_submit_change`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusChange {
+    /// The status before the change.
+    pub before: MessageStatus,
+    /// The record after it; its `status` is the status after.
+    pub record: MessageRecord,
+}
+
+impl StatusChange {
+    /// The status after the change.
+    pub fn after(&self) -> MessageStatus {
+        self.record.status
+    }
+
+    /// Whether the change moved the message to another status.
+    pub fn moved(&self) -> bool {
+        self.before != self.record.status
+    }
+}
+
+/// Result of [`MessageStore::apply_receipt_change`]: the outcome, and the
+/// status of the matched message just before the receipt (`None` when
+/// parked or orphaned; equal to the status after for a duplicate).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptChange {
+    /// What happened to the receipt.
+    pub outcome: ReceiptOutcome,
+    /// The matched message's status before the receipt.
+    pub before: Option<MessageStatus>,
+}
+
+impl ReceiptChange {
+    /// The change to the message, when the receipt was applied.
+    pub fn applied(&self) -> Option<StatusChange> {
+        match (&self.outcome, self.before) {
+            (ReceiptOutcome::Applied(record), Some(before)) => Some(StatusChange {
+                before,
+                record: record.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// A sweeper's claim request, for [`MessageStore::claim_stale_accepted`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClaimRequest {
@@ -515,6 +563,50 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Matches a receipt through the index and applies it; parks it when the
     /// key is not (yet) known.
     async fn apply_receipt(&self, r: &ReceiptUpdate) -> Result<ReceiptOutcome, MessageStoreError>;
+
+    /// [`MessageStore::record_submit`], answering also the status the
+    /// message had just before. The backends read it in the same atomic
+    /// step as the change; this default reads the record first, so a
+    /// concurrent change in between can show as the "before" (good enough
+    /// for a store without concurrent writers, such as a test's).
+    async fn record_submit_change(
+        &self,
+        s: &SubmitUpdate,
+    ) -> Result<StatusChange, MessageStoreError> {
+        let before = self.get(&s.message_id).await?.map(|r| r.status);
+        let record = self.record_submit(s).await?;
+        Ok(StatusChange {
+            before: before.unwrap_or(record.status),
+            record,
+        })
+    }
+
+    /// [`MessageStore::apply_receipt`], answering also the matched
+    /// message's status just before the receipt. The backends read it in
+    /// the same atomic step; this default derives it from the record after
+    /// with the receipt's segment cleared (exact unless the segment held an
+    /// earlier receipt).
+    async fn apply_receipt_change(
+        &self,
+        r: &ReceiptUpdate,
+    ) -> Result<ReceiptChange, MessageStoreError> {
+        let outcome = self.apply_receipt(r).await?;
+        let before = match &outcome {
+            ReceiptOutcome::Applied(rec) => {
+                let mut earlier = rec.clone();
+                if let Some(seg) = earlier.segments.iter_mut().find(|s| {
+                    s.smsc_message_id.as_deref() == Some(r.smsc_message_id.as_str())
+                        && rec.link.as_deref() == Some(r.link.as_str())
+                }) {
+                    seg.receipt = None;
+                }
+                Some(earlier.derive_status())
+            }
+            ReceiptOutcome::Duplicate(rec) => Some(rec.status),
+            ReceiptOutcome::Parked | ReceiptOutcome::Orphaned => None,
+        };
+        Ok(ReceiptChange { outcome, before })
+    }
 
     /// Claims messages stuck in [`MessageStatus::Accepted`]
     /// ([`MessageRecord::claimable`]) for `req.owner`, setting the lease.

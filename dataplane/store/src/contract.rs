@@ -485,6 +485,78 @@ pub async fn messages_unknown_receipt_is_parked(store: &dyn MessageStore) {
     }
 }
 
+/// `record_submit_change` and `apply_receipt_change` answer the status
+/// before the change next to the record after it: a submit outcome, an
+/// intermediate and a final receipt, a duplicate, a parked receipt, and a
+/// parked receipt applied by the submit outcome that maps it.
+pub async fn messages_status_before_and_after(store: &dyn MessageStore) {
+    let m = created(store.create(&message(2)).await.unwrap());
+    let (s0, s1) = (unique("sid"), unique("sid"));
+    let c = store
+        .record_submit_change(&accepted(&m, 0, "l1", &s0))
+        .await
+        .unwrap();
+    assert_eq!(
+        (c.before, c.after(), c.moved()),
+        (MessageStatus::Accepted, MessageStatus::Pending, true)
+    );
+    assert_eq!(c.record, store.get(&m.message_id).await.unwrap().unwrap());
+    let r = store
+        .apply_receipt_change(&receipt("l1", &s0, ReceiptState::Enroute))
+        .await
+        .unwrap();
+    let c = r.applied().expect("applied");
+    assert_eq!((c.before, c.after()), (MessageStatus::Pending, MessageStatus::Pending));
+    let c = store
+        .record_submit_change(&accepted(&m, 1, "l1", &s1))
+        .await
+        .unwrap();
+    assert_eq!((c.before, c.after()), (MessageStatus::Pending, MessageStatus::Pending));
+    let r = store
+        .apply_receipt_change(&receipt("l1", &s0, ReceiptState::Delivered))
+        .await
+        .unwrap();
+    let c = r.applied().expect("applied");
+    assert_eq!(
+        (c.before, c.after()),
+        (MessageStatus::Pending, MessageStatus::Pending),
+        "segment 1 is not delivered yet"
+    );
+    let r = store
+        .apply_receipt_change(&receipt("l1", &s1, ReceiptState::Delivered))
+        .await
+        .unwrap();
+    let c = r.applied().expect("applied");
+    assert_eq!(
+        (c.before, c.after(), c.moved()),
+        (MessageStatus::Pending, MessageStatus::Delivered, true)
+    );
+    let r = store
+        .apply_receipt_change(&receipt("l1", &s1, ReceiptState::Delivered))
+        .await
+        .unwrap();
+    assert!(matches!(r.outcome, ReceiptOutcome::Duplicate(_)), "{r:?}");
+    assert_eq!(r.before, Some(MessageStatus::Delivered));
+    assert_eq!(r.applied(), None);
+
+    // Parked first, then applied by the submit outcome that maps it.
+    let m = created(store.create(&message(1)).await.unwrap());
+    let s2 = unique("sid");
+    let r = store
+        .apply_receipt_change(&receipt("l1", &s2, ReceiptState::Delivered))
+        .await
+        .unwrap();
+    assert_eq!((r.outcome, r.before), (ReceiptOutcome::Parked, None));
+    let c = store
+        .record_submit_change(&accepted(&m, 0, "l1", &s2))
+        .await
+        .unwrap();
+    assert_eq!(
+        (c.before, c.after()),
+        (MessageStatus::Accepted, MessageStatus::Delivered)
+    );
+}
+
 /// Eight concurrent sweepers claim 20 stale accepted messages: each
 /// exactly once. Leased, young and submitted messages are not claimed;
 /// an expired lease can be claimed again.

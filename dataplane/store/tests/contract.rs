@@ -212,6 +212,15 @@ mod messages {
 
                 $(#[$attr])*
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn changes_answer_the_status_before_and_after() {
+                    let Some((_k, s)) = $make(MessageStoreOptions::default()).await else {
+                        return;
+                    };
+                    contract::messages_status_before_and_after(&*s).await;
+                }
+
+                $(#[$attr])*
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn stale_accepted_messages_are_claimed_exactly_once() {
                     let Some((_k, s)) = $make(MessageStoreOptions::default()).await else {
                         return;

@@ -16,7 +16,7 @@ use super::{CAS_ATTEMPTS, MessageStoreOptions, TAKEOVER_AFTER, backend, ms};
 use async_trait::async_trait;
 use smsgw_core::messages::{
     ClaimRequest, CreateOutcome, MessageRecord, MessageStatus, MessageStore, MessageStoreError,
-    ReceiptOutcome, ReceiptUpdate, SubmitUpdate,
+    ReceiptChange, ReceiptOutcome, ReceiptUpdate, StatusChange, SubmitUpdate,
 };
 use std::time::Duration;
 
@@ -142,13 +142,13 @@ impl<K: VersionedKv> KvMessageStore<K> {
     }
 
     /// Read-modify-write of one record. `f` returns `Ok(false)` to write
-    /// nothing. Returns the record as last seen (`None`: gone) and whether
-    /// `f` changed it.
+    /// nothing. Returns the status the record had before, the record as
+    /// last seen (`None`: gone) and whether `f` changed it.
     async fn update<F>(
         &self,
         id: &str,
         mut f: F,
-    ) -> Result<Option<(MessageRecord, bool)>, MessageStoreError>
+    ) -> Result<Option<(MessageStatus, MessageRecord, bool)>, MessageStoreError>
     where
         F: FnMut(&mut MessageRecord) -> Result<bool, MessageStoreError> + Send,
     {
@@ -156,11 +156,12 @@ impl<K: VersionedKv> KvMessageStore<K> {
             let Some((version, mut rec)) = self.kv.load(id).await? else {
                 return Ok(None);
             };
+            let before = rec.status;
             if !f(&mut rec)? {
-                return Ok(Some((rec, false)));
+                return Ok(Some((before, rec, false)));
             }
             match self.kv.compare_and_set(id, &version, &rec).await? {
-                Cas::Written => return Ok(Some((rec, true))),
+                Cas::Written => return Ok(Some((before, rec, true))),
                 Cas::Gone => return Ok(None),
                 Cas::Changed => {} // lost the race: reload
             }
@@ -176,12 +177,21 @@ impl<K: VersionedKv> KvMessageStore<K> {
         id: &str,
         seq: u16,
         r: &ReceiptUpdate,
-    ) -> Result<ReceiptOutcome, MessageStoreError> {
+    ) -> Result<ReceiptChange, MessageStoreError> {
         Ok(
             match self.update(id, |rec| Ok(rec.apply_receipt(seq, r))).await? {
-                None => ReceiptOutcome::Orphaned,
-                Some((rec, true)) => ReceiptOutcome::Applied(rec),
-                Some((rec, false)) => ReceiptOutcome::Duplicate(rec),
+                None => ReceiptChange {
+                    outcome: ReceiptOutcome::Orphaned,
+                    before: None,
+                },
+                Some((before, rec, true)) => ReceiptChange {
+                    outcome: ReceiptOutcome::Applied(rec),
+                    before: Some(before),
+                },
+                Some((before, rec, false)) => ReceiptChange {
+                    outcome: ReceiptOutcome::Duplicate(rec),
+                    before: Some(before),
+                },
             },
         )
     }
@@ -264,24 +274,33 @@ impl<K: VersionedKv> MessageStore for KvMessageStore<K> {
     }
 
     async fn record_submit(&self, s: &SubmitUpdate) -> Result<MessageRecord, MessageStoreError> {
-        let mut was_accepted = false;
+        Ok(self.record_submit_change(s).await?.record)
+    }
+
+    async fn apply_receipt(&self, r: &ReceiptUpdate) -> Result<ReceiptOutcome, MessageStoreError> {
+        Ok(self.apply_receipt_change(r).await?.outcome)
+    }
+
+    async fn record_submit_change(
+        &self,
+        s: &SubmitUpdate,
+    ) -> Result<StatusChange, MessageStoreError> {
         let res = self
             .update(&s.message_id, |rec| {
-                was_accepted = rec.status == MessageStatus::Accepted;
                 rec.record_submit(s)?;
                 Ok(true)
             })
             .await?;
-        let Some((mut rec, _)) = res else {
+        let Some((before, mut rec, _)) = res else {
             return Err(MessageStoreError::NotFound {
                 message_id: s.message_id.clone(),
             });
         };
-        if was_accepted && rec.status != MessageStatus::Accepted {
+        if before == MessageStatus::Accepted && rec.status != MessageStatus::Accepted {
             self.kv.unlist_accepted(&s.message_id).await?;
         }
         let Some(sid) = &s.smsc_message_id else {
-            return Ok(rec);
+            return Ok(StatusChange { before, record: rec });
         };
         let parked = self
             .kv
@@ -295,17 +314,23 @@ impl<K: VersionedKv> MessageStore for KvMessageStore<K> {
             .await?;
         if let Some(r) = parked
             && let ReceiptOutcome::Applied(updated) =
-                self.apply_to(&s.message_id, s.seq, &r).await?
+                self.apply_to(&s.message_id, s.seq, &r).await?.outcome
         {
             rec = updated;
         }
-        Ok(rec)
+        Ok(StatusChange { before, record: rec })
     }
 
-    async fn apply_receipt(&self, r: &ReceiptUpdate) -> Result<ReceiptOutcome, MessageStoreError> {
+    async fn apply_receipt_change(
+        &self,
+        r: &ReceiptUpdate,
+    ) -> Result<ReceiptChange, MessageStoreError> {
         match self.kv.lookup_or_park(r, self.opts.parked_ttl).await? {
             Some((id, seq)) => self.apply_to(&id, seq, r).await,
-            None => Ok(ReceiptOutcome::Parked),
+            None => Ok(ReceiptChange {
+                outcome: ReceiptOutcome::Parked,
+                before: None,
+            }),
         }
     }
 
@@ -332,8 +357,8 @@ impl<K: VersionedKv> MessageStore for KvMessageStore<K> {
                 })
                 .await?;
             match res {
-                Some((rec, true)) => out.push(rec),
-                Some((rec, false)) if rec.status != MessageStatus::Accepted => {
+                Some((_, rec, true)) => out.push(rec),
+                Some((_, rec, false)) if rec.status != MessageStatus::Accepted => {
                     self.kv.unlist_accepted(&id).await?;
                 }
                 Some(_) => {}

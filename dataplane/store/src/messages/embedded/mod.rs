@@ -45,8 +45,8 @@ use super::{MessageStoreOptions, backend, ms};
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use smsgw_core::messages::{
-    ClaimRequest, CreateOutcome, MessageRecord, MessageStore, MessageStoreError, ReceiptOutcome,
-    ReceiptUpdate, SubmitUpdate, unix_now_ms,
+    ClaimRequest, CreateOutcome, MessageRecord, MessageStore, MessageStoreError, ReceiptChange,
+    ReceiptOutcome, ReceiptUpdate, StatusChange, SubmitUpdate, unix_now_ms,
 };
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -248,6 +248,17 @@ impl MessageStore for EmbeddedMessageStore {
     }
 
     async fn record_submit(&self, s: &SubmitUpdate) -> Result<MessageRecord, MessageStoreError> {
+        Ok(self.record_submit_change(s).await?.record)
+    }
+
+    async fn apply_receipt(&self, r: &ReceiptUpdate) -> Result<ReceiptOutcome, MessageStoreError> {
+        Ok(self.apply_receipt_change(r).await?.outcome)
+    }
+
+    async fn record_submit_change(
+        &self,
+        s: &SubmitUpdate,
+    ) -> Result<StatusChange, MessageStoreError> {
         let op = Op::Submit {
             s: s.clone(),
             now: unix_now_ms(),
@@ -260,7 +271,10 @@ impl MessageStore for EmbeddedMessageStore {
         .await
     }
 
-    async fn apply_receipt(&self, r: &ReceiptUpdate) -> Result<ReceiptOutcome, MessageStoreError> {
+    async fn apply_receipt_change(
+        &self,
+        r: &ReceiptUpdate,
+    ) -> Result<ReceiptChange, MessageStoreError> {
         let op = Op::Receipt {
             r: r.clone(),
             now: unix_now_ms(),

@@ -7,8 +7,8 @@ use super::record_codec;
 use crate::messages::{backend, keep_parked};
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 use smsgw_core::messages::{
-    CreateOutcome, MessageRecord, MessageStatus, MessageStoreError, ReceiptOutcome, ReceiptUpdate,
-    SubmitUpdate,
+    CreateOutcome, MessageRecord, MessageStatus, MessageStoreError, ReceiptChange, ReceiptOutcome,
+    ReceiptUpdate, StatusChange, SubmitUpdate,
 };
 
 /// message_id → record ([`record_codec`]: binary, or JSON when written by
@@ -123,8 +123,8 @@ pub(super) enum Op {
 /// What an [`Op`] answers.
 pub(super) enum Done {
     Created(CreateOutcome),
-    Submitted(MessageRecord),
-    Receipt(ReceiptOutcome),
+    Submitted(StatusChange),
+    Receipt(ReceiptChange),
     Claimed(Vec<MessageRecord>),
     Purged(u64),
 }
@@ -241,15 +241,25 @@ fn apply_in(
     r: &ReceiptUpdate,
     ttl_ms: u64,
     now: u64,
-) -> Result<ReceiptOutcome, MessageStoreError> {
+) -> Result<ReceiptChange, MessageStoreError> {
     let Some(mut rec) = live(get_record(&t.msgs, id)?, ttl_ms, now) else {
-        return Ok(ReceiptOutcome::Orphaned);
+        return Ok(ReceiptChange {
+            outcome: ReceiptOutcome::Orphaned,
+            before: None,
+        });
     };
+    let before = Some(rec.status);
     if !rec.apply_receipt(seq, r) {
-        return Ok(ReceiptOutcome::Duplicate(rec));
+        return Ok(ReceiptChange {
+            outcome: ReceiptOutcome::Duplicate(rec),
+            before,
+        });
     }
     put_msg(t, &rec)?;
-    Ok(ReceiptOutcome::Applied(rec))
+    Ok(ReceiptChange {
+        outcome: ReceiptOutcome::Applied(rec),
+        before,
+    })
 }
 
 fn create_in(
@@ -299,15 +309,16 @@ fn submit_in(
     s: &SubmitUpdate,
     now: u64,
     ttl: u64,
-) -> Result<MessageRecord, MessageStoreError> {
+) -> Result<StatusChange, MessageStoreError> {
     let rec = live(get_record(&t.msgs, &s.message_id)?, ttl, now);
     let mut rec = rec.ok_or_else(|| MessageStoreError::NotFound {
         message_id: s.message_id.clone(),
     })?;
+    let before = rec.status;
     rec.record_submit(s)?;
     put_msg(t, &rec)?;
     let Some(sid) = &s.smsc_message_id else {
-        return Ok(rec);
+        return Ok(StatusChange { before, record: rec });
     };
     let k = ix_key(&s.link, sid);
     t.index
@@ -319,11 +330,11 @@ fn submit_in(
     }
     if let Some(parked) = parked
         && let ReceiptOutcome::Applied(updated) =
-            apply_in(t, &s.message_id, s.seq, &parked.receipt, ttl, now)?
+            apply_in(t, &s.message_id, s.seq, &parked.receipt, ttl, now)?.outcome
     {
         rec = updated;
     }
-    Ok(rec)
+    Ok(StatusChange { before, record: rec })
 }
 
 fn receipt_in(
@@ -331,7 +342,7 @@ fn receipt_in(
     r: &ReceiptUpdate,
     now: u64,
     ttl: u64,
-) -> Result<ReceiptOutcome, MessageStoreError> {
+) -> Result<ReceiptChange, MessageStoreError> {
     let k = ix_key(&r.link, &r.smsc_message_id);
     let target = t
         .index
@@ -354,7 +365,10 @@ fn receipt_in(
         .insert(k.as_str(), json.as_slice())
         .map_err(backend)?;
     t.parked_at.insert((now, k.as_str()), ()).map_err(backend)?;
-    Ok(ReceiptOutcome::Parked)
+    Ok(ReceiptChange {
+        outcome: ReceiptOutcome::Parked,
+        before: None,
+    })
 }
 
 fn claim_in(
