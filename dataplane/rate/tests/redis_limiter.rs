@@ -86,8 +86,11 @@ async fn fail_open_should_give_each_pod_its_share_then_recover() {
     };
     let a = RedisLimiter::connect(cfg(), Duration::from_secs(10)).await;
     let b = RedisLimiter::connect(cfg(), Duration::from_secs(10)).await;
-    // Both heartbeats seen.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both heartbeats seen: wait for them, not for a fixed time.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (a.live_pods(), b.live_pods()) != (2, 2) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!((a.live_pods(), b.live_pods()), (2, 2));
     let link = [RateKey::link("l")];
     a.set_limit(&link[0], Some(RateLimit::new(1.0, 10)))

@@ -716,7 +716,11 @@ async fn status_reports_rates_and_per_session_details() {
     for _ in 0..50 {
         next_receipt(&mut f.events).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("submit and receipt rates reported", || {
+        let st = f.link.status();
+        st.submit_rate > 0.0 && st.receipt_rate > 0.0
+    })
+    .await;
     let st = f.link.status();
     assert_eq!(st.state, LinkState::Bound);
     assert_eq!((st.sessions_bound, st.sessions_total), (2, 2));
