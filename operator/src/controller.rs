@@ -3,7 +3,6 @@
 
 use crate::credentials::ensure_credentials;
 use crate::hub::{Hub, Rejection, slots_from_lease_holders};
-use smsgw_leases::live_holder;
 use crate::status::{
     StatusInputs, link_status, policy_status, pool_status, user_status, write_status,
 };
@@ -18,6 +17,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use smsgw_crds::{CONDITION_ACCEPTED, ContactPolicy, EsmePool, Resource, SmppLink, User};
+use smsgw_leases::live_holder;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;

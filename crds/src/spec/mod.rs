@@ -12,6 +12,6 @@ mod user;
 pub use contact_policy::*;
 pub use esme_pool::*;
 pub use shared::{FieldError, SecretKeyRef};
-pub(crate) use smpp_link::{NO_PEM_CERTIFICATE, holds_pem_certificate};
 pub use smpp_link::*;
+pub(crate) use smpp_link::{NO_PEM_CERTIFICATE, holds_pem_certificate};
 pub use user::*;

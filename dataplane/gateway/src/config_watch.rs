@@ -13,15 +13,15 @@
 //! without it every pod binds every session of each link.
 
 use crate::cli::ServeArgs;
-use crate::validate::Rejection;
 use crate::runtime::Gateway;
+use crate::validate::Rejection;
 use smsgw_crds::Snapshot;
 use smsgw_leases::SlotId;
 use smsgw_proto::config::v1 as pb;
 use smsgw_proto::config::v1::config_service_client::ConfigServiceClient;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 

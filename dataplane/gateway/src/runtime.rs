@@ -1,8 +1,7 @@
 //! Wiring: configuration, servers, shutdown.
 
 use crate::cli::{
-    GatewayArgs, ListenArgs, LogFormat, SimArgs, SimIdFormat, StandaloneArgs,
-    StoreKind,
+    GatewayArgs, ListenArgs, LogFormat, SimArgs, SimIdFormat, StandaloneArgs, StoreKind,
 };
 use crate::links::{LinkSet, Links};
 use crate::validate::{Rejection, validate};
@@ -16,8 +15,8 @@ use smsgw_crds::Snapshot;
 use smsgw_store::{EmbeddedUserStore, RedisConfig, RedisUserStore};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

@@ -506,12 +506,18 @@ pub async fn messages_status_before_and_after(store: &dyn MessageStore) {
         .await
         .unwrap();
     let c = r.applied().expect("applied");
-    assert_eq!((c.before, c.after()), (MessageStatus::Pending, MessageStatus::Pending));
+    assert_eq!(
+        (c.before, c.after()),
+        (MessageStatus::Pending, MessageStatus::Pending)
+    );
     let c = store
         .record_submit_change(&accepted(&m, 1, "l1", &s1))
         .await
         .unwrap();
-    assert_eq!((c.before, c.after()), (MessageStatus::Pending, MessageStatus::Pending));
+    assert_eq!(
+        (c.before, c.after()),
+        (MessageStatus::Pending, MessageStatus::Pending)
+    );
     let r = store
         .apply_receipt_change(&receipt("l1", &s0, ReceiptState::Delivered))
         .await

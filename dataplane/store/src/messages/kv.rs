@@ -300,7 +300,10 @@ impl<K: VersionedKv> MessageStore for KvMessageStore<K> {
             self.kv.unlist_accepted(&s.message_id).await?;
         }
         let Some(sid) = &s.smsc_message_id else {
-            return Ok(StatusChange { before, record: rec });
+            return Ok(StatusChange {
+                before,
+                record: rec,
+            });
         };
         let parked = self
             .kv
@@ -318,7 +321,10 @@ impl<K: VersionedKv> MessageStore for KvMessageStore<K> {
         {
             rec = updated;
         }
-        Ok(StatusChange { before, record: rec })
+        Ok(StatusChange {
+            before,
+            record: rec,
+        })
     }
 
     async fn apply_receipt_change(

@@ -29,8 +29,8 @@
 //!   mapping or parks; the `index` script writes the mapping and takes
 //!   whatever was parked, in one step.
 
-use super::{KvMessageStore, MessageStoreOptions, backend, ms};
 use super::kv::{Cas, VersionedKv};
+use super::{KvMessageStore, MessageStoreOptions, backend, ms};
 use crate::RedisConfig;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;

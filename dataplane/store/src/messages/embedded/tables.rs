@@ -318,7 +318,10 @@ fn submit_in(
     rec.record_submit(s)?;
     put_msg(t, &rec)?;
     let Some(sid) = &s.smsc_message_id else {
-        return Ok(StatusChange { before, record: rec });
+        return Ok(StatusChange {
+            before,
+            record: rec,
+        });
     };
     let k = ix_key(&s.link, sid);
     t.index
@@ -334,7 +337,10 @@ fn submit_in(
     {
         rec = updated;
     }
-    Ok(StatusChange { before, record: rec })
+    Ok(StatusChange {
+        before,
+        record: rec,
+    })
 }
 
 fn receipt_in(
@@ -461,4 +467,3 @@ fn purge_in(
     }
     Ok(keys.len() as u64)
 }
-
