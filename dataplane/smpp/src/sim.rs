@@ -641,7 +641,7 @@ impl MoText {
 
     /// The deliver_sm payloads (UDH included), UDHI and SAR TLVs of the
     /// parts, in sending order.
-    fn parts(&self) -> Result<Vec<(Vec<u8>, bool, Option<Sar>)>> {
+    fn parts(&self) -> Result<Vec<MoWirePart>> {
         use smsgw_text::{Concat, Encoding};
         let bad = |reason: String| Error::InvalidRequest { reason };
         let (body, unit) = match self.encoding {
@@ -872,6 +872,10 @@ fn receipt_pdu(state: &SimState, job: &ReceiptJob) -> Option<DeliverSm> {
             .build(),
     )
 }
+
+/// One MO part as the simulator sends it: the short_message payload (UDH
+/// included), whether UDHI is set, and the SAR TLVs when SAR is used.
+type MoWirePart = (Vec<u8>, bool, Option<Sar>);
 
 async fn receipt_loop(
     state: Arc<SimState>,
