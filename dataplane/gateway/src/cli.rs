@@ -267,6 +267,16 @@ pub struct SimArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "SMSGW_SIM_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Serve the simulator's counters over HTTP here: `GET /stats` (JSON:
+    /// counters, binds now and at peak, repeated submissions) and
+    /// `POST /stats/reset-peak`. Unset: no HTTP.
+    #[arg(long, env = "SMSGW_SIM_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Count accepted submit_sm per (destination, text), so `/stats` shows
+    /// messages submitted more than once (memory grows with every message:
+    /// for tests).
+    #[arg(long, env = "SMSGW_SIM_TRACK_SUBMITS")]
+    pub track_submits: bool,
 }
 
 fn parse_mix(s: &str) -> Result<[u32; 4], String> {

@@ -404,6 +404,7 @@ fn sim_config(args: &SimArgs) -> anyhow::Result<smsgw_smpp::sim::SimConfig> {
     };
     c.receipt_delay = args.receipt_delay;
     c.reverse_receipts = args.reverse_receipts;
+    c.track_submits = args.track_submits;
     let [delivered, undeliverable, expired, rejected] = args.receipt_mix;
     c.receipt_mix = smsgw_smpp::sim::ReceiptMix {
         delivered,
@@ -425,6 +426,19 @@ pub(crate) async fn smsc_sim(args: SimArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(addr = %sim.addr(), "SMSC simulator listening");
+    if let Some(addr) = args.admin_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (--admin-listen)"))?;
+        tracing::info!(%addr, "SMSC simulator stats on /stats");
+        let app = sim_admin(sim.clone());
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+    }
     let sig = signal.await;
     tracing::info!(
         submits = sim.submits(),
@@ -433,6 +447,33 @@ pub(crate) async fn smsc_sim(args: SimArgs) -> anyhow::Result<()> {
     );
     cancel.cancel();
     Ok(())
+}
+
+/// The simulator's HTTP side (`smsgw smsc-sim --admin-listen`).
+fn sim_admin(sim: smsgw_smpp::sim::SimHandle) -> axum::Router {
+    use axum::routing::{get, post};
+    let reset = sim.clone();
+    axum::Router::new()
+        .route(
+            "/stats",
+            get(move || {
+                let sim = sim.clone();
+                async move {
+                    axum::Json(serde_json::json!({
+                        "counters": sim.counters(),
+                        "bound": sim.bound_connections(),
+                        "submissions": sim.submissions(),
+                    }))
+                }
+            }),
+        )
+        .route(
+            "/stats/reset-peak",
+            post(move || {
+                reset.reset_peak_bound();
+                async { "ok" }
+            }),
+        )
 }
 
 /// Authentication settings from flags; a JWT key is generated once and kept

@@ -9,6 +9,7 @@
 //! one piece, so one core answers well over 50,000 `submit_sm`/s.
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     sync::{
         Arc, Mutex,
@@ -114,6 +115,10 @@ pub struct SimConfig {
     pub reverse_receipts: bool,
     /// Serve TLS with this certificate and key (`None`: plain TCP).
     pub tls: Option<SimTls>,
+    /// Count the accepted submit_sm per (destination, short message), so
+    /// [`SimHandle::submissions`] can tell a message submitted twice. Memory
+    /// grows with every distinct message: for tests, not for load.
+    pub track_submits: bool,
 }
 
 /// The simulator's TLS identity: a PEM certificate chain (leaf first) and
@@ -163,6 +168,7 @@ impl Default for SimConfig {
             receipt_tlvs: true,
             reverse_receipts: false,
             tls: None,
+            track_submits: false,
         }
     }
 }
@@ -201,7 +207,7 @@ impl SimConfig {
 }
 
 /// Counter snapshot.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SimCounters {
     /// Accepted binds.
     pub binds: u64,
@@ -227,6 +233,20 @@ pub struct SimCounters {
     pub connections: u64,
     /// TLS handshakes that failed (or timed out), with TLS on.
     pub tls_failures: u64,
+    /// Most connections bound at once since start (or the last
+    /// [`SimHandle::reset_peak_bound`]).
+    pub peak_bound: u64,
+}
+
+/// Accepted submit_sm counted per (destination, short message), with
+/// `track_submits` on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Submissions {
+    /// Distinct (destination, short message) pairs accepted.
+    pub distinct: u64,
+    /// Every pair accepted more than once: destination, the short message
+    /// (lossy UTF-8) and how many times.
+    pub repeated: Vec<(String, String, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -243,6 +263,7 @@ struct Counters {
     unbinds: AtomicU64,
     connections: AtomicU64,
     tls_failures: AtomicU64,
+    peak_bound: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -275,6 +296,7 @@ struct SimState {
     next_conn: AtomicU64,
     rr: AtomicU64,
     salt: u64,
+    submitted: Mutex<HashMap<(Vec<u8>, Vec<u8>), u64>>,
 }
 
 impl SimState {
@@ -319,6 +341,7 @@ pub async fn run(config: SimConfig, cancel: CancellationToken) -> Result<SimHand
         next_conn: AtomicU64::new(1),
         rr: AtomicU64::new(0),
         salt: rand::random(),
+        submitted: Mutex::new(HashMap::new()),
     });
     info!(%addr, tls = acceptor.is_some(), "SMSC simulator listening");
     let st = state.clone();
@@ -391,6 +414,35 @@ impl SimHandle {
             unbinds: l(&c.unbinds),
             connections: l(&c.connections),
             tls_failures: l(&c.tls_failures),
+            peak_bound: l(&c.peak_bound),
+        }
+    }
+
+    /// Starts the peak of bound connections over from the number bound now.
+    pub fn reset_peak_bound(&self) {
+        let now = self.bound_connections() as u64;
+        self.state.counters.peak_bound.store(now, Ordering::Relaxed);
+    }
+
+    /// The accepted submit_sm per (destination, short message); empty
+    /// unless the config's `track_submits` is on.
+    pub fn submissions(&self) -> Submissions {
+        let map = self.state.submitted.lock().expect("submitted lock");
+        let mut repeated: Vec<_> = map
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|((d, t), n)| {
+                (
+                    String::from_utf8_lossy(d).into_owned(),
+                    String::from_utf8_lossy(t).into_owned(),
+                    *n,
+                )
+            })
+            .collect();
+        repeated.sort();
+        Submissions {
+            distinct: map.len() as u64,
+            repeated,
         }
     }
 
@@ -1085,7 +1137,14 @@ async fn serve(
                         receives: bound != Bound::Tx,
                         kill: kill.clone(),
                     };
-                    state.conns.lock().expect("conns lock").push(entry.clone());
+                    {
+                        let mut conns = state.conns.lock().expect("conns lock");
+                        conns.push(entry.clone());
+                        state
+                            .counters
+                            .peak_bound
+                            .fetch_max(conns.len() as u64, Ordering::Relaxed);
+                    }
                     if bound != Bound::Rx {
                         let (jtx, jrx) = mpsc::unbounded_channel();
                         receipts = Some(jtx);
@@ -1126,6 +1185,20 @@ async fn serve(
                         state.counters.throttled.fetch_add(1, Ordering::Relaxed);
                         put_header(target, 16, 0x8000_0004, 0x58, s);
                     } else {
+                        if state.config.track_submits
+                            && let Some(Pdu::SubmitSm(sm)) = cmd.pdu()
+                        {
+                            let key = (
+                                sm.destination_addr.as_str().as_bytes().to_vec(),
+                                submitted_text(sm),
+                            );
+                            *state
+                                .submitted
+                                .lock()
+                                .expect("submitted lock")
+                                .entry(key)
+                                .or_default() += 1;
+                        }
                         let n = state.next_msg.fetch_add(1, Ordering::Relaxed);
                         let id = format_id(n, state.config.id_format, state.salt, false);
                         put_header(target, 17 + id.len(), 0x8000_0004, 0, s);
@@ -1198,7 +1271,8 @@ async fn serve(
     debug!(conn_id, "connection closed");
 }
 
-fn receipt_job(state: &SimState, n: u64, sm: &SubmitSm, delay_ms: u64) -> ReceiptJob {
+/// The text of a submit_sm: its short message, or its message_payload TLV.
+fn submitted_text(sm: &SubmitSm) -> Vec<u8> {
     let mut text = sm.short_message().as_ref().to_vec();
     if text.is_empty() {
         for tlv in sm.tlvs() {
@@ -1207,6 +1281,11 @@ fn receipt_job(state: &SimState, n: u64, sm: &SubmitSm, delay_ms: u64) -> Receip
             }
         }
     }
+    text
+}
+
+fn receipt_job(state: &SimState, n: u64, sm: &SubmitSm, delay_ms: u64) -> ReceiptJob {
+    let text = submitted_text(sm);
     ReceiptJob {
         due: Instant::now() + state.config.receipt_delay + Duration::from_millis(delay_ms),
         n,

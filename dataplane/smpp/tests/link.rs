@@ -890,3 +890,25 @@ async fn a_gated_link_binds_only_its_open_slots_and_unbinds_a_closed_one() {
     eventually("all down", || (0..3).all(|s| link.slot_is_down(s))).await;
     cancel.cancel();
 }
+
+#[tokio::test]
+async fn the_simulator_keeps_the_peak_of_binds_and_counts_repeated_submissions() {
+    let mut cfg = SimConfig::default();
+    cfg.track_submits = true;
+    let f = fixture(cfg, |c| c.sessions(3)).await;
+    assert!(f.link.wait_all_bound(WAIT).await);
+    assert_eq!(f.sim.counters().peak_bound, 3);
+    f.sim.drop_connections();
+    eventually("rebound", || f.link.status().sessions_bound == 3).await;
+    assert_eq!(f.sim.counters().peak_bound, 3, "a rebind is not a fourth bind");
+    f.sim.reset_peak_bound();
+    assert_eq!(f.sim.counters().peak_bound, 3, "reset starts from those bound now");
+
+    f.link.submit(msg("once")).await.unwrap();
+    f.link.submit(msg("twice")).await.unwrap();
+    f.link.submit(msg("twice")).await.unwrap();
+    let s = f.sim.submissions();
+    assert_eq!(s.distinct, 2);
+    assert_eq!(s.repeated, [("4917012345".into(), "twice".into(), 2)]);
+    f.cancel.cancel();
+}
