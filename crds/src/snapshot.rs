@@ -202,8 +202,14 @@ pub fn compile(resources: &[(usize, Resource)]) -> Result<Snapshot, Vec<ConfigEr
                 if let Some(creds) =
                     secrets.get(spec.credentials_secret_name(&m.metadata.name).as_str())
                 {
-                    if spec.generate_password {
-                        spec.password = creds.get(CREDENTIALS_PASSWORD).cloned();
+                    if spec.generate_password
+                        && let Some(p) = creds.get(CREDENTIALS_PASSWORD)
+                    {
+                        // Resolved, as a passwordSecretRef is: the snapshot
+                        // carries the password alone, which passes the
+                        // spec rules the pods check again.
+                        spec.password = Some(p.clone());
+                        spec.generate_password = false;
                     }
                     if let (Some(id), Some(secret)) = (
                         creds.get(CREDENTIALS_APP_ID),

@@ -343,3 +343,22 @@ fn a_sar_part_size_without_sar_concatenation_is_refused_by_cel() {
     spec.encoding.concatenation = Concatenation::Sar;
     assert!(cel_failures(&SmppLink::new("sim", spec)).is_empty());
 }
+
+#[test]
+fn a_generated_password_is_resolved_into_a_snapshot_that_passes_the_spec_rules() {
+    let yaml = r#"
+apiVersion: smsgw.io/v1alpha1
+kind: User
+metadata: {name: bob}
+spec: {email: bob@example.com, appName: alerts, generatePassword: true}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: bob-credentials}
+stringData: {password: generated-pw-0123456789, appId: app_1, appSecret: s3cr3t}
+"#;
+    let snap = smsgw_crds::compile_manifests(yaml).unwrap();
+    let bob = &snap.users["bob"];
+    assert_eq!(bob.password.as_deref(), Some("generated-pw-0123456789"));
+    assert!(bob.validate().is_empty(), "{:?}", bob.validate());
+}
