@@ -39,8 +39,7 @@ log "Kubernetes manifests (offline validation)"
 # ---- Kubernetes API stand-in (issue 16) ---------------------------------
 # tests/cluster/apiserver.py (the cluster in a box's API server) tested on
 # its own and with the pinned kubectl; PyYAML and cel-python come pinned
-# from scripts/k8s-tools.sh; one test runs the real smsgw-operator against
-# it (cargo builds it first). About 20 s once built.
+# from scripts/k8s-tools.sh. About 15 s.
 log "Kubernetes API stand-in (tests/cluster/test_apiserver.py)"
 python3 -m unittest tests/cluster/test_apiserver.py
 # -------------------------------------------------------------------------
@@ -59,3 +58,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "cargo test"
 cargo test --workspace --locked --no-fail-fast "$@"
+
+# ---- Cluster in a box (issue 16) ----------------------------------------
+# The chart's real topology on loopback: API stand-in, the rendered pods as
+# processes of the binaries just built, Redis, the SMSC simulator; four
+# scenarios (install, scale, config propagation, disruption under load).
+log "cluster in a box scenarios"
+# `cargo test --workspace` above built smsgw and smsgw-operator from this
+# tree (both packages have integration tests); --no-build uses them as
+# they are instead of building again.
+python3 tests/cluster/scenarios.py --no-build
+# -------------------------------------------------------------------------

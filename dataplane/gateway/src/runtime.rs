@@ -70,6 +70,8 @@ pub(crate) async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
             receipt_mix: [1, 0, 0, 0],
             tls_cert: None,
             tls_key: None,
+            admin_listen: None,
+            track_submits: false,
         };
         let sim = smsgw_smpp::sim::run(sim_config(&sim_args)?, sim_cancel.clone())
             .await

@@ -900,9 +900,17 @@ async fn the_simulator_keeps_the_peak_of_binds_and_counts_repeated_submissions()
     assert_eq!(f.sim.counters().peak_bound, 3);
     f.sim.drop_connections();
     eventually("rebound", || f.link.status().sessions_bound == 3).await;
-    assert_eq!(f.sim.counters().peak_bound, 3, "a rebind is not a fourth bind");
+    assert_eq!(
+        f.sim.counters().peak_bound,
+        3,
+        "a rebind is not a fourth bind"
+    );
     f.sim.reset_peak_bound();
-    assert_eq!(f.sim.counters().peak_bound, 3, "reset starts from those bound now");
+    assert_eq!(
+        f.sim.counters().peak_bound,
+        3,
+        "reset starts from those bound now"
+    );
 
     f.link.submit(msg("once")).await.unwrap();
     f.link.submit(msg("twice")).await.unwrap();
