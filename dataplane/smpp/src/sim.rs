@@ -287,6 +287,10 @@ struct ConnEntry {
 }
 
 #[derive(Debug)]
+/// How many times each (source, short message) was submitted, for
+/// `--track-submits`.
+type SubmitCounts = HashMap<(Vec<u8>, Vec<u8>), u64>;
+
 struct SimState {
     config: SimConfig,
     counters: Counters,
@@ -296,7 +300,7 @@ struct SimState {
     next_conn: AtomicU64,
     rr: AtomicU64,
     salt: u64,
-    submitted: Mutex<HashMap<(Vec<u8>, Vec<u8>), u64>>,
+    submitted: Mutex<SubmitCounts>,
 }
 
 impl SimState {
