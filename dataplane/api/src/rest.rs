@@ -150,6 +150,11 @@ async fn security_headers(req: Request, next: Next) -> Response {
 /// `text/plain`, which browsers send cross-site without a preflight) is
 /// refused with 415 before it is read.
 async fn json_only(req: Request, next: Next) -> Result<Response, ApiError> {
+    // Only the routes' own method (POST) carries a body; any other method
+    // goes on to the router, which answers 405 as for every other route.
+    if req.method() != axum::http::Method::POST {
+        return Ok(next.run(req).await);
+    }
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
