@@ -286,11 +286,11 @@ struct ConnEntry {
     kill: CancellationToken,
 }
 
-#[derive(Debug)]
 /// How many times each (source, short message) was submitted, for
 /// `--track-submits`.
 type SubmitCounts = HashMap<(Vec<u8>, Vec<u8>), u64>;
 
+#[derive(Debug)]
 struct SimState {
     config: SimConfig,
     counters: Counters,
