@@ -893,8 +893,10 @@ async fn a_gated_link_binds_only_its_open_slots_and_unbinds_a_closed_one() {
 
 #[tokio::test]
 async fn the_simulator_keeps_the_peak_of_binds_and_counts_repeated_submissions() {
-    let mut cfg = SimConfig::default();
-    cfg.track_submits = true;
+    let cfg = SimConfig {
+        track_submits: true,
+        ..SimConfig::default()
+    };
     let f = fixture(cfg, |c| c.sessions(3)).await;
     assert!(f.link.wait_all_bound(WAIT).await);
     assert_eq!(f.sim.counters().peak_bound, 3);
