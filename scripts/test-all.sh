@@ -9,6 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A clean clone builds once: incremental caches only cost disk (GBs).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 log() { printf '\n==> %s\n' "$*"; }
 
 apt_install() {
@@ -70,3 +73,5 @@ log "cluster in a box scenarios"
 # they are instead of building again.
 python3 tests/cluster/scenarios.py --no-build
 # -------------------------------------------------------------------------
+
+log "done; build directory size: $(du -sh "${CARGO_TARGET_DIR:-target}" 2>/dev/null | cut -f1)"
