@@ -10,36 +10,14 @@ use std::time::UNIX_EPOCH;
 use libfuzzer_sys::fuzz_target;
 use smsgw_smpp::{
     IdFormat,
-    deliver::{TextReceipt, parse_smpp_date, state_from_text},
+    deliver::{TextReceipt, format_smpp_date, parse_smpp_date, state_from_text},
     normalize_message_id,
 };
 
-/// `YYMMDDhhmmss` of a UTC instant after 2000 (civil_from_days, Hinnant).
-fn smpp_date(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{:02}{m:02}{d:02}{:02}{:02}{:02}",
-        y - 2000,
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
 fn check_date(s: &str) {
     if let Some(t) = parse_smpp_date(s) {
-        let secs = t.duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
-        let again = smpp_date(secs);
+        assert!(t >= UNIX_EPOCH, "{s:?}");
+        let again = format_smpp_date(t, true);
         // Day 31 of a 30-day month (and Feb 29-31) roll over, like the
         // SMSCs that send them; everything else must format back.
         let day: u32 = s[4..6].parse().unwrap();

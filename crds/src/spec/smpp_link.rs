@@ -374,6 +374,14 @@ pub struct SmppLinkSpec {
     /// positive. Default `10s`.
     #[serde(default = "defaults::response_timeout")]
     pub response_timeout: Duration,
+    /// This many submit_sm response timeouts in a row on one session mark
+    /// it stalled: it takes no new submits at once, is closed and rebinds,
+    /// and the other submits awaiting a response on it become unknown at
+    /// once. 0 to 1000; 0 leaves stall detection to enquire_link alone.
+    /// Default 1.
+    #[serde(default = "defaults::one_u32")]
+    #[schemars(range(max = 1000))]
+    pub stall_after_timeouts: u32,
     /// Interval of enquire_link keep-alives on an idle session, as a
     /// duration string, at least `100ms`. Default `30s`.
     #[serde(default = "defaults::enquire_link_interval")]
@@ -445,6 +453,12 @@ impl SmppLinkSpec {
         }
         if self.burst.is_some() && self.rate.is_none() {
             errs.push(FieldError::new("spec.burst", "needs spec.rate"));
+        }
+        if self.stall_after_timeouts > 1000 {
+            errs.push(FieldError::new(
+                "spec.stallAfterTimeouts",
+                "must be between 0 and 1000",
+            ));
         }
         if self.response_timeout.get().is_zero() {
             errs.push(FieldError::new("spec.responseTimeout", "must be positive"));

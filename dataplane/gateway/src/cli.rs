@@ -277,6 +277,29 @@ pub struct SimArgs {
     /// for tests).
     #[arg(long, env = "SMSGW_SIM_TRACK_SUBMITS")]
     pub track_submits: bool,
+    /// Fault: stall (stop answering anything, sockets kept open) once this
+    /// many submit_sm have arrived (needs --stall-for; 0 with --stall-all:
+    /// at start). Held responses go out when the stall ends.
+    #[arg(long, env = "SMSGW_SIM_STALL_AFTER_SUBMITS", requires = "stall_for")]
+    pub stall_after_submits: Option<u64>,
+    /// How long the stall lasts (e.g. 10s).
+    #[arg(long, env = "SMSGW_SIM_STALL_FOR", requires = "stall_after_submits", value_parser = humantime::parse_duration)]
+    pub stall_for: Option<std::time::Duration>,
+    /// Stall every connection (a SIGSTOPped SMSC), not only the one that
+    /// received the triggering submit_sm.
+    #[arg(long, env = "SMSGW_SIM_STALL_ALL", requires = "stall_after_submits")]
+    pub stall_all: bool,
+    /// Fault: close the connection that receives this submit_sm (counted
+    /// from start, at least 1), right after answering it.
+    #[arg(long, env = "SMSGW_SIM_DROP_AFTER_SUBMITS")]
+    pub drop_after_submits: Option<u64>,
+    /// With --drop-after-submits: close right before answering it instead.
+    #[arg(
+        long,
+        env = "SMSGW_SIM_DROP_BEFORE_RESPONSE",
+        requires = "drop_after_submits"
+    )]
+    pub drop_before_response: bool,
 }
 
 fn parse_mix(s: &str) -> Result<[u32; 4], String> {

@@ -1,6 +1,6 @@
 //! Per-link gauges read from the links' status at scrape time (see
 //! METRICS.md): state, sessions, window occupancy, enquire_link round trip
-//! and SMSC throttling. Nothing is updated on the SMPP hot path.
+//! SMSC throttling and stalled sessions. Nothing is updated on the SMPP hot path.
 
 use crate::links::Links;
 use prometheus_client::collector::Collector;
@@ -26,7 +26,7 @@ impl Collector for LinkGauges {
         let gauge = || Family::<LinkLabels, Gauge>::default();
         let (up, bound, total, in_flight, window) = (gauge(), gauge(), gauge(), gauge(), gauge());
         let rtt = Family::<LinkLabels, Gauge<f64, AtomicU64>>::default();
-        let mut throttled = Vec::new();
+        let (mut throttled, mut stalls, mut stall_unknown) = (Vec::new(), Vec::new(), Vec::new());
         for (st, window_per_session) in &statuses {
             let l = LinkLabels {
                 link: st.name.clone(),
@@ -42,7 +42,11 @@ impl Collector for LinkGauges {
             if let Some(d) = st.last_enquire_link_rtt {
                 rtt.get_or_create(&l).set(d.as_secs_f64());
             }
-            throttled.push((l, st.sessions.iter().map(|s| s.throttled).sum::<u64>()));
+            let sum =
+                |f: fn(&smsgw_smpp::SessionStatus) -> u64| st.sessions.iter().map(f).sum::<u64>();
+            throttled.push((l.clone(), sum(|s| s.throttled)));
+            stalls.push((l.clone(), sum(|s| s.stalls)));
+            stall_unknown.push((l, sum(|s| s.stall_unknown)));
         }
         for (name, help, family) in [
             (
@@ -71,14 +75,32 @@ impl Collector for LinkGauges {
             None,
             rtt.metric_type(),
         )?)?;
-        let mut enc = encoder.encode_descriptor(
-            "link_throttled",
-            "submit_sm answered ESME_RTHROTTLED or ESME_RMSGQFUL (then resent), by link",
-            None,
-            prometheus_client::metrics::MetricType::Counter,
-        )?;
-        for (labels, n) in throttled {
-            ConstCounter::new(n).encode(enc.encode_family(&labels)?)?;
+        for (name, help, counts) in [
+            (
+                "link_throttled",
+                "submit_sm answered ESME_RTHROTTLED or ESME_RMSGQFUL (then resent), by link",
+                throttled,
+            ),
+            (
+                "link_stalls",
+                "Sessions closed as stalled (submit_sm response timeouts in a row), by link",
+                stalls,
+            ),
+            (
+                "link_stall_unknown",
+                "submit_sm still awaiting a response when their session was closed as stalled, by link",
+                stall_unknown,
+            ),
+        ] {
+            let mut enc = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (labels, n) in counts {
+                ConstCounter::new(n).encode(enc.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }

@@ -44,6 +44,7 @@ pub fn link_config(name: &str, spec: &SmppLinkSpec) -> LinkConfig {
         rate: spec.rate.map(f64::from),
         burst: spec.burst.or(spec.rate).unwrap_or(1),
         response_timeout: spec.response_timeout.get(),
+        stall_after_timeouts: spec.stall_after_timeouts,
         enquire_link_interval: spec.enquire_link_interval.get(),
         reconnect: smsgw_smpp::Backoff {
             initial: spec.reconnect.initial.get(),
@@ -503,6 +504,7 @@ fn state_name(s: LinkState) -> &'static str {
         LinkState::Binding => "binding",
         LinkState::Bound => "bound",
         LinkState::Unbinding => "unbinding",
+        LinkState::Stalled => "stalled",
     }
 }
 
@@ -751,6 +753,10 @@ mod tests {
             (2, 64, Some(1000.0), 200)
         );
         assert_eq!(c.response_timeout, Duration::from_secs(5));
+        assert_eq!(c.stall_after_timeouts, 1);
+        let mut stall = snap.links["local-sim"].clone();
+        stall.stall_after_timeouts = 3;
+        assert_eq!(link_config("local-sim", &stall).stall_after_timeouts, 3);
         assert_eq!(c.enquire_link_interval, Duration::from_secs(5));
         assert_eq!(c.reconnect.initial, Duration::from_millis(500));
         assert_eq!(c.message_id_format, smsgw_smpp::IdFormat::Hex);

@@ -72,6 +72,11 @@ pub(crate) async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
             tls_key: None,
             admin_listen: None,
             track_submits: false,
+            stall_after_submits: None,
+            stall_for: None,
+            stall_all: false,
+            drop_after_submits: None,
+            drop_before_response: false,
         };
         let sim = smsgw_smpp::sim::run(sim_config(&sim_args)?, sim_cancel.clone())
             .await
@@ -416,6 +421,23 @@ fn sim_config(args: &SimArgs) -> anyhow::Result<smsgw_smpp::sim::SimConfig> {
     };
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         c.tls = Some(smsgw_smpp::sim::SimTls::from_files(cert, key)?);
+    }
+    if let (Some(after_submits), Some(duration)) = (args.stall_after_submits, args.stall_for) {
+        c.stall = Some(smsgw_smpp::sim::SimStall {
+            after_submits,
+            duration,
+            scope: if args.stall_all {
+                smsgw_smpp::sim::StallScope::All
+            } else {
+                smsgw_smpp::sim::StallScope::Connection
+            },
+        });
+    }
+    if let Some(after_submits) = args.drop_after_submits {
+        c.drop_connection = Some(smsgw_smpp::sim::SimDrop {
+            after_submits,
+            before_response: args.drop_before_response,
+        });
     }
     Ok(c)
 }

@@ -138,6 +138,7 @@ impl Default for ReassemblyConfig {
 /// | `window` | 10 |
 /// | `rate` / `burst` | unlimited / 1 |
 /// | `response_timeout` | 10 s |
+/// | `stall_after_timeouts` | 1 |
 /// | `window_wait` | 5 s |
 /// | `enquire_link_interval` | 30 s |
 /// | `reconnect` | 500 ms doubling up to 30 s, jittered |
@@ -192,6 +193,13 @@ pub struct LinkConfig {
     /// [`crate::SegmentOutcome::Unknown`] and is never resent.
     #[serde(with = "humantime_serde")]
     pub response_timeout: Duration,
+    /// This many `submit_sm` response timeouts in a row on one connection
+    /// (no response in time between them) mark its session stalled: it
+    /// takes no new submits at once, is closed and rebinds, and the other
+    /// `submit_sm` awaiting a response on it become
+    /// [`crate::SegmentOutcome::Unknown`] right away. 0: never (only a
+    /// failed enquire_link closes a silent connection).
+    pub stall_after_timeouts: u32,
     /// How long a sender waits for a free window slot before
     /// [`Error::WindowFull`].
     #[serde(with = "humantime_serde")]
@@ -240,6 +248,7 @@ impl Default for LinkConfig {
             rate: None,
             burst: 1,
             response_timeout: Duration::from_secs(10),
+            stall_after_timeouts: 1,
             window_wait: Duration::from_secs(5),
             enquire_link_interval: Duration::from_secs(30),
             reconnect: Backoff::default(),
@@ -319,6 +328,8 @@ impl LinkConfig {
         burst: u32,
         /// Sets `response_timeout`.
         response_timeout: Duration,
+        /// Sets `stall_after_timeouts`.
+        stall_after_timeouts: u32,
         /// Sets `window_wait`.
         window_wait: Duration,
         /// Sets `enquire_link_interval`.

@@ -296,6 +296,36 @@ pub fn parse_smpp_date(s: &str) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
 }
 
+/// Formats a UTC instant as an SMPP receipt date: `YYMMDDhhmm`, or
+/// `YYMMDDhhmmss` with `seconds` (the form [`parse_smpp_date`] reads back).
+/// The year is written modulo 100; an instant before 1970 formats as the
+/// epoch.
+pub fn format_smpp_date(t: SystemTime, seconds: bool) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
+    let rem = secs % 86_400;
+    // civil_from_days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let mut out = format!(
+        "{:02}{m:02}{d:02}{:02}{:02}",
+        y.rem_euclid(100),
+        rem / 3600,
+        rem / 60 % 60
+    );
+    if seconds {
+        out.push_str(&format!("{:02}", rem % 60));
+    }
+    out
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct SetKey {
     source: String,

@@ -311,6 +311,8 @@ impl Link {
         let bound = count(LinkState::Bound);
         let state = if bound > 0 {
             LinkState::Bound
+        } else if count(LinkState::Stalled) > 0 {
+            LinkState::Stalled
         } else if count(LinkState::Unbinding) > 0 {
             LinkState::Unbinding
         } else if count(LinkState::Binding) > 0 {

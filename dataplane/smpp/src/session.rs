@@ -29,7 +29,7 @@ use tokio::{
     sync::{Semaphore, mpsc, oneshot, watch},
     time::{Instant, sleep, sleep_until, timeout},
 };
-use tokio_util::codec::FramedRead;
+use tokio_util::{codec::FramedRead, sync::CancellationToken};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -81,6 +81,8 @@ enum Pending {
 struct PendingInner {
     closed: bool,
     waiting: usize,
+    /// submit_sm response timeouts since the last response in time.
+    timeouts_in_row: u32,
     map: HashMap<u32, Pending>,
 }
 
@@ -88,6 +90,9 @@ struct PendingInner {
 #[derive(Debug, Default)]
 pub(crate) struct PendingMap {
     inner: Mutex<PendingInner>,
+    /// Fires when the connection is found stalled (too many response
+    /// timeouts in a row); the connection task then closes it.
+    stalled: CancellationToken,
 }
 
 enum Resolved {
@@ -119,6 +124,7 @@ impl PendingMap {
         match g.map.remove(&seq) {
             Some(Pending::Waiting(tx)) => {
                 g.waiting -= 1;
+                g.timeouts_in_row = 0;
                 Resolved::Waiter(tx)
             }
             Some(Pending::TimedOut { .. }) => Resolved::Late,
@@ -126,8 +132,10 @@ impl PendingMap {
         }
     }
 
-    /// Marks a waiting entry as timed out; false if it was resolved meanwhile.
-    fn time_out(&self, seq: u32) -> bool {
+    /// Marks a waiting entry as timed out; false if it was resolved
+    /// meanwhile. The `stall_after`-th timeout in a row (0: never) marks
+    /// the connection stalled.
+    fn time_out(&self, seq: u32, stall_after: u32) -> bool {
         let mut g = self.inner.lock().expect("pending lock");
         match g.map.get_mut(&seq) {
             Some(p @ Pending::Waiting(_)) => {
@@ -135,6 +143,10 @@ impl PendingMap {
                     since: Instant::now(),
                 };
                 g.waiting -= 1;
+                g.timeouts_in_row += 1;
+                if stall_after > 0 && g.timeouts_in_row >= stall_after {
+                    self.stalled.cancel();
+                }
                 true
             }
             _ => false,
@@ -150,18 +162,23 @@ impl PendingMap {
         });
     }
 
-    fn close(&self) {
+    /// Closes the map; every waiting request gets
+    /// [`Reply::ConnectionLost`]. Returns how many were waiting.
+    fn close(&self) -> usize {
         let drained: Vec<Pending> = {
             let mut g = self.inner.lock().expect("pending lock");
             g.closed = true;
             g.waiting = 0;
             g.map.drain().map(|(_, p)| p).collect()
         };
+        let mut waiting = 0;
         for p in drained {
             if let Pending::Waiting(tx) = p {
+                waiting += 1;
                 let _ = tx.send(Reply::ConnectionLost);
             }
         }
+        waiting
     }
 
     pub(crate) fn waiting(&self) -> usize {
@@ -198,6 +215,11 @@ pub(crate) struct Session {
     aimd: Aimd,
     /// submit_sm answered ESME_RTHROTTLED or ESME_RMSGQFUL, ever.
     throttled: std::sync::atomic::AtomicU64,
+    /// Connections closed as stalled, ever.
+    stalls: std::sync::atomic::AtomicU64,
+    /// submit_sm that were awaiting a response (not yet timed out) when
+    /// their connection was closed as stalled, ever.
+    stall_unknown: std::sync::atomic::AtomicU64,
     meter: RateMeter,
     last_rtt: Mutex<Option<Duration>>,
     last_error: Mutex<Option<LastError>>,
@@ -231,6 +253,8 @@ impl Session {
             conn: Mutex::new(None),
             aimd: Aimd::default(),
             throttled: std::sync::atomic::AtomicU64::new(0),
+            stalls: std::sync::atomic::AtomicU64::new(0),
+            stall_unknown: std::sync::atomic::AtomicU64::new(0),
             meter: RateMeter::default(),
             last_rtt: Mutex::new(None),
             last_error: Mutex::new(None),
@@ -294,6 +318,8 @@ impl Session {
             in_flight: self.in_flight(),
             throttled_rate: self.aimd.rate(),
             throttled: self.throttled.load(std::sync::atomic::Ordering::Relaxed),
+            stalls: self.stalls.load(Ordering::Relaxed),
+            stall_unknown: self.stall_unknown.load(Ordering::Relaxed),
             last_enquire_link_rtt: self.last_rtt(),
             last_error: self.last_error(),
         }
@@ -310,6 +336,24 @@ impl Session {
                 reason,
             });
         }
+    }
+
+    /// Takes a stalled connection out of rotation at once: no new submit
+    /// goes to it (its connection task then closes it and rebinds).
+    fn take_out_of_rotation(&self, shared: &Shared, pending: &Arc<PendingMap>) {
+        let mut conn = self.conn.lock().expect("conn lock");
+        if !conn
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(&c.pending, pending))
+        {
+            return;
+        }
+        *conn = None;
+        drop(conn);
+        let reason = stall_reason(&shared.config);
+        warn!(%reason, "session stalled; out of rotation, rebinding");
+        self.record_error(reason.clone());
+        self.set_state(shared, LinkState::Stalled, Some(reason));
     }
 
     /// Paces, then hands one `submit_sm` to the writer. `Err` means it was
@@ -365,11 +409,14 @@ impl Session {
                 Ok(Ok(reply)) => reply,
                 Ok(Err(_)) => Reply::ConnectionLost,
                 Err(_) => {
-                    if sent.pending.time_out(sent.seq) {
+                    if sent.pending.time_out(sent.seq, cfg.stall_after_timeouts) {
                         warn!(
                             sequence_number = sent.seq,
                             "submit_sm response timeout; outcome unknown"
                         );
+                        if sent.pending.stalled.is_cancelled() {
+                            self.take_out_of_rotation(shared, &sent.pending);
+                        }
                         return SegmentOutcome::Unknown {
                             session: self.index,
                             reason: UnknownReason::ResponseTimeout {
@@ -456,7 +503,16 @@ pub(crate) enum End {
     Shutdown,
     Stopped,
     PeerUnbind,
+    /// Closed because `submit_sm` responses timed out.
+    Stalled,
     Failed(Error),
+}
+
+fn stall_reason(cfg: &LinkConfig) -> String {
+    format!(
+        "stalled: {} submit_sm response timeout(s) of {:?} in a row",
+        cfg.stall_after_timeouts, cfg.response_timeout
+    )
 }
 
 pub(crate) type Reader = FramedRead<BoxRead, SmppCodec>;
@@ -465,6 +521,9 @@ pub(crate) type Reader = FramedRead<BoxRead, SmppCodec>;
 pub(crate) async fn supervise(shared: Arc<Shared>, session: Arc<Session>) {
     let mut desired = session.run.subscribe();
     let mut attempt: u32 = 0;
+    // After a stall the session reports `Stalled` until it is bound again
+    // (or the rebind fails).
+    let mut after_stall = false;
     loop {
         // Wait until the link should run.
         loop {
@@ -480,7 +539,10 @@ pub(crate) async fn supervise(shared: Arc<Shared>, session: Arc<Session>) {
                 r = desired.changed() => if r.is_err() { return },
             }
         }
-        session.set_state(&shared, LinkState::Binding, None);
+        if !after_stall {
+            session.set_state(&shared, LinkState::Binding, None);
+        }
+        after_stall = false;
         let bound = tokio::select! {
             r = connect_and_bind(&shared.config, shared.tls.as_ref(), session.role, session.next_seq()) => Some(r),
             _ = shared.cancel.cancelled() => None,
@@ -517,6 +579,23 @@ pub(crate) async fn supervise(shared: Arc<Shared>, session: Arc<Session>) {
                         tokio::select! {
                             _ = sleep(d) => {}
                             _ = shared.cancel.cancelled() => {}
+                        }
+                        continue;
+                    }
+                    End::Stalled => {
+                        let reason = stall_reason(&shared.config);
+                        session.set_state(&shared, LinkState::Stalled, Some(reason));
+                        after_stall = true;
+                        let d = shared.config.reconnect.delay(0);
+                        attempt = 1;
+                        tokio::select! {
+                            _ = sleep(d) => {}
+                            _ = shared.cancel.cancelled() => {}
+                            _ = desired.wait_for(|running| !running) => {}
+                        }
+                        if shared.cancel.is_cancelled() || !*desired.borrow() {
+                            after_stall = false;
+                            session.set_state(&shared, LinkState::Down, Some("stopped".into()));
                         }
                         continue;
                     }
@@ -753,6 +832,16 @@ pub(crate) async fn run_connection(
         };
         tokio::select! {
             biased;
+            _ = pending.stalled.cancelled() => {
+                // Tell the SMSC, without waiting for its answer.
+                send(Command::new(CommandStatus::EsmeRok, session.next_seq(), Pdu::Unbind));
+                break match phase {
+                    Phase::Running => End::Stalled,
+                    Phase::Draining { shutdown, .. } | Phase::Unbinding { shutdown, .. } => {
+                        if shutdown { End::Shutdown } else { End::Stopped }
+                    }
+                };
+            }
             frame = reader.next() => {
                 let frame = match frame {
                     None => break End::Failed(Error::ConnectionClosed),
@@ -855,7 +944,19 @@ pub(crate) async fn run_connection(
         }
     };
     *session.conn.lock().expect("conn lock") = None;
-    pending.close();
+    let unanswered = pending.close();
+    if matches!(end, End::Stalled) {
+        session.stalls.fetch_add(1, Ordering::Relaxed);
+        session
+            .stall_unknown
+            .fetch_add(unanswered as u64, Ordering::Relaxed);
+        if unanswered > 0 {
+            warn!(
+                unanswered,
+                "submit_sm awaiting a response on the stalled connection are unknown"
+            );
+        }
+    }
     drop(tx);
     // Let the writer flush what is queued (unbind_resp, unbind), briefly.
     if !writer.is_finished() {

@@ -1,8 +1,10 @@
 //! An SMSC simulator: binds, submit_sm with ids in a chosen format, delayed
 //! receipts with a configurable mix of outcomes, MO injection, and faults on
 //! demand (throttling, slow or missing responses, dropped connections,
-//! refused binds, SMSC-initiated unbind). With [`SimConfig::tls`] it
-//! speaks TLS (rustls) instead of plain TCP.
+//! refused binds, SMSC-initiated unbind, stalls that keep the socket open,
+//! connections dropped after K submits or between a submit and its
+//! response). With [`SimConfig::tls`] it speaks TLS (rustls) instead of
+//! plain TCP.
 //!
 //! Built for load: each connection decodes everything a read returned,
 //! writes all responses into one buffer and hands it to its writer task in
@@ -15,7 +17,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -39,6 +41,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     codec::{Frame, SmppCodec, encode_into},
+    deliver::format_smpp_date,
     error::{Error, Result},
     types::{Address, Sar},
 };
@@ -82,6 +85,55 @@ impl Default for ReceiptMix {
     }
 }
 
+/// Which connections a [`SimStall`] freezes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StallScope {
+    /// Only the connection that received the triggering `submit_sm`.
+    #[default]
+    Connection,
+    /// Every connection, and those accepted while the stall lasts (an SMSC
+    /// process that was SIGSTOPped).
+    All,
+}
+
+/// A stall: the SMSC stops answering while it keeps its sockets open.
+///
+/// It begins with the `after_submits`-th `submit_sm` received after it was
+/// armed (0: at once, for [`StallScope::All`]; at the next `submit_sm` for
+/// [`StallScope::Connection`]). For `duration` nothing is written to the
+/// stalled connections: no `submit_sm_resp` (the triggering one included),
+/// no `enquire_link_resp`, no receipts, no bind responses. Requests are
+/// still read and counted. When the stall ends, everything held back goes
+/// out in order, on the connections that are still open, as a SIGCONTed
+/// SMSC would answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub struct SimStall {
+    /// Which `submit_sm` (counted from arming, over all connections) starts
+    /// the stall.
+    pub after_submits: u64,
+    /// How long the stall lasts.
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+    /// The stalled connections.
+    #[serde(default)]
+    pub scope: StallScope,
+}
+
+/// A dropped connection: the connection that receives the
+/// `after_submits`-th `submit_sm` (counted from arming, over all
+/// connections, at least 1) is closed (TCP FIN) right after its response,
+/// or with `before_response` right before it (that `submit_sm` is read and
+/// counted, never answered; earlier responses still go out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub struct SimDrop {
+    /// Which `submit_sm` triggers the drop.
+    pub after_submits: u64,
+    /// Close before answering it instead of after.
+    #[serde(default)]
+    pub before_response: bool,
+}
+
 /// Simulator settings.
 ///
 /// # Defaults
@@ -119,6 +171,11 @@ pub struct SimConfig {
     /// [`SimHandle::submissions`] can tell a message submitted twice. Memory
     /// grows with every distinct message: for tests, not for load.
     pub track_submits: bool,
+    /// A stall armed at start (`None`: none; see [`SimHandle::arm_stall`]).
+    pub stall: Option<SimStall>,
+    /// A dropped connection armed at start (`None`: none; see
+    /// [`SimHandle::arm_drop`]).
+    pub drop_connection: Option<SimDrop>,
 }
 
 /// The simulator's TLS identity: a PEM certificate chain (leaf first) and
@@ -169,6 +226,8 @@ impl Default for SimConfig {
             reverse_receipts: false,
             tls: None,
             track_submits: false,
+            stall: None,
+            drop_connection: None,
         }
     }
 }
@@ -204,6 +263,23 @@ impl SimConfig {
         self.tls = Some(tls);
         self
     }
+    /// Arms a stall at start: see [`SimStall`].
+    pub fn stall(mut self, after_submits: u64, duration: Duration, scope: StallScope) -> Self {
+        self.stall = Some(SimStall {
+            after_submits,
+            duration,
+            scope,
+        });
+        self
+    }
+    /// Arms a dropped connection at start: see [`SimDrop`].
+    pub fn drop_after(mut self, after_submits: u64, before_response: bool) -> Self {
+        self.drop_connection = Some(SimDrop {
+            after_submits,
+            before_response,
+        });
+        self
+    }
 }
 
 /// Counter snapshot.
@@ -236,6 +312,10 @@ pub struct SimCounters {
     /// Most connections bound at once since start (or the last
     /// [`SimHandle::reset_peak_bound`]).
     pub peak_bound: u64,
+    /// Stalls that began ([`SimStall`]; one per stall, whatever its scope).
+    pub stalls: u64,
+    /// Connections closed by a [`SimDrop`].
+    pub drops: u64,
 }
 
 /// Accepted submit_sm counted per (destination, short message), with
@@ -247,6 +327,17 @@ pub struct Submissions {
     /// Every pair accepted more than once: destination, the short message
     /// (lossy UTF-8) and how many times.
     pub repeated: Vec<(String, String, u64)>,
+}
+
+/// One bound connection, as [`SimHandle::connections`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimConnection {
+    /// Connection id (increasing in accept order).
+    pub id: u64,
+    /// submit_sm received on it.
+    pub submits: u64,
+    /// Whether it is stalled now (its own stall or one of scope `All`).
+    pub stalled: bool,
 }
 
 #[derive(Debug, Default)]
@@ -264,6 +355,8 @@ struct Counters {
     connections: AtomicU64,
     tls_failures: AtomicU64,
     peak_bound: AtomicU64,
+    stalls: AtomicU64,
+    drops: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -275,6 +368,36 @@ struct Faults {
     drop_responses: AtomicBool,
     refuse_binds: AtomicBool,
     ignore_enquire_link: AtomicBool,
+    /// Total submit count that starts the armed stall (0: none armed).
+    stall_at: AtomicU64,
+    stall: Mutex<Option<SimStall>>,
+    /// Until when every connection is stalled (scope `All`).
+    stall_all_until: Mutex<Option<Instant>>,
+    /// Total submit count that triggers the armed drop (0: none armed).
+    drop_at: AtomicU64,
+    drop_before_response: AtomicBool,
+}
+
+/// Until when one connection holds back everything it would write.
+#[derive(Debug, Default)]
+struct StallGate {
+    until: Mutex<Option<Instant>>,
+}
+
+impl StallGate {
+    fn stall(&self, until: Instant) {
+        let mut u = self.until.lock().expect("stall lock");
+        *u = Some(u.map_or(until, |u| u.max(until)));
+    }
+
+    /// The later of this connection's and the global stall end, if either
+    /// is still ahead.
+    fn until(&self, faults: &Faults) -> Option<Instant> {
+        let own = *self.until.lock().expect("stall lock");
+        let all = *faults.stall_all_until.lock().expect("stall lock");
+        let now = Instant::now();
+        own.into_iter().chain(all).filter(|u| *u > now).max()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -284,6 +407,8 @@ struct ConnEntry {
     seq: Arc<AtomicU32>,
     receives: bool,
     kill: CancellationToken,
+    submits: Arc<AtomicU64>,
+    gate: Arc<StallGate>,
 }
 
 /// How many times each (source, short message) was submitted, for
@@ -304,6 +429,68 @@ struct SimState {
 }
 
 impl SimState {
+    /// Counts a `submit_sm` on a connection and fires the armed faults it
+    /// triggers; returns whether the connection must be dropped now, and
+    /// whether before the response.
+    fn on_submit(&self, gate: &StallGate) -> Option<bool> {
+        let n = self.counters.submits.fetch_add(1, Ordering::Relaxed) + 1;
+        let f = &self.faults;
+        if f.stall_at.load(Ordering::Relaxed) == n
+            && f.stall_at
+                .compare_exchange(n, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            && let Some(st) = *f.stall.lock().expect("stall lock")
+        {
+            self.start_stall(st, Some(gate));
+        }
+        if f.drop_at.load(Ordering::Relaxed) == n
+            && f.drop_at
+                .compare_exchange(n, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.counters.drops.fetch_add(1, Ordering::Relaxed);
+            return Some(f.drop_before_response.load(Ordering::Relaxed));
+        }
+        None
+    }
+
+    fn start_stall(&self, st: SimStall, gate: Option<&StallGate>) {
+        let until = Instant::now() + st.duration;
+        self.counters.stalls.fetch_add(1, Ordering::Relaxed);
+        match (st.scope, gate) {
+            (StallScope::All, _) => {
+                let mut u = self.faults.stall_all_until.lock().expect("stall lock");
+                *u = Some(u.map_or(until, |u| u.max(until)));
+            }
+            (StallScope::Connection, Some(g)) => g.stall(until),
+            (StallScope::Connection, None) => {}
+        }
+        info!(duration = ?st.duration, scope = ?st.scope, "stall begins");
+    }
+
+    fn arm_stall(&self, st: SimStall) {
+        if st.after_submits == 0 && st.scope == StallScope::All {
+            self.faults.stall_at.store(0, Ordering::Relaxed);
+            self.start_stall(st, None);
+            return;
+        }
+        *self.faults.stall.lock().expect("stall lock") = Some(st);
+        let now = self.counters.submits.load(Ordering::Relaxed);
+        self.faults
+            .stall_at
+            .store(now + st.after_submits.max(1), Ordering::Relaxed);
+    }
+
+    fn arm_drop(&self, d: SimDrop) {
+        self.faults
+            .drop_before_response
+            .store(d.before_response, Ordering::Relaxed);
+        let now = self.counters.submits.load(Ordering::Relaxed);
+        self.faults
+            .drop_at
+            .store(now + d.after_submits.max(1), Ordering::Relaxed);
+    }
+
     fn receiver(&self) -> Option<ConnEntry> {
         let conns = self.conns.lock().expect("conns lock");
         let rx: Vec<_> = conns.iter().filter(|c| c.receives).collect();
@@ -336,6 +523,7 @@ pub async fn run(config: SimConfig, cancel: CancellationToken) -> Result<SimHand
     };
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
+    let (stall, drop_connection) = (config.stall, config.drop_connection);
     let state = Arc::new(SimState {
         config,
         counters: Counters::default(),
@@ -347,6 +535,12 @@ pub async fn run(config: SimConfig, cancel: CancellationToken) -> Result<SimHand
         salt: rand::random(),
         submitted: Mutex::new(HashMap::new()),
     });
+    if let Some(st) = stall {
+        state.arm_stall(st);
+    }
+    if let Some(d) = drop_connection {
+        state.arm_drop(d);
+    }
     info!(%addr, tls = acceptor.is_some(), "SMSC simulator listening");
     let st = state.clone();
     tokio::spawn(async move {
@@ -419,6 +613,8 @@ impl SimHandle {
             connections: l(&c.connections),
             tls_failures: l(&c.tls_failures),
             peak_bound: l(&c.peak_bound),
+            stalls: l(&c.stalls),
+            drops: l(&c.drops),
         }
     }
 
@@ -448,6 +644,46 @@ impl SimHandle {
             distinct: map.len() as u64,
             repeated,
         }
+    }
+
+    /// The bound connections, oldest first.
+    pub fn connections(&self) -> Vec<SimConnection> {
+        let conns = self.state.conns.lock().expect("conns lock").clone();
+        conns
+            .iter()
+            .map(|c| SimConnection {
+                id: c.id,
+                submits: c.submits.load(Ordering::Relaxed),
+                stalled: c.gate.until(&self.state.faults).is_some(),
+            })
+            .collect()
+    }
+
+    /// Arms a stall (replacing one armed before): see [`SimStall`].
+    pub fn arm_stall(&self, stall: SimStall) {
+        self.state.arm_stall(stall);
+    }
+
+    /// Stalls the bound connection `id` for `duration` from now (no-op when
+    /// it is not bound): see [`SimStall`].
+    pub fn stall_connection(&self, id: u64, duration: Duration) {
+        let conns = self.state.conns.lock().expect("conns lock").clone();
+        if let Some(c) = conns.iter().find(|c| c.id == id) {
+            self.state.start_stall(
+                SimStall {
+                    after_submits: 0,
+                    duration,
+                    scope: StallScope::Connection,
+                },
+                Some(&c.gate),
+            );
+        }
+    }
+
+    /// Arms a dropped connection (replacing one armed before): see
+    /// [`SimDrop`].
+    pub fn arm_drop(&self, drop: SimDrop) {
+        self.state.arm_drop(drop);
     }
 
     /// Accepted binds so far.
@@ -824,31 +1060,6 @@ fn format_id(n: u64, f: SimIdFormat, salt: u64, for_receipt: bool) -> String {
     }
 }
 
-/// `YYMMDDhhmm` for `t` (UTC).
-fn smpp_date(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // civil_from_days (Howard Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{:02}{:02}{:02}{:02}{:02}",
-        y % 100,
-        m,
-        d,
-        rem / 3600,
-        (rem % 3600) / 60
-    )
-}
-
 struct ReceiptJob {
     due: Instant,
     n: u64,
@@ -897,8 +1108,8 @@ fn receipt_pdu(state: &SimState, job: &ReceiptJob) -> Option<DeliverSm> {
         } else {
             "000"
         },
-        smpp_date(job.submitted),
-        smpp_date(SystemTime::now()),
+        format_smpp_date(job.submitted, false),
+        format_smpp_date(SystemTime::now(), false),
     );
     let mut text = text.into_bytes();
     text.truncate(254);
@@ -1013,10 +1224,19 @@ fn put_header(out: &mut BytesMut, len: usize, id: u32, status: u32, seq: u32) {
     out.put_u32(seq);
 }
 
-async fn write_loop(mut w: impl AsyncWrite + Unpin, mut rx: mpsc::UnboundedReceiver<Bytes>) {
+async fn write_loop(
+    mut w: impl AsyncWrite + Unpin,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    state: Arc<SimState>,
+    gate: Arc<StallGate>,
+) {
     let mut batch = Vec::with_capacity(64);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     while rx.recv_many(&mut batch, 64).await > 0 {
+        // A stalled connection holds back everything until the stall ends.
+        while let Some(until) = gate.until(&state.faults) {
+            sleep_until(until).await;
+        }
         if batch.len() == 1 {
             let b = batch.pop().expect("one");
             if w.write_all(&b).await.is_err() || w.flush().await.is_err() {
@@ -1053,7 +1273,9 @@ async fn serve(
 ) {
     let conn_id = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
-    let writer = tokio::spawn(write_loop(w, rx));
+    let gate = Arc::new(StallGate::default());
+    let submits = Arc::new(AtomicU64::new(0));
+    let writer = tokio::spawn(write_loop(w, rx, state.clone(), gate.clone()));
     let seq = Arc::new(AtomicU32::new(1));
     let mut codec = SmppCodec::default();
     let mut inbuf = BytesMut::with_capacity(64 * 1024);
@@ -1072,6 +1294,9 @@ async fn serve(
             Ok(_) => {}
         }
         loop {
+            if close {
+                break;
+            }
             let frame = match codec.decode(&mut inbuf) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
@@ -1140,6 +1365,8 @@ async fn serve(
                         seq: seq.clone(),
                         receives: bound != Bound::Tx,
                         kill: kill.clone(),
+                        submits: submits.clone(),
+                        gate: gate.clone(),
                     };
                     {
                         let mut conns = state.conns.lock().expect("conns lock");
@@ -1157,7 +1384,19 @@ async fn serve(
                     }
                 }
                 CommandId::SubmitSm => {
-                    state.counters.submits.fetch_add(1, Ordering::Relaxed);
+                    submits.fetch_add(1, Ordering::Relaxed);
+                    match state.on_submit(&gate) {
+                        Some(true) => {
+                            info!(conn_id, "dropping the connection before a submit_sm_resp");
+                            close = true;
+                            continue;
+                        }
+                        Some(false) => {
+                            info!(conn_id, "dropping the connection after a submit_sm_resp");
+                            close = true;
+                        }
+                        None => {}
+                    }
                     if !matches!(bound, Bound::Tx | Bound::Trx) {
                         put_header(&mut out, 16, 0x8000_0004, 0x04, s);
                         continue;
@@ -1311,11 +1550,12 @@ fn receipt_job(state: &SimState, n: u64, sm: &SubmitSm, delay_ms: u64) -> Receip
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn dates_and_ids_are_formatted_like_an_smsc() {
         assert_eq!(
-            smpp_date(UNIX_EPOCH + Duration::from_secs(1_704_209_465)),
+            format_smpp_date(UNIX_EPOCH + Duration::from_secs(1_704_209_465), false),
             "2401021531"
         );
         assert_eq!(format_id(123, SimIdFormat::Hex, 0, false), "0000007B");

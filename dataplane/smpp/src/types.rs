@@ -278,6 +278,12 @@ pub enum LinkState {
     Bound,
     /// Draining the window and unbinding.
     Unbinding,
+    /// Stopped answering: `submit_sm` responses timed out
+    /// ([`crate::LinkConfig::stall_after_timeouts`] in a row). Out of
+    /// rotation (no new submits), closed and rebinding; stays so until the
+    /// rebind succeeds (then [`LinkState::Bound`]) or fails (then
+    /// [`LinkState::Down`]).
+    Stalled,
 }
 
 /// Something that happened on a link, for the gateway to act on.
@@ -351,6 +357,14 @@ pub struct SessionStatus {
     /// `submit_sm` answered ESME_RTHROTTLED or ESME_RMSGQFUL since the
     /// session was created (each is resent, up to `throttle_retries`).
     pub throttled: u64,
+    /// Connections closed because they stalled
+    /// ([`LinkState::Stalled`]) since the session was created.
+    pub stalls: u64,
+    /// `submit_sm` settled [`crate::SegmentOutcome::Unknown`]
+    /// (connection lost) because their connection was closed as stalled,
+    /// besides the ones whose own response timed out, since the session was
+    /// created.
+    pub stall_unknown: u64,
     /// Round trip of the last answered enquire_link.
     pub last_enquire_link_rtt: Option<Duration>,
     /// Last error on this session.
@@ -362,7 +376,8 @@ pub struct SessionStatus {
 pub struct LinkStatus {
     /// Link name.
     pub name: String,
-    /// Bound if any session is bound; else Binding/Unbinding/Down.
+    /// Bound if any session is bound; else Stalled (if any session is),
+    /// Unbinding, Binding or Down.
     pub state: LinkState,
     /// Sessions currently bound.
     pub sessions_bound: usize,

@@ -1,52 +1,18 @@
 //! Link behaviour against the in-repo simulator over loopback TCP.
 
+mod common;
+
 use std::time::Duration;
 
 use smsgw_smpp::{
     Address, BindMode, DeliveryState, Error, IdFormat, Link, LinkConfig, LinkEvent, LinkState,
     Pool, Receipt, Sar, Segment, SegmentOutcome, SubmitRequest, Target, UnknownReason,
-    sim::{self, ReceiptMix, SimConfig, SimHandle, SimIdFormat},
+    sim::{ReceiptMix, SimConfig, SimIdFormat},
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(5);
-
-struct Fixture {
-    sim: SimHandle,
-    link: Link,
-    events: mpsc::Receiver<LinkEvent>,
-    cancel: CancellationToken,
-}
-
-async fn start_sim(cfg: SimConfig, cancel: &CancellationToken) -> SimHandle {
-    sim::run(cfg, cancel.clone())
-        .await
-        .expect("simulator starts")
-}
-
-async fn fixture(sim_cfg: SimConfig, link_cfg: impl FnOnce(LinkConfig) -> LinkConfig) -> Fixture {
-    let cancel = CancellationToken::new();
-    let sim = start_sim(sim_cfg, &cancel).await;
-    let (tx, events) = mpsc::channel(10_000);
-    let link = Link::spawn(link_cfg(LinkConfig::test(sim.addr())), tx, cancel.clone())
-        .expect("link spawns");
-    assert!(link.wait_bound(WAIT).await, "link binds");
-    Fixture {
-        sim,
-        link,
-        events,
-        cancel,
-    }
-}
-
-fn msg(text: &str) -> SubmitRequest {
-    SubmitRequest::new(
-        Address::new("smsgw", 5, 0),
-        Address::new("4917012345", 1, 1),
-        vec![Segment::new(text.as_bytes().to_vec())],
-    )
-}
+use common::{WAIT, eventually, fixture, msg, start_sim};
 
 fn multipart(parts: &[&str]) -> SubmitRequest {
     let mut m = msg("");
@@ -92,14 +58,6 @@ async fn next_event(
             Ok(Some(_)) => continue,
             other => panic!("event not seen: {other:?}"),
         }
-    }
-}
-
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -365,6 +323,7 @@ async fn a_full_window_makes_senders_wait_then_fail_with_window_full() {
 async fn response_timeout_is_unknown_never_resent_and_a_late_response_settles_it() {
     let mut f = fixture(SimConfig::default(), |c| {
         c.response_timeout(Duration::from_millis(300))
+            .stall_after_timeouts(0)
     })
     .await;
     f.sim.set_response_delay(Some(Duration::from_millis(700)));

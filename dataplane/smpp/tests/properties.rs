@@ -20,8 +20,8 @@ use smsgw_smpp::{
     Address, DeliveryState, IdFormat, ReassemblyConfig,
     codec::{Frame, SmppCodec, encode_into},
     deliver::{
-        Delivered, MoPart, Reassembler, TextReceipt, classify, parse_smpp_date, split_concat_udh,
-        state_from_text,
+        Delivered, MoPart, Reassembler, TextReceipt, classify, format_smpp_date, parse_smpp_date,
+        split_concat_udh, state_from_text,
     },
 };
 use tokio_util::codec::Decoder;
@@ -89,6 +89,33 @@ fn civil() -> impl Strategy<Value = Civil> {
 }
 
 impl Civil {
+    /// Seconds since 1970 by counting days year by year and month by
+    /// month (year 20YY; seconds only when `seconds`).
+    fn unix_secs(&self, seconds: bool) -> u64 {
+        let leap =
+            |y: u32| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
+        let year = 2000 + self.y;
+        let mut days: u64 = (1970..year).map(|y| if leap(y) { 366 } else { 365 }).sum();
+        let lengths = [
+            31,
+            if leap(year) { 29 } else { 28 },
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ];
+        days += lengths[..(self.mo - 1) as usize].iter().sum::<u64>();
+        days += u64::from(self.d - 1);
+        let s = if seconds { u64::from(self.s) } else { 0 };
+        days * 86_400 + u64::from(self.h) * 3600 + u64::from(self.mi) * 60 + s
+    }
+
     fn digits(&self, seconds: bool) -> String {
         let base = format!(
             "{:02}{:02}{:02}{:02}{:02}",
@@ -100,29 +127,6 @@ impl Civil {
             base
         }
     }
-}
-
-/// `YYMMDDhhmmss` of a UTC instant in 2000..2100 (civil_from_days,
-/// H. Hinnant), independent of the parser's days_from_civil.
-fn format_smpp_date(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{:02}{m:02}{d:02}{:02}{:02}{:02}",
-        y - 2000,
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 /// How one SMSC spells its receipts.
@@ -280,11 +284,12 @@ proptest! {
         prop_assert!(!r.intermediate);
         let done = r.done_at.expect("done date parses");
         let secs = done.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        prop_assert_eq!(secs, case.done.unix_secs(case.dialect.seconds));
         let mut want = case.done.digits(case.dialect.seconds);
         if !case.dialect.seconds {
             want.push_str("00");
         }
-        prop_assert_eq!(format_smpp_date(secs), want);
+        prop_assert_eq!(format_smpp_date(done, true), want);
     }
 
     /// The TLV form (receipted_message_id, message_state,
@@ -322,15 +327,19 @@ proptest! {
         prop_assert_eq!(decimal.smsc_message_id.normalized, r.smsc_message_id.normalized);
     }
 
-    /// `YYMMDDhhmm[ss]` parses to the instant that formats back to it;
-    /// anything else of that shape that is not a time is refused.
+    /// `YYMMDDhhmm[ss]` parses to the instant a plain day count gives
+    /// (independent of the library's calendar arithmetic), and that instant
+    /// formats back to the digits; anything else of that shape that is not
+    /// a time is refused.
     #[test]
     fn smpp_dates_format_back_to_their_digits(c in civil(), seconds in any::<bool>()) {
         let digits = c.digits(seconds);
         let t = parse_smpp_date(&digits).expect("a valid date parses");
         let secs = t.duration_since(UNIX_EPOCH).unwrap().as_secs();
-        let want = if seconds { digits.clone() } else { format!("{digits}00") };
-        prop_assert_eq!(format_smpp_date(secs), want);
+        let counted = c.unix_secs(seconds);
+        prop_assert_eq!(secs, counted, "{}", digits);
+        prop_assert_eq!(format_smpp_date(t, seconds), digits.clone());
+        prop_assert_eq!(format_smpp_date(t, !seconds).len(), if seconds { 10 } else { 12 });
         let bad_month = format!("{}{}{}", &digits[..2], 13 + c.mo % 87, &digits[4..]);
         prop_assert!(parse_smpp_date(&bad_month).is_none(), "{}", bad_month);
         prop_assert!(parse_smpp_date(&digits[..9]).is_none());
