@@ -59,6 +59,83 @@ yaml.safe_dump_all(core, open(sys.argv[2], "w"))
 PY
 "${validate[@]}" "$out/all-core.yaml"
 
+echo "chart: secured snapshot stream and NetworkPolicies (default values)"
+python3 - "$out/default.yaml" <<'PY'
+import base64, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+def container(name):
+    return by[("Deployment", name)]["spec"]["template"]["spec"]["containers"][0]
+def env(c):
+    return {e["name"]: e.get("value") for e in c["env"]}
+op, px = env(container("smsgw-operator")), env(container("smsgw-proxy"))
+assert op["SMSGW_OPERATOR_PROXY_SERVICE_ACCOUNT"] == "smsgw-proxy", op
+assert op["SMSGW_OPERATOR_TOKEN_AUDIENCE"] == "smsgw-config", op
+assert op["SMSGW_OPERATOR_TLS_CERT"].endswith("tls.crt") and op["SMSGW_OPERATOR_TLS_KEY"].endswith("tls.key"), op
+assert px["SMSGW_CONFIG_SERVER"].startswith("https://smsgw-operator.smsgw.svc:"), px
+assert px["SMSGW_CONFIG_SERVER_CA"].endswith("ca.crt") and px["SMSGW_CONFIG_TOKEN_FILE"], px
+# The proxies get the CA only, never the operator's key; their token is
+# projected with the audience the operator checks.
+vols = {v["name"]: v for v in by[("Deployment", "smsgw-proxy")]["spec"]["template"]["spec"]["volumes"]}
+assert [i["key"] for i in vols["config-ca"]["secret"]["items"]] == ["ca.crt"], vols["config-ca"]
+tok = vols["config-token"]["projected"]["sources"][0]["serviceAccountToken"]
+assert tok["audience"] == "smsgw-config", tok
+sec = by[("Secret", "smsgw-operator-config-tls")]["data"]
+for k in ("tls.crt", "tls.key", "ca.crt"):
+    assert base64.b64decode(sec[k]).startswith(b"-----BEGIN"), k
+crb = by[("ClusterRoleBinding", "smsgw-operator-smsgw-auth-delegator")]
+assert crb["roleRef"]["name"] == "system:auth-delegator", crb
+npol = by[("NetworkPolicy", "smsgw-operator")]["spec"]["ingress"][0]
+assert npol["ports"] == [{"port": 50051, "protocol": "TCP"}], npol
+assert npol["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "proxy", npol
+assert ("NetworkPolicy", "smsgw-proxy") in by and ("NetworkPolicy", "smsgw-redis") in by
+PY
+"$helm" template smsgw charts/smsgw --namespace smsgw --set networkPolicy.enabled=false |
+    { ! grep -q 'kind: NetworkPolicy'; } || { echo "networkPolicy.enabled=false still renders NetworkPolicies" >&2; exit 1; }
+
+echo "chart: Ingress, Gateway API routes, TLS in the pods, cert-manager"
+# cert-manager and Gateway API kinds are CRDs unknown to the core schemas:
+# the core objects are validated, the others checked for their shape here.
+for f in ingress gateway-api; do
+    "$helm" lint --strict --quiet charts/smsgw -f "charts/smsgw/ci/$f-values.yaml"
+    "$helm" template smsgw charts/smsgw --namespace smsgw -f "charts/smsgw/ci/$f-values.yaml" >"$out/$f.yaml"
+    python3 - "$out/$f.yaml" "$out/$f-core.yaml" "$f" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+other = ("cert-manager.io/", "gateway.networking.k8s.io/")
+yaml.safe_dump_all([d for d in docs if not d["apiVersion"].startswith(other)], open(sys.argv[2], "w"))
+by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+proxy = by[("Deployment", "smsgw-proxy")]["spec"]["template"]["spec"]
+c = proxy["containers"][0]
+env = {e["name"]: e.get("value") for e in c["env"]}
+assert env["SMSGW_TLS_CERT"] and env["SMSGW_TLS_KEY"], env
+assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS", c["readinessProbe"]
+for kind in ("Certificate",):
+    for (k, n), d in by.items():
+        if k == kind:
+            assert d["apiVersion"] == "cert-manager.io/v1", d
+            assert d["spec"]["secretName"] and d["spec"]["issuerRef"]["name"] and d["spec"]["dnsNames"], d
+if sys.argv[3] == "ingress":
+    assert env["SMSGW_TLS_CLIENT_CA"], env
+    rest, grpc = by[("Ingress", "smsgw-proxy")], by[("Ingress", "smsgw-proxy-grpc")]
+    a = grpc["metadata"]["annotations"]
+    assert a["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPCS", a
+    assert a["traefik.ingress.kubernetes.io/service.serversscheme"] == "https", a
+    assert a["cert-manager.io/cluster-issuer"] == "letsencrypt", a
+    assert rest["spec"]["ingressClassName"] == "nginx" and rest["spec"]["tls"][0]["secretName"], rest
+    assert grpc["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"]["name"] == "grpc", grpc
+    assert ("Certificate", "smsgw-operator-config-tls") in by and ("Secret", "smsgw-operator-config-tls") not in by
+else:
+    h, g = by[("HTTPRoute", "smsgw-proxy")], by[("GRPCRoute", "smsgw-proxy")]
+    for r, port in ((h, 8080), (g, 44044)):
+        assert r["apiVersion"] == "gateway.networking.k8s.io/v1", r
+        assert r["spec"]["parentRefs"][0]["name"] == "public", r
+        assert r["spec"]["rules"][0]["backendRefs"] == [{"name": "smsgw-proxy", "port": port}], r
+    assert not any(k == "Ingress" for k, _ in by)
+PY
+    "${validate[@]}" "$out/$f-core.yaml"
+done
+
 echo "chart: bad value combinations fail the render with what to set"
 refuses() { # expected message part, then helm args
     local want="$1" err; shift
@@ -75,6 +152,9 @@ refuses "contactPolicy.mcp.url is required" --set contactPolicy.engine=mcp
 refuses "s3.bucket is required" --set s3.enabled=true
 refuses "s3.existingSecret is required" --set s3.enabled=true,s3.bucket=j
 refuses "rateLimit.failMode must be open or closed" --set rateLimit.failMode=maybe
+refuses "proxy.tls.enabled needs proxy.tls.existingSecret" --set proxy.tls.enabled=true
+refuses "choose one" --set ingress.enabled=true,gatewayApi.enabled=true
+refuses "issuerRef.name is required" --set operator.configStream.tls.certManager.enabled=true
 # Default values: the shipped Redis backs users, store, limits and policies.
 "$helm" template smsgw charts/smsgw --namespace smsgw | python3 -c '
 import sys, yaml

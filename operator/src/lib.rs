@@ -7,11 +7,13 @@
 //! Layout: [`hub`] (index, compile, publication, acks; no Kubernetes),
 //! [`slots`] (pure slot assignment; the Leases that enforce it are
 //! `smsgw-leases`, shared with the gateway), [`server`] (the gRPC stream),
+//! [`auth`] (who may open it: TokenReview of the proxies' tokens),
 //! [`status`] (pure status + status writes), [`credentials`] (Users'
 //! Secrets), [`leader`] (Lease-based leader election), [`controller`]
 //! (watchers and the status loop).
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod controller;
 pub mod credentials;
 pub mod hub;

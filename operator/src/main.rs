@@ -4,11 +4,13 @@
 
 use anyhow::Context;
 use clap::Parser;
+use smsgw_operator::auth::ProxyAuth;
 use smsgw_operator::controller::{self, ControllerConfig};
 use smsgw_operator::hub::Hub;
 use smsgw_operator::leader::LeaderElector;
 use smsgw_operator::server::SnapshotServer;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -59,6 +61,27 @@ struct Args {
     /// Leader Lease duration, seconds.
     #[arg(long, env = "SMSGW_OPERATOR_LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
+    /// Serve the snapshot stream over TLS with this PEM certificate chain,
+    /// leaf first (needs --tls-key); the proxies verify it.
+    #[arg(long, env = "SMSGW_OPERATOR_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SMSGW_OPERATOR_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve snapshots only to pods of this ServiceAccount (in the
+    /// namespace): each stream must carry the pod's projected token for
+    /// --token-audience, checked by TokenReview, and its Hello must name
+    /// the pod the token is bound to. Unset: any caller gets the snapshot
+    /// and its secrets (for development only).
+    #[arg(long, env = "SMSGW_OPERATOR_PROXY_SERVICE_ACCOUNT")]
+    proxy_service_account: Option<String>,
+    /// Audience the proxies' tokens must be issued for.
+    #[arg(
+        long,
+        env = "SMSGW_OPERATOR_TOKEN_AUDIENCE",
+        default_value = "smsgw-config"
+    )]
+    token_audience: String,
 }
 
 #[tokio::main]
@@ -107,8 +130,32 @@ async fn main() -> anyhow::Result<()> {
 
     let (hub, rejections) = Hub::new();
     let cancel = CancellationToken::new();
-    let grpc = tonic::transport::Server::builder()
-        .add_service(SnapshotServer::new(hub.clone()).into_service())
+    let mut snapshots = SnapshotServer::new(hub.clone());
+    match &args.proxy_service_account {
+        Some(sa) => {
+            snapshots = snapshots.authenticate(ProxyAuth::new(
+                client.clone(),
+                &args.namespace,
+                sa,
+                args.token_audience.clone(),
+            ))
+        }
+        None => tracing::warn!(
+            "--proxy-service-account is unset: any caller of the snapshot stream gets every secret"
+        ),
+    }
+    let mut server = tonic::transport::Server::builder();
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+        server = server
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(
+                tonic::transport::Identity::from_pem(read(cert)?, read(key)?),
+            ))
+            .context("--tls-cert/--tls-key")?;
+    }
+    let grpc = server
+        .add_service(snapshots.into_service())
         .serve_with_shutdown(args.grpc_addr, cancel.clone().cancelled_owned());
     let cfg = ControllerConfig {
         namespace: args.namespace.clone(),

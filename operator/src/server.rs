@@ -1,8 +1,10 @@
 //! The `config.v1.ConfigService/Watch` server: every proxy pod keeps one
 //! stream open; it gets the current snapshot at once (unless it already
 //! holds that version), every new version or bind-slot change after, and
-//! acknowledges or rejects each version.
+//! acknowledges or rejects each version. With [`SnapshotServer::authenticate`]
+//! only proxy pods of the release get a stream ([`crate::auth`]).
 
+use crate::auth::ProxyAuth;
 use crate::hub::{Hub, PodAck};
 use crate::slots::slots_of;
 use futures::StreamExt;
@@ -16,12 +18,20 @@ use tonic::{Request, Response, Status, Streaming};
 #[derive(Clone)]
 pub struct SnapshotServer {
     hub: Hub,
+    auth: Option<ProxyAuth>,
 }
 
 impl SnapshotServer {
-    /// A server publishing what `hub` compiles.
+    /// A server publishing what `hub` compiles to any caller.
     pub fn new(hub: Hub) -> Self {
-        Self { hub }
+        Self { hub, auth: None }
+    }
+
+    /// Serves only callers `auth` accepts, each as the pod its token is
+    /// bound to.
+    pub fn authenticate(mut self, auth: ProxyAuth) -> Self {
+        self.auth = Some(auth);
+        self
     }
 
     /// As a tonic service, to add to a `tonic::transport::Server`.
@@ -53,6 +63,11 @@ impl ConfigService for SnapshotServer {
         &self,
         request: Request<Streaming<pb::PodMessage>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // Before anything is read or sent: who is calling.
+        let caller = match &self.auth {
+            Some(auth) => Some(auth.caller(request.metadata()).await?),
+            None => None,
+        };
         let mut inbound = request.into_inner();
         let hello = match inbound.next().await {
             Some(Ok(pb::PodMessage {
@@ -67,6 +82,9 @@ impl ConfigService for SnapshotServer {
         };
         if hello.pod.is_empty() {
             return Err(Status::invalid_argument("Hello.pod must name the pod"));
+        }
+        if let Some(caller) = &caller {
+            caller.check_hello(&hello.pod)?;
         }
         let pod = hello.pod;
         tracing::info!(%pod, held = %hello.version, "pod connected");

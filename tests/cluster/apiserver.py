@@ -695,7 +695,7 @@ class Store:
         self.objs = {}  # (group, plural) -> {(namespace, name): object}
         self.history = []  # (rv, (group, plural), type, object, previous object)
         self.compacted = 0  # newest resourceVersion no longer in history
-        self.tokens = {}  # issued token -> (namespace, serviceaccount, uid, audiences, expiry)
+        self.tokens = {}  # issued token -> (namespace, serviceaccount, uid, audiences, expiry, bound Pod ref or None)
         self.stopping = False
         for g, v, p, k, nsd, short, st in BUILTIN:
             self.register(Kind(g, v, p, k, nsd, short, st, WORKLOAD_SCALE if p in (
@@ -913,7 +913,10 @@ class Store:
         secs = int(spec.get("expirationSeconds") or 3600)
         tok = "smsgw-sa." + secrets.token_urlsafe(32)
         exp = time.time() + secs
-        self.tokens[tok] = (ns, sa, acct["metadata"]["uid"], aud, exp)
+        bound = spec.get("boundObjectRef") or None
+        if bound and bound.get("kind") != "Pod":
+            bound = None  # only Pod-bound tokens carry the pod's identity here
+        self.tokens[tok] = (ns, sa, acct["metadata"]["uid"], aud, exp, bound)
         return {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
                 "metadata": {"name": sa, "namespace": ns, "creationTimestamp": None},
                 "spec": {"audiences": aud, "expirationSeconds": secs, "boundObjectRef": spec.get("boundObjectRef")},
@@ -935,10 +938,19 @@ class Store:
             out["status"] = {"authenticated": False, "user": {},
                              "error": "token audiences {} is invalid for the target audiences {}".format(t[3], want)}
             return out
-        ns, sa = t[0], t[1]
-        out["status"] = {"authenticated": True, "audiences": aud, "user": {
+        ns, sa, bound = t[0], t[1], t[5]
+        user = {
             "username": f"system:serviceaccount:{ns}:{sa}", "uid": t[2],
-            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"]}}
+            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"]}
+        if bound:
+            # A token bound to a pod dies with it, and names it.
+            pod = self.objs[("", "pods")].get((ns, bound.get("name")))
+            if not pod or (bound.get("uid") and pod["metadata"].get("uid") != bound["uid"]):
+                out["status"] = {"authenticated": False, "user": {}, "error": "the pod the token is bound to is gone"}
+                return out
+            user["extra"] = {"authentication.kubernetes.io/pod-name": [bound["name"]],
+                             "authentication.kubernetes.io/pod-uid": [pod["metadata"].get("uid", "")]}
+        out["status"] = {"authenticated": True, "audiences": aud, "user": user}
         return out
 
 

@@ -26,6 +26,9 @@ What a real cluster does differently, and how the runner stands in
 * Volumes: each volume is a directory of the pod under the state
   directory; a path under a volumeMount's mountPath in env or args is
   rewritten to it (a StatefulSet's claim survives the pod's restarts).
+  `secret`, `configMap` and `projected` volumes get their files before
+  each container start (a projected `serviceAccountToken` is a
+  TokenRequest for its audience bound to the pod; not refreshed).
 * Images: `…/smsgw:*` runs the built `smsgw` / `smsgw-operator` named by
   the container's command; the official `redis` image runs the Debian
   `redis-server` with the rendered args plus `--bind <pod address>` (its
@@ -316,6 +319,74 @@ class Pod:
             d.mkdir(parents=True, exist_ok=True)
         return dirs
 
+    def _fill_volumes(self):
+        """What the kubelet writes into volumes before a container starts:
+        Secret and ConfigMap files (`secret`, `configMap`, and those
+        sources of `projected`) and projected ServiceAccount tokens (a
+        TokenRequest for the volume's audience, bound to this pod). Other
+        volumes stay empty directories."""
+        api, ns = self.box.api, self.box.ns
+
+        def files_of(kind, name, items, optional, default_mode=None):
+            obj = api.get(api.path("v1", kind, ns, name), missing_ok=True)
+            if obj is None:
+                if optional:
+                    return {}
+                raise PodNotStartable(f"{kind} {name} not found (volume)")
+            data = self.box.object_data(obj)
+            if not items:
+                return dict(data)
+            out = {}
+            for it in items:
+                if it["key"] not in data:
+                    if optional:
+                        continue
+                    raise PodNotStartable(f"{kind} {name} has no key {it['key']} (volume)")
+                out[it.get("path", it["key"])] = data[it["key"]]
+            return out
+
+        for v in self.spec.get("volumes", []) or []:
+            files: dict[str, str] = {}
+            if "secret" in v:
+                src = v["secret"]
+                files = files_of("Secret", src["secretName"], src.get("items"), src.get("optional"))
+            elif "configMap" in v:
+                src = v["configMap"]
+                files = files_of("ConfigMap", src["name"], src.get("items"), src.get("optional"))
+            elif "projected" in v:
+                for src in v["projected"].get("sources", []) or []:
+                    if "secret" in src:
+                        s2 = src["secret"]
+                        files.update(files_of("Secret", s2["name"], s2.get("items"), s2.get("optional")))
+                    elif "configMap" in src:
+                        c2 = src["configMap"]
+                        files.update(files_of("ConfigMap", c2["name"], c2.get("items"), c2.get("optional")))
+                    elif "serviceAccountToken" in src:
+                        t = src["serviceAccountToken"]
+                        sa = self.spec.get("serviceAccountName", "default")
+                        spec = {
+                            "expirationSeconds": int(t.get("expirationSeconds", 3600)),
+                            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": self.name, "uid": getattr(self, "uid", "")},
+                        }
+                        if t.get("audience"):
+                            spec["audiences"] = [t["audience"]]
+                        _, tr = api.request(
+                            "POST", f"/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token",
+                            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
+                        )
+                        files[t["path"]] = tr["status"]["token"]
+                    else:
+                        raise Fatal(f"pod {self.name}: volume {v['name']}: unsupported projected source {list(src)}")
+            else:
+                continue
+            root = self.vols[v["name"]]
+            for rel, text in files.items():
+                f = root / rel
+                f.parent.mkdir(parents=True, exist_ok=True)
+                tmp = f.with_name(f.name + ".tmp")
+                tmp.write_text(text)
+                tmp.replace(f)
+
     def rewrite(self, value: str, mounts: list[tuple[str, Path]]) -> str:
         value = self.box.resolve_dns(value)
         value = re.sub(r"(?<![\d.])0\.0\.0\.0(?=:\d)", self.ip, value)
@@ -421,6 +492,7 @@ class Pod:
         self.thread.start()
 
     def _spawn(self, c) -> subprocess.Popen:
+        self._fill_volumes()
         argv, env, _kind = self.command_of(c)
         full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.dir)}
         full_env.update(env)

@@ -15,7 +15,11 @@ One cluster (`scripts/cluster.sh up`, default chart values: 3 proxies,
   3. disruption: rolling restart of the proxies, then kill -9 of the
      operator leader, under a steady send load → no acknowledged message
      lost or submitted twice, binds never over the cap, configuration still
-     flowing after the new leader took over.
+     flowing after the new leader took over;
+  5. secrets: the operator's snapshot stream refuses (UNAUTHENTICATED,
+     before any snapshot) a caller without a token, with another
+     ServiceAccount's token, or with a proxy's token under another pod's
+     name; the proxies are configured over TLS with their own tokens.
 
 Scenario 3 is not in the default set (CI) yet: it fails today. A proxy
 pod that holds no bind of the target accepts a message, cannot submit it
@@ -25,7 +29,7 @@ every 30 s and fails the same way, so a few acknowledged messages stay
 Handing such messages to a pod that holds a bind is issue 17 (cross-pod
 dispatch). Run it with `scenarios.py 1 3`.
 
-Usage: python3 tests/cluster/scenarios.py [--keep] [--no-build] [1 2 4 3]
+Usage: python3 tests/cluster/scenarios.py [--keep] [--no-build] [1 2 4 5 3]
 Needs the binaries of the current tree: it runs `cargo build -p smsgw
 -p smsgw-operator` first (a no-op after `cargo test --workspace`).
 """
@@ -482,13 +486,91 @@ def scenario_disruption(c: Cluster):
             f"config flowing {takeover:.1f} s after kill -9 (propagation {prop:.2f} s)")
 
 
+# ------------------------------------------------------------------ 5
+
+
+def impostor(c: Cluster, name: str, pod: str, token: str | None, ca: Path, server: str):
+    """`smsgw serve` as a pod that is not one: it dials the operator's
+    snapshot stream with `token` (or none) and Hello `pod`; returns its
+    log after a few connection attempts, and whether it became ready."""
+    smsgw = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target") / "debug" / "smsgw"
+    d = c.dir / f"impostor-{name}"
+    d.mkdir(exist_ok=True)
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(d), "RUST_LOG": "info"}
+    args = [str(smsgw), "--log-format", "json", "serve", "--config-server", server,
+            "--config-server-ca", str(ca), "--config-server-name", "smsgw-operator",
+            "--pod-name", pod, "--config-retry-max", "300ms", "--data-dir", str(d / "data"),
+            "--rest-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"]
+    if token is not None:
+        (d / "token").write_text(token)
+        args += ["--config-token-file", str(d / "token")]
+    log = d / "log"
+    with open(log, "wb") as out:
+        p = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=out, stdin=subprocess.DEVNULL)
+    try:
+        wait_until(f"{name}: three refusals", lambda: log.read_text(errors="replace").count("snapshot server unreachable") >= 3, 30)
+    finally:
+        p.terminate()
+        p.wait(10)
+    return log.read_text(errors="replace")
+
+
+def scenario_secrets(c: Cluster):
+    """The snapshot stream (every bind password and user credential) only
+    for proxy pods: no token, a token of another ServiceAccount, and a
+    proxy's token with another pod's name are refused UNAUTHENTICATED
+    before any snapshot; the real proxies are configured (over TLS, with
+    their projected tokens); the operator verified by its CA."""
+    leader = next(p for p in c.pods("operator") if c.pod_ready(p))
+    server = f"https://{leader['status']['podIP']}:50051"
+    ca = c.dir / "config-ca.crt"
+    ca.write_text(c.secret("smsgw-operator-config-tls", "ca.crt"))
+    other_sa = c.kubectl("create", "token", "default", "--audience", "smsgw-config").stdout.strip()
+    proxy = next(p for p in c.pods("proxy") if c.pod_ready(p))
+    _, tr = c.api.request("POST", f"/api/v1/namespaces/{c.ns}/serviceaccounts/smsgw-proxy/token", {
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"audiences": ["smsgw-config"], "boundObjectRef": {
+            "apiVersion": "v1", "kind": "Pod", "name": proxy["metadata"]["name"], "uid": proxy["metadata"]["uid"]}}})
+    cases = [
+        ("no-token", "smsgw-proxy-impostor", None, "a proxy ServiceAccount token (Bearer) is required"),
+        ("other-sa", "smsgw-proxy-impostor", other_sa, "the token is not the proxies' ServiceAccount's"),
+        ("wrong-pod", "smsgw-proxy-impostor", tr["status"]["token"], "Hello.pod is not the pod the token is bound to"),
+    ]
+    for name, pod, token, want in cases:
+        log = impostor(c, name, pod, token, ca, server)
+        check("does not have valid authentication credentials" in log and want in log, f"{name}: not refused UNAUTHENTICATED with {want!r}:\n{log[-2000:]}")
+        check("connected to the snapshot server" not in log, f"{name}: a stream was opened:\n{log[-2000:]}")
+        check('"snapshot applied"' not in log and "applied snapshot" not in log, f"{name}: got a snapshot:\n{log[-2000:]}")
+        if token:
+            check(token not in log, f"{name}: the token reached the log")
+        say(f"  {name}: UNAUTHENTICATED ({want})")
+    # A client that does not trust the operator's CA never talks to it.
+    wrong_ca = c.dir / "wrong-ca.crt"
+    wrong_ca.write_text(c.secret("smsgw-operator-config-tls", "tls.crt"))  # a leaf, not the CA
+    log = impostor(c, "wrong-ca", proxy["metadata"]["name"], tr["status"]["token"], wrong_ca, server)
+    check("connected to the snapshot server" not in log, f"wrong CA: connected:\n{log[-2000:]}")
+    # The operator never registered an impostor (no ack, no slots).
+    oplog = (c.state / "logs" / f"{leader['metadata']['name']}.log").read_text(errors="replace")
+    served = [l for l in oplog.splitlines() if "pod connected" in l and "smsgw-proxy-impostor" in l]
+    check(not served, f"the operator served the impostor: {served}")
+    check(oplog.count("snapshot stream refused") >= 9, "the operator logged each refusal")
+    # The real proxies hold a configuration (Ready) and say how they got it.
+    proxies = c.pods("proxy")
+    check(proxies and all(c.pod_ready(p) for p in proxies), "every proxy Ready (configured)")
+    for p in proxies:
+        plog = (c.state / "logs" / f"{p['metadata']['name']}.log").read_text(errors="replace")
+        check("connected to the snapshot server" in plog, f"{p['metadata']['name']} never connected")
+    return f"3 impostors refused UNAUTHENTICATED before any snapshot, {len(proxies)} proxies configured over TLS"
+
+
 SCENARIOS = {"1": ("install", scenario_install), "2": ("scale", scenario_scale),
-             "4": ("propagation", scenario_propagation), "3": ("disruption", scenario_disruption)}
+             "4": ("propagation", scenario_propagation), "3": ("disruption", scenario_disruption),
+             "5": ("secrets", scenario_secrets)}
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("which", nargs="*", default=["1", "2", "4"], help="scenarios to run (default 1 2 4; 3 fails until issue 17)")
+    ap.add_argument("which", nargs="*", default=["1", "2", "4", "5"], help="scenarios to run (default 1 2 4 5; 3 fails until issue 17)")
     ap.add_argument("--keep", action="store_true", help="leave the cluster up")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--net", default=f"127.{81 + os.getpid() % 150}.{os.getpid() % 250}")

@@ -422,6 +422,25 @@ class ApiTest(unittest.TestCase):
         self.s.ok("DELETE", "/api/v1/namespaces/smsgw/serviceaccounts/proxy")
         self.assertFalse(review(tok, ["smsgw-operator"])["authenticated"])  # bound to the account
 
+    def test_a_pod_bound_token_names_its_pod_and_dies_with_it(self):
+        self.s.ok("POST", "/api/v1/namespaces/smsgw/serviceaccounts", {"metadata": {"name": "bound"}})
+        pod = self.s.ok("POST", "/api/v1/namespaces/smsgw/pods",
+                        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1"},
+                         "spec": {"containers": [{"name": "c", "image": "x"}]}})
+        tr = self.s.ok("POST", "/api/v1/namespaces/smsgw/serviceaccounts/bound/token",
+                       {"spec": {"audiences": ["smsgw-config"], "boundObjectRef": {
+                           "apiVersion": "v1", "kind": "Pod", "name": "p1", "uid": pod["metadata"]["uid"]}}})
+        tok = tr["status"]["token"]
+
+        def review():
+            return self.s.ok("POST", "/apis/authentication.k8s.io/v1/tokenreviews",
+                             {"spec": {"token": tok, "audiences": ["smsgw-config"]}})["status"]
+        ok = review()
+        self.assertTrue(ok["authenticated"])
+        self.assertEqual(ok["user"]["extra"]["authentication.kubernetes.io/pod-name"], ["p1"])
+        self.s.ok("DELETE", "/api/v1/namespaces/smsgw/pods/p1")
+        self.assertFalse(review()["authenticated"])
+
     def test_leases_create_and_guarded_replace(self):
         p = "/apis/coordination.k8s.io/v1/namespaces/smsgw/leases"
         lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "l"},

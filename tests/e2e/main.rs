@@ -14,4 +14,5 @@ mod metrics;
 mod mo;
 mod policy;
 mod standalone;
+mod tls;
 mod traces;

@@ -108,6 +108,12 @@ fails the render with what to set instead. Included by the proxy template.
 {{- if not (has .Values.rateLimit.failMode (list "open" "closed")) -}}
 {{- fail (printf "rateLimit.failMode must be open or closed, not %q" .Values.rateLimit.failMode) -}}
 {{- end -}}
+{{- if and .Values.proxy.tls.enabled (not .Values.proxy.tls.existingSecret) (not .Values.proxy.tls.certManager.enabled) -}}
+{{- fail "proxy.tls.enabled needs proxy.tls.existingSecret (a kubernetes.io/tls Secret) or proxy.tls.certManager.enabled" -}}
+{{- end -}}
+{{- if and .Values.ingress.enabled .Values.gatewayApi.enabled -}}
+{{- fail "ingress.enabled and gatewayApi.enabled both expose the proxies: choose one" -}}
+{{- end -}}
 {{- if .Values.s3.enabled -}}
 {{- if not .Values.s3.bucket -}}
 {{- fail "s3.bucket is required when s3.enabled (the journal's bucket)" -}}
@@ -138,4 +144,21 @@ Call with (dict "name" "SMSGW_REDIS_URL" "ctx" $).
 {{- else }}
   value: {{ $v.redis.url | quote }}
 {{- end }}
+{{- end -}}
+
+{{/* The Secret holding the operator's snapshot-stream certificate and its CA. */}}
+{{- define "smsgw.configTlsSecretName" -}}
+{{- default (printf "%s-config-tls" (include "smsgw.operator.fullname" .)) .Values.operator.configStream.tls.existingSecret -}}
+{{- end -}}
+
+{{/* The names the operator's certificate carries (its Service's). */}}
+{{- define "smsgw.operator.dnsNames" -}}
+{{- $n := include "smsgw.operator.fullname" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- list $n (printf "%s.%s" $n $ns) (printf "%s.%s.svc" $n $ns) (printf "%s.%s.svc.cluster.local" $n $ns) | toJson -}}
+{{- end -}}
+
+{{/* The Secret of the proxies' own TLS certificate. */}}
+{{- define "smsgw.proxyTlsSecretName" -}}
+{{- default (printf "%s-tls" (include "smsgw.proxy.fullname" .)) .Values.proxy.tls.existingSecret -}}
 {{- end -}}

@@ -20,6 +20,7 @@ pub mod send;
 pub mod server;
 pub mod stats;
 pub mod text;
+pub mod tls;
 pub mod trace;
 pub mod webhook;
 

@@ -1,26 +1,43 @@
 //! Running the REST and gRPC servers until a cancellation token fires.
 
+use crate::tls::{ReloadingTls, TlsIncoming};
 use crate::{AdminGrpc, ApiState, AuthGrpc, SmsGrpc};
+use axum::serve::ListenerExt;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Serves the REST API on `listener` until `cancel` fires, then finishes
-/// in-flight requests and returns.
+/// Serves the REST API on `listener` (over TLS with `tls`) until `cancel`
+/// fires, then finishes in-flight requests and returns.
 pub async fn serve_rest(
     listener: TcpListener,
+    tls: Option<Arc<ReloadingTls>>,
     state: ApiState,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let app = crate::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(cancel.cancelled_owned())
+                .await
+        }
+        Some(tls) => {
+            // `tap_io` gives the listener the connect-info (peer address)
+            // axum knows for any listener whose address is a SocketAddr.
+            let incoming = TlsIncoming::new(listener, tls, cancel.clone()).tap_io(|_| ());
+            axum::serve(incoming, app)
+                .with_graceful_shutdown(cancel.cancelled_owned())
+                .await
+        }
+    }
 }
 
 /// Serves gRPC on `listener` — `sms.v1`, `auth.v1`, `admin.v1`, `grpc.health.v1` and
-/// server reflection — until `cancel` fires.
+/// server reflection — over TLS with `tls` (ALPN `h2`) until `cancel` fires.
 pub async fn serve_grpc(
     listener: TcpListener,
+    tls: Option<Arc<ReloadingTls>>,
     state: ApiState,
     cancel: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
@@ -35,8 +52,7 @@ pub async fn serve_grpc(
         .build_v1()
         .expect("the embedded descriptor set is valid")
         .max_decoding_message_size(SMALL);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(SmsGrpc::new(state.clone()).into_server())
@@ -51,9 +67,21 @@ pub async fn serve_grpc(
                 state,
             ))
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(incoming, shutdown(cancel))
-        .await
+        );
+    match tls {
+        None => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown(cancel))
+                .await
+        }
+        Some(tls) => {
+            let incoming = TlsIncoming::new(listener, tls, cancel.clone());
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown(cancel))
+                .await
+        }
+    }
 }
 
 async fn shutdown(cancel: CancellationToken) {

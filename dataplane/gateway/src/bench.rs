@@ -89,6 +89,9 @@ pub struct BenchArgs {
     /// filling); the count, the rate and the latency log keep them.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
+    /// TLS towards a gateway served over `https://`.
+    #[command(flatten)]
+    pub tls: crate::tls_client::ClientTls,
 }
 
 /// The machine's CPU time counters (Linux `/proc/stat`, all CPUs), in
@@ -134,7 +137,7 @@ struct Creds {
 }
 
 async fn login(args: &BenchArgs) -> anyhow::Result<Creds> {
-    let http = reqwest::Client::new();
+    let http = args.tls.http(&args.rest)?;
     let _ = http
         .post(format!("{}/api/v1/auth/register", args.rest))
         .json(&serde_json::json!({"email": args.email, "password": args.password, "app_name": "bench"}))
@@ -198,7 +201,9 @@ async fn pace(start: Instant, rate: u64, i: u64) {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let creds = Arc::new(login(&args).await?);
     let run_id: u64 = rand::random::<u32>().into();
-    let channel = tonic::transport::Endpoint::from_shared(args.grpc.clone())?
+    let channel = args
+        .tls
+        .endpoint(&args.grpc)?
         .connect()
         .await
         .context("cannot reach gRPC")?;
@@ -278,7 +283,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     producer.await?;
                 }
                 BenchMode::Rest => {
-                    let http = reqwest::Client::new();
+                    let http = args.tls.http(&args.rest)?;
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= args.count {

@@ -79,6 +79,19 @@ pub struct ServeArgs {
     /// This pod's namespace (names the resources of rejections).
     #[arg(long, env = "SMSGW_POD_NAMESPACE", default_value = "")]
     pub pod_namespace: String,
+    /// PEM bundle of the CA the snapshot server's certificate must chain
+    /// to (with an `https://` --config-server); default: the system roots.
+    #[arg(long, env = "SMSGW_CONFIG_SERVER_CA")]
+    pub config_server_ca: Option<PathBuf>,
+    /// Name the snapshot server's certificate must carry, when it differs
+    /// from the host of --config-server.
+    #[arg(long, env = "SMSGW_CONFIG_SERVER_NAME")]
+    pub config_server_name: Option<String>,
+    /// File holding this pod's projected ServiceAccount token, sent to the
+    /// snapshot server as `authorization: Bearer …` (read again at every
+    /// connection: the kubelet rotates it). Unset: no token.
+    #[arg(long, env = "SMSGW_CONFIG_TOKEN_FILE")]
+    pub config_token_file: Option<PathBuf>,
     /// Longest wait between two attempts to reach the snapshot server.
     #[arg(long, env = "SMSGW_CONFIG_RETRY_MAX", default_value = "5s", value_parser = humantime::parse_duration)]
     pub config_retry_max: std::time::Duration,
@@ -390,6 +403,32 @@ pub struct ListenArgs {
     /// gRPC API address.
     #[arg(long, env = "SMSGW_GRPC_ADDR", default_value = "0.0.0.0:44044")]
     pub grpc_addr: SocketAddr,
+    /// Serve REST and gRPC over TLS with this PEM certificate chain, leaf
+    /// first (needs --tls-key); read again when it changes (see
+    /// --tls-reload-interval), so a rotated certificate needs no restart.
+    #[arg(long, env = "SMSGW_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SMSGW_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require a client certificate signed by a CA of this PEM bundle on
+    /// both ports (mutual TLS); needs --tls-cert.
+    #[arg(long, env = "SMSGW_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How often the TLS files are checked for a new certificate.
+    #[arg(long, env = "SMSGW_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tls_reload_interval: std::time::Duration,
+}
+
+impl ListenArgs {
+    /// The TLS files of both listeners, when TLS is on.
+    pub fn tls_files(&self) -> Option<smsgw_api::tls::TlsFiles> {
+        Some(smsgw_api::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
 }
 
 /// Contact policies: which engine decides (`--policy-engine`) and how the

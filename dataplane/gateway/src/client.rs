@@ -40,6 +40,9 @@ pub struct Conn {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// TLS towards a gateway served over `https://`.
+    #[command(flatten)]
+    pub tls: crate::tls_client::ClientTls,
 }
 
 /// The client subcommands, flattened into `smsgw`'s.
@@ -193,8 +196,10 @@ struct Client {
 
 impl Client {
     async fn connect(conn: Conn) -> anyhow::Result<Client> {
-        let channel = tonic::transport::Endpoint::from_shared(conn.server.clone())
-            .with_context(|| format!("--server {:?} is not a URL", conn.server))?
+        let channel = conn
+            .tls
+            .endpoint(&conn.server)
+            .context("--server")?
             .connect_timeout(std::time::Duration::from_secs(5))
             .timeout(std::time::Duration::from_secs(30))
             .connect()

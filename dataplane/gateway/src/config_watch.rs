@@ -40,8 +40,7 @@ impl Gateway {
 /// operator's snapshots until SIGINT/SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let gateway = Arc::new(Gateway::build(&args.gateway).await?);
-    let endpoint = tonic::transport::Endpoint::from_shared(args.config_server.clone())
-        .map_err(|e| anyhow::anyhow!("--config-server {:?}: {e}", args.config_server))?
+    let endpoint = config_endpoint(&args)?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10));
@@ -69,10 +68,39 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         endpoint,
         namespace: args.pod_namespace.clone(),
         retry_max: args.config_retry_max,
+        token_file: args.config_token_file.clone(),
         wanted,
     };
     gateway.tracker.spawn(watch.run(gateway.cancel.clone()));
     gateway.run().await
+}
+
+/// The snapshot server's endpoint: plain, or TLS verified against
+/// `--config-server-ca` for `--config-server-name`.
+fn config_endpoint(args: &ServeArgs) -> anyhow::Result<tonic::transport::Endpoint> {
+    use anyhow::Context;
+    crate::tls_client::ClientTls {
+        ca: args.config_server_ca.clone(),
+        server_name: args.config_server_name.clone(),
+        ..Default::default()
+    }
+    .endpoint(&args.config_server)
+    .context("--config-server")
+}
+
+/// The pod's token from `path`, as a metadata value (never logged).
+fn bearer(
+    path: &std::path::Path,
+) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, tonic::Status> {
+    let token = std::fs::read_to_string(path).map_err(|e| {
+        tonic::Status::unauthenticated(format!(
+            "cannot read the token file {}: {e}",
+            path.display()
+        ))
+    })?;
+    format!("Bearer {}", token.trim()).parse().map_err(|_| {
+        tonic::Status::unauthenticated(format!("{} does not hold a token", path.display()))
+    })
 }
 
 struct Watch {
@@ -80,6 +108,8 @@ struct Watch {
     endpoint: tonic::transport::Endpoint,
     namespace: String,
     retry_max: Duration,
+    /// The projected ServiceAccount token sent with each stream.
+    token_file: Option<std::path::PathBuf>,
     /// The bind slots assigned to the pod, for the Lease keeper
     /// (`--bind-leases`).
     wanted: Option<tokio::sync::watch::Sender<BTreeSet<SlotId>>>,
@@ -135,10 +165,13 @@ impl Watch {
                 msg: Some(pb::pod_message::Msg::Hello(hello)),
             })
             .await;
-        let mut stream = client
-            .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await?
-            .into_inner();
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        if let Some(path) = &self.token_file {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer(path)?);
+        }
+        let mut stream = client.watch(request).await?.into_inner();
         tracing::info!("connected to the snapshot server");
         while let Some(msg) = stream.message().await? {
             *received = true;

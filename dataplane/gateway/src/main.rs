@@ -14,6 +14,7 @@ mod links;
 mod rate;
 mod runtime;
 mod telemetry;
+mod tls_client;
 mod validate;
 
 use clap::Parser;

@@ -589,19 +589,40 @@ async fn serve(
     tracker: TaskTracker,
 ) -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
+    let (rest_tls, grpc_tls) = match listen.tls_files() {
+        None => (None, None),
+        Some(files) => {
+            use smsgw_api::tls::{ALPN_GRPC, ALPN_REST, ReloadingTls};
+            let rest = ReloadingTls::load(files.clone(), ALPN_REST).context("--tls-cert")?;
+            let grpc = ReloadingTls::load(files, ALPN_GRPC).context("--tls-cert")?;
+            for tls in [&rest, &grpc] {
+                tracker.spawn(
+                    tls.clone()
+                        .watch(listen.tls_reload_interval, cancel.clone()),
+                );
+            }
+            (Some(rest), Some(grpc))
+        }
+    };
     let rest = TcpListener::bind(listen.rest_addr)
         .await
         .with_context(|| format!("cannot listen for REST on {}", listen.rest_addr))?;
     let grpc = TcpListener::bind(listen.grpc_addr)
         .await
         .with_context(|| format!("cannot listen for gRPC on {}", listen.grpc_addr))?;
-    tracing::info!(rest = %rest.local_addr()?, grpc = %grpc.local_addr()?, "smsgw listening");
+    tracing::info!(
+        rest = %rest.local_addr()?,
+        grpc = %grpc.local_addr()?,
+        tls = rest_tls.is_some(),
+        mtls = listen.tls_client_ca.is_some(),
+        "smsgw listening"
+    );
 
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<String>(2);
 
     let (c, s, f) = (cancel.clone(), state.clone(), failed_tx.clone());
     tracker.spawn(async move {
-        if let Err(e) = smsgw_api::server::serve_rest(rest, s, c.clone()).await {
+        if let Err(e) = smsgw_api::server::serve_rest(rest, rest_tls, s, c.clone()).await {
             let _ = f.send(format!("REST server failed: {e}")).await;
         } else if !c.is_cancelled() {
             let _ = f.send("REST server stopped unexpectedly".into()).await;
@@ -609,7 +630,7 @@ async fn serve(
     });
     let (c, s, f) = (cancel.clone(), state, failed_tx);
     tracker.spawn(async move {
-        if let Err(e) = smsgw_api::server::serve_grpc(grpc, s, c.clone()).await {
+        if let Err(e) = smsgw_api::server::serve_grpc(grpc, grpc_tls, s, c.clone()).await {
             let _ = f.send(format!("gRPC server failed: {e}")).await;
         } else if !c.is_cancelled() {
             let _ = f.send("gRPC server stopped unexpectedly".into()).await;
