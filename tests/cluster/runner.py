@@ -391,9 +391,9 @@ class Pod:
         value = self.box.resolve_dns(value)
         value = re.sub(r"(?<![\d.])0\.0\.0\.0(?=:\d)", self.ip, value)
         value = re.sub(r"\[::\](?=:\d)", self.ip, value)
-        for mount, local in mounts:
+        for mount, local in mounts:  # longest mountPath first; one rewrite only
             if value == mount or value.startswith(mount.rstrip("/") + "/"):
-                value = str(local) + value[len(mount.rstrip("/")):]
+                return str(local) + value[len(mount.rstrip("/")):]
         return value
 
     def field(self, path: str) -> str:
