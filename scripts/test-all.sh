@@ -31,6 +31,22 @@ command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)  # k8s and OpenAPI checks
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Build every test and binary of the workspace once; the checks below use
+# these binaries instead of building their packages again (a `-p` build
+# unifies features differently and would compile much of the tree twice).
+log "cargo test --no-run (build)"
+cargo test --workspace --locked --no-run
+target="${CARGO_TARGET_DIR:-target}"
+case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
+export SMSGW_BIN="$target/debug/smsgw" SMSGW_OPERATOR_BIN="$target/debug/smsgw-operator"
+[ -x "$SMSGW_BIN" ] && [ -x "$SMSGW_OPERATOR_BIN" ] || { echo "binaries missing under $target/debug" >&2; exit 1; }
+
 # ---- Kubernetes packaging (issue 8) -------------------------------------
 # CRDs, rendered Helm chart and examples validated offline against the
 # Kubernetes schemas; helm, kubectl and kubernetes-validate are pinned and
@@ -41,8 +57,8 @@ log "Kubernetes manifests (offline validation)"
 
 # ---- Kubernetes API stand-in (issue 16) ---------------------------------
 # tests/cluster/apiserver.py (the cluster in a box's API server) tested on
-# its own and with the pinned kubectl; PyYAML and cel-python come pinned
-# from scripts/k8s-tools.sh. About 15 s.
+# its own, with the pinned kubectl and helm, and with the operator built
+# above; PyYAML and cel-python come pinned from scripts/k8s-tools.sh.
 log "Kubernetes API stand-in (tests/cluster/test_apiserver.py)"
 python3 -m unittest tests/cluster/test_apiserver.py
 # -------------------------------------------------------------------------
@@ -52,12 +68,6 @@ python3 -m unittest tests/cluster/test_apiserver.py
 log "OpenAPI document (openapi-spec-validator)"
 ./scripts/check-openapi.sh
 # -------------------------------------------------------------------------
-
-log "cargo fmt --check"
-cargo fmt --all -- --check
-
-log "cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "cargo test"
 cargo test --workspace --locked --no-fail-fast "$@"

@@ -593,11 +593,15 @@ class OperatorTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        build = subprocess.run(["cargo", "build", "-q", "-p", "smsgw-operator", "--bin", "smsgw-operator",
-                                "--message-format=json"], cwd=ROOT, capture_output=True, text=True)
-        assert build.returncode == 0, build.stderr
-        exe = [json.loads(line).get("executable") for line in build.stdout.splitlines() if line.startswith("{")]
-        cls.exe = [e for e in exe if e and e.endswith("smsgw-operator")][-1]
+        # SMSGW_OPERATOR_BIN: a binary built already (test-all.sh builds the
+        # workspace once and passes it, so this does not build again).
+        cls.exe = os.environ.get("SMSGW_OPERATOR_BIN")
+        if not cls.exe:
+            build = subprocess.run(["cargo", "build", "-q", "-p", "smsgw-operator", "--bin", "smsgw-operator",
+                                    "--message-format=json"], cwd=ROOT, capture_output=True, text=True)
+            assert build.returncode == 0, build.stderr
+            exe = [json.loads(line).get("executable") for line in build.stdout.splitlines() if line.startswith("{")]
+            cls.exe = [e for e in exe if e and e.endswith("smsgw-operator")][-1]
         cls.s = Server("--bookmark-seconds", "1")
         with open(os.path.join(ROOT, "examples", "cluster", "00-secrets.yaml")) as f:
             for d in yaml.safe_load_all(f):
