@@ -249,6 +249,38 @@ impl From<smsgw_core::users::StoreError> for ApiError {
     }
 }
 
+impl From<smsgw_messaging::MessagingError> for ApiError {
+    fn from(e: smsgw_messaging::MessagingError) -> Self {
+        use smsgw_messaging::MessagingError as M;
+        match e {
+            M::Refused {
+                code,
+                message,
+                forbidden,
+            } => ApiError::SendRefused {
+                code,
+                message,
+                forbidden,
+            },
+            M::InvalidField { field, reason } => ApiError::InvalidField { field, reason },
+            M::UnknownTarget(t) => ApiError::UnknownTarget(t),
+            M::UnknownUser => ApiError::Unauthenticated("the token's user no longer exists".into()),
+            M::RateLimited {
+                retry_after_secs,
+                scope,
+            } => ApiError::RateLimited {
+                retry_after_secs,
+                scope,
+            },
+            M::Unavailable(m) => ApiError::Unavailable(m),
+            M::NotFound(m) => ApiError::NotFound(m),
+            M::Users(e) => ApiError::from(e),
+            M::Internal(m) => ApiError::Internal(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +295,35 @@ mod tests {
         let status = tonic::Status::from(e);
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert_eq!(status.message(), "message: must not be empty");
+    }
+
+    #[test]
+    fn messaging_errors_keep_their_code_at_the_edge() {
+        use smsgw_messaging::MessagingError as M;
+        for e in [
+            M::refused("invalid_destination", "x"),
+            M::forbidden("daily_cp", "x"),
+            M::InvalidField {
+                field: "message",
+                reason: "x".into(),
+            },
+            M::UnknownTarget("x".into()),
+            M::UnknownUser,
+            M::RateLimited {
+                retry_after_secs: 1,
+                scope: "app".into(),
+            },
+            M::Unavailable("x".into()),
+            M::NotFound("x".into()),
+            M::Users(smsgw_core::users::StoreError::Backend("x".into())),
+            M::Internal("x".into()),
+        ] {
+            assert_eq!(ApiError::from(e.clone()).code(), e.code(), "{e:?}");
+        }
+        assert_eq!(
+            ApiError::from(M::forbidden("daily_cp", "x")).http_status(),
+            StatusCode::FORBIDDEN
+        );
     }
 
     #[test]

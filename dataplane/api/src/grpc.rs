@@ -7,6 +7,7 @@ use crate::auth::Access::{self, Admin, Any, User};
 use crate::auth::{Caller, IssuedToken};
 use crate::{ApiError, ApiState};
 use smsgw_core::links::{LinkAction, LinkView};
+use smsgw_core::messages::MessageStatus;
 use smsgw_proto::admin::v1 as admin_pb;
 use smsgw_proto::auth::v1 as auth_pb;
 use smsgw_proto::sms::v1 as pb;
@@ -168,10 +169,7 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
         &self,
         req: Request<pb::SmsRequest>,
     ) -> Result<Response<pb::SmsResponse>, Status> {
-        let trace = crate::trace::RequestTrace::from_metadata(
-            "sms.v1.SmsService/SendMessage",
-            req.metadata(),
-        );
+        let trace = crate::trace::from_metadata("sms.v1.SmsService/SendMessage", req.metadata());
         self.state
             .call(User, "SendMessage", req, |caller, m| async move {
                 let req = send_request(&caller, m)?;
@@ -190,7 +188,7 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
     ) -> Result<Response<Self::SendMessageStreamStream>, Status> {
         // The stream's metadata carries one client context; each message
         // gets its own span below it.
-        let client = crate::trace::RequestTrace::client_context(req.metadata());
+        let client = crate::trace::client_context(req.metadata());
         self.state
             .call(User, "SendMessageStream", req, |caller, m| async move {
                 let slot = self.state.streams.open(&caller)?;
@@ -269,7 +267,7 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
                 Ok(pb::SmsInfoResponse {
                     message_id: v.message_id,
                     transaction_id: v.transaction_id,
-                    status: status_pb(&v.status) as i32,
+                    status: status_pb(v.status) as i32,
                     esme: v.esme,
                     link: v.link.unwrap_or_default(),
                     saddr: v.source,
@@ -425,15 +423,14 @@ fn send_request(caller: &Caller, m: pb::SmsRequest) -> Result<crate::send::SendR
     })
 }
 
-fn status_pb(s: &str) -> pb::MessageStatus {
+fn status_pb(s: MessageStatus) -> pb::MessageStatus {
     match s {
-        "accepted" => pb::MessageStatus::Accepted,
-        "pending" => pb::MessageStatus::Pending,
-        "delivered" => pb::MessageStatus::Delivered,
-        "failed" => pb::MessageStatus::Failed,
-        "rejected" => pb::MessageStatus::Rejected,
-        "unknown" => pb::MessageStatus::Unknown,
-        _ => pb::MessageStatus::Unspecified,
+        MessageStatus::Accepted => pb::MessageStatus::Accepted,
+        MessageStatus::Pending => pb::MessageStatus::Pending,
+        MessageStatus::Delivered => pb::MessageStatus::Delivered,
+        MessageStatus::Failed => pb::MessageStatus::Failed,
+        MessageStatus::Rejected => pb::MessageStatus::Rejected,
+        MessageStatus::Unknown => pb::MessageStatus::Unknown,
     }
 }
 
@@ -458,7 +455,7 @@ fn sms_response(r: crate::send::SendResponse) -> pb::SmsResponse {
         message_id: r.message_id,
         transaction_id: r.transaction_id,
         segments: r.segments,
-        status: status_pb(&r.status) as i32,
+        status: status_pb(r.status) as i32,
         segment_info: r.segment_info.into_iter().map(segment_pb).collect(),
         error_code: String::new(),
         link: r.link.unwrap_or_default(),
@@ -478,7 +475,7 @@ fn event_pb(ev: crate::send::AppEvent) -> pb::MessageEvent {
             } => pb::message_event::Event::Status(pb::StatusChange {
                 message_id,
                 transaction_id,
-                status: status_pb(&status) as i32,
+                status: status_pb(status) as i32,
                 at: Some(millis_timestamp(at_ms)),
             }),
             AppEvent::MobileOriginated {
@@ -749,7 +746,14 @@ impl admin_pb::admin_service_server::AdminService for AdminGrpc {
         self.state
             .call(Admin, "ListLinks", req, |_, _| async move {
                 Ok(admin_pb::ListLinksResponse {
-                    links: self.state.links.links().into_iter().map(link_pb).collect(),
+                    links: self
+                        .state
+                        .messages
+                        .links()
+                        .links()
+                        .into_iter()
+                        .map(link_pb)
+                        .collect(),
                 })
             })
             .await
@@ -814,7 +818,7 @@ impl admin_pb::admin_service_server::AdminService for AdminGrpc {
                         })
                         .collect()
                 };
-                let l = crate::stats::LimiterView::from(self.state.limiter.status());
+                let l = crate::stats::LimiterView::from(self.state.messages.limiter().status());
                 Ok(admin_pb::GetStatsResponse {
                     links: conv(v.links),
                     pools: conv(v.pools),

@@ -11,18 +11,21 @@ pub mod auth;
 pub mod dashboard;
 mod error;
 mod grpc;
-pub mod lifecycle;
 pub mod links;
 pub mod metrics;
 pub mod net;
 mod rest;
 pub mod send;
 pub mod server;
-pub mod stats;
 pub mod text;
 pub mod tls;
 pub mod trace;
 pub mod webhook;
+
+/// Every state change of a message, for an observer (the journal).
+pub use smsgw_messaging::lifecycle;
+/// Message counters per link, pool, app and campaign.
+pub use smsgw_messaging::stats;
 
 pub use error::ApiError;
 pub use grpc::{AdminGrpc, AuthGrpc, SmsGrpc, StreamSlots};
@@ -31,6 +34,7 @@ pub use rest::router;
 
 use arc_swap::ArcSwap;
 use smsgw_crds::Snapshot;
+use smsgw_messaging::Messaging;
 use std::sync::Arc;
 
 /// Largest request body the REST API reads; beyond it a request gets 413.
@@ -51,24 +55,19 @@ pub const DEFAULT_STREAMS_PER_USER: usize = 16;
 /// State shared by every request handler.
 #[derive(Clone)]
 pub struct ApiState {
-    /// The configuration in force; swapped whole when a new one arrives.
+    /// The configuration in force; swapped whole when a new one arrives
+    /// (the same one the message service reads).
     pub config: Arc<ArcSwap<Snapshot>>,
     /// Prometheus metrics.
     pub metrics: Arc<metrics::Metrics>,
     /// Users and credentials.
     pub auth: Arc<auth::Auth>,
-    /// The SMPP links the gateway holds.
-    pub links: Arc<dyn smsgw_core::links::LinkControl>,
-    /// The message lifecycle.
-    pub messages: Arc<send::Messages>,
+    /// The message lifecycle, and the links, rate limiter and contact
+    /// policies it uses.
+    pub messages: Arc<Messaging>,
     /// Whether a configuration is in force (`/ready`); a gateway waiting
     /// for its first snapshot from the operator is not ready.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
-    /// Rate limits per app, link and pool (in process, or shared in Redis).
-    pub limiter: Arc<dyn smsgw_core::limits::RateLimiter>,
-    /// Contact policies (native engine or an external MCP); `None` refuses
-    /// any request naming a strategy.
-    pub policy: Option<Arc<dyn smsgw_core::policy::PolicyEngine>>,
     /// `/dashboard/stats`: the data directory and CPU samples.
     pub dashboard: Arc<dashboard::Dashboard>,
     /// Blacklists the admin API can reload; `None` when none is configured.
@@ -81,40 +80,22 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// State over the given configuration, authenticator and message
-    /// service, with fresh metrics and no links.
-    /// Every message-store call is timed and the message counters are
-    /// registered in the metrics.
-    pub fn new(config: Snapshot, auth: auth::Auth, mut messages: send::Messages) -> Self {
-        let metrics = metrics::Metrics::new();
-        messages.time_store(metrics.store_duration.clone());
-        metrics.with_registry(|r| messages.stats.register(r));
+    /// State over the given metrics, authenticator and message service
+    /// (whose configuration it shares). The message service's series are
+    /// registered in `metrics`.
+    pub fn new(metrics: metrics::Metrics, auth: auth::Auth, messages: Arc<Messaging>) -> Self {
+        metrics.with_registry(|r| messages.register_metrics(r));
         Self {
-            config: Arc::new(ArcSwap::from_pointee(config)),
+            config: messages.config().clone(),
             metrics: Arc::new(metrics),
             auth: Arc::new(auth),
-            links: Arc::new(smsgw_core::links::NoLinks),
-            messages: Arc::new(messages),
-            limiter: Arc::new(NoLimits),
-            policy: None,
+            messages,
             dashboard: Arc::new(dashboard::Dashboard::default()),
             blacklists: None,
             streams: Arc::new(grpc::StreamSlots::new(DEFAULT_STREAMS_PER_USER)),
             webhook_allow_private: false,
             ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
-    }
-
-    /// The same state with the given rate limiter.
-    pub fn with_limiter(mut self, limiter: Arc<dyn smsgw_core::limits::RateLimiter>) -> Self {
-        self.limiter = limiter;
-        self
-    }
-
-    /// The same state with the given contact-policy engine.
-    pub fn with_policy(mut self, policy: Arc<dyn smsgw_core::policy::PolicyEngine>) -> Self {
-        self.policy = Some(policy);
-        self
     }
 
     /// The same state, reporting the disk of `data_dir` on the dashboard.
@@ -145,39 +126,6 @@ impl ApiState {
         self.webhook_allow_private = allow;
         self
     }
-
-    /// The same state over the given links.
-    pub fn with_links(mut self, links: Arc<dyn smsgw_core::links::LinkControl>) -> Self {
-        self.links = links;
-        self
-    }
-}
-
-/// A limiter that allows everything (no limits configured).
-struct NoLimits;
-
-#[async_trait::async_trait]
-impl smsgw_core::limits::RateLimiter for NoLimits {
-    async fn acquire(
-        &self,
-        _keys: &[smsgw_core::limits::RateKey],
-        _cost: u32,
-        _max_wait: std::time::Duration,
-    ) -> Result<smsgw_core::limits::RateDecision, smsgw_core::limits::LimitError> {
-        Ok(smsgw_core::limits::RateDecision::Allowed {
-            wait: std::time::Duration::ZERO,
-        })
-    }
-    async fn set_limit(
-        &self,
-        _key: &smsgw_core::limits::RateKey,
-        _limit: Option<smsgw_core::limits::RateLimit>,
-    ) -> Result<(), smsgw_core::limits::LimitError> {
-        Ok(())
-    }
-    fn mode(&self) -> smsgw_core::limits::LimiterMode {
-        smsgw_core::limits::LimiterMode::InProcess
-    }
 }
 
 /// Fixtures for this crate's tests.
@@ -193,22 +141,29 @@ pub(crate) mod testing {
     /// directory (kept alive by the returned guard) and a fixed JWT key.
     pub fn state(config: Snapshot, admin_key: Option<&str>) -> (tempfile::TempDir, ApiState) {
         let dir = tempfile::tempdir().unwrap();
-        let store = smsgw_store::EmbeddedUserStore::open(&dir.path().join("users.redb")).unwrap();
+        let store: Arc<dyn smsgw_core::users::UserStore> =
+            Arc::new(smsgw_store::EmbeddedUserStore::open(&dir.path().join("users.redb")).unwrap());
         let auth = Auth::new(
             AuthConfig::new(
                 KeySet::single("test", vec![42u8; 32]),
                 admin_key.map(str::to_owned),
             ),
-            Arc::new(store),
+            store.clone(),
         );
         let messages = smsgw_store::messages::EmbeddedMessageStore::open(
             &dir.path().join("messages.redb"),
             Default::default(),
         )
         .unwrap();
+        let messaging = Messaging::builder(
+            Arc::new(messages),
+            store,
+            Arc::new(ArcSwap::from_pointee(config)),
+        )
+        .build();
         (
             dir,
-            ApiState::new(config, auth, send::Messages::new(Arc::new(messages))),
+            ApiState::new(metrics::Metrics::new(), auth, Arc::new(messaging)),
         )
     }
 }

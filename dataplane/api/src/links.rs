@@ -8,9 +8,9 @@ use smsgw_core::links::{LinkAction, LinkView};
 /// that name, or each member link of the pool of that name.
 pub fn check_esme(state: &ApiState, esme: Option<&str>) -> Result<Vec<LinkView>, ApiError> {
     let Some(name) = esme.filter(|e| !e.is_empty()) else {
-        return Ok(state.links.links());
+        return Ok(state.messages.links().links());
     };
-    if let Some(link) = state.links.link(name) {
+    if let Some(link) = state.messages.links().link(name) {
         return Ok(vec![link]);
     }
     let config = state.config.load();
@@ -18,7 +18,7 @@ pub fn check_esme(state: &ApiState, esme: Option<&str>) -> Result<Vec<LinkView>,
         return Ok(pool
             .members
             .iter()
-            .filter_map(|m| state.links.link(&m.link))
+            .filter_map(|m| state.messages.links().link(&m.link))
             .collect());
     }
     Err(ApiError::NotFound(format!(
@@ -34,7 +34,8 @@ pub async fn control(
     action: LinkAction,
 ) -> Result<LinkView, ApiError> {
     let view = state
-        .links
+        .messages
+        .links()
         .control(name, action)
         .await
         .ok_or_else(|| ApiError::NotFound(format!("no link named {name:?}")))?;

@@ -9,10 +9,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use smsgw_core::messages::{
-    ClaimRequest, CreateOutcome, MessageRecord, MessageStore, MessageStoreError, ReceiptOutcome,
-    ReceiptUpdate, SubmitUpdate,
-};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -50,27 +46,7 @@ pub struct EncodingLabels {
     pub encoding: String,
 }
 
-/// Labels of a message-store or object-store (S3) operation.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StoreOpLabels {
-    /// Message store: `create`, `get`, `by_transaction`, `record_submit`,
-    /// `apply_receipt`, `claim_stale_accepted` or `purge_expired`; object
-    /// store: `put`, `get` or `list`.
-    pub op: &'static str,
-    /// `ok` or `error`.
-    pub result: &'static str,
-}
-
-/// Labels of a contact-policy decision.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PolicyLabels {
-    /// Strategy named by the request (configured names only; unknown
-    /// strategies count as `unknown`).
-    pub strategy: String,
-    /// `pass`, the refusal's state (`daily_cp`, `weekly_cp`, `blacklist`,
-    /// `duplicate`, `quiet_hours`, `policy_refused`), or `error`.
-    pub outcome: &'static str,
-}
+pub use smsgw_messaging::metrics::{PolicyLabels, StoreOpLabels};
 
 /// The API's metrics and the registry that exposes them.
 pub struct Metrics {
@@ -85,13 +61,6 @@ pub struct Metrics {
     pub text_analyses: Family<EncodingLabels, Counter>,
     /// `smsgw_config_links`: SMPP links in the configuration in force.
     pub config_links: Gauge,
-    /// `smsgw_store_operation_duration_seconds`.
-    pub store_duration: Family<StoreOpLabels, Histogram>,
-    /// `smsgw_policy_decisions_total`.
-    pub policy_decisions: Family<PolicyLabels, Counter>,
-    /// `smsgw_policy_check_duration_seconds`: one engine call (in process,
-    /// Redis script or MCP request), whatever its outcome.
-    pub policy_duration: Histogram,
     /// Recent API calls (REST and gRPC) and errors, for `/dashboard/stats`.
     pub recent: RequestWindow,
 }
@@ -208,26 +177,6 @@ impl Metrics {
             "SMPP links in the configuration in force",
             config_links.clone(),
         );
-        let store_duration = Family::<StoreOpLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
-        });
-        registry.register(
-            "store_operation_duration_seconds",
-            "Message-store call latency by operation and result",
-            store_duration.clone(),
-        );
-        let policy_decisions = Family::<PolicyLabels, Counter>::default();
-        registry.register(
-            "policy_decisions",
-            "Contact-policy decisions by strategy and outcome",
-            policy_decisions.clone(),
-        );
-        let policy_duration = Histogram::new(exponential_buckets(0.000_005, 2.0, 20));
-        registry.register(
-            "policy_check_duration_seconds",
-            "Contact-policy engine call latency",
-            policy_duration.clone(),
-        );
         Self {
             registry: Mutex::new(registry),
             http_requests,
@@ -236,9 +185,6 @@ impl Metrics {
             text_analyses,
             config_links,
             recent: RequestWindow::default(),
-            store_duration,
-            policy_decisions,
-            policy_duration,
         }
     }
 
@@ -284,106 +230,12 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a contact-policy decision.
-    pub fn observe_policy(&self, strategy: &str, outcome: &'static str) {
-        self.policy_decisions
-            .get_or_create(&PolicyLabels {
-                strategy: strategy.to_owned(),
-                outcome,
-            })
-            .inc();
-    }
-
     /// The Prometheus text exposition of every registered metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
         self.with_registry(|r| prometheus_client::encoding::text::encode(&mut out, r))
             .expect("writing to a String cannot fail");
         out
-    }
-}
-
-/// A message store that times every call into
-/// `smsgw_store_operation_duration_seconds{op, result}`.
-pub(crate) struct TimedStore {
-    inner: std::sync::Arc<dyn MessageStore>,
-    hist: Family<StoreOpLabels, Histogram>,
-}
-
-impl TimedStore {
-    /// Wraps `inner`.
-    pub(crate) fn new(
-        inner: std::sync::Arc<dyn MessageStore>,
-        hist: Family<StoreOpLabels, Histogram>,
-    ) -> Self {
-        Self { inner, hist }
-    }
-
-    async fn time<T>(
-        &self,
-        op: &'static str,
-        f: impl std::future::Future<Output = Result<T, MessageStoreError>>,
-    ) -> Result<T, MessageStoreError> {
-        let start = std::time::Instant::now();
-        let r = f.await;
-        let result = if r.is_ok() { "ok" } else { "error" };
-        self.hist
-            .get_or_create(&StoreOpLabels { op, result })
-            .observe(start.elapsed().as_secs_f64());
-        r
-    }
-}
-
-#[async_trait::async_trait]
-impl MessageStore for TimedStore {
-    async fn create(&self, rec: &MessageRecord) -> Result<CreateOutcome, MessageStoreError> {
-        self.time("create", self.inner.create(rec)).await
-    }
-    async fn get(&self, message_id: &str) -> Result<Option<MessageRecord>, MessageStoreError> {
-        self.time("get", self.inner.get(message_id)).await
-    }
-    async fn by_transaction(
-        &self,
-        app_id: &str,
-        transaction_id: &str,
-    ) -> Result<Option<MessageRecord>, MessageStoreError> {
-        self.time(
-            "by_transaction",
-            self.inner.by_transaction(app_id, transaction_id),
-        )
-        .await
-    }
-    async fn record_submit(&self, s: &SubmitUpdate) -> Result<MessageRecord, MessageStoreError> {
-        self.time("record_submit", self.inner.record_submit(s))
-            .await
-    }
-    async fn apply_receipt(&self, r: &ReceiptUpdate) -> Result<ReceiptOutcome, MessageStoreError> {
-        self.time("apply_receipt", self.inner.apply_receipt(r))
-            .await
-    }
-    async fn record_submit_change(
-        &self,
-        s: &SubmitUpdate,
-    ) -> Result<smsgw_core::messages::StatusChange, MessageStoreError> {
-        self.time("record_submit", self.inner.record_submit_change(s))
-            .await
-    }
-    async fn apply_receipt_change(
-        &self,
-        r: &ReceiptUpdate,
-    ) -> Result<smsgw_core::messages::ReceiptChange, MessageStoreError> {
-        self.time("apply_receipt", self.inner.apply_receipt_change(r))
-            .await
-    }
-    async fn claim_stale_accepted(
-        &self,
-        req: &ClaimRequest,
-    ) -> Result<Vec<MessageRecord>, MessageStoreError> {
-        self.time("claim_stale_accepted", self.inner.claim_stale_accepted(req))
-            .await
-    }
-    async fn purge_expired(&self) -> Result<u64, MessageStoreError> {
-        self.time("purge_expired", self.inner.purge_expired()).await
     }
 }
 

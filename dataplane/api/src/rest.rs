@@ -515,7 +515,7 @@ async fn send_handler(
     headers: http::HeaderMap,
     JsonBody(req): JsonBody<crate::send::SendRequest>,
 ) -> Result<Json<crate::send::SendResponse>, ApiError> {
-    let trace = crate::trace::RequestTrace::from_headers("POST /api/v1/sms/send", &headers);
+    let trace = crate::trace::from_headers("POST /api/v1/sms/send", &headers);
     crate::send::send(&state, &caller, req, trace)
         .await
         .map(Json)
@@ -590,7 +590,7 @@ async fn reload_blacklist(
     security(("admin_key" = []), ("bearer" = [], "app_id" = [])))]
 async fn admin_stats(State(state): State<ApiState>) -> Json<crate::stats::StatsView> {
     let mut v = state.messages.stats.view();
-    v.limiter = state.limiter.status().into();
+    v.limiter = state.messages.limiter().status().into();
     Json(v)
 }
 
@@ -649,7 +649,7 @@ struct LinkList {
     security(("bearer" = [], "app_id" = [])))]
 async fn list_links(State(state): State<ApiState>) -> Json<LinkList> {
     Json(LinkList {
-        links: state.links.links(),
+        links: state.messages.links().links(),
     })
 }
 
@@ -671,7 +671,8 @@ async fn get_link(
     Path(name): Path<String>,
 ) -> Result<Json<smsgw_core::links::LinkView>, ApiError> {
     state
-        .links
+        .messages
+        .links()
         .link(&name)
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no link named {name:?}")))

@@ -5,10 +5,7 @@ use serde::{Deserialize, Serialize};
 use smsgw_crds::Snapshot;
 use smsgw_text::{Concat, Split, TextOptions, count, split_on_air};
 
-/// Longest text, in characters, the API analyses or sends. A 255-part
-/// message holds at most 39,015 GSM septets; this leaves room for
-/// `message_payload` links while refusing absurd inputs early.
-pub const MAX_MESSAGE_CHARS: usize = 65_535;
+pub use smsgw_messaging::text::MAX_MESSAGE_CHARS;
 
 /// `POST /api/v1/sms/check-text-len` body.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -102,35 +99,13 @@ impl CheckTextLenResponse {
 
 /// Checks that a message is present, not empty and not absurdly long.
 pub fn validate_message(message: Option<&str>) -> Result<&str, ApiError> {
-    let m = message.ok_or(ApiError::InvalidField {
-        field: "message",
-        reason: "is required".into(),
-    })?;
-    if m.is_empty() {
-        return Err(ApiError::InvalidField {
-            field: "message",
-            reason: "must not be empty".into(),
-        });
-    }
-    // Cheap upper bound first: bytes >= characters.
-    if m.len() > MAX_MESSAGE_CHARS && m.chars().count() > MAX_MESSAGE_CHARS {
-        return Err(ApiError::InvalidField {
-            field: "message",
-            reason: format!("longer than {MAX_MESSAGE_CHARS} characters"),
-        });
-    }
-    Ok(m)
+    Ok(smsgw_messaging::text::validate_message(message)?)
 }
 
 /// Text options for an optional target name: the target's encoding rules,
 /// or the gateway defaults when no target is named.
 pub fn options_for(config: &Snapshot, esme: Option<&str>) -> Result<TextOptions, ApiError> {
-    match esme.filter(|e| !e.is_empty()) {
-        None => Ok(TextOptions::default()),
-        Some(name) => config
-            .text_options(name)
-            .ok_or_else(|| ApiError::UnknownTarget(name.to_owned())),
-    }
+    Ok(smsgw_messaging::text::options_for(config, esme)?)
 }
 
 /// Analyses `message` under the rules of `esme` (or the defaults).

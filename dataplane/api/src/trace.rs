@@ -1,60 +1,12 @@
-//! OpenTelemetry traces of the message lifecycle.
-//!
-//! Off unless the gateway [`install`]s a tracer (`--otlp-endpoint`): then
-//! every span helper here is one `OnceLock` load that finds nothing, and
-//! no span is built. What always happens is cheap: a client's W3C
-//! `traceparent` (and `tracestate`) header or gRPC metadata entry is read
-//! and kept in the message record, so the state-change log lines carry the
-//! client's trace id and a gateway that does export can join the trace.
-//!
-//! Spans of one message (names as exported):
-//!
-//! - the API call: `POST /api/v1/sms/send`, `sms.v1.SmsService/SendMessage`,
-//!   or one `sms.v1.SmsService/SendMessageStream` span per streamed
-//!   message (kind server), a child of the client's context;
-//!   - `smsgw.rate_limit`, `smsgw.contact_policy` (when a strategy is
-//!     named) and `smsgw.persist` below it;
-//! - `smsgw.submit` (kind client): the SMPP submission, a child of the API
-//!   span (from the context stored in the record, so a sweeper on another
-//!   pod joins the same trace), with one `smpp.submit_sm` span per segment;
-//! - `smsgw.receipt` (kind consumer): a delivery receipt applied, a child
-//!   of the context stored in the record, on whichever pod received it.
+//! The transports' side of message traces: a client's W3C context read
+//! from HTTP headers or gRPC metadata. The spans themselves are made by
+//! [`smsgw_messaging::trace`], re-exported here.
 
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{
-    Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
-};
-use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
-use smsgw_core::messages::MessageRecord;
-use std::collections::HashMap;
-use std::sync::OnceLock;
-use std::time::SystemTime;
+pub use smsgw_messaging::trace::*;
 
-pub use opentelemetry_sdk::trace::Span;
+use opentelemetry::Context;
 
-static TRACER: OnceLock<SdkTracer> = OnceLock::new();
-
-/// Name of the tracer (the instrumentation scope of every span).
-pub const SCOPE: &str = "smsgw";
-
-/// Turns span export on for this process, with a tracer of `provider`;
-/// false when it was on already.
-pub fn install(provider: &SdkTracerProvider) -> bool {
-    TRACER.set(provider.tracer(SCOPE)).is_ok()
-}
-
-fn tracer() -> Option<&'static SdkTracer> {
-    TRACER.get()
-}
-
-/// True while spans are exported.
-pub fn enabled() -> bool {
-    tracer().is_some()
-}
-
-/// Reads `traceparent`/`tracestate` from HTTP headers or gRPC metadata.
+/// Reads `traceparent`/`tracestate` from HTTP headers.
 struct Headers<'a>(&'a http::HeaderMap);
 
 impl Extractor for Headers<'_> {
@@ -66,6 +18,7 @@ impl Extractor for Headers<'_> {
     }
 }
 
+/// Reads `traceparent`/`tracestate` from gRPC metadata.
 struct Metadata<'a>(&'a tonic::metadata::MetadataMap);
 
 impl Extractor for Metadata<'_> {
@@ -83,220 +36,21 @@ impl Extractor for Metadata<'_> {
     }
 }
 
-/// A stored `traceparent` and `tracestate`.
-struct Stored<'a>(&'a str, Option<&'a str>);
-
-impl Extractor for Stored<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        match key {
-            "traceparent" => Some(self.0),
-            "tracestate" => self.1,
-            _ => None,
-        }
-    }
-    fn keys(&self) -> Vec<&str> {
-        vec!["traceparent", "tracestate"]
-    }
+/// The trace of a request, below the client's context from HTTP headers.
+pub fn from_headers(name: &'static str, headers: &http::HeaderMap) -> RequestTrace {
+    RequestTrace::from_carrier(name, &Headers(headers))
 }
 
-/// The client's context: empty (no allocation) without a `traceparent`.
-fn extract(ex: &dyn Extractor) -> Context {
-    if ex.get("traceparent").is_none() {
-        return Context::new();
-    }
-    TraceContextPropagator::new().extract_with_context(&Context::new(), ex)
+/// The client's context from gRPC metadata, without a span: a stream
+/// reads it once and starts one span per message with
+/// [`RequestTrace::child_of`].
+pub fn client_context(metadata: &tonic::metadata::MetadataMap) -> Context {
+    extract(&Metadata(metadata))
 }
 
-/// The context stored in a message record (see [`RequestTrace::carrier`]).
-fn stored(rec: &MessageRecord) -> Option<Context> {
-    let tp = rec.traceparent.as_deref()?;
-    let cx = extract(&Stored(tp, rec.tracestate.as_deref()));
-    cx.span().span_context().is_valid().then_some(cx)
-}
-
-/// The trace of one API request that sends a message: the client's
-/// context and, while spans are exported, the request's server span.
-pub struct RequestTrace {
-    cx: Context,
-}
-
-impl RequestTrace {
-    /// No client context (internal callers, tests); a root span when
-    /// exporting.
-    pub fn new(name: &'static str) -> Self {
-        Self::start(name, Context::new())
-    }
-
-    /// The client's context from HTTP headers.
-    pub fn from_headers(name: &'static str, headers: &http::HeaderMap) -> Self {
-        Self::start(name, extract(&Headers(headers)))
-    }
-
-    /// The client's context from gRPC metadata, without a span: a stream
-    /// reads it once and starts one span per message with [`Self::child_of`].
-    pub fn client_context(metadata: &tonic::metadata::MetadataMap) -> Context {
-        extract(&Metadata(metadata))
-    }
-
-    /// The client's context from gRPC metadata.
-    pub fn from_metadata(name: &'static str, metadata: &tonic::metadata::MetadataMap) -> Self {
-        Self::start(name, Self::client_context(metadata))
-    }
-
-    /// A request span below an already extracted client context.
-    pub fn child_of(name: &'static str, client: &Context) -> Self {
-        Self::start(name, client.clone())
-    }
-
-    fn start(name: &'static str, parent: Context) -> Self {
-        match tracer() {
-            None => Self { cx: parent },
-            Some(t) => {
-                let span = t
-                    .span_builder(name)
-                    .with_kind(SpanKind::Server)
-                    .start_with_context(t, &parent);
-                Self {
-                    cx: parent.with_span(span),
-                }
-            }
-        }
-    }
-
-    /// The trace id (32 hex digits), empty without a trace.
-    pub fn trace_id(&self) -> String {
-        let sc = self.cx.span().span_context().clone();
-        if sc.is_valid() {
-            sc.trace_id().to_string()
-        } else {
-            String::new()
-        }
-    }
-
-    /// What a message record keeps: `(traceparent, tracestate)` of the
-    /// request span (or of the client when not exporting); `None` without
-    /// a trace.
-    pub fn carrier(&self) -> (Option<String>, Option<String>) {
-        if !self.cx.span().span_context().is_valid() {
-            return (None, None);
-        }
-        let mut out = HashMap::new();
-        TraceContextPropagator::new().inject_context(&self.cx, &mut out);
-        let state = out.remove("tracestate").filter(|s| !s.is_empty());
-        (out.remove("traceparent"), state)
-    }
-
-    /// A step of the request (`smsgw.persist`, …), ended when dropped;
-    /// `None` when not exporting.
-    pub fn step(&self, name: &'static str) -> Option<Span> {
-        let t = tracer()?;
-        Some(t.start_with_context(name, &self.cx))
-    }
-
-    /// Sets an attribute of the request span.
-    pub fn set(&self, kv: KeyValue) {
-        if enabled() {
-            self.cx.span().set_attribute(kv);
-        }
-    }
-
-    /// Ends the request span with its outcome: an error code (and HTTP
-    /// status) marks it failed.
-    pub fn finish(self, error: Option<(&'static str, u16)>) {
-        if !enabled() {
-            return;
-        }
-        let span = self.cx.span();
-        if let Some((code, status)) = error {
-            span.set_attribute(KeyValue::new("smsgw.error_code", code));
-            span.set_attribute(KeyValue::new(
-                "http.response.status_code",
-                i64::from(status),
-            ));
-            span.set_status(Status::error(code));
-        }
-        span.end();
-    }
-}
-
-/// The span of a message's SMPP submission, and its start time (each
-/// segment's span starts with it).
-pub struct SubmitSpan {
-    cx: Context,
-    start: SystemTime,
-}
-
-impl SubmitSpan {
-    /// Starts `smsgw.submit` below the record's stored context; `None`
-    /// when not exporting.
-    pub fn start(rec: &MessageRecord) -> Option<Self> {
-        let t = tracer()?;
-        let parent = stored(rec).unwrap_or_default();
-        let start = SystemTime::now();
-        let span = t
-            .span_builder("smsgw.submit")
-            .with_kind(SpanKind::Client)
-            .with_start_time(start)
-            .with_attributes([
-                KeyValue::new("smsgw.message_id", rec.message_id.clone()),
-                KeyValue::new("smsgw.target", rec.target.name().to_owned()),
-                KeyValue::new("smsgw.segments", rec.segments.len() as i64),
-            ])
-            .start_with_context(t, &parent);
-        Some(Self {
-            cx: parent.with_span(span),
-            start,
-        })
-    }
-
-    /// Records one segment's `submit_sm` outcome as a child span
-    /// (`smpp.submit_sm`) from the submission's start to now.
-    pub fn segment(&self, seq: u16, outcome: &str, attrs: Vec<KeyValue>) {
-        let Some(t) = tracer() else { return };
-        let mut span = t
-            .span_builder("smpp.submit_sm")
-            .with_kind(SpanKind::Client)
-            .with_start_time(self.start)
-            .start_with_context(t, &self.cx);
-        span.set_attribute(KeyValue::new("smsgw.segment", i64::from(seq) + 1));
-        span.set_attribute(KeyValue::new("smpp.outcome", outcome.to_owned()));
-        for kv in attrs {
-            span.set_attribute(kv);
-        }
-        if outcome != "accepted" {
-            span.set_status(Status::error(outcome.to_owned()));
-        }
-        span.end();
-    }
-
-    /// Ends the submission span, naming the link that carried it (or why
-    /// nothing was sent).
-    pub fn finish(self, link: Option<&str>, error: Option<&str>) {
-        let span = self.cx.span();
-        if let Some(l) = link {
-            span.set_attribute(KeyValue::new("smsgw.link", l.to_owned()));
-        }
-        if let Some(e) = error {
-            span.set_status(Status::error(e.to_owned()));
-        }
-        span.end();
-    }
-}
-
-/// Records a delivery receipt applied to `rec` as `smsgw.receipt`, a
-/// child of the record's stored context, from `start` to now. Nothing
-/// when not exporting or when the record carries no context.
-pub fn receipt(rec: &MessageRecord, start: SystemTime, attrs: Vec<KeyValue>) {
-    let Some(t) = tracer() else { return };
-    let Some(parent) = stored(rec) else { return };
-    let mut span = t
-        .span_builder("smsgw.receipt")
-        .with_kind(SpanKind::Consumer)
-        .with_start_time(start)
-        .with_attributes(attrs)
-        .start_with_context(t, &parent);
-    span.set_attribute(KeyValue::new("smsgw.message_id", rec.message_id.clone()));
-    span.end();
+/// The trace of a request, below the client's context from gRPC metadata.
+pub fn from_metadata(name: &'static str, metadata: &tonic::metadata::MetadataMap) -> RequestTrace {
+    RequestTrace::from_carrier(name, &Metadata(metadata))
 }
 
 #[cfg(test)]
@@ -315,7 +69,7 @@ mod tests {
     #[test]
     fn without_export_the_clients_context_is_kept_as_is() {
         // No tracer is installed in this test binary.
-        let t = RequestTrace::from_headers("x", &headers(TP));
+        let t = from_headers("x", &headers(TP));
         assert_eq!(t.trace_id(), "0af7651916cd43dd8448eb211c80319c");
         assert_eq!(
             t.carrier(),
@@ -326,10 +80,10 @@ mod tests {
 
     #[test]
     fn no_or_malformed_traceparent_means_no_trace() {
-        let t = RequestTrace::from_headers("x", &http::HeaderMap::new());
+        let t = from_headers("x", &http::HeaderMap::new());
         assert_eq!(t.trace_id(), "");
         assert_eq!(t.carrier(), (None, None));
-        let t = RequestTrace::from_headers("x", &headers("00-zz-yy-01"));
+        let t = from_headers("x", &headers("00-zz-yy-01"));
         assert_eq!(t.carrier(), (None, None));
     }
 }

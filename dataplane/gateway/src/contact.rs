@@ -7,7 +7,6 @@ use crate::cli::{GatewayArgs, McpFailMode, PolicyEngineKind};
 use anyhow::{Context, bail};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
-use smsgw_api::ApiState;
 use smsgw_contact::{
     FailMode, InProcessBlacklists, InProcessEngine, McpClient, McpConfig, McpStats,
     RedisBlacklists, RedisEngine, SharedPolicies,
@@ -32,11 +31,9 @@ impl Contact {
     /// Registers `smsgw_mcp_*` with the API's metrics: always, so the
     /// series exist (at zero) whatever the engine, and dashboards and
     /// alerts need no special case.
-    pub(crate) fn register_metrics(&self, state: &ApiState) {
+    pub(crate) fn register_metrics(&self, metrics: &smsgw_api::metrics::Metrics) {
         let collector = McpMetrics(self.mcp.clone());
-        state
-            .metrics
-            .with_registry(|r| r.register_collector(Box::new(collector)));
+        metrics.with_registry(|r| r.register_collector(Box::new(collector)));
     }
 }
 

@@ -13,14 +13,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use smsgw_api::ApiState;
-use smsgw_api::lifecycle::Lifecycle;
-use smsgw_api::metrics::StoreOpLabels;
 use smsgw_archive::{
     ArchiveError, BlacklistImporter, BlacklistSource, ByteStream, EventKind, Journal,
     JournalConfig, JournalStats, JournalTask, LoadOptions, LocalStore, ObjectStore, S3Config,
     S3Store,
 };
 use smsgw_core::policy::BlacklistSink;
+use smsgw_messaging::lifecycle::Lifecycle;
+use smsgw_messaging::metrics::StoreOpLabels;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -252,7 +252,7 @@ fn record(journal: &Journal, ev: &Lifecycle<'_>) {
             message_id: record.map(|r| r.message_id.clone()),
             link: update.link.clone(),
             smsc_message_id: update.smsc_message_id.clone(),
-            state: smsgw_api::send::receipt_name(update.state).to_owned(),
+            state: smsgw_messaging::views::receipt_name(update.state).to_owned(),
         },
         _ => return,
     };

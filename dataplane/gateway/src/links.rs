@@ -393,7 +393,16 @@ async fn consume_events(
                         link: m.link.clone(),
                     })
                     .inc();
-                route_mo(&state, &state.config.load(), m).await;
+                messages
+                    .on_mobile_originated(smsgw_messaging::MobileOriginated {
+                        link: m.link,
+                        source: m.source.addr,
+                        destination: m.destination.addr,
+                        data_coding: m.data_coding,
+                        payload: m.payload.to_vec(),
+                        text: m.text,
+                    })
+                    .await;
             }
             LinkEvent::LateResponse {
                 link,
@@ -427,61 +436,6 @@ async fn consume_events(
     }
     // Let in-flight receipt updates finish before shutdown completes.
     let _ = inflight.acquire_many(4096).await;
-}
-
-/// Delivers a mobile-originated message to the app owning its destination
-/// address (a User's `sourceAddresses`), decoded to text. A text that
-/// cannot be read (a national language without tables here, a malformed
-/// header) reaches the app as the reason and the raw user data, never as
-/// a guess; a data_coding the gateway does not know is passed as UTF-8
-/// (lossy), as before.
-async fn route_mo(state: &smsgw_api::ApiState, snap: &Snapshot, m: smsgw_smpp::MobileOriginated) {
-    let (text, text_error) = match &m.text {
-        Ok(t) => (t.clone(), None),
-        Err(smsgw_text::TextError::UnsupportedDataCoding { .. }) => {
-            (String::from_utf8_lossy(&m.payload).into_owned(), None)
-        }
-        Err(e) => {
-            tracing::info!(link = %m.link, error = %e, "mobile-originated text cannot be decoded");
-            (String::new(), Some(e.to_string()))
-        }
-    };
-    let undecoded_payload = text_error.is_some().then(|| {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode(&m.payload)
-    });
-    let dest = m.destination.addr.trim_start_matches('+');
-    let owner = snap.users.values().find(|u| {
-        u.source_addresses
-            .iter()
-            .any(|a| a.trim_start_matches('+') == dest)
-    });
-    let Some(owner) = owner else {
-        tracing::info!(link = %m.link, "mobile-originated message to an address no app owns");
-        return;
-    };
-    let app_id = match state.auth.store().by_email(&owner.email).await {
-        Ok(Some(u)) => u.app_id,
-        Ok(None) => return,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot look up the owner of a mobile-originated message");
-            return;
-        }
-    };
-    tracing::info!(link = %m.link, %app_id, "mobile-originated message delivered to its app");
-    state
-        .messages
-        .publish(smsgw_api::send::AppEvent::MobileOriginated {
-            app_id,
-            link: m.link,
-            source: m.source.addr,
-            destination: m.destination.addr,
-            message: text,
-            at_ms: unix_now_ms(),
-            text_error,
-            undecoded_payload,
-            data_coding: m.data_coding,
-        });
 }
 
 fn receipt_state(s: smsgw_smpp::DeliveryState) -> ReceiptState {

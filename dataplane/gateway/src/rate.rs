@@ -37,10 +37,10 @@ impl Limiting {
     pub(crate) async fn build(
         args: &RateLimitArgs,
         pod: &str,
-        state: &ApiState,
+        registry: &smsgw_api::metrics::Metrics,
     ) -> anyhow::Result<Limiting> {
         let metrics = LimiterMetrics::new();
-        state.metrics.with_registry(|r| metrics.register(r));
+        registry.with_registry(|r| metrics.register(r));
         let pod_cap = match args.pod_rate {
             None => None,
             Some(rate) if rate.is_finite() && rate > 0.0 => Some(RateLimit::new(

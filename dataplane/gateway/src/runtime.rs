@@ -12,6 +12,7 @@ use smsgw_api::auth::{Auth, AuthConfig};
 use smsgw_core::messages::MessageStore;
 use smsgw_core::users::UserStore;
 use smsgw_crds::Snapshot;
+use smsgw_messaging::Messaging;
 use smsgw_store::{EmbeddedUserStore, RedisConfig, RedisUserStore};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -145,9 +146,10 @@ impl Gateway {
                     .context("cannot open the embedded user store")?,
             ),
         };
-        let auth = Auth::new(auth, store);
+        let auth = Auth::new(auth, store.clone());
         let messages = message_store(args).await?;
         let empty = smsgw_crds::compile(&[]).map_err(|_| anyhow::anyhow!("empty snapshot"))?;
+        let config = Arc::new(arc_swap::ArcSwap::from_pointee(empty));
         let links = Arc::new(LinkSet::default());
         // In Kubernetes the pod name (downward API); else host and process,
         // so gateways sharing one machine are still told apart.
@@ -157,28 +159,28 @@ impl Gateway {
             format!("{host}-{}", std::process::id())
         });
         let telemetry = crate::telemetry::start(&args.telemetry, &pod)?;
+        let metrics = smsgw_api::metrics::Metrics::new();
         // Contact policies: the engine of --policy-engine over the policies of each snapshot.
         let policies: smsgw_contact::SharedPolicies = Arc::default();
         let contact = crate::contact::build(args, policies.clone()).await?;
         private_files(&args.data_dir)?;
-        let state = ApiState::new(empty, auth, smsgw_api::send::Messages::new(messages))
+        contact.register_metrics(&metrics);
+        let rate = Arc::new(crate::rate::Limiting::build(&args.rate, &pod, &metrics).await?);
+        let messaging = Messaging::builder(messages, store, config)
+            .links(links.clone())
+            .policy(contact.engine.clone())
+            .limiter(rate.limiter.clone())
+            .build();
+        messaging.stats.set_per_app_series(args.metrics_per_app);
+        let mut state = ApiState::new(metrics, auth, Arc::new(messaging))
             .with_webhook_allow_private(args.webhook_allow_private)
             .with_max_streams_per_user(args.max_streams_per_user)
-            .with_links(links.clone())
-            .with_policy(contact.engine.clone())
             .with_data_dir(args.data_dir.clone());
-        state
-            .messages
-            .stats
-            .set_per_app_series(args.metrics_per_app);
         if args.webhook_allow_private {
             tracing::warn!(
                 "--webhook-allow-private: webhooks may reach private and loopback addresses"
             );
         }
-        contact.register_metrics(&state);
-        let rate = Arc::new(crate::rate::Limiting::build(&args.rate, &pod, &state).await?);
-        let mut state = state.with_limiter(rate.limiter.clone());
         state
             .ready
             .store(false, std::sync::atomic::Ordering::Release);
@@ -323,31 +325,7 @@ pub(crate) async fn sweeper(
     after: std::time::Duration,
     cancel: CancellationToken,
 ) {
-    let every = (after / 3).clamp(
-        std::time::Duration::from_millis(200),
-        std::time::Duration::from_secs(10),
-    );
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = cancel.cancelled() => return,
-        }
-        match smsgw_api::send::sweep(&state, &pod, after, 256).await {
-            // A full batch: there may be more; go again at once.
-            Ok(256) => {
-                tick.reset_immediately();
-                tracing::info!(claimed = 256, "sweeper submitted stale messages");
-            }
-            Ok(0) => {}
-            Ok(n) => tracing::info!(claimed = n, "sweeper submitted stale messages"),
-            Err(e) => tracing::warn!(error = %e, "sweep failed"),
-        }
-        if let Err(e) = state.messages.store().purge_expired().await {
-            tracing::warn!(error = %e, "purging expired messages failed");
-        }
-    }
+    state.messages.run_sweeper(pod, after, cancel).await;
 }
 
 async fn message_store(args: &GatewayArgs) -> anyhow::Result<Arc<dyn MessageStore>> {

@@ -1,5 +1,5 @@
 //! OpenTelemetry span export over OTLP/gRPC (`--otlp-endpoint`), off by
-//! default. The spans themselves are made by `smsgw_api::trace`.
+//! default. The spans themselves are made by `smsgw_messaging::trace`.
 
 use anyhow::Context as _;
 use opentelemetry_otlp::WithExportConfig as _;
@@ -56,7 +56,7 @@ pub(crate) fn start(args: &TelemetryArgs, pod: &str) -> anyhow::Result<Option<Te
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build();
-    smsgw_api::trace::install(&provider);
+    smsgw_messaging::trace::install(&provider);
     tracing::info!(%endpoint, "exporting spans over OTLP");
     Ok(Some(Telemetry { provider }))
 }

@@ -43,7 +43,7 @@ for q = 1, nreq do
         local T = 1000000 / s.r
         local inc = cost * T
         local tau = math.max(math.max(s.b, 1) * T, inc)
-        local at = math.max(s.t, now) + inc - tau
+        local at = math.max(s.t, now) + (inc - tau)
         if at > allow_at then
           allow_at = at
           limiting = j

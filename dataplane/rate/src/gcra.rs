@@ -49,7 +49,11 @@ impl Bucket {
         };
         match interval_and_tolerance(limit, cost) {
             None => Earliest::Never,
-            Some((t, tau)) => Earliest::At(self.tat.max(now) + f64::from(cost) * t - tau),
+            // `inc - tau` first: it is exactly 0 when the request takes the
+            // whole bucket, so a full bucket answers exactly `now` (summed
+            // left to right, `now + inc - tau` may round just past `now`
+            // and refuse a request the bucket holds).
+            Some((t, tau)) => Earliest::At(self.tat.max(now) + (f64::from(cost) * t - tau)),
         }
     }
 
@@ -105,6 +109,18 @@ mod tests {
     fn a_full_bucket_should_give_exactly_its_burst() {
         let mut b = bucket(500.0, 50);
         assert_eq!(drain(&mut b, 1e6), 50);
+    }
+
+    #[test]
+    fn a_full_bucket_of_one_should_pass_one_request_at_any_time() {
+        for i in 0..10_000u32 {
+            let now = f64::from(i) * 1_234.567_89;
+            let b = bucket(1.0, 1);
+            assert!(
+                matches!(b.earliest(now, 1), Earliest::At(at) if at <= now),
+                "refused at {now}"
+            );
+        }
     }
 
     #[test]

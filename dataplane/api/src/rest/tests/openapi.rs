@@ -273,7 +273,7 @@ async fn the_schemas_match_what_the_handlers_answer() {
         message_id: "m1".into(),
         transaction_id: "t1".into(),
         segments: 1,
-        status: "accepted".into(),
+        status: smsgw_core::messages::MessageStatus::Accepted,
         link: None,
         segment_info: vec![segment.clone()],
         duplicate: false,
@@ -303,7 +303,7 @@ async fn the_schemas_match_what_the_handlers_answer() {
         app_id: "a".into(),
         message_id: "m1".into(),
         transaction_id: "t1".into(),
-        status: "delivered".into(),
+        status: smsgw_core::messages::MessageStatus::Delivered,
         at_ms: 2,
     };
     assert_matches(&doc, "AppEvent", &serde_json::to_value(&event).unwrap());

@@ -21,7 +21,8 @@ use std::time::Instant;
 pub const MAX_CAMPAIGNS: usize = 10_000;
 
 /// Counters of one link, pool or app.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Counters {
     /// Messages submitted (at least one segment accepted by the SMSC).
     pub submitted: u64,
@@ -36,7 +37,8 @@ pub struct Counters {
 }
 
 /// Every counter, as the admin API shows it.
-#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatsView {
     /// Seconds the counters cover.
     pub uptime_secs: f64,
@@ -51,7 +53,8 @@ pub struct StatsView {
 }
 
 /// The rate limiter as the admin statistics show it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LimiterView {
     /// `in_process`, `shared`, `fail_open` or `fail_closed`.
     pub mode: String,
@@ -106,7 +109,8 @@ pub struct LinkLabels {
 }
 
 /// Counters of one campaign (`task_id`) of one app.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CampaignCounters {
     /// The campaign's `task_id`.
     pub task_id: String,

@@ -1,5 +1,5 @@
 //! Every state change of a message, for an observer such as the gateway's
-//! S3 journal. Unlike the [`crate::send::AppEvent`] broadcast (which a slow
+//! S3 journal. Unlike the [`crate::AppEvent`] broadcast (which a slow
 //! subscriber may lag behind and lose), the observer is called in line,
 //! once per event, and must not block.
 

@@ -1,0 +1,39 @@
+//! The life of a message, over the core traits and nothing else: no
+//! transport, no SMPP, no store backend.
+//!
+//! ```text
+//! SendRequest ─normalize─▶ accept (target, addresses, text, rate limits,
+//!     contact policy, persist) ─▶ submit (LinkControl, retried, then the
+//!     sweeper) ─▶ receipts / late responses ─▶ AppEvent (WatchEvents,
+//!     webhooks) + Lifecycle (journal)
+//! ```
+//!
+//! [`Messaging`] holds what the stages need (a `MessageStore`, a
+//! `UserStore`, a `RateLimiter`, an optional `PolicyEngine`, the gateway's
+//! `LinkControl` and the configuration in force). The REST and gRPC
+//! servers (`smsgw-api`) authenticate, call it, and turn its
+//! [`MessagingError`]s into HTTP codes and gRPC statuses; the gateway feeds
+//! it what the links receive.
+#![warn(missing_docs)]
+
+mod accept;
+mod error;
+pub mod lifecycle;
+pub mod metrics;
+mod receipts;
+pub mod request;
+mod service;
+pub mod stats;
+mod submit;
+pub mod text;
+pub mod trace;
+pub mod views;
+
+pub use error::MessagingError;
+pub use receipts::MobileOriginated;
+pub use request::SendRequest;
+pub use service::{
+    DEFAULT_SUBMIT_RETRY, MESSAGE_LOG, Messaging, MessagingBuilder, Sender, Unlimited,
+};
+pub use submit::SWEEP_BATCH;
+pub use views::{AppEvent, MessageView, SegmentView, SendResponse, Viewer};

@@ -1,0 +1,203 @@
+//! What comes back from the SMSCs: delivery receipts, submit_sm_resp that
+//! arrive after their timeout, and mobile-originated messages.
+
+use crate::MessagingError;
+use crate::lifecycle::Lifecycle;
+use crate::service::Messaging;
+use crate::views::{AppEvent, receipt_name, status_name};
+use smsgw_core::messages::{
+    ReceiptOutcome, ReceiptUpdate, SubmitStatus, SubmitUpdate, unix_now_ms,
+};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a segment with an unknown outcome waits for a late answer.
+const LATE_WINDOW: Duration = Duration::from_secs(600);
+
+/// Entries kept before old ones are dropped from the late-answer map.
+const LATE_ENTRIES: usize = 10_000;
+
+/// (link, session, sequence number) of a submit_sm awaiting a late answer.
+pub(crate) type PendingKey = (String, u32, u32);
+
+/// A mobile-originated message as a link received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MobileOriginated {
+    /// Link it arrived on.
+    pub link: String,
+    /// Sender's address.
+    pub source: String,
+    /// Recipient's address (one of an app's `sourceAddresses`).
+    pub destination: String,
+    /// SMPP data_coding of `payload`.
+    pub data_coding: u8,
+    /// The user data (the parts' payloads after their headers, in order).
+    pub payload: Vec<u8>,
+    /// The text as the link decoded it, or why it cannot be read.
+    pub text: Result<String, smsgw_text::TextError>,
+}
+
+impl Messaging {
+    /// Applies a delivery receipt; unknown ids are parked by the store and
+    /// counted, never an error for the caller.
+    pub async fn on_receipt(&self, r: ReceiptUpdate) -> Result<ReceiptOutcome, MessagingError> {
+        let started = crate::trace::enabled().then(std::time::SystemTime::now);
+        let change = self
+            .store
+            .apply_receipt_change(&r)
+            .await
+            .map_err(|e| MessagingError::Internal(e.to_string()))?;
+        let out = &change.outcome;
+        self.observe(Lifecycle::Receipt {
+            update: &r,
+            record: match out {
+                ReceiptOutcome::Applied(rec) | ReceiptOutcome::Duplicate(rec) => Some(rec),
+                ReceiptOutcome::Parked | ReceiptOutcome::Orphaned => None,
+            },
+        });
+        if let (Some(start), ReceiptOutcome::Applied(rec) | ReceiptOutcome::Duplicate(rec)) =
+            (started, out)
+        {
+            use opentelemetry::KeyValue;
+            crate::trace::receipt(
+                rec,
+                start,
+                vec![
+                    KeyValue::new("smsgw.link", r.link.clone()),
+                    KeyValue::new("smpp.smsc_message_id", r.smsc_message_id.clone()),
+                    KeyValue::new("smpp.receipt_state", receipt_name(r.state)),
+                    KeyValue::new("smsgw.status", status_name(rec.status)),
+                    KeyValue::new(
+                        "smsgw.duplicate",
+                        matches!(out, ReceiptOutcome::Duplicate(_)),
+                    ),
+                ],
+            );
+        }
+        if let (ReceiptOutcome::Applied(rec), Some(before)) = (out, change.before) {
+            if rec.link.as_deref() == Some(r.link.as_str())
+                && let Some(seg) = rec
+                    .segments
+                    .iter()
+                    .find(|s| s.smsc_message_id.as_deref() == Some(r.smsc_message_id.as_str()))
+                && let (Some(sent), Some(at)) = (seg.submitted_at_ms, seg.receipt_at_ms)
+            {
+                self.stats
+                    .receipt_latency(&r.link, Duration::from_millis(at.saturating_sub(sent)));
+            }
+            tracing::debug!(message_id = %rec.message_id, link = %r.link, state = receipt_name(r.state), status = status_name(rec.status), "receipt applied");
+            self.changed(Some(before), rec);
+        }
+        Ok(change.outcome)
+    }
+
+    /// Remembers where a late submit_sm_resp would belong. Entries older
+    /// than [`LATE_WINDOW`] are dropped once the map grows, so segments whose
+    /// answer never comes cannot grow it without bound.
+    pub(crate) fn remember_late(&self, key: PendingKey, value: (String, u16, Instant)) {
+        let mut late = self.late.lock().unwrap_or_else(|p| p.into_inner());
+        if late.len() >= LATE_ENTRIES {
+            late.retain(|_, (_, _, at)| at.elapsed() < LATE_WINDOW);
+        }
+        late.insert(key, value);
+    }
+
+    /// Settles a segment whose submit_sm_resp came after its timeout; false
+    /// when no segment awaits that answer.
+    pub async fn on_late_response(
+        &self,
+        link: &str,
+        session: u32,
+        sequence: u32,
+        command_status: u32,
+        smsc_message_id: Option<String>,
+    ) -> Result<bool, MessagingError> {
+        let key = (link.to_owned(), session, sequence);
+        let Some((message_id, seq, _)) = self
+            .late
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key)
+        else {
+            return Ok(false);
+        };
+        let outcome = match (&smsc_message_id, command_status) {
+            (Some(_), 0) => SubmitStatus::Accepted,
+            _ => SubmitStatus::Rejected { command_status },
+        };
+        let change = self
+            .store
+            .record_submit_change(&SubmitUpdate {
+                message_id,
+                seq,
+                outcome,
+                link: link.to_owned(),
+                smsc_message_id,
+                at_ms: unix_now_ms(),
+            })
+            .await
+            .map_err(|e| MessagingError::Internal(e.to_string()))?;
+        tracing::info!(message_id = %change.record.message_id, link, "late submit_sm_resp settled a segment");
+        self.changed(Some(change.before), &change.record);
+        Ok(true)
+    }
+
+    /// Delivers a mobile-originated message, decoded to text, to the app
+    /// owning its destination address (a User's `sourceAddresses`); returns
+    /// that app's id, `None` when no app owns the address. A text that
+    /// cannot be read (a national language without tables here, a
+    /// malformed header) reaches the app as the reason and the raw user
+    /// data, never as a guess; a data_coding the gateway does not know is
+    /// passed as UTF-8 (lossy).
+    pub async fn on_mobile_originated(&self, m: MobileOriginated) -> Option<String> {
+        let (text, text_error) = match &m.text {
+            Ok(t) => (t.clone(), None),
+            Err(smsgw_text::TextError::UnsupportedDataCoding { .. }) => {
+                (String::from_utf8_lossy(&m.payload).into_owned(), None)
+            }
+            Err(e) => {
+                tracing::info!(link = %m.link, error = %e, "mobile-originated text cannot be decoded");
+                (String::new(), Some(e.to_string()))
+            }
+        };
+        let undecoded_payload = text_error.is_some().then(|| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(&m.payload)
+        });
+        let email = {
+            let snap = self.config.load();
+            let dest = m.destination.trim_start_matches('+');
+            let owner = snap.users.values().find(|u| {
+                u.source_addresses
+                    .iter()
+                    .any(|a| a.trim_start_matches('+') == dest)
+            });
+            let Some(owner) = owner else {
+                tracing::info!(link = %m.link, "mobile-originated message to an address no app owns");
+                return None;
+            };
+            owner.email.clone()
+        };
+        let app_id = match self.users.by_email(&email).await {
+            Ok(Some(u)) => u.app_id,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look up the owner of a mobile-originated message");
+                return None;
+            }
+        };
+        tracing::info!(link = %m.link, %app_id, "mobile-originated message delivered to its app");
+        self.publish(AppEvent::MobileOriginated {
+            app_id: app_id.clone(),
+            link: m.link,
+            source: m.source,
+            destination: m.destination,
+            message: text,
+            at_ms: unix_now_ms(),
+            text_error,
+            undecoded_payload,
+            data_coding: m.data_coding,
+        });
+        Some(app_id)
+    }
+}

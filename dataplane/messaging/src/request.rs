@@ -1,0 +1,260 @@
+//! A send request as either API delivers it, and its normalisation: the
+//! names in it are trimmed once, here, and every later stage works on the
+//! typed result.
+
+use crate::MessagingError;
+use serde::Deserialize;
+use smsgw_core::links::Address;
+
+/// A message to send, from either API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SendRequest {
+    /// Campaign id.
+    #[serde(default)]
+    pub task_id: String,
+    /// Idempotency key; generated when empty.
+    #[serde(default)]
+    pub transaction_id: String,
+    /// Target link or pool.
+    #[cfg_attr(feature = "openapi", schema(required))]
+    #[serde(default)]
+    pub esme: String,
+    /// Source address.
+    #[serde(default, alias = "saddr")]
+    pub source: String,
+    /// Destination address.
+    #[cfg_attr(feature = "openapi", schema(required))]
+    #[serde(default, alias = "daddr")]
+    pub destination: String,
+    /// Text.
+    #[cfg_attr(feature = "openapi", schema(required))]
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Source TON (default 0; 5 for alphanumeric senders).
+    #[serde(default)]
+    pub ston: Option<u8>,
+    /// Source NPI (default 0).
+    #[serde(default)]
+    pub snpi: Option<u8>,
+    /// Destination TON (default: the link's, normally 1).
+    #[serde(default)]
+    pub dton: Option<u8>,
+    /// Destination NPI (default: the link's, normally 1).
+    #[serde(default)]
+    pub dnpi: Option<u8>,
+    /// Contact-policy strategy; empty for none.
+    #[serde(default)]
+    pub strategy: String,
+    /// Answer only once every segment has an SMSC outcome.
+    #[serde(default)]
+    pub wait_for_submit: bool,
+    /// Over the rate limit, wait (up to 5 s) for capacity instead of 429.
+    #[serde(default)]
+    pub wait_for_capacity: bool,
+}
+
+/// Longest transaction id a client may give.
+pub const MAX_TRANSACTION_ID: usize = 128;
+
+/// A [`SendRequest`] with its names trimmed: what every stage after the
+/// transport reads. Values that need the configuration or the sender to be
+/// judged (target, addresses, text) are checked by the accept stage, in a
+/// fixed order, so a request with several faults always gets the same
+/// refusal.
+#[derive(Debug, Clone)]
+pub struct Normalized {
+    /// Target link or pool, trimmed (may be empty: refused as
+    /// `invalid_esme`).
+    pub esme: String,
+    /// Contact-policy strategy, trimmed; `None` when none is named.
+    pub strategy: Option<String>,
+    /// The client's idempotency key, trimmed; `None` when none was given
+    /// (one is generated). Its length is checked by
+    /// [`Normalized::transaction_id`].
+    pub given_transaction_id: Option<String>,
+    /// Campaign id; `None` when empty.
+    pub task_id: Option<String>,
+    /// Source as given.
+    pub source: String,
+    /// Destination as given.
+    pub destination: String,
+    /// Text as given.
+    pub message: Option<String>,
+    /// Source TON/NPI as given.
+    pub source_ton_npi: (Option<u8>, Option<u8>),
+    /// Destination TON/NPI as given.
+    pub destination_ton_npi: (Option<u8>, Option<u8>),
+    /// Answer only once every segment has an SMSC outcome.
+    pub wait_for_submit: bool,
+    /// Over the rate limit, wait for capacity instead of refusing.
+    pub wait_for_capacity: bool,
+}
+
+impl SendRequest {
+    /// Trims the request's names once (see [`Normalized`]).
+    pub fn normalize(self) -> Normalized {
+        let trimmed = |s: String| {
+            let t = s.trim();
+            (!t.is_empty()).then(|| t.to_owned())
+        };
+        Normalized {
+            esme: self.esme.trim().to_owned(),
+            strategy: trimmed(self.strategy),
+            given_transaction_id: trimmed(self.transaction_id),
+            task_id: (!self.task_id.is_empty()).then_some(self.task_id),
+            source: self.source,
+            destination: self.destination,
+            message: self.message,
+            source_ton_npi: (self.ston, self.snpi),
+            destination_ton_npi: (self.dton, self.dnpi),
+            wait_for_submit: self.wait_for_submit,
+            wait_for_capacity: self.wait_for_capacity,
+        }
+    }
+}
+
+impl Normalized {
+    /// The transaction id the message is stored under: the client's (at
+    /// most [`MAX_TRANSACTION_ID`] bytes), or a new UUID.
+    pub fn transaction_id(&self) -> Result<String, MessagingError> {
+        match &self.given_transaction_id {
+            None => Ok(uuid::Uuid::new_v4().to_string()),
+            Some(t) if t.len() > MAX_TRANSACTION_ID => Err(MessagingError::refused(
+                "invalid_transaction_id",
+                "transaction_id: at most 128 characters",
+            )),
+            Some(t) => Ok(t.clone()),
+        }
+    }
+
+    /// The transaction id as given, empty when none was (for logs and the
+    /// journal of a refusal).
+    pub fn given_transaction_id(&self) -> &str {
+        self.given_transaction_id.as_deref().unwrap_or("")
+    }
+}
+
+/// An E.164 destination: 4 to 15 digits after an optional `+` (dropped).
+pub fn validate_destination(d: &str) -> Result<String, MessagingError> {
+    let digits = d.trim().trim_start_matches('+');
+    if digits.is_empty() {
+        return Err(MessagingError::refused(
+            "invalid_destination",
+            "destination: is required",
+        ));
+    }
+    if !digits.bytes().all(|b| b.is_ascii_digit()) || !(4..=15).contains(&digits.len()) {
+        return Err(MessagingError::refused(
+            "invalid_destination",
+            format!("destination: {d:?} is not an E.164 number (4 to 15 digits, optional '+')"),
+        ));
+    }
+    Ok(digits.to_owned())
+}
+
+/// Source address and its TON/NPI: digits (up to 15), or an alphanumeric
+/// sender of up to 11 characters (TON 5, NPI 0 unless given).
+pub fn validate_source(
+    s: &str,
+    ton: Option<u8>,
+    npi: Option<u8>,
+) -> Result<Address, MessagingError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(MessagingError::refused(
+            "invalid_source",
+            "source: is required",
+        ));
+    }
+    let digits = s.trim_start_matches('+');
+    if digits.bytes().all(|b| b.is_ascii_digit()) && !digits.is_empty() {
+        if digits.len() > 15 {
+            return Err(MessagingError::refused(
+                "invalid_source",
+                "source: a numeric sender has at most 15 digits",
+            ));
+        }
+        return Ok(Address {
+            addr: digits.to_owned(),
+            ton: ton.unwrap_or(0),
+            npi: npi.unwrap_or(0),
+        });
+    }
+    if s.chars().count() > 11
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " -_.&".contains(c))
+    {
+        return Err(MessagingError::refused(
+            "invalid_source",
+            format!(
+                "source: {s:?} is neither a number nor an alphanumeric sender of at most 11 characters"
+            ),
+        ));
+    }
+    Ok(Address {
+        addr: s.to_owned(),
+        ton: ton.unwrap_or(5),
+        npi: npi.unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_once_and_blank_ones_are_absent() {
+        let n = SendRequest {
+            esme: "  link-a ".into(),
+            strategy: "   ".into(),
+            transaction_id: " tx-1\t".into(),
+            ..SendRequest::default()
+        }
+        .normalize();
+        assert_eq!(n.esme, "link-a");
+        assert_eq!(n.strategy, None);
+        assert_eq!(n.given_transaction_id(), "tx-1");
+        assert_eq!(n.transaction_id().unwrap(), "tx-1");
+        let n = SendRequest::default().normalize();
+        assert_eq!(n.given_transaction_id(), "");
+        assert_eq!(n.transaction_id().unwrap().len(), 36, "a UUID is generated");
+    }
+
+    #[test]
+    fn an_overlong_transaction_id_is_refused_with_its_code() {
+        let n = SendRequest {
+            transaction_id: "x".repeat(129),
+            ..SendRequest::default()
+        }
+        .normalize();
+        assert_eq!(
+            n.transaction_id().unwrap_err().code(),
+            "invalid_transaction_id"
+        );
+    }
+
+    #[test]
+    fn destinations_and_sources_are_checked_and_normalised() {
+        assert_eq!(validate_destination(" +4917012345 ").unwrap(), "4917012345");
+        for bad in ["", "+", "12", "49170x2345", "1234567890123456"] {
+            assert_eq!(
+                validate_destination(bad).unwrap_err().code(),
+                "invalid_destination",
+                "{bad:?}"
+            );
+        }
+        let a = validate_source("+4917012345", None, None).unwrap();
+        assert_eq!((a.addr.as_str(), a.ton, a.npi), ("4917012345", 0, 0));
+        let a = validate_source("ACME Bank", None, None).unwrap();
+        assert_eq!((a.addr.as_str(), a.ton, a.npi), ("ACME Bank", 5, 0));
+        for bad in ["", "Twelve chars", "bad!", "1234567890123456"] {
+            assert_eq!(
+                validate_source(bad, None, None).unwrap_err().code(),
+                "invalid_source",
+                "{bad:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The message service: what it holds, how it is built, and the state
+//! changes every stage reports through one place ([`Messaging::changed`]).
+
+use crate::lifecycle::{Lifecycle, Observer};
+use crate::metrics::{LifecycleMetrics, TimedStore};
+use crate::stats::{Scope, Stats};
+use crate::trace::RequestTrace;
+use crate::views::{AppEvent, status_name};
+use crate::{MessagingError, SendRequest, SendResponse};
+use arc_swap::ArcSwap;
+use smsgw_core::limits::RateLimiter;
+use smsgw_core::links::LinkControl;
+use smsgw_core::messages::{MessageRecord, MessageStatus, MessageStore, Target};
+use smsgw_core::policy::PolicyEngine;
+use smsgw_core::users::{UserRecord, UserStore};
+use smsgw_crds::Snapshot;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::{Semaphore, broadcast};
+use tokio::time::Instant;
+
+/// Log target of the message lifecycle: one info line per state change
+/// (`event` = `accepted`, `submitted`, `delivered`, `failed`, `rejected`,
+/// `unknown`, or `refused` before anything was stored), with `message_id`,
+/// `transaction_id`, `app_id` and `trace_id`. Filter with
+/// `RUST_LOG=smsgw::message=info`.
+pub const MESSAGE_LOG: &str = "smsgw::message";
+
+/// How long a background submission is retried while nothing can be sent
+/// before the message is left to the sweeper, unless the builder says
+/// otherwise.
+pub const DEFAULT_SUBMIT_RETRY: Duration = Duration::from_secs(10);
+
+/// Background submissions in flight at once, per gateway.
+const SUBMIT_SLOTS: usize = 8192;
+
+/// How long a user record is cached for quota checks on the send path.
+pub(crate) const USER_CACHE: Duration = Duration::from_secs(5);
+
+/// Who sends: an authenticated user of an app.
+#[derive(Debug, Clone, Copy)]
+pub struct Sender<'a> {
+    /// The user's id (its record holds its quotas and permissions).
+    pub user_id: &'a str,
+    /// The user's app.
+    pub app_id: &'a str,
+}
+
+/// The life of a message, from a send request to its last receipt, over
+/// the core traits: a [`MessageStore`], a [`UserStore`] (quotas), a
+/// [`RateLimiter`], an optional [`PolicyEngine`], the gateway's
+/// [`LinkControl`] and the configuration in force.
+pub struct Messaging {
+    pub(crate) store: Arc<dyn MessageStore>,
+    pub(crate) users: Arc<dyn UserStore>,
+    pub(crate) links: Arc<dyn LinkControl>,
+    pub(crate) limiter: Arc<dyn RateLimiter>,
+    pub(crate) policy: Option<Arc<dyn PolicyEngine>>,
+    pub(crate) config: Arc<ArcSwap<Snapshot>>,
+    /// How long a background submission retries before the sweeper.
+    pub(crate) submit_retry: Duration,
+    events: broadcast::Sender<AppEvent>,
+    user_cache: Mutex<HashMap<String, (Arc<UserRecord>, Instant)>>,
+    /// Segments whose outcome is unknown, by (link, session, sequence), so a
+    /// late submit_sm_resp can settle them.
+    pub(crate) late: Mutex<HashMap<crate::receipts::PendingKey, (String, u16, Instant)>>,
+    /// Concatenation reference of the next multi-part message.
+    pub(crate) reference: AtomicU16,
+    /// App rate limits last written to the limiter, and when: rewritten
+    /// only when the rate changes or the entry is older than
+    /// [`USER_CACHE`], so the send path does not write a limit (a store
+    /// round trip with a shared limiter) for every message.
+    pub(crate) app_limits: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Bounds background submissions: when every slot is taken, `send`
+    /// waits, which holds clients back instead of queueing without limit.
+    pub(crate) submit_slots: Arc<Semaphore>,
+    /// Counters for the admin statistics.
+    pub stats: Stats,
+    pub(crate) metrics: LifecycleMetrics,
+    observer: OnceLock<Observer>,
+}
+
+/// Builds a [`Messaging`].
+///
+/// # Defaults
+///
+/// No links ([`smsgw_core::links::NoLinks`]), no rate limits
+/// ([`Unlimited`]), no contact-policy engine (a request naming a strategy
+/// is refused), background submissions retried for
+/// [`DEFAULT_SUBMIT_RETRY`].
+pub struct MessagingBuilder {
+    store: Arc<dyn MessageStore>,
+    users: Arc<dyn UserStore>,
+    config: Arc<ArcSwap<Snapshot>>,
+    links: Arc<dyn LinkControl>,
+    limiter: Arc<dyn RateLimiter>,
+    policy: Option<Arc<dyn PolicyEngine>>,
+    submit_retry: Duration,
+}
+
+impl MessagingBuilder {
+    /// The links messages are submitted over.
+    pub fn links(mut self, links: Arc<dyn LinkControl>) -> Self {
+        self.links = links;
+        self
+    }
+
+    /// The rate limiter (in process, or shared in Redis).
+    pub fn limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    /// The contact-policy engine.
+    pub fn policy(mut self, policy: Arc<dyn PolicyEngine>) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// How long a background submission is retried while nothing can be
+    /// sent (every window full, links rebinding) before the message is left
+    /// to the sweeper.
+    pub fn submit_retry(mut self, retry: Duration) -> Self {
+        self.submit_retry = retry;
+        self
+    }
+
+    /// The service. Every message-store call is timed into
+    /// `smsgw_store_operation_duration_seconds`.
+    pub fn build(self) -> Messaging {
+        let metrics = LifecycleMetrics::default();
+        Messaging {
+            store: Arc::new(TimedStore::new(self.store, metrics.store_duration.clone())),
+            users: self.users,
+            links: self.links,
+            limiter: self.limiter,
+            policy: self.policy,
+            config: self.config,
+            submit_retry: self.submit_retry,
+            events: broadcast::channel(16_384).0,
+            user_cache: Mutex::new(HashMap::new()),
+            late: Mutex::new(HashMap::new()),
+            reference: AtomicU16::new(rand::random()),
+            app_limits: Mutex::new(HashMap::new()),
+            submit_slots: Arc::new(Semaphore::new(SUBMIT_SLOTS)),
+            stats: Stats::default(),
+            metrics,
+            observer: OnceLock::new(),
+        }
+    }
+}
+
+impl Messaging {
+    /// A builder over a message store, a user store and the configuration
+    /// in force (shared with whoever swaps it).
+    pub fn builder(
+        store: Arc<dyn MessageStore>,
+        users: Arc<dyn UserStore>,
+        config: Arc<ArcSwap<Snapshot>>,
+    ) -> MessagingBuilder {
+        MessagingBuilder {
+            store,
+            users,
+            config,
+            links: Arc::new(smsgw_core::links::NoLinks),
+            limiter: Arc::new(Unlimited),
+            policy: None,
+            submit_retry: DEFAULT_SUBMIT_RETRY,
+        }
+    }
+
+    /// Registers the lifecycle's Prometheus series (message counters, store
+    /// latency, contact-policy decisions) in `registry`.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.stats.register(registry);
+        self.metrics.register(registry);
+    }
+
+    /// Sets the observer of every message state change (the journal);
+    /// there is at most one, so a second call is refused (`false`).
+    pub fn set_observer(&self, observer: Observer) -> bool {
+        self.observer.set(observer).is_ok()
+    }
+
+    pub(crate) fn observe(&self, ev: Lifecycle<'_>) {
+        if let Some(o) = self.observer.get() {
+            o(&ev);
+        }
+    }
+
+    /// The message store (timed).
+    pub fn store(&self) -> &Arc<dyn MessageStore> {
+        &self.store
+    }
+
+    /// The links messages go out over.
+    pub fn links(&self) -> &Arc<dyn LinkControl> {
+        &self.links
+    }
+
+    /// The rate limiter.
+    pub fn limiter(&self) -> &Arc<dyn RateLimiter> {
+        &self.limiter
+    }
+
+    /// The contact-policy engine, if any.
+    pub fn policy(&self) -> Option<&Arc<dyn PolicyEngine>> {
+        self.policy.as_ref()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Arc<ArcSwap<Snapshot>> {
+        &self.config
+    }
+
+    /// Subscribes to every app's events (callers filter by app).
+    pub fn subscribe(&self) -> broadcast::Receiver<AppEvent> {
+        self.events.subscribe()
+    }
+
+    /// Publishes an event (no subscriber is fine).
+    pub fn publish(&self, ev: AppEvent) {
+        let _ = self.events.send(ev);
+    }
+
+    /// Sends one message: normalisation, acceptance (limits, policy,
+    /// idempotent persistence), submission (in the background unless
+    /// `wait_for_submit`). A refusal is logged, counted and journaled here.
+    ///
+    /// `trace` is the request's trace; the transport finishes it with the
+    /// outcome.
+    pub async fn send(
+        self: &Arc<Self>,
+        sender: Sender<'_>,
+        req: SendRequest,
+        trace: &RequestTrace,
+    ) -> Result<SendResponse, MessagingError> {
+        let req = req.normalize();
+        let result = self.accept(sender, &req, trace).await;
+        if let Err(e) = &result
+            && !e.is_internal()
+        {
+            self.refused(sender, &req, e, trace);
+        }
+        result
+    }
+
+    /// Reports a send refused before anything was stored.
+    fn refused(
+        &self,
+        sender: Sender<'_>,
+        req: &crate::request::Normalized,
+        e: &MessagingError,
+        trace: &RequestTrace,
+    ) {
+        let transaction_id = req.given_transaction_id();
+        let target = req.esme.as_str();
+        self.observe(Lifecycle::Refused {
+            app_id: sender.app_id,
+            transaction_id,
+            destination: &req.destination,
+            reason: e.code(),
+        });
+        let config = self.config.load();
+        let scope = Scope {
+            app: sender.app_id,
+            link: config.links.contains_key(target).then_some(target),
+            pool: config.pools.contains_key(target).then_some(target),
+            task: Some(req.task_id.as_deref().unwrap_or("")),
+        };
+        self.stats.rejected(&scope, e.code());
+        tracing::info!(
+            target: MESSAGE_LOG,
+            event = "refused",
+            message_id = "",
+            transaction_id = %transaction_id,
+            app_id = %sender.app_id,
+            esme = %target,
+            reason = e.code(),
+            trace_id = %trace.trace_id(),
+            "message refused"
+        );
+    }
+
+    /// The one place a stored message's change is reported. When its status
+    /// differs from `before` (`None`: the message was just accepted): one
+    /// info line under [`MESSAGE_LOG`], and the delivered/failed counters
+    /// when it became final. Then, for a message that existed before, its
+    /// app is told (WatchEvents, webhooks).
+    pub(crate) fn changed(&self, before: Option<MessageStatus>, rec: &MessageRecord) {
+        if before != Some(rec.status) {
+            let event = match rec.status {
+                MessageStatus::Pending => "submitted",
+                other => status_name(other),
+            };
+            tracing::info!(
+                target: MESSAGE_LOG,
+                event,
+                message_id = %rec.message_id,
+                transaction_id = %rec.transaction_id,
+                app_id = %rec.app_id,
+                esme = rec.target.name(),
+                link = rec.link.as_deref().unwrap_or(""),
+                segments = rec.segments.len(),
+                trace_id = rec.trace_id(),
+                "message {event}"
+            );
+            match rec.status {
+                MessageStatus::Delivered => self.stats.finished(&scope_of(rec), true),
+                MessageStatus::Failed => self.stats.finished(&scope_of(rec), false),
+                _ => {}
+            }
+        }
+        if before.is_some() {
+            self.publish(AppEvent::Status {
+                app_id: rec.app_id.clone(),
+                message_id: rec.message_id.clone(),
+                transaction_id: rec.transaction_id.clone(),
+                status: rec.status,
+                at_ms: rec.updated_at_ms,
+            });
+        }
+    }
+
+    /// The sending user's record, cached for [`USER_CACHE`].
+    pub(crate) async fn user(&self, user_id: &str) -> Result<Arc<UserRecord>, MessagingError> {
+        if let Some((u, at)) = self
+            .user_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user_id)
+            && at.elapsed() < USER_CACHE
+        {
+            return Ok(u.clone());
+        }
+        let u = self
+            .users
+            .get(user_id)
+            .await
+            .map_err(MessagingError::Users)?
+            .ok_or(MessagingError::UnknownUser)?;
+        let u = Arc::new(u);
+        self.user_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(user_id.to_owned(), (u.clone(), Instant::now()));
+        Ok(u)
+    }
+
+    /// The next concatenation reference.
+    pub(crate) fn next_reference(&self) -> u16 {
+        self.reference.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The statistics scope of a stored message.
+pub(crate) fn scope_of(r: &MessageRecord) -> Scope<'_> {
+    Scope {
+        app: &r.app_id,
+        link: r.link.as_deref(),
+        pool: match &r.target {
+            Target::Pool(p) => Some(p),
+            Target::Link(_) => None,
+        },
+        task: r.task_id.as_deref(),
+    }
+}
+
+/// A limiter that allows everything (no limits configured).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Unlimited;
+
+#[async_trait::async_trait]
+impl RateLimiter for Unlimited {
+    async fn acquire(
+        &self,
+        _keys: &[smsgw_core::limits::RateKey],
+        _cost: u32,
+        _max_wait: Duration,
+    ) -> Result<smsgw_core::limits::RateDecision, smsgw_core::limits::LimitError> {
+        Ok(smsgw_core::limits::RateDecision::Allowed {
+            wait: Duration::ZERO,
+        })
+    }
+    async fn set_limit(
+        &self,
+        _key: &smsgw_core::limits::RateKey,
+        _limit: Option<smsgw_core::limits::RateLimit>,
+    ) -> Result<(), smsgw_core::limits::LimitError> {
+        Ok(())
+    }
+    fn mode(&self) -> smsgw_core::limits::LimiterMode {
+        smsgw_core::limits::LimiterMode::InProcess
+    }
+}

@@ -1,0 +1,241 @@
+//! Submission: a persisted message handed to [`LinkControl::submit`], each
+//! segment's outcome recorded; and the sweeper, which submits messages
+//! left `accepted` (their pod died, or no link was up).
+//!
+//! [`LinkControl::submit`]: smsgw_core::links::LinkControl::submit
+
+use crate::MessagingError;
+use crate::lifecycle::Lifecycle;
+use crate::service::{Messaging, scope_of};
+use crate::text::{encode_for, outbound_from};
+use crate::trace::SubmitSpan;
+use crate::views::submit_reason;
+use smsgw_core::links::{OutboundMessage, SegmentResult, Submission, SubmitError};
+use smsgw_core::messages::{ClaimRequest, MessageRecord, SubmitStatus, SubmitUpdate, unix_now_ms};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Messages the sweeper claims per round; a full batch is followed by
+/// another round at once.
+pub const SWEEP_BATCH: usize = 256;
+
+impl Messaging {
+    /// Submits a persisted message and records each segment's outcome.
+    /// While nothing can be sent (every window full, links rebinding) it is
+    /// tried again with a growing pause for up to `retry` (zero: once);
+    /// then the message stays `accepted` for the sweeper.
+    pub(crate) async fn submit(
+        &self,
+        rec: MessageRecord,
+        msg: OutboundMessage,
+        retry: Duration,
+    ) -> Result<MessageRecord, MessagingError> {
+        let target = rec.target.name().to_owned();
+        let span = SubmitSpan::start(&rec);
+        let mut delay = Duration::from_millis(20);
+        let deadline = Instant::now() + retry;
+        loop {
+            match self.links.submit(&target, msg.clone()).await {
+                Ok(submission) => return self.record_submission(rec, submission, span).await,
+                Err(SubmitError::Unavailable(reason)) if Instant::now() < deadline => {
+                    tracing::debug!(message_id = %rec.message_id, %target, %reason, "not submitted yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(500));
+                }
+                Err(SubmitError::Unavailable(reason)) => {
+                    tracing::warn!(message_id = %rec.message_id, %target, %reason, "not submitted; left for the sweeper");
+                    if let Some(s) = span {
+                        s.finish(None, Some(&reason));
+                    }
+                    return Ok(rec);
+                }
+                Err(e) => {
+                    if let Some(s) = span {
+                        s.finish(None, Some(&e.to_string()));
+                    }
+                    return Err(MessagingError::Internal(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Records the outcome of each segment of a submission.
+    async fn record_submission(
+        &self,
+        rec: MessageRecord,
+        submission: Submission,
+        span: Option<SubmitSpan>,
+    ) -> Result<MessageRecord, MessagingError> {
+        let before = rec.status;
+        let mut latest = rec;
+        for (seq, result) in submission.results.into_iter().enumerate() {
+            let seq = seq as u16;
+            let (outcome, id) = match result {
+                SegmentResult::Accepted { smsc_message_id } => {
+                    (SubmitStatus::Accepted, Some(smsc_message_id))
+                }
+                SegmentResult::Rejected { command_status } => {
+                    (SubmitStatus::Rejected { command_status }, None)
+                }
+                SegmentResult::Unknown { reason, pending } => {
+                    if let Some((session, sequence)) = pending {
+                        self.remember_late(
+                            (submission.link.clone(), session, sequence),
+                            (latest.message_id.clone(), seq, Instant::now()),
+                        );
+                    }
+                    (SubmitStatus::Unknown { reason }, None)
+                }
+                SegmentResult::NotSent { reason } => (
+                    SubmitStatus::Unknown {
+                        reason: format!("not sent: {reason}"),
+                    },
+                    None,
+                ),
+            };
+            let error = submit_reason(&outcome);
+            let traced = span.as_ref().map(|_| {
+                let name = match &outcome {
+                    SubmitStatus::Accepted => "accepted",
+                    SubmitStatus::Rejected { .. } => "rejected",
+                    SubmitStatus::Unknown { .. } | SubmitStatus::Pending => "unknown",
+                };
+                let mut attrs = Vec::new();
+                if let Some(id) = &id {
+                    attrs.push(opentelemetry::KeyValue::new(
+                        "smpp.smsc_message_id",
+                        id.clone(),
+                    ));
+                }
+                if let SubmitStatus::Rejected { command_status } = &outcome {
+                    attrs.push(opentelemetry::KeyValue::new(
+                        "smpp.command_status",
+                        i64::from(*command_status),
+                    ));
+                }
+                if let Some(e) = &error {
+                    attrs.push(opentelemetry::KeyValue::new("smsgw.reason", e.clone()));
+                }
+                (name, attrs)
+            });
+            let recorded = self
+                .store
+                .record_submit(&SubmitUpdate {
+                    message_id: latest.message_id.clone(),
+                    seq,
+                    outcome,
+                    link: submission.link.clone(),
+                    smsc_message_id: id.clone(),
+                    at_ms: unix_now_ms(),
+                })
+                .await
+                .map_err(|e| MessagingError::Internal(e.to_string()));
+            if let (Some(s), Some((name, attrs))) = (&span, traced) {
+                s.segment(seq, name, attrs);
+            }
+            latest = match recorded {
+                Ok(r) => r,
+                Err(e) => {
+                    if let Some(s) = span {
+                        s.finish(Some(&submission.link), Some(&e.to_string()));
+                    }
+                    return Err(e);
+                }
+            };
+            self.observe(Lifecycle::Submitted {
+                record: &latest,
+                link: &submission.link,
+                segment: seq,
+                smsc_message_id: id.as_deref(),
+                error,
+            });
+        }
+        if latest
+            .segments
+            .iter()
+            .any(|s| s.submit == SubmitStatus::Accepted)
+        {
+            self.stats.submitted(&scope_of(&latest));
+        }
+        if let Some(s) = span {
+            s.finish(Some(&submission.link), None);
+        }
+        self.changed(Some(before), &latest);
+        Ok(latest)
+    }
+
+    /// Claims messages left `accepted` longer than `stale` (their pod died,
+    /// or no link was up) and submits them, each once, without retrying.
+    /// The claim is atomic in the store, so of several pods sweeping at once
+    /// exactly one submits each message. Returns how many were claimed.
+    pub async fn sweep(
+        &self,
+        owner: &str,
+        stale: Duration,
+        limit: usize,
+    ) -> Result<usize, MessagingError> {
+        let now = unix_now_ms();
+        let claimed = self
+            .store
+            .claim_stale_accepted(&ClaimRequest {
+                owner: owner.to_owned(),
+                created_before_ms: now.saturating_sub(stale.as_millis() as u64),
+                now_ms: now,
+                lease: stale.max(Duration::from_secs(30)),
+                limit,
+            })
+            .await
+            .map_err(|e| MessagingError::Internal(e.to_string()))?;
+        let n = claimed.len();
+        for rec in claimed {
+            let target = rec.target.name().to_owned();
+            let config = self.config.load();
+            let encoded = match encode_for(&config, &target, &rec.text, self.next_reference()) {
+                Ok(e) if e.segments.len() == rec.segments.len() => e,
+                Ok(_) | Err(_) => {
+                    tracing::warn!(message_id = %rec.message_id, %target, "stale message no longer encodes as it did; left for review");
+                    continue;
+                }
+            };
+            tracing::info!(message_id = %rec.message_id, %target, "sweeper submitting a stale accepted message");
+            let msg = outbound_from(&encoded, &rec);
+            self.submit(rec, msg, Duration::ZERO).await?;
+        }
+        Ok(n)
+    }
+
+    /// Every few seconds (a third of `after`, between 200 ms and 10 s),
+    /// submits messages left `accepted` past `after` as `owner` (this
+    /// pod's name), and purges expired records; until `cancel` fires.
+    pub async fn run_sweeper(
+        self: Arc<Self>,
+        owner: String,
+        after: Duration,
+        cancel: CancellationToken,
+    ) {
+        let every = (after / 3).clamp(Duration::from_millis(200), Duration::from_secs(10));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = cancel.cancelled() => return,
+            }
+            match self.sweep(&owner, after, SWEEP_BATCH).await {
+                // A full batch: there may be more; go again at once.
+                Ok(SWEEP_BATCH) => {
+                    tick.reset_immediately();
+                    tracing::info!(claimed = SWEEP_BATCH, "sweeper submitted stale messages");
+                }
+                Ok(0) => {}
+                Ok(n) => tracing::info!(claimed = n, "sweeper submitted stale messages"),
+                Err(e) => tracing::warn!(error = %e, "sweep failed"),
+            }
+            if let Err(e) = self.store.purge_expired().await {
+                tracing::warn!(error = %e, "purging expired messages failed");
+            }
+        }
+    }
+}

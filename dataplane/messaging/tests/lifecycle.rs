@@ -1,0 +1,613 @@
+//! The life of a message through [`Messaging`] without a socket: the real
+//! embedded message and user stores (in a temporary directory), scripted
+//! links, the real in-process rate limiter and contact-policy engine, and
+//! paused time where time matters.
+
+mod support;
+
+use arc_swap::ArcSwap;
+use smsgw_core::limits::{RateKey, RateLimit, RateLimiter};
+use smsgw_core::links::{SegmentResult, Submission, SubmitError};
+use smsgw_core::messages::{
+    MessageStatus, MessageStore, ReceiptOutcome, ReceiptState, ReceiptUpdate, SubmitStatus,
+};
+use smsgw_core::users::{UserRecord, UserStore};
+use smsgw_messaging::lifecycle::Lifecycle;
+use smsgw_messaging::trace::RequestTrace;
+use smsgw_messaging::{
+    AppEvent, Messaging, MessagingError, MobileOriginated, SendRequest, Sender, Viewer,
+};
+use smsgw_store::EmbeddedUserStore;
+use smsgw_store::messages::EmbeddedMessageStore;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::{ScriptedLinks, Step};
+
+const CONFIG: &str = r#"
+apiVersion: smsgw.io/v1alpha1
+kind: SmppLink
+metadata: {name: link-a}
+spec:
+  host: 127.0.0.1
+  port: 2775
+  systemId: smsgw
+  password: secret
+---
+apiVersion: smsgw.io/v1alpha1
+kind: EsmePool
+metadata: {name: pool-a}
+spec:
+  members:
+    - link: link-a
+      weight: 1
+---
+apiVersion: smsgw.io/v1alpha1
+kind: ContactPolicy
+metadata: {name: twice-a-day}
+spec:
+  frequency: {daily: 2, weekly: 10, timeZone: UTC}
+---
+apiVersion: smsgw.io/v1alpha1
+kind: User
+metadata: {name: shop}
+spec:
+  email: shop@example.com
+  appName: shop
+  password: 'managed pw 12'
+  sourceAddresses: ["+4915550001"]
+"#;
+
+const USER: &str = "user-1";
+const APP: &str = "app-1";
+const SENDER: Sender<'static> = Sender {
+    user_id: USER,
+    app_id: APP,
+};
+
+fn user() -> UserRecord {
+    UserRecord {
+        user_id: USER.into(),
+        email: "shop@example.com".into(),
+        app_id: APP.into(),
+        app_name: "shop".into(),
+        password_hash: String::new(),
+        secret_hash: String::new(),
+        admin: false,
+        managed_by: Some("shop".into()),
+        created_at: 0,
+        allowed_targets: Vec::new(),
+        allowed_sender_ids: Vec::new(),
+        rate: None,
+        source_addresses: Vec::new(),
+        webhook_url: None,
+        webhook_secret: None,
+        webhook_allow_private: false,
+        token_generation: 0,
+    }
+}
+
+fn accepted(ids: &[&str]) -> Result<Submission, SubmitError> {
+    Ok(Submission {
+        link: "link-a".into(),
+        results: ids
+            .iter()
+            .map(|id| SegmentResult::Accepted {
+                smsc_message_id: (*id).into(),
+            })
+            .collect(),
+    })
+}
+
+fn unavailable() -> Result<Submission, SubmitError> {
+    Err(SubmitError::Unavailable("no bind of link-a is up".into()))
+}
+
+/// A service, its stores and its scripted links.
+struct Fixture {
+    messaging: Arc<Messaging>,
+    store: Arc<EmbeddedMessageStore>,
+    links: Arc<ScriptedLinks>,
+    limiter: Arc<smsgw_rate::InProcessLimiter>,
+    /// Every lifecycle event the observer saw, as (kind, reason).
+    journal: Arc<Mutex<Vec<(&'static str, String)>>>,
+    /// Holds the stores' files.
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture(links: ScriptedLinks) -> Fixture {
+    fixture_with(links, smsgw_messaging::DEFAULT_SUBMIT_RETRY).await
+}
+
+/// A fixture whose background submissions retry for `retry`.
+async fn fixture_with(links: ScriptedLinks, retry: Duration) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        EmbeddedMessageStore::open(&dir.path().join("messages.redb"), Default::default()).unwrap(),
+    );
+    let users = EmbeddedUserStore::open(&dir.path().join("users.redb")).unwrap();
+    users.create(&user()).await.unwrap();
+    let snapshot = smsgw_crds::compile_manifests(CONFIG).expect("the test configuration compiles");
+    let (policies, errors) = smsgw_contact::Policies::compile(&snapshot.policies);
+    assert!(errors.is_empty(), "{errors:?}");
+    let engine = smsgw_contact::InProcessEngine::new(
+        Arc::new(ArcSwap::from_pointee(policies)),
+        smsgw_contact::InProcessBlacklists::default(),
+    );
+    let links = Arc::new(links);
+    let limiter = Arc::new(smsgw_rate::InProcessLimiter::new());
+    let messaging = Messaging::builder(
+        store.clone(),
+        Arc::new(users),
+        Arc::new(ArcSwap::from_pointee(snapshot)),
+    )
+    .submit_retry(retry)
+    .links(links.clone())
+    .limiter(limiter.clone())
+    .policy(Arc::new(engine))
+    .build();
+    let journal: Arc<Mutex<Vec<(&'static str, String)>>> = Arc::default();
+    let seen = journal.clone();
+    assert!(messaging.set_observer(Arc::new(move |ev: &Lifecycle<'_>| {
+        let entry = match ev {
+            Lifecycle::Accepted { .. } => ("accepted", String::new()),
+            Lifecycle::Refused { reason, .. } => ("refused", (*reason).to_owned()),
+            Lifecycle::Submitted { .. } => ("submitted", String::new()),
+            Lifecycle::Receipt { .. } => ("receipt", String::new()),
+            _ => ("other", String::new()),
+        };
+        seen.lock().unwrap().push(entry);
+    })));
+    Fixture {
+        messaging: Arc::new(messaging),
+        store,
+        links,
+        limiter,
+        journal,
+        _dir: dir,
+    }
+}
+
+fn request(tx: &str) -> SendRequest {
+    SendRequest {
+        transaction_id: tx.into(),
+        esme: "link-a".into(),
+        source: "ACME".into(),
+        destination: "+4917012345".into(),
+        message: Some("Hello".into()),
+        ..SendRequest::default()
+    }
+}
+
+fn trace() -> RequestTrace {
+    RequestTrace::new("test")
+}
+
+fn receipt(smsc_id: &str, state: ReceiptState) -> ReceiptUpdate {
+    ReceiptUpdate {
+        link: "link-a".into(),
+        smsc_message_id: smsc_id.into(),
+        state,
+        error_code: None,
+        at_ms: smsgw_core::messages::unix_now_ms(),
+    }
+}
+
+async fn status_of(f: &Fixture, message_id: &str) -> MessageStatus {
+    f.store.get(message_id).await.unwrap().unwrap().status
+}
+
+#[tokio::test]
+async fn a_repeated_transaction_id_answers_the_first_message_and_submits_once() {
+    let f = fixture(ScriptedLinks::new(Vec::new(), accepted(&["s1"]))).await;
+    let first = f
+        .messaging
+        .send(
+            SENDER,
+            SendRequest {
+                wait_for_submit: true,
+                ..request("  tx-1 ")
+            },
+            &trace(),
+        )
+        .await
+        .unwrap();
+    assert!(first.success && !first.duplicate);
+    assert_eq!(first.transaction_id, "tx-1", "the key is trimmed");
+    assert_eq!(first.status, MessageStatus::Pending);
+    assert_eq!(first.link.as_deref(), Some("link-a"));
+    let again = f
+        .messaging
+        .send(SENDER, request("tx-1"), &trace())
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.message_id, first.message_id);
+    assert_eq!(again.status, MessageStatus::Pending);
+    assert_eq!(again.segment_info[0].smsc_message_id.as_deref(), Some("s1"));
+    assert_eq!(f.links.count(), 1, "a repeat is not submitted again");
+    let view = f
+        .messaging
+        .find(Viewer::App(APP), None, Some("tx-1"))
+        .await
+        .unwrap();
+    assert_eq!(view.message_id, first.message_id);
+    assert!(matches!(
+        f.messaging
+            .find(Viewer::App("other-app"), Some(&first.message_id), None)
+            .await,
+        Err(MessagingError::NotFound(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_no_link_can_take_is_retried_for_the_window_then_left_accepted() {
+    let f = fixture(ScriptedLinks::new(Vec::new(), unavailable())).await;
+    let r = f
+        .messaging
+        .send(SENDER, request("tx-retry"), &trace())
+        .await
+        .unwrap();
+    assert_eq!(r.status, MessageStatus::Accepted);
+    // The background submission retries for the 10 s retry window, then
+    // gives up; paused time runs through it at once.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let tries = f.links.count();
+    assert!(tries > 5, "retried with backoff, {tries} tries");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(f.links.count(), tries, "no retry past the window");
+    let rec = f.store.get(&r.message_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, MessageStatus::Accepted);
+    assert_eq!(rec.segments[0].submit, SubmitStatus::Pending);
+    // While the creator's lease holds (the retry window and 2 s), a
+    // sweeper elsewhere leaves it alone.
+    assert_eq!(
+        f.messaging
+            .sweep("pod-b", Duration::ZERO, 10)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(f.links.count(), tries);
+}
+
+#[tokio::test]
+async fn a_message_left_accepted_is_submitted_once_by_the_sweeper() {
+    // No retry: the creator tries once, and its lease lapses 2 s later.
+    let f = fixture_with(
+        ScriptedLinks::new(vec![Step::Answer(unavailable())], accepted(&["s9"])),
+        Duration::ZERO,
+    )
+    .await;
+    let mut events = f.messaging.subscribe();
+    let r = f
+        .messaging
+        .send(SENDER, request("tx-sweep"), &trace())
+        .await
+        .unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let sweeper = tokio::spawn(f.messaging.clone().run_sweeper(
+        "pod-b".into(),
+        Duration::from_secs(1),
+        cancel.clone(),
+    ));
+    // The sweeper claims it once the creator's lease lapses; the app hears
+    // of the submission.
+    let ev = tokio::time::timeout(Duration::from_secs(60), events.recv())
+        .await
+        .expect("the sweeper submits the message")
+        .unwrap();
+    let AppEvent::Status {
+        message_id, status, ..
+    } = ev
+    else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(
+        (message_id.as_str(), status),
+        (r.message_id.as_str(), MessageStatus::Pending)
+    );
+    let rec = f.store.get(&r.message_id).await.unwrap().unwrap();
+    assert_eq!(rec.claimed_by.as_deref(), Some("pod-b"));
+    assert_eq!(rec.segments[0].smsc_message_id.as_deref(), Some("s9"));
+    assert_eq!(f.links.count(), 2, "the creator's try and the sweeper's");
+    cancel.cancel();
+    sweeper.await.unwrap();
+    assert_eq!(
+        f.messaging
+            .sweep("pod-c", Duration::ZERO, 10)
+            .await
+            .unwrap(),
+        0,
+        "a submitted message is not claimed again"
+    );
+    assert_eq!(f.links.count(), 2);
+}
+
+#[tokio::test]
+async fn a_receipt_before_the_submit_response_is_applied_when_the_response_comes() {
+    let (release, gate) = tokio::sync::oneshot::channel();
+    let f = fixture(ScriptedLinks::new(
+        vec![Step::After(gate, accepted(&["early"]))],
+        unavailable(),
+    ))
+    .await;
+    let sending = {
+        let m = f.messaging.clone();
+        tokio::spawn(async move {
+            m.send(
+                SENDER,
+                SendRequest {
+                    wait_for_submit: true,
+                    ..request("tx-early")
+                },
+                &trace(),
+            )
+            .await
+        })
+    };
+    f.links.submitted.notified().await;
+    let out = f
+        .messaging
+        .on_receipt(receipt("early", ReceiptState::Delivered))
+        .await
+        .unwrap();
+    assert_eq!(out, ReceiptOutcome::Parked);
+    release.send(()).unwrap();
+    let r = sending.await.unwrap().unwrap();
+    assert_eq!(r.status, MessageStatus::Delivered);
+    assert_eq!(status_of(&f, &r.message_id).await, MessageStatus::Delivered);
+    assert_eq!(r.segment_info[0].receipt_state.as_deref(), Some("DELIVRD"));
+}
+
+#[tokio::test]
+async fn a_late_submit_response_settles_the_unknown_segment() {
+    let f = fixture(ScriptedLinks::new(
+        vec![Step::Answer(Ok(Submission {
+            link: "link-a".into(),
+            results: vec![SegmentResult::Unknown {
+                reason: "no submit_sm_resp within 5s".into(),
+                pending: Some((1, 42)),
+            }],
+        }))],
+        unavailable(),
+    ))
+    .await;
+    let r = f
+        .messaging
+        .send(
+            SENDER,
+            SendRequest {
+                wait_for_submit: true,
+                ..request("tx-late")
+            },
+            &trace(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, MessageStatus::Unknown);
+    assert!(
+        !f.messaging
+            .on_late_response("link-a", 2, 42, 0, Some("x".into()))
+            .await
+            .unwrap(),
+        "another session's sequence number settles nothing"
+    );
+    let mut events = f.messaging.subscribe();
+    assert!(
+        f.messaging
+            .on_late_response("link-a", 1, 42, 0, Some("late-id".into()))
+            .await
+            .unwrap()
+    );
+    let rec = f.store.get(&r.message_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, MessageStatus::Pending);
+    assert_eq!(rec.segments[0].submit, SubmitStatus::Accepted);
+    assert!(matches!(
+        events.recv().await.unwrap(),
+        AppEvent::Status {
+            status: MessageStatus::Pending,
+            ..
+        }
+    ));
+    assert!(
+        !f.messaging
+            .on_late_response("link-a", 1, 42, 0, Some("late-id".into()))
+            .await
+            .unwrap(),
+        "an answer settles its segment once"
+    );
+    let out = f
+        .messaging
+        .on_receipt(receipt("late-id", ReceiptState::Delivered))
+        .await
+        .unwrap();
+    assert!(matches!(out, ReceiptOutcome::Applied(ref m) if m.status == MessageStatus::Delivered));
+    let stats = f.messaging.stats.view();
+    assert_eq!(stats.links["link-a"].delivered, 1);
+}
+
+/// Sends `req` expecting a refusal with `code`; nothing is stored or
+/// submitted, and the refusal is journaled and counted.
+async fn refused(f: &Fixture, req: SendRequest, code: &str) -> MessagingError {
+    let tx = req.transaction_id.trim().to_owned();
+    let before = f.links.count();
+    let e = f
+        .messaging
+        .send(SENDER, req, &trace())
+        .await
+        .expect_err("refused");
+    assert_eq!(e.code(), code, "{e:?}");
+    assert_eq!(
+        f.store.by_transaction(APP, &tx).await.unwrap(),
+        None,
+        "nothing stored"
+    );
+    assert_eq!(f.links.count(), before, "nothing submitted");
+    assert_eq!(
+        f.journal.lock().unwrap().last().cloned(),
+        Some(("refused", code.to_owned()))
+    );
+    assert!(f.messaging.stats.view().apps[APP].rejected[code] >= 1);
+    e
+}
+
+#[tokio::test]
+async fn refusals_store_and_submit_nothing() {
+    let f = fixture(ScriptedLinks::new(Vec::new(), accepted(&["s1"]))).await;
+    refused(
+        &f,
+        SendRequest {
+            esme: "nowhere".into(),
+            ..request("tx-a")
+        },
+        "unknown_target",
+    )
+    .await;
+    refused(
+        &f,
+        SendRequest {
+            esme: "   ".into(),
+            ..request("tx-b")
+        },
+        "invalid_esme",
+    )
+    .await;
+    refused(
+        &f,
+        SendRequest {
+            destination: "12".into(),
+            ..request("tx-c")
+        },
+        "invalid_destination",
+    )
+    .await;
+    refused(
+        &f,
+        SendRequest {
+            strategy: " no-such-policy ".into(),
+            ..request("tx-d")
+        },
+        "unknown_strategy",
+    )
+    .await;
+    refused(
+        &f,
+        SendRequest {
+            message: Some(String::new()),
+            ..request("tx-e")
+        },
+        "invalid_message",
+    )
+    .await;
+    refused(&f, request(&"x".repeat(129)), "invalid_transaction_id").await;
+}
+
+#[tokio::test]
+async fn over_the_rate_limit_a_send_is_refused_with_a_retry_after() {
+    let f = fixture(ScriptedLinks::new(Vec::new(), accepted(&["s1"]))).await;
+    f.limiter
+        .set_limit(&RateKey::link("link-a"), Some(RateLimit::new(1.0, 1)))
+        .await
+        .unwrap();
+    f.messaging
+        .send(SENDER, request("tx-1"), &trace())
+        .await
+        .unwrap();
+    let e = refused(&f, request("tx-2"), "rate_limited").await;
+    match e {
+        MessagingError::RateLimited {
+            retry_after_secs,
+            scope,
+        } => {
+            assert!(retry_after_secs >= 1);
+            assert_eq!(scope, "link \"link-a\"");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_contact_policy_refusal_is_forbidden_and_a_repeat_counts_once() {
+    let f = fixture(ScriptedLinks::new(Vec::new(), accepted(&["s1"]))).await;
+    let with_policy = |tx: &str| SendRequest {
+        strategy: " twice-a-day ".into(),
+        ..request(tx)
+    };
+    let first = f
+        .messaging
+        .send(SENDER, with_policy("tx-1"), &trace())
+        .await
+        .unwrap();
+    // A repeat of the same transaction is answered with the first message
+    // and its count is given back: a second message still passes.
+    let again = f
+        .messaging
+        .send(SENDER, with_policy("tx-1"), &trace())
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.message_id, first.message_id);
+    f.messaging
+        .send(SENDER, with_policy("tx-2"), &trace())
+        .await
+        .unwrap();
+    let e = refused(&f, with_policy("tx-3"), "daily_cp").await;
+    assert!(matches!(
+        e,
+        MessagingError::Refused {
+            forbidden: true,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn a_mobile_originated_message_goes_to_the_app_owning_its_address() {
+    let f = fixture(ScriptedLinks::new(Vec::new(), unavailable())).await;
+    let mut events = f.messaging.subscribe();
+    let to = f
+        .messaging
+        .on_mobile_originated(MobileOriginated {
+            link: "link-a".into(),
+            source: "4917099999".into(),
+            destination: "4915550001".into(),
+            data_coding: 0,
+            payload: b"STOP".to_vec(),
+            text: Ok("STOP".into()),
+        })
+        .await;
+    assert_eq!(to.as_deref(), Some(APP));
+    match events.recv().await.unwrap() {
+        AppEvent::MobileOriginated {
+            app_id,
+            link,
+            source,
+            message,
+            ..
+        } => {
+            assert_eq!(
+                (
+                    app_id.as_str(),
+                    link.as_str(),
+                    source.as_str(),
+                    message.as_str()
+                ),
+                (APP, "link-a", "4917099999", "STOP")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let nobody = f
+        .messaging
+        .on_mobile_originated(MobileOriginated {
+            link: "link-a".into(),
+            source: "4917099999".into(),
+            destination: "4915550002".into(),
+            data_coding: 0,
+            payload: b"hi".to_vec(),
+            text: Ok("hi".into()),
+        })
+        .await;
+    assert_eq!(nobody, None);
+    assert!(events.try_recv().is_err(), "no app is told");
+}
