@@ -192,6 +192,21 @@ fn receipt(smsc_id: &str, state: ReceiptState) -> ReceiptUpdate {
     }
 }
 
+/// Sends `request(tx)` and waits for the SMSC's answers.
+async fn send_waiting(f: &Fixture, tx: &str) -> smsgw_messaging::SendResponse {
+    f.messaging
+        .send(
+            SENDER,
+            SendRequest {
+                wait_for_submit: true,
+                ..request(tx)
+            },
+            &trace(),
+        )
+        .await
+        .unwrap()
+}
+
 async fn status_of(f: &Fixture, message_id: &str) -> MessageStatus {
     f.store.get(message_id).await.unwrap().unwrap().status
 }
@@ -199,18 +214,7 @@ async fn status_of(f: &Fixture, message_id: &str) -> MessageStatus {
 #[tokio::test]
 async fn a_repeated_transaction_id_answers_the_first_message_and_submits_once() {
     let f = fixture(ScriptedLinks::new(Vec::new(), accepted(&["s1"]))).await;
-    let first = f
-        .messaging
-        .send(
-            SENDER,
-            SendRequest {
-                wait_for_submit: true,
-                ..request("  tx-1 ")
-            },
-            &trace(),
-        )
-        .await
-        .unwrap();
+    let first = send_waiting(&f, "  tx-1 ").await;
     assert!(first.success && !first.duplicate);
     assert_eq!(first.transaction_id, "tx-1", "the key is trimmed");
     assert_eq!(first.status, MessageStatus::Pending);
@@ -372,18 +376,7 @@ async fn a_late_submit_response_settles_the_unknown_segment() {
         unavailable(),
     ))
     .await;
-    let r = f
-        .messaging
-        .send(
-            SENDER,
-            SendRequest {
-                wait_for_submit: true,
-                ..request("tx-late")
-            },
-            &trace(),
-        )
-        .await
-        .unwrap();
+    let r = send_waiting(&f, "tx-late").await;
     assert_eq!(r.status, MessageStatus::Unknown);
     assert!(
         !f.messaging
@@ -509,10 +502,7 @@ async fn over_the_rate_limit_a_send_is_refused_with_a_retry_after() {
         .set_limit(&RateKey::link("link-a"), Some(RateLimit::new(1.0, 1)))
         .await
         .unwrap();
-    f.messaging
-        .send(SENDER, request("tx-1"), &trace())
-        .await
-        .unwrap();
+    send_waiting(&f, "tx-1").await;
     let e = refused(&f, request("tx-2"), "rate_limited").await;
     match e {
         MessagingError::RateLimited {
@@ -529,8 +519,11 @@ async fn over_the_rate_limit_a_send_is_refused_with_a_retry_after() {
 #[tokio::test]
 async fn a_contact_policy_refusal_is_forbidden_and_a_repeat_counts_once() {
     let f = fixture(ScriptedLinks::new(Vec::new(), accepted(&["s1"]))).await;
+    // Waiting for the submission, so none is still running when a
+    // refusal is checked for submitting nothing.
     let with_policy = |tx: &str| SendRequest {
         strategy: " twice-a-day ".into(),
+        wait_for_submit: true,
         ..request(tx)
     };
     let first = f
@@ -610,4 +603,169 @@ async fn a_mobile_originated_message_goes_to_the_app_owning_its_address() {
         .await;
     assert_eq!(nobody, None);
     assert!(events.try_recv().is_err(), "no app is told");
+}
+
+#[tokio::test]
+async fn wait_for_submit_tries_once_and_answers_the_message_still_accepted() {
+    let f = fixture(ScriptedLinks::new(Vec::new(), unavailable())).await;
+    let r = send_waiting(&f, "tx-wait").await;
+    assert_eq!(f.links.count(), 1, "no retry while the client waits");
+    assert!(r.success);
+    assert_eq!(
+        (r.status, r.link.as_deref()),
+        (MessageStatus::Accepted, None)
+    );
+    let rec = f.store.get(&r.message_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, MessageStatus::Accepted);
+    assert_eq!(rec.segments[0].submit, SubmitStatus::Pending);
+}
+
+#[tokio::test]
+async fn a_rejected_submission_answers_failure_and_tells_the_app() {
+    let f = fixture(ScriptedLinks::new(
+        Vec::new(),
+        Ok(Submission {
+            link: "link-a".into(),
+            results: vec![SegmentResult::Rejected {
+                command_status: 0x0B,
+            }],
+        }),
+    ))
+    .await;
+    let mut events = f.messaging.subscribe();
+    let r = send_waiting(&f, "tx-rejected").await;
+    assert!(!r.success);
+    assert_eq!(r.status, MessageStatus::Rejected);
+    assert_eq!(r.segment_info[0].submit_status, "rejected");
+    assert_eq!(r.segment_info[0].error_code, Some(0x0B));
+    assert!(matches!(
+        events.try_recv().unwrap(),
+        AppEvent::Status { status: MessageStatus::Rejected, ref message_id, .. } if *message_id == r.message_id
+    ));
+    assert_eq!(status_of(&f, &r.message_id).await, MessageStatus::Rejected);
+}
+
+#[tokio::test]
+async fn receipts_correlate_by_link_and_smsc_id_and_apply_once() {
+    let f = fixture(ScriptedLinks::new(Vec::new(), accepted(&["s1"]))).await;
+    let r = send_waiting(&f, "tx-receipt").await;
+    assert_eq!(r.status, MessageStatus::Pending);
+    let mut events = f.messaging.subscribe();
+    // The same SMSC id on another link is another message: parked.
+    let other = f
+        .messaging
+        .on_receipt(ReceiptUpdate {
+            link: "link-b".into(),
+            ..receipt("s1", ReceiptState::Delivered)
+        })
+        .await
+        .unwrap();
+    assert_eq!(other, ReceiptOutcome::Parked);
+    assert_eq!(status_of(&f, &r.message_id).await, MessageStatus::Pending);
+    assert!(events.try_recv().is_err(), "nothing changed, nobody told");
+    let out = f
+        .messaging
+        .on_receipt(receipt("s1", ReceiptState::Undeliverable))
+        .await
+        .unwrap();
+    assert!(matches!(out, ReceiptOutcome::Applied(ref m) if m.status == MessageStatus::Failed));
+    assert!(matches!(
+        events.try_recv().unwrap(),
+        AppEvent::Status {
+            status: MessageStatus::Failed,
+            ..
+        }
+    ));
+    // The SMSC repeats it: a duplicate, no second event, counted once.
+    let again = f
+        .messaging
+        .on_receipt(receipt("s1", ReceiptState::Undeliverable))
+        .await
+        .unwrap();
+    assert!(matches!(again, ReceiptOutcome::Duplicate(_)));
+    assert!(events.try_recv().is_err(), "a duplicate tells nobody");
+    let stats = f.messaging.stats.view();
+    assert_eq!(stats.links["link-a"].failed, 1);
+    let view = f
+        .messaging
+        .find(Viewer::App(APP), Some(&r.message_id), None)
+        .await
+        .unwrap();
+    assert_eq!(view.status, MessageStatus::Failed);
+    assert_eq!(view.segments[0].receipt_state.as_deref(), Some("UNDELIV"));
+}
+
+#[tokio::test]
+async fn views_show_an_app_its_own_messages_and_an_admin_any_by_id() {
+    let f = fixture(ScriptedLinks::new(Vec::new(), accepted(&["s1"]))).await;
+    let r = f
+        .messaging
+        .send(
+            SENDER,
+            SendRequest {
+                wait_for_submit: true,
+                task_id: "campaign-7".into(),
+                ..request("tx-view")
+            },
+            &trace(),
+        )
+        .await
+        .unwrap();
+    let by_id = f
+        .messaging
+        .find(Viewer::App(APP), Some(&r.message_id), None)
+        .await
+        .unwrap();
+    let by_tx = f
+        .messaging
+        .find(Viewer::App(APP), None, Some("tx-view"))
+        .await
+        .unwrap();
+    assert_eq!(by_id, by_tx);
+    assert_eq!(
+        (
+            by_id.esme.as_str(),
+            by_id.link.as_deref(),
+            by_id.task_id.as_deref(),
+            by_id.destination.as_str(),
+            by_id.encoding.as_str(),
+            by_id.status,
+        ),
+        (
+            "link-a",
+            Some("link-a"),
+            Some("campaign-7"),
+            "4917012345",
+            "GSM7",
+            MessageStatus::Pending
+        )
+    );
+    assert_eq!(by_id.segments[0].seq, 1, "segments are numbered from 1");
+    assert_eq!(by_id.segments[0].smsc_message_id.as_deref(), Some("s1"));
+    let admin = f
+        .messaging
+        .find(Viewer::Admin, Some(&r.message_id), None)
+        .await
+        .unwrap();
+    assert_eq!(admin, by_id);
+    for (viewer, id, tx, expected) in [
+        (
+            Viewer::App("app-2"),
+            Some(r.message_id.as_str()),
+            None,
+            "not_found",
+        ),
+        (Viewer::App("app-2"), None, Some("tx-view"), "not_found"),
+        (Viewer::Admin, None, Some("tx-view"), "transaction_id"),
+        (Viewer::App(APP), None, None, "message_id"),
+        (Viewer::App(APP), Some(""), Some(""), "message_id"),
+    ] {
+        let e = f.messaging.find(viewer, id, tx).await.unwrap_err();
+        let got = match &e {
+            MessagingError::NotFound(_) => "not_found",
+            MessagingError::InvalidField { field, .. } => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(got, expected, "{viewer:?} {id:?} {tx:?}");
+    }
 }
