@@ -399,14 +399,17 @@ async fn auth_token_takes_as_long_for_an_unknown_app_id() {
     time("app_warmup", "127.0.0.5").await;
     let mut known = Vec::new();
     let mut unknown = Vec::new();
+    // 4 pairs (the account's free failures are 5). The fastest of each:
+    // a loaded machine only ever adds time to a call, so the minimum is
+    // the hash's own cost.
     for i in 0..4 {
         known.push(time(&creds.app_id, "127.0.0.6").await);
         unknown.push(time(&format!("app_nope{i}"), "127.0.0.7").await);
     }
     known.sort();
     unknown.sort();
-    let (k, u) = (known[2], unknown[2]);
-    eprintln!("/auth/token median: known app {k:?}, unknown app {u:?}");
+    let (k, u) = (known[0], unknown[0]);
+    eprintln!("/auth/token fastest: known app {k:?}, unknown app {u:?}");
     assert!(u * 2 >= k, "unknown app ids answer faster: {u:?} vs {k:?}");
 }
 
