@@ -685,12 +685,24 @@ impl Auth {
     }
 
     async fn sync_one(&self, name: &str, spec: &UserSpec) -> Result<(), ApiError> {
+        // Pods sharing one user store apply the same snapshot at once: when
+        // another pod created the user between our read and our create,
+        // the second round finds it and updates it like any existing one.
+        if self.sync_once(name, spec).await? {
+            self.sync_once(name, spec).await?;
+        }
+        Ok(())
+    }
+
+    /// One round of [`Self::sync_one`]; true when the create lost a race
+    /// with another pod (nothing was written: go again).
+    async fn sync_once(&self, name: &str, spec: &UserSpec) -> Result<bool, ApiError> {
         let existing = self.store.by_email(&spec.email).await?;
         if let Some(u) = &existing
             && u.managed_by.as_deref() != Some(name)
         {
             tracing::warn!(resource = %name, user_id = %u.user_id, "User resource's email belongs to a user not managed by it; skipped");
-            return Ok(());
+            return Ok(false);
         }
         let mut user = match existing {
             Some(u) => u,
@@ -722,9 +734,15 @@ impl Auth {
                     webhook_allow_private: false,
                     token_generation: 0,
                 };
-                self.store.create(&user).await?;
+                match self.store.create(&user).await {
+                    Ok(()) => {}
+                    Err(smsgw_core::users::StoreError::Conflict { field: "email", .. }) => {
+                        return Ok(true);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
                 tracing::info!(resource = %name, user_id = %user.user_id, "managed user created");
-                return Ok(());
+                return Ok(false);
             }
         };
         let before = user.clone();
@@ -745,7 +763,7 @@ impl Auth {
             self.store.update(&user).await?;
             tracing::info!(resource = %name, user_id = %user.user_id, "managed user updated");
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Issues a new app secret for a user (the old one stops working).

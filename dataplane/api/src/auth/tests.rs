@@ -269,6 +269,34 @@ async fn admin_users_pass_non_admins_are_forbidden_and_revocation_is_immediate()
     ));
 }
 
+/// Pods sharing one user store apply the same snapshot at the same time
+/// (found by the cluster in a box: a pod that lost the create race rejected
+/// the whole snapshot with "email … is already registered").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pods_syncing_one_snapshot_at_once_all_accept_it() {
+    let snap = smsgw_crds::compile_manifests(
+        "apiVersion: smsgw.io/v1alpha1\nkind: User\nmetadata: {name: ops}\nspec: {email: ops@example.com, appName: one, password: 'ops password 1'}\n",
+    )
+    .unwrap();
+    let (_d, s) = state(snap.clone(), None);
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (auth, snap) = (s.auth.clone(), snap.clone());
+            tokio::spawn(async move { auth.sync_managed_users(&snap).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let users = s.auth.store().list(None, 10).await.unwrap();
+    let ops: Vec<_> = users
+        .iter()
+        .filter(|u| u.email == "ops@example.com")
+        .collect();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0].managed_by.as_deref(), Some("ops"));
+}
+
 #[tokio::test]
 async fn managed_users_follow_their_resources_and_cannot_be_deleted_through_the_api() {
     let yaml = |admin: bool, app: &str| {
