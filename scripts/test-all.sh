@@ -84,4 +84,4 @@ log "cluster in a box scenarios"
 python3 tests/cluster/scenarios.py --no-build
 # -------------------------------------------------------------------------
 
-log "done; build directory size: $(du -sh "${CARGO_TARGET_DIR:-target}" 2>/dev/null | cut -f1)"
+log "done; build directory size: $(du -sh "$target" 2>/dev/null | cut -f1)"
