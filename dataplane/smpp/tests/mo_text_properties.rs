@@ -2,7 +2,8 @@
 //! SMSC sends — GSM 7-bit with any national shift tables announced in
 //! every part's UDH, Latin-1 or UCS-2, cut anywhere (inside an escape pair
 //! or a surrogate pair), tied with an 8- or 16-bit reference UDH or SAR
-//! TLVs, with other information elements beside them, in any order — the
+//! TLVs, with other information elements beside them, in any order, with
+//! the SMPP data_coding or a TS 23.038 group value of that alphabet — the
 //! deliver_sm PDUs classified and reassembled give back the exact text.
 //! And what the gateway itself encodes for any link setting, delivered
 //! back as MO, decodes to the text it was made from.
@@ -119,6 +120,9 @@ enum Tie {
 struct Sent {
     text: String,
     encoding: Encoding,
+    /// The data_coding sent: the SMPP value, or a TS 23.038 group value
+    /// with the same alphabet (a flash message, a voicemail indication).
+    data_coding: u8,
     shift: NationalShift,
     body: Vec<u8>,
     cuts: Vec<usize>,
@@ -148,11 +152,11 @@ fn sent() -> impl Strategy<Value = Sent> {
         prop::sample::select(vec![Tie::Udh8, Tie::Udh16, Tie::Sar]),
         extra_ie(),
         extra_ie(),
-        any::<u16>(),
+        (any::<u16>(), any::<prop::sample::Index>()),
     )
         .prop_filter_map(
             "text without characters of its alphabet",
-            |(chars, encoding, shift, cuts, tie, extra_first, extra_last, reference)| {
+            |(chars, encoding, shift, cuts, tie, extra_first, extra_last, (reference, dcs))| {
                 let (text, body, shift): (String, Vec<u8>, _) = match encoding {
                     Encoding::Gsm7 => {
                         let text: String = chars
@@ -196,9 +200,15 @@ fn sent() -> impl Strategy<Value = Sent> {
                 }
                 cuts.sort_unstable();
                 cuts.dedup();
+                let data_coding = *dcs.get(match encoding {
+                    Encoding::Gsm7 => &[0x00, 0x10, 0x13, 0xC1, 0xD8, 0xF0, 0xF3][..],
+                    Encoding::Latin1 => &[0x03],
+                    Encoding::Ucs2 => &[0x08, 0x18, 0x1B, 0xE0, 0xEF],
+                });
                 Some(Sent {
                     text,
                     encoding,
+                    data_coding,
                     shift,
                     body,
                     cuts,
@@ -257,7 +267,7 @@ impl Sent {
                 }
                 short_message.extend_from_slice(&self.body[w[0]..w[1]]);
                 Wire {
-                    data_coding: self.encoding.data_coding(),
+                    data_coding: self.data_coding,
                     udhi: !ies.is_empty(),
                     short_message,
                     message_payload: None,
@@ -347,7 +357,8 @@ proptest! {
         let mo = &out[0];
         prop_assert!(mo.complete);
         prop_assert_eq!(mo.parts as usize, wires.len());
-        prop_assert_eq!(mo.data_coding, s.encoding.data_coding());
+        prop_assert_eq!(mo.data_coding, s.data_coding);
+        prop_assert_eq!(Encoding::from_data_coding(mo.data_coding), Some(s.encoding));
         prop_assert_eq!(&mo.payload[..], &s.body[..]);
         prop_assert_eq!(mo.text.as_deref(), Ok(s.text.as_str()));
         prop_assert_eq!((r.pending(), r.held_bytes()), (0, 0));

@@ -109,13 +109,24 @@ impl Encoding {
     }
 
     /// The encoding of an SMPP data_coding value: 0 (SMSC default alphabet,
-    /// taken as GSM 7-bit), 3 and 8, plus the TS 23.038 "message class"
-    /// group values 0xF0..=0xF3 (GSM 7-bit). Others give `None`.
+    /// taken as GSM 7-bit), 3 and 8, plus the TS 23.038 §4 coding groups an
+    /// SMSC passes through from the handset's TP-DCS where SMPP defines no
+    /// value of its own (a flash message, a voicemail indication):
+    ///
+    /// * general data coding with a message class, uncompressed:
+    ///   0x10..=0x13 GSM 7-bit, 0x18..=0x1B UCS-2;
+    /// * message waiting indication groups: 0xC0..=0xDF (discard / store,
+    ///   GSM 7-bit), 0xE0..=0xEF (store, UCS-2);
+    /// * data coding / message class: 0xF0..=0xF3 GSM 7-bit.
+    ///
+    /// Others give `None`: 8-bit data (SMPP 2 and 4, 0x14..=0x17,
+    /// 0xF4..=0xF7), compressed text (0x20..=0x3F), the SMPP alphabets not
+    /// implemented here (1, 5..=7, 9..) and reserved values.
     pub const fn from_data_coding(data_coding: u8) -> Option<Self> {
         match data_coding {
-            0 | 0xF0..=0xF3 => Some(Encoding::Gsm7),
+            0 | 0x10..=0x13 | 0xC0..=0xDF | 0xF0..=0xF3 => Some(Encoding::Gsm7),
             3 => Some(Encoding::Latin1),
-            8 => Some(Encoding::Ucs2),
+            8 | 0x18..=0x1B | 0xE0..=0xEF => Some(Encoding::Ucs2),
             _ => None,
         }
     }

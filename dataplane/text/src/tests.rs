@@ -113,6 +113,33 @@ fn encoding_names_and_data_codings() {
 }
 
 #[test]
+fn data_codings_of_ts_23_038_groups_name_their_alphabet() {
+    let of = |range: std::ops::RangeInclusive<u8>| {
+        range.map(Encoding::from_data_coding).collect::<Vec<_>>()
+    };
+    let all = |n: usize, e: Option<Encoding>| vec![e; n];
+    // General data coding with a message class (flash messages and the
+    // like): bits 3..2 give the alphabet.
+    assert_eq!(of(0x10..=0x13), all(4, Some(Encoding::Gsm7)));
+    assert_eq!(of(0x14..=0x17), all(4, None), "8-bit data is not text");
+    assert_eq!(of(0x18..=0x1B), all(4, Some(Encoding::Ucs2)));
+    assert_eq!(of(0x1C..=0x1F), all(4, None), "reserved alphabet");
+    assert_eq!(of(0x20..=0x3F), all(32, None), "compressed");
+    assert_eq!(of(0x40..=0xBF), all(128, None));
+    // Message waiting indication: discard and store in GSM 7-bit, store
+    // in UCS-2.
+    assert_eq!(of(0xC0..=0xDF), all(32, Some(Encoding::Gsm7)));
+    assert_eq!(of(0xE0..=0xEF), all(16, Some(Encoding::Ucs2)));
+    // Data coding / message class: bit 2 chooses GSM 7-bit or 8-bit data.
+    assert_eq!(of(0xF0..=0xF3), all(4, Some(Encoding::Gsm7)));
+    assert_eq!(of(0xF4..=0xF7), all(4, None));
+    // SMPP's own values: IA5, octets, JIS, Cyrillic, Hebrew, pictograms…
+    for dc in [1, 2, 4, 5, 6, 7, 9, 10, 13, 14] {
+        assert_eq!(Encoding::from_data_coding(dc), None, "{dc}");
+    }
+}
+
+#[test]
 fn concat_parses_from_config_names() {
     assert_eq!("udh8".parse::<Concat>().unwrap(), Concat::Udh8);
     assert_eq!("UDH16".parse::<Concat>().unwrap(), Concat::Udh16);
