@@ -153,41 +153,6 @@ fn concat_key(c: ConcatInfo) -> (u32, u8, u8) {
     (reference, c.total, c.seq)
 }
 
-/// Finds an 8-bit (IE 0x00) or 16-bit (IE 0x08) concatenation IE in a UDH.
-/// Returns ((reference, total, seq), payload after the UDH).
-pub fn split_concat_udh(payload: &[u8]) -> Option<((u32, u8, u8), Bytes)> {
-    let udhl = *payload.first()? as usize;
-    if payload.len() < 1 + udhl {
-        return None;
-    }
-    let udh = &payload[1..1 + udhl];
-    let mut i = 0;
-    while i + 2 <= udh.len() {
-        let (iei, len) = (udh[i], udh[i + 1] as usize);
-        let data = udh.get(i + 2..i + 2 + len)?;
-        match (iei, len) {
-            (0x00, 3) => {
-                return Some((
-                    (u32::from(data[0]), data[1], data[2]),
-                    Bytes::copy_from_slice(&payload[1 + udhl..]),
-                ));
-            }
-            (0x08, 4) => {
-                return Some((
-                    (
-                        0x1_0000 | u32::from(u16::from_be_bytes([data[0], data[1]])),
-                        data[2],
-                        data[3],
-                    ),
-                    Bytes::copy_from_slice(&payload[1 + udhl..]),
-                ));
-            }
-            _ => i += 2 + len,
-        }
-    }
-    None
-}
-
 /// Fields of the text receipt form
 /// `id:… sub:… dlvrd:… submit date:… done date:… stat:… err:… text:…`.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -660,14 +625,28 @@ mod tests {
         assert_eq!((r.pending(), r.held_bytes()), (0, 0));
     }
 
+    fn mo_of(short_message: &[u8]) -> MoPart {
+        let d = DeliverSm::builder()
+            .esm_class(rusmpp::values::EsmClass::from(ESM_UDHI))
+            .short_message(rusmpp::types::OctetString::from_slice(short_message).unwrap())
+            .build();
+        match classify("l", &d, IdFormat::Opaque) {
+            Some(Delivered::Mo(p)) => p,
+            other => panic!("not MO: {other:?}"),
+        }
+    }
+
     #[test]
     fn udh_concat_ies_8_and_16_bit_are_recognised() {
-        let p8 = [5u8, 0x00, 3, 0xAA, 2, 1, b'x'];
-        let ((reference, total, seq), body) = split_concat_udh(&p8).unwrap();
-        assert_eq!((reference, total, seq), (0xAA, 2, 1));
-        assert_eq!(&body[..], b"x");
-        let p16 = [6u8, 0x08, 4, 0x12, 0x34, 3, 2, b'y'];
-        let ((reference, total, seq), _) = split_concat_udh(&p16).unwrap();
-        assert_eq!((reference & 0xFFFF, total, seq), (0x1234, 3, 2));
+        let p8 = mo_of(&[5u8, 0x00, 3, 0xAA, 2, 1, b'x']);
+        assert_eq!(p8.concat, Some((0xAA, 2, 1)));
+        assert_eq!(&p8.payload[..], b"x");
+        let p16 = mo_of(&[6u8, 0x08, 4, 0x12, 0x34, 3, 2, b'y']);
+        assert_eq!(p16.concat, Some((0x1_1234, 3, 2)));
+        assert_eq!(&p16.payload[..], b"y");
+        // Per TS 23.040 an element numbering a part beyond the total is
+        // ignored: the part stands alone, its header still stripped.
+        let bad = mo_of(&[5u8, 0x00, 3, 0xAA, 2, 3, b'z']);
+        assert_eq!((bad.concat, &bad.payload[..]), (None, &b"z"[..]));
     }
 }
