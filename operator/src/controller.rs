@@ -182,6 +182,7 @@ pub async fn run(
             tokio::select! {
                 _ = changed.notified() => {}
                 _ = published.changed() => {}
+                _ = hub.acks_changed() => {}
                 _ = tokio::time::sleep(cfg.resync) => {}
                 Some(r) = rejections.recv() => { reject_event(&recorder, &links, &pools, &users, &policies, &r).await; }
             }

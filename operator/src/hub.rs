@@ -69,6 +69,9 @@ pub struct Hub {
     state: Arc<Mutex<State>>,
     published: watch::Sender<Arc<Published>>,
     rejections: mpsc::UnboundedSender<Rejection>,
+    /// Woken when a pod acks a version it had not acked before: the status
+    /// writer re-checks which resources are in force on every proxy.
+    acked: Arc<tokio::sync::Notify>,
 }
 
 impl Hub {
@@ -81,6 +84,7 @@ impl Hub {
                 state: Arc::default(),
                 published,
                 rejections: tx,
+                acked: Arc::default(),
             },
             rx,
         )
@@ -168,7 +172,16 @@ impl Hub {
                 ack: ack.clone(),
             });
         }
-        st.acks.insert(pod.to_owned(), ack);
+        if st.acks.get(pod) != Some(&ack) {
+            st.acks.insert(pod.to_owned(), ack);
+            self.acked.notify_one();
+        }
+    }
+
+    /// Resolves once a pod acked something new since the last call
+    /// (a permit is kept when nobody waits).
+    pub async fn acks_changed(&self) {
+        self.acked.notified().await
     }
 
     /// Forgets a pod's ack (its stream closed).

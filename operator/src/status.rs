@@ -60,6 +60,44 @@ impl StatusInputs {
         out
     }
 
+    /// Of the connected proxies that acked anything, how many applied the
+    /// current snapshot, and how many there are.
+    pub fn applied_by(&self) -> (usize, usize) {
+        let version = self.published.snapshot.as_ref().map(|s| s.version.as_str());
+        let applied = self
+            .acks
+            .values()
+            .filter(|a| a.applied && Some(a.version.as_str()) == version)
+            .count();
+        (applied, self.acks.len())
+    }
+
+    /// Readiness of a resource that takes effect only once the proxies
+    /// apply it (a User can log in, a ContactPolicy is enforced): `detail`
+    /// when every connected proxy applied the current snapshot, or when
+    /// the resource was already Ready at this generation (a later change
+    /// of another resource does not make it flap); `Propagating` else.
+    fn in_force<'a>(
+        &self,
+        old: &[Condition],
+        generation: Option<i64>,
+        detail: Result<String, (&'a str, String)>,
+    ) -> Result<String, (&'a str, String)> {
+        let msg = detail?;
+        let was_ready = old.iter().any(|c| {
+            c.type_ == CONDITION_READY && c.status == "True" && c.observed_generation == generation
+        });
+        let (applied, pods) = self.applied_by();
+        if was_ready || applied == pods {
+            Ok(format!("{msg}; in force on every proxy"))
+        } else {
+            Err((
+                "Propagating",
+                format!("applied by {applied}/{pods} proxies so far"),
+            ))
+        }
+    }
+
     /// Whether the resource is in the current snapshot.
     fn in_snapshot(&self, kind: &str, name: &str) -> bool {
         let Some(s) = &self.published.snapshot else {
@@ -282,6 +320,7 @@ pub fn user_status(
         )),
     };
     let old_c = old.map(|o| o.conditions.as_slice()).unwrap_or_default();
+    let detail = inputs.in_force(old_c, generation, detail);
     UserStatus {
         observed_generation: generation,
         conditions: conditions(inputs, "User", name, generation, old_c, detail, now),
@@ -298,6 +337,7 @@ pub fn policy_status(
     now: &Time,
 ) -> ContactPolicyStatus {
     let old_c = old.map(|o| o.conditions.as_slice()).unwrap_or_default();
+    let detail = inputs.in_force(old_c, generation, Ok("in the current snapshot".into()));
     ContactPolicyStatus {
         observed_generation: generation,
         conditions: conditions(
@@ -306,7 +346,7 @@ pub fn policy_status(
             name,
             generation,
             old_c,
-            Ok("in the current snapshot".into()),
+            detail,
             now,
         ),
     }
@@ -331,4 +371,116 @@ where
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Published;
+    use smsgw_crds::{Snapshot, UserSpec};
+    use std::sync::Arc;
+
+    fn inputs(version: &str, acks: &[(&str, &str, bool)]) -> StatusInputs {
+        let mut snap = Snapshot {
+            version: version.into(),
+            ..Default::default()
+        };
+        snap.users.insert(
+            "alice".into(),
+            serde_json::from_value::<UserSpec>(
+                serde_json::json!({"email": "alice@example.com", "appName": "shop"}),
+            )
+            .unwrap(),
+        );
+        StatusInputs {
+            published: Arc::new(Published {
+                snapshot: Some(Arc::new(snap)),
+                ..Default::default()
+            }),
+            acks: acks
+                .iter()
+                .map(|(pod, v, applied)| {
+                    let ack = PodAck {
+                        version: (*v).into(),
+                        applied: *applied,
+                        error: String::new(),
+                        resource: String::new(),
+                    };
+                    ((*pod).to_owned(), ack)
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn ready(s: &UserStatus) -> (&str, &str) {
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_READY)
+            .unwrap();
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn a_user_is_ready_only_once_every_proxy_applied_it() {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let secret = || Some("alice-credentials".to_owned());
+        // One proxy still runs the previous version: the user cannot log
+        // in through it yet.
+        let i = inputs("v2", &[("p0", "v2", true), ("p1", "v1", true)]);
+        let s = user_status(&i, "alice", Some(1), secret(), None, &now);
+        assert_eq!(ready(&s), ("False", "Propagating"), "{s:?}");
+        assert!(s.conditions[1].message.contains("1/2"), "{s:?}");
+        // A proxy that rejected the version does not count as applied.
+        let i = inputs("v2", &[("p0", "v2", true), ("p1", "v2", false)]);
+        let s = user_status(&i, "alice", Some(1), secret(), None, &now);
+        assert_eq!(ready(&s), ("False", "Propagating"), "{s:?}");
+        // Every proxy applied it.
+        let i = inputs("v2", &[("p0", "v2", true), ("p1", "v2", true)]);
+        let s = user_status(&i, "alice", Some(1), secret(), None, &now);
+        assert_eq!(ready(&s), ("True", "Ready"), "{s:?}");
+        // A later snapshot (another resource changed) being rolled out does
+        // not take a Ready user back to Propagating...
+        let i = inputs("v3", &[("p0", "v3", true), ("p1", "v2", true)]);
+        let later = user_status(&i, "alice", Some(1), secret(), Some(&s), &now);
+        assert_eq!(ready(&later), ("True", "Ready"), "{later:?}");
+        assert_eq!(later, s, "no status churn while other changes roll out");
+        // ...but a change of the user itself (new generation) waits again.
+        let changed = user_status(&i, "alice", Some(2), secret(), Some(&s), &now);
+        assert_eq!(ready(&changed), ("False", "Propagating"), "{changed:?}");
+    }
+
+    #[test]
+    fn a_contact_policy_is_ready_once_every_proxy_applied_it() {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let mut i = inputs("v2", &[("p0", "v1", true)]);
+        let mut snap = (**i.published.snapshot.as_ref().unwrap()).clone();
+        snap.policies.insert(
+            "cp1".into(),
+            serde_json::from_value(serde_json::json!({"dedup": {"window": "1h"}})).unwrap(),
+        );
+        i.published = Arc::new(Published {
+            snapshot: Some(Arc::new(snap)),
+            ..Default::default()
+        });
+        let s = policy_status(&i, "cp1", Some(1), None, &now);
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_READY)
+            .unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "Propagating")
+        );
+        i.acks.get_mut("p0").unwrap().version = "v2".into();
+        let s = policy_status(&i, "cp1", Some(1), None, &now);
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_READY)
+            .unwrap();
+        assert_eq!(c.status, "True", "{s:?}");
+    }
 }
