@@ -297,6 +297,15 @@ impl Auth {
         }
     }
 
+    /// Gives back a reservation whose attempt never ran (the hashing gate
+    /// was full): the caller is told to retry and loses no attempt.
+    fn not_tried(&self, keys: &(String, Option<String>)) {
+        self.by_account.release(&keys.0);
+        if let Some(a) = &keys.1 {
+            self.by_address.release(a);
+        }
+    }
+
     fn failed(&self, what: &str, account: &str, keys: &(String, Option<String>)) {
         tracing::warn!(
             attempt = what,
@@ -426,11 +435,13 @@ impl Auth {
             Some(u) => u.password_hash.clone(),
             None => password::decoy_hash().await.to_owned(),
         };
-        let ok = self
-            .hashes
-            .verify(password.to_owned(), phc)
-            .await
-            .map_err(busy)?;
+        let ok = match self.hashes.verify(password.to_owned(), phc).await {
+            Ok(ok) => ok,
+            Err(b) => {
+                self.not_tried(&keys);
+                return Err(busy(b));
+            }
+        };
         let user = match user {
             Some(u) if ok => u,
             _ => {
@@ -464,11 +475,13 @@ impl Auth {
             Some(u) => u.secret_hash.clone(),
             None => password::decoy_hash().await.to_owned(),
         };
-        let ok = self
-            .hashes
-            .verify(app_secret.to_owned(), phc)
-            .await
-            .map_err(busy)?;
+        let ok = match self.hashes.verify(app_secret.to_owned(), phc).await {
+            Ok(ok) => ok,
+            Err(b) => {
+                self.not_tried(&keys);
+                return Err(busy(b));
+            }
+        };
         match user {
             Some(u) if ok => {
                 self.succeeded(&keys);
