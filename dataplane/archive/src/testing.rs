@@ -45,27 +45,7 @@ impl S3Server {
     }
 
     fn serve(&mut self, listener: tokio::net::TcpListener) {
-        let fs = s3s_fs::FileSystem::new(&self.root).unwrap();
-        let mut b = s3s::service::S3ServiceBuilder::new(fs);
-        b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-        let service = b.build();
-        self.task = Some(tokio::spawn(async move {
-            // Connections live in this set: aborting the task drops them
-            // all, like a server that goes away.
-            let mut conns = JoinSet::new();
-            loop {
-                let Ok((sock, _)) = listener.accept().await else {
-                    continue;
-                };
-                let svc = service.clone();
-                conns.spawn(async move {
-                    let _ = ConnBuilder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(sock), svc)
-                        .await;
-                });
-                while conns.try_join_next().is_some() {}
-            }
-        }));
+        self.task = Some(serve_dir(listener, &self.root));
     }
 
     /// Stops listening and drops every connection.
@@ -112,6 +92,31 @@ impl S3Server {
     pub fn bucket_dir(&self) -> &Path {
         &self.root
     }
+}
+
+/// Serves the buckets under `root` (one directory each) on `listener`,
+/// accepting [`ACCESS_KEY`]/[`SECRET_KEY`], until the task is aborted
+/// (which drops every connection, like a server that goes away).
+pub fn serve_dir(listener: tokio::net::TcpListener, root: &Path) -> JoinHandle<()> {
+    let fs = s3s_fs::FileSystem::new(root).unwrap();
+    let mut b = s3s::service::S3ServiceBuilder::new(fs);
+    b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+    let service = b.build();
+    tokio::spawn(async move {
+        let mut conns = JoinSet::new();
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let svc = service.clone();
+            conns.spawn(async move {
+                let _ = ConnBuilder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(sock), svc)
+                    .await;
+            });
+            while conns.try_join_next().is_some() {}
+        }
+    })
 }
 
 impl Drop for S3Server {
