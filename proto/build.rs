@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "auth/v1/auth.proto",
     "admin/v1/admin.proto",
     "config/v1/config.proto",
+    "dispatch/v1/dispatch.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -2,7 +2,8 @@
 //!
 //! Public: `sms.v1` (sending, tracking, analysis), `auth.v1` (registration and
 //! tokens), `admin.v1` (administration). Internal: `config.v1` (snapshot push
-//! from the operator to the proxy pods). The `.proto` files under `proto/`
+//! from the operator to the proxy pods) and `dispatch.v1` (hand-off between
+//! proxy pods). The `.proto` files under `proto/`
 //! are the source of truth; this crate only includes what `build.rs`
 //! generates from them.
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -36,6 +37,15 @@ pub mod config {
     /// Version 1.
     pub mod v1 {
         tonic::include_proto!("config.v1");
+    }
+}
+
+/// `dispatch.v1`: hand-off of a message to the proxy pod holding its bind
+/// (internal, between pods of one gateway).
+pub mod dispatch {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("dispatch.v1");
     }
 }
 

@@ -67,6 +67,10 @@ app.kubernetes.io/component: proxy
 {{- default (printf "%s-jwt" (include "smsgw.fullname" .)) .Values.secrets.existingJwtSecret -}}
 {{- end -}}
 
+{{- define "smsgw.dispatchSecretName" -}}
+{{- default (printf "%s-dispatch" (include "smsgw.fullname" .)) .Values.secrets.existingDispatchSecret -}}
+{{- end -}}
+
 {{- define "smsgw.redis.fullname" -}}{{ include "smsgw.fullname" . | trunc 57 | trimSuffix "-" }}-redis{{- end -}}
 
 {{- define "smsgw.redis.selectorLabels" -}}

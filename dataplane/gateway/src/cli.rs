@@ -127,6 +127,8 @@ pub struct GatewayArgs {
     pub archive: ArchiveArgs,
     #[command(flatten)]
     pub telemetry: crate::telemetry::TelemetryArgs,
+    #[command(flatten)]
+    pub dispatch: DispatchArgs,
     /// Directory of the embedded store and generated keys.
     #[arg(long, env = "SMSGW_DATA_DIR", default_value = "smsgw-data")]
     pub data_dir: PathBuf,
@@ -429,6 +431,35 @@ impl ListenArgs {
             client_ca: self.tls_client_ca.clone(),
         })
     }
+}
+
+/// Cross-pod dispatch: a pod that holds no bind of a message's link hands
+/// it to one that does (`dispatch.v1`, internal gRPC between pods).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DispatchArgs {
+    /// Internal address serving `dispatch.v1` to the other pods; setting it
+    /// turns cross-pod dispatch on. Off (one process) by default.
+    #[arg(long, env = "SMSGW_DISPATCH_LISTEN")]
+    pub dispatch_listen: Option<SocketAddr>,
+    /// Address the other pods reach this one's dispatch service at: the
+    /// pod IP in Kubernetes (a bare IP takes the port of
+    /// `--dispatch-listen`); defaults to `--dispatch-listen` unless that is
+    /// a wildcard address.
+    #[arg(long, env = "SMSGW_DISPATCH_ADVERTISE")]
+    pub dispatch_advertise: Option<String>,
+    /// Redis where pods publish which links they hold bound; defaults to
+    /// `--redis-url`, then the first `--rate-limit-redis-url`.
+    #[arg(long, env = "SMSGW_DISPATCH_REDIS_URL")]
+    pub dispatch_redis_url: Option<String>,
+    /// Secret shared by the pods of one release: peers present it on every
+    /// dispatch call (`authorization: Bearer …`). Required with
+    /// `--dispatch-listen`.
+    #[arg(long, env = "SMSGW_DISPATCH_TOKEN", hide_env_values = true)]
+    pub dispatch_token: Option<String>,
+    /// Bound on one forwarded submission (the serving pod's window wait and
+    /// SMSC response included); past it the outcome is unknown.
+    #[arg(long, env = "SMSGW_DISPATCH_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub dispatch_timeout: std::time::Duration,
 }
 
 /// Contact policies: which engine decides (`--policy-engine`) and how the

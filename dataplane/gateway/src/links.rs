@@ -216,6 +216,49 @@ impl Links {
         Ok(changed)
     }
 
+    /// Whether this pod holds a bound, submit-capable session of `target`
+    /// (a link, or any member of a pool); `None` when no link or pool has
+    /// that name. Cross-pod dispatch asks this before submitting here.
+    pub(crate) fn up_here(&self, target: &str) -> Option<bool> {
+        let current = self.current();
+        if let Some(l) = current.links.get(target) {
+            Some(l.is_up())
+        } else {
+            current.pools.get(target).map(|p| p.is_up())
+        }
+    }
+
+    /// Whether an admin stopped the link on this pod.
+    pub(crate) fn is_stopped(&self, name: &str) -> bool {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
+    }
+
+    /// The member links of `target`: itself for a link, the members for a
+    /// pool, nothing when unknown.
+    pub(crate) fn members(&self, target: &str) -> Vec<String> {
+        let current = self.current();
+        if current.links.contains_key(target) {
+            vec![target.to_owned()]
+        } else {
+            current.pools.get(target).map_or_else(Vec::new, |p| {
+                p.links().iter().map(|l| l.name().to_owned()).collect()
+            })
+        }
+    }
+
+    /// Every link with whether this pod holds it up (a submit-capable
+    /// session bound), by name.
+    pub(crate) fn up_links(&self) -> Vec<(String, bool)> {
+        self.current()
+            .links
+            .iter()
+            .map(|(n, l)| (n.clone(), l.is_up()))
+            .collect()
+    }
+
     fn current(&self) -> Arc<Current> {
         self.current
             .read()

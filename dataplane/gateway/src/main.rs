@@ -8,6 +8,7 @@ mod cli;
 mod client;
 mod config_watch;
 mod contact;
+mod dispatch;
 mod journal;
 mod link_metrics;
 mod links;

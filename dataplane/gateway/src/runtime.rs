@@ -185,6 +185,12 @@ impl Gateway {
             .ready
             .store(false, std::sync::atomic::Ordering::Release);
         let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+        // In a cluster (`--dispatch-listen`): submit here when this pod holds
+        // the target's bind, else hand the message to a pod that does.
+        if let Some(dispatch) = crate::dispatch::Dispatch::build(args, &links, &pod, &state).await? {
+            state = state.with_links(dispatch.control.clone());
+            dispatch.start(links.clone(), &cancel, &tracker);
+        }
         let (archive, blacklists) =
             crate::journal::start(args, &pod, &state, contact.sink, &cancel, &tracker).await?;
         if let Some(b) = blacklists {
