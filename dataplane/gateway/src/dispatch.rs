@@ -64,8 +64,8 @@ pub(crate) struct DispatchMetrics {
 }
 
 impl DispatchMetrics {
-    fn register(&self, state: &smsgw_api::ApiState) {
-        state.metrics.with_registry(|r| {
+    fn register(&self, metrics: &smsgw_api::metrics::Metrics) {
+        metrics.with_registry(|r| {
             r.register(
                 "dispatch_forwarded",
                 "Messages handed to another pod holding a bind of their link, by outcome (submitted, refused: nothing sent and the next pod tried, lost: sent but the outcome unknown)",
@@ -399,10 +399,10 @@ impl Dispatching {
         registry: Arc<Registry>,
         token: &str,
         timeout: Duration,
-        state: &smsgw_api::ApiState,
+        registry_of_metrics: &smsgw_api::metrics::Metrics,
     ) -> Self {
         let metrics = DispatchMetrics::default();
-        metrics.register(state);
+        metrics.register(registry_of_metrics);
         Self {
             links,
             registry,
@@ -884,7 +884,7 @@ impl Dispatch {
         args: &crate::cli::GatewayArgs,
         links: &Arc<LinkSet>,
         pod: &str,
-        state: &smsgw_api::ApiState,
+        metrics: &smsgw_api::metrics::Metrics,
     ) -> anyhow::Result<Option<Dispatch>> {
         use anyhow::Context;
         let d = &args.dispatch;
@@ -923,7 +923,7 @@ impl Dispatch {
             registry.clone(),
             &token,
             d.dispatch_timeout,
-            state,
+            metrics,
         ));
         let service = DispatchService {
             links: links.clone(),

@@ -166,8 +166,15 @@ impl Gateway {
         private_files(&args.data_dir)?;
         contact.register_metrics(&metrics);
         let rate = Arc::new(crate::rate::Limiting::build(&args.rate, &pod, &metrics).await?);
+        // In a cluster (`--dispatch-listen`): submit here when this pod holds
+        // the target's bind, else hand the message to a pod that does.
+        let dispatch = crate::dispatch::Dispatch::build(args, &links, &pod, &metrics).await?;
+        let control: Arc<dyn smsgw_core::links::LinkControl> = match &dispatch {
+            Some(d) => d.control.clone(),
+            None => links.clone(),
+        };
         let messaging = Messaging::builder(messages, store, config)
-            .links(links.clone())
+            .links(control)
             .policy(contact.engine.clone())
             .limiter(rate.limiter.clone())
             .build();
@@ -185,11 +192,8 @@ impl Gateway {
             .ready
             .store(false, std::sync::atomic::Ordering::Release);
         let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
-        // In a cluster (`--dispatch-listen`): submit here when this pod holds
-        // the target's bind, else hand the message to a pod that does.
-        if let Some(dispatch) = crate::dispatch::Dispatch::build(args, &links, &pod, &state).await? {
-            state = state.with_links(dispatch.control.clone());
-            dispatch.start(links.clone(), &cancel, &tracker);
+        if let Some(d) = dispatch {
+            d.start(links.clone(), &cancel, &tracker);
         }
         let (archive, blacklists) =
             crate::journal::start(args, &pod, &state, contact.sink, &cancel, &tracker).await?;
