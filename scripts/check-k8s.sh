@@ -89,6 +89,15 @@ npol = by[("NetworkPolicy", "smsgw-operator")]["spec"]["ingress"][0]
 assert npol["ports"] == [{"port": 50051, "protocol": "TCP"}], npol
 assert npol["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "proxy", npol
 assert ("NetworkPolicy", "smsgw-proxy") in by and ("NetworkPolicy", "smsgw-redis") in by
+# Cross-pod dispatch: the proxies' dispatch port is open to the release's
+# proxies only, and the port the pods listen on is the one the rule opens.
+pin = by[("NetworkPolicy", "smsgw-proxy")]["spec"]["ingress"]
+disp = [r for r in pin if {"port": 44045, "protocol": "TCP"} in r["ports"]]
+assert len(disp) == 1 and disp[0]["from"] == [{"podSelector": {"matchLabels": {
+    "app.kubernetes.io/name": "smsgw", "app.kubernetes.io/instance": "smsgw",
+    "app.kubernetes.io/component": "proxy"}}}], pin
+assert all(44045 not in [p["port"] for p in r["ports"]] for r in pin if r is not disp[0]), pin
+assert px["SMSGW_DISPATCH_LISTEN"] == "0.0.0.0:44045", px
 PY
 "$helm" template smsgw charts/smsgw --namespace smsgw --set networkPolicy.enabled=false |
     { ! grep -q 'kind: NetworkPolicy'; } || { echo "networkPolicy.enabled=false still renders NetworkPolicies" >&2; exit 1; }

@@ -399,10 +399,8 @@ impl Dispatching {
         registry: Arc<Registry>,
         token: &str,
         timeout: Duration,
-        registry_of_metrics: &smsgw_api::metrics::Metrics,
+        metrics: DispatchMetrics,
     ) -> Self {
-        let metrics = DispatchMetrics::default();
-        metrics.register(registry_of_metrics);
         Self {
             links,
             registry,
@@ -887,6 +885,10 @@ impl Dispatch {
         metrics: &smsgw_api::metrics::Metrics,
     ) -> anyhow::Result<Option<Dispatch>> {
         use anyhow::Context;
+        // Registered in every mode, so dashboards and alerts see the same
+        // catalogue whether or not this process dispatches (zero when not).
+        let dispatch_metrics = DispatchMetrics::default();
+        dispatch_metrics.register(metrics);
         let d = &args.dispatch;
         let Some(listen) = d.dispatch_listen else {
             return Ok(None);
@@ -923,7 +925,7 @@ impl Dispatch {
             registry.clone(),
             &token,
             d.dispatch_timeout,
-            metrics,
+            dispatch_metrics,
         ));
         let service = DispatchService {
             links: links.clone(),
