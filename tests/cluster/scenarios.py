@@ -604,6 +604,8 @@ def scenario_dispatch(c: Cluster, n=300, threads=8, rate=25.0):
         name, base = bases[i % len(bases)]
         tx = f"s5-{run}-{i}"
         st, body = send(c, h, f"dispatch {tx}", f"+3363{i:07d}", tx, base)
+        if st != 200:
+            body = dict(body, at=f"#{i} {time.time() - start:.2f}s")
         return name, st, body, f"dispatch {tx}"
 
     t0 = time.time()

@@ -197,8 +197,11 @@ async fn a_pool_member_going_down_halves_the_pool_rate_and_coming_back_restores_
         .await;
         assert!(down.is_some(), "lb seen down");
     }
-    // One health interval later the pool runs on la alone.
-    tokio::time::sleep(interval + Duration::from_millis(300)).await;
+    // At most three health intervals later the pool runs on la alone: a
+    // link seen down once may be a session restart, down at the next check
+    // too it is down (two ticks), and each pod's own tick reads the shared
+    // view (one more).
+    tokio::time::sleep(interval * 3 + Duration::from_millis(300)).await;
     let half = drive(&gws, &creds, "both", 4, window).await;
 
     let _b = Sim::start(&b_addr.to_string());

@@ -27,7 +27,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use smsgw_core::links::{
     Address, LinkAction, LinkControl, LinkView, OutboundMessage, OutboundSegment, SarParts,
-    SegmentResult, SubmitError, Submission,
+    SegmentResult, Submission, SubmitError,
 };
 use smsgw_proto::dispatch::v1 as pb;
 use std::collections::HashMap;
@@ -65,6 +65,20 @@ pub(crate) struct DispatchMetrics {
 
 impl DispatchMetrics {
     fn register(&self, metrics: &smsgw_api::metrics::Metrics) {
+        // Every outcome from zero, so the series exist (and `rate()` works)
+        // before the first hand-off.
+        for o in ["submitted", "refused", "lost"] {
+            let _ = self.forwarded.get_or_create(&OutcomeLabels { outcome: o });
+        }
+        for o in [
+            "submitted",
+            "not_bound",
+            "unknown_target",
+            "unauthenticated",
+            "invalid",
+        ] {
+            let _ = self.served.get_or_create(&OutcomeLabels { outcome: o });
+        }
         metrics.with_registry(|r| {
             r.register(
                 "dispatch_forwarded",
@@ -80,7 +94,9 @@ impl DispatchMetrics {
     }
 
     fn forwarded(&self, outcome: &'static str) {
-        self.forwarded.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.forwarded
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     fn served(&self, outcome: &'static str) {
@@ -214,13 +230,15 @@ impl Registry {
         let peers = all_views
             .into_iter()
             .filter(|(pod, _)| *pod != self.advertise)
-            .filter_map(|(pod, json)| match serde_json::from_str::<PodViews>(&json) {
-                Ok(v) if v.until >= now => Some(v.links),
-                _ => {
-                    stale.push(pod);
-                    None
-                }
-            })
+            .filter_map(
+                |(pod, json)| match serde_json::from_str::<PodViews>(&json) {
+                    Ok(v) if v.until >= now => Some(v.links),
+                    _ => {
+                        stale.push(pod);
+                        None
+                    }
+                },
+            )
             .collect();
         *self.peer_views.write().unwrap_or_else(|p| p.into_inner()) = peers;
         if !stale.is_empty() {
@@ -234,7 +252,11 @@ impl Registry {
     }
 
     /// Records an admin action for every pod; returns the wish now in force.
-    pub(crate) async fn wish(&self, link: &str, action: LinkAction) -> redis::RedisResult<LinkWish> {
+    pub(crate) async fn wish(
+        &self,
+        link: &str,
+        action: LinkAction,
+    ) -> redis::RedisResult<LinkWish> {
         let mut conn = self.redis.clone();
         let stopped = format!("{link}:stopped");
         let epoch = format!("{link}:epoch");
@@ -829,7 +851,9 @@ impl pb::dispatch_server::Dispatch for DispatchService {
         })?;
         let Some(running) = self.links.get() else {
             self.metrics.served("not_bound");
-            return Err(tonic::Status::failed_precondition("no links configured yet"));
+            return Err(tonic::Status::failed_precondition(
+                "no links configured yet",
+            ));
         };
         match running.up_here(&target) {
             None => {
@@ -1048,14 +1072,35 @@ mod tests {
         let merged = merge_views(mine, peers);
         assert_eq!(merged.len(), 1);
         let m = &merged[0];
-        assert_eq!((m.state.as_str(), m.sessions_bound, m.sessions_total), ("bound", 2, 2));
+        assert_eq!(
+            (m.state.as_str(), m.sessions_bound, m.sessions_total),
+            ("bound", 2, 2)
+        );
         assert_eq!((m.in_flight, m.submit_rate), (6, 20.0));
         assert_eq!(m.last_error.as_deref(), Some("bind refused"));
-        let states: Vec<_> = m.sessions.iter().map(|s| (s.index, s.state.as_str())).collect();
+        let states: Vec<_> = m
+            .sessions
+            .iter()
+            .map(|s| (s.index, s.state.as_str()))
+            .collect();
         assert_eq!(states, [(0, "bound"), (1, "bound")]);
         // Stopped everywhere stays stopped; stopped here but bound there is bound.
-        assert_eq!(merge_views(vec![view("stopped", 0, &[])], vec![vec![view("stopped", 0, &[])]])[0].state, "stopped");
-        assert_eq!(merge_views(vec![view("stopped", 0, &[])], vec![vec![view("bound", 1, &[])]])[0].state, "bound");
+        assert_eq!(
+            merge_views(
+                vec![view("stopped", 0, &[])],
+                vec![vec![view("stopped", 0, &[])]]
+            )[0]
+            .state,
+            "stopped"
+        );
+        assert_eq!(
+            merge_views(
+                vec![view("stopped", 0, &[])],
+                vec![vec![view("bound", 1, &[])]]
+            )[0]
+            .state,
+            "bound"
+        );
     }
 
     #[test]
@@ -1071,8 +1116,20 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         let w = wishes(raw);
-        assert_eq!(w["a"], LinkWish { stopped: true, epoch: 3 });
-        assert_eq!(w["b"], LinkWish { stopped: false, epoch: 1 });
+        assert_eq!(
+            w["a"],
+            LinkWish {
+                stopped: true,
+                epoch: 3
+            }
+        );
+        assert_eq!(
+            w["b"],
+            LinkWish {
+                stopped: false,
+                epoch: 1
+            }
+        );
         assert_eq!(w.len(), 2);
     }
 
@@ -1090,7 +1147,10 @@ mod tests {
         assert_eq!(from_proto(p).unwrap_err(), "ton 256 out of range");
         let mut p = to_proto("l", &msg());
         p.segments[1].sar.as_mut().unwrap().msg_ref_num = 70_000;
-        assert_eq!(from_proto(p).unwrap_err(), "sar_msg_ref_num 70000 out of range");
+        assert_eq!(
+            from_proto(p).unwrap_err(),
+            "sar_msg_ref_num 70000 out of range"
+        );
         let mut p = to_proto("l", &msg());
         p.segments.clear();
         assert!(from_proto(p).unwrap_err().contains("0 segments"));
@@ -1130,6 +1190,10 @@ mod tests {
                 pending: None
             }
         );
-        assert!(from_reply(reply, 3).unwrap_err().contains("2 results for 3"));
+        assert!(
+            from_reply(reply, 3)
+                .unwrap_err()
+                .contains("2 results for 3")
+        );
     }
 }

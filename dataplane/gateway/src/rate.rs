@@ -26,7 +26,37 @@ pub(crate) struct Limiting {
     /// checked yet count as up, so a new configuration applies its
     /// configured values at once instead of refusing while links bind.
     view: Mutex<HashMap<String, bool>>,
+    /// When this pod last saw each link bound (see [`LastBound`]).
+    last_bound: Mutex<LastBound>,
     interval: Duration,
+}
+
+/// When this pod last saw each link bound. A link that was bound here at
+/// the previous check still counts as up here: a session restart shorter
+/// than the health interval (a configuration change, a rebind) must not
+/// zero the link's and its pools' rates on every pod for an interval,
+/// refusing clients with 429 while the link is back in milliseconds. A
+/// link down for longer counts as down from the check after.
+#[derive(Debug, Default)]
+struct LastBound(HashMap<String, std::time::Instant>);
+
+impl LastBound {
+    /// Whether `link` counts as up here, given whether it is `bound` now;
+    /// `grace` is how long a link last seen bound still counts as up.
+    fn up(&mut self, link: &str, bound: bool, now: std::time::Instant, grace: Duration) -> bool {
+        if bound {
+            self.0.insert(link.to_owned(), now);
+            return true;
+        }
+        self.0
+            .get(link)
+            .is_some_and(|t| now.saturating_duration_since(*t) <= grace)
+    }
+
+    /// Forgets links no longer configured.
+    fn retain(&mut self, configured: impl Fn(&str) -> bool) {
+        self.0.retain(|k, _| configured(k));
+    }
 }
 
 impl Limiting {
@@ -94,6 +124,7 @@ impl Limiting {
             limiter: Arc::new(Metered::new(layered, metrics)),
             redis,
             view: Mutex::default(),
+            last_bound: Mutex::default(),
             interval: args.link_health_interval,
         })
     }
@@ -116,14 +147,22 @@ impl Limiting {
     /// Redis, then the limits set from the cluster-wide view.
     pub(crate) async fn check(&self, state: &ApiState, links: &dyn LinkControl) {
         let config = RateConfig::from_snapshot(&state.config.load());
-        let local: Vec<(String, bool)> = config
-            .links
-            .keys()
-            .map(|name| {
-                let up = links.link(name).is_some_and(|v| v.sessions_bound > 0);
-                (name.clone(), up)
-            })
-            .collect();
+        let now = std::time::Instant::now();
+        // One interval and a half: the previous check's sighting counts
+        // even when this tick runs late.
+        let grace = self.interval + self.interval / 2;
+        let local: Vec<(String, bool)> = {
+            let mut last = self.last_bound.lock().unwrap_or_else(|p| p.into_inner());
+            last.retain(|name| config.links.contains_key(name));
+            config
+                .links
+                .keys()
+                .map(|name| {
+                    let bound = links.link(name).is_some_and(|v| v.sessions_bound > 0);
+                    (name.clone(), last.up(name, bound, now, grace))
+                })
+                .collect()
+        };
         let shared = match &self.redis {
             // Reports outlive three missed checks, then a dead pod's
             // sessions stop counting.
@@ -169,5 +208,35 @@ impl Limiting {
         if let Some(r) = &self.redis {
             r.leave().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LastBound;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_restart_shorter_than_the_interval_keeps_the_link_up_a_longer_outage_does_not() {
+        let (t0, i) = (Instant::now(), Duration::from_secs(1));
+        let grace = i + i / 2;
+        let mut l = LastBound::default();
+        // Never bound here: down at once (a pod holding no bind of the
+        // link must not make it look up).
+        assert!(!l.up("sim", false, t0, grace));
+        assert!(l.up("sim", true, t0, grace));
+        // The next check (a tick late) catches the session restarting.
+        assert!(
+            l.up("sim", false, t0 + i + i / 4, grace),
+            "a blip is not an outage"
+        );
+        // Still down at the check after: the link is down.
+        assert!(!l.up("sim", false, t0 + 2 * i, grace));
+        assert!(l.up("sim", true, t0 + 3 * i, grace), "back up at once");
+        l.retain(|n| n != "sim");
+        assert!(
+            !l.up("sim", false, t0 + 3 * i, grace),
+            "forgotten with its configuration"
+        );
     }
 }
