@@ -14,5 +14,6 @@ mod metrics;
 mod mo;
 mod policy;
 mod standalone;
+mod text;
 mod tls;
 mod traces;
