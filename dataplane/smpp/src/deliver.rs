@@ -344,10 +344,10 @@ impl Reassembler {
     /// completed one, and any incomplete set evicted to make room).
     pub fn push(&mut self, link: &str, part: MoPart, now: Instant) -> Vec<MobileOriginated> {
         let Some((reference, total, seq)) = part.concat else {
-            return vec![surface(link, part, vec![], 1, true)];
+            return vec![surface(link, part, Vec::new(), 1, true)];
         };
         if total <= 1 || seq == 0 || seq > total {
-            return vec![surface(link, part, vec![], 1, true)];
+            return vec![surface(link, part, Vec::new(), 1, true)];
         }
         let key = SetKey {
             source: part.source.addr.clone(),
@@ -447,23 +447,21 @@ fn clone_part(p: &MoPart) -> MoPart {
 fn finish(link: &str, set: PendingSet) -> MobileOriginated {
     let complete = set.received == set.parts.len();
     let n = set.parts.len() as u8;
-    let parts = set
+    let slots = set
         .parts
         .into_iter()
         .zip(set.headers)
-        .filter_map(|(p, h)| Some((p?, h)))
+        .map(|(p, h)| Some((p?, h)))
         .collect();
-    surface(link, set.first, parts, n, complete)
+    surface(link, set.first, slots, n, complete)
 }
 
 /// A part's body and its user data header.
 type BodyAndHeader = (Bytes, Option<Result<Udh, TextError>>);
 
-/// Decodes the parts of a message (in order) by `data_coding`, each with
-/// the national language tables its own header selects.
-fn decode_text(data_coding: u8, parts: &[BodyAndHeader]) -> Result<String, TextError> {
-    let encoding = Encoding::from_data_coding(data_coding)
-        .ok_or(TextError::UnsupportedDataCoding { data_coding })?;
+/// Decodes consecutive parts of a message (in order) in `encoding`, each
+/// with the national language tables its own header selects.
+fn decode_run(encoding: Encoding, parts: &[BodyAndHeader]) -> Result<String, TextError> {
     let mut decoded = Vec::with_capacity(parts.len());
     for (body, udh) in parts {
         let udh = match udh {
@@ -476,22 +474,92 @@ fn decode_text(data_coding: u8, parts: &[BodyAndHeader]) -> Result<String, TextE
     smsgw_text::decode_parts(encoding, decoded)
 }
 
+/// Decodes a message by `data_coding` from its parts in sequence order,
+/// `None` for a part that never arrived. The parts on either side of a
+/// missing one are decoded apart, so an escape or surrogate pair is never
+/// completed with a unit of some other part; a pair that the gap cut in
+/// half (an escape or a high surrogate just before it, a low surrogate
+/// just after it) is dropped rather than read as something else.
+fn decode_text(data_coding: u8, slots: &[Option<BodyAndHeader>]) -> Result<String, TextError> {
+    let encoding = Encoding::from_data_coding(data_coding)
+        .ok_or(TextError::UnsupportedDataCoding { data_coding })?;
+    let mut out = String::new();
+    let mut i = 0;
+    while i < slots.len() {
+        if slots[i].is_none() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < slots.len() && slots[i].is_some() {
+            i += 1;
+        }
+        let mut run: Vec<BodyAndHeader> = slots[start..i].iter().flatten().cloned().collect();
+        trim_cut_pairs(encoding, &mut run, start > 0, i < slots.len());
+        out.push_str(&decode_run(encoding, &run)?);
+    }
+    Ok(out)
+}
+
+/// Drops the halves of pairs a missing part cut off: at the end of `run`
+/// (`before_gap`) a dangling GSM escape or a UCS-2 high surrogate, at its
+/// start (`after_gap`) a UCS-2 low surrogate.
+fn trim_cut_pairs(
+    encoding: Encoding,
+    run: &mut [BodyAndHeader],
+    after_gap: bool,
+    before_gap: bool,
+) {
+    const ESC: u8 = 0x1B;
+    let unit = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
+    // Escapes at the very end of the run, whichever parts hold them.
+    let escapes = run
+        .iter()
+        .rev()
+        .flat_map(|(b, _)| b.iter().rev())
+        .take_while(|&&b| b == ESC)
+        .count();
+    if before_gap && let Some(last) = run.iter_mut().rev().find(|(b, _)| !b.is_empty()) {
+        let b = &last.0;
+        let cut = match encoding {
+            // An odd number of escapes at the end leaves the last unpaired.
+            Encoding::Gsm7 => usize::from(escapes % 2 == 1),
+            Encoding::Ucs2 if b.len() >= 2 && b.len() % 2 == 0 => {
+                2 * usize::from((0xD800..0xDC00).contains(&unit(b, b.len() - 2)))
+            }
+            _ => 0,
+        };
+        last.0 = b.slice(..b.len() - cut);
+    }
+    if after_gap
+        && encoding == Encoding::Ucs2
+        && let Some(first) = run.iter_mut().find(|(b, _)| !b.is_empty())
+        && first.0.len() >= 2
+        && (0xDC00..0xE000).contains(&unit(&first.0, 0))
+    {
+        first.0 = first.0.slice(2..);
+    }
+}
+
 fn surface(
     link: &str,
     first: MoPart,
-    parts: Vec<BodyAndHeader>,
+    slots: Vec<Option<BodyAndHeader>>,
     n: u8,
     complete: bool,
 ) -> MobileOriginated {
-    let (payload, text) = if parts.is_empty() {
-        let text = decode_text(first.data_coding, &[(first.payload.clone(), first.udh)]);
+    let (payload, text) = if slots.is_empty() {
+        let text = decode_text(
+            first.data_coding,
+            &[Some((first.payload.clone(), first.udh))],
+        );
         (first.payload, text)
     } else {
-        let mut buf = BytesMut::with_capacity(parts.iter().map(|p| p.0.len()).sum());
-        for p in &parts {
+        let mut buf = BytesMut::with_capacity(slots.iter().flatten().map(|p| p.0.len()).sum());
+        for p in slots.iter().flatten() {
             buf.extend_from_slice(&p.0);
         }
-        (buf.freeze(), decode_text(first.data_coding, &parts))
+        (buf.freeze(), decode_text(first.data_coding, &slots))
     };
     MobileOriginated {
         link: link.to_owned(),
@@ -623,6 +691,54 @@ mod tests {
         );
         assert_eq!(big.len(), 2, "the older set and the oversized one");
         assert_eq!((r.pending(), r.held_bytes()), (0, 0));
+    }
+
+    /// Parts 1 and 3 of 3 in `data_coding`, surfaced at the timeout.
+    fn without_the_middle(
+        data_coding: u8,
+        first: &'static [u8],
+        third: &'static [u8],
+    ) -> MobileOriginated {
+        let mut r = Reassembler::new(ReassemblyConfig::default());
+        let t0 = Instant::now();
+        for (seq, body) in [(1, first), (3, third)] {
+            let p = MoPart {
+                data_coding,
+                ..part(9, 3, seq, body)
+            };
+            assert!(r.push("l", p, t0).is_empty());
+        }
+        let mut out = r.expire("l", t0 + Duration::from_secs(3600));
+        assert_eq!(out.len(), 1);
+        let mo = out.remove(0);
+        assert!(!mo.complete);
+        mo
+    }
+
+    #[test]
+    fn a_missing_part_never_completes_a_pair_with_a_unit_of_another() {
+        // GSM: the escape ending part 1 belonged to the missing part's
+        // first septet; part 3's 'e' must not turn it into '€'.
+        let mo = without_the_middle(0, b"ab\x1b", b"\x65c");
+        assert_eq!(mo.text.as_deref(), Ok("abec"));
+        assert_eq!(
+            &mo.payload[..],
+            b"ab\x1b\x65c",
+            "the raw user data stays whole"
+        );
+        // Two escapes are a pair (a space): nothing is cut.
+        let mo = without_the_middle(0, b"a\x1b\x1b", b"c");
+        assert_eq!(mo.text.as_deref(), Ok("a c"));
+        // UCS-2: a high surrogate before the gap and a low one after it
+        // are halves of two different characters, not one emoji.
+        let mo = without_the_middle(8, &[0, 0x41, 0xD8, 0x3D], &[0xDE, 0x00, 0, 0x42]);
+        assert_eq!(mo.text.as_deref(), Ok("AB"));
+        // A lone low surrogate after the gap does not cost the whole text.
+        let mo = without_the_middle(8, &[0, 0x41], &[0xDC, 0x00, 0, 0x43]);
+        assert_eq!(mo.text.as_deref(), Ok("AC"));
+        // Whole pairs on either side stay.
+        let mo = without_the_middle(8, &[0xD8, 0x3D, 0xDE, 0x00], &[0xD8, 0x3D, 0xDE, 0x01]);
+        assert_eq!(mo.text.as_deref(), Ok("😀😁"));
     }
 
     fn mo_of(short_message: &[u8]) -> MoPart {
