@@ -80,6 +80,21 @@ pub enum MessageIdFormat {
     Decimal,
 }
 
+/// What becomes of a submit_sm whose session closed before the SMSC
+/// answered it (a dropped or stalled session): it may or may not have
+/// reached the SMSC.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum UnknownPolicy {
+    /// Submit it again on a healthy session (at least once): the message is
+    /// marked `possible_duplicate` in lookups, notifications and the
+    /// journal.
+    #[default]
+    Resubmit,
+    /// Leave it `unknown` for an operator.
+    Hold,
+}
+
 /// Reconnect backoff: after a failed connect or bind, wait `initial`, then
 /// double the delay on each further failure up to `max`, with jitter.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -382,6 +397,14 @@ pub struct SmppLinkSpec {
     #[serde(default = "defaults::one_u32")]
     #[schemars(range(max = 1000))]
     pub stall_after_timeouts: u32,
+    /// What becomes of a submit_sm whose session closed (dropped, or closed
+    /// as stalled) before the SMSC answered it: `resubmit` it on a healthy
+    /// session and mark the message `possible_duplicate`, or `hold` it as
+    /// `unknown` for an operator. A submit_sm that timed out on a session
+    /// that stays open is always held (a late answer may settle it).
+    /// Default `resubmit`.
+    #[serde(default)]
+    pub unknown_policy: UnknownPolicy,
     /// Interval of enquire_link keep-alives on an idle session, as a
     /// duration string, at least `100ms`. Default `30s`.
     #[serde(default = "defaults::enquire_link_interval")]

@@ -100,6 +100,11 @@ pub enum EventKind {
         /// outcome is unknown).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// The segment went to the SMSC more than once (resubmitted after
+        /// its connection closed before an answer): the recipient may get
+        /// it twice.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        possible_duplicate: bool,
     },
     /// A delivery receipt arrived.
     Receipt {

@@ -140,7 +140,8 @@ pub enum SegmentResult {
         command_status: u32,
     },
     /// Sent, but no answer in time (or the connection was lost): it may
-    /// or may not have been accepted. Never resent.
+    /// or may not have been accepted. Not resent by the caller (the link
+    /// resubmits by its own policy, see [`Submission::resubmitted`]).
     Unknown {
         /// Why.
         reason: String,
@@ -162,6 +163,11 @@ pub struct Submission {
     pub link: String,
     /// Results, in segment order.
     pub results: Vec<SegmentResult>,
+    /// Positions of the segments submitted more than once: an earlier
+    /// `submit_sm` went out but its connection closed before any answer,
+    /// and the link's `resubmit` policy sent it again (the result above is
+    /// the last copy's). The SMSC may hold both copies.
+    pub resubmitted: Vec<u16>,
 }
 
 /// Why nothing of a message was sent (so it is safe to try again later).

@@ -158,6 +158,11 @@ pub struct SegmentRecord {
     /// When the latest receipt was applied (its `done date`, or arrival).
     #[serde(default)]
     pub receipt_at_ms: Option<u64>,
+    /// Submitted more than once: an earlier `submit_sm` went out but its
+    /// connection closed before any answer, and the link's `resubmit`
+    /// policy sent it again. The SMSC may have taken both copies.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resubmitted: bool,
 }
 
 impl SegmentRecord {
@@ -171,6 +176,7 @@ impl SegmentRecord {
             error_code: None,
             submitted_at_ms: None,
             receipt_at_ms: None,
+            resubmitted: false,
         }
     }
 
@@ -260,6 +266,13 @@ pub struct MessageRecord {
 }
 
 impl MessageRecord {
+    /// True when a segment was submitted more than once, so the recipient
+    /// may get it twice (the link's `resubmit` policy after a connection
+    /// lost before the SMSC answered).
+    pub fn possible_duplicate(&self) -> bool {
+        self.segments.iter().any(|s| s.resubmitted)
+    }
+
     /// The trace id of [`MessageRecord::traceparent`] (32 hex digits), empty
     /// without one.
     pub fn trace_id(&self) -> &str {
@@ -322,6 +335,7 @@ impl MessageRecord {
         seg.submit = s.outcome.clone();
         seg.smsc_message_id = s.smsc_message_id.clone();
         seg.submitted_at_ms = Some(s.at_ms);
+        seg.resubmitted |= s.resubmitted;
         self.link = Some(s.link.clone());
         self.touch(s.at_ms);
         Ok(())
@@ -384,6 +398,9 @@ pub struct SubmitUpdate {
     pub smsc_message_id: Option<String>,
     /// When the answer came (ms since epoch).
     pub at_ms: u64,
+    /// The segment was submitted more than once (see
+    /// [`SegmentRecord::resubmitted`]); the mark stays once set.
+    pub resubmitted: bool,
 }
 
 /// A delivery receipt, for [`MessageStore::apply_receipt`].
@@ -661,6 +678,7 @@ mod tests {
             link: "l".into(),
             smsc_message_id: Some(format!("id{seq}")),
             at_ms: 5,
+            resubmitted: false,
         }
     }
 
@@ -685,6 +703,25 @@ mod tests {
         assert_eq!(m.status, MessageStatus::Pending);
         assert!(m.apply_receipt(0, &receipt(ReceiptState::Delivered)));
         assert_eq!(m.status, MessageStatus::Delivered);
+    }
+
+    #[test]
+    fn a_resubmitted_segment_marks_the_message_a_possible_duplicate_for_good() {
+        let mut m = rec(2);
+        m.record_submit(&submit(0, SubmitStatus::Accepted)).unwrap();
+        assert!(!m.possible_duplicate());
+        m.record_submit(&SubmitUpdate {
+            resubmitted: true,
+            ..submit(1, SubmitStatus::Accepted)
+        })
+        .unwrap();
+        assert!(m.possible_duplicate() && m.segments[1].resubmitted);
+        // A later answer for the same segment (a late response) keeps it.
+        m.record_submit(&submit(1, SubmitStatus::Accepted)).unwrap();
+        assert!(m.possible_duplicate());
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["segments"][1]["resubmitted"], true);
+        assert!(json["segments"][0].get("resubmitted").is_none());
     }
 
     #[test]

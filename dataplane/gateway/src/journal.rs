@@ -247,6 +247,10 @@ fn record(journal: &Journal, ev: &Lifecycle<'_>) {
             segment: u32::from(*segment) + 1,
             smsc_message_id: smsc_message_id.map(str::to_owned),
             error: error.clone(),
+            possible_duplicate: record
+                .segments
+                .get(usize::from(*segment))
+                .is_some_and(|s| s.resubmitted),
         },
         Lifecycle::Receipt { update, record } => EventKind::Receipt {
             message_id: record.map(|r| r.message_id.clone()),

@@ -26,7 +26,8 @@ impl Collector for LinkGauges {
         let gauge = || Family::<LinkLabels, Gauge>::default();
         let (up, bound, total, in_flight, window) = (gauge(), gauge(), gauge(), gauge(), gauge());
         let rtt = Family::<LinkLabels, Gauge<f64, AtomicU64>>::default();
-        let (mut throttled, mut stalls, mut stall_unknown) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut throttled, mut stalls, mut stall_unknown, mut resubmitted) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (st, window_per_session) in &statuses {
             let l = LinkLabels {
                 link: st.name.clone(),
@@ -46,7 +47,8 @@ impl Collector for LinkGauges {
                 |f: fn(&smsgw_smpp::SessionStatus) -> u64| st.sessions.iter().map(f).sum::<u64>();
             throttled.push((l.clone(), sum(|s| s.throttled)));
             stalls.push((l.clone(), sum(|s| s.stalls)));
-            stall_unknown.push((l, sum(|s| s.stall_unknown)));
+            stall_unknown.push((l.clone(), sum(|s| s.stall_unknown)));
+            resubmitted.push((l, st.resubmitted));
         }
         for (name, help, family) in [
             (
@@ -90,6 +92,11 @@ impl Collector for LinkGauges {
                 "link_stall_unknown",
                 "submit_sm still awaiting a response when their session was closed as stalled, by link",
                 stall_unknown,
+            ),
+            (
+                "link_resubmitted",
+                "Segments submitted again because their session closed before the SMSC answered (unknownPolicy resubmit), by link",
+                resubmitted,
             ),
         ] {
             let mut enc = encoder.encode_descriptor(

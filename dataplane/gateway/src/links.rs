@@ -10,7 +10,9 @@ use smsgw_core::links::{
     SubmitError,
 };
 use smsgw_core::messages::{ReceiptOutcome, ReceiptState, ReceiptUpdate, unix_now_ms};
-use smsgw_crds::{BindMode, InterfaceVersion, MessageIdFormat, SmppLinkSpec, Snapshot};
+use smsgw_crds::{
+    BindMode, InterfaceVersion, MessageIdFormat, SmppLinkSpec, Snapshot, UnknownPolicy,
+};
 use smsgw_smpp::{Link, LinkConfig, LinkEvent, LinkState, LinkStatus, Pool, SessionRole};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,6 +47,10 @@ pub fn link_config(name: &str, spec: &SmppLinkSpec) -> LinkConfig {
         burst: spec.burst.or(spec.rate).unwrap_or(1),
         response_timeout: spec.response_timeout.get(),
         stall_after_timeouts: spec.stall_after_timeouts,
+        unknown_policy: match spec.unknown_policy {
+            UnknownPolicy::Resubmit => smsgw_smpp::UnknownPolicy::Resubmit,
+            UnknownPolicy::Hold => smsgw_smpp::UnknownPolicy::Hold,
+        },
         enquire_link_interval: spec.enquire_link_interval.get(),
         reconnect: smsgw_smpp::Backoff {
             initial: spec.reconnect.initial.get(),
@@ -608,6 +614,12 @@ impl LinkControl for Links {
         match target.submit_via(req).await {
             Ok((link, outcomes)) => Ok(Submission {
                 link,
+                resubmitted: outcomes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, o)| o.is_resubmitted())
+                    .map(|(i, _)| i as u16)
+                    .collect(),
                 results: outcomes.into_iter().map(segment_result).collect(),
             }),
             Err(e) => Err(SubmitError::Unavailable(e.to_string())),
@@ -669,6 +681,7 @@ fn segment_result(o: smsgw_smpp::SegmentOutcome) -> SegmentResult {
             }
         }
         SegmentOutcome::NotSent { reason } => SegmentResult::NotSent { reason },
+        SegmentOutcome::Resubmitted { outcome, .. } => segment_result(*outcome),
         other => SegmentResult::NotSent {
             reason: format!("{other:?}"),
         },
@@ -754,6 +767,12 @@ mod tests {
         let mut stall = snap.links["local-sim"].clone();
         stall.stall_after_timeouts = 3;
         assert_eq!(link_config("local-sim", &stall).stall_after_timeouts, 3);
+        assert_eq!(c.unknown_policy, smsgw_smpp::UnknownPolicy::Resubmit);
+        stall.unknown_policy = UnknownPolicy::Hold;
+        assert_eq!(
+            link_config("local-sim", &stall).unknown_policy,
+            smsgw_smpp::UnknownPolicy::Hold
+        );
         assert_eq!(c.enquire_link_interval, Duration::from_secs(5));
         assert_eq!(c.reconnect.initial, Duration::from_millis(500));
         assert_eq!(c.message_id_format, smsgw_smpp::IdFormat::Hex);

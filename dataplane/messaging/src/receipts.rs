@@ -134,6 +134,7 @@ impl Messaging {
                 link: link.to_owned(),
                 smsc_message_id,
                 at_ms: unix_now_ms(),
+                resubmitted: false,
             })
             .await
             .map_err(|e| MessagingError::Internal(e.to_string()))?;

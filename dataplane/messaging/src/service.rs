@@ -320,6 +320,7 @@ impl Messaging {
                 transaction_id: rec.transaction_id.clone(),
                 status: rec.status,
                 at_ms: rec.updated_at_ms,
+                possible_duplicate: rec.possible_duplicate(),
             });
         }
     }

@@ -129,6 +129,7 @@ impl Messaging {
                     link: submission.link.clone(),
                     smsc_message_id: id.clone(),
                     at_ms: unix_now_ms(),
+                    resubmitted: submission.resubmitted.contains(&seq),
                 })
                 .await
                 .map_err(|e| MessagingError::Internal(e.to_string()));

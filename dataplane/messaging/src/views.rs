@@ -28,6 +28,10 @@ pub struct SegmentView {
     pub submitted_at_ms: Option<u64>,
     /// Receipt time, Unix ms.
     pub receipt_at_ms: Option<u64>,
+    /// Submitted more than once (its first copy's connection closed
+    /// before the SMSC answered): the recipient may get it twice.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resubmitted: bool,
 }
 
 /// A message as clients see it (SmsInfo, GET /api/v1/sms/{id}).
@@ -59,6 +63,11 @@ pub struct MessageView {
     pub created_at_ms: u64,
     /// Last change, Unix ms.
     pub updated_at_ms: u64,
+    /// Some segment went to the SMSC more than once (resubmitted after
+    /// its connection closed before an answer, per the link's `resubmit`
+    /// policy): the recipient may get it twice.
+    #[serde(default)]
+    pub possible_duplicate: bool,
 }
 
 /// The answer to a send.
@@ -104,6 +113,10 @@ pub enum AppEvent {
         status: MessageStatus,
         /// When, Unix ms.
         at_ms: u64,
+        /// Some segment went to the SMSC more than once: the recipient
+        /// may get it twice.
+        #[serde(default)]
+        possible_duplicate: bool,
     },
     /// A mobile-originated message to one of the app's addresses.
     MobileOriginated {
@@ -197,6 +210,7 @@ pub fn segment_view(s: &SegmentRecord) -> SegmentView {
         reason,
         submitted_at_ms: s.submitted_at_ms,
         receipt_at_ms: s.receipt_at_ms,
+        resubmitted: s.resubmitted,
     }
 }
 
@@ -215,6 +229,7 @@ pub fn message_view(r: &MessageRecord) -> MessageView {
         segments: r.segments.iter().map(segment_view).collect(),
         created_at_ms: r.created_at_ms,
         updated_at_ms: r.updated_at_ms,
+        possible_duplicate: r.possible_duplicate(),
     }
 }
 

@@ -123,6 +123,23 @@ impl Default for ReassemblyConfig {
     }
 }
 
+/// What a link does with a `submit_sm` whose connection closed before its
+/// response came (a dropped connection, or a session closed as stalled):
+/// no answer can come for it any more, and the SMSC may or may not have
+/// taken it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownPolicy {
+    /// Submit it again on a healthy session of the link (at least once:
+    /// the SMSC may hold both copies), reported as
+    /// [`crate::SegmentOutcome::Resubmitted`] so the caller can mark the
+    /// message as a possible duplicate.
+    #[default]
+    Resubmit,
+    /// Leave it [`crate::SegmentOutcome::Unknown`] for an operator.
+    Hold,
+}
+
 /// One SMSC account: where to connect, how to bind, how hard to push.
 ///
 /// # Defaults
@@ -139,6 +156,8 @@ impl Default for ReassemblyConfig {
 /// | `rate` / `burst` | unlimited / 1 |
 /// | `response_timeout` | 10 s |
 /// | `stall_after_timeouts` | 1 |
+/// | `unknown_policy` | resubmit |
+/// | `resubmit_wait` | 30 s |
 /// | `window_wait` | 5 s |
 /// | `enquire_link_interval` | 30 s |
 /// | `reconnect` | 500 ms doubling up to 30 s, jittered |
@@ -200,6 +219,16 @@ pub struct LinkConfig {
     /// [`crate::SegmentOutcome::Unknown`] right away. 0: never (only a
     /// failed enquire_link closes a silent connection).
     pub stall_after_timeouts: u32,
+    /// What becomes of a `submit_sm` whose connection closed before its
+    /// response: resubmitted on a healthy session, or held unknown. A
+    /// `submit_sm` that timed out on a connection that stays open is always
+    /// held (its late response may still settle it).
+    pub unknown_policy: UnknownPolicy,
+    /// With [`UnknownPolicy::Resubmit`]: how long a resubmission waits for
+    /// a healthy session (and a window slot) before the segment stays
+    /// unknown.
+    #[serde(with = "humantime_serde")]
+    pub resubmit_wait: Duration,
     /// How long a sender waits for a free window slot before
     /// [`Error::WindowFull`].
     #[serde(with = "humantime_serde")]
@@ -249,6 +278,8 @@ impl Default for LinkConfig {
             burst: 1,
             response_timeout: Duration::from_secs(10),
             stall_after_timeouts: 1,
+            unknown_policy: UnknownPolicy::Resubmit,
+            resubmit_wait: Duration::from_secs(30),
             window_wait: Duration::from_secs(5),
             enquire_link_interval: Duration::from_secs(30),
             reconnect: Backoff::default(),
@@ -330,6 +361,10 @@ impl LinkConfig {
         response_timeout: Duration,
         /// Sets `stall_after_timeouts`.
         stall_after_timeouts: u32,
+        /// Sets `unknown_policy`.
+        unknown_policy: UnknownPolicy,
+        /// Sets `resubmit_wait`.
+        resubmit_wait: Duration,
         /// Sets `window_wait`.
         window_wait: Duration,
         /// Sets `enquire_link_interval`.

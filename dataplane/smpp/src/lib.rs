@@ -4,9 +4,13 @@
 //!   with a send window of `window` pipelined `submit_sm`, responses matched
 //!   by sequence number, enquire_link keep-alive, dead-peer detection,
 //!   rebind with jittered exponential backoff, AIMD slow-down and in-order
-//!   resend on ESME_RTHROTTLED / ESME_RMSGQFUL, and no resend after a
-//!   response timeout (the segment is reported unknown; a late response
-//!   arrives as [`LinkEvent::LateResponse`]).
+//!   resend on ESME_RTHROTTLED / ESME_RMSGQFUL. A session whose `submit_sm`
+//!   responses time out is taken out of rotation, closed and rebound
+//!   ([`LinkState::Stalled`]); a segment whose connection closed before its
+//!   response is resubmitted on a healthy session
+//!   ([`SegmentOutcome::Resubmitted`], [`UnknownPolicy`]), while one that
+//!   timed out on a connection that stays open is reported unknown (a late
+//!   response arrives as [`LinkEvent::LateResponse`]).
 //! * Receipts and MO messages arrive as [`LinkEvent`]s on the channel given
 //!   to [`Link::spawn`]; MO concatenation (UDH or SAR) is reassembled.
 //! * [`Pool`]: smooth weighted round-robin over links that are up, with
@@ -79,6 +83,7 @@ mod types;
 
 pub use config::{
     Backoff, BindMode, InterfaceVersion, LinkConfig, Password, ReassemblyConfig, TonNpi,
+    UnknownPolicy,
 };
 pub use error::{Error, Result};
 pub use ids::{IdFormat, SmscMessageId, normalize_message_id};

@@ -23,10 +23,10 @@ use tokio::{
     time::{Instant, timeout_at},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::Instrument;
+use tracing::{Instrument, debug, warn};
 
 use crate::{
-    config::{BindMode, LinkConfig},
+    config::{BindMode, LinkConfig, UnknownPolicy},
     deliver::Reassembler,
     error::{Error, Result},
     rate::{Gcra, RateMeter},
@@ -42,6 +42,9 @@ pub(crate) struct Shared {
     pub(crate) events: mpsc::Sender<LinkEvent>,
     pub(crate) reassembler: Mutex<Reassembler>,
     pub(crate) submit_meter: RateMeter,
+    /// Segments submitted again after their connection closed before a
+    /// response ([`UnknownPolicy::Resubmit`]), ever.
+    pub(crate) resubmitted: std::sync::atomic::AtomicU64,
     pub(crate) receipt_meter: RateMeter,
     pub(crate) gcra: Option<Gcra>,
     /// TLS connector, when the link uses TLS.
@@ -137,6 +140,7 @@ impl Link {
             config,
             events,
             submit_meter: RateMeter::default(),
+            resubmitted: std::sync::atomic::AtomicU64::new(0),
             receipt_meter: RateMeter::default(),
             gcra,
             tls,
@@ -246,6 +250,13 @@ impl Link {
     /// [`Error::LinkStopped`], [`Error::WindowFull`], [`Error::NotSent`],
     /// [`Error::InvalidRequest`]), so the caller may try elsewhere. Once the
     /// first segment is out, problems are reported per segment.
+    ///
+    /// With [`UnknownPolicy::Resubmit`] (the default), a segment whose
+    /// connection closed before its response (dropped, or closed as
+    /// stalled) is submitted again on a healthy session of the link, waiting
+    /// up to `resubmit_wait` for one, and reported as
+    /// [`SegmentOutcome::Resubmitted`]; segments left unsent behind it
+    /// (window full, session lost) are sent there too.
     pub async fn submit(&self, msg: SubmitRequest) -> Result<Vec<SegmentOutcome>> {
         let shared = &self.inner.shared;
         let link = &shared.config.name;
@@ -257,8 +268,32 @@ impl Link {
             .pick()
             .ok_or_else(|| Error::LinkDown { link: link.clone() })?
             .clone();
+        let all: Vec<&SubmitSm> = pdus.iter().collect();
+        let deadline = Instant::now() + shared.config.window_wait;
+        let (mut outcomes, mut orphaned): (Vec<_>, Vec<_>) = self
+            .send_on(&session, &all, deadline)
+            .await?
+            .into_iter()
+            .unzip();
+        if shared.config.unknown_policy == UnknownPolicy::Resubmit {
+            self.resubmit(&pdus, &mut outcomes, &mut orphaned).await;
+        }
+        Ok(outcomes)
+    }
+
+    /// Sends `pdus` on `session`, in order, pipelined within its window
+    /// (waiting for a slot until `deadline`); one outcome per PDU, with
+    /// the flag "unknown, and no answer can come any more". `Err` when the
+    /// first PDU was not sent.
+    async fn send_on(
+        &self,
+        session: &Arc<Session>,
+        pdus: &[&SubmitSm],
+        deadline: Instant,
+    ) -> Result<Vec<(SegmentOutcome, bool)>> {
+        let shared = &self.inner.shared;
+        let link = &shared.config.name;
         let started = Instant::now();
-        let deadline = started + shared.config.window_wait;
         let mut sent = Vec::with_capacity(pdus.len());
         let mut not_sent: Option<String> = None;
         for (i, pdu) in pdus.iter().enumerate() {
@@ -296,11 +331,99 @@ impl Link {
             drop(permit);
         }
         while outcomes.len() < pdus.len() {
-            outcomes.push(SegmentOutcome::NotSent {
-                reason: not_sent.clone().unwrap_or_default(),
-            });
+            outcomes.push((
+                SegmentOutcome::NotSent {
+                    reason: not_sent.clone().unwrap_or_default(),
+                },
+                false,
+            ));
         }
         Ok(outcomes)
+    }
+
+    /// [`UnknownPolicy::Resubmit`]: sends again, on a healthy session, the
+    /// segments whose connection closed before their response
+    /// (`orphaned`) and those never sent, for up to `resubmit_wait`.
+    async fn resubmit(
+        &self,
+        pdus: &[SubmitSm],
+        outcomes: &mut [SegmentOutcome],
+        orphaned: &mut [bool],
+    ) {
+        /// Resubmission rounds at most (each a fresh session).
+        const ROUNDS: usize = 3;
+        let shared = &self.inner.shared;
+        let deadline = Instant::now() + shared.config.resubmit_wait;
+        for _ in 0..ROUNDS {
+            let todo: Vec<usize> = (0..pdus.len())
+                .filter(|&i| {
+                    orphaned[i] || matches!(outcomes[i].last(), SegmentOutcome::NotSent { .. })
+                })
+                .collect();
+            if todo.is_empty() || shared.cancel.is_cancelled() {
+                return;
+            }
+            let session = loop {
+                if let Some(s) = self.pick() {
+                    break s.clone();
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || !self.wait_bound(left).await {
+                    warn!(
+                        link = %shared.config.name,
+                        segments = todo.len(),
+                        "no healthy session to resubmit on within resubmit_wait; left unknown"
+                    );
+                    return;
+                }
+            };
+            let batch: Vec<&SubmitSm> = todo.iter().map(|&i| &pdus[i]).collect();
+            let window_deadline = deadline.min(Instant::now() + shared.config.window_wait);
+            let results = match self.send_on(&session, &batch, window_deadline).await {
+                Ok(r) => r,
+                Err(e) => {
+                    debug!(link = %shared.config.name, error = %e, "resubmission not sent; trying again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            for (&i, (outcome, lost)) in todo.iter().zip(results) {
+                let before = std::mem::replace(
+                    &mut outcomes[i],
+                    SegmentOutcome::NotSent {
+                        reason: String::new(),
+                    },
+                );
+                outcomes[i] = match before {
+                    SegmentOutcome::Unknown { session, reason } if orphaned[i] => {
+                        shared.resubmitted.fetch_add(1, Ordering::Relaxed);
+                        SegmentOutcome::Resubmitted {
+                            first: reason,
+                            first_session: session,
+                            resubmits: 1,
+                            outcome: Box::new(outcome),
+                        }
+                    }
+                    SegmentOutcome::Resubmitted {
+                        first,
+                        first_session,
+                        resubmits,
+                        ..
+                    } => {
+                        shared.resubmitted.fetch_add(1, Ordering::Relaxed);
+                        SegmentOutcome::Resubmitted {
+                            first,
+                            first_session,
+                            resubmits: resubmits + 1,
+                            outcome: Box::new(outcome),
+                        }
+                    }
+                    // Never sent before: this is its first submission.
+                    _ => outcome,
+                };
+                orphaned[i] = lost;
+            }
+        }
     }
 
     /// Current status (for CheckESME and metrics).
@@ -337,6 +460,7 @@ impl Link {
                 .filter_map(|s| s.last_error.clone())
                 .max_by_key(|e| e.at),
             submit_rate: shared.submit_meter.rate(),
+            resubmitted: shared.resubmitted.load(Ordering::Relaxed),
             receipt_rate: shared.receipt_meter.rate(),
             sessions,
         }

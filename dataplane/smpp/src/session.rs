@@ -395,13 +395,16 @@ impl Session {
         })
     }
 
-    /// Awaits the response of `sent`, resending on throttling.
+    /// Awaits the response of `sent`, resending on throttling. The flag is
+    /// true when the outcome is unknown and no answer can come for it any
+    /// more (its connection closed, or was found stalled and is being
+    /// closed): the SMSC may or may not have taken it.
     pub(crate) async fn outcome(
         &self,
         shared: &Shared,
         pdu: &SubmitSm,
         mut sent: Sent,
-    ) -> SegmentOutcome {
+    ) -> (SegmentOutcome, bool) {
         let cfg = &shared.config;
         let mut retries = 0;
         loop {
@@ -414,16 +417,20 @@ impl Session {
                             sequence_number = sent.seq,
                             "submit_sm response timeout; outcome unknown"
                         );
-                        if sent.pending.stalled.is_cancelled() {
+                        let stalled = sent.pending.stalled.is_cancelled();
+                        if stalled {
                             self.take_out_of_rotation(shared, &sent.pending);
                         }
-                        return SegmentOutcome::Unknown {
-                            session: self.index,
-                            reason: UnknownReason::ResponseTimeout {
-                                sequence_number: sent.seq,
-                                timeout: cfg.response_timeout,
+                        return (
+                            SegmentOutcome::Unknown {
+                                session: self.index,
+                                reason: UnknownReason::ResponseTimeout {
+                                    sequence_number: sent.seq,
+                                    timeout: cfg.response_timeout,
+                                },
                             },
-                        };
+                            stalled,
+                        );
                     }
                     match sent.rx.try_recv() {
                         Ok(reply) => reply,
@@ -439,14 +446,17 @@ impl Session {
                     self.aimd.accepted();
                     self.meter.mark();
                     shared.submit_meter.mark();
-                    return SegmentOutcome::Accepted {
-                        smsc_message_id: SmscMessageId::new(
-                            message_id.unwrap_or_default(),
-                            cfg.message_id_format,
-                        ),
-                        session: self.index,
-                        sequence_number: sent.seq,
-                    };
+                    return (
+                        SegmentOutcome::Accepted {
+                            smsc_message_id: SmscMessageId::new(
+                                message_id.unwrap_or_default(),
+                                cfg.message_id_format,
+                            ),
+                            session: self.index,
+                            sequence_number: sent.seq,
+                        },
+                        false,
+                    );
                 }
                 Reply::Response { status, .. }
                     if (status == ESME_RTHROTTLED || status == ESME_RMSGQFUL)
@@ -466,33 +476,45 @@ impl Session {
                     match self.send(shared, pdu).await {
                         Ok(s) => sent = s,
                         Err(reason) => {
-                            return SegmentOutcome::NotSent {
-                                reason: format!("throttled, then {reason}"),
-                            };
+                            return (
+                                SegmentOutcome::NotSent {
+                                    reason: format!("throttled, then {reason}"),
+                                },
+                                false,
+                            );
                         }
                     }
                 }
                 Reply::Response { status, .. } => {
-                    return SegmentOutcome::Rejected {
-                        command_status: status,
-                    };
+                    return (
+                        SegmentOutcome::Rejected {
+                            command_status: status,
+                        },
+                        false,
+                    );
                 }
                 Reply::Malformed { reason } => {
-                    return SegmentOutcome::Unknown {
-                        session: self.index,
-                        reason: UnknownReason::MalformedResponse {
-                            sequence_number: sent.seq,
-                            reason,
+                    return (
+                        SegmentOutcome::Unknown {
+                            session: self.index,
+                            reason: UnknownReason::MalformedResponse {
+                                sequence_number: sent.seq,
+                                reason,
+                            },
                         },
-                    };
+                        false,
+                    );
                 }
                 Reply::ConnectionLost => {
-                    return SegmentOutcome::Unknown {
-                        session: self.index,
-                        reason: UnknownReason::ConnectionLost {
-                            sequence_number: sent.seq,
+                    return (
+                        SegmentOutcome::Unknown {
+                            session: self.index,
+                            reason: UnknownReason::ConnectionLost {
+                                sequence_number: sent.seq,
+                            },
                         },
-                    };
+                        true,
+                    );
                 }
             }
         }

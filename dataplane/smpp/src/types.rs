@@ -189,6 +189,38 @@ pub enum SegmentOutcome {
         /// Why.
         reason: String,
     },
+    /// Its first `submit_sm` went out, but the connection closed before any
+    /// response (dropped, or closed as stalled), so no answer can come for
+    /// it; under [`crate::UnknownPolicy::Resubmit`] the link submitted it
+    /// again on a healthy session. The SMSC may hold both copies: the
+    /// message is a possible duplicate.
+    Resubmitted {
+        /// Why the first copy's fate is unknown.
+        first: UnknownReason,
+        /// Session the first copy went out on.
+        first_session: usize,
+        /// Submissions after the first (at least 1).
+        resubmits: u32,
+        /// What became of the last submission (never `Resubmitted`).
+        outcome: Box<SegmentOutcome>,
+    },
+}
+
+impl SegmentOutcome {
+    /// The outcome of the last submission of the segment: itself, or what
+    /// a [`SegmentOutcome::Resubmitted`] segment ended as.
+    pub fn last(&self) -> &SegmentOutcome {
+        match self {
+            SegmentOutcome::Resubmitted { outcome, .. } => outcome,
+            other => other,
+        }
+    }
+
+    /// True when the segment was submitted more than once (the SMSC may
+    /// hold duplicates).
+    pub fn is_resubmitted(&self) -> bool {
+        matches!(self, SegmentOutcome::Resubmitted { .. })
+    }
 }
 
 /// The state a receipt reports.
@@ -391,6 +423,10 @@ pub struct LinkStatus {
     pub last_error: Option<LastError>,
     /// Accepted `submit_sm` per second (EWMA, ~10 s).
     pub submit_rate: f64,
+    /// Segments submitted again because their connection closed before
+    /// a response ([`crate::UnknownPolicy::Resubmit`]), since the link
+    /// started.
+    pub resubmitted: u64,
     /// Receipts per second (EWMA, ~10 s).
     pub receipt_rate: f64,
     /// Per-session details.

@@ -13,7 +13,7 @@ use std::{
 };
 
 use smsgw_smpp::{
-    Error, Link, LinkConfig, LinkEvent, LinkState, SegmentOutcome, UnknownReason,
+    Error, Link, LinkConfig, LinkEvent, LinkState, SegmentOutcome, UnknownPolicy, UnknownReason,
     sim::{SimConfig, SimStall, StallScope},
 };
 use tokio::{sync::mpsc, time::Instant};
@@ -80,7 +80,10 @@ async fn sim_drops_the_connection_right_after_the_kth_response() {
 
 #[tokio::test]
 async fn sim_drops_the_connection_between_a_submit_and_its_response() {
-    let f = fixture(SimConfig::default().drop_after(2, true), |c| c).await;
+    let f = fixture(SimConfig::default().drop_after(2, true), |c| {
+        c.unknown_policy(UnknownPolicy::Hold)
+    })
+    .await;
     let o = submit_one(&f.link, "first").await;
     assert!(matches!(o, SegmentOutcome::Accepted { .. }), "{o:?}");
     let started = Instant::now();
@@ -146,6 +149,7 @@ async fn a_stalled_session_leaves_rotation_within_one_response_timeout_and_rebin
         c.sessions(2)
             .window(window)
             .response_timeout(response_timeout)
+            .unknown_policy(UnknownPolicy::Hold)
     })
     .await;
     let link = f.link.clone();
@@ -267,6 +271,7 @@ async fn a_stalled_session_leaves_rotation_within_one_response_timeout_and_rebin
 async fn a_whole_smsc_stall_shows_as_a_stalled_link_then_recovers() {
     let f = fixture(SimConfig::default(), |c| {
         c.response_timeout(Duration::from_millis(400))
+            .unknown_policy(UnknownPolicy::Hold)
     })
     .await;
     f.sim.arm_stall(SimStall {
@@ -304,6 +309,7 @@ async fn the_stalled_windows_other_submits_are_unknown_at_once() {
     let response_timeout = Duration::from_millis(800);
     let f = fixture(SimConfig::default(), |c| {
         c.response_timeout(response_timeout)
+            .unknown_policy(UnknownPolicy::Hold)
     })
     .await;
     let victim = f.sim.connections()[0].id;
@@ -357,7 +363,9 @@ async fn the_stalled_windows_other_submits_are_unknown_at_once() {
 async fn stall_after_two_timeouts_tolerates_one() {
     let response_timeout = Duration::from_millis(300);
     let mut f = fixture(SimConfig::default(), |c| {
-        c.response_timeout(response_timeout).stall_after_timeouts(2)
+        c.response_timeout(response_timeout)
+            .stall_after_timeouts(2)
+            .unknown_policy(UnknownPolicy::Hold)
     })
     .await;
     // One unanswered submit_sm, then answers again.
@@ -381,4 +389,114 @@ async fn stall_after_two_timeouts_tolerates_one() {
     eventually("a rebind", || f.sim.binds() == 2).await;
     assert!(f.link.wait_bound(WAIT).await);
     assert_eq!(f.link.status().sessions[0].stalls, 1);
+}
+
+fn is_accepted(o: &SegmentOutcome) -> bool {
+    matches!(o, SegmentOutcome::Accepted { .. })
+}
+
+#[tokio::test]
+async fn a_submit_lost_with_its_dropped_connection_is_resubmitted_and_reported_so() {
+    let f = fixture(SimConfig::default().drop_after(2, true), |c| c.sessions(2)).await;
+    let o = submit_one(&f.link, "first").await;
+    assert!(is_accepted(&o), "{o:?}");
+    let o = submit_one(&f.link, "second").await;
+    let SegmentOutcome::Resubmitted {
+        first: UnknownReason::ConnectionLost { .. },
+        resubmits: 1,
+        outcome,
+        ..
+    } = &o
+    else {
+        panic!("{o:?}")
+    };
+    assert!(is_accepted(outcome), "{o:?}");
+    assert!(o.is_resubmitted() && is_accepted(o.last()));
+    // The SMSC read the lost copy and the resubmitted one.
+    assert_eq!(f.sim.submits(), 3);
+    assert_eq!(f.link.status().resubmitted, 1);
+}
+
+#[tokio::test]
+async fn a_stalled_sessions_window_is_resubmitted_on_the_other_session_within_one_response_timeout()
+{
+    let response_timeout = Duration::from_millis(600);
+    let f = fixture(SimConfig::default(), |c| {
+        c.sessions(2).window(8).response_timeout(response_timeout)
+    })
+    .await;
+    let conns = f.sim.connections();
+    f.sim.stall_connection(conns[0].id, Duration::from_secs(10));
+    let started = Instant::now();
+    let sends: Vec<_> = (0..12)
+        .map(|i| {
+            let link = f.link.clone();
+            tokio::spawn(async move { submit_one(&link, &format!("m{i}")).await })
+        })
+        .collect();
+    let mut resubmitted: u64 = 0;
+    for s in sends {
+        let o = s.await.expect("sender");
+        // Nothing stays unknown: what the stalled connection held went out
+        // again on the healthy one.
+        assert!(is_accepted(o.last()), "{o:?}");
+        if o.is_resubmitted() {
+            resubmitted += 1;
+        }
+    }
+    let took = started.elapsed();
+    assert!(resubmitted > 0, "some submits went to the stalled session");
+    assert!(took < Duration::from_secs(5), "settled after {took:?}");
+    assert_eq!(f.link.status().resubmitted, resubmitted);
+    assert_eq!(f.sim.submits(), 12 + resubmitted);
+}
+
+#[tokio::test]
+async fn a_whole_smsc_stall_resubmits_once_a_session_is_bound_again() {
+    let f = fixture(SimConfig::default(), |c| {
+        c.response_timeout(Duration::from_millis(400))
+    })
+    .await;
+    f.sim.arm_stall(SimStall {
+        after_submits: 0,
+        duration: Duration::from_millis(1500),
+        scope: StallScope::All,
+    });
+    let o = submit_one(&f.link, "sent twice").await;
+    let SegmentOutcome::Resubmitted {
+        first: UnknownReason::ResponseTimeout { .. },
+        outcome,
+        ..
+    } = &o
+    else {
+        panic!("{o:?}")
+    };
+    assert!(is_accepted(outcome), "{o:?}");
+    assert_eq!(f.link.status().state, LinkState::Bound);
+}
+
+#[tokio::test]
+async fn with_hold_or_without_a_healthy_session_in_time_the_segment_stays_unknown() {
+    let f = fixture(SimConfig::default(), |c| {
+        c.response_timeout(Duration::from_millis(300))
+            .resubmit_wait(Duration::from_millis(300))
+    })
+    .await;
+    f.sim.arm_stall(SimStall {
+        after_submits: 0,
+        duration: Duration::from_secs(3),
+        scope: StallScope::All,
+    });
+    let o = submit_one(&f.link, "no session to resubmit on").await;
+    assert!(
+        matches!(
+            o,
+            SegmentOutcome::Unknown {
+                reason: UnknownReason::ResponseTimeout { .. },
+                ..
+            }
+        ),
+        "{o:?}"
+    );
+    assert_eq!(f.link.status().resubmitted, 0);
 }

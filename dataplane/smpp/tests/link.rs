@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use smsgw_smpp::{
     Address, BindMode, DeliveryState, Error, IdFormat, Link, LinkConfig, LinkEvent, LinkState,
-    Pool, Receipt, Sar, Segment, SegmentOutcome, SubmitRequest, Target, UnknownReason,
+    Pool, Receipt, Sar, Segment, SegmentOutcome, SubmitRequest, Target, UnknownPolicy,
+    UnknownReason,
     sim::{ReceiptMix, SimConfig, SimIdFormat},
 };
 use tokio::sync::mpsc;
@@ -292,6 +293,7 @@ async fn a_full_window_makes_senders_wait_then_fail_with_window_full() {
         c.window(4)
             .window_wait(Duration::from_millis(200))
             .response_timeout(Duration::from_millis(800))
+            .unknown_policy(UnknownPolicy::Hold)
     })
     .await;
     f.sim.set_drop_responses(true);
@@ -734,7 +736,11 @@ async fn pool_spreads_by_weight_and_fails_over_when_a_link_goes_down() {
 
 #[tokio::test]
 async fn connection_loss_with_submits_in_flight_reports_them_unknown_without_resending() {
-    let f = fixture(SimConfig::default(), |c| c).await;
+    // With the hold policy (resubmission: faults.rs).
+    let f = fixture(SimConfig::default(), |c| {
+        c.unknown_policy(UnknownPolicy::Hold)
+    })
+    .await;
     f.sim.set_drop_responses(true);
     let mut sends = Vec::new();
     for _ in 0..3 {

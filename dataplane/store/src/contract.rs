@@ -177,6 +177,7 @@ pub fn accepted(m: &MessageRecord, seq: u16, link: &str, smsc_id: &str) -> Submi
         link: link.into(),
         smsc_message_id: Some(smsc_id.into()),
         at_ms: unix_now_ms(),
+        resubmitted: false,
     }
 }
 
@@ -465,6 +466,19 @@ pub async fn messages_failed_segment(store: &dyn MessageStore) {
         .await
         .unwrap();
     assert_eq!(r.status, MessageStatus::Rejected);
+    assert_eq!(store.get(&m.message_id).await.unwrap().unwrap(), r);
+
+    // A resubmitted segment keeps its mark through the backend.
+    let m = created(store.create(&message(2)).await.unwrap());
+    let r = store
+        .record_submit(&SubmitUpdate {
+            resubmitted: true,
+            ..accepted(&m, 1, "l1", "r1")
+        })
+        .await
+        .unwrap();
+    assert!(r.possible_duplicate() && r.segments[1].resubmitted);
+    assert!(!r.segments[0].resubmitted);
     assert_eq!(store.get(&m.message_id).await.unwrap().unwrap(), r);
 }
 

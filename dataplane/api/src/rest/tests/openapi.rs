@@ -266,6 +266,7 @@ async fn the_schemas_match_what_the_handlers_answer() {
         reason: None,
         submitted_at_ms: Some(1),
         receipt_at_ms: None,
+        resubmitted: true,
     };
     let sent = crate::send::SendResponse {
         success: true,
@@ -305,6 +306,7 @@ async fn the_schemas_match_what_the_handlers_answer() {
         transaction_id: "t1".into(),
         status: smsgw_core::messages::MessageStatus::Delivered,
         at_ms: 2,
+        possible_duplicate: true,
     };
     assert_matches(&doc, "AppEvent", &serde_json::to_value(&event).unwrap());
 

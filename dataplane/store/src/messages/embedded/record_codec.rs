@@ -58,6 +58,7 @@ pub(super) fn encode(rec: &MessageRecord) -> Vec<u8> {
             error_code,
             submitted_at_ms,
             receipt_at_ms,
+            resubmitted: _,
         } = s;
         w.0.extend_from_slice(&seq.to_le_bytes());
         w.opt_str(smsc_message_id.as_deref());
@@ -95,10 +96,26 @@ pub(super) fn encode(rec: &MessageRecord) -> Vec<u8> {
     w.str(&rec.text);
     w.0.extend_from_slice(&rec.ton_npi);
     // Appended after version 1's first fields: absent in records written
-    // before, and left out when there is no trace context.
-    if rec.traceparent.is_some() || rec.tracestate.is_some() {
+    // before, and left out when there is no trace context (nor anything
+    // after it).
+    let resubmitted: Vec<u16> = rec
+        .segments
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.resubmitted)
+        .map(|(i, _)| i as u16)
+        .collect();
+    if rec.traceparent.is_some() || rec.tracestate.is_some() || !resubmitted.is_empty() {
         w.opt_str(rec.traceparent.as_deref());
         w.opt_str(rec.tracestate.as_deref());
+    }
+    // Appended after the trace context: the positions of the resubmitted
+    // segments, left out when there are none.
+    if !resubmitted.is_empty() {
+        w.u32(resubmitted.len() as u32);
+        for i in resubmitted {
+            w.0.extend_from_slice(&i.to_le_bytes());
+        }
     }
     w.0
 }
@@ -170,6 +187,7 @@ fn decode_v1(r: &mut Reader<'_>) -> Option<MessageRecord> {
             error_code,
             submitted_at_ms: r.opt_u64()?,
             receipt_at_ms: r.opt_u64()?,
+            resubmitted: false,
         });
     }
     let claimed_by = r.opt_str()?;
@@ -181,6 +199,13 @@ fn decode_v1(r: &mut Reader<'_>) -> Option<MessageRecord> {
     } else {
         (r.opt_str()?, r.opt_str()?)
     };
+    if !r.0.is_empty() {
+        let k = r.u32()?;
+        for _ in 0..k {
+            let i = u16::from_le_bytes(r.take(2)?.try_into().ok()?);
+            segments.get_mut(usize::from(i))?.resubmitted = true;
+        }
+    }
     Some(MessageRecord {
         message_id,
         app_id,
@@ -344,6 +369,7 @@ mod tests {
             error_code: Some(17),
             submitted_at_ms: Some(5),
             receipt_at_ms: Some(6),
+            resubmitted: false,
         });
         segs[0].submit = SubmitStatus::Rejected { command_status: 88 };
         segs[1].submit = SubmitStatus::Unknown {
@@ -388,6 +414,23 @@ mod tests {
         let mut state_only = rec.clone();
         state_only.traceparent = None;
         assert_eq!(decode(&encode(&state_only)).unwrap(), state_only);
+        // Resubmitted segments, with and without a trace context.
+        let mut resubmitted = rec.clone();
+        resubmitted.segments[1].resubmitted = true;
+        resubmitted.segments[2].resubmitted = true;
+        assert_eq!(decode(&encode(&resubmitted)).unwrap(), resubmitted);
+        resubmitted.traceparent = None;
+        resubmitted.tracestate = None;
+        assert_eq!(decode(&encode(&resubmitted)).unwrap(), resubmitted);
+        // A record written before the mark existed reads as not resubmitted.
+        let mut before = encode(&resubmitted);
+        before.truncate(before.len() - 4 - 2 * 2);
+        let mut unmarked = resubmitted.clone();
+        unmarked
+            .segments
+            .iter_mut()
+            .for_each(|s| s.resubmitted = false);
+        assert_eq!(decode(&before).unwrap(), unmarked);
     }
 
     #[test]
