@@ -5,6 +5,7 @@ mod cli;
 mod config_push;
 mod contact;
 mod dashboard;
+mod faults;
 mod hardening;
 mod harness;
 mod links;

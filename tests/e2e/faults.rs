@@ -1,0 +1,161 @@
+//! An SMSC that drops or stalls a session (issue 21), through the real
+//! binary against `smsgw smsc-sim` with fault injection: nothing the
+//! gateway acknowledged is lost, and the only messages the SMSC got twice
+//! are the ones marked `possible_duplicate`.
+
+use crate::harness::{Creds, Gateway, Sim, bound, sim_config};
+use crate::messages::wait_status;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const MESSAGES: usize = 12;
+
+fn free_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+async fn sim_stats(admin: &str) -> Value {
+    reqwest::get(format!("http://{admin}/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Sends `MESSAGES` messages one after the other (each waits for its
+/// submission), each with its own text, and returns their ids by text
+/// once every one is delivered.
+async fn send_all(gw: &Gateway, creds: &Creds, tag: &str) -> Vec<(String, String)> {
+    let mut sent = Vec::new();
+    for i in 0..MESSAGES {
+        let text = format!("{tag} {i}");
+        let r = gw
+            .authed(creds, Method::POST, "/api/v1/sms/send")
+            .json(&json!({
+                "esme": "sim-link", "source": "SMSGW",
+                "destination": format!("+491510000{i:04}"), "message": text,
+                "transaction_id": format!("{tag}-{i}"), "wait_for_submit": true,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let v: Value = r.json().await.unwrap();
+        sent.push((text, v["message_id"].as_str().unwrap().to_owned()));
+    }
+    sent
+}
+
+/// Every acknowledged message reached the SMSC and is delivered, and the
+/// texts the SMSC took twice are all marked `possible_duplicate`. Returns
+/// the marked texts and those the SMSC took twice.
+async fn assert_nothing_lost_and_duplicates_marked(
+    gw: &Gateway,
+    creds: &Creds,
+    admin: &str,
+    sent: &[(String, String)],
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut marked = BTreeSet::new();
+    for (text, id) in sent {
+        let v = wait_status(gw, creds, id, "delivered", Duration::from_secs(20)).await;
+        if v["possible_duplicate"] == true {
+            assert!(
+                v["segments"][0]["resubmitted"] == true,
+                "a marked message names its resubmitted segment: {v}"
+            );
+            marked.insert(text.clone());
+        } else {
+            assert_eq!(v["possible_duplicate"], false, "{v}");
+        }
+    }
+    let stats = sim_stats(admin).await;
+    assert_eq!(
+        stats["submissions"]["distinct"], MESSAGES,
+        "every acknowledged message reached the SMSC: {stats}"
+    );
+    let twice: BTreeSet<String> = stats["submissions"]["repeated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[1].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        twice.is_subset(&marked),
+        "duplicates only where marked: {stats}"
+    );
+    let metrics = reqwest::get(gw.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = format!(
+        "smsgw_link_resubmitted_total{{link=\"sim-link\"}} {}",
+        marked.len()
+    );
+    assert!(metrics.contains(&line), "{line} not in the metrics");
+    (marked, twice)
+}
+
+#[tokio::test]
+async fn a_connection_dropped_between_a_submit_and_its_response_loses_nothing() {
+    let admin = free_port();
+    let sim = Sim::start_with(
+        "127.0.0.1:0",
+        &[
+            "--drop-after-submits",
+            "5",
+            "--drop-before-response",
+            "--track-submits",
+            "--admin-listen",
+            &admin,
+        ],
+    );
+    let gw = Gateway::standalone(&sim_config(sim.addr));
+    let creds = gw.user("faults-drop@example.com").await;
+    bound(&gw, &creds).await;
+    let sent = send_all(&gw, &creds, "drop").await;
+    let (marked, twice) =
+        assert_nothing_lost_and_duplicates_marked(&gw, &creds, &admin, &sent).await;
+    // The 5th was read, never answered, its connection closed: sent again
+    // on a healthy session and marked (this SMSC did not keep the lost
+    // copy, so it took no message twice).
+    assert_eq!(marked, BTreeSet::from(["drop 4".to_owned()]));
+    assert!(twice.is_empty(), "{twice:?}");
+    assert_eq!(sim_stats(&admin).await["counters"]["drops"], 1);
+}
+
+#[tokio::test]
+async fn a_stalled_session_loses_nothing_and_its_resubmissions_are_marked() {
+    let admin = free_port();
+    // The connection that gets the 5th submit_sm stops answering for 30 s
+    // (far longer than the test): only the gateway's stall detection (a
+    // 1 s response timeout) and resubmission can get its message through.
+    let sim = Sim::start_with(
+        "127.0.0.1:0",
+        &[
+            "--stall-after-submits",
+            "5",
+            "--stall-for",
+            "30s",
+            "--track-submits",
+            "--admin-listen",
+            &admin,
+        ],
+    );
+    let gw = Gateway::standalone(&sim_config(sim.addr));
+    let creds = gw.user("faults-stall@example.com").await;
+    bound(&gw, &creds).await;
+    let sent = send_all(&gw, &creds, "stall").await;
+    let (marked, twice) =
+        assert_nothing_lost_and_duplicates_marked(&gw, &creds, &admin, &sent).await;
+    // The stalled connection took the 5th (its answer held back) before
+    // it was closed: that one went out twice, and is marked.
+    assert!(twice.contains("stall 4"), "{twice:?}");
+    assert_eq!(marked, twice);
+    assert_eq!(sim_stats(&admin).await["counters"]["stalls"], 1);
+}
