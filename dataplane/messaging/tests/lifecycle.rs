@@ -95,6 +95,7 @@ fn accepted(ids: &[&str]) -> Result<Submission, SubmitError> {
                 smsc_message_id: (*id).into(),
             })
             .collect(),
+        resubmitted: Vec::new(),
     })
 }
 
@@ -372,6 +373,7 @@ async fn a_late_submit_response_settles_the_unknown_segment() {
                 reason: "no submit_sm_resp within 5s".into(),
                 pending: Some((1, 42)),
             }],
+            resubmitted: Vec::new(),
         }))],
         unavailable(),
     ))
@@ -629,6 +631,7 @@ async fn a_rejected_submission_answers_failure_and_tells_the_app() {
             results: vec![SegmentResult::Rejected {
                 command_status: 0x0B,
             }],
+            resubmitted: Vec::new(),
         }),
     ))
     .await;
@@ -768,4 +771,86 @@ async fn views_show_an_app_its_own_messages_and_an_admin_any_by_id() {
         };
         assert_eq!(got, expected, "{viewer:?} {id:?} {tx:?}");
     }
+}
+
+#[tokio::test]
+async fn a_resubmitted_segment_marks_the_message_possible_duplicate_everywhere_the_app_looks() {
+    let f = fixture(ScriptedLinks::new(
+        Vec::new(),
+        Ok(Submission {
+            link: "link-a".into(),
+            results: vec![
+                SegmentResult::Accepted {
+                    smsc_message_id: "s1".into(),
+                },
+                SegmentResult::Accepted {
+                    smsc_message_id: "s2".into(),
+                },
+            ],
+            resubmitted: vec![1],
+        }),
+    ))
+    .await;
+    let mut events = f.messaging.subscribe();
+    let r = f
+        .messaging
+        .send(
+            SENDER,
+            SendRequest {
+                wait_for_submit: true,
+                message: Some("x".repeat(200)),
+                ..request("tx-dup")
+            },
+            &trace(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.segments, 2);
+    assert!(!r.segment_info[0].resubmitted, "segment 1 went out once");
+    assert!(r.segment_info[1].resubmitted, "segment 2 went out twice");
+    assert!(matches!(
+        events.try_recv().unwrap(),
+        AppEvent::Status {
+            possible_duplicate: true,
+            ..
+        }
+    ));
+    // A receipt for the resubmitted copy settles it, and the mark stays.
+    f.messaging
+        .on_receipt(receipt("s1", ReceiptState::Delivered))
+        .await
+        .unwrap();
+    f.messaging
+        .on_receipt(receipt("s2", ReceiptState::Delivered))
+        .await
+        .unwrap();
+    let view = f
+        .messaging
+        .find(Viewer::App(APP), Some(&r.message_id), None)
+        .await
+        .unwrap();
+    assert_eq!(view.status, MessageStatus::Delivered);
+    assert!(view.possible_duplicate);
+    assert!(view.segments[1].resubmitted && !view.segments[0].resubmitted);
+    let mut last = None;
+    while let Ok(ev) = events.try_recv() {
+        last = Some(ev);
+    }
+    assert!(matches!(
+        last,
+        Some(AppEvent::Status {
+            status: MessageStatus::Delivered,
+            possible_duplicate: true,
+            ..
+        })
+    ));
+    // A message sent once is not marked.
+    let g = fixture(ScriptedLinks::new(Vec::new(), accepted(&["s9"]))).await;
+    let once = send_waiting(&g, "tx-once").await;
+    let view = g
+        .messaging
+        .find(Viewer::App(APP), Some(&once.message_id), None)
+        .await
+        .unwrap();
+    assert!(!view.possible_duplicate && !view.segments[0].resubmitted);
 }
