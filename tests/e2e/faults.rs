@@ -111,6 +111,7 @@ async fn a_connection_dropped_between_a_submit_and_its_response_loses_nothing() 
             "5",
             "--drop-before-response",
             "--track-submits",
+            "--redeliver-receipts",
             "--admin-listen",
             &admin,
         ],
@@ -143,6 +144,7 @@ async fn a_stalled_session_loses_nothing_and_its_resubmissions_are_marked() {
             "--stall-for",
             "30s",
             "--track-submits",
+            "--redeliver-receipts",
             "--admin-listen",
             &admin,
         ],
@@ -158,4 +160,95 @@ async fn a_stalled_session_loses_nothing_and_its_resubmissions_are_marked() {
     assert!(twice.contains("stall 4"), "{twice:?}");
     assert_eq!(marked, twice);
     assert_eq!(sim_stats(&admin).await["counters"]["stalls"], 1);
+}
+
+#[tokio::test]
+async fn a_gateway_killed_with_receipts_outstanding_gets_every_one_after_restart() {
+    let admin = free_port();
+    // Receipts come 300 ms after each submit, so the last ones are still
+    // owed when the gateway is killed; the SMSC keeps every receipt it got
+    // no ESME_ROK for, and the gateway answers only once it stored one.
+    let sim = Sim::start_with(
+        "127.0.0.1:0",
+        &[
+            "--receipt-delay",
+            "300ms",
+            "--redeliver-receipts",
+            "--track-submits",
+            "--admin-listen",
+            &admin,
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = sim_config(sim.addr);
+    let email = "faults-kill@example.com";
+    let gw = Gateway::standalone_in(&config, dir.path(), &[]);
+    let creds = gw.user(email).await;
+    bound(&gw, &creds).await;
+    let sent = send_all(&gw, &creds, "kill").await;
+    drop(gw); // SIGKILL
+    let gw = Gateway::standalone_in(&config, dir.path(), &[]);
+    let creds = gw.login_again(&creds, email).await;
+    for (_, id) in &sent {
+        let v = wait_status(&gw, &creds, id, "delivered", Duration::from_secs(20)).await;
+        assert_eq!(v["possible_duplicate"], false, "{v}");
+    }
+    let stats = sim_stats(&admin).await;
+    assert_eq!(stats["submissions"]["distinct"], MESSAGES, "{stats}");
+    assert_eq!(
+        stats["submissions"]["repeated"].as_array().unwrap().len(),
+        0,
+        "nothing submitted twice: {stats}"
+    );
+    assert!(
+        stats["counters"]["receipts_redelivered"].as_u64().unwrap() >= 1,
+        "receipts owed at the kill came on the new bind: {stats}"
+    );
+}
+
+#[tokio::test]
+async fn an_smsc_frozen_mid_window_gets_the_unknown_segment_again_marked_once_it_answers() {
+    let admin = free_port();
+    let sim = Sim::start_with(
+        "127.0.0.1:0",
+        &[
+            "--track-submits",
+            "--redeliver-receipts",
+            "--admin-listen",
+            &admin,
+        ],
+    );
+    let gw = Gateway::standalone(&sim_config(sim.addr));
+    let creds = gw.user("faults-freeze@example.com").await;
+    bound(&gw, &creds).await;
+    sim.signal("STOP");
+    let send = gw
+        .authed(&creds, Method::POST, "/api/v1/sms/send")
+        .json(&json!({
+            "esme": "sim-link", "source": "SMSGW", "destination": "4915100000099",
+            "message": "into the freeze", "transaction_id": "freeze-1", "wait_for_submit": true,
+        }))
+        .send();
+    let send = tokio::spawn(send);
+    // Frozen for 3 s (both sessions time out and are closed as stalled),
+    // well within the link's 30 s wait for a healthy session to resubmit on.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sim.signal("CONT");
+    let r = send.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    let r: Value = r.json().await.unwrap();
+    // Under the default `resubmit` the segment whose session was closed
+    // unanswered goes out again once a session is healthy: delivered, and
+    // marked, since the frozen SMSC may have kept the first copy.
+    let v = wait_status(
+        &gw,
+        &creds,
+        r["message_id"].as_str().unwrap(),
+        "delivered",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(v["possible_duplicate"], true, "{v}");
+    let stats = sim_stats(&admin).await;
+    assert_eq!(stats["submissions"]["distinct"], 1, "{stats}");
 }

@@ -242,6 +242,27 @@ impl Gateway {
         }
     }
 
+    /// Logs the user of `creds` (registered by [`Gateway::user`] as
+    /// `email`) in again, e.g. on a restarted gateway: fresh token.
+    pub async fn login_again(&self, creds: &Creds, email: &str) -> Creds {
+        let t: serde_json::Value = reqwest::Client::new()
+            .post(self.url("/api/v1/auth/login"))
+            .json(&serde_json::json!({"email": email, "password": "e2e password 123"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Creds {
+            token: t["token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("login failed: {t}"))
+                .to_owned(),
+            ..creds.clone()
+        }
+    }
+
     /// `GET /api/v1/smpp/links` as the user: `{"links": [...]}`.
     pub async fn links(&self, creds: &Creds) -> serde_json::Value {
         self.authed(creds, reqwest::Method::GET, "/api/v1/smpp/links")

@@ -379,9 +379,15 @@ async fn the_stream_answers_every_request_once_and_bad_ones_fail_alone() {
 }
 
 #[tokio::test]
-async fn an_smsc_that_freezes_mid_window_leaves_segments_unknown_and_nothing_is_resent() {
+async fn an_smsc_that_freezes_mid_window_leaves_segments_unknown_and_nothing_is_resent_under_hold()
+{
     let sim = Sim::start("127.0.0.1:0");
-    let gw = Gateway::standalone(&sim_config(sim.addr));
+    // `unknownPolicy: hold` (the default `resubmit` is tested in faults.rs).
+    let config = sim_config(sim.addr).replace(
+        "messageIdFormat: hex",
+        "messageIdFormat: hex\n  unknownPolicy: hold",
+    );
+    let gw = Gateway::standalone(&config);
     let creds = gw.user("freeze@example.com").await;
     bound(&gw, &creds).await;
     sim.signal("STOP");

@@ -283,8 +283,10 @@ pub struct SimArgs {
     #[arg(long, env = "SMSGW_SIM_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Serve the simulator's counters over HTTP here: `GET /stats` (JSON:
-    /// counters, binds now and at peak, repeated submissions) and
-    /// `POST /stats/reset-peak`. Unset: no HTTP.
+    /// counters, binds now and at peak, repeated submissions),
+    /// `GET /submissions` (with --track-submits: every accepted
+    /// [destination, text, times]) and `POST /stats/reset-peak`. Unset: no
+    /// HTTP.
     #[arg(long, env = "SMSGW_SIM_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
     /// Count accepted submit_sm per (destination, text), so `/stats` shows
@@ -315,6 +317,11 @@ pub struct SimArgs {
         requires = "drop_after_submits"
     )]
     pub drop_before_response: bool,
+    /// Keep each receipt until a deliver_sm_resp with ESME_ROK answers it,
+    /// as SMSCs do: one refused, or unanswered when its connection closes,
+    /// is delivered again on a receiving connection.
+    #[arg(long, env = "SMSGW_SIM_REDELIVER_RECEIPTS")]
+    pub redeliver_receipts: bool,
 }
 
 fn parse_mix(s: &str) -> Result<[u32; 4], String> {

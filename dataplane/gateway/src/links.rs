@@ -421,7 +421,15 @@ async fn consume_events(
                 };
                 let (messages, counters) = (messages.clone(), counters.clone());
                 tokio::spawn(async move {
-                    match messages.on_receipt(update).await {
+                    let outcome = messages.on_receipt(update).await;
+                    if outcome.is_ok() {
+                        // Stored (applied, a duplicate, parked for a message
+                        // not yet known, or for one already gone): only now
+                        // may the SMSC forget it. Not stored: dropping the
+                        // ack asks the SMSC to deliver it again.
+                        r.ack.stored();
+                    }
+                    match outcome {
                         Ok(ReceiptOutcome::Parked | ReceiptOutcome::Orphaned) => {
                             tracing::info!(link = %r.link, smsc_message_id = %r.smsc_message_id.normalized, "receipt for an unknown SMSC id kept for later");
                             counters

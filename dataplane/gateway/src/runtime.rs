@@ -78,6 +78,7 @@ pub(crate) async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
             stall_all: false,
             drop_after_submits: None,
             drop_before_response: false,
+            redeliver_receipts: true,
         };
         let sim = smsgw_smpp::sim::run(sim_config(&sim_args)?, sim_cancel.clone())
             .await
@@ -400,6 +401,7 @@ fn sim_config(args: &SimArgs) -> anyhow::Result<smsgw_smpp::sim::SimConfig> {
     c.receipt_delay = args.receipt_delay;
     c.reverse_receipts = args.reverse_receipts;
     c.track_submits = args.track_submits;
+    c.redeliver_receipts = args.redeliver_receipts;
     let [delivered, undeliverable, expired, rejected] = args.receipt_mix;
     c.receipt_mix = smsgw_smpp::sim::ReceiptMix {
         delivered,
@@ -465,7 +467,15 @@ pub(crate) async fn smsc_sim(args: SimArgs) -> anyhow::Result<()> {
 fn sim_admin(sim: smsgw_smpp::sim::SimHandle) -> axum::Router {
     use axum::routing::{get, post};
     let reset = sim.clone();
+    let all = sim.clone();
     axum::Router::new()
+        .route(
+            "/submissions",
+            get(move || {
+                let sim = all.clone();
+                async move { axum::Json(sim.all_submissions()) }
+            }),
+        )
         .route(
             "/stats",
             get(move || {

@@ -104,6 +104,7 @@ pub fn classify(link: &str, d: &DeliverSm, ids: IdFormat) -> Option<Delivered> {
             error_code,
             done_at: fields.done_date.and_then(parse_smpp_date),
             intermediate: kind == ESM_INTERMEDIATE,
+            ack: Default::default(),
         }));
     }
     let mut concat = None;

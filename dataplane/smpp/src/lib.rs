@@ -12,7 +12,10 @@
 //!   timed out on a connection that stays open is reported unknown (a late
 //!   response arrives as [`LinkEvent::LateResponse`]).
 //! * Receipts and MO messages arrive as [`LinkEvent`]s on the channel given
-//!   to [`Link::spawn`]; MO concatenation (UDH or SAR) is reassembled.
+//!   to [`Link::spawn`]; MO concatenation (UDH or SAR) is reassembled. A
+//!   receipt's `deliver_sm_resp` waits for its [`ReceiptAck`]: the consumer
+//!   calls [`ReceiptAck::stored`] once it is durable, so an SMSC that gets
+//!   no answer (or a temporary error) delivers it again.
 //! * [`Pool`]: smooth weighted round-robin over links that are up, with
 //!   failover; [`Target`] is "a link or a pool".
 //! * [`sim`]: an SMSC simulator (library and [`sim::run`]).
@@ -33,7 +36,7 @@
 //! )?;
 //! tokio::spawn(async move {
 //!     while let Some(ev) = events.recv().await {
-//!         if let LinkEvent::Receipt(r) = ev { /* settle r.smsc_message_id.normalized */ }
+//!         if let LinkEvent::Receipt(r) = ev { /* store r.smsc_message_id.normalized, then */ r.ack.stored(); }
 //!     }
 //! });
 //! let outcomes = link
@@ -89,8 +92,9 @@ pub use error::{Error, Result};
 pub use ids::{IdFormat, SmscMessageId, normalize_message_id};
 pub use link::Link;
 pub use pool::{Pool, SmoothWeightedRoundRobin, Target};
-pub use session::{ESME_RMSGQFUL, ESME_RTHROTTLED};
+pub use session::{ESME_RMSGQFUL, ESME_RTHROTTLED, ESME_RX_T_APPN};
 pub use types::{
     Address, DeliveryState, LastError, LinkEvent, LinkState, LinkStatus, MobileOriginated, Receipt,
-    Sar, Segment, SegmentOutcome, SessionRole, SessionStatus, SubmitRequest, UnknownReason,
+    ReceiptAck, Sar, Segment, SegmentOutcome, SessionRole, SessionStatus, SubmitRequest,
+    UnknownReason,
 };

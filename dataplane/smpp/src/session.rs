@@ -42,15 +42,50 @@ use crate::{
     rate::{Aimd, RateMeter},
     tls::{BoxRead, BoxWrite, TlsClient},
     types::{
-        LastError, LinkEvent, LinkState, SegmentOutcome, SessionRole, SessionStatus, UnknownReason,
+        LastError, LinkEvent, LinkState, ReceiptAck, SegmentOutcome, SessionRole, SessionStatus,
+        UnknownReason,
     },
 };
+
+/// The answer owed to one receipt's `deliver_sm`: resolves to its sequence
+/// number and whether the consumer stored the receipt.
+struct AwaitedAck {
+    seq: u32,
+    rx: oneshot::Receiver<()>,
+}
+
+impl std::future::Future for AwaitedAck {
+    type Output = (u32, bool);
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<(u32, bool)> {
+        let seq = self.seq;
+        std::pin::Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| (seq, r.is_ok()))
+    }
+}
+
+/// Receipts whose `deliver_sm_resp` waits for them to be stored.
+type AwaitedAcks = futures::stream::FuturesUnordered<AwaitedAck>;
+
+/// What a connection owes and is owed: answers to our requests, and
+/// answers to the SMSC's receipts once stored.
+struct Owed<'a> {
+    pending: &'a PendingMap,
+    acks: &'a mut AwaitedAcks,
+}
 
 /// ESME_RMSGQFUL.
 pub const ESME_RMSGQFUL: u32 = 0x14;
 /// ESME_RTHROTTLED.
 pub const ESME_RTHROTTLED: u32 = 0x58;
 const ESME_RSYSERR: u32 = 0x08;
+/// ESME_RX_T_APPN, "ESME receiver temporary app error": the answer to a
+/// receipt that could not be stored, so the SMSC delivers it again.
+pub const ESME_RX_T_APPN: u32 = 0x64;
 const ESME_RINVCMDID: u32 = 0x03;
 
 /// Most PDUs queued for an SMSC that does not read them (responses to its
@@ -838,6 +873,7 @@ pub(crate) async fn run_connection(
     let mut drain_tick = tokio::time::interval(Duration::from_millis(10));
     let mut ping: Option<(u32, Instant)> = None;
     let mut phase = Phase::Running;
+    let mut acks = AwaitedAcks::new();
     let send = |cmd: Command| {
         queued.fetch_add(1, Ordering::Relaxed);
         if tx.send(cmd).is_err() {
@@ -864,6 +900,15 @@ pub(crate) async fn run_connection(
                     }
                 };
             }
+            Some((seq, stored)) = acks.next(), if !acks.is_empty() => {
+                // Answered only now that the receipt is stored; a temporary
+                // error asks the SMSC to deliver it again.
+                let status = if stored { 0 } else { ESME_RX_T_APPN };
+                if !stored {
+                    warn!(sequence_number = seq, "receipt not stored; answered with a temporary error so the SMSC delivers it again");
+                }
+                send(Command::new(CommandStatus::from(status), seq, Pdu::DeliverSmResp(DeliverSmResp::default())));
+            }
             frame = reader.next() => {
                 let frame = match frame {
                     None => break End::Failed(Error::ConnectionClosed),
@@ -872,7 +917,7 @@ pub(crate) async fn run_connection(
                 };
                 match frame {
                     Frame::Command(cmd) => {
-                        if let Some(end) = handle_inbound(shared, session, &pending, cmd, &send, &mut ping, phase).await {
+                        if let Some(end) = handle_inbound(shared, session, Owed { pending: &pending, acks: &mut acks }, cmd, &send, &mut ping, phase).await {
                             break end;
                         }
                     }
@@ -938,10 +983,10 @@ pub(crate) async fn run_connection(
             }
             _ = drain_tick.tick(), if matches!(phase, Phase::Draining { .. }) => {
                 if let Phase::Draining { deadline, shutdown } = phase
-                    && (pending.waiting() == 0 || Instant::now() >= deadline)
+                    && ((pending.waiting() == 0 && acks.is_empty()) || Instant::now() >= deadline)
                 {
-                    if pending.waiting() > 0 {
-                        warn!(in_flight = pending.waiting(), "drain deadline passed; unbinding with requests in flight");
+                    if pending.waiting() > 0 || !acks.is_empty() {
+                        warn!(in_flight = pending.waiting(), receipts_unanswered = acks.len(), "drain deadline passed; unbinding with requests in flight");
                     }
                     *session.conn.lock().expect("conn lock") = None;
                     let seq = session.next_seq();
@@ -1000,12 +1045,13 @@ fn lenient_message_id(body: &[u8]) -> Option<String> {
 async fn handle_inbound(
     shared: &Shared,
     session: &Session,
-    pending: &PendingMap,
+    owed: Owed<'_>,
     cmd: Command,
     send: &impl Fn(Command),
     ping: &mut Option<(u32, Instant)>,
     phase: Phase,
 ) -> Option<End> {
+    let Owed { pending, acks } = owed;
     let seq = cmd.sequence_number();
     let status = u32::from(cmd.status());
     let cfg = &shared.config;
@@ -1056,9 +1102,15 @@ async fn handle_inbound(
         }
         Some(Pdu::DeliverSm(d)) => {
             match classify(&cfg.name, d, cfg.receipt_ids()) {
-                Some(Delivered::Receipt(r)) => {
+                Some(Delivered::Receipt(mut r)) => {
                     shared.receipt_meter.mark();
+                    let (ack, rx) = ReceiptAck::pair();
+                    r.ack = ack;
+                    acks.push(AwaitedAck { seq, rx });
+                    // Dropped with the event if nobody consumes it: then
+                    // the SMSC is asked to deliver it again.
                     let _ = shared.events.send(LinkEvent::Receipt(r)).await;
+                    return None;
                 }
                 Some(Delivered::Mo(part)) => {
                     let out = shared.reassembler.lock().expect("reassembler lock").push(

@@ -176,6 +176,11 @@ pub struct SimConfig {
     /// A dropped connection armed at start (`None`: none; see
     /// [`SimHandle::arm_drop`]).
     pub drop_connection: Option<SimDrop>,
+    /// Keep each receipt until a `deliver_sm_resp` with ESME_ROK answers it,
+    /// as SMSCs do: one answered with an error, or left unanswered when its
+    /// connection closes, is delivered again on a receiving connection
+    /// (the one bound next, if none is).
+    pub redeliver_receipts: bool,
 }
 
 /// The simulator's TLS identity: a PEM certificate chain (leaf first) and
@@ -228,6 +233,7 @@ impl Default for SimConfig {
             track_submits: false,
             stall: None,
             drop_connection: None,
+            redeliver_receipts: false,
         }
     }
 }
@@ -270,6 +276,11 @@ impl SimConfig {
             duration,
             scope,
         });
+        self
+    }
+    /// Sets `redeliver_receipts`.
+    pub fn redeliver_receipts(mut self, on: bool) -> Self {
+        self.redeliver_receipts = on;
         self
     }
     /// Arms a dropped connection at start: see [`SimDrop`].
@@ -316,6 +327,10 @@ pub struct SimCounters {
     pub stalls: u64,
     /// Connections closed by a [`SimDrop`].
     pub drops: u64,
+    /// Receipts delivered again ([`SimConfig::redeliver_receipts`]).
+    pub receipts_redelivered: u64,
+    /// deliver_sm_resp that answered a receipt with an error status.
+    pub receipts_refused: u64,
 }
 
 /// Accepted submit_sm counted per (destination, short message), with
@@ -357,6 +372,8 @@ struct Counters {
     peak_bound: AtomicU64,
     stalls: AtomicU64,
     drops: AtomicU64,
+    receipts_redelivered: AtomicU64,
+    receipts_refused: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -426,6 +443,11 @@ struct SimState {
     rr: AtomicU64,
     salt: u64,
     submitted: Mutex<SubmitCounts>,
+    /// Receipts sent and not yet answered with ESME_ROK, by (connection,
+    /// sequence number), with `redeliver_receipts` on.
+    unacked: Mutex<HashMap<(u64, u32), DeliverSm>>,
+    /// Receipts to deliver again, with `redeliver_receipts` on.
+    redeliver: Mutex<Vec<DeliverSm>>,
 }
 
 impl SimState {
@@ -491,6 +513,59 @@ impl SimState {
             .store(now + d.after_submits.max(1), Ordering::Relaxed);
     }
 
+    /// Remembers a receipt sent on `conn` as `seq` until it is answered.
+    fn sent_receipt(&self, conn: u64, seq: u32, pdu: &DeliverSm) {
+        self.unacked
+            .lock()
+            .expect("unacked lock")
+            .insert((conn, seq), pdu.clone());
+    }
+
+    /// A deliver_sm_resp for `seq` on `conn`: the receipt is done with when
+    /// `ok`, else queued to be delivered again.
+    fn answered_receipt(&self, conn: u64, seq: u32, ok: bool) {
+        let Some(pdu) = self
+            .unacked
+            .lock()
+            .expect("unacked lock")
+            .remove(&(conn, seq))
+        else {
+            return;
+        };
+        if !ok {
+            self.redeliver.lock().expect("redeliver lock").push(pdu);
+        }
+    }
+
+    /// Queues the receipts left unanswered on a closed connection to be
+    /// delivered again.
+    fn connection_closed(&self, conn: u64) {
+        if !self.config.redeliver_receipts {
+            return;
+        }
+        let mut left: Vec<((u64, u32), DeliverSm)> = Vec::new();
+        self.unacked.lock().expect("unacked lock").retain(|k, v| {
+            if k.0 == conn {
+                left.push((*k, v.clone()));
+                false
+            } else {
+                true
+            }
+        });
+        left.sort_by_key(|(k, _)| k.1);
+        if !left.is_empty() {
+            info!(
+                conn_id = conn,
+                receipts = left.len(),
+                "receipts left unanswered on a closed connection; delivering them again"
+            );
+        }
+        self.redeliver
+            .lock()
+            .expect("redeliver lock")
+            .extend(left.into_iter().map(|(_, p)| p));
+    }
+
     fn receiver(&self) -> Option<ConnEntry> {
         let conns = self.conns.lock().expect("conns lock");
         let rx: Vec<_> = conns.iter().filter(|c| c.receives).collect();
@@ -534,7 +609,12 @@ pub async fn run(config: SimConfig, cancel: CancellationToken) -> Result<SimHand
         rr: AtomicU64::new(0),
         salt: rand::random(),
         submitted: Mutex::new(HashMap::new()),
+        unacked: Mutex::new(HashMap::new()),
+        redeliver: Mutex::new(Vec::new()),
     });
+    if state.config.redeliver_receipts {
+        tokio::spawn(redeliver_loop(state.clone(), cancel.clone()));
+    }
     if let Some(st) = stall {
         state.arm_stall(st);
     }
@@ -615,6 +695,8 @@ impl SimHandle {
             peak_bound: l(&c.peak_bound),
             stalls: l(&c.stalls),
             drops: l(&c.drops),
+            receipts_redelivered: l(&c.receipts_redelivered),
+            receipts_refused: l(&c.receipts_refused),
         }
     }
 
@@ -644,6 +726,24 @@ impl SimHandle {
             distinct: map.len() as u64,
             repeated,
         }
+    }
+
+    /// Every accepted (destination, short message) pair with how many times
+    /// it was accepted, sorted, with `track_submits` on (empty otherwise).
+    pub fn all_submissions(&self) -> Vec<(String, String, u64)> {
+        let map = self.state.submitted.lock().expect("submitted lock");
+        let mut all: Vec<_> = map
+            .iter()
+            .map(|((d, t), n)| {
+                (
+                    String::from_utf8_lossy(d).into_owned(),
+                    String::from_utf8_lossy(t).into_owned(),
+                    *n,
+                )
+            })
+            .collect();
+        all.sort();
+        all
     }
 
     /// The bound connections, oldest first.
@@ -1150,15 +1250,44 @@ async fn receipt_loop(
     mut jobs: mpsc::UnboundedReceiver<ReceiptJob>,
     kill: CancellationToken,
 ) {
-    let mut batch = Vec::with_capacity(256);
+    let mut batch = std::collections::VecDeque::with_capacity(256);
+    let own_id = own.as_ref().map(|c| c.id);
+    send_receipts(&state, own, &mut jobs, &mut batch, kill).await;
+    if state.config.redeliver_receipts {
+        // The connection is gone: what it still owed, another gets.
+        if let Some(c) = &own_id {
+            state.connection_closed(*c);
+        }
+        while let Ok(j) = jobs.try_recv() {
+            batch.push_back(j);
+        }
+        let pdus: Vec<DeliverSm> = batch
+            .iter()
+            .filter_map(|j| receipt_pdu(&state, j))
+            .collect();
+        state.redeliver.lock().expect("redeliver lock").extend(pdus);
+    }
+}
+
+/// Sends the receipts `jobs` brings as they fall due, until `kill` or the
+/// end of `jobs`; what was not sent is left in `batch`.
+async fn send_receipts(
+    state: &Arc<SimState>,
+    own: Option<ConnEntry>,
+    jobs: &mut mpsc::UnboundedReceiver<ReceiptJob>,
+    batch: &mut std::collections::VecDeque<ReceiptJob>,
+    kill: CancellationToken,
+) {
+    let mut incoming = Vec::with_capacity(256);
     loop {
         let n = tokio::select! {
-            n = jobs.recv_many(&mut batch, 256) => n,
+            n = jobs.recv_many(&mut incoming, 256) => n,
             _ = kill.cancelled() => return,
         };
         if n == 0 {
             return;
         }
+        batch.extend(incoming.drain(..));
         if state.config.reverse_receipts {
             // Gather everything due within the window of the first job,
             // then send it newest first.
@@ -1167,52 +1296,125 @@ async fn receipt_loop(
                 tokio::select! {
                     _ = sleep_until(until) => break,
                     more = jobs.recv() => match more {
-                        Some(j) => batch.push(j),
+                        Some(j) => batch.push_back(j),
                         None => break,
                     },
                     _ = kill.cancelled() => return,
                 }
             }
-            batch.reverse();
-            for j in &mut batch {
+            batch.make_contiguous().reverse();
+            for j in batch.iter_mut() {
                 j.due = until;
             }
         }
-        let mut out: Option<(ConnEntry, BytesMut)> = None;
-        for job in batch.drain(..) {
-            if job.due > Instant::now() {
-                if let Some((c, b)) = out.take() {
-                    let _ = c.tx.send(b.freeze());
+        let mut out: Option<Outgoing> = None;
+        while let Some(due) = batch.front().map(|j| j.due) {
+            if due > Instant::now() {
+                if let Some(o) = out.take() {
+                    flush_receipts(state, o);
                 }
                 tokio::select! {
-                    _ = sleep_until(job.due) => {}
-                    _ = kill.cancelled() => return,
+                    _ = sleep_until(due) => {}
+                    _ = kill.cancelled() => {
+                        if let Some(o) = out {
+                            state.redeliver.lock().expect("redeliver lock")
+                                .extend(o.sent.into_iter().map(|(_, p)| p));
+                        }
+                        return;
+                    }
                 }
             }
+            let job = batch.pop_front().expect("a job is due");
             let target = match (&out, &own) {
-                (Some((c, _)), _) => Some(c.clone()),
+                (Some(o), _) => Some(o.conn.clone()),
                 (None, Some(c)) => Some(c.clone()),
                 (None, None) => state.receiver(),
             };
+            let Some(pdu) = receipt_pdu(state, &job) else {
+                continue;
+            };
             let Some(target) = target else {
-                debug!("no receiver bound; receipt dropped");
+                if state.config.redeliver_receipts {
+                    state.redeliver.lock().expect("redeliver lock").push(pdu);
+                } else {
+                    debug!("no receiver bound; receipt dropped");
+                }
                 continue;
             };
-            let Some(pdu) = receipt_pdu(&state, &job) else {
-                continue;
-            };
-            let buf = &mut out
-                .get_or_insert_with(|| (target.clone(), BytesMut::new()))
-                .1;
+            let o = out.get_or_insert_with(|| Outgoing {
+                conn: target.clone(),
+                buf: BytesMut::new(),
+                sent: Vec::new(),
+            });
             let seq = target.seq.fetch_add(1, Ordering::Relaxed);
+            if state.config.redeliver_receipts {
+                o.sent.push((seq, pdu.clone()));
+            }
             encode_into(
                 &Command::new(CommandStatus::EsmeRok, seq, Pdu::DeliverSm(pdu)),
-                buf,
+                &mut o.buf,
             );
             state.counters.receipts_sent.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some((c, b)) = out.take() {
-            let _ = c.tx.send(b.freeze());
+        if let Some(o) = out.take() {
+            flush_receipts(state, o);
+        }
+    }
+}
+
+/// Receipts encoded for one connection, not yet written.
+struct Outgoing {
+    conn: ConnEntry,
+    buf: BytesMut,
+    /// Sequence number and PDU of each, with `redeliver_receipts` on.
+    sent: Vec<(u32, DeliverSm)>,
+}
+
+/// Writes encoded receipts to their connection and, with
+/// `redeliver_receipts` on, keeps them until answered; if the connection
+/// is gone, they are queued to be delivered again.
+fn flush_receipts(state: &SimState, o: Outgoing) {
+    for (seq, pdu) in &o.sent {
+        state.sent_receipt(o.conn.id, *seq, pdu);
+    }
+    if o.conn.tx.send(o.buf.freeze()).is_err() {
+        state.connection_closed(o.conn.id);
+    }
+}
+
+/// Delivers the receipts queued again (refused, or left unanswered on a
+/// closed connection) on a receiving connection, every 100 ms.
+async fn redeliver_loop(state: Arc<SimState>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        let pdus = std::mem::take(&mut *state.redeliver.lock().expect("redeliver lock"));
+        if pdus.is_empty() {
+            continue;
+        }
+        let Some(target) = state.receiver() else {
+            state.redeliver.lock().expect("redeliver lock").extend(pdus);
+            continue;
+        };
+        let mut buf = BytesMut::new();
+        for pdu in pdus {
+            let seq = target.seq.fetch_add(1, Ordering::Relaxed);
+            state.sent_receipt(target.id, seq, &pdu);
+            encode_into(
+                &Command::new(CommandStatus::EsmeRok, seq, Pdu::DeliverSm(pdu)),
+                &mut buf,
+            );
+            state
+                .counters
+                .receipts_redelivered
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if target.tx.send(buf.freeze()).is_err() {
+            // Closed meanwhile: its close queues them again.
+            state.connection_closed(target.id);
         }
     }
 }
@@ -1479,6 +1681,14 @@ async fn serve(
                         .counters
                         .deliver_sm_resps
                         .fetch_add(1, Ordering::Relaxed);
+                    let ok = u32::from(cmd.status()) == 0;
+                    if !ok {
+                        state
+                            .counters
+                            .receipts_refused
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    state.answered_receipt(conn_id, s, ok);
                 }
                 CommandId::EnquireLinkResp => {
                     state
@@ -1503,6 +1713,7 @@ async fn serve(
         .lock()
         .expect("conns lock")
         .retain(|c| c.id != conn_id);
+    state.connection_closed(conn_id);
     kill.cancel();
     drop(tx);
     drop(receipts);
@@ -1511,6 +1722,8 @@ async fn serve(
     } else {
         writer.abort();
     }
+    // Again, for receipts sent on it while it was closing.
+    state.connection_closed(conn_id);
     debug!(conn_id, "connection closed");
 }
 

@@ -266,7 +266,71 @@ pub struct Receipt {
     pub done_at: Option<SystemTime>,
     /// True for an intermediate notification (esm_class 0x20).
     pub intermediate: bool,
+    /// Answers the SMSC: its `deliver_sm_resp` goes out only once the
+    /// consumer calls [`ReceiptAck::stored`]; if every copy of the receipt
+    /// is dropped without that, the SMSC is answered with a temporary
+    /// error (`ESME_RX_T_APPN`) so that it delivers the receipt again.
+    pub ack: ReceiptAck,
 }
+
+/// The pending answer to one `deliver_sm` carrying a receipt (see
+/// [`Receipt::ack`]). Clones share it: the first [`ReceiptAck::stored`]
+/// answers `ESME_ROK`; when the last clone is dropped unanswered the SMSC
+/// gets a temporary error and sends the receipt again. Acks never make two
+/// receipts differ (`PartialEq` ignores them). [`ReceiptAck::default`] is
+/// answered by nobody (a receipt made outside a session).
+#[derive(Clone, Default)]
+pub struct ReceiptAck(
+    Option<std::sync::Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>>>,
+);
+
+impl ReceiptAck {
+    /// An ack and the receiver its session awaits: `Ok(())` once stored,
+    /// `Err` when every clone was dropped unanswered.
+    pub(crate) fn pair() -> (ReceiptAck, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (
+            ReceiptAck(Some(std::sync::Arc::new(std::sync::Mutex::new(Some(tx))))),
+            rx,
+        )
+    }
+
+    /// The receipt is durably stored (or was already): the SMSC may
+    /// forget it. Idempotent.
+    pub fn stored(&self) {
+        if let Some(slot) = &self.0
+            && let Some(tx) = slot.lock().expect("ack lock").take()
+        {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Whether a session awaits this answer (false once answered, or for a
+    /// receipt made outside a session).
+    pub fn is_pending(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|slot| slot.lock().expect("ack lock").is_some())
+    }
+}
+
+impl std::fmt::Debug for ReceiptAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_pending() {
+            "ReceiptAck(pending)"
+        } else {
+            "ReceiptAck"
+        })
+    }
+}
+
+impl PartialEq for ReceiptAck {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ReceiptAck {}
 
 /// A mobile-originated message (reassembled if it was concatenated).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -75,10 +75,19 @@ async fn link_binds_submits_and_correlates_the_receipt() {
     assert!(r.done_at.is_some());
     assert_eq!(f.sim.binds(), 1);
     assert_eq!(f.sim.submits(), 1);
+    // The SMSC is answered only once the receipt is stored.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        f.sim.counters().deliver_sm_resps,
+        0,
+        "not answered before stored"
+    );
+    r.ack.stored();
     eventually("deliver_sm answered", || {
         f.sim.counters().deliver_sm_resps == 1
     })
     .await;
+    assert_eq!(f.sim.counters().receipts_refused, 0);
     f.cancel.cancel();
 }
 
@@ -891,4 +900,107 @@ async fn the_simulator_keeps_the_peak_of_binds_and_counts_repeated_submissions()
     assert_eq!(s.distinct, 2);
     assert_eq!(s.repeated, [("4917012345".into(), "twice".into(), 2)]);
     f.cancel.cancel();
+}
+
+// A receipt's `deliver_sm_resp` goes out only once the consumer says it is
+// stored (issue 21), against the simulator redelivering what it got no
+// ESME_ROK for, as SMSCs do.
+
+#[tokio::test]
+async fn a_receipt_not_stored_is_refused_and_delivered_again_until_stored() {
+    let mut f = fixture(SimConfig::default().redeliver_receipts(true), |c| c).await;
+    let out = f.link.submit(msg("again")).await.unwrap();
+    let id = accepted_id(&out[0]);
+    let first = next_receipt(&mut f.events).await;
+    assert_eq!(first.smsc_message_id.normalized, id);
+    assert!(first.ack.is_pending());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        f.sim.counters().deliver_sm_resps,
+        0,
+        "no answer while the receipt is not stored"
+    );
+    // The consumer could not store it: every copy dropped unanswered.
+    drop(first);
+    let second = next_receipt(&mut f.events).await;
+    assert_eq!(second.smsc_message_id.normalized, id, "the same receipt");
+    let c = f.sim.counters();
+    assert_eq!(
+        (c.receipts_refused, c.receipts_redelivered),
+        (1, 1),
+        "{c:?}"
+    );
+    second.ack.stored();
+    assert!(!second.ack.is_pending());
+    eventually("the stored receipt answered", || {
+        f.sim.counters().deliver_sm_resps == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c = f.sim.counters();
+    assert_eq!(
+        (c.receipts_refused, c.receipts_redelivered),
+        (1, 1),
+        "an ESME_ROK ends it: {c:?}"
+    );
+    assert!(f.events.try_recv().is_err(), "not delivered a third time");
+}
+
+#[tokio::test]
+async fn receipts_unanswered_when_the_connection_dies_are_replayed_on_the_next_bind() {
+    let mut f = fixture(SimConfig::default().redeliver_receipts(true), |c| {
+        c.sessions(1)
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(accepted_id(
+            &f.link.submit(msg(&format!("m{i}"))).await.unwrap()[0],
+        ));
+    }
+    // Received, not yet stored, when the connection drops (a gateway
+    // killed between reading a receipt and storing it).
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(next_receipt(&mut f.events).await);
+    }
+    let binds = f.sim.binds();
+    f.sim.drop_connections();
+    eventually("rebound", || f.sim.binds() > binds).await;
+    let mut again: Vec<String> = Vec::new();
+    for _ in 0..3 {
+        let r = next_receipt(&mut f.events).await;
+        r.ack.stored();
+        again.push(r.smsc_message_id.normalized.clone());
+    }
+    again.sort();
+    ids.sort();
+    assert_eq!(again, ids, "every receipt replayed on the new bind");
+    // Storing the first copies now answers nothing: their session is gone.
+    for r in &held {
+        r.ack.stored();
+    }
+    eventually("the replayed receipts answered", || {
+        f.sim.counters().deliver_sm_resps == 3
+    })
+    .await;
+    assert_eq!(f.sim.counters().receipts_redelivered, 3);
+}
+
+#[tokio::test]
+async fn a_receipt_stored_at_once_is_answered_at_once() {
+    let mut f = fixture(SimConfig::default().redeliver_receipts(true), |c| c).await;
+    for i in 0..20 {
+        f.link.submit(msg(&format!("n{i}"))).await.unwrap();
+    }
+    for _ in 0..20 {
+        next_receipt(&mut f.events).await.ack.stored();
+    }
+    eventually("all answered", || f.sim.counters().deliver_sm_resps == 20).await;
+    let c = f.sim.counters();
+    assert_eq!(
+        (c.receipts_refused, c.receipts_redelivered),
+        (0, 0),
+        "{c:?}"
+    );
 }
