@@ -605,6 +605,7 @@ impl LinkControl for Dispatching {
                                     pending: None,
                                 })
                                 .collect(),
+                            resubmitted: Vec::new(),
                         });
                     }
                 }
@@ -755,6 +756,7 @@ fn from_proto(r: pb::SubmitRequest) -> Result<(String, OutboundMessage), String>
 
 fn to_reply(sub: Submission, pod: &str) -> pb::SubmitReply {
     use pb::segment_result::Result as R;
+    let resubmitted = sub.resubmitted;
     pb::SubmitReply {
         link: sub.link,
         pod: pod.to_owned(),
@@ -774,11 +776,17 @@ fn to_reply(sub: Submission, pod: &str) -> pb::SubmitReply {
                     result: Some(R::Unknown(reason)),
                     pending_session: pending.map(|p| p.0),
                     pending_sequence: pending.map(|p| p.1),
+                    ..Default::default()
                 },
                 SegmentResult::NotSent { reason } => pb::SegmentResult {
                     result: Some(R::NotSent(reason)),
                     ..Default::default()
                 },
+            })
+            .enumerate()
+            .map(|(i, mut r)| {
+                r.resubmitted = resubmitted.contains(&(i as u16));
+                r
             })
             .collect(),
     }
@@ -795,6 +803,13 @@ fn from_reply(r: pb::SubmitReply, segments: usize) -> Result<Submission, String>
             r.results.len()
         ));
     }
+    let resubmitted = r
+        .results
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.resubmitted)
+        .map(|(i, _)| i as u16)
+        .collect();
     let results = r
         .results
         .into_iter()
@@ -814,6 +829,7 @@ fn from_reply(r: pb::SubmitReply, segments: usize) -> Result<Submission, String>
     Ok(Submission {
         link: r.link,
         results,
+        resubmitted,
     })
 }
 
@@ -1172,11 +1188,17 @@ mod tests {
                     pending: Some((1, 42)),
                 },
             ],
+            resubmitted: vec![0],
         };
         let reply = to_reply(sub, "proxy-1");
         assert_eq!(reply.results[1].pending_sequence, Some(42));
         let back = from_reply(reply.clone(), 2).unwrap();
         assert_eq!(back.link, "a");
+        assert_eq!(
+            back.resubmitted,
+            vec![0],
+            "a possible duplicate stays marked"
+        );
         assert_eq!(
             back.results[0],
             SegmentResult::Accepted {
