@@ -74,9 +74,10 @@ cargo test --workspace --locked --no-fail-fast "$@"
 
 # ---- Cluster in a box (issue 16) ----------------------------------------
 # The chart's real topology on loopback: API stand-in, the rendered pods as
-# processes of the binaries just built, Redis, the SMSC simulator; four
-# scenarios 1, 2, 4 (install, scale, config propagation; 3, disruption
-# under load, waits for issue 17: see tests/cluster/scenarios.py).
+# processes of the binaries just built, Redis, the SMSC simulator; the
+# scenarios 1 install, 2 scale, 4 config propagation, 5 secrets, 3 rolling
+# restart + operator leader kill -9 under load, 6 cross-pod dispatch (see
+# tests/cluster/scenarios.py).
 log "cluster in a box scenarios"
 # `cargo test --workspace` above built smsgw and smsgw-operator from this
 # tree (both packages have integration tests); --no-build uses them as

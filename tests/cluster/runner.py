@@ -858,6 +858,10 @@ class Box:
         self.smsc = f"{self.addr(2)}:{a.smsc_port}"
         self.smsc_admin = f"{self.addr(2)}:{a.smsc_port + 1}"
         argv = [self.binaries["smsgw"], "smsc-sim", "--listen", self.smsc, "--receipt-delay", a.receipt_delay]
+        # As an SMSC does: a receipt its session did not acknowledge (the
+        # pod went away in a rolling restart) is delivered on the next bind.
+        if "SMSGW_SIM_REDELIVER_RECEIPTS" in known_env(self.binaries["smsgw"], ["smsc-sim"], self.help_cache):
+            argv += ["--redeliver-receipts"]
         has_stats = "SMSGW_SIM_ADMIN_LISTEN" in known_env(self.binaries["smsgw"], ["smsc-sim"], self.help_cache)
         if has_stats:
             argv += ["--admin-listen", self.smsc_admin, "--track-submits"]
