@@ -135,6 +135,7 @@ async fn apps_receive_national_table_mo_as_the_exact_text() {
         let got = next_mo(&mut events).await;
         assert_eq!(got.message, mo.text(), "{parts} part(s): {mo:?}");
         assert_eq!(got.text_error, "");
+        assert!(!got.incomplete, "every part arrived");
         assert_eq!(
             (got.source.as_str(), got.destination.as_str()),
             ("905321234567", SHORT_CODE)

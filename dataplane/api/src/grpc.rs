@@ -487,6 +487,7 @@ fn event_pb(ev: crate::send::AppEvent) -> pb::MessageEvent {
                 text_error,
                 undecoded_payload,
                 data_coding,
+                incomplete,
                 ..
             } => pb::message_event::Event::Mo(pb::MobileOriginated {
                 link,
@@ -502,6 +503,7 @@ fn event_pb(ev: crate::send::AppEvent) -> pb::MessageEvent {
                     })
                     .unwrap_or_default(),
                 data_coding: u32::from(data_coding),
+                incomplete,
             }),
         }),
     }
@@ -862,5 +864,35 @@ impl admin_pb::admin_service_server::AdminService for AdminGrpc {
                 })
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_incomplete_mobile_originated_message_says_so_on_the_event_stream() {
+        for incomplete in [false, true] {
+            let ev = event_pb(crate::send::AppEvent::MobileOriginated {
+                app_id: "a".into(),
+                link: "l".into(),
+                source: "4917".into(),
+                destination: "4444".into(),
+                message: "first, third".into(),
+                at_ms: 1,
+                text_error: None,
+                undecoded_payload: None,
+                data_coding: 8,
+                incomplete,
+            });
+            let Some(pb::message_event::Event::Mo(mo)) = ev.event else {
+                panic!("not MO: {ev:?}");
+            };
+            assert_eq!(
+                (mo.message.as_str(), mo.data_coding, mo.incomplete),
+                ("first, third", 8, incomplete)
+            );
+        }
     }
 }

@@ -458,6 +458,7 @@ async fn consume_events(
                         data_coding: m.data_coding,
                         payload: m.payload.to_vec(),
                         text: m.text,
+                        complete: m.complete,
                     })
                     .await;
             }

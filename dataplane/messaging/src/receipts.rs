@@ -35,6 +35,9 @@ pub struct MobileOriginated {
     pub payload: Vec<u8>,
     /// The text as the link decoded it, or why it cannot be read.
     pub text: Result<String, smsgw_text::TextError>,
+    /// False when parts of a concatenated message never arrived and the
+    /// link stopped waiting: `payload` and `text` hold the parts that did.
+    pub complete: bool,
 }
 
 impl Messaging {
@@ -187,7 +190,7 @@ impl Messaging {
                 return None;
             }
         };
-        tracing::info!(link = %m.link, %app_id, "mobile-originated message delivered to its app");
+        tracing::info!(link = %m.link, %app_id, complete = m.complete, "mobile-originated message delivered to its app");
         self.publish(AppEvent::MobileOriginated {
             app_id: app_id.clone(),
             link: m.link,
@@ -198,6 +201,7 @@ impl Messaging {
             text_error,
             undecoded_payload,
             data_coding: m.data_coding,
+            incomplete: !m.complete,
         });
         Some(app_id)
     }

@@ -143,6 +143,11 @@ pub enum AppEvent {
         /// SMPP data_coding of the message.
         #[serde(default)]
         data_coding: u8,
+        /// True when parts of a concatenated message never arrived and the
+        /// gateway stopped waiting: `message` (or `undecoded_payload`)
+        /// holds the parts that did; absent otherwise.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        incomplete: bool,
     },
 }
 

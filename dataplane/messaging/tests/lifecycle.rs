@@ -569,6 +569,7 @@ async fn a_mobile_originated_message_goes_to_the_app_owning_its_address() {
             data_coding: 0,
             payload: b"STOP".to_vec(),
             text: Ok("STOP".into()),
+            complete: true,
         })
         .await;
     assert_eq!(to.as_deref(), Some(APP));
@@ -601,10 +602,40 @@ async fn a_mobile_originated_message_goes_to_the_app_owning_its_address() {
             data_coding: 0,
             payload: b"hi".to_vec(),
             text: Ok("hi".into()),
+            complete: true,
         })
         .await;
     assert_eq!(nobody, None);
     assert!(events.try_recv().is_err(), "no app is told");
+}
+
+#[tokio::test]
+async fn a_mobile_originated_message_with_parts_missing_tells_the_app_so() {
+    let f = fixture(ScriptedLinks::new(Vec::new(), unavailable())).await;
+    let mut events = f.messaging.subscribe();
+    let mo = |complete| MobileOriginated {
+        link: "link-a".into(),
+        source: "4917099999".into(),
+        destination: "4915550001".into(),
+        data_coding: 0,
+        payload: b"first part, third part".to_vec(),
+        text: Ok("first part, third part".into()),
+        complete,
+    };
+    for complete in [false, true] {
+        f.messaging.on_mobile_originated(mo(complete)).await;
+        let event = events.recv().await.unwrap();
+        let AppEvent::MobileOriginated { incomplete, .. } = &event else {
+            panic!("{event:?}");
+        };
+        assert_eq!(*incomplete, !complete);
+        // The webhook body names it only when it is so.
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            json.get("incomplete"),
+            (!complete).then_some(&serde_json::Value::Bool(true))
+        );
+    }
 }
 
 #[tokio::test]

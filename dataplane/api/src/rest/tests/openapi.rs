@@ -309,6 +309,19 @@ async fn the_schemas_match_what_the_handlers_answer() {
         possible_duplicate: true,
     };
     assert_matches(&doc, "AppEvent", &serde_json::to_value(&event).unwrap());
+    let mo = crate::send::AppEvent::MobileOriginated {
+        app_id: "a".into(),
+        link: "l".into(),
+        source: "4917".into(),
+        destination: "4444".into(),
+        message: String::new(),
+        at_ms: 3,
+        text_error: Some("national language 4 (bengali) shift tables are not supported".into()),
+        undecoded_payload: Some("YWJj".into()),
+        data_coding: 0,
+        incomplete: true,
+    };
+    assert_matches(&doc, "AppEvent", &serde_json::to_value(&mo).unwrap());
 
     // And a wrong shape is caught (the check is not vacuous).
     let mut wrong = serde_json::to_value(&sent).unwrap();
