@@ -123,14 +123,17 @@ fn options() -> impl Strategy<Value = TextOptions> {
             Concat::MessagePayload,
         ]),
         prop::sample::select(vec![SarParts::UdhSized, SarParts::Full]),
+        prop::option::of(1u16..=6),
     )
-        .prop_map(|(allow_latin1, langs, concat, sar_parts)| TextOptions {
-            allow_latin1,
-            national: langs.into_iter().collect::<NationalLanguages>(),
-            concat,
-            max_segments: None,
-            sar_parts,
-        })
+        .prop_map(
+            |(allow_latin1, langs, concat, sar_parts, max_segments)| TextOptions {
+                allow_latin1,
+                national: langs.into_iter().collect::<NationalLanguages>(),
+                concat,
+                max_segments,
+                sar_parts,
+            },
+        )
 }
 
 /// Joins the segment bodies (after each UDH) and decodes them once.
@@ -156,8 +159,10 @@ proptest! {
     #[test]
     fn encode_then_reassemble_gives_the_text_back(text in text(), opts in options(), reference in any::<u16>()) {
         let analysis = analyze(&text, &opts);
+        let limit = opts.max_segments.map_or(255, u32::from);
         match encode(&text, &opts, reference) {
             Ok(m) => {
+                prop_assert!(analysis.segments <= limit, "{} segments over the limit {limit}", analysis.segments);
                 prop_assert_eq!(m.analysis, analysis);
                 prop_assert_eq!(m.segments.len() as u32, analysis.segments);
                 prop_assert_eq!(reassemble(&m), text.clone());
@@ -192,7 +197,10 @@ proptest! {
                     }
                 }
             }
-            Err(e) => prop_assert!(analysis.segments > 255, "{e}"),
+            Err(e) => {
+                prop_assert!(analysis.segments > limit, "{e}");
+                prop_assert_eq!(e, smsgw_text::TextError::TooManySegments { segments: analysis.segments, max: limit });
+            }
         }
     }
 
@@ -251,7 +259,7 @@ proptest! {
             }
         }
         let Ok(m) = encode(&text, &opts, reference) else {
-            prop_assert!(a.segments > 255);
+            prop_assert!(a.segments > opts.max_segments.map_or(255, u32::from));
             return Ok(());
         };
         prop_assert_eq!(m.segments.len(), s.parts.len());
