@@ -49,7 +49,9 @@ pub struct MoPart {
     /// Payload after the UDH (stripped whenever UDHI is set and the header
     /// parses).
     pub payload: Bytes,
-    /// Concatenation info: (reference, total, seq).
+    /// Concatenation info: (reference, total, seq). The reference keeps
+    /// the three kinds apart: an 8-bit UDH reference as is, a 16-bit one
+    /// with bit 16 set, a SAR `sar_msg_ref_num` with bit 17 set.
     pub concat: Option<(u32, u8, u8)>,
     /// The whole user data header, parsed: its national language shift
     /// elements select the tables the text is decoded with. `None` without
@@ -122,7 +124,7 @@ pub fn classify(link: &str, d: &DeliverSm, ids: IdFormat) -> Option<Delivered> {
     if concat.is_none()
         && let (Some(r), Some(t), Some(s)) = sar
     {
-        concat = Some((u32::from(r), t, s));
+        concat = Some((SAR_REFERENCE | u32::from(r), t, s));
     }
     Some(Delivered::Mo(MoPart {
         source: Address::new(
@@ -142,6 +144,10 @@ pub fn classify(link: &str, d: &DeliverSm, ids: IdFormat) -> Option<Delivered> {
         udh,
     }))
 }
+
+/// Tag of a SAR reference in [`MoPart::concat`]: parts tied by SAR TLVs
+/// never join a set tied by a UDH that happens to carry the same number.
+const SAR_REFERENCE: u32 = 0x2_0000;
 
 /// (reference, total, seq) of a concatenation element; a 16-bit reference
 /// is kept apart from an 8-bit one of the same value.
@@ -740,6 +746,36 @@ mod tests {
         // Whole pairs on either side stay.
         let mo = without_the_middle(8, &[0xD8, 0x3D, 0xDE, 0x00], &[0xD8, 0x3D, 0xDE, 0x01]);
         assert_eq!(mo.text.as_deref(), Ok("😀😁"));
+    }
+
+    #[test]
+    fn sar_and_udh_references_of_the_same_number_are_different_sets() {
+        let sar = |seq: u8, body: &[u8]| {
+            let d = DeliverSm::builder()
+                .short_message(rusmpp::types::OctetString::from_slice(body).unwrap())
+                .tlvs(vec![
+                    rusmpp::tlvs::MessageDeliveryRequestTlvValue::SarMsgRefNum(5),
+                    rusmpp::tlvs::MessageDeliveryRequestTlvValue::SarTotalSegments(2),
+                    rusmpp::tlvs::MessageDeliveryRequestTlvValue::SarSegmentSeqnum(seq),
+                ])
+                .build();
+            match classify("l", &d, IdFormat::Opaque) {
+                Some(Delivered::Mo(p)) => p,
+                other => panic!("not MO: {other:?}"),
+            }
+        };
+        let mut r = Reassembler::new(ReassemblyConfig::default());
+        let now = Instant::now();
+        // Part 1 of a SAR message and part 2 of a UDH one, both number 5.
+        assert!(r.push("l", sar(1, b"sar "), now).is_empty());
+        assert!(
+            r.push("l", mo_of(&[5, 0x00, 3, 5, 2, 2, b'u']), now)
+                .is_empty()
+        );
+        assert_eq!(r.pending(), 2);
+        let done = r.push("l", sar(2, b"text"), now);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].text.as_deref(), Ok("sar text"));
     }
 
     fn mo_of(short_message: &[u8]) -> MoPart {
