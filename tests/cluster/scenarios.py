@@ -671,9 +671,92 @@ def scenario_dispatch(c: Cluster, n=300, threads=8, rate=25.0):
             f"two other pods held on every pod")
 
 
+# ------------------------------------------------------------------ 7
+
+
+def bench_binary():
+    """The smsgw binary the cluster runs (the load tool is its `bench`)."""
+    return Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target") / "debug" / "smsgw"
+
+
+def message_keys(c: Cluster):
+    rip = c.pods("redis")[0]["status"]["podIP"]
+    return set(subprocess.run(["redis-cli", "-h", rip, "--scan", "--pattern", "*:m:*"],
+                              capture_output=True, text=True).stdout.split())
+
+
+def accept_to_submit_ms(c: Cluster, prefix: str, exclude: set):
+    """accept → first submit_sm of every message whose transaction id starts
+    with `prefix` and whose record is not in `exclude`, read from the
+    shared Redis (records are JSON in `j`)."""
+    rip = c.pods("redis")[0]["status"]["podIP"]
+    keys = sorted(message_keys(c) - exclude)
+    lat, pipe = [], "\n".join(f"HGET {k} j" for k in keys) + "\n"
+    out = subprocess.run(["redis-cli", "-h", rip], input=pipe, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if not str(r.get("transaction_id", "")).startswith(prefix):
+            continue
+        subs = [s.get("submitted_at_ms") for s in r.get("segments", []) if s.get("submitted_at_ms")]
+        if subs:
+            lat.append(min(subs) - r["created_at_ms"])
+    return sorted(lat)
+
+
+def scenario_dispatch_rate(c: Cluster, rate=None, count=None):
+    """Opt-in benchmark (issue 17): the load tool at `rate` msg/s through
+    the proxy Service, 3 proxies, a 1-session link: accept → submit_sm
+    percentiles over every message, and the same load sent only to the pod
+    holding the bind (no hand-off) for comparison."""
+    rate = rate or int(os.environ.get("SMSGW_BENCH_RATE", "1000"))
+    count = count or int(os.environ.get("SMSGW_BENCH_COUNT", "10000"))
+    for kind, name, patch in (("user", "alice", {"spec": {"quotas": {"rate": rate * 5}}}),
+                              ("smppl", "sim", {"spec": {"rate": rate * 5, "burst": rate, "window": 256}})):
+        c.kubectl("patch", kind, name, "--type", "merge", "-p", json.dumps(patch))
+    scale_to(c, 1, 1)
+    wait_until("exactly one pod holding the link up", lambda: sum(
+        1 for b in proxy_bases(c).values() if metric(b, "smsgw_link_up") == 1) == 1, 30)
+    time.sleep(3)  # the holder registry and the rate limits follow
+    bases = proxy_bases(c)
+    holder = [n for n, b in bases.items() if metric(b, "smsgw_link_up") == 1][0]
+    password = c.secret("alice-login", "password")
+    grpc_port = c.vars["GRPC"].rsplit(":", 1)[1]
+
+    def run(rest, grpc):
+        r = subprocess.run([str(bench_binary()), "bench", "--rest", rest, "--grpc", grpc, "--mode", "rest",
+                            "--rate", str(rate), "--count", str(count), "--concurrency", "64",
+                            "--email", "alice@example.com", "--password", password, "--esme", "default",
+                            "--source", "SHOP"],
+                           capture_output=True, text=True, timeout=600)
+        lines = r.stdout.strip().splitlines()
+        check(lines and "sent" in lines[0], f"bench did not run: {r.stdout[-800:]} {r.stderr[-800:]}")
+        first = [x for x in r.stderr.splitlines() if "first failed send" in x]
+        return lines + first
+
+    out = {}
+    for label, rest, grpc in (
+            ("service", "http://" + c.vars["REST"], "http://" + c.vars["GRPC"]),
+            ("holder only", bases[holder], bases[holder].rsplit(":", 1)[0] + ":" + grpc_port)):
+        before, known = time.time(), message_keys(c)
+        lines = run(rest, grpc)
+        time.sleep(3)  # the last submits
+        lat = accept_to_submit_ms(c, "bench-", known)
+        check(len(lat) >= count * 0.9, f"{label}: {len(lat)} of {count} submitted: {lines}")
+        pct = lambda p: lat[min(len(lat) - 1, int(len(lat) * p))]
+        refusals = "".join(f"; {x.strip()[:160]}" for x in lines if "first failed" in x)
+        out[label] = (f"{lines[0]}; {lines[1]}; accept→submit of {len(lat)}: p50 {pct(0.5)} ms p99 {pct(0.99)} ms "
+                      f"max {lat[-1]} ms ({time.time() - before:.0f} s){refusals}")
+        say(f"  {label}: {out[label]}")
+    return " | ".join(f"{k}: {v}" for k, v in out.items())
+
+
 SCENARIOS = {"1": ("install", scenario_install), "2": ("scale", scenario_scale),
              "4": ("propagation", scenario_propagation), "3": ("disruption", scenario_disruption),
-             "5": ("secrets", scenario_secrets), "6": ("dispatch", scenario_dispatch)}
+             "5": ("secrets", scenario_secrets), "6": ("dispatch", scenario_dispatch),
+             "7": ("dispatch rate (benchmark, opt-in)", scenario_dispatch_rate)}
 
 
 def main():

@@ -54,6 +54,9 @@ pub struct BenchArgs {
     /// Target link or pool.
     #[arg(long, default_value = "default")]
     pub esme: String,
+    /// Sender id of every message (the app must be allowed to use it).
+    #[arg(long, default_value = "BENCH")]
+    pub source: String,
     /// Text of each message.
     #[arg(long, default_value = "smsgw bench message")]
     pub message: String,
@@ -181,7 +184,7 @@ fn request(args: &BenchArgs, run: u64, i: u64) -> SmsRequest {
     SmsRequest {
         transaction_id: format!("bench-{run}-{i}"),
         esme: args.esme.clone(),
-        saddr: "BENCH".into(),
+        saddr: args.source.clone(),
         daddr: format!("4915{:09}", i % 1_000_000_000),
         message: args.message.clone(),
         strategy: args.strategy.clone(),
@@ -273,8 +276,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         .await?
                         .into_inner();
                     while let Some(r) = out.message().await? {
-                        if !r.success {
-                            failed.fetch_add(1, Ordering::Relaxed);
+                        if !r.success && failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                            eprintln!("first failed send: {}", r.error);
                         }
                         if let Some(t) = sent_at.lock().unwrap().remove(&r.transaction_id) {
                             lat.push((t - start, t.elapsed()));
@@ -309,8 +312,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                                 let _ = r.bytes().await;
                                 lat.push((t - start, t.elapsed()));
                             }
-                            _ => {
-                                failed.fetch_add(1, Ordering::Relaxed);
+                            other => {
+                                if failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                                    let why = match other {
+                                        Ok(r) => format!(
+                                            "{} {}",
+                                            r.status(),
+                                            r.text().await.unwrap_or_default()
+                                        ),
+                                        Err(e) => e.to_string(),
+                                    };
+                                    eprintln!("first failed send: {why}");
+                                }
                             }
                         }
                     }
