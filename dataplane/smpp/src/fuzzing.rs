@@ -53,6 +53,7 @@ where
         tls: None,
         desired: watch::Sender::new(true),
         cancel: CancellationToken::new(),
+        resubmitted: std::sync::atomic::AtomicU64::new(0),
     };
     let session = Arc::new(Session::new(
         0,
@@ -72,6 +73,7 @@ where
         End::Shutdown => "shutdown".to_owned(),
         End::Stopped => "stopped".to_owned(),
         End::PeerUnbind => "peer unbind".to_owned(),
+        End::Stalled => "stalled".to_owned(),
         End::Failed(e) => e.to_string(),
     };
     let r = shared.reassembler.lock().expect("reassembler lock");
