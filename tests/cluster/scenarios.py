@@ -506,7 +506,7 @@ def impostor(c: Cluster, name: str, pod: str, token: str | None, ca: Path, serve
     args = [str(smsgw), "--log-format", "json", "serve", "--config-server", server,
             "--config-server-ca", str(ca), "--config-server-name", "smsgw-operator",
             "--pod-name", pod, "--config-retry-max", "300ms", "--data-dir", str(d / "data"),
-            "--rest-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"]
+            "--rest-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--single-proxy"]
     if token is not None:
         (d / "token").write_text(token)
         args += ["--config-token-file", str(d / "token")]
@@ -591,6 +591,25 @@ def scenario_dispatch(c: Cluster, n=300, threads=8, rate=25.0):
     bases = list(proxy_bases(c).items())
     check(len(bases) == 3, f"3 Ready proxies: {[n for n, _ in bases]}")
     holder = [name for name, b in bases if metric(b, "smsgw_link_up") == 1]
+    # Scaling restarted the link: until every pod's shared link-health view
+    # sees it up again (a health interval or two), the pool's rate is 0 and
+    # sends get 429. Wait for one accepted probe through each pod.
+    probes = []
+
+    def probe_all():
+        for name, base in bases:
+            if name in [p[0] for p in probes]:
+                continue
+            tx = f"s5-probe-{uuid.uuid4().hex[:8]}"
+            st, body = send(c, h, f"probe {tx}", "+33639999998", tx, base)
+            if st != 200:
+                return False
+            probes.append((name, body["message_id"]))
+        return True
+
+    wait_until("a send accepted through every pod", probe_all, 30, 0.5)
+    for _, mid in probes:
+        wait_until(f"probe {mid} delivered", lambda: message(c, h, mid)[1].get("status") == "delivered", 30, 0.3)
     before_fwd = {name: forwarded(b) for name, b in bases}
     before = c.sim()["counters"]["submits"]
     c.reset_peak()

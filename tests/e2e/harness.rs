@@ -138,7 +138,13 @@ impl Gateway {
                 "--config-server",
                 config_server,
             ])
-            .args(["--pod-name", pod, "--config-retry-max", "500ms"])
+            .args([
+                "--pod-name",
+                pod,
+                "--config-retry-max",
+                "500ms",
+                "--single-proxy",
+            ])
             .args(["--rest-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data.path())

@@ -108,8 +108,44 @@ pub struct ServeArgs {
     /// slots move after it. Keep it above 3 × (drain + response timeout).
     #[arg(long, env = "SMSGW_BIND_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub bind_lease_duration: std::time::Duration,
+    /// This proxy runs alone: rate limits and contact-policy counters may
+    /// stay in its process. Without it, `serve` refuses to start unless
+    /// both are shared with the other proxies (`--rate-limit-redis-url`,
+    /// `--policy-engine redis` or `mcp`): per-process state would let N
+    /// proxies send N times a link's rate and a subscriber N times a cap.
+    #[arg(long, env = "SMSGW_SINGLE_PROXY")]
+    pub single_proxy: bool,
     #[command(flatten)]
     pub gateway: GatewayArgs,
+}
+
+impl ServeArgs {
+    /// Refuses a cluster proxy whose rate limits or contact policies would
+    /// be per process (see [`ServeArgs::single_proxy`]), naming what to set.
+    pub fn check_shared_state(&self) -> anyhow::Result<()> {
+        if self.single_proxy {
+            return Ok(());
+        }
+        let mut missing = Vec::new();
+        if self.gateway.rate.redis_urls.is_empty() {
+            missing.push(
+                "rate limits would be per proxy: set --rate-limit-redis-url (SMSGW_RATE_LIMIT_REDIS_URL)",
+            );
+        }
+        if self.gateway.contact.policy_engine == PolicyEngineKind::InProcess {
+            missing.push(
+                "contact-policy counters would be per proxy: set --policy-engine redis or mcp (SMSGW_POLICY_ENGINE)",
+            );
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "a proxy of a cluster shares its limits with the other proxies: {}; or set --single-proxy (SMSGW_SINGLE_PROXY) if this proxy runs alone",
+                missing.join("; ")
+            )
+        }
+    }
 }
 
 /// Options every gateway mode shares.
@@ -644,6 +680,53 @@ mod tests {
             Cli::try_parse_from(["smsgw", "standalone", "-c", "x", "--grpc-addr", "nowhere"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_cluster_proxy_without_shared_limits_is_refused_naming_what_to_set() {
+        let serve = |extra: &[&str]| {
+            let mut argv = vec![
+                "smsgw",
+                "serve",
+                "--config-server",
+                "http://127.0.0.1:50051",
+            ];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Serve(a) => a,
+                _ => panic!("wrong subcommand"),
+            }
+        };
+        let e = serve(&[]).check_shared_state().unwrap_err().to_string();
+        assert!(
+            e.contains("--rate-limit-redis-url") && e.contains("--policy-engine"),
+            "{e}"
+        );
+        let e = serve(&["--rate-limit-redis-url", "redis://127.0.0.1:1"])
+            .check_shared_state()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !e.contains("--rate-limit-redis-url (") && e.contains("--policy-engine"),
+            "{e}"
+        );
+        serve(&[
+            "--rate-limit-redis-url",
+            "redis://127.0.0.1:1",
+            "--policy-engine",
+            "redis",
+        ])
+        .check_shared_state()
+        .unwrap();
+        serve(&[
+            "--rate-limit-redis-url",
+            "redis://127.0.0.1:1",
+            "--policy-engine",
+            "mcp",
+        ])
+        .check_shared_state()
+        .unwrap();
+        serve(&["--single-proxy"]).check_shared_state().unwrap();
     }
 
     #[test]

@@ -39,6 +39,7 @@ impl Gateway {
 /// `smsgw serve`: starts the servers at once (not ready), follows the
 /// operator's snapshots until SIGINT/SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    args.check_shared_state()?;
     let gateway = Arc::new(Gateway::build(&args.gateway).await?);
     let endpoint = config_endpoint(&args)?
         .connect_timeout(Duration::from_secs(5))
