@@ -381,12 +381,37 @@ def propagation(c: Cluster, window: int):
     return max(seen.values())
 
 
+def policy_propagation(c: Cluster, daily: int):
+    """`kubectl patch` the ContactPolicy marketing's daily cap; seconds until
+    every proxy's configuration in force (GET /api/v1/admin/config) has it."""
+    bases = proxy_bases(c)
+    admin = {"X-Admin-Key": c.secret(c.admin_secret(), "ADMIN_API_KEY")}
+    c.kubectl("patch", "contactpolicy", "marketing", "--type", "merge",
+              "-p", json.dumps({"spec": {"frequency": {"daily": daily}}}))
+    t0, seen = time.time(), {}
+    while len(seen) < len(bases) and time.time() - t0 < 10:
+        for name, base in bases.items():
+            if name in seen:
+                continue
+            st, cfg = http("GET", base + "/api/v1/admin/config", headers=admin)
+            pol = (cfg.get("policies") or {}).get("marketing") or {} if st == 200 else {}
+            if (pol.get("frequency") or {}).get("daily") == daily:
+                seen[name] = time.time() - t0
+        time.sleep(0.02)
+    check(len(seen) == len(bases), f"daily {daily} reached only {sorted(seen)} of {sorted(bases)} within 10 s")
+    return max(seen.values())
+
+
 def scenario_propagation(c: Cluster):
     worst = [propagation(c, w) for w in (40, 48, 32)]
     for w in worst:
         check(w <= 2.0, f"a SmppLink change took {w:.2f} s to reach every proxy (limit 2 s)")
+    pworst = [policy_propagation(c, d) for d in (3, 4, 2)]
+    for w in pworst:
+        check(w <= 2.0, f"a ContactPolicy change took {w:.2f} s to reach every proxy (limit 2 s)")
     c.reset_peak()
-    return f"SmppLink window change live in every proxy after {', '.join(f'{w:.2f}' for w in worst)} s (worst of 3 pods each)"
+    return (f"SmppLink window change live in every proxy after {', '.join(f'{w:.2f}' for w in worst)} s, "
+            f"ContactPolicy daily cap after {', '.join(f'{w:.2f}' for w in pworst)} s (worst of 3 pods each)")
 
 
 # ------------------------------------------------------------------ 3
