@@ -81,6 +81,9 @@ cargo test --workspace --locked --no-fail-fast "$@"
 # scenarios 1 install, 2 scale, 4 config propagation, 5 secrets, 3 rolling
 # restart + operator leader kill -9 under load, 6 cross-pod dispatch (see
 # tests/cluster/scenarios.py).
+# The S3 stand-in the cluster in a box runs as the chart's journal
+# dependency (an example behind smsgw-archive's `testing` feature).
+cargo build -p smsgw-archive --features testing --example s3-server --locked
 log "cluster in a box scenarios"
 # `cargo test --workspace` above built smsgw and smsgw-operator from this
 # tree (both packages have integration tests); --no-build uses them as

@@ -37,6 +37,7 @@ Needs the binaries of the current tree: it runs `cargo build -p smsgw
 from __future__ import annotations
 
 import argparse
+import gzip
 import base64
 import json
 import os
@@ -113,7 +114,8 @@ class Cluster:
         self.tools = subprocess.run([str(REPO / "scripts/k8s-tools.sh")], capture_output=True, text=True, check=True).stdout.strip()
 
     def up(self):
-        cmd = [str(REPO / "scripts/cluster.sh"), "up", "--no-build", "--net", self.net]
+        # With the S3 stand-in, as the chart's journal dependency (issue 16).
+        cmd = [str(REPO / "scripts/cluster.sh"), "up", "--no-build", "--s3", "--net", self.net]
         if self.proxies:
             cmd += ["--proxies", str(self.proxies)]
         t0 = time.time()
@@ -269,11 +271,23 @@ def scenario_install(c: Cluster):
     keys = subprocess.run(["redis-cli", "-h", rip, "--scan", "--pattern", "*"], capture_output=True, text=True).stdout
     for mid, _, _ in sent:
         check(mid in keys, f"message {mid} not in the shared Redis (keys: {keys[:300]!r})")
+    # The journal: every pod's events reach the S3 stand-in's bucket as
+    # gzip JSON lines (batches close after 10 s).
+    def journaled():
+        seen = set()
+        for f in (c.state / "s3" / "smsgw").rglob("*.jsonl.gz"):
+            try:
+                text = gzip.decompress(f.read_bytes()).decode()
+            except (OSError, EOFError):
+                continue  # being written
+            seen |= {mid for mid, _, _ in sent if mid in text}
+        return len(seen) == len(sent)
+    wait_until("the 3 messages in the S3 journal", journaled, 60, 1)
     s = c.sim()
     texts = {f"hello {tx}" for _, tx, _ in sent}
     check(s["submissions"]["repeated"] == [], f"nothing submitted twice: {s['submissions']}")
     check(s["counters"]["submits"] >= 3, f"3 submits at the simulator: {s['counters']}")
-    return f"{len(texts)} messages delivered, readable through {len(proxy_bases(c))} pods"
+    return f"{len(texts)} messages delivered, readable through {len(proxy_bases(c))} pods, in Redis and in the S3 journal"
 
 
 # ------------------------------------------------------------------ 2
