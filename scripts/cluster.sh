@@ -17,7 +17,8 @@
 #
 # --s3 also runs the S3 stand-in (the tests' s3s-fs server, the example
 # s3-server of smsgw-archive) at 127.80.0.3:9000 with a bucket `smsgw` and
-# points the chart's journal at it (s3.* values, Secret smsgw-s3).
+# points the chart's journal at it (s3.* values, Secret smsgw-s3); `up`
+# then also prints S3=, S3_BUCKET= and S3_ROOT= (the bucket's directory).
 #
 # Addresses (--net 127.80.0 by default): API 127.80.0.1, SMSC simulator
 # 127.80.0.2:2775 (stats on :2776), Services from 127.80.0.10 with their

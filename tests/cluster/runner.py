@@ -1090,7 +1090,8 @@ class Box:
                     if self.smsc_admin:
                         lines.append(f"SMSC_STATS=http://{self.smsc_admin}/stats")
                     if self.args.s3_server:
-                        lines.append(f"S3=http://{self.s3} (bucket smsgw, root {self.state / 's3'})")
+                        # Shell-sourceable (cluster.sh sources up.env).
+                        lines += [f"S3=http://{self.s3}", "S3_BUCKET=smsgw", f"S3_ROOT={self.state / 's3'}"]
                     (self.state / "up.env").write_text("\n".join(lines) + "\n")
                     log(f"every pod Ready after {time.time() - t0:.1f} s")
                     up_written = True

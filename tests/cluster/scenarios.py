@@ -312,6 +312,10 @@ class BindWatch:
 
 
 def scale_to(c: Cluster, k: int, settle: float):
+    # From a settled link: every slot of the current spec bound (after a
+    # rolling restart pods may still be rebinding theirs).
+    current = c.get("smsgw.io/v1alpha1", "SmppLink", "sim")["spec"]["sessions"]
+    wait_until(f"the link's {current} sessions bound before scaling", lambda: c.sim()["bound"] == current, 60)
     c.reset_peak()
     before = c.sim()["counters"]["peak_bound"]
     t0 = time.time()
