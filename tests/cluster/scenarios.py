@@ -621,6 +621,29 @@ def forwarded(base, outcome="submitted"):
     return float(m.group(1)) if m else 0.0
 
 
+def probe_every_pod(c: Cluster, h, bases):
+    """Scaling or patching a link restarts it: until every pod's shared
+    link-health view sees it up again (a health interval or two), the
+    pool's rate is 0 and sends get 429. Waits for one accepted and
+    delivered probe through each pod."""
+    probes = []
+
+    def probe_all():
+        for name, base in bases:
+            if name in [p[0] for p in probes]:
+                continue
+            tx = f"probe-{uuid.uuid4().hex[:8]}"
+            st, body = send(c, h, f"probe {tx}", "+33639999998", tx, base)
+            if st != 200:
+                return False
+            probes.append((name, body["message_id"]))
+        return True
+
+    wait_until("a send accepted through every pod", probe_all, 30, 0.5)
+    for _, mid in probes:
+        wait_until(f"probe {mid} delivered", lambda: message(c, h, mid)[1].get("status") == "delivered", 30, 0.3)
+
+
 def scenario_dispatch(c: Cluster, n=300, threads=8, rate=25.0):
     """One bind for three pods: every pod accepts, the one holding the bind
     submits; nothing waits for a sweeper, nothing is submitted twice."""
@@ -634,25 +657,7 @@ def scenario_dispatch(c: Cluster, n=300, threads=8, rate=25.0):
     bases = list(proxy_bases(c).items())
     check(len(bases) == 3, f"3 Ready proxies: {[n for n, _ in bases]}")
     holder = [name for name, b in bases if metric(b, "smsgw_link_up") == 1]
-    # Scaling restarted the link: until every pod's shared link-health view
-    # sees it up again (a health interval or two), the pool's rate is 0 and
-    # sends get 429. Wait for one accepted probe through each pod.
-    probes = []
-
-    def probe_all():
-        for name, base in bases:
-            if name in [p[0] for p in probes]:
-                continue
-            tx = f"s5-probe-{uuid.uuid4().hex[:8]}"
-            st, body = send(c, h, f"probe {tx}", "+33639999998", tx, base)
-            if st != 200:
-                return False
-            probes.append((name, body["message_id"]))
-        return True
-
-    wait_until("a send accepted through every pod", probe_all, 30, 0.5)
-    for _, mid in probes:
-        wait_until(f"probe {mid} delivered", lambda: message(c, h, mid)[1].get("status") == "delivered", 30, 0.3)
+    probe_every_pod(c, h, bases)
     before_fwd = {name: forwarded(b) for name, b in bases}
     before = c.sim()["counters"]["submits"]
     c.reset_peak()
@@ -781,8 +786,9 @@ def scenario_dispatch_rate(c: Cluster, rate=None, count=None):
     scale_to(c, 1, 1)
     wait_until("exactly one pod holding the link up", lambda: sum(
         1 for b in proxy_bases(c).values() if metric(b, "smsgw_link_up") == 1) == 1, 30)
-    time.sleep(3)  # the holder registry and the rate limits follow
+    time.sleep(1.5)  # the holder registry is renewed every 0.5 s
     bases = proxy_bases(c)
+    probe_every_pod(c, auth_headers(c), list(bases.items()))
     holder = [n for n, b in bases.items() if metric(b, "smsgw_link_up") == 1][0]
     password = c.secret("alice-login", "password")
     grpc_port = c.vars["GRPC"].rsplit(":", 1)[1]
