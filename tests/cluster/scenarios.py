@@ -271,6 +271,25 @@ def scenario_install(c: Cluster):
     keys = subprocess.run(["redis-cli", "-h", rip, "--scan", "--pattern", "*"], capture_output=True, text=True).stdout
     for mid, _, _ in sent:
         check(mid in keys, f"message {mid} not in the shared Redis (keys: {keys[:300]!r})")
+    # Contact policies hold cluster-wide (issue 17): the daily cap of 2
+    # counts sends to one number through every pod. Quiet hours off, so the
+    # check does not depend on the time of day.
+    c.kubectl("patch", "contactpolicy", "marketing", "--type", "merge", "-p", json.dumps({"spec": {"quietHours": None}}))
+
+    def policy_in_force():
+        o = c.get("smsgw.io/v1alpha1", "ContactPolicy", "marketing")
+        ready = [x for x in (o.get("status") or {}).get("conditions", []) if x["type"] == "Ready"]
+        return ready and ready[0]["status"] == "True" and ready[0].get("observedGeneration") == o["metadata"]["generation"]
+    wait_until("the patched ContactPolicy in force on every proxy", policy_in_force, 30, 0.2)
+    answers = []
+    for i, (name, base) in enumerate(sorted(proxy_bases(c).items())):
+        tx = f"s1-cp-{i}-{uuid.uuid4().hex[:8]}"
+        st, body = http("POST", base + "/api/v1/sms/send",
+                        {"esme": "default", "source": "SHOP", "destination": "+33612340000", "message": f"offer {tx}",
+                         "transaction_id": tx, "strategy": "marketing"}, h)
+        answers.append((name, st, (body.get("error") or {}).get("code") if st != 200 else "ok"))
+    check([a[1:] for a in answers] == [(200, "ok"), (200, "ok"), (403, "daily_cp")],
+          f"daily cap 2 through three pods: {answers}")
     # The journal: every pod's events reach the S3 stand-in's bucket as
     # gzip JSON lines (batches close after 10 s).
     def journaled():
@@ -287,7 +306,8 @@ def scenario_install(c: Cluster):
     texts = {f"hello {tx}" for _, tx, _ in sent}
     check(s["submissions"]["repeated"] == [], f"nothing submitted twice: {s['submissions']}")
     check(s["counters"]["submits"] >= 3, f"3 submits at the simulator: {s['counters']}")
-    return f"{len(texts)} messages delivered, readable through {len(proxy_bases(c))} pods, in Redis and in the S3 journal"
+    return (f"{len(texts)} messages delivered, readable through {len(proxy_bases(c))} pods, in Redis and in the S3 journal; "
+            f"a daily cap of 2 refused the 3rd send through the 3rd pod")
 
 
 # ------------------------------------------------------------------ 2
