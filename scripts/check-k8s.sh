@@ -186,4 +186,29 @@ PY
 "${validate[@]}" "$out/core-examples.yaml"
 python3 scripts/validate-crs.py crds examples/cluster/*.yaml examples/standalone.yaml
 
+if [ -n "${SMSGW_BIN:-}" ] && [ -x "$SMSGW_BIN" ]; then
+    # Every value maps to a flag the binary reads: each env var the chart
+    # gives the proxy (with Aerospike, the MCP, the S3 journal and TLS on,
+    # the options the cluster box does not run) is one `smsgw serve` lists.
+    echo "chart: every proxy env var, every option on, is read by smsgw serve"
+    "$helm" template smsgw charts/smsgw --namespace smsgw \
+        --set store.type=aerospike --set store.aerospike.hosts=aero:3000 \
+        --set contactPolicy.engine=mcp --set contactPolicy.mcp.url=http://mcp:1880 \
+        --set s3.enabled=true --set s3.bucket=journal --set s3.endpoint=http://s3:9000 --set s3.existingSecret=s3 \
+        >"$out/all-options.yaml"
+    "$SMSGW_BIN" serve --help >"$out/serve-help.txt"
+    python3 - "$out/all-options.yaml" "$out/serve-help.txt" <<'PY'
+import re, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+dep = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "smsgw-proxy")
+names = {e["name"] for c in dep["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+known = set(re.findall(r"\[env: ([A-Z0-9_]+)", open(sys.argv[2]).read())) | {"RUST_LOG"}
+unknown = sorted(names - known)
+assert not unknown, f"the chart sets env vars smsgw serve does not read: {unknown}"
+for want in ("SMSGW_AEROSPIKE_HOSTS", "SMSGW_MCP_URL", "SMSGW_JOURNAL_BUCKET"):
+    assert any(n.startswith(want.rsplit("_", 1)[0]) for n in names), (want, sorted(names))
+print(f"  {len(names)} env vars, all read by smsgw serve")
+PY
+fi
+
 echo "Kubernetes packaging: all checks passed"
