@@ -214,9 +214,16 @@ def auth_headers(c: Cluster):
     return {"Authorization": f"Bearer {token}", "X-App-ID": claims["app_id"]}
 
 
-def send(c: Cluster, h, text, dest, txid, base=None):
-    return http("POST", (base or c.rest) + "/api/v1/sms/send",
-                {"esme": "default", "source": "SHOP", "destination": dest, "message": text, "transaction_id": txid}, h)
+def smsgw_binary():
+    """The smsgw binary the cluster runs (also the load tool, `bench`)."""
+    return Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target") / "debug" / "smsgw"
+
+
+def send(c: Cluster, h, text, dest, txid, base=None, strategy=None):
+    body = {"esme": "default", "source": "SHOP", "destination": dest, "message": text, "transaction_id": txid}
+    if strategy:
+        body["strategy"] = strategy
+    return http("POST", (base or c.rest) + "/api/v1/sms/send", body, h)
 
 
 def message(c: Cluster, h, mid, base=None):
@@ -284,9 +291,7 @@ def scenario_install(c: Cluster):
     answers = []
     for i, (name, base) in enumerate(sorted(proxy_bases(c).items())):
         tx = f"s1-cp-{i}-{uuid.uuid4().hex[:8]}"
-        st, body = http("POST", base + "/api/v1/sms/send",
-                        {"esme": "default", "source": "SHOP", "destination": "+33612340000", "message": f"offer {tx}",
-                         "transaction_id": tx, "strategy": "marketing"}, h)
+        st, body = send(c, h, f"offer {tx}", "+33612340000", tx, base, strategy="marketing")
         answers.append((name, st, (body.get("error") or {}).get("code") if st != 200 else "ok"))
     check([a[1:] for a in answers] == [(200, "ok"), (200, "ok"), (403, "daily_cp")],
           f"daily cap 2 through three pods: {answers}")
@@ -562,7 +567,7 @@ def impostor(c: Cluster, name: str, pod: str, token: str | None, ca: Path, serve
     """`smsgw serve` as a pod that is not one: it dials the operator's
     snapshot stream with `token` (or none) and Hello `pod`; returns its
     log after a few connection attempts, and whether it became ready."""
-    smsgw = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target") / "debug" / "smsgw"
+    smsgw = smsgw_binary()
     d = c.dir / f"impostor-{name}"
     d.mkdir(exist_ok=True)
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(d), "RUST_LOG": "info"}
@@ -761,11 +766,6 @@ def scenario_dispatch(c: Cluster, n=300, threads=8, rate=25.0):
 # ------------------------------------------------------------------ 7
 
 
-def bench_binary():
-    """The smsgw binary the cluster runs (the load tool is its `bench`)."""
-    return Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target") / "debug" / "smsgw"
-
-
 def message_keys(c: Cluster):
     rip = c.pods("redis")[0]["status"]["podIP"]
     return set(subprocess.run(["redis-cli", "-h", rip, "--scan", "--pattern", "*:m:*"],
@@ -814,7 +814,7 @@ def scenario_dispatch_rate(c: Cluster, rate=None, count=None):
     grpc_port = c.vars["GRPC"].rsplit(":", 1)[1]
 
     def run(rest, grpc):
-        r = subprocess.run([str(bench_binary()), "bench", "--rest", rest, "--grpc", grpc, "--mode", "rest",
+        r = subprocess.run([str(smsgw_binary()), "bench", "--rest", rest, "--grpc", grpc, "--mode", "rest",
                             "--rate", str(rate), "--count", str(count), "--concurrency", "64",
                             "--email", "alice@example.com", "--password", password, "--esme", "default",
                             "--source", "SHOP"],

@@ -213,10 +213,16 @@ impl Gateway {
 
     /// Registers a user over REST and logs it in.
     pub async fn user(&self, email: &str) -> Creds {
-        let http = reqwest::Client::new();
+        Self::user_at(&reqwest::Client::new(), &self.url(""), email).await
+    }
+
+    /// Registers a user and logs it in through `http` at the REST base URL
+    /// `base` (e.g. an `https://` one with the client's TLS settings).
+    pub async fn user_at(http: &reqwest::Client, base: &str, email: &str) -> Creds {
+        let url = |p: &str| format!("{base}{p}");
         let password = "e2e password 123";
         let r: serde_json::Value = http
-            .post(self.url("/api/v1/auth/register"))
+            .post(url("/api/v1/auth/register"))
             .json(&serde_json::json!({"email": email, "password": password, "app_name": "e2e"}))
             .send()
             .await
@@ -229,7 +235,7 @@ impl Gateway {
             .unwrap_or_else(|| panic!("register failed: {r}"))
             .to_owned();
         let t: serde_json::Value = http
-            .post(self.url("/api/v1/auth/login"))
+            .post(url("/api/v1/auth/login"))
             .json(&serde_json::json!({"email": email, "password": password, "app_id": app_id}))
             .send()
             .await

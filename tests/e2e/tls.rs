@@ -3,7 +3,7 @@
 //! plain-text client refused, mutual TLS, and the CLI and load tool
 //! speaking TLS.
 
-use crate::harness::{ADMIN_KEY, Creds, Gateway, SMSGW, Sim, assert_no_secrets, eventually};
+use crate::harness::{ADMIN_KEY, Gateway, SMSGW, Sim, assert_no_secrets, eventually};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -109,37 +109,6 @@ async fn healthy(http: &reqwest::Client, gw: &Gateway) -> Result<u16, reqwest::E
         .map(|r| r.status().as_u16())
 }
 
-/// Registers and logs a user in over HTTPS.
-async fn user(http: &reqwest::Client, gw: &Gateway, email: &str) -> Creds {
-    let url = |p: &str| format!("https://{}{p}", gw.rest);
-    let password = "e2e password 123";
-    let r: serde_json::Value = http
-        .post(url("/api/v1/auth/register"))
-        .json(&serde_json::json!({"email": email, "password": password, "app_name": "tls"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let app_id = r["app_id"].as_str().expect("registered").to_owned();
-    let t: serde_json::Value = http
-        .post(url("/api/v1/auth/login"))
-        .json(&serde_json::json!({"email": email, "password": password, "app_id": app_id}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    Creds {
-        token: t["token"].as_str().expect("logged in").to_owned(),
-        app_id,
-        user_id: r["user_id"].as_str().unwrap().to_owned(),
-        app_secret: r["app_secret"].as_str().unwrap().to_owned(),
-    }
-}
-
 fn smsgw(args: &[&str]) -> (bool, String) {
     let out = Command::new(SMSGW)
         .args(args)
@@ -179,7 +148,7 @@ async fn rest_and_grpc_serve_tls_follow_a_rotated_certificate_and_refuse_plain_t
     // REST and gRPC (ALPN h2) over TLS, verified against the test CA.
     let http1 = https(&first.ca, None);
     assert_eq!(healthy(&http1, &gw).await.unwrap(), 200);
-    let creds = user(&http1, &gw, "tls@example.com").await;
+    let creds = Gateway::user_at(&http1, &format!("https://{}", gw.rest), "tls@example.com").await;
     let links: serde_json::Value = http1
         .get(format!("https://{}/api/v1/smpp/links", gw.rest))
         .bearer_auth(&creds.token)
