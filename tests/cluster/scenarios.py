@@ -20,16 +20,17 @@ One cluster (`scripts/cluster.sh up`, default chart values: 3 proxies,
      before any snapshot) a caller without a token, with another
      ServiceAccount's token, or with a proxy's token under another pod's
      name; the proxies are configured over TLS with their own tokens.
+  6. dispatch: one bind for three pods: every pod accepts, the holder
+     submits what the others hand it; admin stop/start through other pods;
+  8. holder kill -9: a pod holding a bind is SIGKILLed under load (and
+     restarted as a kubelet would) → every acknowledged message delivered;
+     hand-offs lost with it are sent again through the other holder and
+     marked possible duplicates; what the killed pod itself had in flight
+     may reach the SMSC twice unmarked (issue 21's crash window), bounded
+     by its window;
+  7. (opt-in benchmark) dispatch at SMSGW_BENCH_RATE msg/s.
 
-Scenario 3 is not in the default set (CI) yet: it fails today. A proxy
-pod that holds no bind of the target accepts a message, cannot submit it
-("pool default: no link available"), and its own sweeper claims it again
-every 30 s and fails the same way, so a few acknowledged messages stay
-`accepted` for good once binds moved during the restart (seen: 10 of 473).
-Handing such messages to a pod that holds a bind is issue 17 (cross-pod
-dispatch). Run it with `scenarios.py 1 3`.
-
-Usage: python3 tests/cluster/scenarios.py [--keep] [--no-build] [1 2 4 5 3]
+Usage: python3 tests/cluster/scenarios.py [--keep] [--no-build] [1 2 4 5 3 6 8]
 Needs the binaries of the current tree: it runs `cargo build -p smsgw
 -p smsgw-operator` first (a no-op after `cargo test --workspace`).
 """
@@ -141,6 +142,13 @@ class Cluster:
             lines = f.read_text(errors="replace").splitlines()[-8:]
             out.append(f"--- {f.name}\n" + "\n".join(lines))
         return "\n".join(out)
+
+    def logs_about(self, needle: str, limit=40):
+        """Every log line (of every pod) naming `needle`, e.g. a message id."""
+        out = []
+        for f in sorted((self.state / "logs").glob("*.log")) if (self.state / "logs").exists() else []:
+            out += [f"{f.name}: {l}" for l in f.read_text(errors="replace").splitlines() if needle in l]
+        return "\n".join(out[:limit])
 
     def kubectl(self, *args, input=None, check_rc=True):
         r = subprocess.run(
@@ -539,7 +547,8 @@ def scenario_disruption(c: Cluster):
         for mid in acked:
             st, m = message(c, h, mid)
             if not (st == 200 and m["status"] == "delivered"):
-                left.append((mid, st, m.get("status") if isinstance(m, dict) else m))
+                # The whole record (segments, links, reasons) says why.
+                left.append((mid, st, m))
         return left
 
     deadline = time.time() + 120
@@ -547,7 +556,8 @@ def scenario_disruption(c: Cluster):
     while left and time.time() < deadline:
         time.sleep(2)
         left = [x for x in undelivered()]
-    check(not left, f"{len(left)} of {len(acked)} acknowledged messages not delivered: {left[:5]}")
+    check(not left, f"{len(left)} of {len(acked)} acknowledged messages not delivered: {left[:5]}\n"
+          + (c.logs_about(left[0][0]) if left else ""))
     s = c.sim()
     ours = {t for t, _ in acked.values()}
     rep = [r for r in s["submissions"]["repeated"] if r[1] in ours]
@@ -841,15 +851,76 @@ def scenario_dispatch_rate(c: Cluster, rate=None, count=None):
     return " | ".join(f"{k}: {v}" for k, v in out.items())
 
 
+def scenario_holder_kill(c: Cluster):
+    """kill -9 of a pod holding a bind, under load: nothing acknowledged is
+    lost; a hand-off lost with the pod goes through the other holder."""
+    scale_to(c, 2, 1)
+    wait_until("two pods holding the link up", lambda: sum(
+        1 for b in proxy_bases(c).values() if metric(b, "smsgw_link_up") == 1) == 2, 30)
+    time.sleep(1.5)  # the holder registry is renewed every 0.5 s
+    h = auth_headers(c)
+    bases = proxy_bases(c)
+    probe_every_pod(c, h, list(bases.items()))
+    window = c.get("smsgw.io/v1alpha1", "SmppLink", "sim")["spec"].get("window", 10)
+    victim = next(n for n, b in bases.items() if metric(b, "smsgw_link_up") == 1)
+    pod = c.pods_json()[victim]
+    restarts = pod["restarts"].get("proxy", 0)
+    load = Load(c, h, rate=40)
+    time.sleep(4)
+    os.kill(pod["pids"]["proxy"], 9)
+    t_kill = time.time()
+    say(f"  killed the proxy of {victim} (a holder of sim) with SIGKILL")
+    wait_until(f"{victim} restarted and Ready again", lambda: (p := c.pods_json().get(victim)) and
+               p["restarts"].get("proxy", 0) > restarts and any(
+                   q["metadata"]["name"] == victim and c.pod_ready(q) for q in c.pods("proxy")), 60)
+    back = time.time() - t_kill
+    time.sleep(4)
+    load.stop = True
+    load.t.join()
+    acked = dict(load.acked)
+    check(len(acked) > 200, f"only {len(acked)} sends acknowledged ({len(load.refused)} refused: {load.refused[:10]})")
+
+    def undelivered():
+        left = []
+        for mid in acked:
+            st, m = message(c, h, mid)
+            if not (st == 200 and m["status"] == "delivered"):
+                left.append((mid, st, m))
+        return left
+
+    # A message the killed pod had accepted and not yet submitted waits for
+    # another pod's sweeper (stale after 30 s).
+    deadline = time.time() + 120
+    left = undelivered()
+    while left and time.time() < deadline:
+        time.sleep(2)
+        left = undelivered()
+    check(not left, f"{len(left)} of {len(acked)} acknowledged messages not delivered: {left[:3]}\n"
+          + (c.logs_about(left[0][0]) if left else ""))
+    by_text = {t: mid for mid, (t, _) in acked.items()}
+    rep = [r for r in c.sim()["submissions"]["repeated"] if r[1] in by_text]
+    marked = [r for r in rep if message(c, h, by_text[r[1]])[1].get("possible_duplicate")]
+    unmarked = [r for r in rep if r not in marked]
+    check(len(unmarked) <= window, f"{len(unmarked)} messages submitted twice unmarked, more than the "
+          f"killed pod's window {window}: {unmarked[:5]}")
+    lost = sum(forwarded(b, "lost") for b in proxy_bases(c).values())
+    again = sum(forwarded(b, "resubmitted") for b in proxy_bases(c).values())
+    kinds = {k: load.refused.count(k) for k in sorted(set(load.refused))}
+    return (f"{len(acked)} acknowledged ({len(load.refused)} refused: {kinds}), all delivered; {victim} back "
+            f"in {back:.1f} s; hand-offs lost {lost:.0f}, sent again {again:.0f}; submitted twice: "
+            f"{len(marked)} marked possible duplicate, {len(unmarked)} unmarked (crash window, ≤ window {window})")
+
+
 SCENARIOS = {"1": ("install", scenario_install), "2": ("scale", scenario_scale),
              "4": ("propagation", scenario_propagation), "3": ("disruption", scenario_disruption),
              "5": ("secrets", scenario_secrets), "6": ("dispatch", scenario_dispatch),
+             "8": ("holder kill -9", scenario_holder_kill),
              "7": ("dispatch rate (benchmark, opt-in)", scenario_dispatch_rate)}
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("which", nargs="*", default=["1", "2", "4", "5", "3", "6"], help="scenarios to run, in order (default 1 2 4 5 3 6; each after 1 needs 1's resources)")
+    ap.add_argument("which", nargs="*", default=["1", "2", "4", "5", "3", "6", "8"], help="scenarios to run, in order (default 1 2 4 5 3 6 8; each after 1 needs 1's resources)")
     ap.add_argument("--keep", action="store_true", help="leave the cluster up")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--net", default=f"127.{81 + os.getpid() % 150}.{os.getpid() % 250}")

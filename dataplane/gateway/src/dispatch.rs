@@ -12,13 +12,18 @@
 //! [`ENTRY_TTL`]; until then a call to it fails at connect and the next
 //! holder is tried.
 //!
-//! At most once across the hand-off: a call that failed before it reached
-//! the peer (connect refused, the peer answered that it holds no bind, does
-//! not know the target or refused the token) sent nothing and the next
-//! holder is tried; a call that failed after it was sent (peer killed
-//! mid-call, deadline) may have reached the SMSC, so every segment is
-//! reported `Unknown` (counted in `smsgw_dispatch_forwarded_total
-//! {outcome="lost"}`), never silently resent. A serving pod never forwards
+//! Across the hand-off: a call that failed before it reached the peer
+//! (connect refused, the stream refused unprocessed by a pod shutting down,
+//! the peer answered that it holds no bind, does not know the target or
+//! refused the token) sent nothing and the next holder is tried. A call that
+//! failed after it was sent (peer killed mid-call, deadline) may have
+//! reached the SMSC (counted in `smsgw_dispatch_forwarded_total
+//! {outcome="lost"}`): under the link's `unknownPolicy: resubmit` (the
+//! default) it is sent again through another holder and every segment is
+//! marked a possible duplicate (`resubmitted`), as the link does with a
+//! session closed before its answer; under `hold`, or when no holder takes
+//! it within [`LOST_RESUBMIT_WAIT`], every segment is `Unknown`. A serving
+//! pod never forwards
 //! again, so a hand-off is one hop.
 
 use crate::links::LinkSet;
@@ -500,8 +505,9 @@ impl Dispatching {
                         }
                         Forward::NotSent(format!("pod {peer}: {}", s.message()))
                     }
-                    // Connection could not be (re)established: never sent.
-                    Code::Unavailable if connect_failure(&s) => {
+                    // Connection could not be (re)established, or the peer
+                    // refused the stream unprocessed: never sent.
+                    _ if never_sent(&s) => {
                         self.forget(peer);
                         Forward::NotSent(format!("pod {peer} unreachable: {}", s.message()))
                     }
@@ -519,12 +525,21 @@ impl Dispatching {
     }
 }
 
-/// True when a transport error happened while connecting, so the request
-/// never left this pod.
-fn connect_failure(s: &tonic::Status) -> bool {
+/// True when the request provably never reached the peer's handler: the
+/// connection could not be made, or the peer refused the stream unprocessed
+/// (HTTP/2 REFUSED_STREAM, or a GOAWAY from a pod shutting down whose last
+/// processed stream is before ours). A stream cut by a connection lost
+/// while the peer worked on it is none of these: its outcome is unknown.
+fn never_sent(s: &tonic::Status) -> bool {
     let mut text = s.message().to_owned();
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
     while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>()
+            && (h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.is_remote()))
+        {
+            return true;
+        }
         text.push_str(&format!(": {e}"));
         source = e.source();
     }
@@ -565,15 +580,97 @@ impl LinkControl for Dispatching {
         self.link(name)
     }
 
+    /// Submits through this pod's links when it holds `target` up, else
+    /// through a pod that does. A hand-off whose outcome is lost (the
+    /// holder went away after taking it) is, under `unknownPolicy:
+    /// resubmit`, sent again through another holder for up to
+    /// [`LOST_RESUBMIT_WAIT`] and marked as a possible duplicate, as the
+    /// link itself does with a session closed before its response.
     async fn submit(&self, target: &str, msg: OutboundMessage) -> Result<Submission, SubmitError> {
         let Some(running) = self.links.get() else {
             return Err(SubmitError::UnknownTarget(target.to_owned()));
         };
+        let mut lost: Option<String> = None;
+        let mut losses = 0;
+        let deadline = tokio::time::Instant::now() + LOST_RESUBMIT_WAIT;
+        loop {
+            let why = match self.try_once(&running, target, &msg).await {
+                Attempt::Done(mut sub) => {
+                    if lost.is_some() {
+                        sub.resubmitted = (0..sub.results.len() as u16).collect();
+                        self.metrics.forwarded("resubmitted");
+                    }
+                    return Ok(sub);
+                }
+                Attempt::Failed(e) => match (&lost, e) {
+                    (None, e) => return Err(e),
+                    (Some(_), SubmitError::Unavailable(_))
+                        if tokio::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    (Some(why), _) => why.clone(),
+                },
+                Attempt::Lost(why) => {
+                    losses += 1;
+                    if running.resubmits_unknown(target)
+                        && losses < LOST_RESUBMIT_ROUNDS
+                        && tokio::time::Instant::now() < deadline
+                    {
+                        tracing::warn!(%target, reason = %why, "hand-off lost: sending it again through another holder (a possible duplicate)");
+                        lost = Some(why);
+                        continue;
+                    }
+                    why
+                }
+            };
+            tracing::warn!(%target, reason = %why, "hand-off lost: outcome unknown");
+            return Ok(Submission {
+                link: target.to_owned(),
+                results: msg
+                    .segments
+                    .iter()
+                    .map(|_| SegmentResult::Unknown {
+                        reason: why.clone(),
+                        pending: None,
+                    })
+                    .collect(),
+                resubmitted: Vec::new(),
+            });
+        }
+    }
+}
+
+/// How long a lost hand-off is offered to other holders (the send path's
+/// own retry of an unavailable link is as long).
+const LOST_RESUBMIT_WAIT: Duration = Duration::from_secs(10);
+/// Lost hand-offs of one message at most before its outcome is unknown.
+const LOST_RESUBMIT_ROUNDS: usize = 3;
+
+/// What became of one round of [`Dispatching::try_once`].
+enum Attempt {
+    Done(Submission),
+    Failed(SubmitError),
+    Lost(String),
+}
+
+impl Dispatching {
+    /// One round: this pod's links when it holds `target` up, else each
+    /// holder in turn, else this pod's links (unavailable until a bind is
+    /// up somewhere).
+    async fn try_once(
+        &self,
+        running: &crate::links::Links,
+        target: &str,
+        msg: &OutboundMessage,
+    ) -> Attempt {
         let up_here = running.up_here(target);
         if up_here == Some(true) {
             match running.submit(target, msg.clone()).await {
                 Err(SubmitError::Unavailable(_)) => {} // went down meanwhile: a peer may have it
-                other => return other,
+                Ok(sub) => return Attempt::Done(sub),
+                Err(e) => return Attempt::Failed(e),
             }
         }
         let peers = self.registry.peers_for(&running.members(target));
@@ -582,10 +679,10 @@ impl LinkControl for Dispatching {
             let mut last = String::new();
             for i in 0..peers.len() {
                 let peer = &peers[(start + i) % peers.len()];
-                match self.forward(peer, target, &msg).await {
+                match self.forward(peer, target, msg).await {
                     Forward::Done(sub) => {
                         self.metrics.forwarded("submitted");
-                        return Ok(sub);
+                        return Attempt::Done(sub);
                     }
                     Forward::NotSent(why) => {
                         self.metrics.forwarded("refused");
@@ -594,31 +691,22 @@ impl LinkControl for Dispatching {
                     }
                     Forward::Lost(why) => {
                         self.metrics.forwarded("lost");
-                        tracing::warn!(%peer, %target, reason = %why, "hand-off lost: outcome unknown");
-                        return Ok(Submission {
-                            link: target.to_owned(),
-                            results: msg
-                                .segments
-                                .iter()
-                                .map(|_| SegmentResult::Unknown {
-                                    reason: why.clone(),
-                                    pending: None,
-                                })
-                                .collect(),
-                            resubmitted: Vec::new(),
-                        });
+                        return Attempt::Lost(why);
                     }
                 }
             }
             if up_here.is_none() {
-                return Err(SubmitError::Unavailable(format!(
+                return Attempt::Failed(SubmitError::Unavailable(format!(
                     "no pod could take {target:?}: {last}"
                 )));
             }
         }
         // Nobody else holds it: this pod's own links answer (unavailable
         // until a bind is up somewhere; the send path retries).
-        running.submit(target, msg).await
+        match running.submit(target, msg.clone()).await {
+            Ok(sub) => Attempt::Done(sub),
+            Err(e) => Attempt::Failed(e),
+        }
     }
 }
 
@@ -1173,6 +1261,24 @@ mod tests {
         let mut p = to_proto("", &msg());
         p.source = None;
         assert_eq!(from_proto(p).unwrap_err(), "target missing");
+    }
+
+    #[test]
+    fn a_stream_the_peer_refused_unprocessed_was_never_sent_but_a_cut_one_may_have_been() {
+        let refused =
+            tonic::Status::from_error(Box::new(h2::Error::from(h2::Reason::REFUSED_STREAM)));
+        assert!(never_sent(&refused), "{refused:?}");
+        let refused_connect =
+            tonic::Status::unavailable("tcp connect error: Connection refused (os error 111)");
+        assert!(never_sent(&refused_connect));
+        let cut = tonic::Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::BrokenPipe,
+            "stream closed because of a broken pipe",
+        )));
+        assert!(!never_sent(&cut), "{cut:?}");
+        let reset =
+            tonic::Status::from_error(Box::new(h2::Error::from(h2::Reason::INTERNAL_ERROR)));
+        assert!(!never_sent(&reset));
     }
 
     #[test]

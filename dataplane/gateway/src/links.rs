@@ -255,6 +255,22 @@ impl Links {
         }
     }
 
+    /// Whether a message for `target` whose fate is unknown is sent again
+    /// (`unknownPolicy: resubmit`, the default): true unless every member
+    /// link says `hold`. Cross-pod dispatch asks this when a hand-off is
+    /// lost.
+    pub(crate) fn resubmits_unknown(&self, target: &str) -> bool {
+        let current = self.current();
+        let members = self.members(target);
+        members.is_empty()
+            || members.iter().any(|m| {
+                current
+                    .specs
+                    .get(m)
+                    .is_none_or(|(spec, _)| spec.unknown_policy == UnknownPolicy::Resubmit)
+            })
+    }
+
     /// Every link with whether this pod holds it up (a submit-capable
     /// session bound), by name.
     pub(crate) fn up_links(&self) -> Vec<(String, bool)> {

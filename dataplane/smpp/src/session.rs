@@ -219,6 +219,23 @@ impl PendingMap {
     pub(crate) fn waiting(&self) -> usize {
         self.inner.lock().expect("pending lock").waiting
     }
+
+    /// Closes the map to new requests if none is waiting, atomically with
+    /// [`PendingMap::insert`]: once it answers true no submit_sm can slip
+    /// in behind the unbind that follows (its sender is told the
+    /// connection closed, so it is sent elsewhere, never lost unanswered).
+    fn seal_if_idle(&self) -> bool {
+        let mut g = self.inner.lock().expect("pending lock");
+        if g.waiting == 0 {
+            g.closed = true;
+        }
+        g.closed
+    }
+
+    /// Closes the map to new requests, leaving the waiting ones waiting.
+    fn seal(&self) {
+        self.inner.lock().expect("pending lock").closed = true;
+    }
 }
 
 /// Handle on the live connection of a session.
@@ -982,10 +999,14 @@ pub(crate) async fn run_connection(
                 }
             }
             _ = drain_tick.tick(), if matches!(phase, Phase::Draining { .. }) => {
+                // Sealed when idle: a submit racing this check either got
+                // in first (then we wait for its answer) or is refused.
+                let idle = acks.is_empty() && pending.seal_if_idle();
                 if let Phase::Draining { deadline, shutdown } = phase
-                    && ((pending.waiting() == 0 && acks.is_empty()) || Instant::now() >= deadline)
+                    && (idle || Instant::now() >= deadline)
                 {
-                    if pending.waiting() > 0 || !acks.is_empty() {
+                    if !idle {
+                        pending.seal();
                         warn!(in_flight = pending.waiting(), receipts_unanswered = acks.len(), "drain deadline passed; unbinding with requests in flight");
                     }
                     *session.conn.lock().expect("conn lock") = None;
@@ -1176,4 +1197,42 @@ async fn handle_inbound(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drained_map_is_sealed_before_the_unbind_so_no_submit_slips_in_behind_it() {
+        let p = PendingMap::default();
+        let (tx, _rx) = oneshot::channel();
+        assert!(p.insert(1, tx));
+        assert!(!p.seal_if_idle(), "one request is still waiting");
+        let (tx, _rx2) = oneshot::channel();
+        assert!(p.insert(2, tx), "not sealed: requests still go out");
+        assert!(matches!(p.resolve(1), Resolved::Waiter(_)));
+        assert!(matches!(p.resolve(2), Resolved::Waiter(_)));
+        assert!(p.seal_if_idle(), "idle: sealed");
+        let (tx, mut rx) = oneshot::channel();
+        assert!(
+            !p.insert(3, tx),
+            "a submit after the seal is refused, so its sender sends it elsewhere"
+        );
+        assert!(rx.try_recv().is_err());
+        assert_eq!(p.waiting(), 0);
+    }
+
+    #[test]
+    fn a_forced_seal_keeps_the_waiting_requests_for_their_answers() {
+        let p = PendingMap::default();
+        let (tx, mut rx) = oneshot::channel();
+        assert!(p.insert(7, tx));
+        p.seal();
+        let (tx2, _rx2) = oneshot::channel();
+        assert!(!p.insert(8, tx2));
+        assert_eq!(p.waiting(), 1);
+        assert_eq!(p.close(), 1);
+        assert!(matches!(rx.try_recv(), Ok(Reply::ConnectionLost)));
+    }
 }
