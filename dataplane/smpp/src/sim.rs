@@ -331,6 +331,11 @@ pub struct SimCounters {
     pub receipts_redelivered: u64,
     /// deliver_sm_resp that answered a receipt with an error status.
     pub receipts_refused: u64,
+    /// Most submit_sm accepted within any one second (a sliding window),
+    /// with `track_submits` on; since start or the last
+    /// [`SimHandle::reset_peak_bound`]. What an SMSC enforcing a rate
+    /// would see.
+    pub peak_submits_per_second: u64,
 }
 
 /// Accepted submit_sm counted per (destination, short message), with
@@ -374,6 +379,7 @@ struct Counters {
     drops: AtomicU64,
     receipts_redelivered: AtomicU64,
     receipts_refused: AtomicU64,
+    peak_submits_per_second: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -443,6 +449,9 @@ struct SimState {
     rr: AtomicU64,
     salt: u64,
     submitted: Mutex<SubmitCounts>,
+    /// When each submit_sm of the last second was accepted, with
+    /// `track_submits` on.
+    recent: Mutex<std::collections::VecDeque<std::time::Instant>>,
     /// Receipts sent and not yet answered with ESME_ROK, by (connection,
     /// sequence number), with `redeliver_receipts` on.
     unacked: Mutex<HashMap<(u64, u32), DeliverSm>>,
@@ -451,6 +460,23 @@ struct SimState {
 }
 
 impl SimState {
+    /// Counts an accepted submit_sm in the sliding second and raises the
+    /// peak.
+    fn count_recent_submit(&self) {
+        let now = std::time::Instant::now();
+        let mut recent = self.recent.lock().expect("recent lock");
+        recent.push_back(now);
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            recent.pop_front();
+        }
+        self.counters
+            .peak_submits_per_second
+            .fetch_max(recent.len() as u64, Ordering::Relaxed);
+    }
+
     /// Counts a `submit_sm` on a connection and fires the armed faults it
     /// triggers; returns whether the connection must be dropped now, and
     /// whether before the response.
@@ -609,6 +635,7 @@ pub async fn run(config: SimConfig, cancel: CancellationToken) -> Result<SimHand
         rr: AtomicU64::new(0),
         salt: rand::random(),
         submitted: Mutex::new(HashMap::new()),
+        recent: Mutex::new(std::collections::VecDeque::new()),
         unacked: Mutex::new(HashMap::new()),
         redeliver: Mutex::new(Vec::new()),
     });
@@ -697,13 +724,20 @@ impl SimHandle {
             drops: l(&c.drops),
             receipts_redelivered: l(&c.receipts_redelivered),
             receipts_refused: l(&c.receipts_refused),
+            peak_submits_per_second: l(&c.peak_submits_per_second),
         }
     }
 
-    /// Starts the peak of bound connections over from the number bound now.
+    /// Starts the peak of bound connections over from the number bound now,
+    /// and the peak of submits per second from zero.
     pub fn reset_peak_bound(&self) {
         let now = self.bound_connections() as u64;
         self.state.counters.peak_bound.store(now, Ordering::Relaxed);
+        self.state.recent.lock().expect("recent lock").clear();
+        self.state
+            .counters
+            .peak_submits_per_second
+            .store(0, Ordering::Relaxed);
     }
 
     /// The accepted submit_sm per (destination, short message); empty
@@ -1643,6 +1677,7 @@ async fn serve(
                                 .expect("submitted lock")
                                 .entry(key)
                                 .or_default() += 1;
+                            state.count_recent_submit();
                         }
                         let n = state.next_msg.fetch_add(1, Ordering::Relaxed);
                         let id = format_id(n, state.config.id_format, state.salt, false);

@@ -899,6 +899,20 @@ async fn the_simulator_keeps_the_peak_of_binds_and_counts_repeated_submissions()
     let s = f.sim.submissions();
     assert_eq!(s.distinct, 2);
     assert_eq!(s.repeated, [("4917012345".into(), "twice".into(), 2)]);
+    assert_eq!(
+        f.sim.counters().peak_submits_per_second,
+        3,
+        "three submits within a second"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    f.link.submit(msg("later")).await.unwrap();
+    assert_eq!(
+        f.sim.counters().peak_submits_per_second,
+        3,
+        "the window slides: one more a second later is not a fourth"
+    );
+    f.sim.reset_peak_bound();
+    assert_eq!(f.sim.counters().peak_submits_per_second, 0);
     f.cancel.cancel();
 }
 
