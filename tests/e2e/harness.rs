@@ -317,6 +317,16 @@ impl Gateway {
             .header("x-app-id", &creds.app_id)
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Everything the process logged so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")

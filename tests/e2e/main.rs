@@ -13,6 +13,7 @@ mod logs;
 mod messages;
 mod metrics;
 mod mo;
+mod outbox;
 mod policy;
 mod standalone;
 mod text;

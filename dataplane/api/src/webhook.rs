@@ -15,11 +15,16 @@
 //! ([`crate::auth::Auth::webhook_secret`]).
 
 use crate::auth::Caller;
-use crate::send::AppEvent;
 use crate::{ApiError, ApiState};
 use hmac::{Hmac, Mac};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use smsgw_core::outbox::{Claimed, EventMask, Outbox, wanted};
+use smsgw_core::users::WebhookOptions;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -30,11 +35,6 @@ use tokio_util::sync::CancellationToken;
 pub const SIGNATURE_HEADER: &str = "x-smsgw-signature";
 /// Header carrying the Unix timestamp (seconds) that was signed.
 pub const TIMESTAMP_HEADER: &str = "x-smsgw-timestamp";
-
-/// Delivery attempts per event (first try included).
-const ATTEMPTS: u32 = 5;
-/// Deliveries in flight at once; beyond it events wait.
-const IN_FLIGHT: usize = 256;
 
 /// The signature a receiver recomputes to trust a webhook body.
 pub fn sign(secret: &str, timestamp: u64, body: &[u8]) -> String {
@@ -58,6 +58,16 @@ pub fn sign(secret: &str, timestamp: u64, body: &[u8]) -> String {
 pub struct WebhookSettings {
     /// `http(s)://…` URL; `null` or empty removes the webhook.
     pub url: Option<String>,
+    /// Send events in batches (a JSON array of up to the gateway's batch
+    /// size per request) instead of one JSON object per request (the
+    /// default).
+    #[serde(default)]
+    pub batch: Option<bool>,
+    /// Event kinds wanted: `pending`, `delivered`, `failed`, `rejected`,
+    /// `unknown`, `mo`, or `final` (delivered, failed and rejected); absent:
+    /// every kind.
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
 }
 
 /// The webhook as set; the secret is shown only here.
@@ -67,6 +77,12 @@ pub struct WebhookSet {
     pub url: Option<String>,
     /// Signing secret (new each time the webhook is set).
     pub secret: Option<String>,
+    /// Events are sent in batches (JSON arrays).
+    #[serde(default)]
+    pub batch: bool,
+    /// Event kinds sent (`final` expanded); absent: every kind.
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
 }
 
 /// Sets (or removes) the calling app's webhook and issues a new secret.
@@ -81,34 +97,28 @@ pub async fn set(
         ));
     };
     let url = settings.url.filter(|u| !u.trim().is_empty());
-    if let Some(u) = &url
-        && (!(u.starts_with("http://") || u.starts_with("https://"))
-            || u.len() > 2048
-            || reqwest::Url::parse(u).is_err())
-    {
-        return Err(ApiError::InvalidField {
-            field: "url",
-            reason: "must be an http:// or https:// URL".into(),
-        });
-    }
     let mut user = state
         .auth
         .store()
         .get(user_id)
         .await?
         .ok_or_else(|| ApiError::Unauthenticated("the token's user no longer exists".into()))?;
-    if let Some(u) = &url
-        && let Some(ip) = literal_ip(u)
-        && !crate::net::is_public(ip)
-        && !(state.webhook_allow_private || user.webhook_allow_private)
-    {
-        return Err(ApiError::InvalidField {
-            field: "url",
-            reason: format!(
-                "{ip} is a private, loopback, link-local or reserved address; webhooks must reach a public address"
-            ),
-        });
+    if let Some(u) = &url {
+        check_destination(
+            u,
+            "url",
+            state.webhook_allow_private || user.webhook_allow_private,
+        )?;
     }
+    let events = match settings.events {
+        Some(words) => Some(
+            EventMask::parse(&words).map_err(|e| ApiError::InvalidField {
+                field: "events",
+                reason: e.to_string(),
+            })?,
+        ),
+        None => None,
+    };
     let (stored, secret) = match &url {
         Some(_) => {
             let (stored, secret) = state.auth.new_webhook_secret(&user.user_id);
@@ -118,16 +128,52 @@ pub async fn set(
     };
     user.webhook_url = url.clone();
     user.webhook_secret = stored;
+    user.webhook_options = WebhookOptions {
+        batch: settings.batch.unwrap_or(false),
+        events: events.clone(),
+    };
     state.auth.store().update(&user).await?;
     tracing::info!(user_id = %user.user_id, set = url.is_some(), "webhook settings changed");
-    Ok(WebhookSet { url, secret })
+    Ok(WebhookSet {
+        url,
+        secret,
+        batch: user.webhook_options.batch,
+        events: events.map(|m| m.0),
+    })
 }
 
-struct Target {
-    url: String,
-    secret: String,
-    /// May reach private addresses.
-    private: bool,
+/// Checks a destination chosen by a tenant (an app's webhook, a message's
+/// `callback_url`): an `http(s)://` URL of at most 2,048 bytes, and unless
+/// `allow_private`, not naming a private, loopback, link-local or
+/// metadata address literally (names are checked when they are resolved,
+/// at delivery). The one copy of these rules; `field` names the request
+/// field in the error.
+pub fn check_destination(
+    url: &str,
+    field: &'static str,
+    allow_private: bool,
+) -> Result<(), ApiError> {
+    if !(url.starts_with("http://") || url.starts_with("https://"))
+        || url.len() > 2048
+        || reqwest::Url::parse(url).is_err()
+    {
+        return Err(ApiError::InvalidField {
+            field,
+            reason: "must be an http:// or https:// URL".into(),
+        });
+    }
+    if let Some(ip) = literal_ip(url)
+        && !crate::net::is_public(ip)
+        && !allow_private
+    {
+        return Err(ApiError::InvalidField {
+            field,
+            reason: format!(
+                "{ip} is a private, loopback, link-local or reserved address; webhooks must reach a public address"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The IP address a URL names literally (no resolution happens for those,
@@ -185,122 +231,504 @@ pub fn client(public_only: bool) -> reqwest::Client {
     b.build().expect("TLS-free client builds")
 }
 
-/// Delivers every app event to its app's webhook until `cancel` fires.
-pub async fn run(state: ApiState, cancel: CancellationToken) {
-    let mut rx = state.messages.subscribe();
-    let (public, any) = (client(true), client(false));
-    let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
-    let mut cache: HashMap<String, (Option<Arc<Target>>, Instant)> = HashMap::new();
-    loop {
-        let ev = tokio::select! {
-            ev = rx.recv() => ev,
-            () = cancel.cancelled() => return,
-        };
-        let ev = match ev {
-            Ok(ev) => ev,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(
-                    skipped = n,
-                    "webhook dispatcher fell behind; events were not delivered"
-                );
-                continue;
-            }
-            Err(_) => return,
-        };
-        let app = ev.app_id().to_owned();
-        let target = match cache.get(&app) {
-            Some((t, at)) if at.elapsed() < Duration::from_secs(5) => t.clone(),
-            _ => {
-                let t = match state.auth.store().by_app_id(&app).await {
-                    Ok(Some(u)) => match (&u.webhook_url, &u.webhook_secret) {
-                        (Some(url), Some(stored)) => {
-                            match state.auth.webhook_secret(&u.user_id, stored) {
-                                Some(secret) => Some(Arc::new(Target {
-                                    url: url.clone(),
-                                    secret,
-                                    private: state.webhook_allow_private || u.webhook_allow_private,
-                                })),
-                                None => {
-                                    tracing::warn!(app_id = %app, "webhook secret derived from a retired JWT key; the app must set its webhook again");
-                                    None
-                                }
-                            }
-                        }
-                        _ => None,
-                    },
-                    _ => None,
-                };
-                cache.insert(app, (t.clone(), Instant::now()));
-                t
-            }
-        };
-        let Some(target) = target else { continue };
-        if !target.private
-            && let Some(ip) = literal_ip(&target.url)
-            && !crate::net::is_public(ip)
-        {
-            tracing::warn!(app_id = %app_of(&ev), %ip, "webhook target refused: not a public address");
-            continue;
+/// How the outbox is delivered.
+///
+/// # Defaults
+/// Retries for 24 h ([`smsgw_core::outbox::DEFAULT_RETRY_FOR`]), first
+/// after 500 ms, doubling up to 5 min apart; batches of up to 100 events
+/// gathered for at most 20 ms; 8 lanes per destination.
+#[derive(Clone, Debug)]
+pub struct DeliveryOptions {
+    /// How long an event is retried (from its append) before it is dropped.
+    pub retry_for: Duration,
+    /// First retry delay (doubled after each failure).
+    pub retry_initial: Duration,
+    /// Longest delay between two tries.
+    pub retry_max: Duration,
+    /// Most events in one request of a batching webhook.
+    pub batch_max: usize,
+    /// Longest a batch waits to fill up.
+    pub batch_linger: Duration,
+    /// Requests in flight at once per destination; events of one message
+    /// always go through the same lane, in order.
+    pub lanes: usize,
+    /// This pod's name (the outbox consumer).
+    pub consumer: String,
+}
+
+impl Default for DeliveryOptions {
+    fn default() -> Self {
+        Self {
+            retry_for: smsgw_core::outbox::DEFAULT_RETRY_FOR,
+            retry_initial: Duration::from_millis(500),
+            retry_max: Duration::from_secs(300),
+            batch_max: 100,
+            batch_linger: Duration::from_millis(20),
+            lanes: 8,
+            consumer: "smsgw".into(),
         }
-        let http = if target.private {
-            any.clone()
-        } else {
-            public.clone()
-        };
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            deliver(&http, &target, &ev, &cancel).await;
-            drop(permit);
-        });
     }
 }
 
-fn app_of(ev: &AppEvent) -> &str {
-    ev.app_id()
+/// Labels of a dropped event.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    /// `expired` (retried for the whole period) or `refused` (the
+    /// destination is not allowed).
+    reason: &'static str,
 }
 
-async fn deliver(
-    http: &reqwest::Client,
-    target: &Target,
-    ev: &AppEvent,
-    cancel: &CancellationToken,
-) {
-    let body = serde_json::to_vec(ev).expect("events serialise");
-    let mut delay = Duration::from_millis(500);
-    for attempt in 1..=ATTEMPTS {
-        let ts = smsgw_core::unix_now();
-        let r = http
-            .post(&target.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(TIMESTAMP_HEADER, ts.to_string())
-            .header(SIGNATURE_HEADER, sign(&target.secret, ts, &body))
-            .body(body.clone())
-            .send()
-            .await;
-        match r {
-            Ok(resp) if resp.status().is_success() => return,
-            Ok(resp) if resp.status().is_redirection() => {
-                tracing::warn!(app_id = ev.app_id(), status = %resp.status(), "webhook answered a redirect; redirects are not followed");
-                return;
-            }
-            Ok(resp) => tracing::debug!(status = %resp.status(), attempt, "webhook refused"),
-            Err(e) => tracing::debug!(error = %e, attempt, "webhook unreachable"),
+#[derive(Clone)]
+struct DeliveryMetrics {
+    delivered: Counter,
+    dropped: Family<DropLabels, Counter>,
+    requests: Family<OutcomeLabels, Counter>,
+    latency: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+impl DeliveryMetrics {
+    fn register(state: &ApiState) -> Self {
+        let m = Self {
+            delivered: Counter::default(),
+            dropped: Family::default(),
+            requests: Family::default(),
+            latency: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
+        };
+        // Every label value exported from the start, at 0.
+        for reason in ["expired", "refused"] {
+            let _ = m.dropped.get_or_create(&DropLabels { reason });
         }
-        if attempt == ATTEMPTS {
-            tracing::warn!(
-                app_id = ev.app_id(),
-                "webhook delivery abandoned after {ATTEMPTS} attempts"
+        for outcome in ["ok", "error"] {
+            let _ = m.requests.get_or_create(&OutcomeLabels { outcome });
+        }
+        state.metrics.with_registry(|r| {
+            r.register(
+                "webhook_events_delivered",
+                "Outbox events acknowledged by their webhook or callback",
+                m.delivered.clone(),
             );
+            r.register(
+                "webhook_events_dropped",
+                "Outbox events given up: retried for the whole retry period (expired) or to a refused destination",
+                m.dropped.clone(),
+            );
+            r.register(
+                "webhook_requests",
+                "Webhook requests by outcome (ok, error)",
+                m.requests.clone(),
+            );
+            r.register(
+                "webhook_delivery_latency_seconds",
+                "Time from an event's append to the outbox to its acknowledgement by the receiver",
+                m.latency.clone(),
+            );
+        });
+        m
+    }
+}
+
+/// Where one event goes.
+#[derive(Clone)]
+struct Destination {
+    url: String,
+    /// Signing secret; `None`: unsigned (a callback of an app without a
+    /// webhook secret).
+    secret: Option<String>,
+    /// May reach private addresses.
+    private: bool,
+    batch: bool,
+}
+
+/// An app's webhook as last read.
+#[derive(Clone)]
+struct AppTarget {
+    webhook: Option<Destination>,
+    events: Option<EventMask>,
+    /// Secret and private permission for callbacks without a webhook.
+    secret: Option<String>,
+    private: bool,
+    batch: bool,
+}
+
+type LaneKey = (String, usize);
+
+struct Lane {
+    tx: tokio::sync::mpsc::UnboundedSender<Claimed>,
+}
+
+/// Shared by the lanes.
+struct Shared {
+    outbox: Arc<dyn Outbox>,
+    opts: DeliveryOptions,
+    public: reqwest::Client,
+    any: reqwest::Client,
+    metrics: DeliveryMetrics,
+    /// Bounds the events held in memory (claimed, not yet acknowledged).
+    held: Arc<tokio::sync::Semaphore>,
+    cancel: CancellationToken,
+}
+
+/// Events held in memory at most (claimed from the outbox, not yet
+/// acknowledged); beyond it claiming waits.
+const HELD: usize = 65_536;
+
+/// Delivers the outbox to the apps' webhooks and the messages' callbacks
+/// until `cancel` fires: at least once, in order per message, retried with
+/// a doubling delay for [`DeliveryOptions::retry_for`], then dropped
+/// (counted and logged).
+pub async fn run(
+    state: ApiState,
+    outbox: Arc<dyn Outbox>,
+    opts: DeliveryOptions,
+    cancel: CancellationToken,
+) {
+    let shared = Arc::new(Shared {
+        outbox: outbox.clone(),
+        metrics: DeliveryMetrics::register(&state),
+        public: client(true),
+        any: client(false),
+        held: Arc::new(tokio::sync::Semaphore::new(HELD)),
+        cancel: cancel.clone(),
+        opts,
+    });
+    let mut lanes: HashMap<LaneKey, Lane> = HashMap::new();
+    let mut cache: HashMap<String, (Arc<AppTarget>, Instant)> = HashMap::new();
+    let mut beat = Instant::now();
+    loop {
+        if cancel.is_cancelled() {
             return;
         }
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = cancel.cancelled() => return,
+        if beat.elapsed() > Duration::from_secs(2) {
+            beat = Instant::now();
+            if let Err(e) = outbox.heartbeat(&shared.opts.consumer).await {
+                tracing::warn!(error = %e, "outbox heartbeat failed");
+            }
         }
-        delay *= 2;
+        let room = shared.held.available_permits().min(1024);
+        if room == 0 {
+            tokio::select! {
+                _ = shared.held.acquire() => {}
+                () = cancel.cancelled() => return,
+            }
+            continue;
+        }
+        let got = tokio::select! {
+            r = outbox.claim(&shared.opts.consumer, room, Duration::from_secs(1)) => r,
+            () = cancel.cancelled() => return,
+        };
+        let got = match got {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the outbox; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = cancel.cancelled() => return,
+                }
+                continue;
+            }
+        };
+        let mut skip = Vec::new();
+        for c in got {
+            let app = resolve_app(&state, &mut cache, &c.event.app_id).await;
+            let dest = match &c.event.callback {
+                Some(cb) => wanted(cb.events.as_ref(), &c.event.kind).then(|| Destination {
+                    url: cb.url.clone(),
+                    secret: app.secret.clone(),
+                    private: app.private,
+                    batch: app.batch,
+                }),
+                None => app
+                    .webhook
+                    .clone()
+                    .filter(|_| wanted(app.events.as_ref(), &c.event.kind)),
+            };
+            let Some(dest) = dest else {
+                skip.push(c.position);
+                continue;
+            };
+            if !dest.private
+                && let Some(ip) = literal_ip(&dest.url)
+                && !crate::net::is_public(ip)
+            {
+                tracing::warn!(app_id = %c.event.app_id, event_id = %c.event.event_id, %ip, "webhook target refused: not a public address; event dropped");
+                shared
+                    .metrics
+                    .dropped
+                    .get_or_create(&DropLabels { reason: "refused" })
+                    .inc();
+                skip.push(c.position);
+                continue;
+            }
+            let Ok(permit) = shared.held.clone().acquire_owned().await else {
+                return;
+            };
+            permit.forget();
+            let key = (dest.url.clone(), lane_of(&c.event.key, shared.opts.lanes));
+            let c = match lanes.get(&key) {
+                Some(l) => match l.tx.send(c) {
+                    Ok(()) => continue,
+                    Err(e) => e.0,
+                },
+                None => c,
+            };
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let _ = tx.send(c);
+            tokio::spawn(lane(shared.clone(), dest, rx));
+            lanes.insert(key, Lane { tx });
+        }
+        if !skip.is_empty()
+            && let Err(e) = outbox.ack(&skip).await
+        {
+            tracing::warn!(error = %e, "cannot acknowledge skipped outbox events");
+        }
+        lanes.retain(|_, l| !l.tx.is_closed());
+    }
+}
+
+fn lane_of(key: &str, lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % lanes.max(1) as u64) as usize
+}
+
+/// An app's webhook settings, read at most every 5 s.
+async fn resolve_app(
+    state: &ApiState,
+    cache: &mut HashMap<String, (Arc<AppTarget>, Instant)>,
+    app: &str,
+) -> Arc<AppTarget> {
+    if let Some((t, at)) = cache.get(app)
+        && at.elapsed() < Duration::from_secs(5)
+    {
+        return t.clone();
+    }
+    let t = match state.auth.store().by_app_id(app).await {
+        Ok(Some(u)) => {
+            let secret = u.webhook_secret.as_deref().and_then(|stored| {
+                let s = state.auth.webhook_secret(&u.user_id, stored);
+                if s.is_none() {
+                    tracing::warn!(app_id = %app, "webhook secret derived from a retired JWT key; the app must set its webhook again");
+                }
+                s
+            });
+            let private = state.webhook_allow_private || u.webhook_allow_private;
+            let batch = u.webhook_options.batch;
+            AppTarget {
+                webhook: match (&u.webhook_url, &secret) {
+                    (Some(url), Some(secret)) => Some(Destination {
+                        url: url.clone(),
+                        secret: Some(secret.clone()),
+                        private,
+                        batch,
+                    }),
+                    _ => None,
+                },
+                events: u.webhook_options.events.clone(),
+                secret,
+                private,
+                batch,
+            }
+        }
+        _ => AppTarget {
+            webhook: None,
+            events: None,
+            secret: None,
+            private: false,
+            batch: false,
+        },
+    };
+    let t = Arc::new(t);
+    cache.insert(app.to_owned(), (t.clone(), Instant::now()));
+    t
+}
+
+/// One lane of one destination: sends its events in order, one request at
+/// a time, each retried until it succeeds or expires. Ends after a minute
+/// without events.
+async fn lane(
+    shared: Arc<Shared>,
+    dest: Destination,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Claimed>,
+) {
+    let http = if dest.private {
+        shared.any.clone()
+    } else {
+        shared.public.clone()
+    };
+    let max = if dest.batch {
+        shared.opts.batch_max.max(1)
+    } else {
+        1
+    };
+    let mut queue: std::collections::VecDeque<Claimed> = std::collections::VecDeque::new();
+    loop {
+        if queue.is_empty() {
+            tokio::select! {
+                got = tokio::time::timeout(Duration::from_secs(60), rx.recv()) => match got {
+                    Ok(Some(c)) => queue.push_back(c),
+                    Ok(None) => return,
+                    Err(_) => {
+                        // Idle: close, but deliver what raced in first.
+                        rx.close();
+                        match rx.try_recv() {
+                            Ok(c) => queue.push_back(c),
+                            Err(_) => return,
+                        }
+                    }
+                },
+                () = shared.cancel.cancelled() => return,
+            }
+        }
+        while let Ok(c) = rx.try_recv() {
+            queue.push_back(c);
+        }
+        if max > 1 && queue.len() < max {
+            let until = tokio::time::Instant::now() + shared.opts.batch_linger;
+            while queue.len() < max {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(c)) => queue.push_back(c),
+                    _ => break,
+                }
+            }
+        }
+        let n = queue.len().min(max);
+        let mut batch: Vec<Claimed> = queue.drain(..n).collect();
+        let mut delay = shared.opts.retry_initial;
+        let mut attempt = 0u32;
+        loop {
+            // Give up on what has been retried for the whole period.
+            let now = smsgw_core::messages::unix_now_ms();
+            let limit = u64::try_from(shared.opts.retry_for.as_millis()).unwrap_or(u64::MAX);
+            let (expired, keep): (Vec<Claimed>, Vec<Claimed>) = batch
+                .into_iter()
+                .partition(|c| now.saturating_sub(c.event.created_at_ms) > limit);
+            batch = keep;
+            if !expired.is_empty() {
+                for c in &expired {
+                    tracing::warn!(app_id = %c.event.app_id, event_id = %c.event.event_id, url_host = host_of(&dest.url), attempts = attempt, "webhook event dropped: not delivered within the retry period");
+                }
+                shared
+                    .metrics
+                    .dropped
+                    .get_or_create(&DropLabels { reason: "expired" })
+                    .inc_by(expired.len() as u64);
+                settle(&shared, &expired).await;
+            }
+            if batch.is_empty() {
+                break;
+            }
+            attempt += 1;
+            match post(&http, &dest, &batch).await {
+                Ok(()) => {
+                    shared
+                        .metrics
+                        .requests
+                        .get_or_create(&OutcomeLabels { outcome: "ok" })
+                        .inc();
+                    let now = smsgw_core::messages::unix_now_ms();
+                    for c in &batch {
+                        shared
+                            .metrics
+                            .latency
+                            .observe(now.saturating_sub(c.event.created_at_ms) as f64 / 1000.0);
+                    }
+                    shared.metrics.delivered.inc_by(batch.len() as u64);
+                    settle(&shared, &batch).await;
+                    break;
+                }
+                Err(why) => {
+                    shared
+                        .metrics
+                        .requests
+                        .get_or_create(&OutcomeLabels { outcome: "error" })
+                        .inc();
+                    tracing::debug!(attempt, why, "webhook delivery failed; retrying");
+                }
+            }
+            // Keep taking events in meanwhile, so the claim loop never
+            // waits on a slow destination.
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    () = &mut sleep => break,
+                    got = rx.recv() => match got {
+                        Some(c) => queue.push_back(c),
+                        None => { sleep.as_mut().await; break; }
+                    },
+                    () = shared.cancel.cancelled() => return,
+                }
+            }
+            delay = (delay * 2).min(shared.opts.retry_max);
+        }
+    }
+}
+
+/// Acknowledges delivered or dropped events in the outbox (an event whose
+/// acknowledgement fails is handed out again after a restart: at least
+/// once) and frees their room.
+async fn settle(shared: &Shared, done: &[Claimed]) {
+    let positions: Vec<String> = done.iter().map(|c| c.position.clone()).collect();
+    if let Err(e) = shared.outbox.ack(&positions).await {
+        tracing::warn!(error = %e, "cannot acknowledge delivered outbox events");
+    }
+    shared.held.add_permits(done.len());
+}
+
+fn host_of(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Header carrying the event id (of a batch: the ids, comma-separated).
+pub const EVENT_ID_HEADER: &str = "x-smsgw-event-id";
+
+/// One request: a JSON object (one event) or a JSON array (a batching
+/// destination), signed as a whole.
+async fn post(http: &reqwest::Client, dest: &Destination, batch: &[Claimed]) -> Result<(), String> {
+    let body = if dest.batch {
+        let mut b = String::from("[");
+        for (i, c) in batch.iter().enumerate() {
+            if i > 0 {
+                b.push(',');
+            }
+            b.push_str(&c.event.body);
+        }
+        b.push(']');
+        b
+    } else {
+        batch[0].event.body.clone()
+    };
+    let ids = batch
+        .iter()
+        .map(|c| c.event.event_id.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let ts = smsgw_core::unix_now();
+    let mut req = http
+        .post(&dest.url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(TIMESTAMP_HEADER, ts.to_string())
+        .header(EVENT_ID_HEADER, ids);
+    if let Some(secret) = &dest.secret {
+        req = req.header(SIGNATURE_HEADER, sign(secret, ts, body.as_bytes()));
+    }
+    match req.body(body).send().await {
+        Ok(resp) if resp.status().is_success() => Ok(()),
+        Ok(resp) if resp.status().is_redirection() => {
+            tracing::warn!(status = %resp.status(), host = host_of(&dest.url), "webhook answered a redirect; redirects are not followed");
+            Err(format!("redirect {}", resp.status()))
+        }
+        Ok(resp) => Err(format!("status {}", resp.status())),
+        Err(e) => Err(format!("unreachable: {e}")),
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod limits;
 pub mod links;
 pub mod messages;
+pub mod outbox;
 pub mod policy;
 pub mod users;
 

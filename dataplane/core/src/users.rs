@@ -51,10 +51,33 @@ pub struct UserRecord {
     /// with `--webhook-allow-private`).
     #[serde(default)]
     pub webhook_allow_private: bool,
+    /// How events reach the webhook: batched or one per request, and
+    /// which kinds.
+    #[serde(default, skip_serializing_if = "WebhookOptions::is_default")]
+    pub webhook_options: WebhookOptions,
     /// Token generation: tokens carry the generation they were issued at
     /// and stop working when it is bumped (app-secret reset, revocation).
     #[serde(default)]
     pub token_generation: u64,
+}
+
+/// An app's choices for its webhook.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookOptions {
+    /// Events sent as JSON arrays (up to the gateway's batch size per
+    /// request) instead of one JSON object per request.
+    #[serde(default)]
+    pub batch: bool,
+    /// Event kinds wanted; `None`: every kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<crate::outbox::EventMask>,
+}
+
+impl WebhookOptions {
+    /// True for the defaults (one event per request, every kind).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Why a store operation failed.

@@ -206,6 +206,28 @@ pub struct GatewayArgs {
     /// (`webhook_allow_private`) may.
     #[arg(long, env = "SMSGW_WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: bool,
+    /// How long an undelivered webhook event is retried (counted from the
+    /// change that caused it) before it is dropped, counted
+    /// (`smsgw_webhook_events_dropped_total`) and logged.
+    #[arg(long, env = "SMSGW_WEBHOOK_RETRY_FOR", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub webhook_retry_for: std::time::Duration,
+    /// First delay before a failed webhook request is tried again; it
+    /// doubles after each failure up to `--webhook-retry-max`.
+    #[arg(long, env = "SMSGW_WEBHOOK_RETRY_INITIAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub webhook_retry_initial: std::time::Duration,
+    /// Longest delay between two tries of a webhook request.
+    #[arg(long, env = "SMSGW_WEBHOOK_RETRY_MAX", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub webhook_retry_max: std::time::Duration,
+    /// Most events in one request to a webhook that asked for batches.
+    #[arg(long, env = "SMSGW_WEBHOOK_BATCH_MAX", default_value_t = std::num::NonZeroUsize::new(100).expect("non-zero"))]
+    pub webhook_batch_max: std::num::NonZeroUsize,
+    /// Longest a batch waits to fill up before it is sent.
+    #[arg(long, env = "SMSGW_WEBHOOK_BATCH_LINGER", default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub webhook_batch_linger: std::time::Duration,
+    /// Requests in flight at once per webhook URL (events of one message
+    /// always share one, so they arrive in order).
+    #[arg(long, env = "SMSGW_WEBHOOK_LANES", default_value_t = std::num::NonZeroUsize::new(8).expect("non-zero"))]
+    pub webhook_lanes: std::num::NonZeroUsize,
     /// Export message counters per app id on `/metrics` (`scope="app"`).
     /// Off by default: `/metrics` is unauthenticated and would list every
     /// tenant's app id and traffic.

@@ -174,7 +174,9 @@ impl Gateway {
             Some(d) => d.control.clone(),
             None => links.clone(),
         };
+        let outbox = outbox(args).await?;
         let messaging = Messaging::builder(messages, store, config)
+            .outbox(outbox.clone())
             .links(control)
             .policy(contact.engine.clone())
             .limiter(rate.limiter.clone())
@@ -201,7 +203,20 @@ impl Gateway {
         if let Some(b) = blacklists {
             state = state.with_blacklists(b);
         }
-        tracker.spawn(smsgw_api::webhook::run(state.clone(), cancel.clone()));
+        tracker.spawn(smsgw_api::webhook::run(
+            state.clone(),
+            outbox,
+            smsgw_api::webhook::DeliveryOptions {
+                retry_for: args.webhook_retry_for,
+                retry_initial: args.webhook_retry_initial,
+                retry_max: args.webhook_retry_max,
+                batch_max: args.webhook_batch_max.get(),
+                batch_linger: args.webhook_batch_linger,
+                lanes: args.webhook_lanes.get(),
+                consumer: pod.clone(),
+            },
+            cancel.clone(),
+        ));
         Ok(Gateway {
             state,
             links,
@@ -337,6 +352,14 @@ pub(crate) async fn sweeper(
     cancel: CancellationToken,
 ) {
     state.messages.run_sweeper(pod, after, cancel).await;
+}
+
+/// The notification outbox: beside the embedded message store, on disk.
+async fn outbox(args: &GatewayArgs) -> anyhow::Result<Arc<dyn smsgw_core::outbox::Outbox>> {
+    Ok(Arc::new(
+        smsgw_store::outbox::EmbeddedOutbox::open(&args.data_dir.join("outbox.redb"))
+            .context("cannot open the embedded outbox")?,
+    ))
 }
 
 async fn message_store(args: &GatewayArgs) -> anyhow::Result<Arc<dyn MessageStore>> {

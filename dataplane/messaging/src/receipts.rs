@@ -90,6 +90,11 @@ impl Messaging {
             }
             tracing::debug!(message_id = %rec.message_id, link = %r.link, state = receipt_name(r.state), status = status_name(rec.status), "receipt applied");
             self.changed(Some(before), rec);
+            // Only once the event is in the outbox may the SMSC forget the
+            // receipt (an error here asks it to deliver it again).
+            self.notify(before, rec, false).await?;
+        } else if let ReceiptOutcome::Duplicate(rec) = out {
+            self.notify(rec.status, rec, true).await?;
         }
         Ok(change.outcome)
     }
@@ -143,6 +148,7 @@ impl Messaging {
             .map_err(|e| MessagingError::Internal(e.to_string()))?;
         tracing::info!(message_id = %change.record.message_id, link, "late submit_sm_resp settled a segment");
         self.changed(Some(change.before), &change.record);
+        self.notify(change.before, &change.record, false).await?;
         Ok(true)
     }
 
@@ -191,7 +197,7 @@ impl Messaging {
             }
         };
         tracing::info!(link = %m.link, %app_id, complete = m.complete, "mobile-originated message delivered to its app");
-        self.publish(AppEvent::MobileOriginated {
+        let ev = AppEvent::MobileOriginated {
             app_id: app_id.clone(),
             link: m.link,
             source: m.source,
@@ -202,7 +208,23 @@ impl Messaging {
             undecoded_payload,
             data_coding: m.data_coding,
             incomplete: !m.complete,
-        });
+        };
+        if let Some(outbox) = &self.outbox {
+            let event_id = format!("ev_mo_{}", uuid::Uuid::now_v7().simple());
+            let out = smsgw_core::outbox::OutboxEvent {
+                body: crate::service::event_body(&ev, &event_id),
+                key: event_id.clone(),
+                event_id,
+                app_id: app_id.clone(),
+                kind: "mo".into(),
+                callback: None,
+                created_at_ms: unix_now_ms(),
+            };
+            if let Err(e) = outbox.append(std::slice::from_ref(&out)).await {
+                tracing::warn!(%app_id, error = %e, "a mobile-originated message could not be appended to the outbox");
+            }
+        }
+        self.publish(ev);
         Some(app_id)
     }
 }

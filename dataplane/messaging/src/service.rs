@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use smsgw_core::limits::RateLimiter;
 use smsgw_core::links::LinkControl;
 use smsgw_core::messages::{MessageRecord, MessageStatus, MessageStore, Target};
+use smsgw_core::outbox::{Outbox, OutboxEvent, status_event_id};
 use smsgw_core::policy::PolicyEngine;
 use smsgw_core::users::{UserRecord, UserStore};
 use smsgw_crds::Snapshot;
@@ -80,6 +81,9 @@ pub struct Messaging {
     pub stats: Stats,
     pub(crate) metrics: LifecycleMetrics,
     observer: OnceLock<Observer>,
+    /// Where app events are appended durably before anything is
+    /// acknowledged (webhooks and pull read them from there).
+    pub(crate) outbox: Option<Arc<dyn Outbox>>,
 }
 
 /// Builds a [`Messaging`].
@@ -98,9 +102,17 @@ pub struct MessagingBuilder {
     limiter: Arc<dyn RateLimiter>,
     policy: Option<Arc<dyn PolicyEngine>>,
     submit_retry: Duration,
+    outbox: Option<Arc<dyn Outbox>>,
 }
 
 impl MessagingBuilder {
+    /// The durable outbox app events are appended to (status changes, MO):
+    /// a receipt is acknowledged to the SMSC only once its event is in it.
+    pub fn outbox(mut self, outbox: Arc<dyn Outbox>) -> Self {
+        self.outbox = Some(outbox);
+        self
+    }
+
     /// The links messages are submitted over.
     pub fn links(mut self, links: Arc<dyn LinkControl>) -> Self {
         self.links = links;
@@ -148,6 +160,7 @@ impl MessagingBuilder {
             stats: Stats::default(),
             metrics,
             observer: OnceLock::new(),
+            outbox: self.outbox,
         }
     }
 }
@@ -168,6 +181,7 @@ impl Messaging {
             limiter: Arc::new(Unlimited),
             policy: None,
             submit_retry: DEFAULT_SUBMIT_RETRY,
+            outbox: None,
         }
     }
 
@@ -314,15 +328,49 @@ impl Messaging {
             }
         }
         if before.is_some() {
-            self.publish(AppEvent::Status {
-                app_id: rec.app_id.clone(),
-                message_id: rec.message_id.clone(),
-                transaction_id: rec.transaction_id.clone(),
-                status: rec.status,
-                at_ms: rec.updated_at_ms,
-                possible_duplicate: rec.possible_duplicate(),
-            });
+            self.publish(status_event(rec));
         }
+    }
+
+    /// The outbox, if one is configured.
+    pub fn outbox(&self) -> Option<&Arc<dyn Outbox>> {
+        self.outbox.as_ref()
+    }
+
+    /// Appends the event telling that `rec` reached its status, when it
+    /// moved there from `before` (or, with `again`, re-appends the event of
+    /// its present status: a receipt delivered twice may follow a crash
+    /// between the store write and the append; its id is the same, so the
+    /// receiver drops a copy). No outbox, or a message still `accepted`:
+    /// nothing.
+    pub(crate) async fn notify(
+        &self,
+        before: MessageStatus,
+        rec: &MessageRecord,
+        again: bool,
+    ) -> Result<(), MessagingError> {
+        let Some(outbox) = &self.outbox else {
+            return Ok(());
+        };
+        if (before == rec.status && !again) || rec.status == MessageStatus::Accepted {
+            return Ok(());
+        }
+        let kind = status_name(rec.status);
+        let event_id = status_event_id(&rec.message_id, kind);
+        let ev = status_event(rec);
+        let out = OutboxEvent {
+            body: event_body(&ev, &event_id),
+            event_id,
+            app_id: rec.app_id.clone(),
+            key: rec.message_id.clone(),
+            kind: kind.to_owned(),
+            callback: None,
+            created_at_ms: smsgw_core::messages::unix_now_ms(),
+        };
+        outbox
+            .append(std::slice::from_ref(&out))
+            .await
+            .map_err(|e| MessagingError::Internal(e.to_string()))
     }
 
     /// The sending user's record, cached for [`USER_CACHE`].
@@ -354,6 +402,31 @@ impl Messaging {
     pub(crate) fn next_reference(&self) -> u16 {
         self.reference.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// The event telling `rec`'s app of its present status.
+fn status_event(rec: &MessageRecord) -> AppEvent {
+    AppEvent::Status {
+        app_id: rec.app_id.clone(),
+        message_id: rec.message_id.clone(),
+        transaction_id: rec.transaction_id.clone(),
+        status: rec.status,
+        at_ms: rec.updated_at_ms,
+        possible_duplicate: rec.possible_duplicate(),
+    }
+}
+
+/// The JSON object a receiver gets for `ev`: the event's fields and its
+/// `event_id`.
+pub(crate) fn event_body(ev: &AppEvent, event_id: &str) -> String {
+    let mut v = serde_json::to_value(ev).expect("events serialise");
+    if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "event_id".into(),
+            serde_json::Value::String(event_id.into()),
+        );
+    }
+    v.to_string()
 }
 
 /// The statistics scope of a stored message.

@@ -164,6 +164,9 @@ impl Messaging {
             s.finish(Some(&submission.link), None);
         }
         self.changed(Some(before), &latest);
+        if let Err(e) = self.notify(before, &latest, false).await {
+            tracing::warn!(message_id = %latest.message_id, error = %e, "the status event of a submission could not be appended to the outbox");
+        }
         Ok(latest)
     }
 

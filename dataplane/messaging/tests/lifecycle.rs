@@ -82,6 +82,7 @@ fn user() -> UserRecord {
         webhook_url: None,
         webhook_secret: None,
         webhook_allow_private: false,
+        webhook_options: Default::default(),
         token_generation: 0,
     }
 }
@@ -111,6 +112,8 @@ struct Fixture {
     limiter: Arc<smsgw_rate::InProcessLimiter>,
     /// Every lifecycle event the observer saw, as (kind, reason).
     journal: Arc<Mutex<Vec<(&'static str, String)>>>,
+    /// The notification outbox.
+    outbox: Arc<smsgw_store::outbox::EmbeddedOutbox>,
     /// Holds the stores' files.
     _dir: tempfile::TempDir,
 }
@@ -136,11 +139,15 @@ async fn fixture_with(links: ScriptedLinks, retry: Duration) -> Fixture {
     );
     let links = Arc::new(links);
     let limiter = Arc::new(smsgw_rate::InProcessLimiter::new());
+    let outbox = Arc::new(
+        smsgw_store::outbox::EmbeddedOutbox::open(&dir.path().join("outbox.redb")).unwrap(),
+    );
     let messaging = Messaging::builder(
         store.clone(),
         Arc::new(users),
         Arc::new(ArcSwap::from_pointee(snapshot)),
     )
+    .outbox(outbox.clone())
     .submit_retry(retry)
     .links(links.clone())
     .limiter(limiter.clone())
@@ -164,6 +171,7 @@ async fn fixture_with(links: ScriptedLinks, retry: Duration) -> Fixture {
         links,
         limiter,
         journal,
+        outbox,
         _dir: dir,
     }
 }
@@ -884,4 +892,53 @@ async fn a_resubmitted_segment_marks_the_message_possible_duplicate_everywhere_t
         .await
         .unwrap();
     assert!(!view.possible_duplicate && !view.segments[0].resubmitted);
+}
+
+#[tokio::test]
+async fn each_status_change_is_in_the_outbox_with_a_stable_id_before_the_receipt_returns() {
+    use smsgw_core::outbox::Outbox;
+    let f = fixture(ScriptedLinks::new(Vec::new(), accepted(&["ob-1"]))).await;
+    let r = send_waiting(&f, "tx-outbox").await;
+    f.messaging
+        .on_receipt(receipt("ob-1", ReceiptState::Delivered))
+        .await
+        .unwrap();
+    let got = f
+        .outbox
+        .claim("t", 10, Duration::from_millis(100))
+        .await
+        .unwrap();
+    let kinds: Vec<(&str, &str)> = got
+        .iter()
+        .map(|c| (c.event.kind.as_str(), c.event.event_id.as_str()))
+        .collect();
+    let (pending, delivered) = (
+        format!("ev_{}_pending", r.message_id),
+        format!("ev_{}_delivered", r.message_id),
+    );
+    assert_eq!(
+        kinds,
+        [
+            ("pending", pending.as_str()),
+            ("delivered", delivered.as_str())
+        ],
+        "accepted is not an event; submitted and delivered are, in order"
+    );
+    let body: serde_json::Value = serde_json::from_str(&got[1].event.body).unwrap();
+    assert_eq!(body["event_id"], delivered.as_str());
+    assert_eq!(body["status"], "delivered");
+    assert_eq!(got[1].event.key, r.message_id);
+    // The SMSC delivers the receipt again (e.g. the gateway died before it
+    // answered): the event is appended again with the same id.
+    f.messaging
+        .on_receipt(receipt("ob-1", ReceiptState::Delivered))
+        .await
+        .unwrap();
+    let again = f
+        .outbox
+        .claim("t", 10, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].event.event_id, delivered);
 }

@@ -23,6 +23,7 @@ pub fn user(n: u32) -> UserRecord {
         webhook_url: None,
         webhook_secret: None,
         webhook_allow_private: false,
+        webhook_options: Default::default(),
         token_generation: 0,
     }
 }
@@ -689,4 +690,49 @@ pub async fn messages_expire_after_ttl(store: &dyn MessageStore, ttl: Duration) 
     again.app_id = m.app_id.clone();
     again.transaction_id = m.transaction_id.clone();
     created(store.create(&again).await.unwrap());
+}
+
+/// An outbox event for tests: `n`-th of ordering key `key`.
+pub fn event(key: &str, n: u32) -> smsgw_core::outbox::OutboxEvent {
+    smsgw_core::outbox::OutboxEvent {
+        event_id: format!("ev_{key}_{n}"),
+        app_id: "app0001".into(),
+        key: key.into(),
+        kind: "delivered".into(),
+        callback: None,
+        body: format!("{{\"n\":{n}}}"),
+        created_at_ms: 1_700_000_000_000 + u64::from(n),
+    }
+}
+
+/// Appended events are claimed once each, in order, by one consumer;
+/// acknowledged ones are gone; an empty outbox answers nothing after its
+/// wait.
+pub async fn outbox_claim_and_ack(o: &dyn smsgw_core::outbox::Outbox) {
+    let evs = [event("a", 1), event("b", 1), event("a", 2)];
+    o.append(&evs).await.unwrap();
+    let got = o.claim("p1", 10, Duration::from_secs(1)).await.unwrap();
+    let ids: Vec<_> = got.iter().map(|c| c.event.event_id.as_str()).collect();
+    assert_eq!(ids, ["ev_a_1", "ev_b_1", "ev_a_2"]);
+    assert_eq!(got[0].event, evs[0]);
+    let again = o.claim("p1", 10, Duration::from_millis(100)).await.unwrap();
+    assert!(again.is_empty(), "claimed twice: {again:?}");
+    o.ack(&[got[0].position.clone(), got[1].position.clone()])
+        .await
+        .unwrap();
+    // A claim waiting for events gets one appended meanwhile.
+    let (got2, ()) = tokio::join!(o.claim("p1", 10, Duration::from_secs(5)), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        o.append(&[event("c", 1)]).await.unwrap();
+    });
+    let got2 = got2.unwrap();
+    assert_eq!(got2.len(), 1);
+    assert_eq!(got2[0].event.event_id, "ev_c_1");
+    o.ack(&[got[2].position.clone(), got2[0].position.clone()])
+        .await
+        .unwrap();
+    assert!(matches!(
+        o.ack(&["not a position".into()]).await,
+        Err(smsgw_core::outbox::OutboxError::BadPosition(_))
+    ));
 }

@@ -5,6 +5,7 @@
 
 mod embedded;
 pub mod messages;
+pub mod outbox;
 mod redis_store;
 
 pub use embedded::EmbeddedUserStore;

@@ -312,3 +312,40 @@ mod messages {
         assert_eq!(s.parked_len().await.unwrap(), 0);
     }
 }
+
+#[tokio::test]
+async fn embedded_outbox_claims_and_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = smsgw_store::outbox::EmbeddedOutbox::open(&dir.path().join("outbox.redb")).unwrap();
+    contract::outbox_claim_and_ack(&o).await;
+    assert_eq!(o.pending().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn embedded_outbox_hands_out_unacknowledged_events_again_after_a_reopen() {
+    use smsgw_core::outbox::Outbox;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.redb");
+    {
+        let o = smsgw_store::outbox::EmbeddedOutbox::open(&path).unwrap();
+        o.append(&[
+            contract::event("a", 1),
+            contract::event("a", 2),
+            contract::event("b", 1),
+        ])
+        .await
+        .unwrap();
+        let got = o.claim("p", 10, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(got.len(), 3);
+        o.ack(&[got[0].position.clone()]).await.unwrap();
+    }
+    let o = smsgw_store::outbox::EmbeddedOutbox::open(&path).unwrap();
+    let got = o.claim("p", 10, Duration::from_secs(1)).await.unwrap();
+    let ids: Vec<_> = got.iter().map(|c| c.event.event_id.as_str()).collect();
+    assert_eq!(ids, ["ev_a_2", "ev_b_1"]);
+    // New events come after them.
+    o.append(&[contract::event("c", 1)]).await.unwrap();
+    let more = o.claim("p", 10, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(more[0].event.event_id, "ev_c_1");
+}

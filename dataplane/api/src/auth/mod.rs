@@ -402,6 +402,7 @@ impl Auth {
             webhook_url: None,
             webhook_secret: None,
             webhook_allow_private: false,
+            webhook_options: Default::default(),
             token_generation: 0,
         };
         match self.store.create(&user).await {
@@ -745,6 +746,7 @@ impl Auth {
                     webhook_url: None,
                     webhook_secret: None,
                     webhook_allow_private: false,
+                    webhook_options: Default::default(),
                     token_generation: 0,
                 };
                 match self.store.create(&user).await {

@@ -1,0 +1,310 @@
+//! The notification outbox over the real binary: events survive a receiver
+//! that is down and a gateway that is killed, carry stable ids, arrive in
+//! batches when asked, and only the kinds an app chose.
+
+use crate::harness::{Creds, Gateway, Sim, bound, eventually, sim_config};
+use axum::http::{HeaderMap, StatusCode};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A webhook receiver on loopback that answers 503 while down.
+struct Receiver {
+    url: String,
+    up: Arc<AtomicBool>,
+    /// Every request: headers and body, including refused ones.
+    seen: Arc<Mutex<Vec<(HeaderMap, String, bool)>>>,
+}
+
+impl Receiver {
+    async fn start(up: bool) -> Receiver {
+        let up = Arc::new(AtomicBool::new(up));
+        let seen: Arc<Mutex<Vec<(HeaderMap, String, bool)>>> = Arc::default();
+        let (u2, s2) = (up.clone(), seen.clone());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: String| {
+                let (up, seen) = (u2.clone(), s2.clone());
+                async move {
+                    let ok = up.load(Ordering::SeqCst);
+                    seen.lock().unwrap().push((headers, body, ok));
+                    if ok {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { url, up, seen }
+    }
+
+    /// The events it acknowledged (a batch counts each of its events).
+    fn accepted(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        for (_, body, ok) in self.seen.lock().unwrap().iter() {
+            if !ok {
+                continue;
+            }
+            match serde_json::from_str::<Value>(body).unwrap() {
+                Value::Array(a) => out.extend(a),
+                v => out.push(v),
+            }
+        }
+        out
+    }
+
+    fn refused(&self) -> usize {
+        self.seen.lock().unwrap().iter().filter(|r| !r.2).count()
+    }
+}
+
+async fn set_hook(gw: &Gateway, creds: &Creds, settings: Value) -> Value {
+    let r = gw
+        .authed(creds, Method::PUT, "/api/v1/settings/webhook")
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+async fn send(gw: &Gateway, creds: &Creds, dest: &str) -> String {
+    let r: Value = gw
+        .authed(creds, Method::POST, "/api/v1/sms/send")
+        .json(&json!({"esme": "sim-link", "source": "SMSGW", "destination": dest, "message": "outbox"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["message_id"].as_str().expect("a message id").to_owned()
+}
+
+/// Sends `n` messages to numbers starting with `prefix` and waits until
+/// each is delivered; their ids.
+async fn send_delivered(gw: &Gateway, creds: &Creds, prefix: &str, n: u32) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(send(gw, creds, &format!("+{prefix}{i:05}")).await);
+    }
+    for id in &ids {
+        let ok = eventually(Duration::from_secs(30), async || {
+            crate::messages::info(gw, creds, id).await["status"] == "delivered"
+        })
+        .await;
+        assert!(ok.is_some(), "{id} was not delivered");
+    }
+    ids
+}
+
+/// Every message got its `delivered` event, and each (message, status) came
+/// with one event id only.
+fn check_events(events: &[Value], ids: &[String]) -> Result<(), String> {
+    let mut by_change: HashMap<(String, String), HashSet<String>> = HashMap::new();
+    for e in events {
+        let (Some(m), Some(s), Some(id)) = (
+            e["message_id"].as_str(),
+            e["status"].as_str(),
+            e["event_id"].as_str(),
+        ) else {
+            return Err(format!("event without message_id, status or event_id: {e}"));
+        };
+        by_change
+            .entry((m.into(), s.into()))
+            .or_default()
+            .insert(id.into());
+    }
+    for ((m, s), set) in &by_change {
+        if set.len() != 1 {
+            return Err(format!("{m} {s} came with several ids: {set:?}"));
+        }
+    }
+    for id in ids {
+        if !by_change.contains_key(&(id.clone(), "delivered".into())) {
+            return Err(format!("no delivered event for {id}"));
+        }
+    }
+    Ok(())
+}
+
+const FAST_RETRY: [&str; 5] = [
+    "--webhook-allow-private",
+    "--webhook-retry-initial",
+    "100ms",
+    "--webhook-retry-max",
+    "1s",
+];
+
+#[tokio::test]
+async fn a_receiver_down_for_a_while_then_up_gets_every_event_once_per_id() {
+    let hook = Receiver::start(false).await;
+    let sim = Sim::start("127.0.0.1:0");
+    let gw = Gateway::standalone_with_args(&sim_config(sim.addr), &FAST_RETRY);
+    let creds = gw.user("down@example.com").await;
+    bound(&gw, &creds).await;
+    set_hook(&gw, &creds, json!({"url": hook.url})).await;
+    let ids = send_delivered(&gw, &creds, "4915100", 20).await;
+    // Down: the gateway keeps trying (at least a few refused requests, each
+    // retry at most 1 s apart), and has nothing acknowledged.
+    let tried = eventually(Duration::from_secs(30), async || hook.refused() >= 10).await;
+    assert!(
+        tried.is_some(),
+        "the gateway stopped trying: {} refused",
+        hook.refused()
+    );
+    assert!(hook.accepted().is_empty());
+    hook.up.store(true, Ordering::SeqCst);
+    let all = eventually(Duration::from_secs(60), async || {
+        check_events(&hook.accepted(), &ids).is_ok()
+    })
+    .await;
+    assert!(all.is_some(), "{:?}", check_events(&hook.accepted(), &ids));
+    // Every event carries its id in a header too.
+    for (h, body, ok) in hook.seen.lock().unwrap().iter().filter(|r| r.2) {
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert!(ok);
+        assert_eq!(
+            h["x-smsgw-event-id"].to_str().unwrap(),
+            v["event_id"].as_str().unwrap()
+        );
+    }
+}
+
+#[tokio::test]
+async fn events_pending_when_the_gateway_is_killed_arrive_after_its_restart() {
+    let hook = Receiver::start(false).await;
+    let sim = Sim::start("127.0.0.1:0");
+    let config = sim_config(sim.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::standalone_in(&config, dir.path(), &FAST_RETRY);
+    let creds = gw.user("killed@example.com").await;
+    bound(&gw, &creds).await;
+    set_hook(&gw, &creds, json!({"url": hook.url})).await;
+    let ids = send_delivered(&gw, &creds, "4915101", 10).await;
+    let tried = eventually(Duration::from_secs(30), async || hook.refused() >= 1).await;
+    assert!(tried.is_some());
+    // SIGKILL (the harness's drop), with every event still pending.
+    drop(gw);
+    hook.up.store(true, Ordering::SeqCst);
+    assert!(hook.accepted().is_empty());
+    let gw = Gateway::standalone_in(&config, dir.path(), &FAST_RETRY);
+    let all = eventually(Duration::from_secs(60), async || {
+        check_events(&hook.accepted(), &ids).is_ok()
+    })
+    .await;
+    assert!(all.is_some(), "{:?}", check_events(&hook.accepted(), &ids));
+    drop(gw);
+}
+
+#[tokio::test]
+async fn a_batching_webhook_gets_signed_arrays_of_only_the_kinds_it_chose() {
+    let hook = Receiver::start(true).await;
+    let sim = Sim::start("127.0.0.1:0");
+    let gw = Gateway::standalone_with_args(
+        &sim_config(sim.addr),
+        &["--webhook-allow-private", "--webhook-batch-linger", "200ms"],
+    );
+    let creds = gw.user("batch@example.com").await;
+    bound(&gw, &creds).await;
+    let set = set_hook(
+        &gw,
+        &creds,
+        json!({"url": hook.url, "batch": true, "events": ["final"]}),
+    )
+    .await;
+    assert_eq!(set["batch"], true);
+    assert_eq!(set["events"], json!(["delivered", "failed", "rejected"]));
+    let secret = set["secret"].as_str().unwrap().to_owned();
+    let bad = gw
+        .authed(&creds, Method::PUT, "/api/v1/settings/webhook")
+        .json(&json!({"url": hook.url, "events": ["delivrd"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let bad: Value = bad.json().await.unwrap();
+    assert!(bad.to_string().contains("delivrd"), "{bad}");
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(send(&gw, &creds, &format!("+4915102{i:05}")).await);
+    }
+    let all = eventually(Duration::from_secs(60), async || {
+        check_events(&hook.accepted(), &ids).is_ok()
+    })
+    .await;
+    assert!(all.is_some(), "{:?}", check_events(&hook.accepted(), &ids));
+    let seen = hook.seen.lock().unwrap();
+    assert!(
+        seen.len() < ids.len(),
+        "{} requests for {} events: not batched",
+        seen.len(),
+        ids.len()
+    );
+    for (h, body, _) in seen.iter() {
+        let ts: u64 = h["x-smsgw-timestamp"].to_str().unwrap().parse().unwrap();
+        assert_eq!(
+            h["x-smsgw-signature"].to_str().unwrap(),
+            smsgw_api::webhook::sign(&secret, ts, body.as_bytes())
+        );
+        let v: Value = serde_json::from_str(body).unwrap();
+        let arr = v.as_array().expect("a batch is a JSON array");
+        let ids_header: Vec<&str> = h["x-smsgw-event-id"].to_str().unwrap().split(',').collect();
+        assert_eq!(ids_header.len(), arr.len());
+        for e in arr {
+            assert_eq!(
+                e["status"], "delivered",
+                "only final events were asked for: {e}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_event_undeliverable_for_the_whole_retry_period_is_dropped_and_counted() {
+    let hook = Receiver::start(false).await;
+    let sim = Sim::start("127.0.0.1:0");
+    let gw = Gateway::standalone_with_args(
+        &sim_config(sim.addr),
+        &[
+            "--webhook-allow-private",
+            "--webhook-retry-initial",
+            "100ms",
+            "--webhook-retry-max",
+            "500ms",
+            "--webhook-retry-for",
+            "2s",
+        ],
+    );
+    let creds = gw.user("expire@example.com").await;
+    bound(&gw, &creds).await;
+    set_hook(
+        &gw,
+        &creds,
+        json!({"url": hook.url, "events": ["delivered"]}),
+    )
+    .await;
+    send(&gw, &creds, "+491510300001").await;
+    let dropped = eventually(Duration::from_secs(60), async || {
+        let m = gw.metrics().await;
+        m.lines().any(|l| {
+            l.starts_with("smsgw_webhook_events_dropped_total{reason=\"expired\"}")
+                && !l.ends_with(" 0")
+        })
+    })
+    .await;
+    assert!(dropped.is_some(), "no expired event counted");
+    assert!(gw.logs().contains("webhook event dropped"));
+    // Up again: the dropped event is not sent any more.
+    hook.up.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(hook.accepted().is_empty(), "{:?}", hook.accepted());
+}
