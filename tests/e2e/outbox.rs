@@ -308,3 +308,44 @@ async fn an_event_undeliverable_for_the_whole_retry_period_is_dropped_and_counte
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(hook.accepted().is_empty(), "{:?}", hook.accepted());
 }
+
+#[tokio::test]
+async fn with_redis_the_events_a_killed_gateway_held_are_delivered_by_another() {
+    let redis = smsgw_store::testing::RedisServer::start();
+    let url = redis.url();
+    let hook = Receiver::start(false).await;
+    let sim = Sim::start("127.0.0.1:0");
+    let config = sim_config(sim.addr);
+    let mut args = FAST_RETRY.to_vec();
+    args.extend([
+        "--store",
+        "redis",
+        "--redis-url",
+        &url,
+        "--outbox-lease",
+        "3s",
+    ]);
+    // a starts first and takes every outbox partition; b joins later and
+    // holds none while a lives.
+    let a = Gateway::standalone_with_args(&config, &args);
+    let creds = a.user("cluster@example.com").await;
+    bound(&a, &creds).await;
+    set_hook(&a, &creds, json!({"url": hook.url})).await;
+    let b = Gateway::standalone_with_args(&config, &args);
+    let ids = send_delivered(&a, &creds, "4915104", 10).await;
+    let tried = eventually(Duration::from_secs(30), async || hook.refused() >= 1).await;
+    assert!(tried.is_some());
+    // SIGKILL a with every event pending; the receiver comes back.
+    drop(a);
+    hook.up.store(true, Ordering::SeqCst);
+    let all = eventually(Duration::from_secs(90), async || {
+        check_events(&hook.accepted(), &ids).is_ok()
+    })
+    .await;
+    assert!(all.is_some(), "{:?}", check_events(&hook.accepted(), &ids));
+    assert!(
+        b.logs()
+            .contains("outbox events of a former owner taken over"),
+        "b did not take a's events over"
+    );
+}

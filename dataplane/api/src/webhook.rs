@@ -399,12 +399,27 @@ pub async fn run(
     let mut lanes: HashMap<LaneKey, Lane> = HashMap::new();
     let mut cache: HashMap<String, (Arc<AppTarget>, Instant)> = HashMap::new();
     let mut beat = Instant::now();
+    claim_loop(&state, &shared, &mut lanes, &mut cache, &mut beat).await;
+    // Stopping: what this pod held goes to another pod at once.
+    if let Err(e) = outbox.release(&shared.opts.consumer).await {
+        tracing::warn!(error = %e, "cannot release the outbox on the way out");
+    }
+}
+
+async fn claim_loop(
+    state: &ApiState,
+    shared: &Arc<Shared>,
+    lanes: &mut HashMap<LaneKey, Lane>,
+    cache: &mut HashMap<String, (Arc<AppTarget>, Instant)>,
+    beat: &mut Instant,
+) {
+    let (outbox, cancel) = (&shared.outbox, &shared.cancel);
     loop {
         if cancel.is_cancelled() {
             return;
         }
         if beat.elapsed() > Duration::from_secs(2) {
-            beat = Instant::now();
+            *beat = Instant::now();
             if let Err(e) = outbox.heartbeat(&shared.opts.consumer).await {
                 tracing::warn!(error = %e, "outbox heartbeat failed");
             }
@@ -434,7 +449,7 @@ pub async fn run(
         };
         let mut skip = Vec::new();
         for c in got {
-            let app = resolve_app(&state, &mut cache, &c.event.app_id).await;
+            let app = resolve_app(state, cache, &c.event.app_id).await;
             let dest = match &c.event.callback {
                 Some(cb) => wanted(cb.events.as_ref(), &c.event.kind).then(|| Destination {
                     url: cb.url.clone(),

@@ -112,6 +112,16 @@ pub struct Claimed {
     pub event: OutboxEvent,
 }
 
+/// An event as an app reads it back (pull): its place in the app's log
+/// and its JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Logged {
+    /// Opaque cursor: read from here on to get the events after it.
+    pub cursor: String,
+    /// The JSON object a webhook would have got.
+    pub body: String,
+}
+
 /// Why an outbox operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -119,7 +129,7 @@ pub enum OutboxError {
     /// The backend failed (I/O, connection, corruption).
     #[error("outbox backend failed: {0}")]
     Backend(String),
-    /// A position given back is not one this backend hands out.
+    /// A position or cursor given back is not one this backend hands out.
     #[error("bad outbox position {0:?}")]
     BadPosition(String),
 }
@@ -145,6 +155,22 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// Removes delivered (or dropped) events.
     async fn ack(&self, positions: &[String]) -> Result<(), OutboxError>;
+
+    /// An app's events after `after` (from the oldest kept without it),
+    /// at most `limit`, in append order. Every event appended is in its
+    /// app's log for the retention period, whatever its delivery.
+    async fn read(
+        &self,
+        app_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Logged>, OutboxError>;
+
+    /// `consumer` stops: a shared backend hands what it held to another
+    /// consumer at once instead of after its lease.
+    async fn release(&self, _consumer: &str) -> Result<(), OutboxError> {
+        Ok(())
+    }
 
     /// Keeps the events `consumer` holds its own (a shared backend hands
     /// the events of a consumer that stops calling this to another one).

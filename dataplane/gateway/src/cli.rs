@@ -224,6 +224,16 @@ pub struct GatewayArgs {
     /// Longest a batch waits to fill up before it is sent.
     #[arg(long, env = "SMSGW_WEBHOOK_BATCH_LINGER", default_value = "20ms", value_parser = humantime::parse_duration)]
     pub webhook_batch_linger: std::time::Duration,
+    /// With the Redis outbox: how long a pod that stopped renewing its
+    /// outbox partitions keeps them before another pod takes them, and
+    /// the events it had not delivered.
+    #[arg(long, env = "SMSGW_OUTBOX_LEASE", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub outbox_lease: std::time::Duration,
+    /// How long every event stays readable by its app
+    /// (`GET /api/v1/events`, WatchEvents resuming from a cursor), whatever
+    /// its delivery.
+    #[arg(long, env = "SMSGW_EVENTS_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub events_retention: std::time::Duration,
     /// Requests in flight at once per webhook URL (events of one message
     /// always share one, so they arrive in order).
     #[arg(long, env = "SMSGW_WEBHOOK_LANES", default_value_t = std::num::NonZeroUsize::new(8).expect("non-zero"))]

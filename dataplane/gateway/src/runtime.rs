@@ -354,12 +354,42 @@ pub(crate) async fn sweeper(
     state.messages.run_sweeper(pod, after, cancel).await;
 }
 
-/// The notification outbox: beside the embedded message store, on disk.
+/// The notification outbox: Redis Streams with the Redis message store
+/// (and with Aerospike when `--redis-url` is set: a cluster shares it),
+/// else an embedded file beside the embedded store.
 async fn outbox(args: &GatewayArgs) -> anyhow::Result<Arc<dyn smsgw_core::outbox::Outbox>> {
-    Ok(Arc::new(
-        smsgw_store::outbox::EmbeddedOutbox::open(&args.data_dir.join("outbox.redb"))
-            .context("cannot open the embedded outbox")?,
-    ))
+    let redis = match args.store {
+        StoreKind::Embedded => None,
+        StoreKind::Redis => args
+            .store_redis_url
+            .clone()
+            .or_else(|| args.redis_url.clone()),
+        StoreKind::Aerospike => args.redis_url.clone(),
+    };
+    Ok(match redis {
+        Some(url) => Arc::new(
+            smsgw_store::outbox::RedisOutbox::connect(
+                &RedisConfig::new(url),
+                args.events_retention,
+            )
+            .await
+            .context("cannot reach Redis for the outbox")?,
+        ),
+        None => {
+            if args.store == StoreKind::Aerospike {
+                tracing::warn!(
+                    "--store aerospike without --redis-url: the notification outbox is this pod's own file, so its pending events wait for this pod"
+                );
+            }
+            Arc::new(
+                smsgw_store::outbox::EmbeddedOutbox::open(
+                    &args.data_dir.join("outbox.redb"),
+                    args.events_retention,
+                )
+                .context("cannot open the embedded outbox")?,
+            )
+        }
+    })
 }
 
 async fn message_store(args: &GatewayArgs) -> anyhow::Result<Arc<dyn MessageStore>> {

@@ -140,7 +140,11 @@ async fn fixture_with(links: ScriptedLinks, retry: Duration) -> Fixture {
     let links = Arc::new(links);
     let limiter = Arc::new(smsgw_rate::InProcessLimiter::new());
     let outbox = Arc::new(
-        smsgw_store::outbox::EmbeddedOutbox::open(&dir.path().join("outbox.redb")).unwrap(),
+        smsgw_store::outbox::EmbeddedOutbox::open(
+            &dir.path().join("outbox.redb"),
+            Duration::from_secs(86_400),
+        )
+        .unwrap(),
     );
     let messaging = Messaging::builder(
         store.clone(),

@@ -316,7 +316,8 @@ mod messages {
 #[tokio::test]
 async fn embedded_outbox_claims_and_acks() {
     let dir = tempfile::tempdir().unwrap();
-    let o = smsgw_store::outbox::EmbeddedOutbox::open(&dir.path().join("outbox.redb")).unwrap();
+    let o =
+        smsgw_store::outbox::EmbeddedOutbox::open(&dir.path().join("outbox.redb"), DAY).unwrap();
     contract::outbox_claim_and_ack(&o).await;
     assert_eq!(o.pending().unwrap(), 0);
 }
@@ -328,7 +329,7 @@ async fn embedded_outbox_hands_out_unacknowledged_events_again_after_a_reopen() 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("outbox.redb");
     {
-        let o = smsgw_store::outbox::EmbeddedOutbox::open(&path).unwrap();
+        let o = smsgw_store::outbox::EmbeddedOutbox::open(&path, DAY).unwrap();
         o.append(&[
             contract::event("a", 1),
             contract::event("a", 2),
@@ -340,7 +341,7 @@ async fn embedded_outbox_hands_out_unacknowledged_events_again_after_a_reopen() 
         assert_eq!(got.len(), 3);
         o.ack(&[got[0].position.clone()]).await.unwrap();
     }
-    let o = smsgw_store::outbox::EmbeddedOutbox::open(&path).unwrap();
+    let o = smsgw_store::outbox::EmbeddedOutbox::open(&path, DAY).unwrap();
     let got = o.claim("p", 10, Duration::from_secs(1)).await.unwrap();
     let ids: Vec<_> = got.iter().map(|c| c.event.event_id.as_str()).collect();
     assert_eq!(ids, ["ev_a_2", "ev_b_1"]);
@@ -348,4 +349,119 @@ async fn embedded_outbox_hands_out_unacknowledged_events_again_after_a_reopen() 
     o.append(&[contract::event("c", 1)]).await.unwrap();
     let more = o.claim("p", 10, Duration::from_secs(1)).await.unwrap();
     assert_eq!(more[0].event.event_id, "ev_c_1");
+}
+
+const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+#[tokio::test]
+async fn embedded_outbox_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let o =
+        smsgw_store::outbox::EmbeddedOutbox::open(&dir.path().join("outbox.redb"), DAY).unwrap();
+    contract::outbox_pull(&o).await;
+}
+
+#[tokio::test]
+async fn embedded_outbox_cursors_keep_growing_after_everything_was_delivered_and_reopened() {
+    use smsgw_core::outbox::Outbox;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.redb");
+    let first = {
+        let o = smsgw_store::outbox::EmbeddedOutbox::open(&path, DAY).unwrap();
+        o.append(&[contract::event("a", 1)]).await.unwrap();
+        let got = o
+            .claim("p", 10, std::time::Duration::from_secs(1))
+            .await
+            .unwrap();
+        o.ack(&[got[0].position.clone()]).await.unwrap();
+        o.read("app0001", None, 10).await.unwrap()
+    };
+    let o = smsgw_store::outbox::EmbeddedOutbox::open(&path, DAY).unwrap();
+    o.append(&[contract::event("a", 2)]).await.unwrap();
+    let after = o.read("app0001", Some(&first[0].cursor), 10).await.unwrap();
+    assert_eq!(after.len(), 1, "the new event comes after the old cursor");
+    assert_eq!(after[0].body, r#"{"n":2}"#);
+}
+
+async fn redis_outbox(server: &RedisServer) -> smsgw_store::outbox::RedisOutbox {
+    smsgw_store::outbox::RedisOutbox::connect(&RedisConfig::new(server.url()), DAY)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn redis_outbox_claims_and_acks() {
+    let r = RedisServer::start();
+    contract::outbox_claim_and_ack(&redis_outbox(&r).await).await;
+}
+
+#[tokio::test]
+async fn redis_outbox_pull() {
+    let r = RedisServer::start();
+    contract::outbox_pull(&redis_outbox(&r).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outbox_events_a_dead_pod_held_go_to_another_pod_in_order() {
+    use smsgw_core::outbox::Outbox;
+    use std::time::Duration;
+    let r = RedisServer::start();
+    let lease = Duration::from_secs(2);
+    let a = redis_outbox(&r).await.with_lease(lease);
+    let b = redis_outbox(&r).await.with_lease(lease);
+    // Pod a takes every partition (it is alone), then b joins: b gets
+    // none while a lives.
+    a.heartbeat("pod-a").await.unwrap();
+    let evs: Vec<_> = (1..=20)
+        .map(|n| contract::event(&format!("m{}", n % 5), n))
+        .collect();
+    a.append(&evs).await.unwrap();
+    let held = a.claim("pod-a", 100, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(held.len(), 20);
+    assert!(
+        b.claim("pod-b", 100, Duration::from_millis(200))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    a.ack(&[held[0].position.clone()]).await.unwrap();
+    // a dies (no more heartbeats): after its lease b takes the partitions
+    // and the 19 events a read but never acknowledged, each key in order.
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < 19 && std::time::Instant::now() < deadline {
+        got.extend(
+            b.claim("pod-b", 100, Duration::from_millis(200))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut ids: Vec<_> = got.iter().map(|c| c.event.event_id.clone()).collect();
+    let want: Vec<_> = held[1..].iter().map(|c| c.event.event_id.clone()).collect();
+    for key in 0..5 {
+        let k = format!("ev_m{key}_");
+        let of = |v: &Vec<String>| {
+            v.iter()
+                .filter(|i| i.starts_with(&k))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(of(&ids), of(&want), "order of key m{key}");
+    }
+    ids.sort();
+    let mut want = want;
+    want.sort();
+    assert_eq!(ids, want);
+    // Acknowledged by b, they are gone for good.
+    b.ack(&got.iter().map(|c| c.position.clone()).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let c = redis_outbox(&r).await.with_lease(lease);
+    tokio::time::sleep(lease + Duration::from_millis(500)).await;
+    assert!(
+        c.claim("pod-c", 100, Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -6,7 +6,7 @@
 //! out again.
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use smsgw_core::outbox::{Claimed, Outbox, OutboxError, OutboxEvent};
+use smsgw_core::outbox::{Claimed, Logged, Outbox, OutboxError, OutboxEvent};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
@@ -15,16 +15,30 @@ use tokio::sync::{Notify, oneshot};
 
 /// Pending events by sequence number (JSON of [`OutboxEvent`]).
 const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox_pending");
+/// Every event's body by (app, sequence number), for pull.
+const LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox_log");
+/// (append time ms, sequence number) → app, to drop log entries past the
+/// retention.
+const LOG_AT: TableDefinition<(u64, u64), &str> = TableDefinition::new("outbox_log_at");
+/// `next`: the next sequence number (never reused, so cursors only grow).
+const META: TableDefinition<&str, u64> = TableDefinition::new("outbox_meta");
 
 /// Writes committed in one transaction at most.
 const MAX_BATCH: usize = 1024;
+
+/// One event to append: app id, body, the event's JSON.
+type Row = (String, String, Vec<u8>);
+
+/// How often entries past the retention are removed from the log.
+const PURGE_EVERY: Duration = Duration::from_secs(10);
 
 fn backend(e: impl std::fmt::Display) -> OutboxError {
     OutboxError::Backend(e.to_string())
 }
 
 enum Job {
-    Append(Vec<Vec<u8>>, oneshot::Sender<Result<(), OutboxError>>),
+    /// (app id, body, event JSON) per event.
+    Append(Vec<Row>, oneshot::Sender<Result<(), OutboxError>>),
     Ack(Vec<u64>, oneshot::Sender<Result<(), OutboxError>>),
 }
 
@@ -43,12 +57,17 @@ pub struct EmbeddedOutbox {
 impl EmbeddedOutbox {
     /// Opens (or creates) the outbox file at `path`; its pending events
     /// will be handed out again.
-    pub fn open(path: &Path) -> Result<Self, OutboxError> {
+    pub fn open(path: &Path, retention: Duration) -> Result<Self, OutboxError> {
         let db = Arc::new(Database::create(path).map_err(backend)?);
         let txn = db.begin_write().map_err(backend)?;
         let next = {
             let t = txn.open_table(PENDING).map_err(backend)?;
-            t.last().map_err(backend)?.map_or(0, |(k, _)| k.value() + 1)
+            let pending = t.last().map_err(backend)?.map_or(0, |(k, _)| k.value() + 1);
+            txn.open_table(LOG).map_err(backend)?;
+            txn.open_table(LOG_AT).map_err(backend)?;
+            let m = txn.open_table(META).map_err(backend)?;
+            let stored = m.get("next").map_err(backend)?.map_or(0, |v| v.value());
+            pending.max(stored)
         };
         txn.commit().map_err(backend)?;
         let (tx, rx) = mpsc::channel::<Job>();
@@ -56,7 +75,7 @@ impl EmbeddedOutbox {
         let (wdb, wnotify) = (db.clone(), appended.clone());
         let handle = std::thread::Builder::new()
             .name("outbox-writer".into())
-            .spawn(move || writer(&wdb, next, &rx, &wnotify))
+            .spawn(move || writer(&wdb, next, retention, &rx, &wnotify))
             .map_err(backend)?;
         Ok(Self {
             db,
@@ -118,10 +137,30 @@ impl Drop for EmbeddedOutbox {
     }
 }
 
-/// The writer thread: group commits until every sender is gone.
-fn writer(db: &Database, mut next: u64, rx: &mpsc::Receiver<Job>, appended: &Notify) {
+/// The writer thread: group commits until every sender is gone; drops log
+/// entries past `retention` every [`PURGE_EVERY`].
+fn writer(
+    db: &Database,
+    mut next: u64,
+    retention: Duration,
+    rx: &mpsc::Receiver<Job>,
+    appended: &Notify,
+) {
     let mut batch: Vec<Job> = Vec::new();
-    while let Ok(first) = rx.recv() {
+    let mut purged = std::time::Instant::now();
+    loop {
+        let first = match rx.recv_timeout(PURGE_EVERY) {
+            Ok(j) => Some(j),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        if purged.elapsed() >= PURGE_EVERY {
+            purged = std::time::Instant::now();
+            if let Err(e) = purge(db, retention) {
+                tracing::warn!(error = %e, "outbox: cannot drop old log entries");
+            }
+        }
+        let Some(first) = first else { continue };
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -130,16 +169,22 @@ fn writer(db: &Database, mut next: u64, rx: &mpsc::Receiver<Job>, appended: &Not
             }
         }
         let start = next;
+        let now = smsgw_core::messages::unix_now_ms();
         let result = (|| -> Result<(), OutboxError> {
             let mut txn = db.begin_write().map_err(backend)?;
             txn.set_durability(Durability::Immediate).map_err(backend)?;
             {
                 let mut t = txn.open_table(PENDING).map_err(backend)?;
+                let mut log = txn.open_table(LOG).map_err(backend)?;
+                let mut log_at = txn.open_table(LOG_AT).map_err(backend)?;
                 for j in &batch {
                     match j {
-                        Job::Append(events, _) => {
-                            for e in events {
+                        Job::Append(rows, _) => {
+                            for (app, body, e) in rows {
                                 t.insert(next, e.as_slice()).map_err(backend)?;
+                                log.insert((app.as_str(), next), body.as_bytes())
+                                    .map_err(backend)?;
+                                log_at.insert((now, next), app.as_str()).map_err(backend)?;
                                 next += 1;
                             }
                         }
@@ -150,6 +195,8 @@ fn writer(db: &Database, mut next: u64, rx: &mpsc::Receiver<Job>, appended: &Not
                         }
                     }
                 }
+                let mut m = txn.open_table(META).map_err(backend)?;
+                m.insert("next", next).map_err(backend)?;
             }
             txn.commit().map_err(backend)
         })();
@@ -168,6 +215,29 @@ fn writer(db: &Database, mut next: u64, rx: &mpsc::Receiver<Job>, appended: &Not
     }
 }
 
+/// Removes log entries appended more than `retention` ago.
+fn purge(db: &Database, retention: Duration) -> Result<(), OutboxError> {
+    let cutoff = smsgw_core::messages::unix_now_ms()
+        .saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
+    let txn = db.begin_write().map_err(backend)?;
+    {
+        let mut log_at = txn.open_table(LOG_AT).map_err(backend)?;
+        let mut log = txn.open_table(LOG).map_err(backend)?;
+        let old: Vec<((u64, u64), String)> = log_at
+            .range((0, 0)..(cutoff, 0))
+            .map_err(backend)?
+            .take(100_000)
+            .map(|r| r.map(|(k, v)| (k.value(), v.value().to_owned())))
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+        for ((at, seq), app) in old {
+            log.remove((app.as_str(), seq)).map_err(backend)?;
+            log_at.remove((at, seq)).map_err(backend)?;
+        }
+    }
+    txn.commit().map_err(backend)
+}
+
 #[async_trait::async_trait]
 impl Outbox for EmbeddedOutbox {
     async fn append(&self, events: &[OutboxEvent]) -> Result<(), OutboxError> {
@@ -176,8 +246,14 @@ impl Outbox for EmbeddedOutbox {
         }
         let rows = events
             .iter()
-            .map(|e| serde_json::to_vec(e).map_err(backend))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|e| {
+                Ok((
+                    e.app_id.clone(),
+                    e.body.clone(),
+                    serde_json::to_vec(e).map_err(backend)?,
+                ))
+            })
+            .collect::<Result<Vec<Row>, OutboxError>>()?;
         self.submit(|r| Job::Append(rows, r)).await
     }
 
@@ -219,5 +295,37 @@ impl Outbox for EmbeddedOutbox {
             return Ok(());
         }
         self.submit(|r| Job::Ack(seqs, r)).await
+    }
+
+    async fn read(
+        &self,
+        app_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Logged>, OutboxError> {
+        let from = match after {
+            Some(a) => a
+                .parse::<u64>()
+                .map_err(|_| OutboxError::BadPosition(a.to_owned()))?
+                .saturating_add(1),
+            None => 0,
+        };
+        let txn = self.db.begin_read().map_err(backend)?;
+        let t = txn.open_table(LOG).map_err(backend)?;
+        let mut out = Vec::new();
+        for row in t
+            .range((app_id, from)..=(app_id, u64::MAX))
+            .map_err(backend)?
+        {
+            let (k, v) = row.map_err(backend)?;
+            out.push(Logged {
+                cursor: k.value().1.to_string(),
+                body: String::from_utf8_lossy(v.value()).into_owned(),
+            });
+            if out.len() >= limit.max(1) {
+                break;
+            }
+        }
+        Ok(out)
     }
 }

@@ -1,6 +1,10 @@
 //! Outbox backends ([`smsgw_core::outbox::Outbox`]): embedded (redb, one
-//! writer thread, group commit) for standalone mode.
+//! writer thread, group commit) for standalone mode, and Redis Streams
+//! (partitions leased to pods, consumer groups, `XAUTOCLAIM` on takeover)
+//! for a cluster.
 
 mod embedded;
+mod redis;
 
 pub use embedded::EmbeddedOutbox;
+pub use redis::{PARTITIONS, RedisOutbox};
