@@ -753,9 +753,41 @@ def scenario_dispatch(c: Cluster, n=300, threads=8, rate=25.0):
         check(isinstance(v, dict) and v.get("sessions_bound") == 1 and v.get("state") == "bound",
               f"pod {name} does not show the cluster's one bind of sim: {v}")
 
+    # Statistics and the dashboard answer for the whole cluster through any
+    # pod: each pod's share, summing to the totals.
+    admin = {"X-Admin-Key": c.secret(c.admin_secret(), "ADMIN_API_KEY")}
+    names = sorted(name for name, _ in bases)
+
+    def cluster_stats():
+        out = []
+        for name, b in bases:
+            st, v = http("GET", b + "/api/v1/admin/stats", headers=admin)
+            st2, d = http("GET", b + "/dashboard/stats", headers=admin)
+            if st != 200 or st2 != 200 or sorted(p["pod"] for p in v["pods"]) != names \
+                    or sorted(p["pod"] for p in d["pods"]) != names:
+                return None
+            # Peers publish every 2 s: wait for the last sends to show.
+            if sum(a["submitted"] for a in v["apps"].values()) < n or d["requests"]["total"] < n:
+                return None
+            out.append((name, v, d))
+        return out
+
+    got_stats = wait_until(f"every pod's statistics and dashboard naming the 3 pods and counting the {n} sends",
+                           cluster_stats, 15, 0.5)
+    for name, v, d in got_stats:
+        check(v["pods"][0]["pod"] == name and d["pods"][0]["pod"] == name, f"{name} does not list itself first")
+        shares = sum(p["counters"]["submitted"] for p in v["pods"])
+        total = sum(a["submitted"] for a in v["apps"].values())
+        check(shares == total, f"{name}: pod shares {shares} != cluster total {total}")
+        check(all(p["counters"]["submitted"] > 0 for p in v["pods"]), f"{name}: a pod with no share of 300 sends: {v['pods']}")
+        check(total >= n, f"{name}: the cluster submitted {total} < {n}")
+        check(sum(p["requests"]["total"] for p in d["pods"]) == d["requests"]["total"] and d["requests"]["total"] >= n,
+              f"{name}: dashboard calls {d['requests']} vs pods {[p['requests']['total'] for p in d['pods']]}")
+    link_pods = {s.get("pod") for s in views[bases[0][0]]["sessions"] if s["state"] == "bound"}
+    check(link_pods == set(holder), f"the link's bound session is shown on {link_pods}, held by {holder}")
+
     # An admin stops the link through a pod without the bind: no pod submits
     # on it until it is started again (through yet another pod).
-    admin = {"X-Admin-Key": c.secret(c.admin_secret(), "ADMIN_API_KEY")}
     others = [(name, b) for name, b in bases if name not in holder]
     st, body = http("POST", others[0][1] + "/api/v1/admin/links/sim/stop", {}, admin)
     check(st == 200, f"stop through {others[0][0]}: {st} {body}")
@@ -772,8 +804,8 @@ def scenario_dispatch(c: Cluster, n=300, threads=8, rate=25.0):
     wait_until("the message accepted while stopped delivered after the start",
                lambda: message(c, h, body["message_id"])[1].get("status") == "delivered", 90, 0.5)
     return (f"{n} messages through 3 pods over 1 bind: all delivered once, accept→submit p50 {p50} ms, "
-            f"p99 {p99} ms, max {lat[-1]} ms (debug build); hand-offs {handed}; stop/start through "
-            f"two other pods held on every pod")
+            f"p99 {p99} ms, max {lat[-1]} ms (debug build); hand-offs {handed}; admin stats and dashboard "
+            f"cluster-wide through every pod; stop/start through two other pods held on every pod")
 
 
 # ------------------------------------------------------------------ 7

@@ -7,7 +7,7 @@ use crate::auth::Caller;
 use crate::metrics::WINDOW_SECS;
 use crate::stats::CampaignCounters;
 use crate::{ApiError, ApiState};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -34,10 +34,25 @@ pub struct DashboardStats {
     /// The file system of the data directory; absent when the gateway has
     /// none or it cannot be read.
     pub disk: Option<DiskStats>,
+    /// In a cluster, each pod's API calls and memory, the answering pod
+    /// first (`requests` and `top_campaigns` then sum every pod; `process`
+    /// and `disk` are the answering pod's). Empty for one process.
+    pub pods: Vec<PodDashboard>,
+}
+
+/// One pod's share of the dashboard.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PodDashboard {
+    /// The pod.
+    pub pod: String,
+    /// Its API calls over the last minute.
+    pub requests: RequestStats,
+    /// Its resident memory, bytes.
+    pub memory_rss_bytes: Option<u64>,
 }
 
 /// Calls and errors over the last minute.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RequestStats {
     /// Seconds covered (60, or the uptime when shorter).
     pub window_secs: f64,
@@ -155,24 +170,35 @@ pub async fn stats(
         }
     };
     let d = &state.dashboard;
-    let w = state.metrics.recent.totals();
     let (cpu_percent, cpu_seconds_total) = d.cpu();
     let (rss, virt) = memory();
+    let mut requests = request_stats(state);
+    let mut top_campaigns = state.messages.stats.top_campaigns(app, top);
+    let mut pods = Vec::new();
+    if let Some(c) = &state.cluster {
+        let peers = c.peers();
+        pods.push(PodDashboard {
+            pod: c.pod(),
+            requests: requests.clone(),
+            memory_rss_bytes: rss,
+        });
+        let mut lists = vec![top_campaigns];
+        for (pod, n) in peers {
+            requests = crate::cluster::add_requests(requests, &n.requests);
+            pods.push(PodDashboard {
+                pod,
+                requests: n.requests,
+                memory_rss_bytes: n.memory_rss_bytes,
+            });
+            lists.push(n.campaigns);
+        }
+        top_campaigns = crate::cluster::merge_campaigns(lists, app, top);
+    }
     Ok(DashboardStats {
         uptime_secs: d.started.elapsed().as_secs_f64(),
-        requests: RequestStats {
-            window_secs: w.secs.min(WINDOW_SECS as f64),
-            total: w.calls,
-            per_second: w.calls as f64 / w.secs,
-            errors: w.errors,
-            error_rate: if w.calls == 0 {
-                0.0
-            } else {
-                w.errors as f64 / w.calls as f64
-            },
-            server_errors: w.server_errors,
-        },
-        top_campaigns: state.messages.stats.top_campaigns(app, top),
+        requests,
+        top_campaigns,
+        pods,
         process: ProcessStats {
             cpu_percent,
             cpu_seconds_total,
@@ -182,6 +208,23 @@ pub async fn stats(
         },
         disk: d.data_dir.as_deref().and_then(disk),
     })
+}
+
+/// API calls of this process over the last minute.
+pub(crate) fn request_stats(state: &ApiState) -> RequestStats {
+    let w = state.metrics.recent.totals();
+    RequestStats {
+        window_secs: w.secs.min(WINDOW_SECS as f64),
+        total: w.calls,
+        per_second: w.calls as f64 / w.secs,
+        errors: w.errors,
+        error_rate: if w.calls == 0 {
+            0.0
+        } else {
+            w.errors as f64 / w.calls as f64
+        },
+        server_errors: w.server_errors,
+    }
 }
 
 /// User + system CPU seconds of this process, from `/proc/self/stat`
@@ -199,7 +242,7 @@ fn cpu_seconds() -> Option<f64> {
 }
 
 /// Resident and virtual memory of this process, from `/proc/self/statm`.
-fn memory() -> (Option<u64>, Option<u64>) {
+pub(crate) fn memory() -> (Option<u64>, Option<u64>) {
     let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
         return (None, None);
     };

@@ -631,6 +631,7 @@ fn link_pb(l: LinkView) -> admin_pb::Link {
                 state: s.state,
                 in_flight: s.in_flight,
                 last_enquire_link_rtt_ms: s.last_enquire_link_rtt_ms.unwrap_or(0.0),
+                pod: s.pod.unwrap_or_default(),
             })
             .collect(),
         last_error: l.last_error.unwrap_or_default(),
@@ -807,20 +808,19 @@ impl admin_pb::admin_service_server::AdminService for AdminGrpc {
     ) -> Result<Response<admin_pb::GetStatsResponse>, Status> {
         self.state
             .call(Admin, "GetStats", req, |_, _| async move {
-                let v = self.state.messages.stats.view();
-                let conv = |m: std::collections::BTreeMap<String, crate::stats::Counters>| {
-                    m.into_iter()
-                        .map(|(name, c)| admin_pb::Counters {
-                            name,
-                            submitted: c.submitted,
-                            delivered: c.delivered,
-                            failed: c.failed,
-                            rejected: c.rejected.into_iter().collect(),
-                            throughput: c.throughput,
-                        })
-                        .collect()
+                let v = self.state.stats_view();
+                let counters = |name: String, c: crate::stats::Counters| admin_pb::Counters {
+                    name,
+                    submitted: c.submitted,
+                    delivered: c.delivered,
+                    failed: c.failed,
+                    rejected: c.rejected.into_iter().collect(),
+                    throughput: c.throughput,
                 };
-                let l = crate::stats::LimiterView::from(self.state.messages.limiter().status());
+                let conv = |m: std::collections::BTreeMap<String, crate::stats::Counters>| {
+                    m.into_iter().map(|(name, c)| counters(name, c)).collect()
+                };
+                let l = v.limiter;
                 Ok(admin_pb::GetStatsResponse {
                     links: conv(v.links),
                     pools: conv(v.pools),
@@ -832,6 +832,11 @@ impl admin_pb::admin_service_server::AdminService for AdminGrpc {
                         round_trips: l.round_trips,
                         last_error: l.last_error.unwrap_or_default(),
                     }),
+                    pods: v
+                        .pods
+                        .into_iter()
+                        .map(|p| counters(p.pod, p.counters))
+                        .collect(),
                 })
             })
             .await

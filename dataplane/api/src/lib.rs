@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cluster;
 pub mod dashboard;
 mod error;
 mod grpc;
@@ -77,6 +78,9 @@ pub struct ApiState {
     /// Webhooks may target private and loopback addresses
     /// (`--webhook-allow-private`).
     pub webhook_allow_private: bool,
+    /// The other pods' numbers, in a cluster: the admin statistics and the
+    /// dashboard then answer for the whole cluster.
+    pub cluster: Option<Arc<dyn cluster::Peers>>,
 }
 
 impl ApiState {
@@ -94,6 +98,7 @@ impl ApiState {
             blacklists: None,
             streams: Arc::new(grpc::StreamSlots::new(DEFAULT_STREAMS_PER_USER)),
             webhook_allow_private: false,
+            cluster: None,
             ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
@@ -102,6 +107,46 @@ impl ApiState {
     pub fn with_data_dir(mut self, data_dir: std::path::PathBuf) -> Self {
         self.dashboard = Arc::new(dashboard::Dashboard::new(Some(data_dir)));
         self
+    }
+
+    /// The same state, answering the admin statistics and the dashboard for
+    /// the whole cluster `peers` belongs to.
+    pub fn with_cluster(mut self, peers: Arc<dyn cluster::Peers>) -> Self {
+        self.cluster = Some(peers);
+        self
+    }
+
+    /// This pod's numbers, as it publishes them for the other pods of a
+    /// cluster.
+    pub fn pod_numbers(&self) -> cluster::PodNumbers {
+        let mut stats = self.messages.stats.view();
+        stats.limiter = self.messages.limiter().status().into();
+        cluster::PodNumbers {
+            stats,
+            requests: dashboard::request_stats(self),
+            campaigns: self
+                .messages
+                .stats
+                .top_campaigns(None, cluster::PUBLISHED_CAMPAIGNS),
+            memory_rss_bytes: dashboard::memory().0,
+        }
+    }
+
+    /// Message counters per link, pool and app: this pod's, or in a
+    /// cluster every pod's summed with a per-pod breakdown.
+    pub fn stats_view(&self) -> stats::StatsView {
+        let mut v = self.messages.stats.view();
+        v.limiter = self.messages.limiter().status().into();
+        match &self.cluster {
+            None => v,
+            Some(c) => v.merged(
+                &c.pod(),
+                c.peers()
+                    .into_iter()
+                    .map(|(pod, n)| (pod, n.stats))
+                    .collect(),
+            ),
+        }
     }
 
     /// The same state with blacklists the admin API can reload.

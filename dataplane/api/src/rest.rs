@@ -589,9 +589,7 @@ async fn reload_blacklist(
     responses((status = 200, description = "The counters", body = crate::stats::StatsView)),
     security(("admin_key" = []), ("bearer" = [], "app_id" = [])))]
 async fn admin_stats(State(state): State<ApiState>) -> Json<crate::stats::StatsView> {
-    let mut v = state.messages.stats.view();
-    v.limiter = state.messages.limiter().status().into();
-    Json(v)
+    Json(state.stats_view())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

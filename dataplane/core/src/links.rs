@@ -46,6 +46,9 @@ pub struct SessionView {
     pub in_flight: u32,
     /// Last enquire_link round trip, in milliseconds.
     pub last_enquire_link_rtt_ms: Option<f64>,
+    /// The pod holding this bind, in a cluster (absent for one process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
 }
 
 /// What an admin can do to a link.

@@ -54,6 +54,11 @@ const ADMIN_KEY: &str = "smsgw:links:admin";
 /// Hash of each pod's link views (JSON with an expiry), merged into the
 /// cluster-wide view.
 const VIEWS_KEY: &str = "smsgw:links:views";
+/// Hash of each pod's numbers (JSON with an expiry) for the cluster-wide
+/// admin statistics and dashboard.
+const NUMBERS_KEY: &str = "smsgw:pods:numbers";
+/// Registry rounds between two publications of this pod's numbers.
+const NUMBERS_EVERY: u32 = 4;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -114,8 +119,15 @@ pub(crate) struct Registry {
     redis: redis::aio::ConnectionManager,
     /// This pod's dispatch address, as peers reach it.
     advertise: String,
+    /// This pod's name, as views and breakdowns show it.
+    pod: String,
+    /// Where this pod's numbers come from, once the API state exists.
+    state: std::sync::OnceLock<smsgw_api::ApiState>,
+    /// The other pods' numbers, as last read.
+    peer_numbers: std::sync::RwLock<Vec<(String, smsgw_api::cluster::PodNumbers)>>,
     holders: std::sync::RwLock<HashMap<String, Vec<String>>>,
-    /// The other pods' link views, as last read.
+    /// The other pods' link views (each session tagged with its pod), as
+    /// last read.
     peer_views: std::sync::RwLock<Vec<Vec<LinkView>>>,
     /// Restart epochs of each link already acted on here.
     epochs: std::sync::Mutex<HashMap<String, u64>>,
@@ -147,7 +159,29 @@ fn wishes(raw: HashMap<String, String>) -> HashMap<String, LinkWish> {
 struct PodViews {
     /// Unix ms after which the entry is stale (the pod is gone).
     until: u64,
+    /// The pod's name.
+    #[serde(default)]
+    pod: String,
     links: Vec<LinkView>,
+}
+
+/// A pod's numbers as published.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Published {
+    /// Unix ms after which the entry is stale (the pod is gone).
+    until: u64,
+    pod: String,
+    numbers: smsgw_api::cluster::PodNumbers,
+}
+
+/// Marks every session of `views` as held by `pod`.
+fn tag_sessions(mut views: Vec<LinkView>, pod: &str) -> Vec<LinkView> {
+    for v in &mut views {
+        for s in &mut v.sessions {
+            s.pod = Some(pod.to_owned());
+        }
+    }
+    views
 }
 
 fn now_ms() -> u64 {
@@ -158,7 +192,7 @@ fn now_ms() -> u64 {
 
 impl Registry {
     /// Connects to the registry's Redis.
-    pub(crate) async fn connect(url: &str, advertise: String) -> anyhow::Result<Self> {
+    pub(crate) async fn connect(url: &str, advertise: String, pod: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| anyhow::anyhow!("invalid dispatch Redis URL: {e}"))?;
         let redis = redis::aio::ConnectionManager::new(client)
@@ -167,6 +201,9 @@ impl Registry {
         Ok(Self {
             redis,
             advertise,
+            pod: pod.to_owned(),
+            state: Default::default(),
+            peer_numbers: Default::default(),
             holders: Default::default(),
             peer_views: Default::default(),
             epochs: Default::default(),
@@ -210,6 +247,7 @@ impl Registry {
         }
         let mine = PodViews {
             until: now + ENTRY_TTL.as_millis() as u64,
+            pod: self.pod.clone(),
             links: views.to_vec(),
         };
         pipe.hset(
@@ -237,7 +275,7 @@ impl Registry {
             .filter(|(pod, _)| *pod != self.advertise)
             .filter_map(
                 |(pod, json)| match serde_json::from_str::<PodViews>(&json) {
-                    Ok(v) if v.until >= now => Some(v.links),
+                    Ok(v) if v.until >= now => Some(tag_sessions(v.links, &v.pod)),
                     _ => {
                         stale.push(pod);
                         None
@@ -254,6 +292,56 @@ impl Registry {
                 .await;
         }
         Ok(wishes(admin))
+    }
+
+    /// Publishes this pod's numbers and reads the other live pods'.
+    async fn share_numbers(&self) -> redis::RedisResult<()> {
+        let Some(state) = self.state.get() else {
+            return Ok(());
+        };
+        let now = now_ms();
+        let mine = Published {
+            // Published every NUMBERS_EVERY rounds: valid for a few of those.
+            until: now
+                + (PUBLISH_EVERY * NUMBERS_EVERY).as_millis() as u64
+                + ENTRY_TTL.as_millis() as u64,
+            pod: self.pod.clone(),
+            numbers: state.pod_numbers(),
+        };
+        let mut conn = self.redis.clone();
+        let ((), all): ((), HashMap<String, String>) = redis::pipe()
+            .hset(
+                NUMBERS_KEY,
+                &self.advertise,
+                serde_json::to_string(&mine).unwrap_or_default(),
+            )
+            .hgetall(NUMBERS_KEY)
+            .query_async(&mut conn)
+            .await?;
+        let mut stale = Vec::new();
+        let mut peers: Vec<(String, smsgw_api::cluster::PodNumbers)> = all
+            .into_iter()
+            .filter(|(addr, _)| *addr != self.advertise)
+            .filter_map(
+                |(addr, json)| match serde_json::from_str::<Published>(&json) {
+                    Ok(p) if p.until >= now => Some((p.pod, p.numbers)),
+                    _ => {
+                        stale.push(addr);
+                        None
+                    }
+                },
+            )
+            .collect();
+        peers.sort_by(|a, b| a.0.cmp(&b.0));
+        *self.peer_numbers.write().unwrap_or_else(|p| p.into_inner()) = peers;
+        if !stale.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("HDEL")
+                .arg(NUMBERS_KEY)
+                .arg(&stale)
+                .query_async(&mut conn)
+                .await;
+        }
+        Ok(())
     }
 
     /// Records an admin action for every pod; returns the wish now in force.
@@ -359,10 +447,17 @@ impl Registry {
         let mut tick = tokio::time::interval(PUBLISH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        let mut round = 0u32;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 () = cancel.cancelled() => break,
+            }
+            round = round.wrapping_add(1);
+            if round % NUMBERS_EVERY == 1
+                && let Err(e) = self.share_numbers().await
+            {
+                tracing::debug!(error = %e, "cannot share this pod's numbers");
             }
             let running = links.get();
             let up = running.as_ref().map(|l| l.up_links()).unwrap_or_default();
@@ -390,11 +485,24 @@ impl Registry {
             .unwrap_or_default();
         self.withdraw(&names).await;
         let mut conn = self.redis.clone();
-        let _: redis::RedisResult<()> = redis::cmd("HDEL")
-            .arg(VIEWS_KEY)
-            .arg(&self.advertise)
+        let _: redis::RedisResult<()> = redis::pipe()
+            .hdel(VIEWS_KEY, &self.advertise)
+            .hdel(NUMBERS_KEY, &self.advertise)
             .query_async(&mut conn)
             .await;
+    }
+}
+
+impl smsgw_api::cluster::Peers for Registry {
+    fn pod(&self) -> String {
+        self.pod.clone()
+    }
+
+    fn peers(&self) -> Vec<(String, smsgw_api::cluster::PodNumbers)> {
+        self.peer_numbers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -554,18 +662,21 @@ impl LinkControl for Dispatching {
     /// Every link as the whole cluster holds it (this pod's live view
     /// merged with the others' last published ones).
     fn links(&self) -> Vec<LinkView> {
-        merge_views(self.links.links(), self.registry.peer_views())
+        merge_views(
+            tag_sessions(self.links.links(), &self.registry.pod),
+            self.registry.peer_views(),
+        )
     }
 
     fn link(&self, name: &str) -> Option<LinkView> {
-        let mine = self.links.link(name)?;
+        let mine = tag_sessions(vec![self.links.link(name)?], &self.registry.pod);
         let peers = self
             .registry
             .peer_views()
             .into_iter()
             .map(|v| v.into_iter().filter(|l| l.name == name).collect())
             .collect();
-        merge_views(vec![mine], peers).pop()
+        merge_views(mine, peers).pop()
     }
 
     /// Acts on every pod: the wish is recorded in Redis (and survives pod
@@ -1047,7 +1158,7 @@ impl Dispatch {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen for dispatch on {listen}"))?;
-        let registry = Arc::new(Registry::connect(&url, advertise.clone()).await?);
+        let registry = Arc::new(Registry::connect(&url, advertise.clone(), pod).await?);
         let control = Arc::new(Dispatching::new(
             links.clone(),
             registry.clone(),
@@ -1068,6 +1179,13 @@ impl Dispatch {
             listener,
             service,
         }))
+    }
+
+    /// Shares `state`'s numbers with the other pods and answers its admin
+    /// statistics and dashboard for the whole cluster.
+    pub(crate) fn share(&self, state: smsgw_api::ApiState) -> smsgw_api::ApiState {
+        let _ = self.registry.state.set(state.clone());
+        state.with_cluster(self.registry.clone())
     }
 
     /// Starts the registry loop and the `dispatch.v1` server on `tracker`.
@@ -1154,6 +1272,7 @@ mod tests {
                     state: (*st).into(),
                     in_flight: 0,
                     last_enquire_link_rtt_ms: None,
+                    pod: None,
                 })
                 .collect(),
         }

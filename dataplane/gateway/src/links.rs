@@ -574,6 +574,7 @@ fn view(st: LinkStatus, stopped: bool) -> LinkView {
                 state: state_name(s.state).into(),
                 in_flight: s.in_flight as u32,
                 last_enquire_link_rtt_ms: ms(s.last_enquire_link_rtt),
+                pod: None,
             })
             .collect(),
     }

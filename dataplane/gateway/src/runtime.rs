@@ -196,6 +196,7 @@ impl Gateway {
             .store(false, std::sync::atomic::Ordering::Release);
         let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
         if let Some(d) = dispatch {
+            state = d.share(state);
             d.start(links.clone(), &cancel, &tracker);
         }
         let (archive, blacklists) =

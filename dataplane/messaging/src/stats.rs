@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -21,7 +21,7 @@ use std::time::Instant;
 pub const MAX_CAMPAIGNS: usize = 10_000;
 
 /// Counters of one link, pool or app.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Counters {
     /// Messages submitted (at least one segment accepted by the SMSC).
@@ -37,7 +37,7 @@ pub struct Counters {
 }
 
 /// Every counter, as the admin API shows it.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatsView {
     /// Seconds the counters cover.
@@ -50,10 +50,71 @@ pub struct StatsView {
     pub apps: BTreeMap<String, Counters>,
     /// The rate limiter: the mode in force and its shared store.
     pub limiter: LimiterView,
+    /// In a cluster, each pod's share (every link, pool and app summed),
+    /// the answering pod first; the maps above then sum every pod. Empty
+    /// for one process.
+    #[serde(default)]
+    pub pods: Vec<PodCounters>,
+}
+
+/// One pod's share of the cluster's counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PodCounters {
+    /// The pod.
+    pub pod: String,
+    /// Seconds its counters cover.
+    pub uptime_secs: f64,
+    /// Its counters, every app summed.
+    pub counters: Counters,
+}
+
+impl StatsView {
+    /// The cluster's view: this pod's (`pod`) and every peer's summed per
+    /// link, pool and app, with each pod's share in [`StatsView::pods`].
+    /// The limiter and uptime stay this pod's.
+    pub fn merged(mut self, pod: &str, peers: Vec<(String, StatsView)>) -> StatsView {
+        let share = |pod: &str, v: &StatsView| PodCounters {
+            pod: pod.to_owned(),
+            uptime_secs: v.uptime_secs,
+            counters: v.apps.values().fold(Counters::default(), |mut acc, c| {
+                acc.add(c);
+                acc
+            }),
+        };
+        let mine = share(pod, &self);
+        self.pods = vec![mine];
+        for (name, peer) in peers {
+            self.pods.push(share(&name, &peer));
+            for (mine, theirs) in [
+                (&mut self.links, peer.links),
+                (&mut self.pools, peer.pools),
+                (&mut self.apps, peer.apps),
+            ] {
+                for (k, c) in theirs {
+                    mine.entry(k).or_default().add(&c);
+                }
+            }
+        }
+        self
+    }
+}
+
+impl Counters {
+    /// Adds `other` in (throughputs add up: pods send side by side).
+    pub fn add(&mut self, other: &Counters) {
+        self.submitted += other.submitted;
+        self.delivered += other.delivered;
+        self.failed += other.failed;
+        for (k, n) in &other.rejected {
+            *self.rejected.entry(k.clone()).or_default() += n;
+        }
+        self.throughput += other.throughput;
+    }
 }
 
 /// The rate limiter as the admin statistics show it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LimiterView {
     /// `in_process`, `shared`, `fail_open` or `fail_closed`.
@@ -109,7 +170,7 @@ pub struct LinkLabels {
 }
 
 /// Counters of one campaign (`task_id`) of one app.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CampaignCounters {
     /// The campaign's `task_id`.
@@ -384,6 +445,45 @@ mod tests {
         pool: Some("p"),
         task: None,
     };
+
+    #[test]
+    fn the_cluster_view_sums_every_pod_and_keeps_each_share() {
+        let pod = |n: u64, link: &str| {
+            let s = Stats::default();
+            for _ in 0..n {
+                let scope = Scope {
+                    app: "a",
+                    link: Some(link),
+                    pool: Some("p"),
+                    task: None,
+                };
+                s.submitted(&scope);
+                s.finished(&scope, true);
+            }
+            s.view()
+        };
+        let v = pod(2, "l1").merged(
+            "p-0",
+            vec![("p-1".into(), pod(3, "l1")), ("p-2".into(), pod(4, "l2"))],
+        );
+        assert_eq!(v.links["l1"].submitted, 5);
+        assert_eq!(v.links["l2"].delivered, 4);
+        assert_eq!(v.pools["p"].submitted, 9);
+        assert_eq!(v.apps["a"].delivered, 9);
+        let shares: Vec<(&str, u64)> = v
+            .pods
+            .iter()
+            .map(|p| (p.pod.as_str(), p.counters.submitted))
+            .collect();
+        assert_eq!(
+            shares,
+            [("p-0", 2), ("p-1", 3), ("p-2", 4)],
+            "the answering pod first"
+        );
+        let json = serde_json::to_string(&v).unwrap();
+        let back: StatsView = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.pods, v.pods, "what a pod publishes reads back");
+    }
 
     #[test]
     fn events_count_once_per_link_pool_and_app() {

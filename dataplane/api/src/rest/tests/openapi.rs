@@ -297,6 +297,7 @@ async fn the_schemas_match_what_the_handlers_answer() {
             state: "bound".into(),
             in_flight: 0,
             last_enquire_link_rtt_ms: None,
+            pod: Some("smsgw-proxy-0".into()),
         }],
     };
     assert_matches(&doc, "LinkView", &serde_json::to_value(&link).unwrap());
