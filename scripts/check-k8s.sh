@@ -163,6 +163,7 @@ refuses "s3.existingSecret is required" --set s3.enabled=true,s3.bucket=j
 refuses "rateLimit.failMode must be open or closed" --set rateLimit.failMode=maybe
 refuses "proxy.tls.enabled needs proxy.tls.existingSecret" --set proxy.tls.enabled=true
 refuses "choose one" --set ingress.enabled=true,gatewayApi.enabled=true
+refuses "secrets.jwtPrivateKeyIds is required" --set secrets.existingJwtPrivateKeySecret=jwt
 refuses "issuerRef.name is required" --set operator.configStream.tls.certManager.enabled=true
 # Default values: the shipped Redis backs users, store, limits and policies.
 "$helm" template smsgw charts/smsgw --namespace smsgw | python3 -c '
@@ -195,6 +196,7 @@ if [ -n "${SMSGW_BIN:-}" ] && [ -x "$SMSGW_BIN" ]; then
         --set store.type=aerospike --set store.aerospike.hosts=aero:3000 \
         --set contactPolicy.engine=mcp --set contactPolicy.mcp.url=http://mcp:1880 \
         --set s3.enabled=true --set s3.bucket=journal --set s3.endpoint=http://s3:9000 --set s3.existingSecret=s3 \
+        --set secrets.existingJwtPrivateKeySecret=jwt --set 'secrets.jwtPrivateKeyIds={k2,k1}' \
         >"$out/all-options.yaml"
     "$SMSGW_BIN" serve --help >"$out/serve-help.txt"
     python3 - "$out/all-options.yaml" "$out/serve-help.txt" <<'PY'
@@ -205,7 +207,7 @@ names = {e["name"] for c in dep["spec"]["template"]["spec"]["containers"] for e 
 known = set(re.findall(r"\[env: ([A-Z0-9_]+)", open(sys.argv[2]).read())) | {"RUST_LOG"}
 unknown = sorted(names - known)
 assert not unknown, f"the chart sets env vars smsgw serve does not read: {unknown}"
-for want in ("SMSGW_AEROSPIKE_HOSTS", "SMSGW_MCP_URL", "SMSGW_JOURNAL_BUCKET"):
+for want in ("SMSGW_AEROSPIKE_HOSTS", "SMSGW_MCP_URL", "SMSGW_JOURNAL_BUCKET", "SMSGW_JWT_PRIVATE_KEYS"):
     assert any(n.startswith(want.rsplit("_", 1)[0]) for n in names), (want, sorted(names))
 print(f"  {len(names)} env vars, all read by smsgw serve")
 PY

@@ -218,6 +218,41 @@ async fn x_forwarded_for_counts_only_from_trusted_proxies() {
     );
 }
 
+#[tokio::test]
+async fn guessing_an_app_secret_does_not_lock_the_machine_client_out_of_auth_token() {
+    // App ids are visible; before, five wrong secrets from anyone locked
+    // the app out of `/auth/token` for 15 minutes.
+    let gw = Gateway::standalone(EXAMPLE_CONFIG);
+    let app = gw.user("machine@example.com").await;
+    let attacker = client_from("127.0.0.8");
+    let answers = futures::future::join_all((0..12).map(|i| {
+        attacker
+            .post(gw.url("/api/v1/auth/token"))
+            .json(&json!({"app_id": app.app_id, "app_secret": format!("guess {i}")}))
+            .send()
+    }))
+    .await;
+    let status: Vec<_> = answers.into_iter().map(|r| r.unwrap().status()).collect();
+    let throttled = status
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(throttled >= 7, "the guesses were not throttled: {status:?}");
+    assert!(
+        status
+            .iter()
+            .all(|s| *s == StatusCode::UNAUTHORIZED || *s == StatusCode::TOO_MANY_REQUESTS)
+    );
+    // The real client, from its own address, gets its token at once.
+    let r = client_from("127.0.0.9")
+        .post(gw.url("/api/v1/auth/token"))
+        .json(&json!({"app_id": app.app_id, "app_secret": app.app_secret}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
 /// 8 parallel wrong logins with `X-Forwarded-For: xff(i)`: how many got
 /// 401 and how many 429.
 async fn guesses(

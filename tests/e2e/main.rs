@@ -8,6 +8,7 @@ mod dashboard;
 mod faults;
 mod hardening;
 mod harness;
+mod jwks;
 mod links;
 mod logs;
 mod messages;

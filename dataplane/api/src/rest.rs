@@ -33,10 +33,11 @@ const UNCOUNTED_ROUTES: &[&str] = &[
     "/dashboard/stats",
     "/docs",
     "/api/v1/openapi.json",
+    "/.well-known/jwks.json",
 ];
 
-/// The REST router: public `/healthy`, `/ready`, `/metrics`, `/api/v1/auth/*`
-/// and the API documentation (`/api/v1/openapi.json`, `/docs`);
+/// The REST router: public `/healthy`, `/ready`, `/metrics`, `/api/v1/auth/*`,
+/// the token verification keys (`/.well-known/jwks.json`) and the API documentation (`/api/v1/openapi.json`, `/docs`);
 /// `/api/v1/admin/*` for admins (admin key or admin user);
 /// `/dashboard/stats` for either; every other `/api/v1` route for
 /// authenticated users. Every route is described in the OpenAPI document
@@ -52,6 +53,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthy", get(healthy))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/.well-known/jwks.json", get(jwks))
         .merge(auth)
         .route("/api/v1/openapi.json", get(doc::openapi_json_handler))
         .route("/docs", get(doc::docs_page));
@@ -236,6 +238,50 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         state.metrics.render(),
+    )
+}
+
+/// A JSON Web Key Set (RFC 7517), as served at `/.well-known/jwks.json`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct JwkSetDoc {
+    /// The public keys, the one signing new tokens first.
+    keys: Vec<JwkDoc>,
+}
+
+/// One public key of the [`JwkSetDoc`].
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct JwkDoc {
+    /// Key type: `OKP` (Ed25519) or `RSA`.
+    kty: String,
+    /// Key id, as in the `kid` header of the tokens it signs.
+    kid: String,
+    /// Algorithm: `EdDSA` or `RS256`.
+    alg: String,
+    /// Always `sig`.
+    #[serde(rename = "use")]
+    #[schema(rename = "use")]
+    use_: String,
+    /// `Ed25519` (OKP keys).
+    crv: Option<String>,
+    /// Public key, base64url (OKP keys).
+    x: Option<String>,
+    /// Modulus, base64url (RSA keys).
+    n: Option<String>,
+    /// Exponent, base64url (RSA keys).
+    e: Option<String>,
+}
+
+/// The public keys that verify this gateway's tokens, so other services
+/// can check a token without the signing key. Empty while tokens are
+/// HS256 (`SMSGW_JWT_PRIVATE_KEYS` unset): a shared secret is never
+/// published. A token's `kid` header names its key; during a rotation the
+/// set holds the new and the old keys.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    responses((status = 200, description = "The JSON Web Key Set", body = JwkSetDoc)))]
+async fn jwks(State(state): State<ApiState>) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(state.auth.jwks()),
     )
 }
 

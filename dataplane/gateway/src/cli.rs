@@ -426,6 +426,13 @@ pub struct AuthArgs {
     /// unset, a key is generated once and kept in the data directory.
     #[arg(long, env = "SMSGW_JWT_KEYS", hide_env_values = true)]
     pub jwt_keys: Option<String>,
+    /// Asymmetric token signing: private keys in PEM files,
+    /// `kid=path[,kid=path…]`, the first signing, each Ed25519 (EdDSA
+    /// tokens) or RSA ≥ 2048 bits (RS256). Their public halves are served
+    /// at `/.well-known/jwks.json`; HS256 tokens are then refused (the
+    /// `--jwt-keys` keys only derive webhook secrets). Unset: HS256.
+    #[arg(long, env = "SMSGW_JWT_PRIVATE_KEYS")]
+    pub jwt_private_keys: Option<String>,
     /// Token lifetime, at most 24h.
     #[arg(long, env = "SMSGW_TOKEN_TTL", default_value = "1h", value_parser = parse_token_ttl)]
     pub token_ttl: std::time::Duration,

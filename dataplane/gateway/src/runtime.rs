@@ -7,7 +7,7 @@ use crate::links::{LinkSet, Links};
 use crate::validate::{Rejection, validate};
 use anyhow::{Context, bail};
 use smsgw_api::ApiState;
-use smsgw_api::auth::jwt::KeySet;
+use smsgw_api::auth::jwt::{KeySet, PrivateKey};
 use smsgw_api::auth::{Auth, AuthConfig};
 use smsgw_core::messages::MessageStore;
 use smsgw_core::users::UserStore;
@@ -558,6 +558,18 @@ fn build_auth(args: &GatewayArgs) -> anyhow::Result<AuthConfig> {
     let keys = match &args.auth.jwt_keys {
         Some(spec) => KeySet::parse(spec)?,
         None => KeySet::single("local", local_jwt_key(&args.data_dir.join("jwt.key"))?),
+    };
+    let keys = match args.auth.jwt_private_keys.as_deref() {
+        Some(spec) if !spec.trim().is_empty() => {
+            let keys = keys.with_private_keys(PrivateKey::load_spec(spec)?)?;
+            tracing::info!(
+                algorithm = keys.algorithm(),
+                kid = keys.signing_kid(),
+                "tokens are signed with a private key; HS256 tokens are refused"
+            );
+            keys
+        }
+        _ => keys,
     };
     if args.auth.admin_api_key.is_none() {
         tracing::info!("ADMIN_API_KEY is not set: admin-key authentication is disabled");

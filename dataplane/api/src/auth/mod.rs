@@ -591,11 +591,16 @@ impl Auth {
         Ok(user)
     }
 
+    /// The public token keys as a JSON Web Key Set (empty with HS256).
+    pub fn jwks(&self) -> jsonwebtoken::jwk::JwkSet {
+        self.config.keys.jwks()
+    }
+
     /// A new webhook signing secret for `user_id`: what to store (a key id
     /// and a random nonce, never the secret) and the secret to show once.
     pub fn new_webhook_secret(&self, user_id: &str) -> (String, String) {
         let nonce = password::random_secret();
-        let kid = self.config.keys.signing_kid().to_owned();
+        let kid = self.config.keys.derivation_kid().to_owned();
         let stored = format!("{WEBHOOK_DERIVED}{kid}:{nonce}");
         let secret = self
             .webhook_secret(user_id, &stored)

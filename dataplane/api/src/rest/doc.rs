@@ -19,7 +19,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
     ),
     paths(
         healthy, ready, metrics, openapi_json_handler, docs_page,
-        register, login, token,
+        register, login, token, jwks,
         send_handler, check_text_len_handler, sms_info, sms_by_transaction,
         set_webhook, list_links, get_link,
         list_users, get_user, update_user, delete_user, set_admin, reset_secret,
@@ -30,7 +30,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
     modifiers(&SecuritySchemes, &ErrorResponses),
     tags(
         (name = "health", description = "Liveness, readiness, metrics (no authentication)"),
-        (name = "auth", description = "Registration and tokens (no authentication)"),
+        (name = "auth", description = "Registration, tokens and their verification keys (no authentication)"),
         (name = "sms", description = "Sending messages and looking them up"),
         (name = "smpp", description = "SMPP links and their state"),
         (name = "settings", description = "Settings of the caller's app"),
