@@ -164,7 +164,6 @@ impl Gateway {
         // Contact policies: the engine of --policy-engine over the policies of each snapshot.
         let policies: smsgw_contact::SharedPolicies = Arc::default();
         let contact = crate::contact::build(args, policies.clone()).await?;
-        private_files(&args.data_dir)?;
         contact.register_metrics(&metrics);
         let rate = Arc::new(crate::rate::Limiting::build(&args.rate, &pod, &metrics).await?);
         // In a cluster (`--dispatch-listen`): submit here when this pod holds
@@ -175,6 +174,9 @@ impl Gateway {
             None => links.clone(),
         };
         let outbox = outbox(args).await?;
+        // After every store in the data directory is open (outbox.redb
+        // included): each file 0600.
+        private_files(&args.data_dir)?;
         let messaging = Messaging::builder(messages, store, config)
             .outbox(outbox.clone())
             .links(control)
