@@ -238,7 +238,15 @@ pub fn link_status(
 ) -> SmppLinkStatus {
     let sessions = inputs.sessions(name, spec);
     let bound = sessions.iter().filter(|s| s.bound).count() as u32;
-    let detail = if bound > 0 {
+    let detail = if spec.suspended {
+        Err((
+            "Suspended",
+            format!(
+                "spec.suspended: {bound}/{} sessions still bound",
+                spec.sessions
+            ),
+        ))
+    } else if bound > 0 {
         Ok(format!("{bound}/{} sessions bound", spec.sessions))
     } else {
         Err(("NotBound", format!("0/{} sessions bound", spec.sessions)))

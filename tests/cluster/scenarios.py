@@ -31,9 +31,11 @@ One cluster (`scripts/cluster.sh up`, default chart values: 3 proxies,
   9. link rate: clients hitting every pod at 3x a link's rate: the
      simulator never sees more than rate + burst submits within a second
      (its exact sliding-window peak), the excess refused with 429;
+  10. suspend: `spec.suspended` unbinds the link on every pod, admin start
+     answers 409, sends wait and are delivered once it is resumed;
   7. (opt-in benchmark) dispatch at SMSGW_BENCH_RATE msg/s.
 
-Usage: python3 tests/cluster/scenarios.py [--keep] [--no-build] [1 2 4 5 3 6 8 9]
+Usage: python3 tests/cluster/scenarios.py [--keep] [--no-build] [1 2 4 5 3 6 8 9 10]
 Needs the binaries of the current tree: it runs `cargo build -p smsgw
 -p smsgw-operator` first (a no-op after `cargo test --workspace`).
 """
@@ -1009,16 +1011,56 @@ def scenario_link_rate(c: Cluster, offered=300.0, secs=8.0):
             f"{total} in all")
 
 
+def scenario_suspend(c: Cluster):
+    """`spec.suspended` on a SmppLink: every pod unbinds it and binds none,
+    admin start answers 409 through any pod, sends are accepted and wait;
+    resuming binds again and delivers them."""
+    h = auth_headers(c)
+    admin = {"X-Admin-Key": c.secret(c.admin_secret(), "ADMIN_API_KEY")}
+    wait_until("the link bound before the suspension", lambda: c.sim()["bound"] >= 1, 60)
+    t0 = time.time()
+    c.kubectl("patch", "smppl", "sim", "--type", "merge", "-p", '{"spec":{"suspended":true}}')
+    wait_until("no bind at the simulator once suspended", lambda: c.sim()["bound"] == 0, 30)
+    gone = time.time() - t0
+    bases = proxy_bases(c)
+
+    def every_pod_says_suspended():
+        return all(http("GET", b + "/api/v1/smpp/links/sim", headers=h)[1].get("state") == "suspended"
+                   for b in bases.values())
+
+    wait_until("every pod showing the link suspended", every_pod_says_suspended, 15, 0.3)
+    reason = wait_until("the SmppLink's Ready condition saying Suspended", lambda: next(
+        (x["reason"] for x in (c.get("smsgw.io/v1alpha1", "SmppLink", "sim").get("status") or {}).get("conditions", [])
+         if x["type"] == "Ready" and x["status"] == "False" and x["reason"] == "Suspended"), None), 30, 0.5)
+    for name, b in bases.items():
+        st, body = http("POST", b + "/api/v1/admin/links/sim/start", {}, admin)
+        check(st == 409 and "suspended" in json.dumps(body), f"admin start through {name} while suspended: {st} {body}")
+    tx = f"suspended-{uuid.uuid4().hex[:8]}"
+    st, body = send(c, h, f"while suspended {tx}", "+33639999997", tx)
+    check(st == 200 and body.get("success"), f"a send while suspended is accepted: {st} {body}")
+    submits = c.sim()["counters"]["submits"]
+    time.sleep(3)
+    check(c.sim()["bound"] == 0, "a pod bound the suspended link")
+    check(c.sim()["counters"]["submits"] == submits, "a pod submitted on the suspended link")
+    c.kubectl("patch", "smppl", "sim", "--type", "merge", "-p", '{"spec":{"suspended":false}}')
+    wait_until("the link bound again once resumed", lambda: c.sim()["bound"] >= 1, 30)
+    wait_until("the message accepted while suspended delivered after the resume",
+               lambda: message(c, h, body["message_id"])[1].get("status") == "delivered", 90, 0.5)
+    return (f"suspended: no bind at the simulator after {gone:.1f} s, every pod shows it suspended, "
+            f"Ready=False/{reason}, admin start 409 through each pod; resumed: bound again, the waiting send delivered")
+
+
 SCENARIOS = {"1": ("install", scenario_install), "2": ("scale", scenario_scale),
              "4": ("propagation", scenario_propagation), "3": ("disruption", scenario_disruption),
              "5": ("secrets", scenario_secrets), "6": ("dispatch", scenario_dispatch),
              "8": ("holder kill -9", scenario_holder_kill), "9": ("link rate", scenario_link_rate),
+             "10": ("suspend", scenario_suspend),
              "7": ("dispatch rate (benchmark, opt-in)", scenario_dispatch_rate)}
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("which", nargs="*", default=["1", "2", "4", "5", "3", "6", "8", "9"], help="scenarios to run, in order (default 1 2 4 5 3 6 8 9; each after 1 needs 1's resources)")
+    ap.add_argument("which", nargs="*", default=["1", "2", "4", "5", "3", "6", "8", "9", "10"], help="scenarios to run, in order (default 1 2 4 5 3 6 8 9 10; each after 1 needs 1's resources)")
     ap.add_argument("--keep", action="store_true", help="leave the cluster up")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--net", default=f"127.{81 + os.getpid() % 150}.{os.getpid() % 250}")

@@ -405,6 +405,13 @@ pub struct SmppLinkSpec {
     /// Default `resubmit`.
     #[serde(default)]
     pub unknown_policy: UnknownPolicy,
+    /// Suspended: every pod drains and unbinds the link's sessions and
+    /// binds none until this is false again; sends to it wait as for a
+    /// link that is down. The declarative form of the admin API's stop,
+    /// kept in the resource (GitOps). Admin start and restart answer 409
+    /// while it is set. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspended: bool,
     /// Interval of enquire_link keep-alives on an idle session, as a
     /// duration string, at least `100ms`. Default `30s`.
     #[serde(default = "defaults::enquire_link_interval")]

@@ -39,6 +39,11 @@ pub async fn control(
         .control(name, action)
         .await
         .ok_or_else(|| ApiError::NotFound(format!("no link named {name:?}")))?;
+    if view.state == "suspended" && action != LinkAction::Stop {
+        return Err(ApiError::Conflict(format!(
+            "link {name:?} is suspended by its SmppLink (spec.suspended); set it to false to start the link"
+        )));
+    }
     tracing::info!(actor = %caller, action = ?action, link = %name, state = %view.state, "admin action");
     Ok(view)
 }

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 pub struct LinkView {
     /// Link name.
     pub name: String,
-    /// `down`, `binding`, `bound`, `unbinding` or `stopped`.
+    /// `down`, `binding`, `bound`, `unbinding`, `stopped` (by an admin) or
+    /// `suspended` (by its SmppLink's `spec.suspended`).
     pub state: String,
     /// Sessions currently bound.
     pub sessions_bound: u32,

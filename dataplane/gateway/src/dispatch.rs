@@ -395,7 +395,8 @@ impl Registry {
     /// first sighting only records it).
     async fn follow(&self, running: &crate::links::Links, wishes: HashMap<String, LinkWish>) {
         for (link, want) in wishes {
-            if running.link(&link).is_none() {
+            // A suspended link follows its SmppLink alone.
+            if running.link(&link).is_none() || running.is_suspended(&link) {
                 continue;
             }
             let stopped = running.is_stopped(&link);
@@ -684,6 +685,9 @@ impl LinkControl for Dispatching {
     async fn control(&self, name: &str, action: LinkAction) -> Option<LinkView> {
         let running = self.links.get()?;
         running.link(name)?;
+        if running.is_suspended(name) {
+            return self.link(name);
+        }
         if let Err(e) = self.registry.wish(name, action).await {
             tracing::warn!(link = %name, error = %e, "cannot record the link action for the other pods; applied on this pod only");
         }
@@ -828,7 +832,7 @@ fn rank(state: &str) -> u8 {
         "binding" => 4,
         "unbinding" => 3,
         "down" => 2,
-        "stopped" => 1,
+        "stopped" | "suspended" => 1,
         _ => 0,
     }
 }

@@ -47,6 +47,7 @@ pub fn link_config(name: &str, spec: &SmppLinkSpec) -> LinkConfig {
         burst: spec.burst.or(spec.rate).unwrap_or(1),
         response_timeout: spec.response_timeout.get(),
         stall_after_timeouts: spec.stall_after_timeouts,
+        start_stopped: spec.suspended,
         unknown_policy: match spec.unknown_policy {
             UnknownPolicy::Resubmit => smsgw_smpp::UnknownPolicy::Resubmit,
             UnknownPolicy::Hold => smsgw_smpp::UnknownPolicy::Hold,
@@ -232,6 +233,14 @@ impl Links {
         } else {
             current.pools.get(target).map(|p| p.is_up())
         }
+    }
+
+    /// Whether the link's SmppLink suspends it (`spec.suspended`).
+    pub(crate) fn is_suspended(&self, name: &str) -> bool {
+        self.current()
+            .links
+            .get(name)
+            .is_some_and(|l| l.config().start_stopped)
     }
 
     /// Whether an admin stopped the link on this pod.
@@ -540,9 +549,13 @@ fn ms(d: Option<Duration>) -> Option<f64> {
     d.map(|d| d.as_secs_f64() * 1000.0)
 }
 
-fn view(st: LinkStatus, stopped: bool) -> LinkView {
+/// A link's view; `suspended` (its SmppLink says so) shows as `suspended`
+/// once its sessions are down, an admin stop as `stopped`.
+fn view(st: LinkStatus, stopped: bool, suspended: bool) -> LinkView {
     LinkView {
-        state: if stopped && st.state == LinkState::Down {
+        state: if suspended && st.state == LinkState::Down {
+            "suspended".into()
+        } else if stopped && st.state == LinkState::Down {
             "stopped".into()
         } else {
             state_name(st.state).into()
@@ -587,7 +600,7 @@ impl LinkControl for Links {
         self.current()
             .links
             .iter()
-            .map(|(n, l)| view(l.status(), stopped.contains(n)))
+            .map(|(n, l)| view(l.status(), stopped.contains(n), l.config().start_stopped))
             .collect()
     }
 
@@ -600,7 +613,7 @@ impl LinkControl for Links {
         self.current()
             .links
             .get(name)
-            .map(|l| view(l.status(), stopped))
+            .map(|l| view(l.status(), stopped, l.config().start_stopped))
     }
 
     async fn submit(&self, target: &str, msg: OutboundMessage) -> Result<Submission, SubmitError> {
@@ -652,8 +665,13 @@ impl LinkControl for Links {
         }
     }
 
+    /// Stops, starts or restarts a link on this pod. A suspended link
+    /// (`spec.suspended`) is left as it is: only its SmppLink resumes it.
     async fn control(&self, name: &str, action: LinkAction) -> Option<LinkView> {
         let link = self.current().links.get(name)?.clone();
+        if link.config().start_stopped {
+            return self.link(name);
+        }
         match action {
             LinkAction::Stop => {
                 link.stop().await;

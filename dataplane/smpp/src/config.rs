@@ -255,6 +255,10 @@ pub struct LinkConfig {
     pub receipt_id_format: Option<IdFormat>,
     /// MO reassembly limits.
     pub reassembly: ReassemblyConfig,
+    /// Spawned stopped (SmppLink `spec.suspended`): no session binds until
+    /// [`crate::Link::start`].
+    #[serde(default)]
+    pub start_stopped: bool,
 }
 
 impl Default for LinkConfig {
@@ -290,6 +294,7 @@ impl Default for LinkConfig {
             message_id_format: IdFormat::Opaque,
             receipt_id_format: None,
             reassembly: ReassemblyConfig::default(),
+            start_stopped: false,
         }
     }
 }
@@ -363,6 +368,8 @@ impl LinkConfig {
         stall_after_timeouts: u32,
         /// Sets `unknown_policy`.
         unknown_policy: UnknownPolicy,
+        /// Sets `start_stopped`.
+        start_stopped: bool,
         /// Sets `resubmit_wait`.
         resubmit_wait: Duration,
         /// Sets `window_wait`.

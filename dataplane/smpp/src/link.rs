@@ -135,6 +135,12 @@ impl Link {
                 )));
             }
         }
+        // A link spawned stopped binds nothing: its sessions are told before
+        // their supervisors run.
+        let running = !config.start_stopped;
+        if !running {
+            sessions.iter().for_each(|s| s.refresh(false));
+        }
         let shared = Arc::new(Shared {
             reassembler: Mutex::new(Reassembler::new(config.reassembly)),
             config,
@@ -144,7 +150,7 @@ impl Link {
             receipt_meter: RateMeter::default(),
             gcra,
             tls,
-            desired: watch::Sender::new(true),
+            desired: watch::Sender::new(running),
             cancel: cancel.child_token(),
         });
         let tracker = TaskTracker::new();

@@ -1018,3 +1018,30 @@ async fn a_receipt_stored_at_once_is_answered_at_once() {
         "{c:?}"
     );
 }
+
+#[tokio::test]
+async fn a_link_spawned_stopped_binds_nothing_until_started() {
+    let cancel = CancellationToken::new();
+    let sim = start_sim(SimConfig::default(), &cancel).await;
+    let (tx, _events) = mpsc::channel(100);
+    let link = Link::spawn(
+        LinkConfig::test(sim.addr()).sessions(2).start_stopped(true),
+        tx,
+        cancel.clone(),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sim.counters().connections,
+        0,
+        "a suspended link does not even connect"
+    );
+    assert!(matches!(
+        link.submit(msg("x")).await,
+        Err(Error::LinkStopped { .. })
+    ));
+    link.start();
+    assert!(link.wait_all_bound(WAIT).await);
+    assert_eq!(sim.counters().binds, 2);
+    cancel.cancel();
+}
