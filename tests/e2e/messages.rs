@@ -11,7 +11,7 @@ use smsgw_proto::sms::v1::{
 use std::collections::HashSet;
 use std::time::Duration;
 
-async fn send(gw: &Gateway, creds: &Creds, body: Value) -> (u16, Value) {
+pub(crate) async fn send(gw: &Gateway, creds: &Creds, body: Value) -> (u16, Value) {
     let r = gw
         .authed(creds, Method::POST, "/api/v1/sms/send")
         .json(&body)

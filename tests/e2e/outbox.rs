@@ -77,15 +77,7 @@ async fn set_hook(gw: &Gateway, creds: &Creds, settings: Value) -> Value {
 }
 
 async fn send(gw: &Gateway, creds: &Creds, dest: &str) -> String {
-    let r: Value = gw
-        .authed(creds, Method::POST, "/api/v1/sms/send")
-        .json(&json!({"esme": "sim-link", "source": "SMSGW", "destination": dest, "message": "outbox"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, r) = send_with(gw, creds, dest, json!({})).await;
     r["message_id"].as_str().expect("a message id").to_owned()
 }
 
@@ -347,5 +339,170 @@ async fn with_redis_the_events_a_killed_gateway_held_are_delivered_by_another() 
         b.logs()
             .contains("outbox events of a former owner taken over"),
         "b did not take a's events over"
+    );
+}
+
+/// Sends with a body of extra fields; the answer's status and JSON.
+async fn send_with(gw: &Gateway, creds: &Creds, dest: &str, extra: Value) -> (u16, Value) {
+    let mut body =
+        json!({"esme": "sim-link", "source": "SMSGW", "destination": dest, "message": "cb"});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    crate::messages::send(gw, creds, body).await
+}
+
+fn of_message<'a>(events: &'a [Value], id: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["message_id"] == id).collect()
+}
+
+#[tokio::test]
+async fn a_per_message_callback_gets_that_messages_events_and_the_app_webhook_does_not() {
+    let app_hook = Receiver::start(true).await;
+    let callback = Receiver::start(true).await;
+    let sim = Sim::start("127.0.0.1:0");
+    let gw = Gateway::standalone_with_args(&sim_config(sim.addr), &["--webhook-allow-private"]);
+    let creds = gw.user("callback@example.com").await;
+    bound(&gw, &creds).await;
+    let secret = set_hook(&gw, &creds, json!({"url": app_hook.url})).await["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, r) = send_with(
+        &gw,
+        &creds,
+        "+491510500001",
+        json!({"callback_url": callback.url, "callback_events": ["final"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    let own = r["message_id"].as_str().unwrap().to_owned();
+    let plain = send(&gw, &creds, "+491510500002").await;
+    // gRPC carries the same option.
+    let mut c = smsgw_proto::sms::v1::sms_service_client::SmsServiceClient::new(gw.channel().await);
+    let g = c
+        .send_message(creds.grpc(smsgw_proto::sms::v1::SmsRequest {
+            esme: "sim-link".into(),
+            saddr: "SMSGW".into(),
+            daddr: "491510500003".into(),
+            message: "grpc cb".into(),
+            callback_url: Some(callback.url.clone()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let by_grpc = g.message_id;
+    let done = eventually(Duration::from_secs(60), async || {
+        let (cb, app) = (callback.accepted(), app_hook.accepted());
+        of_message(&cb, &own)
+            .iter()
+            .any(|e| e["status"] == "delivered")
+            && of_message(&cb, &by_grpc)
+                .iter()
+                .any(|e| e["status"] == "delivered")
+            && of_message(&app, &plain)
+                .iter()
+                .any(|e| e["status"] == "delivered")
+    })
+    .await;
+    assert!(
+        done.is_some(),
+        "callback got {:?}, app webhook got {:?}",
+        callback.accepted(),
+        app_hook.accepted()
+    );
+    // Let any stray event arrive before looking for what must not be there.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (cb, app) = (callback.accepted(), app_hook.accepted());
+    assert!(
+        of_message(&app, &own).is_empty(),
+        "the app webhook got {own}'s events: {app:?}"
+    );
+    assert!(of_message(&app, &by_grpc).is_empty(), "{app:?}");
+    assert!(of_message(&cb, &plain).is_empty(), "{cb:?}");
+    let own_events = of_message(&cb, &own);
+    assert!(
+        own_events.iter().all(|e| e["status"] == "delivered"),
+        "only final events were asked for: {own_events:?}"
+    );
+    // Every kind for the gRPC one (no mask): pending, then delivered.
+    let statuses: Vec<_> = of_message(&cb, &by_grpc)
+        .iter()
+        .map(|e| e["status"].clone())
+        .collect();
+    assert_eq!(statuses, [json!("pending"), json!("delivered")]);
+    // Callbacks are signed with the app's webhook secret.
+    for (h, body, _) in callback.seen.lock().unwrap().iter() {
+        let ts: u64 = h["x-smsgw-timestamp"].to_str().unwrap().parse().unwrap();
+        assert_eq!(
+            h["x-smsgw-signature"].to_str().unwrap(),
+            smsgw_api::webhook::sign(&secret, ts, body.as_bytes())
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_callback_to_a_loopback_or_metadata_address_is_refused_with_a_clear_error() {
+    let sim = Sim::start("127.0.0.1:0");
+    let gw = Gateway::standalone(&sim_config(sim.addr));
+    let creds = gw.user("ssrf-cb@example.com").await;
+    bound(&gw, &creds).await;
+    for (url, why) in [
+        ("http://127.0.0.1:8080/hook", "127.0.0.1"),
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "169.254.169.254",
+        ),
+        ("http://[::1]/x", "::1"),
+        ("http://2130706433/", "127.0.0.1"),
+        ("ftp://example.com/", "http"),
+    ] {
+        let (status, r) =
+            send_with(&gw, &creds, "+491510600001", json!({"callback_url": url})).await;
+        assert_eq!(status, 400, "{url}: {r}");
+        let msg = r["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("callback_url") && msg.contains(why),
+            "{url}: {r}"
+        );
+    }
+    let (status, r) = send_with(
+        &gw,
+        &creds,
+        "+491510600001",
+        json!({"callback_events": ["final"]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{r}");
+    assert!(r.to_string().contains("needs callback_url"), "{r}");
+    let (status, r) = send_with(
+        &gw,
+        &creds,
+        "+491510600001",
+        json!({"callback_url": "https://example.com/cb", "callback_events": ["sometimes"]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{r}");
+    assert!(r.to_string().contains("sometimes"), "{r}");
+    let mut c = smsgw_proto::sms::v1::sms_service_client::SmsServiceClient::new(gw.channel().await);
+    let e = c
+        .send_message(creds.grpc(smsgw_proto::sms::v1::SmsRequest {
+            esme: "sim-link".into(),
+            saddr: "SMSGW".into(),
+            daddr: "491510600002".into(),
+            message: "x".into(),
+            callback_url: Some("http://169.254.169.254/".into()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("callback_url"), "{e:?}");
+    // Nothing was stored for the refused sends.
+    let m = gw.metrics().await;
+    assert!(
+        !m.contains("smsgw_messages_submitted_total{scope=\"link\",name=\"sim-link\"}"),
+        "a refused send went out"
     );
 }

@@ -420,6 +420,8 @@ fn send_request(caller: &Caller, m: pb::SmsRequest) -> Result<crate::send::SendR
         strategy: m.strategy,
         wait_for_submit: m.wait_for_submit,
         wait_for_capacity: m.wait_for_capacity,
+        callback_url: m.callback_url,
+        callback_events: (!m.callback_events.is_empty()).then_some(m.callback_events),
     })
 }
 

@@ -23,11 +23,14 @@ pub async fn send(
     let result = match caller {
         Caller::User {
             user_id, app_id, ..
-        } => state
-            .messages
-            .send(Sender { user_id, app_id }, req, &trace)
-            .await
-            .map_err(ApiError::from),
+        } => match check_callback(state, user_id, &req).await {
+            Ok(()) => state
+                .messages
+                .send(Sender { user_id, app_id }, req, &trace)
+                .await
+                .map_err(ApiError::from),
+            Err(e) => Err(e),
+        },
         Caller::AdminKey => Err(ApiError::SendRefused {
             code: "user_required",
             message: "sending needs a user's token, not the admin key".into(),
@@ -49,6 +52,31 @@ pub async fn send(
         );
     }
     result
+}
+
+/// A send's `callback_url` must pass the checks of the app's webhook
+/// ([`crate::webhook::check_destination`]).
+async fn check_callback(
+    state: &ApiState,
+    user_id: &str,
+    req: &SendRequest,
+) -> Result<(), ApiError> {
+    let Some(url) = req
+        .callback_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    else {
+        return Ok(());
+    };
+    let allowed = state.webhook_allow_private
+        || state
+            .auth
+            .store()
+            .get(user_id)
+            .await?
+            .is_some_and(|u| u.webhook_allow_private);
+    crate::webhook::check_destination(url, "callback_url", allowed)
 }
 
 /// A message of the caller's app (any message for the admin key), by

@@ -263,6 +263,10 @@ pub struct MessageRecord {
     /// The W3C `tracestate` that came with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracestate: Option<String>,
+    /// The message's own destination for its events (`callback_url` of
+    /// the send), replacing the app's webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<crate::outbox::Callback>,
 }
 
 impl MessageRecord {
@@ -667,6 +671,7 @@ mod tests {
             ton_npi: [0, 0, 1, 1],
             traceparent: None,
             tracestate: None,
+            callback: None,
         }
     }
 

@@ -151,6 +151,7 @@ impl Messaging {
                 format!("source: this app may not send as {:?}", source.addr),
             ));
         }
+        let callback = req.callback()?;
         let text = validate_message(req.message.as_deref())
             .map_err(|e| MessagingError::refused("invalid_message", e.to_string()))?;
         let encoded = encode_for(&config, esme, text, self.next_reference())?;
@@ -198,6 +199,7 @@ impl Messaging {
             // Set by the caller from the request's trace.
             traceparent: None,
             tracestate: None,
+            callback,
         };
         let outbound = outbound_from(&encoded, &record);
         Ok(Prepared {

@@ -52,6 +52,17 @@ pub struct SendRequest {
     /// Over the rate limit, wait (up to 5 s) for capacity instead of 429.
     #[serde(default)]
     pub wait_for_capacity: bool,
+    /// This message's events go to this `http(s)://` URL instead of the
+    /// app's webhook (checked like the webhook: no private, loopback,
+    /// link-local or metadata address unless allowed). Signed with the
+    /// app's webhook secret when it has one.
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    /// With `callback_url`: the event kinds it gets (`pending`,
+    /// `delivered`, `failed`, `rejected`, `unknown`, or `final`); absent:
+    /// every kind.
+    #[serde(default)]
+    pub callback_events: Option<Vec<String>>,
 }
 
 /// Longest transaction id a client may give.
@@ -89,6 +100,10 @@ pub struct Normalized {
     pub wait_for_submit: bool,
     /// Over the rate limit, wait for capacity instead of refusing.
     pub wait_for_capacity: bool,
+    /// The message's own callback URL, trimmed; `None` when none.
+    pub callback_url: Option<String>,
+    /// Event kinds for the callback, as given.
+    pub callback_events: Option<Vec<String>>,
 }
 
 impl SendRequest {
@@ -110,11 +125,39 @@ impl SendRequest {
             destination_ton_npi: (self.dton, self.dnpi),
             wait_for_submit: self.wait_for_submit,
             wait_for_capacity: self.wait_for_capacity,
+            callback_url: self.callback_url.and_then(trimmed),
+            callback_events: self.callback_events,
         }
     }
 }
 
 impl Normalized {
+    /// The message's own callback: `callback_url` with the kinds of
+    /// `callback_events`. The URL's destination rules are the transport's
+    /// (`smsgw-api` checks it like a webhook before the request gets here).
+    pub fn callback(&self) -> Result<Option<smsgw_core::outbox::Callback>, MessagingError> {
+        let events = match &self.callback_events {
+            Some(words) => Some(smsgw_core::outbox::EventMask::parse(words).map_err(|e| {
+                MessagingError::InvalidField {
+                    field: "callback_events",
+                    reason: e.to_string(),
+                }
+            })?),
+            None => None,
+        };
+        match (&self.callback_url, events) {
+            (Some(url), events) => Ok(Some(smsgw_core::outbox::Callback {
+                url: url.clone(),
+                events,
+            })),
+            (None, Some(_)) => Err(MessagingError::InvalidField {
+                field: "callback_events",
+                reason: "needs callback_url".into(),
+            }),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// The transaction id the message is stored under: the client's (at
     /// most [`MAX_TRANSACTION_ID`] bytes), or a new UUID.
     pub fn transaction_id(&self) -> Result<String, MessagingError> {

@@ -364,7 +364,7 @@ impl Messaging {
             app_id: rec.app_id.clone(),
             key: rec.message_id.clone(),
             kind: kind.to_owned(),
-            callback: None,
+            callback: rec.callback.clone(),
             created_at_ms: smsgw_core::messages::unix_now_ms(),
         };
         outbox

@@ -166,6 +166,7 @@ pub fn message(segments: u16) -> MessageRecord {
         ton_npi: [0, 0, 1, 1],
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         tracestate: Some("vendor=1".into()),
+        callback: None,
     }
 }
 

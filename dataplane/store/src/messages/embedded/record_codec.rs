@@ -105,17 +105,29 @@ pub(super) fn encode(rec: &MessageRecord) -> Vec<u8> {
         .filter(|(_, s)| s.resubmitted)
         .map(|(i, _)| i as u16)
         .collect();
-    if rec.traceparent.is_some() || rec.tracestate.is_some() || !resubmitted.is_empty() {
+    let callback = rec
+        .callback
+        .as_ref()
+        .map(|c| serde_json::to_string(c).expect("callbacks serialise"));
+    if rec.traceparent.is_some()
+        || rec.tracestate.is_some()
+        || !resubmitted.is_empty()
+        || callback.is_some()
+    {
         w.opt_str(rec.traceparent.as_deref());
         w.opt_str(rec.tracestate.as_deref());
     }
     // Appended after the trace context: the positions of the resubmitted
-    // segments, left out when there are none.
-    if !resubmitted.is_empty() {
+    // segments, left out when there are none (nor a callback).
+    if !resubmitted.is_empty() || callback.is_some() {
         w.u32(resubmitted.len() as u32);
         for i in resubmitted {
             w.0.extend_from_slice(&i.to_le_bytes());
         }
+    }
+    // Appended after them: the message's own callback (JSON), if any.
+    if callback.is_some() {
+        w.opt_str(callback.as_deref());
     }
     w.0
 }
@@ -206,6 +218,14 @@ fn decode_v1(r: &mut Reader<'_>) -> Option<MessageRecord> {
             segments.get_mut(usize::from(i))?.resubmitted = true;
         }
     }
+    let callback = if r.0.is_empty() {
+        None
+    } else {
+        match r.opt_str()? {
+            Some(j) => Some(serde_json::from_str(&j).ok()?),
+            None => None,
+        }
+    };
     Some(MessageRecord {
         message_id,
         app_id,
@@ -226,6 +246,7 @@ fn decode_v1(r: &mut Reader<'_>) -> Option<MessageRecord> {
         ton_npi,
         traceparent,
         tracestate,
+        callback,
     })
 }
 
@@ -395,6 +416,7 @@ mod tests {
             ton_npi: [1, 2, 3, 4],
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
             tracestate: Some("k=v".into()),
+            callback: None,
         }
     }
 
@@ -414,6 +436,16 @@ mod tests {
         let mut state_only = rec.clone();
         state_only.traceparent = None;
         assert_eq!(decode(&encode(&state_only)).unwrap(), state_only);
+        // A callback, with and without a trace context or resubmissions.
+        let mut called = rec.clone();
+        called.callback = Some(smsgw_core::outbox::Callback {
+            url: "https://example.com/cb?x=1".into(),
+            events: Some(smsgw_core::outbox::EventMask::parse(&["final"]).unwrap()),
+        });
+        assert_eq!(decode(&encode(&called)).unwrap(), called);
+        let mut called_bare = bare.clone();
+        called_bare.callback = called.callback.clone();
+        assert_eq!(decode(&encode(&called_bare)).unwrap(), called_bare);
         // Resubmitted segments, with and without a trace context.
         let mut resubmitted = rec.clone();
         resubmitted.segments[1].resubmitted = true;
@@ -446,6 +478,7 @@ mod tests {
         let untraced = MessageRecord {
             traceparent: None,
             tracestate: None,
+            callback: None,
             ..full()
         };
         let before_trace = encode(&untraced).len();
