@@ -546,20 +546,20 @@ async fn oversized_unauthenticated_grpc_calls_are_refused_and_streams_per_user_b
     let mut open = Vec::new();
     for _ in 0..3 {
         open.push(
-            sms.watch_events(creds.grpc(smsgw_proto::sms::v1::WatchEventsRequest {}))
+            sms.watch_events(creds.grpc(smsgw_proto::sms::v1::WatchEventsRequest::default()))
                 .await
                 .expect("a stream within the bound"),
         );
     }
     let e = sms
-        .watch_events(creds.grpc(smsgw_proto::sms::v1::WatchEventsRequest {}))
+        .watch_events(creds.grpc(smsgw_proto::sms::v1::WatchEventsRequest::default()))
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
     // Closing one frees its slot.
     drop(open.pop());
     let ok = eventually(Duration::from_secs(5), async || {
-        sms.watch_events(creds.grpc(smsgw_proto::sms::v1::WatchEventsRequest {}))
+        sms.watch_events(creds.grpc(smsgw_proto::sms::v1::WatchEventsRequest::default()))
             .await
             .is_ok()
     })

@@ -77,7 +77,7 @@ async fn apps_receive_national_table_mo_as_the_exact_text() {
     bound(&gw, &creds).await;
     let mut sms = SmsServiceClient::new(gw.channel().await);
     let mut events = sms
-        .watch_events(creds.grpc(WatchEventsRequest {}))
+        .watch_events(creds.grpc(WatchEventsRequest::default()))
         .await
         .unwrap()
         .into_inner();

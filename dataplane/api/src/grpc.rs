@@ -288,10 +288,17 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
         &self,
         req: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        self.state.call(User, "WatchEvents", req, |caller, _| async move {
+        self.state.call(User, "WatchEvents", req, |caller, w| async move {
             let Caller::User { app_id, .. } = &caller else {
                 return Err(ApiError::PermissionDenied("watching events needs a user's token".into()));
             };
+            if let Some(after) = w.after {
+                // Check the cursor before the stream opens.
+                crate::events::page(&self.state, app_id, Some(&after), 1).await?;
+                let slot = self.state.streams.open(&caller)?;
+                let stream = resume_events(self.state.clone(), app_id.clone(), after);
+                return Ok(slotted(slot, Box::pin(stream)));
+            }
             let slot = self.state.streams.open(&caller)?;
             let app_id = app_id.clone();
             let rx = self.state.messages.subscribe();
@@ -310,6 +317,56 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
         })
         .await
     }
+}
+
+/// WatchEvents from a cursor: the app's kept events after it, then each
+/// new one, read from the outbox's log (woken by the live events), each
+/// with its cursor and id.
+fn resume_events(
+    state: ApiState,
+    app_id: String,
+    after: String,
+) -> tokio_stream::wrappers::ReceiverStream<Result<pb::MessageEvent, Status>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        let mut live = state.messages.subscribe();
+        let mut cursor = after;
+        loop {
+            let got = match crate::events::page(&state, &app_id, Some(&cursor), 500).await {
+                Ok(g) => g,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            if got.is_empty() {
+                // Wait for news (any app's: cheap to re-read), at most 1 s.
+                tokio::select! {
+                    _ = live.recv() => {}
+                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    () = tx.closed() => return,
+                }
+                continue;
+            }
+            for l in got {
+                cursor = l.cursor.clone();
+                let Ok(ev) = serde_json::from_str::<crate::send::AppEvent>(&l.body) else {
+                    continue;
+                };
+                let event_id = serde_json::from_str::<serde_json::Value>(&l.body)
+                    .ok()
+                    .and_then(|v| v["event_id"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let mut pb = event_pb(ev);
+                pb.cursor = l.cursor;
+                pb.event_id = event_id;
+                if tx.send(Ok(pb)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// Handles the messages of one SendMessageStream, up to
@@ -508,6 +565,8 @@ fn event_pb(ev: crate::send::AppEvent) -> pb::MessageEvent {
                 incomplete,
             }),
         }),
+        cursor: String::new(),
+        event_id: String::new(),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cluster;
 pub mod dashboard;
 mod error;
+pub mod events;
 mod grpc;
 pub mod links;
 pub mod metrics;

@@ -66,6 +66,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/sms", get(sms_by_transaction))
         .route("/api/v1/sms/{message_id}", get(sms_info))
         .route("/api/v1/settings/webhook", axum::routing::put(set_webhook))
+        .route("/api/v1/events", get(list_events))
         .route("/api/v1/smpp/links", get(list_links))
         .route("/api/v1/smpp/links/{name}", get(get_link))
         .route_layer(needs(Access::User));
@@ -677,6 +678,65 @@ async fn set_webhook(
     crate::webhook::set(&state, &caller, settings)
         .await
         .map(Json)
+}
+
+/// `GET /api/v1/events` query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct EventsQuery {
+    /// The `cursor` of the last event read (the `next` of the previous
+    /// answer); absent: from the oldest event kept.
+    after: Option<String>,
+    /// At most this many events (1–1000, default 100).
+    limit: Option<usize>,
+}
+
+/// One event read back.
+#[derive(Serialize, utoipa::ToSchema)]
+struct PulledEvent {
+    /// Its place in the app's log: give it as `after` to read what follows.
+    cursor: String,
+    /// The event as a webhook gets it (an `AppEvent` with its `event_id`).
+    #[schema(value_type = Object)]
+    event: serde_json::Value,
+}
+
+/// A page of the app's events.
+#[derive(Serialize, utoipa::ToSchema)]
+struct EventPage {
+    /// In the order they happened.
+    events: Vec<PulledEvent>,
+    /// Where to read on from: the last event's cursor, or the `after`
+    /// given when nothing followed it.
+    next: Option<String>,
+}
+
+/// The caller's app's events (status changes, inbound messages) after a
+/// cursor, oldest first: every event is kept for `--events-retention`
+/// (24 h) whether or not a webhook took it, so a client that reads from
+/// its last cursor misses nothing.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventsQuery),
+    responses((status = 200, description = "The events after the cursor", body = EventPage)),
+    security(("bearer" = [], "app_id" = [])))]
+async fn list_events(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<EventPage>, ApiError> {
+    let app_id = crate::events::app_of(&caller)?;
+    let got =
+        crate::events::page(&state, app_id, q.after.as_deref(), q.limit.unwrap_or(100)).await?;
+    let next = got.last().map(|l| l.cursor.clone()).or(q.after);
+    Ok(Json(EventPage {
+        events: got
+            .into_iter()
+            .map(|l| PulledEvent {
+                event: serde_json::from_str(&l.body).unwrap_or(serde_json::Value::String(l.body)),
+                cursor: l.cursor,
+            })
+            .collect(),
+        next,
+    }))
 }
 
 /// `{"links": [...]}`.

@@ -214,7 +214,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let watcher = if args.wait_receipts {
         let mut c = SmsServiceClient::new(channel.clone());
         let mut events = c
-            .watch_events(authed(&creds, WatchEventsRequest {}))
+            .watch_events(authed(&creds, WatchEventsRequest::default()))
             .await?
             .into_inner();
         let d = delivered.clone();
