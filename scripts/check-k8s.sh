@@ -159,7 +159,6 @@ refuses "store.type must be redis or aerospike" --set store.type=embedded
 refuses "store.aerospike.hosts is required" --set store.type=aerospike
 refuses "contactPolicy.mcp.url is required" --set contactPolicy.engine=mcp
 refuses "s3.bucket is required" --set s3.enabled=true
-refuses "s3.existingSecret is required" --set s3.enabled=true,s3.bucket=j
 refuses "rateLimit.failMode must be open or closed" --set rateLimit.failMode=maybe
 refuses "proxy.tls.enabled needs proxy.tls.existingSecret" --set proxy.tls.enabled=true
 refuses "choose one" --set ingress.enabled=true,gatewayApi.enabled=true

@@ -16,6 +16,7 @@ mod metrics;
 mod mo;
 mod outbox;
 mod policy;
+mod s3_credentials;
 mod standalone;
 mod text;
 mod tls;

@@ -122,11 +122,8 @@ fails the render with what to set instead. Included by the proxy template.
 {{- if not .Values.s3.bucket -}}
 {{- fail "s3.bucket is required when s3.enabled (the journal's bucket)" -}}
 {{- end -}}
-{{- if not .Values.s3.existingSecret -}}
-{{- fail "s3.existingSecret is required when s3.enabled: a Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the gateway signs with static keys)" -}}
-{{- end -}}
 {{- else if .Values.s3.blacklists -}}
-{{- fail "s3.blacklists needs s3.enabled=true (with s3.existingSecret and s3.endpoint/region)" -}}
+{{- fail "s3.blacklists needs s3.enabled=true (with s3.endpoint/region, and s3.existingSecret unless the pods have an AWS identity)" -}}
 {{- end -}}
 {{- end -}}
 

@@ -7,8 +7,9 @@
 //! - [`blacklist`]: CSV blacklists streamed from S3 into a
 //!   [`smsgw_core::policy::BlacklistSink`] (Redis or in process) and
 //!   swapped in atomically, on a schedule and on demand.
-//! - [`store`]: the object stores both use: S3 (presigned SigV4 over
-//!   reqwest) or a local directory.
+//! - [`store`]: the object stores both use: S3 (`aws-sdk-s3`, the
+//!   standard credential chain, multipart for large objects) or a local
+//!   directory.
 #![warn(missing_docs)]
 
 pub mod blacklist;
@@ -37,8 +38,7 @@ pub enum ArchiveError {
     S3 {
         /// Operation (`put`, `get`, `list`, …).
         op: &'static str,
-        /// Status or transport error (never a URL: presigned URLs carry
-        /// signatures).
+        /// The SDK's error with its causes (never credentials).
         reason: String,
     },
     /// Local file I/O failed (spill directory, local store).

@@ -1,12 +1,27 @@
-//! Object storage: S3 (any S3-compatible server) through presigned SigV4
-//! URLs (rusty-s3) and reqwest, or a local directory (standalone mode).
+//! Object storage: S3 (AWS or any S3-compatible server) through the AWS
+//! SDK (`aws-sdk-s3`: the standard credential chain, the SDK's retries,
+//! multipart upload of large objects), or a local directory (standalone
+//! mode).
 
 use crate::ArchiveError;
 use async_trait::async_trait;
+use aws_config::default_provider::credentials::DefaultCredentialsChain;
+use aws_config::provider_config::ProviderConfig;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, future};
+use aws_sdk_s3::config::{
+    BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    StalledStreamProtectionConfig,
+};
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::primitives::ByteStream as SdkBody;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,10 +40,17 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, ArchiveError>;
 }
 
+/// Smallest multipart part S3 accepts (except the last).
+pub const MIN_PART_SIZE: usize = 5 << 20;
+
 /// How to reach one S3 bucket.
 ///
 /// # Defaults
-/// Region `us-east-1`, path-style URLs, request timeout 30 s.
+/// Region `us-east-1`, path-style URLs, credentials from the standard AWS
+/// chain (no static keys), each attempt bounded by 30 s, 3 attempts (the
+/// SDK's standard retry: exponential backoff with jitter on throttling,
+/// 5xx and transport errors), objects over 16 MiB uploaded in 8 MiB parts,
+/// 4 at once.
 #[derive(Clone)]
 pub struct S3Config {
     /// Endpoint, e.g. `https://s3.eu-west-1.amazonaws.com` or
@@ -38,20 +60,31 @@ pub struct S3Config {
     pub region: String,
     /// Bucket name.
     pub bucket: String,
-    /// Access key id.
+    /// Access key id; empty: the standard credential chain.
     pub access_key: String,
     /// Secret access key; never logged.
     pub secret_key: String,
     /// Path-style (`endpoint/bucket/key`, MinIO and most compatibles) or
     /// virtual-hosted style (`bucket.endpoint/key`).
     pub path_style: bool,
-    /// Bound on one request; a GET's body is bounded by the idle time
-    /// between chunks instead.
+    /// Bound on one attempt of a request; a GET's body is bounded by the
+    /// idle time between chunks instead.
     pub timeout: Duration,
+    /// Attempts per request (1: no retry).
+    pub max_attempts: u32,
+    /// Objects larger than this go up in parts (multipart upload).
+    pub multipart_threshold: usize,
+    /// Size of each part but the last, at least [`MIN_PART_SIZE`].
+    pub part_size: usize,
+    /// Parts uploaded at once.
+    pub part_concurrency: usize,
 }
 
 impl S3Config {
-    /// Defaults for a bucket at an endpoint with a key pair.
+    /// Defaults for a bucket at an endpoint with a key pair (both empty:
+    /// the standard AWS credential chain: `AWS_ACCESS_KEY_ID`…, web
+    /// identity (IRSA), the shared config/credentials files, ECS/EKS
+    /// container credentials, EC2 instance metadata).
     pub fn new(
         endpoint: impl Into<String>,
         bucket: impl Into<String>,
@@ -66,6 +99,10 @@ impl S3Config {
             secret_key: secret_key.into(),
             path_style: true,
             timeout: Duration::from_secs(30),
+            max_attempts: 3,
+            multipart_threshold: 16 << 20,
+            part_size: 8 << 20,
+            part_concurrency: 4,
         }
     }
 }
@@ -79,25 +116,28 @@ impl fmt::Debug for S3Config {
             .field("access_key", &self.access_key)
             .field("secret_key", &"<redacted>")
             .field("path_style", &self.path_style)
-            .finish()
+            .field("max_attempts", &self.max_attempts)
+            .field("multipart_threshold", &self.multipart_threshold)
+            .field("part_size", &self.part_size)
+            .finish_non_exhaustive()
     }
 }
-
-const SIGN_FOR: Duration = Duration::from_secs(300);
 
 /// One S3 bucket.
 #[derive(Clone)]
 pub struct S3Store {
-    http: reqwest::Client,
-    bucket: Bucket,
-    creds: Credentials,
+    client: aws_sdk_s3::Client,
+    bucket: String,
     timeout: Duration,
+    multipart_threshold: usize,
+    part_size: usize,
+    part_concurrency: usize,
 }
 
 impl fmt::Debug for S3Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("S3Store")
-            .field("bucket", &self.bucket.name())
+            .field("bucket", &self.bucket)
             .finish_non_exhaustive()
     }
 }
@@ -109,214 +149,280 @@ fn s3_err(op: &'static str, e: impl fmt::Display) -> ArchiveError {
     }
 }
 
-fn req_err(op: &'static str, e: reqwest::Error) -> ArchiveError {
-    // Presigned URLs carry the signature in the query: never print them.
-    s3_err(op, e.without_url())
+/// An SDK error with its causes (never credentials or signatures).
+fn sdk_err<E: std::error::Error>(op: &'static str, e: E) -> ArchiveError {
+    s3_err(op, DisplayErrorContext(e))
+}
+
+/// The standard AWS credential chain, built on first use (building it
+/// reads the environment and files, and is asynchronous; `S3Store::new`
+/// is not). The SDK caches what it provides until shortly before expiry.
+#[derive(Debug)]
+struct DefaultChain {
+    region: Region,
+    http: aws_smithy_runtime_api::client::http::SharedHttpClient,
+    chain: tokio::sync::OnceCell<DefaultCredentialsChain>,
+}
+
+impl ProvideCredentials for DefaultChain {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(async move {
+            let chain = self
+                .chain
+                .get_or_init(|| async {
+                    let conf = ProviderConfig::without_region()
+                        .with_region(Some(self.region.clone()))
+                        .with_http_client(self.http.clone());
+                    DefaultCredentialsChain::builder()
+                        .configure(conf)
+                        .region(self.region.clone())
+                        .build()
+                        .await
+                })
+                .await;
+            chain.provide_credentials().await
+        })
+    }
 }
 
 impl S3Store {
     /// A client for the bucket in `config`.
     pub fn new(config: &S3Config) -> Result<Self, ArchiveError> {
-        let endpoint = config
+        let endpoint: http::Uri = config
             .endpoint
             .parse()
             .map_err(|e| ArchiveError::Config(format!("S3 endpoint: {e}")))?;
-        let style = if config.path_style {
-            UrlStyle::Path
+        if !matches!(endpoint.scheme_str(), Some("http" | "https")) || endpoint.host().is_none() {
+            return Err(ArchiveError::Config(format!(
+                "S3 endpoint {endpoint}: expected http(s)://host[:port]"
+            )));
+        }
+        if config.bucket.is_empty() {
+            return Err(ArchiveError::Config("S3 bucket: empty name".into()));
+        }
+        if config.access_key.is_empty() != config.secret_key.is_empty() {
+            return Err(ArchiveError::Config(
+                "S3 credentials: give both the access key and the secret key, or neither (the standard AWS credential chain)".into(),
+            ));
+        }
+        if config.part_size < MIN_PART_SIZE {
+            return Err(ArchiveError::Config(format!(
+                "S3 part size {} is below the 5 MiB S3 accepts",
+                config.part_size
+            )));
+        }
+        // rustls with ring, as everywhere in the workspace: the SDK's
+        // default (aws-lc-rs) needs cmake and a C toolchain to build.
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let region = Region::new(config.region.clone());
+        let mut b = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::v2026_11_10())
+            .region(region.clone())
+            .endpoint_url(config.endpoint.trim_end_matches('/'))
+            .force_path_style(config.path_style)
+            .http_client(http.clone())
+            .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts.max(1)))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_attempt_timeout(config.timeout)
+                    .build(),
+            )
+            // Body integrity is TCP/TLS's and the server's MD5/ETag; the
+            // SDK's default CRC trailers (aws-chunked) are not understood
+            // by every S3-compatible server.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            // `get` bounds the idle time between chunks itself.
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
+        if config.access_key.is_empty() {
+            b = b.credentials_provider(DefaultChain {
+                region,
+                http,
+                chain: tokio::sync::OnceCell::new(),
+            });
         } else {
-            UrlStyle::VirtualHost
-        };
-        let bucket = Bucket::new(
-            endpoint,
-            style,
-            config.bucket.clone(),
-            config.region.clone(),
-        )
-        .map_err(|e| ArchiveError::Config(format!("S3 bucket: {e}")))?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| ArchiveError::Config(e.to_string()))?;
+            b = b.credentials_provider(Credentials::new(
+                config.access_key.clone(),
+                config.secret_key.clone(),
+                None,
+                None,
+                "smsgw-static",
+            ));
+        }
         Ok(Self {
-            http,
-            bucket,
-            creds: Credentials::new(config.access_key.clone(), config.secret_key.clone()),
+            client: aws_sdk_s3::Client::from_conf(b.build()),
+            bucket: config.bucket.clone(),
             timeout: config.timeout,
+            multipart_threshold: config.multipart_threshold,
+            part_size: config.part_size,
+            part_concurrency: config.part_concurrency.max(1),
         })
     }
 
     /// Creates the bucket (tests, first start); an existing bucket is fine.
     pub async fn create_bucket(&self) -> Result<(), ArchiveError> {
-        let url = self.bucket.create_bucket(&self.creds).sign(SIGN_FOR);
-        let resp = self
-            .http
-            .put(url)
-            .timeout(self.timeout)
+        match self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
             .send()
             .await
-            .map_err(|e| req_err("create bucket", e))?;
-        let status = resp.status();
-        if status.is_success() || status == reqwest::StatusCode::CONFLICT {
-            Ok(())
-        } else {
-            Err(s3_err("create bucket", status))
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let service = e.as_service_error();
+                if service.is_some_and(|s| {
+                    s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()
+                }) || e.raw_response().is_some_and(|r| r.status().as_u16() == 409)
+                {
+                    Ok(())
+                } else {
+                    Err(sdk_err("create bucket", e))
+                }
+            }
         }
+    }
+
+    /// Uploads `body` in parts of `part_size` (at most `part_concurrency`
+    /// at once) and completes the upload; aborts it on failure so no parts
+    /// are left behind.
+    async fn put_multipart(&self, key: &str, body: Bytes) -> Result<(), ArchiveError> {
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| sdk_err("create multipart upload", e))?;
+        let upload_id = upload
+            .upload_id()
+            .ok_or_else(|| s3_err("create multipart upload", "no upload id in the answer"))?
+            .to_owned();
+        let parts = (0..body.len().div_ceil(self.part_size)).map(|i| {
+            let chunk = body.slice(i * self.part_size..((i + 1) * self.part_size).min(body.len()));
+            let number = i as i32 + 1;
+            let upload_id = upload_id.clone();
+            async move {
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .body(SdkBody::from(chunk))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_err("upload part", e))?;
+                Ok::<_, ArchiveError>(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(out.e_tag().map(str::to_owned))
+                        .build(),
+                )
+            }
+        });
+        let uploaded: Result<Vec<CompletedPart>, ArchiveError> = futures::stream::iter(parts)
+            .buffered(self.part_concurrency)
+            .try_collect()
+            .await;
+        let completed = match uploaded {
+            Ok(parts) => self
+                .client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| sdk_err("complete multipart upload", e)),
+            Err(e) => Err(e),
+        };
+        if completed.is_err() {
+            // Best effort: a lifecycle rule cleans up what this misses.
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        completed
     }
 }
 
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn put(&self, key: &str, body: Bytes) -> Result<(), ArchiveError> {
-        let url = self
-            .bucket
-            .put_object(Some(&self.creds), key)
-            .sign(SIGN_FOR);
-        let resp = self
-            .http
-            .put(url)
-            .timeout(self.timeout)
-            .body(body)
+        if body.len() > self.multipart_threshold {
+            return self.put_multipart(key, body).await;
+        }
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(SdkBody::from(body))
             .send()
             .await
-            .map_err(|e| req_err("put", e))?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(s3_err("put", resp.status()))
-        }
+            .map(|_| ())
+            .map_err(|e| sdk_err("put", e))
     }
 
     async fn get(&self, key: &str) -> Result<ByteStream, ArchiveError> {
-        let url = self
-            .bucket
-            .get_object(Some(&self.creds), key)
-            .sign(SIGN_FOR);
-        let resp = self
-            .http
-            .get(url)
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
             .send()
             .await
-            .map_err(|e| req_err("get", e))?;
-        if !resp.status().is_success() {
-            return Err(s3_err("get", resp.status()));
-        }
+            .map_err(|e| sdk_err("get", e))?;
         let idle = self.timeout;
-        let stream = resp.bytes_stream().map_err(|e| req_err("get body", e));
         // Bound the wait for each chunk, not the whole (large) body.
-        let stream = futures::stream::unfold(Box::pin(stream), move |mut s| async move {
-            match tokio::time::timeout(idle, s.next()).await {
-                Ok(Some(item)) => Some((item, s)),
-                Ok(None) => None,
-                Err(_) => Some((Err(s3_err("get body", "idle timeout")), s)),
+        let stream = futures::stream::unfold(out.body, move |mut body| async move {
+            match tokio::time::timeout(idle, body.try_next()).await {
+                Ok(Ok(Some(chunk))) => Some((Ok(chunk), body)),
+                Ok(Ok(None)) => None,
+                Ok(Err(e)) => Some((Err(sdk_err("get body", e)), body)),
+                Err(_) => Some((Err(s3_err("get body", "idle timeout")), body)),
             }
         });
         Ok(stream.boxed())
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, ArchiveError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
         let mut keys = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut action = self.bucket.list_objects_v2(Some(&self.creds));
-            action.with_prefix(prefix);
-            if let Some(t) = &token {
-                action.with_continuation_token(t.clone());
-            }
-            let url = action.sign(SIGN_FOR);
-            let resp = self
-                .http
-                .get(url)
-                .timeout(self.timeout)
-                .send()
-                .await
-                .map_err(|e| req_err("list", e))?;
-            if !resp.status().is_success() {
-                return Err(s3_err("list", resp.status()));
-            }
-            let body = resp.text().await.map_err(|e| req_err("list", e))?;
-            // Only keys and the continuation token are needed; servers
-            // differ in which other fields they send (s3s-fs: no ETag), so
-            // read just those elements.
-            keys.extend(xml_elements(&body, "Key"));
-            let truncated = xml_elements(&body, "IsTruncated").next().as_deref() == Some("true");
-            match xml_elements(&body, "NextContinuationToken").next() {
-                Some(t) if truncated && !t.is_empty() => token = Some(t),
-                _ => break,
-            }
+        while let Some(page) = pages.try_next().await.map_err(|e| sdk_err("list", e))? {
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
         }
         keys.sort();
         Ok(keys)
-    }
-}
-
-/// The unescaped text of every `<name>…</name>` element of an S3 XML
-/// answer (which has no nested elements of the names read here).
-fn xml_elements<'a>(xml: &'a str, name: &str) -> impl Iterator<Item = String> + 'a {
-    let open = format!("<{name}>");
-    let close = format!("</{name}>");
-    let mut rest = xml;
-    std::iter::from_fn(move || {
-        let start = rest.find(&open)? + open.len();
-        let len = rest[start..].find(&close)?;
-        let text = &rest[start..start + len];
-        rest = &rest[start + len + close.len()..];
-        Some(xml_unescape(text))
-    })
-}
-
-fn xml_unescape(s: &str) -> String {
-    if !s.contains('&') {
-        return s.to_owned();
-    }
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find('&') {
-        out.push_str(&rest[..i]);
-        rest = &rest[i..];
-        let Some(end) = rest.find(';') else { break };
-        let entity = &rest[1..end];
-        let ch = match entity {
-            "amp" => Some('&'),
-            "lt" => Some('<'),
-            "gt" => Some('>'),
-            "quot" => Some('"'),
-            "apos" => Some('\''),
-            e if e.starts_with("#x") => u32::from_str_radix(&e[2..], 16)
-                .ok()
-                .and_then(char::from_u32),
-            e if e.starts_with('#') => e[1..].parse().ok().and_then(char::from_u32),
-            _ => None,
-        };
-        match ch {
-            Some(c) => {
-                out.push(c);
-                rest = &rest[end + 1..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn list_answers_should_yield_unescaped_keys_and_the_token() {
-        let xml = "<ListBucketResult><IsTruncated>true</IsTruncated><Contents><Key>a&amp;b/c&#x20;d.csv</Key><Size>3</Size></Contents>\
-                   <Contents><Key>e.csv</Key></Contents><NextContinuationToken>tok&lt;1</NextContinuationToken></ListBucketResult>";
-        let keys: Vec<String> = xml_elements(xml, "Key").collect();
-        assert_eq!(keys, ["a&b/c d.csv", "e.csv"]);
-        assert_eq!(
-            xml_elements(xml, "NextContinuationToken").next().as_deref(),
-            Some("tok<1")
-        );
-        assert_eq!(xml_elements(xml, "Missing").next(), None);
     }
 }
 

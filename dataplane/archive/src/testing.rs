@@ -7,6 +7,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use tokio::task::{JoinHandle, JoinSet};
 
 /// Access key the server accepts.
@@ -24,7 +25,11 @@ pub struct S3Server {
     pub root: PathBuf,
     _dir: tempfile::TempDir,
     task: Option<JoinHandle<()>>,
+    requests: RequestLog,
 }
+
+/// `METHOD path?query` of every request a server received, in order.
+pub type RequestLog = Arc<Mutex<Vec<String>>>;
 
 impl S3Server {
     /// Starts on an ephemeral port with an empty root and creates the bucket.
@@ -38,6 +43,7 @@ impl S3Server {
             root,
             _dir: dir,
             task: None,
+            requests: RequestLog::default(),
         };
         s.serve(listener);
         s.store().create_bucket().await.unwrap();
@@ -45,7 +51,20 @@ impl S3Server {
     }
 
     fn serve(&mut self, listener: tokio::net::TcpListener) {
-        self.task = Some(serve_dir(listener, &self.root));
+        self.task = Some(serve_dir_logged(
+            listener,
+            &self.root,
+            self.requests.clone(),
+        ));
+    }
+
+    /// `METHOD path?query` of every request received so far (e.g. to see
+    /// that an upload went in parts: `PUT /bucket/key?partNumber=…`).
+    pub fn requests(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Stops listening and drops every connection.
@@ -98,10 +117,45 @@ impl S3Server {
 /// accepting [`ACCESS_KEY`]/[`SECRET_KEY`], until the task is aborted
 /// (which drops every connection, like a server that goes away).
 pub fn serve_dir(listener: tokio::net::TcpListener, root: &Path) -> JoinHandle<()> {
+    serve_dir_logged(listener, root, RequestLog::default())
+}
+
+/// An S3 service that notes each request's method and URI first.
+#[derive(Clone)]
+struct Logged {
+    inner: s3s::service::S3Service,
+    log: RequestLog,
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Logged {
+    type Response = s3s::HttpResponse;
+    type Error = s3s::HttpError;
+    type Future = <s3s::service::S3Service as hyper::service::Service<
+        hyper::Request<hyper::body::Incoming>,
+    >>::Future;
+
+    fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format!("{} {}", req.method(), req.uri()));
+        hyper::service::Service::call(&self.inner, req)
+    }
+}
+
+/// [`serve_dir`], noting every request in `log`.
+pub fn serve_dir_logged(
+    listener: tokio::net::TcpListener,
+    root: &Path,
+    log: RequestLog,
+) -> JoinHandle<()> {
     let fs = s3s_fs::FileSystem::new(root).unwrap();
     let mut b = s3s::service::S3ServiceBuilder::new(fs);
     b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-    let service = b.build();
+    let service = Logged {
+        inner: b.build(),
+        log,
+    };
     tokio::spawn(async move {
         let mut conns = JoinSet::new();
         loop {

@@ -604,7 +604,10 @@ pub struct ArchiveArgs {
     /// Region used in S3 signatures.
     #[arg(long, env = "SMSGW_S3_REGION", default_value = "us-east-1")]
     pub s3_region: String,
-    /// S3 access key id.
+    /// S3 access key id. Empty (with an empty secret key): the standard
+    /// AWS credential chain (`AWS_ACCESS_KEY_ID`…, the shared config and
+    /// credentials files, web identity / IRSA, ECS/EKS container
+    /// credentials, EC2 instance metadata).
     #[arg(
         long,
         env = "SMSGW_S3_ACCESS_KEY",
@@ -612,7 +615,7 @@ pub struct ArchiveArgs {
         hide_env_values = true
     )]
     pub s3_access_key: String,
-    /// S3 secret access key.
+    /// S3 secret access key (with `--s3-access-key`).
     #[arg(
         long,
         env = "SMSGW_S3_SECRET_KEY",
@@ -624,6 +627,14 @@ pub struct ArchiveArgs {
     /// compatibles); `false` for virtual-hosted style.
     #[arg(long, env = "SMSGW_S3_PATH_STYLE", default_value_t = true, action = clap::ArgAction::Set)]
     pub s3_path_style: bool,
+    /// Attempts per S3 request (the SDK's standard retry: exponential
+    /// backoff with jitter on throttling, 5xx and transport errors).
+    #[arg(long, env = "SMSGW_S3_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub s3_max_attempts: u32,
+    /// Bound on one attempt of an S3 request (a download's body: on the
+    /// wait for each chunk).
+    #[arg(long, env = "SMSGW_S3_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub s3_timeout: std::time::Duration,
     /// Bucket of the message journal; unset disables the journal.
     #[arg(long, env = "SMSGW_JOURNAL_BUCKET")]
     pub journal_bucket: Option<String>,

@@ -106,6 +106,8 @@ fn bucket(
             );
             config.region = args.s3_region.clone();
             config.path_style = args.s3_path_style;
+            config.max_attempts = args.s3_max_attempts;
+            config.timeout = args.s3_timeout;
             Arc::new(S3Store::new(&config).with_context(|| format!("S3 bucket {bucket:?}"))?)
         }
         None => Arc::new(LocalStore::new(data_dir.join("objects").join(bucket))),
