@@ -221,7 +221,7 @@ impl S3Store {
             .build_https();
         let region = Region::new(config.region.clone());
         let mut b = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::v2026_11_10())
+            .behavior_version(BehaviorVersion::latest())
             .region(region.clone())
             .endpoint_url(config.endpoint.trim_end_matches('/'))
             .force_path_style(config.path_style)
@@ -231,6 +231,7 @@ impl S3Store {
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(5))
                     .operation_attempt_timeout(config.timeout)
+                    .read_timeout(config.timeout)
                     .build(),
             )
             // Body integrity is TCP/TLS's and the server's MD5/ETag; the
