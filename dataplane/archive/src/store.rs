@@ -220,8 +220,13 @@ impl S3Store {
             .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
             .build_https();
         let region = Region::new(config.region.clone());
+        // Pinned: each SDK release deprecates the previous dated version
+        // and `latest()` changes retry and timeout defaults under us (its
+        // retry behaviour 2.1 hid an outage from the journal's tests).
+        #[allow(deprecated)]
+        let behavior = BehaviorVersion::v2026_01_12();
         let mut b = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
+            .behavior_version(behavior)
             .region(region.clone())
             .endpoint_url(config.endpoint.trim_end_matches('/'))
             .force_path_style(config.path_style)
@@ -231,7 +236,6 @@ impl S3Store {
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(5))
                     .operation_attempt_timeout(config.timeout)
-                    .read_timeout(config.timeout)
                     .build(),
             )
             // Body integrity is TCP/TLS's and the server's MD5/ETag; the

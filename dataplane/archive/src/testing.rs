@@ -86,14 +86,18 @@ impl S3Server {
         self.serve(listener);
     }
 
-    /// Settings of a client of [`BUCKET`].
+    /// Settings of a client of [`BUCKET`], one attempt per request: the
+    /// tests that stop the server watch the caller's own retries (the
+    /// SDK's are tested on their own, with `max_attempts` raised).
     pub fn config(&self) -> S3Config {
-        S3Config::new(
+        let mut c = S3Config::new(
             format!("http://{}", self.addr),
             BUCKET,
             ACCESS_KEY,
             SECRET_KEY,
-        )
+        );
+        c.max_attempts = 1;
+        c
     }
 
     /// A client of [`BUCKET`].
