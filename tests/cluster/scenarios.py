@@ -504,6 +504,27 @@ class Load:
             time.sleep(max(0.0, nxt - time.time()))
 
 
+def check_all_delivered(c: Cluster, h, acked, within=120):
+    """Every acknowledged message (ids of `acked`) ends delivered within
+    `within` s; a failure shows the first records left (segments, links,
+    reasons) and every log line naming the first one."""
+    def undelivered():
+        left = []
+        for mid in acked:
+            st, m = message(c, h, mid)
+            if not (st == 200 and m["status"] == "delivered"):
+                left.append((mid, st, m))
+        return left
+
+    deadline = time.time() + within
+    left = undelivered()
+    while left and time.time() < deadline:
+        time.sleep(2)
+        left = undelivered()
+    check(not left, f"{len(left)} of {len(acked)} acknowledged messages not delivered: {left[:5]}\n"
+          + (c.logs_about(left[0][0]) if left else ""))
+
+
 def scenario_disruption(c: Cluster):
     h = auth_headers(c)
     sessions = c.get("smsgw.io/v1alpha1", "SmppLink", "sim")["spec"]["sessions"]
@@ -547,22 +568,7 @@ def scenario_disruption(c: Cluster):
     # Nothing acknowledged is lost: every message ends delivered (a
     # message accepted by a pod that went away is re-claimed by the
     # sweeper of another).
-    def undelivered():
-        left = []
-        for mid in acked:
-            st, m = message(c, h, mid)
-            if not (st == 200 and m["status"] == "delivered"):
-                # The whole record (segments, links, reasons) says why.
-                left.append((mid, st, m))
-        return left
-
-    deadline = time.time() + 120
-    left = undelivered()
-    while left and time.time() < deadline:
-        time.sleep(2)
-        left = [x for x in undelivered()]
-    check(not left, f"{len(left)} of {len(acked)} acknowledged messages not delivered: {left[:5]}\n"
-          + (c.logs_about(left[0][0]) if left else ""))
+    check_all_delivered(c, h, acked)
     s = c.sim()
     ours = {t for t, _ in acked.values()}
     rep = [r for r in s["submissions"]["repeated"] if r[1] in ours]
@@ -917,23 +923,9 @@ def scenario_holder_kill(c: Cluster):
     acked = dict(load.acked)
     check(len(acked) > 200, f"only {len(acked)} sends acknowledged ({len(load.refused)} refused: {load.refused[:10]})")
 
-    def undelivered():
-        left = []
-        for mid in acked:
-            st, m = message(c, h, mid)
-            if not (st == 200 and m["status"] == "delivered"):
-                left.append((mid, st, m))
-        return left
-
     # A message the killed pod had accepted and not yet submitted waits for
     # another pod's sweeper (stale after 30 s).
-    deadline = time.time() + 120
-    left = undelivered()
-    while left and time.time() < deadline:
-        time.sleep(2)
-        left = undelivered()
-    check(not left, f"{len(left)} of {len(acked)} acknowledged messages not delivered: {left[:3]}\n"
-          + (c.logs_about(left[0][0]) if left else ""))
+    check_all_delivered(c, h, acked)
     by_text = {t: mid for mid, (t, _) in acked.items()}
     rep = [r for r in c.sim()["submissions"]["repeated"] if r[1] in by_text]
     marked = [r for r in rep if message(c, h, by_text[r[1]])[1].get("possible_duplicate")]
