@@ -30,11 +30,11 @@
 //! Layout: this module (the store: its queue, reads, and the trait),
 //! `writer` (group commit, the log, checkpoints, replay), `tables` (the
 //! tables and the pure operations a logged write applies), `wal` (the log
-//! file's frames), `record_codec` (a record's bytes).
+//! file's frames); a record's bytes are `messages::record_codec`'s, shared
+//! with the other stores.
 //!
 //! [`purge_expired`]: smsgw_core::messages::MessageStore::purge_expired
 
-mod record_codec;
 mod tables;
 mod wal;
 mod writer;

@@ -3,8 +3,7 @@
 //! clock, queue or file of its own — the same on the first run and on a
 //! replay of the log.
 
-use super::record_codec;
-use crate::messages::{backend, keep_parked};
+use crate::messages::{backend, keep_parked, record_codec};
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 use smsgw_core::messages::{
     CreateOutcome, MessageRecord, MessageStatus, MessageStoreError, ReceiptChange, ReceiptOutcome,

@@ -1,4 +1,4 @@
-//! Compact binary encoding of a [`MessageRecord`] for the embedded store.
+//! Compact binary encoding of a [`MessageRecord`], shared by the stores.
 //!
 //! Every write of a message (create, each segment's submit outcome, each
 //! receipt) decodes and re-encodes its record, so the encoding is on the
@@ -22,7 +22,7 @@ use smsgw_core::messages::{
 const V1: u8 = 1;
 
 /// Encodes `rec` as version 1.
-pub(super) fn encode(rec: &MessageRecord) -> Vec<u8> {
+pub(crate) fn encode(rec: &MessageRecord) -> Vec<u8> {
     let mut w = Writer(Vec::with_capacity(
         192 + rec.text.len() + 48 * rec.segments.len(),
     ));
@@ -133,7 +133,7 @@ pub(super) fn encode(rec: &MessageRecord) -> Vec<u8> {
 }
 
 /// Decodes a record written by [`encode`] or, from earlier versions, as JSON.
-pub(super) fn decode(bytes: &[u8]) -> Result<MessageRecord, MessageStoreError> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<MessageRecord, MessageStoreError> {
     match bytes.first() {
         Some(&V1) => {
             let mut r = Reader(&bytes[1..]);
