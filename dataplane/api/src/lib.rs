@@ -120,10 +120,8 @@ impl ApiState {
     /// This pod's numbers, as it publishes them for the other pods of a
     /// cluster.
     pub fn pod_numbers(&self) -> cluster::PodNumbers {
-        let mut stats = self.messages.stats.view();
-        stats.limiter = self.messages.limiter().status().into();
         cluster::PodNumbers {
-            stats,
+            stats: self.own_stats(),
             requests: dashboard::request_stats(self),
             campaigns: self
                 .messages
@@ -136,8 +134,7 @@ impl ApiState {
     /// Message counters per link, pool and app: this pod's, or in a
     /// cluster every pod's summed with a per-pod breakdown.
     pub fn stats_view(&self) -> stats::StatsView {
-        let mut v = self.messages.stats.view();
-        v.limiter = self.messages.limiter().status().into();
+        let v = self.own_stats();
         match &self.cluster {
             None => v,
             Some(c) => v.merged(
@@ -148,6 +145,14 @@ impl ApiState {
                     .collect(),
             ),
         }
+    }
+
+    /// This pod's counters with its rate limiter's status: what it
+    /// publishes to its peers and what it answers alone.
+    fn own_stats(&self) -> stats::StatsView {
+        let mut v = self.messages.stats.view();
+        v.limiter = self.messages.limiter().status().into();
+        v
     }
 
     /// The same state with blacklists the admin API can reload.

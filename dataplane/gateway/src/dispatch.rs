@@ -269,29 +269,46 @@ impl Registry {
             fresh.insert(name.clone(), redis::from_redis_value::<Vec<String>>(&v)?);
         }
         *self.holders.write().unwrap_or_else(|p| p.into_inner()) = fresh;
-        let mut stale = Vec::new();
-        let peers = all_views
+        let peers = self
+            .live_peers(&mut conn, VIEWS_KEY, all_views, now, |v: &PodViews| v.until)
+            .await
             .into_iter()
-            .filter(|(pod, _)| *pod != self.advertise)
-            .filter_map(
-                |(pod, json)| match serde_json::from_str::<PodViews>(&json) {
-                    Ok(v) if v.until >= now => Some(tag_sessions(v.links, &v.pod)),
-                    _ => {
-                        stale.push(pod);
-                        None
-                    }
-                },
-            )
+            .map(|v| tag_sessions(v.links, &v.pod))
             .collect();
         *self.peer_views.write().unwrap_or_else(|p| p.into_inner()) = peers;
+        Ok(wishes(admin))
+    }
+
+    /// The other pods' entries of a published hash (`key`, pod address →
+    /// JSON) that are still valid at `now`; entries that are stale or do not
+    /// decode belong to pods that are gone and are deleted.
+    async fn live_peers<T: serde::de::DeserializeOwned>(
+        &self,
+        conn: &mut redis::aio::ConnectionManager,
+        key: &str,
+        all: HashMap<String, String>,
+        now: u64,
+        until: impl Fn(&T) -> u64,
+    ) -> Vec<T> {
+        let mut stale = Vec::new();
+        let mut live = Vec::new();
+        for (addr, json) in all {
+            if addr == self.advertise {
+                continue;
+            }
+            match serde_json::from_str::<T>(&json) {
+                Ok(v) if until(&v) >= now => live.push(v),
+                _ => stale.push(addr),
+            }
+        }
         if !stale.is_empty() {
             let _: redis::RedisResult<()> = redis::cmd("HDEL")
-                .arg(VIEWS_KEY)
+                .arg(key)
                 .arg(&stale)
-                .query_async(&mut conn)
+                .query_async(conn)
                 .await;
         }
-        Ok(wishes(admin))
+        live
     }
 
     /// Publishes this pod's numbers and reads the other live pods'.
@@ -318,29 +335,14 @@ impl Registry {
             .hgetall(NUMBERS_KEY)
             .query_async(&mut conn)
             .await?;
-        let mut stale = Vec::new();
-        let mut peers: Vec<(String, smsgw_api::cluster::PodNumbers)> = all
+        let mut peers: Vec<(String, smsgw_api::cluster::PodNumbers)> = self
+            .live_peers(&mut conn, NUMBERS_KEY, all, now, |p: &Published| p.until)
+            .await
             .into_iter()
-            .filter(|(addr, _)| *addr != self.advertise)
-            .filter_map(
-                |(addr, json)| match serde_json::from_str::<Published>(&json) {
-                    Ok(p) if p.until >= now => Some((p.pod, p.numbers)),
-                    _ => {
-                        stale.push(addr);
-                        None
-                    }
-                },
-            )
+            .map(|p| (p.pod, p.numbers))
             .collect();
         peers.sort_by(|a, b| a.0.cmp(&b.0));
         *self.peer_numbers.write().unwrap_or_else(|p| p.into_inner()) = peers;
-        if !stale.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("HDEL")
-                .arg(NUMBERS_KEY)
-                .arg(&stale)
-                .query_async(&mut conn)
-                .await;
-        }
         Ok(())
     }
 
