@@ -5,9 +5,9 @@
 //!
 //! | set | key | bins | TTL |
 //! |---|---|---|---|
-//! | `<set>` | message id | `j` JSON record; `acc` = `created_at_ms` while `accepted` (secondary index `<set>_acc`) | rest of `created_at + ttl` |
+//! | `<set>` | message id | `r` the record, a blob in the binary record encoding (`record_codec`; `j`, a JSON string, in records of the version before, still read); `acc` = `created_at_ms` while `accepted` (secondary index `<set>_acc`) | rest of `created_at + ttl` |
 //! | `<set>_tx` | `app_id \0 transaction_id` | `m` message id | same as the message |
-//! | `<set>_ix` | `link \0 smsc_id` | `m`, `s` mapping; `p`, `pf` parked receipt | message's once mapped, `parked_ttl` while only parked |
+//! | `<set>_ix` | `link \0 smsc_id` | `m`, `s` mapping; `p`, `pf` parked receipt | message's once mapped, `index_grace` after a final receipt, `parked_ttl` while only parked |
 //!
 //! Atomic steps are single-record operations: `CREATE_ONLY` puts (the
 //! idempotency key, the record) and generation-checked puts
@@ -19,9 +19,14 @@
 //! `accepted`, not the whole set. The message operations are the Redis
 //! store's, written once in [`KvMessageStore`] over this [`AerospikeKv`]:
 //! the same crash-safe create order (key, then record; a later create with
-//! the key takes over an orphaned key under its id).
+//! the key takes over an orphaned key under its id). A write of a record
+//! read as JSON writes it as `r` and drops `j`.
+//!
+//! Size: a delivered single-segment message's `r` is about 210 bytes
+//! (BENCHMARKS.md states the record's size on the server).
 
 use super::kv::{Cas, VersionedKv};
+use super::record_codec;
 use super::{CAS_ATTEMPTS, KvMessageStore, MessageStoreOptions, backend, keep_parked, ms};
 use aerospike::query::{Filter, PartitionFilter};
 use aerospike::{
@@ -97,11 +102,30 @@ fn string_bin(rec: &Record, name: &str) -> Option<String> {
     }
 }
 
+/// The message a record of the message set holds (`r`, or `j` as written
+/// by the version before); `None` without either.
+fn message_of(rec: &Record) -> Result<Option<MessageRecord>, MessageStoreError> {
+    match (rec.bins.get("r"), rec.bins.get("j")) {
+        (Some(Value::Blob(b)), _) => record_codec::decode(b).map(Some),
+        (_, Some(Value::String(j))) => record_codec::decode(j.as_bytes()).map(Some),
+        _ => Ok(None),
+    }
+}
+
 fn int_bin(rec: &Record, name: &str) -> Option<i64> {
     match rec.bins.get(name) {
         Some(Value::Int(i)) => Some(*i),
         _ => None,
     }
+}
+
+/// `d` in whole seconds, at least 1.
+fn seconds_for(d: Duration) -> Expiration {
+    Expiration::Seconds(
+        u32::try_from(ms(d).div_ceil(1000))
+            .unwrap_or(u32::MAX)
+            .max(1),
+    )
 }
 
 /// Seconds left until `expires_at_ms`, at least 1 (0 would mean the
@@ -189,14 +213,30 @@ impl AerospikeKv {
         }
     }
 
-    fn msg_bins(rec: &MessageRecord) -> Result<[Bin; 2], MessageStoreError> {
-        let json = serde_json::to_string(rec).map_err(backend)?;
+    /// The bins of a message: the record (dropping the JSON of the
+    /// version before, if any) and its `acc` listing.
+    fn msg_bins(rec: &MessageRecord) -> [Bin; 3] {
         let acc = if rec.status == MessageStatus::Accepted {
             Value::from(i64::try_from(rec.created_at_ms).unwrap_or(i64::MAX))
         } else {
             Value::Nil // removes the bin, and the record from the index
         };
-        Ok([Bin::new("j", Value::from(json)), Bin::new("acc", acc)])
+        [
+            Bin::new("r", Value::Blob(record_codec::encode(rec))),
+            Bin::new("j", Value::Nil),
+            Bin::new("acc", acc),
+        ]
+    }
+
+    /// Cuts the life of index entry `key` to `grace` (after a final
+    /// receipt); an entry already gone is fine.
+    async fn retire(&self, key: &Key, grace: Duration) -> Result<(), MessageStoreError> {
+        let p = Self::policy(RecordExistsAction::UpdateOnly, None, seconds_for(grace));
+        match self.client.touch(&p, key).await {
+            Ok(()) => Ok(()),
+            Err(e) if is(&e, ResultCode::KeyNotFoundError) => Ok(()),
+            Err(e) => Err(backend(e)),
+        }
     }
 }
 
@@ -208,13 +248,7 @@ impl VersionedKv for AerospikeKv {
         let Some(r) = self.read(&self.msg_key(id)?).await? else {
             return Ok(None);
         };
-        let Some(j) = string_bin(&r, "j") else {
-            return Ok(None);
-        };
-        Ok(Some((
-            r.generation,
-            serde_json::from_str(&j).map_err(backend)?,
-        )))
+        Ok(message_of(&r)?.map(|m| (r.generation, m)))
     }
 
     async fn compare_and_set(
@@ -230,7 +264,7 @@ impl VersionedKv for AerospikeKv {
         );
         match self
             .client
-            .put(&p, &self.msg_key(id)?, &Self::msg_bins(rec)?)
+            .put(&p, &self.msg_key(id)?, &Self::msg_bins(rec))
             .await
         {
             Ok(()) => Ok(Cas::Written),
@@ -252,7 +286,7 @@ impl VersionedKv for AerospikeKv {
         );
         match self
             .client
-            .put(&p, &self.msg_key(&rec.message_id)?, &Self::msg_bins(rec)?)
+            .put(&p, &self.msg_key(&rec.message_id)?, &Self::msg_bins(rec))
             .await
         {
             Ok(()) => Ok(true),
@@ -301,6 +335,7 @@ impl VersionedKv for AerospikeKv {
         id: &str,
         seq: u16,
         expires_at_ms: u64,
+        grace: Duration,
     ) -> Result<Option<ReceiptUpdate>, MessageStoreError> {
         let key = self.ix_key(link, smsc_id)?;
         let bins = [
@@ -329,9 +364,13 @@ impl VersionedKv for AerospikeKv {
             };
             match self.client.put(&p, &key, &bins).await {
                 Ok(()) => {
-                    return parked
-                        .map(|j| serde_json::from_str(&j).map_err(backend))
-                        .transpose();
+                    let parked = parked
+                        .map(|j| serde_json::from_str::<ReceiptUpdate>(&j).map_err(backend))
+                        .transpose()?;
+                    if parked.as_ref().is_some_and(|r| r.state.is_final()) {
+                        self.retire(&key, grace).await?;
+                    }
+                    return Ok(parked);
                 }
                 Err(e)
                     if is(&e, ResultCode::GenerationError)
@@ -349,19 +388,19 @@ impl VersionedKv for AerospikeKv {
         &self,
         r: &ReceiptUpdate,
         parked_ttl: Duration,
+        grace: Duration,
     ) -> Result<Option<(String, u16)>, MessageStoreError> {
         let key = self.ix_key(&r.link, &r.smsc_message_id)?;
-        let parked_exp = Expiration::Seconds(
-            u32::try_from(ms(parked_ttl).div_ceil(1000))
-                .unwrap_or(u32::MAX)
-                .max(1),
-        );
+        let parked_exp = seconds_for(parked_ttl);
         for _ in 0..CAS_ATTEMPTS {
             let existing = self.read(&key).await?;
             if let Some(ix) = &existing
                 && let (Some(id), Some(seq)) = (string_bin(ix, "m"), int_bin(ix, "s"))
             {
                 let seq = u16::try_from(seq).map_err(backend)?;
+                if r.state.is_final() {
+                    self.retire(&key, grace).await?;
+                }
                 return Ok(Some((id, seq)));
             }
             let (p, keep) = match existing {
@@ -408,7 +447,11 @@ impl VersionedKv for AerospikeKv {
         created_before_ms: u64,
         window: usize,
     ) -> Result<Vec<String>, MessageStoreError> {
-        let mut stmt = Statement::new(self.ns.as_str(), self.set.as_str(), Bins::from(vec!["j"]));
+        let mut stmt = Statement::new(
+            self.ns.as_str(),
+            self.set.as_str(),
+            Bins::from(vec!["r", "j"]),
+        );
         stmt.set_filter(Filter::range(
             "acc",
             0i64,
@@ -426,9 +469,7 @@ impl VersionedKv for AerospikeKv {
         let mut ids = Vec::new();
         let mut stream = rs.into_stream();
         while let Some(r) = stream.next().await {
-            let r = r.map_err(backend)?;
-            if let Some(j) = string_bin(&r, "j") {
-                let rec: MessageRecord = serde_json::from_str(&j).map_err(backend)?;
+            if let Some(rec) = message_of(&r.map_err(backend)?)? {
                 ids.push(rec.message_id);
             }
         }

@@ -82,8 +82,9 @@ pub trait VersionedKv: Send + Sync + 'static {
     ) -> Result<Option<String>, MessageStoreError>;
 
     /// In one atomic step: maps `(link, smsc_id)` to segment `seq` of
-    /// message `id` (expiring at `expires_at_ms`) and takes the receipt
-    /// parked under that key, if any.
+    /// message `id` (expiring at `expires_at_ms`, or after `grace` when
+    /// the receipt taken is final) and takes the receipt parked under that
+    /// key, if any.
     async fn index_and_take_parked(
         &self,
         link: &str,
@@ -91,16 +92,20 @@ pub trait VersionedKv: Send + Sync + 'static {
         id: &str,
         seq: u16,
         expires_at_ms: u64,
+        grace: Duration,
     ) -> Result<Option<ReceiptUpdate>, MessageStoreError>;
 
     /// In one atomic step: the `(message id, seq)` that the receipt's
-    /// `(link, SMSC id)` maps to, or else parks the receipt under that key
-    /// for `parked_ttl` (a parked final receipt is not replaced by an
-    /// intermediate one, as [`super::keep_parked`]) and answers `None`.
+    /// `(link, SMSC id)` maps to (the mapping then lives at most `grace`
+    /// more when the receipt is final: long enough to match a duplicate),
+    /// or else parks the receipt under that key for `parked_ttl` (a parked
+    /// final receipt is not replaced by an intermediate one, as
+    /// [`super::keep_parked`]) and answers `None`.
     async fn lookup_or_park(
         &self,
         r: &ReceiptUpdate,
         parked_ttl: Duration,
+        grace: Duration,
     ) -> Result<Option<(String, u16)>, MessageStoreError>;
 
     /// Ids of messages listed as accepted, created at or before
@@ -313,6 +318,7 @@ impl<K: VersionedKv> MessageStore for KvMessageStore<K> {
                 &s.message_id,
                 s.seq,
                 rec.expires_at_ms(self.opts.ttl),
+                self.opts.index_grace,
             )
             .await?;
         if let Some(r) = parked
@@ -331,7 +337,11 @@ impl<K: VersionedKv> MessageStore for KvMessageStore<K> {
         &self,
         r: &ReceiptUpdate,
     ) -> Result<ReceiptChange, MessageStoreError> {
-        match self.kv.lookup_or_park(r, self.opts.parked_ttl).await? {
+        match self
+            .kv
+            .lookup_or_park(r, self.opts.parked_ttl, self.opts.index_grace)
+            .await?
+        {
             Some((id, seq)) => self.apply_to(&id, seq, r).await,
             None => Ok(ReceiptChange {
                 outcome: ReceiptOutcome::Parked,

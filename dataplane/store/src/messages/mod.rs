@@ -24,7 +24,8 @@ use std::time::Duration;
 ///
 /// # Defaults
 /// `ttl` 86,400 s ([`DEFAULT_MESSAGE_TTL`]), `parked_ttl` 600 s
-/// ([`DEFAULT_PARKED_RECEIPT_TTL`]).
+/// ([`DEFAULT_PARKED_RECEIPT_TTL`]), `index_grace` 600 s
+/// ([`DEFAULT_INDEX_GRACE`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MessageStoreOptions {
     /// How long a message (and its idempotency key and index entries) lives,
@@ -33,13 +34,22 @@ pub struct MessageStoreOptions {
     /// How long a receipt whose `(link, SMSC id)` is unknown is kept,
     /// waiting for the `submit_sm_resp` that maps it.
     pub parked_ttl: Duration,
+    /// How long a segment's `(link, SMSC id)` index entry outlives its
+    /// final receipt, so that a duplicate of the receipt is still matched
+    /// (Redis and Aerospike; the embedded store keeps it for `ttl`).
+    pub index_grace: Duration,
 }
+
+/// Default [`MessageStoreOptions::index_grace`]: SMSCs resend a receipt
+/// whose `deliver_sm_resp` they missed within minutes.
+pub const DEFAULT_INDEX_GRACE: Duration = Duration::from_secs(600);
 
 impl Default for MessageStoreOptions {
     fn default() -> Self {
         Self {
             ttl: DEFAULT_MESSAGE_TTL,
             parked_ttl: DEFAULT_PARKED_RECEIPT_TTL,
+            index_grace: DEFAULT_INDEX_GRACE,
         }
     }
 }
@@ -53,6 +63,11 @@ impl MessageStoreOptions {
     /// Sets `parked_ttl`.
     pub fn parked_ttl(mut self, parked_ttl: Duration) -> Self {
         self.parked_ttl = parked_ttl;
+        self
+    }
+    /// Sets `index_grace`.
+    pub fn index_grace(mut self, index_grace: Duration) -> Self {
+        self.index_grace = index_grace;
         self
     }
 }
