@@ -102,11 +102,18 @@ async fn dbsize(c: &mut redis::aio::MultiplexedConnection) -> i64 {
     redis::cmd("DBSIZE").query_async(c).await.unwrap()
 }
 
-const N: u32 = 2_000;
+/// Messages a measurement stores: 2,000, or `REDIS_RECORD_MESSAGES`
+/// (BENCHMARKS.md runs 100,000).
+fn n() -> u32 {
+    std::env::var("REDIS_RECORD_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000)
+}
 
-/// Stores and delivers `N` messages from `from`, one at a time.
+/// Stores and delivers `n()` messages from `from`, one at a time.
 async fn deliver(store: &RedisMessageStore, from: u32) {
-    for n in from..from + N {
+    for n in from..from + n() {
         let m = message(n);
         store.create(&m).await.unwrap();
         let sid = smsc_id(n);
@@ -122,11 +129,11 @@ async fn deliver(store: &RedisMessageStore, from: u32) {
     }
 }
 
-/// Writes `N` delivered messages from `from` as the version before laid
+/// Writes `n()` delivered messages from `from` as the version before laid
 /// them out: a hash of version and JSON, the transaction key, the index
 /// hash; all with the message's expiry.
 async fn write_v1(c: &mut redis::aio::MultiplexedConnection, from: u32) {
-    for n in from..from + N {
+    for n in from..from + n() {
         let mut m = message(n);
         let sid = smsc_id(n);
         m.status = MessageStatus::Delivered;
@@ -216,7 +223,7 @@ async fn settle(c: &mut redis::aio::MultiplexedConnection, keys: i64) {
     }
 }
 
-/// Redis memory per message after storing and delivering `N` of them
+/// Redis memory per message after storing and delivering `n()` of them
 /// (once `keys` keys a message are left), and per message of the layout
 /// of the version before.
 async fn per_message(opts: MessageStoreOptions, keys: i64) -> (i64, i64) {
@@ -227,14 +234,34 @@ async fn per_message(opts: MessageStoreOptions, keys: i64) -> (i64, i64) {
     let mut c = conn(&server).await;
     // Warm up: scripts loaded, connections open.
     deliver(&store, 1_000_000).await;
-    settle(&mut c, keys * i64::from(N)).await;
+    settle(&mut c, keys * i64::from(n())).await;
     let before = used_memory(&mut c).await;
     deliver(&store, 0).await;
-    settle(&mut c, 2 * keys * i64::from(N)).await;
-    let ours = (used_memory(&mut c).await - before) / i64::from(N);
+    settle(&mut c, 2 * keys * i64::from(n())).await;
+    for kind in ["smsgw:m*", "smsgw:t*", "smsgw:i*"] {
+        let (_, found): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(0)
+            .arg("MATCH")
+            .arg(kind)
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if let Some(k) = found.first() {
+            let bytes: i64 = redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(k)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            eprintln!("MEMORY USAGE of a {kind} key: {bytes} B");
+        }
+    }
+    let ours = (used_memory(&mut c).await - before) / i64::from(n());
     let before_v1 = used_memory(&mut c).await;
     write_v1(&mut c, 2_000_000).await;
-    let v1 = (used_memory(&mut c).await - before_v1) / i64::from(N);
+    let v1 = (used_memory(&mut c).await - before_v1) / i64::from(n());
     (ours, v1)
 }
 

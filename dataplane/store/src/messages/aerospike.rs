@@ -476,3 +476,53 @@ impl VersionedKv for AerospikeKv {
         Ok(ids)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::record_codec::tests::delivered;
+
+    fn record(bins: &[Bin]) -> Record {
+        let bins = bins
+            .iter()
+            .filter(|b| b.value != Value::Nil)
+            .map(|b| (b.name.clone(), b.value.clone()))
+            .collect();
+        Record::new(None, bins, None, 1, 0)
+    }
+
+    #[test]
+    fn a_message_should_be_one_blob_bin_in_the_record_encoding() {
+        let rec = delivered();
+        let bins = AerospikeKv::msg_bins(&rec);
+        let names: Vec<&str> = bins.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["r", "j", "acc"]);
+        assert_eq!(bins[0].value, Value::Blob(record_codec::encode(&rec)));
+        // 211 bytes of bin data for a delivered single-segment message.
+        assert!(matches!(&bins[0].value, Value::Blob(b) if b.len() == 211));
+        // Writing drops the JSON of the version before; a message no longer
+        // accepted leaves the `acc` index.
+        assert_eq!(bins[1].value, Value::Nil);
+        assert_eq!(bins[2].value, Value::Nil);
+        assert_eq!(message_of(&record(&bins)).unwrap(), Some(rec.clone()));
+
+        let mut accepted = rec.clone();
+        accepted.status = MessageStatus::Accepted;
+        let bins = AerospikeKv::msg_bins(&accepted);
+        assert_eq!(
+            bins[2].value,
+            Value::from(i64::try_from(accepted.created_at_ms).unwrap())
+        );
+    }
+
+    #[test]
+    fn a_record_of_the_version_before_should_still_be_read() {
+        let rec = delivered();
+        let json = serde_json::to_string(&rec).unwrap();
+        let old = record(&[Bin::new("j", Value::from(json))]);
+        assert_eq!(message_of(&old).unwrap(), Some(rec));
+        assert_eq!(message_of(&record(&[])).unwrap(), None);
+        let bad = record(&[Bin::new("r", Value::Blob(vec![2, 0]))]);
+        assert!(message_of(&bad).is_err());
+    }
+}
