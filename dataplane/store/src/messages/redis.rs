@@ -72,30 +72,43 @@ redis.call('HSET', KEYS[1], 'v', tonumber(v) + 1, 'j', ARGV[2])
 return 1
 ";
 
+/// Lua: sets key `k` to expire in `ms` unless it expires sooner already
+/// (`PEXPIRE … LT` without needing Redis 7).
+macro_rules! lua_shorten {
+    () => {
+        "local function shorten(k, ms)\n  local t = redis.call('PTTL', k)\n  if t < 0 or t > tonumber(ms) then redis.call('PEXPIRE', k, ms) end\nend\n"
+    };
+}
+
 /// `KEYS[1]` index key; `ARGV[1]` packed message id, `ARGV[2]` seq,
 /// `ARGV[3]` expiry (ms since epoch), `ARGV[4]` grace (ms). Writes the
 /// mapping; returns (and removes) a parked receipt, cutting the entry's
 /// life to the grace when that receipt is final.
-const INDEX: &str = r"
+const INDEX: &str = concat!(
+    lua_shorten!(),
+    r"
 redis.call('HSET', KEYS[1], 'm', ARGV[1], 's', ARGV[2])
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 local p = redis.call('HMGET', KEYS[1], 'p', 'pf')
 if p[1] then
   redis.call('HDEL', KEYS[1], 'p', 'pf')
-  if p[2] == '1' then redis.call('PEXPIRE', KEYS[1], ARGV[4], 'LT') end
+  if p[2] == '1' then shorten(KEYS[1], ARGV[4]) end
 end
 return p[1]
-";
+"
+);
 
 /// `KEYS[1]` index key; `ARGV[1]` receipt JSON, `ARGV[2]` '1' if final,
 /// `ARGV[3]` parked TTL (ms), `ARGV[4]` grace (ms). Returns {message id,
 /// seq} when mapped (cutting the entry's life to the grace when the
 /// receipt is final), else parks (a final receipt is not replaced by an
 /// intermediate one, as `keep_parked` in Rust) and returns nil.
-const PARK: &str = r"
+const PARK: &str = concat!(
+    lua_shorten!(),
+    r"
 local m = redis.call('HMGET', KEYS[1], 'm', 's')
 if m[1] then
-  if ARGV[2] == '1' then redis.call('PEXPIRE', KEYS[1], ARGV[4], 'LT') end
+  if ARGV[2] == '1' then shorten(KEYS[1], ARGV[4]) end
   return m
 end
 if not (redis.call('HGET', KEYS[1], 'pf') == '1' and ARGV[2] == '0') then
@@ -103,15 +116,19 @@ if not (redis.call('HGET', KEYS[1], 'pf') == '1' and ARGV[2] == '0') then
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return nil
-";
+"
+);
 
 /// `KEYS[1]` index key of the version before: its mapping, if any (a
 /// final receipt cuts its life to the grace `ARGV[1]`, as [`PARK`]).
-const LOOKUP_V1: &str = r"
+const LOOKUP_V1: &str = concat!(
+    lua_shorten!(),
+    r"
 local m = redis.call('HMGET', KEYS[1], 'm', 's')
-if m[1] and ARGV[2] == '1' then redis.call('PEXPIRE', KEYS[1], ARGV[1], 'LT') end
+if m[1] and ARGV[2] == '1' then shorten(KEYS[1], ARGV[1]) end
 return m
-";
+"
+);
 
 /// `KEYS[1]` index key: drops the receipt parked there by a [`PARK`] that
 /// then found the mapping under the key of the version before; the key
