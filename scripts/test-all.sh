@@ -11,6 +11,11 @@ cd "$(dirname "$0")/.."
 
 # A clean clone builds once: incremental caches only cost disk (GBs).
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# One target directory, absolute, shared by the workspace and the fuzz
+# crate (its own workspace, which would otherwise build into fuzz/target).
+target="${CARGO_TARGET_DIR:-target}"
+case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
+export CARGO_TARGET_DIR="$target"
 
 log() { printf '\n==> %s\n' "$*"; }
 
@@ -28,6 +33,8 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
+# libfuzzer-sys (the fuzz crate, checked below) builds libFuzzer from C++.
+command -v c++ >/dev/null 2>&1 || need+=(g++)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)  # k8s and OpenAPI checks
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 
@@ -39,16 +46,36 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The fuzz targets' entry points sit behind a feature the workspace build
 # leaves off: check them too, or a changed type breaks `fuzz/` unseen.
 cargo clippy -p smsgw-smpp --features fuzzing --locked -- -D warnings
-
+# The fuzz crate itself is its own workspace (cargo-fuzz builds it): its
+# targets call the API, store and config crates directly, so a refactor
+# there breaks them unless they are compiled here. Its lock file started as
+# a copy of the workspace's; not `--locked`, so a dependency added to a
+# workspace crate is added to it instead of failing the run.
+cargo clippy --manifest-path fuzz/Cargo.toml --bins -- -D warnings
 # Build every test and binary of the workspace once; the checks below use
 # these binaries instead of building their packages again (a `-p` build
 # unifies features differently and would compile much of the tree twice).
 log "cargo test --no-run (build)"
 cargo test --workspace --locked --no-run
-target="${CARGO_TARGET_DIR:-target}"
-case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
 export SMSGW_BIN="$target/debug/smsgw" SMSGW_OPERATOR_BIN="$target/debug/smsgw-operator"
 [ -x "$SMSGW_BIN" ] && [ -x "$SMSGW_OPERATOR_BIN" ] || { echo "binaries missing under $target/debug" >&2; exit 1; }
+
+# Every committed fuzz seed still passes its target (a plain build runs
+# inputs without coverage instrumentation; `-runs=0` runs the seeds and
+# stops): a change that breaks a target's invariant on a known input fails
+# here, not an hour into a fuzzing run. Built after the workspace so most
+# dependencies are already compiled.
+log "fuzz targets on their committed seeds"
+cargo build --manifest-path fuzz/Cargo.toml --bins
+for t in fuzz/seeds/*/; do
+    t=$(basename "$t")
+    if ! "$target/debug/$t" -runs=0 "fuzz/seeds/$t" >"$target/fuzz-seeds-$t.log" 2>&1; then
+        tail -n 40 "$target/fuzz-seeds-$t.log" >&2
+        echo "fuzz target $t fails on its committed seeds (log: $target/fuzz-seeds-$t.log)" >&2
+        exit 1
+    fi
+    echo "$t: $(ls "fuzz/seeds/$t" | wc -l) seeds pass"
+done
 
 # ---- Kubernetes packaging (issue 8) -------------------------------------
 # CRDs, rendered Helm chart and examples validated offline against the

@@ -20,9 +20,10 @@ use libfuzzer_sys::fuzz_target;
 use smsgw_api::{
     ApiState,
     auth::{Auth, AuthConfig, jwt::KeySet},
+    metrics::Metrics,
     router,
-    send::Messages,
 };
+use smsgw_messaging::Messaging;
 use tower::ServiceExt;
 
 const ADMIN_KEY: &str = "fuzz-admin-key-0123456789";
@@ -66,13 +67,15 @@ fn fixture() -> &'static Fixture {
             .build()
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let users = smsgw_store::EmbeddedUserStore::open(&dir.path().join("users.redb")).unwrap();
+        let users: Arc<dyn smsgw_core::users::UserStore> = Arc::new(
+            smsgw_store::EmbeddedUserStore::open(&dir.path().join("users.redb")).unwrap(),
+        );
         let auth = Auth::new(
             AuthConfig::new(
                 KeySet::single("fuzz", vec![42u8; 32]),
                 Some(ADMIN_KEY.to_owned()),
             ),
-            Arc::new(users),
+            users.clone(),
         );
         let messages = smsgw_store::messages::EmbeddedMessageStore::open(
             &dir.path().join("messages.redb"),
@@ -82,7 +85,13 @@ fn fixture() -> &'static Fixture {
         let snapshot =
             smsgw_crds::compile_manifests(include_str!("../../examples/standalone.yaml"))
                 .expect("the example compiles");
-        let state = ApiState::new(snapshot, auth, Messages::new(Arc::new(messages)));
+        let messaging = Messaging::builder(
+            Arc::new(messages),
+            users,
+            Arc::new(arc_swap::ArcSwap::from_pointee(snapshot)),
+        )
+        .build();
+        let state = ApiState::new(Metrics::new(), auth, Arc::new(messaging));
         let app = router(state);
         let (bearer, app_id, user_id) = rt.block_on(async {
             let reg = serde_json::json!({"email": "f@example.com", "password": "long enough pw", "app_name": "f"});

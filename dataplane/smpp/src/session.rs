@@ -68,6 +68,23 @@ impl std::future::Future for AwaitedAck {
     }
 }
 
+/// The `deliver_sm_resp` of a receipt, sent only once its fate is known:
+/// OK when stored, else a temporary error so the SMSC delivers it again.
+fn receipt_answer(seq: u32, stored: bool) -> Command {
+    let status = if stored { 0 } else { ESME_RX_T_APPN };
+    if !stored {
+        warn!(
+            sequence_number = seq,
+            "receipt not stored; answered with a temporary error so the SMSC delivers it again"
+        );
+    }
+    Command::new(
+        CommandStatus::from(status),
+        seq,
+        Pdu::DeliverSmResp(DeliverSmResp::default()),
+    )
+}
+
 /// Receipts whose `deliver_sm_resp` waits for them to be stored.
 type AwaitedAcks = futures::stream::FuturesUnordered<AwaitedAck>;
 
@@ -918,13 +935,7 @@ pub(crate) async fn run_connection(
                 };
             }
             Some((seq, stored)) = acks.next(), if !acks.is_empty() => {
-                // Answered only now that the receipt is stored; a temporary
-                // error asks the SMSC to deliver it again.
-                let status = if stored { 0 } else { ESME_RX_T_APPN };
-                if !stored {
-                    warn!(sequence_number = seq, "receipt not stored; answered with a temporary error so the SMSC delivers it again");
-                }
-                send(Command::new(CommandStatus::from(status), seq, Pdu::DeliverSmResp(DeliverSmResp::default())));
+                send(receipt_answer(seq, stored));
             }
             frame = reader.next() => {
                 let frame = match frame {
@@ -1152,6 +1163,22 @@ async fn handle_inbound(
             ));
         }
         Some(Pdu::Unbind) => {
+            // Receipts read before the unbind are answered first, as soon
+            // as they are stored (for at most a response timeout): left
+            // unanswered, the SMSC would deliver them all again.
+            let deadline = Instant::now() + cfg.response_timeout;
+            while !acks.is_empty() {
+                match tokio::time::timeout_at(deadline, acks.next()).await {
+                    Ok(Some((s, stored))) => send(receipt_answer(s, stored)),
+                    _ => {
+                        warn!(
+                            receipts_unanswered = acks.len(),
+                            "peer unbind: receipts not stored in time are left unanswered"
+                        );
+                        break;
+                    }
+                }
+            }
             send(Command::new(CommandStatus::EsmeRok, seq, Pdu::UnbindResp));
             return Some(End::PeerUnbind);
         }

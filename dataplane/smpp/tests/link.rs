@@ -1002,6 +1002,45 @@ async fn receipts_unanswered_when_the_connection_dies_are_replayed_on_the_next_b
 }
 
 #[tokio::test]
+async fn receipts_read_before_an_smsc_unbind_are_answered_before_the_unbind_resp() {
+    let mut f = fixture(SimConfig::default().redeliver_receipts(true), |c| {
+        c.sessions(1)
+    })
+    .await;
+    for i in 0..3 {
+        f.link.submit(msg(&format!("u{i}"))).await.unwrap();
+    }
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(next_receipt(&mut f.events).await);
+    }
+    // The SMSC unbinds while the three are being stored; they are stored
+    // a moment later, still within the response timeout.
+    f.sim.unbind_all();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    for r in &held {
+        r.ack.stored();
+    }
+    eventually("the held receipts answered", || {
+        f.sim.counters().deliver_sm_resps == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c = f.sim.counters();
+    assert_eq!(
+        (c.receipts_refused, c.receipts_redelivered),
+        (0, 0),
+        "answered on the unbinding session, not delivered again: {c:?}"
+    );
+    while let Ok(e) = f.events.try_recv() {
+        assert!(
+            !matches!(e, LinkEvent::Receipt(_)),
+            "no receipt delivered twice: {e:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_receipt_stored_at_once_is_answered_at_once() {
     let mut f = fixture(SimConfig::default().redeliver_receipts(true), |c| c).await;
     for i in 0..20 {
