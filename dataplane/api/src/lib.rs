@@ -90,10 +90,14 @@ impl ApiState {
     /// registered in `metrics`.
     pub fn new(metrics: metrics::Metrics, auth: auth::Auth, messages: Arc<Messaging>) -> Self {
         metrics.with_registry(|r| messages.register_metrics(r));
+        let auth = Arc::new(auth);
+        metrics.with_registry(|r| {
+            r.register_collector(Box::new(metrics::MemoryGauges::new(&auth, &messages)));
+        });
         Self {
             config: messages.config().clone(),
             metrics: Arc::new(metrics),
-            auth: Arc::new(auth),
+            auth,
             messages,
             dashboard: Arc::new(dashboard::Dashboard::default()),
             blacklists: None,

@@ -254,3 +254,100 @@ mod tests {
         assert!(t.secs >= 1.0);
     }
 }
+
+/// Labels of a bounded in-memory structure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StructureLabels {
+    structure: String,
+}
+
+/// The `smsgw_memory_*` gauges and `smsgw_memory_evictions_total`, read at
+/// scrape time from every bounded in-memory structure that grows with
+/// traffic (the message service's and the authenticator's), plus
+/// `smsgw_smpp_late_responses_unmatched_total`. Holds both weakly.
+#[derive(Debug)]
+pub struct MemoryGauges {
+    auth: std::sync::Weak<crate::auth::Auth>,
+    messages: std::sync::Weak<smsgw_messaging::Messaging>,
+}
+
+impl MemoryGauges {
+    /// Gauges over `auth` and `messages`, to register as a collector.
+    pub fn new(
+        auth: &std::sync::Arc<crate::auth::Auth>,
+        messages: &std::sync::Arc<smsgw_messaging::Messaging>,
+    ) -> Self {
+        Self {
+            auth: std::sync::Arc::downgrade(auth),
+            messages: std::sync::Arc::downgrade(messages),
+        }
+    }
+}
+
+impl prometheus_client::collector::Collector for MemoryGauges {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        let mut all = Vec::new();
+        let mut unmatched = 0;
+        if let Some(m) = self.messages.upgrade() {
+            all.extend(m.memory());
+            unmatched = m.late_unmatched();
+        }
+        if let Some(a) = self.auth.upgrade() {
+            all.extend(a.memory());
+        }
+        let gauge = || Family::<StructureLabels, Gauge>::default();
+        let (entries, bytes, capacity) = (gauge(), gauge(), gauge());
+        let mut evicted = Vec::new();
+        for m in &all {
+            let l = StructureLabels {
+                structure: m.structure.to_owned(),
+            };
+            let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            entries.get_or_create(&l).set(clamp(m.entries));
+            bytes.get_or_create(&l).set(clamp(m.bytes));
+            capacity.get_or_create(&l).set(clamp(m.capacity));
+            evicted.push((l, m.evicted));
+        }
+        for (name, help, family) in [
+            (
+                "memory_entries",
+                "Entries held by a bounded in-memory structure",
+                &entries,
+            ),
+            (
+                "memory_bytes",
+                "Approximate bytes held by a bounded in-memory structure",
+                &bytes,
+            ),
+            (
+                "memory_capacity",
+                "Entry bound of a bounded in-memory structure",
+                &capacity,
+            ),
+        ] {
+            family.encode(encoder.encode_descriptor(name, help, None, family.metric_type())?)?;
+        }
+        let mut enc = encoder.encode_descriptor(
+            "memory_evictions",
+            "Entries dropped at the bound of an in-memory structure before their time to live",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (l, n) in evicted {
+            ConstCounter::new(n).encode(enc.encode_family(&l)?)?;
+        }
+        let c = ConstCounter::new(unmatched);
+        c.encode(encoder.encode_descriptor(
+            "smpp_late_responses_unmatched",
+            "Late submit_sm_resp that matched no segment awaiting one (past the 10-minute window, or forgotten at the late-response bound): the segment stays unknown",
+            None,
+            c.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}

@@ -397,7 +397,12 @@ pub async fn run(
         opts,
     });
     let mut lanes: HashMap<LaneKey, Lane> = HashMap::new();
-    let mut cache: HashMap<String, (Arc<AppTarget>, Instant)> = HashMap::new();
+    let mut cache = AppCache::new(
+        "webhook_apps",
+        APP_CACHE,
+        usize::MAX,
+        Duration::from_secs(5),
+    );
     let mut beat = Instant::now();
     claim_loop(&state, &shared, &mut lanes, &mut cache, &mut beat).await;
     // Stopping: what this pod held goes to another pod at once.
@@ -410,7 +415,7 @@ async fn claim_loop(
     state: &ApiState,
     shared: &Arc<Shared>,
     lanes: &mut HashMap<LaneKey, Lane>,
-    cache: &mut HashMap<String, (Arc<AppTarget>, Instant)>,
+    cache: &mut AppCache,
     beat: &mut Instant,
 ) {
     let (outbox, cancel) = (&shared.outbox, &shared.cancel);
@@ -513,14 +518,9 @@ fn lane_of(key: &str, lanes: usize) -> usize {
 }
 
 /// An app's webhook settings, read at most every 5 s.
-async fn resolve_app(
-    state: &ApiState,
-    cache: &mut HashMap<String, (Arc<AppTarget>, Instant)>,
-    app: &str,
-) -> Arc<AppTarget> {
-    if let Some((t, at)) = cache.get(app)
-        && at.elapsed() < Duration::from_secs(5)
-    {
+async fn resolve_app(state: &ApiState, cache: &mut AppCache, app: &str) -> Arc<AppTarget> {
+    let key = app.to_owned();
+    if let Some(t) = cache.get(&key, Instant::now()) {
         return t.clone();
     }
     let t = match state.auth.store().by_app_id(app).await {
@@ -559,9 +559,17 @@ async fn resolve_app(
         },
     };
     let t = Arc::new(t);
-    cache.insert(app.to_owned(), (t.clone(), Instant::now()));
+    let bytes = 2 * key.len() + std::mem::size_of::<AppTarget>() + 256;
+    cache.insert(key, t.clone(), bytes, Instant::now());
     t
 }
+
+/// Apps' webhook settings, each read at most every 5 s.
+type AppCache = smsgw_core::bounded::BoundedMap<String, Arc<AppTarget>>;
+
+/// Apps whose webhook settings are cached at most; past it the oldest is
+/// dropped and read again when next needed.
+const APP_CACHE: usize = 10_000;
 
 /// One lane of one destination: sends its events in order, one request at
 /// a time, each retried until it succeeds or expires. Ends after a minute

@@ -4,6 +4,7 @@
 //! front ends (`smsgw-api`) depend on this crate, never on each other.
 #![warn(missing_docs)]
 
+pub mod bounded;
 pub mod limits;
 pub mod links;
 pub mod messages;

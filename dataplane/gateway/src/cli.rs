@@ -194,6 +194,13 @@ pub struct GatewayArgs {
     /// replay after a crash longer.
     #[arg(long, env = "SMSGW_STORE_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub store_checkpoint_interval: std::time::Duration,
+    /// Embedded store: page cache of the message store (redb's read cache
+    /// and write buffer together), in bytes or with a unit (`32MiB`,
+    /// `512KiB`, `1GiB`; `MB` is 10^6). The embedded outbox gets a quarter
+    /// of it (at least 1 MiB), the user store 4 MiB. Larger keeps more of
+    /// the file in memory for reads; the store's writes do not need it.
+    #[arg(long, env = "SMSGW_STORE_CACHE", default_value = "32MiB", value_parser = parse_bytes)]
+    pub store_cache: usize,
     /// How long message records live.
     #[arg(long, env = "SMSGW_MESSAGE_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
     pub message_ttl: std::time::Duration,
@@ -247,6 +254,13 @@ pub struct GatewayArgs {
     /// hold open at once.
     #[arg(long, env = "SMSGW_MAX_STREAMS_PER_USER", default_value_t = smsgw_api::DEFAULT_STREAMS_PER_USER)]
     pub max_streams_per_user: usize,
+    /// Segments with an unknown outcome (no submit_sm_resp in time)
+    /// remembered for a late submit_sm_resp, each for 10 minutes; past it
+    /// the oldest is forgotten (its late answer is counted in
+    /// `smsgw_smpp_late_responses_unmatched_total` and the segment stays
+    /// `unknown`). About 150 bytes each.
+    #[arg(long, env = "SMSGW_LATE_RESPONSES", default_value_t = smsgw_messaging::DEFAULT_LATE_RESPONSES, value_parser = clap::value_parser!(usize))]
+    pub late_responses: usize,
     /// A message still `accepted` (not submitted) this long after it was
     /// accepted is claimed and submitted by a sweeper.
     #[arg(long, env = "SMSGW_SWEEP_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -701,9 +715,74 @@ fn parse_blacklist(s: &str) -> Result<BlacklistArg, String> {
     })
 }
 
+/// A byte size: plain bytes, or a number with a unit — `KiB`, `MiB`,
+/// `GiB` (powers of 1024; `K`, `M`, `G` alike) or `KB`, `MB`, `GB`
+/// (powers of 1000).
+pub(crate) fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte size (e.g. 33554432, 32MiB, 512KiB)"))?;
+    let mul: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        u => {
+            return Err(format!(
+                "{s:?}: unknown unit {u:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ));
+        }
+    };
+    n.checked_mul(mul)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_sizes_parse_with_and_without_units_and_bad_ones_are_explained() {
+        assert_eq!(parse_bytes("33554432"), Ok(32 << 20));
+        assert_eq!(parse_bytes("32MiB"), Ok(32 << 20));
+        assert_eq!(parse_bytes("32M"), Ok(32 << 20));
+        assert_eq!(parse_bytes("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("64MB"), Ok(64_000_000));
+        assert_eq!(parse_bytes(" 7 B "), Ok(7));
+        assert!(
+            parse_bytes("32 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(parse_bytes("MiB").unwrap_err().contains("not a byte size"));
+        assert!(parse_bytes("-1").unwrap_err().contains("not a byte size"));
+        assert!(
+            parse_bytes("99999999999999GiB")
+                .unwrap_err()
+                .contains("too large")
+        );
+        let cli = Cli::try_parse_from([
+            "smsgw",
+            "standalone",
+            "-c",
+            "x.yaml",
+            "--store-cache",
+            "8MiB",
+        ])
+        .unwrap();
+        let Command::Standalone(a) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!(a.gateway.store_cache, 8 << 20);
+    }
 
     #[test]
     fn the_command_line_is_consistent() {

@@ -182,6 +182,7 @@ impl Gateway {
             .links(control)
             .policy(contact.engine.clone())
             .limiter(rate.limiter.clone())
+            .late_responses(args.late_responses)
             .build();
         messaging.stats.set_per_app_series(args.metrics_per_app);
         let mut state = ApiState::new(metrics, auth, Arc::new(messaging))
@@ -385,9 +386,10 @@ async fn outbox(args: &GatewayArgs) -> anyhow::Result<Arc<dyn smsgw_core::outbox
                 );
             }
             Arc::new(
-                smsgw_store::outbox::EmbeddedOutbox::open(
+                smsgw_store::outbox::EmbeddedOutbox::open_with_cache(
                     &args.data_dir.join("outbox.redb"),
                     args.events_retention,
+                    (args.store_cache / 4).max(1 << 20),
                 )
                 .context("cannot open the embedded outbox")?,
             )
@@ -400,7 +402,9 @@ async fn message_store(args: &GatewayArgs) -> anyhow::Result<Arc<dyn MessageStor
         AerospikeConfig, AerospikeMessageStore, Checkpoints, EmbeddedMessageStore,
         MessageStoreOptions, RedisMessageStore,
     };
-    let opts = MessageStoreOptions::default().ttl(args.message_ttl);
+    let opts = MessageStoreOptions::default()
+        .ttl(args.message_ttl)
+        .cache_bytes(args.store_cache);
     Ok(match args.store {
         StoreKind::Embedded => Arc::new(
             EmbeddedMessageStore::open_with(

@@ -4,7 +4,7 @@
 //! transaction id). Then it is handed to [`crate::submit`].
 
 use crate::request::{Normalized, validate_destination, validate_source};
-use crate::service::{Messaging, Sender, USER_CACHE};
+use crate::service::{Messaging, Sender};
 use crate::text::{encode_for, outbound_from, validate_message};
 use crate::trace::RequestTrace;
 use crate::views::{accepted_response, segment_view};
@@ -219,10 +219,12 @@ impl Messaging {
             // Apps registered through the API carry their rate on the record.
             let stale = {
                 let mut known = self.app_limits.lock().unwrap_or_else(|e| e.into_inner());
-                match known.get(&p.record.app_id) {
-                    Some((r, at)) if *r == rate && at.elapsed() < USER_CACHE => false,
+                let now = Instant::now().into_std();
+                match known.get(&p.record.app_id, now) {
+                    Some(r) if *r == rate => false,
                     _ => {
-                        known.insert(p.record.app_id.clone(), (rate, Instant::now()));
+                        let bytes = 2 * p.record.app_id.len() + 4;
+                        known.insert(p.record.app_id.clone(), rate, bytes, now);
                         true
                     }
                 }

@@ -33,7 +33,8 @@ pub use error::MessagingError;
 pub use receipts::MobileOriginated;
 pub use request::SendRequest;
 pub use service::{
-    DEFAULT_SUBMIT_RETRY, MESSAGE_LOG, Messaging, MessagingBuilder, Sender, Unlimited,
+    DEFAULT_LATE_RESPONSES, DEFAULT_SUBMIT_RETRY, MESSAGE_LOG, Messaging, MessagingBuilder, Sender,
+    USER_CACHE_ENTRIES, Unlimited,
 };
 pub use submit::SWEEP_BATCH;
 pub use views::{AppEvent, MessageView, SegmentView, SendResponse, Viewer};

@@ -12,10 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// How long a segment with an unknown outcome waits for a late answer.
-const LATE_WINDOW: Duration = Duration::from_secs(600);
-
-/// Entries kept before old ones are dropped from the late-answer map.
-const LATE_ENTRIES: usize = 10_000;
+pub(crate) const LATE_WINDOW: Duration = Duration::from_secs(600);
 
 /// (link, session, sequence number) of a submit_sm awaiting a late answer.
 pub(crate) type PendingKey = (String, u32, u32);
@@ -99,19 +96,28 @@ impl Messaging {
         Ok(change.outcome)
     }
 
-    /// Remembers where a late submit_sm_resp would belong. Entries older
-    /// than [`LATE_WINDOW`] are dropped once the map grows, so segments whose
-    /// answer never comes cannot grow it without bound.
-    pub(crate) fn remember_late(&self, key: PendingKey, value: (String, u16, Instant)) {
-        let mut late = self.late.lock().unwrap_or_else(|p| p.into_inner());
-        if late.len() >= LATE_ENTRIES {
-            late.retain(|_, (_, _, at)| at.elapsed() < LATE_WINDOW);
+    /// Remembers where a late submit_sm_resp would belong, for
+    /// [`LATE_WINDOW`]. The map is bounded (the builder's
+    /// `late_responses`): past it the oldest entry is forgotten, so
+    /// segments whose answer never comes cannot grow it without bound.
+    pub(crate) fn remember_late(&self, key: PendingKey, value: (String, u16)) {
+        let bytes =
+            key.0.len() + value.0.len() + std::mem::size_of::<(PendingKey, (String, u16))>();
+        let evicted = self.late.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            key,
+            value,
+            bytes,
+            Instant::now().into_std(),
+        );
+        if evicted > 0 {
+            tracing::debug!(evicted, "late-response map full: oldest segments forgotten");
         }
-        late.insert(key, value);
     }
 
     /// Settles a segment whose submit_sm_resp came after its timeout; false
-    /// when no segment awaits that answer.
+    /// when no segment awaits that answer (never remembered, older than
+    /// [`LATE_WINDOW`], or forgotten at the map's bound): counted in
+    /// [`Messaging::late_unmatched`], the segment stays `unknown`.
     pub async fn on_late_response(
         &self,
         link: &str,
@@ -121,12 +127,14 @@ impl Messaging {
         smsc_message_id: Option<String>,
     ) -> Result<bool, MessagingError> {
         let key = (link.to_owned(), session, sequence);
-        let Some((message_id, seq, _)) = self
+        let Some((message_id, seq)) = self
             .late
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&key)
+            .take(&key, Instant::now().into_std())
         else {
+            self.late_unmatched
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(false);
         };
         let outcome = match (&smsc_message_id, command_status) {

@@ -8,6 +8,7 @@ use crate::trace::RequestTrace;
 use crate::views::{AppEvent, status_name};
 use crate::{MessagingError, SendRequest, SendResponse};
 use arc_swap::ArcSwap;
+use smsgw_core::bounded::{BoundedMap, MemoryUse};
 use smsgw_core::limits::RateLimiter;
 use smsgw_core::links::LinkControl;
 use smsgw_core::messages::{MessageRecord, MessageStatus, MessageStore, Target};
@@ -15,8 +16,7 @@ use smsgw_core::outbox::{Outbox, OutboxEvent, status_event_id};
 use smsgw_core::policy::PolicyEngine;
 use smsgw_core::users::{UserRecord, UserStore};
 use smsgw_crds::Snapshot;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{Semaphore, broadcast};
@@ -39,6 +39,14 @@ const SUBMIT_SLOTS: usize = 8192;
 
 /// How long a user record is cached for quota checks on the send path.
 pub(crate) const USER_CACHE: Duration = Duration::from_secs(5);
+
+/// Users (and apps' rate limits) cached at most; past it the oldest are
+/// dropped and read again from the store when next needed.
+pub const USER_CACHE_ENTRIES: usize = 10_000;
+
+/// Segments awaiting a late submit_sm_resp held at most, unless the
+/// builder says otherwise (`--late-responses`).
+pub const DEFAULT_LATE_RESPONSES: usize = 100_000;
 
 /// Who sends: an authenticated user of an app.
 #[derive(Debug, Clone, Copy)]
@@ -63,17 +71,25 @@ pub struct Messaging {
     /// How long a background submission retries before the sweeper.
     pub(crate) submit_retry: Duration,
     events: broadcast::Sender<AppEvent>,
-    user_cache: Mutex<HashMap<String, (Arc<UserRecord>, Instant)>>,
+    /// Users of the send path, each kept [`USER_CACHE`]; at most
+    /// [`USER_CACHE_ENTRIES`] (the oldest are dropped first: the next
+    /// request of that user reads the store again).
+    user_cache: Mutex<BoundedMap<String, Arc<UserRecord>>>,
     /// Segments whose outcome is unknown, by (link, session, sequence), so a
-    /// late submit_sm_resp can settle them.
-    pub(crate) late: Mutex<HashMap<crate::receipts::PendingKey, (String, u16, Instant)>>,
+    /// late submit_sm_resp can settle them: (message id, segment), kept
+    /// [`crate::receipts::LATE_WINDOW`], at most the builder's
+    /// `late_responses` entries.
+    pub(crate) late: Mutex<BoundedMap<crate::receipts::PendingKey, (String, u16)>>,
+    /// Late submit_sm_resp that matched no entry of `late` (never sent
+    /// from here, past the window, or evicted at the bound).
+    pub(crate) late_unmatched: AtomicU64,
     /// Concatenation reference of the next multi-part message.
     pub(crate) reference: AtomicU16,
     /// App rate limits last written to the limiter, and when: rewritten
     /// only when the rate changes or the entry is older than
     /// [`USER_CACHE`], so the send path does not write a limit (a store
     /// round trip with a shared limiter) for every message.
-    pub(crate) app_limits: Mutex<HashMap<String, (u32, Instant)>>,
+    pub(crate) app_limits: Mutex<BoundedMap<String, u32>>,
     /// Bounds background submissions: when every slot is taken, `send`
     /// waits, which holds clients back instead of queueing without limit.
     pub(crate) submit_slots: Arc<Semaphore>,
@@ -103,9 +119,19 @@ pub struct MessagingBuilder {
     policy: Option<Arc<dyn PolicyEngine>>,
     submit_retry: Duration,
     outbox: Option<Arc<dyn Outbox>>,
+    late_responses: usize,
 }
 
 impl MessagingBuilder {
+    /// How many segments with an unknown outcome are remembered for a
+    /// late submit_sm_resp (each for 10 minutes). Past it the oldest is
+    /// forgotten: its late answer, if it ever comes, is counted as
+    /// unmatched and the segment stays `unknown`.
+    pub fn late_responses(mut self, entries: usize) -> Self {
+        self.late_responses = entries;
+        self
+    }
+
     /// The durable outbox app events are appended to (status changes, MO):
     /// a receipt is acknowledged to the SMSC only once its event is in it.
     pub fn outbox(mut self, outbox: Arc<dyn Outbox>) -> Self {
@@ -152,10 +178,26 @@ impl MessagingBuilder {
             config: self.config,
             submit_retry: self.submit_retry,
             events: broadcast::channel(16_384).0,
-            user_cache: Mutex::new(HashMap::new()),
-            late: Mutex::new(HashMap::new()),
+            user_cache: Mutex::new(BoundedMap::new(
+                "user_cache",
+                USER_CACHE_ENTRIES,
+                usize::MAX,
+                USER_CACHE,
+            )),
+            late: Mutex::new(BoundedMap::new(
+                "late_responses",
+                self.late_responses,
+                usize::MAX,
+                crate::receipts::LATE_WINDOW,
+            )),
+            late_unmatched: AtomicU64::new(0),
             reference: AtomicU16::new(rand::random()),
-            app_limits: Mutex::new(HashMap::new()),
+            app_limits: Mutex::new(BoundedMap::new(
+                "app_limits",
+                USER_CACHE_ENTRIES,
+                usize::MAX,
+                USER_CACHE,
+            )),
             submit_slots: Arc::new(Semaphore::new(SUBMIT_SLOTS)),
             stats: Stats::default(),
             metrics,
@@ -182,6 +224,7 @@ impl Messaging {
             policy: None,
             submit_retry: DEFAULT_SUBMIT_RETRY,
             outbox: None,
+            late_responses: DEFAULT_LATE_RESPONSES,
         }
     }
 
@@ -190,6 +233,30 @@ impl Messaging {
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.stats.register(registry);
         self.metrics.register(registry);
+    }
+
+    /// What the service's bounded in-memory structures hold now (late
+    /// responses, user cache, app limits, campaigns), for the
+    /// `smsgw_memory_*` gauges.
+    pub fn memory(&self) -> Vec<MemoryUse> {
+        vec![
+            self.late.lock().unwrap_or_else(|p| p.into_inner()).memory(),
+            self.user_cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .memory(),
+            self.app_limits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .memory(),
+            self.stats.campaigns_memory(),
+        ]
+    }
+
+    /// Late submit_sm_resp that matched no segment awaiting one, since
+    /// start (`smsgw_smpp_late_responses_unmatched_total`).
+    pub fn late_unmatched(&self) -> u64 {
+        self.late_unmatched.load(Ordering::Relaxed)
     }
 
     /// Sets the observer of every message state change (the journal);
@@ -375,12 +442,11 @@ impl Messaging {
 
     /// The sending user's record, cached for [`USER_CACHE`].
     pub(crate) async fn user(&self, user_id: &str) -> Result<Arc<UserRecord>, MessagingError> {
-        if let Some((u, at)) = self
+        if let Some(u) = self
             .user_cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(user_id)
-            && at.elapsed() < USER_CACHE
+            .get(&user_id.to_owned(), Instant::now().into_std())
         {
             return Ok(u.clone());
         }
@@ -391,10 +457,17 @@ impl Messaging {
             .map_err(MessagingError::Users)?
             .ok_or(MessagingError::UnknownUser)?;
         let u = Arc::new(u);
+        // A user record is a few hundred bytes plus its quotas and lists.
+        let bytes = 2 * user_id.len() + std::mem::size_of::<UserRecord>() + 256;
         self.user_cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(user_id.to_owned(), (u.clone(), Instant::now()));
+            .insert(
+                user_id.to_owned(),
+                u.clone(),
+                bytes,
+                Instant::now().into_std(),
+            );
         Ok(u)
     }
 

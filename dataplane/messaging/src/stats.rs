@@ -12,9 +12,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use smsgw_core::bounded::BoundedMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Campaigns counted at once; past it the least recently active one is
 /// forgotten to make room (task ids are chosen by clients).
@@ -192,7 +193,7 @@ pub struct Stats {
     started: Instant,
     view: Mutex<StatsView>,
     /// By (app, task id), with the time of the last event.
-    campaigns: Mutex<HashMap<(String, String), (CampaignCounters, Instant)>>,
+    campaigns: Mutex<BoundedMap<(String, String), CampaignCounters>>,
     submitted: Family<ScopeLabels, Counter>,
     delivered: Family<ScopeLabels, Counter>,
     failed: Family<ScopeLabels, Counter>,
@@ -208,7 +209,12 @@ impl Default for Stats {
             per_app_series: std::sync::atomic::AtomicBool::new(false),
             started: Instant::now(),
             view: Mutex::default(),
-            campaigns: Mutex::default(),
+            campaigns: Mutex::new(BoundedMap::new(
+                "campaigns",
+                MAX_CAMPAIGNS,
+                usize::MAX,
+                Duration::MAX,
+            )),
             submitted: Family::default(),
             delivered: Family::default(),
             failed: Family::default(),
@@ -303,25 +309,23 @@ impl Stats {
         };
         let mut map = self.campaigns.lock().unwrap_or_else(|p| p.into_inner());
         let key = (s.app.to_owned(), task.to_owned());
-        if !map.contains_key(&key)
-            && map.len() >= MAX_CAMPAIGNS
-            && let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, (_, at))| *at)
-                .map(|(k, _)| k.clone())
-        {
-            map.remove(&oldest);
-        }
-        let (c, at) = map.entry(key).or_insert_with(|| {
-            let c = CampaignCounters {
-                task_id: task.to_owned(),
-                app_id: s.app.to_owned(),
-                ..Default::default()
-            };
-            (c, Instant::now())
+        // Taken out and put back, so the campaign becomes the most recent.
+        let mut c = map.remove(&key).unwrap_or_else(|| CampaignCounters {
+            task_id: task.to_owned(),
+            app_id: s.app.to_owned(),
+            ..Default::default()
         });
-        f(c);
-        *at = Instant::now();
+        f(&mut c);
+        let bytes = 2 * (s.app.len() + task.len()) + std::mem::size_of::<CampaignCounters>() + 48;
+        map.insert(key, c, bytes, Instant::now());
+    }
+
+    /// What the campaign counters hold, for the `smsgw_memory_*` gauges.
+    pub fn campaigns_memory(&self) -> smsgw_core::bounded::MemoryUse {
+        self.campaigns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .memory()
     }
 
     /// The `limit` most active campaigns (most messages submitted, then
@@ -330,7 +334,6 @@ impl Stats {
         let map = self.campaigns.lock().unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<CampaignCounters> = map
             .values()
-            .map(|(c, _)| c)
             .filter(|c| app.is_none_or(|a| a == c.app_id))
             .cloned()
             .collect();

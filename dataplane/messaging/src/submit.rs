@@ -83,7 +83,7 @@ impl Messaging {
                     if let Some((session, sequence)) = pending {
                         self.remember_late(
                             (submission.link.clone(), session, sequence),
-                            (latest.message_id.clone(), seq, Instant::now()),
+                            (latest.message_id.clone(), seq),
                         );
                     }
                     (SubmitStatus::Unknown { reason }, None)

@@ -124,6 +124,11 @@ async fn fixture(links: ScriptedLinks) -> Fixture {
 
 /// A fixture whose background submissions retry for `retry`.
 async fn fixture_with(links: ScriptedLinks, retry: Duration) -> Fixture {
+    fixture_full(links, retry, smsgw_messaging::DEFAULT_LATE_RESPONSES).await
+}
+
+/// A fixture remembering at most `late` segments for late responses.
+async fn fixture_full(links: ScriptedLinks, retry: Duration, late: usize) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(
         EmbeddedMessageStore::open(&dir.path().join("messages.redb"), Default::default()).unwrap(),
@@ -153,6 +158,7 @@ async fn fixture_with(links: ScriptedLinks, retry: Duration) -> Fixture {
     )
     .outbox(outbox.clone())
     .submit_retry(retry)
+    .late_responses(late)
     .links(links.clone())
     .limiter(limiter.clone())
     .policy(Arc::new(engine))
@@ -431,6 +437,64 @@ async fn a_late_submit_response_settles_the_unknown_segment() {
     assert!(matches!(out, ReceiptOutcome::Applied(ref m) if m.status == MessageStatus::Delivered));
     let stats = f.messaging.stats.view();
     assert_eq!(stats.links["link-a"].delivered, 1);
+}
+
+#[tokio::test]
+async fn the_late_response_map_holds_its_bound_and_counts_answers_it_forgot() {
+    let unknown = |seq| {
+        Step::Answer(Ok(Submission {
+            link: "link-a".into(),
+            results: vec![SegmentResult::Unknown {
+                reason: "no submit_sm_resp within 5s".into(),
+                pending: Some((1, seq)),
+            }],
+            resubmitted: Vec::new(),
+        }))
+    };
+    let f = fixture_full(
+        ScriptedLinks::new((0..5).map(unknown).collect(), unavailable()),
+        smsgw_messaging::DEFAULT_SUBMIT_RETRY,
+        3,
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let r = send_waiting(&f, &format!("tx-bound-{i}")).await;
+        assert_eq!(r.status, MessageStatus::Unknown);
+        ids.push(r.message_id);
+    }
+    let late = f
+        .messaging
+        .memory()
+        .into_iter()
+        .find(|m| m.structure == "late_responses")
+        .unwrap();
+    assert_eq!((late.entries, late.capacity, late.evicted), (3, 3, 2));
+    assert!(late.bytes > 0);
+    // The two oldest were forgotten: their answers are counted, not applied.
+    for seq in 0..2 {
+        assert!(
+            !f.messaging
+                .on_late_response("link-a", 1, seq, 0, Some(format!("id-{seq}")))
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(f.messaging.late_unmatched(), 2);
+    let rec = f.store.get(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(rec.status, MessageStatus::Unknown, "stays unknown");
+    // The three kept still settle their segments.
+    for seq in 2..5 {
+        assert!(
+            f.messaging
+                .on_late_response("link-a", 1, seq, 0, Some(format!("id-{seq}")))
+                .await
+                .unwrap()
+        );
+    }
+    let rec = f.store.get(&ids[4]).await.unwrap().unwrap();
+    assert_eq!(rec.segments[0].submit, SubmitStatus::Accepted);
+    assert_eq!(f.messaging.late_unmatched(), 2);
 }
 
 /// Sends `req` expecting a refusal with `code`; nothing is stored or

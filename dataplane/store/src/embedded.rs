@@ -13,6 +13,10 @@ const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const EMAILS: TableDefinition<&str, &str> = TableDefinition::new("user_emails");
 const APPS: TableDefinition<&str, &str> = TableDefinition::new("user_apps");
 
+/// The user store's page cache: users are few and read through caches
+/// (redb's own default, 1 GiB, is for far bigger files).
+pub const USER_STORE_CACHE: usize = 4 << 20;
+
 /// Users in a redb file on local disk (standalone mode).
 #[derive(Clone)]
 pub struct EmbeddedUserStore {
@@ -24,9 +28,13 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl EmbeddedUserStore {
-    /// Opens (or creates) the store file at `path`.
+    /// Opens (or creates) the store file at `path`, with a page cache of
+    /// [`USER_STORE_CACHE`] bytes.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(backend)?;
+        let db = Database::builder()
+            .set_cache_size(USER_STORE_CACHE)
+            .create(path)
+            .map_err(backend)?;
         let txn = db.begin_write().map_err(backend)?;
         txn.open_table(USERS).map_err(backend)?;
         txn.open_table(EMAILS).map_err(backend)?;

@@ -8,7 +8,7 @@ pub mod messages;
 pub mod outbox;
 mod redis_store;
 
-pub use embedded::EmbeddedUserStore;
+pub use embedded::{EmbeddedUserStore, USER_STORE_CACHE};
 pub use redis_store::{RedisConfig, RedisUserStore};
 
 #[cfg(any(test, feature = "testing"))]

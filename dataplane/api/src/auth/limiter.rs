@@ -5,12 +5,15 @@
 //! attempt waits a backoff that doubles per failure, up to a ceiling.
 //! In-process: each pod throttles on its own.
 
-use std::collections::HashMap;
+use smsgw_core::bounded::{BoundedMap, MemoryUse};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Keys held at most; beyond it, keys idle for a whole window are dropped.
-const MAX_KEYS: usize = 100_000;
+/// Keys held at most. Keys idle for a whole window are dropped as new ones
+/// come; past the bound the key idle longest is forgotten (its next
+/// attempt starts with its free failures again), so a spray of guesses
+/// from ever new accounts or addresses cannot grow the map.
+pub const MAX_KEYS: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -25,21 +28,36 @@ pub struct Throttle {
     base: Duration,
     ceiling: Duration,
     forget_after: Duration,
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<BoundedMap<String, Entry>>,
 }
 
 impl Throttle {
     /// `free` failures without delay; then the n-th further attempt waits
     /// `base × 2^(n-1)` (at most `ceiling`) after the previous failure. A
-    /// key is forgotten `forget_after` after its last failure.
-    pub fn new(free: u32, base: Duration, ceiling: Duration, forget_after: Duration) -> Self {
+    /// key is forgotten `forget_after` after its last failure. `name`
+    /// labels its `smsgw_memory_*` gauges.
+    pub fn new(
+        name: &'static str,
+        free: u32,
+        base: Duration,
+        ceiling: Duration,
+        forget_after: Duration,
+    ) -> Self {
         Self {
             free,
             base,
             ceiling,
             forget_after,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(BoundedMap::new(name, MAX_KEYS, usize::MAX, forget_after)),
         }
+    }
+
+    /// What the throttle holds, for the `smsgw_memory_*` gauges.
+    pub fn memory(&self) -> MemoryUse {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .memory()
     }
 
     fn backoff(&self, failures: u32) -> Duration {
@@ -56,39 +74,35 @@ impl Throttle {
     /// all slip through.
     pub fn reserve(&self, key: &str, now: Instant) -> Result<(), Duration> {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = map.get_mut(key) {
-            if now.duration_since(e.last) >= self.forget_after {
-                e.failures = 0;
-            }
-            let ready = e.last + self.backoff(e.failures);
-            if e.failures >= self.free && now < ready {
-                return Err((ready - now).max(Duration::from_secs(1)));
-            }
-            e.failures += 1;
-            e.last = now;
-            return Ok(());
-        }
-        if map.len() >= MAX_KEYS {
-            let forget = self.forget_after;
-            map.retain(|_, e| now.duration_since(e.last) < forget);
-        }
-        map.insert(
-            key.to_owned(),
-            Entry {
-                failures: 1,
+        let key = key.to_owned();
+        // Taken out and put back, so the key counts as recently active.
+        let mut e = map
+            .remove(&key)
+            .filter(|e| now.saturating_duration_since(e.last) < self.forget_after)
+            .unwrap_or(Entry {
+                failures: 0,
                 last: now,
-            },
-        );
+            });
+        let bytes = 2 * key.len() + std::mem::size_of::<Entry>();
+        let ready = e.last + self.backoff(e.failures);
+        if e.failures >= self.free && now < ready {
+            map.insert(key, e, bytes, now);
+            return Err((ready - now).max(Duration::from_secs(1)));
+        }
+        e.failures += 1;
+        e.last = now;
+        map.insert(key, e, bytes, now);
         Ok(())
     }
 
     /// Gives back one reservation (the attempt succeeded).
     pub fn release(&self, key: &str) {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = map.get_mut(key) {
+        let key = key.to_owned();
+        if let Some(e) = map.get_mut(&key, Instant::now()) {
             e.failures = e.failures.saturating_sub(1);
             if e.failures == 0 {
-                map.remove(key);
+                map.remove(&key);
             }
         }
     }
@@ -98,7 +112,7 @@ impl Throttle {
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+            .remove(&key.to_owned());
     }
 
     /// Failures currently counted for `key`.
@@ -107,8 +121,8 @@ impl Throttle {
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .map_or(0, |e| e.failures)
+            .get_with_time(&key.to_owned())
+            .map_or(0, |(e, _)| e.failures)
     }
 }
 
@@ -118,6 +132,7 @@ mod tests {
 
     fn t() -> Throttle {
         Throttle::new(
+            "t",
             3,
             Duration::from_secs(1),
             Duration::from_secs(60),
@@ -166,5 +181,20 @@ mod tests {
         assert_eq!(l.reserve("a", t0), Ok(()));
         l.reset("a");
         assert_eq!(l.failures("a"), 0);
+    }
+
+    #[test]
+    fn a_spray_of_new_keys_cannot_grow_the_throttle_past_its_bound() {
+        let l = t();
+        let t0 = Instant::now();
+        for i in 0..MAX_KEYS + 5_000 {
+            l.reserve(&format!("k{i}"), t0).unwrap();
+        }
+        let m = l.memory();
+        assert_eq!(m.entries, MAX_KEYS as u64);
+        assert_eq!(m.evicted, 5_000);
+        // The keys forgotten were the oldest: they start afresh.
+        assert_eq!(l.failures("k0"), 0);
+        assert_eq!(l.failures(&format!("k{}", MAX_KEYS + 4_999)), 1);
     }
 }

@@ -12,10 +12,10 @@ use http::HeaderMap;
 use jwt::{Claims, KeySet};
 use limiter::Throttle;
 use serde::{Deserialize, Serialize};
+use smsgw_core::bounded::{BoundedMap, MemoryUse};
 use smsgw_core::unix_now;
 use smsgw_core::users::{UserRecord, UserStore};
 use smsgw_crds::{Snapshot, UserSpec, is_plausible_email};
-use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -168,12 +168,11 @@ pub struct IssuedToken {
     pub expires_at: u64,
 }
 
-/// What a pod last read about a token's user, and when.
+/// What a pod last read about a token's user.
 #[derive(Clone, Debug)]
 struct Liveness {
     /// `None`: the user does not exist.
     user: Option<(u64, String)>,
-    at: Instant,
 }
 
 /// Users and credentials.
@@ -184,8 +183,14 @@ pub struct Auth {
     by_address: Throttle,
     registrations: Throttle,
     hashes: password::HashGate,
-    live: std::sync::Mutex<HashMap<String, Liveness>>,
+    /// Users' token generation and app, by user id, each kept
+    /// `revocation_check_interval`; at most [`LIVE_USERS`].
+    live: std::sync::Mutex<BoundedMap<String, Liveness>>,
 }
+
+/// Users whose token generation is cached at most; past it the oldest is
+/// dropped (its next request reads the user store again).
+pub const LIVE_USERS: usize = 100_000;
 
 /// The answer when the hashing gate is full.
 fn busy(_: password::Busy) -> ApiError {
@@ -201,8 +206,9 @@ impl Auth {
         config.revocation_check_interval = config
             .revocation_check_interval
             .min(MAX_REVOCATION_STALENESS);
-        let throttle = |free| {
+        let throttle = |name, free| {
             Throttle::new(
+                name,
                 free,
                 config.failure_backoff,
                 config.failure_backoff_max,
@@ -210,9 +216,10 @@ impl Auth {
             )
         };
         Self {
-            by_account: throttle(config.free_failures_per_account),
-            by_address: throttle(config.free_failures_per_address),
+            by_account: throttle("auth_failures_by_account", config.free_failures_per_account),
+            by_address: throttle("auth_failures_by_address", config.free_failures_per_address),
             registrations: Throttle::new(
+                "auth_registrations",
                 config.registrations_per_address,
                 Duration::from_secs(60),
                 Duration::from_secs(3600),
@@ -223,10 +230,27 @@ impl Auth {
                 config.max_concurrent_hashes * 16,
                 Duration::from_secs(5),
             ),
-            live: std::sync::Mutex::default(),
+            live: std::sync::Mutex::new(BoundedMap::new(
+                "auth_users",
+                LIVE_USERS,
+                usize::MAX,
+                config.revocation_check_interval,
+            )),
             config,
             store,
         }
+    }
+
+    /// What the authenticator's bounded in-memory structures hold (users'
+    /// token generations, failure throttles), for the `smsgw_memory_*`
+    /// gauges.
+    pub fn memory(&self) -> Vec<MemoryUse> {
+        vec![
+            self.live.lock().unwrap_or_else(|p| p.into_inner()).memory(),
+            self.by_account.memory(),
+            self.by_address.memory(),
+            self.registrations.memory(),
+        ]
     }
 
     /// The user store.
@@ -562,13 +586,12 @@ impl Auth {
     /// A user's generation and app id, from the cache when fresh.
     async fn liveness(&self, user_id: &str) -> Result<Option<(u64, String)>, ApiError> {
         let now = Instant::now();
-        let fresh = |l: &Liveness| now.duration_since(l.at) < self.config.revocation_check_interval;
+        let key = user_id.to_owned();
         if let Some(l) = self
             .live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(user_id)
-            .filter(|l| fresh(l))
+            .get(&key, now)
         {
             return Ok(l.user.clone());
         }
@@ -577,16 +600,14 @@ impl Auth {
             .get(user_id)
             .await?
             .map(|u| (u.token_generation, u.app_id));
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if live.len() >= 100_000 {
-            live.retain(|_, l| fresh(l));
-        }
-        live.insert(
-            user_id.to_owned(),
-            Liveness {
-                user: user.clone(),
-                at: now,
-            },
+        let bytes = 2 * key.len()
+            + user.as_ref().map_or(0, |(_, app)| app.len())
+            + std::mem::size_of::<Liveness>();
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            key,
+            Liveness { user: user.clone() },
+            bytes,
+            now,
         );
         Ok(user)
     }
@@ -631,7 +652,7 @@ impl Auth {
         self.live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(user_id);
+            .remove(&user_id.to_owned());
     }
 
     /// An admin caller: the static admin key (`X-Admin-Key`), or a user

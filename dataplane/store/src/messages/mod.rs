@@ -25,7 +25,8 @@ use std::time::Duration;
 /// # Defaults
 /// `ttl` 86,400 s ([`DEFAULT_MESSAGE_TTL`]), `parked_ttl` 600 s
 /// ([`DEFAULT_PARKED_RECEIPT_TTL`]), `index_grace` 600 s
-/// ([`DEFAULT_INDEX_GRACE`]).
+/// ([`DEFAULT_INDEX_GRACE`]), `cache_bytes` 32 MiB
+/// ([`DEFAULT_STORE_CACHE`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MessageStoreOptions {
     /// How long a message (and its idempotency key and index entries) lives,
@@ -38,11 +39,19 @@ pub struct MessageStoreOptions {
     /// final receipt, so that a duplicate of the receipt is still matched
     /// (Redis and Aerospike; the embedded store keeps it for `ttl`).
     pub index_grace: Duration,
+    /// The embedded store's page cache (redb's, read cache and write
+    /// buffer together), in bytes; Redis and Aerospike ignore it.
+    pub cache_bytes: usize,
 }
 
 /// Default [`MessageStoreOptions::index_grace`]: SMSCs resend a receipt
 /// whose `deliver_sm_resp` they missed within minutes.
 pub const DEFAULT_INDEX_GRACE: Duration = Duration::from_secs(600);
+
+/// The embedded message store's page cache unless told otherwise
+/// (`--store-cache`): modest, for a small VM. redb's own default is 1 GiB,
+/// which a busy store fills.
+pub const DEFAULT_STORE_CACHE: usize = 32 << 20;
 
 impl Default for MessageStoreOptions {
     fn default() -> Self {
@@ -50,6 +59,7 @@ impl Default for MessageStoreOptions {
             ttl: DEFAULT_MESSAGE_TTL,
             parked_ttl: DEFAULT_PARKED_RECEIPT_TTL,
             index_grace: DEFAULT_INDEX_GRACE,
+            cache_bytes: DEFAULT_STORE_CACHE,
         }
     }
 }
@@ -68,6 +78,11 @@ impl MessageStoreOptions {
     /// Sets `index_grace`.
     pub fn index_grace(mut self, index_grace: Duration) -> Self {
         self.index_grace = index_grace;
+        self
+    }
+    /// Sets `cache_bytes`.
+    pub fn cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache_bytes = bytes;
         self
     }
 }

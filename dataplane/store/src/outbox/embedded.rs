@@ -42,6 +42,11 @@ enum Job {
     Ack(Vec<u64>, oneshot::Sender<Result<(), OutboxError>>),
 }
 
+/// The outbox's page cache unless told otherwise: events are appended,
+/// read once soon after and acknowledged, so a small cache holds the
+/// working set.
+pub const DEFAULT_OUTBOX_CACHE: usize = 8 << 20;
+
 /// Events in a redb file on local disk (standalone mode).
 pub struct EmbeddedOutbox {
     db: Arc<Database>,
@@ -58,7 +63,22 @@ impl EmbeddedOutbox {
     /// Opens (or creates) the outbox file at `path`; its pending events
     /// will be handed out again.
     pub fn open(path: &Path, retention: Duration) -> Result<Self, OutboxError> {
-        let db = Arc::new(Database::create(path).map_err(backend)?);
+        Self::open_with_cache(path, retention, DEFAULT_OUTBOX_CACHE)
+    }
+
+    /// [`EmbeddedOutbox::open`] with a page cache of `cache_bytes` (redb's
+    /// read cache and write buffer together).
+    pub fn open_with_cache(
+        path: &Path,
+        retention: Duration,
+        cache_bytes: usize,
+    ) -> Result<Self, OutboxError> {
+        let db = Arc::new(
+            Database::builder()
+                .set_cache_size(cache_bytes)
+                .create(path)
+                .map_err(backend)?,
+        );
         let txn = db.begin_write().map_err(backend)?;
         let next = {
             let t = txn.open_table(PENDING).map_err(backend)?;

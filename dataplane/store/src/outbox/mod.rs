@@ -6,5 +6,5 @@
 mod embedded;
 mod redis;
 
-pub use embedded::EmbeddedOutbox;
+pub use embedded::{DEFAULT_OUTBOX_CACHE, EmbeddedOutbox};
 pub use redis::{PARTITIONS, RedisOutbox};

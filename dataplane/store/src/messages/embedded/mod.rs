@@ -113,7 +113,12 @@ impl EmbeddedMessageStore {
         opts: MessageStoreOptions,
         checkpoints: Checkpoints,
     ) -> Result<Self, MessageStoreError> {
-        let db = Arc::new(Database::create(path).map_err(backend)?);
+        let db = Arc::new(
+            Database::builder()
+                .set_cache_size(opts.cache_bytes)
+                .create(path)
+                .map_err(backend)?,
+        );
         let txn = db.begin_write().map_err(backend)?;
         let checkpoint = {
             let t = Tables::open(&txn)?;
@@ -309,19 +314,9 @@ impl MessageStore for EmbeddedMessageStore {
     async fn purge_expired(&self) -> Result<u64, MessageStoreError> {
         let mut total = 0;
         loop {
-            let op = Op::Purge {
-                now: unix_now_ms(),
-                ttl: self.ttl_ms(),
-                parked_ttl: ms(self.inner.opts.parked_ttl),
-            };
-            let n = self
-                .write(op, |d| match d {
-                    Done::Purged(n) => Some(n),
-                    _ => None,
-                })
-                .await?;
+            let n = self.purge_expired_pass().await?;
             total += n;
-            if n < PURGE_BATCH as u64 {
+            if n < Self::PURGE_BATCH as u64 {
                 return Ok(total);
             }
         }
@@ -329,6 +324,29 @@ impl MessageStore for EmbeddedMessageStore {
 }
 
 impl EmbeddedMessageStore {
+    /// Most expired messages one purge pass removes: a pass is one write
+    /// of the writer's queue, so other writes wait behind at most this
+    /// much work; `purge_expired` runs passes until one removes fewer.
+    pub const PURGE_BATCH: usize = PURGE_BATCH;
+
+    /// One purge pass: removes up to [`Self::PURGE_BATCH`] messages past
+    /// their TTL (oldest first, with their idempotency keys and index
+    /// entries) and the parked receipts past theirs; answers how many
+    /// messages it removed. Freed pages are reused by later writes, so the
+    /// file stops growing once purges keep up with the traffic.
+    pub async fn purge_expired_pass(&self) -> Result<u64, MessageStoreError> {
+        let op = Op::Purge {
+            now: unix_now_ms(),
+            ttl: self.ttl_ms(),
+            parked_ttl: ms(self.inner.opts.parked_ttl),
+        };
+        self.write(op, |d| match d {
+            Done::Purged(n) => Some(n),
+            _ => None,
+        })
+        .await
+    }
+
     /// Number of receipts parked now (tests, metrics).
     pub async fn parked_len(&self) -> Result<u64, MessageStoreError> {
         self.read(|db| {
