@@ -160,6 +160,18 @@ async fn the_cli_sends_looks_up_lists_links_and_manages_users() {
     assert!(!table.stdout.contains(ADMIN_KEY) && !list.stdout.contains(&creds.token));
 }
 
+/// `smsgw bench` against `gw`'s link `sim-link` with `concurrency`
+/// streams; the caller adds the run's own flags.
+fn bench_command(gw: &Gateway, concurrency: usize) -> std::process::Command {
+    let mut c = std::process::Command::new(crate::harness::SMSGW);
+    c.args(["bench", "--rest", &gw.url(""), "--grpc"])
+        .arg(format!("http://{}", gw.grpc))
+        .args(["--esme", "sim-link", "--concurrency"])
+        .arg(concurrency.to_string())
+        .env_remove("ADMIN_API_KEY");
+    c
+}
+
 /// `smsgw bench` (issue 5's load tool): flat out over the gRPC stream until
 /// every receipt is applied, then REST at a fixed rate with a latency log.
 #[tokio::test]
@@ -172,14 +184,7 @@ async fn the_load_tool_drives_the_stream_and_rest_and_counts_receipts() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("latency.txt");
     let bench = |extra: &[&str]| {
-        let out = std::process::Command::new(crate::harness::SMSGW)
-            .args(["bench", "--rest", &gw.url(""), "--grpc"])
-            .arg(format!("http://{}", gw.grpc))
-            .args(["--esme", "sim-link", "--concurrency", "4"])
-            .args(extra)
-            .env_remove("ADMIN_API_KEY")
-            .output()
-            .unwrap();
+        let out = bench_command(&gw, 4).args(extra).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
@@ -239,5 +244,95 @@ async fn the_load_tool_drives_the_stream_and_rest_and_counts_receipts() {
     assert!(
         spread >= 350.0,
         "paced at 400/s, the sends spread over only {spread} ms"
+    );
+}
+
+/// `smsgw bench --duration … --soak-csv` (issue 22's soak mode): a few
+/// seconds at a fixed rate against the real binary write a well-formed CSV,
+/// one row per sample, with the gateway's memory and the load's counters.
+#[tokio::test]
+async fn the_soak_mode_samples_the_gateway_into_a_csv() {
+    let sim = Sim::start("127.0.0.1:0");
+    let gw = Gateway::standalone(&sim_config(sim.addr));
+    let creds = gw.user("soak-watcher@example.com").await;
+    bound(&gw, &creds).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("soak.csv");
+    let out = std::process::Command::new(crate::harness::SMSGW)
+        .args(["bench", "--rest", &gw.url(""), "--grpc"])
+        .arg(format!("http://{}", gw.grpc))
+        .args(["--esme", "sim-link", "--concurrency", "2", "--rate", "100"])
+        .args([
+            "--duration",
+            "4s",
+            "--sample-every",
+            "1s",
+            "--wait-receipts",
+        ])
+        .arg("--soak-csv")
+        .arg(&csv)
+        .args(["--gateway-pid", &gw.pid().to_string()])
+        .env_remove("ADMIN_API_KEY")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("soak samples written to"), "{stdout}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(
+        header,
+        [
+            "elapsed_s",
+            "rss_kib",
+            "cpu_percent",
+            "sent_per_s",
+            "accepted_per_s",
+            "delivered_per_s",
+            "sent_total",
+            "accepted_total",
+            "delivered_total",
+            "failed_total",
+            "data_dir_bytes"
+        ]
+    );
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect();
+    // One a second for about 4 s, and one at the end.
+    assert!(rows.len() >= 4, "{text}");
+    let num = |r: &Vec<String>, i: usize| -> f64 {
+        r[i].parse()
+            .unwrap_or_else(|_| panic!("column {} not a number: {text}", header[i]))
+    };
+    for r in &rows {
+        assert_eq!(r.len(), header.len(), "{text}");
+        assert!(num(r, 1) > 1024.0, "an RSS in KiB: {text}");
+        assert!(num(r, 2) >= 0.0);
+        assert_eq!(r[10], "", "no --data-dir given: {text}");
+    }
+    assert!(
+        rows.windows(2).all(|w| num(&w[0], 0) < num(&w[1], 0)),
+        "{text}"
+    );
+    assert!(
+        rows.windows(2).all(|w| num(&w[0], 7) <= num(&w[1], 7)),
+        "totals only grow: {text}"
+    );
+    let last = rows.last().unwrap();
+    // 100/s for 4 s: 400 sent, every one accepted and delivered (the last
+    // sample is taken after the receipts).
+    assert_eq!(num(last, 6), 400.0, "{text}");
+    assert_eq!(num(last, 7), 400.0, "{text}");
+    assert_eq!(num(last, 8), 400.0, "{text}");
+    assert_eq!(num(last, 9), 0.0, "{text}");
+    assert!(
+        stdout.contains("mode GrpcStream: 400 sent, 0 failed"),
+        "{stdout}"
     );
 }

@@ -2,6 +2,9 @@
 //! a fixed rate or flat out, and prints throughput and latency percentiles.
 //! With `--wait-receipts` it also counts delivered receipts through the
 //! WatchEvents stream, so the figure is accepted → submitted → receipted.
+//! With `--duration` it runs for a time instead of a count, and with
+//! `--soak-csv` it samples the gateway's memory and CPU meanwhile (a soak,
+//! see [`crate::soak`]).
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
@@ -92,9 +95,42 @@ pub struct BenchArgs {
     /// filling); the count, the rate and the latency log keep them.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
+    /// Run for this long instead of `--count` messages: `rate × duration`
+    /// messages on the `--rate` schedule (late if the gateway cannot keep
+    /// up), or flat out until the time is up with `--rate 0`: a soak.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Sample the gateway process (`--gateway-pid`) every `--sample-every`
+    /// while the load runs and write one CSV row each: elapsed seconds,
+    /// RSS (KiB), CPU (% of one core), sent/accepted/delivered per second
+    /// and in total, failures, data-directory bytes.
+    #[arg(long, requires = "gateway_pid")]
+    pub soak_csv: Option<std::path::PathBuf>,
+    /// Process id of the gateway to sample (on this machine).
+    #[arg(long)]
+    pub gateway_pid: Option<u32>,
+    /// The gateway's data directory, whose size is sampled too.
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Time between soak samples.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub sample_every: Duration,
     /// TLS towards a gateway served over `https://`.
     #[command(flatten)]
     pub tls: crate::tls_client::ClientTls,
+}
+
+impl BenchArgs {
+    /// Whether message `i`, due now, is still to be sent: within `--count`;
+    /// with `--duration`, within `rate × duration` messages (whose
+    /// schedule spans the duration), or flat out until the duration ran out.
+    fn more(&self, start: Instant, i: u64) -> bool {
+        match self.duration {
+            Some(d) if self.rate > 0 => (i as f64) < self.rate as f64 * d.as_secs_f64(),
+            Some(d) => start.elapsed() < d,
+            None => i < self.count,
+        }
+    }
 }
 
 /// The machine's CPU time counters (Linux `/proc/stat`, all CPUs), in
@@ -210,7 +246,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .connect()
         .await
         .context("cannot reach gRPC")?;
-    let delivered = Arc::new(AtomicU64::new(0));
+    let load = Arc::new(crate::soak::LoadCounters::default());
+    let delivered = load.delivered.clone();
     let watcher = if args.wait_receipts {
         let mut c = SmsServiceClient::new(channel.clone());
         let mut events = c
@@ -230,34 +267,52 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let soak = match (&args.soak_csv, args.gateway_pid) {
+        (Some(csv), Some(pid)) => {
+            let s = crate::soak::Soak {
+                csv: csv.clone(),
+                pid,
+                data_dir: args.data_dir.clone(),
+                every: args.sample_every,
+            };
+            let file = s.open()?;
+            Some((s, file))
+        }
+        _ => None,
+    };
     let cpu_before = CpuTimes::read();
     let start = Instant::now();
+    let stop_sampling = tokio_util::sync::CancellationToken::new();
+    let sampler =
+        soak.map(|(s, file)| tokio::spawn(s.run(file, start, load.clone(), stop_sampling.clone())));
+    // A soak keeps no per-message latency (it would grow with the run).
+    let keep_latency = args.duration.is_none();
     let next = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency.max(1) {
-        let (args, creds, next, failed, channel) = (
+        let (args, creds, next, load, channel) = (
             args.clone(),
             creds.clone(),
             next.clone(),
-            failed.clone(),
+            load.clone(),
             channel.clone(),
         );
         tasks.push(tokio::spawn(async move {
+            let failed = &load.failed;
             let mut lat = Vec::new();
             match args.mode {
                 BenchMode::GrpcStream => {
                     let (tx, rx) = tokio::sync::mpsc::channel::<SmsRequest>(1024);
                     let sent_at = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
                     let s2 = sent_at.clone();
-                    let (a2, n2) = (args.clone(), next.clone());
+                    let (a2, n2, l2) = (args.clone(), next.clone(), load.clone());
                     let producer = tokio::spawn(async move {
                         loop {
                             let i = n2.fetch_add(1, Ordering::Relaxed);
-                            if i >= a2.count {
+                            pace(start, a2.rate, i).await;
+                            if !a2.more(start, i) {
                                 break;
                             }
-                            pace(start, a2.rate, i).await;
                             let req = request(&a2, run_id, i);
                             s2.lock()
                                 .unwrap()
@@ -265,6 +320,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                             if tx.send(req).await.is_err() {
                                 break;
                             }
+                            l2.sent.fetch_add(1, Ordering::Relaxed);
                         }
                     });
                     let mut c = SmsServiceClient::new(channel);
@@ -279,7 +335,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         if !r.success && failed.fetch_add(1, Ordering::Relaxed) == 0 {
                             eprintln!("first failed send: {}", r.error);
                         }
-                        if let Some(t) = sent_at.lock().unwrap().remove(&r.transaction_id) {
+                        if r.success {
+                            load.accepted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if let Some(t) = sent_at.lock().unwrap().remove(&r.transaction_id)
+                            && keep_latency
+                        {
                             lat.push((t - start, t.elapsed()));
                         }
                     }
@@ -289,11 +350,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     let http = args.tls.http(&args.rest)?;
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= args.count {
+                        pace(start, args.rate, i).await;
+                        if !args.more(start, i) {
                             break;
                         }
-                        pace(start, args.rate, i).await;
                         let r = request(&args, run_id, i);
+                        load.sent.fetch_add(1, Ordering::Relaxed);
                         let body = serde_json::json!({
                             "esme": r.esme, "source": r.saddr, "destination": r.daddr,
                             "message": r.message, "transaction_id": r.transaction_id,
@@ -310,7 +372,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         match resp {
                             Ok(r) if r.status().is_success() => {
                                 let _ = r.bytes().await;
-                                lat.push((t - start, t.elapsed()));
+                                load.accepted.fetch_add(1, Ordering::Relaxed);
+                                if keep_latency {
+                                    lat.push((t - start, t.elapsed()));
+                                }
                             }
                             other => {
                                 if failed.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -364,14 +429,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .copied()
             .unwrap_or_default()
     };
-    let failures = failed.load(Ordering::Relaxed);
+    let failures = load.failed.load(Ordering::Relaxed);
+    let sent = load.sent.load(Ordering::Relaxed);
     println!(
         "mode {:?}: {} sent, {} failed, accepted in {:.2?} → {:.0} msg/s",
         args.mode,
-        args.count,
+        sent,
         failures,
         accepted_in,
-        args.count as f64 / accepted_in.as_secs_f64()
+        sent as f64 / accepted_in.as_secs_f64()
     );
     if !args.warmup.is_zero() {
         println!(
@@ -398,8 +464,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(w) = watcher {
-        let want = args.count - failures;
-        let deadline = start + args.timeout;
+        let want = sent - failures;
+        let deadline = start + args.duration.unwrap_or_default() + args.timeout;
         while delivered.load(Ordering::Relaxed) < want {
             if Instant::now() > deadline {
                 w.abort();
@@ -418,6 +484,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             want as f64 / e2e.as_secs_f64()
         );
         w.abort();
+    }
+    stop_sampling.cancel();
+    if let Some(s) = sampler {
+        s.await??;
+        if let Some(csv) = &args.soak_csv {
+            println!("soak samples written to {}", csv.display());
+        }
     }
     if failures > 0 {
         bail!("{failures} sends failed");

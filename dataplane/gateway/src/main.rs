@@ -14,6 +14,7 @@ mod link_metrics;
 mod links;
 mod rate;
 mod runtime;
+mod soak;
 mod telemetry;
 mod tls_client;
 mod validate;
