@@ -92,13 +92,18 @@ async fn the_data_directory_stops_growing_over_write_and_expire_cycles() {
         sizes.push(dir_bytes(dir.path()));
     }
     // After the first cycles have grown the file to its working size, the
-    // pages freed by each purge hold the next cycle's messages.
-    let warm = sizes[2];
-    let last = *sizes.last().unwrap();
+    // pages freed by each purge hold the next cycle's messages: the second
+    // half of the run needs no more room than the first cycles did (a
+    // store that kept every message would have grown about fivefold; the
+    // file's size moves by whole regions, hence the margin).
+    eprintln!("data directory after each cycle: {sizes:?}");
+    let warm = *sizes[..3].iter().max().unwrap();
+    let late = *sizes[5..].iter().max().unwrap();
     assert!(
-        last <= warm + warm / 4,
+        late <= warm + warm / 2,
         "the data directory kept growing: {sizes:?}"
     );
+    let last = *sizes.last().unwrap();
     // And the file holds far less than every message ever written would.
     let per_message = last as f64 / (10 * PER_CYCLE) as f64;
     assert!(
