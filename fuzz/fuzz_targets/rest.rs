@@ -8,34 +8,15 @@
 
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
+#[path = "api_fixture.rs"]
+mod api_fixture;
 
+use api_fixture::{call, fixture};
 use axum::{
-    Router,
     body::Body,
     http::{Method, Request, StatusCode, header},
 };
-use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
-use smsgw_api::{
-    ApiState,
-    auth::{Auth, AuthConfig, jwt::KeySet},
-    metrics::Metrics,
-    router,
-};
-use smsgw_messaging::Messaging;
-use tower::ServiceExt;
-
-const ADMIN_KEY: &str = "fuzz-admin-key-0123456789";
-
-struct Fixture {
-    rt: tokio::runtime::Runtime,
-    app: Router,
-    bearer: String,
-    app_id: String,
-    user_id: String,
-    _dir: tempfile::TempDir,
-}
 
 const ROUTES: [(&str, &str); 12] = [
     ("POST", "/api/v1/sms/check-text-len"),
@@ -51,87 +32,6 @@ const ROUTES: [(&str, &str); 12] = [
     ("GET", "/api/v1/sms/{}"),
     ("GET", "/api/v1/sms?transaction_id={}"),
 ];
-
-async fn call(app: &Router, req: Request<Body>) -> (StatusCode, Vec<u8>) {
-    let resp = app.clone().oneshot(req).await.expect("infallible");
-    let status = resp.status();
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, body.to_vec())
-}
-
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let users: Arc<dyn smsgw_core::users::UserStore> = Arc::new(
-            smsgw_store::EmbeddedUserStore::open(&dir.path().join("users.redb")).unwrap(),
-        );
-        let auth = Auth::new(
-            AuthConfig::new(
-                KeySet::single("fuzz", vec![42u8; 32]),
-                Some(ADMIN_KEY.to_owned()),
-            ),
-            users.clone(),
-        );
-        let messages = smsgw_store::messages::EmbeddedMessageStore::open(
-            &dir.path().join("messages.redb"),
-            Default::default(),
-        )
-        .unwrap();
-        let snapshot =
-            smsgw_crds::compile_manifests(include_str!("../../examples/standalone.yaml"))
-                .expect("the example compiles");
-        let messaging = Messaging::builder(
-            Arc::new(messages),
-            users,
-            Arc::new(arc_swap::ArcSwap::from_pointee(snapshot)),
-        )
-        .build();
-        let state = ApiState::new(Metrics::new(), auth, Arc::new(messaging));
-        let app = router(state);
-        let (bearer, app_id, user_id) = rt.block_on(async {
-            let reg = serde_json::json!({"email": "f@example.com", "password": "long enough pw", "app_name": "f"});
-            let (s, r) = call(
-                &app,
-                Request::post("/api/v1/auth/register")
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(Body::from(reg.to_string()))
-                    .unwrap(),
-            )
-            .await;
-            assert_eq!(s, StatusCode::CREATED);
-            let r: serde_json::Value = serde_json::from_slice(&r).unwrap();
-            let login = serde_json::json!({"email": "f@example.com", "password": "long enough pw", "app_id": r["app_id"]});
-            let (s, t) = call(
-                &app,
-                Request::post("/api/v1/auth/login")
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(Body::from(login.to_string()))
-                    .unwrap(),
-            )
-            .await;
-            assert_eq!(s, StatusCode::OK);
-            let t: serde_json::Value = serde_json::from_slice(&t).unwrap();
-            (
-                format!("Bearer {}", t["token"].as_str().unwrap()),
-                r["app_id"].as_str().unwrap().to_owned(),
-                r["user_id"].as_str().unwrap().to_owned(),
-            )
-        });
-        Fixture {
-            rt,
-            app,
-            bearer,
-            app_id,
-            user_id,
-            _dir: dir,
-        }
-    })
-}
 
 fuzz_target!(|data: &[u8]| {
     let [route, creds, plen, rest @ ..] = data else {
@@ -154,18 +54,11 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let uri = path.replace("{}", &param);
-    let mut req = Request::builder()
+    let req = Request::builder()
         .method(Method::from_bytes(method.as_bytes()).unwrap())
         .uri(uri)
         .header(header::CONTENT_TYPE, "application/json");
-    req = match creds & 3 {
-        0 => req
-            .header(header::AUTHORIZATION, &f.bearer)
-            .header("x-app-id", &f.app_id),
-        1 => req.header("x-admin-key", ADMIN_KEY),
-        2 => req.header(header::AUTHORIZATION, "Bearer e30.e30.AAAA"),
-        _ => req,
-    };
+    let req = f.credentials(req, *creds);
     let req = req.body(Body::from(body.to_vec())).unwrap();
     let (status, out) = f.rt.block_on(call(&f.app, req));
     assert_ne!(

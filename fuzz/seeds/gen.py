@@ -103,3 +103,49 @@ REST = [
 for name, route, creds, param, body in REST:
     raw = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
     w("rest", name, bytes([route, creds, len(param)]) + param + raw)
+
+# grpc: [method][flags][payload]; method indexes METHODS in the target,
+# flags & 3: 0 user token, 1 admin key, 2 bad token, 3 none; flags & 4 sends
+# the payload unframed. Streaming requests: frames of [len: u8][octets].
+def varint(n):
+    out = b""
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out += bytes([b | (0x80 if n else 0)])
+        if not n:
+            return out
+
+def pb(*fields):
+    """A protobuf message from (number, value) pairs: str/bytes are
+    length-delimited, int a varint."""
+    out = b""
+    for num, v in fields:
+        if isinstance(v, int):
+            out += varint(num << 3) + varint(v)
+        else:
+            v = v.encode() if isinstance(v, str) else v
+            out += varint(num << 3 | 2) + varint(len(v)) + v
+    return out
+
+SEND = pb((2, "g1"), (4, "default"), (9, "SMSGW"), (10, "+4915112345678"), (11, "Hello"))
+GRPC = [
+    ("send", 0, 0, SEND),
+    ("send_unicode_wait", 0, 0, pb((4, "default"), (9, "SMSGW"), (10, "+4915112345678"), (11, "Привет"), (14, 1))),
+    ("send_callback", 0, 0, pb((4, "default"), (10, "+4915112345678"), (11, "x"), (16, "http://169.254.169.254/"), (17, "delivered"))),
+    ("stream", 1, 0, bytes([len(SEND)]) + SEND + bytes([len(SEND)]) + SEND),
+    ("check_esme", 2, 0, pb((1, "default"))),
+    ("check_text_len", 3, 0, pb((1, "Hello {world} €"), (2, "default"))),
+    ("sms_info", 4, 0, pb((2, "g1"))),
+    ("watch_events", 5, 0, pb((1, 0))),
+    ("register", 6, 3, pb((1, "h@example.com"), (2, "0123456789"), (3, "h"))),
+    ("login", 7, 3, pb((1, "f@example.com"), (2, "long enough pw"))),
+    ("token", 8, 3, pb((1, "app_x"), (2, "s"))),
+    ("list_users", 9, 1, b""),
+    ("update_user", 11, 1, pb((1, "u"), (3, 5), (4, "default"), (5, 1))),
+    ("control_link", 16, 1, pb((1, "local-sim"), (2, 2))),
+    ("get_stats", 18, 1, b""),
+    ("broken_frame", 0, 4, b"\x00\x00\x00\x10\x00"),
+    ("forged_token", 0, 2, SEND),
+]
+for name, method, flags, payload in GRPC:
+    w("grpc", name, bytes([method, flags]) + payload)

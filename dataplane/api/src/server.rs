@@ -41,33 +41,7 @@ pub async fn serve_grpc(
     state: ApiState,
     cancel: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    use crate::{MAX_GRPC_MESSAGE_BYTES, MAX_UNAUTHENTICATED_GRPC_MESSAGE_BYTES as SMALL};
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let health_service = health_service.max_decoding_message_size(SMALL);
-    health_reporter
-        .set_serving::<smsgw_proto::sms::v1::sms_service_server::SmsServiceServer<SmsGrpc>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(smsgw_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the embedded descriptor set is valid")
-        .max_decoding_message_size(SMALL);
-    let router = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(SmsGrpc::new(state.clone()).into_server())
-        .add_service(
-            smsgw_proto::auth::v1::auth_service_server::AuthServiceServer::new(AuthGrpc::new(
-                state.clone(),
-            ))
-            .max_decoding_message_size(SMALL),
-        )
-        .add_service(
-            smsgw_proto::admin::v1::admin_service_server::AdminServiceServer::new(AdminGrpc::new(
-                state,
-            ))
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES),
-        );
+    let router = tonic::transport::Server::builder().add_routes(grpc_routes(state).await);
     match tls {
         None => {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -82,6 +56,39 @@ pub async fn serve_grpc(
                 .await
         }
     }
+}
+
+/// Every gRPC service the gateway serves (`sms.v1`, `auth.v1`, `admin.v1`,
+/// `grpc.health.v1`, reflection), each with its message size cap: what
+/// [`serve_grpc`] serves, and a tower service in-process tests and fuzz
+/// targets can call without a socket.
+pub async fn grpc_routes(state: ApiState) -> tonic::service::Routes {
+    use crate::{MAX_GRPC_MESSAGE_BYTES, MAX_UNAUTHENTICATED_GRPC_MESSAGE_BYTES as SMALL};
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let health_service = health_service.max_decoding_message_size(SMALL);
+    health_reporter
+        .set_serving::<smsgw_proto::sms::v1::sms_service_server::SmsServiceServer<SmsGrpc>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(smsgw_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor set is valid")
+        .max_decoding_message_size(SMALL);
+    tonic::service::Routes::new(health_service)
+        .add_service(reflection)
+        .add_service(SmsGrpc::new(state.clone()).into_server())
+        .add_service(
+            smsgw_proto::auth::v1::auth_service_server::AuthServiceServer::new(AuthGrpc::new(
+                state.clone(),
+            ))
+            .max_decoding_message_size(SMALL),
+        )
+        .add_service(
+            smsgw_proto::admin::v1::admin_service_server::AdminServiceServer::new(AdminGrpc::new(
+                state,
+            ))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+        )
 }
 
 async fn shutdown(cancel: CancellationToken) {

@@ -44,18 +44,19 @@ impl Messaging {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_millis(500));
                 }
-                Err(SubmitError::Unavailable(reason)) => {
+                Err(e) => {
+                    // Unavailable past the retry period, or a target the
+                    // links do not know although the configuration did when
+                    // the message was accepted (a change applied between
+                    // the two): the message is stored, so it stays
+                    // `accepted` for the sweeper rather than failing a
+                    // request whose message exists.
+                    let reason = e.to_string();
                     tracing::warn!(message_id = %rec.message_id, %target, %reason, "not submitted; left for the sweeper");
                     if let Some(s) = span {
                         s.finish(None, Some(&reason));
                     }
                     return Ok(rec);
-                }
-                Err(e) => {
-                    if let Some(s) = span {
-                        s.finish(None, Some(&e.to_string()));
-                    }
-                    return Err(MessagingError::Internal(e.to_string()));
                 }
             }
         }

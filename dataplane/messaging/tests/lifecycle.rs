@@ -730,6 +730,24 @@ async fn wait_for_submit_tries_once_and_answers_the_message_still_accepted() {
 }
 
 #[tokio::test]
+async fn a_target_the_links_do_not_know_yet_leaves_the_stored_message_accepted() {
+    // The configuration knew the link when the message was accepted; the
+    // links do not (a change applied in between): the message exists, so
+    // the answer is "accepted", not an internal error.
+    let f = fixture(ScriptedLinks::new(
+        Vec::new(),
+        Err(SubmitError::UnknownTarget("link-a".into())),
+    ))
+    .await;
+    let r = send_waiting(&f, "tx-gone").await;
+    assert!(r.success);
+    assert_eq!(r.status, MessageStatus::Accepted);
+    let rec = f.store.get(&r.message_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, MessageStatus::Accepted);
+    assert_eq!(rec.segments[0].submit, SubmitStatus::Pending);
+}
+
+#[tokio::test]
 async fn a_rejected_submission_answers_failure_and_tells_the_app() {
     let f = fixture(ScriptedLinks::new(
         Vec::new(),
