@@ -24,6 +24,6 @@ pub mod testing;
 pub mod zones;
 
 pub use mcp::{FailMode, McpClient, McpConfig, McpStats};
-pub use memory::{InProcessBlacklists, InProcessEngine};
+pub use memory::{DEFAULT_MAX_ENTRIES, InProcessBlacklists, InProcessEngine};
 pub use policies::{CompiledPolicy, Periods, Policies, PolicyConfigError, SharedPolicies};
 pub use redis_engine::{Clock, RedisBlacklists, RedisEngine, redis_keys};

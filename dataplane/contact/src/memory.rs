@@ -108,12 +108,44 @@ struct State {
     /// `policy\0hash` → expires at ms.
     dedup: HashMap<String, i64>,
     ops: u64,
+    /// Bytes of the keys held (for the gauge).
+    key_bytes: usize,
+    /// When a full table was last swept (ms).
+    full_sweep_ms: i64,
 }
 
+/// Counters and dedup keys the in-process engine holds at most unless told
+/// otherwise (about 100 bytes each): two per destination and policy
+/// (daily, weekly) for a week, so about 250,000 destinations a week.
+/// Past it, checks that need a new entry fail (`PolicyError::Backend`:
+/// the message is refused, never counted wrong); use the Redis engine for
+/// more.
+pub const DEFAULT_MAX_ENTRIES: usize = 500_000;
+
+/// Approximate bytes of one entry besides its key.
+const ENTRY_BYTES: usize = 48;
+
 impl State {
+    fn entries(&self) -> usize {
+        self.counters.len() + self.dedup.len()
+    }
     fn sweep(&mut self, now_ms: i64) {
-        self.counters.retain(|_, (_, exp)| *exp > now_ms);
-        self.dedup.retain(|_, exp| *exp > now_ms);
+        let mut freed = 0;
+        self.counters.retain(|k, (_, exp)| {
+            let keep = *exp > now_ms;
+            if !keep {
+                freed += k.len();
+            }
+            keep
+        });
+        self.dedup.retain(|k, exp| {
+            let keep = *exp > now_ms;
+            if !keep {
+                freed += k.len();
+            }
+            keep
+        });
+        self.key_bytes -= freed;
     }
 
     fn count(&self, key: &str, now_ms: i64) -> u32 {
@@ -138,17 +170,27 @@ pub struct InProcessEngine {
     blacklists: InProcessBlacklists,
     state: Mutex<State>,
     clock: Clock,
+    max_entries: usize,
 }
 
 impl InProcessEngine {
-    /// An engine over `policies`, reading `blacklists`.
+    /// An engine over `policies`, reading `blacklists`, holding at most
+    /// [`DEFAULT_MAX_ENTRIES`] counters and dedup keys.
     pub fn new(policies: SharedPolicies, blacklists: InProcessBlacklists) -> Self {
         Self {
             policies,
             blacklists,
             state: Mutex::new(State::default()),
             clock: Arc::new(Timestamp::now),
+            max_entries: DEFAULT_MAX_ENTRIES,
         }
+    }
+
+    /// Holds at most `entries` counters and dedup keys (see
+    /// [`DEFAULT_MAX_ENTRIES`] for what happens past it).
+    pub fn with_max_entries(mut self, entries: usize) -> Self {
+        self.max_entries = entries.max(1);
+        self
     }
 
     /// Replaces the clock (tests).
@@ -157,10 +199,15 @@ impl InProcessEngine {
         self
     }
 
-    fn decide(&self, policy: &crate::CompiledPolicy, plan: &Plan, now_ms: i64) -> PolicyState {
+    fn decide(
+        &self,
+        policy: &crate::CompiledPolicy,
+        plan: &Plan,
+        now_ms: i64,
+    ) -> Result<PolicyState, PolicyError> {
         for bl in &policy.blacklists {
             if self.blacklists.contains(bl, &plan.destination) {
-                return PolicyState::Blacklist;
+                return Ok(PolicyState::Blacklist);
             }
         }
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -175,7 +222,7 @@ impl InProcessEngine {
         if let Some((k, _)) = &dkey
             && st.dedup.get(k).is_some_and(|exp| *exp > now_ms)
         {
-            return PolicyState::Duplicate;
+            return Ok(PolicyState::Duplicate);
         }
         let mut incr = Vec::with_capacity(2);
         if let Some(p) = &plan.periods {
@@ -186,13 +233,38 @@ impl InProcessEngine {
                 if let Some(cap) = cap {
                     let k = counter_key(&policy.name, &plan.destination, period);
                     if st.count(&k, now_ms) >= cap {
-                        return state;
+                        return Ok(state);
                     }
                     incr.push((k, end));
                 }
             }
         }
+        let new = incr
+            .iter()
+            .filter(|(k, _)| !st.counters.contains_key(k))
+            .count()
+            + usize::from(
+                dkey.as_ref()
+                    .is_some_and(|(k, _)| !st.dedup.contains_key(k)),
+            );
+        if st.entries() + new > self.max_entries {
+            // Expired entries make room; a full table of live ones is swept
+            // at most once a second (a sweep reads every entry).
+            if now_ms - st.full_sweep_ms >= 1_000 {
+                st.full_sweep_ms = now_ms;
+                st.sweep(now_ms);
+            }
+            if st.entries() + new > self.max_entries {
+                return Err(PolicyError::Backend(format!(
+                    "the in-process contact-policy state is full ({} counters and dedup keys); use --policy-engine redis for this many destinations",
+                    self.max_entries
+                )));
+            }
+        }
         for (k, end) in incr {
+            if !st.counters.contains_key(&k) {
+                st.key_bytes += k.len();
+            }
             let e = st.counters.entry(k).or_insert((0, end));
             if e.1 <= now_ms {
                 *e = (0, end);
@@ -200,12 +272,19 @@ impl InProcessEngine {
             e.0 += 1;
         }
         if let Some((k, w)) = dkey {
-            st.dedup.insert(
-                k,
-                now_ms + i64::try_from(w.as_millis()).unwrap_or(i64::MAX / 2),
-            );
+            let len = k.len();
+            if st
+                .dedup
+                .insert(
+                    k,
+                    now_ms + i64::try_from(w.as_millis()).unwrap_or(i64::MAX / 2),
+                )
+                .is_none()
+            {
+                st.key_bytes += len;
+            }
         }
-        PolicyState::Ok
+        Ok(PolicyState::Ok)
     }
 }
 
@@ -221,7 +300,7 @@ impl PolicyEngine for InProcessEngine {
             Ok(p) => p,
             Err(state) => return Ok(Decision::uncounted(Verdict::refuse(state))),
         };
-        Ok(match self.decide(policy, &plan, now.as_millisecond()) {
+        Ok(match self.decide(policy, &plan, now.as_millisecond())? {
             PolicyState::Ok => Decision {
                 verdict: Verdict::OK,
                 reservation: plan.reservation(policy),
@@ -239,8 +318,22 @@ impl PolicyEngine for InProcessEngine {
             }
         }
         if let Some(h) = &r.dedup {
-            st.dedup.remove(&dedup_key(&r.strategy, h));
+            let k = dedup_key(&r.strategy, h);
+            if st.dedup.remove(&k).is_some() {
+                st.key_bytes -= k.len();
+            }
         }
         Ok(())
+    }
+
+    fn memory(&self) -> Option<smsgw_core::bounded::MemoryUse> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Some(smsgw_core::bounded::MemoryUse {
+            structure: "policy_counters",
+            entries: st.entries() as u64,
+            bytes: (st.key_bytes + st.entries() * ENTRY_BYTES) as u64,
+            capacity: self.max_entries as u64,
+            evicted: 0,
+        })
     }
 }

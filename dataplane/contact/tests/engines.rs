@@ -341,3 +341,44 @@ async fn concurrent_checks_should_share_script_calls_and_keep_every_cap() {
         "{calls} script calls for 300 checks\n{info}"
     );
 }
+
+/// The in-process engine's counters are bounded (issue 22): past its
+/// entry bound a check needing a new counter fails (so the message is
+/// refused, never counted wrong), destinations it already counts still
+/// pass and are capped, and once entries expire there is room again.
+#[tokio::test]
+async fn the_in_process_state_holds_its_bound_and_frees_room_as_counters_expire() {
+    let clock = FakeClock::new();
+    let bl = InProcessBlacklists::new();
+    // cp1 counts daily and weekly: two entries per destination.
+    let e = InProcessEngine::new(policies().shared(), bl.clone())
+        .with_clock(clock.clock())
+        .with_max_entries(20);
+    let dest = |i: u32| format!("+3361234{i:04}");
+    for i in 0..10 {
+        assert_eq!(state(&e, req("cp1", &dest(i), "x")).await, PolicyState::Ok);
+    }
+    let m = e.memory().unwrap();
+    assert_eq!(
+        (m.structure, m.entries, m.capacity),
+        ("policy_counters", 20, 20)
+    );
+    assert!(m.bytes > 20 * 16, "{m:?}");
+    let err = e.check(&req("cp1", &dest(10), "x")).await.unwrap_err();
+    assert!(
+        matches!(&err, PolicyError::Backend(why) if why.contains("full")),
+        "{err:?}"
+    );
+    assert_eq!(e.memory().unwrap().entries, 20, "nothing counted for it");
+    // A destination already counted is decided as before: its daily cap
+    // of 2 still holds.
+    assert_eq!(state(&e, req("cp1", &dest(0), "x")).await, PolicyState::Ok);
+    assert_eq!(
+        state(&e, req("cp1", &dest(0), "x")).await,
+        PolicyState::DailyCp
+    );
+    // A week later every counter has expired: the next check sweeps them.
+    clock.advance(Duration::from_secs(8 * 86_400));
+    assert_eq!(state(&e, req("cp1", &dest(10), "x")).await, PolicyState::Ok);
+    assert_eq!(e.memory().unwrap().entries, 2);
+}

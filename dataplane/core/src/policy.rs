@@ -180,6 +180,12 @@ pub trait PolicyEngine: Send + Sync + 'static {
     /// refused. Idempotence is not guaranteed: release each reservation
     /// once.
     async fn release(&self, reservation: &Reservation) -> Result<(), PolicyError>;
+
+    /// What the engine holds in this process's memory, for the
+    /// `smsgw_memory_*` gauges; `None` when its state lives elsewhere.
+    fn memory(&self) -> Option<crate::bounded::MemoryUse> {
+        None
+    }
 }
 
 /// Where a blacklist import writes: begins a load into staging, then

@@ -567,6 +567,12 @@ pub struct ContactArgs {
     /// `mcp` (an external Message Control Platform over HTTP).
     #[arg(long, env = "SMSGW_POLICY_ENGINE", value_enum, default_value_t = PolicyEngineKind::InProcess)]
     pub policy_engine: PolicyEngineKind,
+    /// `in-process` engine: counters and dedup keys held at most (about
+    /// 100 bytes each; two per destination and policy for a week). Past
+    /// it, a message needing a new counter is refused as a policy error
+    /// until counters expire; use `redis` for more destinations.
+    #[arg(long, env = "SMSGW_POLICY_MAX_ENTRIES", default_value_t = smsgw_contact::DEFAULT_MAX_ENTRIES)]
+    pub policy_max_entries: usize,
     /// Redis URL of the contact-policy counters and blacklists; defaults to
     /// `--redis-url`.
     #[arg(long, env = "SMSGW_POLICY_REDIS_URL")]

@@ -95,7 +95,10 @@ pub(crate) async fn build(args: &GatewayArgs, policies: SharedPolicies) -> anyho
         PolicyEngineKind::InProcess => {
             let lists = InProcessBlacklists::new();
             Contact {
-                engine: Arc::new(InProcessEngine::new(policies, lists.clone())),
+                engine: Arc::new(
+                    InProcessEngine::new(policies, lists.clone())
+                        .with_max_entries(c.policy_max_entries),
+                ),
                 sink: Some(Arc::new(lists)),
                 mcp: None,
             }

@@ -236,7 +236,8 @@ impl Messaging {
     }
 
     /// What the service's bounded in-memory structures hold now (late
-    /// responses, user cache, app limits, campaigns), for the
+    /// responses, user cache, app limits, campaigns, and the contact-policy
+    /// engine's counters when they are in process), for the
     /// `smsgw_memory_*` gauges.
     pub fn memory(&self) -> Vec<MemoryUse> {
         vec![
@@ -251,6 +252,9 @@ impl Messaging {
                 .memory(),
             self.stats.campaigns_memory(),
         ]
+        .into_iter()
+        .chain(self.policy.as_ref().and_then(|p| p.memory()))
+        .collect()
     }
 
     /// Late submit_sm_resp that matched no segment awaiting one, since
