@@ -485,6 +485,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
         w.abort();
     }
+    // What a script needs to look the messages up afterwards.
+    println!("transaction ids: bench-{run_id}-<i>, i < {sent}");
     stop_sampling.cancel();
     if let Some(s) = sampler {
         s.await??;

@@ -759,9 +759,14 @@ impl LinkControl for Dispatching {
     }
 }
 
-/// How long a lost hand-off is offered to other holders (the send path's
-/// own retry of an unavailable link is as long).
-const LOST_RESUBMIT_WAIT: Duration = Duration::from_secs(10);
+/// How long a lost hand-off waits for a holder to send it again through.
+/// With a 1-session link the lost holder was the only one: the bind comes
+/// back only when that pod has restarted (or another pod has taken its
+/// slot), seconds under Kubernetes, so the wait covers a restart rather
+/// than the send path's 10 s retry of an unavailable link. It stays below
+/// the sweeper's default `--sweep-after` (30 s), which would otherwise
+/// claim the still-`accepted` message and submit it unmarked meanwhile.
+const LOST_RESUBMIT_WAIT: Duration = Duration::from_secs(20);
 /// Lost hand-offs of one message at most before its outcome is unknown.
 const LOST_RESUBMIT_ROUNDS: usize = 3;
 
