@@ -9,6 +9,7 @@
 #   SMSGW_BIN  the gateway binary (default target/release/smsgw)
 #   OUT        where the CSV, PNG and logs go (default /tmp/soak-<label>)
 #   TTL        --message-ttl of the run (default 5m, so purging shows within the run)
+#   PORTS      offset added to every port, to run two soaks side by side (default 0)
 set -euo pipefail
 label=$1 duration=$2 rate=$3 store=${4:-embedded}
 shift 3; [ $# -gt 0 ] && shift
@@ -16,12 +17,14 @@ bin=${SMSGW_BIN:-target/release/smsgw}
 out=${OUT:-/tmp/soak-$label}
 ttl=${TTL:-5m}
 python=${PYTHON:-python3}
+o=${PORTS:-0}
+sim=$((12795 + o)) rest=$((18101 + o)) grpc=$((14065 + o)) rport=$((16395 + o))
 rm -rf "$out"; mkdir -p "$out/data"
-cat > "$out/config.yaml" <<'YAML'
+cat > "$out/config.yaml" <<YAML
 apiVersion: smsgw.io/v1alpha1
 kind: SmppLink
 metadata: {name: soak-link}
-spec: {host: 127.0.0.1, port: 12795, systemId: smsgw, password: secret,
+spec: {host: 127.0.0.1, port: $sim, systemId: smsgw, password: secret,
        sessions: 4, window: 64, responseTimeout: 5s, enquireLinkInterval: 10s,
        messageIdFormat: hex}
 ---
@@ -33,11 +36,11 @@ YAML
 store_flags=()
 redis=
 if [ "$store" = redis ]; then
-  redis-server --port 16395 --bind 127.0.0.1 --save '' --appendonly no \
+  redis-server --port $rport --bind 127.0.0.1 --save '' --appendonly no \
     --dir "$out" > "$out/redis.log" 2>&1 &
   redis=$!
   sleep 1
-  store_flags=(--store redis --redis-url redis://127.0.0.1:16395)
+  store_flags=(--store redis --redis-url redis://127.0.0.1:$rport)
 fi
 cleanup() {
   [ -n "${gw:-}" ] && kill "$gw" 2>/dev/null && wait "$gw" 2>/dev/null || true
@@ -45,20 +48,20 @@ cleanup() {
 }
 trap cleanup EXIT
 ADMIN_API_KEY=k RUST_LOG=warn "$bin" standalone --config "$out/config.yaml" --with-simulator \
-  --simulator-listen 127.0.0.1:12795 --rest-addr 127.0.0.1:18101 --grpc-addr 127.0.0.1:14065 \
+  --simulator-listen 127.0.0.1:$sim --rest-addr 127.0.0.1:$rest --grpc-addr 127.0.0.1:$grpc \
   --data-dir "$out/data" --message-ttl "$ttl" "${store_flags[@]}" "$@" > "$out/gateway.log" 2>&1 &
 gw=$!
 sleep 3
 echo "gateway pid $gw, RSS at start: $(awk '/VmRSS/{print $2, $3}' /proc/$gw/status)"
-"$bin" bench --rest http://127.0.0.1:18101 --grpc http://127.0.0.1:14065 \
+"$bin" bench --rest http://127.0.0.1:$rest --grpc http://127.0.0.1:$grpc \
   --duration "$duration" --rate "$rate" --concurrency 4 --wait-receipts --timeout 600s \
   --soak-csv "$out/soak.csv" --gateway-pid "$gw" --data-dir "$out/data" --sample-every 5s \
   2>&1 | tee "$out/bench.txt"
 echo "data directory: $(du -sb "$out/data" | cut -f1) bytes"; ls -l "$out/data"
 if [ -n "$redis" ]; then
-  redis-cli -p 16395 info memory | grep -E '^used_memory:|^used_memory_peak:'
-  echo "keys: $(redis-cli -p 16395 dbsize)"
+  redis-cli -p $rport info memory | grep -E '^used_memory:|^used_memory_peak:'
+  echo "keys: $(redis-cli -p $rport dbsize)"
 fi
-curl -s http://127.0.0.1:18101/metrics | grep -E '^smsgw_memory_(entries|bytes)' || true
+curl -s http://127.0.0.1:$rest/metrics | grep -E '^smsgw_memory_(entries|bytes)' || true
 "$python" "$(dirname "$0")/soak_plot.py" "$out/soak.csv" "$out/soak.png" \
   --title "smsgw soak: $label, $rate msg/s, $store store" | tee "$out/summary.txt"
