@@ -215,15 +215,16 @@ async fn the_load_tool_drives_the_stream_and_rest_and_counts_receipts() {
     ]);
     assert!(out.contains("mode Rest: 200 sent, 0 failed"), "{out}");
     // Sends 0..=99 are due in the first 250 ms: about 100 are left out
-    // (fewer or more when a loaded machine is slow to send on time; CI's
-    // 2-core VM saw 69). Some, and not all, is what the flag promises.
+    // (fewer or more when a loaded machine is slow to send on time: CI's
+    // 2-core VM saw 69, a machine at load 12 saw 4). Some, and not all, is
+    // what the flag promises.
     let left_out: usize = out
         .split("leaves out the first 250.00ms: ")
         .nth(1)
         .and_then(|r| r.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no warm-up line: {out}"));
-    assert!((30..190).contains(&left_out), "{out}");
+    assert!((1..200).contains(&left_out), "{out}");
     let lines: Vec<(f64, f64)> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()
