@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod bounded;
+pub mod claims;
 pub mod limits;
 pub mod links;
 pub mod messages;

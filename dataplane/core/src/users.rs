@@ -1,5 +1,6 @@
 //! Users, their applications, and the store that keeps them.
 
+use crate::claims::AddressClaim;
 use serde::{Deserialize, Serialize};
 
 /// A user and its application, as stored. Hashes are PHC strings
@@ -95,6 +96,15 @@ pub enum StoreError {
     /// The record does not exist.
     #[error("no user {0:?}")]
     NotFound(String),
+    /// An app already holds as many address claims as it may
+    /// ([`crate::claims::MAX_CLAIMS_PER_APP`]).
+    #[error("app {app_id:?} already holds {max} address claims")]
+    TooManyClaims {
+        /// The claiming app.
+        app_id: String,
+        /// How many it may hold.
+        max: usize,
+    },
     /// The backend failed (I/O, connection, corruption).
     #[error("store backend failed: {0}")]
     Backend(String),
@@ -116,7 +126,8 @@ pub trait UserStore: Send + Sync + 'static {
     async fn create(&self, user: &UserRecord) -> Result<(), StoreError>;
     /// Replaces a user's record (same user id; email and app id unchanged).
     async fn update(&self, user: &UserRecord) -> Result<(), StoreError>;
-    /// Removes a user and its indexes; false if it did not exist.
+    /// Removes a user, its indexes and its app's address claims; false if
+    /// it did not exist.
     async fn delete(&self, user_id: &str) -> Result<bool, StoreError>;
     /// A user by id.
     async fn get(&self, user_id: &str) -> Result<Option<UserRecord>, StoreError>;
@@ -126,4 +137,36 @@ pub trait UserStore: Send + Sync + 'static {
     async fn by_app_id(&self, app_id: &str) -> Result<Option<UserRecord>, StoreError>;
     /// Users ordered by user id, starting after `after`, at most `limit`.
     async fn list(&self, after: Option<&str>, limit: usize) -> Result<Vec<UserRecord>, StoreError>;
+
+    /// Stores a new address claim if its id ([`AddressClaim::id`]) is free
+    /// and its app holds fewer than `max_per_app` claims, atomically across
+    /// every pod: `Conflict { field: "address" }` when the id is taken
+    /// (whoever holds it), [`StoreError::TooManyClaims`] at the bound.
+    async fn put_claim(&self, claim: &AddressClaim, max_per_app: usize) -> Result<(), StoreError>;
+    /// The claim with id `claim_id`.
+    async fn claim(&self, claim_id: &str) -> Result<Option<AddressClaim>, StoreError>;
+    /// Every claim of an app, ordered by id.
+    async fn claims_of_app(&self, app_id: &str) -> Result<Vec<AddressClaim>, StoreError>;
+    /// Claims ordered by id, starting after `after`, at most `limit`.
+    async fn list_claims(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AddressClaim>, StoreError>;
+    /// Marks a claim approved at `at` (Unix seconds) and answers it; an
+    /// approved one is answered unchanged; `None` when there is no such
+    /// claim (released meanwhile: never brought back).
+    async fn approve_claim(
+        &self,
+        claim_id: &str,
+        at: u64,
+    ) -> Result<Option<AddressClaim>, StoreError>;
+    /// Deletes a claim, only if `app_id` holds it when one is given (an
+    /// app releasing its own) or whoever does (an admin); answers the
+    /// claim deleted, `None` when there was none (or another app's).
+    async fn delete_claim(
+        &self,
+        claim_id: &str,
+        app_id: Option<&str>,
+    ) -> Result<Option<AddressClaim>, StoreError>;
 }

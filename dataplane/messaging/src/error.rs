@@ -20,6 +20,16 @@ pub enum MessagingError {
         /// rather than having asked for something malformed.
         forbidden: bool,
     },
+    /// The request conflicts with what is held (an address another app or
+    /// a managed user holds), with its own code (`address_taken`,
+    /// `address_managed`, `already_claimed`, `too_many_claims`).
+    #[error("{message}")]
+    Conflict {
+        /// Machine-readable cause.
+        code: &'static str,
+        /// What conflicts, for the client.
+        message: String,
+    },
     /// A field is missing or has a value that is not accepted (the text).
     #[error("{field}: {reason}")]
     InvalidField {
@@ -81,14 +91,16 @@ impl MessagingError {
     /// the reason a refusal is counted and journaled under).
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Refused { code, .. } => code,
+            Self::Refused { code, .. } | Self::Conflict { code, .. } => code,
             Self::InvalidField { .. } => "invalid_argument",
             Self::UnknownTarget(_) => "unknown_target",
             Self::UnknownUser => "unauthenticated",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "unavailable",
             Self::NotFound(_) | Self::Users(StoreError::NotFound(_)) => "not_found",
-            Self::Users(StoreError::Conflict { .. }) => "conflict",
+            Self::Users(StoreError::Conflict { .. } | StoreError::TooManyClaims { .. }) => {
+                "conflict"
+            }
             Self::Users(_) | Self::Internal(_) => "internal",
         }
     }

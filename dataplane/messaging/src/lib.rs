@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 mod accept;
+mod claims;
 mod error;
 pub mod lifecycle;
 pub mod metrics;
@@ -29,6 +30,7 @@ pub mod text;
 pub mod trace;
 pub mod views;
 
+pub use claims::{CLAIM_CACHE, CLAIM_CACHE_ENTRIES};
 pub use error::MessagingError;
 pub use receipts::MobileOriginated;
 pub use request::SendRequest;

@@ -2,6 +2,7 @@
 //! arrive after their timeout, and mobile-originated messages.
 
 use crate::MessagingError;
+use crate::claims::MoOwner;
 use crate::lifecycle::Lifecycle;
 use crate::service::Messaging;
 use crate::views::{AppEvent, receipt_name, status_name};
@@ -24,7 +25,8 @@ pub struct MobileOriginated {
     pub link: String,
     /// Sender's address.
     pub source: String,
-    /// Recipient's address (one of an app's `sourceAddresses`).
+    /// Recipient's address (one of a User's `sourceAddresses`, or an
+    /// address an app claimed).
     pub destination: String,
     /// SMPP data_coding of `payload`.
     pub data_coding: u8,
@@ -161,7 +163,9 @@ impl Messaging {
     }
 
     /// Delivers a mobile-originated message, decoded to text, to the app
-    /// owning its destination address (a User's `sourceAddresses`); returns
+    /// owning its destination address (a User's `sourceAddresses` first,
+    /// then an app's approved claim of the text's first word on it, then
+    /// of the bare address); returns
     /// that app's id, `None` when no app owns the address. A text that
     /// cannot be read (a national language without tables here, a
     /// malformed header) reaches the app as the reason and the raw user
@@ -182,25 +186,18 @@ impl Messaging {
             use base64::Engine as _;
             base64::engine::general_purpose::STANDARD.encode(&m.payload)
         });
-        let email = {
-            let snap = self.config.load();
-            let dest = m.destination.trim_start_matches('+');
-            let owner = snap.users.values().find(|u| {
-                u.source_addresses
-                    .iter()
-                    .any(|a| a.trim_start_matches('+') == dest)
-            });
-            let Some(owner) = owner else {
+        let app_id = match self.mo_owner(&m.destination, &text).await {
+            Some(MoOwner::Claimed(c)) => c.app_id.clone(),
+            Some(MoOwner::Managed(email)) => match self.users.by_email(&email).await {
+                Ok(Some(u)) => u.app_id,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot look up the owner of a mobile-originated message");
+                    return None;
+                }
+            },
+            None => {
                 tracing::info!(link = %m.link, "mobile-originated message to an address no app owns");
-                return None;
-            };
-            owner.email.clone()
-        };
-        let app_id = match self.users.by_email(&email).await {
-            Ok(Some(u)) => u.app_id,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot look up the owner of a mobile-originated message");
                 return None;
             }
         };

@@ -4,6 +4,8 @@
 use smsgw_core::users::{StoreError, UserRecord, UserStore};
 use std::sync::Arc;
 
+pub mod claims;
+
 /// A user record for tests, unique by `n`.
 pub fn user(n: u32) -> UserRecord {
     UserRecord {

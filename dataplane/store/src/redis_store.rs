@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use smsgw_core::claims::{AddressClaim, ClaimStatus};
 use smsgw_core::users::{StoreError, UserRecord, UserStore, email_key};
 use std::time::Duration;
 
@@ -72,22 +73,65 @@ redis.call('ZADD', KEYS[4], 0, ARGV[2])
 return 0
 ";
 
+/// Deletes a user, its indexes and its app's claims (keys of one hash
+/// tag: `ARGV[2]` is the claim key prefix).
 const DELETE: &str = r"
 if redis.call('DEL', KEYS[1]) == 0 then return 0 end
 redis.call('DEL', KEYS[2])
 redis.call('DEL', KEYS[3])
 redis.call('ZREM', KEYS[4], ARGV[1])
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  redis.call('DEL', ARGV[2] .. id)
+  redis.call('ZREM', KEYS[6], id)
+end
+redis.call('DEL', KEYS[5])
 return 1
 ";
 
+/// Put-if-absent of a claim under the app's bound: 1 taken, 2 bound.
+const PUT_CLAIM: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
+if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[3]) then return 2 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], 0, ARGV[2])
+return 0
+";
+
+/// Replaces a claim only if it is still exactly `ARGV[1]`.
+const SWAP_CLAIM: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+";
+
+/// Deletes a claim and its index entries only if it is still exactly
+/// `ARGV[1]`.
+const DELETE_CLAIM: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
+return 1
+";
+
+/// Compare-and-set attempts of an approval or release racing other
+/// writers of the same claim before it gives up.
+const CLAIM_CAS_ATTEMPTS: usize = 8;
+
 /// Users in Redis: `{prefix:users}:u:<id>` holds the JSON record,
 /// `…:e:<email>` and `…:a:<app_id>` index it, `…:index` orders ids.
+/// Address claims: `…:c:<claim id>` holds the JSON claim, `…:ca:<app_id>`
+/// is the set of an app's claim ids, `…:cindex` orders them all.
 #[derive(Clone)]
 pub struct RedisUserStore {
     conn: ConnectionManager,
     tag: String,
     create: redis::Script,
     delete: redis::Script,
+    put_claim: redis::Script,
+    swap_claim: redis::Script,
+    delete_claim: redis::Script,
 }
 
 impl RedisUserStore {
@@ -99,7 +143,49 @@ impl RedisUserStore {
             tag: format!("{{{}:users}}", config.prefix),
             create: redis::Script::new(CREATE),
             delete: redis::Script::new(DELETE),
+            put_claim: redis::Script::new(PUT_CLAIM),
+            swap_claim: redis::Script::new(SWAP_CLAIM),
+            delete_claim: redis::Script::new(DELETE_CLAIM),
         })
+    }
+
+    fn claim_key(&self, id: &str) -> String {
+        format!("{}:c:{id}", self.tag)
+    }
+    fn app_claims_key(&self, app_id: &str) -> String {
+        format!("{}:ca:{app_id}", self.tag)
+    }
+    fn claim_index_key(&self) -> String {
+        format!("{}:cindex", self.tag)
+    }
+
+    /// A claim and its stored JSON (what a compare-and-set compares).
+    async fn claim_raw(&self, id: &str) -> Result<Option<(AddressClaim, String)>, StoreError> {
+        let json: Option<String> = self
+            .conn
+            .clone()
+            .get(self.claim_key(id))
+            .await
+            .map_err(backend)?;
+        json.map(|j| Ok((serde_json::from_str(&j).map_err(backend)?, j)))
+            .transpose()
+    }
+
+    async fn claims_by_id(&self, ids: &[String]) -> Result<Vec<AddressClaim>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.claim_key(id)).collect();
+        let jsons: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(keys)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        jsons
+            .into_iter()
+            .flatten()
+            .map(|j| serde_json::from_str(&j).map_err(backend))
+            .collect()
     }
 
     fn user_key(&self, id: &str) -> String {
@@ -186,7 +272,10 @@ impl UserStore for RedisUserStore {
             .key(self.email_key(&old.email))
             .key(self.app_key(&old.app_id))
             .key(self.index_key())
+            .key(self.app_claims_key(&old.app_id))
+            .key(self.claim_index_key())
             .arg(user_id)
+            .arg(self.claim_key(""))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(backend)?;
@@ -234,5 +323,125 @@ impl UserStore for RedisUserStore {
             .flatten()
             .map(|j| serde_json::from_str(&j).map_err(backend))
             .collect()
+    }
+
+    async fn put_claim(&self, claim: &AddressClaim, max_per_app: usize) -> Result<(), StoreError> {
+        let id = claim.id();
+        let json = serde_json::to_string(claim).map_err(backend)?;
+        let code: i64 = self
+            .put_claim
+            .key(self.claim_key(&id))
+            .key(self.app_claims_key(&claim.app_id))
+            .key(self.claim_index_key())
+            .arg(json)
+            .arg(&id)
+            .arg(max_per_app)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        match code {
+            0 => Ok(()),
+            1 => Err(StoreError::Conflict {
+                field: "address",
+                value: id,
+            }),
+            _ => Err(StoreError::TooManyClaims {
+                app_id: claim.app_id.clone(),
+                max: max_per_app,
+            }),
+        }
+    }
+
+    async fn claim(&self, claim_id: &str) -> Result<Option<AddressClaim>, StoreError> {
+        Ok(self.claim_raw(claim_id).await?.map(|(c, _)| c))
+    }
+
+    async fn claims_of_app(&self, app_id: &str) -> Result<Vec<AddressClaim>, StoreError> {
+        let mut ids: Vec<String> = self
+            .conn
+            .clone()
+            .smembers(self.app_claims_key(app_id))
+            .await
+            .map_err(backend)?;
+        ids.sort();
+        self.claims_by_id(&ids).await
+    }
+
+    async fn list_claims(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AddressClaim>, StoreError> {
+        let min = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
+        let ids: Vec<String> = self
+            .conn
+            .clone()
+            .zrangebylex_limit(self.claim_index_key(), min, "+", 0, limit as isize)
+            .await
+            .map_err(backend)?;
+        self.claims_by_id(&ids).await
+    }
+
+    async fn approve_claim(
+        &self,
+        claim_id: &str,
+        at: u64,
+    ) -> Result<Option<AddressClaim>, StoreError> {
+        for _ in 0..CLAIM_CAS_ATTEMPTS {
+            let Some((mut claim, old)) = self.claim_raw(claim_id).await? else {
+                return Ok(None);
+            };
+            if claim.status == ClaimStatus::Approved {
+                return Ok(Some(claim));
+            }
+            claim.status = ClaimStatus::Approved;
+            claim.approved_at = Some(at);
+            let new = serde_json::to_string(&claim).map_err(backend)?;
+            let swapped: i64 = self
+                .swap_claim
+                .key(self.claim_key(claim_id))
+                .arg(old)
+                .arg(new)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(backend)?;
+            if swapped == 1 {
+                return Ok(Some(claim));
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "claim {claim_id:?} kept changing during its approval"
+        )))
+    }
+
+    async fn delete_claim(
+        &self,
+        claim_id: &str,
+        app_id: Option<&str>,
+    ) -> Result<Option<AddressClaim>, StoreError> {
+        for _ in 0..CLAIM_CAS_ATTEMPTS {
+            let Some((claim, old)) = self.claim_raw(claim_id).await? else {
+                return Ok(None);
+            };
+            if app_id.is_some_and(|a| a != claim.app_id) {
+                return Ok(None);
+            }
+            let deleted: i64 = self
+                .delete_claim
+                .key(self.claim_key(claim_id))
+                .key(self.app_claims_key(&claim.app_id))
+                .key(self.claim_index_key())
+                .arg(old)
+                .arg(claim_id)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(backend)?;
+            if deleted == 1 {
+                return Ok(Some(claim));
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "claim {claim_id:?} kept changing during its release"
+        )))
     }
 }
