@@ -1,8 +1,11 @@
 //! Starting and stopping real `smsgw` processes for tests.
 
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -614,4 +617,62 @@ pub async fn bound(gw: &Gateway, creds: &Creds) {
     })
     .await;
     assert!(ok.is_some(), "links never bound");
+}
+
+/// A webhook receiver on loopback that answers 503 while down.
+pub struct Receiver {
+    /// Its URL (`http://127.0.0.1:<port>/hook`).
+    pub url: String,
+    /// Whether it answers 200 (else 503).
+    pub up: Arc<AtomicBool>,
+    /// Every request: headers and body, including refused ones.
+    pub seen: Arc<Mutex<Vec<(HeaderMap, String, bool)>>>,
+}
+
+impl Receiver {
+    /// Starts it, up or down.
+    pub async fn start(up: bool) -> Receiver {
+        let up = Arc::new(AtomicBool::new(up));
+        let seen: Arc<Mutex<Vec<(HeaderMap, String, bool)>>> = Arc::default();
+        let (u2, s2) = (up.clone(), seen.clone());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: String| {
+                let (up, seen) = (u2.clone(), s2.clone());
+                async move {
+                    let ok = up.load(Ordering::SeqCst);
+                    seen.lock().unwrap().push((headers, body, ok));
+                    if ok {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { url, up, seen }
+    }
+
+    /// The events it acknowledged (a batch counts each of its events).
+    pub fn accepted(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        for (_, body, ok) in self.seen.lock().unwrap().iter() {
+            if !ok {
+                continue;
+            }
+            match serde_json::from_str::<Value>(body).unwrap() {
+                Value::Array(a) => out.extend(a),
+                v => out.push(v),
+            }
+        }
+        out
+    }
+
+    /// How many requests it refused (while down).
+    pub fn refused(&self) -> usize {
+        self.seen.lock().unwrap().iter().filter(|r| !r.2).count()
+    }
 }

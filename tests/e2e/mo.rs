@@ -45,7 +45,8 @@ async fn managed_user(gw: &Gateway) -> Creds {
     }
 }
 
-async fn next_mo(
+/// The next MO on an event stream (other events skipped), within 10 s.
+pub(crate) async fn next_mo(
     events: &mut tonic::Streaming<MessageEvent>,
 ) -> smsgw_proto::sms::v1::MobileOriginated {
     loop {
@@ -58,6 +59,19 @@ async fn next_mo(
             return mo;
         }
     }
+}
+
+/// The app's live WatchEvents stream, subscribed before this returns.
+pub(crate) async fn watch(gw: &Gateway, creds: &Creds) -> tonic::Streaming<MessageEvent> {
+    let mut sms = SmsServiceClient::new(gw.channel().await);
+    let events = sms
+        .watch_events(creds.grpc(WatchEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    // Let the stream subscribe before anything is published.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    events
 }
 
 #[tokio::test]
@@ -75,14 +89,7 @@ async fn apps_receive_national_table_mo_as_the_exact_text() {
     let gw = Gateway::standalone(&config);
     let creds = managed_user(&gw).await;
     bound(&gw, &creds).await;
-    let mut sms = SmsServiceClient::new(gw.channel().await);
-    let mut events = sms
-        .watch_events(creds.grpc(WatchEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
-    // Let the stream subscribe before anything is published.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut events = watch(&gw, &creds).await;
 
     let from = Address::new("905321234567", 1, 1);
     let to = Address::new(SHORT_CODE, 0, 0);

@@ -2,68 +2,12 @@
 //! that is down and a gateway that is killed, carry stable ids, arrive in
 //! batches when asked, and only the kinds an app chose.
 
-use crate::harness::{Creds, Gateway, Sim, bound, eventually, sim_config};
-use axum::http::{HeaderMap, StatusCode};
+use crate::harness::{Creds, Gateway, Receiver, Sim, bound, eventually, sim_config};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-/// A webhook receiver on loopback that answers 503 while down.
-struct Receiver {
-    url: String,
-    up: Arc<AtomicBool>,
-    /// Every request: headers and body, including refused ones.
-    seen: Arc<Mutex<Vec<(HeaderMap, String, bool)>>>,
-}
-
-impl Receiver {
-    async fn start(up: bool) -> Receiver {
-        let up = Arc::new(AtomicBool::new(up));
-        let seen: Arc<Mutex<Vec<(HeaderMap, String, bool)>>> = Arc::default();
-        let (u2, s2) = (up.clone(), seen.clone());
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |headers: HeaderMap, body: String| {
-                let (up, seen) = (u2.clone(), s2.clone());
-                async move {
-                    let ok = up.load(Ordering::SeqCst);
-                    seen.lock().unwrap().push((headers, body, ok));
-                    if ok {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    }
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Receiver { url, up, seen }
-    }
-
-    /// The events it acknowledged (a batch counts each of its events).
-    fn accepted(&self) -> Vec<Value> {
-        let mut out = Vec::new();
-        for (_, body, ok) in self.seen.lock().unwrap().iter() {
-            if !ok {
-                continue;
-            }
-            match serde_json::from_str::<Value>(body).unwrap() {
-                Value::Array(a) => out.extend(a),
-                v => out.push(v),
-            }
-        }
-        out
-    }
-
-    fn refused(&self) -> usize {
-        self.seen.lock().unwrap().iter().filter(|r| !r.2).count()
-    }
-}
 
 async fn set_hook(gw: &Gateway, creds: &Creds, settings: Value) -> Value {
     let r = gw

@@ -49,6 +49,16 @@ pub enum ApiError {
     /// A unique value is taken (e.g. the email at registration).
     #[error("{0}")]
     Conflict(String),
+    /// The request conflicts with what is held, with its own code
+    /// (`address_taken`, `address_managed`, `already_claimed`,
+    /// `too_many_claims`): 409 / ALREADY_EXISTS.
+    #[error("{message}")]
+    Conflicting {
+        /// Machine-readable cause.
+        code: &'static str,
+        /// What conflicts.
+        message: String,
+    },
     /// The named record does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -69,8 +79,9 @@ pub enum ApiError {
     /// The service needed is not configured or not reachable.
     #[error("{0}")]
     Unavailable(String),
-    /// A send refused before anything was stored, with its own code
-    /// (`invalid_destination`, `too_many_segments`, `target_not_allowed`, …).
+    /// A send refused before anything was stored, or another request
+    /// refused with its own code (`invalid_destination`,
+    /// `too_many_segments`, `target_not_allowed`, `invalid_address`, …).
     #[error("{message}")]
     SendRefused {
         /// Machine-readable cause.
@@ -99,9 +110,11 @@ pub(crate) struct ErrorDetail {
     /// Stable machine-readable cause: `invalid_argument`,
     /// `payload_too_large`, `unsupported_media_type`, `unknown_target`, `unauthenticated`,
     /// `permission_denied`, `not_found`, `conflict`, `too_many_requests`,
-    /// `rate_limited`, `unavailable`, `unimplemented`, `internal`, or a send
+    /// `rate_limited`, `unavailable`, `unimplemented`, `internal`, a send
     /// refusal such as `invalid_destination`, `too_many_segments`,
-    /// `target_not_allowed`, `daily_cp`.
+    /// `target_not_allowed`, `daily_cp`, or an address claim's
+    /// (`invalid_address`, `invalid_keyword`, `address_taken`,
+    /// `address_managed`, `already_claimed`, `too_many_claims`).
     #[schema(example = "invalid_argument")]
     pub(crate) code: &'static str,
     /// Human-readable explanation.
@@ -128,7 +141,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
-            ApiError::SendRefused { code, .. } => code,
+            ApiError::SendRefused { code, .. } | ApiError::Conflicting { code, .. } => code,
         }
     }
 
@@ -144,7 +157,7 @@ impl ApiError {
             ApiError::NoRoute(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::Conflicting { .. } => StatusCode::CONFLICT,
             ApiError::TooManyRequests { .. } | ApiError::RateLimited { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -169,7 +182,7 @@ impl ApiError {
             ApiError::NoRoute(_) | ApiError::NotFound(_) => tonic::Code::NotFound,
             ApiError::Unauthenticated(_) => tonic::Code::Unauthenticated,
             ApiError::PermissionDenied(_) => tonic::Code::PermissionDenied,
-            ApiError::Conflict(_) => tonic::Code::AlreadyExists,
+            ApiError::Conflict(_) | ApiError::Conflicting { .. } => tonic::Code::AlreadyExists,
             ApiError::TooManyRequests { .. } | ApiError::RateLimited { .. } => {
                 tonic::Code::ResourceExhausted
             }
@@ -262,6 +275,7 @@ impl From<smsgw_messaging::MessagingError> for ApiError {
                 message,
                 forbidden,
             },
+            M::Conflict { code, message } => ApiError::Conflicting { code, message },
             M::InvalidField { field, reason } => ApiError::InvalidField { field, reason },
             M::UnknownTarget(t) => ApiError::UnknownTarget(t),
             M::UnknownUser => ApiError::Unauthenticated("the token's user no longer exists".into()),
@@ -303,6 +317,10 @@ mod tests {
         for e in [
             M::refused("invalid_destination", "x"),
             M::forbidden("daily_cp", "x"),
+            M::Conflict {
+                code: "address_taken",
+                message: "x".into(),
+            },
             M::InvalidField {
                 field: "message",
                 reason: "x".into(),
@@ -324,6 +342,12 @@ mod tests {
             ApiError::from(M::forbidden("daily_cp", "x")).http_status(),
             StatusCode::FORBIDDEN
         );
+        let taken = ApiError::from(M::Conflict {
+            code: "address_taken",
+            message: "x".into(),
+        });
+        assert_eq!(taken.http_status(), StatusCode::CONFLICT);
+        assert_eq!(taken.grpc_code(), tonic::Code::AlreadyExists);
     }
 
     #[test]

@@ -317,6 +317,65 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
         })
         .await
     }
+
+    async fn claim_address(
+        &self,
+        req: Request<pb::ClaimAddressRequest>,
+    ) -> Result<Response<pb::AddressClaim>, Status> {
+        self.state
+            .call(User, "ClaimAddress", req, |caller, b| async move {
+                let req = crate::claims::ClaimRequest {
+                    address: Some(b.address),
+                    keyword: Some(b.keyword).filter(|k| !k.is_empty()),
+                };
+                crate::claims::claim(&self.state, &caller, req)
+                    .await
+                    .map(claim_pb)
+            })
+            .await
+    }
+
+    async fn list_address_claims(
+        &self,
+        req: Request<pb::ListAddressClaimsRequest>,
+    ) -> Result<Response<pb::ListAddressClaimsResponse>, Status> {
+        self.state
+            .call(User, "ListAddressClaims", req, |caller, _| async move {
+                let l = crate::claims::list_own(&self.state, &caller).await?;
+                Ok(pb::ListAddressClaimsResponse {
+                    claims: l.claims.into_iter().map(claim_pb).collect(),
+                })
+            })
+            .await
+    }
+
+    async fn release_address(
+        &self,
+        req: Request<pb::ReleaseAddressRequest>,
+    ) -> Result<Response<pb::ReleaseAddressResponse>, Status> {
+        self.state
+            .call(User, "ReleaseAddress", req, |caller, b| async move {
+                let c = crate::claims::release(&self.state, &caller, &b.claim_id).await?;
+                Ok(pb::ReleaseAddressResponse {
+                    claim: Some(claim_pb(c)),
+                })
+            })
+            .await
+    }
+}
+
+/// An address claim as `sms.v1` and `admin.v1` carry it.
+fn claim_pb(c: crate::claims::ClaimView) -> pb::AddressClaim {
+    pb::AddressClaim {
+        claim_id: c.claim_id,
+        address: c.address,
+        kind: c.kind.as_str().into(),
+        keyword: c.keyword.unwrap_or_default(),
+        app_id: c.app_id,
+        status: c.status.as_str().into(),
+        created_at: Some(timestamp(c.created_at)),
+        approved_at: c.approved_at.map(timestamp),
+    }
 }
 
 /// WatchEvents from a cursor: the app's kept events after it, then each
@@ -928,6 +987,50 @@ impl admin_pb::admin_service_server::AdminService for AdminGrpc {
                         .collect(),
                     elapsed_ms: rep.elapsed_ms,
                 })
+            })
+            .await
+    }
+
+    async fn list_address_claims(
+        &self,
+        req: Request<admin_pb::ListAddressClaimsRequest>,
+    ) -> Result<Response<admin_pb::ListAddressClaimsResponse>, Status> {
+        self.state
+            .call(Admin, "ListAddressClaims", req, |_, b| async move {
+                let status = crate::claims::parse_status(&b.status)?;
+                let size = (b.page_size != 0).then_some(b.page_size);
+                let page =
+                    crate::claims::list_all(&self.state, status, size, Some(&b.page_token)).await?;
+                Ok(admin_pb::ListAddressClaimsResponse {
+                    claims: page.claims.into_iter().map(claim_pb).collect(),
+                    next_page_token: page.next_page_token.unwrap_or_default(),
+                })
+            })
+            .await
+    }
+
+    async fn approve_address_claim(
+        &self,
+        req: Request<admin_pb::AddressClaimRequest>,
+    ) -> Result<Response<pb::AddressClaim>, Status> {
+        self.state
+            .call(Admin, "ApproveAddressClaim", req, |caller, b| async move {
+                crate::claims::approve(&self.state, &caller, &b.claim_id)
+                    .await
+                    .map(claim_pb)
+            })
+            .await
+    }
+
+    async fn reject_address_claim(
+        &self,
+        req: Request<admin_pb::AddressClaimRequest>,
+    ) -> Result<Response<pb::AddressClaim>, Status> {
+        self.state
+            .call(Admin, "RejectAddressClaim", req, |caller, b| async move {
+                crate::claims::reject(&self.state, &caller, &b.claim_id)
+                    .await
+                    .map(claim_pb)
             })
             .await
     }

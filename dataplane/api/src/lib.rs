@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod claims;
 pub mod cluster;
 pub mod dashboard;
 mod error;

@@ -66,6 +66,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/sms", get(sms_by_transaction))
         .route("/api/v1/sms/{message_id}", get(sms_info))
         .route("/api/v1/settings/webhook", axum::routing::put(set_webhook))
+        .route(
+            "/api/v1/settings/addresses",
+            get(list_own_claims).post(claim_address),
+        )
+        .route(
+            "/api/v1/settings/addresses/{claim_id}",
+            axum::routing::delete(release_address),
+        )
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/smpp/links", get(list_links))
         .route("/api/v1/smpp/links/{name}", get(get_link))
@@ -79,6 +87,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/admin/users/{id}/admin", post(set_admin))
         .route("/api/v1/admin/users/{id}/reset-secret", post(reset_secret))
         .route("/api/v1/admin/config", get(config))
+        .route("/api/v1/admin/addresses", get(admin_list_claims))
+        .route(
+            "/api/v1/admin/addresses/{claim_id}",
+            axum::routing::delete(reject_claim),
+        )
+        .route(
+            "/api/v1/admin/addresses/{claim_id}/approve",
+            post(approve_claim),
+        )
         .route("/api/v1/admin/links", get(admin_list_links))
         .route("/api/v1/admin/stats", get(admin_stats))
         .route("/api/v1/admin/links/{name}/{action}", post(control_link))
@@ -676,6 +693,119 @@ async fn set_webhook(
     JsonBody(settings): JsonBody<crate::webhook::WebhookSettings>,
 ) -> Result<Json<crate::webhook::WebhookSet>, ApiError> {
     crate::webhook::set(&state, &caller, settings)
+        .await
+        .map(Json)
+}
+
+/// Claims a source address for the caller's app: MO to it (or, with a
+/// `keyword`, MO to it whose first word is the keyword) reaches the app's
+/// webhook, `GET /api/v1/events` and the gRPC WatchEvents stream once an
+/// admin approves the claim. An address is claimed by one app at most; an
+/// address a User resource lists cannot be claimed.
+#[utoipa::path(post, path = "/api/v1/settings/addresses", tag = "settings",
+    request_body = crate::claims::ClaimRequest,
+    responses(
+        (status = 201, description = "The claim, `pending` until an admin approves it", body = crate::claims::ClaimView),
+        (status = 400, description = "Not a short code or E.164 number (`invalid_address`), or a malformed keyword (`invalid_keyword`)", body = ErrorBody),
+        (status = 409, description = "Claimed by another app (`address_taken`) or by this one (`already_claimed`), listed by a User resource (`address_managed`), or the app holds the most claims it may (`too_many_claims`)", body = ErrorBody),
+    ),
+    security(("bearer" = [], "app_id" = [])))]
+async fn claim_address(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(req): JsonBody<crate::claims::ClaimRequest>,
+) -> Result<(axum::http::StatusCode, Json<crate::claims::ClaimView>), ApiError> {
+    let c = crate::claims::claim(&state, &caller, req).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(c)))
+}
+
+/// The caller's app's address claims, pending and approved.
+#[utoipa::path(get, path = "/api/v1/settings/addresses", tag = "settings",
+    responses((status = 200, description = "The claims", body = crate::claims::ClaimList)),
+    security(("bearer" = [], "app_id" = [])))]
+async fn list_own_claims(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<crate::claims::ClaimList>, ApiError> {
+    crate::claims::list_own(&state, &caller).await.map(Json)
+}
+
+/// Releases one of the caller's app's claims: MO to the address stops
+/// reaching it.
+#[utoipa::path(delete, path = "/api/v1/settings/addresses/{claim_id}", tag = "settings",
+    params(("claim_id" = String, Path, description = "The claim's id: address digits, or `digits:KEYWORD`", example = "4444:STOP")),
+    responses(
+        (status = 204, description = "Released"),
+        (status = 400, description = "Not a claim id (`invalid_claim_id`)", body = ErrorBody),
+    ),
+    security(("bearer" = [], "app_id" = [])))]
+async fn release_address(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(claim_id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    crate::claims::release(&state, &caller, &claim_id).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ClaimQuery {
+    /// Only claims in this state: `pending` or `approved` (default: both).
+    status: Option<String>,
+    /// Stored claims read per page, 1 to 1000 (default 100); with
+    /// `status`, a page may hold fewer.
+    page_size: Option<u32>,
+    /// `next_page_token` of the previous page.
+    page_token: Option<String>,
+}
+
+/// Every app's address claims, a page at a time (e.g. `?status=pending`,
+/// those waiting for a decision).
+#[utoipa::path(get, path = "/api/v1/admin/addresses", tag = "admin", params(ClaimQuery),
+    responses((status = 200, description = "A page of claims", body = crate::claims::ClaimPage)),
+    security(("admin_key" = []), ("bearer" = [], "app_id" = [])))]
+async fn admin_list_claims(
+    State(state): State<ApiState>,
+    Query(q): Query<ClaimQuery>,
+) -> Result<Json<crate::claims::ClaimPage>, ApiError> {
+    let status = crate::claims::parse_status(q.status.as_deref().unwrap_or(""))?;
+    crate::claims::list_all(&state, status, q.page_size, q.page_token.as_deref())
+        .await
+        .map(Json)
+}
+
+/// Approves an address claim: MO to the address reaches the claiming app
+/// (on this pod at once, on the others within 5 s).
+#[utoipa::path(post, path = "/api/v1/admin/addresses/{claim_id}/approve", tag = "admin",
+    params(("claim_id" = String, Path, description = "The claim's id", example = "4444")),
+    responses(
+        (status = 200, description = "The claim, approved", body = crate::claims::ClaimView),
+        (status = 409, description = "A User resource lists the address now (`address_managed`)", body = ErrorBody),
+    ),
+    security(("admin_key" = []), ("bearer" = [], "app_id" = [])))]
+async fn approve_claim(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(claim_id): Path<String>,
+) -> Result<Json<crate::claims::ClaimView>, ApiError> {
+    crate::claims::approve(&state, &caller, &claim_id)
+        .await
+        .map(Json)
+}
+
+/// Rejects (deletes) an address claim, pending or approved; the address
+/// is free to claim again.
+#[utoipa::path(delete, path = "/api/v1/admin/addresses/{claim_id}", tag = "admin",
+    params(("claim_id" = String, Path, description = "The claim's id", example = "4444")),
+    responses((status = 200, description = "The claim deleted", body = crate::claims::ClaimView)),
+    security(("admin_key" = []), ("bearer" = [], "app_id" = [])))]
+async fn reject_claim(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(claim_id): Path<String>,
+) -> Result<Json<crate::claims::ClaimView>, ApiError> {
+    crate::claims::reject(&state, &caller, &claim_id)
         .await
         .map(Json)
 }

@@ -38,6 +38,16 @@ pub enum AddressKind {
     ShortCode,
 }
 
+impl AddressKind {
+    /// The word the APIs use: `number` or `short_code`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Number => "number",
+            Self::ShortCode => "short_code",
+        }
+    }
+}
+
 /// Where a claim stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -47,6 +57,16 @@ pub enum ClaimStatus {
     Pending,
     /// Approved by an admin: MO to the address reaches the app.
     Approved,
+}
+
+impl ClaimStatus {
+    /// The word the APIs use: `pending` or `approved`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+        }
+    }
 }
 
 /// A claim as stored.
@@ -195,6 +215,16 @@ mod tests {
                 matches!(parse_address(bad), Err(ClaimInputError::Address(_))),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn api_words_are_the_serde_names() {
+        for k in [AddressKind::Number, AddressKind::ShortCode] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+        for s in [ClaimStatus::Pending, ClaimStatus::Approved] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
     }
 
