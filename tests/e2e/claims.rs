@@ -162,6 +162,12 @@ async fn an_app_registered_through_the_api_claims_a_short_code_and_receives_its_
     let to = Address::new(SHORT_CODE, 0, 0);
     smsc.deliver_mo_text(&from, &to, &MoText::new("before approval"))
         .unwrap();
+    let dropped = eventually(Duration::from_secs(20), async || {
+        gw.logs()
+            .contains("mobile-originated message to an address no app owns")
+    })
+    .await;
+    assert!(dropped.is_some(), "the gateway never handled the first MO");
 
     let pending = gw.admin_get("/api/v1/admin/addresses?status=pending").await;
     let ids: Vec<&str> = pending["claims"]
@@ -243,5 +249,73 @@ async fn an_app_registered_through_the_api_claims_a_short_code_and_receives_its_
     assert_eq!(listed["claims"], json!([]));
     let (s, v) = claim(&gw, &b, json!({"address": SHORT_CODE})).await;
     assert_eq!(s, 201, "{v}");
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn with_redis_a_claim_is_unique_across_gateways_and_the_mo_reaches_the_app_from_any() {
+    let redis = smsgw_store::testing::RedisServer::start();
+    let url = redis.url();
+    let cancel = CancellationToken::new();
+    // Only b's link is to the simulator that sends the MO; a's simulator
+    // stays quiet, so the MO arrives on b.
+    let smsc = sim::run(SimConfig::default(), cancel.clone())
+        .await
+        .expect("simulator starts");
+    let quiet = sim::run(SimConfig::default(), cancel.clone())
+        .await
+        .expect("simulator starts");
+    let args = ["--store", "redis", "--redis-url", url.as_str()];
+    let a = Gateway::standalone_with_args(&sim_config(quiet.addr()), &args);
+    let b = Gateway::standalone_with_args(&sim_config(smsc.addr()), &args);
+    let on_a = a.user("claimer@example.com").await;
+    let on_b = b.user("rival@example.com").await;
+    bound(&b, &on_b).await;
+
+    // Of two apps claiming one short code on two gateways at once, one
+    // gets it.
+    let (ra, rb) = tokio::join!(
+        claim(&a, &on_a, json!({"address": SHORT_CODE})),
+        claim(&b, &on_b, json!({"address": SHORT_CODE})),
+    );
+    let mut statuses = [ra.0, rb.0];
+    statuses.sort();
+    assert_eq!(statuses, [201, 409], "{ra:?} {rb:?}");
+    let (winner_gw, winner) = if ra.0 == 201 {
+        (&a, &on_a)
+    } else {
+        (&b, &on_b)
+    };
+    let loser = if ra.0 == 201 { &rb.1 } else { &ra.1 };
+    assert_eq!(loser["error"]["code"], "address_taken", "{loser}");
+
+    // Approved on a; b has never looked the claim up, so it routes at once.
+    let r = reqwest::Client::new()
+        .post(a.url(&format!("/api/v1/admin/addresses/{SHORT_CODE}/approve")))
+        .header("x-admin-key", ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    smsc.deliver_mo_text(
+        &Address::new("905321234567", 1, 1),
+        &Address::new(SHORT_CODE, 0, 0),
+        &MoText::new("to whichever pod"),
+    )
+    .unwrap();
+    let got = eventually(Duration::from_secs(20), async || {
+        pulled_mo(winner_gw, winner).await == ["to whichever pod"]
+    })
+    .await;
+    assert!(
+        got.is_some(),
+        "the winner got {:?}",
+        pulled_mo(winner_gw, winner).await
+    );
+    assert!(
+        b.logs()
+            .contains("mobile-originated message delivered to its app"),
+        "the MO came in on b"
+    );
     cancel.cancel();
 }

@@ -5,13 +5,14 @@
 
 use crate::MessagingError;
 use crate::service::Messaging;
+use smsgw_core::bounded::{BoundedMap, MemoryUse};
 use smsgw_core::claims::{
     AddressClaim, ClaimInputError, ClaimStatus, MAX_CLAIMS_PER_APP, claim_id, first_word,
     parse_address, parse_claim_id, parse_keyword,
 };
 use smsgw_core::users::StoreError;
 use smsgw_crds::Snapshot;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
 /// How long a claim (or its absence) is cached for MO routing: an approval
@@ -22,9 +23,20 @@ pub const CLAIM_CACHE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Claim ids (and absences) cached at most for MO routing.
 pub const CLAIM_CACHE_ENTRIES: usize = 10_000;
 
-/// An address as MO routing compares it: without a leading `+`.
-fn mo_key(address: &str) -> &str {
-    address.trim().trim_start_matches('+')
+/// An address as MO routing compares it: a number's digits only (no
+/// `+`, spaces, dashes, dots or parentheses), anything else trimmed.
+fn mo_key(address: &str) -> std::borrow::Cow<'_, str> {
+    let t = address.trim();
+    if t.chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '.' | '(' | ')'))
+    {
+        t.chars()
+            .filter(char::is_ascii_digit)
+            .collect::<String>()
+            .into()
+    } else {
+        t.into()
+    }
 }
 
 /// The email of the managed user (a User resource) whose
@@ -44,6 +56,68 @@ fn invalid(e: &ClaimInputError) -> MessagingError {
         _ => "invalid_claim_id",
     };
     MessagingError::refused(code, e.to_string())
+}
+
+/// Address claims (or their absence) by id, for MO routing: each kept
+/// [`CLAIM_CACHE`], at most [`CLAIM_CACHE_ENTRIES`]. A change made on this
+/// pod bumps an epoch under the same lock, so a lookup that read the store
+/// before the change cannot cache what it read after it.
+pub(crate) struct ClaimCache {
+    inner: Mutex<Cached>,
+}
+
+/// The cached claims, and the epoch of local changes.
+type Cached = (BoundedMap<String, Option<Arc<AddressClaim>>>, u64);
+
+impl ClaimCache {
+    pub(crate) fn new() -> Self {
+        Self {
+            inner: Mutex::new((
+                BoundedMap::new(
+                    "address_claims",
+                    CLAIM_CACHE_ENTRIES,
+                    usize::MAX,
+                    CLAIM_CACHE,
+                ),
+                0,
+            )),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached claim (or absence), or the epoch to give back to
+    /// [`ClaimCache::insert`] after reading the store.
+    fn get(&self, id: &str) -> Result<Option<Arc<AddressClaim>>, u64> {
+        let g = self.lock();
+        g.0.get(&id.to_owned(), Instant::now().into_std())
+            .cloned()
+            .ok_or(g.1)
+    }
+
+    /// Caches what the store answered, unless a local change came since
+    /// `epoch`.
+    fn insert(&self, id: &str, claim: Option<Arc<AddressClaim>>, epoch: u64) {
+        let mut g = self.lock();
+        if g.1 == epoch {
+            let bytes = 2 * id.len() + std::mem::size_of::<AddressClaim>() + 64;
+            g.0.insert(id.to_owned(), claim, bytes, Instant::now().into_std());
+        }
+    }
+
+    /// Drops `id` after a change made here.
+    fn forget(&self, id: &str) {
+        let mut g = self.lock();
+        g.1 += 1;
+        g.0.remove(&id.to_owned());
+    }
+
+    /// What it holds, for the `smsgw_memory_*` gauges.
+    pub(crate) fn memory(&self) -> MemoryUse {
+        self.lock().0.memory()
+    }
 }
 
 /// Who owns an MO's destination.
@@ -67,24 +141,18 @@ impl Messaging {
         }
         let address = mo_key(destination);
         if let Some(word) = first_word(text)
-            && let Some(c) = self.approved_claim(&claim_id(address, Some(&word))).await
+            && let Some(c) = self.approved_claim(&claim_id(&address, Some(&word))).await
         {
             return Some(MoOwner::Claimed(c));
         }
-        self.approved_claim(address).await.map(MoOwner::Claimed)
+        self.approved_claim(&address).await.map(MoOwner::Claimed)
     }
 
     /// The claim `id` if it is approved, through the cache.
     async fn approved_claim(&self, id: &str) -> Option<Arc<AddressClaim>> {
-        let cached = self
-            .claim_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id.to_owned(), Instant::now().into_std())
-            .cloned();
-        let claim = match cached {
-            Some(c) => c,
-            None => {
+        let claim = match self.claim_cache.get(id) {
+            Ok(c) => c,
+            Err(epoch) => {
                 let c = match self.users.claim(id).await {
                     Ok(c) => c.map(Arc::new),
                     Err(e) => {
@@ -92,11 +160,7 @@ impl Messaging {
                         return None;
                     }
                 };
-                let bytes = 2 * id.len() + std::mem::size_of::<AddressClaim>() + 64;
-                self.claim_cache
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id.to_owned(), c.clone(), bytes, Instant::now().into_std());
+                self.claim_cache.insert(id, c.clone(), epoch);
                 c
             }
         };
@@ -117,10 +181,7 @@ impl Messaging {
     }
 
     fn forget_claim(&self, id: &str) {
-        self.claim_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id.to_owned());
+        self.claim_cache.forget(id);
     }
 
     /// The app of `user_id` (`app_id`) claims `address` (a short code or an
@@ -270,5 +331,44 @@ impl Messaging {
         self.forget_claim(&id);
         tracing::info!(app_id = %c.app_id, claim = %id, "address claim rejected");
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(address: &str) -> Arc<AddressClaim> {
+        Arc::new(AddressClaim {
+            address: address.into(),
+            kind: smsgw_core::claims::AddressKind::ShortCode,
+            keyword: None,
+            app_id: "app".into(),
+            user_id: "user".into(),
+            status: ClaimStatus::Pending,
+            created_at: 0,
+            approved_at: None,
+        })
+    }
+
+    #[test]
+    fn a_lookup_that_read_the_store_before_a_local_change_does_not_cache_it() {
+        let cache = ClaimCache::new();
+        let epoch = cache.get("4444").expect_err("nothing cached yet");
+        // Approved here while the lookup was reading the store...
+        cache.forget("4444");
+        // ...so what it read (still pending) is not cached.
+        cache.insert("4444", Some(pending("4444")), epoch);
+        let now = cache
+            .get("4444")
+            .expect_err("the stale read was not cached");
+        cache.insert("4444", None, now);
+        assert_eq!(cache.get("4444"), Ok(None), "a fresh read is cached");
+    }
+
+    #[test]
+    fn numbers_compare_by_their_digits_and_other_addresses_as_written() {
+        assert_eq!(mo_key("+49 (1555) 00-01"), "4915550001");
+        assert_eq!(mo_key(" ACME "), "ACME");
     }
 }

@@ -75,10 +75,8 @@ pub struct Messaging {
     /// [`USER_CACHE_ENTRIES`] (the oldest are dropped first: the next
     /// request of that user reads the store again).
     user_cache: Mutex<BoundedMap<String, Arc<UserRecord>>>,
-    /// Address claims (or their absence) by id for MO routing, each kept
-    /// [`crate::CLAIM_CACHE`]; at most [`crate::CLAIM_CACHE_ENTRIES`].
-    pub(crate) claim_cache:
-        Mutex<BoundedMap<String, Option<Arc<smsgw_core::claims::AddressClaim>>>>,
+    /// Address claims (or their absence) for MO routing.
+    pub(crate) claim_cache: crate::claims::ClaimCache,
     /// Segments whose outcome is unknown, by (link, session, sequence), so a
     /// late submit_sm_resp can settle them: (message id, segment), kept
     /// [`crate::receipts::LATE_WINDOW`], at most the builder's
@@ -188,12 +186,7 @@ impl MessagingBuilder {
                 usize::MAX,
                 USER_CACHE,
             )),
-            claim_cache: Mutex::new(BoundedMap::new(
-                "address_claims",
-                crate::CLAIM_CACHE_ENTRIES,
-                usize::MAX,
-                crate::CLAIM_CACHE,
-            )),
+            claim_cache: crate::claims::ClaimCache::new(),
             late: Mutex::new(BoundedMap::new(
                 "late_responses",
                 self.late_responses,
@@ -260,10 +253,7 @@ impl Messaging {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .memory(),
-            self.claim_cache
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .memory(),
+            self.claim_cache.memory(),
             self.stats.campaigns_memory(),
         ]
         .into_iter()

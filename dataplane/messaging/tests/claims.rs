@@ -21,7 +21,7 @@ spec:
   email: shop@example.com
   appName: shop
   password: 'managed pw 12'
-  sourceAddresses: ["+4915550001"]
+  sourceAddresses: ["+49 1555 0001", "ACME"]
 "#;
 
 struct Fixture {
@@ -180,7 +180,16 @@ async fn managed_users_come_first_then_keywords_then_the_bare_address() {
             .on_mobile_originated(mo("4915550001", "hi"))
             .await
             .as_deref(),
-        Some("shop-app")
+        Some("shop-app"),
+        "a managed number matches however it is written"
+    );
+    assert_eq!(
+        f.messaging
+            .on_mobile_originated(mo(" ACME", "hi"))
+            .await
+            .as_deref(),
+        Some("shop-app"),
+        "a managed alphanumeric address matches as written"
     );
 }
 
