@@ -80,3 +80,16 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
+
+/// A record in the stores' binary encoding, as the Redis and Aerospike
+/// stores write it: for tests that lay out keys by hand (a layout of a
+/// version before).
+pub fn record_bytes(rec: &smsgw_core::messages::MessageRecord) -> Vec<u8> {
+    crate::messages::record_codec::encode(rec)
+}
+
+/// `s` packed as the Redis store packs the parts of its keys and index
+/// values (a hex or UUID id as its bytes, a decimal as a number).
+pub fn packed(s: &str) -> Vec<u8> {
+    crate::messages::record_codec::packed(s)
+}

@@ -6,8 +6,9 @@ use smsgw_core::messages::{
     SegmentRecord, SubmitStatus, SubmitUpdate, Target, unix_now_ms,
 };
 use smsgw_store::RedisConfig;
+use smsgw_store::contract::assert_readable;
 use smsgw_store::messages::{MessageStoreOptions, RedisMessageStore};
-use smsgw_store::testing::RedisServer;
+use smsgw_store::testing::{RedisServer, packed, record_bytes};
 use std::time::Duration;
 
 const LINK: &str = "smsc-a";
@@ -186,99 +187,204 @@ async fn put_v1(c: &mut redis::aio::MultiplexedConnection, m: &MessageRecord, si
         .unwrap();
 }
 
+/// Writes `n()` delivered messages from `from` as the version before this
+/// one laid them out (each in keys of its own): the record as a binary
+/// string, the transaction key holding the packed id, the index hash.
+async fn write_v2(c: &mut redis::aio::MultiplexedConnection, from: u32, index: bool) {
+    for n in from..from + n() {
+        let mut m = message(n);
+        let sid = smsc_id(n);
+        m.status = MessageStatus::Delivered;
+        m.claimed_by = None;
+        m.claim_until_ms = 0;
+        m.segments[0].smsc_message_id = Some(sid.clone());
+        m.segments[0].submit = SubmitStatus::Accepted;
+        m.segments[0].receipt = Some(ReceiptState::Delivered);
+        m.segments[0].error_code = Some(0);
+        m.segments[0].submitted_at_ms = Some(m.created_at_ms + 12);
+        m.segments[0].receipt_at_ms = Some(m.created_at_ms + 2_000);
+        put_v2(c, &m, index.then_some(sid.as_str())).await;
+    }
+}
+
+/// `m` in the layout of the version before this one, with its index
+/// entry for `sid` if given.
+async fn put_v2(c: &mut redis::aio::MultiplexedConnection, m: &MessageRecord, sid: Option<&str>) {
+    let exp = m.created_at_ms + 86_400_000;
+    let key = |kind: u8, parts: &[&str]| {
+        let mut k = b"smsgw:".to_vec();
+        k.push(kind);
+        for p in parts {
+            k.extend(packed(p));
+        }
+        k
+    };
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET")
+        .arg(key(b'm', &[&m.message_id]))
+        .arg(record_bytes(m))
+        .arg("PXAT")
+        .arg(exp)
+        .ignore()
+        .cmd("SET")
+        .arg(key(b't', &[&m.app_id, &m.transaction_id]))
+        .arg(packed(&m.message_id))
+        .arg("PXAT")
+        .arg(exp)
+        .ignore();
+    if let Some(sid) = sid {
+        let ik = key(b'i', &[LINK, sid]);
+        pipe.cmd("HSET")
+            .arg(&ik)
+            .arg("m")
+            .arg(packed(&m.message_id))
+            .arg("s")
+            .arg(0)
+            .ignore()
+            .cmd("PEXPIREAT")
+            .arg(&ik)
+            .arg(exp)
+            .ignore();
+    }
+    let () = pipe.query_async(c).await.unwrap();
+}
+
 /// Redis memory per stored and delivered single-segment message, index
-/// included. The target is at most 400 bytes; this layout takes ~570 once
-/// the index entry's grace has passed, ~730 within it (each key costs
-/// ~130 bytes of Redis's own before its name and value: see BENCHMARKS.md).
-/// The layout of the version before, written the same way, takes more than
-/// twice that.
+/// included. The target is at most 400 bytes: records in buckets by the
+/// time in their id and transaction ids in shared listpack hashes take
+/// ~310 once the SMSC-id index entry's grace has passed, ~510 within it
+/// (BENCHMARKS.md). The layout of the version before (a record, its
+/// transaction key and its index entry each a key of its own), written the
+/// same way, takes ~540 and ~740; the one before that more than twice ours.
 #[tokio::test]
 async fn a_delivered_message_should_take_a_fraction_of_the_memory_it_took() {
     // Within the index entry's grace (the default, 600 s).
-    let (with_index, _) = per_message(MessageStoreOptions::default(), 3).await;
+    let with_index = per_message(MessageStoreOptions::default(), true).await;
     // After it: a grace of 1 ms, so the entries go at the final receipt.
     let opts = MessageStoreOptions::default().index_grace(Duration::from_millis(1));
-    let (settled, v1) = per_message(opts, 2).await;
+    let settled = per_message(opts, false).await;
     eprintln!(
-        "bytes per message: {with_index} with index, {settled} after its grace; {v1} as before"
+        "bytes per message: {} with index ({} in the layout before), {} after its grace ({} before); {} two layouts before",
+        with_index.ours, with_index.v2, settled.ours, settled.v2, settled.v1
     );
-    assert!(settled <= 600, "{settled} bytes per message");
-    assert!(
-        with_index <= 800,
-        "{with_index} bytes per message with its index"
-    );
-    assert!(v1 > 2 * settled, "{v1} before against {settled}");
+    assert!(settled.ours <= 400, "{settled:?}");
+    assert!(with_index.ours <= 620, "{with_index:?}");
+    assert!(settled.ours + 150 <= settled.v2, "{settled:?}");
+    assert!(with_index.ours + 150 <= with_index.v2, "{with_index:?}");
+    assert!(settled.v1 > 3 * settled.ours, "{settled:?}");
 }
 
-/// Waits until Redis holds `keys` keys. Redis reclaims expired keys by
-/// sampling (and stops while fewer than a tenth of the keys with a TTL are
-/// expired) or when they are touched: a `SCAN` pass touches them all.
-async fn settle(c: &mut redis::aio::MultiplexedConnection, keys: i64) {
+/// Waits until Redis holds `keys` SMSC-id index keys. Redis reclaims
+/// expired keys by sampling (and stops while fewer than a tenth of the
+/// keys with a TTL are expired) or when they are touched: a `SCAN` pass
+/// touches them all.
+async fn settle(c: &mut redis::aio::MultiplexedConnection, keys: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while dbsize(c).await != keys {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} keys, not {keys}",
-            dbsize(c).await
-        );
+    loop {
         let mut cursor = 0u64;
+        let mut index = 0;
         loop {
-            let (next, _): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            let (next, found): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("COUNT")
                 .arg(10_000)
                 .query_async(c)
                 .await
                 .unwrap();
+            index += found.iter().filter(|k| k.starts_with(b"smsgw:i")).count();
             if next == 0 {
                 break;
             }
             cursor = next;
         }
+        if index == keys {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{index} index keys, not {keys}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
+/// Bytes per message: ours, the layout before and the one before that.
+#[derive(Debug)]
+struct PerMessage {
+    ours: i64,
+    v2: i64,
+    v1: i64,
+}
+
 /// Redis memory per message after storing and delivering `n()` of them
-/// (once `keys` keys a message are left), and per message of the layout
-/// of the version before.
-async fn per_message(opts: MessageStoreOptions, keys: i64) -> (i64, i64) {
+/// (with their index entries, or once those are gone), and per message
+/// of the layouts before, written the same way.
+async fn per_message(opts: MessageStoreOptions, index: bool) -> PerMessage {
     let server = RedisServer::start();
     let store = RedisMessageStore::connect(&RedisConfig::new(server.url()), opts)
         .await
         .unwrap();
     let mut c = conn(&server).await;
+    let count = n() as usize;
+    let per = |bytes: i64| bytes / i64::from(n());
     // Warm up: scripts loaded, connections open.
     deliver(&store, 1_000_000).await;
-    settle(&mut c, keys * i64::from(n())).await;
+    settle(&mut c, if index { count } else { 0 }).await;
     let before = used_memory(&mut c).await;
     deliver(&store, 0).await;
-    settle(&mut c, 2 * keys * i64::from(n())).await;
-    let ours = (used_memory(&mut c).await - before) / i64::from(n());
-    for kind in ["smsgw:m*", "smsgw:t*", "smsgw:i*"] {
+    settle(&mut c, if index { 2 * count } else { 0 }).await;
+    let ours = per(used_memory(&mut c).await - before);
+    eprintln!("{} keys for {} messages", dbsize(&mut c).await, 2 * count);
+    for (kind, what) in [
+        (&b"smsgw:r"[..], "record bucket"),
+        (b"{smsgw:t:", "transaction-id shard"),
+        (b"smsgw:i", "SMSC-id index entry"),
+    ] {
+        let mut pattern = kind.to_vec();
+        pattern.push(b'*');
         let (_, found): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
             .arg(0)
             .arg("MATCH")
-            .arg(kind)
+            .arg(pattern)
             .arg("COUNT")
             .arg(1_000)
             .query_async(&mut c)
             .await
             .unwrap();
-        if let Some(k) = found.first() {
-            let bytes: i64 = redis::cmd("MEMORY")
-                .arg("USAGE")
-                .arg(k)
-                .query_async(&mut c)
-                .await
-                .unwrap();
-            eprintln!("MEMORY USAGE of a {kind} key: {bytes} B");
-        }
+        // A transaction-id leaf, not the shard's list of generations.
+        let Some(k) = found.iter().find(|k| !k.ends_with(b"}l")) else {
+            continue;
+        };
+        let bytes: i64 = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(k)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let ty: String = redis::cmd("TYPE").arg(k).query_async(&mut c).await.unwrap();
+        let fields: i64 = if ty == "hash" {
+            redis::cmd("HLEN").arg(k).query_async(&mut c).await.unwrap()
+        } else {
+            1
+        };
+        let encoding: String = redis::cmd("OBJECT")
+            .arg("ENCODING")
+            .arg(k)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        eprintln!(
+            "MEMORY USAGE of a {what} ({ty}, {encoding}, {fields} fields): {bytes} B, {} B a field",
+            bytes / fields
+        );
     }
-    let before_v1 = used_memory(&mut c).await;
+    let before = used_memory(&mut c).await;
+    write_v2(&mut c, 3_000_000, index).await;
+    let v2 = per(used_memory(&mut c).await - before);
+    let before = used_memory(&mut c).await;
     write_v1(&mut c, 2_000_000).await;
-    let v1 = (used_memory(&mut c).await - before_v1) / i64::from(n());
-    (ours, v1)
+    let v1 = per(used_memory(&mut c).await - before);
+    PerMessage { ours, v2, v1 }
 }
 
 /// A day of messages written by the version before stays readable and
@@ -304,14 +410,7 @@ async fn messages_written_by_the_version_before_should_still_work() {
     m.segments[0].submitted_at_ms = Some(m.created_at_ms + 12);
     put_v1(&mut c, &m, &sid).await;
 
-    assert_eq!(store.get(&m.message_id).await.unwrap(), Some(m.clone()));
-    assert_eq!(
-        store
-            .by_transaction(&m.app_id, &m.transaction_id)
-            .await
-            .unwrap(),
-        Some(m.clone())
-    );
+    assert_readable(&store, &m).await;
     // The same transaction again (another id): the existing message.
     let mut again = message(1);
     again.message_id = "0190f3a2b4c57d8e9fa0b1c2d3e4f5a6".into();
@@ -366,4 +465,90 @@ async fn messages_written_by_the_version_before_should_still_work() {
             .unwrap(),
         ReceiptOutcome::Applied(_)
     ));
+}
+
+/// A message written in the layout of the version before this one (a
+/// record, its transaction key and its index entry each a key of its own)
+/// is still found by id and by transaction (and its key still decides
+/// idempotency), and takes its receipt, in place.
+#[tokio::test]
+async fn messages_written_in_keys_of_their_own_should_still_work() {
+    let server = RedisServer::start();
+    let store = RedisMessageStore::connect(
+        &RedisConfig::new(server.url()),
+        MessageStoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut c = conn(&server).await;
+
+    // Submitted (accepted by the SMSC), awaiting its receipt.
+    let mut m = message(1);
+    let sid = smsc_id(1);
+    m.status = MessageStatus::Pending;
+    m.segments[0].smsc_message_id = Some(sid.clone());
+    m.segments[0].submit = SubmitStatus::Accepted;
+    m.segments[0].submitted_at_ms = Some(m.created_at_ms + 12);
+    put_v2(&mut c, &m, Some(&sid)).await;
+
+    assert_readable(&store, &m).await;
+    let mut again = message(1);
+    again.message_id = message(2).message_id;
+    match store.create(&again).await.unwrap() {
+        smsgw_core::messages::CreateOutcome::Existing(r) => assert_eq!(r, m),
+        other => panic!("expected Existing, got {other:?}"),
+    }
+    assert_eq!(store.get(&again.message_id).await.unwrap(), None);
+    let delivered = match store
+        .apply_receipt(&receipt(&sid, ReceiptState::Delivered))
+        .await
+        .unwrap()
+    {
+        ReceiptOutcome::Applied(r) => r,
+        other => panic!("expected Applied, got {other:?}"),
+    };
+    assert_eq!(delivered.status, MessageStatus::Delivered);
+    assert_readable(&store, &delivered).await;
+    assert!(matches!(
+        store
+            .apply_receipt(&receipt(&sid, ReceiptState::Delivered))
+            .await
+            .unwrap(),
+        ReceiptOutcome::Duplicate(_)
+    ));
+    // Updated in place: still a key of its own; nothing in a bucket.
+    let mut own = b"smsgw:m".to_vec();
+    own.extend(packed(&m.message_id));
+    let t: String = redis::cmd("TYPE")
+        .arg(own)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(t, "string");
+    let buckets: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("smsgw:r*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(buckets.is_empty(), "{buckets:?}");
+
+    // A message created now, next to it, goes to a bucket and works.
+    let fresh = message(2);
+    store.create(&fresh).await.unwrap();
+    assert_readable(&store, &fresh).await;
+    let sid2 = smsc_id(2);
+    store.record_submit(&submit(&fresh, &sid2)).await.unwrap();
+    assert!(matches!(
+        store
+            .apply_receipt(&receipt(&sid2, ReceiptState::Delivered))
+            .await
+            .unwrap(),
+        ReceiptOutcome::Applied(_)
+    ));
+    let buckets: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("smsgw:r*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(buckets.len(), 1, "{buckets:?}");
 }

@@ -16,7 +16,7 @@ use super::{CAS_ATTEMPTS, MessageStoreOptions, TAKEOVER_AFTER, backend, ms};
 use async_trait::async_trait;
 use smsgw_core::messages::{
     ClaimRequest, CreateOutcome, MessageRecord, MessageStatus, MessageStore, MessageStoreError,
-    ReceiptChange, ReceiptOutcome, ReceiptUpdate, StatusChange, SubmitUpdate,
+    ReceiptChange, ReceiptOutcome, ReceiptUpdate, StatusChange, SubmitUpdate, unix_now_ms,
 };
 use std::time::Duration;
 
@@ -146,6 +146,20 @@ impl<K: VersionedKv> KvMessageStore<K> {
         &self.kv
     }
 
+    /// Message `id` and its version, unless it is past its TTL: a backend
+    /// may keep an expired record a little longer (Redis reclaims a bucket
+    /// of records when its last one expires).
+    async fn load_live(
+        &self,
+        id: &str,
+    ) -> Result<Option<(K::Version, MessageRecord)>, MessageStoreError> {
+        Ok(self
+            .kv
+            .load(id)
+            .await?
+            .filter(|(_, rec)| rec.expires_at_ms(self.opts.ttl) > unix_now_ms()))
+    }
+
     /// Read-modify-write of one record. `f` returns `Ok(false)` to write
     /// nothing. Returns the status the record had before, the record as
     /// last seen (`None`: gone) and whether `f` changed it.
@@ -158,7 +172,7 @@ impl<K: VersionedKv> KvMessageStore<K> {
         F: FnMut(&mut MessageRecord) -> Result<bool, MessageStoreError> + Send,
     {
         for _ in 0..CAS_ATTEMPTS {
-            let Some((version, mut rec)) = self.kv.load(id).await? else {
+            let Some((version, mut rec)) = self.load_live(id).await? else {
                 return Ok(None);
             };
             let before = rec.status;
@@ -264,7 +278,7 @@ impl<K: VersionedKv> MessageStore for KvMessageStore<K> {
     }
 
     async fn get(&self, message_id: &str) -> Result<Option<MessageRecord>, MessageStoreError> {
-        Ok(self.kv.load(message_id).await?.map(|(_, rec)| rec))
+        Ok(self.load_live(message_id).await?.map(|(_, rec)| rec))
     }
 
     async fn by_transaction(

@@ -7,7 +7,7 @@
 mod aerospike;
 mod embedded;
 mod kv;
-mod record_codec;
+pub(crate) mod record_codec;
 mod redis;
 
 pub use aerospike::{AerospikeConfig, AerospikeKv, AerospikeMessageStore};

@@ -465,6 +465,13 @@ pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     *out = w.0;
 }
 
+/// `s` as [`put_str`] appends it, alone.
+pub(crate) fn packed(s: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(s.len().min(64) + 2);
+    put_str(&mut v, s);
+    v
+}
+
 /// Reads a string written by [`put_str`] from the front of `bytes`,
 /// returning it and the bytes after it.
 pub(crate) fn take_str(bytes: &[u8]) -> Option<(String, &[u8])> {
@@ -492,11 +499,13 @@ fn as_decimal(s: &str) -> Option<u128> {
     s.parse().ok()
 }
 
-fn is_lower_hex(b: &[u8]) -> bool {
+/// Whether `b` is lowercase hex digits (at least one).
+pub(crate) fn is_lower_hex(b: &[u8]) -> bool {
     !b.is_empty() && b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-fn nibble(c: u8) -> u8 {
+/// The value of a lowercase hex digit.
+pub(crate) fn nibble(c: u8) -> u8 {
     match c {
         b'0'..=b'9' => c - b'0',
         _ => c - b'a' + 10,

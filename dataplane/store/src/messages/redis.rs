@@ -44,12 +44,14 @@
 //!   life to `index_grace` (a duplicate within it is still matched).
 
 use super::kv::{Cas, VersionedKv};
-use super::record_codec::{self, put_str, take_str};
+use super::record_codec::{self, is_lower_hex, nibble, packed, put_str, take_str};
 use super::{KvMessageStore, MessageStoreOptions, backend, ms};
 use crate::RedisConfig;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
-use smsgw_core::messages::{MessageRecord, MessageStatus, MessageStoreError, ReceiptUpdate};
+use smsgw_core::messages::{
+    MessageRecord, MessageStatus, MessageStoreError, ReceiptUpdate, unix_now_ms,
+};
 use std::time::Duration;
 
 /// `KEYS[1]` record; `ARGV[1]` the bytes it was read as, `ARGV[2]` the new
@@ -137,11 +139,110 @@ const UNPARK: &str = r"
 redis.call('HDEL', KEYS[1], 'p', 'pf')
 ";
 
+/// `KEYS[1]` a record bucket; `ARGV[1]` the field, `ARGV[2]` the record,
+/// `ARGV[3]` its expiry and `ARGV[4]` now (ms since epoch). Writes the
+/// record unless the field exists (0), and makes the bucket live at least
+/// until the record's expiry (1).
+const RECORD_PUT: &str = r"
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+local t = redis.call('PTTL', KEYS[1])
+if t < 0 or t < tonumber(ARGV[3]) - tonumber(ARGV[4]) then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+end
+return 1
+";
+
+/// [`CAS`] for a record in a bucket: `KEYS[1]` bucket, `ARGV[1]` field,
+/// `ARGV[2]` the bytes it was read as, `ARGV[3]` the new bytes.
+const RECORD_CAS: &str = r"
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return -1 end
+if v ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+";
+
+/// The transaction-id index of one shard (module docs). `KEYS[1]` the
+/// shard's generation list (hash: generation start → `s:c:until`, the
+/// first and current level and the latest expiry of its entries; every
+/// other key the script touches shares its hash tag). `ARGV[1]` the
+/// field (packed app and transaction id), `ARGV[2]` mode, `ARGV[3]` now,
+/// `ARGV[4]` the second hash (picks a leaf within a level), `ARGV[5]` the
+/// value (6 bytes of expiry, big-endian ms, then the packed message id).
+///
+/// Mode `get`: the live value of the field, or nil. `put` (with
+/// `ARGV[6]` the start of the generation the entry belongs in and
+/// `ARGV[7]` the leaf capacity): the live value if there is one, else
+/// writes `ARGV[5]` and answers nil: the idempotency decision, atomic.
+/// `del`: removes the field where it holds exactly `ARGV[5]`.
+///
+/// A generation's entries go to level `c`, in leaf `hash2 mod 2^c`; a
+/// leaf that reaches the capacity moves the generation to the next level
+/// (twice the leaves), so leaves stay small (listpack-encoded) whatever
+/// the rate; a new generation starts at the level the one before ended.
+const TX_INDEX: &str = r"
+local meta = KEYS[1]
+local tag = string.sub(meta, 1, -2)
+local field, mode, now, h2 = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local function leaf(g, l) return string.format('%s%d:%d:%d', tag, g, l, h2 % (2 ^ l)) end
+local function expiry(v) local e = 0 for i = 1, 6 do e = e * 256 + string.byte(v, i) end return e end
+local gens, latest = {}, nil
+local flat = redis.call('HGETALL', meta)
+for i = 1, #flat, 2 do
+  local s, c, u = string.match(flat[i + 1], '^(%d+):(%d+):(%d+)$')
+  gens[tonumber(flat[i])] = { tonumber(s), tonumber(c), tonumber(u), flat[i] }
+end
+for g, lv in pairs(gens) do
+  if lv[3] > now then
+    for l = lv[1], lv[2] do
+      local k = leaf(g, l)
+      local v = redis.call('HGET', k, field)
+      if v then
+        if mode == 'del' then
+          if v == ARGV[5] then redis.call('HDEL', k, field) end
+        elseif expiry(v) > now then
+          return v
+        end
+      end
+    end
+  end
+end
+if mode ~= 'put' then return false end
+local cg, cap, exp = tonumber(ARGV[6]), tonumber(ARGV[7]), expiry(ARGV[5])
+local lv = gens[cg]
+if not lv then
+  local s, before = 0, nil
+  for g, o in pairs(gens) do
+    if o[3] <= now then
+      redis.call('HDEL', meta, o[4])
+    elseif g < cg and (before == nil or g > before) then
+      before, s = g, o[2]
+    end
+  end
+  lv = { s, s, exp }
+end
+local k = leaf(cg, lv[2])
+if lv[2] < 26 and redis.call('HLEN', k) >= cap then
+  lv[2] = lv[2] + 1
+  k = leaf(cg, lv[2])
+end
+if exp > lv[3] then lv[3] = exp end
+redis.call('HSET', meta, string.format('%d', cg), string.format('%d:%d:%d', lv[1], lv[2], lv[3]))
+redis.call('HSET', k, field, ARGV[5])
+for _, key in ipairs({ k, meta }) do
+  local t = redis.call('PTTL', key)
+  if t < 0 or t < exp - now then redis.call('PEXPIREAT', key, string.format('%d', exp)) end
+end
+return false
+";
+
 /// A record's version: the bytes it was read as, or (for a record of the
 /// version before, still JSON) its `v` field.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RedisVersion {
-    /// A record in the binary encoding, as read.
+    /// A record in a bucket (the binary encoding), as read.
+    Bucket(Vec<u8>),
+    /// A record in a key of its own (the binary encoding), as read.
     Binary(Vec<u8>),
     /// A JSON record of the version before, and its `v` field.
     Json(String),
@@ -156,9 +257,26 @@ impl KvMessageStore<RedisKv> {
         config: &RedisConfig,
         opts: MessageStoreOptions,
     ) -> Result<Self, MessageStoreError> {
-        Ok(Self::new(RedisKv::connect(config).await?, opts))
+        Ok(Self::new(RedisKv::connect(config, &opts).await?, opts))
     }
 }
+
+/// Transaction-id shards: the hash tags the index is spread over (on
+/// Redis Cluster, over as many slots).
+const TX_SHARDS: u32 = 64;
+
+/// Generations a message TTL spans in the transaction-id index: an entry's
+/// memory outlives its expiry by at most `ttl / TX_GENERATIONS`.
+const TX_GENERATIONS: u64 = 8;
+
+/// Entries a transaction-id leaf takes before its generation moves to the
+/// next level: below Redis's `hash-max-listpack-entries` (128 by default),
+/// so leaves stay listpack-encoded.
+const TX_LEAF_CAPACITY: u32 = 96;
+
+/// Milliseconds of message ids one record bucket holds: its records'
+/// memory outlives their expiry by at most this (and the takeover delay).
+const RECORD_BUCKET_MS: u64 = 1_000;
 
 /// The Redis keys of the message store ([`VersionedKv`]; see the module
 /// docs for the layout).
@@ -166,27 +284,44 @@ impl KvMessageStore<RedisKv> {
 pub struct RedisKv {
     conn: ConnectionManager,
     prefix: String,
+    /// The message TTL (ms): an entry's creation is its expiry less it.
+    ttl_ms: u64,
+    /// Width of a transaction-id generation: `ttl / TX_GENERATIONS`.
+    generation_ms: u64,
     cas: redis::Script,
     cas_v1: redis::Script,
     index: redis::Script,
     park: redis::Script,
     lookup_v1: redis::Script,
     unpark: redis::Script,
+    record_put: redis::Script,
+    record_cas: redis::Script,
+    tx_index: redis::Script,
 }
 
 impl RedisKv {
-    /// Connects to Redis.
-    pub async fn connect(config: &RedisConfig) -> Result<Self, MessageStoreError> {
+    /// Connects to Redis; `opts.ttl` sets the width of the
+    /// transaction-id generations (pods with other TTLs still find each
+    /// other's entries).
+    pub async fn connect(
+        config: &RedisConfig,
+        opts: &MessageStoreOptions,
+    ) -> Result<Self, MessageStoreError> {
         let conn = config.connect().await.map_err(backend)?;
         Ok(Self {
             conn,
             prefix: config.prefix.clone(),
+            ttl_ms: ms(opts.ttl),
+            generation_ms: (ms(opts.ttl) / TX_GENERATIONS).max(1),
             cas: redis::Script::new(CAS),
             cas_v1: redis::Script::new(CAS_V1),
             index: redis::Script::new(INDEX),
             park: redis::Script::new(PARK),
             lookup_v1: redis::Script::new(LOOKUP_V1),
             unpark: redis::Script::new(UNPARK),
+            record_put: redis::Script::new(RECORD_PUT),
+            record_cas: redis::Script::new(RECORD_CAS),
+            tx_index: redis::Script::new(TX_INDEX),
         })
     }
 
@@ -203,6 +338,27 @@ impl RedisKv {
     }
     fn msg_key(&self, id: &str) -> Vec<u8> {
         self.key(b'm', &[id])
+    }
+    /// The bucket key and field of a record whose id carries its time.
+    fn record_slot(&self, id: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+        let (ms, rest) = uuid_v7(id)?;
+        Some((
+            self.key(b'r', &[&(ms / RECORD_BUCKET_MS).to_string()]),
+            rest.to_vec(),
+        ))
+    }
+    /// The transaction-id entry of `(app, transaction)`: its shard's
+    /// generation list, its field and its second hash.
+    fn tx_entry(&self, app: &str, txid: &str) -> (String, Vec<u8>, u32) {
+        let mut field = Vec::with_capacity(app.len() + txid.len() + 4);
+        put_str(&mut field, app);
+        put_str(&mut field, txid);
+        let h = crc32fast::hash(&field);
+        (
+            format!("{{{}:t:{}}}l", self.prefix, h % TX_SHARDS),
+            field,
+            h / TX_SHARDS,
+        )
     }
     fn tx_key(&self, app: &str, txid: &str) -> Vec<u8> {
         self.key(b't', &[app, txid])
@@ -227,6 +383,67 @@ impl RedisKv {
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
+
+    /// Runs `pipe`, whose `EVALSHA`s are of `scripts`; loads them and runs
+    /// it again when Redis does not know one (a restart, a failover).
+    async fn query_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+        scripts: &[&redis::Script],
+    ) -> Result<T, MessageStoreError> {
+        match pipe.query_async(&mut self.conn()).await {
+            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                for s in scripts {
+                    s.prepare_invoke()
+                        .load_async(&mut self.conn())
+                        .await
+                        .map_err(backend)?;
+                }
+                pipe.query_async(&mut self.conn()).await.map_err(backend)
+            }
+            r => r.map_err(backend),
+        }
+    }
+
+    /// The transaction-id script for `(app, transaction)` in `mode`.
+    fn tx_invocation(
+        &self,
+        app: &str,
+        txid: &str,
+        mode: &str,
+        value: &[u8],
+    ) -> redis::ScriptInvocation<'_> {
+        let (meta, field, h2) = self.tx_entry(app, txid);
+        let mut i = self.tx_index.key(meta);
+        i.arg(field).arg(mode).arg(unix_now_ms()).arg(h2).arg(value);
+        i
+    }
+}
+
+/// The time and the last 10 bytes of a UUIDv7 message id in its simple
+/// form (32 lowercase hex digits, version nibble 7): what the gateway
+/// makes. `None` for any other id.
+fn uuid_v7(id: &str) -> Option<(u64, [u8; 10])> {
+    let b = id.as_bytes();
+    if b.len() != 32 || b[12] != b'7' || !is_lower_hex(b) {
+        return None;
+    }
+    let byte = |i: usize| (nibble(b[2 * i]) << 4) | nibble(b[2 * i + 1]);
+    let ms = (0..6).fold(0u64, |acc, i| (acc << 8) | u64::from(byte(i)));
+    let mut rest = [0u8; 10];
+    for (i, r) in rest.iter_mut().enumerate() {
+        *r = byte(6 + i);
+    }
+    Some((ms, rest))
+}
+
+/// A transaction-id index value: the expiry (6 bytes, big-endian ms) and
+/// the packed message id.
+fn tx_value(message_id: &str, expires_at_ms: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(24);
+    v.extend_from_slice(&expires_at_ms.min((1 << 48) - 1).to_be_bytes()[2..]);
+    put_str(&mut v, message_id);
+    v
 }
 
 /// A packed message id (an index value), whole.
@@ -237,12 +454,6 @@ fn unpack_id(bytes: &[u8]) -> Result<String, MessageStoreError> {
     }
 }
 
-fn packed(id: &str) -> Vec<u8> {
-    let mut v = Vec::with_capacity(20);
-    put_str(&mut v, id);
-    v
-}
-
 #[async_trait]
 impl VersionedKv for RedisKv {
     type Version = RedisVersion;
@@ -251,6 +462,19 @@ impl VersionedKv for RedisKv {
         &self,
         id: &str,
     ) -> Result<Option<(RedisVersion, MessageRecord)>, MessageStoreError> {
+        if let Some((bucket, field)) = self.record_slot(id) {
+            let bytes: Option<Vec<u8>> = redis::cmd("HGET")
+                .arg(bucket)
+                .arg(field)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
+            if let Some(b) = bytes {
+                let rec = record_codec::decode(&b)?;
+                return Ok(Some((RedisVersion::Bucket(b), rec)));
+            }
+        }
+        // Layouts before: a key of its own, binary, then JSON.
         let bytes: Option<Vec<u8>> = redis::cmd("GET")
             .arg(self.msg_key(id))
             .query_async(&mut self.conn())
@@ -280,6 +504,16 @@ impl VersionedKv for RedisKv {
         rec: &MessageRecord,
     ) -> Result<Cas, MessageStoreError> {
         let invocation = match version {
+            RedisVersion::Bucket(old) => {
+                let (bucket, field) = self
+                    .record_slot(id)
+                    .ok_or_else(|| backend("a bucketed record without a UUIDv7 id"))?;
+                let mut i = self.record_cas.key(bucket);
+                i.arg(field)
+                    .arg(old.as_slice())
+                    .arg(record_codec::encode(rec));
+                i
+            }
             RedisVersion::Binary(old) => {
                 let mut i = self.cas.key(self.msg_key(id));
                 i.arg(old.as_slice()).arg(record_codec::encode(rec));
@@ -318,28 +552,60 @@ impl VersionedKv for RedisKv {
                 .await
                 .map_err(backend)?;
         }
-        // An id of the version before is taken too (a takeover of its key).
-        let (set, old): (Option<String>, i64) = redis::pipe()
-            .cmd("SET")
-            .arg(self.msg_key(&rec.message_id))
-            .arg(record_codec::encode(rec))
-            .arg("NX")
-            .arg("PXAT")
-            .arg(expires_at_ms)
-            .cmd("EXISTS")
-            .arg(self.msg_key_v1(&rec.message_id))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        if set.is_some() && old == 1 {
-            let _: i64 = redis::cmd("DEL")
-                .arg(self.msg_key(&rec.message_id))
-                .query_async(&mut self.conn())
-                .await
-                .map_err(backend)?;
+        // An id of a layout before is taken too (a takeover of its key): in
+        // the same round trip, whether a record has it there.
+        let bytes = record_codec::encode(rec);
+        let own = self.msg_key(&rec.message_id);
+        let old = self.msg_key_v1(&rec.message_id);
+        let slot = self.record_slot(&rec.message_id);
+        let (set, own_exists, old_exists): (bool, i64, i64) = match &slot {
+            Some((bucket, field)) => {
+                let mut put = self.record_put.key(bucket.as_slice());
+                put.arg(field.as_slice())
+                    .arg(bytes)
+                    .arg(expires_at_ms)
+                    .arg(unix_now_ms());
+                let mut pipe = redis::pipe();
+                pipe.invoke_script(&put)
+                    .cmd("EXISTS")
+                    .arg(&own)
+                    .cmd("EXISTS")
+                    .arg(&old);
+                self.query_pipe(&pipe, &[&self.record_put]).await?
+            }
+            None => {
+                let (set, old_exists): (Option<String>, i64) = redis::pipe()
+                    .cmd("SET")
+                    .arg(&own)
+                    .arg(bytes)
+                    .arg("NX")
+                    .arg("PXAT")
+                    .arg(expires_at_ms)
+                    .cmd("EXISTS")
+                    .arg(&old)
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(backend)?;
+                (set.is_some(), 0, old_exists)
+            }
+        };
+        if set && (own_exists == 1 || old_exists == 1) {
+            let undo = match &slot {
+                Some((bucket, field)) => {
+                    let mut c = redis::cmd("HDEL");
+                    c.arg(bucket.as_slice()).arg(field.as_slice());
+                    c
+                }
+                None => {
+                    let mut c = redis::cmd("DEL");
+                    c.arg(&own);
+                    c
+                }
+            };
+            let _: i64 = undo.query_async(&mut self.conn()).await.map_err(backend)?;
             return Ok(false);
         }
-        Ok(set.is_some())
+        Ok(set)
     }
 
     async fn put_key_if_absent(
@@ -349,29 +615,33 @@ impl VersionedKv for RedisKv {
         message_id: &str,
         expires_at_ms: u64,
     ) -> Result<bool, MessageStoreError> {
-        // The key of the version before, in the same round trip: while it
-        // lives, the transaction is taken.
-        let (set, old): (Option<String>, i64) = redis::pipe()
-            .cmd("SET")
-            .arg(self.tx_key(app_id, transaction_id))
-            .arg(packed(message_id))
-            .arg("NX")
-            .arg("PXAT")
-            .arg(expires_at_ms)
+        // The keys of the layouts before, in the same round trip: while
+        // one lives, the transaction is taken.
+        let value = tx_value(message_id, expires_at_ms);
+        let created = expires_at_ms.saturating_sub(self.ttl_ms);
+        let mut put = self.tx_invocation(app_id, transaction_id, "put", &value);
+        put.arg(created - created % self.generation_ms)
+            .arg(TX_LEAF_CAPACITY);
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&put)
             .cmd("EXISTS")
-            .arg(self.tx_key_v1(app_id, transaction_id))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        if set.is_some() && old == 1 {
-            let _: i64 = redis::cmd("DEL")
-                .arg(self.tx_key(app_id, transaction_id))
-                .query_async(&mut self.conn())
+            .arg(self.tx_key(app_id, transaction_id))
+            .cmd("EXISTS")
+            .arg(self.tx_key_v1(app_id, transaction_id));
+        let (found, own, old): (Option<Vec<u8>>, i64, i64) =
+            self.query_pipe(&pipe, &[&self.tx_index]).await?;
+        if found.is_some() {
+            return Ok(false);
+        }
+        if own == 1 || old == 1 {
+            let () = self
+                .tx_invocation(app_id, transaction_id, "del", &value)
+                .invoke_async(&mut self.conn())
                 .await
                 .map_err(backend)?;
             return Ok(false);
         }
-        Ok(set.is_some())
+        Ok(true)
     }
 
     async fn load_key(
@@ -379,18 +649,21 @@ impl VersionedKv for RedisKv {
         app_id: &str,
         transaction_id: &str,
     ) -> Result<Option<String>, MessageStoreError> {
-        let (new, old): (Option<Vec<u8>>, Option<String>) = redis::pipe()
+        let get = self.tx_invocation(app_id, transaction_id, "get", &[]);
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&get)
             .cmd("GET")
             .arg(self.tx_key(app_id, transaction_id))
             .cmd("GET")
-            .arg(self.tx_key_v1(app_id, transaction_id))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        match (old, new) {
-            (Some(id), _) => Ok(Some(id)),
-            (None, Some(b)) => unpack_id(&b).map(Some),
-            (None, None) => Ok(None),
+            .arg(self.tx_key_v1(app_id, transaction_id));
+        let (found, own, old): (Option<Vec<u8>>, Option<Vec<u8>>, Option<String>) =
+            self.query_pipe(&pipe, &[&self.tx_index]).await?;
+        match (old, own, found) {
+            (Some(id), _, _) => Ok(Some(id)),
+            (None, Some(b), _) => unpack_id(&b).map(Some),
+            (None, None, Some(v)) if v.len() > 6 => unpack_id(&v[6..]).map(Some),
+            (None, None, Some(_)) => Err(backend("malformed transaction-id index entry")),
+            (None, None, None) => Ok(None),
         }
     }
 
