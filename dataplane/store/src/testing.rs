@@ -91,5 +91,7 @@ pub fn record_bytes(rec: &smsgw_core::messages::MessageRecord) -> Vec<u8> {
 /// `s` packed as the Redis store packs the parts of its keys and index
 /// values (a hex or UUID id as its bytes, a decimal as a number).
 pub fn packed(s: &str) -> Vec<u8> {
-    crate::messages::record_codec::packed(s)
+    let mut v = Vec::new();
+    crate::messages::record_codec::put_str(&mut v, s);
+    v
 }

@@ -274,11 +274,11 @@ async fn a_delivered_message_should_take_a_fraction_of_the_memory_it_took() {
     assert!(settled.v1 > 3 * settled.ours, "{settled:?}");
 }
 
-/// Waits until Redis holds `keys` SMSC-id index keys. Redis reclaims
-/// expired keys by sampling (and stops while fewer than a tenth of the
-/// keys with a TTL are expired) or when they are touched: a `SCAN` pass
-/// touches them all.
-async fn settle(c: &mut redis::aio::MultiplexedConnection, keys: usize) {
+/// Waits until the SMSC-id index has no leaves left (their entries' grace
+/// over). Redis reclaims expired keys by sampling (and stops while fewer
+/// than a tenth of the keys with a TTL are expired) or when they are
+/// touched: a `SCAN` pass touches them all.
+async fn settle(c: &mut redis::aio::MultiplexedConnection) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let mut cursor = 0u64;
@@ -291,18 +291,21 @@ async fn settle(c: &mut redis::aio::MultiplexedConnection, keys: usize) {
                 .query_async(c)
                 .await
                 .unwrap();
-            index += found.iter().filter(|k| k.starts_with(b"smsgw:i")).count();
+            index += found
+                .iter()
+                .filter(|k| k.starts_with(b"{smsgw:x:") && !k.ends_with(b"}l"))
+                .count();
             if next == 0 {
                 break;
             }
             cursor = next;
         }
-        if index == keys {
+        if index == 0 {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{index} index keys, not {keys}"
+            "{index} index leaves left"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -325,20 +328,24 @@ async fn per_message(opts: MessageStoreOptions, index: bool) -> PerMessage {
         .await
         .unwrap();
     let mut c = conn(&server).await;
-    let count = n() as usize;
+    let count = n();
     let per = |bytes: i64| bytes / i64::from(n());
     // Warm up: scripts loaded, connections open.
     deliver(&store, 1_000_000).await;
-    settle(&mut c, if index { count } else { 0 }).await;
+    if !index {
+        settle(&mut c).await;
+    }
     let before = used_memory(&mut c).await;
     deliver(&store, 0).await;
-    settle(&mut c, if index { 2 * count } else { 0 }).await;
+    if !index {
+        settle(&mut c).await;
+    }
     let ours = per(used_memory(&mut c).await - before);
     eprintln!("{} keys for {} messages", dbsize(&mut c).await, 2 * count);
     for (kind, what) in [
         (&b"smsgw:r"[..], "record bucket"),
         (b"{smsgw:t:", "transaction-id shard"),
-        (b"smsgw:i", "SMSC-id index entry"),
+        (b"{smsgw:x:", "SMSC-id shard"),
     ] {
         let mut pattern = kind.to_vec();
         pattern.push(b'*');
@@ -351,7 +358,7 @@ async fn per_message(opts: MessageStoreOptions, index: bool) -> PerMessage {
             .query_async(&mut c)
             .await
             .unwrap();
-        // A transaction-id leaf, not the shard's list of generations.
+        // An index leaf, not the shard's list of generations.
         let Some(k) = found.iter().find(|k| !k.ends_with(b"}l")) else {
             continue;
         };
@@ -446,12 +453,12 @@ async fn messages_written_by_the_version_before_should_still_work() {
         .await
         .unwrap();
     assert_eq!(t, "hash");
-    let index: Vec<Vec<u8>> = redis::cmd("KEYS")
-        .arg("smsgw:i*")
+    let parked: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("{smsgw:x:*}p*")
         .query_async(&mut c)
         .await
         .unwrap();
-    assert!(index.is_empty(), "{index:?}");
+    assert!(parked.is_empty(), "{parked:?}");
 
     // A message created now, next to it, works as ever.
     let fresh = message(2);

@@ -465,13 +465,6 @@ pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     *out = w.0;
 }
 
-/// `s` as [`put_str`] appends it, alone.
-pub(crate) fn packed(s: &str) -> Vec<u8> {
-    let mut v = Vec::with_capacity(s.len().min(64) + 2);
-    put_str(&mut v, s);
-    v
-}
-
 /// Reads a string written by [`put_str`] from the front of `bytes`,
 /// returning it and the bytes after it.
 pub(crate) fn take_str(bytes: &[u8]) -> Option<(String, &[u8])> {

@@ -44,7 +44,7 @@
 //!   life to `index_grace` (a duplicate within it is still matched).
 
 use super::kv::{Cas, VersionedKv};
-use super::record_codec::{self, is_lower_hex, nibble, packed, put_str, take_str};
+use super::record_codec::{self, is_lower_hex, nibble, put_str, take_str};
 use super::{KvMessageStore, MessageStoreOptions, backend, ms};
 use crate::RedisConfig;
 use async_trait::async_trait;
@@ -82,47 +82,9 @@ macro_rules! lua_shorten {
     };
 }
 
-/// `KEYS[1]` index key; `ARGV[1]` packed message id, `ARGV[2]` seq,
-/// `ARGV[3]` expiry (ms since epoch), `ARGV[4]` grace (ms). Writes the
-/// mapping; returns (and removes) a parked receipt, cutting the entry's
-/// life to the grace when that receipt is final.
-const INDEX: &str = concat!(
-    lua_shorten!(),
-    r"
-redis.call('HSET', KEYS[1], 'm', ARGV[1], 's', ARGV[2])
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
-local p = redis.call('HMGET', KEYS[1], 'p', 'pf')
-if p[1] then
-  redis.call('HDEL', KEYS[1], 'p', 'pf')
-  if p[2] == '1' then shorten(KEYS[1], ARGV[4]) end
-end
-return p[1]
-"
-);
-
-/// `KEYS[1]` index key; `ARGV[1]` receipt JSON, `ARGV[2]` '1' if final,
-/// `ARGV[3]` parked TTL (ms), `ARGV[4]` grace (ms). Returns {message id,
-/// seq} when mapped (cutting the entry's life to the grace when the
-/// receipt is final), else parks (a final receipt is not replaced by an
-/// intermediate one, as `keep_parked` in Rust) and returns nil.
-const PARK: &str = concat!(
-    lua_shorten!(),
-    r"
-local m = redis.call('HMGET', KEYS[1], 'm', 's')
-if m[1] then
-  if ARGV[2] == '1' then shorten(KEYS[1], ARGV[4]) end
-  return m
-end
-if not (redis.call('HGET', KEYS[1], 'pf') == '1' and ARGV[2] == '0') then
-  redis.call('HSET', KEYS[1], 'p', ARGV[1], 'pf', ARGV[2])
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return nil
-"
-);
-
-/// `KEYS[1]` index key of the version before: its mapping, if any (a
-/// final receipt cuts its life to the grace `ARGV[1]`, as [`PARK`]).
+/// `KEYS[1]` an index key of a layout before (hash `m` id, `s` seq): its
+/// mapping, if any (a final receipt, `ARGV[2]` '1', cuts its life to the
+/// grace `ARGV[1]`).
 const LOOKUP_V1: &str = concat!(
     lua_shorten!(),
     r"
@@ -131,13 +93,6 @@ if m[1] and ARGV[2] == '1' then shorten(KEYS[1], ARGV[1]) end
 return m
 "
 );
-
-/// `KEYS[1]` index key: drops the receipt parked there by a [`PARK`] that
-/// then found the mapping under the key of the version before; the key
-/// goes when nothing else is left in it.
-const UNPARK: &str = r"
-redis.call('HDEL', KEYS[1], 'p', 'pf')
-";
 
 /// `KEYS[1]` a record bucket; `ARGV[1]` the field, `ARGV[2]` the record,
 /// `ARGV[3]` its expiry and `ARGV[4]` now (ms since epoch). Writes the
@@ -162,79 +117,184 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 1
 ";
 
-/// The transaction-id index of one shard (module docs). `KEYS[1]` the
-/// shard's generation list (hash: generation start → `s:c:until`, the
-/// first and current level and the latest expiry of its entries; every
-/// other key the script touches shares its hash tag). `ARGV[1]` the
-/// field (packed app and transaction id), `ARGV[2]` mode, `ARGV[3]` now,
-/// `ARGV[4]` the second hash (picks a leaf within a level), `ARGV[5]` the
-/// value (6 bytes of expiry, big-endian ms, then the packed message id).
+/// Lua: the generation index of one shard, shared by the transaction-id
+/// and SMSC-id indexes (module docs). `KEYS[1]` is the shard's list of
+/// generations (hash: generation start → `s:c:until`: its first and
+/// current level and the latest expiry of its entries); every other key a
+/// script touches shares its hash tag. A value starts with its expiry (6
+/// bytes, big-endian ms); an entry past it is not found.
 ///
-/// Mode `get`: the live value of the field, or nil. `put` (with
-/// `ARGV[6]` the start of the generation the entry belongs in and
-/// `ARGV[7]` the leaf capacity): the live value if there is one, else
-/// writes `ARGV[5]` and answers nil: the idempotency decision, atomic.
-/// `del`: removes the field where it holds exactly `ARGV[5]`.
-///
-/// A generation's entries go to level `c`, in leaf `hash2 mod 2^c`; a
-/// leaf that reaches the capacity moves the generation to the next level
-/// (twice the leaves), so leaves stay small (listpack-encoded) whatever
-/// the rate; a new generation starts at the level the one before ended.
-const TX_INDEX: &str = r"
+/// A generation's entries go to level `c`, in leaf `h2 mod 2^c`; a leaf
+/// that reaches the capacity moves its generation to the next level (twice
+/// the leaves), so leaves stay small (listpack-encoded) whatever the rate;
+/// a new generation starts at the level of the one before it. A leaf
+/// expires with the latest of its entries.
+macro_rules! lua_generations {
+    () => {
+        r"
 local meta = KEYS[1]
 local tag = string.sub(meta, 1, -2)
-local field, mode, now, h2 = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local function leaf(g, l) return string.format('%s%d:%d:%d', tag, g, l, h2 % (2 ^ l)) end
+local function leaf(g, l, h2) return string.format('%s%d:%d:%d', tag, g, l, h2 % (2 ^ l)) end
 local function expiry(v) local e = 0 for i = 1, 6 do e = e * 256 + string.byte(v, i) end return e end
-local gens, latest = {}, nil
-local flat = redis.call('HGETALL', meta)
-for i = 1, #flat, 2 do
-  local s, c, u = string.match(flat[i + 1], '^(%d+):(%d+):(%d+)$')
-  gens[tonumber(flat[i])] = { tonumber(s), tonumber(c), tonumber(u), flat[i] }
+local function with_expiry(v, e)
+  local b = {}
+  for i = 6, 1, -1 do b[i] = string.char(e % 256) e = math.floor(e / 256) end
+  return table.concat(b) .. string.sub(v, 7)
 end
-for g, lv in pairs(gens) do
-  if lv[3] > now then
-    for l = lv[1], lv[2] do
-      local k = leaf(g, l)
-      local v = redis.call('HGET', k, field)
-      if v then
-        if mode == 'del' then
-          if v == ARGV[5] then redis.call('HDEL', k, field) end
-        elseif expiry(v) > now then
-          return v
-        end
+local function generations()
+  local gens = {}
+  local flat = redis.call('HGETALL', meta)
+  for i = 1, #flat, 2 do
+    local s, c, u = string.match(flat[i + 1], '^(%d+):(%d+):(%d+)$')
+    gens[tonumber(flat[i])] = { tonumber(s), tonumber(c), tonumber(u), flat[i] }
+  end
+  return gens
+end
+local function find(gens, field, h2, now)
+  for g, lv in pairs(gens) do
+    if lv[3] > now then
+      for l = lv[1], lv[2] do
+        local k = leaf(g, l, h2)
+        local v = redis.call('HGET', k, field)
+        if v and expiry(v) > now then return k, v end
       end
     end
   end
+  return nil, nil
 end
-if mode ~= 'put' then return false end
-local cg, cap, exp = tonumber(ARGV[6]), tonumber(ARGV[7]), expiry(ARGV[5])
-local lv = gens[cg]
-if not lv then
-  local s, before = 0, nil
-  for g, o in pairs(gens) do
-    if o[3] <= now then
-      redis.call('HDEL', meta, o[4])
-    elseif g < cg and (before == nil or g > before) then
-      before, s = g, o[2]
+local function extend(k, exp, now)
+  local t = redis.call('PTTL', k)
+  if t < 0 or t < exp - now then redis.call('PEXPIREAT', k, string.format('%d', exp)) end
+end
+local function insert(gens, field, h2, value, cg, cap, now)
+  local exp = expiry(value)
+  local lv = gens[cg]
+  if not lv then
+    local s, before = 0, nil
+    for g, o in pairs(gens) do
+      if o[3] <= now then
+        redis.call('HDEL', meta, o[4])
+        gens[g] = nil
+      elseif g < cg and (before == nil or g > before) then
+        before, s = g, o[2]
+      end
     end
+    lv = { s, s, exp, string.format('%d', cg) }
+    gens[cg] = lv
   end
-  lv = { s, s, exp }
+  local k = leaf(cg, lv[2], h2)
+  if lv[2] < 26 and redis.call('HLEN', k) >= cap then
+    lv[2] = lv[2] + 1
+    k = leaf(cg, lv[2], h2)
+  end
+  if exp > lv[3] then lv[3] = exp end
+  redis.call('HSET', meta, lv[4], string.format('%d:%d:%d', lv[1], lv[2], lv[3]))
+  redis.call('HSET', k, field, value)
+  extend(k, exp, now)
+  extend(meta, exp, now)
 end
-local k = leaf(cg, lv[2])
-if lv[2] < 26 and redis.call('HLEN', k) >= cap then
-  lv[2] = lv[2] + 1
-  k = leaf(cg, lv[2])
+"
+    };
+}
+
+/// The transaction-id index: `ARGV[1]` the field (packed app and
+/// transaction id), `ARGV[2]` mode, `ARGV[3]` now, `ARGV[4]` the second
+/// hash, `ARGV[5]` the value (expiry, then the packed message id).
+///
+/// Mode `get`: the live value of the field, or nil. `put` (with
+/// `ARGV[6]` the generation of the value and `ARGV[7]` the leaf
+/// capacity): the live value if there is one, else writes `ARGV[5]` and
+/// answers nil: the idempotency decision, atomic. `del`: removes the field
+/// where it holds exactly `ARGV[5]`.
+const TX_INDEX: &str = concat!(
+    lua_generations!(),
+    r"
+local field, mode, now, h2 = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local gens = generations()
+local k, v = find(gens, field, h2, now)
+if mode == 'del' then
+  if v == ARGV[5] then redis.call('HDEL', k, field) end
+  return false
 end
-if exp > lv[3] then lv[3] = exp end
-redis.call('HSET', meta, string.format('%d', cg), string.format('%d:%d:%d', lv[1], lv[2], lv[3]))
-redis.call('HSET', k, field, ARGV[5])
-for _, key in ipairs({ k, meta }) do
-  local t = redis.call('PTTL', key)
-  if t < 0 or t < exp - now then redis.call('PEXPIREAT', key, string.format('%d', exp)) end
-end
+if v or mode ~= 'put' then return v end
+insert(gens, field, h2, ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), now)
 return false
-";
+"
+);
+
+/// Lua, after [`lua_generations`]: the value `v` with its life cut to
+/// `grace` from `now` (unless it ends sooner), and the generation (of width
+/// `gw`) it then belongs in.
+macro_rules! lua_graced {
+    () => {
+        r"
+local function graced(v, now, grace, gw)
+  local u = math.min(expiry(v), now + grace)
+  return with_expiry(v, u), u - u % gw
+end
+"
+    };
+}
+
+/// The SMSC-id index, `index` step: `ARGV[1]` the field (packed link and
+/// SMSC id), `ARGV[2]` now, `ARGV[3]` the second hash, `ARGV[4]` the value
+/// (expiry, seq as 2 bytes, packed message id), `ARGV[5]` its generation,
+/// `ARGV[6]` the leaf capacity, `ARGV[7]` the grace (ms), `ARGV[8]` the
+/// width of a grace generation. Writes the mapping and returns (and
+/// removes) the receipt parked for the field, cutting the mapping's life
+/// to the grace when that receipt is final.
+const SMSC_INDEX: &str = concat!(
+    lua_generations!(),
+    lua_graced!(),
+    r"
+local field, now, h2, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[6])
+local gens = generations()
+local k = find(gens, field, h2, now)
+if k then redis.call('HDEL', k, field) end
+local parked = tag .. 'p' .. field
+local p = redis.call('HMGET', parked, 'p', 'pf')
+local value, cg = ARGV[4], tonumber(ARGV[5])
+if p[1] then
+  redis.call('DEL', parked)
+  if p[2] == '1' then value, cg = graced(value, now, tonumber(ARGV[7]), tonumber(ARGV[8])) end
+end
+insert(gens, field, h2, value, cg, cap, now)
+return p[1]
+"
+);
+
+/// The SMSC-id index, `park` step: `ARGV[1]` the field, `ARGV[2]` now,
+/// `ARGV[3]` the second hash, `ARGV[4]` the receipt (JSON), `ARGV[5]` '1'
+/// if final, `ARGV[6]` the parked TTL (ms), `ARGV[7]` the grace (ms),
+/// `ARGV[8]` the width of a grace generation, `ARGV[9]` the leaf capacity.
+/// Returns the mapping's value when mapped (cutting its life to the grace
+/// when the receipt is final), else parks the receipt beside the index (a
+/// final receipt is not replaced by an intermediate one, as `keep_parked`
+/// in Rust) and returns nil.
+const SMSC_PARK: &str = concat!(
+    lua_generations!(),
+    lua_graced!(),
+    r"
+local field, now, h2 = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local grace = tonumber(ARGV[7])
+local gens = generations()
+local k, v = find(gens, field, h2, now)
+if k then
+  if ARGV[5] == '1' and expiry(v) > now + grace then
+    redis.call('HDEL', k, field)
+    local nv, cg = graced(v, now, grace, tonumber(ARGV[8]))
+    insert(gens, field, h2, nv, cg, tonumber(ARGV[9]), now)
+  end
+  return v
+end
+local parked = tag .. 'p' .. field
+if not (redis.call('HGET', parked, 'pf') == '1' and ARGV[5] == '0') then
+  redis.call('HSET', parked, 'p', ARGV[4], 'pf', ARGV[5])
+end
+redis.call('PEXPIRE', parked, ARGV[6])
+return false
+"
+);
 
 /// A record's version: the bytes it was read as, or (for a record of the
 /// version before, still JSON) its `v` field.
@@ -261,18 +321,18 @@ impl KvMessageStore<RedisKv> {
     }
 }
 
-/// Transaction-id shards: the hash tags the index is spread over (on
-/// Redis Cluster, over as many slots).
-const TX_SHARDS: u32 = 64;
+/// Shards of each index (transaction id, SMSC id): the hash tags an index
+/// is spread over (on Redis Cluster, over as many slots).
+const SHARDS: u32 = 64;
 
-/// Generations a message TTL spans in the transaction-id index: an entry's
-/// memory outlives its expiry by at most `ttl / TX_GENERATIONS`.
-const TX_GENERATIONS: u64 = 8;
+/// Generations a message TTL spans in the indexes: an entry's memory
+/// outlives its expiry by at most `ttl / GENERATIONS`.
+const GENERATIONS: u64 = 8;
 
-/// Entries a transaction-id leaf takes before its generation moves to the
-/// next level: below Redis's `hash-max-listpack-entries` (128 by default),
-/// so leaves stay listpack-encoded.
-const TX_LEAF_CAPACITY: u32 = 96;
+/// Entries an index leaf takes before its generation moves to the next
+/// level: below Redis's `hash-max-listpack-entries` (128 by default), so
+/// leaves stay listpack-encoded.
+const LEAF_CAPACITY: u32 = 96;
 
 /// Milliseconds of message ids one record bucket holds: its records'
 /// memory outlives their expiry by at most this (and the takeover delay).
@@ -284,16 +344,13 @@ const RECORD_BUCKET_MS: u64 = 1_000;
 pub struct RedisKv {
     conn: ConnectionManager,
     prefix: String,
-    /// The message TTL (ms): an entry's creation is its expiry less it.
-    ttl_ms: u64,
-    /// Width of a transaction-id generation: `ttl / TX_GENERATIONS`.
+    /// Width of an index generation: `ttl / GENERATIONS`.
     generation_ms: u64,
     cas: redis::Script,
     cas_v1: redis::Script,
-    index: redis::Script,
-    park: redis::Script,
     lookup_v1: redis::Script,
-    unpark: redis::Script,
+    smsc_index: redis::Script,
+    smsc_park: redis::Script,
     record_put: redis::Script,
     record_cas: redis::Script,
     tx_index: redis::Script,
@@ -311,14 +368,12 @@ impl RedisKv {
         Ok(Self {
             conn,
             prefix: config.prefix.clone(),
-            ttl_ms: ms(opts.ttl),
-            generation_ms: (ms(opts.ttl) / TX_GENERATIONS).max(1),
+            generation_ms: (ms(opts.ttl) / GENERATIONS).max(1),
             cas: redis::Script::new(CAS),
             cas_v1: redis::Script::new(CAS_V1),
-            index: redis::Script::new(INDEX),
-            park: redis::Script::new(PARK),
             lookup_v1: redis::Script::new(LOOKUP_V1),
-            unpark: redis::Script::new(UNPARK),
+            smsc_index: redis::Script::new(SMSC_INDEX),
+            smsc_park: redis::Script::new(SMSC_PARK),
             record_put: redis::Script::new(RECORD_PUT),
             record_cas: redis::Script::new(RECORD_CAS),
             tx_index: redis::Script::new(TX_INDEX),
@@ -347,17 +402,17 @@ impl RedisKv {
             rest.to_vec(),
         ))
     }
-    /// The transaction-id entry of `(app, transaction)`: its shard's
-    /// generation list, its field and its second hash.
-    fn tx_entry(&self, app: &str, txid: &str) -> (String, Vec<u8>, u32) {
-        let mut field = Vec::with_capacity(app.len() + txid.len() + 4);
-        put_str(&mut field, app);
-        put_str(&mut field, txid);
+    /// The entry of `parts` in index `kind` (`t` transaction id, `x` SMSC
+    /// id): its shard's generation list, its field and its second hash.
+    fn index_entry(&self, kind: char, parts: [&str; 2]) -> (String, Vec<u8>, u32) {
+        let mut field = Vec::with_capacity(parts[0].len() + parts[1].len() + 4);
+        put_str(&mut field, parts[0]);
+        put_str(&mut field, parts[1]);
         let h = crc32fast::hash(&field);
         (
-            format!("{{{}:t:{}}}l", self.prefix, h % TX_SHARDS),
+            format!("{{{}:{kind}:{}}}l", self.prefix, h % SHARDS),
             field,
-            h / TX_SHARDS,
+            h / SHARDS,
         )
     }
     fn tx_key(&self, app: &str, txid: &str) -> Vec<u8> {
@@ -378,6 +433,11 @@ impl RedisKv {
     }
     fn ix_key_v1(&self, link: &str, sid: &str) -> String {
         format!("{{{}:i:{link}:{sid}}}", self.prefix)
+    }
+
+    /// The generation of an index entry expiring at `expires_at_ms`.
+    fn generation(&self, expires_at_ms: u64) -> u64 {
+        expires_at_ms - expires_at_ms % self.generation_ms
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -413,7 +473,7 @@ impl RedisKv {
         mode: &str,
         value: &[u8],
     ) -> redis::ScriptInvocation<'_> {
-        let (meta, field, h2) = self.tx_entry(app, txid);
+        let (meta, field, h2) = self.index_entry('t', [app, txid]);
         let mut i = self.tx_index.key(meta);
         i.arg(field).arg(mode).arg(unix_now_ms()).arg(h2).arg(value);
         i
@@ -435,6 +495,22 @@ fn uuid_v7(id: &str) -> Option<(u64, [u8; 10])> {
         *r = byte(6 + i);
     }
     Some((ms, rest))
+}
+
+/// An SMSC-id index value: the expiry (6 bytes, big-endian ms), the
+/// segment (2 bytes, big-endian) and the packed message id.
+fn smsc_value(message_id: &str, seq: u16, expires_at_ms: u64) -> Vec<u8> {
+    let mut v = tx_value(message_id, expires_at_ms);
+    v.splice(6..6, seq.to_be_bytes());
+    v
+}
+
+/// The message id and segment an SMSC-id index value maps to.
+fn smsc_mapping(v: &[u8]) -> Result<(String, u16), MessageStoreError> {
+    match v {
+        [_, _, _, _, _, _, s0, s1, id @ ..] => Ok((unpack_id(id)?, u16::from_be_bytes([*s0, *s1]))),
+        _ => Err(backend("malformed SMSC-id index entry")),
+    }
 }
 
 /// A transaction-id index value: the expiry (6 bytes, big-endian ms) and
@@ -618,10 +694,8 @@ impl VersionedKv for RedisKv {
         // The keys of the layouts before, in the same round trip: while
         // one lives, the transaction is taken.
         let value = tx_value(message_id, expires_at_ms);
-        let created = expires_at_ms.saturating_sub(self.ttl_ms);
         let mut put = self.tx_invocation(app_id, transaction_id, "put", &value);
-        put.arg(created - created % self.generation_ms)
-            .arg(TX_LEAF_CAPACITY);
+        put.arg(self.generation(expires_at_ms)).arg(LEAF_CAPACITY);
         let mut pipe = redis::pipe();
         pipe.invoke_script(&put)
             .cmd("EXISTS")
@@ -676,13 +750,19 @@ impl VersionedKv for RedisKv {
         expires_at_ms: u64,
         grace: Duration,
     ) -> Result<Option<ReceiptUpdate>, MessageStoreError> {
+        let (meta, field, h2) = self.index_entry('x', [link, smsc_id]);
+        let grace = ms(grace).max(1);
         let parked: Option<String> = self
-            .index
-            .key(self.ix_key(link, smsc_id))
-            .arg(packed(id))
-            .arg(seq)
-            .arg(expires_at_ms)
-            .arg(ms(grace).max(1))
+            .smsc_index
+            .key(meta)
+            .arg(field)
+            .arg(unix_now_ms())
+            .arg(h2)
+            .arg(smsc_value(id, seq, expires_at_ms))
+            .arg(self.generation(expires_at_ms))
+            .arg(LEAF_CAPACITY)
+            .arg(grace)
+            .arg(grace)
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
@@ -700,39 +780,54 @@ impl VersionedKv for RedisKv {
         let json = serde_json::to_string(r).map_err(backend)?;
         let fin = if r.state.is_final() { "1" } else { "0" };
         let grace = ms(grace).max(1);
-        let key = self.ix_key(&r.link, &r.smsc_message_id);
-        let mapped: Option<(Vec<u8>, u16)> = self
-            .park
-            .key(key.as_slice())
+        let (meta, field, h2) = self.index_entry('x', [&r.link, &r.smsc_message_id]);
+        let mapped: Option<Vec<u8>> = self
+            .smsc_park
+            .key(meta.as_str())
+            .arg(field.as_slice())
+            .arg(unix_now_ms())
+            .arg(h2)
             .arg(json)
             .arg(fin)
             .arg(ms(parked_ttl).max(1))
             .arg(grace)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        if let Some((id, seq)) = mapped {
-            return Ok(Some((unpack_id(&id)?, seq)));
-        }
-        // Parked: unless the version before mapped it.
-        let (id, seq): (Option<String>, Option<u16>) = self
-            .lookup_v1
-            .key(self.ix_key_v1(&r.link, &r.smsc_message_id))
             .arg(grace)
-            .arg(fin)
+            .arg(LEAF_CAPACITY)
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        let (Some(id), Some(seq)) = (id, seq) else {
-            return Ok(None);
+        if let Some(v) = mapped {
+            return smsc_mapping(&v).map(Some);
+        }
+        // Parked: unless a layout before mapped it (its own key, binary
+        // id; or the JSON layout's).
+        let mut own = self.lookup_v1.key(self.ix_key(&r.link, &r.smsc_message_id));
+        own.arg(grace).arg(fin);
+        let mut old = self
+            .lookup_v1
+            .key(self.ix_key_v1(&r.link, &r.smsc_message_id));
+        old.arg(grace).arg(fin);
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&own).invoke_script(&old);
+        type Mapping<T> = (Option<T>, Option<u16>);
+        let ((own_id, own_seq), (old_id, old_seq)): (Mapping<Vec<u8>>, Mapping<String>) =
+            self.query_pipe(&pipe, &[&self.lookup_v1]).await?;
+        let found = match (own_id, own_seq, old_id, old_seq) {
+            (Some(id), Some(seq), _, _) => (unpack_id(&id)?, seq),
+            (_, _, Some(id), Some(seq)) => (id, seq),
+            _ => return Ok(None),
         };
-        let () = self
-            .unpark
-            .key(key)
-            .invoke_async(&mut self.conn())
+        // The receipt just parked is matched after all.
+        let mut parked = meta.into_bytes();
+        parked.pop();
+        parked.push(b'p');
+        parked.extend_from_slice(&field);
+        let _: i64 = redis::cmd("DEL")
+            .arg(parked)
+            .query_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        Ok(Some((id, seq)))
+        Ok(Some(found))
     }
 
     async fn accepted_ids(
