@@ -119,16 +119,18 @@ return 1
 
 /// Lua: the generation index of one shard, shared by the transaction-id
 /// and SMSC-id indexes (module docs). `KEYS[1]` is the shard's list of
-/// generations (hash: generation start → `s:c:until`: its first and
-/// current level and the latest expiry of its entries); every other key a
-/// script touches shares its hash tag. A value starts with its expiry (6
-/// bytes, big-endian ms); an entry past it is not found.
+/// generations (hash: generation end → `s:c`, its first and current
+/// level); every other key a script touches shares its hash tag. A value
+/// starts with its expiry (6 bytes, big-endian ms); an entry past it is
+/// not found. An entry expiring at `e` belongs to the generation (of the
+/// width its index uses) that ends after `e`; a generation's leaves
+/// expire at its end.
 ///
 /// A generation's entries go to level `c`, in leaf `h2 mod 2^c`; a leaf
 /// that reaches the capacity moves its generation to the next level (twice
 /// the leaves), so leaves stay small (listpack-encoded) whatever the rate;
-/// a new generation starts at the level of the one before it. A leaf
-/// expires with the latest of its entries.
+/// a new generation starts at the level of the one before it. Lookups
+/// read the newest generation and level first.
 macro_rules! lua_generations {
     () => {
         r"
@@ -145,53 +147,54 @@ local function generations()
   local gens = {}
   local flat = redis.call('HGETALL', meta)
   for i = 1, #flat, 2 do
-    local s, c, u = string.match(flat[i + 1], '^(%d+):(%d+):(%d+)$')
-    gens[tonumber(flat[i])] = { tonumber(s), tonumber(c), tonumber(u), flat[i] }
+    local s, c = string.match(flat[i + 1], '^(%d+):(%d+)$')
+    gens[#gens + 1] = { tonumber(flat[i]), tonumber(s), tonumber(c) }
   end
+  table.sort(gens, function(a, b) return a[1] > b[1] end)
   return gens
 end
 local function find(gens, field, h2, now)
-  for g, lv in pairs(gens) do
-    if lv[3] > now then
-      for l = lv[1], lv[2] do
-        local k = leaf(g, l, h2)
-        local v = redis.call('HGET', k, field)
-        if v and expiry(v) > now then return k, v end
-      end
+  for _, g in ipairs(gens) do
+    if g[1] <= now then break end
+    for l = g[3], g[2], -1 do
+      local k = leaf(g[1], l, h2)
+      local v = redis.call('HGET', k, field)
+      if v and expiry(v) > now then return k, v end
     end
   end
   return nil, nil
 end
-local function extend(k, exp, now)
-  local t = redis.call('PTTL', k)
-  if t < 0 or t < exp - now then redis.call('PEXPIREAT', k, string.format('%d', exp)) end
-end
-local function insert(gens, field, h2, value, cg, cap, now)
+local function insert(gens, field, h2, value, width, cap, now)
   local exp = expiry(value)
-  local lv = gens[cg]
-  if not lv then
-    local s, before = 0, nil
-    for g, o in pairs(gens) do
-      if o[3] <= now then
-        redis.call('HDEL', meta, o[4])
-        gens[g] = nil
-      elseif g < cg and (before == nil or g > before) then
-        before, s = g, o[2]
+  local ends = exp - exp % width + width
+  local g = nil
+  for _, o in ipairs(gens) do if o[1] == ends then g = o break end end
+  if not g then
+    local s = nil
+    for _, o in ipairs(gens) do
+      if o[1] <= now then
+        redis.call('HDEL', meta, string.format('%d', o[1]))
+      elseif s == nil and o[1] < ends then
+        s = o[3]
       end
     end
-    lv = { s, s, exp, string.format('%d', cg) }
-    gens[cg] = lv
+    g = { ends, s or 0, s or 0 }
+    table.insert(gens, g)
+    table.sort(gens, function(a, b) return a[1] > b[1] end)
+    redis.call('HSET', meta, string.format('%d', ends), g[2] .. ':' .. g[3])
+    local t = redis.call('PTTL', meta)
+    if t < 0 or t < ends - now then redis.call('PEXPIREAT', meta, string.format('%d', ends)) end
   end
-  local k = leaf(cg, lv[2], h2)
-  if lv[2] < 26 and redis.call('HLEN', k) >= cap then
-    lv[2] = lv[2] + 1
-    k = leaf(cg, lv[2], h2)
+  local k = leaf(ends, g[3], h2)
+  local n = redis.call('HLEN', k)
+  if n >= cap and g[3] < 26 then
+    g[3] = g[3] + 1
+    redis.call('HSET', meta, string.format('%d', ends), g[2] .. ':' .. g[3])
+    k = leaf(ends, g[3], h2)
+    n = redis.call('HLEN', k)
   end
-  if exp > lv[3] then lv[3] = exp end
-  redis.call('HSET', meta, lv[4], string.format('%d:%d:%d', lv[1], lv[2], lv[3]))
   redis.call('HSET', k, field, value)
-  extend(k, exp, now)
-  extend(meta, exp, now)
+  if n == 0 then redis.call('PEXPIREAT', k, string.format('%d', ends)) end
 end
 "
     };
@@ -202,10 +205,10 @@ end
 /// hash, `ARGV[5]` the value (expiry, then the packed message id).
 ///
 /// Mode `get`: the live value of the field, or nil. `put` (with
-/// `ARGV[6]` the generation of the value and `ARGV[7]` the leaf
-/// capacity): the live value if there is one, else writes `ARGV[5]` and
-/// answers nil: the idempotency decision, atomic. `del`: removes the field
-/// where it holds exactly `ARGV[5]`.
+/// `ARGV[6]` the generation width and `ARGV[7]` the leaf capacity): the
+/// live value if there is one, else writes `ARGV[5]` and answers nil: the
+/// idempotency decision, atomic. `del`: removes the field where it holds
+/// exactly `ARGV[5]`.
 const TX_INDEX: &str = concat!(
     lua_generations!(),
     r"
@@ -222,58 +225,43 @@ return false
 "
 );
 
-/// Lua, after [`lua_generations`]: the value `v` with its life cut to
-/// `grace` from `now` (unless it ends sooner), and the generation (of width
-/// `gw`) it then belongs in.
-macro_rules! lua_graced {
-    () => {
-        r"
-local function graced(v, now, grace, gw)
-  local u = math.min(expiry(v), now + grace)
-  return with_expiry(v, u), u - u % gw
-end
-"
-    };
-}
-
 /// The SMSC-id index, `index` step: `ARGV[1]` the field (packed link and
 /// SMSC id), `ARGV[2]` now, `ARGV[3]` the second hash, `ARGV[4]` the value
-/// (expiry, seq as 2 bytes, packed message id), `ARGV[5]` its generation,
-/// `ARGV[6]` the leaf capacity, `ARGV[7]` the grace (ms), `ARGV[8]` the
-/// width of a grace generation. Writes the mapping and returns (and
-/// removes) the receipt parked for the field, cutting the mapping's life
-/// to the grace when that receipt is final.
+/// (expiry, seq as 2 bytes, packed message id), `ARGV[5]` the generation
+/// width, `ARGV[6]` the leaf capacity, `ARGV[7]` the grace (ms, also the
+/// width of the generations of entries in their grace). Writes the mapping
+/// (newer than any earlier one for the field, which lookups then no longer
+/// reach) and returns (and removes) the receipt parked for the field,
+/// cutting the mapping's life to the grace when that receipt is final.
 const SMSC_INDEX: &str = concat!(
     lua_generations!(),
-    lua_graced!(),
     r"
 local field, now, h2, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[6])
-local gens = generations()
-local k = find(gens, field, h2, now)
-if k then redis.call('HDEL', k, field) end
 local parked = tag .. 'p' .. field
 local p = redis.call('HMGET', parked, 'p', 'pf')
-local value, cg = ARGV[4], tonumber(ARGV[5])
+local value, width = ARGV[4], tonumber(ARGV[5])
 if p[1] then
   redis.call('DEL', parked)
-  if p[2] == '1' then value, cg = graced(value, now, tonumber(ARGV[7]), tonumber(ARGV[8])) end
+  if p[2] == '1' then
+    local grace = tonumber(ARGV[7])
+    value, width = with_expiry(value, math.min(expiry(value), now + grace)), grace
+  end
 end
-insert(gens, field, h2, value, cg, cap, now)
+insert(generations(), field, h2, value, width, cap, now)
 return p[1]
 "
 );
 
 /// The SMSC-id index, `park` step: `ARGV[1]` the field, `ARGV[2]` now,
 /// `ARGV[3]` the second hash, `ARGV[4]` the receipt (JSON), `ARGV[5]` '1'
-/// if final, `ARGV[6]` the parked TTL (ms), `ARGV[7]` the grace (ms),
-/// `ARGV[8]` the width of a grace generation, `ARGV[9]` the leaf capacity.
-/// Returns the mapping's value when mapped (cutting its life to the grace
-/// when the receipt is final), else parks the receipt beside the index (a
-/// final receipt is not replaced by an intermediate one, as `keep_parked`
-/// in Rust) and returns nil.
+/// if final, `ARGV[6]` the parked TTL (ms), `ARGV[7]` the grace (ms, as
+/// [`SMSC_INDEX`]), `ARGV[8]` the leaf capacity. Returns the mapping's
+/// value when mapped (moving it to a generation of the grace when the
+/// receipt is final), else parks the receipt beside the index (a final
+/// receipt is not replaced by an intermediate one, as `keep_parked` in
+/// Rust) and returns nil.
 const SMSC_PARK: &str = concat!(
     lua_generations!(),
-    lua_graced!(),
     r"
 local field, now, h2 = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local grace = tonumber(ARGV[7])
@@ -282,8 +270,7 @@ local k, v = find(gens, field, h2, now)
 if k then
   if ARGV[5] == '1' and expiry(v) > now + grace then
     redis.call('HDEL', k, field)
-    local nv, cg = graced(v, now, grace, tonumber(ARGV[8]))
-    insert(gens, field, h2, nv, cg, tonumber(ARGV[9]), now)
+    insert(gens, field, h2, with_expiry(v, now + grace), grace, tonumber(ARGV[8]), now)
   end
   return v
 end
@@ -433,11 +420,6 @@ impl RedisKv {
     }
     fn ix_key_v1(&self, link: &str, sid: &str) -> String {
         format!("{{{}:i:{link}:{sid}}}", self.prefix)
-    }
-
-    /// The generation of an index entry expiring at `expires_at_ms`.
-    fn generation(&self, expires_at_ms: u64) -> u64 {
-        expires_at_ms - expires_at_ms % self.generation_ms
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -695,7 +677,7 @@ impl VersionedKv for RedisKv {
         // one lives, the transaction is taken.
         let value = tx_value(message_id, expires_at_ms);
         let mut put = self.tx_invocation(app_id, transaction_id, "put", &value);
-        put.arg(self.generation(expires_at_ms)).arg(LEAF_CAPACITY);
+        put.arg(self.generation_ms).arg(LEAF_CAPACITY);
         let mut pipe = redis::pipe();
         pipe.invoke_script(&put)
             .cmd("EXISTS")
@@ -759,9 +741,8 @@ impl VersionedKv for RedisKv {
             .arg(unix_now_ms())
             .arg(h2)
             .arg(smsc_value(id, seq, expires_at_ms))
-            .arg(self.generation(expires_at_ms))
+            .arg(self.generation_ms)
             .arg(LEAF_CAPACITY)
-            .arg(grace)
             .arg(grace)
             .invoke_async(&mut self.conn())
             .await
@@ -790,7 +771,6 @@ impl VersionedKv for RedisKv {
             .arg(json)
             .arg(fin)
             .arg(ms(parked_ttl).max(1))
-            .arg(grace)
             .arg(grace)
             .arg(LEAF_CAPACITY)
             .invoke_async(&mut self.conn())
