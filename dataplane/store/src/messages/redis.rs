@@ -4,41 +4,69 @@
 //! record codec: a hex or UUID id as its bytes, a decimal SMSC id as a
 //! number, anything else as a length and its bytes)
 //!
+//! A message costs Redis a few fields in shared hashes, not keys of its
+//! own: Redis spends ~130 bytes on every top-level key with a TTL before
+//! its name and value, more than a listpack entry's whole (BENCHMARKS.md:
+//! ~360 bytes a delivered message after its SMSC-id index grace, ~410
+//! within it).
+//!
 //! | key | type | holds | expires |
 //! |---|---|---|---|
-//! | `P:m⟨message_id⟩` | string | the record, in the binary record encoding (`record_codec`) | `created_at + ttl` |
-//! | `P:t⟨app_id⟩⟨transaction_id⟩` | string | `⟨message_id⟩` (idempotency) | `created_at + ttl` |
-//! | `P:i⟨link⟩⟨smsc_id⟩` | hash `m` `⟨message_id⟩`, `s` seq (mapping); `p`, `pf` (parked receipt, JSON) | index entry and/or parked receipt | message expiry once mapped; `index_grace` after a final receipt; `parked_ttl` while only parked |
+//! | `P:r⟨second⟩` | hash (hashtable: records exceed `hash-max-listpack-value`) | field: the last 10 bytes of a UUIDv7 message id whose time falls in that second (of the Unix epoch); value: the record (`record_codec`) | with the latest of its records (`created_at + ttl`) |
+//! | `P:m⟨message_id⟩` | string | the record of a message whose id is not a UUIDv7 (and the layout before, for every id) | `created_at + ttl` |
+//! | `{P:t:⟨shard⟩}l` | hash: generation end → `first:current` level | the transaction-id index's generations in this shard | with its latest generation |
+//! | `{P:t:⟨shard⟩}⟨end⟩:⟨level⟩:⟨leaf⟩` | hash (listpack) `⟨app_id⟩⟨transaction_id⟩` → expiry (6 bytes) and `⟨message_id⟩` | idempotency | at the generation's end |
+//! | `{P:x:⟨shard⟩}l`, `{P:x:⟨shard⟩}⟨end⟩:⟨level⟩:⟨leaf⟩` | as above, `⟨link⟩⟨smsc_id⟩` → expiry, seq (2 bytes), `⟨message_id⟩` | the SMSC-id index | an entry expires with its message, or `index_grace` after a final receipt (then moved to a generation of width `index_grace`) |
+//! | `{P:x:⟨shard⟩}p⟨link⟩⟨smsc_id⟩` | hash `p`, `pf` | a receipt parked before its mapping (JSON, final flag) | `parked_ttl` |
 //! | `{P:accepted}` | sorted set, score `created_at_ms` | ids of messages still `accepted` | never (entries leave on submit or when the sweeper finds them gone) |
 //!
-//! A delivered single-segment message costs about 540 bytes of Redis
-//! memory once its index entry is gone (BENCHMARKS.md). Records, keys and
-//! index entries written by the version before (`{P:m:<id>}` hash `v`, `j`
-//! JSON; `{P:t:<app>:<tx>}`; `{P:i:<link>:<smsc_id>}`) are still read and
-//! updated in place (a record stays JSON, so pods of that version read it
-//! too), until they expire: a rolling upgrade keeps the day of messages
-//! already stored. During the upgrade itself, a receipt that a pod of the
-//! old version parks for a message submitted by a new one (or the reverse)
-//! waits for `parked_ttl` instead of being matched.
+//! **Indexes by generation.** Redis 7.0 has no per-field TTL, so an index
+//! entry carries its expiry (a lookup skips it once past) and goes to the
+//! generation (width `ttl / 8`) that ends after it; a generation's leaves
+//! expire at its end. An entry's memory therefore outlives its expiry by
+//! at most one generation (3 h of a 24 h TTL; a record's by at most one
+//! second). A shard (`crc32` of the field mod 64: the hash tag, so on
+//! Redis Cluster one slot per shard) lists its generations; a generation
+//! grows by levels (module `lua_generations`) so that every leaf stays
+//! under `hash-max-listpack-entries` whatever the rate. Lookups read the
+//! live generations of one shard in one script: the idempotent create
+//! decides in one atomic step. A message stays readable for exactly its
+//! TTL ([`KvMessageStore`] does not answer a record past it) and its memory
+//! is reclaimed by TTL + 1 s (record) and TTL + `ttl / 8` (index entries).
 //!
-//! Every script touches exactly one key, so the store works unchanged on
-//! Redis Cluster. What needs two keys is a sequence of single-key atomic
-//! steps, ordered so that a crash between two steps leaves nothing that
-//! breaks a rule:
+//! **Rolling upgrade.** Records, keys and index entries written by the
+//! versions before (`P:m⟨id⟩`, `P:t⟨app⟩⟨tx⟩`, `P:i⟨link⟩⟨smsc_id⟩`; and
+//! `{P:m:<id>}` hash `v`, `j` JSON, `{P:t:<app>:<tx>}`,
+//! `{P:i:<link>:<smsc_id>}`) are still read and updated in place (so pods
+//! of those versions read them too), until they expire: a rolling upgrade
+//! keeps the day of messages already stored. A create first looks at the
+//! keys of the layouts before (in the same round trip): while one lives,
+//! the transaction is taken. During the upgrade itself, a receipt that a
+//! pod of an old version parks for a message submitted by a new one (or
+//! the reverse) waits for `parked_ttl` instead of being matched, and two
+//! creates of one transaction at the same moment, one on an old pod and
+//! one on a new, may both win (old pods do not read the new index).
 //!
-//! * **create**: `SET tx NX PXAT` (the idempotency decision, atomic), then
-//!   `ZADD accepted`, then the record (`SET NX PXAT`, refusing an existing
-//!   id). A pod that dies after the first step leaves a key pointing at no
-//!   record; the next create with that key waits briefly for the record,
-//!   then writes it itself *under the id the key holds* — so one
-//!   `(app, transaction)` still maps to one message and one submission.
+//! Every script touches keys of one hash tag, so the store works on Redis
+//! Cluster (the index scripts name only the shard's generation list in
+//! `KEYS`; their leaves share its slot). What needs two tags is a sequence
+//! of atomic steps, ordered so that a crash between two steps leaves
+//! nothing that breaks a rule:
+//!
+//! * **create**: the transaction-id `put` (the idempotency decision,
+//!   atomic), then `ZADD accepted`, then the record (`HSETNX`, refusing an
+//!   existing id). A pod that dies after the first step leaves an entry
+//!   pointing at no record; the next create with that key waits briefly
+//!   for the record, then writes it itself *under the id the entry holds*
+//!   — so one `(app, transaction)` still maps to one message and one
+//!   submission.
 //! * **record updates** are optimistic: read the record, apply the domain
-//!   rule in Rust ([`smsgw_core::messages`]), write it back with the `cas`
+//!   rule in Rust ([`smsgw_core::messages`]), write it back with a `cas`
 //!   script if its bytes are unchanged (they hold `updated_at_ms`), else
 //!   retry. Domain logic exists once, in [`KvMessageStore`] over this
 //!   [`RedisKv`].
 //! * **receipt matching** is race-free because the index entry and the
-//!   parked receipt share one key: the `park` script either finds the
+//!   parked receipt share one shard: the `park` script either finds the
 //!   mapping or parks; the `index` script writes the mapping and takes
 //!   whatever was parked, in one step. A final receipt cuts the entry's
 //!   life to `index_grace` (a duplicate within it is still matched).
