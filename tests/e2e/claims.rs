@@ -5,7 +5,7 @@
 //! before the approval; addresses a managed User or another app holds,
 //! and malformed ones, are refused with their own codes.
 
-use crate::harness::{ADMIN_KEY, Creds, Gateway, Receiver, bound, eventually, sim_config};
+use crate::harness::{ADMIN_KEY, Creds, Gateway, Receiver, bound, cli, eventually, sim_config};
 use crate::mo::{next_mo, watch};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -318,4 +318,75 @@ async fn with_redis_a_claim_is_unique_across_gateways_and_the_mo_reaches_the_app
         "the MO came in on b"
     );
     cancel.cancel();
+}
+
+#[tokio::test]
+async fn the_cli_claims_lists_approves_and_releases_addresses() {
+    let sim = crate::harness::Sim::start("127.0.0.1:0");
+    let gw = Gateway::standalone(&sim_config(sim.addr));
+    let creds = gw.user("cli-claims@example.com").await;
+    let admin = [("ADMIN_API_KEY", ADMIN_KEY)];
+    let token = [
+        ("SMSGW_TOKEN", creds.token.as_str()),
+        ("SMSGW_APP_ID", creds.app_id.as_str()),
+    ];
+    let claimed = cli(
+        &gw,
+        &[
+            "addresses",
+            "claim",
+            "+44 7700 900123",
+            "--keyword",
+            "win",
+            "-o",
+            "json",
+        ],
+        &token,
+    )
+    .json();
+    assert_eq!(claimed["claim_id"], "447700900123:WIN", "{claimed}");
+    assert_eq!(claimed["status"], "pending");
+    let again = cli(
+        &gw,
+        &["addresses", "claim", "447700900123", "--keyword", "WIN"],
+        &token,
+    );
+    assert!(!again.status.success());
+    assert!(
+        again.stderr.contains("AlreadyExists (6)") && again.stderr.contains("already claimed"),
+        "{}",
+        again.stderr
+    );
+    let pending = cli(&gw, &["addresses", "list", "--status", "pending"], &admin);
+    assert!(pending.status.success(), "{}", pending.stderr);
+    let row = pending
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("447700900123:WIN"))
+        .unwrap_or_else(|| panic!("{}", pending.stdout));
+    assert!(
+        row.contains(&creds.app_id) && row.contains("pending"),
+        "{row}"
+    );
+    let approved = cli(
+        &gw,
+        &["addresses", "approve", "447700900123:WIN", "-o", "json"],
+        &admin,
+    )
+    .json();
+    assert_eq!(approved["status"], "approved", "{approved}");
+    let own = cli(&gw, &["addresses", "list", "-o", "json"], &token).json();
+    assert_eq!(own[0]["status"], "approved", "{own}");
+    let denied = cli(&gw, &["addresses", "approve", "447700900123:WIN"], &token);
+    assert!(
+        denied.stderr.contains("PermissionDenied (7)"),
+        "{}",
+        denied.stderr
+    );
+    let released = cli(&gw, &["addresses", "release", "447700900123:WIN"], &token);
+    assert!(released.status.success(), "{}", released.stderr);
+    let none = cli(&gw, &["addresses", "list", "-o", "json"], &admin).json();
+    assert_eq!(none, json!([]));
+    let gone = cli(&gw, &["addresses", "reject", "447700900123:WIN"], &admin);
+    assert!(gone.stderr.contains("NotFound (5)"), "{}", gone.stderr);
 }

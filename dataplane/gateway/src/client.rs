@@ -1,5 +1,5 @@
 //! Admin commands against a running gateway over gRPC: `smsgw send`,
-//! `smsgw message`, `smsgw links`, `smsgw users …`, `smsgw blacklist load`. Credentials come from
+//! `smsgw message`, `smsgw links`, `smsgw users …`, `smsgw addresses …`, `smsgw blacklist load`. Credentials come from
 //! the environment (`ADMIN_API_KEY`, or `SMSGW_TOKEN` with `SMSGW_APP_ID`)
 //! or flags; output is a readable table, or JSON with `--output json`. A
 //! call the server refuses exits non-zero, printing its gRPC code and
@@ -62,6 +62,57 @@ pub enum ClientCommand {
     /// Blacklists (admin key or an admin user's token).
     #[command(subcommand)]
     Blacklist(BlacklistCommand),
+    /// Source addresses apps claim for inbound messages: an app claims,
+    /// lists and releases its own (token); admins list every app's and
+    /// approve or reject (admin key).
+    #[command(subcommand)]
+    Addresses(AddressesCommand),
+}
+
+/// `smsgw addresses …`.
+#[derive(Debug, Subcommand)]
+pub enum AddressesCommand {
+    /// List claims: every app's with the admin key (admin.v1
+    /// ListAddressClaims), the calling app's with a token.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+        /// Only `pending` or `approved` ones (admin key).
+        #[arg(long, default_value = "")]
+        status: String,
+    },
+    /// Claim a short code or E.164 number for the calling app (token);
+    /// pending until an admin approves it.
+    Claim {
+        #[command(flatten)]
+        conn: Conn,
+        /// Short code (3 to 6 digits) or E.164 number.
+        address: String,
+        /// Only MO whose first word is this keyword.
+        #[arg(long, default_value = "")]
+        keyword: String,
+    },
+    /// Release one of the calling app's claims (token).
+    Release {
+        #[command(flatten)]
+        conn: Conn,
+        /// Claim id: the address digits, or `digits:KEYWORD`.
+        claim_id: String,
+    },
+    /// Approve a claim: MO to the address reaches its app (admin).
+    Approve {
+        #[command(flatten)]
+        conn: Conn,
+        /// Claim id.
+        claim_id: String,
+    },
+    /// Reject (delete) a claim (admin).
+    Reject {
+        #[command(flatten)]
+        conn: Conn,
+        /// Claim id.
+        claim_id: String,
+    },
 }
 
 /// `smsgw blacklist …`.
@@ -185,6 +236,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Links(c) => links(c).await,
         ClientCommand::Users(u) => users(u).await,
         ClientCommand::Blacklist(b) => blacklist(b).await,
+        ClientCommand::Addresses(a) => addresses(a).await,
     }
 }
 
@@ -265,6 +317,23 @@ fn refused(s: tonic::Status) -> anyhow::Error {
         s.code() as i32,
         s.message()
     )
+}
+
+/// Every item of a paged listing: `fetch(page_token)` answers a page and
+/// the next token, empty after the last.
+async fn all_pages<T>(
+    mut fetch: impl AsyncFnMut(String) -> anyhow::Result<(Vec<T>, String)>,
+) -> anyhow::Result<Vec<T>> {
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (items, next) = fetch(token).await?;
+        all.extend(items);
+        if next.is_empty() {
+            return Ok(all);
+        }
+        token = next;
+    }
 }
 
 /// Rows under a header, columns aligned.
@@ -532,9 +601,7 @@ async fn users(cmd: UsersCommand) -> anyhow::Result<()> {
     match cmd {
         UsersCommand::List(conn) => {
             let c = Client::connect(conn).await?;
-            let mut all = Vec::new();
-            let mut page_token = String::new();
-            loop {
+            let all = all_pages(async |page_token| {
                 let page = c
                     .admin()
                     .list_users(c.req(admin_pb::ListUsersRequest {
@@ -544,12 +611,9 @@ async fn users(cmd: UsersCommand) -> anyhow::Result<()> {
                     .await
                     .map_err(refused)?
                     .into_inner();
-                all.extend(page.users);
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                page_token = page.next_page_token;
-            }
+                Ok((page.users, page.next_page_token))
+            })
+            .await?;
             c.print(&Value::Array(all.iter().map(user_json).collect()), || {
                 user_rows(&all)
             });
@@ -661,6 +725,106 @@ async fn users(cmd: UsersCommand) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+fn claim_json(c: &sms_pb::AddressClaim) -> Value {
+    json!({
+        "claim_id": c.claim_id, "address": c.address, "kind": c.kind, "keyword": c.keyword,
+        "app_id": c.app_id, "status": c.status, "created_at": time(c.created_at.as_ref()),
+        "approved_at": time(c.approved_at.as_ref()),
+    })
+}
+
+fn claim_rows(claims: &[sms_pb::AddressClaim]) -> String {
+    let rows: Vec<Vec<String>> = claims
+        .iter()
+        .map(|c| {
+            vec![
+                c.claim_id.clone(),
+                c.kind.clone(),
+                c.app_id.clone(),
+                c.status.clone(),
+                time(c.created_at.as_ref()),
+            ]
+        })
+        .collect();
+    table(&["CLAIM_ID", "KIND", "APP_ID", "STATUS", "CREATED"], &rows)
+}
+
+async fn addresses(cmd: AddressesCommand) -> anyhow::Result<()> {
+    let (c, claims) = match cmd {
+        AddressesCommand::List { conn, status } => {
+            let c = Client::connect(conn).await?;
+            let all = if c.conn.admin_key.is_some() {
+                all_pages(async |page_token| {
+                    let page = c
+                        .admin()
+                        .list_address_claims(c.req(admin_pb::ListAddressClaimsRequest {
+                            status: status.clone(),
+                            page_size: 500,
+                            page_token,
+                        })?)
+                        .await
+                        .map_err(refused)?
+                        .into_inner();
+                    Ok((page.claims, page.next_page_token))
+                })
+                .await?
+            } else {
+                c.sms()
+                    .list_address_claims(c.req(sms_pb::ListAddressClaimsRequest {})?)
+                    .await
+                    .map_err(refused)?
+                    .into_inner()
+                    .claims
+            };
+            c.print(&Value::Array(all.iter().map(claim_json).collect()), || {
+                claim_rows(&all)
+            });
+            return Ok(());
+        }
+        AddressesCommand::Claim {
+            conn,
+            address,
+            keyword,
+        } => {
+            let c = Client::connect(conn).await?;
+            let r = c
+                .sms()
+                .claim_address(c.req(sms_pb::ClaimAddressRequest { address, keyword })?)
+                .await;
+            (c, r.map_err(refused)?.into_inner())
+        }
+        AddressesCommand::Release { conn, claim_id } => {
+            let c = Client::connect(conn).await?;
+            let r = c
+                .sms()
+                .release_address(c.req(sms_pb::ReleaseAddressRequest { claim_id })?)
+                .await;
+            let claim = r.map_err(refused)?.into_inner().claim.unwrap_or_default();
+            (c, claim)
+        }
+        AddressesCommand::Approve { conn, claim_id } => {
+            let c = Client::connect(conn).await?;
+            let r = c
+                .admin()
+                .approve_address_claim(c.req(admin_pb::AddressClaimRequest { claim_id })?)
+                .await;
+            (c, r.map_err(refused)?.into_inner())
+        }
+        AddressesCommand::Reject { conn, claim_id } => {
+            let c = Client::connect(conn).await?;
+            let r = c
+                .admin()
+                .reject_address_claim(c.req(admin_pb::AddressClaimRequest { claim_id })?)
+                .await;
+            (c, r.map_err(refused)?.into_inner())
+        }
+    };
+    c.print(&claim_json(&claims), || {
+        claim_rows(std::slice::from_ref(&claims))
+    });
     Ok(())
 }
 
