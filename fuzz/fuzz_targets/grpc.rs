@@ -25,7 +25,7 @@ use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
 
 /// (path, client-streaming, server-streaming without end)
-const METHODS: [(&str, bool, bool); 20] = [
+const METHODS: [(&str, bool, bool); 26] = [
     ("/sms.v1.SmsService/SendMessage", false, false),
     ("/sms.v1.SmsService/SendMessageStream", true, false),
     ("/sms.v1.SmsService/CheckESME", false, false),
@@ -46,6 +46,12 @@ const METHODS: [(&str, bool, bool); 20] = [
     ("/admin.v1.AdminService/GetConfig", false, false),
     ("/admin.v1.AdminService/GetStats", false, false),
     ("/admin.v1.AdminService/ReloadBlacklist", false, false),
+    ("/sms.v1.SmsService/ClaimAddress", false, false),
+    ("/sms.v1.SmsService/ListAddressClaims", false, false),
+    ("/sms.v1.SmsService/ReleaseAddress", false, false),
+    ("/admin.v1.AdminService/ListAddressClaims", false, false),
+    ("/admin.v1.AdminService/ApproveAddressClaim", false, false),
+    ("/admin.v1.AdminService/RejectAddressClaim", false, false),
 ];
 
 fn routes() -> &'static tonic::service::Routes {

@@ -18,7 +18,7 @@ use axum::{
 };
 use libfuzzer_sys::fuzz_target;
 
-const ROUTES: [(&str, &str); 12] = [
+const ROUTES: [(&str, &str); 17] = [
     ("POST", "/api/v1/sms/check-text-len"),
     ("POST", "/api/v1/sms/send"),
     ("PUT", "/api/v1/settings/webhook"),
@@ -31,6 +31,11 @@ const ROUTES: [(&str, &str); 12] = [
     ("POST", "/api/v1/admin/links/{}/stop"),
     ("GET", "/api/v1/sms/{}"),
     ("GET", "/api/v1/sms?transaction_id={}"),
+    ("POST", "/api/v1/settings/addresses"),
+    ("DELETE", "/api/v1/settings/addresses/{}"),
+    ("GET", "/api/v1/admin/addresses?status={}&page_token={}"),
+    ("POST", "/api/v1/admin/addresses/{}/approve"),
+    ("DELETE", "/api/v1/admin/addresses/{}"),
 ];
 
 fuzz_target!(|data: &[u8]| {
