@@ -560,3 +560,60 @@ async fn messages_written_in_keys_of_their_own_should_still_work() {
         .unwrap();
     assert_eq!(buckets.len(), 1, "{buckets:?}");
 }
+
+/// A message's memory is reclaimed after its TTL and at most one
+/// generation of the indexes (`ttl / 8`): with a TTL of 1 s, nothing of
+/// a delivered message (record, transaction id, SMSC id, the lists of
+/// generations) is left 1.125 s after its creation (plus a margin for
+/// Redis to notice); a message still awaiting its receipt neither.
+#[tokio::test]
+async fn a_message_should_leave_nothing_behind_once_its_ttl_and_a_generation_are_over() {
+    let server = RedisServer::start();
+    let ttl = Duration::from_secs(1);
+    let store = RedisMessageStore::connect(
+        &RedisConfig::new(server.url()),
+        MessageStoreOptions::default().ttl(ttl),
+    )
+    .await
+    .unwrap();
+    let mut c = conn(&server).await;
+    for n in 0..50 {
+        let m = message(n);
+        store.create(&m).await.unwrap();
+        let sid = smsc_id(n);
+        store.record_submit(&submit(&m, &sid)).await.unwrap();
+        if n % 2 == 0 {
+            store
+                .apply_receipt(&receipt(&sid, ReceiptState::Delivered))
+                .await
+                .unwrap();
+        }
+    }
+    assert!(dbsize(&mut c).await > 0);
+    tokio::time::sleep(ttl + ttl / 8 + Duration::from_millis(300)).await;
+    // Expired keys go when touched (or sampled): touch them all.
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    for k in &keys {
+        let _: i64 = redis::cmd("EXISTS")
+            .arg(k)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    let left: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(
+        left.is_empty(),
+        "{:?}",
+        left.iter()
+            .map(|k| String::from_utf8_lossy(k))
+            .collect::<Vec<_>>()
+    );
+}
