@@ -242,7 +242,7 @@ impl Auth {
     }
 
     /// What the authenticator's bounded in-memory structures hold (users'
-    /// token generations, failure throttles), for the `smsgw_memory_*`
+    /// token generations, failure throttles, argon2 working memory), for the `smsgw_memory_*`
     /// gauges.
     pub fn memory(&self) -> Vec<MemoryUse> {
         vec![
@@ -250,6 +250,7 @@ impl Auth {
             self.by_account.memory(),
             self.by_address.memory(),
             self.registrations.memory(),
+            password::memory(),
         ]
     }
 
