@@ -171,11 +171,12 @@ impl RedisUserStore {
             .transpose()
     }
 
-    async fn claims_by_id(&self, ids: &[String]) -> Result<Vec<AddressClaim>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = ids.iter().map(|id| self.claim_key(id)).collect();
+    /// The JSON values of `keys` (one `MGET`), decoded; absent keys are
+    /// skipped.
+    async fn mget_json<T: serde::de::DeserializeOwned>(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<Vec<T>, StoreError> {
         let jsons: Vec<Option<String>> = redis::cmd("MGET")
             .arg(keys)
             .query_async(&mut self.conn.clone())
@@ -186,6 +187,14 @@ impl RedisUserStore {
             .flatten()
             .map(|j| serde_json::from_str(&j).map_err(backend))
             .collect()
+    }
+
+    async fn claims_by_id(&self, ids: &[String]) -> Result<Vec<AddressClaim>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.mget_json(ids.iter().map(|id| self.claim_key(id)).collect())
+            .await
     }
 
     fn user_key(&self, id: &str) -> String {
@@ -312,17 +321,8 @@ impl UserStore for RedisUserStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = ids.iter().map(|id| self.user_key(id)).collect();
-        let jsons: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(keys)
-            .query_async(&mut self.conn.clone())
+        self.mget_json(ids.iter().map(|id| self.user_key(id)).collect())
             .await
-            .map_err(backend)?;
-        jsons
-            .into_iter()
-            .flatten()
-            .map(|j| serde_json::from_str(&j).map_err(backend))
-            .collect()
     }
 
     async fn put_claim(&self, claim: &AddressClaim, max_per_app: usize) -> Result<(), StoreError> {
