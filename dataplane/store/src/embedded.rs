@@ -70,6 +70,36 @@ impl EmbeddedUserStore {
             .map_err(backend)?
     }
 
+    /// Up to `limit` values (JSON) of `table`, in key order, after the key
+    /// `after`: a page of users or of claims.
+    async fn json_page<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<T>, StoreError> {
+        let after = after.map(str::to_owned);
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(table).map_err(backend)?;
+            let start = match &after {
+                Some(a) => Bound::Excluded(a.as_str()),
+                None => Bound::Unbounded,
+            };
+            let mut out = Vec::new();
+            for entry in table
+                .range::<&str>((start, Bound::Unbounded))
+                .map_err(backend)?
+                .take(limit)
+            {
+                let (_, v) = entry.map_err(backend)?;
+                out.push(serde_json::from_slice(v.value()).map_err(backend)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     fn read_user(db: &Database, user_id: &str) -> Result<Option<UserRecord>, StoreError> {
         let txn = db.begin_read().map_err(backend)?;
         let table = txn.open_table(USERS).map_err(backend)?;
@@ -221,26 +251,7 @@ impl UserStore for EmbeddedUserStore {
     }
 
     async fn list(&self, after: Option<&str>, limit: usize) -> Result<Vec<UserRecord>, StoreError> {
-        let after = after.map(str::to_owned);
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(backend)?;
-            let table = txn.open_table(USERS).map_err(backend)?;
-            let start = match &after {
-                Some(a) => Bound::Excluded(a.as_str()),
-                None => Bound::Unbounded,
-            };
-            let mut out = Vec::new();
-            for entry in table
-                .range::<&str>((start, Bound::Unbounded))
-                .map_err(backend)?
-                .take(limit)
-            {
-                let (_, v) = entry.map_err(backend)?;
-                out.push(serde_json::from_slice(v.value()).map_err(backend)?);
-            }
-            Ok(out)
-        })
-        .await
+        self.json_page(USERS, after, limit).await
     }
 
     async fn put_claim(&self, claim: &AddressClaim, max_per_app: usize) -> Result<(), StoreError> {
@@ -321,26 +332,7 @@ impl UserStore for EmbeddedUserStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AddressClaim>, StoreError> {
-        let after = after.map(str::to_owned);
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(backend)?;
-            let table = txn.open_table(CLAIMS).map_err(backend)?;
-            let start = match &after {
-                Some(a) => Bound::Excluded(a.as_str()),
-                None => Bound::Unbounded,
-            };
-            let mut out = Vec::new();
-            for entry in table
-                .range::<&str>((start, Bound::Unbounded))
-                .map_err(backend)?
-                .take(limit)
-            {
-                let (_, v) = entry.map_err(backend)?;
-                out.push(serde_json::from_slice(v.value()).map_err(backend)?);
-            }
-            Ok(out)
-        })
-        .await
+        self.json_page(CLAIMS, after, limit).await
     }
 
     async fn approve_claim(
