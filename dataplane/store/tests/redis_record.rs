@@ -119,14 +119,28 @@ async fn deliver(store: &RedisMessageStore, from: u32) {
         store.create(&m).await.unwrap();
         let sid = smsc_id(n);
         store.record_submit(&submit(&m, &sid)).await.unwrap();
-        match store
-            .apply_receipt(&receipt(&sid, ReceiptState::Delivered))
-            .await
-            .unwrap()
-        {
-            ReceiptOutcome::Applied(r) => assert_eq!(r.status, MessageStatus::Delivered),
-            other => panic!("receipt of {n}: {other:?}"),
-        }
+        assert_delivered(store, &sid).await;
+    }
+}
+
+/// A second DELIVRD receipt for `sid` is matched as a duplicate.
+async fn assert_duplicate(store: &RedisMessageStore, sid: &str) {
+    let again = store
+        .apply_receipt(&receipt(sid, ReceiptState::Delivered))
+        .await
+        .unwrap();
+    assert!(matches!(again, ReceiptOutcome::Duplicate(_)), "{again:?}");
+}
+
+/// A DELIVRD receipt for `sid` is applied and delivers its message.
+async fn assert_delivered(store: &RedisMessageStore, sid: &str) {
+    match store
+        .apply_receipt(&receipt(sid, ReceiptState::Delivered))
+        .await
+        .unwrap()
+    {
+        ReceiptOutcome::Applied(r) => assert_eq!(r.status, MessageStatus::Delivered),
+        other => panic!("receipt of {sid}: {other:?}"),
     }
 }
 
@@ -439,13 +453,7 @@ async fn messages_written_by_the_version_before_should_still_work() {
     assert_eq!(delivered.status, MessageStatus::Delivered);
     assert_eq!(store.get(&m.message_id).await.unwrap(), Some(delivered));
     // A duplicate of it is one.
-    assert!(matches!(
-        store
-            .apply_receipt(&receipt(&sid, ReceiptState::Delivered))
-            .await
-            .unwrap(),
-        ReceiptOutcome::Duplicate(_)
-    ));
+    assert_duplicate(&store, &sid).await;
     // The record stays in the old layout (pods of the version before read
     // it during the upgrade), and no receipt was left parked.
     let t: String = redis::cmd("TYPE")
@@ -517,13 +525,7 @@ async fn messages_written_in_keys_of_their_own_should_still_work() {
     };
     assert_eq!(delivered.status, MessageStatus::Delivered);
     assert_readable(&store, &delivered).await;
-    assert!(matches!(
-        store
-            .apply_receipt(&receipt(&sid, ReceiptState::Delivered))
-            .await
-            .unwrap(),
-        ReceiptOutcome::Duplicate(_)
-    ));
+    assert_duplicate(&store, &sid).await;
     // Updated in place: still a key of its own; nothing in a bucket.
     let mut own = b"smsgw:m".to_vec();
     own.extend(packed(&m.message_id));
@@ -562,9 +564,9 @@ async fn messages_written_in_keys_of_their_own_should_still_work() {
 }
 
 /// A message's memory is reclaimed after its TTL and at most one
-/// generation of the indexes (`ttl / 8`): with a TTL of 1 s, nothing of
+/// generation of the indexes (`ttl / 4`): with a TTL of 1 s, nothing of
 /// a delivered message (record, transaction id, SMSC id, the lists of
-/// generations) is left 1.125 s after its creation (plus a margin for
+/// generations) is left 1.25 s after its creation (plus a margin for
 /// Redis to notice); a message still awaiting its receipt neither.
 #[tokio::test]
 async fn a_message_should_leave_nothing_behind_once_its_ttl_and_a_generation_are_over() {
@@ -590,7 +592,7 @@ async fn a_message_should_leave_nothing_behind_once_its_ttl_and_a_generation_are
         }
     }
     assert!(dbsize(&mut c).await > 0);
-    tokio::time::sleep(ttl + ttl / 8 + Duration::from_millis(300)).await;
+    tokio::time::sleep(ttl + ttl / 4 + Duration::from_millis(300)).await;
     // Expired keys go when touched (or sampled): touch them all.
     let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
         .arg("*")
@@ -616,4 +618,45 @@ async fn a_message_should_leave_nothing_behind_once_its_ttl_and_a_generation_are
             .map(|k| String::from_utf8_lossy(k))
             .collect::<Vec<_>>()
     );
+}
+
+/// The version before cut the indexes into generations `ttl / 8` wide,
+/// this one `ttl / 4`: a store reads the generations of any width, so a
+/// message indexed in generations 3 h wide (a 12 h TTL here, as the
+/// version before did with 24 h) is found by a store of 6 h generations
+/// (24 h TTL), by its transaction (still taken) and by its SMSC id (its
+/// receipt applied once, a duplicate matched), and the reverse.
+#[tokio::test]
+async fn index_generations_of_another_width_should_still_be_read() {
+    let server = RedisServer::start();
+    let connect = |ttl: Duration| {
+        let url = server.url();
+        async move {
+            RedisMessageStore::connect(
+                &RedisConfig::new(url),
+                MessageStoreOptions::default().ttl(ttl),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let narrow = connect(Duration::from_secs(12 * 3600)).await;
+    let wide = connect(Duration::from_secs(24 * 3600)).await;
+    for (n, (writer, reader)) in [(&narrow, &wide), (&wide, &narrow)].into_iter().enumerate() {
+        let n = n as u32;
+        let m = message(n);
+        writer.create(&m).await.unwrap();
+        let mut again = message(n);
+        again.message_id = message(n + 100).message_id;
+        match reader.create(&again).await.unwrap() {
+            smsgw_core::messages::CreateOutcome::Existing(r) => {
+                assert_eq!(r.message_id, m.message_id)
+            }
+            other => panic!("expected Existing, got {other:?}"),
+        }
+        let sid = smsc_id(n);
+        writer.record_submit(&submit(&m, &sid)).await.unwrap();
+        assert_delivered(reader, &sid).await;
+        assert_duplicate(writer, &sid).await;
+    }
 }

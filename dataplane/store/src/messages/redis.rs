@@ -22,17 +22,22 @@
 //!
 //! **Indexes by generation.** Redis 7.0 has no per-field TTL, so an index
 //! entry carries its expiry (a lookup skips it once past) and goes to the
-//! generation (width `ttl / 8`) that ends after it; a generation's leaves
+//! generation (width `ttl / 4`) that ends after it; a generation's leaves
 //! expire at its end. An entry's memory therefore outlives its expiry by
-//! at most one generation (3 h of a 24 h TTL; a record's by at most one
-//! second). A shard (`crc32` of the field mod 64: the hash tag, so on
-//! Redis Cluster one slot per shard) lists its generations; a generation
-//! grows by levels (module `lua_generations`) so that every leaf stays
-//! under `hash-max-listpack-entries` whatever the rate. Lookups read the
-//! live generations of one shard in one script: the idempotent create
-//! decides in one atomic step. A message stays readable for exactly its
-//! TTL ([`KvMessageStore`] does not answer a record past it) and its memory
-//! is reclaimed by TTL + 1 s (record) and TTL + `ttl / 8` (index entries).
+//! at most one generation (6 h of a 24 h TTL, ≈ 8 B a message on average
+//! in steady state; a record's by at most one second). A shard (`crc32`
+//! of the field mod 64: the hash tag, so on Redis Cluster one slot per
+//! shard) lists its generations; a generation grows by levels (module
+//! `lua_generations`) so that every leaf stays under
+//! `hash-max-listpack-entries` whatever the rate, and starts at the level
+//! of the one before it. Lookups read the live generations of one shard in
+//! one script: the idempotent create decides in one atomic step. A create
+//! is a miss by design: it reads one leaf per live generation and level,
+//! at a steady rate one per generation (5 at `ttl / 4`; the version before
+//! cut `ttl / 8`, 9 reads: BENCHMARKS.md, session 12). A message stays
+//! readable for exactly its TTL ([`KvMessageStore`] does not answer a
+//! record past it) and its memory is reclaimed by TTL + 1 s (record) and
+//! TTL + `ttl / 4` (index entries).
 //!
 //! **Rolling upgrade.** Records, keys and index entries written by the
 //! versions before (`P:m⟨id⟩`, `P:t⟨app⟩⟨tx⟩`, `P:i⟨link⟩⟨smsc_id⟩`; and
@@ -41,7 +46,10 @@
 //! of those versions read them too), until they expire: a rolling upgrade
 //! keeps the day of messages already stored. A create first looks at the
 //! keys of the layouts before (in the same round trip): while one lives,
-//! the transaction is taken. During the upgrade itself, a receipt that a
+//! the transaction is taken. Generations of any width are read (their
+//! list holds their ends), so the generations the version before cut
+//! `ttl / 8` wide and these `ttl / 4` wide serve pods of both versions
+//! alike. During the upgrade itself, a receipt that a
 //! pod of an old version parks for a message submitted by a new one (or
 //! the reverse) waits for `parked_ttl` instead of being matched, and two
 //! creates of one transaction at the same moment, one on an old pod and
@@ -341,8 +349,12 @@ impl KvMessageStore<RedisKv> {
 const SHARDS: u32 = 64;
 
 /// Generations a message TTL spans in the indexes: an entry's memory
-/// outlives its expiry by at most `ttl / GENERATIONS`.
-const GENERATIONS: u64 = 8;
+/// outlives its expiry by at most `ttl / GENERATIONS`, and a lookup that
+/// misses reads `GENERATIONS + 1` live generations. 4: 5 reads where 8
+/// (the version before) made 9, for ≈ 4 B a message more in steady state.
+/// Generations of any width are read, so pods of another width (another
+/// TTL, the version before) find each other's entries.
+const GENERATIONS: u64 = 4;
 
 /// Entries an index leaf takes before its generation moves to the next
 /// level: below Redis's `hash-max-listpack-entries` (128 by default), so
