@@ -676,3 +676,14 @@ impl Receiver {
         self.seen.lock().unwrap().iter().filter(|r| !r.2).count()
     }
 }
+
+/// `smsgw_memory_<what>{structure="<structure>"}` in a scrape (NaN when
+/// absent, so a comparison with it fails).
+pub fn memory(scrape: &str, what: &str, structure: &str) -> f64 {
+    let series = format!("smsgw_memory_{what}{{structure=\"{structure}\"}} ");
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}

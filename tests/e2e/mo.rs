@@ -5,7 +5,7 @@
 //! exact text on its gRPC event stream; a language the gateway has no
 //! tables for arrives as a named error with the raw user data.
 
-use crate::harness::{Creds, Gateway, bound, sim_config};
+use crate::harness::{Creds, Gateway, bound, eventually, memory, sim_config};
 use smsgw_proto::sms::v1::{
     MessageEvent, WatchEventsRequest, message_event, sms_service_client::SmsServiceClient,
 };
@@ -160,5 +160,33 @@ async fn apps_receive_national_table_mo_as_the_exact_text() {
     );
     assert_eq!(got.undecoded_payload, b"abc");
     assert_eq!(got.data_coding, 0);
+
+    // A set waiting for its last part is held, bounded and shown
+    // (METRICS.md `mo_reassembly`); complete, it is gone from there.
+    smsc.deliver_mo(&from, &to, 0, 0x40, b"\x05\x00\x03\x55\x02\x01held ", None)
+        .unwrap();
+    let held = eventually(Duration::from_secs(10), async || {
+        memory(&gw.metrics().await, "entries", "mo_reassembly") == 1.0
+    })
+    .await;
+    assert!(held.is_some(), "{}", gw.metrics().await);
+    let m = gw.metrics().await;
+    assert!(memory(&m, "bytes", "mo_reassembly") >= 5.0);
+    assert_eq!(memory(&m, "capacity", "mo_reassembly"), 1024.0);
+    smsc.deliver_mo(
+        &from,
+        &to,
+        0,
+        0x40,
+        b"\x05\x00\x03\x55\x02\x02together",
+        None,
+    )
+    .unwrap();
+    assert_eq!(next_mo(&mut events).await.message, "held together");
+    assert_eq!(memory(&gw.metrics().await, "entries", "mo_reassembly"), 0.0);
+    // Every deliver_sm was answered OK: each MO reached its app (the
+    // outbox) before the SMSC was told.
+    let c = smsc.counters();
+    assert_eq!(c.receipts_refused, 0, "{c:?}");
     cancel.cancel();
 }

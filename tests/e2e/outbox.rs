@@ -2,7 +2,7 @@
 //! that is down and a gateway that is killed, carry stable ids, arrive in
 //! batches when asked, and only the kinds an app chose.
 
-use crate::harness::{Creds, Gateway, Receiver, Sim, bound, eventually, sim_config};
+use crate::harness::{Creds, Gateway, Receiver, Sim, bound, eventually, memory, sim_config};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
@@ -98,12 +98,27 @@ async fn a_receiver_down_for_a_while_then_up_gets_every_event_once_per_id() {
         hook.refused()
     );
     assert!(hook.accepted().is_empty());
+    // What waits is held in memory, bounded and shown (METRICS.md): every
+    // event of the 20 messages, and the one app's webhook settings.
+    let m = gw.metrics().await;
+    let held = memory(&m, "entries", "webhook_held_events");
+    assert!((20.0..=65_536.0).contains(&held), "held {held}\n{m}");
+    assert!(memory(&m, "bytes", "webhook_held_events") >= held * 100.0);
+    assert_eq!(memory(&m, "capacity", "webhook_held_events"), 65_536.0);
+    assert_eq!(memory(&m, "entries", "webhook_apps"), 1.0);
     hook.up.store(true, Ordering::SeqCst);
     let all = eventually(Duration::from_secs(60), async || {
         check_events(&hook.accepted(), &ids).is_ok()
     })
     .await;
     assert!(all.is_some(), "{:?}", check_events(&hook.accepted(), &ids));
+    let drained = eventually(Duration::from_secs(10), async || {
+        let m = gw.metrics().await;
+        memory(&m, "entries", "webhook_held_events") == 0.0
+            && memory(&m, "bytes", "webhook_held_events") == 0.0
+    })
+    .await;
+    assert!(drained.is_some(), "delivered events are no longer held");
     // Every event carries its id in a header too.
     for (h, body, ok) in hook.seen.lock().unwrap().iter().filter(|r| r.2) {
         let v: Value = serde_json::from_str(body).unwrap();

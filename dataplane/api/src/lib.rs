@@ -93,7 +93,9 @@ impl ApiState {
         metrics.with_registry(|r| messages.register_metrics(r));
         let auth = Arc::new(auth);
         metrics.with_registry(|r| {
-            r.register_collector(Box::new(metrics::MemoryGauges::new(&auth, &messages)));
+            r.register_collector(Box::new(metrics::MemoryGauges::new(
+                &metrics, &auth, &messages,
+            )));
         });
         Self {
             config: messages.config().clone(),

@@ -63,7 +63,16 @@ pub struct Metrics {
     pub config_links: Gauge,
     /// Recent API calls (REST and gRPC) and errors, for `/dashboard/stats`.
     pub recent: RequestWindow,
+    /// Bounded structures outside the message service and the
+    /// authenticator (webhook sender, MO reassembly), read by
+    /// [`MemoryGauges`] at scrape time.
+    memory_sources: MemorySources,
 }
+
+/// Reports of bounded in-memory structures, each read at scrape time.
+pub type MemorySource = Box<dyn Fn() -> Vec<smsgw_core::bounded::MemoryUse> + Send + Sync>;
+
+type MemorySources = std::sync::Arc<Mutex<Vec<MemorySource>>>;
 
 /// Seconds [`RequestWindow`] covers.
 pub const WINDOW_SECS: u64 = 60;
@@ -185,6 +194,7 @@ impl Metrics {
             text_analyses,
             config_links,
             recent: RequestWindow::default(),
+            memory_sources: MemorySources::default(),
         }
     }
 
@@ -192,6 +202,20 @@ impl Metrics {
     /// metrics under the same prefix.
     pub fn with_registry<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
         f(&mut self.registry.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Adds a bounded structure to the `smsgw_memory_*` gauges (one
+    /// family for all, so a structure outside the message service cannot
+    /// register its own). `source` answers nothing once its structure is
+    /// gone (hold it weakly).
+    pub fn add_memory_source(
+        &self,
+        source: impl Fn() -> Vec<smsgw_core::bounded::MemoryUse> + Send + Sync + 'static,
+    ) {
+        self.memory_sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(source));
     }
 
     /// Counts a finished gRPC call.
@@ -264,22 +288,31 @@ struct StructureLabels {
 /// The `smsgw_memory_*` gauges and `smsgw_memory_evictions_total`, read at
 /// scrape time from every bounded in-memory structure that grows with
 /// traffic (the message service's and the authenticator's), plus
-/// `smsgw_smpp_late_responses_unmatched_total`. Holds both weakly.
-#[derive(Debug)]
+/// `smsgw_smpp_late_responses_unmatched_total`. Holds both weakly; other
+/// structures report through [`Metrics::add_memory_source`].
 pub struct MemoryGauges {
     auth: std::sync::Weak<crate::auth::Auth>,
     messages: std::sync::Weak<smsgw_messaging::Messaging>,
+    others: MemorySources,
+}
+
+impl std::fmt::Debug for MemoryGauges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryGauges").finish_non_exhaustive()
+    }
 }
 
 impl MemoryGauges {
     /// Gauges over `auth` and `messages`, to register as a collector.
     pub fn new(
+        metrics: &Metrics,
         auth: &std::sync::Arc<crate::auth::Auth>,
         messages: &std::sync::Arc<smsgw_messaging::Messaging>,
     ) -> Self {
         Self {
             auth: std::sync::Arc::downgrade(auth),
             messages: std::sync::Arc::downgrade(messages),
+            others: metrics.memory_sources.clone(),
         }
     }
 }
@@ -299,6 +332,9 @@ impl prometheus_client::collector::Collector for MemoryGauges {
         }
         if let Some(a) = self.auth.upgrade() {
             all.extend(a.memory());
+        }
+        for source in self.others.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            all.extend(source());
         }
         let gauge = || Family::<StructureLabels, Gauge>::default();
         let (entries, bytes, capacity) = (gauge(), gauge(), gauge());

@@ -370,7 +370,36 @@ struct Shared {
     metrics: DeliveryMetrics,
     /// Bounds the events held in memory (claimed, not yet acknowledged).
     held: Arc<tokio::sync::Semaphore>,
+    /// Approximate bytes of the events held ([`held_size`]).
+    held_bytes: std::sync::atomic::AtomicU64,
     cancel: CancellationToken,
+}
+
+/// Approximate bytes an event held for delivery takes.
+fn held_size(c: &Claimed) -> u64 {
+    let e = &c.event;
+    (std::mem::size_of::<Claimed>()
+        + c.position.len()
+        + e.event_id.len()
+        + e.app_id.len()
+        + e.key.len()
+        + e.kind.len()
+        + e.body.len()
+        + e.callback.as_ref().map_or(0, |cb| cb.url.len())) as u64
+}
+
+impl Shared {
+    /// The events held for delivery, as the `smsgw_memory_*` gauges show
+    /// them (`webhook_held_events`).
+    fn held_memory(&self) -> smsgw_core::bounded::MemoryUse {
+        smsgw_core::bounded::MemoryUse {
+            structure: "webhook_held_events",
+            entries: HELD.saturating_sub(self.held.available_permits()) as u64,
+            bytes: self.held_bytes.load(std::sync::atomic::Ordering::Relaxed),
+            capacity: HELD as u64,
+            evicted: 0,
+        }
+    }
 }
 
 /// Events held in memory at most (claimed from the outbox, not yet
@@ -393,18 +422,28 @@ pub async fn run(
         public: client(true),
         any: client(false),
         held: Arc::new(tokio::sync::Semaphore::new(HELD)),
+        held_bytes: Default::default(),
         cancel: cancel.clone(),
         opts,
     });
     let mut lanes: HashMap<LaneKey, Lane> = HashMap::new();
-    let mut cache = AppCache::new(
+    let cache = Arc::new(std::sync::Mutex::new(AppCache::new(
         "webhook_apps",
         APP_CACHE,
         usize::MAX,
         Duration::from_secs(5),
-    );
+    )));
+    let (held, apps) = (Arc::downgrade(&shared), Arc::downgrade(&cache));
+    state.metrics.add_memory_source(move || {
+        let mut out = Vec::new();
+        if let Some(a) = apps.upgrade() {
+            out.push(a.lock().unwrap_or_else(|p| p.into_inner()).memory());
+        }
+        out.extend(held.upgrade().map(|s| s.held_memory()));
+        out
+    });
     let mut beat = Instant::now();
-    claim_loop(&state, &shared, &mut lanes, &mut cache, &mut beat).await;
+    claim_loop(&state, &shared, &mut lanes, &cache, &mut beat).await;
     // Stopping: what this pod held goes to another pod at once.
     if let Err(e) = outbox.release(&shared.opts.consumer).await {
         tracing::warn!(error = %e, "cannot release the outbox on the way out");
@@ -415,7 +454,7 @@ async fn claim_loop(
     state: &ApiState,
     shared: &Arc<Shared>,
     lanes: &mut HashMap<LaneKey, Lane>,
-    cache: &mut AppCache,
+    cache: &std::sync::Mutex<AppCache>,
     beat: &mut Instant,
 ) {
     let (outbox, cancel) = (&shared.outbox, &shared.cancel);
@@ -488,6 +527,9 @@ async fn claim_loop(
                 return;
             };
             permit.forget();
+            shared
+                .held_bytes
+                .fetch_add(held_size(&c), std::sync::atomic::Ordering::Relaxed);
             let key = (dest.url.clone(), lane_of(&c.event.key, shared.opts.lanes));
             let c = match lanes.get(&key) {
                 Some(l) => match l.tx.send(c) {
@@ -518,10 +560,19 @@ fn lane_of(key: &str, lanes: usize) -> usize {
 }
 
 /// An app's webhook settings, read at most every 5 s.
-async fn resolve_app(state: &ApiState, cache: &mut AppCache, app: &str) -> Arc<AppTarget> {
+async fn resolve_app(
+    state: &ApiState,
+    cache: &std::sync::Mutex<AppCache>,
+    app: &str,
+) -> Arc<AppTarget> {
     let key = app.to_owned();
-    if let Some(t) = cache.get(&key, Instant::now()) {
-        return t.clone();
+    let cached = cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key, Instant::now())
+        .cloned();
+    if let Some(t) = cached {
+        return t;
     }
     let t = match state.auth.store().by_app_id(app).await {
         Ok(Some(u)) => {
@@ -560,7 +611,10 @@ async fn resolve_app(state: &ApiState, cache: &mut AppCache, app: &str) -> Arc<A
     };
     let t = Arc::new(t);
     let bytes = 2 * key.len() + std::mem::size_of::<AppTarget>() + 256;
-    cache.insert(key, t.clone(), bytes, Instant::now());
+    cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, t.clone(), bytes, Instant::now());
     t
 }
 
@@ -701,6 +755,10 @@ async fn settle(shared: &Shared, done: &[Claimed]) {
     if let Err(e) = shared.outbox.ack(&positions).await {
         tracing::warn!(error = %e, "cannot acknowledge delivered outbox events");
     }
+    shared.held_bytes.fetch_sub(
+        done.iter().map(held_size).sum(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     shared.held.add_permits(done.len());
 }
 

@@ -179,7 +179,34 @@ impl Links {
                 &links,
             ))));
         });
+        let weak = Arc::downgrade(&links);
+        metrics.add_memory_source(move || {
+            weak.upgrade()
+                .map(|l| vec![l.reassembly_memory()])
+                .unwrap_or_default()
+        });
         Ok(links)
+    }
+
+    /// The MO reassembly buffers of every link, as one bounded structure of
+    /// the `smsgw_memory_*` gauges (`mo_reassembly`; bound: the links'
+    /// `max_pending` sets together).
+    fn reassembly_memory(&self) -> smsgw_core::bounded::MemoryUse {
+        let mut m = smsgw_core::bounded::MemoryUse {
+            structure: "mo_reassembly",
+            entries: 0,
+            bytes: 0,
+            capacity: 0,
+            evicted: 0,
+        };
+        for l in self.current().links.values() {
+            let r = l.status().mo_reassembly;
+            m.entries += r.sets as u64;
+            m.bytes += (r.held_bytes + r.sets * smsgw_core::bounded::ENTRY_OVERHEAD) as u64;
+            m.capacity += r.max_sets as u64;
+            m.evicted += r.evicted;
+        }
+        m
     }
 
     /// Every link's status and its window per session, for the metrics.
@@ -475,7 +502,8 @@ async fn consume_events(
                         link: m.link.clone(),
                     })
                     .inc();
-                messages
+                let link = m.link.clone();
+                match messages
                     .on_mobile_originated(smsgw_messaging::MobileOriginated {
                         link: m.link,
                         source: m.source.addr,
@@ -485,7 +513,16 @@ async fn consume_events(
                         text: m.text,
                         complete: m.complete,
                     })
-                    .await;
+                    .await
+                {
+                    // In the outbox (or owned by no app, which a second
+                    // delivery would not change): the SMSC may forget it.
+                    // Not kept: dropping the ack asks for it again.
+                    Ok(_) => m.ack.stored(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, %link, "mobile-originated message not kept; the SMSC is asked to deliver it again")
+                    }
+                }
             }
             LinkEvent::LateResponse {
                 link,

@@ -166,12 +166,19 @@ impl Messaging {
     /// owning its destination address (a User's `sourceAddresses` first,
     /// then an app's approved claim of the text's first word on it, then
     /// of the bare address); returns
-    /// that app's id, `None` when no app owns the address. A text that
+    /// that app's id once its event is in the outbox, `None` when no app
+    /// owns the address (dropped and logged). An error means it was not
+    /// kept (the owner could not be looked up, the outbox append failed):
+    /// the link must not tell the SMSC it was received, so that the SMSC
+    /// delivers it again. A text that
     /// cannot be read (a national language without tables here, a
     /// malformed header) reaches the app as the reason and the raw user
     /// data, never as a guess; a data_coding the gateway does not know is
     /// passed as UTF-8 (lossy).
-    pub async fn on_mobile_originated(&self, m: MobileOriginated) -> Option<String> {
+    pub async fn on_mobile_originated(
+        &self,
+        m: MobileOriginated,
+    ) -> Result<Option<String>, MessagingError> {
         let (text, text_error) = match &m.text {
             Ok(t) => (t.clone(), None),
             Err(smsgw_text::TextError::UnsupportedDataCoding { .. }) => {
@@ -190,15 +197,15 @@ impl Messaging {
             Some(MoOwner::Claimed(c)) => c.app_id.clone(),
             Some(MoOwner::Managed(email)) => match self.users.by_email(&email).await {
                 Ok(Some(u)) => u.app_id,
-                Ok(None) => return None,
+                Ok(None) => return Ok(None),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot look up the owner of a mobile-originated message");
-                    return None;
+                    return Err(MessagingError::Users(e));
                 }
             },
             None => {
                 tracing::info!(link = %m.link, "mobile-originated message to an address no app owns");
-                return None;
+                return Ok(None);
             }
         };
         tracing::info!(link = %m.link, %app_id, complete = m.complete, "mobile-originated message delivered to its app");
@@ -227,9 +234,10 @@ impl Messaging {
             };
             if let Err(e) = outbox.append(std::slice::from_ref(&out)).await {
                 tracing::warn!(%app_id, error = %e, "a mobile-originated message could not be appended to the outbox");
+                return Err(MessagingError::Internal(e.to_string()));
             }
         }
         self.publish(ev);
-        Some(app_id)
+        Ok(Some(app_id))
     }
 }

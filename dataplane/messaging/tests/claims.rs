@@ -92,7 +92,10 @@ async fn an_approved_short_code_claim_gets_its_mo_through_the_outbox_and_the_str
     let mut events = f.messaging.subscribe();
     let id = claimed(&f, "app-b", "4444", None).await;
     assert_eq!(
-        f.messaging.on_mobile_originated(mo("4444", "hi")).await,
+        f.messaging
+            .on_mobile_originated(mo("4444", "hi"))
+            .await
+            .unwrap(),
         None,
         "a pending claim receives nothing"
     );
@@ -105,6 +108,7 @@ async fn an_approved_short_code_claim_gets_its_mo_through_the_outbox_and_the_str
         f.messaging
             .on_mobile_originated(mo("+4444", "hi"))
             .await
+            .unwrap()
             .as_deref(),
         Some("app-b"),
         "the approval is seen at once on this pod, and '+' is ignored"
@@ -123,7 +127,10 @@ async fn an_approved_short_code_claim_gets_its_mo_through_the_outbox_and_the_str
 
     f.messaging.release_address("app-b", &id).await.unwrap();
     assert_eq!(
-        f.messaging.on_mobile_originated(mo("4444", "hi")).await,
+        f.messaging
+            .on_mobile_originated(mo("4444", "hi"))
+            .await
+            .unwrap(),
         None,
         "a released claim receives nothing, at once on this pod"
     );
@@ -149,6 +156,7 @@ async fn managed_users_come_first_then_keywords_then_the_bare_address() {
             f.messaging
                 .on_mobile_originated(mo("4444", text))
                 .await
+                .unwrap()
                 .as_deref(),
             Some(app),
             "{text:?}"
@@ -161,11 +169,15 @@ async fn managed_users_come_first_then_keywords_then_the_bare_address() {
         f.messaging
             .on_mobile_originated(mo("5555", "win"))
             .await
+            .unwrap()
             .as_deref(),
         Some("app-c")
     );
     assert_eq!(
-        f.messaging.on_mobile_originated(mo("5555", "lose")).await,
+        f.messaging
+            .on_mobile_originated(mo("5555", "lose"))
+            .await
+            .unwrap(),
         None
     );
 
@@ -179,6 +191,7 @@ async fn managed_users_come_first_then_keywords_then_the_bare_address() {
         f.messaging
             .on_mobile_originated(mo("4915550001", "hi"))
             .await
+            .unwrap()
             .as_deref(),
         Some("shop-app"),
         "a managed number matches however it is written"
@@ -187,6 +200,7 @@ async fn managed_users_come_first_then_keywords_then_the_bare_address() {
         f.messaging
             .on_mobile_originated(mo(" ACME", "hi"))
             .await
+            .unwrap()
             .as_deref(),
         Some("shop-app"),
         "a managed alphanumeric address matches as written"
@@ -268,13 +282,19 @@ async fn an_approval_on_another_pod_is_seen_within_the_cache_time() {
     let f = fixture().await;
     let id = claimed(&f, "app-b", "4444", None).await;
     assert_eq!(
-        f.messaging.on_mobile_originated(mo("4444", "hi")).await,
+        f.messaging
+            .on_mobile_originated(mo("4444", "hi"))
+            .await
+            .unwrap(),
         None
     );
     // Another pod approves: this one's cache still holds the pending claim.
     f.users.approve_claim(&id, 1).await.unwrap();
     assert_eq!(
-        f.messaging.on_mobile_originated(mo("4444", "hi")).await,
+        f.messaging
+            .on_mobile_originated(mo("4444", "hi"))
+            .await
+            .unwrap(),
         None
     );
     tokio::time::advance(CLAIM_CACHE).await;
@@ -282,7 +302,89 @@ async fn an_approval_on_another_pod_is_seen_within_the_cache_time() {
         f.messaging
             .on_mobile_originated(mo("4444", "hi"))
             .await
+            .unwrap()
             .as_deref(),
         Some("app-b")
     );
+}
+
+/// An outbox whose appends fail (a backend down), reads served by a real
+/// one: fault injection for the MO path.
+struct AppendsFail(Arc<EmbeddedOutbox>);
+
+#[async_trait::async_trait]
+impl Outbox for AppendsFail {
+    async fn append(
+        &self,
+        _: &[smsgw_core::outbox::OutboxEvent],
+    ) -> Result<(), smsgw_core::outbox::OutboxError> {
+        Err(smsgw_core::outbox::OutboxError::Backend(
+            "injected: backend down".into(),
+        ))
+    }
+    async fn claim(
+        &self,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<smsgw_core::outbox::Claimed>, smsgw_core::outbox::OutboxError> {
+        self.0.claim(consumer, max, wait).await
+    }
+    async fn ack(&self, positions: &[String]) -> Result<(), smsgw_core::outbox::OutboxError> {
+        self.0.ack(positions).await
+    }
+    async fn read(
+        &self,
+        app_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<smsgw_core::outbox::Logged>, smsgw_core::outbox::OutboxError> {
+        self.0.read(app_id, after, limit).await
+    }
+}
+
+// The link answers the SMSC only for an MO this returns Ok for (issue 18):
+// one that could not be put in the outbox is an error, and no app hears of
+// it before it is durable (the SMSC delivers it again).
+#[tokio::test]
+async fn an_mo_the_outbox_cannot_take_is_an_error_and_reaches_no_app() {
+    let f = fixture().await;
+    let failing = Messaging::builder(
+        Arc::new(
+            EmbeddedMessageStore::open(&f._dir.path().join("m2.redb"), Default::default()).unwrap(),
+        ),
+        f.users.clone(),
+        Arc::new(ArcSwap::from_pointee(
+            smsgw_crds::compile_manifests(CONFIG).unwrap(),
+        )),
+    )
+    .outbox(Arc::new(AppendsFail(f.outbox.clone())))
+    .build();
+    let mut events = failing.subscribe();
+    let out = failing.on_mobile_originated(mo("4915550001", "hi")).await;
+    assert!(
+        matches!(out, Err(MessagingError::Internal(ref e)) if e.contains("backend down")),
+        "{out:?}"
+    );
+    assert!(
+        events.try_recv().is_err(),
+        "no app is told of an MO not kept"
+    );
+    assert!(
+        f.outbox
+            .read("shop-app", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The same MO with a working outbox reaches its app.
+    assert_eq!(
+        f.messaging
+            .on_mobile_originated(mo("4915550001", "hi"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("shop-app")
+    );
+    assert_eq!(f.outbox.read("shop-app", None, 10).await.unwrap().len(), 1);
 }

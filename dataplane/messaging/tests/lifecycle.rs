@@ -647,7 +647,8 @@ async fn a_mobile_originated_message_goes_to_the_app_owning_its_address() {
             text: Ok("STOP".into()),
             complete: true,
         })
-        .await;
+        .await
+        .unwrap();
     assert_eq!(to.as_deref(), Some(APP));
     match events.recv().await.unwrap() {
         AppEvent::MobileOriginated {
@@ -680,7 +681,8 @@ async fn a_mobile_originated_message_goes_to_the_app_owning_its_address() {
             text: Ok("hi".into()),
             complete: true,
         })
-        .await;
+        .await
+        .unwrap();
     assert_eq!(nobody, None);
     assert!(events.try_recv().is_err(), "no app is told");
 }
@@ -699,7 +701,10 @@ async fn a_mobile_originated_message_with_parts_missing_tells_the_app_so() {
         complete,
     };
     for complete in [false, true] {
-        f.messaging.on_mobile_originated(mo(complete)).await;
+        f.messaging
+            .on_mobile_originated(mo(complete))
+            .await
+            .unwrap();
         let event = events.recv().await.unwrap();
         let AppEvent::MobileOriginated { incomplete, .. } = &event else {
             panic!("{event:?}");

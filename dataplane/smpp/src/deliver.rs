@@ -16,7 +16,7 @@ use smsgw_text::{ConcatInfo, Encoding, TextError, Udh};
 use crate::{
     config::ReassemblyConfig,
     ids::{IdFormat, SmscMessageId},
-    types::{Address, DeliveryState, MobileOriginated, Receipt},
+    types::{Address, DeliveryState, MobileOriginated, ReassemblyStatus, Receipt, ReceiptAck},
 };
 
 /// esm_class message type: SMSC delivery receipt.
@@ -325,6 +325,8 @@ pub struct Reassembler {
     sets: HashMap<SetKey, PendingSet>,
     /// Payload octets held in `sets`.
     held: usize,
+    /// Sets surfaced incomplete to make room (at a bound), since start.
+    evicted: u64,
 }
 
 impl Reassembler {
@@ -334,6 +336,7 @@ impl Reassembler {
             config,
             sets: HashMap::new(),
             held: 0,
+            evicted: 0,
         }
     }
 
@@ -345,6 +348,16 @@ impl Reassembler {
     /// Payload octets held in incomplete sets.
     pub fn held_bytes(&self) -> usize {
         self.held
+    }
+
+    /// What it holds and its bounds (metrics).
+    pub fn status(&self) -> ReassemblyStatus {
+        ReassemblyStatus {
+            sets: self.sets.len(),
+            held_bytes: self.held,
+            max_sets: self.config.max_pending,
+            evicted: self.evicted,
+        }
     }
 
     /// Adds a part; returns the messages that became surfaceable (the
@@ -435,6 +448,7 @@ impl Reassembler {
             .iter()
             .min_by_key(|(_, s)| s.started)
             .map(|(k, _)| k.clone())?;
+        self.evicted += 1;
         self.remove(&oldest).map(|set| finish(link, set))
     }
 }
@@ -578,6 +592,7 @@ fn surface(
         parts: n,
         complete,
         text,
+        ack: ReceiptAck::default(),
     }
 }
 

@@ -15,7 +15,8 @@
 //!   to [`Link::spawn`]; MO concatenation (UDH or SAR) is reassembled. A
 //!   receipt's `deliver_sm_resp` waits for its [`ReceiptAck`]: the consumer
 //!   calls [`ReceiptAck::stored`] once it is durable, so an SMSC that gets
-//!   no answer (or a temporary error) delivers it again.
+//!   no answer (or a temporary error) delivers it again. So does the
+//!   `deliver_sm` completing an MO message (a single part, or a set's last).
 //! * [`Pool`]: smooth weighted round-robin over links that are up, with
 //!   failover; [`Target`] is "a link or a pool".
 //! * [`sim`]: an SMSC simulator (library and [`sim::run`]).
@@ -94,7 +95,7 @@ pub use link::Link;
 pub use pool::{Pool, SmoothWeightedRoundRobin, Target};
 pub use session::{ESME_RMSGQFUL, ESME_RTHROTTLED, ESME_RX_T_APPN};
 pub use types::{
-    Address, DeliveryState, LastError, LinkEvent, LinkState, LinkStatus, MobileOriginated, Receipt,
-    ReceiptAck, Sar, Segment, SegmentOutcome, SessionRole, SessionStatus, SubmitRequest,
-    UnknownReason,
+    Address, DeliveryState, LastError, LinkEvent, LinkState, LinkStatus, MobileOriginated,
+    ReassemblyStatus, Receipt, ReceiptAck, Sar, Segment, SegmentOutcome, SessionRole,
+    SessionStatus, SubmitRequest, UnknownReason,
 };

@@ -469,6 +469,11 @@ impl Link {
             resubmitted: shared.resubmitted.load(Ordering::Relaxed),
             receipt_rate: shared.receipt_meter.rate(),
             sessions,
+            mo_reassembly: shared
+                .reassembler
+                .lock()
+                .expect("reassembler lock")
+                .status(),
         }
     }
 

@@ -75,7 +75,7 @@ fn receipt_answer(seq: u32, stored: bool) -> Command {
     if !stored {
         warn!(
             sequence_number = seq,
-            "receipt not stored; answered with a temporary error so the SMSC delivers it again"
+            "receipt or mobile-originated message not stored; answered with a temporary error so the SMSC delivers it again"
         );
     }
     Command::new(
@@ -1145,13 +1145,25 @@ async fn handle_inbound(
                     return None;
                 }
                 Some(Delivered::Mo(part)) => {
-                    let out = shared.reassembler.lock().expect("reassembler lock").push(
+                    let mut out = shared.reassembler.lock().expect("reassembler lock").push(
                         &cfg.name,
                         part,
                         std::time::Instant::now(),
                     );
+                    // The message this part completes (at most one; sets
+                    // evicted to make room are incomplete) is answered once
+                    // stored, like a receipt; a part that only waits for the
+                    // rest of its set is answered now.
+                    let completed = out.iter_mut().find(|mo| mo.complete).map(|mo| {
+                        let (ack, rx) = ReceiptAck::pair();
+                        mo.ack = ack;
+                        acks.push(AwaitedAck { seq, rx });
+                    });
                     for mo in out {
                         let _ = shared.events.send(LinkEvent::MobileOriginated(mo)).await;
+                    }
+                    if completed.is_some() {
+                        return None;
                     }
                 }
                 None => warn!(sequence_number = seq, "receipt without message id"),

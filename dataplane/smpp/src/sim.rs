@@ -329,7 +329,8 @@ pub struct SimCounters {
     pub drops: u64,
     /// Receipts delivered again ([`SimConfig::redeliver_receipts`]).
     pub receipts_redelivered: u64,
-    /// deliver_sm_resp that answered a receipt with an error status.
+    /// deliver_sm_resp that answered a receipt (or an MO) with an error
+    /// status.
     pub receipts_refused: u64,
     /// Most submit_sm accepted within any one second (a sliding window),
     /// with `track_submits` on; since start or the last

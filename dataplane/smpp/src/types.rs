@@ -274,7 +274,8 @@ pub struct Receipt {
 }
 
 /// The pending answer to one `deliver_sm` carrying a receipt (see
-/// [`Receipt::ack`]). Clones share it: the first [`ReceiptAck::stored`]
+/// [`Receipt::ack`]) or the part that completes a mobile-originated
+/// message (see [`MobileOriginated::ack`]). Clones share it: the first [`ReceiptAck::stored`]
 /// answers `ESME_ROK`; when the last clone is dropped unanswered the SMSC
 /// gets a temporary error and sends the receipt again. Acks never make two
 /// receipts differ (`PartialEq` ignores them). [`ReceiptAck::default`] is
@@ -360,6 +361,15 @@ pub struct MobileOriginated {
     /// ([`TextError::UnsupportedLanguage`](smsgw_text::TextError)), a
     /// malformed header or payload, an unknown data_coding.
     pub text: Result<String, smsgw_text::TextError>,
+    /// Answers the SMSC for the `deliver_sm` that completed this message (a
+    /// single part, or the last part of a set): its `deliver_sm_resp` goes
+    /// out once the consumer calls [`ReceiptAck::stored`], as for a
+    /// receipt; dropped unanswered, the SMSC gets a temporary error and
+    /// delivers it again. Earlier parts of a set are answered when they
+    /// arrive (the SMSC's window would otherwise stall waiting for the
+    /// rest), so a set is held in memory until its last part. A message
+    /// surfaced incomplete (timeout, eviction) has nobody to answer.
+    pub ack: ReceiptAck,
 }
 
 /// Coarse state of a link or session.
@@ -495,4 +505,20 @@ pub struct LinkStatus {
     pub receipt_rate: f64,
     /// Per-session details.
     pub sessions: Vec<SessionStatus>,
+    /// Concatenated MO parts waiting for the rest of their set.
+    pub mo_reassembly: ReassemblyStatus,
+}
+
+/// What a link's MO reassembly holds (incomplete concatenated messages)
+/// and its bound ([`crate::ReassemblyConfig`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReassemblyStatus {
+    /// Incomplete sets held.
+    pub sets: usize,
+    /// Payload octets held in them.
+    pub held_bytes: usize,
+    /// The bound on sets.
+    pub max_sets: usize,
+    /// Sets surfaced incomplete to make room (at a bound), since start.
+    pub evicted: u64,
 }

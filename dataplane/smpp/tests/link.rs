@@ -488,6 +488,7 @@ async fn concatenated_mo_is_reassembled_before_it_is_surfaced() {
     assert!(mo.complete);
     assert_eq!(mo.parts, 2);
     assert_eq!(mo.source, from);
+    mo.ack.stored();
     // SAR TLVs, UCS-2.
     for seq in [1u8, 2, 3] {
         let sar = Sar {
@@ -508,6 +509,7 @@ async fn concatenated_mo_is_reassembled_before_it_is_surfaced() {
     };
     assert_eq!(&mo.payload[..], &[0, b'1', 0, b'2', 0, b'3']);
     assert_eq!(mo.data_coding, 8);
+    mo.ack.stored();
     // A single-part MO is surfaced as is.
     f.sim.deliver_mo(&from, &to, 0, 0, b"single", None).unwrap();
     let LinkEvent::MobileOriginated(mo) = next_event(&mut f.events, |e| {
@@ -518,8 +520,68 @@ async fn concatenated_mo_is_reassembled_before_it_is_surfaced() {
         unreachable!()
     };
     assert_eq!(&mo.payload[..], b"single");
+    mo.ack.stored();
     eventually("every deliver_sm answered", || {
         f.sim.counters().deliver_sm_resps == 6
+    })
+    .await;
+    assert_eq!(f.sim.counters().receipts_refused, 0);
+    f.cancel.cancel();
+}
+
+// The deliver_sm that completes an MO is answered only once the consumer
+// kept it, like a receipt (issue 18); the parts before it at once, or the
+// SMSC's window would wait on a set that needs them all.
+#[tokio::test]
+async fn an_mo_is_answered_once_kept_and_refused_when_dropped_unkept() {
+    let mut f = fixture(SimConfig::default(), |c| c).await;
+    let from = Address::new("4917099", 1, 1);
+    let to = Address::new("12345", 0, 0);
+    let mut first = vec![5, 0x00, 3, 0x22, 2, 1];
+    first.extend_from_slice(b"hello ");
+    f.sim.deliver_mo(&from, &to, 0, 0x40, &first, None).unwrap();
+    eventually("the first part answered at once", || {
+        f.sim.counters().deliver_sm_resps == 1
+    })
+    .await;
+    let mut last = vec![5, 0x00, 3, 0x22, 2, 2];
+    last.extend_from_slice(b"world");
+    f.sim.deliver_mo(&from, &to, 0, 0x40, &last, None).unwrap();
+    let LinkEvent::MobileOriginated(mo) = next_event(&mut f.events, |e| {
+        matches!(e, LinkEvent::MobileOriginated(_))
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(&mo.payload[..], b"hello world");
+    assert!(mo.ack.is_pending());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        f.sim.counters().deliver_sm_resps,
+        1,
+        "the completing part waits until the message is kept"
+    );
+    mo.ack.stored();
+    eventually("the kept MO answered", || {
+        f.sim.counters().deliver_sm_resps == 2
+    })
+    .await;
+    assert_eq!(f.sim.counters().receipts_refused, 0);
+    // One the consumer could not keep: every copy dropped unanswered.
+    f.sim.deliver_mo(&from, &to, 0, 0, b"single", None).unwrap();
+    let LinkEvent::MobileOriginated(mo) = next_event(&mut f.events, |e| {
+        matches!(e, LinkEvent::MobileOriginated(_))
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert!(mo.ack.is_pending());
+    drop(mo);
+    eventually("the unkept MO refused with a temporary error", || {
+        let c = f.sim.counters();
+        c.deliver_sm_resps == 3 && c.receipts_refused == 1
     })
     .await;
     f.cancel.cancel();
