@@ -115,6 +115,16 @@ pub struct BenchArgs {
     /// Time between soak samples.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub sample_every: Duration,
+    /// Run a webhook receiver on this address (e.g. `127.0.0.1:0`), set it
+    /// as the bench app's webhook for final events for the run (removed
+    /// after), and report when it has received every `delivered` event and
+    /// their latency after the receipt. A loopback receiver needs the
+    /// gateway's `--webhook-allow-private`. Needs `--wait-receipts`.
+    #[arg(long, requires = "wait_receipts")]
+    pub webhook_listen: Option<std::net::SocketAddr>,
+    /// With `--webhook-listen`: one event per request instead of batches.
+    #[arg(long, requires = "webhook_listen")]
+    pub webhook_single: bool,
     /// TLS towards a gateway served over `https://`.
     #[command(flatten)]
     pub tls: crate::tls_client::ClientTls,
@@ -247,6 +257,31 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await
         .context("cannot reach gRPC")?;
     let load = Arc::new(crate::soak::LoadCounters::default());
+    let webhook = match args.webhook_listen {
+        Some(listen) => {
+            let (received, url) = crate::bench_webhook::serve(listen).await?;
+            let http = args.tls.http(&args.rest)?;
+            crate::bench_webhook::set(
+                &http,
+                &args.rest,
+                &creds.token,
+                &creds.app_id,
+                Some(&url),
+                args.webhook_single,
+            )
+            .await?;
+            println!(
+                "webhook receiver at {url} ({})",
+                if args.webhook_single {
+                    "one event per request"
+                } else {
+                    "batched"
+                }
+            );
+            Some((received, http))
+        }
+        None => None,
+    };
     let delivered = load.delivered.clone();
     let watcher = if args.wait_receipts {
         let mut c = SmsServiceClient::new(channel.clone());
@@ -484,6 +519,35 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             want as f64 / e2e.as_secs_f64()
         );
         w.abort();
+        if let Some((received, http)) = &webhook {
+            let got = || received.delivered.load(Ordering::Relaxed);
+            while got() < want && Instant::now() <= deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let at = start.elapsed();
+            // Take the webhook away again, whatever happened: a later run
+            // without `--webhook-listen` must not post to a dead receiver.
+            crate::bench_webhook::set(http, &args.rest, &creds.token, &creds.app_id, None, false)
+                .await?;
+            if got() < want {
+                bail!(
+                    "the webhook received only {} of {want} delivered events within {:?}",
+                    got(),
+                    args.timeout
+                );
+            }
+            let [p50, p90, p99, max] = received.latency();
+            println!(
+                "webhook received every delivered event: {want} in {at:.2?} → {:.0} msg/s end to end; \
+                 {} requests, {} events repeated",
+                want as f64 / at.as_secs_f64(),
+                received.requests.load(Ordering::Relaxed),
+                received.repeated.load(Ordering::Relaxed),
+            );
+            println!(
+                "webhook latency after the receipt: p50 {p50} ms  p90 {p90} ms  p99 {p99} ms  max {max} ms"
+            );
+        }
     }
     // What a script needs to look the messages up afterwards.
     println!("transaction ids: bench-{run_id}-<i>, i < {sent}");

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_webhook;
 mod bind_slots;
 mod cli;
 mod client;
