@@ -9,6 +9,8 @@
 #   SMSGW_BIN  the gateway binary (default target/release/smsgw)
 #   OUT        where the CSV, PNG and logs go (default /tmp/soak-<label>)
 #   TTL        --message-ttl of the run (default 5m, so purging shows within the run)
+#   EVENTS     --events-retention of the run (default: TTL, so the outbox is purged
+#              within the run too; the gateway's default is 24 h, like the TTL's)
 #   PORTS      offset added to every port, to run two soaks side by side (default 0)
 set -euo pipefail
 label=$1 duration=$2 rate=$3 store=${4:-embedded}
@@ -16,6 +18,7 @@ shift 3; [ $# -gt 0 ] && shift
 bin=${SMSGW_BIN:-target/release/smsgw}
 out=${OUT:-/tmp/soak-$label}
 ttl=${TTL:-5m}
+events=${EVENTS:-$ttl}
 python=${PYTHON:-python3}
 o=${PORTS:-0}
 sim=$((12795 + o)) rest=$((18101 + o)) grpc=$((14065 + o)) rport=$((16395 + o))
@@ -49,7 +52,7 @@ cleanup() {
 trap cleanup EXIT
 ADMIN_API_KEY=k RUST_LOG=warn "$bin" standalone --config "$out/config.yaml" --with-simulator \
   --simulator-listen 127.0.0.1:$sim --rest-addr 127.0.0.1:$rest --grpc-addr 127.0.0.1:$grpc \
-  --data-dir "$out/data" --message-ttl "$ttl" "${store_flags[@]}" "$@" > "$out/gateway.log" 2>&1 &
+  --data-dir "$out/data" --message-ttl "$ttl" --events-retention "$events" "${store_flags[@]}" "$@" > "$out/gateway.log" 2>&1 &
 gw=$!
 sleep 3
 echo "gateway pid $gw, RSS at start: $(awk '/VmRSS/{print $2, $3}' /proc/$gw/status)"

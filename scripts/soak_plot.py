@@ -6,8 +6,8 @@
 
 Needs matplotlib (`python3 -m venv .venv && .venv/bin/pip install
 matplotlib`); the test suite does not. Also prints the figures BENCHMARKS.md
-quotes: RSS after warm-up and at the end, growth over the last two thirds,
-peak, and the mean rates.
+quotes: RSS after warm-up and at the end, growth over the last two thirds
+(end points, 5-minute means, and the fitted slope), peak, and the mean rates.
 """
 import argparse
 import csv
@@ -32,6 +32,20 @@ def summary(rows, warmup_s):
     warm = next((i for i, x in enumerate(t) if x >= warmup_s), 0)
     third = next(i for i, x in enumerate(t) if x >= t[-1] / 3)
     growth = (rss[-1] - rss[third]) / rss[third] * 100
+    # RSS saws up and down by tens of MiB (purges, group commits), so two
+    # single samples can say "growth" or "shrink" by chance: also compare
+    # the means of the first and the last 5 minutes of the last two thirds,
+    # and the least-squares slope over them.
+    win = 300.0
+    head = [r for x, r in zip(t, rss) if t[third] <= x < t[third] + win]
+    tail = [r for x, r in zip(t, rss) if x > t[-1] - win]
+    mean = lambda xs: sum(xs) / len(xs)
+    trend_growth = (mean(tail) - mean(head)) / mean(head) * 100
+    ts, rs = t[third:], rss[third:]
+    mt, mr = mean(ts), mean(rs)
+    slope = sum((x - mt) * (y - mr) for x, y in zip(ts, rs)) / max(
+        sum((x - mt) ** 2 for x in ts), 1e-9
+    )
     dur = t[-1]
     last = rows[-1]
     out = {
@@ -41,6 +55,10 @@ def summary(rows, warmup_s):
         "rss_peak_mib": max(rss),
         "rss_at_one_third_mib": rss[third],
         "growth_last_two_thirds_pct": growth,
+        "rss_mean_first_5min_of_last_two_thirds_mib": mean(head),
+        "rss_mean_last_5min_mib": mean(tail),
+        "growth_of_5min_means_pct": trend_growth,
+        "rss_slope_last_two_thirds_mib_per_10min": slope * 600,
         "accepted_per_s": last["accepted_total"] / dur,
         "delivered_per_s": (last["delivered_total"] or 0) / dur,
         "failed_total": last["failed_total"],
