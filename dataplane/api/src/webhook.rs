@@ -543,10 +543,15 @@ async fn claim_loop(
             tokio::spawn(lane(shared.clone(), dest, rx));
             lanes.insert(key, Lane { tx });
         }
-        if !skip.is_empty()
-            && let Err(e) = outbox.ack(&skip).await
-        {
-            tracing::warn!(error = %e, "cannot acknowledge skipped outbox events");
+        if !skip.is_empty() {
+            // Not awaited, like a delivered batch's (see `lane`): the next
+            // claim need not wait for this durable write.
+            let outbox = outbox.clone();
+            tokio::spawn(async move {
+                if let Err(e) = outbox.ack(&skip).await {
+                    tracing::warn!(error = %e, "cannot acknowledge skipped outbox events");
+                }
+            });
         }
         lanes.retain(|_, l| !l.tx.is_closed());
     }
@@ -716,7 +721,14 @@ async fn lane(
                             .observe(now.saturating_sub(c.event.created_at_ms) as f64 / 1000.0);
                     }
                     shared.metrics.delivered.inc_by(batch.len() as u64);
-                    settle(&shared, &batch).await;
+                    // The acknowledgement waits for a durable outbox write
+                    // (a group commit, milliseconds under load): the lane
+                    // goes on to its next request meanwhile, or it would
+                    // send at most one batch per commit. A crash before
+                    // the write only delivers the batch again (at least
+                    // once).
+                    let shared = shared.clone();
+                    tokio::spawn(async move { settle(&shared, &batch).await });
                     break;
                 }
                 Err(why) => {

@@ -238,6 +238,14 @@ fn request(args: &BenchArgs, run: u64, i: u64) -> SmsRequest {
     }
 }
 
+/// The `p`-quantile (0..=1) of `sorted` (ascending); zero when empty.
+pub(crate) fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
 /// Waits until the next send slot of a fixed-rate schedule.
 async fn pace(start: Instant, rate: u64, i: u64) {
     if rate > 0 {
@@ -459,11 +467,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .map(|(_, took)| took)
         .collect();
     lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
+    let pct = |p: f64| percentile(&lat, p);
     let failures = load.failed.load(Ordering::Relaxed);
     let sent = load.sent.load(Ordering::Relaxed);
     println!(

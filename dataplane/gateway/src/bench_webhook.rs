@@ -62,17 +62,8 @@ impl Received {
             .1
             .clone();
         l.sort_unstable();
-        let pct = |p: f64| {
-            l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or_default()
-        };
-        [
-            pct(0.5),
-            pct(0.9),
-            pct(0.99),
-            l.last().copied().unwrap_or_default(),
-        ]
+        let pct = |p: f64| crate::bench::percentile(&l, p);
+        [pct(0.5), pct(0.9), pct(0.99), pct(1.0)]
     }
 }
 

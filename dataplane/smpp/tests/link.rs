@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use smsgw_smpp::{
     Address, BindMode, DeliveryState, Error, IdFormat, Link, LinkConfig, LinkEvent, LinkState,
-    Pool, Receipt, Sar, Segment, SegmentOutcome, SubmitRequest, Target, UnknownPolicy,
-    UnknownReason,
+    MobileOriginated, Pool, Receipt, Sar, Segment, SegmentOutcome, SubmitRequest, Target,
+    UnknownPolicy, UnknownReason,
     sim::{ReceiptMix, SimConfig, SimIdFormat},
 };
 use tokio::sync::mpsc;
@@ -46,6 +46,13 @@ async fn next_receipt(events: &mut mpsc::Receiver<LinkEvent>) -> Receipt {
             Ok(Some(_)) => continue,
             other => panic!("no receipt: {other:?}"),
         }
+    }
+}
+
+async fn next_mo(events: &mut mpsc::Receiver<LinkEvent>) -> MobileOriginated {
+    match next_event(events, |e| matches!(e, LinkEvent::MobileOriginated(_))).await {
+        LinkEvent::MobileOriginated(mo) => mo,
+        _ => unreachable!(),
     }
 }
 
@@ -477,13 +484,7 @@ async fn concatenated_mo_is_reassembled_before_it_is_surfaced() {
         p.extend_from_slice(body);
         f.sim.deliver_mo(&from, &to, 0, 0x40, &p, None).unwrap();
     }
-    let mo = next_event(&mut f.events, |e| {
-        matches!(e, LinkEvent::MobileOriginated(_))
-    })
-    .await;
-    let LinkEvent::MobileOriginated(mo) = mo else {
-        unreachable!()
-    };
+    let mo = next_mo(&mut f.events).await;
     assert_eq!(&mo.payload[..], b"hello world");
     assert!(mo.complete);
     assert_eq!(mo.parts, 2);
@@ -500,25 +501,13 @@ async fn concatenated_mo_is_reassembled_before_it_is_surfaced() {
             .deliver_mo(&from, &to, 8, 0, &[0, b'0' + seq], Some(sar))
             .unwrap();
     }
-    let LinkEvent::MobileOriginated(mo) = next_event(&mut f.events, |e| {
-        matches!(e, LinkEvent::MobileOriginated(_))
-    })
-    .await
-    else {
-        unreachable!()
-    };
+    let mo = next_mo(&mut f.events).await;
     assert_eq!(&mo.payload[..], &[0, b'1', 0, b'2', 0, b'3']);
     assert_eq!(mo.data_coding, 8);
     mo.ack.stored();
     // A single-part MO is surfaced as is.
     f.sim.deliver_mo(&from, &to, 0, 0, b"single", None).unwrap();
-    let LinkEvent::MobileOriginated(mo) = next_event(&mut f.events, |e| {
-        matches!(e, LinkEvent::MobileOriginated(_))
-    })
-    .await
-    else {
-        unreachable!()
-    };
+    let mo = next_mo(&mut f.events).await;
     assert_eq!(&mo.payload[..], b"single");
     mo.ack.stored();
     eventually("every deliver_sm answered", || {
@@ -547,13 +536,7 @@ async fn an_mo_is_answered_once_kept_and_refused_when_dropped_unkept() {
     let mut last = vec![5, 0x00, 3, 0x22, 2, 2];
     last.extend_from_slice(b"world");
     f.sim.deliver_mo(&from, &to, 0, 0x40, &last, None).unwrap();
-    let LinkEvent::MobileOriginated(mo) = next_event(&mut f.events, |e| {
-        matches!(e, LinkEvent::MobileOriginated(_))
-    })
-    .await
-    else {
-        unreachable!()
-    };
+    let mo = next_mo(&mut f.events).await;
     assert_eq!(&mo.payload[..], b"hello world");
     assert!(mo.ack.is_pending());
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -570,13 +553,7 @@ async fn an_mo_is_answered_once_kept_and_refused_when_dropped_unkept() {
     assert_eq!(f.sim.counters().receipts_refused, 0);
     // One the consumer could not keep: every copy dropped unanswered.
     f.sim.deliver_mo(&from, &to, 0, 0, b"single", None).unwrap();
-    let LinkEvent::MobileOriginated(mo) = next_event(&mut f.events, |e| {
-        matches!(e, LinkEvent::MobileOriginated(_))
-    })
-    .await
-    else {
-        unreachable!()
-    };
+    let mo = next_mo(&mut f.events).await;
     assert!(mo.ack.is_pending());
     drop(mo);
     eventually("the unkept MO refused with a temporary error", || {
@@ -610,13 +587,7 @@ async fn an_incomplete_mo_is_surfaced_after_the_reassembly_timeout() {
             None,
         )
         .unwrap();
-    let LinkEvent::MobileOriginated(mo) = next_event(&mut f.events, |e| {
-        matches!(e, LinkEvent::MobileOriginated(_))
-    })
-    .await
-    else {
-        unreachable!()
-    };
+    let mo = next_mo(&mut f.events).await;
     assert!(!mo.complete);
     assert_eq!(&mo.payload[..], b"half");
     f.cancel.cancel();
