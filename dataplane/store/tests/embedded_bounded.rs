@@ -10,7 +10,10 @@ use smsgw_store::messages::{Checkpoints, EmbeddedMessageStore, MessageStoreOptio
 use std::path::Path;
 use std::time::Duration;
 
-const TTL: Duration = Duration::from_millis(300);
+/// Long enough that a chunk of 500 creates and submits finishes within it on
+/// a loaded 2-core CI machine (at 300 ms `record_submit` sometimes found its
+/// message already expired); the sleeps below follow it.
+const TTL: Duration = Duration::from_millis(1_500);
 
 fn store(path: &Path, cache: usize) -> EmbeddedMessageStore {
     EmbeddedMessageStore::open_with(
