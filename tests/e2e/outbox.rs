@@ -130,6 +130,27 @@ async fn a_receiver_down_for_a_while_then_up_gets_every_event_once_per_id() {
     }
 }
 
+// The sender caches an app's settings for 5 s: a webhook set right after
+// events went out without one must still get the events made after it
+// (found by the load tool: the first seconds of a run were skipped).
+#[tokio::test]
+async fn a_webhook_set_just_after_traffic_without_one_gets_every_later_event() {
+    let hook = Receiver::start(true).await;
+    let sim = Sim::start("127.0.0.1:0");
+    let gw = Gateway::standalone_with_args(&sim_config(sim.addr), &FAST_RETRY);
+    let creds = gw.user("late-hook@example.com").await;
+    bound(&gw, &creds).await;
+    // No webhook yet: these events are skipped, and the settings cached.
+    send_delivered(&gw, &creds, "4915300", 3).await;
+    set_hook(&gw, &creds, json!({"url": hook.url})).await;
+    let ids = send_delivered(&gw, &creds, "4915301", 5).await;
+    let all = eventually(Duration::from_secs(20), async || {
+        check_events(&hook.accepted(), &ids).is_ok()
+    })
+    .await;
+    assert!(all.is_some(), "{:?}", check_events(&hook.accepted(), &ids));
+}
+
 #[tokio::test]
 async fn events_pending_when_the_gateway_is_killed_arrive_after_its_restart() {
     let hook = Receiver::start(false).await;

@@ -353,6 +353,8 @@ struct AppTarget {
     secret: Option<String>,
     private: bool,
     batch: bool,
+    /// When these settings were read (Unix ms).
+    read_at_ms: u64,
 }
 
 type LaneKey = (String, usize);
@@ -493,19 +495,19 @@ async fn claim_loop(
         };
         let mut skip = Vec::new();
         for c in got {
-            let app = resolve_app(state, cache, &c.event.app_id).await;
-            let dest = match &c.event.callback {
-                Some(cb) => wanted(cb.events.as_ref(), &c.event.kind).then(|| Destination {
-                    url: cb.url.clone(),
-                    secret: app.secret.clone(),
-                    private: app.private,
-                    batch: app.batch,
-                }),
-                None => app
-                    .webhook
-                    .clone()
-                    .filter(|_| wanted(app.events.as_ref(), &c.event.kind)),
-            };
+            let mut app = resolve_app(state, cache, &c.event.app_id).await;
+            let mut dest = destination(&app, &c.event);
+            if dest.is_none() && c.event.created_at_ms >= app.read_at_ms {
+                // Settings read before this event was made may predate a
+                // webhook set since: read them again rather than skip it
+                // (once per app and claim: the new read covers the rest).
+                cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&c.event.app_id);
+                app = resolve_app(state, cache, &c.event.app_id).await;
+                dest = destination(&app, &c.event);
+            }
             let Some(dest) = dest else {
                 skip.push(c.position);
                 continue;
@@ -557,6 +559,23 @@ async fn claim_loop(
     }
 }
 
+/// Where `event` goes by `app`'s settings: the message's callback, else the
+/// app's webhook, if either wants its kind.
+fn destination(app: &AppTarget, event: &smsgw_core::outbox::OutboxEvent) -> Option<Destination> {
+    match &event.callback {
+        Some(cb) => wanted(cb.events.as_ref(), &event.kind).then(|| Destination {
+            url: cb.url.clone(),
+            secret: app.secret.clone(),
+            private: app.private,
+            batch: app.batch,
+        }),
+        None => app
+            .webhook
+            .clone()
+            .filter(|_| wanted(app.events.as_ref(), &event.kind)),
+    }
+}
+
 fn lane_of(key: &str, lanes: usize) -> usize {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -579,6 +598,7 @@ async fn resolve_app(
     if let Some(t) = cached {
         return t;
     }
+    let read_at_ms = smsgw_core::messages::unix_now_ms();
     let t = match state.auth.store().by_app_id(app).await {
         Ok(Some(u)) => {
             let secret = u.webhook_secret.as_deref().and_then(|stored| {
@@ -604,6 +624,7 @@ async fn resolve_app(
                 secret,
                 private,
                 batch,
+                read_at_ms,
             }
         }
         _ => AppTarget {
@@ -612,6 +633,7 @@ async fn resolve_app(
             secret: None,
             private: false,
             batch: false,
+            read_at_ms,
         },
     };
     let t = Arc::new(t);
