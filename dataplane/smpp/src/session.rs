@@ -85,6 +85,30 @@ fn receipt_answer(seq: u32, stored: bool) -> Command {
     )
 }
 
+/// Answers the receipts and MO still awaiting their consumer, each as soon
+/// as it is stored, for at most `within`: the session is ending (`why`),
+/// and what is left unanswered the SMSC delivers again.
+async fn answer_owed(
+    acks: &mut AwaitedAcks,
+    within: Duration,
+    send: impl Fn(Command),
+    why: &'static str,
+) {
+    let deadline = Instant::now() + within;
+    while !acks.is_empty() {
+        match tokio::time::timeout_at(deadline, acks.next()).await {
+            Ok(Some((s, stored))) => send(receipt_answer(s, stored)),
+            _ => {
+                warn!(
+                    unanswered = acks.len(),
+                    why, "receipts or MO not stored in time are left unanswered"
+                );
+                break;
+            }
+        }
+    }
+}
+
 /// Receipts whose `deliver_sm_resp` waits for them to be stored.
 type AwaitedAcks = futures::stream::FuturesUnordered<AwaitedAck>;
 
@@ -939,7 +963,12 @@ pub(crate) async fn run_connection(
             }
             frame = reader.next() => {
                 let frame = match frame {
-                    None => break End::Failed(Error::ConnectionClosed),
+                    None => {
+                        // The SMSC closed its side: what it sent before is
+                        // still answered once stored (it may read on).
+                        answer_owed(&mut acks, cfg.response_timeout, &send, "connection closed by peer").await;
+                        break End::Failed(Error::ConnectionClosed);
+                    }
                     Some(Err(e)) => break End::Failed(e.into()),
                     Some(Ok(f)) => f,
                 };
@@ -1178,19 +1207,7 @@ async fn handle_inbound(
             // Receipts read before the unbind are answered first, as soon
             // as they are stored (for at most a response timeout): left
             // unanswered, the SMSC would deliver them all again.
-            let deadline = Instant::now() + cfg.response_timeout;
-            while !acks.is_empty() {
-                match tokio::time::timeout_at(deadline, acks.next()).await {
-                    Ok(Some((s, stored))) => send(receipt_answer(s, stored)),
-                    _ => {
-                        warn!(
-                            receipts_unanswered = acks.len(),
-                            "peer unbind: receipts not stored in time are left unanswered"
-                        );
-                        break;
-                    }
-                }
-            }
+            answer_owed(acks, cfg.response_timeout, send, "peer unbind").await;
             send(Command::new(CommandStatus::EsmeRok, seq, Pdu::UnbindResp));
             return Some(End::PeerUnbind);
         }
