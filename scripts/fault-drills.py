@@ -20,6 +20,10 @@ Drills (--drills, comma separated):
   gw-kill     SIGKILL the gateway, restart it at once on the same data
   gw-term     SIGTERM the gateway (graceful), restart it on the same data
   smsc-stop   SIGSTOP the simulator for STOP_SECS, then SIGCONT
+  smsc-kill   SIGKILL the simulator, restart it KILL_SECS later on the same
+              port (its ledger is a file, --ledger, so it survives; the
+              receipts it owed die with it, as they would not at an SMSC
+              that keeps them on disk: "delivered" falls short by those)
   smsc-drop   the simulator closes one session right after reading a
               submit_sm, before answering it (--drop-after-submits
               FAULT_AFTER --drop-before-response)
@@ -122,7 +126,8 @@ class Drill:
                      "--drop-before-response"]
         self.sim = subprocess.Popen(
             [self.args.smsgw, "smsc-sim", "--listen", f"127.0.0.1:{self.sim_port}",
-             "--track-submits", "--redeliver-receipts",
+             "--track-submits", "--ledger", os.path.join(self.dir, "ledger.txt"),
+             "--redeliver-receipts",
              "--admin-listen", f"127.0.0.1:{self.admin_port}"] + extra,
             stdout=subprocess.DEVNULL, stderr=self.logs,
             env=dict(os.environ, RUST_LOG="warn"))
@@ -169,6 +174,11 @@ class Drill:
             self.gw.send_signal(signal.SIGTERM)
             self.gw.wait(timeout=60)
             self.start_gw()
+        elif self.name == "smsc-kill":
+            self.sim.send_signal(signal.SIGKILL)
+            self.sim.wait()
+            time.sleep(a.kill_secs)
+            self.start_sim()
         elif self.name == "smsc-stop":
             self.sim.send_signal(signal.SIGSTOP)
             time.sleep(a.stop_secs)
@@ -219,7 +229,7 @@ class Drill:
         threads = [threading.Thread(target=worker) for _ in range(a.concurrency)]
         for t in threads:
             t.start()
-        if self.name in ("gw-kill", "gw-term", "smsc-stop"):
+        if self.name in ("gw-kill", "gw-term", "smsc-stop", "smsc-kill"):
             while nxt[0] < a.fault_after:
                 time.sleep(0.005)
             fault_thread = threading.Thread(target=self.fault)
@@ -299,9 +309,10 @@ def main():
     ap.add_argument("--fault-after", type=int, default=4800)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--stop-secs", type=float, default=10.0)
+    ap.add_argument("--kill-secs", type=float, default=5.0)
     ap.add_argument("--settle", type=float, default=90.0)
     ap.add_argument("--policy", default="resubmit", choices=["resubmit", "hold"])
-    ap.add_argument("--drills", default="gw-kill,gw-term,smsc-stop,smsc-drop")
+    ap.add_argument("--drills", default="gw-kill,gw-term,smsc-stop,smsc-kill,smsc-drop")
     a = ap.parse_args()
     bad = False
     print("| drill | sent | acknowledged | never reached the SMSC | submitted twice "

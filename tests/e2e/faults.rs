@@ -87,12 +87,7 @@ async fn assert_nothing_lost_and_duplicates_marked(
         twice.is_subset(&marked),
         "duplicates only where marked: {stats}"
     );
-    let metrics = reqwest::get(gw.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     let line = format!(
         "smsgw_link_resubmitted_total{{link=\"sim-link\"}} {}",
         marked.len()
@@ -251,4 +246,103 @@ async fn an_smsc_frozen_mid_window_gets_the_unknown_segment_again_marked_once_it
     assert_eq!(v["possible_duplicate"], true, "{v}");
     let stats = sim_stats(&admin).await;
     assert_eq!(stats["submissions"]["distinct"], 1, "{stats}");
+}
+
+/// The crash window: a gateway killed after its submit_sm went out and
+/// before the SMSC's answer was stored. After the restart the sweeper
+/// finds the message still `accepted` with its submitter's lease lapsed,
+/// so it may have reached the SMSC: under `policy` it goes out again
+/// marked, or stays `unknown`. Answers the message's record and the
+/// simulator's statistics.
+async fn killed_mid_submission(policy: &str) -> (Value, Value, String) {
+    let admin = free_port();
+    // The connection that reads the first submit_sm never answers it (for
+    // longer than the test), so the gateway is killed while waiting.
+    let sim = Sim::start_with(
+        "127.0.0.1:0",
+        &[
+            "--stall-after-submits",
+            "1",
+            "--stall-for",
+            "120s",
+            "--track-submits",
+            "--admin-listen",
+            &admin,
+        ],
+    );
+    let config = sim_config(sim.addr)
+        .replace("responseTimeout: 1s", "responseTimeout: 60s")
+        .replace(
+            "  messageIdFormat: hex\n",
+            &format!("  messageIdFormat: hex\n  unknownPolicy: {policy}\n"),
+        );
+    let dir = tempfile::tempdir().unwrap();
+    let email = format!("faults-window-{policy}@example.com");
+    let gw = Gateway::standalone_in(&config, dir.path(), &[]);
+    let creds = gw.user(&email).await;
+    bound(&gw, &creds).await;
+    let r = gw
+        .authed(&creds, Method::POST, "/api/v1/sms/send")
+        .json(&json!({
+            "esme": "sim-link", "source": "SMSGW", "destination": "4915100000042",
+            "message": "in the crash window", "transaction_id": "window-1",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let id = r.json::<Value>().await.unwrap()["message_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sim_stats(&admin).await["submissions"]["distinct"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the SMSC never read the submit_sm"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(gw); // SIGKILL, the submit_sm unanswered
+    let gw = Gateway::standalone_in(&config, dir.path(), &["--sweep-after", "1s"]);
+    let creds = gw.login_again(&creds, &email).await;
+    let want = if policy == "hold" {
+        "unknown"
+    } else {
+        "delivered"
+    };
+    // The creator's lease (its 10 s retry window and 2 s) must lapse first.
+    let v = wait_status(&gw, &creds, &id, want, Duration::from_secs(40)).await;
+    let metrics = gw.metrics().await;
+    (v, sim_stats(&admin).await, metrics)
+}
+
+#[tokio::test]
+async fn a_gateway_killed_before_storing_a_submit_answer_resubmits_it_marked() {
+    let (v, stats, metrics) = killed_mid_submission("resubmit").await;
+    assert_eq!(v["possible_duplicate"], true, "{v}");
+    assert_eq!(v["segments"][0]["resubmitted"], true, "{v}");
+    assert_eq!(stats["submissions"]["distinct"], 1, "{stats}");
+    let twice = stats["submissions"]["repeated"].as_array().unwrap();
+    assert_eq!(twice.len(), 1, "the SMSC got it twice, marked: {stats}");
+    assert!(
+        metrics.contains("smsgw_sweeper_in_doubt_total{policy=\"resubmit\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_gateway_killed_before_storing_a_submit_answer_holds_it_unknown_under_hold() {
+    let (v, stats, metrics) = killed_mid_submission("hold").await;
+    assert_eq!(v["possible_duplicate"], false, "{v}");
+    assert_eq!(stats["submissions"]["distinct"], 1, "{stats}");
+    assert_eq!(
+        stats["submissions"]["repeated"].as_array().unwrap().len(),
+        0,
+        "not sent again: {stats}"
+    );
+    assert!(
+        metrics.contains("smsgw_sweeper_in_doubt_total{policy=\"hold\"} 1"),
+        "{metrics}"
+    );
 }

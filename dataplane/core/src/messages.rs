@@ -367,11 +367,30 @@ impl MessageRecord {
             && self.claim_until_ms <= now_ms
     }
 
-    /// Sets the submission lease.
-    pub fn claim(&mut self, owner: &str, until_ms: u64, now_ms: u64) {
-        self.claimed_by = Some(owner.to_owned());
+    /// Sets the submission lease; answers who held it before (see
+    /// [`Claimed::previous_owner`]).
+    pub fn claim(&mut self, owner: &str, until_ms: u64, now_ms: u64) -> Option<String> {
+        let previous = self.claimed_by.replace(owner.to_owned());
         self.claim_until_ms = until_ms;
         self.updated_at_ms = self.updated_at_ms.max(now_ms);
+        previous
+    }
+
+    /// Ends the lease `owner` took until `until_ms`, when it is still that
+    /// lease on a message still [`MessageStatus::Accepted`]: its holder gives
+    /// the message back having sent nothing, so the next claimer submits it
+    /// as fresh, not as one that may have reached the SMSC. False (nothing
+    /// changed) when the lease is another's or the message moved on.
+    pub fn release(&mut self, owner: &str, until_ms: u64) -> bool {
+        if self.status != MessageStatus::Accepted
+            || self.claimed_by.as_deref() != Some(owner)
+            || self.claim_until_ms != until_ms
+        {
+            return false;
+        }
+        self.claimed_by = None;
+        self.claim_until_ms = 0;
+        true
     }
 
     fn touch(&mut self, at_ms: u64) {
@@ -522,6 +541,29 @@ pub struct ClaimRequest {
     pub limit: usize,
 }
 
+/// A message a sweeper claimed ([`MessageStore::claim_stale_accepted`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claimed {
+    /// The record, under the new lease.
+    pub record: MessageRecord,
+    /// Who held the submission lease before it lapsed. A lease is taken
+    /// before a message is handed to a link (by its creator, or a sweeper)
+    /// and given back ([`MessageStore::release_claim`]) only when nothing
+    /// was sent; so `Some` means its holder may have written the
+    /// `submit_sm`s and stopped before their answers were stored (the
+    /// crash window): the SMSC may hold the message already. `None`:
+    /// nobody tried, or nothing was sent.
+    pub previous_owner: Option<String>,
+}
+
+impl Claimed {
+    /// True when the message may have reached the SMSC already (see
+    /// [`Claimed::previous_owner`]).
+    pub fn in_doubt(&self) -> bool {
+        self.previous_owner.is_some()
+    }
+}
+
 /// Why a message store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -636,7 +678,19 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn claim_stale_accepted(
         &self,
         req: &ClaimRequest,
-    ) -> Result<Vec<MessageRecord>, MessageStoreError>;
+    ) -> Result<Vec<Claimed>, MessageStoreError>;
+
+    /// Gives back the submission lease `owner` holds until `until_ms`
+    /// ([`MessageRecord::release`]), after a submission that sent nothing,
+    /// so that the next claim does not count the message as possibly sent
+    /// ([`Claimed::in_doubt`]). Answers whether it was released (false: not
+    /// that lease any more, or the message moved on or expired).
+    async fn release_claim(
+        &self,
+        message_id: &str,
+        owner: &str,
+        until_ms: u64,
+    ) -> Result<bool, MessageStoreError>;
 
     /// Removes expired records where the backend has no native expiry;
     /// returns how many messages were removed. Backends with native TTL
@@ -785,11 +839,30 @@ mod tests {
         m.created_at_ms = 100;
         assert!(m.claimable(100, 1000));
         assert!(!m.claimable(99, 1000), "too young");
-        m.claim("pod-a", 2000, 1000);
+        assert_eq!(m.claim("pod-a", 2000, 1000), None);
         assert!(!m.claimable(100, 1999), "lease held");
         assert!(m.claimable(100, 2000), "lease expired");
+        assert_eq!(
+            m.claim("pod-b", 3000, 2000).as_deref(),
+            Some("pod-a"),
+            "the lapsed holder is answered"
+        );
         m.record_submit(&submit(0, SubmitStatus::Accepted)).unwrap();
         assert!(!m.claimable(100, 5000), "no longer accepted");
+    }
+
+    #[test]
+    fn only_the_holder_releases_its_own_lease_of_an_accepted_message() {
+        let mut m = rec(1);
+        m.claim("pod-a", 2000, 1000);
+        assert!(!m.release("pod-b", 2000), "another's lease");
+        assert!(!m.release("pod-a", 2500), "a later lease of the same pod");
+        assert!(m.release("pod-a", 2000));
+        assert_eq!((m.claimed_by.as_deref(), m.claim_until_ms), (None, 0));
+        assert_eq!(m.claim("pod-b", 3000, 2000), None, "nobody held it");
+        m.record_submit(&submit(0, SubmitStatus::Accepted)).unwrap();
+        assert!(!m.release("pod-b", 3000), "no longer accepted");
+        assert_eq!(m.claimed_by.as_deref(), Some("pod-b"));
     }
 
     #[test]

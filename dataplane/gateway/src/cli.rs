@@ -376,6 +376,11 @@ pub struct SimArgs {
     /// for tests).
     #[arg(long, env = "SMSGW_SIM_TRACK_SUBMITS")]
     pub track_submits: bool,
+    /// With --track-submits: keep the ledger in this file too (appended
+    /// before each submit_sm is answered, read back at start), so it
+    /// survives a SIGKILL and restart of the simulator (fault drills).
+    #[arg(long, env = "SMSGW_SIM_LEDGER", requires = "track_submits")]
+    pub ledger: Option<std::path::PathBuf>,
     /// Fault: stall (stop answering anything, sockets kept open) once this
     /// many submit_sm have arrived (needs --stall-for; 0 with --stall-all:
     /// at start). Held responses go out when the stall ends.

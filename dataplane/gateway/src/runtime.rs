@@ -73,6 +73,7 @@ pub(crate) async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
             tls_key: None,
             admin_listen: None,
             track_submits: false,
+            ledger: None,
             stall_after_submits: None,
             stall_for: None,
             stall_all: false,
@@ -461,6 +462,7 @@ fn sim_config(args: &SimArgs) -> anyhow::Result<smsgw_smpp::sim::SimConfig> {
     c.receipt_delay = args.receipt_delay;
     c.reverse_receipts = args.reverse_receipts;
     c.track_submits = args.track_submits;
+    c.ledger = args.ledger.clone();
     c.redeliver_receipts = args.redeliver_receipts;
     let [delivered, undeliverable, expired, rejected] = args.receipt_mix;
     c.receipt_mix = smsgw_smpp::sim::ReceiptMix {

@@ -84,7 +84,7 @@ impl Messaging {
             strategy: req.strategy.as_deref().unwrap_or(""),
         });
         if req.wait_for_submit {
-            let rec = self.submit(rec, p.outbound, Duration::ZERO).await?;
+            let rec = self.submit(rec, p.outbound, Duration::ZERO, false).await?;
             return Ok(SendResponse {
                 success: !matches!(rec.status, MessageStatus::Rejected),
                 link: rec.link.clone(),
@@ -102,7 +102,7 @@ impl Messaging {
         let this = self.clone();
         let retry = self.submit_retry;
         tokio::spawn(async move {
-            if let Err(e) = this.submit(rec, p.outbound, retry).await {
+            if let Err(e) = this.submit(rec, p.outbound, retry, false).await {
                 tracing::warn!(error = %e, "background submission failed; the sweeper will retry");
             }
             drop(permit);

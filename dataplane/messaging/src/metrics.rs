@@ -9,15 +9,16 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use smsgw_core::messages::{
-    ClaimRequest, CreateOutcome, MessageRecord, MessageStore, MessageStoreError, ReceiptOutcome,
-    ReceiptUpdate, SubmitUpdate,
+    ClaimRequest, Claimed, CreateOutcome, MessageRecord, MessageStore, MessageStoreError,
+    ReceiptOutcome, ReceiptUpdate, SubmitUpdate,
 };
 
 /// Labels of a message-store or object-store (S3) operation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StoreOpLabels {
     /// Message store: `create`, `get`, `by_transaction`, `record_submit`,
-    /// `apply_receipt`, `claim_stale_accepted` or `purge_expired`; object
+    /// `apply_receipt`, `claim_stale_accepted`, `release_claim` or
+    /// `purge_expired`; object
     /// store: `put`, `get` or `list`.
     pub op: &'static str,
     /// `ok` or `error`.
@@ -45,6 +46,18 @@ pub struct LifecycleMetrics {
     /// `smsgw_policy_check_duration_seconds`: one engine call (in process,
     /// Redis script or MCP request), whatever its outcome.
     pub policy_duration: Histogram,
+    /// `smsgw_sweeper_in_doubt_total{policy}`: stale messages whose
+    /// submitter stopped in the crash window (lease lapsed, no outcome
+    /// stored), by what became of them (`resubmit`: sent again, marked
+    /// `possible_duplicate`; `hold`: left `unknown`).
+    pub in_doubt: Family<PolicyOnly, Counter>,
+}
+
+/// The `policy` label of [`LifecycleMetrics::in_doubt`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyOnly {
+    /// `resubmit` or `hold`.
+    pub policy: &'static str,
 }
 
 impl Default for LifecycleMetrics {
@@ -55,6 +68,7 @@ impl Default for LifecycleMetrics {
             }),
             policy_decisions: Family::default(),
             policy_duration: Histogram::new(exponential_buckets(0.000_005, 2.0, 20)),
+            in_doubt: Family::default(),
         }
     }
 }
@@ -77,6 +91,17 @@ impl LifecycleMetrics {
             "Contact-policy engine call latency",
             self.policy_duration.clone(),
         );
+        registry.register(
+            "sweeper_in_doubt",
+            "Stale messages whose submitter stopped before the SMSC's answer was stored, by unknown policy",
+            self.in_doubt.clone(),
+        );
+    }
+
+    /// Counts a message found in doubt by the sweeper.
+    pub fn in_doubt(&self, hold: bool) {
+        let policy = if hold { "hold" } else { "resubmit" };
+        self.in_doubt.get_or_create(&PolicyOnly { policy }).inc();
     }
 
     /// Counts a contact-policy decision.
@@ -165,9 +190,21 @@ impl MessageStore for TimedStore {
     async fn claim_stale_accepted(
         &self,
         req: &ClaimRequest,
-    ) -> Result<Vec<MessageRecord>, MessageStoreError> {
+    ) -> Result<Vec<Claimed>, MessageStoreError> {
         self.time("claim_stale_accepted", self.inner.claim_stale_accepted(req))
             .await
+    }
+    async fn release_claim(
+        &self,
+        message_id: &str,
+        owner: &str,
+        until_ms: u64,
+    ) -> Result<bool, MessageStoreError> {
+        self.time(
+            "release_claim",
+            self.inner.release_claim(message_id, owner, until_ms),
+        )
+        .await
     }
     async fn purge_expired(&self) -> Result<u64, MessageStoreError> {
         self.time("purge_expired", self.inner.purge_expired()).await

@@ -12,6 +12,7 @@ use crate::trace::SubmitSpan;
 use crate::views::submit_reason;
 use smsgw_core::links::{OutboundMessage, SegmentResult, Submission, SubmitError};
 use smsgw_core::messages::{ClaimRequest, MessageRecord, SubmitStatus, SubmitUpdate, unix_now_ms};
+use smsgw_crds::{Snapshot, UnknownPolicy};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -21,16 +22,45 @@ use tokio_util::sync::CancellationToken;
 /// another round at once.
 pub const SWEEP_BATCH: usize = 256;
 
+/// Why a segment held in doubt is `unknown`.
+const IN_DOUBT: &str =
+    "in doubt: the gateway submitting it stopped before the SMSC's answer was stored";
+
+/// Whether messages to `target` whose submission is in doubt are held
+/// (`unknownPolicy: hold`) rather than resubmitted: a link's own policy;
+/// for a pool, hold when any member holds (the message may have gone
+/// out on that one).
+fn holds_unknown(config: &Snapshot, target: &str) -> bool {
+    let hold = |link: &str| {
+        config
+            .links
+            .get(link)
+            .is_some_and(|l| l.unknown_policy == UnknownPolicy::Hold)
+    };
+    match config.pools.get(target) {
+        Some(pool) => pool.members.iter().any(|m| hold(&m.link)),
+        None => hold(target),
+    }
+}
+
 impl Messaging {
     /// Submits a persisted message and records each segment's outcome.
     /// While nothing can be sent (every window full, links rebinding) it is
     /// tried again with a growing pause for up to `retry` (zero: once);
     /// then the message stays `accepted` for the sweeper.
+    ///
+    /// `in_doubt`: the message may have reached the SMSC already (its last
+    /// holder stopped in the crash window, [`Claimed::in_doubt`]); every
+    /// segment is then marked resubmitted, and a message that cannot be
+    /// sent keeps its lease so that the next claimer knows it too.
+    ///
+    /// [`Claimed::in_doubt`]: smsgw_core::messages::Claimed::in_doubt
     pub(crate) async fn submit(
         &self,
         rec: MessageRecord,
         msg: OutboundMessage,
         retry: Duration,
+        in_doubt: bool,
     ) -> Result<MessageRecord, MessagingError> {
         let target = rec.target.name().to_owned();
         let span = SubmitSpan::start(&rec);
@@ -38,7 +68,12 @@ impl Messaging {
         let deadline = Instant::now() + retry;
         loop {
             match self.links.submit(&target, msg.clone()).await {
-                Ok(submission) => return self.record_submission(rec, submission, span).await,
+                Ok(mut submission) => {
+                    if in_doubt {
+                        submission.resubmitted = (0..submission.results.len() as u16).collect();
+                    }
+                    return self.record_submission(rec, submission, span).await;
+                }
                 Err(SubmitError::Unavailable(reason)) if Instant::now() < deadline => {
                     tracing::debug!(message_id = %rec.message_id, %target, %reason, "not submitted yet; retrying");
                     tokio::time::sleep(delay).await;
@@ -55,6 +90,18 @@ impl Messaging {
                     tracing::warn!(message_id = %rec.message_id, %target, %reason, "not submitted; left for the sweeper");
                     if let Some(s) = span {
                         s.finish(None, Some(&reason));
+                    }
+                    // Nothing was sent: give the lease back, so that the
+                    // sweeper submits it as fresh rather than as possibly
+                    // sent (unless it was in doubt before this attempt).
+                    if !in_doubt
+                        && let Some(owner) = &rec.claimed_by
+                        && let Err(e) = self
+                            .store
+                            .release_claim(&rec.message_id, owner, rec.claim_until_ms)
+                            .await
+                    {
+                        tracing::warn!(message_id = %rec.message_id, error = %e, "the submission lease of a message not sent could not be given back; the sweeper will resubmit it marked as a possible duplicate");
                     }
                     return Ok(rec);
                 }
@@ -194,9 +241,33 @@ impl Messaging {
             .await
             .map_err(|e| MessagingError::Internal(e.to_string()))?;
         let n = claimed.len();
-        for rec in claimed {
+        for claim in claimed {
+            let in_doubt = claim.in_doubt();
+            let rec = claim.record;
             let target = rec.target.name().to_owned();
             let config = self.config.load();
+            if in_doubt {
+                let hold = holds_unknown(&config, &target);
+                self.metrics.in_doubt(hold);
+                tracing::warn!(message_id = %rec.message_id, %target, previous_owner = ?claim.previous_owner, policy = if hold { "hold" } else { "resubmit" }, "stale message whose submitter stopped before the SMSC's answer was stored: it may have been sent");
+                if hold {
+                    let results = rec
+                        .segments
+                        .iter()
+                        .map(|_| SegmentResult::Unknown {
+                            reason: IN_DOUBT.to_owned(),
+                            pending: None,
+                        })
+                        .collect();
+                    let submission = Submission {
+                        link: target,
+                        results,
+                        resubmitted: Vec::new(),
+                    };
+                    self.record_submission(rec, submission, None).await?;
+                    continue;
+                }
+            }
             let encoded = match encode_for(&config, &target, &rec.text, self.next_reference()) {
                 Ok(e) if e.segments.len() == rec.segments.len() => e,
                 Ok(_) | Err(_) => {
@@ -206,7 +277,7 @@ impl Messaging {
             };
             tracing::info!(message_id = %rec.message_id, %target, "sweeper submitting a stale accepted message");
             let msg = outbound_from(&encoded, &rec);
-            self.submit(rec, msg, Duration::ZERO).await?;
+            self.submit(rec, msg, Duration::ZERO, in_doubt).await?;
         }
         Ok(n)
     }

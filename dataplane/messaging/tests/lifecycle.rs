@@ -22,6 +22,7 @@ use smsgw_store::messages::EmbeddedMessageStore;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::{ScriptedLinks, Step};
+use tokio::sync::oneshot;
 
 const CONFIG: &str = r#"
 apiVersion: smsgw.io/v1alpha1
@@ -32,6 +33,16 @@ spec:
   port: 2775
   systemId: smsgw
   password: secret
+---
+apiVersion: smsgw.io/v1alpha1
+kind: SmppLink
+metadata: {name: link-h}
+spec:
+  host: 127.0.0.1
+  port: 2776
+  systemId: smsgw
+  password: secret
+  unknownPolicy: hold
 ---
 apiVersion: smsgw.io/v1alpha1
 kind: EsmePool
@@ -281,16 +292,121 @@ async fn a_message_no_link_can_take_is_retried_for_the_window_then_left_accepted
     let rec = f.store.get(&r.message_id).await.unwrap().unwrap();
     assert_eq!(rec.status, MessageStatus::Accepted);
     assert_eq!(rec.segments[0].submit, SubmitStatus::Pending);
-    // While the creator's lease holds (the retry window and 2 s), a
-    // sweeper elsewhere leaves it alone.
+    // Nothing was sent: the creator gave its lease back, so a sweeper
+    // takes the message at once and as fresh (not as possibly sent); it
+    // finds no link either and gives it back again.
+    // (The release is a store write on the store's own thread, which
+    // paused time does not wait for: wait for it in real time.)
+    let mut rec = rec;
+    for _ in 0..300 {
+        if rec.claimed_by.is_none() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        tokio::task::yield_now().await;
+        rec = f.store.get(&r.message_id).await.unwrap().unwrap();
+    }
+    assert_eq!((rec.claimed_by.as_deref(), rec.claim_until_ms), (None, 0));
     assert_eq!(
         f.messaging
             .sweep("pod-b", Duration::ZERO, 10)
             .await
             .unwrap(),
-        0
+        1
     );
-    assert_eq!(f.links.count(), tries);
+    assert_eq!(f.links.count(), tries + 1);
+    let rec = f.store.get(&r.message_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, MessageStatus::Accepted);
+    assert_eq!(rec.claimed_by, None);
+    assert!(!rec.possible_duplicate());
+}
+
+/// Links whose first submission never answers (a pod that wrote the
+/// `submit_sm` and died before storing its answer), then answer
+/// `fallback`. The returned sender must be kept alive meanwhile.
+fn hung_then(fallback: Result<Submission, SubmitError>) -> (ScriptedLinks, oneshot::Sender<()>) {
+    let (tx, rx) = oneshot::channel();
+    let links = ScriptedLinks::new(vec![Step::After(rx, accepted(&["never"]))], fallback);
+    (links, tx)
+}
+
+/// Sends to `esme` and lets the creator's 2 s lease lapse while its
+/// submission hangs in the links (the crash window).
+async fn send_into_the_crash_window(f: &Fixture, esme: &str) -> String {
+    let r = f
+        .messaging
+        .send(
+            SENDER,
+            SendRequest {
+                esme: esme.into(),
+                ..request("tx-crash")
+            },
+            &trace(),
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while f.links.count() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the creator hands the message to the links");
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    r.message_id
+}
+
+#[tokio::test]
+async fn a_message_whose_submitter_stopped_mid_submission_is_resubmitted_marked() {
+    let (links, _hung) = hung_then(accepted(&["s2"]));
+    let f = fixture_with(links, Duration::ZERO).await;
+    let id = send_into_the_crash_window(&f, "link-a").await;
+    // The lease lapsed with no outcome: the creator may have written the
+    // submit_sm. Under the link's default `resubmit` it goes out again,
+    // marked.
+    assert_eq!(
+        f.messaging
+            .sweep("pod-b", Duration::ZERO, 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(f.links.count(), 2);
+    let rec = f.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(rec.status, MessageStatus::Pending);
+    assert_eq!(rec.segments[0].smsc_message_id.as_deref(), Some("s2"));
+    assert!(rec.segments[0].resubmitted, "{rec:?}");
+    assert!(rec.possible_duplicate());
+}
+
+#[tokio::test]
+async fn a_message_whose_submitter_stopped_mid_submission_is_held_unknown_under_hold() {
+    let (links, _hung) = hung_then(accepted(&["s2"]));
+    let f = fixture_with(links, Duration::ZERO).await;
+    let id = send_into_the_crash_window(&f, "link-h").await;
+    assert_eq!(
+        f.messaging
+            .sweep("pod-b", Duration::ZERO, 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(f.links.count(), 1, "not sent again under `hold`");
+    let rec = f.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(rec.status, MessageStatus::Unknown);
+    assert!(
+        matches!(&rec.segments[0].submit, SubmitStatus::Unknown { reason } if reason.contains("in doubt")),
+        "{rec:?}"
+    );
+    assert!(!rec.possible_duplicate());
+    assert_eq!(
+        f.messaging
+            .sweep("pod-c", Duration::ZERO, 10)
+            .await
+            .unwrap(),
+        0,
+        "an unknown message is not claimed again"
+    );
 }
 
 #[tokio::test]
@@ -332,6 +448,10 @@ async fn a_message_left_accepted_is_submitted_once_by_the_sweeper() {
     let rec = f.store.get(&r.message_id).await.unwrap().unwrap();
     assert_eq!(rec.claimed_by.as_deref(), Some("pod-b"));
     assert_eq!(rec.segments[0].smsc_message_id.as_deref(), Some("s9"));
+    assert!(
+        !rec.possible_duplicate(),
+        "the creator sent nothing, so the sweeper's copy is the only one"
+    );
     assert_eq!(f.links.count(), 2, "the creator's try and the sweeper's");
     cancel.cancel();
     sweeper.await.unwrap();

@@ -171,6 +171,12 @@ pub struct SimConfig {
     /// [`SimHandle::submissions`] can tell a message submitted twice. Memory
     /// grows with every distinct message: for tests, not for load.
     pub track_submits: bool,
+    /// With `track_submits`: also append each accepted submit_sm to this
+    /// file before it is answered, and count the ones already in it at
+    /// start, so the ledger outlives a SIGKILL of the simulator (the fault
+    /// drill "SMSC killed and restarted"). One line per submission: the
+    /// destination and the short message, hex, separated by a space.
+    pub ledger: Option<std::path::PathBuf>,
     /// A stall armed at start (`None`: none; see [`SimHandle::arm_stall`]).
     pub stall: Option<SimStall>,
     /// A dropped connection armed at start (`None`: none; see
@@ -231,6 +237,7 @@ impl Default for SimConfig {
             reverse_receipts: false,
             tls: None,
             track_submits: false,
+            ledger: None,
             stall: None,
             drop_connection: None,
             redeliver_receipts: false,
@@ -450,6 +457,8 @@ struct SimState {
     rr: AtomicU64,
     salt: u64,
     submitted: Mutex<SubmitCounts>,
+    /// The file [`SimConfig::ledger`] appends to.
+    ledger: Option<Mutex<std::fs::File>>,
     /// When each submit_sm of the last second was accepted, with
     /// `track_submits` on.
     recent: Mutex<std::collections::VecDeque<std::time::Instant>>,
@@ -626,6 +635,10 @@ pub async fn run(config: SimConfig, cancel: CancellationToken) -> Result<SimHand
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let (stall, drop_connection) = (config.stall, config.drop_connection);
+    let (submitted, ledger) = match &config.ledger {
+        Some(path) => open_ledger(path)?,
+        None => (HashMap::new(), None),
+    };
     let state = Arc::new(SimState {
         config,
         counters: Counters::default(),
@@ -635,7 +648,8 @@ pub async fn run(config: SimConfig, cancel: CancellationToken) -> Result<SimHand
         next_conn: AtomicU64::new(1),
         rr: AtomicU64::new(0),
         salt: rand::random(),
-        submitted: Mutex::new(HashMap::new()),
+        submitted: Mutex::new(submitted),
+        ledger,
         recent: Mutex::new(std::collections::VecDeque::new()),
         unacked: Mutex::new(HashMap::new()),
         redeliver: Mutex::new(Vec::new()),
@@ -1672,6 +1686,16 @@ async fn serve(
                                 sm.destination_addr.as_str().as_bytes().to_vec(),
                                 submitted_text(sm),
                             );
+                            if let Some(ledger) = &state.ledger {
+                                use std::io::Write as _;
+                                let line = format!("{} {}\n", to_hex(&key.0), to_hex(&key.1));
+                                // Written (to the OS) before the answer,
+                                // so a kill after it loses nothing.
+                                let _ = ledger
+                                    .lock()
+                                    .expect("ledger lock")
+                                    .write_all(line.as_bytes());
+                            }
                             *state
                                 .submitted
                                 .lock()
@@ -1764,6 +1788,50 @@ async fn serve(
 }
 
 /// The text of a submit_sm: its short message, or its message_payload TLV.
+/// Reads the ledger at `path` (absent: empty) into counts, and opens it
+/// for appending.
+fn open_ledger(path: &std::path::Path) -> Result<(SubmitCounts, Option<Mutex<std::fs::File>>)> {
+    let bad = |reason: String| Error::SimConfig {
+        reason: format!("ledger {}: {reason}", path.display()),
+    };
+    let mut counts = SubmitCounts::new();
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            for line in text.lines() {
+                // A line cut short by a kill mid-write is not a submission.
+                let Some((d, t)) = line.split_once(' ') else {
+                    continue;
+                };
+                if let (Some(d), Some(t)) = (from_hex(d), from_hex(t)) {
+                    *counts.entry((d, t)).or_default() += 1;
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bad(e.to_string())),
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok((counts, Some(Mutex::new(file))))
+}
+
+fn to_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 fn submitted_text(sm: &SubmitSm) -> Vec<u8> {
     let mut text = sm.short_message().as_ref().to_vec();
     if text.is_empty() {

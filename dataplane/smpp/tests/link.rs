@@ -949,6 +949,36 @@ async fn the_simulator_keeps_the_peak_of_binds_and_counts_repeated_submissions()
     f.cancel.cancel();
 }
 
+#[tokio::test]
+async fn the_simulators_ledger_file_outlives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.txt");
+    let cfg = SimConfig {
+        track_submits: true,
+        ledger: Some(path.clone()),
+        ..SimConfig::default()
+    };
+    let f = fixture(cfg.clone(), |c| c).await;
+    assert!(f.link.wait_all_bound(WAIT).await);
+    f.link.submit(msg("once")).await.unwrap();
+    f.link.submit(msg("twice")).await.unwrap();
+    f.link.submit(msg("twice")).await.unwrap();
+    f.cancel.cancel();
+    // A line cut short by a kill mid-write counts for nothing.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, b"34393137"))
+        .unwrap();
+    // The next simulator on the same ledger starts from its counts.
+    let again = smsgw_smpp::sim::run(cfg, CancellationToken::new())
+        .await
+        .unwrap();
+    let s = again.submissions();
+    assert_eq!(s.distinct, 2);
+    assert_eq!(s.repeated, [("4917012345".into(), "twice".into(), 2)]);
+}
+
 // A receipt's `deliver_sm_resp` goes out only once the consumer says it is
 // stored (issue 21), against the simulator redelivering what it got no
 // ESME_ROK for, as SMSCs do.

@@ -657,9 +657,15 @@ pub async fn messages_claim_exactly_once(store: Arc<dyn MessageStore>) {
     }
     let mut seen: Vec<String> = Vec::new();
     for t in tasks {
-        for rec in t.await.unwrap().unwrap() {
+        for c in t.await.unwrap().unwrap() {
+            let rec = c.record;
             assert!(rec.claimed_by.as_deref().unwrap().starts_with("sweeper-"));
             assert_eq!(rec.claim_until_ms, now + 30_000);
+            if stale.contains(&rec.message_id) {
+                // The creator's lease lapsed without an outcome: it may
+                // have sent the message before it stopped.
+                assert_eq!(c.previous_owner.as_deref(), Some("pod-creator"));
+            }
             seen.push(rec.message_id);
         }
     }
@@ -674,23 +680,66 @@ pub async fn messages_claim_exactly_once(store: Arc<dyn MessageStore>) {
         .claim_stale_accepted(&req("late", now + 1))
         .await
         .unwrap();
-    assert!(again.iter().all(|r| !stale.contains(&r.message_id)));
+    assert!(again.iter().all(|c| !stale.contains(&c.record.message_id)));
     // Leases expired: claimable again (the claimer died before submitting).
     let later = store
         .claim_stale_accepted(&req("rescuer", now + 31_000))
         .await
         .unwrap();
-    let rescued = later
+    let rescued: Vec<_> = later
         .iter()
-        .filter(|r| stale.contains(&r.message_id))
-        .count();
-    assert_eq!(rescued, 20);
-    let one = later
-        .iter()
-        .find(|r| stale.contains(&r.message_id))
-        .unwrap();
+        .filter(|c| stale.contains(&c.record.message_id))
+        .collect();
+    assert_eq!(rescued.len(), 20);
+    assert!(rescued.iter().all(|c| c.in_doubt()));
+    let one = &rescued[0].record;
     let stored = store.get(&one.message_id).await.unwrap().unwrap();
     assert_eq!(stored.claimed_by.as_deref(), Some("rescuer"));
+    // A holder that sent nothing gives its lease back: only its own, and
+    // the next claim finds the message not in doubt.
+    let until = one.claim_until_ms;
+    assert!(
+        !store
+            .release_claim(&one.message_id, "sweeper-0", until)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .release_claim(&one.message_id, "rescuer", until + 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .release_claim(&one.message_id, "rescuer", until)
+            .await
+            .unwrap()
+    );
+    let stored = store.get(&one.message_id).await.unwrap().unwrap();
+    assert_eq!((stored.claimed_by, stored.claim_until_ms), (None, 0));
+    let next = store
+        .claim_stale_accepted(&req("next", now + 32_000))
+        .await
+        .unwrap();
+    let fresh = next
+        .iter()
+        .find(|c| c.record.message_id == one.message_id)
+        .expect("a released message is claimable at once");
+    assert!(!fresh.in_doubt(), "{fresh:?}");
+    // A submitted message is never released.
+    assert!(
+        !store
+            .release_claim(&submitted.message_id, "pod-creator", 0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .release_claim("no-such-message", "next", 0)
+            .await
+            .unwrap()
+    );
 }
 
 /// With a store whose TTL is `ttl` (short, ≥ 1 s): a message, its

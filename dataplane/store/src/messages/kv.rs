@@ -15,8 +15,9 @@
 use super::{CAS_ATTEMPTS, MessageStoreOptions, TAKEOVER_AFTER, backend, ms};
 use async_trait::async_trait;
 use smsgw_core::messages::{
-    ClaimRequest, CreateOutcome, MessageRecord, MessageStatus, MessageStore, MessageStoreError,
-    ReceiptChange, ReceiptOutcome, ReceiptUpdate, StatusChange, SubmitUpdate, unix_now_ms,
+    ClaimRequest, Claimed, CreateOutcome, MessageRecord, MessageStatus, MessageStore,
+    MessageStoreError, ReceiptChange, ReceiptOutcome, ReceiptUpdate, StatusChange, SubmitUpdate,
+    unix_now_ms,
 };
 use std::time::Duration;
 
@@ -367,7 +368,7 @@ impl<K: VersionedKv> MessageStore for KvMessageStore<K> {
     async fn claim_stale_accepted(
         &self,
         req: &ClaimRequest,
-    ) -> Result<Vec<MessageRecord>, MessageStoreError> {
+    ) -> Result<Vec<Claimed>, MessageStoreError> {
         // Look further than `limit`: leased entries at the head are skipped.
         let window = req.limit.saturating_mul(4).max(64);
         let ids = self.kv.accepted_ids(req.created_before_ms, window).await?;
@@ -377,17 +378,21 @@ impl<K: VersionedKv> MessageStore for KvMessageStore<K> {
             if out.len() >= req.limit {
                 break;
             }
+            let mut previous_owner = None;
             let res = self
                 .update(&id, |rec| {
                     if !rec.claimable(req.created_before_ms, req.now_ms) {
                         return Ok(false);
                     }
-                    rec.claim(&req.owner, until, req.now_ms);
+                    previous_owner = rec.claim(&req.owner, until, req.now_ms);
                     Ok(true)
                 })
                 .await?;
             match res {
-                Some((_, rec, true)) => out.push(rec),
+                Some((_, record, true)) => out.push(Claimed {
+                    record,
+                    previous_owner,
+                }),
                 Some((_, rec, false)) if rec.status != MessageStatus::Accepted => {
                     self.kv.unlist_accepted(&id).await?;
                 }
@@ -396,5 +401,18 @@ impl<K: VersionedKv> MessageStore for KvMessageStore<K> {
             }
         }
         Ok(out)
+    }
+
+    async fn release_claim(
+        &self,
+        message_id: &str,
+        owner: &str,
+        until_ms: u64,
+    ) -> Result<bool, MessageStoreError> {
+        Ok(matches!(
+            self.update(message_id, |rec| Ok(rec.release(owner, until_ms)))
+                .await?,
+            Some((_, _, true))
+        ))
     }
 }

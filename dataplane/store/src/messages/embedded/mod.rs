@@ -45,8 +45,8 @@ use super::{MessageStoreOptions, backend, ms};
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use smsgw_core::messages::{
-    ClaimRequest, CreateOutcome, MessageRecord, MessageStore, MessageStoreError, ReceiptChange,
-    ReceiptOutcome, ReceiptUpdate, StatusChange, SubmitUpdate, unix_now_ms,
+    ClaimRequest, Claimed, CreateOutcome, MessageRecord, MessageStore, MessageStoreError,
+    ReceiptChange, ReceiptOutcome, ReceiptUpdate, StatusChange, SubmitUpdate, unix_now_ms,
 };
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -295,7 +295,7 @@ impl MessageStore for EmbeddedMessageStore {
     async fn claim_stale_accepted(
         &self,
         req: &ClaimRequest,
-    ) -> Result<Vec<MessageRecord>, MessageStoreError> {
+    ) -> Result<Vec<Claimed>, MessageStoreError> {
         let op = Op::Claim {
             owner: req.owner.clone(),
             created_before_ms: req.created_before_ms,
@@ -306,6 +306,26 @@ impl MessageStore for EmbeddedMessageStore {
         };
         self.write(op, |d| match d {
             Done::Claimed(v) => Some(v),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn release_claim(
+        &self,
+        message_id: &str,
+        owner: &str,
+        until_ms: u64,
+    ) -> Result<bool, MessageStoreError> {
+        let op = Op::Release {
+            message_id: message_id.to_owned(),
+            owner: owner.to_owned(),
+            until_ms,
+            now: unix_now_ms(),
+            ttl: self.ttl_ms(),
+        };
+        self.write(op, |d| match d {
+            Done::Released(r) => Some(r),
             _ => None,
         })
         .await

@@ -6,8 +6,8 @@
 use crate::messages::{backend, keep_parked, record_codec};
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 use smsgw_core::messages::{
-    CreateOutcome, MessageRecord, MessageStatus, MessageStoreError, ReceiptChange, ReceiptOutcome,
-    ReceiptUpdate, StatusChange, SubmitUpdate,
+    Claimed, CreateOutcome, MessageRecord, MessageStatus, MessageStoreError, ReceiptChange,
+    ReceiptOutcome, ReceiptUpdate, StatusChange, SubmitUpdate,
 };
 
 /// message_id → record ([`record_codec`]: binary, or JSON when written by
@@ -117,6 +117,14 @@ pub(super) enum Op {
         ttl: u64,
         parked_ttl: u64,
     },
+    // Last, so that logs written before it existed replay unchanged.
+    Release {
+        message_id: String,
+        owner: String,
+        until_ms: u64,
+        now: u64,
+        ttl: u64,
+    },
 }
 
 /// What an [`Op`] answers.
@@ -124,8 +132,9 @@ pub(super) enum Done {
     Created(CreateOutcome),
     Submitted(StatusChange),
     Receipt(ReceiptChange),
-    Claimed(Vec<MessageRecord>),
+    Claimed(Vec<Claimed>),
     Purged(u64),
+    Released(bool),
 }
 
 impl Op {
@@ -159,6 +168,13 @@ impl Op {
                 ttl,
                 parked_ttl,
             } => purge_in(t, *now, *ttl, *parked_ttl).map(Done::Purged),
+            Op::Release {
+                message_id,
+                owner,
+                until_ms,
+                now,
+                ttl,
+            } => release_in(t, message_id, owner, *until_ms, *now, *ttl).map(Done::Released),
         }
     }
 }
@@ -384,7 +400,7 @@ fn claim_in(
     until: u64,
     limit: usize,
     ttl: u64,
-) -> Result<Vec<MessageRecord>, MessageStoreError> {
+) -> Result<Vec<Claimed>, MessageStoreError> {
     let ids: Vec<String> = {
         let mut ids = Vec::new();
         for e in t
@@ -408,11 +424,32 @@ fn claim_in(
         if !rec.claimable(created_before_ms, now) {
             continue;
         }
-        rec.claim(owner, until, now);
+        let previous_owner = rec.claim(owner, until, now);
         put_msg(t, &rec)?;
-        out.push(rec);
+        out.push(Claimed {
+            record: rec,
+            previous_owner,
+        });
     }
     Ok(out)
+}
+
+fn release_in(
+    t: &mut Tables<'_>,
+    id: &str,
+    owner: &str,
+    until_ms: u64,
+    now: u64,
+    ttl: u64,
+) -> Result<bool, MessageStoreError> {
+    let Some(mut rec) = live(get_record(&t.msgs, id)?, ttl, now) else {
+        return Ok(false);
+    };
+    if !rec.release(owner, until_ms) {
+        return Ok(false);
+    }
+    put_msg(t, &rec)?;
+    Ok(true)
 }
 
 /// Removes up to [`PURGE_BATCH`] expired messages and the parked receipts
