@@ -267,6 +267,7 @@ class Drill:
                 unmarked.append(t)
         # Receipts: how many acknowledged messages ended delivered.
         delivered = 0
+        marked = 0
         deadline = time.time() + a.settle
         pending = dict(acked)
         while pending and time.time() < deadline:
@@ -274,14 +275,22 @@ class Drill:
                 st, v = request(self.rest, "GET", f"/api/v1/sms/{mid}", headers=self.headers)
                 if st == 200 and v["status"] == "delivered":
                     del pending[t]
+                    marked += bool(v.get("possible_duplicate"))
             if pending:
                 time.sleep(1)
         delivered = len(acked) - len(pending)
         st, stats = request(self.admin_port, "GET", "/stats")
+        c = http.client.HTTPConnection("127.0.0.1", self.rest, timeout=10)
+        c.request("GET", "/metrics")
+        metrics = c.getresponse().read().decode()
+        c.close()
+        in_doubt = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                       if line.startswith("smsgw_sweeper_in_doubt_total{"))
         self.result = {
             "drill": self.name, "sent": a.count, "acknowledged": len(acked),
             "never_reached": len(never), "twice": len(twice),
             "twice_unmarked": len(unmarked), "delivered": delivered,
+            "marked": marked, "in_doubt_after_restart": int(in_doubt),
             "sent_in_s": round(sent_in, 1),
             "fault_s": round(getattr(self, "fault_took", 0.0), 1),
             "smsc_stalls_drops": (stats["counters"]["stalls"], stats["counters"]["drops"]),
@@ -316,8 +325,8 @@ def main():
     a = ap.parse_args()
     bad = False
     print("| drill | sent | acknowledged | never reached the SMSC | submitted twice "
-          "| twice, not marked possible_duplicate | delivered |")
-    print("|---|---|---|---|---|---|---|")
+          "| twice, not marked possible_duplicate | delivered | marked possible_duplicate |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in a.drills.split(","):
         d = Drill(a, name)
         try:
@@ -325,7 +334,8 @@ def main():
         finally:
             d.stop()
         print(f"| {name} | {r['sent']} | {r['acknowledged']} | {r['never_reached']} "
-              f"| {r['twice']} | {r['twice_unmarked']} | {r['delivered']} |", flush=True)
+              f"| {r['twice']} | {r['twice_unmarked']} | {r['delivered']} | {r['marked']} |",
+              flush=True)
         print(json.dumps(r), file=sys.stderr, flush=True)
         bad |= r["never_reached"] > 0 or r["twice_unmarked"] > 0
     sys.exit(1 if bad else 0)

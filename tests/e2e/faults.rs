@@ -4,7 +4,7 @@
 //! are the ones marked `possible_duplicate`.
 
 use crate::harness::{Creds, Gateway, Sim, bound, sim_config};
-use crate::messages::wait_status;
+use crate::messages::{info, wait_status};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -345,4 +345,66 @@ async fn a_gateway_killed_before_storing_a_submit_answer_holds_it_unknown_under_
         metrics.contains("smsgw_sweeper_in_doubt_total{policy=\"hold\"} 1"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn an_smsc_restarted_with_the_same_message_ids_settles_each_message_with_its_own_receipts() {
+    // The simulator numbers its message ids from 1 in hex: restarted, it
+    // hands out the same ids again, as SMSCs that keep no counter do.
+    let sim = Sim::start("127.0.0.1:0");
+    let addr = sim.addr;
+    let gw = Gateway::standalone(&sim_config(addr));
+    let creds = gw.user("faults-reuse@example.com").await;
+    bound(&gw, &creds).await;
+    let send_three = async |tag: &str| {
+        let mut out = Vec::new();
+        for i in 0..3 {
+            let r = gw
+                .authed(&creds, Method::POST, "/api/v1/sms/send")
+                .json(&json!({
+                    "esme": "sim-link", "source": "SMSGW",
+                    "destination": format!("49151000077{i:02}"), "message": format!("{tag} {i}"),
+                    "transaction_id": format!("{tag}-{i}"), "wait_for_submit": true,
+                }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+            let id = r.json::<Value>().await.unwrap()["message_id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            out.push(wait_status(&gw, &creds, &id, "delivered", Duration::from_secs(20)).await);
+        }
+        out
+    };
+    let smsc_ids = |msgs: &[Value]| -> BTreeSet<String> {
+        msgs.iter()
+            .map(|m| {
+                m["segments"][0]["smsc_message_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let before = send_three("before").await;
+    sim.kill();
+    let _sim = Sim::start(&addr.to_string());
+    bound(&gw, &creds).await;
+    let after = send_three("after").await;
+    assert_eq!(
+        smsc_ids(&before),
+        smsc_ids(&after),
+        "the restarted SMSC reused its ids"
+    );
+    // Each new message got its own receipt, and the earlier messages with
+    // the same SMSC ids were not touched by them.
+    for old in &before {
+        let now = info(&gw, &creds, old["message_id"].as_str().unwrap()).await;
+        assert_eq!(
+            &now, old,
+            "a receipt for a reused id changed an earlier message"
+        );
+    }
 }
