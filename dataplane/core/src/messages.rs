@@ -627,6 +627,18 @@ pub trait MessageStore: Send + Sync + 'static {
     /// key is not (yet) known.
     async fn apply_receipt(&self, r: &ReceiptUpdate) -> Result<ReceiptOutcome, MessageStoreError>;
 
+    /// [`MessageStore::record_submit_change`] for every segment of one
+    /// submission (all of one message) at once: the record takes every
+    /// outcome in one atomic write, so a crash cannot leave some segments
+    /// answered and the others `pending` for ever (such a message is no
+    /// longer claimable by a sweeper). Index entries follow, as for one
+    /// segment. Answers the status before and the record after all of
+    /// them.
+    async fn record_submits(
+        &self,
+        updates: &[SubmitUpdate],
+    ) -> Result<StatusChange, MessageStoreError>;
+
     /// [`MessageStore::record_submit`], answering also the status the
     /// message had just before. The backends read it in the same atomic
     /// step as the change; this default reads the record first, so a

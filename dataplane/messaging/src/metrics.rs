@@ -194,6 +194,13 @@ impl MessageStore for TimedStore {
         self.time("claim_stale_accepted", self.inner.claim_stale_accepted(req))
             .await
     }
+    async fn record_submits(
+        &self,
+        updates: &[SubmitUpdate],
+    ) -> Result<smsgw_core::messages::StatusChange, MessageStoreError> {
+        self.time("record_submit", self.inner.record_submits(updates))
+            .await
+    }
     async fn release_claim(
         &self,
         message_id: &str,

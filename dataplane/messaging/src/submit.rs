@@ -109,7 +109,8 @@ impl Messaging {
         }
     }
 
-    /// Records the outcome of each segment of a submission.
+    /// Records the outcome of each segment of a submission, all in one
+    /// store write.
     async fn record_submission(
         &self,
         rec: MessageRecord,
@@ -117,7 +118,9 @@ impl Messaging {
         span: Option<SubmitSpan>,
     ) -> Result<MessageRecord, MessagingError> {
         let before = rec.status;
-        let mut latest = rec;
+        let message_id = rec.message_id.clone();
+        let mut updates = Vec::with_capacity(submission.results.len());
+        let mut segments = Vec::with_capacity(submission.results.len());
         for (seq, result) in submission.results.into_iter().enumerate() {
             let seq = seq as u16;
             let (outcome, id) = match result {
@@ -131,7 +134,7 @@ impl Messaging {
                     if let Some((session, sequence)) = pending {
                         self.remember_late(
                             (submission.link.clone(), session, sequence),
-                            (latest.message_id.clone(), seq),
+                            (message_id.clone(), seq),
                         );
                     }
                     (SubmitStatus::Unknown { reason }, None)
@@ -168,31 +171,35 @@ impl Messaging {
                 }
                 (name, attrs)
             });
-            let recorded = self
-                .store
-                .record_submit(&SubmitUpdate {
-                    message_id: latest.message_id.clone(),
-                    seq,
-                    outcome,
-                    link: submission.link.clone(),
-                    smsc_message_id: id.clone(),
-                    at_ms: unix_now_ms(),
-                    resubmitted: submission.resubmitted.contains(&seq),
-                })
-                .await
-                .map_err(|e| MessagingError::Internal(e.to_string()));
+            updates.push(SubmitUpdate {
+                message_id: message_id.clone(),
+                seq,
+                outcome,
+                link: submission.link.clone(),
+                smsc_message_id: id.clone(),
+                at_ms: unix_now_ms(),
+                resubmitted: submission.resubmitted.contains(&seq),
+            });
+            segments.push((seq, id, error, traced));
+        }
+        let recorded = self
+            .store
+            .record_submits(&updates)
+            .await
+            .map_err(|e| MessagingError::Internal(e.to_string()));
+        let latest = match recorded {
+            Ok(c) => c.record,
+            Err(e) => {
+                if let Some(s) = span {
+                    s.finish(Some(&submission.link), Some(&e.to_string()));
+                }
+                return Err(e);
+            }
+        };
+        for (seq, id, error, traced) in segments {
             if let (Some(s), Some((name, attrs))) = (&span, traced) {
                 s.segment(seq, name, attrs);
             }
-            latest = match recorded {
-                Ok(r) => r,
-                Err(e) => {
-                    if let Some(s) = span {
-                        s.finish(Some(&submission.link), Some(&e.to_string()));
-                    }
-                    return Err(e);
-                }
-            };
             self.observe(Lifecycle::Submitted {
                 record: &latest,
                 link: &submission.link,

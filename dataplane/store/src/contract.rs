@@ -127,8 +127,8 @@ pub async fn users_concurrent_registration(store: Arc<dyn UserStore>) {
 
 use smsgw_core::messages::ReceiptUpdate;
 use smsgw_core::messages::{
-    ClaimRequest, CreateOutcome, MessageRecord, MessageStatus, MessageStore, ReceiptOutcome,
-    ReceiptState, SegmentRecord, SubmitStatus, SubmitUpdate, Target, unix_now_ms,
+    ClaimRequest, CreateOutcome, MessageRecord, MessageStatus, MessageStore, MessageStoreError,
+    ReceiptOutcome, ReceiptState, SegmentRecord, SubmitStatus, SubmitUpdate, Target, unix_now_ms,
 };
 use std::collections::HashSet;
 use std::time::Duration;
@@ -612,6 +612,89 @@ pub async fn messages_status_before_and_after(store: &dyn MessageStore) {
         (c.before, c.after()),
         (MessageStatus::Accepted, MessageStatus::Delivered)
     );
+}
+
+/// Every segment outcome of one submission in one write: all or none (a
+/// segment out of range, or updates of two messages, write nothing), the
+/// status before the first and after the last, each SMSC id indexed (a
+/// receipt parked for one of them applied).
+pub async fn messages_submission_at_once(store: &dyn MessageStore) {
+    let m = created(store.create(&message(3)).await.unwrap());
+    let (s0, s2) = (unique("sid"), unique("sid"));
+    let mut out_of_range = accepted(&m, 3, "l1", &unique("sid"));
+    out_of_range.seq = 3;
+    let err = store
+        .record_submits(&[accepted(&m, 0, "l1", &s0), out_of_range])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, MessageStoreError::NoSuchSegment { seq: 3, .. }),
+        "{err:?}"
+    );
+    let other = created(store.create(&message(1)).await.unwrap());
+    assert!(
+        store
+            .record_submits(&[
+                accepted(&m, 0, "l1", &s0),
+                accepted(&other, 0, "l1", &unique("sid"))
+            ])
+            .await
+            .is_err()
+    );
+    let unchanged = store.get(&m.message_id).await.unwrap().unwrap();
+    assert!(
+        unchanged
+            .segments
+            .iter()
+            .all(|s| s.submit == SubmitStatus::Pending),
+        "nothing written: {unchanged:?}"
+    );
+    // A receipt for the third segment came before its response.
+    store
+        .apply_receipt(&receipt("l1", &s2, ReceiptState::Delivered))
+        .await
+        .unwrap();
+    let mut rejected = accepted(&m, 1, "l1", "");
+    rejected.outcome = SubmitStatus::Rejected {
+        command_status: 0x45,
+    };
+    rejected.smsc_message_id = None;
+    let c = store
+        .record_submits(&[
+            accepted(&m, 0, "l1", &s0),
+            rejected,
+            accepted(&m, 2, "l1", &s2),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        (c.before, c.after()),
+        (MessageStatus::Accepted, MessageStatus::Rejected)
+    );
+    let segs = &c.record.segments;
+    assert_eq!(segs[0].smsc_message_id.as_deref(), Some(s0.as_str()));
+    assert!(matches!(
+        segs[1].submit,
+        SubmitStatus::Rejected {
+            command_status: 0x45
+        }
+    ));
+    assert_eq!(
+        segs[2].receipt,
+        Some(ReceiptState::Delivered),
+        "the parked receipt applied"
+    );
+    let r = store
+        .apply_receipt(&receipt("l1", &s0, ReceiptState::Delivered))
+        .await
+        .unwrap();
+    assert!(matches!(r, ReceiptOutcome::Applied(_)), "{r:?}");
+    assert_eq!(store.get(&m.message_id).await.unwrap().unwrap(), {
+        let ReceiptOutcome::Applied(rec) = r else {
+            unreachable!()
+        };
+        rec
+    });
 }
 
 /// Eight concurrent sweepers claim 20 stale accepted messages: each

@@ -220,6 +220,15 @@ mod messages {
                 }
 
                 $(#[$attr])*
+                #[tokio::test]
+                async fn a_submission_records_every_segment_at_once() {
+                    let Some((_k, s)) = $make(MessageStoreOptions::default()).await else {
+                        return;
+                    };
+                    contract::messages_submission_at_once(&*s).await;
+                }
+
+                $(#[$attr])*
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn stale_accepted_messages_are_claimed_exactly_once() {
                     let Some((_k, s)) = $make(MessageStoreOptions::default()).await else {

@@ -12,7 +12,7 @@
 //! applies the domain rules of [`smsgw_core::messages`] and retries when
 //! another writer got in between.
 
-use super::{CAS_ATTEMPTS, MessageStoreOptions, TAKEOVER_AFTER, backend, ms};
+use super::{CAS_ATTEMPTS, MessageStoreOptions, TAKEOVER_AFTER, backend, ms, one_message};
 use async_trait::async_trait;
 use smsgw_core::messages::{
     ClaimRequest, Claimed, CreateOutcome, MessageRecord, MessageStatus, MessageStore,
@@ -305,42 +305,51 @@ impl<K: VersionedKv> MessageStore for KvMessageStore<K> {
         &self,
         s: &SubmitUpdate,
     ) -> Result<StatusChange, MessageStoreError> {
+        self.record_submits(std::slice::from_ref(s)).await
+    }
+
+    async fn record_submits(
+        &self,
+        updates: &[SubmitUpdate],
+    ) -> Result<StatusChange, MessageStoreError> {
+        let id = one_message(updates)?;
         let res = self
-            .update(&s.message_id, |rec| {
-                rec.record_submit(s)?;
+            .update(id, |rec| {
+                for s in updates {
+                    rec.record_submit(s)?;
+                }
                 Ok(true)
             })
             .await?;
         let Some((before, mut rec, _)) = res else {
             return Err(MessageStoreError::NotFound {
-                message_id: s.message_id.clone(),
+                message_id: id.to_owned(),
             });
         };
         if before == MessageStatus::Accepted && rec.status != MessageStatus::Accepted {
-            self.kv.unlist_accepted(&s.message_id).await?;
+            self.kv.unlist_accepted(id).await?;
         }
-        let Some(sid) = &s.smsc_message_id else {
-            return Ok(StatusChange {
-                before,
-                record: rec,
-            });
-        };
-        let parked = self
-            .kv
-            .index_and_take_parked(
-                &s.link,
-                sid,
-                &s.message_id,
-                s.seq,
-                rec.expires_at_ms(self.opts.ttl),
-                self.opts.index_grace,
-            )
-            .await?;
-        if let Some(r) = parked
-            && let ReceiptOutcome::Applied(updated) =
-                self.apply_to(&s.message_id, s.seq, &r).await?.outcome
-        {
-            rec = updated;
+        for s in updates {
+            let Some(sid) = &s.smsc_message_id else {
+                continue;
+            };
+            let parked = self
+                .kv
+                .index_and_take_parked(
+                    &s.link,
+                    sid,
+                    &s.message_id,
+                    s.seq,
+                    rec.expires_at_ms(self.opts.ttl),
+                    self.opts.index_grace,
+                )
+                .await?;
+            if let Some(r) = parked
+                && let ReceiptOutcome::Applied(updated) =
+                    self.apply_to(&s.message_id, s.seq, &r).await?.outcome
+            {
+                rec = updated;
+            }
         }
         Ok(StatusChange {
             before,

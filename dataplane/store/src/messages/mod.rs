@@ -112,3 +112,18 @@ fn keep_parked(old: ReceiptUpdate, new: ReceiptUpdate) -> ReceiptUpdate {
         new
     }
 }
+
+/// The message every update of one submission is for; an error when there
+/// are none, or they name several messages.
+pub(crate) fn one_message(
+    updates: &[smsgw_core::messages::SubmitUpdate],
+) -> Result<&str, smsgw_core::messages::MessageStoreError> {
+    let id = updates
+        .first()
+        .map(|s| s.message_id.as_str())
+        .ok_or_else(|| backend("a submission without segments"))?;
+    if updates.iter().any(|s| s.message_id != id) {
+        return Err(backend("one submission's updates name several messages"));
+    }
+    Ok(id)
+}

@@ -276,6 +276,22 @@ impl MessageStore for EmbeddedMessageStore {
         .await
     }
 
+    async fn record_submits(
+        &self,
+        updates: &[SubmitUpdate],
+    ) -> Result<StatusChange, MessageStoreError> {
+        let op = Op::Submits {
+            updates: updates.to_vec(),
+            now: unix_now_ms(),
+            ttl: self.ttl_ms(),
+        };
+        self.write(op, |d| match d {
+            Done::Submitted(r) => Some(r),
+            _ => None,
+        })
+        .await
+    }
+
     async fn apply_receipt_change(
         &self,
         r: &ReceiptUpdate,

@@ -117,11 +117,17 @@ pub(super) enum Op {
         ttl: u64,
         parked_ttl: u64,
     },
-    // Last, so that logs written before it existed replay unchanged.
+    // Last ones, so that logs written before they existed replay unchanged
+    // (new variants go after these).
     Release {
         message_id: String,
         owner: String,
         until_ms: u64,
+        now: u64,
+        ttl: u64,
+    },
+    Submits {
+        updates: Vec<SubmitUpdate>,
         now: u64,
         ttl: u64,
     },
@@ -175,6 +181,9 @@ impl Op {
                 now,
                 ttl,
             } => release_in(t, message_id, owner, *until_ms, *now, *ttl).map(Done::Released),
+            Op::Submits { updates, now, ttl } => {
+                submits_in(t, updates, *now, *ttl).map(Done::Submitted)
+            }
         }
     }
 }
@@ -356,6 +365,42 @@ fn submit_in(
         before,
         record: rec,
     })
+}
+
+/// Every segment outcome of one submission in this transaction: checked
+/// first (one message, live, every segment in range), then written.
+fn submits_in(
+    t: &mut Tables<'_>,
+    updates: &[SubmitUpdate],
+    now: u64,
+    ttl: u64,
+) -> Result<StatusChange, MessageStoreError> {
+    let id = crate::messages::one_message(updates)?;
+    let rec =
+        live(get_record(&t.msgs, id)?, ttl, now).ok_or_else(|| MessageStoreError::NotFound {
+            message_id: id.to_owned(),
+        })?;
+    if let Some(s) = updates
+        .iter()
+        .find(|s| usize::from(s.seq) >= rec.segments.len())
+    {
+        return Err(MessageStoreError::NoSuchSegment {
+            message_id: id.to_owned(),
+            seq: s.seq,
+        });
+    }
+    let mut change: Option<StatusChange> = None;
+    for s in updates {
+        let c = submit_in(t, s, now, ttl)?;
+        change = Some(match change {
+            Some(first) => StatusChange {
+                before: first.before,
+                record: c.record,
+            },
+            None => c,
+        });
+    }
+    change.ok_or_else(|| backend("a submission without segments"))
 }
 
 fn receipt_in(
