@@ -322,6 +322,57 @@ async fn with_redis_the_events_a_killed_gateway_held_are_delivered_by_another() 
     );
 }
 
+#[tokio::test]
+async fn events_whose_app_cannot_be_read_wait_for_the_user_store_instead_of_being_dropped() {
+    let redis = smsgw_store::testing::RedisServer::start();
+    let url = redis.url();
+    let hook = Receiver::start(true).await;
+    let sim = Sim::start("127.0.0.1:0");
+    let mut args = FAST_RETRY.to_vec();
+    args.extend(["--store", "redis", "--redis-url", &url]);
+    let gw = Gateway::standalone_with_args(&sim_config(sim.addr), &args);
+    let creds = gw.user("unreadable-app@example.com").await;
+    bound(&gw, &creds).await;
+    set_hook(&gw, &creds, json!({"url": hook.url})).await;
+    // The app-id index entry of the user store turns unreadable (a value
+    // of the wrong type: every read of it fails), while sends, which read
+    // the user by id, keep working.
+    let key = format!("{{smsgw:users}}:a:{}", creds.app_id);
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-u", &url])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let user_id = cli(&["GET", &key]);
+    assert!(!user_id.is_empty(), "no app index at {key}");
+    cli(&["DEL", &key]);
+    cli(&["HSET", &key, "broken", "1"]);
+    // Past the sender's 5 s cache of the app's settings.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let ids = send_delivered(&gw, &creds, "4915106", 3).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        check_events(&hook.accepted(), &ids).is_err(),
+        "delivered while the app could not be read?"
+    );
+    assert!(
+        gw.logs()
+            .contains("cannot read the app's webhook settings; its events wait"),
+        "the sender did not meet the store error"
+    );
+    cli(&["DEL", &key]);
+    cli(&["SET", &key, &user_id]);
+    let all = eventually(Duration::from_secs(30), async || {
+        check_events(&hook.accepted(), &ids).is_ok()
+    })
+    .await;
+    assert!(all.is_some(), "{:?}", check_events(&hook.accepted(), &ids));
+}
+
 /// Sends with a body of extra fields; the answer's status and JSON.
 async fn send_with(gw: &Gateway, creds: &Creds, dest: &str, extra: Value) -> (u16, Value) {
     let mut body =

@@ -460,6 +460,9 @@ async fn claim_loop(
     beat: &mut Instant,
 ) {
     let (outbox, cancel) = (&shared.outbox, &shared.cancel);
+    // Claimed events whose app could not be read (the user store failed):
+    // held here, in order, and tried again before anything new is claimed.
+    let mut unresolved: Vec<smsgw_core::outbox::Claimed> = Vec::new();
     loop {
         if cancel.is_cancelled() {
             return;
@@ -471,16 +474,28 @@ async fn claim_loop(
             }
         }
         let room = shared.held.available_permits().min(1024);
-        if room == 0 {
+        let got = if unresolved.is_empty() {
+            None
+        } else {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = cancel.cancelled() => return,
+            }
+            Some(std::mem::take(&mut unresolved))
+        };
+        if got.is_none() && room == 0 {
             tokio::select! {
                 _ = shared.held.acquire() => {}
                 () = cancel.cancelled() => return,
             }
             continue;
         }
-        let got = tokio::select! {
-            r = outbox.claim(&shared.opts.consumer, room, Duration::from_secs(1)) => r,
-            () = cancel.cancelled() => return,
+        let got = match got {
+            Some(held) => Ok(held),
+            None => tokio::select! {
+                r = outbox.claim(&shared.opts.consumer, room, Duration::from_secs(1)) => r,
+                () = cancel.cancelled() => return,
+            },
         };
         let got = match got {
             Ok(g) => g,
@@ -494,10 +509,13 @@ async fn claim_loop(
             }
         };
         let mut skip = Vec::new();
-        for c in got {
-            let mut app = resolve_app(state, cache, &c.event.app_id).await;
-            let mut dest = destination(&app, &c.event);
-            if dest.is_none() && c.event.created_at_ms >= app.read_at_ms {
+        let mut got = got.into_iter();
+        while let Some(c) = got.next() {
+            let mut resolved = resolve_app(state, cache, &c.event.app_id).await;
+            if let Ok(app) = &resolved
+                && destination(app, &c.event).is_none()
+                && c.event.created_at_ms >= app.read_at_ms
+            {
                 // Settings read before this event was made may predate a
                 // webhook set since: read them again rather than skip it
                 // (once per app and claim: the new read covers the rest).
@@ -505,9 +523,21 @@ async fn claim_loop(
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&c.event.app_id);
-                app = resolve_app(state, cache, &c.event.app_id).await;
-                dest = destination(&app, &c.event);
+                resolved = resolve_app(state, cache, &c.event.app_id).await;
             }
+            let app = match resolved {
+                Ok(app) => app,
+                Err(e) => {
+                    // Not known to want nothing: keep this event and the
+                    // rest (in order) and read the app again shortly,
+                    // rather than acknowledge events nobody received.
+                    tracing::warn!(app_id = %c.event.app_id, error = %e, "cannot read the app's webhook settings; its events wait");
+                    unresolved.push(c);
+                    unresolved.extend(got.by_ref());
+                    break;
+                }
+            };
+            let dest = destination(&app, &c.event);
             let Some(dest) = dest else {
                 skip.push(c.position);
                 continue;
@@ -583,12 +613,13 @@ fn lane_of(key: &str, lanes: usize) -> usize {
     (h.finish() % lanes.max(1) as u64) as usize
 }
 
-/// An app's webhook settings, read at most every 5 s.
+/// An app's webhook settings, read at most every 5 s; an error (never
+/// cached) when the user store cannot answer.
 async fn resolve_app(
     state: &ApiState,
     cache: &std::sync::Mutex<AppCache>,
     app: &str,
-) -> Arc<AppTarget> {
+) -> Result<Arc<AppTarget>, smsgw_core::users::StoreError> {
     let key = app.to_owned();
     let cached = cache
         .lock()
@@ -596,11 +627,11 @@ async fn resolve_app(
         .get(&key, Instant::now())
         .cloned();
     if let Some(t) = cached {
-        return t;
+        return Ok(t);
     }
     let read_at_ms = smsgw_core::messages::unix_now_ms();
-    let t = match state.auth.store().by_app_id(app).await {
-        Ok(Some(u)) => {
+    let t = match state.auth.store().by_app_id(app).await? {
+        Some(u) => {
             let secret = u.webhook_secret.as_deref().and_then(|stored| {
                 let s = state.auth.webhook_secret(&u.user_id, stored);
                 if s.is_none() {
@@ -627,7 +658,7 @@ async fn resolve_app(
                 read_at_ms,
             }
         }
-        _ => AppTarget {
+        None => AppTarget {
             webhook: None,
             events: None,
             secret: None,
@@ -642,7 +673,7 @@ async fn resolve_app(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(key, t.clone(), bytes, Instant::now());
-    t
+    Ok(t)
 }
 
 /// Apps' webhook settings, each read at most every 5 s.

@@ -62,13 +62,18 @@ pub struct PolicyOnly {
 
 impl Default for LifecycleMetrics {
     fn default() -> Self {
+        let in_doubt = Family::<PolicyOnly, Counter>::default();
+        // Both series from the start (zero), so a dashboard has them.
+        for policy in ["resubmit", "hold"] {
+            drop(in_doubt.get_or_create(&PolicyOnly { policy }));
+        }
         Self {
             store_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
             }),
             policy_decisions: Family::default(),
             policy_duration: Histogram::new(exponential_buckets(0.000_005, 2.0, 20)),
-            in_doubt: Family::default(),
+            in_doubt,
         }
     }
 }
