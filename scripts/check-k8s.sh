@@ -104,15 +104,18 @@ PY
 
 echo "chart: Ingress, Gateway API routes, TLS in the pods, cert-manager"
 # cert-manager and Gateway API kinds are CRDs unknown to the core schemas:
-# the core objects are validated, the others checked for their shape here.
+# the core objects are validated by kubernetes-validate, the others
+# against their CRDs' schemas (scripts/validate-crd-kinds.mjs), and the
+# shape of both is checked here.
 for f in ingress gateway-api; do
     "$helm" lint --strict --quiet charts/smsgw -f "charts/smsgw/ci/$f-values.yaml"
     "$helm" template smsgw charts/smsgw --namespace smsgw -f "charts/smsgw/ci/$f-values.yaml" >"$out/$f.yaml"
-    python3 - "$out/$f.yaml" "$out/$f-core.yaml" "$f" <<'PY'
-import sys, yaml
+    python3 - "$out/$f.yaml" "$out/$f-core.yaml" "$f" "$out/$f-crd-kinds.json" <<'PY'
+import json, sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 other = ("cert-manager.io/", "gateway.networking.k8s.io/")
 yaml.safe_dump_all([d for d in docs if not d["apiVersion"].startswith(other)], open(sys.argv[2], "w"))
+json.dump([d for d in docs if d["apiVersion"].startswith(other)], open(sys.argv[4], "w"))
 by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
 proxy = by[("Deployment", "smsgw-proxy")]["spec"]["template"]["spec"]
 c = proxy["containers"][0]
@@ -132,6 +135,13 @@ if sys.argv[3] == "ingress":
     assert a["traefik.ingress.kubernetes.io/service.serversscheme"] == "https", a
     assert a["cert-manager.io/cluster-issuer"] == "letsencrypt", a
     assert rest["spec"]["ingressClassName"] == "nginx" and rest["spec"]["tls"][0]["secretName"], rest
+    # The pods serve TLS: the REST Ingress speaks HTTPS to them.
+    ra = rest["metadata"]["annotations"]
+    assert ra["nginx.ingress.kubernetes.io/backend-protocol"] == "HTTPS", ra
+    assert ra["cert-manager.io/cluster-issuer"] == "letsencrypt", ra
+    # Clients restricted: the scrapers still reach /metrics on the REST port.
+    pin = by[("NetworkPolicy", "smsgw-proxy")]["spec"]["ingress"]
+    assert any(r["ports"] == [{"port": 8080, "protocol": "TCP"}] and "monitoring" in str(r["from"]) for r in pin), pin
     assert grpc["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"]["name"] == "grpc", grpc
     assert ("Certificate", "smsgw-operator-config-tls") in by and ("Secret", "smsgw-operator-config-tls") not in by
 else:
@@ -141,8 +151,13 @@ else:
         assert r["spec"]["parentRefs"][0]["name"] == "public", r
         assert r["spec"]["rules"][0]["backendRefs"] == [{"name": "smsgw-proxy", "port": port}], r
     assert not any(k == "Ingress" for k, _ in by)
+    # The pods serve TLS: the Gateway speaks TLS to them and verifies them.
+    b = by[("BackendTLSPolicy", "smsgw-proxy")]["spec"]
+    assert b["targetRefs"] == [{"group": "", "kind": "Service", "name": "smsgw-proxy"}], b
+    assert b["validation"]["hostname"] and b["validation"]["caCertificateRefs"], b
 PY
     "${validate[@]}" "$out/$f-core.yaml"
+    node scripts/validate-crd-kinds.mjs "$tools" "$out/$f-crd-kinds.json"
 done
 
 echo "chart: bad value combinations fail the render with what to set"
@@ -162,6 +177,8 @@ refuses "s3.bucket is required" --set s3.enabled=true
 refuses "rateLimit.failMode must be open or closed" --set rateLimit.failMode=maybe
 refuses "proxy.tls.enabled needs proxy.tls.existingSecret" --set proxy.tls.enabled=true
 refuses "choose one" --set ingress.enabled=true,gatewayApi.enabled=true
+refuses "needs gatewayApi.backendTLS.hostname" --set gatewayApi.enabled=true,proxy.tls.enabled=true,proxy.tls.existingSecret=t
+refuses "set clusterIssuer or issuer, not both" --set ingress.enabled=true,ingress.certManager.clusterIssuer=a,ingress.certManager.issuer=b
 refuses "secrets.jwtPrivateKeyIds is required" --set secrets.existingJwtPrivateKeySecret=jwt
 refuses "issuerRef.name is required" --set operator.configStream.tls.certManager.enabled=true
 # Default values: the shipped Redis backs users, store, limits and policies.

