@@ -25,7 +25,7 @@ pub use duration::{DURATION_PATTERN, Duration};
 pub use manifest::{API_VERSION, ConfigError, Manifest, Metadata, Resource, parse_manifests};
 pub use snapshot::{
     AppCredentials, CREDENTIALS_APP_ID, CREDENTIALS_APP_SECRET, CREDENTIALS_PASSWORD, REDACTED,
-    Snapshot, compile, compile_manifests,
+    SecretToHash, Snapshot, compile, compile_manifests,
 };
 pub use spec::*;
 pub use status::*;

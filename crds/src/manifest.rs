@@ -22,6 +22,10 @@ pub struct Metadata {
     /// Labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The object's UID in a cluster (unique to this incarnation of the
+    /// resource); absent in standalone files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
 
 /// One resource with its metadata.
@@ -87,6 +91,7 @@ impl Metadata {
             name: meta.name.clone().unwrap_or_default(),
             namespace: meta.namespace.clone(),
             labels: meta.labels.clone().unwrap_or_default(),
+            uid: meta.uid.clone(),
         }
     }
 }

@@ -20,8 +20,14 @@ pub struct Snapshot {
     pub links: BTreeMap<String, SmppLinkSpec>,
     /// Pools by name.
     pub pools: BTreeMap<String, EsmePoolSpec>,
-    /// Users by resource name; `password` holds the resolved secret, if any.
+    /// Users by resource name; `password` holds the resolved secret, if
+    /// any (never in the form proxies get: see [`Snapshot::for_proxies`]).
     pub users: BTreeMap<String, UserSpec>,
+    /// Argon2id PHC strings of users' passwords, by user (resource) name:
+    /// what [`Snapshot::for_proxies`] sends in place of
+    /// `users[name].password`. A proxy stores the hash as is.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub password_hashes: BTreeMap<String, String>,
     /// Contact-policy strategies by name.
     pub policies: BTreeMap<String, ContactPolicySpec>,
     /// App credentials by user (resource) name, from each User's
@@ -32,14 +38,32 @@ pub struct Snapshot {
     pub app_credentials: BTreeMap<String, AppCredentials>,
 }
 
-/// An application's machine credentials.
+/// An application's machine credentials, from its User's credentials
+/// Secret: what the app authenticates with (`POST /api/v1/auth/token`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppCredentials {
     /// Public app id (the `X-App-ID` header).
     pub app_id: String,
-    /// Secret the app authenticates with.
+    /// Secret the app authenticates with, as compiled; empty in the form
+    /// proxies get ([`Snapshot::for_proxies`]), which carries
+    /// `app_secret_hash` instead.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub app_secret: String,
+    /// Argon2id PHC string of the secret, in the form proxies get.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_secret_hash: Option<String>,
+}
+
+/// A secret [`Snapshot::for_proxies`] asks to have hashed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SecretToHash<'a> {
+    /// The User (resource name) the secret belongs to.
+    pub user: &'a str,
+    /// Which secret: [`CREDENTIALS_PASSWORD`] or [`CREDENTIALS_APP_SECRET`].
+    pub key: &'static str,
+    /// The secret itself.
+    pub secret: &'a str,
 }
 
 /// Key of the app id in a User's credentials Secret.
@@ -83,9 +107,58 @@ impl Snapshot {
                 u.password = Some(REDACTED.to_owned());
             }
         }
+        // A hash is not the secret, but it lets whoever holds it guess
+        // the secret offline.
+        for h in s.password_hashes.values_mut() {
+            *h = REDACTED.to_owned();
+        }
         for c in s.app_credentials.values_mut() {
             c.app_secret = REDACTED.to_owned();
+            if c.app_secret_hash.is_some() {
+                c.app_secret_hash = Some(REDACTED.to_owned());
+            }
         }
+        s
+    }
+
+    /// The form the operator sends to proxy pods: only the secrets a
+    /// proxy needs in plain. Links keep their bind passwords and CA
+    /// bundles (any pod may be handed any link's bind slot); users'
+    /// passwords and apps' secrets travel as the PHC strings `hash`
+    /// returns (`password_hashes`, `app_credentials[..].app_secret_hash`),
+    /// which a proxy stores as they are to check logins and token
+    /// requests. A user whose credentials Secret (app id and secret) does
+    /// not exist yet is left out until it does: a proxy would give its app
+    /// a random id, and an app id never changes. The version is that of
+    /// the new content, so it depends on
+    /// the hashes: `hash` should answer the same string for the same
+    /// user, key and secret, in every process, or each operator restart
+    /// publishes a new version.
+    pub fn for_proxies(&self, mut hash: impl FnMut(SecretToHash<'_>) -> String) -> Snapshot {
+        let mut s = self.clone();
+        s.users
+            .retain(|name, _| s.app_credentials.contains_key(name));
+        for (name, u) in &mut s.users {
+            if let Some(p) = u.password.take() {
+                let h = hash(SecretToHash {
+                    user: name,
+                    key: CREDENTIALS_PASSWORD,
+                    secret: &p,
+                });
+                s.password_hashes.insert(name.clone(), h);
+            }
+        }
+        for (name, c) in &mut s.app_credentials {
+            let secret = std::mem::take(&mut c.app_secret);
+            if !secret.is_empty() {
+                c.app_secret_hash = Some(hash(SecretToHash {
+                    user: name,
+                    key: CREDENTIALS_APP_SECRET,
+                    secret: &secret,
+                }));
+            }
+        }
+        s.version = s.compute_version();
         s
     }
 
@@ -220,6 +293,7 @@ pub fn compile(resources: &[(usize, Resource)]) -> Result<Snapshot, Vec<ConfigEr
                             AppCredentials {
                                 app_id: id.clone(),
                                 app_secret: secret.clone(),
+                                app_secret_hash: None,
                             },
                         );
                     }

@@ -56,6 +56,15 @@ fuzz_target!(|data: &[u8]| {
     }
     for c in red.app_credentials.values() {
         assert_eq!(c.app_secret, REDACTED);
+        assert!(c.app_secret_hash.as_deref().is_none_or(|h| h == REDACTED));
+    }
+    assert!(red.password_hashes.values().all(|h| h == REDACTED));
+    let wire = snap.for_proxies(|s| format!("hash of {}", s.user));
+    for u in wire.users.values() {
+        assert!(u.password.is_none());
+    }
+    for c in wire.app_credentials.values() {
+        assert!(c.app_secret.is_empty());
     }
     for target in snap.links.keys().chain(snap.pools.keys()) {
         assert!(snap.text_options(target).is_some() || snap.pools.contains_key(target));

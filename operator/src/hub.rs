@@ -6,6 +6,7 @@
 //! server reads [`Hub::subscribe`] and reports acks ([`Hub::record_ack`]);
 //! the status writer reads [`Hub::compile_errors`] and the rejections.
 
+use crate::hashes::SecretHashes;
 use crate::slots::{Assignment, SlotId, assign_slots};
 use smsgw_crds::{ConfigError, Resource, Snapshot};
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,7 +21,9 @@ pub type ResourceKey = (String, String);
 /// which bind slot.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Published {
-    /// The compiled configuration; `None` until the first compile.
+    /// The compiled configuration in the form proxies get (users'
+    /// secrets hashed: [`Snapshot::for_proxies`]); `None` until the first
+    /// compile.
     pub snapshot: Option<Arc<Snapshot>>,
     /// `snapshot` as JSON, as sent on the wire.
     pub snapshot_json: Arc<Vec<u8>>,
@@ -61,6 +64,8 @@ struct State {
     /// assignment does not place yet (an operator that just started)
     /// stays, so a restart does not move bound sessions.
     holders: Assignment,
+    /// The hashes users' secrets are published as.
+    hashes: SecretHashes,
 }
 
 /// Shared state of the operator. Cheap to clone.
@@ -196,8 +201,17 @@ impl Hub {
 
     fn republish(&self, st: &mut State) {
         let resources: Vec<Resource> = st.resources.values().cloned().collect();
-        let (snapshot, errors) = compile_best_effort(resources);
+        let (compiled, errors) = compile_best_effort(resources);
         st.errors = errors;
+        let State {
+            resources, hashes, ..
+        } = &mut *st;
+        let snapshot = hashes.proxies_form(&compiled, |name| {
+            resources
+                .get(&("User".to_owned(), name.to_owned()))
+                .map(Resource::metadata)
+        });
+        drop(compiled);
         let links: BTreeMap<String, u32> = snapshot
             .links
             .iter()

@@ -9,13 +9,14 @@
 //! `smsgw-leases`, shared with the gateway), [`server`] (the gRPC stream),
 //! [`auth`] (who may open it: TokenReview of the proxies' tokens),
 //! [`status`] (pure status + status writes), [`credentials`] (Users'
-//! Secrets), [`leader`] (Lease-based leader election), [`controller`]
+//! Secrets), [`hashes`] (users' secrets hashed for the wire), [`leader`] (Lease-based leader election), [`controller`]
 //! (watchers and the status loop).
 #![warn(missing_docs)]
 
 pub mod auth;
 pub mod controller;
 pub mod credentials;
+pub mod hashes;
 pub mod hub;
 pub mod leader;
 pub mod server;

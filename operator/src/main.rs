@@ -142,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
         }
         // Info, not a warning: a development setup (the chart sets it).
         None => tracing::info!(
-            "--proxy-service-account is unset: any caller of the snapshot stream gets every secret"
+            "--proxy-service-account is unset: any caller of the snapshot stream gets every link's bind password"
         ),
     }
     let mut server = tonic::transport::Server::builder();

@@ -220,3 +220,37 @@ async fn a_resource_breaking_a_field_rule_is_refused_like_standalone_does() {
     let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
     assert_eq!(fields, ["spec.sessions", "spec.members[0].link"]);
 }
+
+/// Only the secrets a proxy needs travel: links' bind passwords (any pod
+/// may be handed any link's bind slot), and users' passwords and app
+/// secrets only as argon2id hashes.
+#[tokio::test]
+async fn the_stream_carries_hashes_of_user_passwords_and_app_secrets_not_the_secrets() {
+    let users = "---\napiVersion: smsgw.io/v1alpha1\nkind: User\nmetadata: {name: bob}\nspec: {email: bob@example.com, appName: b, passwordSecretRef: {name: bob-login, key: password}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: bob-login}\nstringData: {password: bob login password}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: bob-credentials}\nstringData: {appId: app-bob, appSecret: bobs app secret 0123456789}\n";
+    let (hub, _rejections) = Hub::new();
+    for r in resources(&format!("{EXAMPLE}{users}")) {
+        hub.upsert(r);
+    }
+    let url = serve(hub.clone()).await;
+    let mut pod = Pod::connect(&url, "proxy-0", "").await;
+    let msg = pod.next().await;
+    let json = String::from_utf8(msg.snapshot_json.clone()).unwrap();
+    for secret in ["bob login password", "bobs app secret 0123456789"] {
+        assert!(!json.contains(secret), "{secret:?} travels: {json}");
+    }
+    let snap: smsgw_crds::Snapshot = serde_json::from_str(&json).unwrap();
+    assert_eq!(snap.links["local-sim"].password.as_deref(), Some("secret"));
+    assert_eq!(snap.users["bob"].password, None);
+    assert!(snap.password_hashes["bob"].starts_with("$argon2id$"));
+    let creds = &snap.app_credentials["bob"];
+    assert_eq!(creds.app_id, "app-bob");
+    assert!(creds.app_secret.is_empty());
+    assert!(
+        creds
+            .app_secret_hash
+            .as_deref()
+            .unwrap()
+            .starts_with("$argon2id$")
+    );
+    assert_eq!(snap.version, msg.version);
+}

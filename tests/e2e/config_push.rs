@@ -262,3 +262,77 @@ async fn two_gateways_follow_the_operators_versions_and_survive_its_absence() {
     assert!(a.terminate().success());
     assert!(b.terminate().success());
 }
+
+const BOB: &str = r#"apiVersion: smsgw.io/v1alpha1
+kind: User
+metadata: {name: bob}
+spec: {email: bob@example.com, appName: bob, passwordSecretRef: {name: bob-login, key: password}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: bob-login}
+stringData: {password: bob login password}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: bob-credentials}
+stringData: {appId: app-bob, appSecret: bobs app secret 0123456789}
+"#;
+
+/// Issue 23: a user's password and its app secret reach the gateway only
+/// as hashes, and still authenticate there: the password logs in, the
+/// credentials Secret's app id and secret get a machine token. Neither
+/// shows in the admin view or the log.
+#[tokio::test]
+async fn a_users_secrets_travel_as_hashes_and_still_authenticate() {
+    let (hub, _rejections) = Hub::new();
+    let operator = Operator::start(&hub, "127.0.0.1:0".parse().unwrap());
+    let gw = Gateway::serve(&operator.url(), "gw-a");
+    feed(&hub, &format!("{EXAMPLE_CONFIG}---\n{BOB}"));
+    let version = current_version(&hub);
+    let published = String::from_utf8(hub.current().snapshot_json.to_vec()).unwrap();
+    let secrets = ["bob login password", "bobs app secret 0123456789"];
+    for secret in secrets {
+        assert!(
+            !published.contains(secret),
+            "{secret:?} is sent: {published}"
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(20), async || all_applied(
+            &hub,
+            &["gw-a"],
+            &version
+        ))
+        .await
+        .is_some(),
+        "acks: {:?}\nlogs:\n{}",
+        hub.acks(),
+        gw.logs()
+    );
+    let client = reqwest::Client::new();
+    for (path, body) in [
+        (
+            "/api/v1/auth/login",
+            json!({"email": "bob@example.com", "password": secrets[0]}),
+        ),
+        (
+            "/api/v1/auth/token",
+            json!({"app_id": "app-bob", "app_secret": secrets[1]}),
+        ),
+    ] {
+        let r = client.post(gw.url(path)).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}: {}", r.text().await.unwrap());
+    }
+    let config = gw.admin_get("/api/v1/admin/config").await;
+    assert_eq!(config["password_hashes"]["bob"], "***", "{config}");
+    assert_eq!(
+        config["app_credentials"]["bob"]["appSecretHash"], "***",
+        "{config}"
+    );
+    let shown = format!("{config}{}", gw.logs());
+    for secret in secrets {
+        assert!(!shown.contains(secret), "{secret:?} shown: {shown}");
+    }
+    assert!(!shown.contains("$argon2id$"), "a hash shown: {shown}");
+}

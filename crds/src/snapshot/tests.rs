@@ -268,6 +268,82 @@ fn user_credentials_secret_supplies_app_credentials_and_generated_password() {
     assert!(!redacted.contains("topsecret") && !redacted.contains("generated-pw"));
 }
 
+/// What the operator sends to proxies: links keep their secrets (any pod
+/// may bind any link), users' passwords and app secrets travel as the
+/// hashes the hasher gives, users wait for their credentials Secret, and
+/// the version follows the hashes.
+#[test]
+fn the_proxies_form_carries_hashes_of_user_secrets_and_link_secrets_as_they_are() {
+    let user = "---\napiVersion: smsgw.io/v1alpha1\nkind: User\nmetadata: {name: bob}\nspec: {email: bob@example.com, appName: b, generatePassword: true}\n---\napiVersion: smsgw.io/v1alpha1\nkind: User\nmetadata: {name: eve}\nspec: {email: eve@example.com, appName: e}\n";
+    let secret = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: bob-credentials}\nstringData: {appId: app-1, appSecret: topsecret, password: generated-pw}\n";
+    let snap = compile_manifests(&format!("{EXAMPLE}{user}{secret}")).unwrap();
+    let mut asked = Vec::new();
+    let fake = |s: SecretToHash<'_>| format!("$fake${}${}${}", s.user, s.key, s.secret.len());
+    let wire = snap.for_proxies(|s| {
+        asked.push((s.user.to_owned(), s.key, s.secret.to_owned()));
+        fake(s)
+    });
+    assert_eq!(
+        asked,
+        [
+            (
+                "bob".to_owned(),
+                CREDENTIALS_PASSWORD,
+                "generated-pw".to_owned()
+            ),
+            (
+                "bob".to_owned(),
+                CREDENTIALS_APP_SECRET,
+                "topsecret".to_owned()
+            ),
+        ]
+    );
+    let json = serde_json::to_string(&wire).unwrap();
+    assert!(
+        !json.contains("topsecret") && !json.contains("generated-pw"),
+        "{json}"
+    );
+    assert!(
+        json.contains("\"secret\""),
+        "the link's bind password travels"
+    );
+    assert_eq!(wire.users["bob"].password, None);
+    assert_eq!(wire.password_hashes["bob"], "$fake$bob$password$12");
+    assert!(
+        !wire.users.contains_key("eve") && !wire.password_hashes.contains_key("eve"),
+        "eve waits for her credentials Secret"
+    );
+    let creds = &wire.app_credentials["bob"];
+    assert_eq!(creds.app_id, "app-1");
+    assert_eq!(creds.app_secret, "");
+    assert_eq!(
+        creds.app_secret_hash.as_deref(),
+        Some("$fake$bob$appSecret$9")
+    );
+    // The JSON round-trips; the version is the wire content's and stable.
+    let back: Snapshot = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, wire);
+    assert_ne!(wire.version, snap.version);
+    assert_eq!(snap.for_proxies(fake).version, wire.version);
+    let other = compile_manifests(&format!(
+        "{EXAMPLE}{user}{}",
+        secret.replace("topsecret", "topsecreT")
+    ))
+    .unwrap()
+    .for_proxies(|s| format!("$h${}", s.secret));
+    assert_ne!(
+        other.version,
+        snap.for_proxies(|s| format!("$h${}", s.secret)).version
+    );
+    // The admin view hides the hashes too.
+    let shown = wire.redacted();
+    assert_eq!(shown.password_hashes["bob"], REDACTED);
+    assert_eq!(
+        shown.app_credentials["bob"].app_secret_hash.as_deref(),
+        Some(REDACTED)
+    );
+}
+
 /// The example with a second link `other` (encoding `encoding`, a YAML
 /// flow mapping) as a member of the pool `default` after `local-sim`.
 fn example_with_second_member(encoding: &str) -> String {

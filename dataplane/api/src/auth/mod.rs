@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use smsgw_core::bounded::{BoundedMap, MemoryUse};
 use smsgw_core::unix_now;
 use smsgw_core::users::{UserRecord, UserStore};
-use smsgw_crds::{Snapshot, UserSpec, is_plausible_email};
+use smsgw_crds::{AppCredentials, Snapshot, UserSpec, is_plausible_email};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -704,9 +704,34 @@ impl Auth {
     /// creates missing ones, updates changed ones, deletes managed users
     /// whose resource is gone. Users registered through the API are not
     /// touched (an email clash with one is logged and skipped).
+    ///
+    /// A user's password and its app's credentials (the User's
+    /// credentials Secret: app id and secret) come as hashes from the
+    /// operator (`password_hashes`, `app_secret_hash`), stored as they
+    /// are, or in plain from a standalone file, hashed here. A new user
+    /// takes the app id of its credentials; a changed app secret revokes
+    /// the app's tokens.
     pub async fn sync_managed_users(&self, snap: &Snapshot) -> Result<(), ApiError> {
         for (name, spec) in &snap.users {
-            self.sync_one(name, spec).await?;
+            let app = snap.app_credentials.get(name);
+            let wanted = Managed {
+                spec,
+                password: match (snap.password_hashes.get(name), &spec.password) {
+                    (Some(h), _) => Secret::Hash(h),
+                    (None, Some(p)) => Secret::Plain(p),
+                    (None, None) => Secret::Unset,
+                },
+                app_id: app.map(|c| c.app_id.as_str()),
+                app_secret: match app {
+                    Some(AppCredentials {
+                        app_secret_hash: Some(h),
+                        ..
+                    }) => Secret::Hash(h),
+                    Some(c) if !c.app_secret.is_empty() => Secret::Plain(&c.app_secret),
+                    _ => Secret::Unset,
+                },
+            };
+            self.sync_one(name, &wanted).await?;
         }
         let mut after: Option<String> = None;
         loop {
@@ -725,19 +750,20 @@ impl Auth {
         Ok(())
     }
 
-    async fn sync_one(&self, name: &str, spec: &UserSpec) -> Result<(), ApiError> {
+    async fn sync_one(&self, name: &str, wanted: &Managed<'_>) -> Result<(), ApiError> {
         // Pods sharing one user store apply the same snapshot at once: when
         // another pod created the user between our read and our create,
         // the second round finds it and updates it like any existing one.
-        if self.sync_once(name, spec).await? {
-            self.sync_once(name, spec).await?;
+        if self.sync_once(name, wanted).await? {
+            self.sync_once(name, wanted).await?;
         }
         Ok(())
     }
 
     /// One round of [`Self::sync_one`]; true when the create lost a race
     /// with another pod (nothing was written: go again).
-    async fn sync_once(&self, name: &str, spec: &UserSpec) -> Result<bool, ApiError> {
+    async fn sync_once(&self, name: &str, wanted: &Managed<'_>) -> Result<bool, ApiError> {
+        let spec = wanted.spec;
         let existing = self.store.by_email(&spec.email).await?;
         if let Some(u) = &existing
             && u.managed_by.as_deref() != Some(name)
@@ -748,21 +774,17 @@ impl Auth {
         let mut user = match existing {
             Some(u) => u,
             None => {
-                let password = spec
-                    .password
-                    .clone()
-                    .unwrap_or_else(password::random_secret);
                 let (p, s) = tokio::join!(
-                    password::hash(password),
-                    password::hash(password::random_secret())
+                    wanted.password.initial_hash(),
+                    wanted.app_secret.initial_hash()
                 );
                 let user = UserRecord {
                     user_id: new_id("usr"),
                     email: spec.email.clone(),
-                    app_id: new_id("app"),
+                    app_id: wanted.app_id.map_or_else(|| new_id("app"), str::to_owned),
                     app_name: spec.app_name.clone(),
-                    password_hash: p.map_err(ApiError::Internal)?,
-                    secret_hash: s.map_err(ApiError::Internal)?,
+                    password_hash: p?,
+                    secret_hash: s?,
                     admin: spec.admin,
                     managed_by: Some(name.to_owned()),
                     created_at: unix_now(),
@@ -781,6 +803,12 @@ impl Auth {
                     Err(smsgw_core::users::StoreError::Conflict { field: "email", .. }) => {
                         return Ok(true);
                     }
+                    Err(smsgw_core::users::StoreError::Conflict {
+                        field: "app_id", ..
+                    }) => {
+                        tracing::warn!(resource = %name, app_id = %user.app_id, "the app id of the User's credentials Secret belongs to another user; skipped");
+                        return Ok(false);
+                    }
                     Err(e) => return Err(e.into()),
                 }
                 tracing::info!(resource = %name, user_id = %user.user_id, "managed user created");
@@ -794,15 +822,27 @@ impl Auth {
         user.allowed_sender_ids = spec.quotas.allowed_sender_ids.clone();
         user.rate = spec.quotas.rate;
         user.source_addresses = spec.source_addresses.clone();
-        if let Some(p) = &spec.password
-            && !password::verify(p.clone(), user.password_hash.clone()).await
-        {
-            user.password_hash = password::hash(p.clone())
-                .await
-                .map_err(ApiError::Internal)?;
+        if let Some(h) = wanted.password.new_hash(&user.password_hash).await? {
+            user.password_hash = h;
+        }
+        match wanted.app_id {
+            Some(app_id) if app_id == user.app_id => {
+                if let Some(h) = wanted.app_secret.new_hash(&user.secret_hash).await? {
+                    user.secret_hash = h;
+                    // A new secret is a rotation: tokens of the old end.
+                    user.token_generation += 1;
+                }
+            }
+            Some(app_id) => {
+                tracing::warn!(resource = %name, user_id = %user.user_id, credentials_app_id = %app_id, stored_app_id = %user.app_id, "the app id of the User's credentials Secret is not the stored one (an app id never changes): the Secret's app credentials do not authenticate");
+            }
+            None => {}
         }
         if user != before {
             self.store.update(&user).await?;
+            if user.token_generation != before.token_generation {
+                self.forget(&user.user_id);
+            }
             tracing::info!(resource = %name, user_id = %user.user_id, "managed user updated");
         }
         Ok(false)
@@ -850,6 +890,52 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
         ));
     }
     Ok(token.trim())
+}
+
+/// What a snapshot says a managed user should be.
+struct Managed<'a> {
+    spec: &'a UserSpec,
+    password: Secret<'a>,
+    /// The app id of the User's credentials Secret, when it exists.
+    app_id: Option<&'a str>,
+    app_secret: Secret<'a>,
+}
+
+/// A managed user's password or app secret as a snapshot gives it.
+enum Secret<'a> {
+    /// An argon2id PHC string (from the operator), stored as it is.
+    Hash(&'a str),
+    /// The secret itself (a standalone file), hashed here.
+    Plain(&'a str),
+    /// None: a new user gets a random one nobody knows.
+    Unset,
+}
+
+impl Secret<'_> {
+    /// The hash a new user stores.
+    async fn initial_hash(&self) -> Result<String, ApiError> {
+        match self {
+            Secret::Hash(h) => Ok((*h).to_owned()),
+            Secret::Plain(p) => password::hash((*p).to_owned()).await,
+            Secret::Unset => password::hash(password::random_secret()).await,
+        }
+        .map_err(ApiError::Internal)
+    }
+
+    /// The hash to store in place of `stored`, when `stored` does not
+    /// already hold this secret.
+    async fn new_hash(&self, stored: &str) -> Result<Option<String>, ApiError> {
+        match self {
+            Secret::Hash(h) => Ok((*h != stored).then(|| (*h).to_owned())),
+            Secret::Plain(p) if !password::verify((*p).to_owned(), stored.to_owned()).await => {
+                password::hash((*p).to_owned())
+                    .await
+                    .map(Some)
+                    .map_err(ApiError::Internal)
+            }
+            Secret::Plain(_) | Secret::Unset => Ok(None),
+        }
+    }
 }
 
 /// A random id with a readable prefix: `usr_…`, `app_…`.

@@ -350,6 +350,75 @@ async fn managed_users_follow_their_resources_and_cannot_be_deleted_through_the_
     );
 }
 
+/// What the operator sends: the password and the app secret of the
+/// User's credentials Secret as hashes, stored as they are; the app
+/// authenticates with the Secret's app id and secret, and a new secret
+/// revokes the tokens of the old one.
+#[tokio::test]
+async fn managed_users_take_the_operators_hashes_and_their_credentials_secrets_app_id() {
+    let yaml = |app_secret: &str| {
+        format!(
+            "apiVersion: smsgw.io/v1alpha1\nkind: User\nmetadata: {{name: bob}}\nspec: {{email: bob@example.com, appName: b, password: 'bob password 1'}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: bob-credentials}}\nstringData: {{appId: app-bob, appSecret: '{app_secret}'}}\n"
+        )
+    };
+    let mut hashes = std::collections::HashMap::new();
+    for secret in ["bob password 1", "app secret 1", "app secret 2"] {
+        hashes.insert(secret, password::hash(secret.into()).await.unwrap());
+    }
+    let wire = |app_secret: &str| {
+        smsgw_crds::compile_manifests(&yaml(app_secret))
+            .unwrap()
+            .for_proxies(|s| hashes[s.secret].clone())
+    };
+    let snap = wire("app secret 1");
+    let (_d, s) = state(snap.clone(), None);
+    s.auth.sync_managed_users(&snap).await.unwrap();
+    let u = s
+        .auth
+        .store()
+        .by_email("bob@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(u.app_id, "app-bob");
+    assert_eq!(u.password_hash, hashes["bob password 1"]);
+    assert_eq!(u.secret_hash, hashes["app secret 1"]);
+    s.auth
+        .login("bob@example.com", "bob password 1", "", None)
+        .await
+        .unwrap();
+    let t = s.auth.token("app-bob", "app secret 1", None).await.unwrap();
+    let h = headers(&[
+        ("authorization", &format!("Bearer {}", t.token)),
+        ("x-app-id", "app-bob"),
+    ]);
+    assert!(s.auth.authenticate(&h).await.is_ok());
+
+    // Applied again: nothing changes.
+    s.auth.sync_managed_users(&snap).await.unwrap();
+    assert_eq!(
+        s.auth.store().get(&u.user_id).await.unwrap(),
+        Some(u.clone())
+    );
+
+    // The Secret's appSecret changed: the new one works, the old one and
+    // its tokens do not.
+    let rotated = wire("app secret 2");
+    s.auth.sync_managed_users(&rotated).await.unwrap();
+    assert!(s.auth.token("app-bob", "app secret 1", None).await.is_err());
+    s.auth.token("app-bob", "app secret 2", None).await.unwrap();
+    assert!(matches!(
+        s.auth.authenticate(&h).await,
+        Err(ApiError::Unauthenticated(m)) if m.contains("revoked")
+    ));
+
+    // The plain form (a standalone file) of the same secrets changes nothing.
+    let stored = s.auth.store().get(&u.user_id).await.unwrap();
+    let plain = smsgw_crds::compile_manifests(&yaml("app secret 2")).unwrap();
+    s.auth.sync_managed_users(&plain).await.unwrap();
+    assert_eq!(s.auth.store().get(&u.user_id).await.unwrap(), stored);
+}
+
 #[tokio::test]
 async fn registered_users_are_untouched_by_configuration_sync() {
     let (_d, s) = state(Snapshot::default(), None);
