@@ -19,7 +19,9 @@ One cluster (`scripts/cluster.sh up`, default chart values: 3 proxies,
   5. secrets: the operator's snapshot stream refuses (UNAUTHENTICATED,
      before any snapshot) a caller without a token, with another
      ServiceAccount's token, or with a proxy's token under another pod's
-     name; the proxies are configured over TLS with their own tokens.
+     name; the proxies are configured over TLS with their own tokens;
+     users' secrets reach them hashed and still authenticate (a User's
+     credentials Secret gets its app a token), and show in no pod log;
   6. dispatch: one bind for three pods: every pod accepts, the holder
      submits what the others hand it; admin stop/start through other pods;
   8. holder kill -9: a pod holding a bind is SIGKILLed under load (and
