@@ -200,7 +200,7 @@ impl Links {
             evicted: 0,
         };
         for l in self.current().links.values() {
-            let r = l.status().mo_reassembly;
+            let r = l.reassembly();
             m.entries += r.sets as u64;
             m.bytes += (r.held_bytes + r.sets * smsgw_core::bounded::ENTRY_OVERHEAD) as u64;
             m.capacity += r.max_sets as u64;

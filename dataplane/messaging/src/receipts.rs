@@ -198,17 +198,15 @@ impl Messaging {
             Some(MoOwner::Managed(email)) => match self.users.by_email(&email).await {
                 Ok(Some(u)) => u.app_id,
                 Ok(None) => return Ok(None),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot look up the owner of a mobile-originated message");
-                    return Err(MessagingError::Users(e));
-                }
+                // The caller logs it (once) and has the SMSC deliver again.
+                Err(e) => return Err(MessagingError::Users(e)),
             },
             None => {
                 tracing::info!(link = %m.link, "mobile-originated message to an address no app owns");
                 return Ok(None);
             }
         };
-        tracing::info!(link = %m.link, %app_id, complete = m.complete, "mobile-originated message delivered to its app");
+        let (link, complete) = (m.link.clone(), m.complete);
         let ev = AppEvent::MobileOriginated {
             app_id: app_id.clone(),
             link: m.link,
@@ -233,10 +231,13 @@ impl Messaging {
                 created_at_ms: unix_now_ms(),
             };
             if let Err(e) = outbox.append(std::slice::from_ref(&out)).await {
-                tracing::warn!(%app_id, error = %e, "a mobile-originated message could not be appended to the outbox");
-                return Err(MessagingError::Internal(e.to_string()));
+                // The caller logs it (once) and has the SMSC deliver again.
+                return Err(MessagingError::Internal(format!(
+                    "appending the event for app {app_id} to the outbox: {e}"
+                )));
             }
         }
+        tracing::info!(%link, %app_id, complete, "mobile-originated message delivered to its app");
         self.publish(ev);
         Ok(Some(app_id))
     }

@@ -469,12 +469,20 @@ impl Link {
             resubmitted: shared.resubmitted.load(Ordering::Relaxed),
             receipt_rate: shared.receipt_meter.rate(),
             sessions,
-            mo_reassembly: shared
-                .reassembler
-                .lock()
-                .expect("reassembler lock")
-                .status(),
+            mo_reassembly: self.reassembly(),
         }
+    }
+
+    /// The MO reassembly buffer's status alone (what
+    /// [`Link::status`]'s `mo_reassembly` holds, without reading every
+    /// session): for a memory gauge read at each scrape.
+    pub fn reassembly(&self) -> crate::ReassemblyStatus {
+        self.inner
+            .shared
+            .reassembler
+            .lock()
+            .expect("reassembler lock")
+            .status()
     }
 
     /// Stops the link: every session drains its window (up to
