@@ -490,7 +490,7 @@ async fn consume_events(
                                 .inc();
                         }
                         Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, link = %r.link, "receipt not applied"),
+                        Err(e) => tracing::warn!(error = ?e, link = %r.link, "receipt not applied"),
                     }
                     drop(permit);
                 });
@@ -520,7 +520,7 @@ async fn consume_events(
                     // Not kept: dropping the ack asks for it again.
                     Ok(_) => m.ack.stored(),
                     Err(e) => {
-                        tracing::warn!(error = %e, %link, "mobile-originated message not kept; the SMSC is asked to deliver it again")
+                        tracing::warn!(error = ?e, %link, "mobile-originated message not kept; the SMSC is asked to deliver it again")
                     }
                 }
             }
@@ -540,7 +540,7 @@ async fn consume_events(
                     .on_late_response(&link, session as u32, sequence_number, command_status, id)
                     .await
                 {
-                    tracing::warn!(error = %e, %link, "late response not applied");
+                    tracing::warn!(error = ?e, %link, "late response not applied");
                 }
             }
             LinkEvent::StateChanged {

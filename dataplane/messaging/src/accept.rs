@@ -103,7 +103,7 @@ impl Messaging {
         let retry = self.submit_retry;
         tokio::spawn(async move {
             if let Err(e) = this.submit(rec, p.outbound, retry, false).await {
-                tracing::warn!(error = %e, "background submission failed; the sweeper will retry");
+                tracing::warn!(error = ?e, "background submission failed; the sweeper will retry");
             }
             drop(permit);
         });

@@ -314,7 +314,7 @@ impl Messaging {
                 }
                 Ok(0) => {}
                 Ok(n) => tracing::info!(claimed = n, "sweeper submitted stale messages"),
-                Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                Err(e) => tracing::warn!(error = ?e, "sweep failed"),
             }
             if let Err(e) = self.store.purge_expired().await {
                 tracing::warn!(error = %e, "purging expired messages failed");
