@@ -4,7 +4,7 @@
 //! are the ones marked `possible_duplicate`.
 
 use crate::harness::{Creds, Gateway, Sim, bound, sim_config};
-use crate::messages::{info, wait_status};
+use crate::messages::{info, send, wait_status};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -281,20 +281,17 @@ async fn killed_mid_submission(policy: &str) -> (Value, Value, String) {
     let gw = Gateway::standalone_in(&config, dir.path(), &[]);
     let creds = gw.user(&email).await;
     bound(&gw, &creds).await;
-    let r = gw
-        .authed(&creds, Method::POST, "/api/v1/sms/send")
-        .json(&json!({
+    let (status, r) = send(
+        &gw,
+        &creds,
+        json!({
             "esme": "sim-link", "source": "SMSGW", "destination": "4915100000042",
             "message": "in the crash window", "transaction_id": "window-1",
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let id = r.json::<Value>().await.unwrap()["message_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    let id = r["message_id"].as_str().unwrap().to_owned();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while sim_stats(&admin).await["submissions"]["distinct"] != 1 {
         assert!(
@@ -359,21 +356,18 @@ async fn an_smsc_restarted_with_the_same_message_ids_settles_each_message_with_i
     let send_three = async |tag: &str| {
         let mut out = Vec::new();
         for i in 0..3 {
-            let r = gw
-                .authed(&creds, Method::POST, "/api/v1/sms/send")
-                .json(&json!({
+            let (status, r) = send(
+                &gw,
+                &creds,
+                json!({
                     "esme": "sim-link", "source": "SMSGW",
                     "destination": format!("49151000077{i:02}"), "message": format!("{tag} {i}"),
                     "transaction_id": format!("{tag}-{i}"), "wait_for_submit": true,
-                }))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-            let id = r.json::<Value>().await.unwrap()["message_id"]
-                .as_str()
-                .unwrap()
-                .to_owned();
+                }),
+            )
+            .await;
+            assert_eq!(status, 200, "{r}");
+            let id = r["message_id"].as_str().unwrap().to_owned();
             out.push(wait_status(&gw, &creds, &id, "delivered", Duration::from_secs(20)).await);
         }
         out

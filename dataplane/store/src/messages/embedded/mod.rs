@@ -264,16 +264,7 @@ impl MessageStore for EmbeddedMessageStore {
         &self,
         s: &SubmitUpdate,
     ) -> Result<StatusChange, MessageStoreError> {
-        let op = Op::Submit {
-            s: s.clone(),
-            now: unix_now_ms(),
-            ttl: self.ttl_ms(),
-        };
-        self.write(op, |d| match d {
-            Done::Submitted(r) => Some(r),
-            _ => None,
-        })
-        .await
+        self.record_submits(std::slice::from_ref(s)).await
     }
 
     async fn record_submits(

@@ -94,6 +94,8 @@ pub(super) enum Op {
         now: u64,
         ttl: u64,
     },
+    /// One segment's outcome: no longer written (a submission is one
+    /// [`Op::Submits`]), replayed from logs of earlier versions.
     Submit {
         s: SubmitUpdate,
         now: u64,

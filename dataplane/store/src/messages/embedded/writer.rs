@@ -85,14 +85,17 @@ fn linger(rx: &mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
 impl Job {
     /// Whether a caller may be waiting on this job to answer a client: a
     /// create (a send is answered once it is accepted), a submit outcome
-    /// (a send that asked for the SMSC's answer waits for it, and the next
-    /// segment is submitted after it), or a checkpoint. Receipts and the
+    /// (a send that asked for the SMSC's answer waits for it), or a
+    /// checkpoint. Receipts and the
     /// sweeper's work are answered after the next batch's sync like every
     /// write, but do not get a sync of their own at once.
     fn urgent(&self) -> bool {
         matches!(
             self,
-            Job::Op(Op::Create { .. } | Op::Submit { .. }, _) | Job::Checkpoint(_)
+            Job::Op(
+                Op::Create { .. } | Op::Submit { .. } | Op::Submits { .. },
+                _
+            ) | Job::Checkpoint(_)
         )
     }
 }
@@ -288,5 +291,52 @@ impl Writer {
             tracing::error!(error = %e, "message store: checkpoint failed");
             self.last_checkpoint = Instant::now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smsgw_core::messages::{SubmitStatus, SubmitUpdate};
+
+    fn job(op: Op) -> Job {
+        Job::Op(op, tokio::sync::oneshot::channel().0)
+    }
+
+    #[test]
+    fn submission_outcomes_are_synced_at_once_housekeeping_waits_for_the_batch() {
+        let update = SubmitUpdate {
+            message_id: "m".into(),
+            seq: 0,
+            outcome: SubmitStatus::Accepted,
+            link: "l".into(),
+            smsc_message_id: Some("1".into()),
+            at_ms: 0,
+            resubmitted: false,
+        };
+        assert!(
+            job(Op::Submits {
+                updates: vec![update.clone()],
+                now: 0,
+                ttl: 1,
+            })
+            .urgent()
+        );
+        assert!(
+            job(Op::Submit {
+                s: update,
+                now: 0,
+                ttl: 1
+            })
+            .urgent()
+        );
+        assert!(
+            !job(Op::Purge {
+                now: 0,
+                ttl: 1,
+                parked_ttl: 1
+            })
+            .urgent()
+        );
     }
 }
