@@ -6,19 +6,8 @@ bin=${SMSGW_BIN:-target/release/smsgw}
 count=${COUNT:-100000}
 pairs=${PAIRS:-3}
 out=/tmp/bench18; mkdir -p $out
-cat > $out/config.yaml <<'YAML'
-apiVersion: smsgw.io/v1alpha1
-kind: SmppLink
-metadata: {name: bench-link}
-spec: {host: 127.0.0.1, port: 12775, systemId: smsgw, password: secret,
-       sessions: 4, window: 64, responseTimeout: 5s, enquireLinkInterval: 10s,
-       messageIdFormat: hex}
----
-apiVersion: smsgw.io/v1alpha1
-kind: EsmePool
-metadata: {name: default}
-spec: {members: [{link: bench-link, weight: 1}]}
-YAML
+source "$(dirname "$0")/lib/bench-config.sh"
+bench_config $out/config.yaml bench-link 12775
 run() { # label, extra bench args
   echo "== $1 (load $(cut -d' ' -f1 /proc/loadavg))"
   "$bin" bench --rest http://127.0.0.1:18081 --grpc http://127.0.0.1:14045 --count $count --concurrency 4 \

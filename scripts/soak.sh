@@ -23,19 +23,8 @@ python=${PYTHON:-python3}
 o=${PORTS:-0}
 sim=$((12795 + o)) rest=$((18101 + o)) grpc=$((14065 + o)) rport=$((16395 + o))
 rm -rf "$out"; mkdir -p "$out/data"
-cat > "$out/config.yaml" <<YAML
-apiVersion: smsgw.io/v1alpha1
-kind: SmppLink
-metadata: {name: soak-link}
-spec: {host: 127.0.0.1, port: $sim, systemId: smsgw, password: secret,
-       sessions: 4, window: 64, responseTimeout: 5s, enquireLinkInterval: 10s,
-       messageIdFormat: hex}
----
-apiVersion: smsgw.io/v1alpha1
-kind: EsmePool
-metadata: {name: default}
-spec: {members: [{link: soak-link, weight: 1}]}
-YAML
+source "$(dirname "$0")/lib/bench-config.sh"
+bench_config "$out/config.yaml" soak-link $sim
 store_flags=()
 redis=
 if [ "$store" = redis ]; then
