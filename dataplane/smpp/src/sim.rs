@@ -1787,7 +1787,6 @@ async fn serve(
     debug!(conn_id, "connection closed");
 }
 
-/// The text of a submit_sm: its short message, or its message_payload TLV.
 /// Reads the ledger at `path` (absent: empty) into counts, and opens it
 /// for appending.
 fn open_ledger(path: &std::path::Path) -> Result<(SubmitCounts, Option<Mutex<std::fs::File>>)> {
@@ -1832,6 +1831,7 @@ fn from_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// The text of a submit_sm: its short message, or its message_payload TLV.
 fn submitted_text(sm: &SubmitSm) -> Vec<u8> {
     let mut text = sm.short_message().as_ref().to_vec();
     if text.is_empty() {
