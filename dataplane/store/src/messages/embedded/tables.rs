@@ -152,7 +152,9 @@ impl Op {
     pub(super) fn apply(&self, t: &mut Tables<'_>) -> Result<Done, MessageStoreError> {
         match self {
             Op::Create { rec, now, ttl } => create_in(t, rec, *now, *ttl).map(Done::Created),
-            Op::Submit { s, now, ttl } => submit_in(t, s, *now, *ttl).map(Done::Submitted),
+            Op::Submit { s, now, ttl } => {
+                submits_in(t, std::slice::from_ref(s), *now, *ttl).map(Done::Submitted)
+            }
             Op::Receipt { r, now, ttl } => receipt_in(t, r, *now, *ttl).map(Done::Receipt),
             Op::Claim {
                 owner,
@@ -330,47 +332,11 @@ fn create_in(
     Ok(CreateOutcome::Created(rec.clone()))
 }
 
-fn submit_in(
-    t: &mut Tables<'_>,
-    s: &SubmitUpdate,
-    now: u64,
-    ttl: u64,
-) -> Result<StatusChange, MessageStoreError> {
-    let rec = live(get_record(&t.msgs, &s.message_id)?, ttl, now);
-    let mut rec = rec.ok_or_else(|| MessageStoreError::NotFound {
-        message_id: s.message_id.clone(),
-    })?;
-    let before = rec.status;
-    rec.record_submit(s)?;
-    put_msg(t, &rec)?;
-    let Some(sid) = &s.smsc_message_id else {
-        return Ok(StatusChange {
-            before,
-            record: rec,
-        });
-    };
-    let k = ix_key(&s.link, sid);
-    t.index
-        .insert(k.as_str(), format!("{}\0{}", s.seq, s.message_id).as_str())
-        .map_err(backend)?;
-    let parked = get_parked(&t.parked, &k)?;
-    if parked.is_some() {
-        t.parked.remove(k.as_str()).map_err(backend)?;
-    }
-    if let Some(parked) = parked
-        && let ReceiptOutcome::Applied(updated) =
-            apply_in(t, &s.message_id, s.seq, &parked.receipt, ttl, now)?.outcome
-    {
-        rec = updated;
-    }
-    Ok(StatusChange {
-        before,
-        record: rec,
-    })
-}
-
-/// Every segment outcome of one submission in this transaction: checked
-/// first (one message, live, every segment in range), then written.
+/// Every segment outcome of one submission (all of one message) in this
+/// transaction: applied to the record in memory first (the core's
+/// `record_submit` refuses a segment out of range before anything is
+/// written), the record written once, then each SMSC id indexed and a
+/// receipt parked under it applied.
 fn submits_in(
     t: &mut Tables<'_>,
     updates: &[SubmitUpdate],
@@ -378,31 +344,38 @@ fn submits_in(
     ttl: u64,
 ) -> Result<StatusChange, MessageStoreError> {
     let id = crate::messages::one_message(updates)?;
-    let rec =
+    let mut rec =
         live(get_record(&t.msgs, id)?, ttl, now).ok_or_else(|| MessageStoreError::NotFound {
             message_id: id.to_owned(),
         })?;
-    if let Some(s) = updates
-        .iter()
-        .find(|s| usize::from(s.seq) >= rec.segments.len())
-    {
-        return Err(MessageStoreError::NoSuchSegment {
-            message_id: id.to_owned(),
-            seq: s.seq,
-        });
-    }
-    let mut change: Option<StatusChange> = None;
+    let before = rec.status;
     for s in updates {
-        let c = submit_in(t, s, now, ttl)?;
-        change = Some(match change {
-            Some(first) => StatusChange {
-                before: first.before,
-                record: c.record,
-            },
-            None => c,
-        });
+        rec.record_submit(s)?;
     }
-    change.ok_or_else(|| backend("a submission without segments"))
+    put_msg(t, &rec)?;
+    for s in updates {
+        let Some(sid) = &s.smsc_message_id else {
+            continue;
+        };
+        let k = ix_key(&s.link, sid);
+        t.index
+            .insert(k.as_str(), format!("{}\0{}", s.seq, s.message_id).as_str())
+            .map_err(backend)?;
+        let parked = get_parked(&t.parked, &k)?;
+        if parked.is_some() {
+            t.parked.remove(k.as_str()).map_err(backend)?;
+        }
+        if let Some(parked) = parked
+            && let ReceiptOutcome::Applied(updated) =
+                apply_in(t, id, s.seq, &parked.receipt, ttl, now)?.outcome
+        {
+            rec = updated;
+        }
+    }
+    Ok(StatusChange {
+        before,
+        record: rec,
+    })
 }
 
 fn receipt_in(
