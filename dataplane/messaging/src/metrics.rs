@@ -103,10 +103,12 @@ impl LifecycleMetrics {
         );
     }
 
-    /// Counts a message found in doubt by the sweeper.
-    pub fn in_doubt(&self, hold: bool) {
+    /// Counts a message found in doubt by the sweeper; answers the policy
+    /// label it was counted under.
+    pub fn in_doubt(&self, hold: bool) -> &'static str {
         let policy = if hold { "hold" } else { "resubmit" };
         self.in_doubt.get_or_create(&PolicyOnly { policy }).inc();
+        policy
     }
 
     /// Counts a contact-policy decision.

@@ -255,8 +255,8 @@ impl Messaging {
             let config = self.config.load();
             if in_doubt {
                 let hold = holds_unknown(&config, &target);
-                self.metrics.in_doubt(hold);
-                tracing::warn!(message_id = %rec.message_id, %target, previous_owner = ?claim.previous_owner, policy = if hold { "hold" } else { "resubmit" }, "stale message whose submitter stopped before the SMSC's answer was stored: it may have been sent");
+                let policy = self.metrics.in_doubt(hold);
+                tracing::warn!(message_id = %rec.message_id, %target, previous_owner = ?claim.previous_owner, policy, "stale message whose submitter stopped before the SMSC's answer was stored: it may have been sent");
                 if hold {
                     let results = rec
                         .segments
