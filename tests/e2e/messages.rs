@@ -108,24 +108,140 @@ async fn a_rest_send_is_accepted_submitted_and_delivered() {
 }
 
 #[tokio::test]
-async fn a_duplicate_transaction_id_gives_the_same_message_and_no_second_submission() {
+async fn a_repeated_transaction_id_is_the_same_message_and_another_message_under_it_is_409() {
     let sim = Sim::start("127.0.0.1:0");
     let gw = Gateway::standalone(&sim_config(sim.addr));
     let creds = gw.user("dup@example.com").await;
     bound(&gw, &creds).await;
-    let body = json!({"esme": "sim-link", "source": "12345", "destination": "4915100000001", "message": "once", "transaction_id": "same-tx"});
+    let body = json!({"esme": "sim-link", "source": "12345", "destination": "4915100000001", "message": "once", "transaction_id": "same-tx", "sent_at": "2026-12-07T09:30:00.250+01:00"});
     let (_, first) = send(&gw, &creds, body.clone()).await;
     let id = first["message_id"].as_str().unwrap().to_owned();
-    wait_status(&gw, &creds, &id, "delivered", Duration::from_secs(10)).await;
-    let (status, second) = send(&gw, &creds, body).await;
-    assert_eq!(status, 200);
+    let v = wait_status(&gw, &creds, &id, "delivered", Duration::from_secs(10)).await;
+    assert_eq!(v["sent_at_ms"], 1_796_632_200_250u64, "{v}");
+    // The same message again (another sent_at, a '+' more) is a repeat.
+    let mut repeat = body.clone();
+    repeat["sent_at"] = json!("2026-12-07T08:31:00Z");
+    repeat["destination"] = json!("+4915100000001");
+    let (status, second) = send(&gw, &creds, repeat).await;
+    assert_eq!(status, 200, "{second}");
     assert_eq!(second["message_id"], id.as_str());
     assert_eq!(second["duplicate"], true);
+    // The key of that message for another one is refused.
+    for (field, value) in [
+        ("destination", "4915100000002"),
+        ("message", "twice"),
+        ("source", "54321"),
+    ] {
+        let mut other = body.clone();
+        other[field] = json!(value);
+        let (status, e) = send(&gw, &creds, other).await;
+        assert_eq!(
+            (status, &e["error"]["code"]),
+            (409, &json!("transaction_id_reused")),
+            "{field}: {e}"
+        );
+    }
+    // A malformed sent_at is refused with its own code.
+    let mut bad = body.clone();
+    bad["transaction_id"] = json!("bad-sent-at");
+    bad["sent_at"] = json!("07/12/2026");
+    let (status, e) = send(&gw, &creds, bad).await;
+    assert_eq!(
+        (status, &e["error"]["code"]),
+        (400, &json!("invalid_sent_at")),
+        "{e}"
+    );
+    // The first message is unchanged.
+    let v = info(&gw, &creds, &id).await;
+    assert_eq!(
+        (&v["destination"], &v["sent_at_ms"], &v["status"]),
+        (
+            &json!("4915100000001"),
+            &json!(1_796_632_200_250u64),
+            &json!("delivered")
+        ),
+        "{v}"
+    );
+
+    // gRPC: sent_at in, sent_at out; a reused key is ALREADY_EXISTS.
+    let mut c = SmsServiceClient::new(gw.channel().await);
+    let sent_at = prost_types::Timestamp {
+        seconds: 1_796_632_200,
+        nanos: 250_000_000,
+    };
+    let req = SmsRequest {
+        transaction_id: "grpc-tx".into(),
+        esme: "sim-link".into(),
+        saddr: "12345".into(),
+        daddr: "4915100000003".into(),
+        message: "grpc once".into(),
+        sent_at: Some(sent_at),
+        wait_for_submit: true,
+        ..Default::default()
+    };
+    let r = c
+        .send_message(creds.grpc(req.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.success, "{r:?}");
+    let i = c
+        .sms_info(creds.grpc(SmsInfoRequest {
+            message_id: String::new(),
+            transaction_id: "grpc-tx".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (i.message_id.as_str(), i.sent_at),
+        (r.message_id.as_str(), Some(sent_at))
+    );
+    let e = c
+        .send_message(creds.grpc(SmsRequest {
+            message: "grpc twice".into(),
+            ..req.clone()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+    assert!(e.message().contains("transaction_id"), "{e:?}");
+    let e = c
+        .send_message(creds.grpc(SmsRequest {
+            transaction_id: "grpc-bad-sent-at".into(),
+            sent_at: Some(prost_types::Timestamp {
+                seconds: -1,
+                nanos: 0,
+            }),
+            ..req.clone()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    // A message sent without sent_at shows none.
+    let plain = c
+        .send_message(creds.grpc(SmsRequest {
+            transaction_id: "grpc-plain".into(),
+            sent_at: None,
+            ..req
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let i = c
+        .sms_info(creds.grpc(SmsInfoRequest {
+            message_id: plain.message_id,
+            transaction_id: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(i.sent_at, None);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         sim.stop_and_count_submits(),
-        1,
-        "the repeat was submitted again"
+        3,
+        "a repeat or a refused reuse was submitted"
     );
 }
 
@@ -577,7 +693,7 @@ async fn with_the_redis_backend_two_gateways_share_users_messages_and_receipts()
     let a = Gateway::standalone_with_args(&config, &args);
     let creds = a.user("redis@example.com").await;
     bound(&a, &creds).await;
-    let body = json!({"esme": "default", "source": "SMSGW", "destination": "4915100000300", "message": "shared", "transaction_id": "redis-tx"});
+    let body = json!({"esme": "default", "source": "SMSGW", "destination": "4915100000300", "message": "shared", "transaction_id": "redis-tx", "sent_at": "2026-12-07T08:30:00.250Z"});
     let (status, r) = send(&a, &creds, body.clone()).await;
     assert_eq!(status, 200, "{r}");
     let id = r["message_id"].as_str().unwrap().to_owned();
@@ -603,7 +719,12 @@ async fn with_the_redis_backend_two_gateways_share_users_messages_and_receipts()
             .into(),
         ..creds.clone()
     };
-    assert_eq!(info(&b, &creds_b, &id).await["status"], "delivered");
+    let seen = info(&b, &creds_b, &id).await;
+    assert_eq!(
+        (&seen["status"], &seen["sent_at_ms"]),
+        (&json!("delivered"), &json!(1_796_632_200_250u64)),
+        "{seen}"
+    );
     bound(&b, &creds_b).await;
     let (_, again) = send(&b, &creds_b, body).await;
     assert_eq!(

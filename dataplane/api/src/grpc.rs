@@ -277,6 +277,7 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
                     created_at: Some(millis_timestamp(v.created_at_ms)),
                     updated_at: Some(millis_timestamp(v.updated_at_ms)),
                     task_id: v.task_id.unwrap_or_default(),
+                    sent_at: v.sent_at_ms.map(millis_timestamp),
                 })
             })
             .await
@@ -538,6 +539,10 @@ fn send_request(caller: &Caller, m: pb::SmsRequest) -> Result<crate::send::SendR
         wait_for_capacity: m.wait_for_capacity,
         callback_url: m.callback_url,
         callback_events: (!m.callback_events.is_empty()).then_some(m.callback_events),
+        sent_at: m.sent_at.map(|t| crate::send::SentAt::Unix {
+            seconds: t.seconds,
+            nanos: t.nanos,
+        }),
     })
 }
 

@@ -8,7 +8,7 @@ use crate::trace::RequestTrace;
 use crate::{ApiError, ApiState};
 use smsgw_messaging::{Sender, Viewer};
 
-pub use smsgw_messaging::{AppEvent, MessageView, SegmentView, SendRequest, SendResponse};
+pub use smsgw_messaging::{AppEvent, MessageView, SegmentView, SendRequest, SendResponse, SentAt};
 
 /// Sends one message as `caller` (a user: the admin key cannot send).
 ///

@@ -267,6 +267,13 @@ pub struct MessageRecord {
     /// the send), replacing the app's webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<crate::outbox::Callback>,
+    /// The client's `sent_at` (ms since epoch): when the client says it
+    /// created the message (its own clock, kept as given, for auditing;
+    /// not the acceptance time, which is `created_at_ms`, nor a segment's
+    /// submission, which is its `submitted_at_ms`). `None` when the
+    /// request carried none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at_ms: Option<u64>,
 }
 
 impl MessageRecord {
@@ -738,6 +745,7 @@ mod tests {
             traceparent: None,
             tracestate: None,
             callback: None,
+            sent_at_ms: None,
         }
     }
 
@@ -882,7 +890,7 @@ mod tests {
         let mut m = rec(1);
         let old = serde_json::to_string(&m).unwrap();
         assert!(
-            !old.contains("traceparent"),
+            !old.contains("traceparent") && !old.contains("sent_at"),
             "absent fields are not written"
         );
         let back: MessageRecord = serde_json::from_str(&old).unwrap();
@@ -890,6 +898,7 @@ mod tests {
         assert_eq!(m.trace_id(), "");
         m.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
         assert_eq!(m.trace_id(), "0af7651916cd43dd8448eb211c80319c");
+        m.sent_at_ms = Some(1_780_000_000_000);
         let again: MessageRecord =
             serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
         assert_eq!(again, m);

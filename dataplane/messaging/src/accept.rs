@@ -32,6 +32,38 @@ fn new_message_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
+/// A repeated transaction id must repeat the message: the same
+/// destination, text and sender (as normalised; the target, campaign and
+/// `sent_at` may differ, as a client's retry can). Otherwise it is refused
+/// as `transaction_id_reused` (409) instead of answering for the first
+/// message as if it were this one. A stored record without its text
+/// (written before the text was kept) is compared by its addresses only.
+fn reused_for_another(existing: &MessageRecord, new: &MessageRecord) -> Result<(), MessagingError> {
+    let differs = [
+        ("destination", existing.destination != new.destination),
+        (
+            "message",
+            !existing.text.is_empty() && existing.text != new.text,
+        ),
+        ("source", existing.source != new.source),
+    ]
+    .into_iter()
+    .filter_map(|(field, differs)| differs.then_some(field))
+    .collect::<Vec<_>>();
+    if differs.is_empty() {
+        return Ok(());
+    }
+    Err(MessagingError::Conflict {
+        code: "transaction_id_reused",
+        message: format!(
+            "transaction_id {:?} belongs to message {} with another {}; use a new transaction_id for a new message",
+            existing.transaction_id,
+            existing.message_id,
+            differs.join(" and ")
+        ),
+    })
+}
+
 impl Messaging {
     /// Accepts a normalised request and submits it (waiting for the SMSC's
     /// answers with `wait_for_submit`, else in the background).
@@ -69,6 +101,7 @@ impl Messaging {
             CreateOutcome::Existing(existing) => {
                 // A repeat counts against no contact policy.
                 self.release(reservation).await;
+                reused_for_another(&existing, &p.record)?;
                 return Ok(SendResponse {
                     link: existing.link.clone(),
                     segment_info: existing.segments.iter().map(segment_view).collect(),
@@ -165,6 +198,7 @@ impl Messaging {
         }
         .map(|l| (l.defaults.dest_ton, l.defaults.dest_npi))
         .unwrap_or((1, 1));
+        let sent_at_ms = req.sent_at_ms()?;
         let now = unix_now_ms();
         let transaction_id = req.transaction_id()?;
         let (dton, dnpi) = req.destination_ton_npi;
@@ -200,6 +234,7 @@ impl Messaging {
             traceparent: None,
             tracestate: None,
             callback,
+            sent_at_ms,
         };
         let outbound = outbound_from(&encoded, &record);
         Ok(Prepared {

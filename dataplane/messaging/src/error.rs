@@ -21,8 +21,9 @@ pub enum MessagingError {
         forbidden: bool,
     },
     /// The request conflicts with what is held (an address another app or
-    /// a managed user holds), with its own code (`address_taken`,
-    /// `address_managed`, `already_claimed`, `too_many_claims`).
+    /// a managed user holds, a transaction id of another message), with
+    /// its own code (`address_taken`, `address_managed`, `already_claimed`,
+    /// `too_many_claims`, `transaction_id_reused`).
     #[error("{message}")]
     Conflict {
         /// Machine-readable cause.

@@ -33,7 +33,7 @@ pub mod views;
 pub use claims::{CLAIM_CACHE, CLAIM_CACHE_ENTRIES};
 pub use error::MessagingError;
 pub use receipts::MobileOriginated;
-pub use request::SendRequest;
+pub use request::{SendRequest, SentAt};
 pub use service::{
     DEFAULT_LATE_RESPONSES, DEFAULT_SUBMIT_RETRY, MESSAGE_LOG, Messaging, MessagingBuilder, Sender,
     USER_CACHE_ENTRIES, Unlimited,

@@ -63,7 +63,37 @@ pub struct SendRequest {
     /// every kind.
     #[serde(default)]
     pub callback_events: Option<Vec<String>>,
+    /// When the client created the message, by its own clock: RFC 3339
+    /// with an offset (`2026-12-07T08:30:00.250Z`). Kept on the record as
+    /// given (to the millisecond) and shown by lookups as `sent_at_ms`;
+    /// not checked against the gateway's clock. Absent: none is kept.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    #[serde(default)]
+    pub sent_at: Option<SentAt>,
 }
+
+/// A send's `sent_at` as its transport delivers it; checked by
+/// [`Normalized::sent_at_ms`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum SentAt {
+    /// RFC 3339 text with an offset (REST).
+    Rfc3339(String),
+    /// Seconds and nanoseconds since the Unix epoch (a gRPC
+    /// `google.protobuf.Timestamp`).
+    #[serde(skip)]
+    Unix {
+        /// Whole seconds.
+        seconds: i64,
+        /// Nanoseconds within the second, 0 to 999,999,999.
+        nanos: i32,
+    },
+    /// Any other JSON value (refused as `invalid_sent_at`).
+    Other(serde_json::Value),
+}
+
+/// Latest `sent_at` accepted: 9999-12-31T23:59:59.999Z.
+const MAX_SENT_AT_MS: u64 = 253_402_300_799_999;
 
 /// Longest transaction id a client may give.
 pub const MAX_TRANSACTION_ID: usize = 128;
@@ -104,6 +134,8 @@ pub struct Normalized {
     pub callback_url: Option<String>,
     /// Event kinds for the callback, as given.
     pub callback_events: Option<Vec<String>>,
+    /// The client's `sent_at` as given.
+    pub sent_at: Option<SentAt>,
 }
 
 impl SendRequest {
@@ -127,6 +159,7 @@ impl SendRequest {
             wait_for_capacity: self.wait_for_capacity,
             callback_url: self.callback_url.and_then(trimmed),
             callback_events: self.callback_events,
+            sent_at: self.sent_at,
         }
     }
 }
@@ -169,6 +202,47 @@ impl Normalized {
             )),
             Some(t) => Ok(t.clone()),
         }
+    }
+
+    /// The client's `sent_at` in ms since the Unix epoch (sub-millisecond
+    /// digits dropped), `None` when none was given; refused as
+    /// `invalid_sent_at` when it is not a time from 1970 to 9999 (RFC 3339
+    /// with an offset over REST, a valid Timestamp over gRPC).
+    pub fn sent_at_ms(&self) -> Result<Option<u64>, MessagingError> {
+        let invalid = |why: &str| {
+            MessagingError::refused(
+                "invalid_sent_at",
+                format!(
+                    "sent_at: {why}; expected a time from 1970 to 9999 such as \"2026-12-07T08:30:00Z\""
+                ),
+            )
+        };
+        let ms = match &self.sent_at {
+            None => return Ok(None),
+            Some(SentAt::Rfc3339(text)) => {
+                let t: jiff::Timestamp = text.trim().parse().map_err(|_| {
+                    invalid(&format!("{text:?} is not an RFC 3339 time with an offset"))
+                })?;
+                t.as_millisecond()
+            }
+            Some(SentAt::Unix { seconds, nanos }) => {
+                if !(0..1_000_000_000).contains(nanos) {
+                    return Err(invalid("nanos must be 0 to 999,999,999"));
+                }
+                seconds
+                    .checked_mul(1000)
+                    .and_then(|ms| ms.checked_add(i64::from(*nanos / 1_000_000)))
+                    .ok_or_else(|| invalid("out of range"))?
+            }
+            Some(SentAt::Other(v)) => {
+                return Err(invalid(&format!("{v} is not a text")));
+            }
+        };
+        u64::try_from(ms)
+            .ok()
+            .filter(|ms| *ms <= MAX_SENT_AT_MS)
+            .map(Some)
+            .ok_or_else(|| invalid("out of range"))
     }
 
     /// The transaction id as given, empty when none was (for logs and the
@@ -276,6 +350,65 @@ mod tests {
             n.transaction_id().unwrap_err().code(),
             "invalid_transaction_id"
         );
+    }
+
+    #[test]
+    fn sent_at_is_read_from_rfc_3339_or_a_timestamp_and_refused_otherwise() {
+        let at = |v: serde_json::Value| {
+            serde_json::from_value::<SendRequest>(serde_json::json!({ "sent_at": v }))
+                .unwrap()
+                .normalize()
+                .sent_at_ms()
+        };
+        assert_eq!(
+            at("2026-12-07T08:30:00.250Z".into()).unwrap(),
+            Some(1_796_632_200_250)
+        );
+        assert_eq!(
+            at("2026-12-07T09:30:00.250+01:00".into()).unwrap(),
+            Some(1_796_632_200_250),
+            "an offset is honoured"
+        );
+        assert_eq!(
+            at(serde_json::Value::Null).unwrap(),
+            None,
+            "null is no sent_at"
+        );
+        for bad in [
+            serde_json::json!("yesterday"),
+            serde_json::json!("2026-12-07T08:30:00"),
+            serde_json::json!("1969-12-31T23:59:59Z"),
+            serde_json::json!(1_796_632_200_250u64),
+            serde_json::json!({"seconds": 1}),
+        ] {
+            assert_eq!(
+                at(bad.clone()).unwrap_err().code(),
+                "invalid_sent_at",
+                "{bad}"
+            );
+        }
+        let unix = |seconds, nanos| {
+            SendRequest {
+                sent_at: Some(SentAt::Unix { seconds, nanos }),
+                ..SendRequest::default()
+            }
+            .normalize()
+            .sent_at_ms()
+        };
+        assert_eq!(
+            unix(1_796_632_200, 250_999_999).unwrap(),
+            Some(1_796_632_200_250)
+        );
+        assert_eq!(unix(0, 0).unwrap(), Some(0));
+        for (s, n) in [
+            (-1, 0),
+            (1, -1),
+            (1, 1_000_000_000),
+            (i64::MAX, 0),
+            (253_402_300_800, 0),
+        ] {
+            assert_eq!(unix(s, n).unwrap_err().code(), "invalid_sent_at", "{s} {n}");
+        }
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub struct MessageView {
     pub created_at_ms: u64,
     /// Last change, Unix ms.
     pub updated_at_ms: u64,
+    /// The send's `sent_at` (the client's own creation time, as it gave
+    /// it), Unix ms; null when the send had none.
+    #[serde(default)]
+    pub sent_at_ms: Option<u64>,
     /// Some segment went to the SMSC more than once (resubmitted after
     /// its connection closed before an answer, per the link's `resubmit`
     /// policy): the recipient may get it twice.
@@ -234,6 +238,7 @@ pub fn message_view(r: &MessageRecord) -> MessageView {
         segments: r.segments.iter().map(segment_view).collect(),
         created_at_ms: r.created_at_ms,
         updated_at_ms: r.updated_at_ms,
+        sent_at_ms: r.sent_at_ms,
         possible_duplicate: r.possible_duplicate(),
     }
 }

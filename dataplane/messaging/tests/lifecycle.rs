@@ -15,7 +15,7 @@ use smsgw_core::users::{UserRecord, UserStore};
 use smsgw_messaging::lifecycle::Lifecycle;
 use smsgw_messaging::trace::RequestTrace;
 use smsgw_messaging::{
-    AppEvent, Messaging, MessagingError, MobileOriginated, SendRequest, Sender, Viewer,
+    AppEvent, Messaging, MessagingError, MobileOriginated, SendRequest, Sender, SentAt, Viewer,
 };
 use smsgw_store::EmbeddedUserStore;
 use smsgw_store::messages::EmbeddedMessageStore;
@@ -271,6 +271,108 @@ async fn a_repeated_transaction_id_answers_the_first_message_and_submits_once() 
             .await,
         Err(MessagingError::NotFound(_))
     ));
+}
+
+#[tokio::test]
+async fn a_transaction_id_reused_for_another_message_is_a_conflict_and_sends_nothing() {
+    let f = fixture(ScriptedLinks::new(Vec::new(), accepted(&["s1"]))).await;
+    let first = f
+        .messaging
+        .send(
+            SENDER,
+            SendRequest {
+                wait_for_submit: true,
+                sent_at: Some(SentAt::Rfc3339("2026-12-07T08:30:00.250Z".into())),
+                ..request("tx-r")
+            },
+            &trace(),
+        )
+        .await
+        .unwrap();
+    for (field, other) in [
+        (
+            "destination",
+            SendRequest {
+                destination: "+4917099999".into(),
+                ..request("tx-r")
+            },
+        ),
+        (
+            "message",
+            SendRequest {
+                message: Some("Hello again".into()),
+                ..request("tx-r")
+            },
+        ),
+        (
+            "source",
+            SendRequest {
+                source: "OTHER".into(),
+                ..request("tx-r")
+            },
+        ),
+    ] {
+        let e = f
+            .messaging
+            .send(SENDER, other, &trace())
+            .await
+            .expect_err(field);
+        assert_eq!(e.code(), "transaction_id_reused", "{field}");
+        assert!(matches!(e, MessagingError::Conflict { .. }), "{field}");
+        assert!(e.to_string().contains(field), "{field}: {e}");
+    }
+    // The same message again, as normalised (a '+' less, another sent_at,
+    // waiting or not), is the idempotent repeat.
+    let again = f
+        .messaging
+        .send(
+            SENDER,
+            SendRequest {
+                destination: "4917012345".into(),
+                sent_at: Some(SentAt::Unix {
+                    seconds: 1,
+                    nanos: 0,
+                }),
+                ..request("tx-r")
+            },
+            &trace(),
+        )
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.message_id, first.message_id);
+    assert_eq!(f.links.count(), 1, "nothing but the first was submitted");
+    // The first message is unchanged, with the client's sent_at.
+    let view = f
+        .messaging
+        .find(Viewer::App(APP), Some(&first.message_id), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (view.destination.as_str(), view.sent_at_ms),
+        ("4917012345", Some(1_796_632_200_250))
+    );
+    // A bad sent_at is refused with its code before anything is stored.
+    let e = f
+        .messaging
+        .send(
+            SENDER,
+            SendRequest {
+                sent_at: Some(SentAt::Rfc3339("tomorrow".into())),
+                ..request("tx-bad-sent-at")
+            },
+            &trace(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "invalid_sent_at");
+    assert!(
+        f.store
+            .by_transaction(APP, "tx-bad-sent-at")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -183,6 +183,8 @@ pub fn message(segments: u16) -> MessageRecord {
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         tracestate: Some("vendor=1".into()),
         callback: None,
+        // The client's clock, a little behind the gateway's.
+        sent_at_ms: Some(now - 1_500),
     }
 }
 
@@ -243,9 +245,9 @@ pub async fn assert_readable(store: &dyn MessageStore, m: &MessageRecord) {
     );
 }
 
-/// Create, then read by id and by (app, transaction); unknown keys are
-/// None. Also for an id that is not a UUIDv7 (a store may lay those out
-/// differently).
+/// Create, then read by id and by (app, transaction), with and without
+/// the client's `sent_at`; unknown keys are None. Also for an id that is
+/// not a UUIDv7 (a store may lay those out differently).
 pub async fn messages_round_trip(store: &dyn MessageStore) {
     let m = message(2);
     let stored = created(store.create(&m).await.unwrap());
@@ -253,6 +255,7 @@ pub async fn messages_round_trip(store: &dyn MessageStore) {
     assert_readable(store, &m).await;
     let mut other = message(1);
     other.message_id = unique("msg");
+    other.sent_at_ms = None;
     created(store.create(&other).await.unwrap());
     assert_readable(store, &other).await;
     assert_eq!(store.get(&unique("nope")).await.unwrap(), None);

@@ -48,6 +48,7 @@ fn message(n: u32) -> MessageRecord {
         traceparent: Some(format!("00-{:032x}-{:016x}-01", rnd, rnd >> 64)),
         tracestate: None,
         callback: None,
+        sent_at_ms: None,
     }
 }
 

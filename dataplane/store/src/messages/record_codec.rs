@@ -15,8 +15,12 @@
 //! reads the records already in place.
 //!
 //! Adding a field to `MessageRecord` (the compiler points here): give it a
-//! flag (bit 7 of the record flags is free) or append it after the text
-//! behind a new version byte; never change what an existing byte means.
+//! bit of the extension flags (bits 1–6 are free; bit 7 is kept for a
+//! further flags byte) and write it in the extension fields, or append it
+//! after the text behind a new version byte; never change what an
+//! existing byte means. A record none of whose extension fields is set is
+//! written without the extension byte, so readers that predate it still
+//! read it.
 
 use super::backend;
 use smsgw_core::messages::{
@@ -37,6 +41,12 @@ const F_TRACEPARENT: u8 = 1 << 3;
 const F_TRACESTATE: u8 = 1 << 4;
 const F_CALLBACK: u8 = 1 << 5;
 const F_POOL: u8 = 1 << 6;
+/// An extension flags byte follows the record flags.
+const F_EXT: u8 = 1 << 7;
+
+// Extension flags (version 2, behind `F_EXT`): which extension fields
+// follow the callback.
+const X_SENT_AT: u8 = 1;
 
 // Segment flags (version 2).
 const S_SMSC_ID: u8 = 1;
@@ -47,14 +57,15 @@ const S_RECEIPT_AT: u8 = 1 << 4;
 
 /// Encodes `rec` as version 2:
 ///
-/// `V2`, flags, status, `created_at_ms` (8 bytes LE), then as varints or
+/// `V2`, flags, [extension flags], status, `created_at_ms` (8 bytes LE),
+/// then as varints or
 /// [`Writer::str`]s: updated (delta), message id, app, transaction id,
 /// [task], source, destination, encoding, target name, [link], TON/NPI
 /// (4 bytes), [claimed by], claim end (optional delta: 0 = none), segment
 /// count and each segment (flags, seq, submit tag [+ status or reason],
 /// receipt (0 = none, else state + 1), [SMSC id], [error], [submitted
 /// delta], [receipt delta]), [traceparent], [tracestate], [callback JSON],
-/// and last the text.
+/// the extension fields ([sent_at delta]), and last the text.
 pub(crate) fn encode(rec: &MessageRecord) -> Vec<u8> {
     let mut w = Writer(Vec::with_capacity(
         96 + rec.text.len() + 24 * rec.segments.len(),
@@ -75,8 +86,18 @@ pub(crate) fn encode(rec: &MessageRecord) -> Vec<u8> {
     .iter()
     .filter(|(on, _)| *on)
     .fold(0, |f, (_, bit)| f | bit);
+    let ext = if rec.sent_at_ms.is_some() {
+        X_SENT_AT
+    } else {
+        0
+    };
     w.u8(V2);
-    w.u8(flags);
+    if ext == 0 {
+        w.u8(flags);
+    } else {
+        w.u8(flags | F_EXT);
+        w.u8(ext);
+    }
     w.u8(status_tag(rec.status));
     let t0 = rec.created_at_ms;
     w.0.extend_from_slice(&t0.to_le_bytes());
@@ -155,6 +176,9 @@ pub(crate) fn encode(rec: &MessageRecord) -> Vec<u8> {
     {
         w.str(s);
     }
+    if let Some(t) = rec.sent_at_ms {
+        w.delta(t0, t);
+    }
     w.str(&rec.text);
     w.0
 }
@@ -185,7 +209,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<MessageRecord, MessageStoreError> {
 
 fn decode_v2(r: &mut Reader<'_>) -> Option<MessageRecord> {
     let flags = r.u8()?;
-    if flags & 0x80 != 0 {
+    let ext = if flags & F_EXT != 0 { r.u8()? } else { 0 };
+    if ext & !X_SENT_AT != 0 {
         return None;
     }
     let has = |bit: u8| flags & bit != 0;
@@ -281,6 +306,11 @@ fn decode_v2(r: &mut Reader<'_>) -> Option<MessageRecord> {
     } else {
         None
     };
+    let sent_at_ms = if ext & X_SENT_AT != 0 {
+        Some(r.delta(t0)?)
+    } else {
+        None
+    };
     let text = r.cstr()?;
     Some(MessageRecord {
         message_id,
@@ -303,6 +333,7 @@ fn decode_v2(r: &mut Reader<'_>) -> Option<MessageRecord> {
         traceparent,
         tracestate,
         callback,
+        sent_at_ms,
     })
 }
 
@@ -404,6 +435,7 @@ fn decode_v1(r: &mut Reader<'_>) -> Option<MessageRecord> {
         traceparent,
         tracestate,
         callback,
+        sent_at_ms: None,
     })
 }
 
@@ -896,6 +928,7 @@ pub(crate) mod tests {
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
             tracestate: Some("k=v".into()),
             callback: None,
+            sent_at_ms: None,
         }
     }
 
@@ -942,6 +975,45 @@ pub(crate) mod tests {
             .iter_mut()
             .for_each(|s| s.resubmitted = false);
         assert_eq!(decode(&before).unwrap(), unmarked);
+    }
+
+    #[test]
+    fn the_clients_sent_at_should_survive_encoding_and_cost_nothing_when_absent() {
+        let rec = delivered();
+        let without = encode(&rec);
+        assert_eq!(
+            without[1] & F_EXT,
+            0,
+            "no extension byte: readers before it still read the record"
+        );
+        for t in [
+            rec.created_at_ms - 1_500,
+            rec.created_at_ms + 7,
+            0,
+            u64::MAX,
+        ] {
+            let sent = MessageRecord {
+                sent_at_ms: Some(t),
+                ..rec.clone()
+            };
+            let bytes = encode(&sent);
+            assert_eq!(decode(&bytes).unwrap(), sent, "sent at {t}");
+            for n in 0..bytes.len() {
+                assert!(decode(&bytes[..n]).is_err(), "prefix of {n} bytes");
+            }
+        }
+        let sent = MessageRecord {
+            sent_at_ms: Some(rec.created_at_ms - 1_500),
+            ..rec.clone()
+        };
+        // One extension byte and a two-byte delta.
+        assert_eq!(encode(&sent).len(), without.len() + 3);
+        // An extension bit this version does not know is an error.
+        let mut foreign = encode(&sent);
+        foreign[2] |= 1 << 1;
+        assert!(decode(&foreign).is_err());
+        // JSON records carry it too.
+        assert_eq!(decode(&serde_json::to_vec(&sent).unwrap()).unwrap(), sent);
     }
 
     #[test]
@@ -1065,6 +1137,7 @@ pub(crate) mod tests {
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
             tracestate: None,
             callback: None,
+            sent_at_ms: None,
         }
     }
 
