@@ -195,8 +195,9 @@ impl Snapshot {
 /// Compiles resources (with their 1-based document numbers, or any stable
 /// position) into a [`Snapshot`]: names unique per kind, link and pool names
 /// not shared, pool members and user targets pointing at existing links and
-/// pools, `secretKeyRef`s resolved against the given Secrets. Returns every
-/// error found.
+/// pools, each contact-policy strategy name selecting one policy
+/// ([`crate::strategy_owners`]), `secretKeyRef`s resolved against the given
+/// Secrets. Returns every error found.
 pub fn compile(resources: &[(usize, Resource)]) -> Result<Snapshot, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut snap = Snapshot::default();
@@ -382,6 +383,20 @@ pub fn compile(resources: &[(usize, Resource)]) -> Result<Snapshot, Vec<ConfigEr
             }
             _ => {}
         }
+    }
+    // A strategy name selects one policy: the first in document order that
+    // answers to it (a second policy of one name is in error above, and
+    // left out here).
+    let mut seen = std::collections::BTreeSet::new();
+    let (_, conflicts) =
+        crate::spec::strategy_owners(resources.iter().filter_map(|(doc, r)| match r {
+            Resource::ContactPolicy(m) if seen.insert(m.metadata.name.as_str()) => {
+                Some(((*doc, r), m.metadata.name.as_str(), &m.spec))
+            }
+            _ => None,
+        }));
+    for ((doc, r), e) in conflicts {
+        errors.push(ConfigError::for_resource(doc, r, e));
     }
     if !errors.is_empty() {
         return Err(errors);

@@ -221,13 +221,45 @@ fn a_frequency_without_caps_and_an_empty_policy_are_refused_by_cel() {
     );
     assert_eq!(
         cel_failures(&ContactPolicy::new("cp", ContactPolicySpec::default())),
-        ["a policy needs frequency, dedup, blacklists or quietHours"]
+        ["a policy needs frequency, dedup, blacklists, quietHours or passAll"]
     );
     let blacklist_only = ContactPolicySpec {
         blacklists: vec!["optout".into()],
         ..Default::default()
     };
-    assert!(cel_failures(&ContactPolicy::new("cp", blacklist_only)).is_empty());
+    assert!(cel_failures(&ContactPolicy::new("cp", blacklist_only.clone())).is_empty());
+    let pass_all = ContactPolicySpec {
+        pass_all: true,
+        strategies: vec!["health_check".into()],
+        ..Default::default()
+    };
+    assert!(cel_failures(&ContactPolicy::new("hc", pass_all)).is_empty());
+    assert_eq!(
+        cel_failures(&ContactPolicy::new(
+            "cp",
+            ContactPolicySpec {
+                pass_all: true,
+                ..blacklist_only
+            }
+        )),
+        ["passAll excludes frequency, dedup, blacklists and quietHours"]
+    );
+}
+
+#[test]
+fn strategy_names_are_a_set_of_visible_ascii_names_in_the_schema() {
+    let crd = serde_json::to_value(<ContactPolicy as kube::CustomResourceExt>::crd()).unwrap();
+    let s = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["strategies"];
+    assert_eq!(s["x-kubernetes-list-type"], "set", "{s}");
+    assert_eq!(s["maxItems"], 16, "{s}");
+    assert_eq!(
+        (&s["items"]["minLength"], &s["items"]["maxLength"]),
+        (&serde_json::json!(1), &serde_json::json!(128)),
+        "{s}"
+    );
+    // Visible ASCII, as the Rust-side check (`is_ascii_graphic`).
+    assert_eq!(s["items"]["pattern"], "^[!-~]+$", "{s}");
 }
 
 #[test]

@@ -208,6 +208,29 @@ async fn one_invalid_resource_is_left_out_and_reported_while_the_rest_compiles()
 }
 
 #[tokio::test]
+async fn a_strategy_name_two_policies_declare_stays_with_the_first_and_the_other_is_reported() {
+    let (hub, _r) = Hub::new();
+    // Name order decides in a cluster, whatever order the resources came
+    // in: "a-onbuild" keeps the name; "z-onbuild", declaring it too, is
+    // left out with the error its status shows.
+    for r in resources(EXAMPLE).into_iter().chain(resources(
+        "apiVersion: smsgw.io/v1alpha1\nkind: ContactPolicy\nmetadata: {name: z-onbuild}\nspec: {frequency: {daily: 2}, strategies: [own_name, onbuild_x]}\n---\napiVersion: smsgw.io/v1alpha1\nkind: ContactPolicy\nmetadata: {name: a-onbuild}\nspec: {frequency: {daily: 1}, strategies: [onbuild_x]}\n",
+    )) {
+        hub.upsert(r);
+    }
+    let snap = hub.current().snapshot.clone().unwrap();
+    let errors = hub.compile_errors();
+    assert_eq!(snap.policies["a-onbuild"].strategies, ["onbuild_x"]);
+    assert!(!snap.policies.contains_key("z-onbuild"));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        (errors[0].name.as_deref(), errors[0].field.as_str()),
+        (Some("z-onbuild"), "spec.strategies[1]")
+    );
+    assert!(errors[0].reason.contains("\"a-onbuild\""), "{errors:?}");
+}
+
+#[tokio::test]
 async fn a_resource_breaking_a_field_rule_is_refused_like_standalone_does() {
     let mut all = resources(EXAMPLE);
     if let Resource::SmppLink(m) = &mut all[0] {

@@ -117,9 +117,9 @@ async fn status(gw: &Gateway, path: &str) -> u16 {
         .map_or(0, |r| r.status().as_u16())
 }
 
-const POLICY_CP2: &str = r#"apiVersion: smsgw.io/v1alpha1
+const POLICY_PUSHED: &str = r#"apiVersion: smsgw.io/v1alpha1
 kind: ContactPolicy
-metadata: {name: cp2}
+metadata: {name: cp-push}
 spec:
   frequency: {daily: 5, weekly: 20, timeZone: UTC}
 "#;
@@ -161,7 +161,7 @@ async fn two_gateways_follow_the_operators_versions_and_survive_its_absence() {
         let config = gw.admin_get("/api/v1/admin/config").await;
         assert_eq!(config["version"], v1.as_str(), "{config}");
         assert!(config["pools"]["default"].is_object(), "{config}");
-        assert!(config["policies"]["cp2"].is_null(), "{config}");
+        assert!(config["policies"]["cp-push"].is_null(), "{config}");
         // The SMSC password travels in the snapshot but is never logged.
         assert!(!gw.logs().contains("\"secret\""), "{}", gw.logs());
     }
@@ -169,7 +169,10 @@ async fn two_gateways_follow_the_operators_versions_and_survive_its_absence() {
     // v2: a new ContactPolicy, and a new link to a real SMSC which the
     // pool `default` now uses: both gateways start it live and bind.
     let sim = Sim::start("127.0.0.1:0");
-    feed(&hub, &format!("{POLICY_CP2}---\n{}", sim_config(sim.addr)));
+    feed(
+        &hub,
+        &format!("{POLICY_PUSHED}---\n{}", sim_config(sim.addr)),
+    );
     let v2 = current_version(&hub);
     assert_ne!(v1, v2);
     assert!(
@@ -184,7 +187,7 @@ async fn two_gateways_follow_the_operators_versions_and_survive_its_absence() {
     for gw in [&a, &b] {
         let config = gw.admin_get("/api/v1/admin/config").await;
         assert_eq!(config["version"], v2.as_str());
-        assert_eq!(config["policies"]["cp2"]["frequency"]["daily"], 5);
+        assert_eq!(config["policies"]["cp-push"]["frequency"]["daily"], 5);
         assert_eq!(config["pools"]["default"]["members"][0]["link"], "sim-link");
         assert!(
             eventually(Duration::from_secs(10), async || links(gw)
@@ -256,7 +259,7 @@ async fn two_gateways_follow_the_operators_versions_and_survive_its_absence() {
         );
         let names: Vec<String> = links(gw).await.into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["local-sim"]);
-        assert_eq!(config["policies"]["cp2"]["frequency"]["daily"], 5);
+        assert_eq!(config["policies"]["cp-push"]["frequency"]["daily"], 5);
     }
     operator.stop();
     assert!(a.terminate().success());

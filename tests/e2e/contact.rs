@@ -2,7 +2,7 @@
 //! S3 journal and blacklists loaded from S3, through the binary, against a
 //! real redis-server, Node-RED from npm and an S3 server (s3s-fs).
 
-use crate::harness::{ADMIN_KEY, Creds, Gateway, Sim, bound, eventually, sim_config};
+use crate::harness::{ADMIN_KEY, Gateway, Sim, eventually, ready, sim_config};
 use crate::messages::wait_status;
 use crate::policy::send;
 use serde_json::{Value, json};
@@ -27,12 +27,6 @@ spec: {blacklists: [default]}
 
 fn msg(dest: &str, strategy: &str) -> Value {
     json!({"esme": "sim-link", "source": "SMSGW", "destination": dest, "message": "hi", "strategy": strategy})
-}
-
-async fn ready(gw: &Gateway, email: &str) -> Creds {
-    let creds = gw.user(email).await;
-    bound(gw, &creds).await;
-    creds
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -619,6 +619,13 @@ pub async fn bound(gw: &Gateway, creds: &Creds) {
     assert!(ok.is_some(), "links never bound");
 }
 
+/// A new user `email` of `gw`, once its links are bound ([`bound`]).
+pub async fn ready(gw: &Gateway, email: &str) -> Creds {
+    let creds = gw.user(email).await;
+    bound(gw, &creds).await;
+    creds
+}
+
 /// A webhook receiver on loopback that answers 503 while down.
 pub struct Receiver {
     /// Its URL (`http://127.0.0.1:<port>/hook`).

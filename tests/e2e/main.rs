@@ -19,6 +19,7 @@ mod outbox;
 mod policy;
 mod s3_credentials;
 mod standalone;
+mod strategies;
 mod text;
 mod tls;
 mod traces;

@@ -117,7 +117,8 @@ fn broken_yaml_is_refused_with_its_location() {
 fn duplicate_names_are_refused() {
     let doc = EXAMPLE.split("---").nth(2).unwrap(); // the pool document
     let errs = errors_of(&format!("{EXAMPLE}---{doc}"));
-    assert_eq!(errs[0].document, 4);
+    let last = EXAMPLE.matches("\n---\n").count() + 1;
+    assert_eq!(errs[0].document, last);
     assert!(
         errs[0].reason.contains("already defined in document 2"),
         "{:?}",
@@ -223,7 +224,107 @@ fn users_need_an_email_and_unique_addresses() {
 fn policies_must_say_something() {
     let policy = "---\napiVersion: smsgw.io/v1alpha1\nkind: ContactPolicy\nmetadata: {name: empty}\nspec: {}\n";
     let errs = errors_of(&format!("{EXAMPLE}{policy}"));
-    assert_eq!((errs[0].document, errs[0].field.as_str()), (4, "spec"));
+    let last = EXAMPLE.matches("\n---\n").count() + 1;
+    assert_eq!((errs[0].document, errs[0].field.as_str()), (last, "spec"));
+    // passAll says something (pass), and nothing else.
+    let pass = "---\napiVersion: smsgw.io/v1alpha1\nkind: ContactPolicy\nmetadata: {name: probe}\nspec: {passAll: true}\n";
+    assert!(
+        compile_manifests(&format!("{EXAMPLE}{pass}"))
+            .unwrap()
+            .policies["probe"]
+            .pass_all
+    );
+    let both = pass.replace("{passAll: true}", "{passAll: true, blacklists: [x]}");
+    let errs = errors_of(&format!("{EXAMPLE}{both}"));
+    assert_eq!(errs[0].field, "spec.passAll", "{errs:?}");
+}
+
+fn policy(name: &str, strategies: &str) -> String {
+    format!(
+        "---\napiVersion: smsgw.io/v1alpha1\nkind: ContactPolicy\nmetadata: {{name: {name}}}\nspec: {{frequency: {{daily: 1}}, strategies: {strategies}}}\n"
+    )
+}
+
+#[test]
+fn a_policy_answers_to_the_strategy_names_it_declares_each_held_by_one_policy() {
+    let ok = format!(
+        "{}{}{}",
+        sim_links(),
+        policy("onbuild-cp1", "[onbuild_cp1, 'Health:Check/1']"),
+        policy("cp9", "[cp9]")
+    );
+    let snap = compile_manifests(&ok).unwrap();
+    let names: Vec<&str> = snap.policies["onbuild-cp1"]
+        .strategy_names("onbuild-cp1")
+        .collect();
+    assert_eq!(names, ["onbuild-cp1", "onbuild_cp1", "Health:Check/1"]);
+    assert_eq!(
+        snap.policies["cp9"]
+            .strategy_names("cp9")
+            .collect::<Vec<_>>(),
+        ["cp9"],
+        "its own name again is no second name"
+    );
+
+    // A name another policy answers to: the later document is in error,
+    // naming the holder.
+    let dup = format!(
+        "{}{}{}",
+        sim_links(),
+        policy("a-policy", "[shared_name]"),
+        policy("b-policy", "[other, shared_name]")
+    );
+    let errs = errors_of(&dup);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(
+        (errs[0].name.as_deref(), errs[0].field.as_str()),
+        (Some("b-policy"), "spec.strategies[1]")
+    );
+    assert!(
+        errs[0].reason.contains("\"shared_name\"") && errs[0].reason.contains("\"a-policy\""),
+        "{errs:?}"
+    );
+    // A resource name another policy declares as a strategy.
+    let taken = format!(
+        "{}{}{}",
+        sim_links(),
+        policy("first", "[cp7]"),
+        policy("cp7", "[]")
+    );
+    let errs = errors_of(&taken);
+    assert_eq!(
+        (errs[0].name.as_deref(), errs[0].field.as_str()),
+        (Some("cp7"), "metadata.name")
+    );
+
+    // Names are checked one by one: blank, spaces, too long, twice.
+    let long = format!("[{}]", "x".repeat(129));
+    for (list, field) in [
+        ("['']", "spec.strategies[0]"),
+        ("[ok, 'has space']", "spec.strategies[1]"),
+        (long.as_str(), "spec.strategies[0]"),
+        ("[twice, twice]", "spec.strategies[1]"),
+    ] {
+        let errs = errors_of(&format!("{}{}", sim_links(), policy("p", list)));
+        assert_eq!(errs[0].field, field, "{list}: {errs:?}");
+    }
+    let many: Vec<String> = (0..17).map(|i| format!("s{i}")).collect();
+    let errs = errors_of(&format!(
+        "{}{}",
+        sim_links(),
+        policy("p", &format!("[{}]", many.join(", ")))
+    ));
+    assert_eq!(errs[0].field, "spec.strategies", "{errs:?}");
+}
+
+/// The example's link and pool alone (no policy).
+fn sim_links() -> String {
+    EXAMPLE
+        .split("\n---\n")
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+        + "\n"
 }
 
 #[test]

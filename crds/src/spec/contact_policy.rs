@@ -1,5 +1,6 @@
 //! `ContactPolicy`: a named contact-policy strategy (frequency caps, dedup,
-//! quiet hours, blacklists).
+//! quiet hours, blacklists), and the strategy names requests select it by
+//! (its resource name and `spec.strategies`).
 
 // `#[kube(printcolumn(..), printcolumn(..))]` repeats `type_ = ..` by
 // design; clippy reads that as a duplicated attribute.
@@ -82,7 +83,8 @@ pub struct QuietHours {
 }
 
 /// A named contact-policy strategy; requests choose it by the resource's
-/// name. Every check set here must pass for a message to be sent.
+/// name or one of `spec.strategies`. Every check set here must pass for a
+/// message to be sent.
 #[derive(
     CustomResource, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema,
 )]
@@ -94,7 +96,7 @@ pub struct QuietHours {
     status = "ContactPolicyStatus",
     shortname = "cpol",
     category = "smsgw",
-    doc = "A contact-policy strategy (frequency caps, deduplication, blacklists, quiet hours), chosen by requests by name.",
+    doc = "A contact-policy strategy (frequency caps, deduplication, blacklists, quiet hours), chosen by requests by its name or one of spec.strategies.",
     printcolumn(
         name = "Daily",
         type_ = "integer",
@@ -126,10 +128,16 @@ pub struct QuietHours {
     )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.frequency) || has(self.dedup) || (has(self.blacklists) && size(self.blacklists) > 0) || has(self.quietHours)",
-    "message": "a policy needs frequency, dedup, blacklists or quietHours"
-}]))]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.frequency) || has(self.dedup) || (has(self.blacklists) && size(self.blacklists) > 0) || has(self.quietHours) || (has(self.passAll) && self.passAll)",
+        "message": "a policy needs frequency, dedup, blacklists, quietHours or passAll"
+    },
+    {
+        "rule": "!(has(self.passAll) && self.passAll) || !(has(self.frequency) || has(self.dedup) || (has(self.blacklists) && size(self.blacklists) > 0) || has(self.quietHours))",
+        "message": "passAll excludes frequency, dedup, blacklists and quietHours"
+    }
+]))]
 pub struct ContactPolicySpec {
     /// Per-destination caps per day and week. Absent means no cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,7 +153,34 @@ pub struct ContactPolicySpec {
     /// Hours during which messages are refused. Absent means none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_hours: Option<QuietHours>,
+    /// More strategy names requests may select this policy by, besides
+    /// its resource name: the names clients already send that a resource
+    /// name cannot carry (`onbuild_cp1`, `health_check`). Each 1 to 128
+    /// visible ASCII characters (no spaces), not DNS-1123 bound; at most
+    /// 16; no name may select two policies (a name another policy already
+    /// answers to, by resource name or here, is refused on this one).
+    /// Counters belong to the policy, not to the name: every name of a
+    /// policy counts against the same caps. Default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(length(min = 1, max = 128), regex(pattern = r"^[!-~]+$")),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub strategies: Vec<String>,
+    /// Checks nothing and passes every message with a valid destination,
+    /// counting nothing: a health-check strategy, for probes that send
+    /// through the contact-policy step. Excludes every other check.
+    /// Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pass_all: bool,
 }
+
+/// Longest name in `spec.strategies`.
+pub const MAX_STRATEGY_NAME: usize = 128;
+
+/// Most names in `spec.strategies`.
+pub const MAX_STRATEGIES: usize = 16;
 
 impl ContactPolicySpec {
     /// Field-level checks that need no other resource.
@@ -191,18 +226,100 @@ impl ContactPolicySpec {
                 }
             }
         }
-        if self.frequency.is_none()
-            && self.dedup.is_none()
-            && self.blacklists.is_empty()
-            && self.quiet_hours.is_none()
-        {
+        let checks = self.frequency.is_some()
+            || self.dedup.is_some()
+            || !self.blacklists.is_empty()
+            || self.quiet_hours.is_some();
+        if !checks && !self.pass_all {
             errs.push(FieldError::new(
                 "spec",
-                "a policy needs frequency, dedup, blacklists or quietHours",
+                "a policy needs frequency, dedup, blacklists, quietHours or passAll",
             ));
+        }
+        if checks && self.pass_all {
+            errs.push(FieldError::new(
+                "spec.passAll",
+                "passAll excludes frequency, dedup, blacklists and quietHours",
+            ));
+        }
+        if self.strategies.len() > MAX_STRATEGIES {
+            errs.push(FieldError::new(
+                "spec.strategies",
+                format!("at most {MAX_STRATEGIES} names"),
+            ));
+        }
+        for (i, s) in self.strategies.iter().enumerate() {
+            let field = format!("spec.strategies[{i}]");
+            if s.is_empty() || s.len() > MAX_STRATEGY_NAME {
+                errs.push(FieldError::new(
+                    field,
+                    format!("must be 1 to {MAX_STRATEGY_NAME} characters"),
+                ));
+            } else if !s.bytes().all(|b| b.is_ascii_graphic()) {
+                errs.push(FieldError::new(
+                    field,
+                    format!("{s:?} may hold only visible ASCII characters, no spaces"),
+                ));
+            } else if self.strategies[..i].contains(s) {
+                errs.push(FieldError::new(field, format!("{s:?} is listed twice")));
+            }
         }
         errs
     }
+
+    /// The strategy names that select this policy, named `name`: its
+    /// resource name, then `spec.strategies` (its own name listed there
+    /// again is not repeated).
+    pub fn strategy_names<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+        std::iter::once(name).chain(
+            self.strategies
+                .iter()
+                .map(String::as_str)
+                .filter(move |s| *s != name),
+        )
+    }
+}
+
+/// Which policy each strategy name selects, over `policies` in the order
+/// given (a key `K` of the caller's, the resource name, the spec): every
+/// name of [`ContactPolicySpec::strategy_names`] to the first policy that
+/// answers to it, and an error on each later policy that answers to a name
+/// already taken (its resource name as `metadata.name`, an entry of
+/// `spec.strategies` by position), naming the policy that holds it. The
+/// standalone file checks in document order, the operator in name order.
+pub fn strategy_owners<'a, K: Copy>(
+    policies: impl IntoIterator<Item = (K, &'a str, &'a ContactPolicySpec)>,
+) -> (BTreeMap<&'a str, &'a str>, Vec<(K, FieldError)>) {
+    let mut owners: BTreeMap<&'a str, &'a str> = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (key, name, spec) in policies {
+        for s in spec.strategy_names(name) {
+            match owners.get(s) {
+                Some(owner) => {
+                    let field = spec
+                        .strategies
+                        .iter()
+                        .position(|x| x == s)
+                        .filter(|_| s != name)
+                        .map_or_else(
+                            || "metadata.name".to_owned(),
+                            |i| format!("spec.strategies[{i}]"),
+                        );
+                    errors.push((
+                        key,
+                        FieldError::new(
+                            field,
+                            format!("strategy {s:?} already selects ContactPolicy {owner:?}; a strategy name selects one policy"),
+                        ),
+                    ));
+                }
+                None => {
+                    owners.insert(s, name);
+                }
+            }
+        }
+    }
+    (owners, errors)
 }
 
 /// Minutes since midnight of an `HH:MM` time.

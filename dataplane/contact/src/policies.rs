@@ -32,12 +32,26 @@ pub enum PolicyConfigError {
         /// The value given.
         value: String,
     },
+    /// A strategy name of the policy already selects another policy
+    /// ([`smsgw_crds::strategy_owners`]); the name keeps selecting that
+    /// one.
+    #[error("policy {policy:?}: {field}: {reason}")]
+    StrategyTaken {
+        /// Policy name.
+        policy: String,
+        /// `metadata.name` or `spec.strategies[i]`.
+        field: String,
+        /// Which name, and which policy holds it.
+        reason: String,
+    },
 }
 
-/// One strategy, ready to check.
+/// One policy, ready to check.
 #[derive(Clone, Debug)]
 pub struct CompiledPolicy {
-    /// Strategy name.
+    /// The policy's (resource) name, whichever of its strategy names a
+    /// request used: its counters, dedup keys and reservations are under
+    /// it, so every name of one policy counts against the same caps.
     pub name: String,
     /// Messages per destination per calendar day.
     pub daily: Option<u32>,
@@ -238,7 +252,8 @@ impl Periods {
     }
 }
 
-/// The strategies in force, by name.
+/// The strategies in force, by strategy name: each policy under its
+/// resource name and every name of its `spec.strategies`.
 #[derive(Clone, Debug, Default)]
 pub struct Policies {
     map: HashMap<String, Arc<CompiledPolicy>>,
@@ -248,22 +263,47 @@ pub struct Policies {
 pub type SharedPolicies = Arc<ArcSwap<Policies>>;
 
 impl Policies {
-    /// Compiles a snapshot's policies. A policy that does not compile is
-    /// left out (checks naming it fail with `UnknownStrategy`) and its
-    /// error returned.
+    /// Compiles a snapshot's policies, each under every strategy name it
+    /// answers to. A policy that does not compile is left out (checks
+    /// naming it fail with `UnknownStrategy`) and its error returned; a
+    /// strategy name two policies answer to (which a compiled snapshot
+    /// never has) selects the first by name, and the other's claim is
+    /// returned as an error.
     pub fn compile(
         specs: &BTreeMap<String, ContactPolicySpec>,
     ) -> (Policies, Vec<PolicyConfigError>) {
-        let mut map = HashMap::new();
+        let mut compiled = HashMap::new();
         let mut errors = Vec::new();
         for (name, spec) in specs {
             match CompiledPolicy::compile(name, spec) {
                 Ok(p) => {
-                    map.insert(name.clone(), Arc::new(p));
+                    compiled.insert(name.as_str(), Arc::new(p));
                 }
                 Err(e) => errors.push(e),
             }
         }
+        let (owners, taken) = smsgw_crds::strategy_owners(
+            specs
+                .iter()
+                .map(|(name, spec)| (name.as_str(), name.as_str(), spec)),
+        );
+        errors.extend(
+            taken
+                .into_iter()
+                .map(|(policy, e)| PolicyConfigError::StrategyTaken {
+                    policy: policy.to_owned(),
+                    field: e.field,
+                    reason: e.reason,
+                }),
+        );
+        let map = owners
+            .into_iter()
+            .filter_map(|(strategy, policy)| {
+                compiled
+                    .get(policy)
+                    .map(|p| (strategy.to_owned(), p.clone()))
+            })
+            .collect();
         (Policies { map }, errors)
     }
 
@@ -373,6 +413,47 @@ mod tests {
             bad,
             Err(PolicyConfigError::UnknownTimeZone { .. })
         ));
+    }
+
+    #[test]
+    fn every_strategy_name_should_select_its_policy_and_share_its_counters() {
+        let mut specs = BTreeMap::new();
+        specs.insert(
+            "onbuild-cp1".to_owned(),
+            spec("frequency: {daily: 1}\nstrategies: [onbuild_cp1, cp1_build]"),
+        );
+        specs.insert(
+            "zz".to_owned(),
+            spec("passAll: true\nstrategies: [health_check, cp1_build]"),
+        );
+        let (p, errs) = Policies::compile(&specs);
+        for s in ["onbuild-cp1", "onbuild_cp1", "cp1_build"] {
+            assert_eq!(
+                p.get(s).map(|c| c.name.as_str()),
+                Some("onbuild-cp1"),
+                "{s}"
+            );
+        }
+        assert_eq!(p.get("health_check").map(|c| c.name.as_str()), Some("zz"));
+        let hc = p.get("zz").unwrap();
+        assert!(hc.daily.is_none() && hc.dedup_window.is_none() && hc.blacklists.is_empty());
+        // The later policy's claim on a taken name is refused, not obeyed.
+        assert!(
+            matches!(&errs[..], [PolicyConfigError::StrategyTaken { policy, field, .. }] if policy == "zz" && field == "spec.strategies[1]"),
+            "{errs:?}"
+        );
+        let mut names: Vec<&str> = p.names().collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "cp1_build",
+                "health_check",
+                "onbuild-cp1",
+                "onbuild_cp1",
+                "zz"
+            ]
+        );
     }
 
     #[test]

@@ -24,6 +24,12 @@ blacklist:
   blacklists: [default, vip]
 quiet:
   quietHours: {start: '22:00', end: '07:00'}
+onbuild-cp1:
+  frequency: {daily: 2}
+  strategies: [onbuild_cp1]
+health:
+  passAll: true
+  strategies: [health_check]
 "#;
 
 fn policies() -> Policies {
@@ -180,6 +186,29 @@ async fn contract(e: &dyn PolicyEngine, sink: &dyn BlacklistSink, clock: &FakeCl
     assert_eq!(state(e, tokyo).await, PolicyState::Ok);
     tokyo.destination_time_zone = Some("Pacific/Auckland"); // 23:00
     assert_eq!(state(e, tokyo).await, PolicyState::QuietHours);
+
+    // Strategy names: every name of a policy counts against its caps
+    // (and gives back to them), whichever name a request used.
+    let f = "+33600000010";
+    assert_eq!(state(e, req("onbuild_cp1", f, "x")).await, PolicyState::Ok);
+    let d = e.check(&req("onbuild-cp1", f, "x")).await.unwrap();
+    assert_eq!(d.verdict, Verdict::OK);
+    assert_eq!(
+        state(e, req("onbuild_cp1", f, "x")).await,
+        PolicyState::DailyCp
+    );
+    e.release(d.reservation.as_ref().unwrap()).await.unwrap();
+    assert_eq!(state(e, req("onbuild_cp1", f, "x")).await, PolicyState::Ok);
+    assert_eq!(
+        state(e, req("cp1", f, "x")).await,
+        PolicyState::Ok,
+        "cp1 counts apart"
+    );
+    // passAll: every message passes, counted nowhere.
+    for _ in 0..3 {
+        let d = e.check(&req("health_check", bad, "x")).await.unwrap();
+        assert_eq!((d.verdict, d.reservation), (Verdict::OK, None));
+    }
 
     // Errors.
     assert_eq!(

@@ -38,7 +38,8 @@ impl Rejection {
 }
 
 /// Checks what the gateway relies on when it applies a snapshot: every
-/// spec's field rules, and pools naming only links of the snapshot.
+/// spec's field rules, pools naming only links of the snapshot, and each
+/// contact-policy strategy name selecting one policy.
 pub fn validate(snap: &Snapshot, namespace: &str) -> Result<(), Rejection> {
     let first = |kind: &str, name: &str, errs: Vec<smsgw_crds::FieldError>| match errs.first() {
         Some(e) => Err(Rejection::of(
@@ -74,6 +75,14 @@ pub fn validate(snap: &Snapshot, namespace: &str) -> Result<(), Rejection> {
     for (name, spec) in &snap.policies {
         first("ContactPolicy", name, spec.validate())?;
     }
+    let (_, taken) = smsgw_crds::strategy_owners(
+        snap.policies
+            .iter()
+            .map(|(name, spec)| (name.as_str(), name.as_str(), spec)),
+    );
+    if let Some((name, e)) = taken.into_iter().next() {
+        first("ContactPolicy", name, vec![e])?;
+    }
     Ok(())
 }
 
@@ -94,6 +103,17 @@ mod tests {
         let r = validate(&snap, "ns").unwrap_err();
         assert_eq!(r.resource, "EsmePool/ns/default");
         assert!(r.error.contains("local-sim"), "{r:?}");
+    }
+
+    #[test]
+    fn a_strategy_name_two_policies_answer_to_is_refused() {
+        let mut snap = example();
+        let mut other = snap.policies["cp1"].clone();
+        other.strategies = vec!["cp1".into()];
+        snap.policies.insert("zz-copy".into(), other);
+        let r = validate(&snap, "ns").unwrap_err();
+        assert_eq!(r.resource, "ContactPolicy/ns/zz-copy");
+        assert!(r.error.starts_with("spec.strategies[0]: "), "{r:?}");
     }
 
     #[test]
