@@ -119,6 +119,17 @@ pub struct ServeArgs {
     pub gateway: GatewayArgs,
 }
 
+impl GatewayArgs {
+    /// The Redis settings (`--redis-timeout`, `--redis-in-flight`) of a
+    /// store, outbox or policy engine at `url`.
+    pub fn redis_config(&self, url: impl Into<String>) -> smsgw_store::RedisConfig {
+        let mut c = smsgw_store::RedisConfig::new(url);
+        c.response_timeout = self.redis_timeout;
+        c.in_flight = self.redis_in_flight as usize;
+        c
+    }
+}
+
 impl ServeArgs {
     /// Refuses a cluster proxy whose rate limits or contact policies would
     /// be per process (see [`ServeArgs::single_proxy`]), naming what to set.
@@ -179,6 +190,18 @@ pub struct GatewayArgs {
     /// `--redis-url`.
     #[arg(long, env = "SMSGW_STORE_REDIS_URL")]
     pub store_redis_url: Option<String>,
+    /// Bound on one Redis command's answer, for the message and user
+    /// stores, the outbox and the contact policies (the rate limiter has
+    /// its own, `--rate-limit-timeout`). A command that waits for a turn
+    /// (`--redis-in-flight`) starts its timeout when it gets one.
+    #[arg(long, env = "SMSGW_REDIS_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub redis_timeout: std::time::Duration,
+    /// Redis commands in flight at once on each connection of the message
+    /// store, the user store and the outbox; more wait for a turn, which
+    /// holds their callers back when Redis cannot keep up instead of
+    /// queueing calls until they time out together.
+    #[arg(long, env = "SMSGW_REDIS_IN_FLIGHT", default_value_t = smsgw_store::DEFAULT_IN_FLIGHT as u32, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub redis_in_flight: u32,
     /// Aerospike seed hosts (`--store aerospike`), `host:port[,…]`.
     #[arg(long, env = "AEROSPIKE_HOSTS")]
     pub aerospike_hosts: Option<String>,
@@ -261,6 +284,13 @@ pub struct GatewayArgs {
     /// `unknown`). About 150 bytes each.
     #[arg(long, env = "SMSGW_LATE_RESPONSES", default_value_t = smsgw_messaging::DEFAULT_LATE_RESPONSES, value_parser = clap::value_parser!(usize))]
     pub late_responses: usize,
+    /// Accepted messages on their way to a link in the background at once
+    /// (each waits for a window slot, a bind, or its retry period); past
+    /// it a send waits for one to finish, holding clients back instead of
+    /// queueing without limit. Each holds its record and task state
+    /// (`smsgw_memory_bytes{structure="background_submissions"}`).
+    #[arg(long, env = "SMSGW_MAX_BACKGROUND_SUBMISSIONS", default_value_t = smsgw_messaging::DEFAULT_BACKGROUND_SUBMISSIONS, value_parser = clap::value_parser!(usize))]
+    pub max_background_submissions: usize,
     /// A message still `accepted` (not submitted) this long after it was
     /// accepted is claimed and submitted by a sweeper.
     #[arg(long, env = "SMSGW_SWEEP_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]

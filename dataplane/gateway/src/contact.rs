@@ -84,7 +84,7 @@ pub(crate) async fn build(args: &GatewayArgs, policies: SharedPolicies) -> anyho
     let redis = async |why: &str| -> anyhow::Result<_> {
         let url =
             redis_url.with_context(|| format!("{why} needs --policy-redis-url or --redis-url"))?;
-        let config = smsgw_store::RedisConfig::new(url.clone());
+        let config = args.redis_config(url.clone());
         let conn = config
             .connect()
             .await

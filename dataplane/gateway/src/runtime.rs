@@ -13,7 +13,7 @@ use smsgw_core::messages::MessageStore;
 use smsgw_core::users::UserStore;
 use smsgw_crds::Snapshot;
 use smsgw_messaging::Messaging;
-use smsgw_store::{EmbeddedUserStore, RedisConfig, RedisUserStore};
+use smsgw_store::{EmbeddedUserStore, RedisUserStore};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -139,7 +139,7 @@ impl Gateway {
         let auth = build_auth(args)?;
         let store: Arc<dyn UserStore> = match &args.redis_url {
             Some(url) => Arc::new(
-                RedisUserStore::connect(&RedisConfig::new(url.clone()))
+                RedisUserStore::connect(&args.redis_config(url.clone()))
                     .await
                     .context("cannot reach Redis for the user store")?,
             ),
@@ -184,6 +184,7 @@ impl Gateway {
             .policy(contact.engine.clone())
             .limiter(rate.limiter.clone())
             .late_responses(args.late_responses)
+            .background_submissions(args.max_background_submissions)
             .build();
         messaging.stats.set_per_app_series(args.metrics_per_app);
         let mut state = ApiState::new(metrics, auth, Arc::new(messaging))
@@ -374,7 +375,7 @@ async fn outbox(args: &GatewayArgs) -> anyhow::Result<Arc<dyn smsgw_core::outbox
     Ok(match redis {
         Some(url) => Arc::new(
             smsgw_store::outbox::RedisOutbox::connect(
-                &RedisConfig::new(url),
+                &args.redis_config(url),
                 args.events_retention,
             )
             .await
@@ -425,7 +426,7 @@ async fn message_store(args: &GatewayArgs) -> anyhow::Result<Arc<dyn MessageStor
                 .or_else(|| args.redis_url.clone())
                 .context("--store redis needs --store-redis-url or --redis-url")?;
             Arc::new(
-                RedisMessageStore::connect(&RedisConfig::new(url), opts)
+                RedisMessageStore::connect(&args.redis_config(url), opts)
                     .await
                     .context("cannot reach Redis for the message store")?,
             )

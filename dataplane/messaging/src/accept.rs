@@ -14,6 +14,7 @@ use smsgw_core::messages::{
     CreateOutcome, MessageRecord, MessageStatus, SegmentRecord, Target, unix_now_ms,
 };
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -134,12 +135,17 @@ impl Messaging {
             .map_err(|e| MessagingError::Internal(e.to_string()))?;
         let this = self.clone();
         let retry = self.submit_retry;
-        tokio::spawn(async move {
+        let task = async move {
             if let Err(e) = this.submit(rec, p.outbound, retry, false).await {
                 tracing::warn!(error = ?e, "background submission failed; the sweeper will retry");
             }
             drop(permit);
-        });
+        };
+        if self.submit_task_bytes.load(Ordering::Relaxed) == 0 {
+            self.submit_task_bytes
+                .store(std::mem::size_of_val(&task) as u64, Ordering::Relaxed);
+        }
+        tokio::spawn(task);
         Ok(response)
     }
 

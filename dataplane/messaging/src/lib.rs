@@ -35,7 +35,7 @@ pub use error::MessagingError;
 pub use receipts::MobileOriginated;
 pub use request::{SendRequest, SentAt};
 pub use service::{
-    DEFAULT_LATE_RESPONSES, DEFAULT_SUBMIT_RETRY, MESSAGE_LOG, Messaging, MessagingBuilder, Sender,
+    DEFAULT_BACKGROUND_SUBMISSIONS, DEFAULT_LATE_RESPONSES, DEFAULT_SUBMIT_RETRY, MESSAGE_LOG, Messaging, MessagingBuilder, Sender,
     USER_CACHE_ENTRIES, Unlimited,
 };
 pub use submit::SWEEP_BATCH;

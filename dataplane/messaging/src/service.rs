@@ -34,8 +34,9 @@ pub const MESSAGE_LOG: &str = "smsgw::message";
 /// otherwise.
 pub const DEFAULT_SUBMIT_RETRY: Duration = Duration::from_secs(10);
 
-/// Background submissions in flight at once, per gateway.
-const SUBMIT_SLOTS: usize = 8192;
+/// Background submissions in flight at once, per gateway, unless the
+/// builder says otherwise (`--max-background-submissions`).
+pub const DEFAULT_BACKGROUND_SUBMISSIONS: usize = 8192;
 
 /// How long a user record is cached for quota checks on the send path.
 pub(crate) const USER_CACHE: Duration = Duration::from_secs(5);
@@ -95,6 +96,11 @@ pub struct Messaging {
     /// Bounds background submissions: when every slot is taken, `send`
     /// waits, which holds clients back instead of queueing without limit.
     pub(crate) submit_slots: Arc<Semaphore>,
+    /// The bound of `submit_slots`.
+    pub(crate) submit_slots_max: usize,
+    /// Size of one background submission's task state, taken at the
+    /// first spawn (for the `background_submissions` memory gauge).
+    pub(crate) submit_task_bytes: AtomicU64,
     /// Counters for the admin statistics.
     pub stats: Stats,
     pub(crate) metrics: LifecycleMetrics,
@@ -122,6 +128,7 @@ pub struct MessagingBuilder {
     submit_retry: Duration,
     outbox: Option<Arc<dyn Outbox>>,
     late_responses: usize,
+    background_submissions: usize,
 }
 
 impl MessagingBuilder {
@@ -131,6 +138,17 @@ impl MessagingBuilder {
     /// unmatched and the segment stays `unknown`.
     pub fn late_responses(mut self, entries: usize) -> Self {
         self.late_responses = entries;
+        self
+    }
+
+    /// How many accepted messages may be on their way to a link at once in
+    /// the background (each waits for a window slot, a bind, or its retry
+    /// period). Past it `send` waits for one to finish, which holds
+    /// clients back instead of queueing without limit; each costs its
+    /// record and task state (`smsgw_memory_bytes{structure=
+    /// "background_submissions"}`).
+    pub fn background_submissions(mut self, max: usize) -> Self {
+        self.background_submissions = max.max(1);
         self
     }
 
@@ -201,7 +219,9 @@ impl MessagingBuilder {
                 usize::MAX,
                 USER_CACHE,
             )),
-            submit_slots: Arc::new(Semaphore::new(SUBMIT_SLOTS)),
+            submit_slots: Arc::new(Semaphore::new(self.background_submissions)),
+            submit_slots_max: self.background_submissions,
+            submit_task_bytes: AtomicU64::new(0),
             stats: Stats::default(),
             metrics,
             observer: OnceLock::new(),
@@ -228,6 +248,7 @@ impl Messaging {
             submit_retry: DEFAULT_SUBMIT_RETRY,
             outbox: None,
             late_responses: DEFAULT_LATE_RESPONSES,
+            background_submissions: DEFAULT_BACKGROUND_SUBMISSIONS,
         }
     }
 
@@ -255,10 +276,26 @@ impl Messaging {
                 .memory(),
             self.claim_cache.memory(),
             self.stats.campaigns_memory(),
+            self.background_memory(),
         ]
         .into_iter()
         .chain(self.policy.as_ref().and_then(|p| p.memory()))
         .collect()
+    }
+
+    /// Background submissions in flight: entries, their task state, and
+    /// the bound.
+    fn background_memory(&self) -> MemoryUse {
+        let entries = self
+            .submit_slots_max
+            .saturating_sub(self.submit_slots.available_permits()) as u64;
+        MemoryUse {
+            structure: "background_submissions",
+            entries,
+            bytes: entries * self.submit_task_bytes.load(Ordering::Relaxed),
+            capacity: self.submit_slots_max as u64,
+            evicted: 0,
+        }
     }
 
     /// Late submit_sm_resp that matched no segment awaiting one, since

@@ -140,6 +140,22 @@ async fn fixture_with(links: ScriptedLinks, retry: Duration) -> Fixture {
 
 /// A fixture remembering at most `late` segments for late responses.
 async fn fixture_full(links: ScriptedLinks, retry: Duration, late: usize) -> Fixture {
+    fixture_bounded(
+        links,
+        retry,
+        late,
+        smsgw_messaging::DEFAULT_BACKGROUND_SUBMISSIONS,
+    )
+    .await
+}
+
+/// A fixture with at most `background` background submissions at once.
+async fn fixture_bounded(
+    links: ScriptedLinks,
+    retry: Duration,
+    late: usize,
+    background: usize,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(
         EmbeddedMessageStore::open(&dir.path().join("messages.redb"), Default::default()).unwrap(),
@@ -170,6 +186,7 @@ async fn fixture_full(links: ScriptedLinks, retry: Duration, late: usize) -> Fix
     .outbox(outbox.clone())
     .submit_retry(retry)
     .late_responses(late)
+    .background_submissions(background)
     .links(links.clone())
     .limiter(limiter.clone())
     .policy(Arc::new(engine))
@@ -659,6 +676,47 @@ async fn a_late_submit_response_settles_the_unknown_segment() {
     assert!(matches!(out, ReceiptOutcome::Applied(ref m) if m.status == MessageStatus::Delivered));
     let stats = f.messaging.stats.view();
     assert_eq!(stats.links["link-a"].delivered, 1);
+}
+
+#[tokio::test]
+async fn background_submissions_hold_their_bound_and_a_send_waits_for_a_free_one() {
+    // No link takes anything: each background submission holds its slot
+    // for its 1 s retry period.
+    let f = fixture_bounded(
+        ScriptedLinks::new(Vec::new(), unavailable()),
+        Duration::from_secs(1),
+        smsgw_messaging::DEFAULT_LATE_RESPONSES,
+        2,
+    )
+    .await;
+    for tx in ["tx-slot-1", "tx-slot-2"] {
+        let r = f.messaging.send(SENDER, request(tx), &trace()).await.unwrap();
+        assert_eq!(r.status, MessageStatus::Accepted);
+    }
+    let held = f
+        .messaging
+        .memory()
+        .into_iter()
+        .find(|m| m.structure == "background_submissions")
+        .unwrap();
+    assert_eq!((held.entries, held.capacity), (2, 2));
+    assert!(held.bytes > 0, "the task state is counted");
+    // A third send waits while both slots are held ...
+    let t = trace();
+    let third = f.messaging.send(SENDER, request("tx-slot-3"), &t);
+    tokio::pin!(third);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut third)
+            .await
+            .is_err(),
+        "a send past the bound must wait for a slot"
+    );
+    // ... and goes through once a retry period ends and frees one.
+    let r = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .expect("a slot frees when a retry period ends")
+        .unwrap();
+    assert_eq!(r.status, MessageStatus::Accepted);
 }
 
 #[tokio::test]

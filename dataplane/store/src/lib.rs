@@ -9,7 +9,7 @@ pub mod outbox;
 mod redis_store;
 
 pub use embedded::{EmbeddedUserStore, USER_STORE_CACHE};
-pub use redis_store::{RedisConfig, RedisUserStore};
+pub use redis_store::{BoundedConnection, DEFAULT_IN_FLIGHT, RedisConfig, RedisUserStore};
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

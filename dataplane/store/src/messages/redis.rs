@@ -82,9 +82,8 @@
 use super::kv::{Cas, VersionedKv};
 use super::record_codec::{self, is_lower_hex, nibble, put_str, take_str};
 use super::{KvMessageStore, MessageStoreOptions, backend, ms};
-use crate::RedisConfig;
+use crate::{BoundedConnection, RedisConfig};
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use smsgw_core::messages::{
     MessageRecord, MessageStatus, MessageStoreError, ReceiptUpdate, unix_now_ms,
 };
@@ -369,7 +368,7 @@ const RECORD_BUCKET_MS: u64 = 1_000;
 /// docs for the layout).
 #[derive(Clone)]
 pub struct RedisKv {
-    conn: ConnectionManager,
+    conn: BoundedConnection,
     prefix: String,
     /// Width of an index generation: `ttl / GENERATIONS`.
     generation_ms: u64,
@@ -391,7 +390,7 @@ impl RedisKv {
         config: &RedisConfig,
         opts: &MessageStoreOptions,
     ) -> Result<Self, MessageStoreError> {
-        let conn = config.connect().await.map_err(backend)?;
+        let conn = config.connect_bounded().await.map_err(backend)?;
         Ok(Self {
             conn,
             prefix: config.prefix.clone(),
@@ -462,7 +461,7 @@ impl RedisKv {
         format!("{{{}:i:{link}:{sid}}}", self.prefix)
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> BoundedConnection {
         self.conn.clone()
     }
 

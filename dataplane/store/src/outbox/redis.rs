@@ -16,7 +16,7 @@
 //! append (the partition stream and the app's pull log) is one `MULTI` on
 //! Redis Cluster too.
 
-use crate::RedisConfig;
+use crate::{BoundedConnection, RedisConfig};
 use redis::aio::ConnectionManager;
 use smsgw_core::outbox::{Claimed, Logged, Outbox, OutboxError, OutboxEvent};
 use std::collections::HashMap;
@@ -88,7 +88,7 @@ struct Held {
 
 /// The outbox on Redis Streams, shared by the pods.
 pub struct RedisOutbox {
-    conn: ConnectionManager,
+    conn: BoundedConnection,
     /// For blocking reads, apart from the appends and acknowledgements.
     reader: ConnectionManager,
     tag: String,
@@ -106,7 +106,7 @@ impl RedisOutbox {
     /// Connects and makes sure every partition has its consumer group.
     /// Pull logs keep events for `retention`.
     pub async fn connect(config: &RedisConfig, retention: Duration) -> Result<Self, OutboxError> {
-        let conn = config.connect().await.map_err(backend)?;
+        let conn = config.connect_bounded().await.map_err(backend)?;
         let mut rc = config.clone();
         rc.response_timeout = config.response_timeout + Duration::from_secs(2);
         let reader = rc.connect().await.map_err(backend)?;
