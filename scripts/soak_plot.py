@@ -67,6 +67,14 @@ def summary(rows, warmup_s):
     if last.get("data_dir_bytes"):
         out["data_dir_end_mib"] = last["data_dir_bytes"] / 2**20
         out["data_dir_peak_mib"] = max(r["data_dir_bytes"] or 0 for r in rows) / 2**20
+    # Newer CSVs split the resident set: heap (anonymous) and file pages,
+    # at one third and at the end, and the most threads seen.
+    if last.get("rss_anon_kib") is not None:
+        for k in ("rss_anon_kib", "rss_file_kib"):
+            name = k.removesuffix("_kib")
+            out[f"{name}_at_one_third_mib"] = (rows[third][k] or 0) / 1024
+            out[f"{name}_end_mib"] = (last[k] or 0) / 1024
+        out["threads_max"] = max(r["threads"] or 0 for r in rows)
     return out
 
 

@@ -13,7 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The CSV's header; one row per sample follows.
-pub(crate) const HEADER: &str = "elapsed_s,rss_kib,cpu_percent,sent_per_s,accepted_per_s,delivered_per_s,sent_total,accepted_total,delivered_total,failed_total,data_dir_bytes";
+pub(crate) const HEADER: &str = "elapsed_s,rss_kib,cpu_percent,sent_per_s,accepted_per_s,delivered_per_s,sent_total,accepted_total,delivered_total,failed_total,data_dir_bytes,rss_anon_kib,rss_file_kib,threads";
+
+/// The `/proc/<pid>/status` fields sampled after `VmRSS`: what part of the
+/// resident set is heap (anonymous) and what is file pages, and the
+/// thread count (each thread has its own allocator heap).
+const STATUS_FIELDS: [&str; 3] = ["RssAnon:", "RssFile:", "Threads:"];
 
 /// Clock ticks per second of `/proc/<pid>/stat` (USER_HZ: 100 on every
 /// Linux architecture the gateway ships for).
@@ -47,15 +52,14 @@ pub(crate) struct Soak {
 
 /// Resident set of `pid` in KiB.
 pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
+    status_field(pid, "VmRSS:")
+}
+
+/// A numeric field of `/proc/<pid>/status` (`kB` values in KiB).
+fn status_field(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .strip_suffix("kB")?
-        .trim()
-        .parse()
-        .ok()
+    let v = status.lines().find_map(|l| l.strip_prefix(field))?.trim();
+    v.strip_suffix("kB").unwrap_or(v).trim().parse().ok()
 }
 
 /// User plus system CPU time of `pid`, in clock ticks.
@@ -124,7 +128,7 @@ impl Soak {
             let rate = |i: usize| totals[i].saturating_sub(last.2[i]) as f64 / secs;
             writeln!(
                 out,
-                "{:.1},{},{:.1},{:.0},{:.0},{:.0},{},{},{},{},{}",
+                "{:.1},{},{:.1},{:.0},{:.0},{:.0},{},{},{},{},{},{}",
                 now.duration_since(start).as_secs_f64(),
                 rss_kib(self.pid).map_or(String::new(), |v| v.to_string()),
                 cpu.saturating_sub(last.1) as f64 / TICKS_PER_SEC / secs * 100.0,
@@ -138,6 +142,9 @@ impl Soak {
                 self.data_dir
                     .as_deref()
                     .map_or(String::new(), |d| dir_bytes(d).to_string()),
+                STATUS_FIELDS
+                    .map(|f| status_field(self.pid, f).map_or(String::new(), |v| v.to_string()))
+                    .join(","),
             )?;
             out.flush()?;
             last = (now, cpu, totals);
@@ -157,6 +164,8 @@ mod tests {
         let pid = std::process::id();
         assert!(rss_kib(pid).is_some_and(|k| k > 0));
         assert!(cpu_ticks(pid).is_some());
+        assert!(status_field(pid, "RssAnon:").is_some_and(|k| k > 0));
+        assert!(status_field(pid, "Threads:").is_some_and(|n| n >= 1));
         assert_eq!(rss_kib(u32::MAX), None, "no such process");
     }
 }
