@@ -492,7 +492,7 @@ fn spawn_send_stream(
 }
 
 /// Requests handled at once per SendMessageStream.
-const STREAM_IN_FLIGHT: usize = 1024;
+const STREAM_IN_FLIGHT: usize = 256;
 
 fn send_request(caller: &Caller, m: pb::SmsRequest) -> Result<crate::send::SendRequest, ApiError> {
     if let Caller::User { app_id, .. } = caller

@@ -36,7 +36,7 @@ pub const DEFAULT_SUBMIT_RETRY: Duration = Duration::from_secs(10);
 
 /// Background submissions in flight at once, per gateway, unless the
 /// builder says otherwise (`--max-background-submissions`).
-pub const DEFAULT_BACKGROUND_SUBMISSIONS: usize = 8192;
+pub const DEFAULT_BACKGROUND_SUBMISSIONS: usize = 2048;
 
 /// How long a user record is cached for quota checks on the send path.
 pub(crate) const USER_CACHE: Duration = Duration::from_secs(5);
