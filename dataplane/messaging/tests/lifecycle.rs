@@ -690,7 +690,11 @@ async fn background_submissions_hold_their_bound_and_a_send_waits_for_a_free_one
     )
     .await;
     for tx in ["tx-slot-1", "tx-slot-2"] {
-        let r = f.messaging.send(SENDER, request(tx), &trace()).await.unwrap();
+        let r = f
+            .messaging
+            .send(SENDER, request(tx), &trace())
+            .await
+            .unwrap();
         assert_eq!(r.status, MessageStatus::Accepted);
     }
     let held = f

@@ -50,5 +50,8 @@ async fn a_burst_longer_than_the_timeout_waits_for_turns_instead_of_failing() {
     // behind ≈ 300 ms of others time out. This is what the bound is for
     // (and shows the check above can fail).
     let failed = burst(&server, 100_000, 200).await;
-    assert!(failed > 0, "an unbounded burst of 1 s of work should time out");
+    assert!(
+        failed > 0,
+        "an unbounded burst of 1 s of work should time out"
+    );
 }
