@@ -299,7 +299,10 @@ async fn the_soak_mode_samples_the_gateway_into_a_csv() {
             "accepted_total",
             "delivered_total",
             "failed_total",
-            "data_dir_bytes"
+            "data_dir_bytes",
+            "rss_anon_kib",
+            "rss_file_kib",
+            "threads"
         ]
     );
     let rows: Vec<Vec<String>> = lines
@@ -316,6 +319,9 @@ async fn the_soak_mode_samples_the_gateway_into_a_csv() {
         assert!(num(r, 1) > 1024.0, "an RSS in KiB: {text}");
         assert!(num(r, 2) >= 0.0);
         assert_eq!(r[10], "", "no --data-dir given: {text}");
+        assert!(num(r, 11) > 1024.0, "an anonymous RSS in KiB: {text}");
+        assert!(num(r, 11) <= num(r, 1), "part of the RSS: {text}");
+        assert!(num(r, 13) >= 2.0, "a tokio gateway has threads: {text}");
     }
     assert!(
         rows.windows(2).all(|w| num(&w[0], 0) < num(&w[1], 0)),
