@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `smsgw` binary, driven over real sockets.
 
 mod auth;
+mod batch;
 mod claims;
 mod cli;
 mod config_push;

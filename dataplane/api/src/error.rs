@@ -25,7 +25,7 @@ pub enum ApiError {
     /// The body's Content-Type is not one the route reads.
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// The body exceeds [`crate::MAX_BODY_BYTES`].
+    /// The body exceeds its limit ([`crate::MAX_BODY_BYTES`], or a batch's).
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge {
         /// The limit in bytes.
@@ -112,7 +112,8 @@ pub(crate) struct ErrorDetail {
     /// `permission_denied`, `not_found`, `conflict`, `too_many_requests`,
     /// `rate_limited`, `unavailable`, `unimplemented`, `internal`, a send
     /// refusal such as `invalid_destination`, `too_many_segments`,
-    /// `target_not_allowed`, `daily_cp`, or an address claim's
+    /// `target_not_allowed`, `daily_cp`, `transaction_id_reused`, a
+    /// batch's `empty_batch` or `batch_too_large`, or an address claim's
     /// (`invalid_address`, `invalid_keyword`, `address_taken`,
     /// `address_managed`, `already_claimed`, `too_many_claims`).
     #[schema(example = "invalid_argument")]
@@ -201,26 +202,38 @@ impl ApiError {
             _ => None,
         }
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if let ApiError::Internal(detail) = &self {
+    /// The `error` of this error's JSON answer (an internal failure's
+    /// detail is logged here, not shown).
+    pub(crate) fn detail(&self) -> ErrorDetail {
+        if let ApiError::Internal(detail) = self {
             tracing::error!(%detail, "internal error");
         }
-        let retry_after = match &self {
+        ErrorDetail {
+            code: self.code(),
+            message: self.to_string(),
+            field: self.field().map(str::to_owned),
+        }
+    }
+
+    /// Seconds a client should wait before retrying (`Retry-After`), for
+    /// the errors that say.
+    pub(crate) fn retry_after(&self) -> Option<u64> {
+        match self {
             ApiError::TooManyRequests { retry_after_secs }
             | ApiError::RateLimited {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
             _ => None,
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let retry_after = self.retry_after();
         let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code(),
-                message: self.to_string(),
-                field: self.field().map(str::to_owned),
-            },
+            error: self.detail(),
         };
         let mut resp = (self.http_status(), Json(body)).into_response();
         if let Some(secs) = retry_after {

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+pub(crate) mod batch;
 pub(crate) mod doc;
 
 /// Routes whose calls the dashboard's request rate leaves out: probes,
@@ -63,6 +64,7 @@ pub fn router(state: ApiState) -> Router {
     let user = Router::new()
         .route("/api/v1/sms/check-text-len", post(check_text_len_handler))
         .route("/api/v1/sms/send", post(send_handler))
+        .route("/api/v1/sms/send-batch", post(batch::send_batch_handler))
         .route("/api/v1/sms", get(sms_by_transaction))
         .route("/api/v1/sms/{message_id}", get(sms_info))
         .route("/api/v1/settings/webhook", axum::routing::put(set_webhook))
@@ -117,7 +119,7 @@ pub fn router(state: ApiState) -> Router {
             record_metrics,
         ))
         .layer(middleware::from_fn(security_headers))
-        // JsonBody enforces MAX_BODY_BYTES itself (see read_body).
+        // JsonBody and the batch route bound bodies themselves (read_body_within).
         .layer(DefaultBodyLimit::disable())
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -1002,28 +1004,34 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = read_body(req).await?;
-        if bytes.is_empty() {
-            return Err(ApiError::MalformedBody(
-                "request body is empty; expected a JSON object".into(),
-            ));
-        }
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            ApiError::MalformedBody(match e.classify() {
-                serde_json::error::Category::Data => format!("invalid request: {e}"),
-                _ => format!("invalid JSON: {e}"),
-            })
-        })
+        parse_json(read_body_within(req, MAX_BODY_BYTES).await?).map(JsonBody)
     }
 }
 
-/// Past [`MAX_BODY_BYTES`], up to this much more is read and dropped before
+/// A JSON body as `T`: empty, not JSON or the wrong shape → 400 with a
+/// message saying what is wrong.
+fn parse_json<T: DeserializeOwned>(bytes: Bytes) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::MalformedBody(
+            "request body is empty; expected a JSON object".into(),
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::MalformedBody(match e.classify() {
+            serde_json::error::Category::Data => format!("invalid request: {e}"),
+            _ => format!("invalid JSON: {e}"),
+        })
+    })
+}
+
+/// Past the body limit, up to this much more is read and dropped before
 /// answering 413, so that ordinary clients, which write the whole body
 /// before reading the answer, see the 413 instead of a broken pipe.
 const DRAIN_BYTES: usize = 4 * 1024 * 1024;
 
-/// Reads a request body of at most [`MAX_BODY_BYTES`].
-async fn read_body(req: Request) -> Result<Bytes, ApiError> {
+/// Reads a request body of at most `limit` bytes ([`MAX_BODY_BYTES`], or a
+/// batch's).
+async fn read_body_within(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     use futures::StreamExt;
     let mut stream = req.into_body().into_data_stream();
     let mut buf = bytes::BytesMut::new();
@@ -1033,16 +1041,14 @@ async fn read_body(req: Request) -> Result<Bytes, ApiError> {
             ApiError::MalformedBody(format!("could not read the request body: {e}"))
         })?;
         seen += chunk.len();
-        if seen <= MAX_BODY_BYTES {
+        if seen <= limit {
             buf.extend_from_slice(&chunk);
-        } else if seen > MAX_BODY_BYTES + DRAIN_BYTES {
+        } else if seen > limit + DRAIN_BYTES {
             break;
         }
     }
-    if seen > MAX_BODY_BYTES {
-        return Err(ApiError::PayloadTooLarge {
-            limit: MAX_BODY_BYTES,
-        });
+    if seen > limit {
+        return Err(ApiError::PayloadTooLarge { limit });
     }
     Ok(buf.freeze())
 }

@@ -20,7 +20,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
     paths(
         healthy, ready, metrics, openapi_json_handler, docs_page,
         register, login, token, jwks,
-        send_handler, check_text_len_handler, sms_info, sms_by_transaction,
+        send_handler, batch::send_batch_handler, check_text_len_handler, sms_info, sms_by_transaction,
         set_webhook, claim_address, list_own_claims, release_address,
         list_events, list_links, get_link,
         list_users, get_user, update_user, delete_user, set_admin, reset_secret,
