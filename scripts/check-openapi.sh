@@ -9,15 +9,8 @@ cd "$(dirname "$0")/.."
 
 OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
 
-dir="${SMSGW_OPENAPI_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/smsgw-openapi-tools}"
-stamp="$dir/.installed-$OPENAPI_SPEC_VALIDATOR_VERSION"
-if [ ! -f "$stamp" ]; then
-    rm -rf "$dir"
-    mkdir -p "$dir/py"
-    python3 -m pip install --quiet --disable-pip-version-check --upgrade \
-        --target "$dir/py" "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION" >&2
-    touch "$stamp"
-fi
+source scripts/lib/pip-tool.sh
+dir="$(pip_tool smsgw-openapi-tools SMSGW_OPENAPI_TOOLS_DIR "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION")"
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT

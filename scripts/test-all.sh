@@ -99,6 +99,14 @@ log "OpenAPI document (openapi-spec-validator)"
 ./scripts/check-openapi.sh
 # -------------------------------------------------------------------------
 
+# ---- Docker Compose file (issue 19) -------------------------------------
+# compose.yaml against the Compose specification's JSON schema (PyPI
+# check-jsonschema's vendored copy, pinned, cached) and against the binary
+# built above (its flags, SMSGW_* variables and configuration).
+log "compose.yaml (Compose specification schema, smsgw flags)"
+./scripts/check-compose.sh
+# -------------------------------------------------------------------------
+
 log "cargo test"
 cargo test --workspace --locked --no-fail-fast "$@"
 
