@@ -5,7 +5,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-async fn dashboard(req: reqwest::RequestBuilder) -> (u16, Value) {
+/// A request's status and JSON body (`null` when it has none).
+pub(crate) async fn dashboard(req: reqwest::RequestBuilder) -> (u16, Value) {
     let r = req.send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }

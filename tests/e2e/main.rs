@@ -4,6 +4,7 @@ mod auth;
 mod batch;
 mod claims;
 mod cli;
+mod compat;
 mod config_push;
 mod contact;
 mod dashboard;

@@ -141,10 +141,10 @@ impl Default for Dashboard {
 }
 
 /// The dashboard as `caller` may see it: admins see every app's campaigns,
-/// users only their own app's.
+/// users only their own app's; no caller (the public dashboard) every app's.
 pub async fn stats(
     state: &ApiState,
-    caller: &Caller,
+    caller: Option<&Caller>,
     top: Option<usize>,
 ) -> Result<DashboardStats, ApiError> {
     let top = top.unwrap_or(DEFAULT_TOP);
@@ -155,10 +155,12 @@ pub async fn stats(
         });
     }
     let app = match caller {
-        Caller::AdminKey => None,
-        Caller::User {
+        // No caller: the public dashboard (`--public-dashboard`), which
+        // showed every campaign on the platform.
+        None | Some(Caller::AdminKey) => None,
+        Some(Caller::User {
             user_id, app_id, ..
-        } => {
+        }) => {
             // The admin flag is re-read, so a revoked admin sees only their app.
             let admin = state
                 .auth

@@ -170,14 +170,40 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
         req: Request<pb::SmsRequest>,
     ) -> Result<Response<pb::SmsResponse>, Status> {
         let trace = crate::trace::from_metadata("sms.v1.SmsService/SendMessage", req.metadata());
-        self.state
-            .call(User, "SendMessage", req, |caller, m| async move {
-                let req = send_request(&caller, m)?;
-                crate::send::send(&self.state, &caller, req, trace)
-                    .await
-                    .map(sms_response)
-            })
-            .await
+        if !self.state.compat_platform_responses {
+            return self
+                .state
+                .call(User, "SendMessage", req, |caller, m| async move {
+                    let req = send_request(&caller, m)?;
+                    crate::send::send(&self.state, &caller, req, trace)
+                        .await
+                        .map(sms_response)
+                })
+                .await;
+        }
+        // As the platform answered: a send refused after authentication is
+        // an `SmsResponse` with `success: false` and status OK (counted as
+        // the error it is); failed authentication stays a gRPC status.
+        let headers = req.metadata().clone().into_headers();
+        let caller = match self.state.auth.authorize(User, &headers).await {
+            Ok(c) => c,
+            Err(e) => return finish(&self.state, "SendMessage", Err(e)),
+        };
+        let m = req.into_inner();
+        let (esme, transaction_id) = (m.esme.clone(), m.transaction_id.clone());
+        let r = match send_request(&caller, m) {
+            Ok(req) => crate::send::send(&self.state, &caller, req, trace).await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(ok) => finish(&self.state, "SendMessage", Ok(sms_response(ok))),
+            Err(e) => {
+                let resp = refused_response(&e, esme, transaction_id);
+                let status: Result<(), Status> = Err(Status::from(e));
+                self.state.metrics.observe_grpc("SendMessage", &status);
+                Ok(Response::new(resp))
+            }
+        }
     }
 
     type SendMessageStreamStream = BoxStream<pb::SmsResponse>;
@@ -473,15 +499,7 @@ fn spawn_send_stream(
                 );
                 let resp = match r {
                     Ok(ok) => sms_response(ok),
-                    Err(e) => pb::SmsResponse {
-                        success: false,
-                        error: e.to_string(),
-                        error_code: e.code().to_owned(),
-                        esme,
-                        transaction_id,
-                        status: pb::MessageStatus::Rejected as i32,
-                        ..Default::default()
-                    },
+                    Err(e) => refused_response(&e, esme, transaction_id),
                 };
                 let _ = tx.send(Ok(resp)).await;
                 drop(permit);
@@ -567,6 +585,20 @@ fn segment_pb(s: crate::send::SegmentView) -> pb::SegmentInfo {
         submitted_at: s.submitted_at_ms.map(millis_timestamp),
         receipt_at: s.receipt_at_ms.map(millis_timestamp),
         reason: s.reason.unwrap_or_default(),
+    }
+}
+
+/// The answer to a refused send: `success: false`, the reason in `error`
+/// and `error_code`, the requested `esme` and `transaction_id`.
+fn refused_response(e: &ApiError, esme: String, transaction_id: String) -> pb::SmsResponse {
+    pb::SmsResponse {
+        success: false,
+        error: e.to_string(),
+        error_code: e.code().to_owned(),
+        esme,
+        transaction_id,
+        status: pb::MessageStatus::Rejected as i32,
+        ..Default::default()
     }
 }
 

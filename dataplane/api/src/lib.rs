@@ -83,6 +83,13 @@ pub struct ApiState {
     /// The other pods' numbers, in a cluster: the admin statistics and the
     /// dashboard then answer for the whole cluster.
     pub cluster: Option<Arc<dyn cluster::Peers>>,
+    /// Answer as the platform smsgw replaces did
+    /// (`--compat-platform-responses`): a refused unary `SendMessage` is an
+    /// `SmsResponse` with `success: false` and status OK, not a gRPC error.
+    pub compat_platform_responses: bool,
+    /// `/dashboard/stats` answers without credentials, as it did on the
+    /// platform (`--public-dashboard`).
+    pub public_dashboard: bool,
 }
 
 impl ApiState {
@@ -107,6 +114,8 @@ impl ApiState {
             streams: Arc::new(grpc::StreamSlots::new(DEFAULT_STREAMS_PER_USER)),
             webhook_allow_private: false,
             cluster: None,
+            compat_platform_responses: false,
+            public_dashboard: false,
             ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
@@ -182,6 +191,20 @@ impl ApiState {
     /// link-local addresses (local development and tests).
     pub fn with_webhook_allow_private(mut self, allow: bool) -> Self {
         self.webhook_allow_private = allow;
+        self
+    }
+
+    /// The same state, answering refused unary gRPC sends as the platform
+    /// did: `SmsResponse{success: false, error, esme}` with status OK.
+    pub fn with_compat_platform_responses(mut self, on: bool) -> Self {
+        self.compat_platform_responses = on;
+        self
+    }
+
+    /// The same state, serving `/dashboard/stats` without credentials
+    /// (callers who send credentials are still authenticated).
+    pub fn with_public_dashboard(mut self, on: bool) -> Self {
+        self.public_dashboard = on;
         self
     }
 }

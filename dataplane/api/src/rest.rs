@@ -40,7 +40,7 @@ const UNCOUNTED_ROUTES: &[&str] = &[
 /// The REST router: public `/healthy`, `/ready`, `/metrics`, `/api/v1/auth/*`,
 /// the token verification keys (`/.well-known/jwks.json`) and the API documentation (`/api/v1/openapi.json`, `/docs`);
 /// `/api/v1/admin/*` for admins (admin key or admin user);
-/// `/dashboard/stats` for either; every other `/api/v1` route for
+/// `/dashboard/stats` for either (for anyone with `--public-dashboard`); every other `/api/v1` route for
 /// authenticated users. Every route is described in the OpenAPI document
 /// ([`crate::openapi`]); a test fails for one that is not.
 pub fn router(state: ApiState) -> Router {
@@ -58,9 +58,12 @@ pub fn router(state: ApiState) -> Router {
         .merge(auth)
         .route("/api/v1/openapi.json", get(doc::openapi_json_handler))
         .route("/docs", get(doc::docs_page));
-    let dashboard = Router::new()
-        .route("/dashboard/stats", get(dashboard_stats))
-        .route_layer(needs(Access::Any));
+    let dashboard = Router::new().route("/dashboard/stats", get(dashboard_stats));
+    let dashboard = if state.public_dashboard {
+        dashboard.route_layer(middleware::from_fn_with_state(state.clone(), optional))
+    } else {
+        dashboard.route_layer(needs(Access::Any))
+    };
     let user = Router::new()
         .route("/api/v1/sms/check-text-len", post(check_text_len_handler))
         .route("/api/v1/sms/send", post(send_handler))
@@ -209,6 +212,25 @@ async fn require(
 ) -> Result<Response, ApiError> {
     let caller = state.auth.authorize(access, req.headers()).await?;
     req.extensions_mut().insert(caller);
+    Ok(next.run(req).await)
+}
+
+/// A public route that still authenticates callers who send credentials
+/// (`Authorization`, `X-App-ID` or `X-Admin-Key`), as [`Access::Any`];
+/// a request without any goes on with no [`Caller`].
+async fn optional(
+    State(state): State<ApiState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let h = req.headers();
+    if ["authorization", "x-app-id", "x-admin-key"]
+        .iter()
+        .any(|k| h.contains_key(*k))
+    {
+        let caller = state.auth.authorize(Access::Any, h).await?;
+        req.extensions_mut().insert(caller);
+    }
     Ok(next.run(req).await)
 }
 
@@ -672,16 +694,18 @@ struct DashboardQuery {
 
 /// API calls per second and error rate over the last minute, the most
 /// active campaigns (`task_id`), and this process's CPU, memory and disk.
-/// Admins see every app's campaigns; users their own app's.
+/// Admins see every app's campaigns; users their own app's. With
+/// `--public-dashboard` it answers without credentials too (every app's
+/// campaigns, as on the platform smsgw replaces).
 #[utoipa::path(get, path = "/dashboard/stats", tag = "dashboard", params(DashboardQuery),
     responses((status = 200, description = "The dashboard's numbers", body = crate::dashboard::DashboardStats)),
     security(("bearer" = [], "app_id" = []), ("admin_key" = [])))]
 async fn dashboard_stats(
     State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+    caller: Option<Extension<Caller>>,
     Query(q): Query<DashboardQuery>,
 ) -> Result<Json<crate::dashboard::DashboardStats>, ApiError> {
-    crate::dashboard::stats(&state, &caller, q.top)
+    crate::dashboard::stats(&state, caller.as_ref().map(|c| &c.0), q.top)
         .await
         .map(Json)
 }

@@ -236,6 +236,19 @@ pub struct GatewayArgs {
     /// (`webhook_allow_private`) may.
     #[arg(long, env = "SMSGW_WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: bool,
+    /// Answer as the platform smsgw replaces did, for its clients: a unary
+    /// gRPC `SendMessage` refused after authentication (unknown esme,
+    /// invalid destination, rate limited, contact policy, …) is an
+    /// `SmsResponse{success: false, error, error_code, esme}` with status
+    /// OK instead of a gRPC error status. Authentication failures stay
+    /// gRPC statuses; REST is unchanged.
+    #[arg(long, env = "SMSGW_COMPAT_PLATFORM_RESPONSES")]
+    pub compat_platform_responses: bool,
+    /// Serve `GET /dashboard/stats` without credentials, as the platform
+    /// did (request rates, every app's top campaigns, CPU, memory, disk).
+    /// Callers who send credentials are still authenticated and scoped.
+    #[arg(long, env = "SMSGW_PUBLIC_DASHBOARD")]
+    pub public_dashboard: bool,
     /// How long an undelivered webhook event is retried (counted from the
     /// change that caused it) before it is dropped, counted
     /// (`smsgw_webhook_events_dropped_total`) and logged.

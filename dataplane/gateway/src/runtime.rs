@@ -189,6 +189,8 @@ impl Gateway {
         messaging.stats.set_per_app_series(args.metrics_per_app);
         let mut state = ApiState::new(metrics, auth, Arc::new(messaging))
             .with_webhook_allow_private(args.webhook_allow_private)
+            .with_compat_platform_responses(args.compat_platform_responses)
+            .with_public_dashboard(args.public_dashboard)
             .with_max_streams_per_user(args.max_streams_per_user)
             .with_data_dir(args.data_dir.clone());
         if args.webhook_allow_private {
