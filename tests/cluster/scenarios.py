@@ -316,9 +316,12 @@ def scenario_install(c: Cluster):
     check(len(redis) == 1 and c.pod_ready(redis[0]), "the shipped Redis StatefulSet pod Ready")
 
     c.apply_examples()
+    # As many resources as the examples hold (they grow: issue 19's policies).
+    want = sum(len(re.findall(r"^kind: (?:SmppLink|EsmePool|User|ContactPolicy)$", f.read_text(), re.M))
+               for f in (REPO / "examples/cluster").glob("*.yaml"))
     t0 = time.time()
-    ready = wait_until("every SmppLink/EsmePool/User/ContactPolicy Ready",
-                       lambda: (r := resources_ready(c)) and len(r) == 5 and all(v == "True" for v in r.values()) and r, 60)
+    ready = wait_until(f"every SmppLink/EsmePool/User/ContactPolicy Ready ({want})",
+                       lambda: (r := resources_ready(c)) and len(r) == want and all(v == "True" for v in r.values()) and r, 60)
     say(f"  resources Ready in {time.time() - t0:.1f} s: {sorted(ready)}")
     wait_until("the link's 2 sessions bound at the simulator", lambda: c.sim()["bound"] == 2, 60)
     leases = c.kubectl("get", "lease", "-l", "smsgw.io/link=sim", "-o", "json")
