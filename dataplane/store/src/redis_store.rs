@@ -100,8 +100,7 @@ impl redis::aio::ConnectionLike for BoundedConnection {
         cmd: &'a redis::Cmd,
     ) -> redis::RedisFuture<'a, redis::Value> {
         Box::pin(async move {
-            let turns = self.turns.clone();
-            let _turn = turns.acquire().await.map_err(|_| closed())?;
+            let _turn = self.turns.acquire().await.map_err(|_| closed())?;
             self.inner.req_packed_command(cmd).await
         })
     }
@@ -113,8 +112,7 @@ impl redis::aio::ConnectionLike for BoundedConnection {
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
         Box::pin(async move {
-            let turns = self.turns.clone();
-            let _turn = turns.acquire().await.map_err(|_| closed())?;
+            let _turn = self.turns.acquire().await.map_err(|_| closed())?;
             self.inner.req_packed_commands(cmd, offset, count).await
         })
     }
