@@ -24,8 +24,10 @@ pub use crdgen::{CrdFile, crd_files, crds};
 pub use duration::{DURATION_PATTERN, Duration};
 pub use manifest::{API_VERSION, ConfigError, Manifest, Metadata, Resource, parse_manifests};
 pub use snapshot::{
-    AppCredentials, CREDENTIALS_APP_ID, CREDENTIALS_APP_SECRET, CREDENTIALS_PASSWORD, REDACTED,
-    SecretToHash, Snapshot, compile, compile_manifests,
+    AppCredentials, CREDENTIALS_APP_ID, CREDENTIALS_APP_SECRET, CREDENTIALS_PASSWORD,
+    CREDENTIALS_PASSWORD_HASH, MAX_IMPORTED_HASH_LANES, MAX_IMPORTED_HASH_MEMORY_KIB,
+    MAX_IMPORTED_HASH_PASSES, REDACTED, SecretToHash, Snapshot, check_password_hash, compile,
+    compile_manifests,
 };
 pub use spec::*;
 pub use status::*;

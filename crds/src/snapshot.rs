@@ -23,16 +23,19 @@ pub struct Snapshot {
     /// Users by resource name; `password` holds the resolved secret, if
     /// any (never in the form proxies get: see [`Snapshot::for_proxies`]).
     pub users: BTreeMap<String, UserSpec>,
-    /// Argon2id PHC strings of users' passwords, by user (resource) name:
+    /// Argon2 PHC strings of users' passwords, by user (resource) name:
     /// what [`Snapshot::for_proxies`] sends in place of
-    /// `users[name].password`. A proxy stores the hash as is.
+    /// `users[name].password`, or a hash imported from another platform
+    /// (the `passwordHash` key of a credentials Secret, for a User whose
+    /// spec sets no password). A proxy stores the hash as is.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub password_hashes: BTreeMap<String, String>,
     /// Contact-policy strategies by name.
     pub policies: BTreeMap<String, ContactPolicySpec>,
     /// App credentials by user (resource) name, from each User's
     /// credentials Secret (`<name>-credentials` unless
-    /// `spec.credentialsSecret` says otherwise) when it exists. Users
+    /// `spec.credentialsSecret` or `spec.existingCredentialsSecret` says
+    /// otherwise) when it exists. Users
     /// whose Secret does not exist yet are absent.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub app_credentials: BTreeMap<String, AppCredentials>,
@@ -72,14 +75,82 @@ pub const CREDENTIALS_APP_ID: &str = "appId";
 pub const CREDENTIALS_APP_SECRET: &str = "appSecret";
 /// Key of the generated password in a User's credentials Secret.
 pub const CREDENTIALS_PASSWORD: &str = "password";
+/// Key of an imported password hash (an argon2 PHC string, see
+/// [`check_password_hash`]) in a User's credentials Secret: the login
+/// password's hash when the spec sets no password.
+pub const CREDENTIALS_PASSWORD_HASH: &str = "passwordHash";
+
+/// Largest argon2 memory cost (KiB) of an imported password hash: each
+/// login check of it takes that much memory, so a larger one would let a
+/// stream of logins exhaust a proxy (the gateway hashes with 19 MiB).
+pub const MAX_IMPORTED_HASH_MEMORY_KIB: u32 = 64 * 1024;
+/// Largest argon2 time cost (passes) of an imported password hash.
+pub const MAX_IMPORTED_HASH_PASSES: u32 = 16;
+/// Largest argon2 parallelism (lanes) of an imported password hash.
+pub const MAX_IMPORTED_HASH_LANES: u32 = 16;
+
+/// Whether `phc` is a password hash the gateway can check as it is: an
+/// argon2 PHC string (`$argon2id$`, `$argon2i$` or `$argon2d$`, versions
+/// 0x10 and 0x13) with a salt and an output, and costs within
+/// [`MAX_IMPORTED_HASH_MEMORY_KIB`], [`MAX_IMPORTED_HASH_PASSES`] and
+/// [`MAX_IMPORTED_HASH_LANES`]. The error says why not, without quoting
+/// the hash.
+pub fn check_password_hash(phc: &str) -> Result<(), String> {
+    use argon2::password_hash::PasswordHash;
+    let scheme = phc
+        .strip_prefix('$')
+        .and_then(|s| s.split('$').next())
+        .filter(|s| !s.is_empty() && s.len() <= 16)
+        .unwrap_or("");
+    if !matches!(scheme, "argon2id" | "argon2i" | "argon2d") {
+        return Err(
+            if phc.starts_with("$2") && ["2a", "2b", "2y", "2x"].contains(&scheme) {
+                "a bcrypt hash, which the gateway cannot check (it checks argon2)".to_owned()
+            } else if scheme.is_empty() {
+                "not a PHC string ($<algorithm>$…); the gateway checks argon2 hashes".to_owned()
+            } else if scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                format!("a {scheme} hash, which the gateway cannot check (it checks argon2)")
+            } else {
+                "not a PHC string ($<algorithm>$…); the gateway checks argon2 hashes".to_owned()
+            },
+        );
+    }
+    let h = PasswordHash::new(phc).map_err(|e| format!("a malformed {scheme} PHC string: {e}"))?;
+    if h.salt.is_none() || h.hash.is_none() {
+        return Err(format!("a {scheme} PHC string without a salt or an output"));
+    }
+    if let Some(v) = h.version
+        && argon2::Version::try_from(v).is_err()
+    {
+        return Err(format!("an argon2 version ({v}) the gateway does not know"));
+    }
+    let params = argon2::Params::try_from(&h)
+        .map_err(|e| format!("{scheme} parameters the gateway cannot use: {e}"))?;
+    if params.m_cost() > MAX_IMPORTED_HASH_MEMORY_KIB
+        || params.t_cost() > MAX_IMPORTED_HASH_PASSES
+        || params.p_cost() > MAX_IMPORTED_HASH_LANES
+    {
+        return Err(format!(
+            "{scheme} costs (m={}, t={}, p={}) above what the gateway accepts (m<={MAX_IMPORTED_HASH_MEMORY_KIB}, t<={MAX_IMPORTED_HASH_PASSES}, p<={MAX_IMPORTED_HASH_LANES})",
+            params.m_cost(),
+            params.t_cost(),
+            params.p_cost()
+        ));
+    }
+    Ok(())
+}
 
 impl UserSpec {
     /// Name of the Secret holding this user's app credentials (and
-    /// generated password): `spec.credentialsSecret`, or
-    /// `<user name>-credentials`.
+    /// generated password): `spec.existingCredentialsSecret`, else
+    /// `spec.credentialsSecret`, else `<user name>-credentials`.
     pub fn credentials_secret_name(&self, user_name: &str) -> String {
-        self.credentials_secret
+        self.existing_credentials_secret
             .clone()
+            .or_else(|| self.credentials_secret.clone())
             .unwrap_or_else(|| format!("{user_name}-credentials"))
     }
 }
@@ -138,6 +209,8 @@ impl Snapshot {
         let mut s = self.clone();
         s.users
             .retain(|name, _| s.app_credentials.contains_key(name));
+        let users = &s.users;
+        s.password_hashes.retain(|name, _| users.contains_key(name));
         for (name, u) in &mut s.users {
             if let Some(p) = u.password.take() {
                 let h = hash(SecretToHash {
@@ -273,9 +346,53 @@ pub fn compile(resources: &[(usize, Resource)]) -> Result<Snapshot, Vec<ConfigEr
                         Err(e) => push(e),
                     }
                 }
-                if let Some(creds) =
-                    secrets.get(spec.credentials_secret_name(&m.metadata.name).as_str())
+                let creds_name = spec.credentials_secret_name(&m.metadata.name);
+                let existing = spec.existing_credentials_secret.is_some();
+                let creds = secrets.get(creds_name.as_str());
+                if existing {
+                    // Named, not generated: it must be there, complete.
+                    let missing: Vec<&str> = [CREDENTIALS_APP_ID, CREDENTIALS_APP_SECRET]
+                        .into_iter()
+                        .filter(|k| creds.is_none_or(|c| c.get(*k).is_none_or(|v| v.is_empty())))
+                        .collect();
+                    if creds.is_none() {
+                        push(FieldError {
+                            field: "spec.existingCredentialsSecret".into(),
+                            reason: format!("Secret {creds_name:?} does not exist"),
+                        });
+                    } else if !missing.is_empty() {
+                        push(FieldError {
+                            field: "spec.existingCredentialsSecret".into(),
+                            reason: format!(
+                                "Secret {creds_name:?} has no key {}",
+                                missing.join(", no key ")
+                            ),
+                        });
+                    }
+                }
+                if let Some(creds) = creds
+                    && let Some(h) = creds.get(CREDENTIALS_PASSWORD_HASH)
+                    && spec.password.is_none()
+                    && !spec.generate_password
                 {
+                    match check_password_hash(h) {
+                        Ok(()) => {
+                            snap.password_hashes
+                                .insert(m.metadata.name.clone(), h.clone());
+                        }
+                        Err(why) => push(FieldError {
+                            field: if existing {
+                                "spec.existingCredentialsSecret".into()
+                            } else {
+                                "spec.credentialsSecret".into()
+                            },
+                            reason: format!(
+                                "Secret {creds_name:?} key {CREDENTIALS_PASSWORD_HASH:?} is {why}"
+                            ),
+                        }),
+                    }
+                }
+                if let Some(creds) = creds {
                     if spec.generate_password
                         && let Some(p) = creds.get(CREDENTIALS_PASSWORD)
                     {

@@ -281,6 +281,29 @@ fn a_pool_listing_a_link_twice_or_no_link_is_refused_by_cel() {
 }
 
 #[test]
+fn an_existing_credentials_secret_excludes_a_generated_one_by_cel_as_by_validate() {
+    let mut spec = user();
+    spec.existing_credentials_secret = Some("alice-imported".into());
+    assert!(cel_failures(&User::new("u", spec.clone())).is_empty());
+    assert!(spec.validate().is_empty());
+    for clash in [
+        |s: &mut UserSpec| s.credentials_secret = Some("alice-credentials".into()),
+        |s: &mut UserSpec| {
+            s.password_secret_ref = None;
+            s.generate_password = true;
+        },
+    ] {
+        let mut bad = spec.clone();
+        clash(&mut bad);
+        assert_eq!(
+            cel_failures(&User::new("u", bad.clone())),
+            ["existingCredentialsSecret excludes credentialsSecret and generatePassword"]
+        );
+        assert_eq!(bad.validate()[0].field, "spec.existingCredentialsSecret");
+    }
+}
+
+#[test]
 fn user_password_modes_are_exclusive_and_emails_checked_by_cel() {
     let mut spec = user();
     spec.generate_password = true;

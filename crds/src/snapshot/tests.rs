@@ -523,3 +523,122 @@ fn sar_part_size_defaults_to_udh_and_needs_sar_concatenation() {
     ));
     assert!(errs[0].reason.contains("half"), "{errs:?}");
 }
+
+/// An argon2id PHC string of `password` with the given costs.
+fn argon2_phc(password: &str, m: u32, t: u32, p: u32) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let params = argon2::Params::new(m, t, p, None).unwrap();
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(
+            password.as_bytes(),
+            &SaltString::encode_b64(b"0123456789abcdef").unwrap(),
+        )
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn password_hashes_the_gateway_can_check_are_argon2_within_bounds_and_others_say_why() {
+    assert_eq!(check_password_hash(&argon2_phc("pw", 19456, 2, 1)), Ok(()));
+    assert_eq!(
+        check_password_hash(&argon2_phc("pw", 1024, 1, 1).replace("argon2id", "argon2i")),
+        Ok(())
+    );
+    let bcrypt = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW";
+    let why = check_password_hash(bcrypt).unwrap_err();
+    assert!(why.contains("bcrypt") && !why.contains("R9h"), "{why}");
+    let why = check_password_hash("$pbkdf2-sha256$29000$N2bM$abc").unwrap_err();
+    assert!(why.contains("pbkdf2-sha256 hash"), "{why}");
+    let why = check_password_hash("5f4dcc3b5aa765d61d8327deb882cf99").unwrap_err();
+    assert!(why.contains("not a PHC string"), "{why}");
+    let why = check_password_hash("$argon2id$v=19$m=19456,t=2,p=1$broken").unwrap_err();
+    assert!(
+        why.contains("without a salt") || why.contains("malformed"),
+        "{why}"
+    );
+    let why = check_password_hash(&argon2_phc("pw", 128 * 1024, 1, 1)).unwrap_err();
+    assert!(why.contains("m=131072") && why.contains("above"), "{why}");
+}
+
+const IMPORTED: &str = "---\napiVersion: smsgw.io/v1alpha1\nkind: User\nmetadata: {name: carol}\nspec: {email: carol@example.com, appName: c, existingCredentialsSecret: carol-imported}\n";
+
+fn imported_secret(extra: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: carol-imported}}\nstringData: {{appId: legacy-app-7, appSecret: legacy secret{extra}}}\n"
+    )
+}
+
+#[test]
+fn an_existing_credentials_secret_supplies_app_credentials_and_an_imported_password_hash() {
+    let phc = argon2_phc("carol password", 19456, 2, 1);
+    let yaml = format!(
+        "{EXAMPLE}{IMPORTED}{}",
+        imported_secret(&format!(", passwordHash: '{phc}'"))
+    );
+    let snap = compile_manifests(&yaml).unwrap();
+    assert_eq!(snap.app_credentials["carol"].app_id, "legacy-app-7");
+    assert_eq!(snap.app_credentials["carol"].app_secret, "legacy secret");
+    assert_eq!(snap.password_hashes["carol"], phc);
+    assert_eq!(snap.users["carol"].password, None);
+    // To the proxies: the imported hash as it is, the app secret hashed.
+    let wire = snap.for_proxies(|s| format!("$h${}", s.key));
+    assert_eq!(wire.password_hashes["carol"], phc);
+    assert_eq!(
+        wire.app_credentials["carol"].app_secret_hash.as_deref(),
+        Some("$h$appSecret")
+    );
+    assert_eq!(snap.redacted().password_hashes["carol"], REDACTED);
+
+    // A password in the spec wins over the imported hash.
+    let with_pw = yaml.replace(
+        "existingCredentialsSecret: carol-imported}",
+        "existingCredentialsSecret: carol-imported, password: 'a new password'}",
+    );
+    let snap = compile_manifests(&with_pw).unwrap();
+    assert!(!snap.password_hashes.contains_key("carol"));
+    assert_eq!(
+        snap.users["carol"].password.as_deref(),
+        Some("a new password")
+    );
+}
+
+#[test]
+fn an_existing_credentials_secret_that_is_missing_incomplete_or_holds_a_foreign_hash_is_refused() {
+    let errs = errors_of(&format!("{EXAMPLE}{IMPORTED}"));
+    assert_eq!(errs[0].field, "spec.existingCredentialsSecret");
+    assert_eq!(errs[0].reason, "Secret \"carol-imported\" does not exist");
+    assert_eq!(errs[0].name.as_deref(), Some("carol"));
+
+    let no_secret = imported_secret("").replace(", appSecret: legacy secret", "");
+    let errs = errors_of(&format!("{EXAMPLE}{IMPORTED}{no_secret}"));
+    assert_eq!(
+        errs[0].reason,
+        "Secret \"carol-imported\" has no key appSecret"
+    );
+
+    let bcrypt = ", passwordHash: '$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW'";
+    let errs = errors_of(&format!("{EXAMPLE}{IMPORTED}{}", imported_secret(bcrypt)));
+    assert!(
+        errs[0]
+            .reason
+            .contains("key \"passwordHash\" is a bcrypt hash"),
+        "{}",
+        errs[0].reason
+    );
+
+    for clash in ["credentialsSecret: other", "generatePassword: true"] {
+        let yaml = format!(
+            "{EXAMPLE}{}{}",
+            IMPORTED.replace("carol-imported}", &format!("carol-imported, {clash}}}")),
+            imported_secret("")
+        );
+        let errs = errors_of(&yaml);
+        assert!(
+            errs.iter()
+                .any(|e| e.field == "spec.existingCredentialsSecret"
+                    && e.reason
+                        .contains("excludes credentialsSecret and generatePassword")),
+            "{clash}: {errs:?}"
+        );
+    }
+}

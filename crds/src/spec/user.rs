@@ -36,7 +36,9 @@ pub struct Quotas {
 /// A user and its application, managed from configuration. In a cluster
 /// the operator writes the app's `appId` and `appSecret` (and a generated
 /// password) into a Secret owned by the User, named by
-/// `credentialsSecret`.
+/// `credentialsSecret`; or, with `existingCredentialsSecret`, reads them
+/// from a Secret the User does not own (credentials imported from another
+/// platform), which it never writes.
 #[derive(CustomResource, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "smsgw.io",
@@ -94,6 +96,11 @@ pub struct Quotas {
         "rule": "!(has(self.generatePassword) && self.generatePassword) || (!has(self.password) && !has(self.passwordSecretRef))",
         "message": "generatePassword excludes password and passwordSecretRef",
         "fieldPath": ".generatePassword"
+    },
+    {
+        "rule": "!has(self.existingCredentialsSecret) || (!has(self.credentialsSecret) && !(has(self.generatePassword) && self.generatePassword))",
+        "message": "existingCredentialsSecret excludes credentialsSecret and generatePassword",
+        "fieldPath": ".existingCredentialsSecret"
     }
 ]))]
 pub struct UserSpec {
@@ -132,6 +139,17 @@ pub struct UserSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub credentials_secret: Option<String>,
+    /// Name of an existing Secret, not owned by this User, holding the
+    /// app's `appId` and `appSecret` (e.g. credentials kept from another
+    /// platform: `smsgw users import --emit-manifests` writes such
+    /// Secrets), and optionally `passwordHash`, an argon2 PHC string used
+    /// as the login password's hash when the spec sets no password. The
+    /// operator only reads it: it never creates, completes, overwrites or
+    /// deletes it, and reports a missing Secret or key in the User's
+    /// status. Excludes `credentialsSecret` and `generatePassword`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub existing_credentials_secret: Option<String>,
     /// What the app may send. Default no cap, every target, any sender
     /// id.
     #[serde(default)]
@@ -168,6 +186,24 @@ impl UserSpec {
             errs.push(FieldError::new(
                 "spec.generatePassword",
                 "generatePassword excludes password and passwordSecretRef",
+            ));
+        }
+        if self.existing_credentials_secret.is_some()
+            && (self.credentials_secret.is_some() || self.generate_password)
+        {
+            errs.push(FieldError::new(
+                "spec.existingCredentialsSecret",
+                "existingCredentialsSecret excludes credentialsSecret and generatePassword",
+            ));
+        }
+        if self
+            .existing_credentials_secret
+            .as_deref()
+            .is_some_and(|n| n.trim().is_empty())
+        {
+            errs.push(FieldError::new(
+                "spec.existingCredentialsSecret",
+                "must not be empty",
             ));
         }
         if let Some(p) = &self.password
