@@ -362,13 +362,13 @@ async fn write_all(
     let api: Api<User> = Api::namespaced(client.clone(), ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     for o in users.state() {
-        let secret = ensure_credentials(&secrets, &o).await?;
+        let credentials = ensure_credentials(&secrets, &o).await?;
         let old = o.status.as_ref();
         let s = user_status(
             inputs,
             &o.name_any(),
             o.metadata.generation,
-            Some(secret),
+            credentials,
             old,
             &now,
         );

@@ -311,22 +311,19 @@ pub fn pool_status(
     }
 }
 
-/// Status of a User; `secret_name` once its credentials Secret exists.
+/// Status of a User: `credentials` is its Secret's name once that holds
+/// the app's credentials, or why not (reason and message of its Ready
+/// condition; see [`crate::credentials::CredentialsState`]).
 pub fn user_status(
     inputs: &StatusInputs,
     name: &str,
     generation: Option<i64>,
-    secret_name: Option<String>,
+    credentials: Result<String, (&'static str, String)>,
     old: Option<&UserStatus>,
     now: &Time,
 ) -> UserStatus {
-    let detail = match &secret_name {
-        Some(s) => Ok(format!("credentials in Secret {s}")),
-        None => Err((
-            "NoCredentials",
-            "credentials Secret not created yet".to_owned(),
-        )),
-    };
+    let secret_name = credentials.as_ref().ok().cloned();
+    let detail = credentials.map(|s| format!("credentials in Secret {s}"));
     let old_c = old.map(|o| o.conditions.as_slice()).unwrap_or_default();
     let detail = inputs.in_force(old_c, generation, detail);
     UserStatus {
@@ -433,7 +430,7 @@ mod tests {
     #[test]
     fn a_user_is_ready_only_once_every_proxy_applied_it() {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let secret = || Some("alice-credentials".to_owned());
+        let secret = || Ok("alice-credentials".to_owned());
         // One proxy still runs the previous version: the user cannot log
         // in through it yet.
         let i = inputs("v2", &[("p0", "v2", true), ("p1", "v1", true)]);
@@ -457,6 +454,25 @@ mod tests {
         // ...but a change of the user itself (new generation) waits again.
         let changed = user_status(&i, "alice", Some(2), secret(), Some(&s), &now);
         assert_eq!(ready(&changed), ("False", "Propagating"), "{changed:?}");
+    }
+
+    #[test]
+    fn a_user_whose_existing_credentials_secret_is_unusable_says_why_and_names_no_secret() {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let i = inputs("v2", &[("p0", "v2", true)]);
+        let why = (
+            "CredentialsSecretNotFound",
+            "Secret legacy named by spec.existingCredentialsSecret does not exist".to_owned(),
+        );
+        let s = user_status(&i, "alice", Some(1), Err(why), None, &now);
+        assert_eq!(ready(&s), ("False", "CredentialsSecretNotFound"), "{s:?}");
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_READY)
+            .unwrap();
+        assert!(c.message.contains("Secret legacy"), "{s:?}");
+        assert_eq!(s.secret_name, None);
     }
 
     #[test]

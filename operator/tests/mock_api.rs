@@ -151,7 +151,7 @@ async fn a_users_credentials_secret_is_created_owned_by_the_user() {
         .await
     });
     let name = ensure_credentials(&secrets, &u).await.unwrap();
-    assert_eq!(name, "bob-credentials");
+    assert_eq!(name, Ok("bob-credentials".to_owned()));
     let created = server.await.unwrap();
     let owner = &created["metadata"]["ownerReferences"][0];
     assert_eq!(owner["kind"], "User");
@@ -183,9 +183,144 @@ async fn an_existing_complete_credentials_secret_is_left_alone() {
         // Any further request fails the test.
         common::no_more_requests(&mut handle, "no write expected").await
     });
-    ensure_credentials(&secrets, &u).await.unwrap();
+    assert_eq!(
+        ensure_credentials(&secrets, &u).await.unwrap(),
+        Ok("alice-credentials".to_owned())
+    );
     server.await.unwrap();
     assert_eq!(u.name_any(), "alice");
+}
+
+/// A User naming an existing Secret (`spec.existingCredentialsSecret`).
+fn imported_user(name: &str, secret: &str) -> User {
+    let mut u = User::new(
+        name,
+        serde_json::from_value(serde_json::json!({
+            "email": format!("{name}@example.com"), "appName": "legacy",
+            "existingCredentialsSecret": secret
+        }))
+        .unwrap(),
+    );
+    u.metadata.namespace = Some("smsgw".into());
+    u.metadata.uid = Some("uid-2".into());
+    u
+}
+
+/// An argon2id PHC string of `password`, as the platform's import brings.
+fn imported_hash(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    argon2::Argon2::default()
+        .hash_password(
+            password.as_bytes(),
+            &SaltString::encode_b64(b"imported-salt-16").unwrap(),
+        )
+        .unwrap()
+        .to_string()
+}
+
+fn verifies(secret: &str, phc: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    argon2::Argon2::default()
+        .verify_password(secret.as_bytes(), &PasswordHash::new(phc).unwrap())
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_user_naming_an_existing_secret_gets_its_credentials_pushed_and_the_secret_left_alone() {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let hash = imported_hash("carol's old password");
+    let stored = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "carol-legacy", "namespace": "smsgw"},
+        "data": {"appId": b64("legacy-app-42"), "appSecret": b64("legacy secret 42"),
+                 "passwordHash": b64(&hash)}});
+    let (client, mut handle) = common::mock_client();
+    let secrets: Api<Secret> = Api::namespaced(client, "smsgw");
+    let u = imported_user("carol", "carol-legacy");
+    let answer = stored.clone();
+    let server = tokio::spawn(async move {
+        common::expect(
+            &mut handle,
+            Method::GET,
+            "/api/v1/namespaces/smsgw/secrets/carol-legacy",
+            StatusCode::OK,
+            answer,
+        )
+        .await;
+        // Not owned by the User: no create, patch, update or delete.
+        common::no_more_requests(&mut handle, "the existing Secret is only read").await
+    });
+    let state = ensure_credentials(&secrets, &u).await.unwrap();
+    server.await.unwrap();
+    assert_eq!(state, Ok("carol-legacy".to_owned()));
+
+    // What the proxies get: the Secret's app id, its secret as a hash that
+    // verifies it, and the imported password hash as it is.
+    let (hub, _rejections) = Hub::new();
+    hub.upsert(smsgw_crds::Resource::from(&u));
+    let secret: Secret = serde_json::from_value(stored).unwrap();
+    hub.upsert(smsgw_crds::Resource::from(&secret));
+    let published = hub.current();
+    let snap = published.snapshot.as_ref().unwrap();
+    assert!(
+        hub.compile_errors().is_empty(),
+        "{:?}",
+        hub.compile_errors()
+    );
+    let creds = &snap.app_credentials["carol"];
+    assert_eq!(creds.app_id, "legacy-app-42");
+    assert_eq!(creds.app_secret, "", "the secret itself never travels");
+    assert!(verifies(
+        "legacy secret 42",
+        creds.app_secret_hash.as_deref().unwrap()
+    ));
+    assert_eq!(snap.password_hashes["carol"], hash);
+    assert!(snap.users.contains_key("carol"));
+}
+
+#[tokio::test]
+async fn a_missing_or_incomplete_existing_secret_is_reported_and_never_created_or_completed() {
+    let (client, mut handle) = common::mock_client();
+    let secrets: Api<Secret> = Api::namespaced(client, "smsgw");
+    let u = imported_user("dave", "dave-legacy");
+    let server = tokio::spawn(async move {
+        common::expect(
+            &mut handle,
+            Method::GET,
+            "/api/v1/namespaces/smsgw/secrets/dave-legacy",
+            StatusCode::NOT_FOUND,
+            common::not_found(),
+        )
+        .await;
+        common::no_more_requests(&mut handle, "a missing existing Secret is not created").await
+    });
+    let (reason, message) = ensure_credentials(&secrets, &u).await.unwrap().unwrap_err();
+    server.await.unwrap();
+    assert_eq!(reason, "CredentialsSecretNotFound");
+    assert!(message.contains("Secret dave-legacy"), "{message}");
+
+    let (client, mut handle) = common::mock_client();
+    let secrets: Api<Secret> = Api::namespaced(client, "smsgw");
+    let server = tokio::spawn(async move {
+        common::expect(
+            &mut handle,
+            Method::GET,
+            "/api/v1/namespaces/smsgw/secrets/dave-legacy",
+            StatusCode::OK,
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "dave-legacy"}, "data": {"appId": "YQ=="}}),
+        )
+        .await;
+        common::no_more_requests(
+            &mut handle,
+            "an incomplete existing Secret is not completed",
+        )
+        .await
+    });
+    let (reason, message) = ensure_credentials(&secrets, &u).await.unwrap().unwrap_err();
+    server.await.unwrap();
+    assert_eq!(reason, "CredentialsKeyMissing");
+    assert!(message.ends_with("has no key appSecret"), "{message}");
 }
 
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/smsgw/leases";
