@@ -226,6 +226,12 @@ pub enum UsersCommand {
         /// User id.
         user_id: String,
     },
+    /// Import the platform's users and apps, keeping their app_id and
+    /// app_secret (and argon2 password hashes), from its SQLite user
+    /// database or a CSV/JSON export: into the user store (the gateway's
+    /// --data-dir or --redis-url), or as User resources and Secrets
+    /// (--emit-manifests). Works on files and stores, not over gRPC.
+    Import(Box<crate::users_import::ImportArgs>),
 }
 
 /// Runs a client subcommand.
@@ -599,6 +605,7 @@ fn user_rows(users: &[admin_pb::User]) -> String {
 
 async fn users(cmd: UsersCommand) -> anyhow::Result<()> {
     match cmd {
+        UsersCommand::Import(args) => crate::users_import::run(*args).await?,
         UsersCommand::List(conn) => {
             let c = Client::connect(conn).await?;
             let all = all_pages(async |page_token| {

@@ -18,6 +18,7 @@ mod runtime;
 mod soak;
 mod telemetry;
 mod tls_client;
+mod users_import;
 mod validate;
 
 use clap::Parser;

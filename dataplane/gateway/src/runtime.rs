@@ -605,7 +605,7 @@ fn build_auth(args: &GatewayArgs) -> anyhow::Result<AuthConfig> {
 /// Creates the data directory readable by this user only (0700): it
 /// holds password hashes, JWT keys, phone numbers and message texts, and
 /// nothing in it can be reached by others whatever the file modes.
-fn private_data_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn private_data_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
