@@ -105,14 +105,14 @@ pub fn check_password_hash(phc: &str) -> Result<(), String> {
     if !matches!(scheme, "argon2id" | "argon2i" | "argon2d") {
         return Err(
             if phc.starts_with("$2") && ["2a", "2b", "2y", "2x"].contains(&scheme) {
-                "a bcrypt hash, which the gateway cannot check (it checks argon2)".to_owned()
+                "a bcrypt hash, which the gateway cannot check: it checks argon2".to_owned()
             } else if scheme.is_empty() {
                 "not a PHC string ($<algorithm>$…); the gateway checks argon2 hashes".to_owned()
             } else if scheme
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
-                format!("a {scheme} hash, which the gateway cannot check (it checks argon2)")
+                format!("a {scheme} hash, which the gateway cannot check: it checks argon2")
             } else {
                 "not a PHC string ($<algorithm>$…); the gateway checks argon2 hashes".to_owned()
             },

@@ -25,3 +25,4 @@ mod strategies;
 mod text;
 mod tls;
 mod traces;
+mod users_import;

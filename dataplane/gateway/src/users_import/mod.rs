@@ -107,10 +107,10 @@ impl Imported {
         match &self.password {
             Password::Kept => "password login kept".to_owned(),
             Password::Absent => {
-                "without password login (no password hash in the file): the app authenticates with its app_id and app_secret".to_owned()
+                "without password login (no password hash in the file); the app authenticates with its app_id and app_secret".to_owned()
             }
             Password::Unsupported(why) => format!(
-                "without password login (its password hash is {why}): the app authenticates with its app_id and app_secret"
+                "without password login: its password hash is {why}; the app authenticates with its app_id and app_secret"
             ),
         }
     }
@@ -339,6 +339,13 @@ async fn write_store(args: &ImportArgs, users: Vec<Imported>) -> anyhow::Result<
                 println!("{}: already in the store; skipped", u.who());
                 skipped += 1;
             }
+            (Some(a), Some(b)) if a.user_id == b.user_id => problems.push(format!(
+                "{}: already in the store as {} (email {:?}, app_id {:?})",
+                u.at,
+                owner(a),
+                u.email,
+                u.app_id
+            )),
             _ => {
                 if let Some(r) = &by_email {
                     problems.push(format!(
@@ -360,13 +367,13 @@ async fn write_store(args: &ImportArgs, users: Vec<Imported>) -> anyhow::Result<
         }
     }
     if !problems.is_empty() {
+        let mut err = refused(&args.from, &problems);
         if !args.skip_existing {
-            problems.push(
-                "(users imported before with the same email and app id are skipped with --skip-existing)"
-                    .to_owned(),
+            err = anyhow::anyhow!(
+                "{err}\n(users already in the store with the same email and app id are skipped with --skip-existing)"
             );
         }
-        return Err(refused(&args.from, &problems));
+        return Err(err);
     }
     if args.dry_run {
         for u in &todo {
