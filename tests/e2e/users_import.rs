@@ -438,3 +438,31 @@ async fn emitted_manifests_give_a_standalone_gateway_the_imported_credentials() 
     );
     crate::harness::assert_no_secrets(&gw.logs(), &["erin-legacy-secret-0005", &hash]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_users_are_imported_while_the_gateway_runs_and_work_at_once() {
+    let redis = smsgw_store::testing::RedisServer::start();
+    let url = redis.url();
+    let sim = Sim::start("127.0.0.1:0");
+    let gw = Gateway::standalone_with_args(&sim_config(sim.addr), &["--redis-url", url.as_str()]);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("users.csv");
+    std::fs::write(
+        &csv,
+        "Email,App_ID,App_Secret\ngina@example.com,legacy-gina,gina-legacy-secret-0007\n",
+    )
+    .unwrap();
+    let (ok, out, err) = import(&["--from", csv.to_str().unwrap(), "--redis-url", &url]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("1 user(s) imported into the Redis user store"),
+        "{out}"
+    );
+    let token = app_token(&gw, "legacy-gina", "gina-legacy-secret-0007")
+        .await
+        .expect("gina's app token");
+    let gina = creds(token, "legacy-gina");
+    bound(&gw, &gina).await;
+    let (status, r) = send(&gw, &gina, "redis-1").await;
+    assert_eq!(status, 200, "{r}");
+}
