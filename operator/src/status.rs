@@ -323,12 +323,31 @@ pub fn user_status(
     now: &Time,
 ) -> UserStatus {
     let secret_name = credentials.as_ref().ok().cloned();
+    let unusable = credentials.as_ref().err().cloned();
     let detail = credentials.map(|s| format!("credentials in Secret {s}"));
     let old_c = old.map(|o| o.conditions.as_slice()).unwrap_or_default();
     let detail = inputs.in_force(old_c, generation, detail);
+    let mut conditions = conditions(inputs, "User", name, generation, old_c, detail, now);
+    // A Secret the User names but cannot use also keeps it out of the
+    // snapshot (not accepted); Ready says the cause rather than
+    // `NotAccepted`.
+    if let Some((reason, message)) = unusable
+        && let Some(ready) = conditions.iter_mut().find(|c| c.type_ == CONDITION_READY)
+        && ready.reason == "NotAccepted"
+    {
+        *ready = condition(
+            old_c,
+            CONDITION_READY,
+            false,
+            reason,
+            message,
+            generation,
+            now,
+        );
+    }
     UserStatus {
         observed_generation: generation,
-        conditions: conditions(inputs, "User", name, generation, old_c, detail, now),
+        conditions,
         secret_name,
     }
 }
@@ -464,8 +483,20 @@ mod tests {
             "CredentialsSecretNotFound",
             "Secret legacy named by spec.existingCredentialsSecret does not exist".to_owned(),
         );
-        let s = user_status(&i, "alice", Some(1), Err(why), None, &now);
+        let s = user_status(&i, "alice", Some(1), Err(why.clone()), None, &now);
         assert_eq!(ready(&s), ("False", "CredentialsSecretNotFound"), "{s:?}");
+        // Left out of the snapshot by its compile error, it still says why.
+        let mut out = inputs("v2", &[("p0", "v2", true)]);
+        out.errors.push(smsgw_crds::ConfigError {
+            document: 0,
+            kind: Some("User".into()),
+            name: Some("alice".into()),
+            field: "spec.existingCredentialsSecret".into(),
+            reason: "Secret \"legacy\" does not exist".into(),
+        });
+        let s2 = user_status(&out, "alice", Some(1), Err(why), None, &now);
+        assert_eq!(ready(&s2), ("False", "CredentialsSecretNotFound"), "{s2:?}");
+        assert_eq!(s2.conditions[0].reason, "Invalid", "{s2:?}");
         let c = s
             .conditions
             .iter()

@@ -21,7 +21,10 @@ One cluster (`scripts/cluster.sh up`, default chart values: 3 proxies,
      ServiceAccount's token, or with a proxy's token under another pod's
      name; the proxies are configured over TLS with their own tokens;
      users' secrets reach them hashed and still authenticate (a User's
-     credentials Secret gets its app a token), and show in no pod log;
+     credentials Secret gets its app a token), and show in no pod log; a
+     user imported from the platform (`smsgw users import
+     --emit-manifests`) authenticates with its old app id and secret, its
+     Secret left untouched, and a User naming a missing Secret says so;
   6. dispatch: one bind for three pods: every pod accepts, the holder
      submits what the others hand it; admin stop/start through other pods;
   8. holder kill -9: a pod holding a bind is SIGKILLed under load (and
@@ -738,8 +741,57 @@ def scenario_secrets(c: Cluster):
         for p in proxies + c.pods("operator"))
     check(not any(x in shown for x in secrets) and "$argon2id$" not in shown,
           "a user's secret or hash in the admin config or a pod's log")
+    imported = imported_user(c)
     return (f"3 impostors refused UNAUTHENTICATED before any snapshot, {len(proxies)} proxies configured over TLS; "
-            "user secrets travel hashed and authenticate")
+            f"user secrets travel hashed and authenticate; {imported}")
+
+
+def imported_user(c: Cluster):
+    """Issue 19: a user imported from the platform (`smsgw users import
+    --emit-manifests`) keeps its app id and secret: its User names the
+    emitted Secret (`existingCredentialsSecret`), becomes Ready, its app
+    gets a token through the proxies with its old credentials, and the
+    operator leaves that Secret as it was (not owned, not completed). A
+    User naming a Secret that does not exist says so in its status."""
+    export = c.dir / "platform-export.csv"
+    export.write_text("email,app_name,app_id,app_secret,is_admin\n"
+                      "legacy@example.com,legacy,platform-app-0042,platform-secret-0042,0\n")
+    out = c.dir / "imported"
+    r = subprocess.run([str(smsgw_binary()), "users", "import", "--from", str(export), "--emit-manifests", str(out)],
+                       capture_output=True, text=True, timeout=60)
+    check(r.returncode == 0, f"users import --emit-manifests: {r.stderr}")
+    check("platform-secret-0042" not in r.stdout + r.stderr, "the import printed an app secret")
+    c.kubectl("apply", "-f", str(out / "imported-users.yaml"))
+    secret_name = "legacy-example-com-imported-credentials"
+    before = c.get("v1", "Secret", secret_name)
+
+    def ready():
+        u = c.get("smsgw.io/v1alpha1", "User", "legacy-example-com")
+        conds = (u.get("status") or {}).get("conditions", [])
+        return any(x["type"] == "Ready" and x["status"] == "True" for x in conds)
+    wait_until("the imported User Ready", ready, 30)
+    st, body = http("POST", c.rest + "/api/v1/auth/token",
+                    {"app_id": "platform-app-0042", "app_secret": "platform-secret-0042"})
+    check(st == 200 and body.get("token"), f"the imported app gets a token with its old credentials: {st} {body}")
+    after = c.get("v1", "Secret", secret_name)
+    check(after["metadata"].get("resourceVersion") == before["metadata"].get("resourceVersion")
+          and not after["metadata"].get("ownerReferences") and after.get("data") == before.get("data"),
+          f"the operator changed the imported Secret: {before} -> {after}")
+    # A User naming a Secret that is not there: reported, never created.
+    c.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "smsgw.io/v1alpha1", "kind": "User", "metadata": {"name": "orphan"},
+        "spec": {"email": "orphan@example.com", "appName": "o", "existingCredentialsSecret": "orphan-legacy"}}))
+
+    def reported():
+        u = c.get("smsgw.io/v1alpha1", "User", "orphan")
+        conds = (u.get("status") or {}).get("conditions", [])
+        return any(x["type"] == "Ready" and x["status"] == "False" and x["reason"] == "CredentialsSecretNotFound"
+                   for x in conds)
+    wait_until("the orphan User's status naming its missing Secret", reported, 30)
+    names = [s["metadata"]["name"] for s in c.get("v1", "Secret")["items"]]
+    check("orphan-legacy" not in names, "the operator created a Secret named by existingCredentialsSecret")
+    c.kubectl("delete", "user", "orphan")
+    return "an imported app authenticates with its old credentials, its Secret untouched"
 
 
 # ------------------------------------------------------------------ 6
