@@ -39,11 +39,18 @@ cleanup() {
   [ -n "$redis" ] && kill "$redis" 2>/dev/null || true
 }
 trap cleanup EXIT
-ADMIN_API_KEY=k RUST_LOG=warn "$bin" standalone --config "$out/config.yaml" --with-simulator \
+ADMIN_API_KEY=k RUST_LOG=${GATEWAY_LOG:-warn} "$bin" standalone --config "$out/config.yaml" --with-simulator \
   --simulator-listen 127.0.0.1:$sim --rest-addr 127.0.0.1:$rest --grpc-addr 127.0.0.1:$grpc \
   --data-dir "$out/data" --message-ttl "$ttl" --events-retention "$events" "${store_flags[@]}" "$@" > "$out/gateway.log" 2>&1 &
 gw=$!
 sleep 3
+# The gateway's own memory gauges every 10 s (which structure holds what), so a
+# step in the RSS can be matched to a structure or ruled out as one.
+( while kill -0 "$gw" 2>/dev/null; do
+    curl -s http://127.0.0.1:$rest/metrics | grep -E '^smsgw_memory_(entries|bytes)' \
+      | sed "s/^/$(date +%s) /"
+    sleep 10
+  done ) > "$out/memory-gauges.txt" 2>/dev/null &
 echo "gateway pid $gw, RSS at start: $(awk '/VmRSS/{print $2, $3}' /proc/$gw/status)"
 "$bin" bench --rest http://127.0.0.1:$rest --grpc http://127.0.0.1:$grpc \
   --duration "$duration" --rate "$rate" --concurrency 4 --wait-receipts --timeout 600s \

@@ -1,16 +1,17 @@
-//! The CustomResourceDefinitions of the four kinds, as committed YAML.
+//! The CustomResourceDefinitions of the five kinds, as committed YAML.
 
-use crate::{ContactPolicy, EsmePool, SmppLink, User};
+use crate::{ContactPolicy, EsmePool, Route, SmppLink, User};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-/// The CRDs of SmppLink, EsmePool, User and ContactPolicy, in that order.
+/// The CRDs of SmppLink, EsmePool, User, ContactPolicy and Route, in that order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
         SmppLink::crd(),
         EsmePool::crd(),
         User::crd(),
         ContactPolicy::crd(),
+        Route::crd(),
     ]
 }
 

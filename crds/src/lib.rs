@@ -16,6 +16,7 @@
 mod crdgen;
 mod duration;
 mod manifest;
+mod routes;
 mod snapshot;
 mod spec;
 mod status;
@@ -23,6 +24,7 @@ mod status;
 pub use crdgen::{CrdFile, crd_files, crds};
 pub use duration::{DURATION_PATTERN, Duration};
 pub use manifest::{API_VERSION, ConfigError, Manifest, Metadata, Resource, parse_manifests};
+pub use routes::{RouteChoice, RouteQuery, RouteTable};
 pub use snapshot::{
     AppCredentials, CREDENTIALS_APP_ID, CREDENTIALS_APP_SECRET, CREDENTIALS_PASSWORD,
     CREDENTIALS_PASSWORD_HASH, MAX_IMPORTED_HASH_LANES, MAX_IMPORTED_HASH_MEMORY_KIB,

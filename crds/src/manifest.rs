@@ -1,7 +1,7 @@
 //! Reading resources from multi-document YAML, the way `kubectl apply -f`
 //! would take the same file.
 
-use crate::spec::{ContactPolicySpec, EsmePoolSpec, FieldError, SmppLinkSpec, UserSpec};
+use crate::spec::{ContactPolicySpec, EsmePoolSpec, FieldError, RouteSpec, SmppLinkSpec, UserSpec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -49,6 +49,8 @@ pub enum Resource {
     User(Manifest<UserSpec>),
     /// A contact-policy strategy.
     ContactPolicy(Manifest<ContactPolicySpec>),
+    /// A routing rule.
+    Route(Manifest<RouteSpec>),
     /// A core/v1 Secret, for `secretKeyRef`s (its `stringData`/`data`).
     Secret(Manifest<BTreeMap<String, String>>),
 }
@@ -61,7 +63,20 @@ impl Resource {
             Resource::EsmePool(_) => "EsmePool",
             Resource::User(_) => "User",
             Resource::ContactPolicy(_) => "ContactPolicy",
+            Resource::Route(_) => "Route",
             Resource::Secret(_) => "Secret",
+        }
+    }
+
+    /// Field-level checks of the spec that need no other resource.
+    pub fn validate(&self) -> Vec<FieldError> {
+        match self {
+            Resource::SmppLink(m) => m.spec.validate(),
+            Resource::EsmePool(m) => m.spec.validate(),
+            Resource::User(m) => m.spec.validate(),
+            Resource::ContactPolicy(m) => m.spec.validate(),
+            Resource::Route(m) => m.spec.validate(),
+            Resource::Secret(_) => Vec::new(),
         }
     }
 
@@ -77,6 +92,7 @@ impl Resource {
             Resource::EsmePool(m) => &m.metadata,
             Resource::User(m) => &m.metadata,
             Resource::ContactPolicy(m) => &m.metadata,
+            Resource::Route(m) => &m.metadata,
             Resource::Secret(m) => &m.metadata,
         }
     }
@@ -126,6 +142,15 @@ impl From<&crate::User> for Resource {
 impl From<&crate::ContactPolicy> for Resource {
     fn from(o: &crate::ContactPolicy) -> Self {
         Resource::ContactPolicy(Manifest {
+            metadata: Metadata::from_object_meta(&o.metadata),
+            spec: o.spec.clone(),
+        })
+    }
+}
+
+impl From<&crate::Route> for Resource {
+    fn from(o: &crate::Route) -> Self {
+        Resource::Route(Manifest {
             metadata: Metadata::from_object_meta(&o.metadata),
             spec: o.spec.clone(),
         })
@@ -226,13 +251,7 @@ pub fn parse_manifests(yaml: &str) -> Result<Vec<(usize, Resource)>, Vec<ConfigE
         };
         match parse_document(document, value) {
             Ok(r) => {
-                let field_errors = match &r {
-                    Resource::SmppLink(m) => m.spec.validate(),
-                    Resource::EsmePool(m) => m.spec.validate(),
-                    Resource::User(m) => m.spec.validate(),
-                    Resource::ContactPolicy(m) => m.spec.validate(),
-                    Resource::Secret(_) => Vec::new(),
-                };
+                let field_errors = r.validate();
                 errors.extend(
                     field_errors
                         .into_iter()
@@ -327,6 +346,9 @@ fn parse_document(document: usize, value: serde_yaml::Value) -> Result<Resource,
         "ContactPolicy" => wrap(
             spec(&mut map).map(|spec| Resource::ContactPolicy(Manifest { metadata: md, spec })),
         ),
+        "Route" => {
+            wrap(spec(&mut map).map(|spec| Resource::Route(Manifest { metadata: md, spec })))
+        }
         "Secret" => wrap(
             secret_data(&mut map).map(|spec| Resource::Secret(Manifest { metadata: md, spec })),
         ),
@@ -334,7 +356,8 @@ fn parse_document(document: usize, value: serde_yaml::Value) -> Result<Resource,
             Some(other),
             Some(&name),
             "kind",
-            "unknown kind; expected SmppLink, EsmePool, User, ContactPolicy or Secret".into(),
+            "unknown kind; expected SmppLink, EsmePool, User, ContactPolicy, Route or Secret"
+                .into(),
         )),
     }
 }

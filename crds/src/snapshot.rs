@@ -2,7 +2,8 @@
 
 use crate::manifest::{ConfigError, Resource, parse_manifests};
 use crate::spec::{
-    ContactPolicySpec, EsmePoolSpec, FieldError, PoolMember, SecretKeyRef, SmppLinkSpec, UserSpec,
+    ContactPolicySpec, EsmePoolSpec, FieldError, PoolMember, RouteSpec, SecretKeyRef, SmppLinkSpec,
+    UserSpec,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -39,6 +40,11 @@ pub struct Snapshot {
     /// whose Secret does not exist yet are absent.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub app_credentials: BTreeMap<String, AppCredentials>,
+    /// Routing rules by name (the table that picks a target for a send
+    /// without `esme`: [`crate::RouteTable`]). Absent when there are none,
+    /// so a snapshot without routes reads the same in older proxies.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub routes: BTreeMap<String, RouteSpec>,
 }
 
 /// An application's machine credentials, from its User's credentials
@@ -422,6 +428,9 @@ pub fn compile(resources: &[(usize, Resource)]) -> Result<Snapshot, Vec<ConfigEr
                 snap.policies
                     .insert(m.metadata.name.clone(), m.spec.clone());
             }
+            Resource::Route(m) => {
+                snap.routes.insert(m.metadata.name.clone(), m.spec.clone());
+            }
             Resource::Secret(_) => {}
         }
     }
@@ -495,6 +504,14 @@ pub fn compile(resources: &[(usize, Resource)]) -> Result<Snapshot, Vec<ConfigEr
                     push(FieldError {
                         field: "spec.email".into(),
                         reason: format!("User {other:?} has the same email"),
+                    });
+                }
+            }
+            Resource::Route(m) => {
+                if !snap.has_target(&m.spec.target) {
+                    push(FieldError {
+                        field: "spec.target".into(),
+                        reason: format!("no SmppLink or EsmePool named {:?}", m.spec.target),
                     });
                 }
             }

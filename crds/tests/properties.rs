@@ -239,6 +239,7 @@ fn snapshot_fuzz_seeds_are_the_examples_snapshots() {
         "20-pools",
         "30-users",
         "40-policies",
+        "50-routes",
     ]
     .iter()
     .map(|f| std::fs::read_to_string(format!("{root}/examples/cluster/{f}.yaml")).unwrap())

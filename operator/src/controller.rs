@@ -4,7 +4,7 @@
 use crate::credentials::ensure_credentials;
 use crate::hub::{Hub, Rejection, slots_from_lease_holders};
 use crate::status::{
-    StatusInputs, link_status, policy_status, pool_status, user_status, write_status,
+    StatusInputs, link_status, policy_status, pool_status, route_status, user_status, write_status,
 };
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -16,7 +16,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use smsgw_crds::{CONDITION_ACCEPTED, ContactPolicy, EsmePool, Resource, SmppLink, User};
+use smsgw_crds::{CONDITION_ACCEPTED, ContactPolicy, EsmePool, Resource, Route, SmppLink, User};
 use smsgw_leases::live_holder;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -110,6 +110,7 @@ pub async fn run(
         Api::<ContactPolicy>::namespaced(client.clone(), ns),
         all.clone(),
     );
+    let (routes, routes_w) = reflect(Api::<Route>::namespaced(client.clone(), ns), all.clone());
     let (secrets, secrets_w) = reflect(Api::<Secret>::namespaced(client.clone(), ns), all.clone());
     let (pods, pods_w) = reflect(
         Api::<Pod>::namespaced(client.clone(), ns),
@@ -120,11 +121,12 @@ pub async fn run(
     let changed = Arc::new(Notify::new());
     let feed = {
         let (hub, changed) = (hub.clone(), changed.clone());
-        let (links, pools, users, policies, secrets, pods) = (
+        let (links, pools, users, policies, routes, secrets, pods) = (
             links.clone(),
             pools.clone(),
             users.clone(),
             policies.clone(),
+            routes.clone(),
             secrets.clone(),
             pods.clone(),
         );
@@ -134,6 +136,7 @@ pub async fn run(
                 "EsmePool" => resources(&pools),
                 "User" => resources(&users),
                 "ContactPolicy" => resources(&policies),
+                "Route" => resources(&routes),
                 "Secret" => resources(&secrets),
                 _ => {
                     let p = pods.state();
@@ -151,6 +154,7 @@ pub async fn run(
         pools_w.map(|_| "EsmePool").boxed(),
         users_w.map(|_| "User").boxed(),
         policies_w.map(|_| "ContactPolicy").boxed(),
+        routes_w.map(|_| "Route").boxed(),
         secrets_w.map(|_| "Secret").boxed(),
         pods_w.map(|_| "Pod").boxed(),
         leases_w.map(|_| "Lease").boxed(),
@@ -184,7 +188,7 @@ pub async fn run(
                 _ = published.changed() => {}
                 _ = hub.acks_changed() => {}
                 _ = tokio::time::sleep(cfg.resync) => {}
-                Some(r) = rejections.recv() => { reject_event(&recorder, &links, &pools, &users, &policies, &r).await; }
+                Some(r) = rejections.recv() => { reject_event(&recorder, &links, &pools, &users, &policies, &routes, &r).await; }
             }
             // Let bursts of events settle.
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -198,7 +202,7 @@ pub async fn run(
                 ),
             };
             if let Err(e) = write_all(
-                &client, ns, &inputs, &recorder, &links, &pools, &users, &policies,
+                &client, ns, &inputs, &recorder, &links, &pools, &users, &policies, &routes,
             )
             .await
             {
@@ -244,6 +248,7 @@ async fn reject_event(
     pools: &Store<EsmePool>,
     users: &Store<User>,
     policies: &Store<ContactPolicy>,
+    routes: &Store<Route>,
     r: &Rejection,
 ) {
     // "Kind/namespace/name" (or "Kind/name").
@@ -256,6 +261,7 @@ async fn reject_event(
         "EsmePool" => object_ref(pools, name),
         "User" => object_ref(users, name),
         "ContactPolicy" => object_ref(policies, name),
+        "Route" => object_ref(routes, name),
         _ => None,
     };
     if let Some(reference) = reference {
@@ -338,6 +344,7 @@ async fn write_all(
     pools: &Store<EsmePool>,
     users: &Store<User>,
     policies: &Store<ContactPolicy>,
+    routes: &Store<Route>,
 ) -> Result<(), kube::Error> {
     let now = Time(Timestamp::now());
     let api: Api<SmppLink> = Api::namespaced(client.clone(), ns);
@@ -378,6 +385,12 @@ async fn write_all(
     for o in policies.state() {
         let old = o.status.as_ref();
         let s = policy_status(inputs, &o.name_any(), o.metadata.generation, old, &now);
+        write_and_report(&api, recorder, o.as_ref(), old, &s, |x| &x.conditions).await?;
+    }
+    let api: Api<Route> = Api::namespaced(client.clone(), ns);
+    for o in routes.state() {
+        let old = o.status.as_ref();
+        let s = route_status(inputs, &o.name_any(), o.metadata.generation, old, &now);
         write_and_report(&api, recorder, o.as_ref(), old, &s, |x| &x.conditions).await?;
     }
     Ok(())

@@ -290,14 +290,8 @@ pub fn compile_best_effort(mut resources: Vec<Resource>) -> (Snapshot, Vec<Confi
 /// Field-level validation of one resource (what `parse_manifests` checks
 /// per document), as errors naming it.
 pub fn validate_resource(r: &Resource) -> Vec<ConfigError> {
-    let errs = match r {
-        Resource::SmppLink(m) => m.spec.validate(),
-        Resource::EsmePool(m) => m.spec.validate(),
-        Resource::User(m) => m.spec.validate(),
-        Resource::ContactPolicy(m) => m.spec.validate(),
-        _ => Vec::new(),
-    };
-    errs.into_iter()
+    r.validate()
+        .into_iter()
         .map(|e| ConfigError {
             document: 0,
             kind: Some(r.kind().to_owned()),

@@ -1,4 +1,4 @@
-//! Status of the four kinds, computed from what the operator knows (pure),
+//! Status of the five kinds, computed from what the operator knows (pure),
 //! and written back through the status subresource.
 
 use crate::hub::{PodAck, Published};
@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use smsgw_crds::{
     CONDITION_ACCEPTED, CONDITION_READY, Condition, ConfigError, ContactPolicyStatus,
-    EsmePoolStatus, MemberStatus, SessionStatus, SmppLinkSpec, SmppLinkStatus, UserStatus,
+    EsmePoolStatus, MemberStatus, RouteStatus, SessionStatus, SmppLinkSpec, SmppLinkStatus,
+    UserStatus,
 };
 use std::collections::BTreeMap;
 
@@ -108,6 +109,7 @@ impl StatusInputs {
             "EsmePool" => s.pools.contains_key(name),
             "User" => s.users.contains_key(name),
             "ContactPolicy" => s.policies.contains_key(name),
+            "Route" => s.routes.contains_key(name),
             _ => false,
         }
     }
@@ -373,6 +375,22 @@ pub fn policy_status(
             detail,
             now,
         ),
+    }
+}
+
+/// Status of a Route: Ready once every proxy routes by it.
+pub fn route_status(
+    inputs: &StatusInputs,
+    name: &str,
+    generation: Option<i64>,
+    old: Option<&RouteStatus>,
+    now: &Time,
+) -> RouteStatus {
+    let old_c = old.map(|o| o.conditions.as_slice()).unwrap_or_default();
+    let detail = inputs.in_force(old_c, generation, Ok("in the current snapshot".into()));
+    RouteStatus {
+        observed_generation: generation,
+        conditions: conditions(inputs, "Route", name, generation, old_c, detail, now),
     }
 }
 

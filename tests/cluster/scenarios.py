@@ -214,7 +214,7 @@ class Cluster:
 
 def resources_ready(c: Cluster):
     out = {}
-    for kind in ("SmppLink", "EsmePool", "User", "ContactPolicy"):
+    for kind in ("SmppLink", "EsmePool", "User", "ContactPolicy", "Route"):
         for o in c.get("smsgw.io/v1alpha1", kind)["items"]:
             conds = (o.get("status") or {}).get("conditions", [])
             ready = next((x for x in conds if x["type"] == "Ready"), None)
@@ -320,10 +320,10 @@ def scenario_install(c: Cluster):
 
     c.apply_examples()
     # As many resources as the examples hold (they grow: issue 19's policies).
-    want = sum(len(re.findall(r"^kind: (?:SmppLink|EsmePool|User|ContactPolicy)$", f.read_text(), re.M))
+    want = sum(len(re.findall(r"^kind: (?:SmppLink|EsmePool|User|ContactPolicy|Route)$", f.read_text(), re.M))
                for f in (REPO / "examples/cluster").glob("*.yaml"))
     t0 = time.time()
-    ready = wait_until(f"every SmppLink/EsmePool/User/ContactPolicy Ready ({want})",
+    ready = wait_until(f"every SmppLink/EsmePool/User/ContactPolicy/Route Ready ({want})",
                        lambda: (r := resources_ready(c)) and len(r) == want and all(v == "True" for v in r.values()) and r, 60)
     say(f"  resources Ready in {time.time() - t0:.1f} s: {sorted(ready)}")
     wait_until("the link's 2 sessions bound at the simulator", lambda: c.sim()["bound"] == 2, 60)

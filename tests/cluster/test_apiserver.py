@@ -608,7 +608,7 @@ class OperatorTest(unittest.TestCase):
                 if d:
                     cls.s.ok("POST", "/api/v1/namespaces/smsgw/secrets", d)
         for name, plural in (("10-links", "smpplinks"), ("20-pools", "esmepools"), ("30-users", "users"),
-                             ("40-policies", "contactpolicies")):
+                             ("40-policies", "contactpolicies"), ("50-routes", "routes")):
             with open(os.path.join(ROOT, "examples", "cluster", f"{name}.yaml")) as f:
                 for d in yaml.safe_load_all(f):
                     if d:

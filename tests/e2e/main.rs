@@ -19,6 +19,7 @@ mod metrics;
 mod mo;
 mod outbox;
 mod policy;
+mod routes;
 mod s3_credentials;
 mod standalone;
 mod strategies;

@@ -76,7 +76,8 @@ impl Messaging {
     ) -> Result<SendResponse, MessagingError> {
         let mut p = self.prepare(sender, req).await?;
         (p.record.traceparent, p.record.tracestate) = trace.carrier();
-        let esme = req.esme.clone();
+        // The target named, or the one a route chose.
+        let esme = p.record.target.name().to_owned();
         let step = trace.step("smsgw.rate_limit");
         self.limit(&p, &esme, req.wait_for_capacity).await?;
         drop(step);
@@ -158,13 +159,26 @@ impl Messaging {
     ) -> Result<Prepared, MessagingError> {
         let user = self.user(sender.user_id).await?;
         let config = self.config.load();
-        let esme = req.esme.as_str();
-        if esme.is_empty() {
-            return Err(MessagingError::refused(
-                "invalid_esme",
-                "esme: is required (a link or pool name)",
-            ));
-        }
+        let routed;
+        let esme = if req.esme.is_empty() {
+            // No target named: the routing table chooses from the
+            // message's addresses (checked here first, so a route is
+            // never matched against a malformed number).
+            let destination = validate_destination(&req.destination)?;
+            let (ston, snpi) = req.source_ton_npi;
+            let source = validate_source(&req.source, ston, snpi)?;
+            routed = self.route(
+                &config,
+                &smsgw_crds::RouteQuery {
+                    destination: &destination,
+                    source: &source.addr,
+                    app_id: sender.app_id,
+                },
+            )?;
+            routed.as_str()
+        } else {
+            req.esme.as_str()
+        };
         let target = if config.links.contains_key(esme) {
             Target::Link(esme.to_owned())
         } else if config.pools.contains_key(esme) {

@@ -23,6 +23,7 @@ pub mod lifecycle;
 pub mod metrics;
 mod receipts;
 pub mod request;
+mod routing;
 mod service;
 pub mod stats;
 mod submit;

@@ -16,8 +16,9 @@ pub struct SendRequest {
     /// Idempotency key; generated when empty.
     #[serde(default)]
     pub transaction_id: String,
-    /// Target link or pool.
-    #[cfg_attr(feature = "openapi", schema(required))]
+    /// Target link or pool. Optional when Routes are configured: a send
+    /// without it goes where the first matching Route says (the answer's
+    /// `esme` names the target chosen).
     #[serde(default)]
     pub esme: String,
     /// Source address.
@@ -105,8 +106,9 @@ pub const MAX_TRANSACTION_ID: usize = 128;
 /// refusal.
 #[derive(Debug, Clone)]
 pub struct Normalized {
-    /// Target link or pool, trimmed (may be empty: refused as
-    /// `invalid_esme`).
+    /// Target link or pool, trimmed; empty means the routing table
+    /// chooses (refused as `invalid_esme` when no Route is configured,
+    /// `no_route` when none matches).
     pub esme: String,
     /// Contact-policy strategy, trimmed; `None` when none is named.
     pub strategy: Option<String>,

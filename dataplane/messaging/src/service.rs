@@ -108,6 +108,9 @@ pub struct Messaging {
     /// Where app events are appended durably before anything is
     /// acknowledged (webhooks and pull read them from there).
     pub(crate) outbox: Option<Arc<dyn Outbox>>,
+    /// The routing table of the configuration in force, for sends that
+    /// omit `esme`.
+    pub(crate) routes: crate::routing::RouteCache,
 }
 
 /// Builds a [`Messaging`].
@@ -226,6 +229,7 @@ impl MessagingBuilder {
             metrics,
             observer: OnceLock::new(),
             outbox: self.outbox,
+            routes: Default::default(),
         }
     }
 }
