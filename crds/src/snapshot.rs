@@ -507,13 +507,11 @@ pub fn compile(resources: &[(usize, Resource)]) -> Result<Snapshot, Vec<ConfigEr
                     });
                 }
             }
-            Resource::Route(m) => {
-                if !snap.has_target(&m.spec.target) {
-                    push(FieldError {
-                        field: "spec.target".into(),
-                        reason: format!("no SmppLink or EsmePool named {:?}", m.spec.target),
-                    });
-                }
+            Resource::Route(m) if !snap.has_target(&m.spec.target) => {
+                push(FieldError {
+                    field: "spec.target".into(),
+                    reason: format!("no SmppLink or EsmePool named {:?}", m.spec.target),
+                });
             }
             _ => {}
         }

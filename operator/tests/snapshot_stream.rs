@@ -238,10 +238,15 @@ async fn a_resource_breaking_a_field_rule_is_refused_like_standalone_does() {
     }
     let (snap, errors) = compile_best_effort(all);
     assert!(!snap.links.contains_key("local-sim"));
-    // The pool that named it goes too, with its own error.
+    // The pool that named it goes too, with its own error, and so does
+    // the (default) route to that pool.
     assert!(!snap.pools.contains_key("default"));
+    assert!(!snap.routes.contains_key("default"));
     let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
-    assert_eq!(fields, ["spec.sessions", "spec.members[0].link"]);
+    assert_eq!(
+        fields,
+        ["spec.sessions", "spec.members[0].link", "spec.target"]
+    );
 }
 
 /// Only the secrets a proxy needs travel: links' bind passwords (any pod

@@ -240,7 +240,10 @@ def smsgw_binary():
 
 
 def send(c: Cluster, h, text, dest, txid, base=None, strategy=None, esme="default", source="SHOP"):
-    body = {"esme": esme, "source": source, "destination": dest, "message": text, "transaction_id": txid}
+    """esme=None omits it: the Routes of examples/cluster choose."""
+    body = {"source": source, "destination": dest, "message": text, "transaction_id": txid}
+    if esme is not None:
+        body["esme"] = esme
     if strategy:
         body["strategy"] = strategy
     return http("POST", (base or c.rest) + "/api/v1/sms/send", body, h)
@@ -347,6 +350,12 @@ def scenario_install(c: Cluster):
         for mid, tx, _ in sent:
             st, m = message(c, h, mid, base)
             check(st == 200 and m["status"] == "delivered" and m["transaction_id"] == tx, f"{mid} through pod {name}: {st} {m}")
+    # Routes (issue 19) reach every proxy: without esme, each pod sends a
+    # German number by the default route to the pool `default`.
+    for name, base in proxy_bases(c).items():
+        tx = f"s1-route-{name}-{uuid.uuid4().hex[:6]}"
+        st, body = send(c, h, f"routed {tx}", "+4915100000077", tx, base=base, esme=None)
+        check(st == 200 and body.get("esme") == "default", f"send without esme through pod {name}: {st} {body}")
     # In the shared store: the Redis pod holds every message.
     rip = c.pods("redis")[0]["status"]["podIP"]
     # Records are binary (issue 22's compact encoding) in hashes bucketed by
