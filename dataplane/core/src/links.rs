@@ -128,6 +128,15 @@ pub struct OutboundMessage {
     pub registered_delivery: bool,
     /// The parts, in order.
     pub segments: Vec<OutboundSegment>,
+    /// SMPP `priority_flag` (0 to 3); also the order in which messages
+    /// waiting for a send window get it (higher first).
+    pub priority: u8,
+    /// SMPP `validity_period`, relative to the submission, in seconds;
+    /// `None`: the SMSC's default.
+    pub validity_period_s: Option<u32>,
+    /// SMPP `schedule_delivery_time`, ms since the Unix epoch (sent as an
+    /// absolute UTC time); `None`: deliver at once.
+    pub schedule_delivery_ms: Option<u64>,
 }
 
 /// What became of one segment at the SMSC.

@@ -274,9 +274,71 @@ pub struct MessageRecord {
     /// request carried none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_at_ms: Option<u64>,
+    /// The options the client set on the message (validity, schedule,
+    /// priority, flash); all absent on records written before them.
+    #[serde(default, skip_serializing_if = "MessageOptions::is_default")]
+    pub options: MessageOptions,
+}
+
+/// Highest message priority (`priority` 0 to 3, SMPP `priority_flag`).
+pub const MAX_PRIORITY: u8 = 3;
+
+/// Options a client sets on a message, kept on its record and passed to
+/// the SMSC in each `submit_sm`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageOptions {
+    /// How long the SMSC keeps trying to deliver it, in seconds from its
+    /// submission (SMPP relative `validity_period`); `None`: the SMSC's
+    /// default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validity_period_s: Option<u32>,
+    /// When it is to be delivered (ms since epoch): held by the gateway
+    /// until then, or passed to the SMSC as `schedule_delivery_time` when
+    /// [`MessageOptions::schedule_at_smsc`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_delivery_ms: Option<u64>,
+    /// The schedule is the SMSC's (the target link's `scheduleAtSmsc`):
+    /// submitted at once with `schedule_delivery_time`, not held here.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub schedule_at_smsc: bool,
+    /// 0 (default) to [`MAX_PRIORITY`]: SMPP `priority_flag`, and the
+    /// order in which messages waiting for a link's send window get it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: u8,
+    /// A flash message (class 0: shown, not stored, by the handset).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flash: bool,
+}
+
+fn is_zero(v: &u8) -> bool {
+    *v == 0
+}
+
+impl MessageOptions {
+    /// True when no option is set (the record carries none).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// When the gateway holds the message until: its schedule, unless
+    /// that is the SMSC's.
+    pub fn held_until_ms(&self) -> Option<u64> {
+        self.schedule_delivery_ms
+            .filter(|_| !self.schedule_at_smsc)
+    }
 }
 
 impl MessageRecord {
+    /// Where the message sits in the index of `accepted` messages a
+    /// sweeper reads ([`MessageStore::claim_stale_accepted`]): the time it
+    /// is held until when the gateway holds it (a schedule), else its
+    /// creation.
+    pub fn listed_at_ms(&self) -> u64 {
+        self.options
+            .held_until_ms()
+            .unwrap_or(self.created_at_ms)
+    }
+
     /// True when a segment was submitted more than once, so the recipient
     /// may get it twice (the link's `resubmit` policy after a connection
     /// lost before the SMSC answered).
@@ -366,12 +428,16 @@ impl MessageRecord {
     }
 
     /// Whether a sweeper may claim this message at `now_ms`: still
-    /// [`MessageStatus::Accepted`], created at or before `created_before_ms`,
-    /// and no live lease.
+    /// [`MessageStatus::Accepted`], no live lease, and either held until a
+    /// time now past ([`MessageOptions::held_until_ms`]: nobody submits it
+    /// before) or created at or before `created_before_ms`.
     pub fn claimable(&self, created_before_ms: u64, now_ms: u64) -> bool {
         self.status == MessageStatus::Accepted
-            && self.created_at_ms <= created_before_ms
             && self.claim_until_ms <= now_ms
+            && match self.options.held_until_ms() {
+                Some(due) => due <= now_ms,
+                None => self.created_at_ms <= created_before_ms,
+            }
     }
 
     /// Sets the submission lease; answers who held it before (see
@@ -538,7 +604,10 @@ impl ReceiptChange {
 pub struct ClaimRequest {
     /// The claiming pod (its name).
     pub owner: String,
-    /// Only messages created at or before this time (ms since epoch).
+    /// Only messages created at or before this time (ms since epoch), or
+    /// held until a time at or before `now_ms` (a schedule): a backend
+    /// reads its index of accepted messages ([`MessageRecord::listed_at_ms`])
+    /// up to the later of the two.
     pub created_before_ms: u64,
     /// Now (ms since epoch): leases ending before it are expired.
     pub now_ms: u64,
@@ -746,6 +815,7 @@ mod tests {
             tracestate: None,
             callback: None,
             sent_at_ms: None,
+            options: MessageOptions::default(),
         }
     }
 
@@ -869,6 +939,21 @@ mod tests {
         );
         m.record_submit(&submit(0, SubmitStatus::Accepted)).unwrap();
         assert!(!m.claimable(100, 5000), "no longer accepted");
+    }
+
+    #[test]
+    fn a_held_message_is_claimable_once_due_and_not_before() {
+        let mut m = rec(1);
+        m.created_at_ms = 100;
+        m.options.schedule_delivery_ms = Some(5_000);
+        assert_eq!(m.listed_at_ms(), 5_000, "listed at its due time");
+        assert!(!m.claimable(1_000, 4_999), "not yet due, although old");
+        assert!(m.claimable(0, 5_000), "due: no wait for the stale period");
+        m.options.schedule_at_smsc = true;
+        assert_eq!(m.options.held_until_ms(), None, "the SMSC's schedule");
+        assert_eq!(m.listed_at_ms(), 100);
+        assert!(!m.claimable(99, 10_000), "a fresh message like any other");
+        assert!(m.claimable(100, 1_000));
     }
 
     #[test]

@@ -82,8 +82,10 @@ mod pool;
 pub mod rate;
 mod session;
 pub mod sim;
+pub mod time;
 mod tls;
 mod types;
+mod window;
 
 pub use config::{
     Backoff, BindMode, InterfaceVersion, LinkConfig, Password, ReassemblyConfig, TonNpi,

@@ -2,6 +2,7 @@
 
 use std::{
     collections::BTreeSet,
+    str::FromStr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -12,7 +13,7 @@ use std::{
 use rusmpp::{
     pdus::SubmitSm,
     tlvs::MessageSubmissionRequestTlvValue,
-    types::{AnyOctetString, COctetString, OctetString},
+    types::{AnyOctetString, COctetString, EmptyOrFullCOctetString, OctetString},
     values::{
         DataCoding, EsmClass, MessagePayload, Npi, PriorityFlag, RegisteredDelivery, ServiceType,
         Ton,
@@ -241,7 +242,7 @@ impl Link {
             if s.role == SessionRole::Receiver || s.state() != LinkState::Bound {
                 continue;
             }
-            let free = s.window.available_permits();
+            let free = s.window.available();
             if best.is_none_or(|(_, f)| free > f) {
                 best = Some((s, free));
             }
@@ -300,11 +301,13 @@ impl Link {
         let shared = &self.inner.shared;
         let link = &shared.config.name;
         let started = Instant::now();
+        // Every segment of a message has its priority.
+        let priority = pdus.first().map_or(0, |p| u8::from(p.priority_flag));
         let mut sent = Vec::with_capacity(pdus.len());
         let mut not_sent: Option<String> = None;
         for (i, pdu) in pdus.iter().enumerate() {
-            let permit = match timeout_at(deadline, session.window.clone().acquire_owned()).await {
-                Ok(Ok(p)) => p,
+            let permit = match timeout_at(deadline, session.window.acquire(priority)).await {
+                Ok(p) => p,
                 _ => {
                     let waited = started.elapsed();
                     if i == 0 {
@@ -574,6 +577,19 @@ pub(crate) fn build_pdus(req: &SubmitRequest) -> Result<Vec<SubmitSm>> {
         COctetString::from_string(req.service_type.clone())
             .map_err(|e| bad(format!("service_type: {e}")))?,
     );
+    if req.priority > 3 {
+        return Err(bad(format!("priority_flag {} is not 0 to 3", req.priority)));
+    }
+    let time = |t: Option<String>, what: &str| {
+        t.map_or(Ok(EmptyOrFullCOctetString::empty()), |t| {
+            EmptyOrFullCOctetString::<17>::from_str(&t).map_err(|e| bad(format!("{what}: {e}")))
+        })
+    };
+    let validity_period = time(req.validity_period.map(crate::time::relative), "validity_period")?;
+    let schedule = time(
+        req.schedule_delivery_time.map(crate::time::absolute),
+        "schedule_delivery_time",
+    )?;
     let mut out = Vec::with_capacity(req.segments.len());
     for seg in &req.segments {
         let mut tlvs = Vec::new();
@@ -605,6 +621,8 @@ pub(crate) fn build_pdus(req: &SubmitRequest) -> Result<Vec<SubmitSm>> {
                 .esm_class(EsmClass::from(req.esm_class))
                 .protocol_id(req.protocol_id)
                 .priority_flag(PriorityFlag::from(req.priority))
+                .schedule_delivery_time(schedule.clone())
+                .validity_period(validity_period.clone())
                 .registered_delivery(RegisteredDelivery::from(req.registered_delivery))
                 .data_coding(DataCoding::from(req.data_coding))
                 .short_message(short)
@@ -613,4 +631,49 @@ pub(crate) fn build_pdus(req: &SubmitRequest) -> Result<Vec<SubmitSm>> {
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Address, Segment};
+    use std::time::UNIX_EPOCH;
+
+    fn request() -> SubmitRequest {
+        SubmitRequest::new(
+            Address::new("ACME", 5, 0),
+            Address::new("4917012345", 1, 1),
+            vec![Segment::new(b"one".to_vec()), Segment::new(b"two".to_vec())],
+        )
+    }
+
+    #[test]
+    fn message_options_reach_every_submit_sm_of_a_message() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_796_632_205_250);
+        let req = SubmitRequest {
+            priority: 3,
+            data_coding: 0x10,
+            validity_period: Some(Duration::from_secs(3_600)),
+            schedule_delivery_time: Some(at),
+            ..request()
+        };
+        let pdus = build_pdus(&req).unwrap();
+        assert_eq!(pdus.len(), 2);
+        for pdu in &pdus {
+            assert_eq!(u8::from(pdu.priority_flag), 3);
+            assert_eq!(u8::from(pdu.data_coding), 0x10);
+            assert_eq!(pdu.validity_period.as_str(), "000000010000000R");
+            assert_eq!(pdu.schedule_delivery_time.as_str(), "261207083005200+");
+        }
+        // None set: the fields stay empty, as before.
+        let plain = build_pdus(&request()).unwrap();
+        assert!(plain[0].validity_period.is_empty());
+        assert!(plain[0].schedule_delivery_time.is_empty());
+        assert_eq!(u8::from(plain[0].priority_flag), 0);
+        let bad = SubmitRequest {
+            priority: 4,
+            ..request()
+        };
+        assert!(matches!(build_pdus(&bad), Err(Error::InvalidRequest { .. })));
+    }
 }

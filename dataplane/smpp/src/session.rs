@@ -26,7 +26,7 @@ use rusmpp::{
 use tokio::{
     io::AsyncWriteExt,
     net::TcpStream,
-    sync::{Semaphore, mpsc, oneshot, watch},
+    sync::{mpsc, oneshot, watch},
     time::{Instant, sleep, sleep_until, timeout},
 };
 use tokio_util::{codec::FramedRead, sync::CancellationToken};
@@ -301,7 +301,7 @@ pub(crate) struct Sent {
 pub(crate) struct Session {
     pub(crate) index: usize,
     pub(crate) role: SessionRole,
-    pub(crate) window: Arc<Semaphore>,
+    pub(crate) window: Arc<crate::window::Window>,
     seq: AtomicU32,
     pub(crate) state: watch::Sender<LinkState>,
     conn: Mutex<Option<Conn>>,
@@ -340,7 +340,7 @@ impl Session {
             run: watch::Sender::new(open),
             index,
             role,
-            window: Arc::new(Semaphore::new(window)),
+            window: crate::window::Window::new(window),
             seq: AtomicU32::new(1),
             state: watch::Sender::new(LinkState::Down),
             conn: Mutex::new(None),

@@ -357,6 +357,27 @@ pub struct Submissions {
     pub repeated: Vec<(String, String, u64)>,
 }
 
+/// One accepted submit_sm as the simulator received it
+/// ([`SimHandle::seen_submits`], with `track_submits` on): what a test
+/// asserts the gateway passed to the SMSC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenSubmit {
+    /// `destination_addr`.
+    pub destination: String,
+    /// The short message (or `message_payload`), lossy UTF-8.
+    pub text: String,
+    /// `data_coding`.
+    pub data_coding: u8,
+    /// `priority_flag`.
+    pub priority_flag: u8,
+    /// `validity_period` as sent (empty when none).
+    pub validity_period: String,
+    /// `schedule_delivery_time` as sent (empty when none).
+    pub schedule_delivery_time: String,
+    /// When the simulator accepted it.
+    pub at: SystemTime,
+}
+
 /// One bound connection, as [`SimHandle::connections`] reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SimConnection {
@@ -457,6 +478,9 @@ struct SimState {
     rr: AtomicU64,
     salt: u64,
     submitted: Mutex<SubmitCounts>,
+    /// Every accepted submit_sm's options, in arrival order, with
+    /// `track_submits` on.
+    seen: Mutex<Vec<SeenSubmit>>,
     /// The file [`SimConfig::ledger`] appends to.
     ledger: Option<Mutex<std::fs::File>>,
     /// When each submit_sm of the last second was accepted, with
@@ -649,6 +673,7 @@ pub async fn run(config: SimConfig, cancel: CancellationToken) -> Result<SimHand
         rr: AtomicU64::new(0),
         salt: rand::random(),
         submitted: Mutex::new(submitted),
+        seen: Mutex::new(Vec::new()),
         ledger,
         recent: Mutex::new(std::collections::VecDeque::new()),
         unacked: Mutex::new(HashMap::new()),
@@ -793,6 +818,12 @@ impl SimHandle {
             .collect();
         all.sort();
         all
+    }
+
+    /// Every accepted submit_sm, in the order the simulator accepted them,
+    /// with `track_submits` on (empty otherwise).
+    pub fn seen_submits(&self) -> Vec<SeenSubmit> {
+        self.state.seen.lock().expect("seen lock").clone()
     }
 
     /// The bound connections, oldest first.
@@ -1696,6 +1727,18 @@ async fn serve(
                                     .expect("ledger lock")
                                     .write_all(line.as_bytes());
                             }
+                            state.seen.lock().expect("seen lock").push(SeenSubmit {
+                                destination: String::from_utf8_lossy(&key.0).into_owned(),
+                                text: String::from_utf8_lossy(&key.1).into_owned(),
+                                data_coding: u8::from(sm.data_coding),
+                                priority_flag: u8::from(sm.priority_flag),
+                                validity_period: sm.validity_period.as_str().to_owned(),
+                                schedule_delivery_time: sm
+                                    .schedule_delivery_time
+                                    .as_str()
+                                    .to_owned(),
+                                at: SystemTime::now(),
+                            });
                             *state
                                 .submitted
                                 .lock()

@@ -80,8 +80,16 @@ pub struct SubmitRequest {
     pub service_type: String,
     /// `protocol_id`.
     pub protocol_id: u8,
-    /// `priority_flag`.
+    /// `priority_flag` (0 to 3); also the order in which submits waiting
+    /// for a session's send window get it: higher first, in arrival order
+    /// within a priority.
     pub priority: u8,
+    /// `validity_period`, relative to the submission ([`crate::time::relative`]);
+    /// `None`: empty (the SMSC's default).
+    pub validity_period: Option<std::time::Duration>,
+    /// `schedule_delivery_time`, absolute UTC ([`crate::time::absolute`]);
+    /// `None`: empty (deliver at once).
+    pub schedule_delivery_time: Option<std::time::SystemTime>,
     /// The segments.
     pub segments: Vec<Segment>,
 }
@@ -98,6 +106,8 @@ impl SubmitRequest {
             service_type: String::new(),
             protocol_id: 0,
             priority: 0,
+            validity_period: None,
+            schedule_delivery_time: None,
             segments,
         }
     }

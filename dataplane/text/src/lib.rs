@@ -108,6 +108,18 @@ impl Encoding {
         }
     }
 
+    /// The data_coding of a flash message (message class 0, TS 23.038
+    /// general data coding with a class): 0x10 for GSM 7-bit, 0x18 for
+    /// UCS-2; `None` for Latin-1, which has no class-0 form (encode a
+    /// flash message without it).
+    pub const fn flash_data_coding(&self) -> Option<u8> {
+        match self {
+            Encoding::Gsm7 => Some(0x10),
+            Encoding::Latin1 => None,
+            Encoding::Ucs2 => Some(0x18),
+        }
+    }
+
     /// The encoding of an SMPP data_coding value: 0 (SMSC default alphabet,
     /// taken as GSM 7-bit), 3 and 8, plus the TS 23.038 §4 coding groups an
     /// SMSC passes through from the handset's TP-DCS where SMPP defines no

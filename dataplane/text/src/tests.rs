@@ -113,6 +113,16 @@ fn encoding_names_and_data_codings() {
 }
 
 #[test]
+fn a_flash_data_coding_is_class_0_of_the_same_alphabet() {
+    for e in [Encoding::Gsm7, Encoding::Ucs2] {
+        let dc = e.flash_data_coding().unwrap();
+        assert_eq!(dc & 0xF3, 0x10, "general data coding, class 0: {dc:#04x}");
+        assert_eq!(Encoding::from_data_coding(dc), Some(e));
+    }
+    assert_eq!(Encoding::Latin1.flash_data_coding(), None);
+}
+
+#[test]
 fn data_codings_of_ts_23_038_groups_name_their_alphabet() {
     let of = |range: std::ops::RangeInclusive<u8>| {
         range.map(Encoding::from_data_coding).collect::<Vec<_>>()
