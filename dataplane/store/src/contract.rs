@@ -185,6 +185,14 @@ pub fn message(segments: u16) -> MessageRecord {
         callback: None,
         // The client's clock, a little behind the gateway's.
         sent_at_ms: Some(now - 1_500),
+        // Options round-trip in every backend (no schedule: that changes
+        // when a sweeper may claim it, see `messages_held_until_due`).
+        options: smsgw_core::messages::MessageOptions {
+            validity_period_s: Some(3_600),
+            priority: 2,
+            flash: true,
+            ..Default::default()
+        },
     }
 }
 
@@ -698,6 +706,60 @@ pub async fn messages_submission_at_once(store: &dyn MessageStore) {
         };
         rec
     });
+}
+
+/// A message held by its schedule (`schedule_delivery_time`, kept by
+/// the gateway) is claimed by no sweeper before its due time however old
+/// it is, and by the first after it without waiting for the stale period,
+/// as fresh (not in doubt: nobody tried to send it). One scheduled at the
+/// SMSC is an ordinary message.
+pub async fn messages_held_until_due(store: &dyn MessageStore) {
+    let now = unix_now_ms();
+    let held = |due: u64| {
+        let mut m = message(1);
+        m.created_at_ms = now - 60_000;
+        m.claimed_by = None;
+        m.claim_until_ms = 0;
+        m.options.schedule_delivery_ms = Some(due);
+        m
+    };
+    let due_soon = created(store.create(&held(now + 20_000)).await.unwrap());
+    let due_later = created(store.create(&held(now + 3_600_000)).await.unwrap());
+    let mut at_smsc = held(now + 3_600_000);
+    at_smsc.options.schedule_at_smsc = true;
+    let at_smsc = created(store.create(&at_smsc).await.unwrap());
+    assert_readable(store, &due_soon).await;
+    let req = |owner: &str, now_ms: u64| ClaimRequest {
+        owner: owner.into(),
+        created_before_ms: now_ms - 30_000,
+        now_ms,
+        lease: Duration::from_secs(30),
+        limit: 1_000,
+    };
+    let ids = |claimed: Vec<smsgw_core::messages::Claimed>| {
+        claimed
+            .into_iter()
+            .map(|c| {
+                assert!(!c.in_doubt(), "{c:?}");
+                c.record.message_id
+            })
+            .collect::<HashSet<_>>()
+    };
+    let first = ids(store.claim_stale_accepted(&req("early", now)).await.unwrap());
+    assert!(!first.contains(&due_soon.message_id), "not due yet");
+    assert!(!first.contains(&due_later.message_id));
+    assert!(first.contains(&at_smsc.message_id), "the SMSC's schedule");
+    let due = ids(
+        store
+            .claim_stale_accepted(&req("on-time", now + 20_000))
+            .await
+            .unwrap(),
+    );
+    assert!(due.contains(&due_soon.message_id), "due: claimed");
+    assert!(!due.contains(&due_later.message_id), "still held");
+    let stored = store.get(&due_soon.message_id).await.unwrap().unwrap();
+    assert_eq!(stored.claimed_by.as_deref(), Some("on-time"));
+    assert_eq!(stored.options, due_soon.options);
 }
 
 /// Eight concurrent sweepers claim 20 stale accepted messages: each

@@ -238,6 +238,15 @@ mod messages {
                 }
 
                 $(#[$attr])*
+                #[tokio::test]
+                async fn scheduled_messages_are_held_until_due() {
+                    let Some((_k, s)) = $make(MessageStoreOptions::default()).await else {
+                        return;
+                    };
+                    contract::messages_held_until_due(&*s).await;
+                }
+
+                $(#[$attr])*
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn messages_expire_after_their_ttl() {
                     let opts = MessageStoreOptions::default().ttl(SHORT_TTL);

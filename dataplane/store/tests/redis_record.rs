@@ -49,6 +49,7 @@ fn message(n: u32) -> MessageRecord {
         tracestate: None,
         callback: None,
         sent_at_ms: None,
+        options: Default::default(),
     }
 }
 

@@ -5,7 +5,7 @@
 //!
 //! | set | key | bins | TTL |
 //! |---|---|---|---|
-//! | `<set>` | message id | `r` the record, a blob in the binary record encoding (`record_codec`; `j`, a JSON string, in records of the version before, still read); `acc` = `created_at_ms` while `accepted` (secondary index `<set>_acc`) | rest of `created_at + ttl` |
+//! | `<set>` | message id | `r` the record, a blob in the binary record encoding (`record_codec`; `j`, a JSON string, in records of the version before, still read); `acc` = `listed_at_ms` (creation, or the end of a schedule's hold) while `accepted` (secondary index `<set>_acc`) | rest of `created_at + ttl` |
 //! | `<set>_tx` | `app_id \0 transaction_id` | `m` message id | same as the message |
 //! | `<set>_ix` | `link \0 smsc_id` | `m`, `s` mapping; `p`, `pf` parked receipt | message's once mapped, `index_grace` after a final receipt, `parked_ttl` while only parked |
 //!
@@ -217,7 +217,7 @@ impl AerospikeKv {
     /// version before, if any) and its `acc` listing.
     fn msg_bins(rec: &MessageRecord) -> [Bin; 3] {
         let acc = if rec.status == MessageStatus::Accepted {
-            Value::from(i64::try_from(rec.created_at_ms).unwrap_or(i64::MAX))
+            Value::from(i64::try_from(rec.listed_at_ms()).unwrap_or(i64::MAX))
         } else {
             Value::Nil // removes the bin, and the record from the index
         };
@@ -511,7 +511,7 @@ mod tests {
         let bins = AerospikeKv::msg_bins(&accepted);
         assert_eq!(
             bins[2].value,
-            Value::from(i64::try_from(accepted.created_at_ms).unwrap())
+            Value::from(i64::try_from(accepted.listed_at_ms()).unwrap())
         );
     }
 

@@ -109,8 +109,11 @@ pub trait VersionedKv: Send + Sync + 'static {
         grace: Duration,
     ) -> Result<Option<(String, u16)>, MessageStoreError>;
 
-    /// Ids of messages listed as accepted, created at or before
-    /// `created_before_ms`, oldest first, at most `window` of them.
+    /// Ids of messages listed as accepted at or before `created_before_ms`
+    /// (their [`MessageRecord::listed_at_ms`]: creation, or the end of a
+    /// schedule's hold), oldest first, at most `window` of them.
+    ///
+    /// [`MessageRecord::listed_at_ms`]: smsgw_core::messages::MessageRecord::listed_at_ms
     async fn accepted_ids(
         &self,
         created_before_ms: u64,
@@ -380,7 +383,10 @@ impl<K: VersionedKv> MessageStore for KvMessageStore<K> {
     ) -> Result<Vec<Claimed>, MessageStoreError> {
         // Look further than `limit`: leased entries at the head are skipped.
         let window = req.limit.saturating_mul(4).max(64);
-        let ids = self.kv.accepted_ids(req.created_before_ms, window).await?;
+        // Held messages are listed at their due time: read up to now for
+        // them (a fresh message in that range still has its creator's lease).
+        let upto = req.created_before_ms.max(req.now_ms);
+        let ids = self.kv.accepted_ids(upto, window).await?;
         let until = req.now_ms.saturating_add(ms(req.lease));
         let mut out = Vec::new();
         for id in ids {

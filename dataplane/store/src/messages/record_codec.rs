@@ -24,8 +24,8 @@
 
 use super::backend;
 use smsgw_core::messages::{
-    MessageRecord, MessageStatus, MessageStoreError, ReceiptState, SegmentRecord, SubmitStatus,
-    Target,
+    MessageOptions, MessageRecord, MessageStatus, MessageStoreError, ReceiptState, SegmentRecord,
+    SubmitStatus, Target,
 };
 
 /// First byte of a version-1 record (JSON records start with `{`).
@@ -47,6 +47,17 @@ const F_EXT: u8 = 1 << 7;
 // Extension flags (version 2, behind `F_EXT`): which extension fields
 // follow the callback.
 const X_SENT_AT: u8 = 1;
+/// The message options: an options byte (`O_*`, priority in bits 4–5)
+/// and its fields follow `sent_at`.
+const X_OPTIONS: u8 = 1 << 1;
+
+// Options byte (behind `X_OPTIONS`).
+const O_VALIDITY: u8 = 1;
+const O_SCHEDULE: u8 = 1 << 1;
+const O_AT_SMSC: u8 = 1 << 2;
+const O_FLASH: u8 = 1 << 3;
+const O_PRIORITY_SHIFT: u32 = 4;
+const O_KNOWN: u8 = 0x3F;
 
 // Segment flags (version 2).
 const S_SMSC_ID: u8 = 1;
@@ -86,11 +97,13 @@ pub(crate) fn encode(rec: &MessageRecord) -> Vec<u8> {
     .iter()
     .filter(|(on, _)| *on)
     .fold(0, |f, (_, bit)| f | bit);
-    let ext = if rec.sent_at_ms.is_some() {
-        X_SENT_AT
-    } else {
-        0
-    };
+    let ext = [
+        (rec.sent_at_ms.is_some(), X_SENT_AT),
+        (!rec.options.is_default(), X_OPTIONS),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .fold(0, |f, (_, bit)| f | bit);
     w.u8(V2);
     if ext == 0 {
         w.u8(flags);
@@ -179,6 +192,25 @@ pub(crate) fn encode(rec: &MessageRecord) -> Vec<u8> {
     if let Some(t) = rec.sent_at_ms {
         w.delta(t0, t);
     }
+    if ext & X_OPTIONS != 0 {
+        let o = &rec.options;
+        let bits = [
+            (o.validity_period_s.is_some(), O_VALIDITY),
+            (o.schedule_delivery_ms.is_some(), O_SCHEDULE),
+            (o.schedule_at_smsc, O_AT_SMSC),
+            (o.flash, O_FLASH),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold((o.priority.min(3)) << O_PRIORITY_SHIFT, |f, (_, bit)| f | bit);
+        w.u8(bits);
+        if let Some(v) = o.validity_period_s {
+            w.varint(u128::from(v));
+        }
+        if let Some(t) = o.schedule_delivery_ms {
+            w.delta(t0, t);
+        }
+    }
     w.str(&rec.text);
     w.0
 }
@@ -210,7 +242,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<MessageRecord, MessageStoreError> {
 fn decode_v2(r: &mut Reader<'_>) -> Option<MessageRecord> {
     let flags = r.u8()?;
     let ext = if flags & F_EXT != 0 { r.u8()? } else { 0 };
-    if ext & !X_SENT_AT != 0 {
+    if ext & !(X_SENT_AT | X_OPTIONS) != 0 {
         return None;
     }
     let has = |bit: u8| flags & bit != 0;
@@ -311,6 +343,30 @@ fn decode_v2(r: &mut Reader<'_>) -> Option<MessageRecord> {
     } else {
         None
     };
+    let options = if ext & X_OPTIONS != 0 {
+        let bits = r.u8()?;
+        if bits & !O_KNOWN != 0 {
+            return None;
+        }
+        let on = |bit: u8| bits & bit != 0;
+        MessageOptions {
+            validity_period_s: if on(O_VALIDITY) {
+                Some(u32::try_from(r.varint()?).ok()?)
+            } else {
+                None
+            },
+            schedule_delivery_ms: if on(O_SCHEDULE) {
+                Some(r.delta(t0)?)
+            } else {
+                None
+            },
+            schedule_at_smsc: on(O_AT_SMSC),
+            priority: bits >> O_PRIORITY_SHIFT,
+            flash: on(O_FLASH),
+        }
+    } else {
+        MessageOptions::default()
+    };
     let text = r.cstr()?;
     Some(MessageRecord {
         message_id,
@@ -334,6 +390,7 @@ fn decode_v2(r: &mut Reader<'_>) -> Option<MessageRecord> {
         tracestate,
         callback,
         sent_at_ms,
+        options,
     })
 }
 
@@ -436,6 +493,7 @@ fn decode_v1(r: &mut Reader<'_>) -> Option<MessageRecord> {
         tracestate,
         callback,
         sent_at_ms: None,
+        options: MessageOptions::default(),
     })
 }
 
@@ -929,6 +987,7 @@ pub(crate) mod tests {
             tracestate: Some("k=v".into()),
             callback: None,
             sent_at_ms: None,
+            options: MessageOptions::default(),
         }
     }
 
@@ -1014,6 +1073,76 @@ pub(crate) mod tests {
         assert!(decode(&foreign).is_err());
         // JSON records carry it too.
         assert_eq!(decode(&serde_json::to_vec(&sent).unwrap()).unwrap(), sent);
+    }
+
+    #[test]
+    fn message_options_should_survive_encoding_and_cost_nothing_when_absent() {
+        let rec = delivered();
+        let without = encode(&rec);
+        let cases = [
+            MessageOptions {
+                priority: 3,
+                ..MessageOptions::default()
+            },
+            MessageOptions {
+                validity_period_s: Some(604_800),
+                flash: true,
+                priority: 1,
+                ..MessageOptions::default()
+            },
+            MessageOptions {
+                schedule_delivery_ms: Some(rec.created_at_ms + 86_400_000),
+                schedule_at_smsc: true,
+                validity_period_s: Some(60),
+                priority: 2,
+                flash: true,
+            },
+        ];
+        for options in cases {
+            let with = MessageRecord {
+                options: options.clone(),
+                sent_at_ms: Some(rec.created_at_ms - 5),
+                ..rec.clone()
+            };
+            let bytes = encode(&with);
+            assert_eq!(decode(&bytes).unwrap(), with, "{options:?}");
+            for n in 0..bytes.len() {
+                assert!(decode(&bytes[..n]).is_err(), "prefix of {n} bytes");
+            }
+            let alone = MessageRecord {
+                options: options.clone(),
+                ..rec.clone()
+            };
+            assert_eq!(decode(&encode(&alone)).unwrap(), alone);
+            assert_eq!(decode(&serde_json::to_vec(&alone).unwrap()).unwrap(), alone);
+        }
+        assert_eq!(without[1] & F_EXT, 0, "no options: no extension byte");
+        // An options bit this version does not know is an error.
+        let mut foreign = encode(&MessageRecord {
+            options: MessageOptions {
+                flash: true,
+                ..MessageOptions::default()
+            },
+            ..rec.clone()
+        });
+        // The options byte comes right before the text, which ends both.
+        let common = foreign
+            .iter()
+            .rev()
+            .zip(without.iter().rev())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let at = foreign.len() - common - 1;
+        assert_eq!(foreign[at], O_FLASH, "the options byte");
+        foreign[at] |= 1 << 6;
+        assert!(decode(&foreign).is_err());
+        // A JSON record written before the options reads as none.
+        let json = serde_json::to_value(&rec).unwrap();
+        assert!(json.get("options").is_none());
+        assert_eq!(
+            decode(&serde_json::to_vec(&json).unwrap()).unwrap().options,
+            MessageOptions::default()
+        );
     }
 
     #[test]
@@ -1138,6 +1267,7 @@ pub(crate) mod tests {
             tracestate: None,
             callback: None,
             sent_at_ms: None,
+            options: MessageOptions::default(),
         }
     }
 

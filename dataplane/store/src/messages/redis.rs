@@ -18,7 +18,7 @@
 //! | `{P:t:⟨shard⟩}⟨end⟩:⟨level⟩:⟨leaf⟩` | hash (listpack) `⟨app_id⟩⟨transaction_id⟩` → expiry (6 bytes) and `⟨message_id⟩` | idempotency | at the generation's end |
 //! | `{P:x:⟨shard⟩}l`, `{P:x:⟨shard⟩}⟨end⟩:⟨level⟩:⟨leaf⟩` | as above, `⟨link⟩⟨smsc_id⟩` → expiry, seq (2 bytes), `⟨message_id⟩` | the SMSC-id index | an entry expires with its message, or `index_grace` after a final receipt (then moved to a generation of width `index_grace`) |
 //! | `{P:x:⟨shard⟩}p⟨link⟩⟨smsc_id⟩` | hash `p`, `pf` | a receipt parked before its mapping (JSON, final flag) | `parked_ttl` |
-//! | `{P:accepted}` | sorted set, score `created_at_ms` | ids of messages still `accepted` | never (entries leave on submit or when the sweeper finds them gone) |
+//! | `{P:accepted}` | sorted set, score `listed_at_ms` (creation, or the end of a schedule's hold) | ids of messages still `accepted` | never (entries leave on submit or when the sweeper finds them gone) |
 //!
 //! **Indexes by generation.** Redis 7.0 has no per-field TTL, so an index
 //! entry carries its expiry (a lookup skips it once past) and goes to the
@@ -643,7 +643,7 @@ impl VersionedKv for RedisKv {
             // Before the record, so a record is never accepted-but-unlisted.
             let _: i64 = redis::cmd("ZADD")
                 .arg(self.accepted_key())
-                .arg(rec.created_at_ms)
+                .arg(rec.listed_at_ms())
                 .arg(&rec.message_id)
                 .query_async(&mut self.conn())
                 .await

@@ -21,7 +21,9 @@ const INDEX: TableDefinition<&str, &str> = TableDefinition::new("msg_smsc_index"
 pub(super) const PARKED: TableDefinition<&str, &[u8]> = TableDefinition::new("msg_parked");
 /// (parked_at_ms, `link \0 smsc_id`) → (), to expire parked receipts.
 const PARKED_AT: TableDefinition<(u64, &str), ()> = TableDefinition::new("msg_parked_at");
-/// (created_at_ms, message_id) → () while the message is `accepted`.
+/// (listed_at_ms, message_id) → () while the message is `accepted`: its
+/// creation, or the time a schedule holds it until
+/// ([`MessageRecord::listed_at_ms`]).
 const ACCEPTED: TableDefinition<(u64, &str), ()> = TableDefinition::new("msg_accepted");
 /// (created_at_ms, message_id) → (), every message, to expire them.
 const CREATED: TableDefinition<(u64, &str), ()> = TableDefinition::new("msg_created");
@@ -213,7 +215,7 @@ fn put_msg(t: &mut Tables<'_>, rec: &MessageRecord) -> Result<(), MessageStoreEr
             record_codec::encode(rec).as_slice(),
         )
         .map_err(backend)?;
-    let k = (rec.created_at_ms, rec.message_id.as_str());
+    let k = (rec.listed_at_ms(), rec.message_id.as_str());
     if rec.status == MessageStatus::Accepted {
         t.accepted.insert(k, ()).map_err(backend)?;
     } else {
@@ -226,9 +228,10 @@ fn put_msg(t: &mut Tables<'_>, rec: &MessageRecord) -> Result<(), MessageStoreEr
 fn remove_msg(t: &mut Tables<'_>, rec: &MessageRecord) -> Result<(), MessageStoreError> {
     let id = rec.message_id.as_str();
     t.msgs.remove(id).map_err(backend)?;
-    let k = (rec.created_at_ms, id);
-    t.accepted.remove(k).map_err(backend)?;
-    t.created.remove(k).map_err(backend)?;
+    t.accepted
+        .remove((rec.listed_at_ms(), id))
+        .map_err(backend)?;
+    t.created.remove((rec.created_at_ms, id)).map_err(backend)?;
     let txs = &mut t.txs;
     let tk = tx_key(&rec.app_id, &rec.transaction_id);
     let owned = txs
@@ -425,7 +428,9 @@ fn claim_in(
         let mut ids = Vec::new();
         for e in t
             .accepted
-            .range((0u64, "")..(created_before_ms.saturating_add(1), ""))
+            // Held messages are listed at their due time (see
+            // `MessageRecord::listed_at_ms`): read up to now for them.
+            .range((0u64, "")..(created_before_ms.max(now).saturating_add(1), ""))
             .map_err(backend)?
         {
             let (k, _) = e.map_err(backend)?;
