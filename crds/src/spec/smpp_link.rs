@@ -412,6 +412,13 @@ pub struct SmppLinkSpec {
     /// while it is set. Default false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspended: bool,
+    /// Who keeps a message's `schedule_delivery_time`: `false` (default)
+    /// the gateway, which holds the message (persisted) and submits it
+    /// once due; `true` the SMSC, which gets it at once with the time in
+    /// the submit_sm (`schedule_delivery_time`, absolute UTC). A pool
+    /// leaves it to the SMSC only when every member says so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub schedule_at_smsc: bool,
     /// Interval of enquire_link keep-alives on an idle session, as a
     /// duration string, at least `100ms`. Default `30s`.
     #[serde(default = "defaults::enquire_link_interval")]

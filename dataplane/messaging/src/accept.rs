@@ -65,6 +65,20 @@ fn reused_for_another(existing: &MessageRecord, new: &MessageRecord) -> Result<(
     })
 }
 
+/// Whether the SMSC keeps a schedule for messages to `target`: the link's
+/// `scheduleAtSmsc`; for a pool, only when every member says so (else the
+/// gateway holds the message, whichever member carries it).
+fn schedules_at_smsc(config: &smsgw_crds::Snapshot, target: &Target) -> bool {
+    let link = |name: &str| config.links.get(name).is_some_and(|l| l.schedule_at_smsc);
+    match target {
+        Target::Link(l) => link(l),
+        Target::Pool(p) => config
+            .pools
+            .get(p)
+            .is_some_and(|p| !p.members.is_empty() && p.members.iter().all(|m| link(&m.link))),
+    }
+}
+
 impl Messaging {
     /// Accepts a normalised request and submits it (waiting for the SMSC's
     /// answers with `wait_for_submit`, else in the background).
@@ -118,6 +132,12 @@ impl Messaging {
             record: &rec,
             strategy: req.strategy.as_deref().unwrap_or(""),
         });
+        if rec.options.held_until_ms().is_some() {
+            // Held for its schedule: the sweeper submits it once due
+            // (`wait_for_submit` cannot wait that long).
+            tracing::debug!(message_id = %rec.message_id, due_ms = ?rec.options.schedule_delivery_ms, "held until its schedule");
+            return Ok(accepted_response(&rec, esme));
+        }
         if req.wait_for_submit {
             let rec = self.submit(rec, p.outbound, Duration::ZERO, false).await?;
             return Ok(SendResponse {
@@ -207,7 +227,12 @@ impl Messaging {
         let callback = req.callback()?;
         let text = validate_message(req.message.as_deref())
             .map_err(|e| MessagingError::refused("invalid_message", e.to_string()))?;
-        let encoded = encode_for(&config, esme, text, self.next_reference())?;
+        let now = unix_now_ms();
+        let mut options = req.options(now, self.message_ttl)?;
+        if options.schedule_delivery_ms.is_some() {
+            options.schedule_at_smsc = schedules_at_smsc(&config, &target);
+        }
+        let encoded = encode_for(&config, esme, text, self.next_reference(), options.flash)?;
         let link_defaults = match &target {
             Target::Link(l) => config.links.get(l),
             Target::Pool(p) => config
@@ -219,8 +244,10 @@ impl Messaging {
         .map(|l| (l.defaults.dest_ton, l.defaults.dest_npi))
         .unwrap_or((1, 1));
         let sent_at_ms = req.sent_at_ms()?;
-        let now = unix_now_ms();
         let transaction_id = req.transaction_id()?;
+        // A message held for its schedule has no submitter until it is
+        // due: no lease; the sweeper claims it then (as fresh).
+        let held = options.held_until_ms().is_some();
         let (dton, dnpi) = req.destination_ton_npi;
         let record = MessageRecord {
             message_id: new_message_id(),
@@ -241,8 +268,12 @@ impl Messaging {
             // The accepting gateway holds the message while it submits (and
             // retries); a sweeper elsewhere may take it only once this lapses,
             // so the two never both submit it.
-            claimed_by: Some("creator".into()),
-            claim_until_ms: now + (self.submit_retry + Duration::from_secs(2)).as_millis() as u64,
+            claimed_by: (!held).then(|| "creator".into()),
+            claim_until_ms: if held {
+                0
+            } else {
+                now + (self.submit_retry + Duration::from_secs(2)).as_millis() as u64
+            },
             text: text.to_owned(),
             ton_npi: [
                 source.ton,
@@ -255,6 +286,7 @@ impl Messaging {
             tracestate: None,
             callback,
             sent_at_ms,
+            options,
         };
         let outbound = outbound_from(&encoded, &record);
         Ok(Prepared {

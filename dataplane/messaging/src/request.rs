@@ -71,6 +71,61 @@ pub struct SendRequest {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     #[serde(default)]
     pub sent_at: Option<SentAt>,
+    /// How long the SMSC keeps trying to deliver the message, in whole
+    /// seconds from its submission: 60 (1 minute) to 604800 (7 days); sent
+    /// as the SMPP relative `validity_period`. Absent: the SMSC's default.
+    /// Anything else is refused as `invalid_validity_period`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u32>, minimum = 60, maximum = 604800))]
+    #[serde(default)]
+    pub validity_period: Option<serde_json::Value>,
+    /// When to deliver the message: RFC 3339 with an offset, in the
+    /// future, at most 7 days ahead and within the message's lifetime
+    /// (`--message-ttl`) less an hour. The gateway holds the message
+    /// (persisted, status `accepted`, surviving restarts) and submits it
+    /// once due; a link with `scheduleAtSmsc: true` gets it at once, with
+    /// this as the SMPP `schedule_delivery_time`. Anything else is refused
+    /// as `invalid_schedule_delivery_time`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    #[serde(default)]
+    pub schedule_delivery_time: Option<SentAt>,
+    /// 0 (default, lowest) to 3: the SMPP `priority_flag`, and the order
+    /// in which messages waiting for a backed-up link's send window get
+    /// it (higher first). Anything else is refused as `invalid_priority`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u8>, minimum = 0, maximum = 3))]
+    #[serde(default)]
+    pub priority: Option<serde_json::Value>,
+    /// A flash message (message class 0: the handset shows it at once and
+    /// does not store it): data_coding 0x10 (GSM 7-bit) or 0x18 (UCS-2;
+    /// a text that would need Latin-1 goes as UCS-2). Not a boolean:
+    /// `invalid_flash`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<bool>))]
+    #[serde(default)]
+    pub flash: Option<serde_json::Value>,
+}
+
+/// Shortest `validity_period`, in seconds (1 minute).
+pub const MIN_VALIDITY_PERIOD_S: u32 = 60;
+/// Longest `validity_period`, in seconds (7 days).
+pub const MAX_VALIDITY_PERIOD_S: u32 = 604_800;
+/// Furthest ahead a `schedule_delivery_time` may be (7 days; less when
+/// the message lifetime is shorter, see [`Normalized::options`]).
+pub const MAX_SCHEDULE_AHEAD: std::time::Duration = std::time::Duration::from_secs(604_800);
+/// What a scheduled message's lifetime keeps free after its due time, to
+/// be submitted and get its receipts.
+pub const SCHEDULE_MARGIN: std::time::Duration = std::time::Duration::from_secs(3_600);
+
+/// The message options of a request as its transport delivered them,
+/// checked by [`Normalized::options`].
+#[derive(Debug, Clone, Default)]
+pub struct RawOptions {
+    /// `validity_period` as given.
+    pub validity_period: Option<serde_json::Value>,
+    /// `schedule_delivery_time` as given.
+    pub schedule_delivery_time: Option<SentAt>,
+    /// `priority` as given.
+    pub priority: Option<serde_json::Value>,
+    /// `flash` as given.
+    pub flash: Option<serde_json::Value>,
 }
 
 /// A send's `sent_at` as its transport delivers it; checked by
@@ -138,6 +193,8 @@ pub struct Normalized {
     pub callback_events: Option<Vec<String>>,
     /// The client's `sent_at` as given.
     pub sent_at: Option<SentAt>,
+    /// The message options as given.
+    pub options: RawOptions,
 }
 
 impl SendRequest {
@@ -162,8 +219,42 @@ impl SendRequest {
             callback_url: self.callback_url.and_then(trimmed),
             callback_events: self.callback_events,
             sent_at: self.sent_at,
+            options: RawOptions {
+                validity_period: self.validity_period,
+                schedule_delivery_time: self.schedule_delivery_time,
+                priority: self.priority,
+                flash: self.flash,
+            },
         }
     }
+}
+
+/// A time as a transport delivers it, in ms since the Unix epoch; the
+/// reason it is not one from 1970 to 9999 otherwise.
+fn time_ms(t: &SentAt) -> Result<u64, String> {
+    let ms = match t {
+        SentAt::Rfc3339(text) => {
+            let t: jiff::Timestamp = text
+                .trim()
+                .parse()
+                .map_err(|_| format!("{text:?} is not an RFC 3339 time with an offset"))?;
+            t.as_millisecond()
+        }
+        SentAt::Unix { seconds, nanos } => {
+            if !(0..1_000_000_000).contains(nanos) {
+                return Err("nanos must be 0 to 999,999,999".into());
+            }
+            seconds
+                .checked_mul(1000)
+                .and_then(|ms| ms.checked_add(i64::from(*nanos / 1_000_000)))
+                .ok_or("out of range")?
+        }
+        SentAt::Other(v) => return Err(format!("{v} is not a text")),
+    };
+    u64::try_from(ms)
+        .ok()
+        .filter(|ms| *ms <= MAX_SENT_AT_MS)
+        .ok_or_else(|| "out of range".into())
 }
 
 impl Normalized {
@@ -211,40 +302,106 @@ impl Normalized {
     /// `invalid_sent_at` when it is not a time from 1970 to 9999 (RFC 3339
     /// with an offset over REST, a valid Timestamp over gRPC).
     pub fn sent_at_ms(&self) -> Result<Option<u64>, MessagingError> {
-        let invalid = |why: &str| {
-            MessagingError::refused(
-                "invalid_sent_at",
-                format!(
-                    "sent_at: {why}; expected a time from 1970 to 9999 such as \"2026-12-07T08:30:00Z\""
-                ),
-            )
+        self.sent_at
+            .as_ref()
+            .map(time_ms)
+            .transpose()
+            .map_err(|why| {
+                MessagingError::refused(
+                    "invalid_sent_at",
+                    format!(
+                        "sent_at: {why}; expected a time from 1970 to 9999 such as \"2026-12-07T08:30:00Z\""
+                    ),
+                )
+            })
+    }
+
+    /// The message options, checked at `now_ms` (ms since the Unix
+    /// epoch) for a message that lives `ttl`, each refused with its own
+    /// code: `invalid_validity_period` (not whole seconds from
+    /// [`MIN_VALIDITY_PERIOD_S`] to [`MAX_VALIDITY_PERIOD_S`]),
+    /// `invalid_schedule_delivery_time` (not a time after `now_ms` and at
+    /// most [`MAX_SCHEDULE_AHEAD`] ahead, nor `ttl` less
+    /// [`SCHEDULE_MARGIN`]), `invalid_priority` (not 0 to 3),
+    /// `invalid_flash` (not a boolean). Whether the SMSC keeps the
+    /// schedule is the target's to say (`schedule_at_smsc` stays false).
+    pub fn options(
+        &self,
+        now_ms: u64,
+        ttl: std::time::Duration,
+    ) -> Result<smsgw_core::messages::MessageOptions, MessagingError> {
+        use serde_json::Value;
+        let raw = &self.options;
+        let validity_period_s = match &raw.validity_period {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .and_then(|s| u32::try_from(s).ok())
+                    .filter(|s| (MIN_VALIDITY_PERIOD_S..=MAX_VALIDITY_PERIOD_S).contains(s))
+                    .ok_or_else(|| {
+                        MessagingError::refused(
+                            "invalid_validity_period",
+                            format!(
+                                "validity_period: {v} is not a whole number of seconds from {MIN_VALIDITY_PERIOD_S} (1 minute) to {MAX_VALIDITY_PERIOD_S} (7 days)"
+                            ),
+                        )
+                    })?,
+            ),
         };
-        let ms = match &self.sent_at {
-            None => return Ok(None),
-            Some(SentAt::Rfc3339(text)) => {
-                let t: jiff::Timestamp = text.trim().parse().map_err(|_| {
-                    invalid(&format!("{text:?} is not an RFC 3339 time with an offset"))
-                })?;
-                t.as_millisecond()
-            }
-            Some(SentAt::Unix { seconds, nanos }) => {
-                if !(0..1_000_000_000).contains(nanos) {
-                    return Err(invalid("nanos must be 0 to 999,999,999"));
+        let ahead = MAX_SCHEDULE_AHEAD.min(ttl.saturating_sub(SCHEDULE_MARGIN));
+        let latest = now_ms.saturating_add(ahead.as_millis() as u64);
+        let schedule_delivery_ms = match &raw.schedule_delivery_time {
+            None => None,
+            Some(t) => {
+                let invalid = |why: String| {
+                    MessagingError::refused(
+                        "invalid_schedule_delivery_time",
+                        format!(
+                            "schedule_delivery_time: {why}; expected a future time at most {} s ahead such as \"2026-12-07T08:30:00Z\"",
+                            ahead.as_secs()
+                        ),
+                    )
+                };
+                let at = time_ms(t).map_err(invalid)?;
+                if at <= now_ms {
+                    return Err(invalid("is not in the future".into()));
                 }
-                seconds
-                    .checked_mul(1000)
-                    .and_then(|ms| ms.checked_add(i64::from(*nanos / 1_000_000)))
-                    .ok_or_else(|| invalid("out of range"))?
-            }
-            Some(SentAt::Other(v)) => {
-                return Err(invalid(&format!("{v} is not a text")));
+                if at > latest {
+                    return Err(invalid("is too far ahead".into()));
+                }
+                Some(at)
             }
         };
-        u64::try_from(ms)
-            .ok()
-            .filter(|ms| *ms <= MAX_SENT_AT_MS)
-            .map(Some)
-            .ok_or_else(|| invalid("out of range"))
+        let priority = match &raw.priority {
+            None | Some(Value::Null) => 0,
+            Some(v) => v
+                .as_u64()
+                .filter(|p| *p <= u64::from(smsgw_core::messages::MAX_PRIORITY))
+                .map(|p| p as u8)
+                .ok_or_else(|| {
+                    MessagingError::refused(
+                        "invalid_priority",
+                        format!("priority: {v} is not 0, 1, 2 or 3"),
+                    )
+                })?,
+        };
+        let flash = match &raw.flash {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => {
+                return Err(MessagingError::refused(
+                    "invalid_flash",
+                    format!("flash: {v} is not true or false"),
+                ));
+            }
+        };
+        Ok(smsgw_core::messages::MessageOptions {
+            validity_period_s,
+            schedule_delivery_ms,
+            schedule_at_smsc: false,
+            priority,
+            flash,
+        })
     }
 
     /// The transaction id as given, empty when none was (for logs and the
@@ -411,6 +568,80 @@ mod tests {
         ] {
             assert_eq!(unix(s, n).unwrap_err().code(), "invalid_sent_at", "{s} {n}");
         }
+    }
+
+    #[test]
+    fn message_options_are_read_and_each_fault_has_its_code() {
+        const NOW: u64 = 1_796_632_200_000; // 2026-12-07T08:30:00Z
+        const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+        let opts = |v: serde_json::Value, ttl| {
+            serde_json::from_value::<SendRequest>(v)
+                .unwrap()
+                .normalize()
+                .options(NOW, ttl)
+        };
+        let o = opts(serde_json::json!({}), DAY).unwrap();
+        assert!(o.is_default(), "none given: none kept");
+        let o = opts(
+            serde_json::json!({
+                "validity_period": 3600, "priority": 3, "flash": true,
+                "schedule_delivery_time": "2026-12-07T10:30:00+01:00",
+            }),
+            DAY,
+        )
+        .unwrap();
+        assert_eq!(o.validity_period_s, Some(3_600));
+        assert_eq!(o.priority, 3);
+        assert!(o.flash);
+        assert_eq!(o.schedule_delivery_ms, Some(NOW + 3_600_000));
+        assert!(!o.schedule_at_smsc, "the target's to decide");
+        let nulls = serde_json::json!({
+            "validity_period": null, "priority": null, "flash": null,
+            "schedule_delivery_time": null,
+        });
+        assert!(opts(nulls, DAY).unwrap().is_default());
+        for (field, bad, code) in [
+            ("validity_period", serde_json::json!(59), "invalid_validity_period"),
+            ("validity_period", serde_json::json!(604_801), "invalid_validity_period"),
+            ("validity_period", serde_json::json!("1h"), "invalid_validity_period"),
+            ("validity_period", serde_json::json!(90.5), "invalid_validity_period"),
+            ("validity_period", serde_json::json!(-60), "invalid_validity_period"),
+            ("priority", serde_json::json!(4), "invalid_priority"),
+            ("priority", serde_json::json!(-1), "invalid_priority"),
+            ("priority", serde_json::json!("high"), "invalid_priority"),
+            ("flash", serde_json::json!("yes"), "invalid_flash"),
+            ("flash", serde_json::json!(1), "invalid_flash"),
+            ("schedule_delivery_time", serde_json::json!("2026-12-07T08:30:00Z"), "invalid_schedule_delivery_time"),
+            ("schedule_delivery_time", serde_json::json!("2026-12-07T08:29:00Z"), "invalid_schedule_delivery_time"),
+            ("schedule_delivery_time", serde_json::json!("2026-12-14T08:30:01Z"), "invalid_schedule_delivery_time"),
+            ("schedule_delivery_time", serde_json::json!("tomorrow"), "invalid_schedule_delivery_time"),
+            ("schedule_delivery_time", serde_json::json!(1_796_632_260), "invalid_schedule_delivery_time"),
+        ] {
+            let err = opts(serde_json::json!({ field: bad }), 30 * DAY).unwrap_err();
+            assert_eq!(err.code(), code, "{field}: {bad}");
+        }
+        // Seven days ahead with a long lifetime; with the default one day,
+        // the lifetime less an hour.
+        let at = |s: &str| serde_json::json!({ "schedule_delivery_time": s });
+        assert!(opts(at("2026-12-14T08:30:00Z"), 30 * DAY).is_ok());
+        assert!(opts(at("2026-12-08T07:30:00Z"), DAY).is_ok());
+        assert_eq!(
+            opts(at("2026-12-08T07:30:01Z"), DAY).unwrap_err().code(),
+            "invalid_schedule_delivery_time"
+        );
+        // gRPC delivers a Timestamp.
+        let n = SendRequest {
+            schedule_delivery_time: Some(SentAt::Unix {
+                seconds: (NOW / 1000 + 60) as i64,
+                nanos: 0,
+            }),
+            ..SendRequest::default()
+        }
+        .normalize();
+        assert_eq!(
+            n.options(NOW, DAY).unwrap().schedule_delivery_ms,
+            Some(NOW + 60_000)
+        );
     }
 
     #[test]

@@ -71,6 +71,9 @@ pub struct Messaging {
     pub(crate) config: Arc<ArcSwap<Snapshot>>,
     /// How long a background submission retries before the sweeper.
     pub(crate) submit_retry: Duration,
+    /// How long the store keeps a message (bounds how far ahead one may
+    /// be scheduled).
+    pub(crate) message_ttl: Duration,
     events: broadcast::Sender<AppEvent>,
     /// Users of the send path, each kept [`USER_CACHE`]; at most
     /// [`USER_CACHE_ENTRIES`] (the oldest are dropped first: the next
@@ -120,7 +123,8 @@ pub struct Messaging {
 /// No links ([`smsgw_core::links::NoLinks`]), no rate limits
 /// ([`Unlimited`]), no contact-policy engine (a request naming a strategy
 /// is refused), background submissions retried for
-/// [`DEFAULT_SUBMIT_RETRY`].
+/// [`DEFAULT_SUBMIT_RETRY`], messages kept
+/// [`smsgw_core::messages::DEFAULT_MESSAGE_TTL`].
 pub struct MessagingBuilder {
     store: Arc<dyn MessageStore>,
     users: Arc<dyn UserStore>,
@@ -132,9 +136,17 @@ pub struct MessagingBuilder {
     outbox: Option<Arc<dyn Outbox>>,
     late_responses: usize,
     background_submissions: usize,
+    message_ttl: Duration,
 }
 
 impl MessagingBuilder {
+    /// How long the message store keeps a message (its `ttl`): a
+    /// `schedule_delivery_time` must fall an hour before it ends.
+    pub fn message_ttl(mut self, ttl: Duration) -> Self {
+        self.message_ttl = ttl;
+        self
+    }
+
     /// How many segments with an unknown outcome are remembered for a
     /// late submit_sm_resp (each for 10 minutes). Past it the oldest is
     /// forgotten: its late answer, if it ever comes, is counted as
@@ -200,6 +212,7 @@ impl MessagingBuilder {
             policy: self.policy,
             config: self.config,
             submit_retry: self.submit_retry,
+            message_ttl: self.message_ttl,
             events: broadcast::channel(16_384).0,
             user_cache: Mutex::new(BoundedMap::new(
                 "user_cache",
@@ -253,6 +266,7 @@ impl Messaging {
             outbox: None,
             late_responses: DEFAULT_LATE_RESPONSES,
             background_submissions: DEFAULT_BACKGROUND_SUBMISSIONS,
+            message_ttl: smsgw_core::messages::DEFAULT_MESSAGE_TTL,
         }
     }
 

@@ -22,6 +22,13 @@ use tokio_util::sync::CancellationToken;
 /// another round at once.
 pub const SWEEP_BATCH: usize = 256;
 
+/// Longest pause between two sweeps: how late after its due time a
+/// message held for its schedule may go out.
+pub const SWEEP_EVERY_MAX: Duration = Duration::from_secs(2);
+
+/// Longest pause between two purges of expired records.
+const PURGE_EVERY: Duration = Duration::from_secs(10);
+
 /// Why a segment held in doubt is `unknown`.
 const IN_DOUBT: &str =
     "in doubt: the gateway submitting it stopped before the SMSC's answer was stored";
@@ -275,7 +282,13 @@ impl Messaging {
                     continue;
                 }
             }
-            let encoded = match encode_for(&config, &target, &rec.text, self.next_reference()) {
+            let encoded = match encode_for(
+                &config,
+                &target,
+                &rec.text,
+                self.next_reference(),
+                rec.options.flash,
+            ) {
                 Ok(e) if e.segments.len() == rec.segments.len() => e,
                 Ok(_) | Err(_) => {
                     tracing::warn!(message_id = %rec.message_id, %target, "stale message no longer encodes as it did; left for review");
@@ -289,16 +302,20 @@ impl Messaging {
         Ok(n)
     }
 
-    /// Every few seconds (a third of `after`, between 200 ms and 10 s),
-    /// submits messages left `accepted` past `after` as `owner` (this
-    /// pod's name), and purges expired records; until `cancel` fires.
+    /// Every few seconds (a third of `after`, between 200 ms and
+    /// [`SWEEP_EVERY_MAX`], so that a scheduled message goes out at most
+    /// that long after its due time), submits messages left `accepted`
+    /// past `after` and held ones now due as `owner` (this pod's name),
+    /// and purges expired records (at most every [`PURGE_EVERY`]); until
+    /// `cancel` fires.
     pub async fn run_sweeper(
         self: Arc<Self>,
         owner: String,
         after: Duration,
         cancel: CancellationToken,
     ) {
-        let every = (after / 3).clamp(Duration::from_millis(200), Duration::from_secs(10));
+        let every = (after / 3).clamp(Duration::from_millis(200), SWEEP_EVERY_MAX);
+        let mut purged = Instant::now();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -316,8 +333,11 @@ impl Messaging {
                 Ok(n) => tracing::info!(claimed = n, "sweeper submitted stale messages"),
                 Err(e) => tracing::warn!(error = ?e, "sweep failed"),
             }
-            if let Err(e) = self.store.purge_expired().await {
-                tracing::warn!(error = %e, "purging expired messages failed");
+            if purged.elapsed() >= PURGE_EVERY.min(every * 3) {
+                purged = Instant::now();
+                if let Err(e) = self.store.purge_expired().await {
+                    tracing::warn!(error = %e, "purging expired messages failed");
+                }
             }
         }
     }

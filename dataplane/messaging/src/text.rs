@@ -46,14 +46,25 @@ pub fn options_for(config: &Snapshot, esme: Option<&str>) -> Result<TextOptions,
 }
 
 /// Encodes `text` by the rules of target `esme`, with its own error codes.
+/// A `flash` message is never Latin-1 (which has no class-0 form: such a
+/// text goes as UCS-2) and carries the class-0 data_coding of its
+/// alphabet.
 pub(crate) fn encode_for(
     config: &Snapshot,
     esme: &str,
     text: &str,
     reference: u16,
+    flash: bool,
 ) -> Result<smsgw_text::EncodedMessage, MessagingError> {
-    let opts = options_for(config, Some(esme))?;
-    smsgw_text::encode(text, &opts, reference).map_err(|e| match e {
+    let mut opts = options_for(config, Some(esme))?;
+    if flash {
+        opts.allow_latin1 = false;
+    }
+    let mut encoded = smsgw_text::encode(text, &opts, reference);
+    if flash && let Ok(e) = &mut encoded {
+        e.data_coding = e.encoding.flash_data_coding().unwrap_or(e.data_coding);
+    }
+    encoded.map_err(|e| match e {
         smsgw_text::TextError::TooManySegments { segments, max } => MessagingError::refused(
             "too_many_segments",
             format!("message: needs {segments} segments, {esme:?} allows at most {max}"),
@@ -83,6 +94,14 @@ pub(crate) fn outbound_from(
         data_coding: encoded.data_coding,
         udhi: encoded.udhi,
         registered_delivery: true,
+        priority: rec.options.priority,
+        validity_period_s: rec.options.validity_period_s,
+        // Only a schedule the SMSC keeps goes in the submit_sm; one the
+        // gateway held is due now.
+        schedule_delivery_ms: rec
+            .options
+            .schedule_delivery_ms
+            .filter(|_| rec.options.schedule_at_smsc),
         segments: encoded
             .segments
             .iter()

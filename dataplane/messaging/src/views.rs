@@ -72,6 +72,24 @@ pub struct MessageView {
     /// policy): the recipient may get it twice.
     #[serde(default)]
     pub possible_duplicate: bool,
+    /// The send's `validity_period` (seconds from submission); null
+    /// without one.
+    #[serde(default)]
+    pub validity_period: Option<u32>,
+    /// The send's `schedule_delivery_time`, Unix ms; null without one.
+    #[serde(default)]
+    pub schedule_delivery_time_ms: Option<u64>,
+    /// With a schedule: the SMSC keeps it (the link's `scheduleAtSmsc`;
+    /// submitted at once) rather than the gateway (held, `accepted`,
+    /// until due).
+    #[serde(default)]
+    pub schedule_at_smsc: bool,
+    /// The send's `priority`, 0 to 3.
+    #[serde(default)]
+    pub priority: u8,
+    /// A flash (class 0) message.
+    #[serde(default)]
+    pub flash: bool,
 }
 
 /// The answer to a send.
@@ -240,6 +258,11 @@ pub fn message_view(r: &MessageRecord) -> MessageView {
         updated_at_ms: r.updated_at_ms,
         sent_at_ms: r.sent_at_ms,
         possible_duplicate: r.possible_duplicate(),
+        validity_period: r.options.validity_period_s,
+        schedule_delivery_time_ms: r.options.schedule_delivery_ms,
+        schedule_at_smsc: r.options.schedule_delivery_ms.is_some() && r.options.schedule_at_smsc,
+        priority: r.options.priority,
+        flash: r.options.flash,
     }
 }
 

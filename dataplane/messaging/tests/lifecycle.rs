@@ -45,6 +45,16 @@ spec:
   unknownPolicy: hold
 ---
 apiVersion: smsgw.io/v1alpha1
+kind: SmppLink
+metadata: {name: link-s}
+spec:
+  host: 127.0.0.1
+  port: 2777
+  systemId: smsgw
+  password: secret
+  scheduleAtSmsc: true
+---
+apiVersion: smsgw.io/v1alpha1
 kind: EsmePool
 metadata: {name: pool-a}
 spec:
@@ -1316,4 +1326,186 @@ async fn each_status_change_is_in_the_outbox_with_a_stable_id_before_the_receipt
         .unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].event.event_id, delivered);
+}
+
+/// A request with message options set as JSON (the REST form).
+fn with_options(tx: &str, options: serde_json::Value) -> SendRequest {
+    let mut v = serde_json::json!({
+        "transaction_id": tx, "esme": "link-a", "source": "ACME",
+        "destination": "+4917012345", "message": "Hello",
+    });
+    for (k, o) in options.as_object().unwrap() {
+        v[k] = o.clone();
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+#[tokio::test]
+async fn message_options_reach_the_link_and_stay_on_the_record() {
+    let f = fixture(ScriptedLinks::new(Vec::new(), accepted(&["s1"]))).await;
+    let req = SendRequest {
+        wait_for_submit: true,
+        ..with_options(
+            "tx-opts",
+            serde_json::json!({"validity_period": 3600, "priority": 2, "flash": true}),
+        )
+    };
+    let r = f.messaging.send(SENDER, req, &trace()).await.unwrap();
+    assert_eq!(r.status, MessageStatus::Pending);
+    let (_, msg) = f.links.calls.lock().unwrap()[0].clone();
+    assert_eq!(msg.priority, 2);
+    assert_eq!(msg.validity_period_s, Some(3_600));
+    assert_eq!(msg.data_coding, 0x10, "flash GSM 7-bit: class 0");
+    assert_eq!(msg.schedule_delivery_ms, None);
+    let view = f
+        .messaging
+        .find(Viewer::App(APP), Some(&r.message_id), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (view.validity_period, view.priority, view.flash),
+        (Some(3_600), 2, true)
+    );
+    assert_eq!(view.schedule_delivery_time_ms, None);
+    // UCS-2 flash: 0x18; a plain message keeps data_coding 0 and no options.
+    let uni = with_options(
+        "tx-flash-ucs2",
+        serde_json::json!({"flash": true, "message": "Привет"}),
+    );
+    f.messaging.send(SENDER, uni, &trace()).await.unwrap();
+    let plain = f
+        .messaging
+        .send(SENDER, request("tx-plain"), &trace())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while f.links.count() < 3 {
+            f.links.submitted.notified().await;
+        }
+    })
+    .await
+    .unwrap();
+    let calls = f.links.calls.lock().unwrap().clone();
+    let coding = |text: &str| {
+        calls
+            .iter()
+            .find(|(_, m)| m.segments[0].payload.len() == text.encode_utf16().count() * 2)
+            .map(|(_, m)| m.data_coding)
+    };
+    assert_eq!(coding("Привет"), Some(0x18), "flash UCS-2: class 0");
+    let stored = f.store.get(&plain.message_id).await.unwrap().unwrap();
+    assert!(stored.options.is_default());
+    assert!(calls.iter().any(|(_, m)| m.data_coding == 0 && m.priority == 0));
+}
+
+#[tokio::test]
+async fn each_bad_option_is_refused_with_its_code_and_nothing_is_stored() {
+    let f = fixture(ScriptedLinks::new(Vec::new(), accepted(&["s1"]))).await;
+    for (n, (option, code)) in [
+        (serde_json::json!({"validity_period": 30}), "invalid_validity_period"),
+        (serde_json::json!({"validity_period": "1h"}), "invalid_validity_period"),
+        (serde_json::json!({"priority": 9}), "invalid_priority"),
+        (serde_json::json!({"flash": "yes"}), "invalid_flash"),
+        (
+            serde_json::json!({"schedule_delivery_time": "2020-01-01T00:00:00Z"}),
+            "invalid_schedule_delivery_time",
+        ),
+        (
+            serde_json::json!({"schedule_delivery_time": "2999-01-01T00:00:00Z"}),
+            "invalid_schedule_delivery_time",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let tx = format!("tx-bad-option-{n}");
+        let e = f
+            .messaging
+            .send(SENDER, with_options(&tx, option.clone()), &trace())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{option}");
+        assert!(f.store.by_transaction(APP, &tx).await.unwrap().is_none());
+    }
+    assert_eq!(f.links.count(), 0);
+}
+
+#[tokio::test]
+async fn a_scheduled_message_is_held_until_due_then_submitted_by_the_sweeper() {
+    let f = fixture(ScriptedLinks::new(Vec::new(), accepted(&["s7"]))).await;
+    let now = smsgw_core::messages::unix_now_ms();
+    let due = now + 1_500;
+    let at = jiff::Timestamp::from_millisecond(due as i64).unwrap().to_string();
+    let req = SendRequest {
+        // Nothing to wait for: answered at once, held.
+        wait_for_submit: true,
+        ..with_options("tx-later", serde_json::json!({"schedule_delivery_time": at}))
+    };
+    let r = f.messaging.send(SENDER, req, &trace()).await.unwrap();
+    assert_eq!(r.status, MessageStatus::Accepted);
+    let rec = f.store.get(&r.message_id).await.unwrap().unwrap();
+    assert_eq!(rec.options.schedule_delivery_ms, Some(due));
+    assert!(!rec.options.schedule_at_smsc);
+    assert_eq!(rec.claimed_by, None, "no submitter holds it");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let sweeper = tokio::spawn(f.messaging.clone().run_sweeper(
+        "pod-b".into(),
+        Duration::from_secs(30),
+        cancel.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(f.links.count(), 0, "not before its time");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while f.links.count() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("submitted once due, without waiting the 30 s stale period");
+    let sent_at = smsgw_core::messages::unix_now_ms();
+    assert!(sent_at >= due, "{sent_at} < {due}");
+    let (_, msg) = f.links.calls.lock().unwrap()[0].clone();
+    assert_eq!(
+        msg.schedule_delivery_ms, None,
+        "the gateway held it: due now, no schedule for the SMSC"
+    );
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let rec = f.store.get(&r.message_id).await.unwrap().unwrap();
+            if rec.status == MessageStatus::Pending {
+                assert!(!rec.possible_duplicate(), "held, not in doubt");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    cancel.cancel();
+    sweeper.await.unwrap();
+    assert_eq!(f.links.count(), 1);
+}
+
+#[tokio::test]
+async fn a_link_that_schedules_at_the_smsc_gets_the_time_at_once() {
+    let f = fixture(ScriptedLinks::new(Vec::new(), accepted(&["s8"]))).await;
+    let due = smsgw_core::messages::unix_now_ms() + 3_600_000;
+    let at = jiff::Timestamp::from_millisecond(due as i64).unwrap().to_string();
+    let req = SendRequest {
+        esme: "link-s".into(),
+        wait_for_submit: true,
+        ..with_options("tx-smsc", serde_json::json!({"schedule_delivery_time": at}))
+    };
+    let r = f.messaging.send(SENDER, req, &trace()).await.unwrap();
+    assert_eq!(r.status, MessageStatus::Pending, "submitted at once");
+    let (target, msg) = f.links.calls.lock().unwrap()[0].clone();
+    assert_eq!(target, "link-s");
+    assert_eq!(msg.schedule_delivery_ms, Some(due));
+    let view = f
+        .messaging
+        .find(Viewer::App(APP), Some(&r.message_id), None)
+        .await
+        .unwrap();
+    assert_eq!(view.schedule_delivery_time_ms, Some(due));
+    assert!(view.schedule_at_smsc);
 }
