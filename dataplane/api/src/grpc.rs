@@ -304,6 +304,11 @@ impl pb::sms_service_server::SmsService for SmsGrpc {
                     updated_at: Some(millis_timestamp(v.updated_at_ms)),
                     task_id: v.task_id.unwrap_or_default(),
                     sent_at: v.sent_at_ms.map(millis_timestamp),
+                    validity_period: v.validity_period.unwrap_or(0),
+                    schedule_delivery_time: v.schedule_delivery_time_ms.map(millis_timestamp),
+                    schedule_at_smsc: v.schedule_at_smsc,
+                    priority: v.priority.into(),
+                    flash: v.flash,
                 })
             })
             .await
@@ -561,6 +566,15 @@ fn send_request(caller: &Caller, m: pb::SmsRequest) -> Result<crate::send::SendR
             seconds: t.seconds,
             nanos: t.nanos,
         }),
+        validity_period: m.validity_period.map(serde_json::Value::from),
+        schedule_delivery_time: m
+            .schedule_delivery_time
+            .map(|t| crate::send::SentAt::Unix {
+                seconds: t.seconds,
+                nanos: t.nanos,
+            }),
+        priority: m.priority.map(serde_json::Value::from),
+        flash: m.flash.then_some(serde_json::Value::Bool(true)),
     })
 }
 

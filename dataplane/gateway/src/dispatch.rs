@@ -908,6 +908,9 @@ fn to_proto(target: &str, m: &OutboundMessage) -> pb::SubmitRequest {
                 message_payload: s.message_payload,
             })
             .collect(),
+        priority: m.priority.into(),
+        validity_period_s: m.validity_period_s,
+        schedule_delivery_ms: m.schedule_delivery_ms,
     }
 }
 
@@ -960,6 +963,9 @@ fn from_proto(r: pb::SubmitRequest) -> Result<(String, OutboundMessage), String>
             udhi: r.udhi,
             registered_delivery: r.registered_delivery,
             segments,
+            priority: narrow::<u8>(r.priority, "priority")?.min(3),
+            validity_period_s: r.validity_period_s,
+            schedule_delivery_ms: r.schedule_delivery_ms,
         },
     ))
 }
@@ -1260,6 +1266,9 @@ mod tests {
                     message_payload: true,
                 },
             ],
+            priority: 3,
+            validity_period_s: Some(3_600),
+            schedule_delivery_ms: Some(1_796_632_205_250),
         }
     }
 

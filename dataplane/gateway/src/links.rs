@@ -666,6 +666,13 @@ impl LinkControl for Links {
             data_coding: msg.data_coding,
             esm_class: if msg.udhi { 0x40 } else { 0 },
             registered_delivery: u8::from(msg.registered_delivery),
+            priority: msg.priority,
+            validity_period: msg
+                .validity_period_s
+                .map(|s| Duration::from_secs(u64::from(s))),
+            schedule_delivery_time: msg
+                .schedule_delivery_ms
+                .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms)),
             ..smsgw_smpp::SubmitRequest::new(
                 smsgw_smpp::Address::new(msg.source.addr, msg.source.ton, msg.source.npi),
                 smsgw_smpp::Address::new(

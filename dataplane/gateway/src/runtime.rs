@@ -185,6 +185,7 @@ impl Gateway {
             .limiter(rate.limiter.clone())
             .late_responses(args.late_responses)
             .background_submissions(args.max_background_submissions)
+            .message_ttl(args.message_ttl)
             .build();
         messaging.stats.set_per_app_series(args.metrics_per_app);
         let mut state = ApiState::new(metrics, auth, Arc::new(messaging))
