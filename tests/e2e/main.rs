@@ -17,6 +17,7 @@ mod logs;
 mod messages;
 mod metrics;
 mod mo;
+mod options;
 mod outbox;
 mod policy;
 mod routes;
