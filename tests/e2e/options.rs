@@ -271,6 +271,24 @@ async fn each_bad_option_is_refused_with_its_code_and_nothing_is_stored_or_sent(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_message_is_held_until_due_across_a_kill_and_restart_or_left_to_the_smsc() {
+    held_across_a_restart(&[], "embedded").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_redis_store_a_scheduled_message_is_held_across_a_kill_and_restart() {
+    let redis = smsgw_store::testing::RedisServer::start();
+    let url = redis.url();
+    held_across_a_restart(
+        &["--store", "redis", "--store-redis-url", &url, "--redis-url", &url],
+        "redis",
+    )
+    .await;
+}
+
+/// The scheduled-message drill on a gateway started with `args` (its
+/// store): held until due across a SIGKILL and restart on the same data,
+/// or passed on at once by a `scheduleAtSmsc` link.
+async fn held_across_a_restart(args: &[&str], tag: &str) {
     let cancel = CancellationToken::new();
     let sim = simulator(&cancel).await;
     let config = [
@@ -279,8 +297,9 @@ async fn a_scheduled_message_is_held_until_due_across_a_kill_and_restart_or_left
     ]
     .join("---\n");
     let dir = tempfile::tempdir().unwrap();
-    let email = "scheduled@example.com";
-    let gw = Gateway::standalone_in(&config, dir.path(), &[]);
+    let email = format!("scheduled-{tag}@example.com");
+    let email = email.as_str();
+    let gw = Gateway::standalone_in(&config, dir.path(), args);
     let creds = gw.user(email).await;
     bound(&gw, &creds).await;
 
@@ -331,7 +350,7 @@ async fn a_scheduled_message_is_held_until_due_across_a_kill_and_restart_or_left
     // ...nor lost with the gateway (SIGKILL), and submitted once due by
     // the restarted one.
     drop(gw);
-    let gw = Gateway::standalone_in(&config, dir.path(), &[]);
+    let gw = Gateway::standalone_in(&config, dir.path(), args);
     let creds = gw.login_again(&creds, email).await;
     let sm = seen(&sim, "4915100000301", Duration::from_secs(20)).await;
     let at_ms = sm.at.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
