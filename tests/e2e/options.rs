@@ -69,7 +69,8 @@ async fn seen(sim: &SimHandle, destination: &str, within: Duration) -> SeenSubmi
 }
 
 fn body(destination: &str, esme: &str, options: Value) -> Value {
-    let mut b = json!({"esme": esme, "source": "SMSGW", "destination": destination, "message": "options"});
+    let mut b =
+        json!({"esme": esme, "source": "SMSGW", "destination": destination, "message": "options"});
     for (k, v) in options.as_object().unwrap() {
         b[k] = v.clone();
     }
@@ -122,12 +123,21 @@ async fn validity_priority_and_flash_reach_the_smsc_over_rest_batch_and_grpc() {
     let mut uni = body("4915100000102", "opts", json!({"flash": true}));
     uni["message"] = json!("Привет");
     assert_eq!(send(&gw, &creds, uni).await.0, 200);
-    assert_eq!(send(&gw, &creds, body("4915100000103", "opts", json!({}))).await.0, 200);
+    assert_eq!(
+        send(&gw, &creds, body("4915100000103", "opts", json!({})))
+            .await
+            .0,
+        200
+    );
     let sm = seen(&sim, "4915100000102", Duration::from_secs(10)).await;
     assert_eq!(sm.data_coding, 0x18, "flash UCS-2: class 0");
     let sm = seen(&sim, "4915100000103", Duration::from_secs(10)).await;
     assert_eq!(
-        (sm.data_coding, sm.priority_flag, sm.validity_period.as_str()),
+        (
+            sm.data_coding,
+            sm.priority_flag,
+            sm.validity_period.as_str()
+        ),
         (0, 0, "")
     );
 
@@ -145,14 +155,23 @@ async fn validity_priority_and_flash_reach_the_smsc_over_rest_batch_and_grpc() {
         .json()
         .await
         .unwrap();
-    assert_eq!((&r["accepted"], &r["refused"]), (&json!(2), &json!(1)), "{r}");
+    assert_eq!(
+        (&r["accepted"], &r["refused"]),
+        (&json!(2), &json!(1)),
+        "{r}"
+    );
     assert_eq!(r["results"][2]["error"]["code"], "invalid_priority", "{r}");
     let sm = seen(&sim, "4915100000104", Duration::from_secs(10)).await;
     assert_eq!(
         (sm.priority_flag, sm.validity_period.as_str()),
         (3, "000007000000000R")
     );
-    assert_eq!(seen(&sim, "4915100000105", Duration::from_secs(10)).await.priority_flag, 1);
+    assert_eq!(
+        seen(&sim, "4915100000105", Duration::from_secs(10))
+            .await
+            .priority_flag,
+        1
+    );
 
     // gRPC: the same options in, and out of SmsInfo.
     let mut c = SmsServiceClient::new(gw.channel().await);
@@ -173,7 +192,11 @@ async fn validity_priority_and_flash_reach_the_smsc_over_rest_batch_and_grpc() {
     assert!(r.success, "{r:?}");
     let sm = seen(&sim, "4915100000107", Duration::from_secs(10)).await;
     assert_eq!(
-        (sm.priority_flag, sm.data_coding, sm.validity_period.as_str()),
+        (
+            sm.priority_flag,
+            sm.data_coding,
+            sm.validity_period.as_str()
+        ),
         (3, 0x10, "000000000200000R")
     );
     let i = c
@@ -200,14 +223,26 @@ async fn each_bad_option_is_refused_with_its_code_and_nothing_is_stored_or_sent(
     let far = rfc3339(now_ms() + 8 * 86_400_000);
     for (n, (options, code)) in [
         (json!({"validity_period": 59}), "invalid_validity_period"),
-        (json!({"validity_period": 604_801}), "invalid_validity_period"),
+        (
+            json!({"validity_period": 604_801}),
+            "invalid_validity_period",
+        ),
         (json!({"validity_period": "1h"}), "invalid_validity_period"),
         (json!({"priority": 4}), "invalid_priority"),
         (json!({"priority": "urgent"}), "invalid_priority"),
         (json!({"flash": "yes"}), "invalid_flash"),
-        (json!({"schedule_delivery_time": past}), "invalid_schedule_delivery_time"),
-        (json!({"schedule_delivery_time": far}), "invalid_schedule_delivery_time"),
-        (json!({"schedule_delivery_time": "at noon"}), "invalid_schedule_delivery_time"),
+        (
+            json!({"schedule_delivery_time": past}),
+            "invalid_schedule_delivery_time",
+        ),
+        (
+            json!({"schedule_delivery_time": far}),
+            "invalid_schedule_delivery_time",
+        ),
+        (
+            json!({"schedule_delivery_time": "at noon"}),
+            "invalid_schedule_delivery_time",
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -216,9 +251,17 @@ async fn each_bad_option_is_refused_with_its_code_and_nothing_is_stored_or_sent(
         let mut b = body(&format!("49151000002{n:02}"), "opts", options.clone());
         b["transaction_id"] = json!(tx);
         let (s, v) = send(&gw, &creds, b).await;
-        assert_eq!((s, &v["error"]["code"]), (400, &json!(code)), "{options}: {v}");
+        assert_eq!(
+            (s, &v["error"]["code"]),
+            (400, &json!(code)),
+            "{options}: {v}"
+        );
         let lookup = gw
-            .authed(&creds, Method::GET, &format!("/api/v1/sms?transaction_id={tx}"))
+            .authed(
+                &creds,
+                Method::GET,
+                &format!("/api/v1/sms?transaction_id={tx}"),
+            )
             .send()
             .await
             .unwrap();
@@ -279,7 +322,14 @@ async fn with_the_redis_store_a_scheduled_message_is_held_across_a_kill_and_rest
     let redis = smsgw_store::testing::RedisServer::start();
     let url = redis.url();
     held_across_a_restart(
-        &["--store", "redis", "--store-redis-url", &url, "--redis-url", &url],
+        &[
+            "--store",
+            "redis",
+            "--store-redis-url",
+            &url,
+            "--redis-url",
+            &url,
+        ],
         "redis",
     )
     .await;
@@ -308,7 +358,11 @@ async fn held_across_a_restart(args: &[&str], tag: &str) {
     let (s, held) = send(
         &gw,
         &creds,
-        body("4915100000301", "held", json!({"schedule_delivery_time": at, "priority": 1})),
+        body(
+            "4915100000301",
+            "held",
+            json!({"schedule_delivery_time": at, "priority": 1}),
+        ),
     )
     .await;
     assert_eq!(s, 200, "{held}");
@@ -317,7 +371,11 @@ async fn held_across_a_restart(args: &[&str], tag: &str) {
     let (s, smsc) = send(
         &gw,
         &creds,
-        body("4915100000302", "at-smsc", json!({"schedule_delivery_time": at})),
+        body(
+            "4915100000302",
+            "at-smsc",
+            json!({"schedule_delivery_time": at}),
+        ),
     )
     .await;
     assert_eq!(s, 200, "{smsc}");
@@ -339,12 +397,18 @@ async fn held_across_a_restart(args: &[&str], tag: &str) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let v = info(&gw, &creds, &held_id).await;
     assert_eq!(
-        (&v["status"], &v["schedule_delivery_time_ms"], &v["schedule_at_smsc"]),
+        (
+            &v["status"],
+            &v["schedule_delivery_time_ms"],
+            &v["schedule_at_smsc"]
+        ),
         (&json!("accepted"), &json!(due), &json!(false)),
         "{v}"
     );
     assert!(
-        !sim.seen_submits().iter().any(|s| s.destination == "4915100000301"),
+        !sim.seen_submits()
+            .iter()
+            .any(|s| s.destination == "4915100000301"),
         "submitted before its time"
     );
     // ...nor lost with the gateway (SIGKILL), and submitted once due by
@@ -358,7 +422,9 @@ async fn held_across_a_restart(args: &[&str], tag: &str) {
     assert!(at_ms < due + 5_000, "submitted {} ms late", at_ms - due);
     assert_eq!(sm.schedule_delivery_time, "", "held here, not by the SMSC");
     assert_eq!(sm.priority_flag, 1);
-    let v = crate::messages::wait_status(&gw, &creds, &held_id, "delivered", Duration::from_secs(10)).await;
+    let v =
+        crate::messages::wait_status(&gw, &creds, &held_id, "delivered", Duration::from_secs(10))
+            .await;
     assert_eq!(v["possible_duplicate"], false, "{v}");
     let once = sim
         .seen_submits()
@@ -380,26 +446,41 @@ async fn priority_3_overtakes_priority_0_at_a_backed_up_window() {
     bound(&gw, &creds).await;
     sim.set_response_delay(Some(Duration::from_millis(300)));
     for i in 0..8 {
-        let (s, v) = send(&gw, &creds, body(&format!("49151000004{i:02}"), "slow", json!({}))).await;
+        let (s, v) = send(
+            &gw,
+            &creds,
+            body(&format!("49151000004{i:02}"), "slow", json!({})),
+        )
+        .await;
         assert_eq!(s, 200, "{v}");
     }
     for i in 0..3 {
         let (s, v) = send(
             &gw,
             &creds,
-            body(&format!("49151000005{i:02}"), "slow", json!({"priority": 3})),
+            body(
+                &format!("49151000005{i:02}"),
+                "slow",
+                json!({"priority": 3}),
+            ),
         )
         .await;
         assert_eq!(s, 200, "{v}");
     }
-    let ok = eventually(Duration::from_secs(20), async || sim.seen_submits().len() >= 11).await;
+    let ok = eventually(Duration::from_secs(20), async || {
+        sim.seen_submits().len() >= 11
+    })
+    .await;
     assert!(ok.is_some(), "{:?}", sim.seen_submits());
     let order: Vec<u8> = sim.seen_submits().iter().map(|s| s.priority_flag).collect();
     let last_urgent = order.iter().rposition(|p| *p == 3).unwrap();
     let before = order[..last_urgent].iter().filter(|p| **p == 0).count();
     // In arrival order all eight would go first; the urgent ones wait at
     // most for those already in flight or handed a slot when they came.
-    assert!(before <= 4, "priority 0 ahead of the last priority 3: {order:?}");
+    assert!(
+        before <= 4,
+        "priority 0 ahead of the last priority 3: {order:?}"
+    );
     assert_eq!(order.iter().filter(|p| **p == 0).count(), 8, "{order:?}");
     cancel.cancel();
 }

@@ -567,12 +567,10 @@ fn send_request(caller: &Caller, m: pb::SmsRequest) -> Result<crate::send::SendR
             nanos: t.nanos,
         }),
         validity_period: m.validity_period.map(serde_json::Value::from),
-        schedule_delivery_time: m
-            .schedule_delivery_time
-            .map(|t| crate::send::SentAt::Unix {
-                seconds: t.seconds,
-                nanos: t.nanos,
-            }),
+        schedule_delivery_time: m.schedule_delivery_time.map(|t| crate::send::SentAt::Unix {
+            seconds: t.seconds,
+            nanos: t.nanos,
+        }),
         priority: m.priority.map(serde_json::Value::from),
         flash: m.flash.then_some(serde_json::Value::Bool(true)),
     })

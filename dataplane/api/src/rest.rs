@@ -590,12 +590,15 @@ async fn config(
 /// `transaction_id`: a repeat of the same message (destination, text and
 /// source) answers the first one (`duplicate`); the key repeated with
 /// another destination, text or source is refused (409
-/// `transaction_id_reused`).
+/// `transaction_id_reused`). Message options: `validity_period`
+/// (seconds), `schedule_delivery_time` (held by the gateway until due, or
+/// passed to the SMSC by a link with `scheduleAtSmsc`), `priority` (0–3,
+/// also the order at a backed-up link's window) and `flash` (class 0).
 #[utoipa::path(post, path = "/api/v1/sms/send", tag = "sms",
     request_body = crate::send::SendRequest,
     responses(
         (status = 200, description = "Accepted (and, with `wait_for_submit`, submitted)", body = crate::send::SendResponse),
-        (status = 400, description = "A field is missing or malformed, with its own code (`invalid_destination`, `invalid_source`, `invalid_message`, `invalid_sent_at`, `invalid_transaction_id`, `unknown_target`, `unknown_strategy`, …)", body = ErrorBody),
+        (status = 400, description = "A field is missing or malformed, with its own code (`invalid_destination`, `invalid_source`, `invalid_message`, `invalid_sent_at`, `invalid_transaction_id`, `invalid_validity_period`, `invalid_schedule_delivery_time`, `invalid_priority`, `invalid_flash`, `unknown_target`, `unknown_strategy`, …)", body = ErrorBody),
         (status = 403, description = "Target not allowed (`target_not_allowed`), sender not allowed, or refused by a contact policy (`daily_cp`, `weekly_cp`, `blacklist`, `duplicate`)", body = ErrorBody),
         (status = 409, description = "The `transaction_id` belongs to another message of the app (another destination, text or source): `transaction_id_reused`; nothing is stored or sent", body = ErrorBody),
         (status = 429, description = "Over a rate limit of the app, link or pool (`rate_limited`), with `Retry-After`", body = ErrorBody),

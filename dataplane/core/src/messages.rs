@@ -323,8 +323,7 @@ impl MessageOptions {
     /// When the gateway holds the message until: its schedule, unless
     /// that is the SMSC's.
     pub fn held_until_ms(&self) -> Option<u64> {
-        self.schedule_delivery_ms
-            .filter(|_| !self.schedule_at_smsc)
+        self.schedule_delivery_ms.filter(|_| !self.schedule_at_smsc)
     }
 }
 
@@ -334,9 +333,7 @@ impl MessageRecord {
     /// is held until when the gateway holds it (a schedule), else its
     /// creation.
     pub fn listed_at_ms(&self) -> u64 {
-        self.options
-            .held_until_ms()
-            .unwrap_or(self.created_at_ms)
+        self.options.held_until_ms().unwrap_or(self.created_at_ms)
     }
 
     /// True when a segment was submitted more than once, so the recipient

@@ -601,21 +601,61 @@ mod tests {
         });
         assert!(opts(nulls, DAY).unwrap().is_default());
         for (field, bad, code) in [
-            ("validity_period", serde_json::json!(59), "invalid_validity_period"),
-            ("validity_period", serde_json::json!(604_801), "invalid_validity_period"),
-            ("validity_period", serde_json::json!("1h"), "invalid_validity_period"),
-            ("validity_period", serde_json::json!(90.5), "invalid_validity_period"),
-            ("validity_period", serde_json::json!(-60), "invalid_validity_period"),
+            (
+                "validity_period",
+                serde_json::json!(59),
+                "invalid_validity_period",
+            ),
+            (
+                "validity_period",
+                serde_json::json!(604_801),
+                "invalid_validity_period",
+            ),
+            (
+                "validity_period",
+                serde_json::json!("1h"),
+                "invalid_validity_period",
+            ),
+            (
+                "validity_period",
+                serde_json::json!(90.5),
+                "invalid_validity_period",
+            ),
+            (
+                "validity_period",
+                serde_json::json!(-60),
+                "invalid_validity_period",
+            ),
             ("priority", serde_json::json!(4), "invalid_priority"),
             ("priority", serde_json::json!(-1), "invalid_priority"),
             ("priority", serde_json::json!("high"), "invalid_priority"),
             ("flash", serde_json::json!("yes"), "invalid_flash"),
             ("flash", serde_json::json!(1), "invalid_flash"),
-            ("schedule_delivery_time", serde_json::json!("2026-12-07T08:30:00Z"), "invalid_schedule_delivery_time"),
-            ("schedule_delivery_time", serde_json::json!("2026-12-07T08:29:00Z"), "invalid_schedule_delivery_time"),
-            ("schedule_delivery_time", serde_json::json!("2026-12-14T08:30:01Z"), "invalid_schedule_delivery_time"),
-            ("schedule_delivery_time", serde_json::json!("tomorrow"), "invalid_schedule_delivery_time"),
-            ("schedule_delivery_time", serde_json::json!(1_796_632_260), "invalid_schedule_delivery_time"),
+            (
+                "schedule_delivery_time",
+                serde_json::json!("2026-12-07T08:30:00Z"),
+                "invalid_schedule_delivery_time",
+            ),
+            (
+                "schedule_delivery_time",
+                serde_json::json!("2026-12-07T08:29:00Z"),
+                "invalid_schedule_delivery_time",
+            ),
+            (
+                "schedule_delivery_time",
+                serde_json::json!("2026-12-14T08:30:01Z"),
+                "invalid_schedule_delivery_time",
+            ),
+            (
+                "schedule_delivery_time",
+                serde_json::json!("tomorrow"),
+                "invalid_schedule_delivery_time",
+            ),
+            (
+                "schedule_delivery_time",
+                serde_json::json!(1_796_632_260),
+                "invalid_schedule_delivery_time",
+            ),
         ] {
             let err = opts(serde_json::json!({ field: bad }), 30 * DAY).unwrap_err();
             assert_eq!(err.code(), code, "{field}: {bad}");

@@ -1395,15 +1395,25 @@ async fn message_options_reach_the_link_and_stay_on_the_record() {
     assert_eq!(coding("Привет"), Some(0x18), "flash UCS-2: class 0");
     let stored = f.store.get(&plain.message_id).await.unwrap().unwrap();
     assert!(stored.options.is_default());
-    assert!(calls.iter().any(|(_, m)| m.data_coding == 0 && m.priority == 0));
+    assert!(
+        calls
+            .iter()
+            .any(|(_, m)| m.data_coding == 0 && m.priority == 0)
+    );
 }
 
 #[tokio::test]
 async fn each_bad_option_is_refused_with_its_code_and_nothing_is_stored() {
     let f = fixture(ScriptedLinks::new(Vec::new(), accepted(&["s1"]))).await;
     for (n, (option, code)) in [
-        (serde_json::json!({"validity_period": 30}), "invalid_validity_period"),
-        (serde_json::json!({"validity_period": "1h"}), "invalid_validity_period"),
+        (
+            serde_json::json!({"validity_period": 30}),
+            "invalid_validity_period",
+        ),
+        (
+            serde_json::json!({"validity_period": "1h"}),
+            "invalid_validity_period",
+        ),
         (serde_json::json!({"priority": 9}), "invalid_priority"),
         (serde_json::json!({"flash": "yes"}), "invalid_flash"),
         (
@@ -1435,11 +1445,16 @@ async fn a_scheduled_message_is_held_until_due_then_submitted_by_the_sweeper() {
     let f = fixture(ScriptedLinks::new(Vec::new(), accepted(&["s7"]))).await;
     let now = smsgw_core::messages::unix_now_ms();
     let due = now + 1_500;
-    let at = jiff::Timestamp::from_millisecond(due as i64).unwrap().to_string();
+    let at = jiff::Timestamp::from_millisecond(due as i64)
+        .unwrap()
+        .to_string();
     let req = SendRequest {
         // Nothing to wait for: answered at once, held.
         wait_for_submit: true,
-        ..with_options("tx-later", serde_json::json!({"schedule_delivery_time": at}))
+        ..with_options(
+            "tx-later",
+            serde_json::json!({"schedule_delivery_time": at}),
+        )
     };
     let r = f.messaging.send(SENDER, req, &trace()).await.unwrap();
     assert_eq!(r.status, MessageStatus::Accepted);
@@ -1490,7 +1505,9 @@ async fn a_scheduled_message_is_held_until_due_then_submitted_by_the_sweeper() {
 async fn a_link_that_schedules_at_the_smsc_gets_the_time_at_once() {
     let f = fixture(ScriptedLinks::new(Vec::new(), accepted(&["s8"]))).await;
     let due = smsgw_core::messages::unix_now_ms() + 3_600_000;
-    let at = jiff::Timestamp::from_millisecond(due as i64).unwrap().to_string();
+    let at = jiff::Timestamp::from_millisecond(due as i64)
+        .unwrap()
+        .to_string();
     let req = SendRequest {
         esme: "link-s".into(),
         wait_for_submit: true,

@@ -585,7 +585,10 @@ pub(crate) fn build_pdus(req: &SubmitRequest) -> Result<Vec<SubmitSm>> {
             EmptyOrFullCOctetString::<17>::from_str(&t).map_err(|e| bad(format!("{what}: {e}")))
         })
     };
-    let validity_period = time(req.validity_period.map(crate::time::relative), "validity_period")?;
+    let validity_period = time(
+        req.validity_period.map(crate::time::relative),
+        "validity_period",
+    )?;
     let schedule = time(
         req.schedule_delivery_time.map(crate::time::absolute),
         "schedule_delivery_time",
@@ -674,6 +677,9 @@ mod tests {
             priority: 4,
             ..request()
         };
-        assert!(matches!(build_pdus(&bad), Err(Error::InvalidRequest { .. })));
+        assert!(matches!(
+            build_pdus(&bad),
+            Err(Error::InvalidRequest { .. })
+        ));
     }
 }

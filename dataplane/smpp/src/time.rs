@@ -99,12 +99,18 @@ mod tests {
     #[test]
     fn a_relative_time_counts_days_hours_minutes_and_seconds() {
         assert_eq!(relative(Duration::from_secs(60)), "000000000100000R");
-        assert_eq!(relative(Duration::from_secs(7 * 86_400)), "000007000000000R");
+        assert_eq!(
+            relative(Duration::from_secs(7 * 86_400)),
+            "000007000000000R"
+        );
         assert_eq!(
             relative(Duration::from_secs(86_400 + 2 * 3600 + 3 * 60 + 4)),
             "000001020304000R"
         );
-        assert_eq!(relative(Duration::from_secs(400 * 86_400)), "010105000000000R");
+        assert_eq!(
+            relative(Duration::from_secs(400 * 86_400)),
+            "010105000000000R"
+        );
         let now = UNIX_EPOCH + Duration::from_secs(1_000);
         for secs in [60, 3_600, 7 * 86_400, 99 * 86_400 + 1, 400 * 86_400] {
             let d = Duration::from_secs(secs);

@@ -105,7 +105,10 @@ impl Window {
         };
         let handed = waiting.rx.as_mut().expect("receiver").await;
         waiting.rx = None;
-        debug_assert!(handed.is_ok(), "a waiter's sender is only dropped by a send");
+        debug_assert!(
+            handed.is_ok(),
+            "a waiter's sender is only dropped by a send"
+        );
         Permit {
             window: self.clone(),
         }

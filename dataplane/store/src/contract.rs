@@ -745,16 +745,17 @@ pub async fn messages_held_until_due(store: &dyn MessageStore) {
             })
             .collect::<HashSet<_>>()
     };
-    let first = ids(store.claim_stale_accepted(&req("early", now)).await.unwrap());
+    let first = ids(store
+        .claim_stale_accepted(&req("early", now))
+        .await
+        .unwrap());
     assert!(!first.contains(&due_soon.message_id), "not due yet");
     assert!(!first.contains(&due_later.message_id));
     assert!(first.contains(&at_smsc.message_id), "the SMSC's schedule");
-    let due = ids(
-        store
-            .claim_stale_accepted(&req("on-time", now + 20_000))
-            .await
-            .unwrap(),
-    );
+    let due = ids(store
+        .claim_stale_accepted(&req("on-time", now + 20_000))
+        .await
+        .unwrap());
     assert!(due.contains(&due_soon.message_id), "due: claimed");
     assert!(!due.contains(&due_later.message_id), "still held");
     let stored = store.get(&due_soon.message_id).await.unwrap().unwrap();

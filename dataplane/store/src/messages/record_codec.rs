@@ -202,7 +202,9 @@ pub(crate) fn encode(rec: &MessageRecord) -> Vec<u8> {
         ]
         .iter()
         .filter(|(on, _)| *on)
-        .fold((o.priority.min(3)) << O_PRIORITY_SHIFT, |f, (_, bit)| f | bit);
+        .fold((o.priority.min(3)) << O_PRIORITY_SHIFT, |f, (_, bit)| {
+            f | bit
+        });
         w.u8(bits);
         if let Some(v) = o.validity_period_s {
             w.varint(u128::from(v));
