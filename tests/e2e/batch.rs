@@ -8,7 +8,12 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-async fn batch(gw: &Gateway, creds: &crate::harness::Creds, body: &Value) -> (u16, Value) {
+/// Posts a batch; answers the status and the body.
+pub(crate) async fn batch(
+    gw: &Gateway,
+    creds: &crate::harness::Creds,
+    body: &Value,
+) -> (u16, Value) {
     let r = gw
         .authed(creds, Method::POST, "/api/v1/sms/send-batch")
         .json(body)

@@ -610,10 +610,16 @@ pub async fn eventually(
 /// Waits (up to 10 s) until every link of the gateway has both its sessions
 /// bound.
 pub async fn bound(gw: &Gateway, creds: &Creds) {
+    bound_sessions(gw, creds, 2).await;
+}
+
+/// Waits (up to 10 s) until every link of the gateway has `sessions`
+/// sessions bound.
+pub async fn bound_sessions(gw: &Gateway, creds: &Creds, sessions: u32) {
     let ok = eventually(Duration::from_secs(10), async || {
         gw.links(creds).await["links"]
             .as_array()
-            .is_some_and(|l| !l.is_empty() && l.iter().all(|l| l["sessions_bound"] == 2))
+            .is_some_and(|l| !l.is_empty() && l.iter().all(|l| l["sessions_bound"] == sessions))
     })
     .await;
     assert!(ok.is_some(), "links never bound");

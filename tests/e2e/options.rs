@@ -42,15 +42,9 @@ async fn simulator(cancel: &CancellationToken) -> SimHandle {
     .expect("simulator starts")
 }
 
-/// Waits (up to 10 s) until every link has its session bound.
+/// Waits until every link has its one session bound.
 async fn bound(gw: &Gateway, creds: &Creds) {
-    let ok = eventually(Duration::from_secs(10), async || {
-        gw.links(creds).await["links"]
-            .as_array()
-            .is_some_and(|l| !l.is_empty() && l.iter().all(|l| l["sessions_bound"] == 1))
-    })
-    .await;
-    assert!(ok.is_some(), "links never bound");
+    crate::harness::bound_sessions(gw, creds, 1).await;
 }
 
 /// The submit_sm the simulator accepted for `destination` (digits), once
@@ -142,19 +136,17 @@ async fn validity_priority_and_flash_reach_the_smsc_over_rest_batch_and_grpc() {
     );
 
     // Batch: each message its own options.
-    let r: Value = gw
-        .authed(&creds, Method::POST, "/api/v1/sms/send-batch")
-        .json(&json!({"messages": [
+    let (status, r) = crate::batch::batch(
+        &gw,
+        &creds,
+        &json!({"messages": [
             body("4915100000104", "opts", json!({"priority": 3, "validity_period": 604800})),
             body("4915100000105", "opts", json!({"priority": 1})),
             body("4915100000106", "opts", json!({"priority": 4})),
-        ]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
     assert_eq!(
         (&r["accepted"], &r["refused"]),
         (&json!(2), &json!(1)),
