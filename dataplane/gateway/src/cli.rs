@@ -11,6 +11,15 @@ pub struct Cli {
     /// Log line format.
     #[arg(long, global = true, env = "SMSGW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Most threads the runtime starts for blocking work (embedded-store
+    /// reads, password hashing), at least 1. Each thread keeps its own
+    /// allocator heap and stack: unbounded (tokio allows 512), a CPU-starved
+    /// pod started 100-160 of them under load and its resident memory grew
+    /// by 70 MiB (BENCHMARKS.md, issue 22); more work than threads waits in
+    /// a queue instead.
+    #[arg(long, global = true, env = "SMSGW_MAX_BLOCKING_THREADS", default_value_t = 32,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_blocking_threads: u16,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
@@ -836,6 +845,27 @@ mod tests {
             panic!("wrong subcommand")
         };
         assert_eq!(a.gateway.store_cache, 8 << 20);
+    }
+
+    #[test]
+    fn blocking_threads_are_bounded_by_default_and_a_zero_bound_is_refused() {
+        let parse = |extra: &[&str]| {
+            Cli::try_parse_from(
+                ["smsgw", "standalone", "-c", "x.yaml"]
+                    .iter()
+                    .chain(extra)
+                    .copied(),
+            )
+        };
+        assert_eq!(parse(&[]).unwrap().max_blocking_threads, 32);
+        assert_eq!(
+            parse(&["--max-blocking-threads", "8"])
+                .unwrap()
+                .max_blocking_threads,
+            8
+        );
+        let e = parse(&["--max-blocking-threads", "0"]).unwrap_err();
+        assert!(e.to_string().contains("not in 1..=65535"), "{e}");
     }
 
     #[test]

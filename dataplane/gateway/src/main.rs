@@ -37,6 +37,7 @@ fn main() -> std::process::ExitCode {
     runtime::init_logging(cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(usize::from(cli.max_blocking_threads))
         .build()
     {
         Ok(rt) => rt,
