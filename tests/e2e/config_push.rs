@@ -69,6 +69,21 @@ fn feed(hub: &Hub, yaml: &str) {
     }
 }
 
+/// Feeds `yaml` and waits (20 s) until every pod applied the version it
+/// compiles to; returns that version.
+async fn feed_and_apply(hub: &Hub, pods: &[&str], yaml: &str) -> String {
+    feed(hub, yaml);
+    let v = current_version(hub);
+    assert!(
+        eventually(Duration::from_secs(20), async || all_applied(hub, pods, &v))
+            .await
+            .is_some(),
+        "acks: {:?}",
+        hub.acks()
+    );
+    v
+}
+
 fn current_version(hub: &Hub) -> String {
     hub.current()
         .snapshot
@@ -199,6 +214,36 @@ async fn two_gateways_follow_the_operators_versions_and_survive_its_absence() {
             links(gw).await
         );
     }
+
+    // A new rate and response timeout are taken in place (issue 17): the
+    // sessions stay bound, the SMSC sees no new bind. A new window needs
+    // new sessions: both gateways bind again.
+    let binds = sim.binds();
+    assert_eq!(binds, 4, "2 sessions on each gateway");
+    let retuned =
+        sim_config(sim.addr).replace("responseTimeout: 1s", "responseTimeout: 2s\n  rate: 50");
+    let v = feed_and_apply(&hub, &pods, &format!("{POLICY_PUSHED}---\n{retuned}")).await;
+    for gw in [&a, &b] {
+        let config = gw.admin_get("/api/v1/admin/config").await;
+        assert_eq!(config["version"], v.as_str());
+        assert_eq!(config["links"]["sim-link"]["rate"], 50, "{config}");
+    }
+    // A replaced link would have bound again within its 100 ms backoff.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sim.binds(), binds, "a new rate must not rebind");
+    for gw in [&a, &b] {
+        assert!(links(gw).await.contains(&("sim-link".to_owned(), 2)));
+    }
+    let rewindowed = retuned.replace("window: 16", "window: 8");
+    // From here on, "v2" is this version.
+    let v2 = feed_and_apply(&hub, &pods, &format!("{POLICY_PUSHED}---\n{rewindowed}")).await;
+    assert!(
+        eventually(Duration::from_secs(10), async || sim.binds() == binds + 4)
+            .await
+            .is_some(),
+        "a new window binds new sessions: {} binds",
+        sim.binds()
+    );
 
     // The operator goes away: both keep serving with v2.
     let addr = operator.addr;

@@ -543,6 +543,17 @@ impl Sim {
             })
     }
 
+    /// Binds the simulator accepted so far (from its logs).
+    pub fn binds(&self) -> u64 {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["message"] == "bind accepted")
+            .count() as u64
+    }
+
     /// Kills the process and waits for it.
     pub fn kill(mut self) {
         if let Some(mut c) = self.child.take() {

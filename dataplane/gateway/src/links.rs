@@ -218,7 +218,10 @@ impl Links {
             .collect()
     }
 
-    /// Follows a new snapshot: links whose spec changed are replaced (the
+    /// Follows a new snapshot: links whose pacing, timeouts or defaults
+    /// changed take them in place, sessions bound
+    /// ([`smsgw_smpp::LinkConfig::retunable_to`]); links whose spec changed
+    /// otherwise are replaced (the
     /// new one binds while the old one drains its window and unbinds),
     /// removed ones stop, added ones start, unchanged ones keep their
     /// sessions; pools are rebuilt. Returns the names of the links started
@@ -345,21 +348,30 @@ fn build(
     let mut specs = BTreeMap::new();
     let mut changed = Vec::new();
     let mut spawned = Vec::new();
+    let mut retuned = Vec::new();
     for (name, spec) in &snap.links {
         if let Some(p) = prev.filter(|p| p.specs.get(name).is_some_and(|(s, _)| s == spec)) {
             links.insert(name.clone(), p.links[name].clone());
             specs.insert(name.clone(), p.specs[name].clone());
             continue;
         }
+        // A change of pacing, timeouts or defaults only: the running link
+        // takes it in place, its sessions stay bound (issue 17).
+        let config = link_config(name, spec);
+        if let Some((p, link)) = prev.and_then(|p| Some((p, p.links.get(name)?)))
+            && link.config().retunable_to(&config)
+            && config.validate().is_ok()
+        {
+            links.insert(name.clone(), link.clone());
+            let token = p.specs[name].1.clone();
+            specs.insert(name.clone(), (spec.clone(), token));
+            retuned.push((link.clone(), config));
+            continue;
+        }
         let token = cancel.child_token();
         let replacing = prev.is_some_and(|p| p.links.contains_key(name));
         let open = gates.map(|g| g.initial(name, replacing));
-        let link = match Link::spawn_gated(
-            link_config(name, spec),
-            events.clone(),
-            token.clone(),
-            open.as_ref(),
-        ) {
+        let link = match Link::spawn_gated(config, events.clone(), token.clone(), open.as_ref()) {
             Ok(l) => l,
             Err(e) => {
                 spawned.iter().for_each(CancellationToken::cancel);
@@ -389,7 +401,7 @@ fn build(
     }
     let mut retired = Vec::new();
     for (name, (spec, token)) in prev.map(|p| &p.specs).into_iter().flatten() {
-        if snap.links.get(name) != Some(spec) {
+        if snap.links.get(name) != Some(spec) && !retuned.iter().any(|(l, _)| l.name() == name) {
             let old = prev.and_then(|p| p.links.get(name)).cloned();
             if let Some(old) = old {
                 retired.push((name.clone(), old, token.clone()));
@@ -400,6 +412,11 @@ fn build(
                 changed.push(name.clone());
             }
         }
+    }
+    // Only now that the whole configuration is built: on an error above
+    // nothing changed.
+    for (link, config) in retuned {
+        link.retune(config);
     }
     for name in &changed {
         if let Some(link) = links.get(name) {

@@ -395,6 +395,34 @@ impl LinkConfig {
         self.receipt_id_format.unwrap_or(self.message_id_format)
     }
 
+    /// Whether a running link can move from `self` to `new` without new
+    /// binds ([`crate::Link::retune`]): they differ at most in pacing
+    /// (`rate`, `burst`), timeouts and retries (`response_timeout`,
+    /// `stall_after_timeouts`, `unknown_policy`, `resubmit_wait`,
+    /// `window_wait`, `drain_timeout`, `throttle_retries`), the reconnect
+    /// backoff, the keep-alive interval (from the next bind) and the
+    /// default TON/NPI of outgoing messages. Everything a bind or the
+    /// sessions are made of (address, TLS, credentials, bind mode,
+    /// sessions, window, id formats, reassembly, suspension) needs new
+    /// binds.
+    pub fn retunable_to(&self, new: &LinkConfig) -> bool {
+        let mut probe = new.clone();
+        probe.rate = self.rate;
+        probe.burst = self.burst;
+        probe.response_timeout = self.response_timeout;
+        probe.stall_after_timeouts = self.stall_after_timeouts;
+        probe.unknown_policy = self.unknown_policy;
+        probe.resubmit_wait = self.resubmit_wait;
+        probe.window_wait = self.window_wait;
+        probe.enquire_link_interval = self.enquire_link_interval;
+        probe.reconnect = self.reconnect;
+        probe.drain_timeout = self.drain_timeout;
+        probe.throttle_retries = self.throttle_retries;
+        probe.source = self.source;
+        probe.destination = self.destination;
+        probe == *self
+    }
+
     /// Checks limits that rusmpp and the protocol impose, and the TLS
     /// settings (CA bundle parses, server name is a DNS name or address).
     pub fn validate(&self) -> Result<(), Error> {

@@ -45,11 +45,12 @@ where
     let (r, w) = tokio::io::split(io);
     let shared = Shared {
         reassembler: Mutex::new(Reassembler::new(config.reassembly)),
-        config,
+        name: config.name.clone(),
+        config: arc_swap::ArcSwap::from_pointee(config),
         events,
         submit_meter: RateMeter::default(),
         receipt_meter: RateMeter::default(),
-        gcra: None,
+        gcra: arc_swap::ArcSwapOption::empty(),
         tls: None,
         desired: watch::Sender::new(true),
         cancel: CancellationToken::new(),
@@ -58,7 +59,7 @@ where
     let session = Arc::new(Session::new(
         0,
         SessionRole::Transceiver,
-        shared.config.window,
+        shared.config.load().window,
         0,
         true,
     ));

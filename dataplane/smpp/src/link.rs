@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use rusmpp::{
     pdus::SubmitSm,
     tlvs::MessageSubmissionRequestTlvValue,
@@ -39,7 +40,11 @@ use crate::{
 /// State shared by the sessions of a link.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) config: LinkConfig,
+    /// The link's name (never changes; also in `config`).
+    pub(crate) name: String,
+    /// The configuration in force; [`Link::retune`] swaps in new
+    /// settings that need no new bind.
+    pub(crate) config: ArcSwap<LinkConfig>,
     pub(crate) events: mpsc::Sender<LinkEvent>,
     pub(crate) reassembler: Mutex<Reassembler>,
     pub(crate) submit_meter: RateMeter,
@@ -47,7 +52,8 @@ pub(crate) struct Shared {
     /// response ([`UnknownPolicy::Resubmit`]), ever.
     pub(crate) resubmitted: std::sync::atomic::AtomicU64,
     pub(crate) receipt_meter: RateMeter,
-    pub(crate) gcra: Option<Gcra>,
+    /// Submit pacing from `rate`/`burst`, replaced by [`Link::retune`].
+    pub(crate) gcra: ArcSwapOption<Gcra>,
     /// TLS connector, when the link uses TLS.
     pub(crate) tls: Option<TlsClient>,
     /// true: sessions should be bound.
@@ -144,12 +150,13 @@ impl Link {
         }
         let shared = Arc::new(Shared {
             reassembler: Mutex::new(Reassembler::new(config.reassembly)),
-            config,
+            name: config.name.clone(),
+            config: ArcSwap::from_pointee(config),
             events,
             submit_meter: RateMeter::default(),
             resubmitted: std::sync::atomic::AtomicU64::new(0),
             receipt_meter: RateMeter::default(),
-            gcra,
+            gcra: ArcSwapOption::from(gcra.map(Arc::new)),
             tls,
             desired: watch::Sender::new(running),
             cancel: cancel.child_token(),
@@ -158,8 +165,8 @@ impl Link {
         for s in &sessions {
             let span = tracing::info_span!(
                 "smpp_session",
-                link = %shared.config.name,
-                system_id = %shared.config.system_id,
+                link = %shared.name,
+                system_id = %shared.config.load().system_id,
                 session = s.index,
                 role = ?s.role,
             );
@@ -179,12 +186,37 @@ impl Link {
 
     /// Link name.
     pub fn name(&self) -> &str {
-        &self.inner.shared.config.name
+        &self.inner.shared.name
     }
 
-    /// The configuration it runs with.
-    pub fn config(&self) -> &LinkConfig {
-        &self.inner.shared.config
+    /// The configuration it runs with (the latest [`Link::retune`]d).
+    pub fn config(&self) -> Arc<LinkConfig> {
+        self.inner.shared.config.load_full()
+    }
+
+    /// Applies `new` in place when it differs from the running
+    /// configuration only in settings a bound session can take without a
+    /// new bind ([`LinkConfig::retunable_to`]: rate and burst, timeouts,
+    /// the unknown-outcome policy, reconnect backoff, defaults of outgoing
+    /// messages); sessions stay bound and messages in their windows are not
+    /// disturbed. A new rate starts with a full burst. Returns `false`,
+    /// changing nothing, when `new` needs new binds (address,
+    /// credentials, TLS, sessions, window, bind mode, suspension) or is
+    /// invalid: replace the link then.
+    pub fn retune(&self, new: LinkConfig) -> bool {
+        let shared = &self.inner.shared;
+        let old = shared.config.load_full();
+        if !old.retunable_to(&new) || new.validate().is_err() {
+            return false;
+        }
+        if (old.rate, old.burst) != (new.rate, new.burst) {
+            shared
+                .gcra
+                .store(new.rate.map(|r| Arc::new(Gcra::new(r, new.burst.max(1)))));
+        }
+        debug!(link = %new.name, "link settings changed in place; sessions stay bound");
+        shared.config.store(Arc::new(new));
+        true
     }
 
     /// True when at least one session that can submit is bound.
@@ -266,7 +298,7 @@ impl Link {
     /// (window full, session lost) are sent there too.
     pub async fn submit(&self, msg: SubmitRequest) -> Result<Vec<SegmentOutcome>> {
         let shared = &self.inner.shared;
-        let link = &shared.config.name;
+        let link = &shared.name;
         let pdus = build_pdus(&msg)?;
         if shared.cancel.is_cancelled() || !*shared.desired.borrow() {
             return Err(Error::LinkStopped { link: link.clone() });
@@ -276,13 +308,13 @@ impl Link {
             .ok_or_else(|| Error::LinkDown { link: link.clone() })?
             .clone();
         let all: Vec<&SubmitSm> = pdus.iter().collect();
-        let deadline = Instant::now() + shared.config.window_wait;
+        let deadline = Instant::now() + shared.config.load().window_wait;
         let (mut outcomes, mut orphaned): (Vec<_>, Vec<_>) = self
             .send_on(&session, &all, deadline)
             .await?
             .into_iter()
             .unzip();
-        if shared.config.unknown_policy == UnknownPolicy::Resubmit {
+        if shared.config.load().unknown_policy == UnknownPolicy::Resubmit {
             self.resubmit(&pdus, &mut outcomes, &mut orphaned).await;
         }
         Ok(outcomes)
@@ -299,7 +331,7 @@ impl Link {
         deadline: Instant,
     ) -> Result<Vec<(SegmentOutcome, bool)>> {
         let shared = &self.inner.shared;
-        let link = &shared.config.name;
+        let link = &shared.name;
         let started = Instant::now();
         // Every segment of a message has its priority.
         let priority = pdus.first().map_or(0, |p| u8::from(p.priority_flag));
@@ -362,7 +394,7 @@ impl Link {
         /// Resubmission rounds at most (each a fresh session).
         const ROUNDS: usize = 3;
         let shared = &self.inner.shared;
-        let deadline = Instant::now() + shared.config.resubmit_wait;
+        let deadline = Instant::now() + shared.config.load().resubmit_wait;
         for _ in 0..ROUNDS {
             let todo: Vec<usize> = (0..pdus.len())
                 .filter(|&i| {
@@ -379,7 +411,7 @@ impl Link {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() || !self.wait_bound(left).await {
                     warn!(
-                        link = %shared.config.name,
+                        link = %shared.name,
                         segments = todo.len(),
                         "no healthy session to resubmit on within resubmit_wait; left unknown"
                     );
@@ -387,11 +419,11 @@ impl Link {
                 }
             };
             let batch: Vec<&SubmitSm> = todo.iter().map(|&i| &pdus[i]).collect();
-            let window_deadline = deadline.min(Instant::now() + shared.config.window_wait);
+            let window_deadline = deadline.min(Instant::now() + shared.config.load().window_wait);
             let results = match self.send_on(&session, &batch, window_deadline).await {
                 Ok(r) => r,
                 Err(e) => {
-                    debug!(link = %shared.config.name, error = %e, "resubmission not sent; trying again");
+                    debug!(link = %shared.name, error = %e, "resubmission not sent; trying again");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -453,7 +485,7 @@ impl Link {
             LinkState::Down
         };
         LinkStatus {
-            name: shared.config.name.clone(),
+            name: shared.name.clone(),
             state,
             sessions_bound: bound,
             sessions_total: sessions.len(),

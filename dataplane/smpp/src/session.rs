@@ -423,7 +423,7 @@ impl Session {
         if changed {
             debug!(?state, ?reason, "session state");
             let _ = shared.events.try_send(LinkEvent::StateChanged {
-                link: shared.config.name.clone(),
+                link: shared.name.clone(),
                 session: self.index,
                 state,
                 reason,
@@ -443,7 +443,7 @@ impl Session {
         }
         *conn = None;
         drop(conn);
-        let reason = stall_reason(&shared.config);
+        let reason = stall_reason(&shared.config.load());
         warn!(%reason, "session stalled; out of rotation, rebinding");
         self.record_error(reason.clone());
         self.set_state(shared, LinkState::Stalled, Some(reason));
@@ -454,7 +454,7 @@ impl Session {
     pub(crate) async fn send(&self, shared: &Shared, pdu: &SubmitSm) -> Result<Sent, String> {
         let now = Instant::now();
         let mut at = now;
-        if let Some(g) = &shared.gcra {
+        if let Some(g) = shared.gcra.load_full() {
             at = at.max(g.reserve(now));
         }
         if let Some(a) = self.aimd.reserve(now) {
@@ -498,7 +498,7 @@ impl Session {
         pdu: &SubmitSm,
         mut sent: Sent,
     ) -> (SegmentOutcome, bool) {
-        let cfg = &shared.config;
+        let cfg = shared.config.load_full();
         let mut retries = 0;
         loop {
             let reply = match timeout(cfg.response_timeout, &mut sent.rx).await {
@@ -658,8 +658,9 @@ pub(crate) async fn supervise(shared: Arc<Shared>, session: Arc<Session>) {
             session.set_state(&shared, LinkState::Binding, None);
         }
         after_stall = false;
+        let config = shared.config.load_full();
         let bound = tokio::select! {
-            r = connect_and_bind(&shared.config, shared.tls.as_ref(), session.role, session.next_seq()) => Some(r),
+            r = connect_and_bind(&config, shared.tls.as_ref(), session.role, session.next_seq()) => Some(r),
             _ = shared.cancel.cancelled() => None,
             _ = desired.wait_for(|running| !running) => None,
         };
@@ -690,7 +691,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>, session: Arc<Session>) {
                             LinkState::Down,
                             Some("unbind from SMSC".into()),
                         );
-                        let d = shared.config.reconnect.delay(0);
+                        let d = shared.config.load().reconnect.delay(0);
                         tokio::select! {
                             _ = sleep(d) => {}
                             _ = shared.cancel.cancelled() => {}
@@ -698,10 +699,10 @@ pub(crate) async fn supervise(shared: Arc<Shared>, session: Arc<Session>) {
                         continue;
                     }
                     End::Stalled => {
-                        let reason = stall_reason(&shared.config);
+                        let reason = stall_reason(&shared.config.load());
                         session.set_state(&shared, LinkState::Stalled, Some(reason));
                         after_stall = true;
-                        let d = shared.config.reconnect.delay(0);
+                        let d = shared.config.load().reconnect.delay(0);
                         attempt = 1;
                         tokio::select! {
                             _ = sleep(d) => {}
@@ -723,7 +724,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>, session: Arc<Session>) {
         warn!(error = %msg, attempt, "session failed");
         session.record_error(msg.clone());
         session.set_state(&shared, LinkState::Down, Some(msg));
-        let d = shared.config.reconnect.delay(attempt);
+        let d = shared.config.load().reconnect.delay(attempt);
         attempt = attempt.saturating_add(1);
         tokio::select! {
             _ = sleep(d) => {}
@@ -913,7 +914,7 @@ pub(crate) async fn run_connection(
     writer: BoxWrite,
     desired: &mut watch::Receiver<bool>,
 ) -> End {
-    let cfg = &shared.config;
+    let cfg = shared.config.load_full();
     let (tx, rx) = mpsc::unbounded_channel::<Command>();
     let pending = Arc::new(PendingMap::default());
     let queued = Arc::new(AtomicUsize::new(0));
@@ -1115,7 +1116,7 @@ async fn handle_inbound(
     let Owed { pending, acks } = owed;
     let seq = cmd.sequence_number();
     let status = u32::from(cmd.status());
-    let cfg = &shared.config;
+    let cfg = shared.config.load_full();
     match cmd.pdu() {
         Some(Pdu::SubmitSmResp(_)) | None if cmd.id() == rusmpp::CommandId::SubmitSmResp => {
             let message_id = match cmd.pdu() {

@@ -1632,7 +1632,10 @@ async fn serve(
                         put_header(&mut out, 16, resp_id, status, s);
                         continue;
                     }
-                    state.counters.binds.fetch_add(1, Ordering::Relaxed);
+                    let binds = state.counters.binds.fetch_add(1, Ordering::Relaxed) + 1;
+                    // Binds are rare (a few per link life): logged, so a
+                    // test of the sim as a process can count them.
+                    info!(conn_id, binds, "bind accepted");
                     bound = match cmd.id() {
                         CommandId::BindTransceiver => Bound::Trx,
                         CommandId::BindTransmitter => Bound::Tx,

@@ -1147,3 +1147,61 @@ async fn a_link_spawned_stopped_binds_nothing_until_started() {
     assert_eq!(sim.counters().binds, 2);
     cancel.cancel();
 }
+
+#[tokio::test]
+async fn pacing_and_timeouts_change_in_place_and_a_new_window_needs_new_binds() {
+    let f = fixture(SimConfig::default(), |c| c.sessions(2)).await;
+    assert!(f.link.wait_all_bound(WAIT).await);
+    let binds = f.sim.binds();
+    // 5 submits a second, no burst: six in a row take at least a second.
+    let mut cfg = (*f.link.config()).clone();
+    cfg.rate = Some(5.0);
+    cfg.burst = 1;
+    cfg.response_timeout = Duration::from_secs(3);
+    assert!(f.link.retune(cfg.clone()));
+    assert_eq!(
+        (f.link.config().rate, f.link.config().response_timeout),
+        (Some(5.0), Duration::from_secs(3))
+    );
+    let start = std::time::Instant::now();
+    for i in 0..6 {
+        f.link.submit(msg(&format!("paced {i}"))).await.unwrap();
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(950),
+        "six submits at 5/s took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(f.sim.binds(), binds, "a new rate must not rebind");
+    assert_eq!(f.link.status().sessions_bound, 2);
+    // What a session is made of is not retuned: nothing changes.
+    for change in [
+        |c: &mut LinkConfig| c.window += 1,
+        |c: &mut LinkConfig| c.system_id = "other".into(),
+        |c: &mut LinkConfig| c.sessions = 1,
+    ] {
+        let mut other = cfg.clone();
+        change(&mut other);
+        assert!(!f.link.retune(other));
+        assert_eq!(*f.link.config(), cfg);
+    }
+    // An invalid setting is refused whole.
+    let mut bad = cfg.clone();
+    bad.rate = Some(-1.0);
+    assert!(!f.link.retune(bad));
+    assert_eq!(f.link.config().rate, Some(5.0));
+    // Unpaced again: twenty submits no longer take four seconds.
+    cfg.rate = None;
+    assert!(f.link.retune(cfg));
+    let start = std::time::Instant::now();
+    for i in 0..20 {
+        f.link.submit(msg(&format!("free {i}"))).await.unwrap();
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "still paced: {:?}",
+        start.elapsed()
+    );
+    assert_eq!(f.sim.binds(), binds);
+    f.cancel.cancel();
+}
