@@ -31,6 +31,27 @@ pub struct Quotas {
     #[serde(default)]
     #[schemars(length(max = 256))]
     pub allowed_sender_ids: Vec<String>,
+    /// Messages the app may send per calendar day (UTC, resetting at
+    /// 00:00), at least 1; a message of several segments counts once.
+    /// Over it a send is refused with 403 `quota_exceeded`. Absent means
+    /// no daily quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub daily: Option<u64>,
+    /// Messages the app may send per calendar month (UTC, resetting on
+    /// the first at 00:00), at least 1; counted like `daily`. Absent means
+    /// no monthly quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub monthly: Option<u64>,
+    /// The app is prepaid: each message takes its segments from the app's
+    /// balance, and a send the balance does not cover is refused with 402
+    /// `insufficient_balance`. The balance itself is not configuration:
+    /// admins top it up through `POST
+    /// /api/v1/admin/apps/{app_id}/balance`, and it is kept in the user
+    /// store. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prepaid: bool,
 }
 
 /// A user and its application, managed from configuration. In a cluster
@@ -219,6 +240,17 @@ impl UserSpec {
                 "spec.quotas.rate",
                 "must be at least 1 (leave it out for no cap)",
             ));
+        }
+        for (field, v) in [
+            ("spec.quotas.daily", self.quotas.daily),
+            ("spec.quotas.monthly", self.quotas.monthly),
+        ] {
+            if v == Some(0) {
+                errs.push(FieldError::new(
+                    field,
+                    "must be at least 1 (leave it out for no quota)",
+                ));
+            }
         }
         errs
     }

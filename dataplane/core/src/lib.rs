@@ -11,6 +11,7 @@ pub mod links;
 pub mod messages;
 pub mod outbox;
 pub mod policy;
+pub mod quotas;
 pub mod users;
 
 /// Seconds since the Unix epoch, the time unit of stored records.

@@ -36,6 +36,13 @@ pub struct UserRecord {
     /// Messages per second for the app; `None` means no app-level cap.
     #[serde(default)]
     pub rate: Option<u32>,
+    /// Daily and monthly message quotas and the prepaid flag; the default
+    /// (none) costs the send path nothing.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::quotas::QuotaLimits::is_unlimited"
+    )]
+    pub quotas: crate::quotas::QuotaLimits,
     /// Addresses whose inbound messages belong to this app.
     #[serde(default)]
     pub source_addresses: Vec<String>,

@@ -104,6 +104,7 @@ fn user() -> UserRecord {
         webhook_secret: None,
         webhook_allow_private: false,
         webhook_options: Default::default(),
+        quotas: Default::default(),
         token_generation: 0,
     }
 }

@@ -26,6 +26,7 @@ pub fn user(n: u32) -> UserRecord {
         webhook_secret: None,
         webhook_allow_private: false,
         webhook_options: Default::default(),
+        quotas: Default::default(),
         token_generation: 0,
     }
 }
@@ -1002,4 +1003,109 @@ pub async fn outbox_pull(o: &dyn smsgw_core::outbox::Outbox) {
         o.read("app0001", Some("garbage"), 10).await,
         Err(smsgw_core::outbox::OutboxError::BadPosition(_))
     ));
+}
+
+/// Periods of a test day.
+fn quota_periods(day: &str) -> smsgw_core::quotas::QuotaPeriods {
+    let now = smsgw_core::messages::unix_now_ms();
+    smsgw_core::quotas::QuotaPeriods {
+        day: day.into(),
+        day_end_ms: now + 3_600_000,
+        month: day[..6].into(),
+        month_end_ms: now + 7_200_000,
+    }
+}
+
+/// Daily and monthly quotas refuse past their count, a refund gives the
+/// count and segments back, a new day starts at zero, and a top-up id is
+/// applied once.
+pub async fn quotas_count_refund_and_top_up(ledger: &dyn smsgw_core::quotas::QuotaLedger) {
+    use smsgw_core::quotas::{QuotaCharge, QuotaDecision, QuotaLimits, QuotaPeriod};
+    let p = quota_periods("20261207");
+    let limits = QuotaLimits {
+        daily: Some(2),
+        monthly: Some(2),
+        prepaid: true,
+    };
+    let charge = |p, segments| QuotaCharge {
+        app_id: "app-q",
+        periods: p,
+        limits,
+        segments,
+    };
+    assert_eq!(
+        ledger.charge(&charge(&p, 1)).await.unwrap(),
+        QuotaDecision::InsufficientBalance {
+            balance: 0,
+            needed: 1
+        }
+    );
+    let t = ledger.top_up("app-q", 5, Some("invoice-1")).await.unwrap();
+    assert_eq!((t.balance, t.applied), (5, true));
+    let t = ledger.top_up("app-q", 5, Some("invoice-1")).await.unwrap();
+    assert_eq!((t.balance, t.applied), (5, false));
+    let QuotaDecision::Charged(first) = ledger.charge(&charge(&p, 2)).await.unwrap() else {
+        panic!("first message refused")
+    };
+    assert!(matches!(
+        ledger.charge(&charge(&p, 2)).await.unwrap(),
+        QuotaDecision::Charged(_)
+    ));
+    assert_eq!(
+        ledger.charge(&charge(&p, 1)).await.unwrap(),
+        QuotaDecision::Exceeded {
+            period: QuotaPeriod::Daily,
+            limit: 2
+        }
+    );
+    let u = ledger.usage("app-q", &p).await.unwrap();
+    assert_eq!((u.day_used, u.month_used, u.balance), (2, 2, 1));
+    ledger.refund(&first).await.unwrap();
+    let u = ledger.usage("app-q", &p).await.unwrap();
+    assert_eq!((u.day_used, u.month_used, u.balance), (1, 1, 3));
+    // Next day: the day starts at zero, the month goes on to its quota.
+    let next = quota_periods("20261208");
+    assert!(matches!(
+        ledger.charge(&charge(&next, 1)).await.unwrap(),
+        QuotaDecision::Charged(_)
+    ));
+    assert_eq!(
+        ledger.charge(&charge(&next, 1)).await.unwrap(),
+        QuotaDecision::Exceeded {
+            period: QuotaPeriod::Monthly,
+            limit: 2
+        }
+    );
+    let u = ledger.usage("app-q", &next).await.unwrap();
+    assert_eq!((u.day_used, u.month_used, u.balance), (1, 2, 2));
+    // Another app is untouched.
+    let u = ledger.usage("app-other", &next).await.unwrap();
+    assert_eq!((u.day_used, u.month_used, u.balance), (0, 0, 0));
+}
+
+/// Of many concurrent charges against a quota of 10, exactly 10 pass.
+pub async fn quotas_concurrent_charges(ledger: Arc<dyn smsgw_core::quotas::QuotaLedger>) {
+    use smsgw_core::quotas::{QuotaCharge, QuotaDecision, QuotaLimits};
+    let p = Arc::new(quota_periods("20261207"));
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let (ledger, p) = (ledger.clone(), p.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = QuotaCharge {
+                app_id: "app-c",
+                periods: &p,
+                limits: QuotaLimits {
+                    daily: Some(10),
+                    ..Default::default()
+                },
+                segments: 1,
+            };
+            matches!(ledger.charge(&c).await.unwrap(), QuotaDecision::Charged(_))
+        }));
+    }
+    let mut passed = 0;
+    for t in tasks {
+        passed += usize::from(t.await.unwrap());
+    }
+    assert_eq!(passed, 10);
 }

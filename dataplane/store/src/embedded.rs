@@ -1,6 +1,6 @@
 //! Embedded user store on redb: one file, ACID transactions. redb runs one
 //! write transaction at a time, which makes `create` atomic on its unique
-//! keys.
+//! keys. The quota ledger's tables live in the same file (`quotas.rs`).
 
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -38,7 +38,7 @@ pub struct EmbeddedUserStore {
     db: Arc<Database>,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
@@ -56,11 +56,15 @@ impl EmbeddedUserStore {
         txn.open_table(APPS).map_err(backend)?;
         txn.open_table(CLAIMS).map_err(backend)?;
         txn.open_table(APP_CLAIMS).map_err(backend)?;
+        txn.open_table(crate::quotas::QUOTA_COUNTS)
+            .map_err(backend)?;
+        txn.open_table(crate::quotas::BALANCES).map_err(backend)?;
+        txn.open_table(crate::quotas::TOP_UPS).map_err(backend)?;
         txn.commit().map_err(backend)?;
         Ok(Self { db: Arc::new(db) })
     }
 
-    async fn blocking<T: Send + 'static>(
+    pub(crate) async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {

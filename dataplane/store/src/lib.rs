@@ -6,6 +6,7 @@
 mod embedded;
 pub mod messages;
 pub mod outbox;
+mod quotas;
 mod redis_store;
 
 pub use embedded::{EmbeddedUserStore, USER_STORE_CACHE};

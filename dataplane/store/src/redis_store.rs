@@ -195,8 +195,11 @@ const CLAIM_CAS_ATTEMPTS: usize = 8;
 /// is the set of an app's claim ids, `…:cindex` orders them all.
 #[derive(Clone)]
 pub struct RedisUserStore {
-    conn: BoundedConnection,
+    pub(crate) conn: BoundedConnection,
     tag: String,
+    /// The configured key prefix (quota keys: `{prefix:quota:<app>}`).
+    pub(crate) prefix: String,
+    pub(crate) quota_scripts: crate::quotas::RedisQuotaScripts,
     create: redis::Script,
     delete: redis::Script,
     put_claim: redis::Script,
@@ -211,6 +214,8 @@ impl RedisUserStore {
         Ok(Self {
             conn,
             tag: format!("{{{}:users}}", config.prefix),
+            prefix: config.prefix.clone(),
+            quota_scripts: Default::default(),
             create: redis::Script::new(CREATE),
             delete: redis::Script::new(DELETE),
             put_claim: redis::Script::new(PUT_CLAIM),

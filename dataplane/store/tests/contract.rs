@@ -483,3 +483,41 @@ async fn redis_outbox_events_a_dead_pod_held_go_to_another_pod_in_order() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn embedded_quotas_count_refund_and_top_up() {
+    let (_d, s) = embedded();
+    contract::quotas_count_refund_and_top_up(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_quotas_let_exactly_the_quota_through_concurrent_charges() {
+    let (_d, s) = embedded();
+    contract::quotas_concurrent_charges(Arc::new(s)).await;
+}
+
+#[tokio::test]
+async fn embedded_balance_should_survive_a_reopen() {
+    use smsgw_core::quotas::QuotaLedger;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.redb");
+    {
+        let s = EmbeddedUserStore::open(&path).unwrap();
+        s.top_up("app-r", 7, None).await.unwrap();
+    }
+    let s = EmbeddedUserStore::open(&path).unwrap();
+    let t = s.top_up("app-r", 1, None).await.unwrap();
+    assert_eq!(t.balance, 8);
+}
+
+#[tokio::test]
+async fn redis_quotas_count_refund_and_top_up() {
+    let (_r, s) = redis().await;
+    contract::quotas_count_refund_and_top_up(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_quotas_let_exactly_the_quota_through_concurrent_charges() {
+    let (_r, s) = redis().await;
+    contract::quotas_concurrent_charges(Arc::new(s)).await;
+}

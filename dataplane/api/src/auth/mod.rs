@@ -428,6 +428,7 @@ impl Auth {
             webhook_secret: None,
             webhook_allow_private: false,
             webhook_options: Default::default(),
+            quotas: Default::default(),
             token_generation: 0,
         };
         match self.store.create(&user).await {
@@ -791,6 +792,7 @@ impl Auth {
                     allowed_targets: spec.quotas.allowed_targets.clone(),
                     allowed_sender_ids: spec.quotas.allowed_sender_ids.clone(),
                     rate: spec.quotas.rate,
+                    quotas: quota_limits(&spec.quotas),
                     source_addresses: spec.source_addresses.clone(),
                     webhook_url: None,
                     webhook_secret: None,
@@ -821,6 +823,7 @@ impl Auth {
         user.allowed_targets = spec.quotas.allowed_targets.clone();
         user.allowed_sender_ids = spec.quotas.allowed_sender_ids.clone();
         user.rate = spec.quotas.rate;
+        user.quotas = quota_limits(&spec.quotas);
         user.source_addresses = spec.source_addresses.clone();
         if let Some(h) = wanted.password.new_hash(&user.password_hash).await? {
             user.password_hash = h;
@@ -871,6 +874,15 @@ impl Auth {
             app_id: user.app_id,
             app_secret: secret,
         })
+    }
+}
+
+/// A User resource's message quotas as stored on its record.
+fn quota_limits(q: &smsgw_crds::Quotas) -> smsgw_core::quotas::QuotaLimits {
+    smsgw_core::quotas::QuotaLimits {
+        daily: q.daily,
+        monthly: q.monthly,
+        prepaid: q.prepaid,
     }
 }
 

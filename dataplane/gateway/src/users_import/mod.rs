@@ -459,6 +459,7 @@ fn record(u: &Imported, secret_hash: String, password_hash: String) -> UserRecor
         webhook_secret: None,
         webhook_allow_private: false,
         webhook_options: Default::default(),
+        quotas: Default::default(),
         token_generation: 0,
     }
 }
