@@ -30,6 +30,15 @@ pub struct UserView {
     pub allowed_sender_ids: Vec<String>,
     /// App rate cap, messages per second.
     pub rate: Option<u32>,
+    /// Messages per UTC calendar day; absent: no daily quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_quota: Option<u64>,
+    /// Messages per UTC calendar month; absent: no monthly quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_quota: Option<u64>,
+    /// Sends are paid from the app's prepaid balance (in segments).
+    #[serde(default)]
+    pub prepaid: bool,
     /// The app's webhook may target private and loopback addresses.
     #[serde(default)]
     pub webhook_allow_private: bool,
@@ -48,6 +57,9 @@ impl From<UserRecord> for UserView {
             allowed_targets: u.allowed_targets,
             allowed_sender_ids: u.allowed_sender_ids,
             rate: u.rate,
+            daily_quota: u.quotas.daily,
+            monthly_quota: u.quotas.monthly,
+            prepaid: u.quotas.prepaid,
             webhook_allow_private: u.webhook_allow_private,
         }
     }
@@ -72,6 +84,14 @@ pub struct UserUpdate {
     pub rate: Option<u32>,
     /// New allowed targets (empty: all).
     pub allowed_targets: Option<Vec<String>>,
+    /// New daily quota in messages, UTC calendar day (0 removes it).
+    pub daily_quota: Option<u64>,
+    /// New monthly quota in messages, UTC calendar month (0 removes it).
+    pub monthly_quota: Option<u64>,
+    /// Make the app prepaid (true: each send takes its segments from the
+    /// balance, topped up through `POST /api/v1/admin/apps/{app_id}/balance`)
+    /// or not.
+    pub prepaid: Option<bool>,
     /// New admin flag.
     pub admin: Option<bool>,
     /// Let (true) or stop letting (false) the app's webhook target private,
@@ -163,6 +183,15 @@ pub async fn update_user(
         }
         u.allowed_targets = targets;
     }
+    if let Some(daily) = update.daily_quota {
+        u.quotas.daily = (daily > 0).then_some(daily);
+    }
+    if let Some(monthly) = update.monthly_quota {
+        u.quotas.monthly = (monthly > 0).then_some(monthly);
+    }
+    if let Some(prepaid) = update.prepaid {
+        u.quotas.prepaid = prepaid;
+    }
     if let Some(admin) = update.admin {
         u.admin = admin;
     }
@@ -170,7 +199,7 @@ pub async fn update_user(
         u.webhook_allow_private = allow;
     }
     state.auth.store().update(&u).await?;
-    tracing::info!(actor = %caller, action = "update_user", user_id = %u.user_id, admin = u.admin, webhook_allow_private = u.webhook_allow_private, "admin action");
+    tracing::info!(actor = %caller, action = "update_user", user_id = %u.user_id, admin = u.admin, webhook_allow_private = u.webhook_allow_private, quotas = ?u.quotas, "admin action");
     Ok(u.into())
 }
 
@@ -240,4 +269,33 @@ pub async fn reload_blacklist(
         )),
         other => ApiError::Unavailable(other.to_string()),
     })
+}
+
+/// A top-up of an app's prepaid balance.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopUpRequest {
+    /// Segments to add, 1 to 10¹².
+    pub add: u64,
+    /// Idempotency key (at most 128 bytes), e.g. the invoice or payment id:
+    /// a repeat with the same id adds nothing and answers the balance
+    /// after the first. Without it every call adds.
+    #[serde(default)]
+    pub top_up_id: Option<String>,
+}
+
+/// Adds segments to an app's prepaid balance (managed apps too: the
+/// balance is state, not configuration).
+pub async fn top_up(
+    state: &ApiState,
+    caller: &Caller,
+    app_id: &str,
+    req: TopUpRequest,
+) -> Result<smsgw_messaging::quotas::BalanceView, ApiError> {
+    let view = state
+        .messages
+        .top_up(app_id, req.add, req.top_up_id.as_deref())
+        .await?;
+    tracing::info!(actor = %caller, action = "top_up", %app_id, add = req.add, top_up_id = ?req.top_up_id, applied = view.applied, balance = view.balance, "admin action");
+    Ok(view)
 }

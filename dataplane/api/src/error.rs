@@ -91,6 +91,15 @@ pub enum ApiError {
         /// 403 / PERMISSION_DENIED instead of 400 / INVALID_ARGUMENT.
         forbidden: bool,
     },
+    /// The app's prepaid balance does not cover the send
+    /// (`insufficient_balance`): 402 / FAILED_PRECONDITION.
+    #[error("{message}")]
+    PaymentRequired {
+        /// Machine-readable cause.
+        code: &'static str,
+        /// What is short.
+        message: String,
+    },
     /// An internal failure (store backend, hashing); details are logged,
     /// not returned.
     #[error("internal error")]
@@ -112,7 +121,8 @@ pub(crate) struct ErrorDetail {
     /// `permission_denied`, `not_found`, `conflict`, `too_many_requests`,
     /// `rate_limited`, `unavailable`, `unimplemented`, `internal`, a send
     /// refusal such as `invalid_destination`, `too_many_segments`,
-    /// `target_not_allowed`, `daily_cp`, `transaction_id_reused`, a
+    /// `target_not_allowed`, `daily_cp`, `transaction_id_reused`,
+    /// `quota_exceeded` (403), `insufficient_balance` (402), a
     /// batch's `empty_batch` or `batch_too_large`, or an address claim's
     /// (`invalid_address`, `invalid_keyword`, `address_taken`,
     /// `address_managed`, `already_claimed`, `too_many_claims`).
@@ -142,7 +152,9 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
-            ApiError::SendRefused { code, .. } | ApiError::Conflicting { code, .. } => code,
+            ApiError::SendRefused { code, .. }
+            | ApiError::Conflicting { code, .. }
+            | ApiError::PaymentRequired { code, .. } => code,
         }
     }
 
@@ -164,6 +176,7 @@ impl ApiError {
             }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::PaymentRequired { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::SendRefused {
                 forbidden: true, ..
             } => StatusCode::FORBIDDEN,
@@ -189,6 +202,7 @@ impl ApiError {
             }
             ApiError::Unavailable(_) => tonic::Code::Unavailable,
             ApiError::Internal(_) => tonic::Code::Internal,
+            ApiError::PaymentRequired { .. } => tonic::Code::FailedPrecondition,
             ApiError::SendRefused {
                 forbidden: true, ..
             } => tonic::Code::PermissionDenied,
@@ -289,6 +303,7 @@ impl From<smsgw_messaging::MessagingError> for ApiError {
                 forbidden,
             },
             M::Conflict { code, message } => ApiError::Conflicting { code, message },
+            M::PaymentRequired { code, message } => ApiError::PaymentRequired { code, message },
             M::InvalidField { field, reason } => ApiError::InvalidField { field, reason },
             M::UnknownTarget(t) => ApiError::UnknownTarget(t),
             M::UnknownUser => ApiError::Unauthenticated("the token's user no longer exists".into()),
@@ -347,6 +362,10 @@ mod tests {
             M::Unavailable("x".into()),
             M::NotFound("x".into()),
             M::Users(smsgw_core::users::StoreError::Backend("x".into())),
+            M::PaymentRequired {
+                code: "insufficient_balance",
+                message: "x".into(),
+            },
             M::Internal("x".into()),
         ] {
             assert_eq!(ApiError::from(e.clone()).code(), e.code(), "{e:?}");
@@ -355,6 +374,12 @@ mod tests {
             ApiError::from(M::forbidden("daily_cp", "x")).http_status(),
             StatusCode::FORBIDDEN
         );
+        let short = ApiError::from(M::PaymentRequired {
+            code: "insufficient_balance",
+            message: "x".into(),
+        });
+        assert_eq!(short.http_status(), StatusCode::PAYMENT_REQUIRED);
+        assert_eq!(short.grpc_code(), tonic::Code::FailedPrecondition);
         let taken = ApiError::from(M::Conflict {
             code: "address_taken",
             message: "x".into(),

@@ -863,6 +863,7 @@ impl admin_pb::admin_service_server::AdminService for AdminGrpc {
                     allowed_targets: b.set_allowed_targets.then_some(b.allowed_targets),
                     admin: None,
                     webhook_allow_private: None,
+                    ..Default::default()
                 };
                 admin::update_user(&self.state, &caller, &b.user_id, update)
                     .await

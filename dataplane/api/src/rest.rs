@@ -82,6 +82,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/smpp/links", get(list_links))
         .route("/api/v1/smpp/links/{name}", get(get_link))
+        .route("/api/v1/account", get(account))
         .route_layer(needs(Access::User));
     let admin = Router::new()
         .route("/api/v1/admin/users", get(list_users))
@@ -91,6 +92,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/admin/users/{id}/admin", post(set_admin))
         .route("/api/v1/admin/users/{id}/reset-secret", post(reset_secret))
+        .route("/api/v1/admin/apps/{app_id}/balance", post(top_up))
         .route("/api/v1/admin/config", get(config))
         .route("/api/v1/admin/addresses", get(admin_list_claims))
         .route(
@@ -574,6 +576,55 @@ async fn reset_secret(
     admin::reset_secret(&state, &caller, &id).await.map(Json)
 }
 
+/// Adds segments to an app's prepaid balance. With `top_up_id` the call is
+/// idempotent: a repeat adds nothing and answers `applied: false` with the
+/// balance after the first.
+#[utoipa::path(post, path = "/api/v1/admin/apps/{app_id}/balance", tag = "admin",
+    params(("app_id" = String, Path, description = "Application id")),
+    request_body = admin::TopUpRequest,
+    responses(
+        (status = 200, description = "The balance after the top-up", body = smsgw_messaging::quotas::BalanceView),
+        (status = 400, description = "`add` is not between 1 and 10¹², or `top_up_id` is longer than 128 bytes (`invalid_argument`)", body = ErrorBody),
+        (status = 404, description = "No app with that id (`not_found`)", body = ErrorBody),
+    ),
+    security(("admin_key" = []), ("bearer" = [], "app_id" = [])))]
+async fn top_up(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(app_id): Path<String>,
+    JsonBody(req): JsonBody<admin::TopUpRequest>,
+) -> Result<Json<smsgw_messaging::quotas::BalanceView>, ApiError> {
+    admin::top_up(&state, &caller, &app_id, req).await.map(Json)
+}
+
+/// The caller's app: its rate cap, its daily and monthly message quotas
+/// with what is used of them in the current UTC day and month and when
+/// each resets, and its prepaid balance in segments.
+#[utoipa::path(get, path = "/api/v1/account", tag = "settings",
+    responses(
+        (status = 200, description = "The app's quotas, their use and its balance", body = smsgw_messaging::quotas::Account),
+        (status = 403, description = "Called with the admin key: the account is an app's (`permission_denied`)", body = ErrorBody),
+    ),
+    security(("bearer" = [], "app_id" = [])))]
+async fn account(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<smsgw_messaging::quotas::Account>, ApiError> {
+    match &caller {
+        Caller::User {
+            user_id, app_id, ..
+        } => Ok(Json(
+            state
+                .messages
+                .account(smsgw_messaging::Sender { user_id, app_id })
+                .await?,
+        )),
+        Caller::AdminKey => Err(ApiError::PermissionDenied(
+            "the account is an app's: call it with the app's token and X-App-ID".into(),
+        )),
+    }
+}
+
 /// The configuration in force (links, pools, users, policies), secrets
 /// replaced by `***`.
 #[utoipa::path(get, path = "/api/v1/admin/config", tag = "admin",
@@ -599,7 +650,8 @@ async fn config(
     responses(
         (status = 200, description = "Accepted (and, with `wait_for_submit`, submitted)", body = crate::send::SendResponse),
         (status = 400, description = "A field is missing or malformed, with its own code (`invalid_destination`, `invalid_source`, `invalid_message`, `invalid_sent_at`, `invalid_transaction_id`, `invalid_validity_period`, `invalid_schedule_delivery_time`, `invalid_priority`, `invalid_flash`, `unknown_target`, `unknown_strategy`, …)", body = ErrorBody),
-        (status = 403, description = "Target not allowed (`target_not_allowed`), sender not allowed, or refused by a contact policy (`daily_cp`, `weekly_cp`, `blacklist`, `duplicate`)", body = ErrorBody),
+        (status = 402, description = "The app is prepaid and its balance does not cover the message's segments (`insufficient_balance`); nothing is stored or charged", body = ErrorBody),
+        (status = 403, description = "Target not allowed (`target_not_allowed`), sender not allowed, refused by a contact policy (`daily_cp`, `weekly_cp`, `blacklist`, `duplicate`), or the app's daily or monthly message quota is used up (`quota_exceeded`; the message says which and when it resets)", body = ErrorBody),
         (status = 409, description = "The `transaction_id` belongs to another message of the app (another destination, text or source): `transaction_id_reused`; nothing is stored or sent", body = ErrorBody),
         (status = 429, description = "Over a rate limit of the app, link or pool (`rate_limited`), with `Retry-After`", body = ErrorBody),
         (status = 503, description = "The contact-policy engine or store is unreachable (`unavailable`)", body = ErrorBody),

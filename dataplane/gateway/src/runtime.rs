@@ -10,6 +10,7 @@ use smsgw_api::ApiState;
 use smsgw_api::auth::jwt::{KeySet, PrivateKey};
 use smsgw_api::auth::{Auth, AuthConfig};
 use smsgw_core::messages::MessageStore;
+use smsgw_core::quotas::QuotaLedger;
 use smsgw_core::users::UserStore;
 use smsgw_crds::Snapshot;
 use smsgw_messaging::Messaging;
@@ -137,16 +138,24 @@ impl Gateway {
     pub(crate) async fn build(args: &GatewayArgs) -> anyhow::Result<Gateway> {
         private_data_dir(&args.data_dir)?;
         let auth = build_auth(args)?;
-        let store: Arc<dyn UserStore> = match &args.redis_url {
-            Some(url) => Arc::new(
-                RedisUserStore::connect(&args.redis_config(url.clone()))
-                    .await
-                    .context("cannot reach Redis for the user store")?,
-            ),
-            None => Arc::new(
-                EmbeddedUserStore::open(&args.data_dir.join("users.redb"))
-                    .context("cannot open the embedded user store")?,
-            ),
+        // The quota ledger lives with the users: in Redis shared by every
+        // pod, or durably in the embedded store's file.
+        let (store, quotas): (Arc<dyn UserStore>, Arc<dyn QuotaLedger>) = match &args.redis_url {
+            Some(url) => {
+                let s = Arc::new(
+                    RedisUserStore::connect(&args.redis_config(url.clone()))
+                        .await
+                        .context("cannot reach Redis for the user store")?,
+                );
+                (s.clone(), s)
+            }
+            None => {
+                let s = Arc::new(
+                    EmbeddedUserStore::open(&args.data_dir.join("users.redb"))
+                        .context("cannot open the embedded user store")?,
+                );
+                (s.clone(), s)
+            }
         };
         let auth = Auth::new(auth, store.clone());
         let messages = message_store(args).await?;
@@ -182,6 +191,7 @@ impl Gateway {
             .outbox(outbox.clone())
             .links(control)
             .policy(contact.engine.clone())
+            .quotas(quotas)
             .limiter(rate.limiter.clone())
             .late_responses(args.late_responses)
             .background_submissions(args.max_background_submissions)

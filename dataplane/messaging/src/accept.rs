@@ -27,6 +27,8 @@ pub(crate) struct Prepared {
     pub(crate) outbound: OutboundMessage,
     /// The app's own rate, from its user record.
     rate: Option<u32>,
+    /// The app's quotas, from its user record.
+    quotas: smsgw_core::quotas::QuotaLimits,
 }
 
 fn new_message_id() -> String {
@@ -103,6 +105,18 @@ impl Messaging {
             .check_policy(&p.record, req.strategy.as_deref())
             .await?;
         drop(step);
+        // Quotas and balance, counted now and given back below if the
+        // message is not stored.
+        let charged = match self
+            .charge_quota(&p.record.app_id, p.quotas, p.record.segments.len())
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                self.release(reservation).await;
+                return Err(e);
+            }
+        };
         let step = trace.step("smsgw.persist");
         let created = self.store.create(&p.record).await;
         drop(step);
@@ -110,13 +124,15 @@ impl Messaging {
             Ok(c) => c,
             Err(e) => {
                 self.release(reservation).await;
+                self.refund_quota(charged).await;
                 return Err(MessagingError::Internal(e.to_string()));
             }
         };
         let rec = match created {
             CreateOutcome::Existing(existing) => {
-                // A repeat counts against no contact policy.
+                // A repeat counts against no contact policy or quota.
                 self.release(reservation).await;
+                self.refund_quota(charged).await;
                 reused_for_another(&existing, &p.record)?;
                 return Ok(SendResponse {
                     link: existing.link.clone(),
@@ -293,6 +309,7 @@ impl Messaging {
             record,
             outbound,
             rate: user.rate,
+            quotas: user.quotas,
         })
     }
 

@@ -31,6 +31,15 @@ pub enum MessagingError {
         /// What conflicts, for the client.
         message: String,
     },
+    /// A send the app's prepaid balance does not cover
+    /// (`insufficient_balance`): 402 at the edge.
+    #[error("{message}")]
+    PaymentRequired {
+        /// Machine-readable cause.
+        code: &'static str,
+        /// What is short, for the client.
+        message: String,
+    },
     /// A field is missing or has a value that is not accepted (the text).
     #[error("{field}: {reason}")]
     InvalidField {
@@ -92,7 +101,9 @@ impl MessagingError {
     /// the reason a refusal is counted and journaled under).
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Refused { code, .. } | Self::Conflict { code, .. } => code,
+            Self::Refused { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::PaymentRequired { code, .. } => code,
             Self::InvalidField { .. } => "invalid_argument",
             Self::UnknownTarget(_) => "unknown_target",
             Self::UnknownUser => "unauthenticated",

@@ -21,6 +21,7 @@ mod claims;
 mod error;
 pub mod lifecycle;
 pub mod metrics;
+pub mod quotas;
 mod receipts;
 pub mod request;
 mod routing;

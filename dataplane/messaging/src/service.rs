@@ -114,6 +114,8 @@ pub struct Messaging {
     /// The routing table of the configuration in force, for sends that
     /// omit `esme`.
     pub(crate) routes: crate::routing::RouteCache,
+    /// Counts apps' quotas and balances (only for apps that have any).
+    pub(crate) quotas: Arc<dyn smsgw_core::quotas::QuotaLedger>,
 }
 
 /// Builds a [`Messaging`].
@@ -124,7 +126,8 @@ pub struct Messaging {
 /// ([`Unlimited`]), no contact-policy engine (a request naming a strategy
 /// is refused), background submissions retried for
 /// [`DEFAULT_SUBMIT_RETRY`], messages kept
-/// [`smsgw_core::messages::DEFAULT_MESSAGE_TTL`].
+/// [`smsgw_core::messages::DEFAULT_MESSAGE_TTL`], quotas counted in memory
+/// ([`smsgw_core::quotas::MemoryLedger`]).
 pub struct MessagingBuilder {
     store: Arc<dyn MessageStore>,
     users: Arc<dyn UserStore>,
@@ -137,6 +140,7 @@ pub struct MessagingBuilder {
     late_responses: usize,
     background_submissions: usize,
     message_ttl: Duration,
+    quotas: Arc<dyn smsgw_core::quotas::QuotaLedger>,
 }
 
 impl MessagingBuilder {
@@ -183,6 +187,13 @@ impl MessagingBuilder {
     /// The rate limiter (in process, or shared in Redis).
     pub fn limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
         self.limiter = limiter;
+        self
+    }
+
+    /// The ledger of apps' quotas and prepaid balances (the user store's,
+    /// so counts are shared and durable like the users).
+    pub fn quotas(mut self, ledger: Arc<dyn smsgw_core::quotas::QuotaLedger>) -> Self {
+        self.quotas = ledger;
         self
     }
 
@@ -243,6 +254,7 @@ impl MessagingBuilder {
             observer: OnceLock::new(),
             outbox: self.outbox,
             routes: Default::default(),
+            quotas: self.quotas,
         }
     }
 }
@@ -267,6 +279,7 @@ impl Messaging {
             late_responses: DEFAULT_LATE_RESPONSES,
             background_submissions: DEFAULT_BACKGROUND_SUBMISSIONS,
             message_ttl: smsgw_core::messages::DEFAULT_MESSAGE_TTL,
+            quotas: Arc::new(smsgw_core::quotas::MemoryLedger::default()),
         }
     }
 
