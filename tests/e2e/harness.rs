@@ -278,6 +278,33 @@ impl Gateway {
         }
     }
 
+    /// Logs in a managed user (a User resource of the configuration) by
+    /// email and password; its ids come from the admin user list.
+    pub async fn managed_user(&self, email: &str, password: &str) -> Creds {
+        let t: serde_json::Value = reqwest::Client::new()
+            .post(self.url("/api/v1/auth/login"))
+            .json(&serde_json::json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let users = self.admin_get("/api/v1/admin/users").await;
+        let u = users["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["email"] == email)
+            .expect("the managed user exists");
+        Creds {
+            token: t["token"].as_str().expect("login").to_owned(),
+            app_id: u["app_id"].as_str().unwrap().to_owned(),
+            user_id: u["user_id"].as_str().unwrap().to_owned(),
+            app_secret: String::new(),
+        }
+    }
+
     /// `GET /api/v1/smpp/links` as the user: `{"links": [...]}`.
     pub async fn links(&self, creds: &Creds) -> serde_json::Value {
         self.authed(creds, reqwest::Method::GET, "/api/v1/smpp/links")

@@ -20,6 +20,7 @@ mod mo;
 mod options;
 mod outbox;
 mod policy;
+mod quotas;
 mod routes;
 mod s3_credentials;
 mod standalone;

@@ -21,28 +21,7 @@ use tokio_util::sync::CancellationToken;
 const SHORT_CODE: &str = "4444";
 
 async fn managed_user(gw: &Gateway) -> Creds {
-    let t: serde_json::Value = reqwest::Client::new()
-        .post(gw.url("/api/v1/auth/login"))
-        .json(&serde_json::json!({"email": "mo@example.com", "password": "managed pw 12"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let users = gw.admin_get("/api/v1/admin/users").await;
-    let u = users["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["email"] == "mo@example.com")
-        .expect("the managed user exists");
-    Creds {
-        token: t["token"].as_str().expect("login").to_owned(),
-        app_id: u["app_id"].as_str().unwrap().to_owned(),
-        user_id: u["user_id"].as_str().unwrap().to_owned(),
-        app_secret: String::new(),
-    }
+    gw.managed_user("mo@example.com", "managed pw 12").await
 }
 
 /// The next MO on an event stream (other events skipped), within 10 s.

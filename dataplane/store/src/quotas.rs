@@ -34,14 +34,17 @@ fn count_key(app_id: &str, kind: char) -> String {
     format!("{app_id}\0{kind}")
 }
 
+/// A stored period count: the period and the messages counted in it.
+type Count = (String, u64);
+
 /// The app's stored (day, month) counts and balance, in an open write or
 /// read transaction's tables.
 fn read_counts(
     counts: &impl ReadableTable<&'static str, (&'static str, u64)>,
     balances: &impl ReadableTable<&'static str, u64>,
     app_id: &str,
-) -> Result<((String, u64), (String, u64), u64), StoreError> {
-    let get = |kind| -> Result<(String, u64), StoreError> {
+) -> Result<(Count, Count, u64), StoreError> {
+    let get = |kind| -> Result<Count, StoreError> {
         Ok(counts
             .get(count_key(app_id, kind).as_str())
             .map_err(embedded_backend)?
