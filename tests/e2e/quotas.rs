@@ -281,3 +281,58 @@ async fn with_redis_two_gateways_share_one_daily_quota_of_a_managed_user() {
         assert_eq!(acc["monthly"], Value::Null, "{acc}");
     }
 }
+
+#[tokio::test]
+async fn admins_set_quotas_and_top_up_over_grpc_too() {
+    use smsgw_proto::admin::v1::{
+        TopUpBalanceRequest, UpdateUserRequest, admin_service_client::AdminServiceClient,
+    };
+    let gw = Gateway::standalone(EXAMPLE_CONFIG);
+    let creds = gw.user("grpc-quota@example.com").await;
+    let mut admin = AdminServiceClient::new(gw.channel().await);
+    fn keyed<T>(msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        req.metadata_mut()
+            .insert("x-admin-key", ADMIN_KEY.parse().unwrap());
+        req
+    }
+    let u = admin
+        .update_user(keyed(UpdateUserRequest {
+            user_id: creds.user_id.clone(),
+            daily_quota: Some(5),
+            prepaid: Some(true),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((u.daily_quota, u.monthly_quota, u.prepaid), (5, 0, true));
+    let topped = |add, id: &str| TopUpBalanceRequest {
+        app_id: creds.app_id.clone(),
+        add,
+        top_up_id: id.into(),
+    };
+    let r = admin
+        .top_up_balance(keyed(topped(7, "g-1")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.balance, r.applied), (7, true));
+    let r = admin
+        .top_up_balance(keyed(topped(7, "g-1")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.balance, r.applied), (7, false));
+    let e = admin
+        .top_up_balance(keyed(topped(0, "")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let a = account(&gw, &creds).await;
+    assert_eq!(
+        (&a["balance"], &a["daily"]["limit"]),
+        (&json!(7), &json!(5)),
+        "{a}"
+    );
+}

@@ -819,6 +819,9 @@ fn user_pb(u: UserView) -> admin_pb::User {
         allowed_targets: u.allowed_targets,
         allowed_sender_ids: u.allowed_sender_ids,
         rate: u.rate.unwrap_or(0),
+        daily_quota: u.daily_quota.unwrap_or(0),
+        monthly_quota: u.monthly_quota.unwrap_or(0),
+        prepaid: u.prepaid,
     }
 }
 
@@ -863,7 +866,9 @@ impl admin_pb::admin_service_server::AdminService for AdminGrpc {
                     allowed_targets: b.set_allowed_targets.then_some(b.allowed_targets),
                     admin: None,
                     webhook_allow_private: None,
-                    ..Default::default()
+                    daily_quota: b.daily_quota,
+                    monthly_quota: b.monthly_quota,
+                    prepaid: b.prepaid,
                 };
                 admin::update_user(&self.state, &caller, &b.user_id, update)
                     .await
@@ -907,6 +912,31 @@ impl admin_pb::admin_service_server::AdminService for AdminGrpc {
                 Ok(admin_pb::ResetAppSecretResponse {
                     app_id: r.app_id,
                     app_secret: r.app_secret,
+                })
+            })
+            .await
+    }
+
+    async fn top_up_balance(
+        &self,
+        req: Request<admin_pb::TopUpBalanceRequest>,
+    ) -> Result<Response<admin_pb::TopUpBalanceResponse>, Status> {
+        self.state
+            .call(Admin, "TopUpBalance", req, |caller, b| async move {
+                let v = admin::top_up(
+                    &self.state,
+                    &caller,
+                    &b.app_id,
+                    admin::TopUpRequest {
+                        add: b.add,
+                        top_up_id: Some(b.top_up_id).filter(|s| !s.is_empty()),
+                    },
+                )
+                .await?;
+                Ok(admin_pb::TopUpBalanceResponse {
+                    app_id: v.app_id,
+                    balance: v.balance,
+                    applied: v.applied,
                 })
             })
             .await
