@@ -1527,3 +1527,124 @@ async fn a_link_that_schedules_at_the_smsc_gets_the_time_at_once() {
     assert_eq!(view.schedule_delivery_time_ms, Some(due));
     assert!(view.schedule_at_smsc);
 }
+
+/// A message store whose creations fail while `failing` is set.
+struct FailingCreate {
+    inner: EmbeddedMessageStore,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl MessageStore for FailingCreate {
+    async fn create(
+        &self,
+        rec: &smsgw_core::messages::MessageRecord,
+    ) -> Result<smsgw_core::messages::CreateOutcome, smsgw_core::messages::MessageStoreError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(smsgw_core::messages::MessageStoreError::Backend(
+                "disk full".into(),
+            ));
+        }
+        self.inner.create(rec).await
+    }
+    async fn get(
+        &self,
+        id: &str,
+    ) -> Result<Option<smsgw_core::messages::MessageRecord>, smsgw_core::messages::MessageStoreError>
+    {
+        self.inner.get(id).await
+    }
+    async fn by_transaction(
+        &self,
+        app_id: &str,
+        tx: &str,
+    ) -> Result<Option<smsgw_core::messages::MessageRecord>, smsgw_core::messages::MessageStoreError>
+    {
+        self.inner.by_transaction(app_id, tx).await
+    }
+    async fn record_submit(
+        &self,
+        s: &smsgw_core::messages::SubmitUpdate,
+    ) -> Result<smsgw_core::messages::MessageRecord, smsgw_core::messages::MessageStoreError> {
+        self.inner.record_submit(s).await
+    }
+    async fn apply_receipt(
+        &self,
+        r: &ReceiptUpdate,
+    ) -> Result<ReceiptOutcome, smsgw_core::messages::MessageStoreError> {
+        self.inner.apply_receipt(r).await
+    }
+    async fn record_submits(
+        &self,
+        u: &[smsgw_core::messages::SubmitUpdate],
+    ) -> Result<smsgw_core::messages::StatusChange, smsgw_core::messages::MessageStoreError> {
+        self.inner.record_submits(u).await
+    }
+    async fn claim_stale_accepted(
+        &self,
+        req: &smsgw_core::messages::ClaimRequest,
+    ) -> Result<Vec<smsgw_core::messages::Claimed>, smsgw_core::messages::MessageStoreError> {
+        self.inner.claim_stale_accepted(req).await
+    }
+    async fn release_claim(
+        &self,
+        message_id: &str,
+        owner: &str,
+        until_ms: u64,
+    ) -> Result<bool, smsgw_core::messages::MessageStoreError> {
+        self.inner.release_claim(message_id, owner, until_ms).await
+    }
+}
+
+#[tokio::test]
+async fn a_quota_charge_is_given_back_when_the_store_fails() {
+    use smsgw_core::quotas::{QuotaLedger, QuotaLimits};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FailingCreate {
+        inner: EmbeddedMessageStore::open(&dir.path().join("messages.redb"), Default::default())
+            .unwrap(),
+        failing: true.into(),
+    });
+    let users = Arc::new(EmbeddedUserStore::open(&dir.path().join("users.redb")).unwrap());
+    users
+        .create(&UserRecord {
+            quotas: QuotaLimits {
+                daily: Some(5),
+                monthly: None,
+                prepaid: true,
+            },
+            ..user()
+        })
+        .await
+        .unwrap();
+    users.top_up(APP, 3, None).await.unwrap();
+    let snapshot = smsgw_crds::compile_manifests(CONFIG).unwrap();
+    let messaging = Arc::new(
+        Messaging::builder(
+            store.clone(),
+            users.clone(),
+            Arc::new(ArcSwap::from_pointee(snapshot)),
+        )
+        .links(Arc::new(ScriptedLinks::new(Vec::new(), accepted(&["s1"]))))
+        .quotas(users.clone())
+        .build(),
+    );
+    let e = messaging
+        .send(SENDER, request("q-1"), &trace())
+        .await
+        .expect_err("the store fails");
+    assert_eq!(e.code(), "internal");
+    let a = messaging.account(SENDER).await.unwrap();
+    assert_eq!(a.balance, Some(3), "the segments are given back");
+    assert_eq!(a.daily.as_ref().unwrap().used, 0, "the count is given back");
+
+    store
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    messaging
+        .send(SENDER, request("q-1"), &trace())
+        .await
+        .unwrap();
+    let a = messaging.account(SENDER).await.unwrap();
+    assert_eq!((a.balance, a.daily.unwrap().used), (Some(2), 1));
+}
