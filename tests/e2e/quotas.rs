@@ -192,6 +192,11 @@ async fn a_prepaid_app_with_a_daily_quota_is_charged_per_segment_and_refused_wit
         (&json!(0), &json!(3)),
         "{a}"
     );
+    // Admins see the same account.
+    let by_admin = gw
+        .admin_get(&format!("/api/v1/admin/apps/{}/balance", creds.app_id))
+        .await;
+    assert_eq!(by_admin, a);
 
     // The balance and counts survive a restart (embedded store).
     assert!(

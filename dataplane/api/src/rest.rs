@@ -92,7 +92,10 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/admin/users/{id}/admin", post(set_admin))
         .route("/api/v1/admin/users/{id}/reset-secret", post(reset_secret))
-        .route("/api/v1/admin/apps/{app_id}/balance", post(top_up))
+        .route(
+            "/api/v1/admin/apps/{app_id}/balance",
+            get(app_account).post(top_up),
+        )
         .route("/api/v1/admin/config", get(config))
         .route("/api/v1/admin/addresses", get(admin_list_claims))
         .route(
@@ -595,6 +598,22 @@ async fn top_up(
     JsonBody(req): JsonBody<admin::TopUpRequest>,
 ) -> Result<Json<smsgw_messaging::quotas::BalanceView>, ApiError> {
     admin::top_up(&state, &caller, &app_id, req).await.map(Json)
+}
+
+/// An app's account as the app sees it at `GET /api/v1/account`: its
+/// quotas, their use in the current UTC day and month, and its balance.
+#[utoipa::path(get, path = "/api/v1/admin/apps/{app_id}/balance", tag = "admin",
+    params(("app_id" = String, Path, description = "Application id")),
+    responses(
+        (status = 200, description = "The app's quotas, their use and its balance", body = smsgw_messaging::quotas::Account),
+        (status = 404, description = "No app with that id (`not_found`)", body = ErrorBody),
+    ),
+    security(("admin_key" = []), ("bearer" = [], "app_id" = [])))]
+async fn app_account(
+    State(state): State<ApiState>,
+    Path(app_id): Path<String>,
+) -> Result<Json<smsgw_messaging::quotas::Account>, ApiError> {
+    Ok(Json(state.messages.account_of_app(&app_id).await?))
 }
 
 /// The caller's app: its rate cap, its daily and monthly message quotas

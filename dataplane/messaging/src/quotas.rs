@@ -170,6 +170,25 @@ impl Messaging {
             .await
             .map_err(MessagingError::Users)?
             .ok_or(MessagingError::UnknownUser)?;
+        self.account_view(user).await
+    }
+
+    /// An app's account as [`Self::account`] shows it to the app, for
+    /// admins; `NotFound` for an unknown app.
+    pub async fn account_of_app(&self, app_id: &str) -> Result<Account, MessagingError> {
+        let user = self
+            .users
+            .by_app_id(app_id)
+            .await
+            .map_err(MessagingError::Users)?
+            .ok_or_else(|| MessagingError::NotFound(format!("no app {app_id:?}")))?;
+        self.account_view(user).await
+    }
+
+    async fn account_view(
+        &self,
+        user: smsgw_core::users::UserRecord,
+    ) -> Result<Account, MessagingError> {
         let periods = periods_at(smsgw_core::messages::unix_now_ms());
         let l = user.quotas;
         let usage = if l.is_unlimited() {

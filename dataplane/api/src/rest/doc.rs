@@ -24,7 +24,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
         set_webhook, claim_address, list_own_claims, release_address,
         list_events, list_links, get_link, account,
         list_users, get_user, update_user, delete_user, set_admin, reset_secret,
-        config, admin_list_claims, approve_claim, reject_claim, admin_list_links, admin_stats, control_link, reload_blacklist, top_up,
+        config, admin_list_claims, approve_claim, reject_claim, admin_list_links, admin_stats, control_link, reload_blacklist, top_up, app_account,
         dashboard_stats,
     ),
     components(schemas(ErrorBody, crate::send::AppEvent)),
