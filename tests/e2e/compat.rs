@@ -104,17 +104,51 @@ async fn with_the_compat_settings_a_refused_grpc_send_is_a_platform_sms_response
         "a refused send is counted with its gRPC code"
     );
 
-    // REST is unchanged: no REST error shape is documented for the platform.
+    // REST answers a refused send as the platform's SmsResponse in JSON,
+    // with smsgw's HTTP status; other routes keep smsgw's error shape.
     let (s, v) = get(
         gw.authed(&creds, Method::POST, "/api/v1/sms/send")
-            .json(&json!({"esme": "nowhere", "source": "SMSGW", "destination": "+4915100000002", "message": "hi"})),
+            .json(&json!({"esme": "nowhere", "source": "SMSGW", "destination": "+4915100000002", "message": "hi", "transaction_id": "rest-1"})),
     )
     .await;
+    assert_eq!(s, 400, "{v}");
     assert_eq!(
-        (s, &v["error"]["code"]),
-        (400, &json!("unknown_target")),
+        (
+            &v["success"],
+            &v["esme"],
+            &v["error_code"],
+            &v["transaction_id"]
+        ),
+        (
+            &json!(false),
+            &json!("nowhere"),
+            &json!("unknown_target"),
+            &json!("rest-1")
+        ),
         "{v}"
     );
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("nowhere")),
+        "{v}"
+    );
+    // A body that is not JSON is refused the same way.
+    let (s, v) = get(gw
+        .authed(&creds, Method::POST, "/api/v1/sms/send")
+        .header("content-type", "application/json")
+        .body("{not json"))
+    .await;
+    assert_eq!((s, &v["success"]), (400, &json!(false)), "{v}");
+    assert!(v["error"].is_string() && v["error_code"].is_string(), "{v}");
+    // An accepted REST send is unchanged.
+    let (s, v) = get(
+        gw.authed(&creds, Method::POST, "/api/v1/sms/send")
+            .json(&json!({"esme": "default", "source": "SMSGW", "destination": "+4915100000002", "message": "hi", "transaction_id": "rest-2"})),
+    )
+    .await;
+    assert_eq!((s, &v["success"]), (200, &json!(true)), "{v}");
+    // Other routes keep smsgw's shape.
+    let (s, v) = get(gw.authed(&creds, Method::GET, "/api/v1/sms/no-such-message")).await;
+    assert_eq!((s, &v["error"]["code"]), (404, &json!("not_found")), "{v}");
 
     // The dashboard answers without credentials, every app's campaigns.
     let http = reqwest::Client::new();

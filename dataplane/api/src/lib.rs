@@ -85,7 +85,9 @@ pub struct ApiState {
     pub cluster: Option<Arc<dyn cluster::Peers>>,
     /// Answer as the platform smsgw replaces did
     /// (`--compat-platform-responses`): a refused unary `SendMessage` is an
-    /// `SmsResponse` with `success: false` and status OK, not a gRPC error.
+    /// `SmsResponse` with `success: false` and status OK, not a gRPC error,
+    /// and a refused REST send answers that `SmsResponse` in JSON (with its
+    /// HTTP status).
     pub compat_platform_responses: bool,
     /// `/dashboard/stats` answers without credentials, as it did on the
     /// platform (`--public-dashboard`).

@@ -680,12 +680,43 @@ async fn send_handler(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     headers: http::HeaderMap,
-    JsonBody(req): JsonBody<crate::send::SendRequest>,
-) -> Result<Json<crate::send::SendResponse>, ApiError> {
+    body: Result<JsonBody<crate::send::SendRequest>, ApiError>,
+) -> Response {
     let trace = crate::trace::from_headers("POST /api/v1/sms/send", &headers);
-    crate::send::send(&state, &caller, req, trace)
-        .await
-        .map(Json)
+    let (esme, transaction_id, r) = match body {
+        Ok(JsonBody(req)) => (
+            req.esme.clone(),
+            req.transaction_id.clone(),
+            crate::send::send(&state, &caller, req, trace).await,
+        ),
+        Err(e) => (String::new(), String::new(), Err(e)),
+    };
+    match r {
+        Ok(ok) => Json(ok).into_response(),
+        Err(e) if state.compat_platform_responses => platform_refusal(e, esme, transaction_id),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A refused send as the platform answered it over REST
+/// (`--compat-platform-responses`): its `SmsResponse` in JSON —
+/// `{"success": false, "error": "<reason>", "esme": <as requested>}` —
+/// plus smsgw's `error_code` and the `transaction_id`, with the HTTP status
+/// (and `Retry-After`) smsgw's own shape would have.
+fn platform_refusal(e: ApiError, esme: String, transaction_id: String) -> Response {
+    let detail = e.detail();
+    let body = serde_json::json!({
+        "success": false,
+        "error": detail.message,
+        "esme": esme,
+        "error_code": detail.code,
+        "transaction_id": transaction_id,
+    });
+    let mut resp = (e.http_status(), Json(body)).into_response();
+    if let Some(secs) = e.retry_after() {
+        resp.headers_mut().insert(header::RETRY_AFTER, secs.into());
+    }
+    resp
 }
 
 /// A message of the caller's app, with per-segment submit and receipt state.

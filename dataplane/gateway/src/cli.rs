@@ -250,7 +250,8 @@ pub struct GatewayArgs {
     /// invalid destination, rate limited, contact policy, …) is an
     /// `SmsResponse{success: false, error, error_code, esme}` with status
     /// OK instead of a gRPC error status. Authentication failures stay
-    /// gRPC statuses; REST is unchanged.
+    /// gRPC statuses. A refused `POST /api/v1/sms/send` answers the same
+    /// `SmsResponse` in JSON, with its HTTP status.
     #[arg(long, env = "SMSGW_COMPAT_PLATFORM_RESPONSES")]
     pub compat_platform_responses: bool,
     /// Serve `GET /dashboard/stats` without credentials, as the platform
