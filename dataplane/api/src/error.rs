@@ -243,18 +243,25 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let retry_after = self.retry_after();
-        let body = ErrorBody {
-            error: self.detail(),
-        };
+impl ApiError {
+    /// This error's HTTP status and `Retry-After`, with `body`: smsgw's
+    /// [`ErrorBody`], or another shape of the same error (the platform's
+    /// `SmsResponse` under `--compat-platform-responses`).
+    pub(crate) fn respond_with(&self, body: impl Serialize) -> Response {
         let mut resp = (self.http_status(), Json(body)).into_response();
-        if let Some(secs) = retry_after {
+        if let Some(secs) = self.retry_after() {
             resp.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         resp
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.respond_with(ErrorBody {
+            error: self.detail(),
+        })
     }
 }
 

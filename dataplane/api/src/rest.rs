@@ -712,11 +712,7 @@ fn platform_refusal(e: ApiError, esme: String, transaction_id: String) -> Respon
         "error_code": detail.code,
         "transaction_id": transaction_id,
     });
-    let mut resp = (e.http_status(), Json(body)).into_response();
-    if let Some(secs) = e.retry_after() {
-        resp.headers_mut().insert(header::RETRY_AFTER, secs.into());
-    }
-    resp
+    e.respond_with(body)
 }
 
 /// A message of the caller's app, with per-segment submit and receipt state.

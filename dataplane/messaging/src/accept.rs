@@ -196,6 +196,8 @@ impl Messaging {
         let user = self.user(sender.user_id).await?;
         let config = self.config.load();
         let routed;
+        // Addresses checked for routing, kept so they are not checked twice.
+        let mut addresses = None;
         let esme = if req.esme.is_empty() {
             // No target named: the routing table chooses from the
             // message's addresses (checked here first, so a route is
@@ -211,6 +213,7 @@ impl Messaging {
                     app_id: sender.app_id,
                 },
             )?;
+            addresses = Some((destination, source));
             routed.as_str()
         } else {
             req.esme.as_str()
@@ -231,9 +234,16 @@ impl Messaging {
                 format!("esme: this app may not send through {esme:?}"),
             ));
         }
-        let destination = validate_destination(&req.destination)?;
-        let (ston, snpi) = req.source_ton_npi;
-        let source = validate_source(&req.source, ston, snpi)?;
+        let (destination, source) = match addresses {
+            Some(checked) => checked,
+            None => {
+                let (ston, snpi) = req.source_ton_npi;
+                (
+                    validate_destination(&req.destination)?,
+                    validate_source(&req.source, ston, snpi)?,
+                )
+            }
+        };
         if !user.allowed_sender_ids.is_empty() && !user.allowed_sender_ids.contains(&source.addr) {
             return Err(MessagingError::forbidden(
                 "sender_not_allowed",
