@@ -12,6 +12,9 @@
 #   EVENTS     --events-retention of the run (default: TTL, so the outbox is purged
 #              within the run too; the gateway's default is 24 h, like the TTL's)
 #   PORTS      offset added to every port, to run two soaks side by side (default 0)
+#   SIM        `builtin` (default: the gateway's --with-simulator) or `external`
+#              (`smsgw smsc-sim` as its own process, so the gateway's RSS holds
+#              the gateway alone; its RSS is sampled into sim-rss.txt)
 set -euo pipefail
 label=$1 duration=$2 rate=$3 store=${4:-embedded}
 shift 3; [ $# -gt 0 ] && shift
@@ -27,6 +30,14 @@ source "$(dirname "$0")/lib/bench-config.sh"
 bench_config "$out/config.yaml" soak-link $sim
 store_flags=()
 redis=
+simpid=
+sim_flags=(--with-simulator --simulator-listen 127.0.0.1:$sim)
+if [ "${SIM:-builtin}" = external ]; then
+  RUST_LOG=warn "$bin" smsc-sim --listen 127.0.0.1:$sim > "$out/sim.log" 2>&1 &
+  simpid=$!
+  sim_flags=()
+  sleep 1
+fi
 if [ "$store" = redis ]; then
   redis-server --port $rport --bind 127.0.0.1 --save '' --appendonly no \
     --dir "$out" > "$out/redis.log" 2>&1 &
@@ -37,10 +48,11 @@ fi
 cleanup() {
   [ -n "${gw:-}" ] && kill "$gw" 2>/dev/null && wait "$gw" 2>/dev/null || true
   [ -n "$redis" ] && kill "$redis" 2>/dev/null || true
+  [ -n "$simpid" ] && kill "$simpid" 2>/dev/null || true
 }
 trap cleanup EXIT
-ADMIN_API_KEY=k RUST_LOG=${GATEWAY_LOG:-warn} "$bin" standalone --config "$out/config.yaml" --with-simulator \
-  --simulator-listen 127.0.0.1:$sim --rest-addr 127.0.0.1:$rest --grpc-addr 127.0.0.1:$grpc \
+ADMIN_API_KEY=k RUST_LOG=${GATEWAY_LOG:-warn} "$bin" standalone --config "$out/config.yaml" "${sim_flags[@]}" \
+  --rest-addr 127.0.0.1:$rest --grpc-addr 127.0.0.1:$grpc \
   --data-dir "$out/data" --message-ttl "$ttl" --events-retention "$events" "${store_flags[@]}" "$@" > "$out/gateway.log" 2>&1 &
 gw=$!
 sleep 3
@@ -51,6 +63,12 @@ sleep 3
       | sed "s/^/$(date +%s) /"
     sleep 10
   done ) > "$out/memory-gauges.txt" 2>/dev/null &
+if [ -n "$simpid" ]; then
+  ( while kill -0 "$simpid" 2>/dev/null; do
+      echo "$(date +%s) $(awk '/VmRSS/{print $2}' /proc/$simpid/status)"
+      sleep 10
+    done ) > "$out/sim-rss.txt" 2>/dev/null &
+fi
 echo "gateway pid $gw, RSS at start: $(awk '/VmRSS/{print $2, $3}' /proc/$gw/status)"
 "$bin" bench --rest http://127.0.0.1:$rest --grpc http://127.0.0.1:$grpc \
   --duration "$duration" --rate "$rate" --concurrency 4 --wait-receipts --timeout 600s \

@@ -38,6 +38,10 @@ command -v c++ >/dev/null 2>&1 || need+=(g++)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)  # k8s and OpenAPI checks
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 
+# A cold build needs about 5 GB here; a full disk shows up as the linker
+# dying of SIGBUS, so say how much there is first.
+log "free disk space: $(df -h "$(dirname "$target")" 2>/dev/null | awk 'NR==2 {print $4}') (build directory $target)"
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 

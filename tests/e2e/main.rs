@@ -12,6 +12,7 @@ mod faults;
 mod hardening;
 mod harness;
 mod jwks;
+mod late_answers;
 mod links;
 mod logs;
 mod messages;

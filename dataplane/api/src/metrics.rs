@@ -380,7 +380,7 @@ impl prometheus_client::collector::Collector for MemoryGauges {
         let c = ConstCounter::new(unmatched);
         c.encode(encoder.encode_descriptor(
             "smpp_late_responses_unmatched",
-            "Late submit_sm_resp that matched no segment awaiting one (past the 10-minute window, or forgotten at the late-response bound): the segment stays unknown",
+            "Late submit_sm_resp that settled no segment (their session no longer remembered the submit, or the message is gone): the segment stays unknown",
             None,
             c.metric_type(),
         )?)?;

@@ -30,6 +30,29 @@ pub struct MemoryUse {
     pub evicted: u64,
 }
 
+impl MemoryUse {
+    /// One structure `structure` made of `parts` (e.g. the same buffer of
+    /// every link): entries, bytes, bounds and evictions summed.
+    pub fn total(structure: &'static str, parts: impl IntoIterator<Item = MemoryUse>) -> Self {
+        parts.into_iter().fold(
+            MemoryUse {
+                structure,
+                entries: 0,
+                bytes: 0,
+                capacity: 0,
+                evicted: 0,
+            },
+            |mut m, p| {
+                m.entries += p.entries;
+                m.bytes += p.bytes;
+                m.capacity += p.capacity;
+                m.evicted += p.evicted;
+                m
+            },
+        )
+    }
+}
+
 /// Approximate per-entry overhead of a hash map entry plus its FIFO slot
 /// (hash, control bytes, insertion time, generation), added to what the
 /// caller says a key and value take.

@@ -3,6 +3,7 @@
 //! the API only knows this trait.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// State of a link, for CheckESME and the admin API.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,14 +80,26 @@ impl std::str::FromStr for LinkAction {
 }
 
 /// An address with its type of number and numbering plan.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Address {
-    /// Digits, or an alphanumeric sender.
+    /// Digits, or an alphanumeric sender (SMPP carries at most 20
+    /// characters).
     pub addr: String,
     /// Type of number.
     pub ton: u8,
     /// Numbering plan indicator.
     pub npi: u8,
+}
+
+impl Address {
+    /// An address with explicit TON/NPI.
+    pub fn new(addr: impl Into<String>, ton: u8, npi: u8) -> Self {
+        Self {
+            addr: addr.into(),
+            ton,
+            npi,
+        }
+    }
 }
 
 /// SAR concatenation values of one segment.
@@ -137,6 +150,11 @@ pub struct OutboundMessage {
     /// SMPP `schedule_delivery_time`, ms since the Unix epoch (sent as an
     /// absolute UTC time); `None`: deliver at once.
     pub schedule_delivery_ms: Option<u64>,
+    /// Correlation, opaque to the links (the message id): a segment's
+    /// `submit_sm_resp` arriving after its timeout comes back with it and
+    /// the segment's index, on whichever pod holds the bind, so the caller
+    /// keeps no map of its own of the segments awaiting an answer.
+    pub tag: Option<Arc<str>>,
 }
 
 /// What became of one segment at the SMSC.
@@ -154,12 +172,12 @@ pub enum SegmentResult {
     },
     /// Sent, but no answer in time (or the connection was lost): it may
     /// or may not have been accepted. Not resent by the caller (the link
-    /// resubmits by its own policy, see [`Submission::resubmitted`]).
+    /// resubmits by its own policy, see [`Submission::resubmitted`]). A late
+    /// answer comes back as a link event with the message's
+    /// [`OutboundMessage::tag`].
     Unknown {
         /// Why.
         reason: String,
-        /// Where a late answer will be reported: (session, sequence number).
-        pending: Option<(u32, u32)>,
     },
     /// Never sent (e.g. the message was cut short by a shutdown).
     NotSent {
@@ -183,16 +201,29 @@ pub struct Submission {
     pub resubmitted: Vec<u16>,
 }
 
-/// Why nothing of a message was sent (so it is safe to try again later).
+/// Why nothing of a message was sent.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SubmitError {
     /// No link or pool has that name.
     #[error("no link or pool named {0:?}")]
     UnknownTarget(String),
-    /// No link of the target is bound, or every window stayed full.
+    /// No link of the target is bound, or every window stayed full: safe
+    /// to try again later.
     #[error("{0}")]
     Unavailable(String),
+    /// The link refused the message itself, as an SMSC would (a field SMPP
+    /// cannot carry: an address over 20 characters, more than 255
+    /// segments, …): permanent, trying again cannot succeed. Nothing was
+    /// sent; `command_status` is the SMPP status an SMSC answers such a
+    /// `submit_sm` with.
+    #[error("refused by the link (command_status {command_status:#010x}): {reason}")]
+    Refused {
+        /// The SMPP status that says why (e.g. `ESME_RINVDSTADR`).
+        command_status: u32,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// The links the gateway holds.

@@ -81,8 +81,8 @@ impl MessageStatus {
     }
 }
 
-/// The state a delivery receipt reports (the `stat:` field). Mirrors the
-/// smpp crate's `DeliveryState` without depending on it.
+/// The state a delivery receipt reports (the `stat:` field, or the
+/// `message_state` TLV); the smpp crate parses receipts into it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReceiptState {

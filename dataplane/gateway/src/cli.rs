@@ -300,12 +300,13 @@ pub struct GatewayArgs {
     /// hold open at once.
     #[arg(long, env = "SMSGW_MAX_STREAMS_PER_USER", default_value_t = smsgw_api::DEFAULT_STREAMS_PER_USER)]
     pub max_streams_per_user: usize,
-    /// Segments with an unknown outcome (no submit_sm_resp in time)
-    /// remembered for a late submit_sm_resp, each for 10 minutes; past it
-    /// the oldest is forgotten (its late answer is counted in
+    /// `submit_sm` that timed out (no submit_sm_resp in time) each link
+    /// remembers for a late answer, split over its sessions, each for ten
+    /// response timeouts; past it a timed-out submit is not remembered (its
+    /// late answer, if it comes, is counted in
     /// `smsgw_smpp_late_responses_unmatched_total` and the segment stays
-    /// `unknown`). About 150 bytes each.
-    #[arg(long, env = "SMSGW_LATE_RESPONSES", default_value_t = smsgw_messaging::DEFAULT_LATE_RESPONSES, value_parser = clap::value_parser!(usize))]
+    /// `unknown`). About 100 bytes each.
+    #[arg(long, env = "SMSGW_LATE_RESPONSES", default_value_t = smsgw_smpp::DEFAULT_LATE_RESPONSES, value_parser = clap::value_parser!(usize))]
     pub late_responses: usize,
     /// Accepted messages on their way to a link in the background at once
     /// (each waits for a window slot, a bind, or its retry period); past

@@ -517,6 +517,9 @@ enum Forward {
     NotSent(String),
     /// Sent, the outcome is unknown.
     Lost(String),
+    /// The peer's link refused it for good ([`SubmitError::Refused`]):
+    /// nothing was sent, and no other holder would send it.
+    Refused(SubmitError),
 }
 
 /// [`LinkControl`] of a pod in a cluster: submits through its own links when
@@ -599,7 +602,8 @@ impl Dispatching {
         }
         match client.submit(req).await {
             Ok(reply) => match from_reply(reply.into_inner(), msg.segments.len()) {
-                Ok(sub) => Forward::Done(sub),
+                Ok(Ok(sub)) => Forward::Done(sub),
+                Ok(Err(refused)) => Forward::Refused(refused),
                 Err(e) => Forward::Lost(format!("pod {peer} answered a malformed reply: {e}")),
             },
             Err(s) => {
@@ -750,7 +754,6 @@ impl LinkControl for Dispatching {
                     .iter()
                     .map(|_| SegmentResult::Unknown {
                         reason: why.clone(),
-                        pending: None,
                     })
                     .collect(),
                 resubmitted: Vec::new(),
@@ -814,6 +817,10 @@ impl Dispatching {
                     Forward::Lost(why) => {
                         self.metrics.forwarded("lost");
                         return Attempt::Lost(why);
+                    }
+                    Forward::Refused(e) => {
+                        self.metrics.forwarded("rejected");
+                        return Attempt::Failed(e);
                     }
                 }
             }
@@ -911,6 +918,7 @@ fn to_proto(target: &str, m: &OutboundMessage) -> pb::SubmitRequest {
         priority: m.priority.into(),
         validity_period_s: m.validity_period_s,
         schedule_delivery_ms: m.schedule_delivery_ms,
+        tag: m.tag.as_deref().map(str::to_owned),
     }
 }
 
@@ -966,6 +974,7 @@ fn from_proto(r: pb::SubmitRequest) -> Result<(String, OutboundMessage), String>
             priority: narrow::<u8>(r.priority, "priority")?.min(3),
             validity_period_s: r.validity_period_s,
             schedule_delivery_ms: r.schedule_delivery_ms,
+            tag: r.tag.map(Into::into),
         },
     ))
 }
@@ -976,6 +985,7 @@ fn to_reply(sub: Submission, pod: &str) -> pb::SubmitReply {
     pb::SubmitReply {
         link: sub.link,
         pod: pod.to_owned(),
+        refused: None,
         results: sub
             .results
             .into_iter()
@@ -988,10 +998,8 @@ fn to_reply(sub: Submission, pod: &str) -> pb::SubmitReply {
                     result: Some(R::Rejected(command_status)),
                     ..Default::default()
                 },
-                SegmentResult::Unknown { reason, pending } => pb::SegmentResult {
+                SegmentResult::Unknown { reason } => pb::SegmentResult {
                     result: Some(R::Unknown(reason)),
-                    pending_session: pending.map(|p| p.0),
-                    pending_sequence: pending.map(|p| p.1),
                     ..Default::default()
                 },
                 SegmentResult::NotSent { reason } => pb::SegmentResult {
@@ -1008,11 +1016,21 @@ fn to_reply(sub: Submission, pod: &str) -> pb::SubmitReply {
     }
 }
 
-/// The submission a peer reported. A late answer to an unknown segment
-/// arrives on the serving pod's session, not here, so `pending` is not
-/// carried over (it would name another pod's session).
-fn from_reply(r: pb::SubmitReply, segments: usize) -> Result<Submission, String> {
+/// The submission a peer reported, or its link's permanent refusal
+/// (inner `Err`); `Err` for a reply that does not fit the request. A late
+/// answer to an unknown segment arrives on the serving pod's session and is
+/// settled there by the message's tag.
+fn from_reply(
+    r: pb::SubmitReply,
+    segments: usize,
+) -> Result<Result<Submission, SubmitError>, String> {
     use pb::segment_result::Result as R;
+    if let Some(refusal) = r.refused {
+        return Ok(Err(SubmitError::Refused {
+            command_status: refusal.command_status,
+            reason: format!("{} (on pod {})", refusal.reason, r.pod),
+        }));
+    }
     if r.results.len() != segments {
         return Err(format!(
             "{} results for {segments} segments",
@@ -1036,17 +1054,16 @@ fn from_reply(r: pb::SubmitReply, segments: usize) -> Result<Submission, String>
             Some(R::Rejected(command_status)) => Ok(SegmentResult::Rejected { command_status }),
             Some(R::Unknown(reason)) => Ok(SegmentResult::Unknown {
                 reason: format!("{reason} (on pod {})", r.pod),
-                pending: None,
             }),
             Some(R::NotSent(reason)) => Ok(SegmentResult::NotSent { reason }),
             None => Err("a segment without a result".to_owned()),
         })
         .collect::<Result<Vec<_>, String>>()?;
-    Ok(Submission {
+    Ok(Ok(Submission {
         link: r.link,
         results,
         resubmitted,
-    })
+    }))
 }
 
 /// The `dispatch.v1` service: submits hand-offs through this pod's own
@@ -1111,6 +1128,21 @@ impl pb::dispatch_server::Dispatch for DispatchService {
                     Err(tonic::Status::not_found(format!(
                         "no link or pool named {t:?} here"
                     )))
+                }
+                Err(SubmitError::Refused {
+                    command_status,
+                    reason,
+                }) => {
+                    self.metrics.served("rejected");
+                    Ok(tonic::Response::new(pb::SubmitReply {
+                        link: target,
+                        results: Vec::new(),
+                        pod: self.pod.clone(),
+                        refused: Some(pb::Refusal {
+                            command_status,
+                            reason,
+                        }),
+                    }))
                 }
                 Err(e) => {
                     self.metrics.served("not_bound");
@@ -1269,6 +1301,7 @@ mod tests {
             priority: 3,
             validity_period_s: Some(3_600),
             schedule_delivery_ms: Some(1_796_632_205_250),
+            tag: Some("msg-1".into()),
         }
     }
 
@@ -1421,7 +1454,7 @@ mod tests {
     }
 
     #[test]
-    fn results_come_back_per_segment_and_unknown_names_the_pod_without_a_pending_key() {
+    fn results_come_back_per_segment_and_unknown_names_the_pod() {
         let sub = Submission {
             link: "a".into(),
             results: vec![
@@ -1430,14 +1463,12 @@ mod tests {
                 },
                 SegmentResult::Unknown {
                     reason: "response timeout".into(),
-                    pending: Some((1, 42)),
                 },
             ],
             resubmitted: vec![0],
         };
         let reply = to_reply(sub, "proxy-1");
-        assert_eq!(reply.results[1].pending_sequence, Some(42));
-        let back = from_reply(reply.clone(), 2).unwrap();
+        let back = from_reply(reply.clone(), 2).unwrap().unwrap();
         assert_eq!(back.link, "a");
         assert_eq!(
             back.resubmitted,
@@ -1454,7 +1485,6 @@ mod tests {
             back.results[1],
             SegmentResult::Unknown {
                 reason: "response timeout (on pod proxy-1)".into(),
-                pending: None
             }
         );
         assert!(
@@ -1462,5 +1492,36 @@ mod tests {
                 .unwrap_err()
                 .contains("2 results for 3")
         );
+    }
+
+    #[test]
+    fn a_permanent_refusal_comes_back_as_one_and_the_tag_crosses() {
+        // The serving pod's refusal, as the server answers it.
+        let reply = pb::SubmitReply {
+            link: "sim".into(),
+            results: Vec::new(),
+            pod: "proxy-2".into(),
+            refused: Some(pb::Refusal {
+                command_status: 0x0B,
+                reason: "destination address: too long".into(),
+            }),
+        };
+        // Whatever the segment count: a refusal has no results.
+        match from_reply(reply, 2) {
+            Ok(Err(SubmitError::Refused {
+                command_status,
+                reason,
+            })) => {
+                assert_eq!(command_status, 0x0B);
+                assert!(reason.contains("too long") && reason.contains("proxy-2"));
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // The correlation tag goes over the wire and back unchanged.
+        let (_, back) = from_proto(to_proto("sim", &msg())).unwrap();
+        assert_eq!(back.tag.as_deref(), Some("msg-1"));
+        let untagged = OutboundMessage { tag: None, ..msg() };
+        let (_, back) = from_proto(to_proto("sim", &untagged)).unwrap();
+        assert_eq!(back.tag, None);
     }
 }

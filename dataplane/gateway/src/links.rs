@@ -6,17 +6,16 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use smsgw_core::links::{
-    LinkAction, LinkControl, LinkView, OutboundMessage, SegmentResult, SessionView, Submission,
-    SubmitError,
+    LinkAction, LinkControl, LinkView, OutboundMessage, Submission, SubmitError,
 };
-use smsgw_core::messages::{ReceiptOutcome, ReceiptState, ReceiptUpdate, unix_now_ms};
+use smsgw_core::messages::{ReceiptOutcome, ReceiptUpdate, unix_now_ms};
 use smsgw_crds::{
     BindMode, InterfaceVersion, MessageIdFormat, SmppLinkSpec, Snapshot, UnknownPolicy,
 };
-use smsgw_smpp::{Link, LinkConfig, LinkEvent, LinkState, LinkStatus, Pool, SessionRole};
+use smsgw_smpp::{Link, LinkConfig, LinkEvent, LinkStatus, Pool, Registry};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -92,19 +91,26 @@ pub struct Links {
     current: std::sync::RwLock<Arc<Current>>,
     /// Bind-slot gates, when sessions bind only with a slot Lease.
     gates: Option<Arc<crate::bind_slots::Gates>>,
-    stopped: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Every link's [`LinkConfig::late_responses`] (`--late-responses`).
+    late_responses: usize,
     events: mpsc::Sender<LinkEvent>,
     cancel: CancellationToken,
     tracker: tokio_util::task::TaskTracker,
 }
 
-/// The links and pools in force.
+/// The links and pools in force (the [`Registry`] the API submits
+/// through), with the specs they were built from.
 struct Current {
-    links: BTreeMap<String, Link>,
+    registry: Registry,
     /// Each link's spec and the token stopping it alone.
     specs: BTreeMap<String, (SmppLinkSpec, CancellationToken)>,
-    /// Pools by name; the send path routes through them.
-    pools: BTreeMap<String, Arc<Pool>>,
+}
+
+impl std::ops::Deref for Current {
+    type Target = Registry;
+    fn deref(&self) -> &Registry {
+        &self.registry
+    }
 }
 
 impl Links {
@@ -119,9 +125,18 @@ impl Links {
         metrics: &smsgw_api::metrics::Metrics,
         state: smsgw_api::ApiState,
         gates: Option<Arc<crate::bind_slots::Gates>>,
+        late_responses: usize,
     ) -> anyhow::Result<Arc<Links>> {
         let (tx, rx) = mpsc::channel(65_536);
-        let (current, _, _) = build(snap, None, &tx, cancel, tracker, gates.as_deref())?;
+        let (current, _, _) = build(
+            snap,
+            None,
+            &tx,
+            cancel,
+            tracker,
+            gates.as_deref(),
+            late_responses,
+        )?;
         if let Some(g) = &gates {
             g.install(&current.links, Vec::new(), tracker);
         }
@@ -169,7 +184,7 @@ impl Links {
         let links = Arc::new(Links {
             current: std::sync::RwLock::new(Arc::new(current)),
             gates,
-            stopped: Default::default(),
+            late_responses,
             events: tx,
             cancel: cancel.clone(),
             tracker: tracker.clone(),
@@ -182,7 +197,7 @@ impl Links {
         let weak = Arc::downgrade(&links);
         metrics.add_memory_source(move || {
             weak.upgrade()
-                .map(|l| vec![l.reassembly_memory()])
+                .map(|l| vec![l.reassembly_memory(), l.late_memory()])
                 .unwrap_or_default()
         });
         Ok(links)
@@ -192,21 +207,22 @@ impl Links {
     /// the `smsgw_memory_*` gauges (`mo_reassembly`; bound: the links'
     /// `max_pending` sets together).
     fn reassembly_memory(&self) -> smsgw_core::bounded::MemoryUse {
-        let mut m = smsgw_core::bounded::MemoryUse {
-            structure: "mo_reassembly",
-            entries: 0,
-            bytes: 0,
-            capacity: 0,
-            evicted: 0,
-        };
-        for l in self.current().links.values() {
-            let r = l.reassembly();
-            m.entries += r.sets as u64;
-            m.bytes += (r.held_bytes + r.sets * smsgw_core::bounded::ENTRY_OVERHEAD) as u64;
-            m.capacity += r.max_sets as u64;
-            m.evicted += r.evicted;
-        }
-        m
+        let current = self.current();
+        smsgw_core::bounded::MemoryUse::total(
+            "mo_reassembly",
+            current.links.values().map(Link::reassembly_memory),
+        )
+    }
+
+    /// The submits every link remembers for a late answer, as one bounded
+    /// structure of the `smsgw_memory_*` gauges (`late_responses`; bound:
+    /// `--late-responses` per link).
+    fn late_memory(&self) -> smsgw_core::bounded::MemoryUse {
+        let current = self.current();
+        smsgw_core::bounded::MemoryUse::total(
+            "late_responses",
+            current.links.values().map(Link::late_memory),
+        )
     }
 
     /// Every link's status and its window per session, for the metrics.
@@ -235,6 +251,7 @@ impl Links {
             &self.cancel,
             &self.tracker,
             self.gates.as_deref(),
+            self.late_responses,
         )?;
         if let Some(g) = &self.gates {
             let old = retired
@@ -244,9 +261,6 @@ impl Links {
             g.install(&next.links, old, &self.tracker);
         }
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
-        let mut stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
-        stopped.retain(|n| !changed.contains(n));
-        drop(stopped);
         for (_, _, token) in retired {
             token.cancel();
         }
@@ -275,10 +289,10 @@ impl Links {
 
     /// Whether an admin stopped the link on this pod.
     pub(crate) fn is_stopped(&self, name: &str) -> bool {
-        self.stopped
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(name)
+        self.current()
+            .links
+            .get(name)
+            .is_some_and(|l| !l.is_running())
     }
 
     /// The member links of `target`: itself for a link, the members for a
@@ -343,6 +357,7 @@ fn build(
     cancel: &CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
     gates: Option<&crate::bind_slots::Gates>,
+    late_responses: usize,
 ) -> anyhow::Result<(Current, Vec<String>, Retired)> {
     let mut links = BTreeMap::new();
     let mut specs = BTreeMap::new();
@@ -357,7 +372,10 @@ fn build(
         }
         // A change of pacing, timeouts or defaults only: the running link
         // takes it in place, its sessions stay bound (issue 17).
-        let config = link_config(name, spec);
+        let config = LinkConfig {
+            late_responses,
+            ..link_config(name, spec)
+        };
         if let Some((p, link)) = prev.and_then(|p| Some((p, p.links.get(name)?)))
             && link.config().retunable_to(&config)
             && config.validate().is_ok()
@@ -427,9 +445,8 @@ fn build(
     changed.sort();
     Ok((
         Current {
-            links,
+            registry: Registry { links, pools },
             specs,
-            pools,
         },
         changed,
         retired,
@@ -481,7 +498,7 @@ async fn consume_events(
                 let update = ReceiptUpdate {
                     link: r.link.clone(),
                     smsc_message_id: r.smsc_message_id.normalized.clone(),
-                    state: receipt_state(r.state),
+                    state: r.state,
                     error_code: r.error_code,
                     at_ms: unix_now_ms(),
                 };
@@ -543,18 +560,19 @@ async fn consume_events(
             }
             LinkEvent::LateResponse {
                 link,
-                session,
-                sequence_number,
                 command_status,
                 smsc_message_id,
+                tag,
+                ..
             } => {
                 counters
                     .late
                     .get_or_create(&LinkLabels { link: link.clone() })
                     .inc();
                 let id = smsc_message_id.map(|i| i.normalized);
+                let segment = tag.as_ref().map(|t| (&*t.tag, t.segment));
                 if let Err(e) = messages
-                    .on_late_response(&link, session as u32, sequence_number, command_status, id)
+                    .on_late_response(&link, segment, command_status, id)
                     .await
                 {
                     tracing::warn!(error = ?e, %link, "late response not applied");
@@ -566,7 +584,7 @@ async fn consume_events(
                 state,
                 reason,
             } => {
-                tracing::info!(%link, session, state = state_name(state), reason = reason.as_deref().unwrap_or(""), "session state");
+                tracing::info!(%link, session, state = state.as_str(), reason = reason.as_deref().unwrap_or(""), "session state");
             }
             _ => {}
         }
@@ -575,221 +593,26 @@ async fn consume_events(
     let _ = inflight.acquire_many(4096).await;
 }
 
-fn receipt_state(s: smsgw_smpp::DeliveryState) -> ReceiptState {
-    use smsgw_smpp::DeliveryState as D;
-    match s {
-        D::Delivered => ReceiptState::Delivered,
-        D::Undeliverable => ReceiptState::Undeliverable,
-        D::Expired => ReceiptState::Expired,
-        D::Rejected => ReceiptState::Rejected,
-        D::Deleted => ReceiptState::Deleted,
-        D::Accepted => ReceiptState::Accepted,
-        D::Enroute => ReceiptState::Enroute,
-        D::Unknown => ReceiptState::Unknown,
-    }
-}
-
-fn state_name(s: LinkState) -> &'static str {
-    match s {
-        LinkState::Down => "down",
-        LinkState::Binding => "binding",
-        LinkState::Bound => "bound",
-        LinkState::Unbinding => "unbinding",
-        LinkState::Stalled => "stalled",
-    }
-}
-
-fn ms(d: Option<Duration>) -> Option<f64> {
-    d.map(|d| d.as_secs_f64() * 1000.0)
-}
-
-/// A link's view; `suspended` (its SmppLink says so) shows as `suspended`
-/// once its sessions are down, an admin stop as `stopped`.
-fn view(st: LinkStatus, stopped: bool, suspended: bool) -> LinkView {
-    LinkView {
-        state: if suspended && st.state == LinkState::Down {
-            "suspended".into()
-        } else if stopped && st.state == LinkState::Down {
-            "stopped".into()
-        } else {
-            state_name(st.state).into()
-        },
-        name: st.name,
-        sessions_bound: st.sessions_bound as u32,
-        sessions_total: st.sessions_total as u32,
-        in_flight: st.in_flight as u32,
-        last_enquire_link_rtt_ms: ms(st.last_enquire_link_rtt),
-        last_error: st.last_error.as_ref().map(|e| e.message.clone()),
-        last_error_at_ms: st
-            .last_error
-            .as_ref()
-            .and_then(|e| e.at.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as u64),
-        submit_rate: st.submit_rate,
-        receipt_rate: st.receipt_rate,
-        sessions: st
-            .sessions
-            .into_iter()
-            .map(|s| SessionView {
-                index: s.index as u32,
-                role: match s.role {
-                    SessionRole::Transceiver => "transceiver",
-                    SessionRole::Transmitter => "transmitter",
-                    SessionRole::Receiver => "receiver",
-                }
-                .into(),
-                state: state_name(s.state).into(),
-                in_flight: s.in_flight as u32,
-                last_enquire_link_rtt_ms: ms(s.last_enquire_link_rtt),
-                pod: None,
-            })
-            .collect(),
-    }
-}
-
 #[async_trait::async_trait]
 impl LinkControl for Links {
     fn links(&self) -> Vec<LinkView> {
-        let stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
-        self.current()
-            .links
-            .iter()
-            .map(|(n, l)| view(l.status(), stopped.contains(n), l.config().start_stopped))
-            .collect()
+        self.current().registry.links()
     }
 
     fn link(&self, name: &str) -> Option<LinkView> {
-        let stopped = self
-            .stopped
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(name);
-        self.current()
-            .links
-            .get(name)
-            .map(|l| view(l.status(), stopped, l.config().start_stopped))
+        self.current().registry.link(name)
     }
 
     async fn submit(&self, target: &str, msg: OutboundMessage) -> Result<Submission, SubmitError> {
         let current = self.current();
-        let target = if let Some(l) = current.links.get(target) {
-            smsgw_smpp::Target::Link(l.clone())
-        } else if let Some(p) = current.pools.get(target) {
-            smsgw_smpp::Target::Pool(p.clone())
-        } else {
-            return Err(SubmitError::UnknownTarget(target.to_owned()));
-        };
-        let req = smsgw_smpp::SubmitRequest {
-            data_coding: msg.data_coding,
-            esm_class: if msg.udhi { 0x40 } else { 0 },
-            registered_delivery: u8::from(msg.registered_delivery),
-            priority: msg.priority,
-            validity_period: msg
-                .validity_period_s
-                .map(|s| Duration::from_secs(u64::from(s))),
-            schedule_delivery_time: msg
-                .schedule_delivery_ms
-                .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms)),
-            ..smsgw_smpp::SubmitRequest::new(
-                smsgw_smpp::Address::new(msg.source.addr, msg.source.ton, msg.source.npi),
-                smsgw_smpp::Address::new(
-                    msg.destination.addr,
-                    msg.destination.ton,
-                    msg.destination.npi,
-                ),
-                msg.segments
-                    .into_iter()
-                    .map(|s| smsgw_smpp::Segment {
-                        payload: s.payload.into(),
-                        sar: s.sar.map(|p| smsgw_smpp::Sar {
-                            ref_num: p.msg_ref_num,
-                            total: p.total_segments,
-                            seq: p.segment_seqnum,
-                        }),
-                        use_message_payload: s.message_payload,
-                    })
-                    .collect(),
-            )
-        };
-        match target.submit_via(req).await {
-            Ok((link, outcomes)) => Ok(Submission {
-                link,
-                resubmitted: outcomes
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, o)| o.is_resubmitted())
-                    .map(|(i, _)| i as u16)
-                    .collect(),
-                results: outcomes.into_iter().map(segment_result).collect(),
-            }),
-            Err(e) => Err(SubmitError::Unavailable(e.to_string())),
-        }
+        current.registry.submit(target, msg).await
     }
 
     /// Stops, starts or restarts a link on this pod. A suspended link
     /// (`spec.suspended`) is left as it is: only its SmppLink resumes it.
     async fn control(&self, name: &str, action: LinkAction) -> Option<LinkView> {
-        let link = self.current().links.get(name)?.clone();
-        if link.config().start_stopped {
-            return self.link(name);
-        }
-        match action {
-            LinkAction::Stop => {
-                link.stop().await;
-                self.stopped
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(name.to_owned());
-            }
-            LinkAction::Start => {
-                self.stopped
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(name);
-                link.start();
-            }
-            LinkAction::Restart => {
-                self.stopped
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(name);
-                link.restart().await;
-            }
-        }
-        self.link(name)
-    }
-}
-
-fn segment_result(o: smsgw_smpp::SegmentOutcome) -> SegmentResult {
-    use smsgw_smpp::{SegmentOutcome, UnknownReason};
-    match o {
-        SegmentOutcome::Accepted {
-            smsc_message_id, ..
-        } => SegmentResult::Accepted {
-            smsc_message_id: smsc_message_id.normalized,
-        },
-        SegmentOutcome::Rejected { command_status } => SegmentResult::Rejected { command_status },
-        SegmentOutcome::Unknown { session, reason } => {
-            let seq = match &reason {
-                UnknownReason::ResponseTimeout {
-                    sequence_number, ..
-                }
-                | UnknownReason::ConnectionLost { sequence_number }
-                | UnknownReason::MalformedResponse {
-                    sequence_number, ..
-                } => Some(*sequence_number),
-                _ => None,
-            };
-            SegmentResult::Unknown {
-                reason: reason.to_string(),
-                pending: seq.map(|q| (session as u32, q)),
-            }
-        }
-        SegmentOutcome::NotSent { reason } => SegmentResult::NotSent { reason },
-        SegmentOutcome::Resubmitted { outcome, .. } => segment_result(*outcome),
-        other => SegmentResult::NotSent {
-            reason: format!("{other:?}"),
-        },
+        let current = self.current();
+        current.registry.control(name, action).await
     }
 }
 

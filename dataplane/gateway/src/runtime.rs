@@ -126,6 +126,9 @@ pub(crate) struct Gateway {
     pub(crate) pod: String,
     /// `--sweep-after`.
     pub(crate) sweep_after: std::time::Duration,
+    /// `--late-responses`: every link's bound on the timed-out submits it
+    /// remembers for a late answer.
+    late_responses: usize,
     listen: ListenArgs,
     /// The journal, flushed after the servers and links stop.
     archive: crate::journal::Archive,
@@ -193,7 +196,6 @@ impl Gateway {
             .policy(contact.engine.clone())
             .quotas(quotas)
             .limiter(rate.limiter.clone())
-            .late_responses(args.late_responses)
             .background_submissions(args.max_background_submissions)
             .message_ttl(args.message_ttl)
             .build();
@@ -245,6 +247,7 @@ impl Gateway {
             tracker,
             pod,
             sweep_after: args.sweep_after,
+            late_responses: args.late_responses,
             listen: args.listen.clone(),
             archive,
             telemetry,
@@ -305,6 +308,7 @@ impl Gateway {
                 &self.state.metrics,
                 self.state.clone(),
                 self.links.gates(),
+                self.late_responses,
             )
             .map_err(|e| {
                 // Leave the gateway unconfigured: the next version may do.

@@ -37,8 +37,8 @@ pub use error::MessagingError;
 pub use receipts::MobileOriginated;
 pub use request::{SendRequest, SentAt};
 pub use service::{
-    DEFAULT_BACKGROUND_SUBMISSIONS, DEFAULT_LATE_RESPONSES, DEFAULT_SUBMIT_RETRY, MESSAGE_LOG,
-    Messaging, MessagingBuilder, Sender, USER_CACHE_ENTRIES, Unlimited,
+    DEFAULT_BACKGROUND_SUBMISSIONS, DEFAULT_SUBMIT_RETRY, MESSAGE_LOG, Messaging, MessagingBuilder,
+    Sender, USER_CACHE_ENTRIES, Unlimited,
 };
 pub use submit::SWEEP_BATCH;
 pub use views::{AppEvent, MessageView, SegmentView, SendResponse, Viewer};

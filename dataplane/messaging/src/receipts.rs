@@ -7,16 +7,9 @@ use crate::lifecycle::Lifecycle;
 use crate::service::Messaging;
 use crate::views::{AppEvent, receipt_name, status_name};
 use smsgw_core::messages::{
-    ReceiptOutcome, ReceiptUpdate, SubmitStatus, SubmitUpdate, unix_now_ms,
+    MessageStoreError, ReceiptOutcome, ReceiptUpdate, SubmitStatus, SubmitUpdate, unix_now_ms,
 };
 use std::time::Duration;
-use tokio::time::Instant;
-
-/// How long a segment with an unknown outcome waits for a late answer.
-pub(crate) const LATE_WINDOW: Duration = Duration::from_secs(600);
-
-/// (link, session, sequence number) of a submit_sm awaiting a late answer.
-pub(crate) type PendingKey = (String, u32, u32);
 
 /// A mobile-originated message as a link received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,47 +91,31 @@ impl Messaging {
         Ok(change.outcome)
     }
 
-    /// Remembers where a late submit_sm_resp would belong, for
-    /// [`LATE_WINDOW`]. The map is bounded (the builder's
-    /// `late_responses`): past it the oldest entry is forgotten, so
-    /// segments whose answer never comes cannot grow it without bound.
-    pub(crate) fn remember_late(&self, key: PendingKey, value: (String, u16)) {
-        let bytes =
-            key.0.len() + value.0.len() + std::mem::size_of::<(PendingKey, (String, u16))>();
-        let evicted = self.late.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            key,
-            value,
-            bytes,
-            Instant::now().into_std(),
-        );
-        if evicted > 0 {
-            tracing::debug!(evicted, "late-response map full: oldest segments forgotten");
-        }
-    }
-
-    /// Settles a segment whose submit_sm_resp came after its timeout; false
-    /// when no segment awaits that answer (never remembered, older than
-    /// [`LATE_WINDOW`], or forgotten at the map's bound): counted in
-    /// [`Messaging::late_unmatched`], the segment stays `unknown`.
+    /// Settles a segment whose submit_sm_resp came after its timeout.
+    /// `segment` is what the link returned with the answer: the message's
+    /// [`OutboundMessage::tag`] (its id) and the segment's index; `None`
+    /// when the link had forgotten the submit (past its window or bound).
+    /// False when no segment was settled (no tag, or the message is no
+    /// longer stored): counted in [`Messaging::late_unmatched`], the
+    /// segment stays `unknown`.
+    ///
+    /// [`OutboundMessage::tag`]: smsgw_core::links::OutboundMessage::tag
     pub async fn on_late_response(
         &self,
         link: &str,
-        session: u32,
-        sequence: u32,
+        segment: Option<(&str, u16)>,
         command_status: u32,
         smsc_message_id: Option<String>,
     ) -> Result<bool, MessagingError> {
-        let key = (link.to_owned(), session, sequence);
-        let Some((message_id, seq)) = self
-            .late
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take(&key, Instant::now().into_std())
-        else {
+        let unmatched = || {
             self.late_unmatched
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Ok(false);
+            Ok(false)
         };
+        let Some((message_id, seq)) = segment else {
+            return unmatched();
+        };
+        let message_id = message_id.to_owned();
         let outcome = match (&smsc_message_id, command_status) {
             (Some(_), 0) => SubmitStatus::Accepted,
             _ => SubmitStatus::Rejected { command_status },
@@ -154,8 +131,14 @@ impl Messaging {
                 at_ms: unix_now_ms(),
                 resubmitted: false,
             })
-            .await
-            .map_err(|e| MessagingError::Internal(e.to_string()))?;
+            .await;
+        let change = match change {
+            Ok(c) => c,
+            Err(MessageStoreError::NotFound { .. } | MessageStoreError::NoSuchSegment { .. }) => {
+                return unmatched();
+            }
+            Err(e) => return Err(MessagingError::Internal(e.to_string())),
+        };
         tracing::info!(message_id = %change.record.message_id, link, "late submit_sm_resp settled a segment");
         self.changed(Some(change.before), &change.record);
         self.notify(change.before, &change.record, false).await?;

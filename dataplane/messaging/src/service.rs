@@ -45,10 +45,6 @@ pub(crate) const USER_CACHE: Duration = Duration::from_secs(5);
 /// dropped and read again from the store when next needed.
 pub const USER_CACHE_ENTRIES: usize = 10_000;
 
-/// Segments awaiting a late submit_sm_resp held at most, unless the
-/// builder says otherwise (`--late-responses`).
-pub const DEFAULT_LATE_RESPONSES: usize = 100_000;
-
 /// Who sends: an authenticated user of an app.
 #[derive(Debug, Clone, Copy)]
 pub struct Sender<'a> {
@@ -81,13 +77,9 @@ pub struct Messaging {
     user_cache: Mutex<BoundedMap<String, Arc<UserRecord>>>,
     /// Address claims (or their absence) for MO routing.
     pub(crate) claim_cache: crate::claims::ClaimCache,
-    /// Segments whose outcome is unknown, by (link, session, sequence), so a
-    /// late submit_sm_resp can settle them: (message id, segment), kept
-    /// [`crate::receipts::LATE_WINDOW`], at most the builder's
-    /// `late_responses` entries.
-    pub(crate) late: Mutex<BoundedMap<crate::receipts::PendingKey, (String, u16)>>,
-    /// Late submit_sm_resp that matched no entry of `late` (never sent
-    /// from here, past the window, or evicted at the bound).
+    /// Late submit_sm_resp that came back without a segment to settle (its
+    /// link had forgotten the submit: past its window or bound), or for a
+    /// message no longer stored.
     pub(crate) late_unmatched: AtomicU64,
     /// Concatenation reference of the next multi-part message.
     pub(crate) reference: AtomicU16,
@@ -137,7 +129,6 @@ pub struct MessagingBuilder {
     policy: Option<Arc<dyn PolicyEngine>>,
     submit_retry: Duration,
     outbox: Option<Arc<dyn Outbox>>,
-    late_responses: usize,
     background_submissions: usize,
     message_ttl: Duration,
     quotas: Arc<dyn smsgw_core::quotas::QuotaLedger>,
@@ -148,15 +139,6 @@ impl MessagingBuilder {
     /// `schedule_delivery_time` must fall an hour before it ends.
     pub fn message_ttl(mut self, ttl: Duration) -> Self {
         self.message_ttl = ttl;
-        self
-    }
-
-    /// How many segments with an unknown outcome are remembered for a
-    /// late submit_sm_resp (each for 10 minutes). Past it the oldest is
-    /// forgotten: its late answer, if it ever comes, is counted as
-    /// unmatched and the segment stays `unknown`.
-    pub fn late_responses(mut self, entries: usize) -> Self {
-        self.late_responses = entries;
         self
     }
 
@@ -232,12 +214,6 @@ impl MessagingBuilder {
                 USER_CACHE,
             )),
             claim_cache: crate::claims::ClaimCache::new(),
-            late: Mutex::new(BoundedMap::new(
-                "late_responses",
-                self.late_responses,
-                usize::MAX,
-                crate::receipts::LATE_WINDOW,
-            )),
             late_unmatched: AtomicU64::new(0),
             reference: AtomicU16::new(rand::random()),
             app_limits: Mutex::new(BoundedMap::new(
@@ -276,7 +252,6 @@ impl Messaging {
             policy: None,
             submit_retry: DEFAULT_SUBMIT_RETRY,
             outbox: None,
-            late_responses: DEFAULT_LATE_RESPONSES,
             background_submissions: DEFAULT_BACKGROUND_SUBMISSIONS,
             message_ttl: smsgw_core::messages::DEFAULT_MESSAGE_TTL,
             quotas: Arc::new(smsgw_core::quotas::MemoryLedger::default()),
@@ -290,13 +265,11 @@ impl Messaging {
         self.metrics.register(registry);
     }
 
-    /// What the service's bounded in-memory structures hold now (late
-    /// responses, user cache, app limits, campaigns, and the contact-policy
+    /// What the service's bounded in-memory structures hold now (user cache, app limits, campaigns, and the contact-policy
     /// engine's counters when they are in process), for the
     /// `smsgw_memory_*` gauges.
     pub fn memory(&self) -> Vec<MemoryUse> {
         vec![
-            self.late.lock().unwrap_or_else(|p| p.into_inner()).memory(),
             self.user_cache
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -329,8 +302,9 @@ impl Messaging {
         }
     }
 
-    /// Late submit_sm_resp that matched no segment awaiting one, since
-    /// start (`smsgw_smpp_late_responses_unmatched_total`).
+    /// Late submit_sm_resp that settled no segment (their link had
+    /// forgotten the submit, or the message is gone), since start
+    /// (`smsgw_smpp_late_responses_unmatched_total`).
     pub fn late_unmatched(&self) -> u64 {
         self.late_unmatched.load(Ordering::Relaxed)
     }

@@ -86,6 +86,26 @@ impl Messaging {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_millis(500));
                 }
+                Err(SubmitError::Refused {
+                    command_status,
+                    reason,
+                }) => {
+                    // Permanent: the link cannot put this message into a
+                    // submit_sm at all, so no retry or sweep can send it.
+                    // Every segment is rejected with the status an SMSC
+                    // would have given, and the message fails now.
+                    tracing::warn!(message_id = %rec.message_id, %target, command_status, %reason, "refused by the link; the message fails");
+                    let submission = Submission {
+                        link: target,
+                        results: rec
+                            .segments
+                            .iter()
+                            .map(|_| SegmentResult::Rejected { command_status })
+                            .collect(),
+                        resubmitted: Vec::new(),
+                    };
+                    return self.record_submission(rec, submission, span).await;
+                }
                 Err(e) => {
                     // Unavailable past the retry period, or a target the
                     // links do not know although the configuration did when
@@ -137,15 +157,7 @@ impl Messaging {
                 SegmentResult::Rejected { command_status } => {
                     (SubmitStatus::Rejected { command_status }, None)
                 }
-                SegmentResult::Unknown { reason, pending } => {
-                    if let Some((session, sequence)) = pending {
-                        self.remember_late(
-                            (submission.link.clone(), session, sequence),
-                            (message_id.clone(), seq),
-                        );
-                    }
-                    (SubmitStatus::Unknown { reason }, None)
-                }
+                SegmentResult::Unknown { reason } => (SubmitStatus::Unknown { reason }, None),
                 SegmentResult::NotSent { reason } => (
                     SubmitStatus::Unknown {
                         reason: format!("not sent: {reason}"),
@@ -270,7 +282,6 @@ impl Messaging {
                         .iter()
                         .map(|_| SegmentResult::Unknown {
                             reason: IN_DOUBT.to_owned(),
-                            pending: None,
                         })
                         .collect();
                     let submission = Submission {

@@ -81,16 +81,8 @@ pub(crate) fn outbound_from(
     let payload = matches!(encoded.concat, smsgw_text::Concat::MessagePayload);
     let [ston, snpi, dton, dnpi] = rec.ton_npi;
     OutboundMessage {
-        source: Address {
-            addr: rec.source.clone(),
-            ton: ston,
-            npi: snpi,
-        },
-        destination: Address {
-            addr: rec.destination.clone(),
-            ton: dton,
-            npi: dnpi,
-        },
+        source: Address::new(rec.source.clone(), ston, snpi),
+        destination: Address::new(rec.destination.clone(), dton, dnpi),
         data_coding: encoded.data_coding,
         udhi: encoded.udhi,
         registered_delivery: true,
@@ -115,5 +107,6 @@ pub(crate) fn outbound_from(
                 message_payload: payload,
             })
             .collect(),
+        tag: Some(rec.message_id.as_str().into()),
     }
 }

@@ -146,27 +146,16 @@ async fn fixture(links: ScriptedLinks) -> Fixture {
 
 /// A fixture whose background submissions retry for `retry`.
 async fn fixture_with(links: ScriptedLinks, retry: Duration) -> Fixture {
-    fixture_full(links, retry, smsgw_messaging::DEFAULT_LATE_RESPONSES).await
-}
-
-/// A fixture remembering at most `late` segments for late responses.
-async fn fixture_full(links: ScriptedLinks, retry: Duration, late: usize) -> Fixture {
     fixture_bounded(
         links,
         retry,
-        late,
         smsgw_messaging::DEFAULT_BACKGROUND_SUBMISSIONS,
     )
     .await
 }
 
 /// A fixture with at most `background` background submissions at once.
-async fn fixture_bounded(
-    links: ScriptedLinks,
-    retry: Duration,
-    late: usize,
-    background: usize,
-) -> Fixture {
+async fn fixture_bounded(links: ScriptedLinks, retry: Duration, background: usize) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(
         EmbeddedMessageStore::open(&dir.path().join("messages.redb"), Default::default()).unwrap(),
@@ -196,7 +185,6 @@ async fn fixture_bounded(
     )
     .outbox(outbox.clone())
     .submit_retry(retry)
-    .late_responses(late)
     .background_submissions(background)
     .links(links.clone())
     .limiter(limiter.clone())
@@ -632,33 +620,57 @@ async fn a_receipt_before_the_submit_response_is_applied_when_the_response_comes
     assert_eq!(r.segment_info[0].receipt_state.as_deref(), Some("DELIVRD"));
 }
 
-#[tokio::test]
-async fn a_late_submit_response_settles_the_unknown_segment() {
-    let f = fixture(ScriptedLinks::new(
+/// Links that leave the first submission's segment unknown (no answer in
+/// time), then take nothing.
+fn unknown_once() -> ScriptedLinks {
+    ScriptedLinks::new(
         vec![Step::Answer(Ok(Submission {
             link: "link-a".into(),
             results: vec![SegmentResult::Unknown {
                 reason: "no submit_sm_resp within 5s".into(),
-                pending: Some((1, 42)),
             }],
             resubmitted: Vec::new(),
         }))],
         unavailable(),
-    ))
-    .await;
+    )
+}
+
+#[tokio::test]
+async fn a_late_submit_response_settles_the_unknown_segment_by_its_tag() {
+    let f = fixture(unknown_once()).await;
     let r = send_waiting(&f, "tx-late").await;
     assert_eq!(r.status, MessageStatus::Unknown);
-    assert!(
-        !f.messaging
-            .on_late_response("link-a", 2, 42, 0, Some("x".into()))
-            .await
-            .unwrap(),
-        "another session's sequence number settles nothing"
-    );
+    // The submit carried the message id as its correlation tag: the link
+    // (on whichever pod holds the bind) returns it with a late answer.
+    let sent = f.links.calls.lock().unwrap()[0].1.tag.clone();
+    assert_eq!(sent.as_deref(), Some(r.message_id.as_str()));
+    // Answers that settle nothing: no tag (the link had forgotten the
+    // submit), a message that does not exist, a segment it does not have.
+    for segment in [
+        None,
+        Some(("no-such-message", 0)),
+        Some((r.message_id.as_str(), 3)),
+    ] {
+        assert!(
+            !f.messaging
+                .on_late_response("link-a", segment, 0, Some("x".into()))
+                .await
+                .unwrap(),
+            "{segment:?} settles nothing"
+        );
+    }
+    assert_eq!(f.messaging.late_unmatched(), 3);
+    let rec = f.store.get(&r.message_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, MessageStatus::Unknown, "still unknown");
     let mut events = f.messaging.subscribe();
     assert!(
         f.messaging
-            .on_late_response("link-a", 1, 42, 0, Some("late-id".into()))
+            .on_late_response(
+                "link-a",
+                Some((r.message_id.as_str(), 0)),
+                0,
+                Some("late-id".into())
+            )
             .await
             .unwrap()
     );
@@ -672,13 +684,7 @@ async fn a_late_submit_response_settles_the_unknown_segment() {
             ..
         }
     ));
-    assert!(
-        !f.messaging
-            .on_late_response("link-a", 1, 42, 0, Some("late-id".into()))
-            .await
-            .unwrap(),
-        "an answer settles its segment once"
-    );
+    assert_eq!(f.messaging.late_unmatched(), 3);
     let out = f
         .messaging
         .on_receipt(receipt("late-id", ReceiptState::Delivered))
@@ -690,13 +696,63 @@ async fn a_late_submit_response_settles_the_unknown_segment() {
 }
 
 #[tokio::test]
+async fn a_late_rejection_rejects_the_message() {
+    let f = fixture(unknown_once()).await;
+    let r = send_waiting(&f, "tx-late-rejected").await;
+    assert!(
+        f.messaging
+            .on_late_response("link-a", Some((r.message_id.as_str(), 0)), 0x45, None)
+            .await
+            .unwrap()
+    );
+    let rec = f.store.get(&r.message_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, MessageStatus::Rejected);
+    assert_eq!(
+        rec.segments[0].submit,
+        SubmitStatus::Rejected {
+            command_status: 0x45
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_permanent_refusal_rejects_the_message_at_once_and_is_never_retried() {
+    // The link cannot put the message into a submit_sm (as an SMSC would
+    // refuse it): no retry within the retry period, no sweep later.
+    let f = fixture(ScriptedLinks::new(
+        vec![Step::Answer(Err(SubmitError::Refused {
+            command_status: 0x0B,
+            reason: "destination address: too long".into(),
+        }))],
+        unavailable(),
+    ))
+    .await;
+    let r = send_waiting(&f, "tx-refused").await;
+    assert_eq!(r.status, MessageStatus::Rejected);
+    assert_eq!(f.links.count(), 1, "tried once, not retried");
+    let rec = f.store.get(&r.message_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, MessageStatus::Rejected);
+    assert!(rec.segments.iter().all(|s| s.submit
+        == SubmitStatus::Rejected {
+            command_status: 0x0B
+        }));
+    // Nothing is left `accepted` for the sweeper.
+    let claimed = f
+        .messaging
+        .sweep("pod-b", Duration::ZERO, 100)
+        .await
+        .unwrap();
+    assert_eq!(claimed, 0);
+    assert_eq!(f.links.count(), 1);
+}
+
+#[tokio::test]
 async fn background_submissions_hold_their_bound_and_a_send_waits_for_a_free_one() {
     // No link takes anything: each background submission holds its slot
     // for its 1 s retry period.
     let f = fixture_bounded(
         ScriptedLinks::new(Vec::new(), unavailable()),
         Duration::from_secs(1),
-        smsgw_messaging::DEFAULT_LATE_RESPONSES,
         2,
     )
     .await;
@@ -732,64 +788,6 @@ async fn background_submissions_hold_their_bound_and_a_send_waits_for_a_free_one
         .expect("a slot frees when a retry period ends")
         .unwrap();
     assert_eq!(r.status, MessageStatus::Accepted);
-}
-
-#[tokio::test]
-async fn the_late_response_map_holds_its_bound_and_counts_answers_it_forgot() {
-    let unknown = |seq| {
-        Step::Answer(Ok(Submission {
-            link: "link-a".into(),
-            results: vec![SegmentResult::Unknown {
-                reason: "no submit_sm_resp within 5s".into(),
-                pending: Some((1, seq)),
-            }],
-            resubmitted: Vec::new(),
-        }))
-    };
-    let f = fixture_full(
-        ScriptedLinks::new((0..5).map(unknown).collect(), unavailable()),
-        smsgw_messaging::DEFAULT_SUBMIT_RETRY,
-        3,
-    )
-    .await;
-    let mut ids = Vec::new();
-    for i in 0..5 {
-        let r = send_waiting(&f, &format!("tx-bound-{i}")).await;
-        assert_eq!(r.status, MessageStatus::Unknown);
-        ids.push(r.message_id);
-    }
-    let late = f
-        .messaging
-        .memory()
-        .into_iter()
-        .find(|m| m.structure == "late_responses")
-        .unwrap();
-    assert_eq!((late.entries, late.capacity, late.evicted), (3, 3, 2));
-    assert!(late.bytes > 0);
-    // The two oldest were forgotten: their answers are counted, not applied.
-    for seq in 0..2 {
-        assert!(
-            !f.messaging
-                .on_late_response("link-a", 1, seq, 0, Some(format!("id-{seq}")))
-                .await
-                .unwrap()
-        );
-    }
-    assert_eq!(f.messaging.late_unmatched(), 2);
-    let rec = f.store.get(&ids[0]).await.unwrap().unwrap();
-    assert_eq!(rec.status, MessageStatus::Unknown, "stays unknown");
-    // The three kept still settle their segments.
-    for seq in 2..5 {
-        assert!(
-            f.messaging
-                .on_late_response("link-a", 1, seq, 0, Some(format!("id-{seq}")))
-                .await
-                .unwrap()
-        );
-    }
-    let rec = f.store.get(&ids[4]).await.unwrap().unwrap();
-    assert_eq!(rec.segments[0].submit, SubmitStatus::Accepted);
-    assert_eq!(f.messaging.late_unmatched(), 2);
 }
 
 /// Sends `req` expecting a refusal with `code`; nothing is stored or

@@ -259,6 +259,20 @@ pub struct LinkConfig {
     /// [`crate::Link::start`].
     #[serde(default)]
     pub start_stopped: bool,
+    /// `submit_sm` that timed out remembered at most, per link (split
+    /// evenly over its sessions), so that a late `submit_sm_resp` comes
+    /// back with its [`crate::SubmitTag`]; each is kept ten response
+    /// timeouts. Past the bound a timed-out submit is not remembered: its
+    /// late answer, if it comes, carries no tag. About 100 bytes each.
+    #[serde(default = "default_late_responses")]
+    pub late_responses: usize,
+}
+
+/// [`LinkConfig::late_responses`] unless set.
+pub const DEFAULT_LATE_RESPONSES: usize = 100_000;
+
+fn default_late_responses() -> usize {
+    DEFAULT_LATE_RESPONSES
 }
 
 impl Default for LinkConfig {
@@ -295,6 +309,7 @@ impl Default for LinkConfig {
             receipt_id_format: None,
             reassembly: ReassemblyConfig::default(),
             start_stopped: false,
+            late_responses: DEFAULT_LATE_RESPONSES,
         }
     }
 }
@@ -338,6 +353,8 @@ impl LinkConfig {
     setters! {
         /// Sets `name`.
         name: String,
+        /// Sets `late_responses`.
+        late_responses: usize,
         /// Sets `tls`.
         tls: bool,
         /// Sets `tls_ca` (a PEM bundle).
@@ -399,7 +416,8 @@ impl LinkConfig {
     /// binds ([`crate::Link::retune`]): they differ at most in pacing
     /// (`rate`, `burst`), timeouts and retries (`response_timeout`,
     /// `stall_after_timeouts`, `unknown_policy`, `resubmit_wait`,
-    /// `window_wait`, `drain_timeout`, `throttle_retries`), the reconnect
+    /// `window_wait`, `drain_timeout`, `throttle_retries`,
+    /// `late_responses`), the reconnect
     /// backoff, the keep-alive interval (from the next bind) and the
     /// default TON/NPI of outgoing messages. Everything a bind or the
     /// sessions are made of (address, TLS, credentials, bind mode,
@@ -418,6 +436,7 @@ impl LinkConfig {
         probe.reconnect = self.reconnect;
         probe.drain_timeout = self.drain_timeout;
         probe.throttle_retries = self.throttle_retries;
+        probe.late_responses = self.late_responses;
         probe.source = self.source;
         probe.destination = self.destination;
         probe == *self

@@ -16,7 +16,7 @@ use smsgw_text::{ConcatInfo, Encoding, TextError, Udh};
 use crate::{
     config::ReassemblyConfig,
     ids::{IdFormat, SmscMessageId},
-    types::{Address, DeliveryState, MobileOriginated, ReassemblyStatus, Receipt, ReceiptAck},
+    types::{Address, MobileOriginated, ReassemblyStatus, Receipt, ReceiptAck, ReceiptState},
 };
 
 /// esm_class message type: SMSC delivery receipt.
@@ -97,7 +97,7 @@ pub fn classify(link: &str, d: &DeliverSm, ids: IdFormat) -> Option<Delivered> {
         let state = state_tlv
             .map(state_from_tlv)
             .or(fields.stat.map(state_from_text))
-            .unwrap_or(DeliveryState::Unknown);
+            .unwrap_or(ReceiptState::Unknown);
         let error_code = err_tlv.or_else(|| fields.err.and_then(parse_err));
         return Some(Delivered::Receipt(Receipt {
             link: link.to_owned(),
@@ -204,38 +204,38 @@ impl<'a> TextReceipt<'a> {
     }
 }
 
-fn state_from_tlv(s: MessageState) -> DeliveryState {
+fn state_from_tlv(s: MessageState) -> ReceiptState {
     match s {
-        MessageState::Scheduled | MessageState::Enroute => DeliveryState::Enroute,
-        MessageState::Delivered => DeliveryState::Delivered,
-        MessageState::Expired => DeliveryState::Expired,
-        MessageState::Deleted => DeliveryState::Deleted,
-        MessageState::Undeliverable => DeliveryState::Undeliverable,
-        MessageState::Accepted => DeliveryState::Accepted,
-        MessageState::Rejected => DeliveryState::Rejected,
-        _ => DeliveryState::Unknown,
+        MessageState::Scheduled | MessageState::Enroute => ReceiptState::Enroute,
+        MessageState::Delivered => ReceiptState::Delivered,
+        MessageState::Expired => ReceiptState::Expired,
+        MessageState::Deleted => ReceiptState::Deleted,
+        MessageState::Undeliverable => ReceiptState::Undeliverable,
+        MessageState::Accepted => ReceiptState::Accepted,
+        MessageState::Rejected => ReceiptState::Rejected,
+        _ => ReceiptState::Unknown,
     }
 }
 
 /// Maps a `stat:` value (DELIVRD, UNDELIV, … and common long spellings).
-pub fn state_from_text(s: &str) -> DeliveryState {
+pub fn state_from_text(s: &str) -> ReceiptState {
     let s = s.to_ascii_uppercase();
     if s.starts_with("DELIV") {
-        DeliveryState::Delivered
+        ReceiptState::Delivered
     } else if s.starts_with("UNDELIV") {
-        DeliveryState::Undeliverable
+        ReceiptState::Undeliverable
     } else if s.starts_with("EXPIR") {
-        DeliveryState::Expired
+        ReceiptState::Expired
     } else if s.starts_with("REJECT") {
-        DeliveryState::Rejected
+        ReceiptState::Rejected
     } else if s.starts_with("DELET") {
-        DeliveryState::Deleted
+        ReceiptState::Deleted
     } else if s.starts_with("ACCEPT") {
-        DeliveryState::Accepted
+        ReceiptState::Accepted
     } else if s.starts_with("ENROUTE") {
-        DeliveryState::Enroute
+        ReceiptState::Enroute
     } else {
-        DeliveryState::Unknown
+        ReceiptState::Unknown
     }
 }
 
@@ -614,7 +614,7 @@ mod tests {
         assert_eq!(upper.id, Some("42"));
         assert_eq!(
             state_from_text(upper.stat.unwrap()),
-            DeliveryState::Undeliverable
+            ReceiptState::Undeliverable
         );
         assert_eq!(parse_err("0A1"), Some(0xA1));
     }

@@ -2,6 +2,23 @@
 
 use std::time::Duration;
 
+/// `ESME_RINVMSGLEN`: message length (or number of segments) invalid.
+pub const ESME_RINVMSGLEN: u32 = 0x01;
+/// `ESME_RINVPRTFLG`: invalid `priority_flag`.
+pub const ESME_RINVPRTFLG: u32 = 0x06;
+/// `ESME_RSYSERR`: system error.
+pub const ESME_RSYSERR: u32 = 0x08;
+/// `ESME_RINVSRCADR`: invalid source address.
+pub const ESME_RINVSRCADR: u32 = 0x0A;
+/// `ESME_RINVDSTADR`: invalid destination address.
+pub const ESME_RINVDSTADR: u32 = 0x0B;
+/// `ESME_RINVSERTYP`: invalid `service_type`.
+pub const ESME_RINVSERTYP: u32 = 0x15;
+/// `ESME_RINVSCHED`: invalid `schedule_delivery_time`.
+pub const ESME_RINVSCHED: u32 = 0x61;
+/// `ESME_RINVEXPIRY`: invalid `validity_period`.
+pub const ESME_RINVEXPIRY: u32 = 0x62;
+
 /// Everything that can go wrong in links, pools and the simulator.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -21,9 +38,13 @@ pub enum Error {
         reason: String,
     },
     /// The request cannot be turned into `submit_sm` PDUs (address too long,
-    /// no segments, …). Nothing was sent.
+    /// no segments, …). Nothing was sent, and sending it again (anywhere)
+    /// cannot succeed: a permanent refusal.
     #[error("invalid submit request: {reason}")]
     InvalidRequest {
+        /// The SMPP status an SMSC answers such a `submit_sm` with
+        /// ([`ESME_RINVDSTADR`], [`ESME_RINVMSGLEN`], …).
+        command_status: u32,
         /// What is wrong.
         reason: String,
     },

@@ -55,6 +55,7 @@ where
         desired: watch::Sender::new(true),
         cancel: CancellationToken::new(),
         resubmitted: std::sync::atomic::AtomicU64::new(0),
+        late_forgotten: std::sync::atomic::AtomicU64::new(0),
     };
     let session = Arc::new(Session::new(
         0,

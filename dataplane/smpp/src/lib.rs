@@ -72,6 +72,7 @@
 
 pub mod codec;
 mod config;
+mod control;
 pub mod deliver;
 mod error;
 #[cfg(feature = "fuzzing")]
@@ -88,16 +89,20 @@ mod types;
 mod window;
 
 pub use config::{
-    Backoff, BindMode, InterfaceVersion, LinkConfig, Password, ReassemblyConfig, TonNpi,
-    UnknownPolicy,
+    Backoff, BindMode, DEFAULT_LATE_RESPONSES, InterfaceVersion, LinkConfig, Password,
+    ReassemblyConfig, TonNpi, UnknownPolicy,
 };
-pub use error::{Error, Result};
+pub use control::Registry;
+pub use error::{
+    ESME_RINVDSTADR, ESME_RINVEXPIRY, ESME_RINVMSGLEN, ESME_RINVPRTFLG, ESME_RINVSCHED,
+    ESME_RINVSERTYP, ESME_RINVSRCADR, ESME_RSYSERR, Error, Result,
+};
 pub use ids::{IdFormat, SmscMessageId, normalize_message_id};
 pub use link::Link;
 pub use pool::{Pool, SmoothWeightedRoundRobin, Target};
 pub use session::{ESME_RMSGQFUL, ESME_RTHROTTLED, ESME_RX_T_APPN};
 pub use types::{
-    Address, DeliveryState, LastError, LinkEvent, LinkState, LinkStatus, MobileOriginated,
-    ReassemblyStatus, Receipt, ReceiptAck, Sar, Segment, SegmentOutcome, SessionRole,
-    SessionStatus, SubmitRequest, UnknownReason,
+    Address, LastError, LinkEvent, LinkState, LinkStatus, MobileOriginated, ReassemblyStatus,
+    Receipt, ReceiptAck, ReceiptState, Sar, Segment, SegmentOutcome, SessionRole, SessionStatus,
+    SubmitRequest, SubmitTag, UnknownReason,
 };

@@ -30,11 +30,16 @@ use tracing::{Instrument, debug, warn};
 use crate::{
     config::{BindMode, LinkConfig, UnknownPolicy},
     deliver::Reassembler,
-    error::{Error, Result},
+    error::{
+        ESME_RINVDSTADR, ESME_RINVEXPIRY, ESME_RINVMSGLEN, ESME_RINVPRTFLG, ESME_RINVSCHED,
+        ESME_RINVSERTYP, ESME_RINVSRCADR, Error, Result,
+    },
     rate::{Gcra, RateMeter},
     session::{Session, supervise},
     tls::TlsClient,
-    types::{LinkEvent, LinkState, LinkStatus, SegmentOutcome, SessionRole, SubmitRequest},
+    types::{
+        LinkEvent, LinkState, LinkStatus, SegmentOutcome, SessionRole, SubmitRequest, SubmitTag,
+    },
 };
 
 /// State shared by the sessions of a link.
@@ -51,6 +56,9 @@ pub(crate) struct Shared {
     /// Segments submitted again after their connection closed before a
     /// response ([`UnknownPolicy::Resubmit`]), ever.
     pub(crate) resubmitted: std::sync::atomic::AtomicU64,
+    /// Timed-out submits not remembered for a late answer (at the
+    /// `late_responses` bound), ever.
+    pub(crate) late_forgotten: std::sync::atomic::AtomicU64,
     pub(crate) receipt_meter: RateMeter,
     /// Submit pacing from `rate`/`burst`, replaced by [`Link::retune`].
     pub(crate) gcra: ArcSwapOption<Gcra>,
@@ -155,6 +163,7 @@ impl Link {
             events,
             submit_meter: RateMeter::default(),
             resubmitted: std::sync::atomic::AtomicU64::new(0),
+            late_forgotten: std::sync::atomic::AtomicU64::new(0),
             receipt_meter: RateMeter::default(),
             gcra: ArcSwapOption::from(gcra.map(Arc::new)),
             tls,
@@ -285,10 +294,11 @@ impl Link {
     /// Sends every segment of `msg` on one session, in order, pipelined
     /// within the window; returns one outcome per segment.
     ///
-    /// `Err` means nothing was sent ([`Error::LinkDown`],
-    /// [`Error::LinkStopped`], [`Error::WindowFull`], [`Error::NotSent`],
-    /// [`Error::InvalidRequest`]), so the caller may try elsewhere. Once the
-    /// first segment is out, problems are reported per segment.
+    /// `Err` means nothing was sent: [`Error::LinkDown`],
+    /// [`Error::LinkStopped`], [`Error::WindowFull`] and [`Error::NotSent`]
+    /// may succeed elsewhere or later; [`Error::InvalidRequest`] never does
+    /// (it carries the status an SMSC would refuse it with). Once the first
+    /// segment is out, problems are reported per segment.
     ///
     /// With [`UnknownPolicy::Resubmit`] (the default), a segment whose
     /// connection closed before its response (dropped, or closed as
@@ -307,37 +317,46 @@ impl Link {
             .pick()
             .ok_or_else(|| Error::LinkDown { link: link.clone() })?
             .clone();
-        let all: Vec<&SubmitSm> = pdus.iter().collect();
+        let all: Vec<(u16, &SubmitSm)> = pdus
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as u16, p))
+            .collect();
+        let tag = msg.tag.as_ref();
         let deadline = Instant::now() + shared.config.load().window_wait;
         let (mut outcomes, mut orphaned): (Vec<_>, Vec<_>) = self
-            .send_on(&session, &all, deadline)
+            .send_on(&session, &all, tag, deadline)
             .await?
             .into_iter()
             .unzip();
         if shared.config.load().unknown_policy == UnknownPolicy::Resubmit {
-            self.resubmit(&pdus, &mut outcomes, &mut orphaned).await;
+            self.resubmit(&pdus, tag, &mut outcomes, &mut orphaned)
+                .await;
         }
         Ok(outcomes)
     }
 
-    /// Sends `pdus` on `session`, in order, pipelined within its window
-    /// (waiting for a slot until `deadline`); one outcome per PDU, with
-    /// the flag "unknown, and no answer can come any more". `Err` when the
-    /// first PDU was not sent.
+    /// Sends `pdus` (each with its segment's index in the request) on
+    /// `session`, in order, pipelined within its window (waiting for a
+    /// slot until `deadline`); one outcome per PDU, with the flag
+    /// "unknown, and no answer can come any more". A PDU that times out
+    /// is remembered with `tag` and its index, for a late answer. `Err`
+    /// when the first PDU was not sent.
     async fn send_on(
         &self,
         session: &Arc<Session>,
-        pdus: &[&SubmitSm],
+        pdus: &[(u16, &SubmitSm)],
+        tag: Option<&Arc<str>>,
         deadline: Instant,
     ) -> Result<Vec<(SegmentOutcome, bool)>> {
         let shared = &self.inner.shared;
         let link = &shared.name;
         let started = Instant::now();
         // Every segment of a message has its priority.
-        let priority = pdus.first().map_or(0, |p| u8::from(p.priority_flag));
+        let priority = pdus.first().map_or(0, |(_, p)| u8::from(p.priority_flag));
         let mut sent = Vec::with_capacity(pdus.len());
         let mut not_sent: Option<String> = None;
-        for (i, pdu) in pdus.iter().enumerate() {
+        for (i, (_, pdu)) in pdus.iter().enumerate() {
             let permit = match timeout_at(deadline, session.window.acquire(priority)).await {
                 Ok(p) => p,
                 _ => {
@@ -367,8 +386,12 @@ impl Link {
             }
         }
         let mut outcomes = Vec::with_capacity(pdus.len());
-        for (pdu, (permit, s)) in pdus.iter().zip(sent) {
-            outcomes.push(session.outcome(shared, pdu, s).await);
+        for (&(segment, pdu), (permit, s)) in pdus.iter().zip(sent) {
+            let tag = tag.map(|t| SubmitTag {
+                tag: t.clone(),
+                segment,
+            });
+            outcomes.push(session.outcome(shared, pdu, s, tag).await);
             drop(permit);
         }
         while outcomes.len() < pdus.len() {
@@ -388,6 +411,7 @@ impl Link {
     async fn resubmit(
         &self,
         pdus: &[SubmitSm],
+        tag: Option<&Arc<str>>,
         outcomes: &mut [SegmentOutcome],
         orphaned: &mut [bool],
     ) {
@@ -418,9 +442,9 @@ impl Link {
                     return;
                 }
             };
-            let batch: Vec<&SubmitSm> = todo.iter().map(|&i| &pdus[i]).collect();
+            let batch: Vec<(u16, &SubmitSm)> = todo.iter().map(|&i| (i as u16, &pdus[i])).collect();
             let window_deadline = deadline.min(Instant::now() + shared.config.load().window_wait);
-            let results = match self.send_on(&session, &batch, window_deadline).await {
+            let results = match self.send_on(&session, &batch, tag, window_deadline).await {
                 Ok(r) => r,
                 Err(e) => {
                     debug!(link = %shared.name, error = %e, "resubmission not sent; trying again");
@@ -520,6 +544,41 @@ impl Link {
             .status()
     }
 
+    /// Submits that timed out and are remembered for a late answer, as
+    /// the `late_responses` structure of the `smsgw_memory_*` gauges
+    /// (bound: [`LinkConfig::late_responses`]).
+    pub fn late_memory(&self) -> smsgw_core::bounded::MemoryUse {
+        let (mut entries, mut bytes) = (0, 0);
+        for s in &self.inner.sessions {
+            let (n, b) = s.late_memory();
+            entries += n;
+            bytes += b;
+        }
+        let per_entry =
+            std::mem::size_of::<(u32, SubmitTag)>() + smsgw_core::bounded::ENTRY_OVERHEAD;
+        let cfg = self.inner.shared.config.load();
+        smsgw_core::bounded::MemoryUse {
+            structure: "late_responses",
+            entries: entries as u64,
+            bytes: (bytes + entries * per_entry) as u64,
+            capacity: cfg.late_responses.div_ceil(cfg.sessions.max(1)) as u64 * cfg.sessions as u64,
+            evicted: self.inner.shared.late_forgotten.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The MO reassembly buffer as the `mo_reassembly` structure of the
+    /// `smsgw_memory_*` gauges (bound: its `max_pending` sets).
+    pub fn reassembly_memory(&self) -> smsgw_core::bounded::MemoryUse {
+        let r = self.reassembly();
+        smsgw_core::bounded::MemoryUse {
+            structure: "mo_reassembly",
+            entries: r.sets as u64,
+            bytes: (r.held_bytes + r.sets * smsgw_core::bounded::ENTRY_OVERHEAD) as u64,
+            capacity: r.max_sets as u64,
+            evicted: r.evicted,
+        }
+    }
+
     /// Stops the link: every session drains its window (up to
     /// `drain_timeout`), unbinds and stays down until [`Link::start`].
     /// Returns once all sessions are down.
@@ -529,6 +588,13 @@ impl Link {
             let mut rx = s.state.subscribe();
             let _ = rx.wait_for(|st| *st == LinkState::Down).await;
         }
+    }
+
+    /// Whether the link is meant to be bound: false after [`Link::stop`]
+    /// (until [`Link::start`]) and for a link spawned stopped
+    /// ([`LinkConfig::start_stopped`]).
+    pub fn is_running(&self) -> bool {
+        *self.inner.shared.desired.borrow()
     }
 
     /// (Re)starts a stopped link; sessions bind in the background.
@@ -584,8 +650,9 @@ impl Link {
     }
 }
 
-fn bad(reason: impl Into<String>) -> Error {
+fn bad(command_status: u32, reason: impl Into<String>) -> Error {
     Error::InvalidRequest {
+        command_status,
         reason: reason.into(),
     }
 }
@@ -593,37 +660,43 @@ fn bad(reason: impl Into<String>) -> Error {
 /// Turns a request into one `submit_sm` per segment.
 pub(crate) fn build_pdus(req: &SubmitRequest) -> Result<Vec<SubmitSm>> {
     if req.segments.is_empty() {
-        return Err(bad("no segments"));
+        return Err(bad(ESME_RINVMSGLEN, "no segments"));
     }
     if req.segments.len() > 255 {
-        return Err(bad("more than 255 segments"));
+        return Err(bad(ESME_RINVMSGLEN, "more than 255 segments"));
     }
     let source = COctetString::<1, 21>::from_string(req.source.addr.clone())
-        .map_err(|e| bad(format!("source address: {e}")))?;
+        .map_err(|e| bad(ESME_RINVSRCADR, format!("source address: {e}")))?;
     let destination = COctetString::<1, 21>::from_string(req.destination.addr.clone())
-        .map_err(|e| bad(format!("destination address: {e}")))?;
+        .map_err(|e| bad(ESME_RINVDSTADR, format!("destination address: {e}")))?;
     if destination.is_empty() {
-        return Err(bad("empty destination address"));
+        return Err(bad(ESME_RINVDSTADR, "empty destination address"));
     }
     let service_type = ServiceType::new(
         COctetString::from_string(req.service_type.clone())
-            .map_err(|e| bad(format!("service_type: {e}")))?,
+            .map_err(|e| bad(ESME_RINVSERTYP, format!("service_type: {e}")))?,
     );
     if req.priority > 3 {
-        return Err(bad(format!("priority_flag {} is not 0 to 3", req.priority)));
+        return Err(bad(
+            ESME_RINVPRTFLG,
+            format!("priority_flag {} is not 0 to 3", req.priority),
+        ));
     }
-    let time = |t: Option<String>, what: &str| {
+    let time = |t: Option<String>, what: &str, status: u32| {
         t.map_or(Ok(EmptyOrFullCOctetString::empty()), |t| {
-            EmptyOrFullCOctetString::<17>::from_str(&t).map_err(|e| bad(format!("{what}: {e}")))
+            EmptyOrFullCOctetString::<17>::from_str(&t)
+                .map_err(|e| bad(status, format!("{what}: {e}")))
         })
     };
     let validity_period = time(
         req.validity_period.map(crate::time::relative),
         "validity_period",
+        ESME_RINVEXPIRY,
     )?;
     let schedule = time(
         req.schedule_delivery_time.map(crate::time::absolute),
         "schedule_delivery_time",
+        ESME_RINVSCHED,
     )?;
     let mut out = Vec::with_capacity(req.segments.len());
     for seg in &req.segments {
@@ -635,7 +708,7 @@ pub(crate) fn build_pdus(req: &SubmitRequest) -> Result<Vec<SubmitSm>> {
             OctetString::empty()
         } else {
             OctetString::from_bytes(seg.payload.clone())
-                .map_err(|e| bad(format!("segment: {e}")))?
+                .map_err(|e| bad(ESME_RINVMSGLEN, format!("segment: {e}")))?
         };
         if let Some(sar) = seg.sar {
             tlvs.push(MessageSubmissionRequestTlvValue::SarMsgRefNum(sar.ref_num));

@@ -10,7 +10,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU32, AtomicUsize, Ordering},
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, SystemTime},
 };
@@ -43,7 +43,7 @@ use crate::{
     tls::{BoxRead, BoxWrite, TlsClient},
     types::{
         LastError, LinkEvent, LinkState, ReceiptAck, SegmentOutcome, SessionRole, SessionStatus,
-        UnknownReason,
+        SubmitTag, UnknownReason,
     },
 };
 
@@ -150,13 +150,20 @@ pub(crate) enum Reply {
 #[derive(Debug)]
 enum Pending {
     Waiting(oneshot::Sender<Reply>),
-    TimedOut { since: Instant },
+    TimedOut {
+        since: Instant,
+        tag: Option<SubmitTag>,
+    },
 }
 
 #[derive(Debug, Default)]
 struct PendingInner {
     closed: bool,
     waiting: usize,
+    /// Entries that timed out, remembered for a late answer.
+    timed_out: usize,
+    /// Bytes of the tags of `timed_out`.
+    tag_bytes: usize,
     /// submit_sm response timeouts since the last response in time.
     timeouts_in_row: u32,
     map: HashMap<u32, Pending>,
@@ -171,9 +178,14 @@ pub(crate) struct PendingMap {
     stalled: CancellationToken,
 }
 
+/// Bytes a remembered tag holds.
+fn tag_len(tag: &Option<SubmitTag>) -> usize {
+    tag.as_ref().map_or(0, |t| t.tag.len())
+}
+
 enum Resolved {
     Waiter(oneshot::Sender<Reply>),
-    Late,
+    Late(Option<SubmitTag>),
     Unknown,
 }
 
@@ -203,21 +215,44 @@ impl PendingMap {
                 g.timeouts_in_row = 0;
                 Resolved::Waiter(tx)
             }
-            Some(Pending::TimedOut { .. }) => Resolved::Late,
+            Some(Pending::TimedOut { tag, .. }) => {
+                g.timed_out -= 1;
+                g.tag_bytes -= tag_len(&tag);
+                Resolved::Late(tag)
+            }
             None => Resolved::Unknown,
         }
     }
 
-    /// Marks a waiting entry as timed out; false if it was resolved
-    /// meanwhile. The `stall_after`-th timeout in a row (0: never) marks
-    /// the connection stalled.
-    fn time_out(&self, seq: u32, stall_after: u32) -> bool {
+    /// Marks a waiting entry as timed out, remembering `tag` for its late
+    /// answer while fewer than `bound` are remembered (past it the entry is
+    /// dropped: a late answer then finds no tag, and `forgotten` counts
+    /// it); false if it was resolved meanwhile. The `stall_after`-th
+    /// timeout in a row (0: never) marks the connection stalled.
+    fn time_out(
+        &self,
+        seq: u32,
+        stall_after: u32,
+        tag: Option<SubmitTag>,
+        bound: usize,
+        forgotten: &AtomicU64,
+    ) -> bool {
         let mut g = self.inner.lock().expect("pending lock");
+        let remember = g.timed_out < bound;
         match g.map.get_mut(&seq) {
             Some(p @ Pending::Waiting(_)) => {
-                *p = Pending::TimedOut {
-                    since: Instant::now(),
-                };
+                if remember {
+                    let bytes = tag_len(&tag);
+                    *p = Pending::TimedOut {
+                        since: Instant::now(),
+                        tag,
+                    };
+                    g.timed_out += 1;
+                    g.tag_bytes += bytes;
+                } else {
+                    g.map.remove(&seq);
+                    forgotten.fetch_add(1, Ordering::Relaxed);
+                }
                 g.waiting -= 1;
                 g.timeouts_in_row += 1;
                 if stall_after > 0 && g.timeouts_in_row >= stall_after {
@@ -232,10 +267,26 @@ impl PendingMap {
     fn sweep(&self, older_than: Duration) {
         let now = Instant::now();
         let mut g = self.inner.lock().expect("pending lock");
+        let (mut dropped, mut bytes) = (0, 0);
         g.map.retain(|_, p| match p {
-            Pending::TimedOut { since } => now.duration_since(*since) < older_than,
+            Pending::TimedOut { since, tag } => {
+                let keep = now.duration_since(*since) < older_than;
+                if !keep {
+                    dropped += 1;
+                    bytes += tag_len(tag);
+                }
+                keep
+            }
             Pending::Waiting(_) => true,
         });
+        g.timed_out -= dropped;
+        g.tag_bytes -= bytes;
+    }
+
+    /// Timed-out submits remembered now and the bytes of their tags.
+    pub(crate) fn late_memory(&self) -> (usize, usize) {
+        let g = self.inner.lock().expect("pending lock");
+        (g.timed_out, g.tag_bytes)
     }
 
     /// Closes the map; every waiting request gets
@@ -245,6 +296,8 @@ impl PendingMap {
             let mut g = self.inner.lock().expect("pending lock");
             g.closed = true;
             g.waiting = 0;
+            g.timed_out = 0;
+            g.tag_bytes = 0;
             g.map.drain().map(|(_, p)| p).collect()
         };
         let mut waiting = 0;
@@ -431,6 +484,16 @@ impl Session {
         }
     }
 
+    /// The current connection's remembered timed-out submits (see
+    /// [`PendingMap::late_memory`]); zeros while unbound.
+    pub(crate) fn late_memory(&self) -> (usize, usize) {
+        self.conn
+            .lock()
+            .expect("conn lock")
+            .as_ref()
+            .map_or((0, 0), |c| c.pending.late_memory())
+    }
+
     /// Takes a stalled connection out of rotation at once: no new submit
     /// goes to it (its connection task then closes it and rebinds).
     fn take_out_of_rotation(&self, shared: &Shared, pending: &Arc<PendingMap>) {
@@ -497,6 +560,7 @@ impl Session {
         shared: &Shared,
         pdu: &SubmitSm,
         mut sent: Sent,
+        tag: Option<SubmitTag>,
     ) -> (SegmentOutcome, bool) {
         let cfg = shared.config.load_full();
         let mut retries = 0;
@@ -505,7 +569,14 @@ impl Session {
                 Ok(Ok(reply)) => reply,
                 Ok(Err(_)) => Reply::ConnectionLost,
                 Err(_) => {
-                    if sent.pending.time_out(sent.seq, cfg.stall_after_timeouts) {
+                    let bound = cfg.late_responses.div_ceil(cfg.sessions.max(1));
+                    if sent.pending.time_out(
+                        sent.seq,
+                        cfg.stall_after_timeouts,
+                        tag.clone(),
+                        bound,
+                        &shared.late_forgotten,
+                    ) {
                         warn!(
                             sequence_number = sent.seq,
                             "submit_sm response timeout; outcome unknown"
@@ -1127,8 +1198,25 @@ async fn handle_inbound(
                 Resolved::Waiter(w) => {
                     let _ = w.send(Reply::Response { status, message_id });
                 }
-                Resolved::Late => {
-                    info!(sequence_number = seq, status, "late submit_sm_resp");
+                resolved @ (Resolved::Late(_) | Resolved::Unknown) => {
+                    // A late answer: with its tag when the session still
+                    // remembered the submit. Without (forgotten past its
+                    // window or bound, or a sequence never sent) it is
+                    // reported too, so that it is counted, and settles
+                    // nothing.
+                    let tag = match resolved {
+                        Resolved::Late(tag) => {
+                            info!(sequence_number = seq, status, "late submit_sm_resp");
+                            tag
+                        }
+                        _ => {
+                            warn!(
+                                sequence_number = seq,
+                                "submit_sm_resp for a sequence no longer awaited"
+                            );
+                            None
+                        }
+                    };
                     let _ = shared
                         .events
                         .send(LinkEvent::LateResponse {
@@ -1139,11 +1227,9 @@ async fn handle_inbound(
                             smsc_message_id: message_id
                                 .filter(|_| status == 0)
                                 .map(|id| SmscMessageId::new(id, cfg.message_id_format)),
+                            tag,
                         })
                         .await;
-                }
-                Resolved::Unknown => {
-                    warn!(sequence_number = seq, "submit_sm_resp for unknown sequence")
                 }
             }
         }

@@ -996,7 +996,10 @@ impl SimHandle {
         payload: &[u8],
         sar: Option<Sar>,
     ) -> Result<()> {
-        let bad = |e: String| Error::InvalidRequest { reason: e };
+        let bad = |e: String| Error::InvalidRequest {
+            command_status: crate::error::ESME_RSYSERR,
+            reason: e,
+        };
         let mut tlvs = Vec::new();
         if let Some(s) = sar {
             tlvs.push(MessageDeliveryRequestTlvValue::SarMsgRefNum(s.ref_num));
@@ -1115,7 +1118,10 @@ impl MoText {
     /// parts, in sending order.
     fn parts(&self) -> Result<Vec<MoWirePart>> {
         use smsgw_text::{Concat, Encoding};
-        let bad = |reason: String| Error::InvalidRequest { reason };
+        let bad = |reason: String| Error::InvalidRequest {
+            command_status: crate::error::ESME_RSYSERR,
+            reason,
+        };
         let (body, unit) = match self.encoding {
             Encoding::Gsm7 => (
                 smsgw_text::encode_gsm7(&self.text, self.shift).map_err(|e| bad(e.to_string()))?,

@@ -1,32 +1,14 @@
 //! Requests, outcomes, events and status: what the gateway sees.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
 use crate::ids::SmscMessageId;
 
-/// An address with its TON/NPI.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Address {
-    /// Digits or alphanumeric sender (at most 20 characters).
-    pub addr: String,
-    /// Type of number.
-    pub ton: u8,
-    /// Numbering plan indicator.
-    pub npi: u8,
-}
-
-impl Address {
-    /// An address with explicit TON/NPI.
-    pub fn new(addr: impl Into<String>, ton: u8, npi: u8) -> Self {
-        Self {
-            addr: addr.into(),
-            ton,
-            npi,
-        }
-    }
-}
+pub use smsgw_core::links::Address;
+pub use smsgw_core::messages::ReceiptState;
 
 /// SAR TLVs of one segment (`sar_msg_ref_num`, `sar_total_segments`,
 /// `sar_segment_seqnum`).
@@ -92,6 +74,20 @@ pub struct SubmitRequest {
     pub schedule_delivery_time: Option<std::time::SystemTime>,
     /// The segments.
     pub segments: Vec<Segment>,
+    /// The caller's correlation (opaque here): a late `submit_sm_resp` of
+    /// a segment comes back with it as a [`SubmitTag`]
+    /// ([`LinkEvent::LateResponse`]).
+    pub tag: Option<Arc<str>>,
+}
+
+/// What a late `submit_sm_resp` is correlated by: the request's
+/// [`SubmitRequest::tag`] and the index of the segment it answers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SubmitTag {
+    /// [`SubmitRequest::tag`].
+    pub tag: Arc<str>,
+    /// 0-based index of the segment in its request.
+    pub segment: u16,
 }
 
 impl SubmitRequest {
@@ -109,6 +105,7 @@ impl SubmitRequest {
             validity_period: None,
             schedule_delivery_time: None,
             segments,
+            tag: None,
         }
     }
 }
@@ -120,7 +117,7 @@ impl SubmitRequest {
 pub enum UnknownReason {
     /// No `submit_sm_resp` within the response timeout. A late response is
     /// reported as [`LinkEvent::LateResponse`] with the same session and
-    /// sequence number.
+    /// sequence number, and the request's [`SubmitTag`].
     ResponseTimeout {
         /// Sequence number of the `submit_sm`.
         sequence_number: u32,
@@ -233,34 +230,6 @@ impl SegmentOutcome {
     }
 }
 
-/// The state a receipt reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DeliveryState {
-    /// DELIVRD.
-    Delivered,
-    /// UNDELIV.
-    Undeliverable,
-    /// EXPIRED.
-    Expired,
-    /// REJECTD.
-    Rejected,
-    /// DELETED.
-    Deleted,
-    /// ACCEPTD.
-    Accepted,
-    /// ENROUTE (intermediate).
-    Enroute,
-    /// UNKNOWN, or a state this parser does not know.
-    Unknown,
-}
-
-impl DeliveryState {
-    /// True for states after which no further receipt is expected.
-    pub fn is_final(self) -> bool {
-        !matches!(self, DeliveryState::Enroute | DeliveryState::Accepted)
-    }
-}
-
 /// A delivery receipt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
@@ -269,7 +238,7 @@ pub struct Receipt {
     /// SMSC message id (normalised in `.normalized`).
     pub smsc_message_id: SmscMessageId,
     /// Reported state.
-    pub state: DeliveryState,
+    pub state: ReceiptState,
     /// Network or SMSC error code (`network_error_code` TLV or `err:`).
     pub error_code: Option<u32>,
     /// `done date` (interpreted as UTC).
@@ -411,7 +380,8 @@ pub enum LinkEvent {
     /// A mobile-originated message.
     MobileOriginated(MobileOriginated),
     /// A `submit_sm_resp` arrived after its segment was reported
-    /// [`SegmentOutcome::Unknown`].
+    /// [`SegmentOutcome::Unknown`] (or for a sequence number the session no
+    /// longer awaits).
     LateResponse {
         /// Link.
         link: String,
@@ -423,6 +393,12 @@ pub enum LinkEvent {
         command_status: u32,
         /// The id, when the response accepted the message.
         smsc_message_id: Option<SmscMessageId>,
+        /// The request's tag and the segment's index; `None` when the
+        /// request had no tag, or the session no longer held the submit
+        /// (ten response timeouts after it timed out, or past the
+        /// [`crate::LinkConfig::late_responses`] bound): the answer then
+        /// settles nothing.
+        tag: Option<SubmitTag>,
     },
     /// A session changed state.
     StateChanged {

@@ -13,7 +13,7 @@ use std::{
 };
 
 use smsgw_smpp::{
-    Address, DeliveryState, IdFormat, Link, LinkConfig, LinkEvent, LinkState, Segment,
+    Address, IdFormat, Link, LinkConfig, LinkEvent, LinkState, ReceiptState, Segment,
     SegmentOutcome, SubmitRequest,
 };
 use tokio::sync::mpsc;
@@ -117,7 +117,7 @@ async fn node_smpp_smsc_binds_accepts_a_submit_and_delivers_its_receipt() {
         receipt.smsc_message_id.normalized,
         smsc_message_id.normalized
     );
-    assert_eq!(receipt.state, DeliveryState::Delivered);
+    assert_eq!(receipt.state, ReceiptState::Delivered);
 
     // enquire_link round trips against node-smpp too.
     tokio::time::timeout(Duration::from_secs(5), async {

@@ -5,8 +5,8 @@ mod common;
 use std::time::Duration;
 
 use smsgw_smpp::{
-    Address, BindMode, DeliveryState, Error, IdFormat, Link, LinkConfig, LinkEvent, LinkState,
-    MobileOriginated, Pool, Receipt, Sar, Segment, SegmentOutcome, SubmitRequest, Target,
+    Address, BindMode, Error, IdFormat, Link, LinkConfig, LinkEvent, LinkState, MobileOriginated,
+    Pool, Receipt, ReceiptState, Sar, Segment, SegmentOutcome, SubmitRequest, SubmitTag, Target,
     UnknownPolicy, UnknownReason,
     sim::{ReceiptMix, SimConfig, SimIdFormat},
 };
@@ -77,7 +77,7 @@ async fn link_binds_submits_and_correlates_the_receipt() {
     let id = accepted_id(&out[0]);
     let r = next_receipt(&mut f.events).await;
     assert_eq!(r.smsc_message_id.normalized, id);
-    assert_eq!(r.state, DeliveryState::Delivered);
+    assert_eq!(r.state, ReceiptState::Delivered);
     assert_eq!(r.link, "test");
     assert!(r.done_at.is_some());
     assert_eq!(f.sim.binds(), 1);
@@ -151,7 +151,7 @@ async fn text_only_receipts_are_parsed_with_state_and_error() {
     let id = accepted_id(&f.link.submit(msg("x")).await.unwrap()[0]);
     let r = next_receipt(&mut f.events).await;
     assert_eq!(r.smsc_message_id.normalized, id);
-    assert_eq!(r.state, DeliveryState::Undeliverable);
+    assert_eq!(r.state, ReceiptState::Undeliverable);
     assert_eq!(r.error_code, Some(1));
     f.cancel.cancel();
 }
@@ -159,8 +159,8 @@ async fn text_only_receipts_are_parsed_with_state_and_error() {
 #[tokio::test]
 async fn receipt_tlvs_give_the_state_for_every_outcome_in_the_mix() {
     for (mix, want) in [
-        ((0, 0, 1, 0), DeliveryState::Expired),
-        ((0, 0, 0, 1), DeliveryState::Rejected),
+        ((0, 0, 1, 0), ReceiptState::Expired),
+        ((0, 0, 0, 1), ReceiptState::Rejected),
     ] {
         let sim_cfg = SimConfig::default().receipt_mix(ReceiptMix {
             delivered: mix.0,
@@ -345,7 +345,9 @@ async fn response_timeout_is_unknown_never_resent_and_a_late_response_settles_it
     })
     .await;
     f.sim.set_response_delay(Some(Duration::from_millis(700)));
-    let out = f.link.submit(msg("slow")).await.unwrap();
+    let mut m = msg("slow");
+    m.tag = Some("message-7".into());
+    let out = f.link.submit(m).await.unwrap();
     let SegmentOutcome::Unknown {
         session,
         reason: UnknownReason::ResponseTimeout {
@@ -364,12 +366,22 @@ async fn response_timeout_is_unknown_never_resent_and_a_late_response_settles_it
         sequence_number: seq,
         command_status,
         smsc_message_id,
+        tag,
         ..
     } = late
     else {
         unreachable!()
     };
     assert_eq!((s, seq, command_status), (session, sequence_number, 0));
+    // It comes back with the request's tag and the segment's index, so the
+    // caller needs no map of its own.
+    assert_eq!(
+        tag,
+        Some(SubmitTag {
+            tag: "message-7".into(),
+            segment: 0
+        })
+    );
     let id = smsc_message_id.expect("id in late response");
     let r = next_receipt(&mut f.events).await;
     assert_eq!(r.smsc_message_id.normalized, id.normalized);
@@ -455,19 +467,94 @@ async fn sar_and_message_payload_segments_are_sent() {
 }
 
 #[tokio::test]
+async fn late_answers_carry_each_segments_tag_up_to_the_bound() {
+    // One session remembering at most 2 timed-out submits: of a 3-part
+    // message that times out whole, the third is not remembered, and its
+    // late answer comes back without a tag.
+    let mut f = fixture(SimConfig::default(), |c| {
+        c.response_timeout(Duration::from_millis(300))
+            .stall_after_timeouts(0)
+            .late_responses(2)
+    })
+    .await;
+    // Each segment's timeout runs from when the link awaits it (0.3, 0.6,
+    // 0.9 s); every answer comes well after.
+    f.sim.set_response_delay(Some(Duration::from_millis(2_500)));
+    let mut m = multipart(&["a", "b", "c"]);
+    m.tag = Some("message-9".into());
+    let out = f.link.submit(m).await.unwrap();
+    assert!(
+        out.iter()
+            .all(|o| matches!(o, SegmentOutcome::Unknown { .. })),
+        "{out:?}"
+    );
+    let held = f.link.late_memory();
+    assert_eq!(held.structure, "late_responses");
+    assert_eq!((held.entries, held.capacity, held.evicted), (2, 2, 1));
+    assert!(held.bytes > 0);
+    let mut tags = Vec::new();
+    for _ in 0..3 {
+        let LinkEvent::LateResponse { tag, .. } = next_event(&mut f.events, |e| {
+            matches!(e, LinkEvent::LateResponse { .. })
+        })
+        .await
+        else {
+            unreachable!()
+        };
+        tags.push(tag.map(|t| (t.tag.to_string(), t.segment)));
+    }
+    tags.sort();
+    assert_eq!(
+        tags,
+        vec![
+            None,
+            Some(("message-9".to_owned(), 0)),
+            Some(("message-9".to_owned(), 1)),
+        ]
+    );
+    // Answered: nothing is held any more.
+    assert_eq!(f.link.late_memory().entries, 0);
+    f.cancel.cancel();
+}
+
+#[tokio::test]
 async fn invalid_requests_are_refused_before_sending() {
     let f = fixture(SimConfig::default(), |c| c).await;
     let mut m = msg("x");
     m.destination.addr = "1".repeat(30);
     assert!(matches!(
         f.link.submit(m).await,
-        Err(Error::InvalidRequest { .. })
+        Err(Error::InvalidRequest {
+            command_status: smsgw_smpp::ESME_RINVDSTADR,
+            ..
+        })
+    ));
+    let mut m = msg("x");
+    m.source.addr = "s".repeat(21);
+    assert!(matches!(
+        f.link.submit(m).await,
+        Err(Error::InvalidRequest {
+            command_status: smsgw_smpp::ESME_RINVSRCADR,
+            ..
+        })
+    ));
+    let mut m = msg("x");
+    m.priority = 4;
+    assert!(matches!(
+        f.link.submit(m).await,
+        Err(Error::InvalidRequest {
+            command_status: smsgw_smpp::ESME_RINVPRTFLG,
+            ..
+        })
     ));
     let mut m = msg("x");
     m.segments.clear();
     assert!(matches!(
         f.link.submit(m).await,
-        Err(Error::InvalidRequest { .. })
+        Err(Error::InvalidRequest {
+            command_status: smsgw_smpp::ESME_RINVMSGLEN,
+            ..
+        })
     ));
     assert_eq!(f.sim.submits(), 0);
     f.cancel.cancel();

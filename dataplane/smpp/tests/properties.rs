@@ -17,7 +17,7 @@ use rusmpp::{
     values::{DataCoding, ErrorCodeNetworkType, EsmClass, MessageState, NetworkErrorCode},
 };
 use smsgw_smpp::{
-    Address, DeliveryState, IdFormat, ReassemblyConfig,
+    Address, IdFormat, ReassemblyConfig, ReceiptState,
     codec::{Frame, SmppCodec, encode_into},
     deliver::{
         Delivered, MoPart, Reassembler, TextReceipt, classify, format_smpp_date, parse_smpp_date,
@@ -35,32 +35,32 @@ fn config() -> ProptestConfig {
 }
 
 /// `stat:` words seen in the field, with the state each means.
-const STATS: &[(&str, DeliveryState)] = &[
-    ("DELIVRD", DeliveryState::Delivered),
-    ("DELIVERED", DeliveryState::Delivered),
-    ("UNDELIV", DeliveryState::Undeliverable),
-    ("UNDELIVERABLE", DeliveryState::Undeliverable),
-    ("EXPIRED", DeliveryState::Expired),
-    ("REJECTD", DeliveryState::Rejected),
-    ("REJECTED", DeliveryState::Rejected),
-    ("DELETED", DeliveryState::Deleted),
-    ("ACCEPTD", DeliveryState::Accepted),
-    ("ACCEPTED", DeliveryState::Accepted),
-    ("ENROUTE", DeliveryState::Enroute),
-    ("UNKNOWN", DeliveryState::Unknown),
+const STATS: &[(&str, ReceiptState)] = &[
+    ("DELIVRD", ReceiptState::Delivered),
+    ("DELIVERED", ReceiptState::Delivered),
+    ("UNDELIV", ReceiptState::Undeliverable),
+    ("UNDELIVERABLE", ReceiptState::Undeliverable),
+    ("EXPIRED", ReceiptState::Expired),
+    ("REJECTD", ReceiptState::Rejected),
+    ("REJECTED", ReceiptState::Rejected),
+    ("DELETED", ReceiptState::Deleted),
+    ("ACCEPTD", ReceiptState::Accepted),
+    ("ACCEPTED", ReceiptState::Accepted),
+    ("ENROUTE", ReceiptState::Enroute),
+    ("UNKNOWN", ReceiptState::Unknown),
 ];
 
 /// The same states as the `message_state` TLV carries them.
-fn tlv_state(s: DeliveryState) -> MessageState {
+fn tlv_state(s: ReceiptState) -> MessageState {
     match s {
-        DeliveryState::Delivered => MessageState::Delivered,
-        DeliveryState::Undeliverable => MessageState::Undeliverable,
-        DeliveryState::Expired => MessageState::Expired,
-        DeliveryState::Rejected => MessageState::Rejected,
-        DeliveryState::Deleted => MessageState::Deleted,
-        DeliveryState::Accepted => MessageState::Accepted,
-        DeliveryState::Enroute => MessageState::Enroute,
-        DeliveryState::Unknown => MessageState::Unknown,
+        ReceiptState::Delivered => MessageState::Delivered,
+        ReceiptState::Undeliverable => MessageState::Undeliverable,
+        ReceiptState::Expired => MessageState::Expired,
+        ReceiptState::Rejected => MessageState::Rejected,
+        ReceiptState::Deleted => MessageState::Deleted,
+        ReceiptState::Accepted => MessageState::Accepted,
+        ReceiptState::Enroute => MessageState::Enroute,
+        ReceiptState::Unknown => MessageState::Unknown,
     }
 }
 
