@@ -161,7 +161,7 @@ impl Gateway {
             }
         };
         let auth = Auth::new(auth, store.clone());
-        let messages = message_store(args).await?;
+        let (messages, store_memory) = message_store(args).await?;
         let empty = smsgw_crds::compile(&[]).map_err(|_| anyhow::anyhow!("empty snapshot"))?;
         let config = Arc::new(arc_swap::ArcSwap::from_pointee(empty));
         let links = Arc::new(LinkSet::default());
@@ -174,6 +174,9 @@ impl Gateway {
         });
         let telemetry = crate::telemetry::start(&args.telemetry, &pod)?;
         let metrics = smsgw_api::metrics::Metrics::new();
+        if let Some(source) = store_memory {
+            metrics.add_memory_source(source);
+        }
         // Contact policies: the engine of --policy-engine over the policies of each snapshot.
         let policies: smsgw_contact::SharedPolicies = Arc::default();
         let contact = crate::contact::build(args, policies.clone()).await?;
@@ -416,7 +419,15 @@ async fn outbox(args: &GatewayArgs) -> anyhow::Result<Arc<dyn smsgw_core::outbox
     })
 }
 
-async fn message_store(args: &GatewayArgs) -> anyhow::Result<Arc<dyn MessageStore>> {
+/// A bounded structure's report for the `smsgw_memory_*` gauges.
+type MemorySource = Box<dyn Fn() -> Vec<smsgw_core::bounded::MemoryUse> + Send + Sync>;
+
+/// The message store of `--store`, and what it holds in memory when it
+/// holds something that grows with traffic (Redis: the records it wrote
+/// last, for their next update).
+async fn message_store(
+    args: &GatewayArgs,
+) -> anyhow::Result<(Arc<dyn MessageStore>, Option<MemorySource>)> {
     use smsgw_store::messages::{
         AerospikeConfig, AerospikeMessageStore, Checkpoints, EmbeddedMessageStore,
         MessageStoreOptions, RedisMessageStore,
@@ -424,17 +435,20 @@ async fn message_store(args: &GatewayArgs) -> anyhow::Result<Arc<dyn MessageStor
     let opts = MessageStoreOptions::default()
         .ttl(args.message_ttl)
         .cache_bytes(args.store_cache);
-    Ok(match args.store {
-        StoreKind::Embedded => Arc::new(
-            EmbeddedMessageStore::open_with(
-                &args.data_dir.join("messages.redb"),
-                opts,
-                Checkpoints {
-                    every: args.store_checkpoint_interval,
-                    ..Checkpoints::default()
-                },
-            )
-            .context("cannot open the embedded message store")?,
+    let store: (Arc<dyn MessageStore>, Option<MemorySource>) = match args.store {
+        StoreKind::Embedded => (
+            Arc::new(
+                EmbeddedMessageStore::open_with(
+                    &args.data_dir.join("messages.redb"),
+                    opts,
+                    Checkpoints {
+                        every: args.store_checkpoint_interval,
+                        ..Checkpoints::default()
+                    },
+                )
+                .context("cannot open the embedded message store")?,
+            ),
+            None,
         ),
         StoreKind::Redis => {
             let url = args
@@ -442,11 +456,18 @@ async fn message_store(args: &GatewayArgs) -> anyhow::Result<Arc<dyn MessageStor
                 .clone()
                 .or_else(|| args.redis_url.clone())
                 .context("--store redis needs --store-redis-url or --redis-url")?;
-            Arc::new(
+            let store = Arc::new(
                 RedisMessageStore::connect(&args.redis_config(url), opts)
                     .await
                     .context("cannot reach Redis for the message store")?,
-            )
+            );
+            let weak = Arc::downgrade(&store);
+            let memory: MemorySource = Box::new(move || {
+                weak.upgrade()
+                    .map(|s| vec![s.kv().memory()])
+                    .unwrap_or_default()
+            });
+            (store as Arc<dyn MessageStore>, Some(memory))
         }
         StoreKind::Aerospike => {
             let hosts = args
@@ -456,13 +477,17 @@ async fn message_store(args: &GatewayArgs) -> anyhow::Result<Arc<dyn MessageStor
             let mut config = AerospikeConfig::new(hosts);
             config.namespace = args.aerospike_namespace.clone();
             config.set = args.aerospike_set.clone();
-            Arc::new(
-                AerospikeMessageStore::connect(&config, opts)
-                    .await
-                    .context("cannot reach Aerospike for the message store")?,
+            (
+                Arc::new(
+                    AerospikeMessageStore::connect(&config, opts)
+                        .await
+                        .context("cannot reach Aerospike for the message store")?,
+                ),
+                None,
             )
         }
-    })
+    };
+    Ok(store)
 }
 
 fn sim_config(args: &SimArgs) -> anyhow::Result<smsgw_smpp::sim::SimConfig> {

@@ -278,6 +278,7 @@ impl VersionedKv for AerospikeKv {
         &self,
         rec: &MessageRecord,
         expires_at_ms: u64,
+        _taken_over: bool,
     ) -> Result<bool, MessageStoreError> {
         let p = Self::policy(
             RecordExistsAction::CreateOnly,

@@ -46,6 +46,15 @@ pub trait VersionedKv: Send + Sync + 'static {
         id: &str,
     ) -> Result<Option<(Self::Version, MessageRecord)>, MessageStoreError>;
 
+    /// Message `id` and its version as this backend last wrote them, if
+    /// it remembers (and forgets them now): a read-modify-write may start
+    /// from that instead of a [`VersionedKv::load`], as its write back
+    /// finds out whether another writer got in between. `None` by
+    /// default.
+    fn remembered(&self, _id: &str) -> Option<(Self::Version, MessageRecord)> {
+        None
+    }
+
     /// Writes `rec` over message `id` if its version is still `version`.
     async fn compare_and_set(
         &self,
@@ -57,11 +66,16 @@ pub trait VersionedKv: Send + Sync + 'static {
     /// Writes `rec` under its id, expiring at `expires_at_ms`, unless a
     /// record has that id: true when written. A record written
     /// [`MessageStatus::Accepted`] is listed for [`VersionedKv::accepted_ids`]
-    /// before it can be read.
+    /// before it can be read. `taken_over` is false when this create put
+    /// the idempotency key for this id itself (the caller's new id: only
+    /// the places the current layout writes can hold it), true when it
+    /// took an orphaned key over (its creator, maybe a pod of a version
+    /// before, may still write the record, in that version's layout).
     async fn put_if_absent(
         &self,
         rec: &MessageRecord,
         expires_at_ms: u64,
+        taken_over: bool,
     ) -> Result<bool, MessageStoreError>;
 
     /// Points the idempotency key `(app_id, transaction_id)` at
@@ -157,16 +171,23 @@ impl<K: VersionedKv> KvMessageStore<K> {
         &self,
         id: &str,
     ) -> Result<Option<(K::Version, MessageRecord)>, MessageStoreError> {
-        Ok(self
-            .kv
-            .load(id)
-            .await?
-            .filter(|(_, rec)| rec.expires_at_ms(self.opts.ttl) > unix_now_ms()))
+        Ok(self.live(self.kv.load(id).await?))
+    }
+
+    fn live(
+        &self,
+        loaded: Option<(K::Version, MessageRecord)>,
+    ) -> Option<(K::Version, MessageRecord)> {
+        loaded.filter(|(_, rec)| rec.expires_at_ms(self.opts.ttl) > unix_now_ms())
     }
 
     /// Read-modify-write of one record. `f` returns `Ok(false)` to write
     /// nothing. Returns the status the record had before, the record as
-    /// last seen (`None`: gone) and whether `f` changed it.
+    /// last seen (`None`: gone) and whether `f` changed it. The first try
+    /// starts from the record as the backend [remembers] it, if it does;
+    /// an answer without a write comes only from a record loaded.
+    ///
+    /// [remembers]: VersionedKv::remembered
     async fn update<F>(
         &self,
         id: &str,
@@ -175,12 +196,27 @@ impl<K: VersionedKv> KvMessageStore<K> {
     where
         F: FnMut(&mut MessageRecord) -> Result<bool, MessageStoreError> + Send,
     {
-        for _ in 0..CAS_ATTEMPTS {
-            let Some((version, mut rec)) = self.load_live(id).await? else {
+        for attempt in 0..CAS_ATTEMPTS {
+            let hint = if attempt == 0 {
+                self.kv.remembered(id)
+            } else {
+                None
+            };
+            let (loaded, remembered) = match hint {
+                Some(r) => (Some(r), true),
+                None => (self.kv.load(id).await?, false),
+            };
+            let Some((version, mut rec)) = self.live(loaded) else {
                 return Ok(None);
             };
             let before = rec.status;
-            if !f(&mut rec)? {
+            // A remembered record may have changed since: nothing is
+            // answered from it but a write that finds it unchanged.
+            let write = match f(&mut rec) {
+                Ok(false) | Err(_) if remembered => continue,
+                r => r?,
+            };
+            if !write {
                 return Ok(Some((before, rec, false)));
             }
             match self.kv.compare_and_set(id, &version, &rec).await? {
@@ -242,8 +278,13 @@ impl<K: VersionedKv> KvMessageStore<K> {
         &self,
         rec: MessageRecord,
         expires_at_ms: u64,
+        taken_over: bool,
     ) -> Result<CreateOutcome, MessageStoreError> {
-        if self.kv.put_if_absent(&rec, expires_at_ms).await? {
+        if self
+            .kv
+            .put_if_absent(&rec, expires_at_ms, taken_over)
+            .await?
+        {
             return Ok(CreateOutcome::Created(rec));
         }
         self.get(&rec.message_id)
@@ -265,7 +306,7 @@ impl<K: VersionedKv> MessageStore for KvMessageStore<K> {
                 .put_key_if_absent(&rec.app_id, &rec.transaction_id, &rec.message_id, exp)
                 .await?
             {
-                return self.put_created(rec, exp).await;
+                return self.put_created(rec, exp, false).await;
             }
             let Some(id) = self.kv.load_key(&rec.app_id, &rec.transaction_id).await? else {
                 continue; // expired in between: try again
@@ -277,7 +318,7 @@ impl<K: VersionedKv> MessageStore for KvMessageStore<K> {
             // work under the key's id.
             tracing::warn!(message_id = %id, app_id = %rec.app_id, "taking over an orphaned idempotency key");
             rec.message_id = id;
-            return self.put_created(rec, exp).await;
+            return self.put_created(rec, exp, true).await;
         }
     }
 

@@ -46,7 +46,9 @@
 //! of those versions read them too), until they expire: a rolling upgrade
 //! keeps the day of messages already stored. A create first looks at the
 //! keys of the layouts before (in the same round trip): while one lives,
-//! the transaction is taken. Generations of any width are read (their
+//! the transaction is taken; the record put looks for a record there only
+//! under an id taken over from an orphaned key (a create's own new id
+//! cannot be there). Generations of any width are read (their
 //! list holds their ends), so the generations the version before cut
 //! `ttl / 8` wide and these `ttl / 4` wide serve pods of both versions
 //! alike. During the upgrade itself, a receipt that a
@@ -72,7 +74,10 @@
 //!   rule in Rust ([`smsgw_core::messages`]), write it back with a `cas`
 //!   script if its bytes are unchanged (they hold `updated_at_ms`), else
 //!   retry. Domain logic exists once, in [`KvMessageStore`] over this
-//!   [`RedisKv`].
+//!   [`RedisKv`]. A pod keeps the bytes of the records it wrote last (a
+//!   bounded map) and starts their next update from those instead of a
+//!   read: the `cas` finds out, as ever, whether another writer got in
+//!   between.
 //! * **receipt matching** is race-free because the index entry and the
 //!   parked receipt share one shard: the `park` script either finds the
 //!   mapping or parks; the `index` script writes the mapping and takes
@@ -84,10 +89,12 @@ use super::record_codec::{self, is_lower_hex, nibble, put_str, take_str};
 use super::{KvMessageStore, MessageStoreOptions, backend, ms};
 use crate::{BoundedConnection, RedisConfig};
 use async_trait::async_trait;
+use smsgw_core::bounded::{BoundedMap, MemoryUse};
 use smsgw_core::messages::{
     MessageRecord, MessageStatus, MessageStoreError, ReceiptUpdate, unix_now_ms,
 };
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// `KEYS[1]` record; `ARGV[1]` the bytes it was read as, `ARGV[2]` the new
 /// bytes. 1 = written, 0 = changed since, -1 = record gone.
@@ -364,6 +371,18 @@ const LEAF_CAPACITY: u32 = 96;
 /// memory outlives their expiry by at most this (and the takeover delay).
 const RECORD_BUCKET_MS: u64 = 1_000;
 
+/// Records (in buckets, not final) this pod wrote last that it keeps, so
+/// that their next update (the `submit_sm_resp` after the create, the
+/// receipt after that) starts without reading them back: at most this
+/// many, ~250 B each (`smsgw_memory_*{structure="redis_records_written"}`).
+const REMEMBERED: usize = 4_096;
+
+/// Bytes of [`REMEMBERED`] records at most.
+const REMEMBERED_BYTES: usize = 2 << 20;
+
+/// How long a remembered record is kept.
+const REMEMBERED_FOR: Duration = Duration::from_secs(600);
+
 /// The Redis keys of the message store ([`VersionedKv`]; see the module
 /// docs for the layout).
 #[derive(Clone)]
@@ -380,6 +399,8 @@ pub struct RedisKv {
     record_put: redis::Script,
     record_cas: redis::Script,
     tx_index: redis::Script,
+    /// Records in buckets as this pod last wrote them, by id.
+    written: Arc<Mutex<BoundedMap<String, Vec<u8>>>>,
 }
 
 impl RedisKv {
@@ -403,7 +424,36 @@ impl RedisKv {
             record_put: redis::Script::new(RECORD_PUT),
             record_cas: redis::Script::new(RECORD_CAS),
             tx_index: redis::Script::new(TX_INDEX),
+            written: Arc::new(Mutex::new(BoundedMap::new(
+                "redis_records_written",
+                REMEMBERED,
+                REMEMBERED_BYTES,
+                REMEMBERED_FOR,
+            ))),
         })
+    }
+
+    /// The records this pod wrote last and keeps for their next update,
+    /// for the `smsgw_memory_*` gauges.
+    pub fn memory(&self) -> MemoryUse {
+        self.written().memory()
+    }
+
+    fn written(&self) -> std::sync::MutexGuard<'_, BoundedMap<String, Vec<u8>>> {
+        self.written.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `bytes`, the record of `id` just written to its bucket, for
+    /// its next update; a final record is not updated again (but by a
+    /// duplicate receipt: that one reads it).
+    fn remember(&self, id: &str, bytes: Vec<u8>, status: MessageStatus) {
+        let mut written = self.written();
+        if status.is_final() {
+            written.remove(&id.to_owned());
+        } else {
+            let size = id.len() + bytes.len();
+            written.insert(id.to_owned(), bytes, size, Instant::now());
+        }
     }
 
     /// `P:<kind>` followed by `parts`, each packed.
@@ -594,21 +644,28 @@ impl VersionedKv for RedisKv {
         }
     }
 
+    fn remembered(&self, id: &str) -> Option<(RedisVersion, MessageRecord)> {
+        let bytes = self.written().take(&id.to_owned(), Instant::now())?;
+        let rec = record_codec::decode(&bytes).ok()?;
+        Some((RedisVersion::Bucket(bytes), rec))
+    }
+
     async fn compare_and_set(
         &self,
         id: &str,
         version: &RedisVersion,
         rec: &MessageRecord,
     ) -> Result<Cas, MessageStoreError> {
+        let mut written = None;
         let invocation = match version {
             RedisVersion::Bucket(old) => {
                 let (bucket, field) = self
                     .record_slot(id)
                     .ok_or_else(|| backend("a bucketed record without a UUIDv7 id"))?;
+                let bytes = record_codec::encode(rec);
                 let mut i = self.record_cas.key(bucket);
-                i.arg(field)
-                    .arg(old.as_slice())
-                    .arg(record_codec::encode(rec));
+                i.arg(field).arg(old.as_slice()).arg(bytes.as_slice());
+                written = Some(bytes);
                 i
             }
             RedisVersion::Binary(old) => {
@@ -627,6 +684,9 @@ impl VersionedKv for RedisKv {
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
+        if let (1, Some(bytes)) = (r, written) {
+            self.remember(id, bytes, rec.status);
+        }
         Ok(match r {
             1 => Cas::Written,
             -1 => Cas::Gone,
@@ -638,6 +698,7 @@ impl VersionedKv for RedisKv {
         &self,
         rec: &MessageRecord,
         expires_at_ms: u64,
+        taken_over: bool,
     ) -> Result<bool, MessageStoreError> {
         if rec.status == MessageStatus::Accepted {
             // Before the record, so a record is never accepted-but-unlisted.
@@ -649,44 +710,53 @@ impl VersionedKv for RedisKv {
                 .await
                 .map_err(backend)?;
         }
-        // An id of a layout before is taken too (a takeover of its key): in
-        // the same round trip, whether a record has it there.
         let bytes = record_codec::encode(rec);
         let own = self.msg_key(&rec.message_id);
         let old = self.msg_key_v1(&rec.message_id);
         let slot = self.record_slot(&rec.message_id);
-        let (set, own_exists, old_exists): (bool, i64, i64) = match &slot {
+        // An id of a key taken over may have a record in a layout before
+        // (its creator was a pod of a version before): in the same round
+        // trip, whether a record has it there. A create's own new id
+        // cannot (the layouts before are no longer written).
+        let mut pipe = redis::pipe();
+        match &slot {
             Some((bucket, field)) => {
                 let mut put = self.record_put.key(bucket.as_slice());
                 put.arg(field.as_slice())
-                    .arg(bytes)
+                    .arg(bytes.as_slice())
                     .arg(expires_at_ms)
                     .arg(unix_now_ms());
-                let mut pipe = redis::pipe();
-                pipe.invoke_script(&put)
-                    .cmd("EXISTS")
-                    .arg(&own)
-                    .cmd("EXISTS")
-                    .arg(&old);
-                self.query_pipe(&pipe, &[&self.record_put]).await?
+                pipe.invoke_script(&put);
+                if taken_over {
+                    pipe.cmd("EXISTS").arg(&own);
+                }
             }
             None => {
-                let (set, old_exists): (Option<String>, i64) = redis::pipe()
-                    .cmd("SET")
+                pipe.cmd("SET")
                     .arg(&own)
-                    .arg(bytes)
+                    .arg(bytes.as_slice())
                     .arg("NX")
                     .arg("PXAT")
-                    .arg(expires_at_ms)
-                    .cmd("EXISTS")
-                    .arg(&old)
-                    .query_async(&mut self.conn())
-                    .await
-                    .map_err(backend)?;
-                (set.is_some(), 0, old_exists)
+                    .arg(expires_at_ms);
             }
+        }
+        if taken_over {
+            pipe.cmd("EXISTS").arg(&old);
+        }
+        let answers: Vec<redis::Value> = self.query_pipe(&pipe, &[&self.record_put]).await?;
+        let mut answers = answers.into_iter();
+        let set = match (&slot, answers.next()) {
+            (Some(_), Some(v)) => redis::from_redis_value::<bool>(&v).map_err(backend)?,
+            (None, Some(v)) => redis::from_redis_value::<Option<String>>(&v)
+                .map_err(backend)?
+                .is_some(),
+            (_, None) => return Err(backend("no answer to a record put")),
         };
-        if set && (own_exists == 1 || old_exists == 1) {
+        let mut elsewhere = false;
+        for v in answers {
+            elsewhere |= redis::from_redis_value::<i64>(&v).map_err(backend)? == 1;
+        }
+        if set && elsewhere {
             let undo = match &slot {
                 Some((bucket, field)) => {
                     let mut c = redis::cmd("HDEL");
@@ -701,6 +771,9 @@ impl VersionedKv for RedisKv {
             };
             let _: i64 = undo.query_async(&mut self.conn()).await.map_err(backend)?;
             return Ok(false);
+        }
+        if set && slot.is_some() {
+            self.remember(&rec.message_id, bytes, rec.status);
         }
         Ok(set)
     }
@@ -819,18 +892,39 @@ impl VersionedKv for RedisKv {
             return smsc_mapping(&v).map(Some);
         }
         // Parked: unless a layout before mapped it (its own key, binary
-        // id; or the JSON layout's).
-        let mut own = self.lookup_v1.key(self.ix_key(&r.link, &r.smsc_message_id));
-        own.arg(grace).arg(fin);
-        let mut old = self
-            .lookup_v1
-            .key(self.ix_key_v1(&r.link, &r.smsc_message_id));
-        old.arg(grace).arg(fin);
-        let mut pipe = redis::pipe();
-        pipe.invoke_script(&own).invoke_script(&old);
+        // id; or the JSON layout's). Two plain reads: such keys are rare
+        // (none once the layouts before expired); a final receipt then
+        // cuts the life of each mapping found to the grace.
+        let own_key = self.ix_key(&r.link, &r.smsc_message_id);
+        let old_key = self.ix_key_v1(&r.link, &r.smsc_message_id);
         type Mapping<T> = (Option<T>, Option<u16>);
         let ((own_id, own_seq), (old_id, old_seq)): (Mapping<Vec<u8>>, Mapping<String>) =
-            self.query_pipe(&pipe, &[&self.lookup_v1]).await?;
+            redis::pipe()
+                .cmd("HMGET")
+                .arg(&own_key)
+                .arg("m")
+                .arg("s")
+                .cmd("HMGET")
+                .arg(&old_key)
+                .arg("m")
+                .arg("s")
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
+        if r.state.is_final() && (own_id.is_some() || old_id.is_some()) {
+            let mut pipe = redis::pipe();
+            if own_id.is_some() {
+                let mut own = self.lookup_v1.key(own_key.as_slice());
+                own.arg(grace).arg(fin);
+                pipe.invoke_script(&own).ignore();
+            }
+            if old_id.is_some() {
+                let mut old = self.lookup_v1.key(old_key.as_str());
+                old.arg(grace).arg(fin);
+                pipe.invoke_script(&old).ignore();
+            }
+            let () = self.query_pipe(&pipe, &[&self.lookup_v1]).await?;
+        }
         let found = match (own_id, own_seq, old_id, old_seq) {
             (Some(id), Some(seq), _, _) => (unpack_id(&id)?, seq),
             (_, _, Some(id), Some(seq)) => (id, seq),

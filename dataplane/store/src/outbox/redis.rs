@@ -15,6 +15,13 @@
 //! Every key carries the hash tag `{<prefix>:outbox}`: one slot, so an
 //! append (the partition stream and the app's pull log) is one `MULTI` on
 //! Redis Cluster too.
+//!
+//! Appends are written by one writer task, in batches: what callers append
+//! while a write is under way goes out in the next, as one `MULTI` of
+//! their `XADD`s and one `PEXPIRE` per pull log, so a busy gateway spends
+//! about two commands an event instead of five (BENCHMARKS.md, session
+//! 16). An append returns once its batch is written; one that returned
+//! before another began is written before it.
 
 use crate::{BoundedConnection, RedisConfig};
 use redis::aio::ConnectionManager;
@@ -25,6 +32,13 @@ use std::time::{Duration, Instant};
 
 /// Partitions (streams) of the outbox.
 pub const PARTITIONS: usize = 16;
+
+/// Appends waiting for the writer at most; an append waits for room
+/// beyond that.
+const APPEND_QUEUE: usize = 1_024;
+
+/// Events one write takes at most.
+const BATCH_EVENTS: usize = 512;
 
 /// How long a partition stays with a pod that stopped renewing it.
 const LEASE: Duration = Duration::from_secs(15);
@@ -86,13 +100,104 @@ struct Held {
     renewed: Option<Instant>,
 }
 
+/// An event ready to write: its partition, JSON, app and body.
+struct Ready {
+    partition: usize,
+    raw: Vec<u8>,
+    app_id: String,
+    body: String,
+}
+
+/// One append waiting for the writer, and where it is answered.
+struct Append {
+    events: Vec<Ready>,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+/// What the writer task needs of the outbox.
+struct Writer {
+    conn: BoundedConnection,
+    tag: String,
+    retention: Duration,
+}
+
+impl Writer {
+    /// Writes batches of what callers appended until every sender is
+    /// gone (the outbox dropped).
+    async fn run(self, mut queue: tokio::sync::mpsc::Receiver<Append>) {
+        while let Some(first) = queue.recv().await {
+            let mut n = first.events.len();
+            let mut batch = vec![first];
+            while n < BATCH_EVENTS {
+                let Ok(more) = queue.try_recv() else { break };
+                n += more.events.len();
+                batch.push(more);
+            }
+            let result = self.write(&batch).await;
+            for a in batch {
+                let _ = a.done.send(result.clone()); // a caller that gave up
+            }
+        }
+    }
+
+    /// One `MULTI`: every event to its partition and its app's pull log,
+    /// then each pull log's expiry once.
+    async fn write(&self, batch: &[Append]) -> Result<(), String> {
+        let retention = u64::try_from(self.retention.as_millis()).unwrap_or(u64::MAX);
+        let min_id = smsgw_core::messages::unix_now_ms().saturating_sub(retention);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut logs: Vec<&str> = Vec::new();
+        for e in batch.iter().flat_map(|a| &a.events) {
+            pipe.cmd("XADD")
+                .arg(stream_key(&self.tag, e.partition))
+                .arg("*")
+                .arg("e")
+                .arg(e.raw.as_slice())
+                .ignore();
+            pipe.cmd("XADD")
+                .arg(log_key(&self.tag, &e.app_id))
+                .arg("MINID")
+                .arg("~")
+                .arg(min_id)
+                .arg("*")
+                .arg("b")
+                .arg(e.body.as_bytes())
+                .ignore();
+            if !logs.contains(&e.app_id.as_str()) {
+                logs.push(&e.app_id);
+            }
+        }
+        for app in logs {
+            pipe.cmd("PEXPIRE")
+                .arg(log_key(&self.tag, app))
+                .arg(retention)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Partition `p`'s stream.
+fn stream_key(tag: &str, p: usize) -> String {
+    format!("{tag}:s:{p}")
+}
+
+/// The pull log of `app`.
+fn log_key(tag: &str, app: &str) -> String {
+    format!("{tag}:app:{app}")
+}
+
 /// The outbox on Redis Streams, shared by the pods.
 pub struct RedisOutbox {
     conn: BoundedConnection,
+    /// To the writer task.
+    appends: tokio::sync::mpsc::Sender<Append>,
     /// For blocking reads, apart from the appends and acknowledgements.
     reader: ConnectionManager,
     tag: String,
-    retention: Duration,
     lease: Duration,
     own: redis::Script,
     release: redis::Script,
@@ -110,11 +215,18 @@ impl RedisOutbox {
         let mut rc = config.clone();
         rc.response_timeout = config.response_timeout + Duration::from_secs(2);
         let reader = rc.connect().await.map_err(backend)?;
+        let tag = format!("{{{}:outbox}}", config.prefix);
+        let (appends, queue) = tokio::sync::mpsc::channel(APPEND_QUEUE);
+        let writer = Writer {
+            conn: conn.clone(),
+            tag: tag.clone(),
+            retention,
+        };
         let me = Self {
             conn,
+            appends,
             reader,
-            tag: format!("{{{}:outbox}}", config.prefix),
-            retention,
+            tag,
             lease: LEASE,
             own: redis::Script::new(OWN),
             release: redis::Script::new(RELEASE),
@@ -136,6 +248,7 @@ impl RedisOutbox {
                 return Err(backend(e));
             }
         }
+        tokio::spawn(writer.run(queue));
         Ok(me)
     }
 
@@ -147,7 +260,7 @@ impl RedisOutbox {
     }
 
     fn stream(&self, p: usize) -> String {
-        format!("{}:s:{p}", self.tag)
+        stream_key(&self.tag, p)
     }
 
     fn lease_key(&self, p: usize) -> String {
@@ -155,7 +268,7 @@ impl RedisOutbox {
     }
 
     fn log_key(&self, app: &str) -> String {
-        format!("{}:app:{app}", self.tag)
+        log_key(&self.tag, app)
     }
 
     fn partition(key: &str) -> usize {
@@ -283,35 +396,25 @@ impl Outbox for RedisOutbox {
         if events.is_empty() {
             return Ok(());
         }
-        let min_id = smsgw_core::messages::unix_now_ms()
-            .saturating_sub(u64::try_from(self.retention.as_millis()).unwrap_or(u64::MAX));
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        let mut ready = Vec::with_capacity(events.len());
         for e in events {
-            let raw = serde_json::to_vec(e).map_err(backend)?;
-            pipe.cmd("XADD")
-                .arg(self.stream(Self::partition(&e.key)))
-                .arg("*")
-                .arg("e")
-                .arg(raw)
-                .ignore();
-            pipe.cmd("XADD")
-                .arg(self.log_key(&e.app_id))
-                .arg("MINID")
-                .arg("~")
-                .arg(min_id)
-                .arg("*")
-                .arg("b")
-                .arg(e.body.as_bytes())
-                .ignore();
-            pipe.cmd("PEXPIRE")
-                .arg(self.log_key(&e.app_id))
-                .arg(u64::try_from(self.retention.as_millis()).unwrap_or(u64::MAX))
-                .ignore();
+            ready.push(Ready {
+                partition: Self::partition(&e.key),
+                raw: serde_json::to_vec(e).map_err(backend)?,
+                app_id: e.app_id.clone(),
+                body: e.body.clone(),
+            });
         }
-        pipe.query_async::<()>(&mut self.conn.clone())
+        let (done, written) = tokio::sync::oneshot::channel();
+        let stopped = || backend("the outbox writer stopped");
+        self.appends
+            .send(Append {
+                events: ready,
+                done,
+            })
             .await
-            .map_err(backend)
+            .map_err(|_| stopped())?;
+        written.await.map_err(|_| stopped())?.map_err(backend)
     }
 
     async fn claim(
