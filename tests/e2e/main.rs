@@ -26,6 +26,7 @@ mod routes;
 mod s3_credentials;
 mod standalone;
 mod strategies;
+mod stream_backpressure;
 mod text;
 mod tls;
 mod traces;

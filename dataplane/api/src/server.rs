@@ -33,6 +33,30 @@ pub async fn serve_rest(
     }
 }
 
+/// HTTP/2 receive window of one gRPC stream: what a client may send on a
+/// stream the server is not reading (a `SendMessageStream` held back while
+/// its 256 messages in flight wait on the store or the links).
+///
+/// h2 (≥ 0.4.16) closes a connection (GOAWAY `ENHANCE_YOUR_CALM`,
+/// "too_many_data_frames") once the DATA frames it holds unread cost more
+/// framing overhead than half the connection window: a DATA frame of p < 256
+/// payload bytes counts 256 − p. gRPC clients send each small message as
+/// its own frame (an `SmsRequest` is ~100 bytes, counting ~156), so with
+/// hyper's defaults (1 MiB for both windows) one stream held back for
+/// about 3,300 messages cost the client its whole connection — its other
+/// streams and every answer in flight (BENCHMARKS.md, session 16). The
+/// stream window bounds what one stream can buffer; the connection window
+/// sets the budget: 16 streams (`--max-streams-per-user`'s default) of
+/// 64 KiB in frames of 60 payload bytes cost 16 × 64 KiB × 196 / 60 =
+/// 3.3 MiB < 4 MiB = half of [`GRPC_CONNECTION_WINDOW`]. What is buffered
+/// stays bounded by the stream windows (1 MiB for 16 streams).
+pub const GRPC_STREAM_WINDOW: u32 = 64 * 1024;
+
+/// HTTP/2 receive window of a whole gRPC connection; h2 allows half of it
+/// as the framing overhead of unread small DATA frames (see
+/// [`GRPC_STREAM_WINDOW`]).
+pub const GRPC_CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+
 /// Serves gRPC on `listener` — `sms.v1`, `auth.v1`, `admin.v1`, `grpc.health.v1` and
 /// server reflection — over TLS with `tls` (ALPN `h2`) until `cancel` fires.
 pub async fn serve_grpc(
@@ -41,7 +65,10 @@ pub async fn serve_grpc(
     state: ApiState,
     cancel: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let router = tonic::transport::Server::builder().add_routes(grpc_routes(state).await);
+    let router = tonic::transport::Server::builder()
+        .initial_stream_window_size(GRPC_STREAM_WINDOW)
+        .initial_connection_window_size(GRPC_CONNECTION_WINDOW)
+        .add_routes(grpc_routes(state).await);
     match tls {
         None => {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
