@@ -32,11 +32,12 @@ fn late_config(addr: std::net::SocketAddr) -> String {
 async fn a_late_answer_on_the_pod_holding_the_bind_settles_a_message_another_pod_accepted() {
     let redis = smsgw_store::testing::RedisServer::start();
     let url = redis.url();
-    // The SMSC holds its answer to the first submit_sm for 3 s, past the
-    // link's 1 s response timeout, then sends it (and the receipt).
+    // The SMSC answers the first submit_sm (a warm-up) at once, holds its
+    // answer to the second for 3 s, past the link's 1 s response timeout,
+    // then sends it (and the receipt).
     let sim = Sim::start_with(
         "127.0.0.1:0",
-        &["--stall-after-submits", "1", "--stall-for", "3s"],
+        &["--stall-after-submits", "2", "--stall-for", "3s"],
     );
     // Nothing listens where pod b's copy of the link points: b never binds
     // and hands every message for sim-link to a.
@@ -73,6 +74,26 @@ async fn a_late_answer_on_the_pod_holding_the_bind_settles_a_message_another_pod
     })
     .await;
     assert!(seen.is_some(), "pod b never saw pod a's bind");
+    // Seeing the bind is not yet reaching it: on a loaded machine b's first
+    // hand-off can fail (the message then waits, `accepted`, for a
+    // sweeper). Warm up until one hand-off through b is submitted at a.
+    let mut tries = 0;
+    let warm = eventually(Duration::from_secs(15), async || {
+        tries += 1;
+        let (status, r) = send(
+            &b,
+            &creds,
+            json!({
+                "esme": "sim-link", "source": "SMSGW", "destination": "4915100000076",
+                "message": "warm-up", "transaction_id": format!("warm-{tries}"),
+                "wait_for_submit": true,
+            }),
+        )
+        .await;
+        status == 200 && r["status"] != "accepted"
+    })
+    .await;
+    assert!(warm.is_some(), "no hand-off from pod b reached pod a");
 
     let (status, r) = send(
         &b,
@@ -101,7 +122,7 @@ async fn a_late_answer_on_the_pod_holding_the_bind_settles_a_message_another_pod
     );
     let m = b.metrics().await;
     assert!(
-        m.contains(r#"smsgw_dispatch_forwarded_total{outcome="submitted"} 1"#),
-        "{m}"
+        m.contains(r#"smsgw_dispatch_forwarded_total{outcome="submitted"} 2"#),
+        "the warm-up and the message, each handed to pod a: {m}"
     );
 }
