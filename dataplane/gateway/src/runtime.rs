@@ -419,15 +419,15 @@ async fn outbox(args: &GatewayArgs) -> anyhow::Result<Arc<dyn smsgw_core::outbox
     })
 }
 
-/// A bounded structure's report for the `smsgw_memory_*` gauges.
-type MemorySource = Box<dyn Fn() -> Vec<smsgw_core::bounded::MemoryUse> + Send + Sync>;
-
 /// The message store of `--store`, and what it holds in memory when it
 /// holds something that grows with traffic (Redis: the records it wrote
 /// last, for their next update).
 async fn message_store(
     args: &GatewayArgs,
-) -> anyhow::Result<(Arc<dyn MessageStore>, Option<MemorySource>)> {
+) -> anyhow::Result<(
+    Arc<dyn MessageStore>,
+    Option<smsgw_api::metrics::MemorySource>,
+)> {
     use smsgw_store::messages::{
         AerospikeConfig, AerospikeMessageStore, Checkpoints, EmbeddedMessageStore,
         MessageStoreOptions, RedisMessageStore,
@@ -435,7 +435,10 @@ async fn message_store(
     let opts = MessageStoreOptions::default()
         .ttl(args.message_ttl)
         .cache_bytes(args.store_cache);
-    let store: (Arc<dyn MessageStore>, Option<MemorySource>) = match args.store {
+    let store: (
+        Arc<dyn MessageStore>,
+        Option<smsgw_api::metrics::MemorySource>,
+    ) = match args.store {
         StoreKind::Embedded => (
             Arc::new(
                 EmbeddedMessageStore::open_with(
@@ -462,7 +465,7 @@ async fn message_store(
                     .context("cannot reach Redis for the message store")?,
             );
             let weak = Arc::downgrade(&store);
-            let memory: MemorySource = Box::new(move || {
+            let memory: smsgw_api::metrics::MemorySource = Box::new(move || {
                 weak.upgrade()
                     .map(|s| vec![s.kv().memory()])
                     .unwrap_or_default()

@@ -412,6 +412,12 @@ impl LinkConfig {
         self.receipt_id_format.unwrap_or(self.message_id_format)
     }
 
+    /// Timed-out submits each session remembers at most: `late_responses`
+    /// split evenly over the sessions.
+    pub fn late_responses_per_session(&self) -> usize {
+        self.late_responses.div_ceil(self.sessions.max(1))
+    }
+
     /// Whether a running link can move from `self` to `new` without new
     /// binds ([`crate::Link::retune`]): they differ at most in pacing
     /// (`rate`, `burst`), timeouts and retries (`response_timeout`,

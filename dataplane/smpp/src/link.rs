@@ -561,7 +561,7 @@ impl Link {
             structure: "late_responses",
             entries: entries as u64,
             bytes: (bytes + entries * per_entry) as u64,
-            capacity: cfg.late_responses.div_ceil(cfg.sessions.max(1)) as u64 * cfg.sessions as u64,
+            capacity: (cfg.late_responses_per_session() * cfg.sessions) as u64,
             evicted: self.inner.shared.late_forgotten.load(Ordering::Relaxed),
         }
     }

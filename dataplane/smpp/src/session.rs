@@ -569,12 +569,11 @@ impl Session {
                 Ok(Ok(reply)) => reply,
                 Ok(Err(_)) => Reply::ConnectionLost,
                 Err(_) => {
-                    let bound = cfg.late_responses.div_ceil(cfg.sessions.max(1));
                     if sent.pending.time_out(
                         sent.seq,
                         cfg.stall_after_timeouts,
                         tag.clone(),
-                        bound,
+                        cfg.late_responses_per_session(),
                         &shared.late_forgotten,
                     ) {
                         warn!(
