@@ -15,6 +15,8 @@
 #   SIM        `builtin` (default: the gateway's --with-simulator) or `external`
 #              (`smsgw smsc-sim` as its own process, so the gateway's RSS holds
 #              the gateway alone; its RSS is sampled into sim-rss.txt)
+#   other-cpu.txt: every 10 s, the Unix time and the CPU seconds so far of the
+#              external simulator and of Redis (those that run), in that order
 set -euo pipefail
 label=$1 duration=$2 rate=$3 store=${4:-embedded}
 shift 3; [ $# -gt 0 ] && shift
@@ -69,6 +71,17 @@ if [ -n "$simpid" ]; then
       sleep 10
     done ) > "$out/sim-rss.txt" 2>/dev/null &
 fi
+# CPU seconds (user + system) of the simulator and Redis every 10 s, when
+# they run as processes of their own, so CPU per message can be split
+# between the gateway (soak.csv), its store and its SMSC.
+( while kill -0 "$gw" 2>/dev/null; do
+    line="$(date +%s)"
+    for p in "$simpid" "$redis"; do
+      [ -n "$p" ] && line="$line $(awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' /proc/$p/stat 2>/dev/null)"
+    done
+    echo "$line"
+    sleep 10
+  done ) > "$out/other-cpu.txt" 2>/dev/null &
 echo "gateway pid $gw, RSS at start: $(awk '/VmRSS/{print $2, $3}' /proc/$gw/status)"
 "$bin" bench --rest http://127.0.0.1:$rest --grpc http://127.0.0.1:$grpc \
   --duration "$duration" --rate "$rate" --concurrency 4 --wait-receipts --timeout 600s \
@@ -78,6 +91,7 @@ echo "data directory: $(du -sb "$out/data" | cut -f1) bytes"; ls -l "$out/data"
 if [ -n "$redis" ]; then
   redis-cli -p $rport info memory | grep -E '^used_memory:|^used_memory_peak:'
   echo "keys: $(redis-cli -p $rport dbsize)"
+  redis-cli -p $rport info commandstats > "$out/redis-commandstats.txt"
 fi
 curl -s http://127.0.0.1:$rest/metrics | grep -E '^smsgw_memory_(entries|bytes)' || true
 "$python" "$(dirname "$0")/soak_plot.py" "$out/soak.csv" "$out/soak.png" \

@@ -34,7 +34,7 @@ pub mod views;
 
 pub use claims::{CLAIM_CACHE, CLAIM_CACHE_ENTRIES};
 pub use error::MessagingError;
-pub use receipts::MobileOriginated;
+pub use receipts::{MobileOriginated, RECORDING_ENTRIES};
 pub use request::{SendRequest, SentAt};
 pub use service::{
     DEFAULT_BACKGROUND_SUBMISSIONS, DEFAULT_SUBMIT_RETRY, MESSAGE_LOG, Messaging, MessagingBuilder,

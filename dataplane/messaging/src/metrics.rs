@@ -51,6 +51,10 @@ pub struct LifecycleMetrics {
     /// stored), by what became of them (`resubmit`: sent again, marked
     /// `possible_duplicate`; `hold`: left `unknown`).
     pub in_doubt: Family<PolicyOnly, Counter>,
+    /// `smsgw_receipts_held_total`: receipts that arrived while this pod
+    /// was recording their submission and waited for it instead of being
+    /// parked.
+    pub receipts_held: Counter,
 }
 
 /// The `policy` label of [`LifecycleMetrics::in_doubt`].
@@ -74,6 +78,7 @@ impl Default for LifecycleMetrics {
             policy_decisions: Family::default(),
             policy_duration: Histogram::new(exponential_buckets(0.000_005, 2.0, 20)),
             in_doubt,
+            receipts_held: Counter::default(),
         }
     }
 }
@@ -100,6 +105,11 @@ impl LifecycleMetrics {
             "sweeper_in_doubt",
             "Stale messages whose submitter stopped before the SMSC's answer was stored, by unknown policy",
             self.in_doubt.clone(),
+        );
+        registry.register(
+            "receipts_held",
+            "Receipts that waited for this pod to record their submission instead of being parked",
+            self.receipts_held.clone(),
         );
     }
 

@@ -6,10 +6,126 @@ use crate::claims::MoOwner;
 use crate::lifecycle::Lifecycle;
 use crate::service::Messaging;
 use crate::views::{AppEvent, receipt_name, status_name};
+use smsgw_core::bounded::MemoryUse;
 use smsgw_core::messages::{
     MessageStoreError, ReceiptOutcome, ReceiptUpdate, SubmitStatus, SubmitUpdate, unix_now_ms,
 };
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::sync::watch;
+
+/// SMSC ids (by link) this pod may be recording at once
+/// (`smsgw_memory_*{structure="recording_submits"}`): past it a
+/// submission's receipts are not held for it and may be parked, as
+/// without the hold.
+pub const RECORDING_ENTRIES: usize = 65_536;
+
+/// How long a receipt waits at most for the record of its submission.
+const RECORDING_WAIT: Duration = Duration::from_secs(5);
+
+/// The SMSC ids (by link) whose `submit_sm_resp` this pod is recording
+/// now. A receipt for one of them waits until that record and its event
+/// are written, then finds its mapping: under load most receipts arrive
+/// before their submission is stored (an SMSC may report within
+/// milliseconds of its answer; a shared store takes longer), and a
+/// receipt parked costs the store a lookup that misses, the parked
+/// receipt and its pick-up (BENCHMARKS.md, session 17). Waiting also keeps
+/// the events in order: `submitted` before `delivered`.
+#[derive(Default)]
+pub(crate) struct Recording {
+    ids: Mutex<HashMap<(String, String), watch::Receiver<()>>>,
+    /// Ids not held because the map was full.
+    evicted: AtomicU64,
+}
+
+/// Ids being recorded by one submission; dropping it releases the
+/// receipts waiting for them.
+pub(crate) struct RecordingGuard<'a> {
+    recording: &'a Recording,
+    keys: Vec<(String, String)>,
+    rx: watch::Receiver<()>,
+    // Dropped after `drop` has removed the keys: wakes the waiters.
+    _done: watch::Sender<()>,
+}
+
+impl Recording {
+    fn ids(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), watch::Receiver<()>>> {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks `ids` of `link` as being recorded until the guard is dropped.
+    pub(crate) fn start<'i>(
+        &self,
+        link: &str,
+        ids: impl Iterator<Item = &'i str>,
+    ) -> RecordingGuard<'_> {
+        let (done, rx) = watch::channel(());
+        let mut keys = Vec::new();
+        let mut map = self.ids();
+        for id in ids {
+            if map.len() >= RECORDING_ENTRIES {
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let key = (link.to_owned(), id.to_owned());
+            map.insert(key.clone(), rx.clone());
+            keys.push(key);
+        }
+        RecordingGuard {
+            recording: self,
+            keys,
+            rx,
+            _done: done,
+        }
+    }
+
+    /// Waits (at most [`RECORDING_WAIT`]) while this pod records the
+    /// submission of `smsc_message_id` on `link`; false at once when it
+    /// does not.
+    async fn wait(&self, link: &str, smsc_message_id: &str) -> bool {
+        let rx = self
+            .ids()
+            .get(&(link.to_owned(), smsc_message_id.to_owned()))
+            .cloned();
+        let Some(mut rx) = rx else {
+            return false;
+        };
+        // Nothing is ever sent: the sender's drop ends the wait.
+        let _ = tokio::time::timeout(RECORDING_WAIT, rx.changed()).await;
+        true
+    }
+
+    /// Entries held now, for the `smsgw_memory_*` gauges.
+    pub(crate) fn memory(&self) -> MemoryUse {
+        let map = self.ids();
+        let bytes = map
+            .keys()
+            .map(|(l, i)| (l.len() + i.len() + 96) as u64)
+            .sum();
+        MemoryUse {
+            structure: "recording_submits",
+            entries: map.len() as u64,
+            bytes,
+            capacity: RECORDING_ENTRIES as u64,
+            evicted: self.evicted.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for RecordingGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.recording.ids();
+        for key in self.keys.drain(..) {
+            // Another submission may hold the same id now (an SMSC reusing
+            // ids): leave its entry.
+            if map.get(&key).is_some_and(|rx| rx.same_channel(&self.rx)) {
+                map.remove(&key);
+            }
+        }
+    }
+}
 
 /// A mobile-originated message as a link received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +153,9 @@ impl Messaging {
     /// counted, never an error for the caller.
     pub async fn on_receipt(&self, r: ReceiptUpdate) -> Result<ReceiptOutcome, MessagingError> {
         let started = crate::trace::enabled().then(std::time::SystemTime::now);
+        if self.recording.wait(&r.link, &r.smsc_message_id).await {
+            self.metrics.receipts_held.inc();
+        }
         let change = self
             .store
             .apply_receipt_change(&r)

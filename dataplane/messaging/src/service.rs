@@ -81,6 +81,9 @@ pub struct Messaging {
     /// link had forgotten the submit: past its window or bound), or for a
     /// message no longer stored.
     pub(crate) late_unmatched: AtomicU64,
+    /// SMSC ids whose submission this pod is recording now (receipts for
+    /// them wait rather than park).
+    pub(crate) recording: crate::receipts::Recording,
     /// Concatenation reference of the next multi-part message.
     pub(crate) reference: AtomicU16,
     /// App rate limits last written to the limiter, and when: rewritten
@@ -215,6 +218,7 @@ impl MessagingBuilder {
             )),
             claim_cache: crate::claims::ClaimCache::new(),
             late_unmatched: AtomicU64::new(0),
+            recording: Default::default(),
             reference: AtomicU16::new(rand::random()),
             app_limits: Mutex::new(BoundedMap::new(
                 "app_limits",
@@ -281,6 +285,7 @@ impl Messaging {
             self.claim_cache.memory(),
             self.stats.campaigns_memory(),
             self.background_memory(),
+            self.recording.memory(),
         ]
         .into_iter()
         .chain(self.policy.as_ref().and_then(|p| p.memory()))

@@ -201,6 +201,12 @@ impl Messaging {
             });
             segments.push((seq, id, error, traced));
         }
+        // Receipts that come for these ids before the record and its event
+        // are written wait for them (dropped at the return).
+        let _recording = self.recording.start(
+            &submission.link,
+            updates.iter().filter_map(|u| u.smsc_message_id.as_deref()),
+        );
         let recorded = self
             .store
             .record_submits(&updates)

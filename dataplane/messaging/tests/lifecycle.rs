@@ -156,6 +156,16 @@ async fn fixture_with(links: ScriptedLinks, retry: Duration) -> Fixture {
 
 /// A fixture with at most `background` background submissions at once.
 async fn fixture_bounded(links: ScriptedLinks, retry: Duration, background: usize) -> Fixture {
+    fixture_over(links, retry, background, |s| s).await
+}
+
+/// A fixture whose messaging uses `wrap` of the embedded store.
+async fn fixture_over(
+    links: ScriptedLinks,
+    retry: Duration,
+    background: usize,
+    wrap: impl FnOnce(Arc<EmbeddedMessageStore>) -> Arc<dyn MessageStore>,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(
         EmbeddedMessageStore::open(&dir.path().join("messages.redb"), Default::default()).unwrap(),
@@ -179,7 +189,7 @@ async fn fixture_bounded(links: ScriptedLinks, retry: Duration, background: usiz
         .unwrap(),
     );
     let messaging = Messaging::builder(
-        store.clone(),
+        wrap(store.clone()),
         Arc::new(users),
         Arc::new(ArcSwap::from_pointee(snapshot)),
     )
@@ -618,6 +628,171 @@ async fn a_receipt_before_the_submit_response_is_applied_when_the_response_comes
     assert_eq!(r.status, MessageStatus::Delivered);
     assert_eq!(status_of(&f, &r.message_id).await, MessageStatus::Delivered);
     assert_eq!(r.segment_info[0].receipt_state.as_deref(), Some("DELIVRD"));
+}
+
+/// The embedded store, whose first `record_submits` waits for a gate the
+/// test opens (a store slower than the SMSC's receipt).
+struct SlowSubmits {
+    inner: Arc<EmbeddedMessageStore>,
+    gate: Mutex<Option<oneshot::Receiver<()>>>,
+    entered: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl MessageStore for SlowSubmits {
+    async fn create(
+        &self,
+        rec: &smsgw_core::messages::MessageRecord,
+    ) -> Result<smsgw_core::messages::CreateOutcome, smsgw_core::messages::MessageStoreError> {
+        self.inner.create(rec).await
+    }
+    async fn get(
+        &self,
+        id: &str,
+    ) -> Result<Option<smsgw_core::messages::MessageRecord>, smsgw_core::messages::MessageStoreError>
+    {
+        self.inner.get(id).await
+    }
+    async fn by_transaction(
+        &self,
+        app_id: &str,
+        tx: &str,
+    ) -> Result<Option<smsgw_core::messages::MessageRecord>, smsgw_core::messages::MessageStoreError>
+    {
+        self.inner.by_transaction(app_id, tx).await
+    }
+    async fn record_submit(
+        &self,
+        s: &smsgw_core::messages::SubmitUpdate,
+    ) -> Result<smsgw_core::messages::MessageRecord, smsgw_core::messages::MessageStoreError> {
+        self.inner.record_submit(s).await
+    }
+    async fn apply_receipt(
+        &self,
+        r: &ReceiptUpdate,
+    ) -> Result<ReceiptOutcome, smsgw_core::messages::MessageStoreError> {
+        self.inner.apply_receipt(r).await
+    }
+    async fn record_submits(
+        &self,
+        u: &[smsgw_core::messages::SubmitUpdate],
+    ) -> Result<smsgw_core::messages::StatusChange, smsgw_core::messages::MessageStoreError> {
+        let gate = self.gate.lock().unwrap().take();
+        if let Some(gate) = gate {
+            self.entered.notify_one();
+            let _ = gate.await;
+        }
+        self.inner.record_submits(u).await
+    }
+    async fn claim_stale_accepted(
+        &self,
+        req: &smsgw_core::messages::ClaimRequest,
+    ) -> Result<Vec<smsgw_core::messages::Claimed>, smsgw_core::messages::MessageStoreError> {
+        self.inner.claim_stale_accepted(req).await
+    }
+    async fn release_claim(
+        &self,
+        message_id: &str,
+        owner: &str,
+        until_ms: u64,
+    ) -> Result<bool, smsgw_core::messages::MessageStoreError> {
+        self.inner.release_claim(message_id, owner, until_ms).await
+    }
+}
+
+/// The SMSC answered and sent its receipt while the pod was still writing
+/// the answer down: the receipt waits for that write instead of being
+/// parked, then applies, and the app's events stay in order.
+#[tokio::test]
+async fn a_receipt_while_the_submission_is_being_recorded_waits_for_it_and_is_applied() {
+    use smsgw_core::outbox::Outbox;
+    let (open, gate) = oneshot::channel();
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let seen = entered.clone();
+    let f = fixture_over(
+        ScriptedLinks::new(Vec::new(), accepted(&["held-1"])),
+        smsgw_messaging::DEFAULT_SUBMIT_RETRY,
+        smsgw_messaging::DEFAULT_BACKGROUND_SUBMISSIONS,
+        move |inner| {
+            Arc::new(SlowSubmits {
+                inner,
+                gate: Mutex::new(Some(gate)),
+                entered: seen,
+            })
+        },
+    )
+    .await;
+    let sending = {
+        let m = f.messaging.clone();
+        tokio::spawn(async move {
+            m.send(
+                SENDER,
+                SendRequest {
+                    wait_for_submit: true,
+                    ..request("tx-held")
+                },
+                &trace(),
+            )
+            .await
+        })
+    };
+    entered.notified().await;
+    let held = f
+        .messaging
+        .memory()
+        .into_iter()
+        .find(|m| m.structure == "recording_submits")
+        .expect("the gauge is reported");
+    assert_eq!(
+        held.entries, 1,
+        "the SMSC id is marked while it is recorded"
+    );
+    let receipt_task = {
+        let m = f.messaging.clone();
+        tokio::spawn(async move {
+            m.on_receipt(receipt("held-1", ReceiptState::Delivered))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !receipt_task.is_finished(),
+        "the receipt waits for the submission's record instead of parking"
+    );
+    open.send(()).unwrap();
+    let r = sending.await.unwrap().unwrap();
+    let out = receipt_task.await.unwrap().unwrap();
+    match out {
+        ReceiptOutcome::Applied(rec) => assert_eq!(rec.status, MessageStatus::Delivered),
+        other => panic!("expected the receipt applied, got {other:?}"),
+    }
+    assert_eq!(status_of(&f, &r.message_id).await, MessageStatus::Delivered);
+    let kinds: Vec<String> = f
+        .outbox
+        .claim("t", 10, Duration::from_millis(100))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.event.kind)
+        .collect();
+    assert_eq!(kinds, ["pending", "delivered"], "events in order");
+    let after = f
+        .messaging
+        .memory()
+        .into_iter()
+        .find(|m| m.structure == "recording_submits")
+        .unwrap();
+    assert_eq!(after.entries, 0, "nothing is left marked");
+    // A receipt for an id no submission is recording does not wait.
+    let other = tokio::time::timeout(
+        Duration::from_secs(2),
+        f.messaging
+            .on_receipt(receipt("not-recorded", ReceiptState::Delivered)),
+    )
+    .await
+    .expect("no wait")
+    .unwrap();
+    assert_eq!(other, ReceiptOutcome::Parked);
 }
 
 /// Links that leave the first submission's segment unknown (no answer in
