@@ -15,7 +15,8 @@
 #   SIM        `builtin` (default: the gateway's --with-simulator) or `external`
 #              (`smsgw smsc-sim` as its own process, so the gateway's RSS holds
 #              the gateway alone; its RSS is sampled into sim-rss.txt)
-#   other-cpu.txt: every 10 s, the Unix time and the CPU seconds so far of the
+#   other-cpu.txt: every 10 s, the Unix time, the machine's idle CPU seconds
+#              (all cores, idle + iowait) and the CPU seconds so far of the
 #              external simulator and of Redis (those that run), in that order
 set -euo pipefail
 label=$1 duration=$2 rate=$3 store=${4:-embedded}
@@ -75,7 +76,7 @@ fi
 # they run as processes of their own, so CPU per message can be split
 # between the gateway (soak.csv), its store and its SMSC.
 ( while kill -0 "$gw" 2>/dev/null; do
-    line="$(date +%s)"
+    line="$(date +%s) $(awk -v t="$(getconf CLK_TCK)" '/^cpu /{printf "%.2f", ($5 + $6) / t; exit}' /proc/stat)"
     for p in "$simpid" "$redis"; do
       [ -n "$p" ] && line="$line $(awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' /proc/$p/stat 2>/dev/null)"
     done
