@@ -32,7 +32,7 @@ const RECORDING_WAIT: Duration = Duration::from_secs(5);
 /// milliseconds of its answer; a shared store takes longer), and a
 /// receipt parked costs the store a lookup that misses, the parked
 /// receipt and its pick-up (BENCHMARKS.md, session 17). Waiting also keeps
-/// the events in order: `submitted` before `delivered`.
+/// the events in order: `pending` before `delivered`.
 #[derive(Default)]
 pub(crate) struct Recording {
     ids: Mutex<HashMap<(String, String), watch::Receiver<()>>>,

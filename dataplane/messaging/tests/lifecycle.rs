@@ -630,20 +630,43 @@ async fn a_receipt_before_the_submit_response_is_applied_when_the_response_comes
     assert_eq!(r.segment_info[0].receipt_state.as_deref(), Some("DELIVRD"));
 }
 
-/// The embedded store, whose first `record_submits` waits for a gate the
-/// test opens (a store slower than the SMSC's receipt).
-struct SlowSubmits {
+/// The embedded store with the faults a test turns on: creations fail
+/// while `failing_create` is set; the first `record_submits` waits for
+/// `submit_gate` (telling `submit_entered`), a store slower than the
+/// SMSC's receipt.
+struct FaultyStore {
     inner: Arc<EmbeddedMessageStore>,
-    gate: Mutex<Option<oneshot::Receiver<()>>>,
-    entered: Arc<tokio::sync::Notify>,
+    failing_create: std::sync::atomic::AtomicBool,
+    submit_gate: Mutex<Option<oneshot::Receiver<()>>>,
+    submit_entered: Arc<tokio::sync::Notify>,
+}
+
+impl FaultyStore {
+    /// `inner` with no fault on.
+    fn over(inner: Arc<EmbeddedMessageStore>) -> Self {
+        Self {
+            inner,
+            failing_create: false.into(),
+            submit_gate: Mutex::new(None),
+            submit_entered: Arc::default(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
-impl MessageStore for SlowSubmits {
+impl MessageStore for FaultyStore {
     async fn create(
         &self,
         rec: &smsgw_core::messages::MessageRecord,
     ) -> Result<smsgw_core::messages::CreateOutcome, smsgw_core::messages::MessageStoreError> {
+        if self
+            .failing_create
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(smsgw_core::messages::MessageStoreError::Backend(
+                "disk full".into(),
+            ));
+        }
         self.inner.create(rec).await
     }
     async fn get(
@@ -677,9 +700,9 @@ impl MessageStore for SlowSubmits {
         &self,
         u: &[smsgw_core::messages::SubmitUpdate],
     ) -> Result<smsgw_core::messages::StatusChange, smsgw_core::messages::MessageStoreError> {
-        let gate = self.gate.lock().unwrap().take();
+        let gate = self.submit_gate.lock().unwrap().take();
         if let Some(gate) = gate {
-            self.entered.notify_one();
+            self.submit_entered.notify_one();
             let _ = gate.await;
         }
         self.inner.record_submits(u).await
@@ -714,10 +737,10 @@ async fn a_receipt_while_the_submission_is_being_recorded_waits_for_it_and_is_ap
         smsgw_messaging::DEFAULT_SUBMIT_RETRY,
         smsgw_messaging::DEFAULT_BACKGROUND_SUBMISSIONS,
         move |inner| {
-            Arc::new(SlowSubmits {
-                inner,
-                gate: Mutex::new(Some(gate)),
-                entered: seen,
+            Arc::new(FaultyStore {
+                submit_gate: Mutex::new(Some(gate)),
+                submit_entered: seen,
+                ..FaultyStore::over(inner)
             })
         },
     )
@@ -1701,82 +1724,16 @@ async fn a_link_that_schedules_at_the_smsc_gets_the_time_at_once() {
     assert!(view.schedule_at_smsc);
 }
 
-/// A message store whose creations fail while `failing` is set.
-struct FailingCreate {
-    inner: EmbeddedMessageStore,
-    failing: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl MessageStore for FailingCreate {
-    async fn create(
-        &self,
-        rec: &smsgw_core::messages::MessageRecord,
-    ) -> Result<smsgw_core::messages::CreateOutcome, smsgw_core::messages::MessageStoreError> {
-        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(smsgw_core::messages::MessageStoreError::Backend(
-                "disk full".into(),
-            ));
-        }
-        self.inner.create(rec).await
-    }
-    async fn get(
-        &self,
-        id: &str,
-    ) -> Result<Option<smsgw_core::messages::MessageRecord>, smsgw_core::messages::MessageStoreError>
-    {
-        self.inner.get(id).await
-    }
-    async fn by_transaction(
-        &self,
-        app_id: &str,
-        tx: &str,
-    ) -> Result<Option<smsgw_core::messages::MessageRecord>, smsgw_core::messages::MessageStoreError>
-    {
-        self.inner.by_transaction(app_id, tx).await
-    }
-    async fn record_submit(
-        &self,
-        s: &smsgw_core::messages::SubmitUpdate,
-    ) -> Result<smsgw_core::messages::MessageRecord, smsgw_core::messages::MessageStoreError> {
-        self.inner.record_submit(s).await
-    }
-    async fn apply_receipt(
-        &self,
-        r: &ReceiptUpdate,
-    ) -> Result<ReceiptOutcome, smsgw_core::messages::MessageStoreError> {
-        self.inner.apply_receipt(r).await
-    }
-    async fn record_submits(
-        &self,
-        u: &[smsgw_core::messages::SubmitUpdate],
-    ) -> Result<smsgw_core::messages::StatusChange, smsgw_core::messages::MessageStoreError> {
-        self.inner.record_submits(u).await
-    }
-    async fn claim_stale_accepted(
-        &self,
-        req: &smsgw_core::messages::ClaimRequest,
-    ) -> Result<Vec<smsgw_core::messages::Claimed>, smsgw_core::messages::MessageStoreError> {
-        self.inner.claim_stale_accepted(req).await
-    }
-    async fn release_claim(
-        &self,
-        message_id: &str,
-        owner: &str,
-        until_ms: u64,
-    ) -> Result<bool, smsgw_core::messages::MessageStoreError> {
-        self.inner.release_claim(message_id, owner, until_ms).await
-    }
-}
-
 #[tokio::test]
 async fn a_quota_charge_is_given_back_when_the_store_fails() {
     use smsgw_core::quotas::{QuotaLedger, QuotaLimits};
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(FailingCreate {
-        inner: EmbeddedMessageStore::open(&dir.path().join("messages.redb"), Default::default())
-            .unwrap(),
-        failing: true.into(),
+    let store = Arc::new(FaultyStore {
+        failing_create: true.into(),
+        ..FaultyStore::over(Arc::new(
+            EmbeddedMessageStore::open(&dir.path().join("messages.redb"), Default::default())
+                .unwrap(),
+        ))
     });
     let users = Arc::new(EmbeddedUserStore::open(&dir.path().join("users.redb")).unwrap());
     users
@@ -1812,7 +1769,7 @@ async fn a_quota_charge_is_given_back_when_the_store_fails() {
     assert_eq!(a.daily.as_ref().unwrap().used, 0, "the count is given back");
 
     store
-        .failing
+        .failing_create
         .store(false, std::sync::atomic::Ordering::SeqCst);
     messaging
         .send(SENDER, request("q-1"), &trace())
