@@ -6,7 +6,8 @@
 #   scripts/cluster.sh status            # the pods (pods.json) and the printed addresses
 #   scripts/cluster.sh restart-proxies   # kubectl rollout restart of the proxy Deployment, waits for it
 #
-# `up` builds smsgw and smsgw-operator (debug, unless --no-build), starts the
+# `up` builds smsgw, smsgw-operator and the Services' forwarder (the example
+# service-proxy; debug, unless --no-build), starts the
 # pod runner (tests/cluster/runner.py) in the background: the Kubernetes API
 # stand-in, the SMSC simulator, the chart rendered by `helm template` and
 # created in the API, every pod as a local process on its own loopback
@@ -77,6 +78,7 @@ up() {
     command -v redis-server >/dev/null || die "redis-server is missing (apt-get install redis-server)"
     if [ "$build" = 1 ]; then
         cargo build -q -p smsgw -p smsgw-operator >&2 || die "cargo build failed"
+        cargo build -q -p smsgw --example service-proxy >&2 || die "cargo build failed"
         if [ "$s3" = 1 ]; then
             cargo build -q -p smsgw-archive --features testing --example s3-server >&2 || die "cargo build failed"
         fi
@@ -88,6 +90,8 @@ up() {
     for b in smsgw smsgw-operator; do
         [ -x "$target/debug/$b" ] || die "$target/debug/$b is missing (cargo build -p smsgw -p smsgw-operator)"
     done
+    [ -x "$target/debug/examples/service-proxy" ] ||
+        die "$target/debug/examples/service-proxy is missing (cargo build -p smsgw --example service-proxy)"
     local tools
     tools="$(./scripts/k8s-tools.sh)"
     if [ -d "$state" ] && [ -n "$(ls -A "$state")" ] && [ ! -e "$state/logs/runner.log" ]; then
@@ -98,6 +102,7 @@ up() {
     local t0=$SECONDS
     setsid python3 tests/cluster/runner.py run --state "$state" \
         --smsgw "$target/debug/smsgw" --operator "$target/debug/smsgw-operator" \
+        --service-proxy "$target/debug/examples/service-proxy" \
         --helm "$tools/bin/helm" "${args[@]}" >"$state/logs/runner.log" 2>&1 </dev/null &
     local pid=$!
     echo "$pid" >"$state/runner.pid"

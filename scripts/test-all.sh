@@ -123,6 +123,8 @@ cargo test --workspace --locked --no-fail-fast "$@"
 # The S3 stand-in the cluster in a box runs as the chart's journal
 # dependency (an example behind smsgw-archive's `testing` feature).
 cargo build -p smsgw-archive --features testing --example s3-server --locked
+# The Services' forwarder (tests/cluster/runner.py).
+cargo build -p smsgw --example service-proxy --locked
 log "cluster in a box scenarios"
 # `cargo test --workspace` above built smsgw and smsgw-operator from this
 # tree (both packages have integration tests); --no-build uses them as

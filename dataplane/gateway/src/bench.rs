@@ -35,6 +35,12 @@ pub struct BenchArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     pub rest: String,
+    /// More REST base URLs (e.g. each pod of a cluster): REST-mode workers
+    /// take `--rest` and these in turn, one connection each, the way a
+    /// Kubernetes Service's in-kernel DNAT spreads connections over its
+    /// pods, without a forwarding process in between.
+    #[arg(long, value_delimiter = ',')]
+    pub spread: Vec<String>,
     /// gRPC endpoint.
     #[arg(
         long,
@@ -332,7 +338,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let keep_latency = args.duration.is_none();
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..args.concurrency.max(1) {
+    for worker in 0..args.concurrency.max(1) {
+        let base = match worker % (1 + args.spread.len()) {
+            0 => args.rest.clone(),
+            k => args.spread[k - 1].clone(),
+        };
         let (args, creds, next, load, channel) = (
             args.clone(),
             creds.clone(),
@@ -390,7 +400,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     producer.await?;
                 }
                 BenchMode::Rest => {
-                    let http = args.tls.http(&args.rest)?;
+                    let http = args.tls.http(&base)?;
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         pace(start, args.rate, i).await;
@@ -406,7 +416,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         });
                         let t = Instant::now();
                         let resp = http
-                            .post(format!("{}/api/v1/sms/send", args.rest))
+                            .post(format!("{base}/api/v1/sms/send"))
                             .bearer_auth(&creds.token)
                             .header("x-app-id", &creds.app_id)
                             .json(&body)
