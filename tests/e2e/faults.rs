@@ -402,3 +402,57 @@ async fn an_smsc_restarted_with_the_same_message_ids_settles_each_message_with_i
         );
     }
 }
+
+#[tokio::test]
+async fn the_simulator_lists_each_submit_sm_with_when_it_arrived() {
+    // What the cluster benchmark (scenario 7) times accept → submit_sm by.
+    let admin = free_port();
+    let sim = Sim::start_with(
+        "127.0.0.1:0",
+        &["--track-submits", "--admin-listen", &admin],
+    );
+    let gw = Gateway::standalone(&sim_config(sim.addr));
+    let creds = gw.user("faults-seen@example.com").await;
+    bound(&gw, &creds).await;
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let before = now_ms();
+    let sent = send_all(&gw, &creds, "seen").await;
+    let after = now_ms();
+    let seen = |from: usize| {
+        let admin = admin.clone();
+        async move {
+            let r = reqwest::get(format!("http://{admin}/seen?from={from}"))
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let all = seen(0).await;
+    assert_eq!(all["total"], MESSAGES, "{all}");
+    let submits = all["submits"].as_array().unwrap();
+    // In the order they were sent (each waited for its submission), each
+    // stamped within the sends.
+    for (i, s) in submits.iter().enumerate() {
+        assert_eq!(s[0], format!("491510000{i:04}"), "{all}");
+        let at = s[1].as_u64().unwrap();
+        assert!(
+            (before..=after).contains(&at),
+            "{at} not in {before}..={after}"
+        );
+    }
+    assert_eq!(sent.len(), MESSAGES);
+    // `from` skips what was read before; past the end, nothing.
+    let tail = seen(MESSAGES - 2).await;
+    assert_eq!(tail["from"], MESSAGES - 2);
+    assert_eq!(tail["submits"].as_array().unwrap().len(), 2);
+    assert_eq!(tail["submits"][1], submits[MESSAGES - 1]);
+    let past = seen(1_000_000).await;
+    assert_eq!(past["total"], MESSAGES);
+    assert!(past["submits"].as_array().unwrap().is_empty());
+}

@@ -421,8 +421,10 @@ pub struct SimArgs {
     /// Serve the simulator's counters over HTTP here: `GET /stats` (JSON:
     /// counters, binds now and at peak, repeated submissions),
     /// `GET /submissions` (with --track-submits: every accepted
-    /// [destination, text, times]) and `POST /stats/reset-peak`. Unset: no
-    /// HTTP.
+    /// [destination, text, times]), `GET /seen?from=N` (with
+    /// --track-submits: each accepted submit_sm from the N-th on, in order,
+    /// as [destination, unix ms it arrived], and the total) and
+    /// `POST /stats/reset-peak`. Unset: no HTTP.
     #[arg(long, env = "SMSGW_SIM_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
     /// Count accepted submit_sm per (destination, text), so `/stats` shows

@@ -571,12 +571,44 @@ pub(crate) async fn smsc_sim(args: SimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `GET /seen?from=N` of the simulator's HTTP side.
+#[derive(serde::Deserialize)]
+struct SeenQuery {
+    /// First submission to list (in the order they were accepted).
+    from: Option<usize>,
+}
+
 /// The simulator's HTTP side (`smsgw smsc-sim --admin-listen`).
 fn sim_admin(sim: smsgw_smpp::sim::SimHandle) -> axum::Router {
     use axum::routing::{get, post};
     let reset = sim.clone();
     let all = sim.clone();
+    let seen = sim.clone();
     axum::Router::new()
+        .route(
+            "/seen",
+            get(
+                move |axum::extract::Query(q): axum::extract::Query<SeenQuery>| {
+                    let sim = seen.clone();
+                    async move {
+                        let at_ms = |t: std::time::SystemTime| {
+                            t.duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_millis() as u64)
+                        };
+                        let all = sim.seen_submits();
+                        let from = q.from.unwrap_or(0).min(all.len());
+                        axum::Json(serde_json::json!({
+                            "total": all.len(),
+                            "from": from,
+                            "submits": all[from..]
+                                .iter()
+                                .map(|s| (&s.destination, at_ms(s.at)))
+                                .collect::<Vec<_>>(),
+                        }))
+                    }
+                },
+            ),
+        )
         .route(
             "/submissions",
             get(move || {
