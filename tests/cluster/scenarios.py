@@ -1065,10 +1065,11 @@ def scenario_dispatch_rate(c: Cluster, rate=None, count=None):
             return lat[min(len(lat) - 1, int(len(lat) * p))]
 
         refusals = "".join(f"; {x.strip()[:160]}" for x in lines if "first failed" in x)
+        busy = "".join(f"; {x.strip()}" for x in lines if x.startswith("machine during the run"))
         out[label] = (f"{lines[0]}; {lines[1]}; accept→submit_sm at the SMSC of {len(at_smsc)}: "
                       f"p50 {pct(at_smsc, 0.5)} ms p99 {pct(at_smsc, 0.99)} ms max {at_smsc[-1]} ms; "
                       f"accept→submission recorded: p50 {pct(recorded, 0.5)} ms p99 {pct(recorded, 0.99)} ms "
-                      f"max {recorded[-1]} ms ({time.time() - before:.0f} s){refusals}")
+                      f"max {recorded[-1]} ms ({time.time() - before:.0f} s){busy}{refusals}")
         say(f"  {label}: {out[label]}")
     return " | ".join(f"{k}: {v}" for k, v in out.items())
 
