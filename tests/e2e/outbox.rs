@@ -648,3 +648,71 @@ async fn an_app_reads_its_events_from_a_cursor_over_rest_and_grpc() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
 }
+
+/// `GET` calls Redis has served so far (`INFO commandstats`): the Redis
+/// user store's reads are the only `GET`s on the send and delivery paths.
+async fn redis_gets(url: &str) -> u64 {
+    let c = redis::Client::open(url).unwrap();
+    let mut conn = c.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|r| r.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+// Every event of an app without a webhook is made after the app's settings
+// were cached, so it must be checked against a fresh read (a webhook may
+// have been set since). One read covers every such event of the app
+// within 100 ms; it used to be one read (two `GET`s) per event.
+#[tokio::test]
+async fn events_of_an_app_without_a_webhook_share_the_reads_of_its_settings() {
+    let redis = smsgw_store::testing::RedisServer::start();
+    let url = redis.url();
+    let sim = Sim::start("127.0.0.1:0");
+    let mut args = FAST_RETRY.to_vec();
+    args.extend(["--store", "redis", "--redis-url", &url]);
+    let gw = Gateway::standalone_with_args(&sim_config(sim.addr), &args);
+    let creds = gw.user("no-hook@example.com").await;
+    bound(&gw, &creds).await;
+    // Spread over a second, so the events come one or two a claim.
+    const N: u32 = 50;
+    let before = redis_gets(&url).await;
+    let mut ids = Vec::new();
+    for i in 0..N {
+        ids.push(send(&gw, &creds, &format!("+4915321{i:05}")).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in &ids {
+        let ok = eventually(Duration::from_secs(30), async || {
+            crate::messages::info(&gw, &creds, id).await["status"] == "delivered"
+        })
+        .await;
+        assert!(ok.is_some(), "{id} was not delivered");
+    }
+    // The last events (`delivered`) through the deliverer: the waiting
+    // ones are bounded and shown (METRICS.md), and gone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let drained = eventually(Duration::from_secs(10), async || {
+        let m = gw.metrics().await;
+        memory(&m, "entries", "webhook_recheck_events") == 0.0
+            && memory(&m, "bytes", "webhook_recheck_events") == 0.0
+    })
+    .await;
+    assert!(
+        drained.is_some(),
+        "events still wait for a read of their app"
+    );
+    let m = gw.metrics().await;
+    assert_eq!(memory(&m, "capacity", "webhook_recheck_events"), 4096.0);
+    let gets = redis_gets(&url).await - before;
+    eprintln!("{gets} GETs for {} events", 2 * N);
+    // One read (two GETs) a claim was 217 GETs here, the sends' and polls'
+    // own reads included; one a recheck (at most one every 100 ms while
+    // events come) 45. Fewer GETs than events: at most a read every two.
+    assert!(gets < u64::from(2 * N), "{gets} GETs for {} events", 2 * N);
+}

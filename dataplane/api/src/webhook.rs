@@ -374,6 +374,10 @@ struct Shared {
     held: Arc<tokio::sync::Semaphore>,
     /// Approximate bytes of the events held ([`held_size`]).
     held_bytes: std::sync::atomic::AtomicU64,
+    /// Events waiting for their app to be read again ([`Recheck`]) and
+    /// their approximate bytes.
+    recheck_entries: std::sync::atomic::AtomicU64,
+    recheck_bytes: std::sync::atomic::AtomicU64,
     cancel: CancellationToken,
 }
 
@@ -402,6 +406,19 @@ impl Shared {
             evicted: 0,
         }
     }
+
+    /// The events waiting for a fresh read of their app
+    /// (`webhook_recheck_events`).
+    fn recheck_memory(&self) -> smsgw_core::bounded::MemoryUse {
+        use std::sync::atomic::Ordering::Relaxed;
+        smsgw_core::bounded::MemoryUse {
+            structure: "webhook_recheck_events",
+            entries: self.recheck_entries.load(Relaxed),
+            bytes: self.recheck_bytes.load(Relaxed),
+            capacity: RECHECK_MAX as u64,
+            evicted: 0,
+        }
+    }
 }
 
 /// Events held in memory at most (claimed from the outbox, not yet
@@ -425,6 +442,8 @@ pub async fn run(
         any: client(false),
         held: Arc::new(tokio::sync::Semaphore::new(HELD)),
         held_bytes: Default::default(),
+        recheck_entries: Default::default(),
+        recheck_bytes: Default::default(),
         cancel: cancel.clone(),
         opts,
     });
@@ -441,7 +460,10 @@ pub async fn run(
         if let Some(a) = apps.upgrade() {
             out.push(a.lock().unwrap_or_else(|p| p.into_inner()).memory());
         }
-        out.extend(held.upgrade().map(|s| s.held_memory()));
+        if let Some(s) = held.upgrade() {
+            out.push(s.held_memory());
+            out.push(s.recheck_memory());
+        }
         out
     });
     let mut beat = Instant::now();
@@ -463,9 +485,23 @@ async fn claim_loop(
     // Claimed events whose app could not be read (the user store failed):
     // held here, in order, and tried again before anything new is claimed.
     let mut unresolved: Vec<smsgw_core::outbox::Claimed> = Vec::new();
+    // Events their app's cached settings send nowhere, made after those
+    // settings were read (see `Recheck`).
+    let mut recheck = Recheck::default();
     loop {
         if cancel.is_cancelled() {
             return;
+        }
+        // Due: the apps read again once, then these events go (in order)
+        // where the new settings say, or are acknowledged.
+        let rechecking = unresolved.is_empty() && recheck.due(Instant::now());
+        if rechecking {
+            let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+            for app in &recheck.apps {
+                c.remove(app);
+            }
+            drop(c);
+            unresolved = recheck.take(shared);
         }
         if beat.elapsed() > Duration::from_secs(2) {
             *beat = Instant::now();
@@ -477,9 +513,11 @@ async fn claim_loop(
         let got = if unresolved.is_empty() {
             None
         } else {
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                () = cancel.cancelled() => return,
+            if !rechecking {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = cancel.cancelled() => return,
+                }
             }
             Some(std::mem::take(&mut unresolved))
         };
@@ -493,7 +531,7 @@ async fn claim_loop(
         let got = match got {
             Some(held) => Ok(held),
             None => tokio::select! {
-                r = outbox.claim(&shared.opts.consumer, room, Duration::from_secs(1)) => r,
+                r = outbox.claim(&shared.opts.consumer, room, recheck.block(Instant::now())) => r,
                 () = cancel.cancelled() => return,
             },
         };
@@ -511,19 +549,25 @@ async fn claim_loop(
         let mut skip = Vec::new();
         let mut got = got.into_iter();
         while let Some(c) = got.next() {
-            let mut resolved = resolve_app(state, cache, &c.event.app_id).await;
-            if let Ok(app) = &resolved
+            if recheck.apps.contains(&c.event.app_id) {
+                // Behind an event of its app waiting for a fresh read: in
+                // order after it.
+                recheck.push(shared, c, Instant::now());
+                continue;
+            }
+            let resolved = resolve_app(state, cache, &c.event.app_id).await;
+            if !rechecking
+                && let Ok(app) = &resolved
                 && destination(app, &c.event).is_none()
                 && c.event.created_at_ms >= app.read_at_ms
             {
                 // Settings read before this event was made may predate a
-                // webhook set since: read them again rather than skip it
-                // (once per app and claim: the new read covers the rest).
-                cache
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&c.event.app_id);
-                resolved = resolve_app(state, cache, &c.event.app_id).await;
+                // webhook set since: read them again rather than skip it —
+                // once for every such event of the app within
+                // `RECHECK_AFTER`, not once each (an app without a webhook
+                // would cost two user-store reads an event).
+                recheck.push(shared, c, Instant::now());
+                continue;
             }
             let app = match resolved {
                 Ok(app) => app,
@@ -586,6 +630,62 @@ async fn claim_loop(
             });
         }
         lanes.retain(|_, l| !l.tx.is_closed());
+    }
+}
+
+/// How long events their app's cached settings send nowhere wait for the
+/// app to be read again (one read for all of them).
+const RECHECK_AFTER: Duration = Duration::from_millis(100);
+/// Events waiting for a fresh read at most before it is due (one claim,
+/// up to 1,024 events, may add to them first).
+const RECHECK_MAX: usize = 4096;
+
+/// Claimed events that the cached settings of their app send nowhere but
+/// that were made after those settings were read: a webhook may have been
+/// set since. They wait (in claim order, not acknowledged) up to
+/// [`RECHECK_AFTER`]; then each of their apps is read once and they go on
+/// by the new settings.
+#[derive(Default)]
+struct Recheck {
+    events: Vec<smsgw_core::outbox::Claimed>,
+    apps: std::collections::HashSet<String>,
+    since: Option<Instant>,
+}
+
+impl Recheck {
+    fn push(&mut self, shared: &Shared, c: smsgw_core::outbox::Claimed, now: Instant) {
+        use std::sync::atomic::Ordering::Relaxed;
+        shared.recheck_entries.fetch_add(1, Relaxed);
+        shared.recheck_bytes.fetch_add(held_size(&c), Relaxed);
+        self.since.get_or_insert(now);
+        self.apps.insert(c.event.app_id.clone());
+        self.events.push(c);
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        self.since
+            .is_some_and(|t| now >= t + RECHECK_AFTER || self.events.len() >= RECHECK_MAX)
+    }
+
+    /// How long the next claim may wait for events: until the recheck is
+    /// due, at most 1 s.
+    fn block(&self, now: Instant) -> Duration {
+        self.since.map_or(Duration::from_secs(1), |t| {
+            (t + RECHECK_AFTER)
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1))
+        })
+    }
+
+    /// The waiting events, in order (their apps forgotten: the caller
+    /// drops the apps' cached settings first).
+    fn take(&mut self, shared: &Shared) -> Vec<smsgw_core::outbox::Claimed> {
+        use std::sync::atomic::Ordering::Relaxed;
+        shared.recheck_entries.store(0, Relaxed);
+        shared.recheck_bytes.store(0, Relaxed);
+        self.since = None;
+        self.apps.clear();
+        std::mem::take(&mut self.events)
     }
 }
 
