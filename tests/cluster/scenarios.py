@@ -57,6 +57,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -1278,6 +1279,10 @@ def main():
     finally:
         if not a.keep:
             c.down()
+            if failed:
+                say(f"state, logs and scenario files kept for a look: {c.dir}")
+            else:
+                shutil.rmtree(c.dir, ignore_errors=True)  # ~40 MB a run otherwise left in /tmp
         else:
             say(f"kept: SMSGW_CLUSTER_DIR={c.state}")
     print("\ncluster scenarios:")
