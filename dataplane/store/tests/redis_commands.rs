@@ -167,3 +167,70 @@ async fn a_delivered_message_should_cost_few_redis_commands() {
         );
     }
 }
+
+/// Round trips to Redis a delivered message costs the store, one message
+/// at a time (so each round trip is one read of the server's: `INFO
+/// stats` `total_reads_processed`), receipt after its `submit_sm_resp`
+/// and before.
+async fn round_trips_per_message(order: Order) -> f64 {
+    const COUNT: u32 = 100;
+    let server = RedisServer::start();
+    let config = RedisConfig::new(server.url());
+    let store = RedisMessageStore::connect(&config, MessageStoreOptions::default())
+        .await
+        .unwrap();
+    let outbox = RedisOutbox::connect(&config, Duration::from_secs(3_600))
+        .await
+        .unwrap();
+    let mut c = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Scripts loaded, the indexes' first generations and leaves made.
+    deliver(&store, &outbox, 0, order).await;
+    let reads = async |c: &mut redis::aio::MultiplexedConnection| -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(c)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_reads_processed:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("INFO stats has total_reads_processed (Redis 6.2 or later)")
+    };
+    let before = reads(&mut c).await;
+    for n in 1..=COUNT {
+        deliver(&store, &outbox, n, order).await;
+    }
+    // The `INFO` that reads the count is one read of its own.
+    let trips = reads(&mut c).await - before - 1;
+    f64::from(trips as u32) / f64::from(COUNT)
+}
+
+/// At most this many round trips a delivered message whose receipt comes
+/// after its `submit_sm_resp` is recorded, and before: create 2 (the
+/// idempotency key; the record listed and written together), submit 2
+/// (the record; its listing and SMSC id together), receipt 2 (the SMSC id,
+/// the record) and its event 1. The code before session 19 took 9 and 10
+/// (the listing and the record, the unlisting and the index, one round
+/// trip each).
+const ROUND_TRIPS_PER_MESSAGE: [(Order, f64); 2] =
+    [(Order::AfterSubmit, 7.0), (Order::BeforeSubmit, 8.0)];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_message_should_cost_few_round_trips() {
+    let mut counted = Vec::new();
+    for (order, most) in ROUND_TRIPS_PER_MESSAGE {
+        let per = round_trips_per_message(order).await;
+        eprintln!("{order:?}: {per:.2} round trips a message");
+        counted.push((order, most, per));
+    }
+    for (order, most, per) in counted {
+        assert!(
+            per <= most,
+            "{order:?}: {per:.2} round trips a message (at most {most})"
+        );
+    }
+}

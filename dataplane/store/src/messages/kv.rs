@@ -110,6 +110,41 @@ pub trait VersionedKv: Send + Sync + 'static {
         grace: Duration,
     ) -> Result<Option<ReceiptUpdate>, MessageStoreError>;
 
+    /// What a submit recorded in message `id` leaves to the indexes: takes
+    /// it off the accepted list when `unlist` (as
+    /// [`VersionedKv::unlist_accepted`]), then maps the SMSC id of each of
+    /// `updates` that has one (expiring at `expires_at_ms`) as
+    /// [`VersionedKv::index_and_take_parked`] does, in that order, each
+    /// step atomic on its own; answers the receipts taken, with their
+    /// segment. A backend that can send the steps together does (Redis:
+    /// one round trip instead of one a step); by default they run one
+    /// after another.
+    async fn index_submits(
+        &self,
+        id: &str,
+        unlist: bool,
+        updates: &[SubmitUpdate],
+        expires_at_ms: u64,
+        grace: Duration,
+    ) -> Result<Vec<(u16, ReceiptUpdate)>, MessageStoreError> {
+        if unlist {
+            self.unlist_accepted(id).await?;
+        }
+        let mut taken = Vec::new();
+        for s in updates {
+            let Some(sid) = &s.smsc_message_id else {
+                continue;
+            };
+            if let Some(r) = self
+                .index_and_take_parked(&s.link, sid, id, s.seq, expires_at_ms, grace)
+                .await?
+            {
+                taken.push((s.seq, r));
+            }
+        }
+        Ok(taken)
+    }
+
     /// In one atomic step: the `(message id, seq)` that the receipt's
     /// `(link, SMSC id)` maps to (the mapping then lives at most `grace`
     /// more when the receipt is final: long enough to match a duplicate),
@@ -370,28 +405,19 @@ impl<K: VersionedKv> MessageStore for KvMessageStore<K> {
                 message_id: id.to_owned(),
             });
         };
-        if before == MessageStatus::Accepted && rec.status != MessageStatus::Accepted {
-            self.kv.unlist_accepted(id).await?;
-        }
-        for s in updates {
-            let Some(sid) = &s.smsc_message_id else {
-                continue;
-            };
-            let parked = self
-                .kv
-                .index_and_take_parked(
-                    &s.link,
-                    sid,
-                    &s.message_id,
-                    s.seq,
-                    rec.expires_at_ms(self.opts.ttl),
-                    self.opts.index_grace,
-                )
-                .await?;
-            if let Some(r) = parked
-                && let ReceiptOutcome::Applied(updated) =
-                    self.apply_to(&s.message_id, s.seq, &r).await?.outcome
-            {
+        let unlist = before == MessageStatus::Accepted && rec.status != MessageStatus::Accepted;
+        let taken = self
+            .kv
+            .index_submits(
+                id,
+                unlist,
+                updates,
+                rec.expires_at_ms(self.opts.ttl),
+                self.opts.index_grace,
+            )
+            .await?;
+        for (seq, r) in taken {
+            if let ReceiptOutcome::Applied(updated) = self.apply_to(id, seq, &r).await?.outcome {
                 rec = updated;
             }
         }

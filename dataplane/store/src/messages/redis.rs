@@ -65,7 +65,7 @@
 //!
 //! * **create**: the transaction-id `put` (the idempotency decision,
 //!   atomic), then `ZADD accepted`, then the record (`HSETNX`, refusing an
-//!   existing id). A pod that dies after the first step leaves an entry
+//!   existing id; these two in one round trip, in order). A pod that dies after the first step leaves an entry
 //!   pointing at no record; the next create with that key waits briefly
 //!   for the record, then writes it itself *under the id the entry holds*
 //!   — so one `(app, transaction)` still maps to one message and one
@@ -81,7 +81,8 @@
 //! * **receipt matching** is race-free because the index entry and the
 //!   parked receipt share one shard: the `park` script either finds the
 //!   mapping or parks; the `index` script writes the mapping and takes
-//!   whatever was parked, in one step. A final receipt cuts the entry's
+//!   whatever was parked, in one step (sent with the record's `ZREM
+//!   accepted` after a submit, one round trip for both). A final receipt cuts the entry's
 //!   life to `index_grace` (a duplicate within it is still matched).
 
 use super::kv::{Cas, VersionedKv};
@@ -91,7 +92,7 @@ use crate::{BoundedConnection, RedisConfig};
 use async_trait::async_trait;
 use smsgw_core::bounded::{BoundedMap, MemoryUse};
 use smsgw_core::messages::{
-    MessageRecord, MessageStatus, MessageStoreError, ReceiptUpdate, unix_now_ms,
+    MessageRecord, MessageStatus, MessageStoreError, ReceiptUpdate, SubmitUpdate, unix_now_ms,
 };
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -536,6 +537,30 @@ impl RedisKv {
         }
     }
 
+    /// The SMSC-id index script mapping `(link, smsc_id)` to segment `seq`
+    /// of message `id` and taking what was parked there
+    /// ([`VersionedKv::index_and_take_parked`]).
+    fn smsc_index_invocation(
+        &self,
+        link: &str,
+        smsc_id: &str,
+        id: &str,
+        seq: u16,
+        expires_at_ms: u64,
+        grace: Duration,
+    ) -> redis::ScriptInvocation<'_> {
+        let (meta, field, h2) = self.index_entry('x', [link, smsc_id]);
+        let mut i = self.smsc_index.key(meta);
+        i.arg(field)
+            .arg(unix_now_ms())
+            .arg(h2)
+            .arg(smsc_value(id, seq, expires_at_ms))
+            .arg(self.generation_ms)
+            .arg(LEAF_CAPACITY)
+            .arg(ms(grace).max(1));
+        i
+    }
+
     /// The transaction-id script for `(app, transaction)` in `mode`.
     fn tx_invocation(
         &self,
@@ -700,25 +725,26 @@ impl VersionedKv for RedisKv {
         expires_at_ms: u64,
         taken_over: bool,
     ) -> Result<bool, MessageStoreError> {
-        if rec.status == MessageStatus::Accepted {
-            // Before the record, so a record is never accepted-but-unlisted.
-            let _: i64 = redis::cmd("ZADD")
-                .arg(self.accepted_key())
-                .arg(rec.listed_at_ms())
-                .arg(&rec.message_id)
-                .query_async(&mut self.conn())
-                .await
-                .map_err(backend)?;
-        }
         let bytes = record_codec::encode(rec);
         let own = self.msg_key(&rec.message_id);
         let old = self.msg_key_v1(&rec.message_id);
         let slot = self.record_slot(&rec.message_id);
+        let mut pipe = redis::pipe();
+        if rec.status == MessageStatus::Accepted {
+            // Listed before the record, in the same round trip (Redis runs
+            // a connection's commands in order; a listing repeated by a
+            // rerun of the pipeline changes nothing), so a record is never
+            // accepted-but-unlisted.
+            pipe.cmd("ZADD")
+                .arg(self.accepted_key())
+                .arg(rec.listed_at_ms())
+                .arg(&rec.message_id)
+                .ignore();
+        }
         // An id of a key taken over may have a record in a layout before
         // (its creator was a pod of a version before): in the same round
         // trip, whether a record has it there. A create's own new id
         // cannot (the layouts before are no longer written).
-        let mut pipe = redis::pipe();
         match &slot {
             Some((bucket, field)) => {
                 let mut put = self.record_put.key(bucket.as_slice());
@@ -844,24 +870,51 @@ impl VersionedKv for RedisKv {
         expires_at_ms: u64,
         grace: Duration,
     ) -> Result<Option<ReceiptUpdate>, MessageStoreError> {
-        let (meta, field, h2) = self.index_entry('x', [link, smsc_id]);
-        let grace = ms(grace).max(1);
         let parked: Option<String> = self
-            .smsc_index
-            .key(meta)
-            .arg(field)
-            .arg(unix_now_ms())
-            .arg(h2)
-            .arg(smsc_value(id, seq, expires_at_ms))
-            .arg(self.generation_ms)
-            .arg(LEAF_CAPACITY)
-            .arg(grace)
+            .smsc_index_invocation(link, smsc_id, id, seq, expires_at_ms, grace)
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
         parked
             .map(|p| serde_json::from_str(&p).map_err(backend))
             .transpose()
+    }
+
+    async fn index_submits(
+        &self,
+        id: &str,
+        unlist: bool,
+        updates: &[SubmitUpdate],
+        expires_at_ms: u64,
+        grace: Duration,
+    ) -> Result<Vec<(u16, ReceiptUpdate)>, MessageStoreError> {
+        // One round trip: Redis runs the steps in order, each atomic; a
+        // rerun of the pipeline (scripts reloaded) repeats steps that
+        // change nothing the second time.
+        let mut pipe = redis::pipe();
+        if unlist {
+            pipe.cmd("ZREM").arg(self.accepted_key()).arg(id).ignore();
+        }
+        let mut seqs = Vec::with_capacity(updates.len());
+        for s in updates {
+            if let Some(sid) = &s.smsc_message_id {
+                let index =
+                    self.smsc_index_invocation(&s.link, sid, id, s.seq, expires_at_ms, grace);
+                pipe.invoke_script(&index);
+                seqs.push(s.seq);
+            }
+        }
+        if !unlist && seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let parked: Vec<Option<String>> = self.query_pipe(&pipe, &[&self.smsc_index]).await?;
+        let mut taken = Vec::new();
+        for (seq, p) in seqs.into_iter().zip(parked) {
+            if let Some(p) = p {
+                taken.push((seq, serde_json::from_str(&p).map_err(backend)?));
+            }
+        }
+        Ok(taken)
     }
 
     async fn lookup_or_park(
