@@ -670,21 +670,26 @@ pub async fn ready(gw: &Gateway, email: &str) -> Creds {
     creds
 }
 
+/// A request a [`Receiver`] got: headers, body, whether it was accepted,
+/// when it arrived (ms since the epoch).
+pub type Request = (HeaderMap, String, bool, u64);
+
 /// A webhook receiver on loopback that answers 503 while down.
 pub struct Receiver {
     /// Its URL (`http://127.0.0.1:<port>/hook`).
     pub url: String,
     /// Whether it answers 200 (else 503).
     pub up: Arc<AtomicBool>,
-    /// Every request: headers and body, including refused ones.
-    pub seen: Arc<Mutex<Vec<(HeaderMap, String, bool)>>>,
+    /// Every request: headers, body, whether it was accepted and when it
+    /// arrived (ms since the epoch), refused ones included.
+    pub seen: Arc<Mutex<Vec<Request>>>,
 }
 
 impl Receiver {
     /// Starts it, up or down.
     pub async fn start(up: bool) -> Receiver {
         let up = Arc::new(AtomicBool::new(up));
-        let seen: Arc<Mutex<Vec<(HeaderMap, String, bool)>>> = Arc::default();
+        let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
         let (u2, s2) = (up.clone(), seen.clone());
         let app = axum::Router::new().route(
             "/hook",
@@ -692,7 +697,8 @@ impl Receiver {
                 let (up, seen) = (u2.clone(), s2.clone());
                 async move {
                     let ok = up.load(Ordering::SeqCst);
-                    seen.lock().unwrap().push((headers, body, ok));
+                    let at = smsgw_core::messages::unix_now_ms();
+                    seen.lock().unwrap().push((headers, body, ok, at));
                     if ok {
                         StatusCode::OK
                     } else {
@@ -709,14 +715,20 @@ impl Receiver {
 
     /// The events it acknowledged (a batch counts each of its events).
     pub fn accepted(&self) -> Vec<Value> {
+        self.accepted_at().into_iter().map(|(e, _)| e).collect()
+    }
+
+    /// The events it acknowledged, each with when its request arrived (ms
+    /// since the epoch).
+    pub fn accepted_at(&self) -> Vec<(Value, u64)> {
         let mut out = Vec::new();
-        for (_, body, ok) in self.seen.lock().unwrap().iter() {
+        for (_, body, ok, at) in self.seen.lock().unwrap().iter() {
             if !ok {
                 continue;
             }
             match serde_json::from_str::<Value>(body).unwrap() {
-                Value::Array(a) => out.extend(a),
-                v => out.push(v),
+                Value::Array(a) => out.extend(a.into_iter().map(|e| (e, *at))),
+                v => out.push((v, *at)),
             }
         }
         out

@@ -549,24 +549,31 @@ async fn claim_loop(
         let mut skip = Vec::new();
         let mut got = got.into_iter();
         while let Some(c) = got.next() {
-            if recheck.apps.contains(&c.event.app_id) {
+            // An event with its message's own callback goes where the
+            // event says, whatever its app's settings (and so do the other
+            // events of its message): it never waits for them.
+            let by_app = c.event.callback.is_none();
+            if by_app && recheck.apps.contains(&c.event.app_id) {
                 // Behind an event of its app waiting for a fresh read: in
                 // order after it.
-                recheck.push(shared, c, Instant::now());
+                recheck.push(shared, c, false, Instant::now());
                 continue;
             }
             let resolved = resolve_app(state, cache, &c.event.app_id).await;
             if !rechecking
+                && by_app
                 && let Ok(app) = &resolved
                 && destination(app, &c.event).is_none()
                 && c.event.created_at_ms >= app.read_at_ms
             {
                 // Settings read before this event was made may predate a
-                // webhook set since: read them again rather than skip it —
-                // once for every such event of the app within
-                // `RECHECK_AFTER`, not once each (an app without a webhook
-                // would cost two user-store reads an event).
-                recheck.push(shared, c, Instant::now());
+                // webhook (or a choice of events) set since: read them
+                // again rather than skip it — once for every such event of
+                // the app within `RECHECK_AFTER`, not once each (an app
+                // without a webhook would cost two user-store reads an
+                // event); within `RECHECK_SOON` for an app with a webhook,
+                // whose wanted events wait behind this one.
+                recheck.push(shared, c, app.webhook.is_some(), Instant::now());
                 continue;
             }
             let app = match resolved {
@@ -636,6 +643,12 @@ async fn claim_loop(
 /// How long events their app's cached settings send nowhere wait for the
 /// app to be read again (one read for all of them).
 const RECHECK_AFTER: Duration = Duration::from_millis(100);
+/// The same for an app that has a webhook but does not want this kind of
+/// event: its other events wait in order behind the skipped one, so the
+/// read comes sooner (at most one an app every 5 ms; the wait used to be
+/// `RECHECK_AFTER`, ~75 ms more on every event of an app wanting only
+/// final states: BENCHMARKS.md, session 19).
+const RECHECK_SOON: Duration = Duration::from_millis(5);
 /// Events waiting for a fresh read at most before it is due (one claim,
 /// up to 1,024 events, may add to them first).
 const RECHECK_MAX: usize = 4096;
@@ -643,36 +656,41 @@ const RECHECK_MAX: usize = 4096;
 /// Claimed events that the cached settings of their app send nowhere but
 /// that were made after those settings were read: a webhook may have been
 /// set since. They wait (in claim order, not acknowledged) up to
-/// [`RECHECK_AFTER`]; then each of their apps is read once and they go on
-/// by the new settings.
+/// [`RECHECK_AFTER`] ([`RECHECK_SOON`] when an app among them has a
+/// webhook); then each of their apps is read once and they go on by the
+/// new settings.
 #[derive(Default)]
 struct Recheck {
     events: Vec<smsgw_core::outbox::Claimed>,
     apps: std::collections::HashSet<String>,
-    since: Option<Instant>,
+    /// When the read is due: [`RECHECK_AFTER`] after the first event came,
+    /// or [`RECHECK_SOON`] after the first of an app with a webhook.
+    due: Option<Instant>,
 }
 
 impl Recheck {
-    fn push(&mut self, shared: &Shared, c: smsgw_core::outbox::Claimed, now: Instant) {
+    /// Holds `c` for the next read of its app; `soon`: its app has a
+    /// webhook (events it wants may wait behind this one).
+    fn push(&mut self, shared: &Shared, c: smsgw_core::outbox::Claimed, soon: bool, now: Instant) {
         use std::sync::atomic::Ordering::Relaxed;
         shared.recheck_entries.fetch_add(1, Relaxed);
         shared.recheck_bytes.fetch_add(held_size(&c), Relaxed);
-        self.since.get_or_insert(now);
+        let wait = if soon { RECHECK_SOON } else { RECHECK_AFTER };
+        self.due = Some(self.due.map_or(now + wait, |d| d.min(now + wait)));
         self.apps.insert(c.event.app_id.clone());
         self.events.push(c);
     }
 
     fn due(&self, now: Instant) -> bool {
-        self.since
-            .is_some_and(|t| now >= t + RECHECK_AFTER || self.events.len() >= RECHECK_MAX)
+        self.due
+            .is_some_and(|d| now >= d || self.events.len() >= RECHECK_MAX)
     }
 
     /// How long the next claim may wait for events: until the recheck is
     /// due, at most 1 s.
     fn block(&self, now: Instant) -> Duration {
-        self.since.map_or(Duration::from_secs(1), |t| {
-            (t + RECHECK_AFTER)
-                .saturating_duration_since(now)
+        self.due.map_or(Duration::from_secs(1), |d| {
+            d.saturating_duration_since(now)
                 .max(Duration::from_millis(1))
         })
     }
@@ -683,7 +701,7 @@ impl Recheck {
         use std::sync::atomic::Ordering::Relaxed;
         shared.recheck_entries.store(0, Relaxed);
         shared.recheck_bytes.store(0, Relaxed);
-        self.since = None;
+        self.due = None;
         self.apps.clear();
         std::mem::take(&mut self.events)
     }
