@@ -1001,13 +1001,33 @@ def accept_to_submit_ms(c: Cluster, h, bench_out: list[str], seen_from: int):
     return sorted(a for a, _ in both if a is not None), sorted(b for _, b in both if b is not None)
 
 
+def pod_cpu(c: Cluster, names) -> dict[str, float]:
+    """CPU seconds (user + system) the processes of each pod in `names`
+    have used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, p in c.pods_json().items():
+        if name not in names:
+            continue
+        out[name] = 0.0
+        for pid in p["pids"].values():
+            try:
+                f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[name] += (int(f[11]) + int(f[12])) / tick
+    return out
+
+
 def scenario_dispatch_rate(c: Cluster, rate=None, count=None):
     """Opt-in benchmark (issue 17): the load tool at `rate` msg/s through
     the proxy Service, 3 proxies, a 1-session link: accept → submit_sm
     percentiles over every message; the same load spread by the tool over
     the three pods' addresses (what kube-proxy's in-kernel DNAT does,
     without the box's forwarding process on the REST path); and sent only
-    to the pod holding the bind (no hand-off)."""
+    to the pod holding the bind (no hand-off). Each run also says what CPU
+    each proxy pod spent a message (the holder's bounds the link's rate
+    once every pod has cores of its own)."""
     rate = rate or int(os.environ.get("SMSGW_BENCH_RATE", "1000"))
     # SMSGW_BENCH_ROUNDS: the three runs this many times over (one cluster).
     count = count or int(os.environ.get("SMSGW_BENCH_COUNT", "10000"))
@@ -1055,8 +1075,15 @@ def scenario_dispatch_rate(c: Cluster, rate=None, count=None):
                 ("holder only", bases[holder], bases[holder].rsplit(":", 1)[0] + ":" + grpc_port, []))]:
         before = time.time()
         seen_from = c.sim_seen(10**9)["total"]  # past the end: the count alone
+        cpu0 = pod_cpu(c, bases)
         lines = run(rest, grpc, spread)
         time.sleep(3)  # the last submits
+        cpu1 = pod_cpu(c, bases)
+        # What each pod spent a message: the holder's share is what bounds
+        # the link's rate once every pod has cores of its own.
+        per = {n: (cpu1[n] - cpu0.get(n, cpu1[n])) * 1e6 / count for n in cpu1}
+        cpu = (f"; CPU a message: holder {per.get(holder, 0):.0f} µs, other pods "
+               + " / ".join(f"{v:.0f}" for n, v in sorted(per.items()) if n != holder) + " µs")
         at_smsc, recorded = accept_to_submit_ms(c, alice, lines, seen_from)
         check(len(recorded) >= count * 0.9, f"{label}: {len(recorded)} of {count} submitted: {lines}")
         check(len(at_smsc) >= len(recorded) * 0.99,
@@ -1070,7 +1097,7 @@ def scenario_dispatch_rate(c: Cluster, rate=None, count=None):
         out[label] = (f"{lines[0]}; {lines[1]}; accept→submit_sm at the SMSC of {len(at_smsc)}: "
                       f"p50 {pct(at_smsc, 0.5)} ms p99 {pct(at_smsc, 0.99)} ms max {at_smsc[-1]} ms; "
                       f"accept→submission recorded: p50 {pct(recorded, 0.5)} ms p99 {pct(recorded, 0.99)} ms "
-                      f"max {recorded[-1]} ms ({time.time() - before:.0f} s){busy}{refusals}")
+                      f"max {recorded[-1]} ms ({time.time() - before:.0f} s){busy}{cpu}{refusals}")
         say(f"  {label}: {out[label]}")
     return " | ".join(f"{k}: {v}" for k, v in out.items())
 
