@@ -16,9 +16,11 @@ use smsgw_core::bounded::{BoundedMap, MemoryUse};
 use smsgw_core::unix_now;
 use smsgw_core::users::{UserRecord, UserStore};
 use smsgw_crds::{AppCredentials, Snapshot, UserSpec, is_plausible_email};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Prefix of a stored webhook secret that is derived, not kept:
@@ -186,6 +188,38 @@ pub struct Auth {
     /// Users' token generation and app, by user id, each kept
     /// `revocation_check_interval`; at most [`LIVE_USERS`].
     live: std::sync::Mutex<BoundedMap<String, Liveness>>,
+    /// Reads of the user store in flight for [`Auth::liveness`], by user
+    /// id: requests that find a user's entry stale at once share one read
+    /// (a burst after it expired made one read a request). An entry
+    /// leaves when a request that shared it is answered, so the map holds
+    /// only users with a request in flight.
+    reading: std::sync::Mutex<HashMap<String, Arc<LivenessRead>>>,
+    /// Counts [`Auth::forget`]s: a read that began before one answers its
+    /// callers but is not cached (it may predate the change).
+    forgets: AtomicU64,
+}
+
+/// One read of a user's liveness, shared by the requests waiting for it.
+type LivenessRead = tokio::sync::OnceCell<Option<(u64, String)>>;
+
+/// Takes a [`LivenessRead`] out of [`Auth`]'s map when dropped, unless a
+/// newer read replaced it.
+struct LeaveRead<'a> {
+    reading: &'a std::sync::Mutex<HashMap<String, Arc<LivenessRead>>>,
+    key: &'a str,
+    read: &'a Arc<LivenessRead>,
+}
+
+impl Drop for LeaveRead<'_> {
+    fn drop(&mut self) {
+        let mut reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+        if reading
+            .get(self.key)
+            .is_some_and(|r| Arc::ptr_eq(r, self.read))
+        {
+            reading.remove(self.key);
+        }
+    }
 }
 
 /// Users whose token generation is cached at most; past it the oldest is
@@ -236,6 +270,8 @@ impl Auth {
                 usize::MAX,
                 config.revocation_check_interval,
             )),
+            reading: Default::default(),
+            forgets: AtomicU64::new(0),
             config,
             store,
         }
@@ -597,20 +633,42 @@ impl Auth {
         {
             return Ok(l.user.clone());
         }
-        let user = self
-            .store
-            .get(user_id)
+        let read = self
+            .reading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        // Whatever ends this call (answer, error, a client gone), the read
+        // leaves the map: the next stale request starts a new one.
+        let _leave = LeaveRead {
+            reading: &self.reading,
+            key: &key,
+            read: &read,
+        };
+        let user = read
+            .get_or_try_init(|| async {
+                let forgets = self.forgets.load(Ordering::SeqCst);
+                let user = self
+                    .store
+                    .get(user_id)
+                    .await?
+                    .map(|u| (u.token_generation, u.app_id));
+                // Checked under the cache's lock, which `forget` takes
+                // after counting: a forget either is seen here or removes
+                // what this inserts.
+                let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+                if self.forgets.load(Ordering::SeqCst) == forgets {
+                    let bytes = 2 * key.len()
+                        + user.as_ref().map_or(0, |(_, app)| app.len())
+                        + std::mem::size_of::<Liveness>();
+                    live.insert(key.clone(), Liveness { user: user.clone() }, bytes, now);
+                }
+                Ok::<_, ApiError>(user)
+            })
             .await?
-            .map(|u| (u.token_generation, u.app_id));
-        let bytes = 2 * key.len()
-            + user.as_ref().map_or(0, |(_, app)| app.len())
-            + std::mem::size_of::<Liveness>();
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            key,
-            Liveness { user: user.clone() },
-            bytes,
-            now,
-        );
+            .clone();
         Ok(user)
     }
 
@@ -651,6 +709,13 @@ impl Auth {
     /// Forgets what this pod cached about `user_id` (it changed here;
     /// other pods notice within `revocation_check_interval`).
     pub fn forget(&self, user_id: &str) {
+        // First, so that a read in flight is not cached; then later
+        // requests start a read of their own.
+        self.forgets.fetch_add(1, Ordering::SeqCst);
+        self.reading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(user_id);
         self.live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
