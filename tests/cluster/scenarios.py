@@ -25,8 +25,10 @@ One cluster (`scripts/cluster.sh up`, default chart values: 3 proxies,
      user imported from the platform (`smsgw users import
      --emit-manifests`) authenticates with its old app id and secret, its
      Secret left untouched, and a User naming a missing Secret says so;
-  6. dispatch: one bind for three pods: every pod accepts, the holder
-     submits what the others hand it; admin stop/start through other pods;
+  6. dispatch: one bind for three pods: 3,000 messages round-robin, every
+     pod accepts, the holder submits what the others hand it, the
+     simulator sees exactly 3,000 submits over one bind; admin stop/start
+     through other pods;
   8. holder kill -9: a pod holding a bind is SIGKILLed under load (and
      restarted as a kubelet would) → every acknowledged message delivered;
      hand-offs lost with it are sent again through the other holder and
@@ -842,9 +844,11 @@ def probe_every_pod(c: Cluster, h, bases, **send_args):
         wait_until(f"probe {mid} delivered", lambda: message(c, h, mid)[1].get("status") == "delivered", 30, 0.3)
 
 
-def scenario_dispatch(c: Cluster, n=300, threads=8, rate=25.0):
+def scenario_dispatch(c: Cluster, n=3000, threads=8, rate=25.0):
     """One bind for three pods: every pod accepts, the one holding the bind
-    submits; nothing waits for a sweeper, nothing is submitted twice."""
+    submits; nothing waits for a sweeper, nothing is submitted twice (the
+    issue's check: 3,000 messages round-robin, exactly 3,000 submits over
+    the one bind)."""
     from concurrent.futures import ThreadPoolExecutor
 
     scale_to(c, 1, 1)
@@ -939,7 +943,7 @@ def scenario_dispatch(c: Cluster, n=300, threads=8, rate=25.0):
         shares = sum(p["counters"]["submitted"] for p in v["pods"])
         total = sum(a["submitted"] for a in v["apps"].values())
         check(shares == total, f"{name}: pod shares {shares} != cluster total {total}")
-        check(all(p["counters"]["submitted"] > 0 for p in v["pods"]), f"{name}: a pod with no share of 300 sends: {v['pods']}")
+        check(all(p["counters"]["submitted"] > 0 for p in v["pods"]), f"{name}: a pod with no share of {n} sends: {v['pods']}")
         check(total >= n, f"{name}: the cluster submitted {total} < {n}")
         check(sum(p["requests"]["total"] for p in d["pods"]) == d["requests"]["total"] and d["requests"]["total"] >= n,
               f"{name}: dashboard calls {d['requests']} vs pods {[p['requests']['total'] for p in d['pods']]}")
