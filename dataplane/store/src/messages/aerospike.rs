@@ -37,7 +37,7 @@ use aerospike::{
 use async_trait::async_trait;
 use futures::StreamExt;
 use smsgw_core::messages::{
-    MessageRecord, MessageStatus, MessageStoreError, ReceiptUpdate, unix_now_ms,
+    MessageRecord, MessageStatus, MessageStoreError, ReceiptUpdate, SubmitUpdate, unix_now_ms,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,6 +136,65 @@ fn seconds_until(expires_at_ms: u64) -> Expiration {
 }
 
 impl AerospikeKv {
+    /// One step of [`VersionedKv::index_submits`]: maps `(link, smsc_id)`
+    /// to segment `seq` of message `id` and takes the receipt parked under
+    /// that key, if any (a generation-checked write).
+    async fn index_and_take_parked(
+        &self,
+        link: &str,
+        smsc_id: &str,
+        id: &str,
+        seq: u16,
+        expires_at_ms: u64,
+        grace: Duration,
+    ) -> Result<Option<ReceiptUpdate>, MessageStoreError> {
+        let key = self.ix_key(link, smsc_id)?;
+        let bins = [
+            Bin::new("m", Value::from(id.to_owned())),
+            Bin::new("s", Value::from(i64::from(seq))),
+        ];
+        for _ in 0..CAS_ATTEMPTS {
+            let (p, parked) = match self.read(&key).await? {
+                None => (
+                    Self::policy(
+                        RecordExistsAction::CreateOnly,
+                        None,
+                        seconds_until(expires_at_ms),
+                    ),
+                    None,
+                ),
+                // Replace drops the parked bins with the mapping written.
+                Some(r) => (
+                    Self::policy(
+                        RecordExistsAction::Replace,
+                        Some(r.generation),
+                        seconds_until(expires_at_ms),
+                    ),
+                    string_bin(&r, "p"),
+                ),
+            };
+            match self.client.put(&p, &key, &bins).await {
+                Ok(()) => {
+                    let parked = parked
+                        .map(|j| serde_json::from_str::<ReceiptUpdate>(&j).map_err(backend))
+                        .transpose()?;
+                    if parked.as_ref().is_some_and(|r| r.state.is_final()) {
+                        self.retire(&key, grace).await?;
+                    }
+                    return Ok(parked);
+                }
+                Err(e)
+                    if is(&e, ResultCode::GenerationError)
+                        || is(&e, ResultCode::KeyExistsError) => {}
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        Err(MessageStoreError::Contended {
+            message_id: id.to_owned(),
+            attempts: CAS_ATTEMPTS,
+        })
+    }
+
     /// Connects and makes sure the `acc` secondary index exists.
     pub async fn connect(config: &AerospikeConfig) -> Result<Self, MessageStoreError> {
         let client = Client::new(&ClientPolicy::default(), &config.hosts)
@@ -329,60 +388,30 @@ impl VersionedKv for AerospikeKv {
         Ok(self.read(&tk).await?.and_then(|r| string_bin(&r, "m")))
     }
 
-    async fn index_and_take_parked(
+    async fn index_submits(
         &self,
-        link: &str,
-        smsc_id: &str,
         id: &str,
-        seq: u16,
+        unlist: bool,
+        updates: &[SubmitUpdate],
         expires_at_ms: u64,
         grace: Duration,
-    ) -> Result<Option<ReceiptUpdate>, MessageStoreError> {
-        let key = self.ix_key(link, smsc_id)?;
-        let bins = [
-            Bin::new("m", Value::from(id.to_owned())),
-            Bin::new("s", Value::from(i64::from(seq))),
-        ];
-        for _ in 0..CAS_ATTEMPTS {
-            let (p, parked) = match self.read(&key).await? {
-                None => (
-                    Self::policy(
-                        RecordExistsAction::CreateOnly,
-                        None,
-                        seconds_until(expires_at_ms),
-                    ),
-                    None,
-                ),
-                // Replace drops the parked bins with the mapping written.
-                Some(r) => (
-                    Self::policy(
-                        RecordExistsAction::Replace,
-                        Some(r.generation),
-                        seconds_until(expires_at_ms),
-                    ),
-                    string_bin(&r, "p"),
-                ),
+    ) -> Result<Vec<(u16, ReceiptUpdate)>, MessageStoreError> {
+        if unlist {
+            self.unlist_accepted(id).await?;
+        }
+        let mut taken = Vec::new();
+        for s in updates {
+            let Some(sid) = &s.smsc_message_id else {
+                continue;
             };
-            match self.client.put(&p, &key, &bins).await {
-                Ok(()) => {
-                    let parked = parked
-                        .map(|j| serde_json::from_str::<ReceiptUpdate>(&j).map_err(backend))
-                        .transpose()?;
-                    if parked.as_ref().is_some_and(|r| r.state.is_final()) {
-                        self.retire(&key, grace).await?;
-                    }
-                    return Ok(parked);
-                }
-                Err(e)
-                    if is(&e, ResultCode::GenerationError)
-                        || is(&e, ResultCode::KeyExistsError) => {}
-                Err(e) => return Err(backend(e)),
+            if let Some(r) = self
+                .index_and_take_parked(&s.link, sid, id, s.seq, expires_at_ms, grace)
+                .await?
+            {
+                taken.push((s.seq, r));
             }
         }
-        Err(MessageStoreError::Contended {
-            message_id: id.to_owned(),
-            attempts: CAS_ATTEMPTS,
-        })
+        Ok(taken)
     }
 
     async fn lookup_or_park(

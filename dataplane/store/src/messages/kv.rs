@@ -96,29 +96,15 @@ pub trait VersionedKv: Send + Sync + 'static {
         transaction_id: &str,
     ) -> Result<Option<String>, MessageStoreError>;
 
-    /// In one atomic step: maps `(link, smsc_id)` to segment `seq` of
-    /// message `id` (expiring at `expires_at_ms`, or after `grace` when
-    /// the receipt taken is final) and takes the receipt parked under that
-    /// key, if any.
-    async fn index_and_take_parked(
-        &self,
-        link: &str,
-        smsc_id: &str,
-        id: &str,
-        seq: u16,
-        expires_at_ms: u64,
-        grace: Duration,
-    ) -> Result<Option<ReceiptUpdate>, MessageStoreError>;
-
     /// What a submit recorded in message `id` leaves to the indexes: takes
     /// it off the accepted list when `unlist` (as
-    /// [`VersionedKv::unlist_accepted`]), then maps the SMSC id of each of
-    /// `updates` that has one (expiring at `expires_at_ms`) as
-    /// [`VersionedKv::index_and_take_parked`] does, in that order, each
-    /// step atomic on its own; answers the receipts taken, with their
-    /// segment. A backend that can send the steps together does (Redis:
-    /// one round trip instead of one a step); by default they run one
-    /// after another.
+    /// [`VersionedKv::unlist_accepted`]), then, for each of `updates` with
+    /// an SMSC id, in one atomic step each: maps `(link, SMSC id)` to its
+    /// segment (expiring at `expires_at_ms`, or after `grace` when the
+    /// receipt taken is final) and takes the receipt parked under that key,
+    /// if any. In that order; answers the receipts taken, with their
+    /// segment. A backend that can send the steps together does (Redis: one
+    /// round trip).
     async fn index_submits(
         &self,
         id: &str,
@@ -126,24 +112,7 @@ pub trait VersionedKv: Send + Sync + 'static {
         updates: &[SubmitUpdate],
         expires_at_ms: u64,
         grace: Duration,
-    ) -> Result<Vec<(u16, ReceiptUpdate)>, MessageStoreError> {
-        if unlist {
-            self.unlist_accepted(id).await?;
-        }
-        let mut taken = Vec::new();
-        for s in updates {
-            let Some(sid) = &s.smsc_message_id else {
-                continue;
-            };
-            if let Some(r) = self
-                .index_and_take_parked(&s.link, sid, id, s.seq, expires_at_ms, grace)
-                .await?
-            {
-                taken.push((s.seq, r));
-            }
-        }
-        Ok(taken)
-    }
+    ) -> Result<Vec<(u16, ReceiptUpdate)>, MessageStoreError>;
 
     /// In one atomic step: the `(message id, seq)` that the receipt's
     /// `(link, SMSC id)` maps to (the mapping then lives at most `grace`

@@ -538,8 +538,8 @@ impl RedisKv {
     }
 
     /// The SMSC-id index script mapping `(link, smsc_id)` to segment `seq`
-    /// of message `id` and taking what was parked there
-    /// ([`VersionedKv::index_and_take_parked`]).
+    /// of message `id` and taking what was parked there (a step of
+    /// [`VersionedKv::index_submits`]).
     fn smsc_index_invocation(
         &self,
         link: &str,
@@ -859,25 +859,6 @@ impl VersionedKv for RedisKv {
             (None, None, Some(_)) => Err(backend("malformed transaction-id index entry")),
             (None, None, None) => Ok(None),
         }
-    }
-
-    async fn index_and_take_parked(
-        &self,
-        link: &str,
-        smsc_id: &str,
-        id: &str,
-        seq: u16,
-        expires_at_ms: u64,
-        grace: Duration,
-    ) -> Result<Option<ReceiptUpdate>, MessageStoreError> {
-        let parked: Option<String> = self
-            .smsc_index_invocation(link, smsc_id, id, seq, expires_at_ms, grace)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        parked
-            .map(|p| serde_json::from_str(&p).map_err(backend))
-            .transpose()
     }
 
     async fn index_submits(
