@@ -110,26 +110,34 @@ async fn command_calls(c: &mut redis::aio::MultiplexedConnection) -> BTreeMap<St
         .collect()
 }
 
-/// Commands per message of `MESSAGES` messages delivered in `order`, and
-/// the calls of each command.
-async fn per_message(order: Order) -> (f64, BTreeMap<String, u64>) {
-    let server = RedisServer::start();
+/// A store and an outbox on `server`, and a connection of the test's own.
+async fn connect(
+    server: &RedisServer,
+) -> (
+    Arc<RedisMessageStore>,
+    Arc<RedisOutbox>,
+    redis::aio::MultiplexedConnection,
+) {
     let config = RedisConfig::new(server.url());
-    let store = Arc::new(
-        RedisMessageStore::connect(&config, MessageStoreOptions::default())
-            .await
-            .unwrap(),
-    );
-    let outbox = Arc::new(
-        RedisOutbox::connect(&config, Duration::from_secs(3_600))
-            .await
-            .unwrap(),
-    );
-    let mut c = redis::Client::open(server.url())
+    let store = RedisMessageStore::connect(&config, MessageStoreOptions::default())
+        .await
+        .unwrap();
+    let outbox = RedisOutbox::connect(&config, Duration::from_secs(3_600))
+        .await
+        .unwrap();
+    let c = redis::Client::open(server.url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
+    (Arc::new(store), Arc::new(outbox), c)
+}
+
+/// Commands per message of `MESSAGES` messages delivered in `order`, and
+/// the calls of each command.
+async fn per_message(order: Order) -> (f64, BTreeMap<String, u64>) {
+    let server = RedisServer::start();
+    let (store, outbox, mut c) = connect(&server).await;
     // Scripts loaded, the indexes' first generations and leaves made.
     run(&store, &outbox, 0, LANES, order).await;
     let () = redis::cmd("CONFIG")
@@ -175,18 +183,7 @@ async fn a_delivered_message_should_cost_few_redis_commands() {
 async fn round_trips_per_message(order: Order) -> f64 {
     const COUNT: u32 = 100;
     let server = RedisServer::start();
-    let config = RedisConfig::new(server.url());
-    let store = RedisMessageStore::connect(&config, MessageStoreOptions::default())
-        .await
-        .unwrap();
-    let outbox = RedisOutbox::connect(&config, Duration::from_secs(3_600))
-        .await
-        .unwrap();
-    let mut c = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let (store, outbox, mut c) = connect(&server).await;
     // Scripts loaded, the indexes' first generations and leaves made.
     deliver(&store, &outbox, 0, order).await;
     let reads = async |c: &mut redis::aio::MultiplexedConnection| -> u64 {
