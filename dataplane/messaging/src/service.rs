@@ -547,14 +547,17 @@ fn status_event(rec: &MessageRecord) -> AppEvent {
 /// The JSON object a receiver gets for `ev`: the event's fields and its
 /// `event_id`.
 pub(crate) fn event_body(ev: &AppEvent, event_id: &str) -> String {
-    let mut v = serde_json::to_value(ev).expect("events serialise");
-    if let Some(o) = v.as_object_mut() {
-        o.insert(
-            "event_id".into(),
-            serde_json::Value::String(event_id.into()),
-        );
-    }
-    v.to_string()
+    // Written straight after the event's own fields (an internally tagged
+    // enum is one JSON object), not through a `serde_json::Value`: one
+    // buffer instead of a map of owned strings, for every event.
+    let mut out = Vec::with_capacity(256);
+    serde_json::to_writer(&mut out, ev).expect("events serialise");
+    debug_assert_eq!(out.last(), Some(&b'}'));
+    out.pop();
+    out.extend_from_slice(b",\"event_id\":");
+    serde_json::to_writer(&mut out, event_id).expect("strings serialise");
+    out.push(b'}');
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
 /// The statistics scope of a stored message.
@@ -595,5 +598,45 @@ impl RateLimiter for Unlimited {
     }
     fn mode(&self) -> smsgw_core::limits::LimiterMode {
         smsgw_core::limits::LimiterMode::InProcess
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_body_is_the_events_object_with_its_id() {
+        let events = [
+            AppEvent::Status {
+                app_id: "app-1".into(),
+                message_id: "m\"1".into(),
+                transaction_id: "t1".into(),
+                status: MessageStatus::Delivered,
+                at_ms: 7,
+                possible_duplicate: true,
+            },
+            AppEvent::MobileOriginated {
+                app_id: "app-2".into(),
+                link: "l".into(),
+                source: "+1".into(),
+                destination: "123".into(),
+                message: "ünï \\ \"x\"\n".into(),
+                at_ms: 8,
+                text_error: None,
+                undecoded_payload: None,
+                data_coding: 8,
+                incomplete: true,
+            },
+        ];
+        for ev in events {
+            let body = event_body(&ev, "ev_\"q\"");
+            let got: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let mut want = serde_json::to_value(&ev).unwrap();
+            want.as_object_mut()
+                .unwrap()
+                .insert("event_id".into(), "ev_\"q\"".into());
+            assert_eq!(got, want);
+        }
     }
 }

@@ -8,6 +8,7 @@ pub mod messages;
 pub mod outbox;
 mod quotas;
 mod redis_store;
+mod wal;
 
 pub use embedded::{EmbeddedUserStore, USER_STORE_CACHE};
 pub use redis_store::{BoundedConnection, DEFAULT_IN_FLIGHT, RedisConfig, RedisUserStore};

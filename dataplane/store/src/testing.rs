@@ -1,4 +1,5 @@
-//! Test helpers: a throwaway `redis-server` on an ephemeral port.
+//! Test helpers: a throwaway `redis-server` on an ephemeral port; a child
+//! test process killed at a known point (the crash tests).
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -94,4 +95,31 @@ pub fn packed(s: &str) -> Vec<u8> {
     let mut v = Vec::new();
     crate::messages::record_codec::put_str(&mut v, s);
     v
+}
+
+/// Crashes a writer at a known point: runs this test binary's ignored test
+/// `child` with the environment variable `env` set to `dir`, waits until it
+/// prints a line `acked` (its writes were acknowledged), and kills it with
+/// SIGKILL — no destructor, no checkpoint. Panics if it stopped before
+/// saying so.
+pub fn kill_child_once_acked(child: &str, env: &str, dir: &std::path::Path) {
+    use std::io::{BufRead, BufReader};
+    let mut c = Command::new(std::env::current_exe().expect("the test binary"))
+        .args([child, "--exact", "--include-ignored", "--nocapture"])
+        .env(env, dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the child test starts");
+    let out = BufReader::new(c.stdout.take().expect("piped"));
+    let said = out
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.trim() == "acked");
+    c.kill().expect("kill the child");
+    let status = c.wait().expect("the child is reaped");
+    assert!(
+        said,
+        "the child stopped before its writes were acknowledged"
+    );
+    assert!(!status.success());
 }

@@ -10,9 +10,8 @@ use smsgw_core::messages::{
 };
 use smsgw_store::contract;
 use smsgw_store::messages::{Checkpoints, EmbeddedMessageStore, MessageStoreOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const DIR_ENV: &str = "SMSGW_CRASH_TEST_DIR";
@@ -114,27 +113,7 @@ async fn acknowledged_writes_survive_a_kill() {
     let path = dir.path().join("messages.redb");
     let wal = dir.path().join("messages.redb-wal");
 
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([CHILD, "--exact", "--include-ignored", "--nocapture"])
-        .env(DIR_ENV, dir.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = BufReader::new(child.stdout.take().unwrap());
-    let mut said = false;
-    for line in out.lines() {
-        if line.unwrap().trim() == "acked" {
-            said = true;
-            break;
-        }
-    }
-    child.kill().unwrap();
-    let status = child.wait().unwrap();
-    assert!(
-        said,
-        "the child stopped before its writes were acknowledged"
-    );
-    assert!(!status.success());
+    smsgw_store::testing::kill_child_once_acked(CHILD, DIR_ENV, dir.path());
     let acked: Acked =
         serde_json::from_slice(&std::fs::read(dir.path().join("acked.json")).unwrap()).unwrap();
 

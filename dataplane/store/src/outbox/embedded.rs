@@ -1,16 +1,19 @@
-//! The embedded outbox: a redb file, one writer thread that commits every
-//! queued append and acknowledgement in one durable transaction (group
-//! commit: at thousands of events a second one sync carries hundreds), and
+//! The embedded outbox: a redb file, one writer thread that logs every
+//! queued append and acknowledgement as one batch of its write-ahead log
+//! (group commit: at thousands of events a second one sync carries
+//! hundreds) and applies it to redb, checkpointing redb every second; and
 //! an in-memory cursor of what this process has handed out. After a
 //! restart the cursor starts over, so every unacknowledged event is handed
 //! out again.
 
+use crate::messages::Checkpoints;
+use crate::wal::{self, LogWriter};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use smsgw_core::outbox::{Claimed, Logged, Outbox, OutboxError, OutboxEvent};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
 
 /// Pending events by sequence number (JSON of [`OutboxEvent`]).
@@ -20,8 +23,11 @@ const LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox_lo
 /// (append time ms, sequence number) → app, to drop log entries past the
 /// retention.
 const LOG_AT: TableDefinition<(u64, u64), &str> = TableDefinition::new("outbox_log_at");
-/// `next`: the next sequence number (never reused, so cursors only grow).
+/// `next`: the next sequence number (never reused, so cursors only grow);
+/// [`WAL_SEQ`]: the number of the last logged batch applied.
 const META: TableDefinition<&str, u64> = TableDefinition::new("outbox_meta");
+/// [`META`] key of the last logged batch applied.
+const WAL_SEQ: &str = "wal_seq";
 
 /// Writes committed in one transaction at most.
 const MAX_BATCH: usize = 1024;
@@ -73,6 +79,18 @@ impl EmbeddedOutbox {
         retention: Duration,
         cache_bytes: usize,
     ) -> Result<Self, OutboxError> {
+        Self::open_with(path, retention, cache_bytes, Checkpoints::default())
+    }
+
+    /// Opens (or creates) the outbox file at `path` with its write-ahead
+    /// log next to it (`<file>-wal`), applies what the log holds past the
+    /// last checkpoint, and starts the writer.
+    pub fn open_with(
+        path: &Path,
+        retention: Duration,
+        cache_bytes: usize,
+        checkpoints: Checkpoints,
+    ) -> Result<Self, OutboxError> {
         let db = Arc::new(
             Database::builder()
                 .set_cache_size(cache_bytes)
@@ -80,22 +98,32 @@ impl EmbeddedOutbox {
                 .map_err(backend)?,
         );
         let txn = db.begin_write().map_err(backend)?;
-        let next = {
+        let (next, checkpoint) = {
             let t = txn.open_table(PENDING).map_err(backend)?;
             let pending = t.last().map_err(backend)?.map_or(0, |(k, _)| k.value() + 1);
             txn.open_table(LOG).map_err(backend)?;
             txn.open_table(LOG_AT).map_err(backend)?;
             let m = txn.open_table(META).map_err(backend)?;
             let stored = m.get("next").map_err(backend)?.map_or(0, |v| v.value());
-            pending.max(stored)
+            let checkpoint = m.get(WAL_SEQ).map_err(backend)?.map_or(0, |v| v.value());
+            (pending.max(stored), checkpoint)
         };
         txn.commit().map_err(backend)?;
+        let (log, frames) = LogWriter::open(db.clone(), path, checkpoint, checkpoints, "outbox")
+            .map_err(backend)?;
+        let mut writer = Writer {
+            db: db.clone(),
+            log,
+            next,
+            retention,
+        };
+        writer.replay(frames)?;
         let (tx, rx) = mpsc::channel::<Job>();
         let appended = Arc::new(Notify::new());
-        let (wdb, wnotify) = (db.clone(), appended.clone());
+        let wnotify = appended.clone();
         let handle = std::thread::Builder::new()
             .name("outbox-writer".into())
-            .spawn(move || writer(&wdb, next, retention, &rx, &wnotify))
+            .spawn(move || writer.run(&rx, &wnotify))
             .map_err(backend)?;
         Ok(Self {
             db,
@@ -157,81 +185,220 @@ impl Drop for EmbeddedOutbox {
     }
 }
 
-/// The writer thread: group commits until every sender is gone; drops log
-/// entries past `retention` every [`PURGE_EVERY`].
-fn writer(
-    db: &Database,
-    mut next: u64,
+/// One logged batch's payload (little endian): the append time (Unix
+/// ms, `u64`), then per operation a tag — `1` append: sequence number
+/// (`u64`), app id, body and event JSON (each `u32` length + bytes); `2`
+/// acknowledgement: sequence number (`u64`).
+fn encode_batch(batch: &[Job], mut next: u64, now: u64) -> Vec<u8> {
+    fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+        // A row is far below 4 GiB (the gateway's bodies are kilobytes).
+        out.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(b);
+    }
+    let mut out = Vec::with_capacity(
+        8 + batch
+            .iter()
+            .map(|j| match j {
+                Job::Append(rows, _) => rows
+                    .iter()
+                    .map(|(a, b, e)| 21 + a.len() + b.len() + e.len())
+                    .sum(),
+                Job::Ack(seqs, _) => 9 * seqs.len(),
+            })
+            .sum::<usize>(),
+    );
+    out.extend_from_slice(&now.to_le_bytes());
+    for j in batch {
+        match j {
+            Job::Append(rows, _) => {
+                for (app, body, e) in rows {
+                    out.push(1);
+                    out.extend_from_slice(&next.to_le_bytes());
+                    bytes(&mut out, app.as_bytes());
+                    bytes(&mut out, body.as_bytes());
+                    bytes(&mut out, e);
+                    next += 1;
+                }
+            }
+            Job::Ack(seqs, _) => {
+                for s in seqs {
+                    out.push(2);
+                    out.extend_from_slice(&s.to_le_bytes());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One operation of a logged batch, borrowed from its payload.
+#[derive(Debug, PartialEq)]
+enum LogOp<'a> {
+    Append {
+        seq: u64,
+        app: &'a str,
+        body: &'a [u8],
+        event: &'a [u8],
+    },
+    Ack(u64),
+}
+
+/// The append time and operations of a payload [`encode_batch`] wrote;
+/// `None` if it does not read whole.
+fn decode_batch(p: &[u8]) -> Option<(u64, Vec<LogOp<'_>>)> {
+    fn take<'a>(p: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (p.get(..n)?, p.get(n..)?);
+        *p = rest;
+        Some(head)
+    }
+    fn u64_(p: &mut &[u8]) -> Option<u64> {
+        Some(u64::from_le_bytes(take(p, 8)?.try_into().ok()?))
+    }
+    fn bytes<'a>(p: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let n = u32::from_le_bytes(take(p, 4)?.try_into().ok()?);
+        take(p, n as usize)
+    }
+    let mut p = p;
+    let now = u64_(&mut p)?;
+    let mut ops = Vec::new();
+    while let Some((&tag, rest)) = p.split_first() {
+        p = rest;
+        ops.push(match tag {
+            1 => LogOp::Append {
+                seq: u64_(&mut p)?,
+                app: std::str::from_utf8(bytes(&mut p)?).ok()?,
+                body: bytes(&mut p)?,
+                event: bytes(&mut p)?,
+            },
+            2 => LogOp::Ack(u64_(&mut p)?),
+            _ => return None,
+        });
+    }
+    Some((now, ops))
+}
+
+/// The outbox's single writer: group commit through the write-ahead log
+/// ([`LogWriter`]), each batch then applied to redb without a sync, and
+/// checkpoints — as the embedded message store does. A durable redb commit
+/// per batch cost the gateway a tenth of its CPU at 15,000 msg/s (every
+/// touched page written and synced each time).
+struct Writer {
+    db: Arc<Database>,
+    log: LogWriter,
+    /// Next event sequence number.
+    next: u64,
     retention: Duration,
-    rx: &mpsc::Receiver<Job>,
-    appended: &Notify,
-) {
-    let mut batch: Vec<Job> = Vec::new();
-    let mut purged = std::time::Instant::now();
-    loop {
-        let first = match rx.recv_timeout(PURGE_EVERY) {
-            Ok(j) => Some(j),
-            Err(mpsc::RecvTimeoutError::Timeout) => None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        if purged.elapsed() >= PURGE_EVERY {
-            purged = std::time::Instant::now();
-            if let Err(e) = purge(db, retention) {
-                tracing::warn!(error = %e, "outbox: cannot drop old log entries");
-            }
+}
+
+impl Writer {
+    /// Applies the logged batches past the last checkpoint, then
+    /// checkpoints.
+    fn replay(&mut self, frames: Vec<wal::Frame>) -> Result<(), OutboxError> {
+        let n = frames.len();
+        for (seq, payload) in frames {
+            self.apply(seq, &payload)?;
+            self.log.replayed(seq);
         }
-        let Some(first) = first else { continue };
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
+        self.log.after_replay(n).map_err(backend)
+    }
+
+    /// Group commits until every sender is gone (then a last checkpoint);
+    /// drops log entries past the retention every [`PURGE_EVERY`].
+    fn run(mut self, rx: &mpsc::Receiver<Job>, appended: &Notify) {
+        let mut batch: Vec<Job> = Vec::new();
+        let mut purged = Instant::now();
+        loop {
+            let wait = self
+                .log
+                .until_due()
+                .map_or(PURGE_EVERY, |d| d.min(PURGE_EVERY));
+            let first = match rx.recv_timeout(wait) {
+                Ok(j) => Some(j),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            if purged.elapsed() >= PURGE_EVERY && self.log.poisoned().is_none() {
+                purged = Instant::now();
+                match purge(&self.db, self.retention) {
+                    // Durable at the next checkpoint; lost with a crash
+                    // before it, it is done again.
+                    Ok(()) => self.log.touched(),
+                    Err(e) => tracing::warn!(error = %e, "outbox: cannot drop old log entries"),
+                }
             }
-        }
-        let start = next;
-        let now = smsgw_core::messages::unix_now_ms();
-        let result = (|| -> Result<(), OutboxError> {
-            let mut txn = db.begin_write().map_err(backend)?;
-            txn.set_durability(Durability::Immediate).map_err(backend)?;
-            {
-                let mut t = txn.open_table(PENDING).map_err(backend)?;
-                let mut log = txn.open_table(LOG).map_err(backend)?;
-                let mut log_at = txn.open_table(LOG_AT).map_err(backend)?;
-                for j in &batch {
-                    match j {
-                        Job::Append(rows, _) => {
-                            for (app, body, e) in rows {
-                                t.insert(next, e.as_slice()).map_err(backend)?;
-                                log.insert((app.as_str(), next), body.as_bytes())
-                                    .map_err(backend)?;
-                                log_at.insert((now, next), app.as_str()).map_err(backend)?;
-                                next += 1;
-                            }
-                        }
-                        Job::Ack(seqs, _) => {
-                            for s in seqs {
-                                t.remove(*s).map_err(backend)?;
-                            }
-                        }
+            if let Some(first) = first {
+                batch.push(first);
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(j) => batch.push(j),
+                        Err(_) => break,
                     }
                 }
-                let mut m = txn.open_table(META).map_err(backend)?;
-                m.insert("next", next).map_err(backend)?;
+                let result = self.commit(&batch);
+                let any_append = batch.iter().any(|j| matches!(j, Job::Append(..)));
+                for j in batch.drain(..) {
+                    let (Job::Append(_, reply) | Job::Ack(_, reply)) = j;
+                    let _ = reply.send(result.clone());
+                }
+                if any_append && result.is_ok() {
+                    appended.notify_waiters();
+                }
             }
-            txn.commit().map_err(backend)
-        })();
-        if result.is_err() {
-            // Nothing of the batch was written: its numbers are free again.
-            next = start;
+            self.log.checkpoint_if_due();
         }
-        let any_append = batch.iter().any(|j| matches!(j, Job::Append(..)));
-        for j in batch.drain(..) {
-            let (Job::Append(_, reply) | Job::Ack(_, reply)) = j;
-            let _ = reply.send(result.clone());
+        self.log.finish();
+    }
+
+    /// Logs `batch` (its appends numbered from `next`), then applies it.
+    fn commit(&mut self, batch: &[Job]) -> Result<(), OutboxError> {
+        if let Some(why) = self.log.poisoned() {
+            return Err(backend(why));
         }
-        if any_append && result.is_ok() {
-            appended.notify_waiters();
+        let payload = encode_batch(batch, self.next, smsgw_core::messages::unix_now_ms());
+        let seq = self.log.log(&payload).map_err(backend)?;
+        self.apply(seq, &payload)
+            .map_err(|e| backend(self.log.poison(format!("outbox commit failed: {e}"))))
+    }
+
+    /// Applies logged batch `seq` in one redb transaction, committed
+    /// without a sync (the log holds it durably). Applying a batch again
+    /// changes nothing more (an append overwrites itself, an
+    /// acknowledgement of an absent event is none).
+    fn apply(&mut self, seq: u64, payload: &[u8]) -> Result<(), OutboxError> {
+        let (now, ops) = decode_batch(payload)
+            .ok_or_else(|| backend(format!("write-ahead log batch {seq} is unreadable")))?;
+        let mut txn = self.db.begin_write().map_err(backend)?;
+        txn.set_durability(Durability::None).map_err(backend)?;
+        let mut next = self.next;
+        {
+            let mut t = txn.open_table(PENDING).map_err(backend)?;
+            let mut log = txn.open_table(LOG).map_err(backend)?;
+            let mut log_at = txn.open_table(LOG_AT).map_err(backend)?;
+            for op in ops {
+                match op {
+                    LogOp::Append {
+                        seq,
+                        app,
+                        body,
+                        event,
+                    } => {
+                        t.insert(seq, event).map_err(backend)?;
+                        log.insert((app, seq), body).map_err(backend)?;
+                        log_at.insert((now, seq), app).map_err(backend)?;
+                        next = next.max(seq + 1);
+                    }
+                    LogOp::Ack(s) => {
+                        t.remove(s).map_err(backend)?;
+                    }
+                }
+            }
+            let mut m = txn.open_table(META).map_err(backend)?;
+            m.insert("next", next).map_err(backend)?;
+            m.insert(WAL_SEQ, seq).map_err(backend)?;
         }
+        txn.commit().map_err(backend)?;
+        self.next = next;
+        Ok(())
     }
 }
 
@@ -239,7 +406,8 @@ fn writer(
 fn purge(db: &Database, retention: Duration) -> Result<(), OutboxError> {
     let cutoff = smsgw_core::messages::unix_now_ms()
         .saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
-    let txn = db.begin_write().map_err(backend)?;
+    let mut txn = db.begin_write().map_err(backend)?;
+    txn.set_durability(Durability::None).map_err(backend)?;
     {
         let mut log_at = txn.open_table(LOG_AT).map_err(backend)?;
         let mut log = txn.open_table(LOG).map_err(backend)?;
@@ -347,5 +515,65 @@ impl Outbox for EmbeddedOutbox {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_logged_batch_reads_back_as_written_and_a_cut_one_not_at_all() {
+        let (tx, _) = oneshot::channel();
+        let (tx2, _) = oneshot::channel();
+        let batch = [
+            Job::Append(
+                vec![
+                    ("app-1".into(), "{\"a\":1}".into(), b"{\"e\":1}".to_vec()),
+                    ("app-ü".into(), String::new(), b"{}".to_vec()),
+                ],
+                tx,
+            ),
+            Job::Ack(vec![3, u64::MAX], tx2),
+        ];
+        let p = encode_batch(&batch, 41, 1_700_000_000_123);
+        let (now, ops) = decode_batch(&p).unwrap();
+        assert_eq!(now, 1_700_000_000_123);
+        assert_eq!(
+            ops,
+            vec![
+                LogOp::Append {
+                    seq: 41,
+                    app: "app-1",
+                    body: b"{\"a\":1}",
+                    event: b"{\"e\":1}"
+                },
+                LogOp::Append {
+                    seq: 42,
+                    app: "app-ü",
+                    body: b"",
+                    event: b"{}"
+                },
+                LogOp::Ack(3),
+                LogOp::Ack(u64::MAX),
+            ]
+        );
+        // Cut short: nothing, or (cut between two operations) the ones
+        // before the cut — the log's frame checksum is what refuses a torn
+        // batch; this only never reads past the end.
+        let mut whole = 0;
+        for cut in 0..p.len() {
+            match decode_batch(&p[..cut]) {
+                None => {}
+                Some((_, got)) => {
+                    assert!(got.len() < ops.len() && got[..] == ops[..got.len()]);
+                    whole += 1;
+                }
+            }
+        }
+        assert_eq!(whole, 4, "the time alone, then after each of 3 operations");
+        let mut bad = p.clone();
+        bad[8] = 9;
+        assert_eq!(decode_batch(&bad), None);
     }
 }

@@ -29,41 +29,32 @@
 //!
 //! Layout: this module (the store: its queue, reads, and the trait),
 //! `writer` (group commit, the log, checkpoints, replay), `tables` (the
-//! tables and the pure operations a logged write applies), `wal` (the log
-//! file's frames); a record's bytes are `messages::record_codec`'s, shared
-//! with the other stores.
+//! tables and the pure operations a logged write applies); the log file's
+//! frames are `crate::wal`'s (shared with the outbox); a record's bytes
+//! are `messages::record_codec`'s, shared with the other stores.
 //!
 //! [`purge_expired`]: smsgw_core::messages::MessageStore::purge_expired
 
 mod tables;
-mod wal;
 mod writer;
 
 pub use writer::Checkpoints;
 
 use super::{MessageStoreOptions, backend, ms};
+use crate::wal::LogWriter;
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use smsgw_core::messages::{
     ClaimRequest, Claimed, CreateOutcome, MessageRecord, MessageStore, MessageStoreError,
     ReceiptChange, ReceiptOutcome, ReceiptUpdate, StatusChange, SubmitUpdate, unix_now_ms,
 };
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Instant;
 use tables::{Done, MSGS, Op, PARKED, PURGE_BATCH, TXS, Tables, WAL_SEQ, get_record, live, tx_key};
 use tokio::sync::oneshot;
-use wal::Wal;
 use writer::{Job, Writer};
-
-/// Size the log file is zero-filled to when smaller (`wal`: appends
-/// inside it do not change the file's size, so their `fdatasync` skips the
-/// inode). The file is never cut back, so a busier store's log stays at its
-/// high-water mark.
-const WAL_PREALLOC: u64 = 4 << 20;
 
 struct Inner {
     db: Arc<Database>,
@@ -89,13 +80,6 @@ impl Drop for Inner {
 #[derive(Clone)]
 pub struct EmbeddedMessageStore {
     inner: Arc<Inner>,
-}
-
-/// The log's path: the store file's with `-wal` appended.
-fn wal_path(path: &Path) -> PathBuf {
-    let mut p = OsString::from(path.as_os_str());
-    p.push("-wal");
-    PathBuf::from(p)
 }
 
 impl EmbeddedMessageStore {
@@ -128,21 +112,12 @@ impl EmbeddedMessageStore {
                 .map_or(0, |v| v.value())
         };
         txn.commit().map_err(backend)?;
-        let log = wal_path(path);
-        let (wal, frames) = Wal::open(&log, WAL_PREALLOC).map_err(|e| {
-            backend(format!(
-                "cannot open the write-ahead log {}: {e}",
-                log.display()
-            ))
-        })?;
+        let (log, frames) =
+            LogWriter::open(db.clone(), path, checkpoint, checkpoints, "message store")
+                .map_err(backend)?;
         let mut writer = Writer {
             db: db.clone(),
-            wal,
-            next_seq: checkpoint + 1,
-            last_checkpoint: Instant::now(),
-            dirty: false,
-            poisoned: None,
-            checkpoints,
+            log,
         };
         writer.replay(frames)?;
         let (jobs, rx) = mpsc::channel();

@@ -4,8 +4,9 @@
 //! themselves are [`super::tables`].
 
 use super::tables::{Done, Op, Tables, WAL_SEQ};
-use super::wal::{self, Wal};
 use crate::messages::backend;
+pub use crate::wal::Checkpoints;
+use crate::wal::{self, LogWriter};
 use redb::{Database, Durability};
 use smsgw_core::messages::MessageStoreError;
 use std::sync::Arc;
@@ -22,31 +23,6 @@ const LINGER: Duration = Duration::from_millis(2);
 
 /// Most writes committed in one transaction.
 pub const MAX_BATCH: usize = 512;
-/// When the embedded store makes redb durable and empties its log.
-///
-/// A checkpoint holds the writer for one durable redb commit (the pages of
-/// every batch since the previous one), so rarer checkpoints delay fewer
-/// writes, at the cost of a longer replay after a crash and more memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Checkpoints {
-    /// At most this long between checkpoints while there are writes
-    /// (default 1 s: at 1,000 msg/s a checkpoint then holds the writer
-    /// ≈ 4 ms, against 13–28 ms every 5 s, for the same CPU).
-    pub every: Duration,
-    /// A checkpoint as soon as the log holds this many bytes (default
-    /// 32 MiB).
-    pub log_bytes: u64,
-}
-
-impl Default for Checkpoints {
-    fn default() -> Self {
-        Self {
-            every: Duration::from_secs(1),
-            log_bytes: 32 << 20,
-        }
-    }
-}
-
 pub(super) type Reply<T> = oneshot::Sender<Result<T, MessageStoreError>>;
 
 pub(super) enum Job {
@@ -103,55 +79,31 @@ impl Job {
 /// The store's single writer: owns the log and every redb write.
 pub(super) struct Writer {
     pub(super) db: Arc<Database>,
-    pub(super) wal: Wal,
-    /// Number of the next batch logged.
-    pub(super) next_seq: u64,
-    pub(super) last_checkpoint: Instant,
-    /// Batches applied since the last checkpoint.
-    pub(super) dirty: bool,
-    /// Set when the log or redb failed a write: from then on the log and
-    /// redb may disagree, so every write fails until a restart replays.
-    pub(super) poisoned: Option<String>,
-    pub(super) checkpoints: Checkpoints,
+    pub(super) log: LogWriter,
 }
 
 impl Writer {
     /// Applies the logged batches past the last checkpoint, then
     /// checkpoints.
     pub(super) fn replay(&mut self, frames: Vec<wal::Frame>) -> Result<(), MessageStoreError> {
-        let todo = wal::replayable(frames, self.next_seq - 1);
-        let n = todo.len();
-        for (seq, payload) in todo {
+        let n = frames.len();
+        for (seq, payload) in frames {
             let ops: Vec<Op> = serde_json::from_slice(&payload)
                 .map_err(|e| backend(format!("write-ahead log batch {seq} is unreadable: {e}")))?;
             self.apply(seq, ops.iter())?;
-            self.next_seq = seq + 1;
+            self.log.replayed(seq);
         }
-        if n == 0 {
-            // Nothing past the checkpoint: redb is already durable (open
-            // just committed), so only the log starts over.
-            self.wal.reset();
-            return Ok(());
-        }
-        tracing::info!(
-            batches = n,
-            "message store: applied the write-ahead log after an unclean stop"
-        );
-        self.checkpoint()
+        self.log.after_replay(n).map_err(backend)
     }
 
     pub(super) fn run(mut self, rx: &mpsc::Receiver<Job>) {
         let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
         loop {
-            let first = if self.dirty {
-                let left = self
-                    .checkpoints
-                    .every
-                    .saturating_sub(self.last_checkpoint.elapsed());
+            let first = if let Some(left) = self.log.until_due() {
                 match rx.recv_timeout(left) {
                     Ok(j) => j,
                     Err(RecvTimeoutError::Timeout) => {
-                        self.checkpoint_logged();
+                        self.log.checkpoint_if_due();
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -168,16 +120,9 @@ impl Writer {
                 linger(rx, &mut batch);
             }
             self.run_batch(&mut batch);
-            if self.dirty
-                && (self.last_checkpoint.elapsed() >= self.checkpoints.every
-                    || self.wal.len() >= self.checkpoints.log_bytes)
-            {
-                self.checkpoint_logged();
-            }
+            self.log.checkpoint_if_due();
         }
-        if self.dirty {
-            self.checkpoint_logged();
-        }
+        self.log.finish();
     }
 
     /// Runs the queued jobs in order: the operations between two
@@ -189,10 +134,7 @@ impl Writer {
                 Job::Op(op, reply) => ops.push((op, reply)),
                 Job::Checkpoint(reply) => {
                     self.commit(std::mem::take(&mut ops));
-                    let r = match &self.poisoned {
-                        Some(why) => Err(backend(why)),
-                        None => self.checkpoint(),
-                    };
+                    let r = self.log.checkpoint().map_err(backend);
                     let _ = reply.send(r);
                 }
             }
@@ -224,24 +166,13 @@ impl Writer {
         &mut self,
         ops: impl Iterator<Item = &'a Op> + Clone,
     ) -> Result<Vec<Result<Done, MessageStoreError>>, MessageStoreError> {
-        if let Some(why) = &self.poisoned {
+        if let Some(why) = self.log.poisoned() {
             return Err(backend(why));
         }
         let payload = serde_json::to_vec(&ops.clone().collect::<Vec<_>>()).map_err(backend)?;
-        let seq = self.next_seq;
-        if let Err(e) = self.wal.append(seq, &payload) {
-            return Err(self.poison(format!("write-ahead log append failed: {e}")));
-        }
-        self.next_seq += 1;
-        self.dirty = true;
+        let seq = self.log.log(&payload).map_err(backend)?;
         self.apply(seq, ops)
-            .map_err(|e| self.poison(format!("message store commit failed: {e}")))
-    }
-
-    fn poison(&mut self, why: String) -> MessageStoreError {
-        tracing::error!(error = %why, "message store: writes stop until a restart");
-        self.poisoned = Some(why.clone());
-        backend(why)
+            .map_err(|e| backend(self.log.poison(format!("message store commit failed: {e}"))))
     }
 
     /// Applies logged batch `seq` in one redb transaction, committed
@@ -261,36 +192,6 @@ impl Writer {
         };
         txn.commit().map_err(backend)?;
         Ok(results)
-    }
-
-    /// One durable redb commit (it persists every non-durable commit
-    /// before it, the last batch number included), then an empty log.
-    fn checkpoint(&mut self) -> Result<(), MessageStoreError> {
-        let started = Instant::now();
-        let txn = self.db.begin_write().map_err(backend)?;
-        txn.commit().map_err(backend)?;
-        tracing::debug!(
-            took_ms = started.elapsed().as_secs_f64() * 1e3,
-            log_bytes = self.wal.len(),
-            "message store: checkpoint"
-        );
-        self.wal.reset();
-        self.dirty = false;
-        self.last_checkpoint = Instant::now();
-        Ok(())
-    }
-
-    /// A checkpoint the writer decided on itself: failures are logged (the
-    /// log still holds every batch, so nothing is lost; the next one
-    /// retries).
-    fn checkpoint_logged(&mut self) {
-        if self.poisoned.is_some() {
-            return;
-        }
-        if let Err(e) = self.checkpoint() {
-            tracing::error!(error = %e, "message store: checkpoint failed");
-            self.last_checkpoint = Instant::now();
-        }
     }
 }
 
