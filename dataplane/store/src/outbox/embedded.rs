@@ -16,7 +16,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
 
-/// Pending events by sequence number (JSON of [`OutboxEvent`]).
+/// Pending events by sequence number ([`encode_event`]).
 const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox_pending");
 /// Every event's body by (app, sequence number), for pull.
 const LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox_log");
@@ -32,7 +32,7 @@ const WAL_SEQ: &str = "wal_seq";
 /// Writes committed in one transaction at most.
 const MAX_BATCH: usize = 1024;
 
-/// One event to append: app id, body, the event's JSON.
+/// One event to append: app id, body, the event's bytes ([`encode_event`]).
 type Row = (String, String, Vec<u8>);
 
 /// How often entries past the retention are removed from the log.
@@ -161,7 +161,7 @@ impl EmbeddedOutbox {
         let mut out = Vec::new();
         for row in t.range(from..).map_err(backend)? {
             let (k, v) = row.map_err(backend)?;
-            let event: OutboxEvent = serde_json::from_slice(v.value()).map_err(backend)?;
+            let event = decode_event(v.value())?;
             out.push(Claimed {
                 position: k.value().to_string(),
                 event,
@@ -185,16 +185,104 @@ impl Drop for EmbeddedOutbox {
     }
 }
 
+/// Appends `b` with its length (`u32`, little endian) in front.
+fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+    // A row is far below 4 GiB (the gateway's bodies are kilobytes).
+    out.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+/// The first `n` bytes of `p`, moving `p` past them.
+fn take<'a>(p: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, rest) = (p.get(..n)?, p.get(n..)?);
+    *p = rest;
+    Some(head)
+}
+
+/// A little-endian `u64` from the front of `p`.
+fn u64_(p: &mut &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(take(p, 8)?.try_into().ok()?))
+}
+
+/// Bytes [`bytes`] wrote, from the front of `p`.
+fn read_bytes<'a>(p: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let n = u32::from_le_bytes(take(p, 4)?.try_into().ok()?);
+    take(p, n as usize)
+}
+
+/// A string [`bytes`] wrote, from the front of `p`.
+fn read_str(p: &mut &[u8]) -> Option<String> {
+    String::from_utf8(read_bytes(p)?.to_vec()).ok()
+}
+
+/// First byte of a pending event stored by [`encode_event`]; earlier
+/// versions stored JSON, which starts with `{`.
+const EVENT_V1: u8 = 1;
+
+/// A pending event's bytes: [`EVENT_V1`], the append time (`u64`), then
+/// event id, app id, key, kind, body and the callback's JSON (empty: none)
+/// as [`bytes`] — no JSON escaping of the body inside JSON, which cost
+/// more than the rest of writing and reading an event.
+fn encode_event(e: &OutboxEvent) -> Result<Vec<u8>, OutboxError> {
+    let callback = match &e.callback {
+        Some(c) => serde_json::to_vec(c).map_err(backend)?,
+        None => Vec::new(),
+    };
+    let mut out = Vec::with_capacity(
+        33 + e.event_id.len()
+            + e.app_id.len()
+            + e.key.len()
+            + e.kind.len()
+            + e.body.len()
+            + callback.len(),
+    );
+    out.push(EVENT_V1);
+    out.extend_from_slice(&e.created_at_ms.to_le_bytes());
+    for b in [&e.event_id, &e.app_id, &e.key, &e.kind, &e.body] {
+        bytes(&mut out, b.as_bytes());
+    }
+    bytes(&mut out, &callback);
+    Ok(out)
+}
+
+/// A pending event from its stored bytes ([`encode_event`]'s, or JSON).
+fn decode_event(b: &[u8]) -> Result<OutboxEvent, OutboxError> {
+    let Some((&EVENT_V1, mut p)) = b.split_first() else {
+        return serde_json::from_slice(b).map_err(backend);
+    };
+    let p = &mut p;
+    (|| {
+        let created_at_ms = u64_(p)?;
+        let (event_id, app_id, key, kind, body) = (
+            read_str(p)?,
+            read_str(p)?,
+            read_str(p)?,
+            read_str(p)?,
+            read_str(p)?,
+        );
+        let callback = match read_bytes(p)? {
+            [] => None,
+            json => Some(serde_json::from_slice(json).ok()?),
+        };
+        p.is_empty().then_some(OutboxEvent {
+            event_id,
+            app_id,
+            key,
+            kind,
+            callback,
+            body,
+            created_at_ms,
+        })
+    })()
+    .ok_or_else(|| backend("a pending event is unreadable"))
+}
+
 /// One logged batch's payload (little endian): the append time (Unix
 /// ms, `u64`), then per operation a tag — `1` append: sequence number
-/// (`u64`), app id, body and event JSON (each `u32` length + bytes); `2`
+/// (`u64`), app id, body and event ([`encode_event`]) (each `u32` length
+/// + bytes); `2`
 /// acknowledgement: sequence number (`u64`).
 fn encode_batch(batch: &[Job], mut next: u64, now: u64) -> Vec<u8> {
-    fn bytes(out: &mut Vec<u8>, b: &[u8]) {
-        // A row is far below 4 GiB (the gateway's bodies are kilobytes).
-        out.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes());
-        out.extend_from_slice(b);
-    }
     let mut out = Vec::with_capacity(
         8 + batch
             .iter()
@@ -246,18 +334,6 @@ enum LogOp<'a> {
 /// The append time and operations of a payload [`encode_batch`] wrote;
 /// `None` if it does not read whole.
 fn decode_batch(p: &[u8]) -> Option<(u64, Vec<LogOp<'_>>)> {
-    fn take<'a>(p: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = (p.get(..n)?, p.get(n..)?);
-        *p = rest;
-        Some(head)
-    }
-    fn u64_(p: &mut &[u8]) -> Option<u64> {
-        Some(u64::from_le_bytes(take(p, 8)?.try_into().ok()?))
-    }
-    fn bytes<'a>(p: &mut &'a [u8]) -> Option<&'a [u8]> {
-        let n = u32::from_le_bytes(take(p, 4)?.try_into().ok()?);
-        take(p, n as usize)
-    }
     let mut p = p;
     let now = u64_(&mut p)?;
     let mut ops = Vec::new();
@@ -266,9 +342,9 @@ fn decode_batch(p: &[u8]) -> Option<(u64, Vec<LogOp<'_>>)> {
         ops.push(match tag {
             1 => LogOp::Append {
                 seq: u64_(&mut p)?,
-                app: std::str::from_utf8(bytes(&mut p)?).ok()?,
-                body: bytes(&mut p)?,
-                event: bytes(&mut p)?,
+                app: std::str::from_utf8(read_bytes(&mut p)?).ok()?,
+                body: read_bytes(&mut p)?,
+                event: read_bytes(&mut p)?,
             },
             2 => LogOp::Ack(u64_(&mut p)?),
             _ => return None,
@@ -434,13 +510,7 @@ impl Outbox for EmbeddedOutbox {
         }
         let rows = events
             .iter()
-            .map(|e| {
-                Ok((
-                    e.app_id.clone(),
-                    e.body.clone(),
-                    serde_json::to_vec(e).map_err(backend)?,
-                ))
-            })
+            .map(|e| Ok((e.app_id.clone(), e.body.clone(), encode_event(e)?)))
             .collect::<Result<Vec<Row>, OutboxError>>()?;
         self.submit(|r| Job::Append(rows, r)).await
     }
@@ -575,5 +645,39 @@ mod tests {
         let mut bad = p.clone();
         bad[8] = 9;
         assert_eq!(decode_batch(&bad), None);
+    }
+
+    #[test]
+    fn a_pending_event_reads_back_whether_stored_binary_or_as_json_and_a_cut_one_is_an_error() {
+        let plain = OutboxEvent {
+            event_id: "ev_m1_delivered".into(),
+            app_id: "app-ü".into(),
+            key: "m1".into(),
+            kind: "delivered".into(),
+            callback: None,
+            body: "{\"type\":\"status\",\"message\":\"a\\\"b\"}".into(),
+            created_at_ms: 1_700_000_000_123,
+        };
+        let with_callback = OutboxEvent {
+            callback: Some(smsgw_core::outbox::Callback {
+                url: "https://example.com/cb".into(),
+                events: Some(smsgw_core::outbox::EventMask(vec!["final".into()])),
+            }),
+            body: String::new(),
+            ..plain.clone()
+        };
+        for e in [plain, with_callback] {
+            let b = encode_event(&e).unwrap();
+            assert_eq!(b[0], EVENT_V1);
+            assert_eq!(decode_event(&b).unwrap(), e);
+            // As an earlier version stored it.
+            assert_eq!(decode_event(&serde_json::to_vec(&e).unwrap()).unwrap(), e);
+            for cut in 0..b.len() {
+                assert!(decode_event(&b[..cut]).is_err(), "cut at {cut}");
+            }
+            let mut longer = b.clone();
+            longer.push(0);
+            assert!(decode_event(&longer).is_err());
+        }
     }
 }
