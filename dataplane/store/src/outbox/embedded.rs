@@ -279,9 +279,8 @@ fn decode_event(b: &[u8]) -> Result<OutboxEvent, OutboxError> {
 
 /// One logged batch's payload (little endian): the append time (Unix
 /// ms, `u64`), then per operation a tag — `1` append: sequence number
-/// (`u64`), app id, body and event ([`encode_event`]) (each `u32` length
-/// + bytes); `2`
-/// acknowledgement: sequence number (`u64`).
+/// (`u64`), app id, body and event ([`encode_event`]), each as
+/// [`bytes`]; `2` acknowledgement: sequence number (`u64`).
 fn encode_batch(batch: &[Job], mut next: u64, now: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(
         8 + batch
