@@ -939,6 +939,24 @@ async fn connect_and_bind(
     }
 }
 
+/// After a write loop's first PDU: lets the tasks already woken run
+/// first (`yield_now` waits for the runtime's next turn), then takes
+/// what they queued, up to `max` in `batch` — so one write carries the
+/// PDUs of a burst, not a syscall each (at 15,000 msg/s the gateway made
+/// ~2.3 `sendto` a message).
+pub(crate) async fn gather<T>(rx: &mut mpsc::UnboundedReceiver<T>, batch: &mut Vec<T>, max: usize) {
+    if batch.len() >= max {
+        return;
+    }
+    tokio::task::yield_now().await;
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(t) => batch.push(t),
+            Err(_) => break,
+        }
+    }
+}
+
 async fn write_loop(
     mut w: BoxWrite,
     mut rx: mpsc::UnboundedReceiver<Command>,
@@ -947,10 +965,11 @@ async fn write_loop(
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut batch = Vec::with_capacity(256);
     loop {
-        let n = rx.recv_many(&mut batch, 256).await;
-        if n == 0 {
+        if rx.recv_many(&mut batch, 256).await == 0 {
             break;
         }
+        gather(&mut rx, &mut batch, 256).await;
+        let n = batch.len();
         for cmd in batch.drain(..) {
             encode_into(&cmd, &mut buf);
         }
@@ -1344,6 +1363,32 @@ async fn handle_inbound(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_write_takes_what_the_tasks_already_woken_queue_up_to_its_bound() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tx.send(0).unwrap();
+        // Ready to run, but on this one thread only once the loop yields.
+        let more = tx.clone();
+        tokio::spawn(async move {
+            for i in 1..10 {
+                more.send(i).unwrap();
+            }
+        });
+        let mut batch = Vec::new();
+        rx.recv_many(&mut batch, 64).await;
+        assert_eq!(batch, [0]);
+        gather(&mut rx, &mut batch, 64).await;
+        assert_eq!(batch, (0..10).collect::<Vec<_>>());
+
+        batch.clear();
+        for i in 0..10 {
+            tx.send(i).unwrap();
+        }
+        rx.recv_many(&mut batch, 1).await;
+        gather(&mut rx, &mut batch, 4).await;
+        assert_eq!(batch, [0, 1, 2, 3]);
+    }
 
     #[test]
     fn a_drained_map_is_sealed_before_the_unbind_so_no_submit_slips_in_behind_it() {

@@ -1521,6 +1521,7 @@ async fn write_loop(
     let mut batch = Vec::with_capacity(64);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     while rx.recv_many(&mut batch, 64).await > 0 {
+        crate::session::gather(&mut rx, &mut batch, 64).await;
         // A stalled connection holds back everything until the stall ends.
         while let Some(until) = gate.until(&state.faults) {
             sleep_until(until).await;
