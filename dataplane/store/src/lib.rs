@@ -1,6 +1,7 @@
 //! Store backends: an embedded one on disk (redb) for standalone mode, and
 //! Redis, shared by every pod of a cluster. Both implement the traits of
-//! `smsgw-core` and pass the same contract suite ([`contract`]).
+//! `smsgw-core` and pass the same contract suite (`contract`, built for
+//! tests and with the `testing` feature).
 #![warn(missing_docs)]
 
 mod embedded;

@@ -119,7 +119,7 @@ pub trait VersionedKv: Send + Sync + 'static {
     /// more when the receipt is final: long enough to match a duplicate),
     /// or else parks the receipt under that key for `parked_ttl` (a parked
     /// final receipt is not replaced by an intermediate one, as
-    /// [`super::keep_parked`]) and answers `None`.
+    /// `keep_parked` in `messages` decides) and answers `None`.
     async fn lookup_or_park(
         &self,
         r: &ReceiptUpdate,
