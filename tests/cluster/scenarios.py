@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Cluster-in-a-box scenarios (issue 16), run by scripts/test-all.sh.
 
-One cluster (`scripts/cluster.sh up`, default chart values: 3 proxies,
-2 operator replicas, the shipped Redis) on a loopback /24 of its own, then:
+One cluster (`scripts/cluster.sh up`, default chart values — 3 proxies,
+2 operator replicas, the shipped Redis — but `proxy.webhookAllowPrivate`,
+the webhook receiver being on loopback) on a loopback /24 of its own, then:
 
   1. install: `kubectl apply -f examples/cluster/` → every resource Ready,
      proxies Ready, messages sent through the proxy Service delivered and
@@ -43,9 +44,14 @@ One cluster (`scripts/cluster.sh up`, default chart values: 3 proxies,
      (its exact sliding-window peak), the excess refused with 429;
   10. suspend: `spec.suspended` unbinds the link on every pod, admin start
      answers 409, sends wait and are delivered once it is resumed;
+  12. notifications (issue 18): an app's batched webhook for final events
+     is down while 240 messages sent through every pod are delivered;
+     a pod holding outbox partitions is SIGKILLed, the receiver comes up →
+     the delivered event of every message arrives, signed with the secret
+     the setting returned, one event id per message;
   7. (opt-in benchmark) dispatch at SMSGW_BENCH_RATE msg/s.
 
-Usage: python3 tests/cluster/scenarios.py [--keep] [--no-build] [1 2 4 5 3 6 8 11 9 10]
+Usage: python3 tests/cluster/scenarios.py [--keep] [--no-build] [1 2 4 5 3 6 8 11 9 10 12]
 Needs the binaries of the current tree: it runs `cargo build -p smsgw
 -p smsgw-operator` and `cargo build -p smsgw --example service-proxy`
 first (a no-op after `cargo test --workspace` and scripts/test-all.sh).
@@ -56,6 +62,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -68,6 +76,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -133,7 +142,9 @@ class Cluster:
 
     def up(self):
         # With the S3 stand-in, as the chart's journal dependency (issue 16).
-        cmd = [str(REPO / "scripts/cluster.sh"), "up", "--no-build", "--s3", "--net", self.net]
+        cmd = [str(REPO / "scripts/cluster.sh"), "up", "--no-build", "--s3", "--net", self.net,
+               # The box's webhook receivers listen on loopback (scenario 12).
+               "--set", "proxy.webhookAllowPrivate=true"]
         if self.proxies:
             cmd += ["--proxies", str(self.proxies)]
         t0 = time.time()
@@ -1265,18 +1276,132 @@ def scenario_suspend(c: Cluster):
             f"Ready=False/{reason}, admin start 409 through each pod; resumed: bound again, the waiting send delivered")
 
 
+class Webhook:
+    """An app's webhook receiver on 127.0.0.1: checks each request's
+    signature, records every event by id; while `down` it answers 503."""
+
+    def __init__(self):
+        self.down = False
+        self.secret = ""
+        self.events: dict[str, list[dict]] = {}  # event_id -> each copy received
+        self.refused = 0
+        self.bad_signatures: list[str] = []
+        self.lock = threading.Lock()
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if hook.down:
+                    with hook.lock:
+                        hook.refused += 1
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                ts = self.headers.get("x-smsgw-timestamp", "")
+                want = "sha256=" + hmac.new(hook.secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+                got = self.headers.get("x-smsgw-signature", "")
+                evs = json.loads(body)
+                with hook.lock:
+                    if not hmac.compare_digest(want, got):
+                        hook.bad_signatures.append(got)
+                    for e in evs if isinstance(evs, list) else [evs]:
+                        hook.events.setdefault(e["event_id"], []).append(e)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def delivered(self):
+        """message id -> the ids of the `delivered` events received for it."""
+        with self.lock:
+            out: dict[str, set[str]] = {}
+            for eid, copies in self.events.items():
+                e = copies[0]
+                if e.get("status") == "delivered":
+                    out.setdefault(e["message_id"], set()).add(eid)
+            return out
+
+
+def scenario_notifications(c: Cluster, n=240):
+    """Issue 18 in the cluster: the outbox is Redis Streams partitions
+    leased to pods. An app's webhook (batched, final events) gets the
+    `delivered` event of every message sent round-robin through every pod,
+    signed with the secret its setting returned, though the receiver is
+    down while the messages are delivered and one pod holding events is
+    killed with SIGKILL before it comes back: each arrives, none twice
+    under different ids."""
+    h = auth_headers(c)
+    hook = Webhook()
+    hook.down = True
+    # The box's proxies run with proxy.webhookAllowPrivate (the receiver
+    # is on loopback).
+    st, body = http("PUT", c.rest + "/api/v1/settings/webhook",
+                    {"url": hook.url, "batch": True, "events": ["final"]}, h)
+    check(st == 200 and body.get("secret"), f"alice sets her app's webhook: {st} {body}")
+    hook.secret = body["secret"]
+    bases = list(proxy_bases(c).items())
+    check(len(bases) >= 2, f"at least two proxy pods Ready: {[n for n, _ in bases]}")
+    acked: dict[str, str] = {}  # message id -> the pod that accepted it
+    for i in range(n):
+        name, base = bases[i % len(bases)]
+        tx = f"hook-{i}-{uuid.uuid4().hex[:8]}"
+        st, b = send(c, h, f"notify {tx}", f"+3364{i:07d}", tx, base=base)
+        check(st == 200 and b.get("success"), f"send {i} through {name}: {st} {b}")
+        acked[b["message_id"]] = name
+        time.sleep(0.03)  # under alice's rate (50/s)
+    check_all_delivered(c, h, acked)
+    wait_until("the pods trying the webhook while it is down", lambda: hook.refused >= len(bases), 30, 0.2)
+    check(not hook.events, f"{len(hook.events)} events arrived while the receiver answered 503")
+    victim, _ = bases[0]
+    pod = c.pods_json()[victim]
+    os.kill(pod["pids"]["proxy"], 9)
+    t_up = time.time()
+    hook.down = False
+    say(f"  {len(acked)} messages delivered with the webhook down ({hook.refused} requests refused); "
+        f"killed the proxy of {victim}, receiver up")
+
+    def all_arrived():
+        got = hook.delivered()
+        return all(m in got for m in acked)
+
+    wait_until(f"the delivered event of all {len(acked)} messages at the webhook", all_arrived, 120, 0.5)
+    took = time.time() - t_up
+    time.sleep(2)  # a late copy would show here
+    got = hook.delivered()
+    check(not hook.bad_signatures, f"{len(hook.bad_signatures)} requests with a wrong signature")
+    twice = {m: ids for m, ids in got.items() if len(ids) > 1}
+    check(not twice, f"messages with delivered events under different ids: {list(twice.items())[:5]}")
+    stray = [m for m in got if m not in acked]
+    check(not stray, f"delivered events of messages this scenario did not send: {stray[:5]}")
+    copies = sum(len(v) - 1 for v in hook.events.values())
+    from_victim = sum(1 for m, pod_name in acked.items() if pod_name == victim)
+    st, _ = http("PUT", c.rest + "/api/v1/settings/webhook", {"url": None}, h)
+    check(st == 200, f"alice removes her webhook: {st}")
+    hook.server.shutdown()
+    return (f"{len(acked)} messages through {len(bases)} pods ({from_victim} accepted by the killed {victim}), "
+            f"delivered with the receiver down ({hook.refused} requests refused); every delivered event arrived "
+            f"{took:.1f} s after it came up, signed, one id per message ({copies} repeated copies, same id)")
+
+
 SCENARIOS = {"1": ("install", scenario_install), "2": ("scale", scenario_scale),
              "4": ("propagation", scenario_propagation), "3": ("disruption", scenario_disruption),
              "5": ("secrets", scenario_secrets), "6": ("dispatch", scenario_dispatch),
              "8": ("holder kill -9", scenario_holder_kill), "9": ("link rate", scenario_link_rate),
              "10": ("suspend", scenario_suspend),
              "11": ("1-session holder kill -9", lambda c: scenario_holder_kill(c, sessions=1)),
+             "12": ("notifications", scenario_notifications),
              "7": ("dispatch rate (benchmark, opt-in)", scenario_dispatch_rate)}
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("which", nargs="*", default=["1", "2", "4", "5", "3", "6", "8", "11", "9", "10"], help="scenarios to run, in order (default 1 2 4 5 3 6 8 11 9 10; each after 1 needs 1's resources)")
+    ap.add_argument("which", nargs="*", default=["1", "2", "4", "5", "3", "6", "8", "11", "9", "10", "12"], help="scenarios to run, in order (default 1 2 4 5 3 6 8 11 9 10 12; each after 1 needs 1's resources)")
     ap.add_argument("--keep", action="store_true", help="leave the cluster up")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--net", default=f"127.{81 + os.getpid() % 150}.{os.getpid() % 250}")
