@@ -419,6 +419,48 @@ async fn redis_outbox_pull() {
     contract::outbox_pull(&redis_outbox(&r).await).await;
 }
 
+#[tokio::test]
+async fn redis_outbox_events_a_pod_held_come_back_when_it_restarts_under_its_name() {
+    use smsgw_core::outbox::Outbox;
+    use std::time::Duration;
+    let r = RedisServer::start();
+    let before = redis_outbox(&r).await;
+    before.heartbeat("pod-a").await.unwrap();
+    let evs: Vec<_> = (1..=6).map(|n| contract::event("m", n)).collect();
+    before.append(&evs).await.unwrap();
+    let held = before
+        .claim("pod-a", 100, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 6);
+    before.ack(&[held[0].position.clone()]).await.unwrap();
+    // Killed (no release) and started again at once as the same pod: its
+    // leases are still its own.
+    drop(before);
+    let after = redis_outbox(&r).await;
+    let got = after
+        .claim("pod-a", 100, Duration::from_millis(200))
+        .await
+        .unwrap();
+    let ids: Vec<_> = got.iter().map(|c| c.event.event_id.as_str()).collect();
+    let want: Vec<_> = held[1..]
+        .iter()
+        .map(|c| c.event.event_id.as_str())
+        .collect();
+    assert_eq!(
+        ids, want,
+        "what the previous process read and did not acknowledge, in order"
+    );
+    // Searched once: what it now holds is not handed out again.
+    assert!(
+        after
+            .claim("pod-a", 100, Duration::from_millis(200))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outbox_events_a_dead_pod_held_go_to_another_pod_in_order() {
     use smsgw_core::outbox::Outbox;

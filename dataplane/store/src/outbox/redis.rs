@@ -9,7 +9,9 @@
 //! (the partitions over the live pods, rounded up). When a pod dies its
 //! leases lapse; another pod takes the partitions and, first, claims every
 //! entry the dead one had read but not acknowledged (`XAUTOCLAIM` from
-//! idle 0: the lease makes it the only reader), so nothing is lost.
+//! idle 0: the lease makes it the only reader), so nothing is lost. A pod
+//! restarted under the same name finds its leases still its own, and
+//! searches them the same way at its first renewal.
 //! Acknowledged entries are removed (`XACK` + `XDEL`).
 //!
 //! Every key carries the hash tag `{<prefix>:outbox}`: one slot, so an
@@ -98,6 +100,12 @@ struct Held {
     /// Taken but not yet searched for a dead owner's entries.
     fresh: Vec<usize>,
     renewed: Option<Instant>,
+    /// This process has searched what it held at its first renewal. A pod
+    /// restarted under the same name (a container restart keeps the pod's
+    /// name) still holds its leases, so they are not new to the lease
+    /// script, but what its previous process read and did not acknowledge
+    /// is only in the stream's pending list: searched like a dead owner's.
+    started: bool,
 }
 
 /// An event ready to write: its partition, JSON, app and body.
@@ -296,8 +304,17 @@ impl RedisOutbox {
         if h.parts != parts {
             tracing::info!(consumer, partitions = ?parts, "outbox partitions held");
         }
-        h.parts = parts;
         h.fresh.extend(fresh.iter().map(|v| *v as usize));
+        if !h.started {
+            h.started = true;
+            let own: Vec<usize> = parts
+                .iter()
+                .copied()
+                .filter(|p| !h.fresh.contains(p))
+                .collect();
+            h.fresh.extend(own);
+        }
+        h.parts = parts;
         h.renewed = Some(Instant::now());
         Ok(())
     }
