@@ -1,9 +1,8 @@
 #!/usr/bin/env python3
 """Cluster-in-a-box scenarios (issue 16), run by scripts/test-all.sh.
 
-One cluster (`scripts/cluster.sh up`, default chart values — 3 proxies,
-2 operator replicas, the shipped Redis — but `proxy.webhookAllowPrivate`,
-the webhook receiver being on loopback) on a loopback /24 of its own, then:
+One cluster (`scripts/cluster.sh up`, default chart values: 3 proxies,
+2 operator replicas, the shipped Redis) on a loopback /24 of its own, then:
 
   1. install: `kubectl apply -f examples/cluster/` → every resource Ready,
      proxies Ready, messages sent through the proxy Service delivered and
@@ -44,8 +43,10 @@ the webhook receiver being on loopback) on a loopback /24 of its own, then:
      (its exact sliding-window peak), the excess refused with 429;
   10. suspend: `spec.suspended` unbinds the link on every pod, admin start
      answers 409, sends wait and are delivered once it is resumed;
-  12. notifications (issue 18): an app's batched webhook for final events
-     is down while 240 messages sent through every pod are delivered;
+  12. notifications (issue 18): `webhookAllowPrivate` patched onto a User
+     reaches the pods (its app may then set a loopback webhook); the app's
+     batched webhook for final events is down while 240 messages sent
+     through every pod are delivered;
      a pod holding outbox partitions is SIGKILLed, the receiver comes up →
      the delivered event of every message arrives, signed with the secret
      the setting returned, one event id per message;
@@ -142,9 +143,7 @@ class Cluster:
 
     def up(self):
         # With the S3 stand-in, as the chart's journal dependency (issue 16).
-        cmd = [str(REPO / "scripts/cluster.sh"), "up", "--no-build", "--s3", "--net", self.net,
-               # The box's webhook receivers listen on loopback (scenario 12).
-               "--set", "proxy.webhookAllowPrivate=true"]
+        cmd = [str(REPO / "scripts/cluster.sh"), "up", "--no-build", "--s3", "--net", self.net]
         if self.proxies:
             cmd += ["--proxies", str(self.proxies)]
         t0 = time.time()
@@ -1339,11 +1338,15 @@ def scenario_notifications(c: Cluster, n=240):
     h = auth_headers(c)
     hook = Webhook()
     hook.down = True
-    # The box's proxies run with proxy.webhookAllowPrivate (the receiver
-    # is on loopback).
-    st, body = http("PUT", c.rest + "/api/v1/settings/webhook",
-                    {"url": hook.url, "batch": True, "events": ["final"]}, h)
-    check(st == 200 and body.get("secret"), f"alice sets her app's webhook: {st} {body}")
+    setting = {"url": hook.url, "batch": True, "events": ["final"]}
+    st, body = http("PUT", c.rest + "/api/v1/settings/webhook", setting, h)
+    check(st == 400 and "private" in json.dumps(body), f"a loopback webhook before the User allows it: {st} {body}")
+    t0 = time.time()
+    c.kubectl("patch", "smsuser", "alice", "--type", "merge", "-p", '{"spec":{"webhookAllowPrivate":true}}')
+    body = wait_until("the User's webhookAllowPrivate at the pods (the loopback webhook accepted)", lambda: (
+        r := http("PUT", c.rest + "/api/v1/settings/webhook", setting, h))[0] == 200 and r[1], 30, 0.2)
+    allowed = time.time() - t0
+    check(body.get("secret"), f"alice sets her app's webhook: {body}")
     hook.secret = body["secret"]
     bases = list(proxy_bases(c).items())
     check(len(bases) >= 2, f"at least two proxy pods Ready: {[n for n, _ in bases]}")
@@ -1383,8 +1386,9 @@ def scenario_notifications(c: Cluster, n=240):
     from_victim = sum(1 for m, pod_name in acked.items() if pod_name == victim)
     st, _ = http("PUT", c.rest + "/api/v1/settings/webhook", {"url": None}, h)
     check(st == 200, f"alice removes her webhook: {st}")
+    c.kubectl("patch", "smsuser", "alice", "--type", "merge", "-p", '{"spec":{"webhookAllowPrivate":false}}')
     hook.server.shutdown()
-    return (f"{len(acked)} messages through {len(bases)} pods ({from_victim} accepted by the killed {victim}), "
+    return (f"webhookAllowPrivate live {allowed:.1f} s after the patch; {len(acked)} messages through {len(bases)} pods ({from_victim} accepted by the killed {victim}), "
             f"delivered with the receiver down ({hook.refused} requests refused); every delivered event arrived "
             f"{took:.1f} s after it came up, signed, one id per message ({copies} repeated copies, same id)")
 

@@ -181,6 +181,12 @@ pub struct UserSpec {
     #[serde(default)]
     #[schemars(length(max = 256))]
     pub source_addresses: Vec<String>,
+    /// Let the app's webhook and its messages' callback URLs target
+    /// private, loopback and link-local addresses (a receiver inside the
+    /// cluster); the chart's `proxy.webhookAllowPrivate` allows that for
+    /// every app. Default false: public addresses only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub webhook_allow_private: bool,
 }
 
 impl UserSpec {

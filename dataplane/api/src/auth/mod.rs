@@ -861,7 +861,7 @@ impl Auth {
                     source_addresses: spec.source_addresses.clone(),
                     webhook_url: None,
                     webhook_secret: None,
-                    webhook_allow_private: false,
+                    webhook_allow_private: spec.webhook_allow_private,
                     webhook_options: Default::default(),
                     token_generation: 0,
                 };
@@ -890,6 +890,7 @@ impl Auth {
         user.rate = spec.quotas.rate;
         user.quotas = quota_limits(&spec.quotas);
         user.source_addresses = spec.source_addresses.clone();
+        user.webhook_allow_private = spec.webhook_allow_private;
         if let Some(h) = wanted.password.new_hash(&user.password_hash).await? {
             user.password_hash = h;
         }

@@ -301,7 +301,7 @@ async fn pods_syncing_one_snapshot_at_once_all_accept_it() {
 async fn managed_users_follow_their_resources_and_cannot_be_deleted_through_the_api() {
     let yaml = |admin: bool, app: &str| {
         format!(
-            "apiVersion: smsgw.io/v1alpha1\nkind: User\nmetadata: {{name: ops}}\nspec: {{email: ops@example.com, appName: {app}, admin: {admin}, password: 'ops password 1'}}\n"
+            "apiVersion: smsgw.io/v1alpha1\nkind: User\nmetadata: {{name: ops}}\nspec: {{email: ops@example.com, appName: {app}, admin: {admin}, webhookAllowPrivate: {admin}, password: 'ops password 1'}}\n"
         )
     };
     let snap = smsgw_crds::compile_manifests(&yaml(false, "one")).unwrap();
@@ -315,8 +315,13 @@ async fn managed_users_follow_their_resources_and_cannot_be_deleted_through_the_
         .unwrap()
         .unwrap();
     assert_eq!(
-        (u.managed_by.as_deref(), u.app_name.as_str(), u.admin),
-        (Some("ops"), "one", false)
+        (
+            u.managed_by.as_deref(),
+            u.app_name.as_str(),
+            u.admin,
+            u.webhook_allow_private
+        ),
+        (Some("ops"), "one", false, false)
     );
     s.auth
         .login("ops@example.com", "ops password 1", "", None)
@@ -327,8 +332,13 @@ async fn managed_users_follow_their_resources_and_cannot_be_deleted_through_the_
     s.auth.sync_managed_users(&snap2).await.unwrap();
     let u2 = s.auth.store().get(&u.user_id).await.unwrap().unwrap();
     assert_eq!(
-        (u2.app_name.as_str(), u2.admin, u2.app_id.as_str()),
-        ("two", true, u.app_id.as_str())
+        (
+            u2.app_name.as_str(),
+            u2.admin,
+            u2.app_id.as_str(),
+            u2.webhook_allow_private
+        ),
+        ("two", true, u.app_id.as_str(), true)
     );
 
     let e = crate::admin::delete_user(&s, &Caller::AdminKey, &u.user_id)
