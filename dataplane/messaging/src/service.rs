@@ -449,7 +449,9 @@ impl Messaging {
                 _ => {}
             }
         }
-        if before.is_some() {
+        // Built only for a watcher (gRPC WatchEvents): three strings a
+        // status change otherwise.
+        if before.is_some() && self.events.receiver_count() > 0 {
             self.publish(status_event(rec));
         }
     }

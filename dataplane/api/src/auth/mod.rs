@@ -192,8 +192,10 @@ pub struct Auth {
     /// id: requests that find a user's entry stale at once share one read
     /// (a burst after it expired made one read a request). An entry
     /// leaves when a request that shared it is answered, so the map holds
-    /// only users with a request in flight.
+    /// only users with a request in flight; at most [`SHARED_READS`].
     reading: std::sync::Mutex<HashMap<String, Arc<LivenessRead>>>,
+    /// Reads not shared because [`Auth::reading`] was full.
+    unshared: AtomicU64,
     /// Counts [`Auth::forget`]s: a read that began before one answers its
     /// callers but is not cached (it may predate the change).
     forgets: AtomicU64,
@@ -225,6 +227,11 @@ impl Drop for LeaveRead<'_> {
 /// Users whose token generation is cached at most; past it the oldest is
 /// dropped (its next request reads the user store again).
 pub const LIVE_USERS: usize = 100_000;
+
+/// Users whose liveness reads are shared at most ([`Auth::liveness`]);
+/// past it a request reads on its own (as before reads were shared). Far
+/// above the users with a request in flight at once on any pod.
+pub const SHARED_READS: usize = 10_000;
 
 /// The answer when the hashing gate is full.
 fn busy(_: password::Busy) -> ApiError {
@@ -271,6 +278,7 @@ impl Auth {
                 config.revocation_check_interval,
             )),
             reading: Default::default(),
+            unshared: AtomicU64::new(0),
             forgets: AtomicU64::new(0),
             config,
             store,
@@ -287,7 +295,28 @@ impl Auth {
             self.by_address.memory(),
             self.registrations.memory(),
             password::memory(),
+            self.reads_memory(),
         ]
+    }
+
+    /// The liveness reads in flight, shared by the requests waiting for
+    /// them (`auth_liveness_reads`).
+    fn reads_memory(&self) -> MemoryUse {
+        let reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+        MemoryUse {
+            structure: "auth_liveness_reads",
+            entries: reading.len() as u64,
+            bytes: reading
+                .keys()
+                .map(|k| {
+                    2 * k.len()
+                        + std::mem::size_of::<LivenessRead>()
+                        + 2 * std::mem::size_of::<usize>()
+                })
+                .sum::<usize>() as u64,
+            capacity: SHARED_READS as u64,
+            evicted: self.unshared.load(Ordering::Relaxed),
+        }
     }
 
     /// The user store.
@@ -633,13 +662,18 @@ impl Auth {
         {
             return Ok(l.user.clone());
         }
-        let read = self
-            .reading
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key.clone())
-            .or_default()
-            .clone();
+        let read = {
+            let mut reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+            match reading.get(&key) {
+                Some(r) => r.clone(),
+                None if reading.len() >= SHARED_READS => {
+                    // Full: a read of its own, outside the map.
+                    self.unshared.fetch_add(1, Ordering::Relaxed);
+                    Arc::default()
+                }
+                None => reading.entry(key.clone()).or_default().clone(),
+            }
+        };
         // Whatever ends this call (answer, error, a client gone), the read
         // leaves the map: the next stale request starts a new one.
         let _leave = LeaveRead {

@@ -496,6 +496,8 @@ async fn a_webhook_secret_is_derived_not_stored() {
 struct SlowGets {
     inner: Arc<dyn UserStore>,
     gets: std::sync::atomic::AtomicUsize,
+    /// How long each read takes.
+    hold: Duration,
 }
 
 #[async_trait::async_trait]
@@ -515,7 +517,7 @@ impl UserStore for SlowGets {
     ) -> Result<Option<UserRecord>, smsgw_core::users::StoreError> {
         self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let user = self.inner.get(user_id).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(self.hold).await;
         user
     }
     async fn by_email(
@@ -590,6 +592,7 @@ async fn a_burst_with_the_cache_expired_reads_the_user_once_and_a_change_still_s
     let slow = Arc::new(SlowGets {
         inner: s.auth.store().clone(),
         gets: Default::default(),
+        hold: Duration::from_millis(50),
     });
     let auth = Arc::new(Auth::new(
         AuthConfig::new(jwt::KeySet::single("test", vec![42u8; 32]), None),
@@ -637,4 +640,51 @@ async fn a_burst_with_the_cache_expired_reads_the_user_once_and_a_change_still_s
             "a revoked token passed: {a:?}"
         );
     }
+}
+
+// The reads in flight are a reported memory structure with a bound: past
+// `SHARED_READS` users at once a request reads on its own, and every read
+// leaves the map when it is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_reads_in_flight_are_reported_and_bounded() {
+    let (_d, s) = state(Snapshot::default(), None);
+    let slow = Arc::new(SlowGets {
+        inner: s.auth.store().clone(),
+        gets: Default::default(),
+        hold: Duration::from_secs(5),
+    });
+    let auth = Arc::new(Auth::new(
+        AuthConfig::new(jwt::KeySet::single("test", vec![42u8; 32]), None),
+        slow.clone(),
+    ));
+    let reads = |auth: &Auth| {
+        auth.memory()
+            .into_iter()
+            .find(|m| m.structure == "auth_liveness_reads")
+            .expect("reported")
+    };
+    let calls: Vec<_> = (0..=SHARED_READS)
+        .map(|i| {
+            let auth = auth.clone();
+            tokio::spawn(async move { auth.liveness(&format!("usr_{i}")).await })
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    while slow.gets.load(std::sync::atomic::Ordering::SeqCst) <= SHARED_READS {
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "the reads did not all start"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let m = reads(&auth);
+    assert_eq!(
+        (m.entries, m.capacity, m.evicted),
+        (SHARED_READS as u64, SHARED_READS as u64, 1)
+    );
+    assert!(m.bytes >= 2 * 5 * SHARED_READS as u64, "{} bytes", m.bytes);
+    for c in calls {
+        assert_eq!(c.await.unwrap().unwrap(), None);
+    }
+    assert_eq!(reads(&auth).entries, 0);
 }
