@@ -242,6 +242,11 @@ impl LogWriter {
         why
     }
 
+    /// The store's redb, which each logged batch is applied to.
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
     /// Why writes are refused, if they are.
     pub(crate) fn poisoned(&self) -> Option<&str> {
         self.poisoned.as_deref()

@@ -115,10 +115,7 @@ impl EmbeddedMessageStore {
         let (log, frames) =
             LogWriter::open(db.clone(), path, checkpoint, checkpoints, "message store")
                 .map_err(backend)?;
-        let mut writer = Writer {
-            db: db.clone(),
-            log,
-        };
+        let mut writer = Writer { log };
         writer.replay(frames)?;
         let (jobs, rx) = mpsc::channel();
         let writer = std::thread::Builder::new()

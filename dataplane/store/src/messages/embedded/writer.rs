@@ -7,9 +7,8 @@ use super::tables::{Done, Op, Tables, WAL_SEQ};
 use crate::messages::backend;
 pub use crate::wal::Checkpoints;
 use crate::wal::{self, LogWriter};
-use redb::{Database, Durability};
+use redb::Durability;
 use smsgw_core::messages::MessageStoreError;
-use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -78,7 +77,6 @@ impl Job {
 
 /// The store's single writer: owns the log and every redb write.
 pub(super) struct Writer {
-    pub(super) db: Arc<Database>,
     pub(super) log: LogWriter,
 }
 
@@ -182,7 +180,7 @@ impl Writer {
         seq: u64,
         ops: impl Iterator<Item = &'a Op>,
     ) -> Result<Vec<Result<Done, MessageStoreError>>, MessageStoreError> {
-        let mut txn = self.db.begin_write().map_err(backend)?;
+        let mut txn = self.log.db().begin_write().map_err(backend)?;
         txn.set_durability(Durability::None).map_err(backend)?;
         let results = {
             let mut t = Tables::open(&txn)?;
