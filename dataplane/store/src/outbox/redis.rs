@@ -304,15 +304,12 @@ impl RedisOutbox {
         if h.parts != parts {
             tracing::info!(consumer, partitions = ?parts, "outbox partitions held");
         }
-        h.fresh.extend(fresh.iter().map(|v| *v as usize));
-        if !h.started {
+        if h.started {
+            h.fresh.extend(fresh.iter().map(|v| *v as usize));
+        } else {
+            // Every partition held, the newly taken ones among them.
             h.started = true;
-            let own: Vec<usize> = parts
-                .iter()
-                .copied()
-                .filter(|p| !h.fresh.contains(p))
-                .collect();
-            h.fresh.extend(own);
+            h.fresh.clone_from(&parts);
         }
         h.parts = parts;
         h.renewed = Some(Instant::now());
