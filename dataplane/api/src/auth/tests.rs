@@ -493,6 +493,21 @@ async fn a_webhook_secret_is_derived_not_stored() {
 
 /// The embedded user store, counting `get`s and answering each 50 ms after
 /// it read (a store across the network), so that requests overlap.
+/// An authenticator over `auth`'s user store whose every read takes
+/// `hold`, and that store (it counts the reads).
+fn slow_auth(auth: &Auth, hold: Duration) -> (Arc<SlowGets>, Arc<Auth>) {
+    let slow = Arc::new(SlowGets {
+        inner: auth.store().clone(),
+        gets: Default::default(),
+        hold,
+    });
+    let auth = Arc::new(Auth::new(
+        AuthConfig::new(jwt::KeySet::single("test", vec![42u8; 32]), None),
+        slow.clone(),
+    ));
+    (slow, auth)
+}
+
 struct SlowGets {
     inner: Arc<dyn UserStore>,
     gets: std::sync::atomic::AtomicUsize,
@@ -589,15 +604,7 @@ impl UserStore for SlowGets {
 async fn a_burst_with_the_cache_expired_reads_the_user_once_and_a_change_still_shows_at_once() {
     let (_d, s) = state(Snapshot::default(), None);
     let (r, t) = registered(&s.auth, "burst@example.com").await;
-    let slow = Arc::new(SlowGets {
-        inner: s.auth.store().clone(),
-        gets: Default::default(),
-        hold: Duration::from_millis(50),
-    });
-    let auth = Arc::new(Auth::new(
-        AuthConfig::new(jwt::KeySet::single("test", vec![42u8; 32]), None),
-        slow.clone(),
-    ));
+    let (slow, auth) = slow_auth(&s.auth, Duration::from_millis(50));
     let h = headers(&[
         ("authorization", &format!("Bearer {}", t.token)),
         ("x-app-id", &r.app_id),
@@ -648,15 +655,7 @@ async fn a_burst_with_the_cache_expired_reads_the_user_once_and_a_change_still_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn liveness_reads_in_flight_are_reported_and_bounded() {
     let (_d, s) = state(Snapshot::default(), None);
-    let slow = Arc::new(SlowGets {
-        inner: s.auth.store().clone(),
-        gets: Default::default(),
-        hold: Duration::from_secs(5),
-    });
-    let auth = Arc::new(Auth::new(
-        AuthConfig::new(jwt::KeySet::single("test", vec![42u8; 32]), None),
-        slow.clone(),
-    ));
+    let (slow, auth) = slow_auth(&s.auth, Duration::from_secs(5));
     let reads = |auth: &Auth| {
         auth.memory()
             .into_iter()
